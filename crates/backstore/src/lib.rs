@@ -1,0 +1,369 @@
+//! Block storage engines for rustio.
+//!
+//! One trait, [`Backstore`], describes a block device as the SCSI engine sees it: a
+//! byte-addressed store of `capacity()` bytes made of `block_size()`-sized logical blocks,
+//! with vectored reads and writes at an offset, FUA writes, flush, discard (UNMAP),
+//! write-zeroes and resize. Engines:
+//!
+//! * [`file::FileBackstore`] — a regular file or a block device (buffered by default,
+//!   optional `O_DIRECT`, hole punching for discard; io_uring behind the `io-uring` feature).
+//! * [`ram::RamBackstore`] — a sparse in-memory store, or `nullio` (reads return zeros,
+//!   writes are dropped), like LIO's `rd_mcp`.
+//!
+//! Every engine runs the same conformance checks in [`conformance`].
+//!
+//! Offsets and lengths handed to a backstore are in bytes. Callers (the SCSI engine) have
+//! already validated them against the capacity, but every engine checks again with checked
+//! arithmetic and answers [`Error::OutOfRange`] rather than trusting its caller.
+
+use std::fmt;
+use std::io::{IoSlice, IoSliceMut};
+use std::path::PathBuf;
+
+#[cfg(any(test, feature = "test-utils"))]
+pub mod conformance;
+pub mod file;
+pub mod ram;
+#[cfg(feature = "io-uring")]
+mod uring;
+
+pub use file::{FileBackstore, FileOptions, IoEngine};
+pub use ram::RamBackstore;
+
+/// Errors of the backstore engines.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request reaches past the end of the store.
+    #[error("{op} of {len} bytes at offset {offset} is beyond the end of the store ({capacity} bytes)")]
+    OutOfRange {
+        /// The operation attempted ("read", "write", "discard"…).
+        op: &'static str,
+        /// First byte of the request.
+        offset: u64,
+        /// Length of the request in bytes.
+        len: u64,
+        /// Capacity of the store at the time of the request.
+        capacity: u64,
+    },
+    /// The request is not aligned to what the engine requires (e.g. `O_DIRECT`).
+    #[error("{op} at offset {offset} of {len} bytes is not aligned to {align} bytes")]
+    Misaligned {
+        /// The operation attempted.
+        op: &'static str,
+        /// First byte of the request.
+        offset: u64,
+        /// Length of the request in bytes.
+        len: u64,
+        /// Required alignment in bytes.
+        align: u64,
+    },
+    /// An I/O system call failed.
+    #[error("{op} at offset {offset} on {path} failed")]
+    Io {
+        /// The operation attempted.
+        op: &'static str,
+        /// The file or device.
+        path: PathBuf,
+        /// Byte offset of the failed request.
+        offset: u64,
+        /// What the kernel said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Opening or creating the backing file failed.
+    #[error("cannot open backing store {path}")]
+    Open {
+        /// The file or device.
+        path: PathBuf,
+        /// What the kernel said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A write, discard or resize was sent to a read-only store.
+    #[error("the backstore is read-only")]
+    ReadOnly,
+    /// The engine cannot do this operation.
+    #[error("{0} is not supported by this backstore")]
+    Unsupported(&'static str),
+    /// The configuration of the store is invalid.
+    #[error("invalid backstore configuration: {0}")]
+    InvalidConfig(String),
+    /// The on-disk format is damaged or uses a feature this engine refuses to touch.
+    #[error("corrupt or unsupported image {path}: {reason}")]
+    Corrupt {
+        /// The image file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The store has no space left to allocate the write (thin provisioning exhausted).
+    #[error("no space left to allocate {len} bytes at offset {offset}")]
+    NoSpace {
+        /// First byte of the request.
+        offset: u64,
+        /// Length of the request in bytes.
+        len: u64,
+    },
+}
+
+impl Error {
+    /// Classifies the error for the SCSI layer, which maps it to sense data.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::OutOfRange { .. } => ErrorKind::OutOfRange,
+            Error::Misaligned { .. } | Error::InvalidConfig(_) => ErrorKind::InvalidRequest,
+            Error::ReadOnly => ErrorKind::ReadOnly,
+            Error::Unsupported(_) => ErrorKind::Unsupported,
+            Error::NoSpace { .. } => ErrorKind::NoSpace,
+            Error::Io { source, .. } | Error::Open { source, .. } => match source.raw_os_error() {
+                Some(libc::ENOSPC) | Some(libc::EDQUOT) => ErrorKind::NoSpace,
+                Some(libc::EROFS) => ErrorKind::ReadOnly,
+                Some(libc::EIO) | Some(libc::ENODATA) => ErrorKind::Medium,
+                Some(libc::EAGAIN) | Some(libc::ETIMEDOUT) | Some(libc::EBUSY) => ErrorKind::Busy,
+                _ => ErrorKind::Hardware,
+            },
+            Error::Corrupt { .. } => ErrorKind::Medium,
+        }
+    }
+
+    /// Builds an [`Error::OutOfRange`].
+    pub fn out_of_range(op: &'static str, offset: u64, len: u64, capacity: u64) -> Self {
+        Error::OutOfRange {
+            op,
+            offset,
+            len,
+            capacity,
+        }
+    }
+}
+
+/// Coarse classification of a backstore error, for mapping to SCSI sense data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Request beyond the end: ILLEGAL REQUEST / LBA OUT OF RANGE.
+    OutOfRange,
+    /// Malformed request: ILLEGAL REQUEST / INVALID FIELD IN CDB.
+    InvalidRequest,
+    /// DATA PROTECT / WRITE PROTECTED.
+    ReadOnly,
+    /// ILLEGAL REQUEST / INVALID COMMAND OPERATION CODE.
+    Unsupported,
+    /// DATA PROTECT / SPACE ALLOCATION FAILED WRITE PROTECT.
+    NoSpace,
+    /// MEDIUM ERROR (unrecovered read / write error).
+    Medium,
+    /// A transient condition; the initiator should retry (BUSY / NOT READY).
+    Busy,
+    /// HARDWARE ERROR / INTERNAL TARGET FAILURE.
+    Hardware,
+}
+
+/// Result type of the backstore crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Per-write options.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteFlags {
+    /// Force Unit Access: the data is on stable storage when the call returns.
+    pub fua: bool,
+}
+
+impl WriteFlags {
+    /// A write with FUA set.
+    pub const FUA: WriteFlags = WriteFlags { fua: true };
+}
+
+/// What an engine can do; used to fill VPD pages and READ CAPACITY(16).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Writes, discards and resizes are refused.
+    pub read_only: bool,
+    /// [`Backstore::discard`] deallocates (thin provisioning, LBPME).
+    pub discard: bool,
+    /// Deallocated blocks read back as zeros (LBPRZ).
+    pub discard_zeroes: bool,
+    /// The engine has a volatile write cache that [`Backstore::flush`] empties.
+    pub volatile_cache: bool,
+    /// The medium is rotational (VPD 0xB1 MEDIUM ROTATION RATE).
+    pub rotational: bool,
+    /// [`Backstore::block_status`] reports real allocation (GET LBA STATUS).
+    pub allocation_status: bool,
+}
+
+impl Default for Capabilities {
+    fn default() -> Self {
+        Capabilities {
+            read_only: false,
+            discard: false,
+            discard_zeroes: false,
+            volatile_cache: false,
+            rotational: false,
+            allocation_status: false,
+        }
+    }
+}
+
+/// An extent reported by [`Backstore::block_status`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Extent {
+    /// First byte of the extent.
+    pub offset: u64,
+    /// Length in bytes.
+    pub len: u64,
+    /// `true` if the extent is allocated (mapped), `false` if deallocated.
+    pub mapped: bool,
+}
+
+/// A block store.
+///
+/// Implementations are shared between many connections and threads (`&self` methods);
+/// they serialise internally only where their medium requires it. Offsets and lengths are
+/// bytes; callers keep requests aligned to [`Backstore::block_size`], and engines may refuse
+/// unaligned requests with [`Error::Misaligned`].
+pub trait Backstore: Send + Sync + fmt::Debug {
+    /// Logical block size in bytes (512 or 4096).
+    fn block_size(&self) -> u32;
+
+    /// Capacity in bytes. May change after [`Backstore::resize`] or [`Backstore::refresh`].
+    fn capacity(&self) -> u64;
+
+    /// What this engine supports.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Reads `bufs` (filled in order) starting at byte `offset`.
+    fn read_vectored_at(&self, bufs: &mut [IoSliceMut<'_>], offset: u64) -> Result<()>;
+
+    /// Writes `bufs` (in order) starting at byte `offset`.
+    fn write_vectored_at(&self, bufs: &[IoSlice<'_>], offset: u64, flags: WriteFlags)
+        -> Result<()>;
+
+    /// Makes every completed write durable.
+    fn flush(&self) -> Result<()>;
+
+    /// Deallocates `len` bytes at `offset`. After a discard the range reads as zeros if
+    /// `capabilities().discard_zeroes`, otherwise its content is unspecified.
+    fn discard(&self, offset: u64, len: u64) -> Result<()> {
+        let _ = (offset, len);
+        Err(Error::Unsupported("discard"))
+    }
+
+    /// Sets `len` bytes at `offset` to zero. With `may_unmap` the engine may deallocate
+    /// the range instead, provided it then reads as zeros.
+    fn write_zeroes(&self, offset: u64, len: u64, may_unmap: bool) -> Result<()> {
+        let _ = may_unmap;
+        write_zeroes_by_writing(self, offset, len)
+    }
+
+    /// Changes the capacity (grow or shrink) to `new_capacity` bytes.
+    fn resize(&self, new_capacity: u64) -> Result<()> {
+        let _ = new_capacity;
+        Err(Error::Unsupported("resize"))
+    }
+
+    /// Re-reads the capacity from the medium (e.g. a file grown by an administrator or an
+    /// RBD image resized elsewhere) and returns it. The SCSI engine compares it with the
+    /// capacity it last reported and raises CAPACITY DATA HAS CHANGED.
+    fn refresh(&self) -> Result<u64> {
+        Ok(self.capacity())
+    }
+
+    /// Reports allocation of `[offset, offset+len)`, as extents in ascending order that
+    /// cover at least the first byte. The default says everything is mapped.
+    fn block_status(&self, offset: u64, len: u64) -> Result<Vec<Extent>> {
+        check_range("block status", offset, len, self.capacity())?;
+        Ok(vec![Extent {
+            offset,
+            len,
+            mapped: true,
+        }])
+    }
+
+    /// Reads into one buffer.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        self.read_vectored_at(&mut [IoSliceMut::new(buf)], offset)
+    }
+
+    /// Writes one buffer.
+    fn write_at(&self, buf: &[u8], offset: u64, flags: WriteFlags) -> Result<()> {
+        self.write_vectored_at(&[IoSlice::new(buf)], offset, flags)
+    }
+}
+
+/// Checks that `[offset, offset+len)` lies within `capacity`, with checked arithmetic.
+pub fn check_range(op: &'static str, offset: u64, len: u64, capacity: u64) -> Result<()> {
+    match offset.checked_add(len) {
+        Some(end) if end <= capacity => Ok(()),
+        _ => Err(Error::out_of_range(op, offset, len, capacity)),
+    }
+}
+
+/// Total length of a list of buffers, or `None` on overflow.
+pub fn iov_len<T: std::ops::Deref<Target = [u8]>>(bufs: &[T]) -> Option<u64> {
+    bufs.iter()
+        .try_fold(0u64, |acc, b| acc.checked_add(b.len() as u64))
+}
+
+/// Fallback for [`Backstore::write_zeroes`]: writes zero buffers of up to 1 MiB.
+pub fn write_zeroes_by_writing<B: Backstore + ?Sized>(b: &B, offset: u64, len: u64) -> Result<()> {
+    check_range("write zeroes", offset, len, b.capacity())?;
+    const CHUNK: u64 = 1 << 20;
+    let zeros = vec![0u8; CHUNK.min(len) as usize];
+    let mut done = 0u64;
+    while done < len {
+        let n = (len - done).min(CHUNK);
+        b.write_at(&zeros[..n as usize], offset + done, WriteFlags::default())?;
+        done += n;
+    }
+    Ok(())
+}
+
+impl<B: Backstore + ?Sized> Backstore for std::sync::Arc<B> {
+    fn block_size(&self) -> u32 {
+        (**self).block_size()
+    }
+    fn capacity(&self) -> u64 {
+        (**self).capacity()
+    }
+    fn capabilities(&self) -> Capabilities {
+        (**self).capabilities()
+    }
+    fn read_vectored_at(&self, bufs: &mut [IoSliceMut<'_>], offset: u64) -> Result<()> {
+        (**self).read_vectored_at(bufs, offset)
+    }
+    fn write_vectored_at(
+        &self,
+        bufs: &[IoSlice<'_>],
+        offset: u64,
+        flags: WriteFlags,
+    ) -> Result<()> {
+        (**self).write_vectored_at(bufs, offset, flags)
+    }
+    fn flush(&self) -> Result<()> {
+        (**self).flush()
+    }
+    fn discard(&self, offset: u64, len: u64) -> Result<()> {
+        (**self).discard(offset, len)
+    }
+    fn write_zeroes(&self, offset: u64, len: u64, may_unmap: bool) -> Result<()> {
+        (**self).write_zeroes(offset, len, may_unmap)
+    }
+    fn resize(&self, new_capacity: u64) -> Result<()> {
+        (**self).resize(new_capacity)
+    }
+    fn refresh(&self) -> Result<u64> {
+        (**self).refresh()
+    }
+    fn block_status(&self, offset: u64, len: u64) -> Result<Vec<Extent>> {
+        (**self).block_status(offset, len)
+    }
+}
+
+/// Validates a logical block size: 512 or 4096 (also 1024 and 2048, which SBC allows).
+pub fn validate_block_size(bs: u32) -> Result<()> {
+    match bs {
+        512 | 1024 | 2048 | 4096 => Ok(()),
+        _ => Err(Error::InvalidConfig(format!(
+            "logical block size {bs} is not one of 512, 1024, 2048, 4096"
+        ))),
+    }
+}

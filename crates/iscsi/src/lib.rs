@@ -1,0 +1,1 @@
+//! rustio iscsi crate (under construction).

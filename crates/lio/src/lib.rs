@@ -1,0 +1,1 @@
+//! rustio lio crate (under construction).

@@ -1,0 +1,1 @@
+//! rustio scsi crate (under construction).
