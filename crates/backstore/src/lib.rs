@@ -23,6 +23,7 @@ use std::path::PathBuf;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod conformance;
 pub mod file;
+pub mod qcow2;
 pub mod ram;
 #[cfg(feature = "io-uring")]
 mod uring;

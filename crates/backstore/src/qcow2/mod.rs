@@ -1,0 +1,1 @@
+//! qcow2 image backstore (under construction).

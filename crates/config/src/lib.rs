@@ -1,0 +1,1 @@
+//! targetcli saveconfig.json model (under construction).
