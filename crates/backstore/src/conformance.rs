@@ -46,10 +46,20 @@ fn read_vec<B: Backstore + ?Sized>(b: &B, offset: u64, len: usize) -> Vec<u8> {
 /// Capacity is a non-zero multiple of a valid block size.
 pub fn check_geometry<B: Backstore + ?Sized>(b: &B) {
     let bs = b.block_size();
-    assert!(matches!(bs, 512 | 1024 | 2048 | 4096), "block size {bs} invalid");
+    assert!(
+        matches!(bs, 512 | 1024 | 2048 | 4096),
+        "block size {bs} invalid"
+    );
     let cap = b.capacity();
-    assert!(cap >= 1 << 20, "conformance needs at least 1 MiB, got {cap}");
-    assert_eq!(cap % u64::from(bs), 0, "capacity not a multiple of the block size");
+    assert!(
+        cap >= 1 << 20,
+        "conformance needs at least 1 MiB, got {cap}"
+    );
+    assert_eq!(
+        cap % u64::from(bs),
+        0,
+        "capacity not a multiple of the block size"
+    );
 }
 
 /// Data written to the first and the last block reads back unchanged.
@@ -60,7 +70,11 @@ pub fn check_roundtrip_first_and_last_block<B: Backstore + ?Sized>(b: &B) {
         let data = pattern(seed, bs * if off == last { 1 } else { 3 });
         b.write_at(&data, off, WriteFlags::default())
             .unwrap_or_else(|e| panic!("write at {off} failed: {e}"));
-        assert_eq!(read_vec(b, off, data.len()), data, "roundtrip at offset {off}");
+        assert_eq!(
+            read_vec(b, off, data.len()),
+            data,
+            "roundtrip at offset {off}"
+        );
     }
 }
 
@@ -71,8 +85,12 @@ pub fn check_vectored<B: Backstore + ?Sized>(b: &B) {
     let (a, rest) = data.split_at(bs);
     let (c, d) = rest.split_at(bs * 2);
     let off = 8 * bs as u64;
-    b.write_vectored_at(&[IoSlice::new(a), IoSlice::new(c), IoSlice::new(d)], off, WriteFlags::default())
-        .expect("vectored write");
+    b.write_vectored_at(
+        &[IoSlice::new(a), IoSlice::new(c), IoSlice::new(d)],
+        off,
+        WriteFlags::default(),
+    )
+    .expect("vectored write");
     let mut x = vec![0u8; bs * 3];
     let mut y = vec![0u8; bs];
     b.read_vectored_at(&mut [IoSliceMut::new(&mut x), IoSliceMut::new(&mut y)], off)
@@ -86,7 +104,8 @@ pub fn check_zero_length<B: Backstore + ?Sized>(b: &B) {
     let cap = b.capacity();
     b.read_at(&mut [], 0).expect("zero-length read at 0");
     b.read_at(&mut [], cap).expect("zero-length read at end");
-    b.write_at(&[], cap, WriteFlags::default()).expect("zero-length write at end");
+    b.write_at(&[], cap, WriteFlags::default())
+        .expect("zero-length write at end");
     b.read_vectored_at(&mut [], 0).expect("empty iovec read");
 }
 
@@ -101,14 +120,24 @@ pub fn check_beyond_end<B: Backstore + ?Sized>(b: &B) {
         .write_at(&buf, last, WriteFlags::default())
         .expect_err("write straddling the end must fail");
     assert_eq!(err.kind(), ErrorKind::OutOfRange, "straddling write: {err}");
-    assert_eq!(read_vec(b, last, bs), before, "failed write changed the last block");
+    assert_eq!(
+        read_vec(b, last, bs),
+        before,
+        "failed write changed the last block"
+    );
     let mut rbuf = vec![0u8; bs];
-    let err = b.read_at(&mut rbuf, cap).expect_err("read at end must fail");
+    let err = b
+        .read_at(&mut rbuf, cap)
+        .expect_err("read at end must fail");
     assert_eq!(err.kind(), ErrorKind::OutOfRange);
-    let err = b.read_at(&mut rbuf, u64::MAX - 10).expect_err("overflowing read must fail");
+    let err = b
+        .read_at(&mut rbuf, u64::MAX - 10)
+        .expect_err("overflowing read must fail");
     assert_eq!(err.kind(), ErrorKind::OutOfRange);
     if b.capabilities().discard {
-        let err = b.discard(last, 2 * bs as u64).expect_err("discard past end must fail");
+        let err = b
+            .discard(last, 2 * bs as u64)
+            .expect_err("discard past end must fail");
         assert_eq!(err.kind(), ErrorKind::OutOfRange);
     }
     let err = b
@@ -121,7 +150,8 @@ pub fn check_beyond_end<B: Backstore + ?Sized>(b: &B) {
 pub fn check_fua_and_flush<B: Backstore + ?Sized>(b: &B) {
     let bs = b.block_size() as usize;
     let data = pattern(11, bs * 2);
-    b.write_at(&data, 16 * bs as u64, WriteFlags::FUA).expect("FUA write");
+    b.write_at(&data, 16 * bs as u64, WriteFlags::FUA)
+        .expect("FUA write");
     b.flush().expect("flush");
     assert_eq!(read_vec(b, 16 * bs as u64, data.len()), data);
 }
@@ -136,9 +166,20 @@ pub fn check_write_zeroes<B: Backstore + ?Sized>(b: &B) {
         b.write_zeroes(off + bs as u64, 2 * bs as u64, may_unmap)
             .expect("write zeroes");
         let got = read_vec(b, off, data.len());
-        assert_eq!(&got[..bs], &data[..bs], "write_zeroes touched the block before");
-        assert!(got[bs..3 * bs].iter().all(|&x| x == 0), "range not zeroed (may_unmap={may_unmap})");
-        assert_eq!(&got[3 * bs..], &data[3 * bs..], "write_zeroes touched the block after");
+        assert_eq!(
+            &got[..bs],
+            &data[..bs],
+            "write_zeroes touched the block before"
+        );
+        assert!(
+            got[bs..3 * bs].iter().all(|&x| x == 0),
+            "range not zeroed (may_unmap={may_unmap})"
+        );
+        assert_eq!(
+            &got[3 * bs..],
+            &data[3 * bs..],
+            "write_zeroes touched the block after"
+        );
     }
 }
 
@@ -151,13 +192,21 @@ pub fn check_discard<B: Backstore + ?Sized>(b: &B) {
     let bs = b.block_size() as usize;
     let off = 1 << 19; // well inside, chunk-aligned for every engine
     let data = pattern(17, bs * 3);
-    b.write_at(&data, off - bs as u64, WriteFlags::default()).unwrap();
+    b.write_at(&data, off - bs as u64, WriteFlags::default())
+        .unwrap();
     b.discard(off, bs as u64).expect("discard");
     let got = read_vec(b, off - bs as u64, data.len());
     assert_eq!(&got[..bs], &data[..bs], "discard touched the block before");
-    assert_eq!(&got[2 * bs..], &data[2 * bs..], "discard touched the block after");
+    assert_eq!(
+        &got[2 * bs..],
+        &data[2 * bs..],
+        "discard touched the block after"
+    );
     if caps.discard_zeroes {
-        assert!(got[bs..2 * bs].iter().all(|&x| x == 0), "LBPRZ claimed but discarded block is not zero");
+        assert!(
+            got[bs..2 * bs].iter().all(|&x| x == 0),
+            "LBPRZ claimed but discarded block is not zero"
+        );
     }
 }
 
@@ -167,7 +216,10 @@ pub fn check_block_status<B: Backstore + ?Sized>(b: &B) {
     let bs = u64::from(b.block_size());
     let ext = b.block_status(0, cap).expect("block status");
     assert!(!ext.is_empty(), "block status returned no extent");
-    assert_eq!(ext[0].offset, 0, "first extent must start at the requested offset");
+    assert_eq!(
+        ext[0].offset, 0,
+        "first extent must start at the requested offset"
+    );
     let mut pos = 0;
     for e in &ext {
         assert_eq!(e.offset, pos, "extents must be contiguous");
@@ -175,7 +227,10 @@ pub fn check_block_status<B: Backstore + ?Sized>(b: &B) {
         pos += e.len;
     }
     assert!(pos <= cap, "extents past the end");
-    assert!(b.block_status(cap - bs, 2 * bs).is_err(), "status past end must fail");
+    assert!(
+        b.block_status(cap - bs, 2 * bs).is_err(),
+        "status past end must fail"
+    );
 }
 
 /// Four threads writing disjoint regions concurrently all land intact.
@@ -189,7 +244,8 @@ pub fn check_concurrent_writers<B: Backstore + ?Sized>(b: &B) {
                 for i in 0..16u64 {
                     let data = pattern(100 + t * 16 + i, region);
                     let off = base + (t * 16 + i) * region as u64;
-                    b.write_at(&data, off, WriteFlags::default()).expect("concurrent write");
+                    b.write_at(&data, off, WriteFlags::default())
+                        .expect("concurrent write");
                 }
             });
         }
@@ -197,7 +253,11 @@ pub fn check_concurrent_writers<B: Backstore + ?Sized>(b: &B) {
     for t in 0..4u64 {
         for i in 0..16u64 {
             let off = base + (t * 16 + i) * region as u64;
-            assert_eq!(read_vec(b, off, region), pattern(100 + t * 16 + i, region), "thread {t} write {i}");
+            assert_eq!(
+                read_vec(b, off, region),
+                pattern(100 + t * 16 + i, region),
+                "thread {t} write {i}"
+            );
         }
     }
 }

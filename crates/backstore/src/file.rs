@@ -128,8 +128,10 @@ impl FileBackstore {
             )));
         }
         let mut capacity = if is_block_device {
-            lseek(file.as_raw_fd(), 0, Whence::SeekEnd)
-                .map_err(|e| Error::Open { path: path.clone(), source: e.into() })? as u64
+            lseek(file.as_raw_fd(), 0, Whence::SeekEnd).map_err(|e| Error::Open {
+                path: path.clone(),
+                source: e.into(),
+            })? as u64
         } else {
             meta.len()
         };
@@ -199,19 +201,37 @@ impl FileBackstore {
         }
     }
 
-    fn needs_bounce(&self, lens_ptrs: impl Iterator<Item = (usize, usize)>, offset: u64) -> bool {
-        if !self.direct {
-            return false;
+    /// Under `O_DIRECT`, whether a request must go through an aligned bounce buffer:
+    /// memory must be page aligned and every segment a multiple of the block size.
+    fn needs_bounce(&self, mut lens_ptrs: impl Iterator<Item = (usize, usize)>) -> bool {
+        let bs = self.block_size as usize;
+        self.direct && lens_ptrs.any(|(p, l)| p % DIRECT_ALIGN != 0 || l % bs != 0)
+    }
+
+    /// Under `O_DIRECT` the device offset and length must be block aligned.
+    fn check_direct_alignment(&self, op: &'static str, offset: u64, len: u64) -> Result<()> {
+        let bs = u64::from(self.block_size);
+        if self.direct && (offset % bs != 0 || len % bs != 0) {
+            return Err(Error::Misaligned {
+                op,
+                offset,
+                len,
+                align: bs,
+            });
         }
-        let a = DIRECT_ALIGN;
-        offset % a as u64 != 0 || lens_ptrs.into_iter().any(|(p, l)| p % a != 0 || l % a != 0)
+        Ok(())
     }
 
     fn read_raw(&self, bufs: &mut [IoSliceMut<'_>], offset: u64) -> Result<()> {
         #[cfg(feature = "io-uring")]
         if self.engine == IoEngine::IoUring {
             if let Some(r) = crate::uring::readv(&self.file, bufs, offset) {
-                return r.map_err(|e| Error::Io { op: "read", path: self.path.clone(), offset, source: e });
+                return r.map_err(|e| Error::Io {
+                    op: "read",
+                    path: self.path.clone(),
+                    offset,
+                    source: e,
+                });
             }
         }
         let mut bufs = bufs;
@@ -240,7 +260,12 @@ impl FileBackstore {
         #[cfg(feature = "io-uring")]
         if self.engine == IoEngine::IoUring {
             if let Some(r) = crate::uring::writev(file, bufs, offset) {
-                return r.map_err(|e| Error::Io { op: "write", path: self.path.clone(), offset, source: e });
+                return r.map_err(|e| Error::Io {
+                    op: "write",
+                    path: self.path.clone(),
+                    offset,
+                    source: e,
+                });
             }
         }
         let mut owned: Vec<IoSlice<'_>> = bufs.to_vec();
@@ -267,7 +292,13 @@ impl FileBackstore {
         Ok(())
     }
 
-    fn fallocate(&self, op: &'static str, mode: FallocateFlags, offset: u64, len: u64) -> std::result::Result<(), Errno> {
+    fn fallocate(
+        &self,
+        op: &'static str,
+        mode: FallocateFlags,
+        offset: u64,
+        len: u64,
+    ) -> std::result::Result<(), Errno> {
         if len == 0 {
             return Ok(());
         }
@@ -290,11 +321,15 @@ struct Bounce {
 }
 
 impl Bounce {
+    /// `len` is already a multiple of the block size (checked by the caller).
     fn new(len: usize) -> Self {
-        let padded = len.div_ceil(DIRECT_ALIGN) * DIRECT_ALIGN;
-        let storage = vec![0u8; padded + DIRECT_ALIGN];
+        let storage = vec![0u8; len + DIRECT_ALIGN];
         let start = storage.as_ptr().align_offset(DIRECT_ALIGN);
-        Bounce { storage, start, len: padded }
+        Bounce {
+            storage,
+            start,
+            len,
+        }
     }
     fn as_mut(&mut self) -> &mut [u8] {
         &mut self.storage[self.start..self.start + self.len]
@@ -326,20 +361,17 @@ impl Backstore for FileBackstore {
 
     fn read_vectored_at(&self, bufs: &mut [IoSliceMut<'_>], offset: u64) -> Result<()> {
         let cap = self.capacity();
-        let len = iov_len(bufs).ok_or_else(|| Error::out_of_range("read", offset, u64::MAX, cap))?;
+        let len =
+            iov_len(bufs).ok_or_else(|| Error::out_of_range("read", offset, u64::MAX, cap))?;
         check_range("read", offset, len, cap)?;
         if len == 0 {
             return Ok(());
         }
-        if self.needs_bounce(bufs.iter().map(|b| (b.as_ptr() as usize, b.len())), offset) {
-            if offset % DIRECT_ALIGN as u64 != 0 {
-                return Err(Error::Misaligned { op: "read", offset, len, align: DIRECT_ALIGN as u64 });
-            }
+        self.check_direct_alignment("read", offset, len)?;
+        if self.needs_bounce(bufs.iter().map(|b| (b.as_ptr() as usize, b.len()))) {
             let mut bounce = Bounce::new(len as usize);
-            let n = bounce.len;
-            // The padded tail may reach past the end of the file; read_raw zero-fills it.
-            self.read_raw(&mut [IoSliceMut::new(&mut bounce.as_mut()[..n])], offset)?;
-            let mut src = &bounce.as_ref()[..len as usize];
+            self.read_raw(&mut [IoSliceMut::new(bounce.as_mut())], offset)?;
+            let mut src = bounce.as_ref();
             for b in bufs.iter_mut() {
                 let (head, rest) = src.split_at(b.len());
                 b.copy_from_slice(head);
@@ -360,7 +392,8 @@ impl Backstore for FileBackstore {
             return Err(Error::ReadOnly);
         }
         let cap = self.capacity();
-        let len = iov_len(bufs).ok_or_else(|| Error::out_of_range("write", offset, u64::MAX, cap))?;
+        let len =
+            iov_len(bufs).ok_or_else(|| Error::out_of_range("write", offset, u64::MAX, cap))?;
         check_range("write", offset, len, cap)?;
         if len == 0 {
             return Ok(());
@@ -370,17 +403,15 @@ impl Backstore for FileBackstore {
             (Some(d), true) => d,
             _ => &self.file,
         };
-        if self.needs_bounce(bufs.iter().map(|b| (b.as_ptr() as usize, b.len())), offset) {
-            if offset % DIRECT_ALIGN as u64 != 0 || len % DIRECT_ALIGN as u64 != 0 {
-                return Err(Error::Misaligned { op: "write", offset, len, align: DIRECT_ALIGN as u64 });
-            }
+        self.check_direct_alignment("write", offset, len)?;
+        if self.needs_bounce(bufs.iter().map(|b| (b.as_ptr() as usize, b.len()))) {
             let mut bounce = Bounce::new(len as usize);
             let mut pos = 0;
             for b in bufs {
                 bounce.as_mut()[pos..pos + b.len()].copy_from_slice(b);
                 pos += b.len();
             }
-            return self.write_raw(file, &[IoSlice::new(&bounce.as_ref()[..len as usize])], offset);
+            return self.write_raw(file, &[IoSlice::new(bounce.as_ref())], offset);
         }
         self.write_raw(file, bufs, offset)
     }
@@ -428,7 +459,10 @@ impl Backstore for FileBackstore {
             let mode = FallocateFlags::FALLOC_FL_ZERO_RANGE | FallocateFlags::FALLOC_FL_KEEP_SIZE;
             match self.fallocate("write zeroes", mode, offset, len) {
                 Ok(()) => return Ok(()),
-                Err(Errno::EOPNOTSUPP) | Err(Errno::ENOSYS) | Err(Errno::EINVAL) | Err(Errno::ENODEV) => {
+                Err(Errno::EOPNOTSUPP)
+                | Err(Errno::ENOSYS)
+                | Err(Errno::EINVAL)
+                | Err(Errno::ENODEV) => {
                     self.zero_range_ok.store(false, Ordering::Relaxed);
                 }
                 Err(e) => return Err(self.io_err("write zeroes", offset)(e)),
@@ -450,23 +484,31 @@ impl Backstore for FileBackstore {
                 "size {new_capacity} must be a non-zero multiple of the block size {bs}"
             )));
         }
-        self.file.set_len(new_capacity).map_err(|source| Error::Io {
-            op: "resize",
-            path: self.path.clone(),
-            offset: new_capacity,
-            source,
-        })?;
+        self.file
+            .set_len(new_capacity)
+            .map_err(|source| Error::Io {
+                op: "resize",
+                path: self.path.clone(),
+                offset: new_capacity,
+                source,
+            })?;
         self.capacity.store(new_capacity, Ordering::Release);
         Ok(())
     }
 
     fn refresh(&self) -> Result<u64> {
         let size = if self.is_block_device {
-            lseek(self.file.as_raw_fd(), 0, Whence::SeekEnd).map_err(self.io_err("refresh", 0))? as u64
+            lseek(self.file.as_raw_fd(), 0, Whence::SeekEnd).map_err(self.io_err("refresh", 0))?
+                as u64
         } else {
             self.file
                 .metadata()
-                .map_err(|source| Error::Io { op: "refresh", path: self.path.clone(), offset: 0, source })?
+                .map_err(|source| Error::Io {
+                    op: "refresh",
+                    path: self.path.clone(),
+                    offset: 0,
+                    source,
+                })?
                 .len()
         };
         let size = size - size % u64::from(self.block_size);
@@ -479,7 +521,11 @@ impl Backstore for FileBackstore {
     fn block_status(&self, offset: u64, len: u64) -> Result<Vec<Extent>> {
         check_range("block status", offset, len, self.capacity())?;
         if self.is_block_device || len == 0 {
-            return Ok(vec![Extent { offset, len, mapped: true }]);
+            return Ok(vec![Extent {
+                offset,
+                len,
+                mapped: true,
+            }]);
         }
         let end = offset + len;
         let fd = self.file.as_raw_fd();
@@ -491,13 +537,21 @@ impl Backstore for FileBackstore {
                 Ok(d) => (d as u64).min(end),
                 Err(Errno::ENXIO) => end,
                 Err(Errno::EINVAL) | Err(Errno::EOPNOTSUPP) => {
-                    out.push(Extent { offset: pos, len: end - pos, mapped: true });
+                    out.push(Extent {
+                        offset: pos,
+                        len: end - pos,
+                        mapped: true,
+                    });
                     break;
                 }
                 Err(e) => return Err(self.io_err("block status", pos)(e)),
             };
             if data > pos {
-                out.push(Extent { offset: pos, len: data - pos, mapped: false });
+                out.push(Extent {
+                    offset: pos,
+                    len: data - pos,
+                    mapped: false,
+                });
                 pos = data;
                 continue;
             }
@@ -507,7 +561,11 @@ impl Backstore for FileBackstore {
                 Err(e) => return Err(self.io_err("block status", pos)(e)),
             };
             let hole = hole.max(pos + 1).min(end);
-            out.push(Extent { offset: pos, len: hole - pos, mapped: true });
+            out.push(Extent {
+                offset: pos,
+                len: hole - pos,
+                mapped: true,
+            });
             pos = hole;
         }
         Ok(out)
@@ -586,7 +644,10 @@ mod tests {
         assert_eq!(b.capacity(), 4096);
         let p2 = dir.path().join("tiny.img");
         std::fs::write(&p2, [0u8; 100]).unwrap();
-        assert!(matches!(FileBackstore::open(FileOptions::new(&p2)), Err(Error::InvalidConfig(_))));
+        assert!(matches!(
+            FileBackstore::open(FileOptions::new(&p2)),
+            Err(Error::InvalidConfig(_))
+        ));
         let missing = FileBackstore::open(FileOptions::new(dir.path().join("nope"))).unwrap_err();
         assert!(matches!(missing, Error::Open { .. }), "{missing}");
         assert!(missing.to_string().contains("nope"));
@@ -599,7 +660,10 @@ mod tests {
         let mut o = FileOptions::new(d.path().join("lun.img"));
         o.read_only = true;
         let ro = FileBackstore::open(o).unwrap();
-        assert!(matches!(ro.write_at(&[0; 512], 0, WriteFlags::default()), Err(Error::ReadOnly)));
+        assert!(matches!(
+            ro.write_at(&[0; 512], 0, WriteFlags::default()),
+            Err(Error::ReadOnly)
+        ));
         assert!(matches!(ro.discard(0, 512), Err(Error::ReadOnly)));
         assert!(ro.capabilities().read_only);
     }
@@ -607,11 +671,13 @@ mod tests {
     #[test]
     fn discard_punches_a_hole_visible_in_block_status() {
         let (_d, b) = tmp(4 << 20, 512);
-        b.write_at(&vec![3u8; 4 << 20], 0, WriteFlags::default()).unwrap();
+        b.write_at(&vec![3u8; 4 << 20], 0, WriteFlags::default())
+            .unwrap();
         b.discard(1 << 20, 1 << 20).unwrap();
         let ext = b.block_status(0, 4 << 20).unwrap();
         assert!(
-            ext.iter().any(|e| !e.mapped && e.offset <= (1 << 20) && e.offset + e.len >= (2 << 20)),
+            ext.iter()
+                .any(|e| !e.mapped && e.offset <= (1 << 20) && e.offset + e.len >= (2 << 20)),
             "no hole reported: {ext:?}"
         );
     }

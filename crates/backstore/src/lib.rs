@@ -35,7 +35,9 @@ pub use ram::RamBackstore;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The request reaches past the end of the store.
-    #[error("{op} of {len} bytes at offset {offset} is beyond the end of the store ({capacity} bytes)")]
+    #[error(
+        "{op} of {len} bytes at offset {offset} is beyond the end of the store ({capacity} bytes)"
+    )]
     OutOfRange {
         /// The operation attempted ("read", "write", "discard"…).
         op: &'static str,
@@ -175,7 +177,7 @@ impl WriteFlags {
 }
 
 /// What an engine can do; used to fill VPD pages and READ CAPACITY(16).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Capabilities {
     /// Writes, discards and resizes are refused.
     pub read_only: bool,
@@ -189,19 +191,6 @@ pub struct Capabilities {
     pub rotational: bool,
     /// [`Backstore::block_status`] reports real allocation (GET LBA STATUS).
     pub allocation_status: bool,
-}
-
-impl Default for Capabilities {
-    fn default() -> Self {
-        Capabilities {
-            read_only: false,
-            discard: false,
-            discard_zeroes: false,
-            volatile_cache: false,
-            rotational: false,
-            allocation_status: false,
-        }
-    }
 }
 
 /// An extent reported by [`Backstore::block_status`].

@@ -128,7 +128,8 @@ impl Backstore for RamBackstore {
 
     fn read_vectored_at(&self, bufs: &mut [IoSliceMut<'_>], offset: u64) -> Result<()> {
         let st = self.state.read();
-        let len = iov_len(bufs).ok_or_else(|| Error::out_of_range("read", offset, u64::MAX, st.capacity))?;
+        let len = iov_len(bufs)
+            .ok_or_else(|| Error::out_of_range("read", offset, u64::MAX, st.capacity))?;
         check_range("read", offset, len, st.capacity)?;
         if self.nullio {
             for b in bufs.iter_mut() {
@@ -163,7 +164,8 @@ impl Backstore for RamBackstore {
             return Err(Error::ReadOnly);
         }
         let st = self.state.read();
-        let len = iov_len(bufs).ok_or_else(|| Error::out_of_range("write", offset, u64::MAX, st.capacity))?;
+        let len = iov_len(bufs)
+            .ok_or_else(|| Error::out_of_range("write", offset, u64::MAX, st.capacity))?;
         check_range("write", offset, len, st.capacity)?;
         if self.nullio {
             return Ok(());
@@ -174,7 +176,8 @@ impl Backstore for RamBackstore {
             for_each_chunk(pos, buf.len() as u64, |idx, within, n| {
                 let src = &buf[taken..taken + n];
                 let mut chunk = st.chunks[idx].write();
-                let data = chunk.get_or_insert_with(|| vec![0u8; CHUNK as usize].into_boxed_slice());
+                let data =
+                    chunk.get_or_insert_with(|| vec![0u8; CHUNK as usize].into_boxed_slice());
                 data[within..within + n].copy_from_slice(src);
                 taken += n;
                 Ok(())
@@ -228,9 +231,9 @@ impl Backstore for RamBackstore {
             let n = chunk_count(new_capacity)?;
             let have = st.chunks.len();
             if n > have {
-                st.chunks
-                    .try_reserve_exact(n - have)
-                    .map_err(|_| Error::InvalidConfig(format!("ram capacity {new_capacity} is too large")))?;
+                st.chunks.try_reserve_exact(n - have).map_err(|_| {
+                    Error::InvalidConfig(format!("ram capacity {new_capacity} is too large"))
+                })?;
             }
             st.chunks.resize_with(n, || RwLock::new(None));
             // Bytes past the new end inside the last chunk must read as zeros after a regrow.
@@ -249,7 +252,11 @@ impl Backstore for RamBackstore {
         let st = self.state.read();
         check_range("block status", offset, len, st.capacity)?;
         if self.nullio {
-            return Ok(vec![Extent { offset, len, mapped: true }]);
+            return Ok(vec![Extent {
+                offset,
+                len,
+                mapped: true,
+            }]);
         }
         let mut out: Vec<Extent> = Vec::new();
         for_each_chunk(offset, len, |idx, within, n| {
@@ -257,7 +264,11 @@ impl Backstore for RamBackstore {
             let start = idx as u64 * CHUNK + within as u64;
             match out.last_mut() {
                 Some(last) if last.mapped == mapped => last.len += n as u64,
-                _ => out.push(Extent { offset: start, len: n as u64, mapped }),
+                _ => out.push(Extent {
+                    offset: start,
+                    len: n as u64,
+                    mapped,
+                }),
             }
             Ok(())
         })?;
@@ -297,15 +308,28 @@ mod tests {
     fn lazily_allocates_and_discard_frees() {
         let b = RamBackstore::new(1 << 30, 512).unwrap();
         assert_eq!(b.allocated_bytes(), 0);
-        b.write_at(&[1u8; 4096], 10 * CHUNK, WriteFlags::default()).unwrap();
+        b.write_at(&[1u8; 4096], 10 * CHUNK, WriteFlags::default())
+            .unwrap();
         assert_eq!(b.allocated_bytes(), CHUNK);
         let st = b.block_status(9 * CHUNK, 3 * CHUNK).unwrap();
         assert_eq!(
             st,
             vec![
-                Extent { offset: 9 * CHUNK, len: CHUNK, mapped: false },
-                Extent { offset: 10 * CHUNK, len: CHUNK, mapped: true },
-                Extent { offset: 11 * CHUNK, len: CHUNK, mapped: false },
+                Extent {
+                    offset: 9 * CHUNK,
+                    len: CHUNK,
+                    mapped: false
+                },
+                Extent {
+                    offset: 10 * CHUNK,
+                    len: CHUNK,
+                    mapped: true
+                },
+                Extent {
+                    offset: 11 * CHUNK,
+                    len: CHUNK,
+                    mapped: false
+                },
             ]
         );
         b.discard(10 * CHUNK, CHUNK).unwrap();
@@ -322,7 +346,8 @@ mod tests {
     #[test]
     fn shrink_then_grow_reads_zero_past_old_end() {
         let b = RamBackstore::new(1 << 20, 512).unwrap();
-        b.write_at(&[9u8; 1024], (1 << 20) - 1024, WriteFlags::default()).unwrap();
+        b.write_at(&[9u8; 1024], (1 << 20) - 1024, WriteFlags::default())
+            .unwrap();
         b.resize((1 << 20) - 512).unwrap();
         assert_eq!(b.capacity(), (1 << 20) - 512);
         b.resize(1 << 20).unwrap();

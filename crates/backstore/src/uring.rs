@@ -28,7 +28,8 @@ fn with_ring<T>(f: impl FnOnce(&mut IoUring) -> io::Result<T>) -> Option<io::Res
 fn submit_one(ring: &mut IoUring, entry: io_uring::squeue::Entry) -> io::Result<usize> {
     // SAFETY: the entry points at iovecs and buffers borrowed by our caller for the whole
     // call; we wait for its completion before returning, so they outlive the kernel's use.
-    unsafe { ring.submission().push(&entry) }.map_err(|_| io::Error::other("io_uring submission queue full"))?;
+    unsafe { ring.submission().push(&entry) }
+        .map_err(|_| io::Error::other("io_uring submission queue full"))?;
     loop {
         match ring.submit_and_wait(1) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -50,14 +51,22 @@ fn submit_one(ring: &mut IoUring, entry: io_uring::squeue::Entry) -> io::Result<
 }
 
 /// Reads the whole vector at `offset`; short reads (end of file) are zero-filled.
-pub(crate) fn readv(file: &File, bufs: &mut [IoSliceMut<'_>], offset: u64) -> Option<io::Result<()>> {
+pub(crate) fn readv(
+    file: &File,
+    bufs: &mut [IoSliceMut<'_>],
+    offset: u64,
+) -> Option<io::Result<()>> {
     with_ring(|ring| {
         let mut bufs = bufs;
         let mut pos = offset;
         while !bufs.is_empty() {
-            let entry = opcode::Readv::new(types::Fd(file.as_raw_fd()), bufs.as_ptr().cast(), bufs.len() as u32)
-                .offset(pos)
-                .build();
+            let entry = opcode::Readv::new(
+                types::Fd(file.as_raw_fd()),
+                bufs.as_ptr().cast(),
+                bufs.len() as u32,
+            )
+            .offset(pos)
+            .build();
             let n = submit_one(ring, entry)?;
             if n == 0 {
                 for b in bufs.iter_mut() {
@@ -79,9 +88,13 @@ pub(crate) fn writev(file: &File, bufs: &[IoSlice<'_>], offset: u64) -> Option<i
         let mut bufs = &mut owned[..];
         let mut pos = offset;
         while !bufs.is_empty() {
-            let entry = opcode::Writev::new(types::Fd(file.as_raw_fd()), bufs.as_ptr().cast(), bufs.len() as u32)
-                .offset(pos)
-                .build();
+            let entry = opcode::Writev::new(
+                types::Fd(file.as_raw_fd()),
+                bufs.as_ptr().cast(),
+                bufs.len() as u32,
+            )
+            .offset(pos)
+            .build();
             let n = submit_one(ring, entry)?;
             if n == 0 {
                 return Err(io::Error::from(io::ErrorKind::WriteZero));
