@@ -21,12 +21,14 @@ REQUIRED=(
 TOOLS=(
   targetcli-fb python3-rtslib-fb dbus   # targetcli (needs system D-Bus)
   open-iscsi                            # iscsiadm / iscsid initiator
-  libiscsi-bin                          # iscsi-ls, iscsi-inq, iscsi-readcapacity16 ...
-  fio sg3-utils e2fsprogs util-linux
+  libiscsi-bin                          # iscsi-ls, iscsi-inq, iscsi-test-cu, ...
+  fio sg3-utils e2fsprogs util-linux procps
+  qemu-utils                            # qemu-img (qcow2 image for the tcmu-runner check)
   tcmu-runner                           # optional in principle; present in bookworm
 )
+# Nice to have; installed when the distribution has them, never fatal.
 OPTIONAL_TOOLS=(
-  libiscsi-utils   # iscsi-test-cu (bookworm: package "libiscsi-bin" has no test-cu)
+  lsscsi
 )
 
 missing=()

@@ -1,1 +1,60 @@
-//! rustio scsi crate (under construction).
+//! SCSI engine for rustio.
+//!
+//! A pure, synchronous SCSI device server: CDB bytes are parsed into a typed
+//! [`cdb::Command`], executed against a [`rustio_backstore::Backstore`], and answered with a
+//! [`Status`], fixed-format [`Sense`] data and data-in bytes. Transports (iSCSI, TCMU) call
+//! [`LogicalUnit::execute`] (one logical unit) or [`LunMap::execute`] (a LUN table, which
+//! also answers REPORT LUNS and commands to LUNs that do not exist).
+//!
+//! Behaviour follows SAM-5, SPC-4 and SBC-4; each module cites the clauses it implements.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use rustio_backstore::RamBackstore;
+//! use rustio_scsi::{LogicalUnit, LuConfig, Nexus, Request, Status, TaskAttr};
+//!
+//! let lu = LogicalUnit::new(
+//!     Arc::new(RamBackstore::new(1 << 20, 512).unwrap()),
+//!     LuConfig::new("demo", "serial1"),
+//! )
+//! .unwrap();
+//! let nexus = Nexus::new("iqn.2024-01.test:init,i,0x23d000000001", "iqn.2024-01.test:tgt,t,0x1");
+//! let mut data_in = Vec::new();
+//! let inquiry = [0x12, 0, 0, 0, 96, 0];
+//! let req = Request {
+//!     nexus: &nexus,
+//!     cdb: &inquiry,
+//!     data_out: &[],
+//!     task_tag: 1,
+//!     task_attr: TaskAttr::Simple,
+//!     write_protected: false,
+//! };
+//! let rsp = lu.execute(&req, &mut data_in);
+//! assert_eq!(rsp.status, Status::Good);
+//! assert_eq!(data_in[0], 0x00); // direct access block device
+//! ```
+
+pub mod cdb;
+mod config;
+mod error;
+mod inquiry;
+mod lu;
+mod lunmap;
+mod mode;
+mod nexus;
+mod pr;
+mod rangelock;
+mod rsoc;
+mod sbc;
+pub mod sense;
+mod status;
+mod ua;
+mod xcopy;
+
+pub use config::{LuConfig, DEFAULT_IEEE_COMPANY_ID};
+pub use error::Error;
+pub use lu::LogicalUnit;
+pub use lunmap::{decode_lun, decode_lun_u64, encode_lun, LunMap, MappedLun, MAX_LUN};
+pub use nexus::{Nexus, Request, TaskAttr, Tmf};
+pub use sense::{FieldPointer, Sense, SenseKey, FIXED_SENSE_LEN};
+pub use status::{Response, Status};

@@ -1,0 +1,152 @@
+//! Backing files: where unallocated clusters of an overlay read from (qcow2.txt "Cluster
+//! mapping": "If a cluster is unallocated, read requests shall read the data from the
+//! backing file"). A backing file is raw or qcow2 (itself possibly with a backing file),
+//! opened read-only; bytes past its end read as zeros.
+
+use std::collections::VecDeque;
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
+
+use super::io::ImageFile;
+use super::{fill_zero, take_mut, Qcow2Backstore, Qcow2Options};
+use crate::{Error, Result};
+
+/// How deep a backing chain may be before we assume a loop.
+pub const MAX_DEPTH: u32 = 16;
+
+/// Format of a backing file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackingFormat {
+    /// A raw image.
+    Raw,
+    /// A qcow2 image.
+    Qcow2,
+}
+
+impl BackingFormat {
+    /// The name qemu uses in the backing format header extension.
+    pub fn name(self) -> &'static str {
+        match self {
+            BackingFormat::Raw => "raw",
+            BackingFormat::Qcow2 => "qcow2",
+        }
+    }
+
+    /// Parses a backing format name; `None` for formats we cannot read.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "raw" => Some(BackingFormat::Raw),
+            "qcow2" => Some(BackingFormat::Qcow2),
+            _ => None,
+        }
+    }
+
+    /// Guesses the format from the first bytes of the file, as qemu does without a
+    /// backing format extension.
+    pub fn probe(path: &Path) -> Result<Self> {
+        let f = OpenOptions::new()
+            .read(true)
+            .open(path)
+            .map_err(|source| Error::Open { path: path.to_owned(), source })?;
+        let io = ImageFile::new(f, path.to_owned());
+        let mut magic = [0u8; 4];
+        io.read_at(&mut magic, 0)?;
+        Ok(if u32::from_be_bytes(magic) == super::header::MAGIC {
+            BackingFormat::Qcow2
+        } else {
+            BackingFormat::Raw
+        })
+    }
+}
+
+/// An open backing file.
+#[derive(Debug)]
+pub enum Backing {
+    /// A raw file of `size` bytes.
+    Raw {
+        /// The file.
+        io: ImageFile,
+        /// Its size.
+        size: u64,
+    },
+    /// A qcow2 image, opened read-only.
+    Qcow2(Box<Qcow2Backstore>),
+}
+
+/// Resolves a backing file name as qemu does: relative names are relative to the directory
+/// of the overlay.
+pub fn resolve(overlay: &Path, name: &str) -> Result<PathBuf> {
+    if name.is_empty() || name.starts_with("json:") || name.contains("://") {
+        return Err(Error::InvalidConfig(format!(
+            "{}: backing file {name:?} is not a local file name",
+            overlay.display()
+        )));
+    }
+    let p = Path::new(name);
+    Ok(if p.is_absolute() {
+        p.to_owned()
+    } else {
+        overlay.parent().unwrap_or(Path::new(".")).join(p)
+    })
+}
+
+impl Backing {
+    /// Opens the backing file `name` of the overlay at `overlay`.
+    pub fn open(overlay: &Path, name: &str, format: Option<&str>, depth: u32) -> Result<Self> {
+        if depth >= MAX_DEPTH {
+            return Err(Error::InvalidConfig(format!(
+                "{}: backing chain deeper than {MAX_DEPTH} (a loop?)",
+                overlay.display()
+            )));
+        }
+        let path = resolve(overlay, name)?;
+        let fmt = match format {
+            Some(f) => BackingFormat::from_name(f).ok_or_else(|| Error::Corrupt {
+                path: overlay.to_owned(),
+                reason: format!("backing file format {f:?} is not supported (only raw and qcow2)"),
+            })?,
+            None => BackingFormat::probe(&path)?,
+        };
+        match fmt {
+            BackingFormat::Raw => {
+                let f = OpenOptions::new()
+                    .read(true)
+                    .open(&path)
+                    .map_err(|source| Error::Open { path: path.clone(), source })?;
+                let io = ImageFile::new(f, path);
+                let size = io.len()?;
+                Ok(Backing::Raw { io, size })
+            }
+            BackingFormat::Qcow2 => {
+                let opts = Qcow2Options { read_only: true, ..Qcow2Options::default() };
+                Ok(Backing::Qcow2(Box::new(Qcow2Backstore::open_inner(&path, &opts, depth + 1)?)))
+            }
+        }
+    }
+
+    /// Size of the backing image in bytes.
+    pub fn size(&self) -> u64 {
+        match self {
+            Backing::Raw { size, .. } => *size,
+            Backing::Qcow2(q) => q.virtual_size(),
+        }
+    }
+
+    /// Reads guest bytes at `offset` into `bufs`; zeros past the end of the backing image.
+    pub fn read(&self, bufs: Vec<&mut [u8]>, offset: u64) -> Result<()> {
+        let total: u64 = bufs.iter().map(|b| b.len() as u64).sum();
+        let size = self.size();
+        let inside = size.saturating_sub(offset).min(total);
+        let mut q: VecDeque<&mut [u8]> = bufs.into();
+        let mut head = take_mut(&mut q, inside as usize);
+        if inside > 0 {
+            match self {
+                Backing::Raw { io, .. } => io.read_vec(&mut head, offset)?,
+                Backing::Qcow2(b) => b.read_guest(head.into(), offset, inside)?,
+            }
+        }
+        let mut tail: Vec<&mut [u8]> = q.into();
+        fill_zero(&mut tail);
+        Ok(())
+    }
+}

@@ -1,0 +1,613 @@
+//! The login phase as a pure state machine (RFC 7143 6.3, 11.12, 11.13, 12).
+//!
+//! [`LoginMachine::step`] takes one Login Request (header and data segment) and answers
+//! with the Login Response to send, a failure response to send before closing the
+//! connection, or — when both sides agree to enter the full feature phase — a
+//! [`LoginDone`] that the server turns into a session (assigning or checking the TSIH)
+//! and then completes with [`LoginMachine::finish`]. No sockets are involved, so every
+//! rule is unit-tested below.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::chap::{self, ChapAlgorithm};
+use crate::config::{ChapCredentials, ServerConfig, TargetConfig, TpgConfig};
+use crate::pdu::{Header, LoginRequest, LoginResponse, Pdu, Stage};
+use crate::text::{self, Answer, NegotiationScope, Negotiated};
+
+/// Login status codes (RFC 7143 11.13.5), as `(class, detail)`.
+pub mod status {
+    /// Success.
+    pub const SUCCESS: (u8, u8) = (0x00, 0x00);
+    /// Initiator error (malformed request, protocol violation).
+    pub const INITIATOR_ERROR: (u8, u8) = (0x02, 0x00);
+    /// Authentication failure.
+    pub const AUTH_FAILURE: (u8, u8) = (0x02, 0x01);
+    /// Authorization failure (initiator not allowed on this target).
+    pub const AUTHORIZATION_FAILURE: (u8, u8) = (0x02, 0x02);
+    /// Target not found.
+    pub const NOT_FOUND: (u8, u8) = (0x02, 0x03);
+    /// Target removed.
+    pub const TARGET_REMOVED: (u8, u8) = (0x02, 0x04);
+    /// Unsupported version.
+    pub const UNSUPPORTED_VERSION: (u8, u8) = (0x02, 0x05);
+    /// Too many connections.
+    pub const TOO_MANY_CONNECTIONS: (u8, u8) = (0x02, 0x06);
+    /// Missing parameter.
+    pub const MISSING_PARAMETER: (u8, u8) = (0x02, 0x07);
+    /// Can't include in session.
+    pub const CANT_INCLUDE_IN_SESSION: (u8, u8) = (0x02, 0x08);
+    /// Session type not supported.
+    pub const SESSION_TYPE_NOT_SUPPORTED: (u8, u8) = (0x02, 0x09);
+    /// Session does not exist.
+    pub const SESSION_DOES_NOT_EXIST: (u8, u8) = (0x02, 0x0a);
+    /// Invalid request during login.
+    pub const INVALID_DURING_LOGIN: (u8, u8) = (0x02, 0x0b);
+    /// Target error.
+    pub const TARGET_ERROR: (u8, u8) = (0x03, 0x00);
+    /// Service unavailable.
+    pub const SERVICE_UNAVAILABLE: (u8, u8) = (0x03, 0x01);
+    /// Out of resources.
+    pub const OUT_OF_RESOURCES: (u8, u8) = (0x03, 0x02);
+}
+
+/// Most Login Request PDUs we accept in one login before giving up.
+const MAX_LOGIN_PDUS: u32 = 64;
+/// Most bytes of text accumulated across continued (C bit) Login Requests.
+const MAX_LOGIN_TEXT: usize = 64 * 1024;
+
+/// Session type (RFC 7143 13.21).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionType {
+    /// Normal session to one target.
+    Normal,
+    /// Discovery session (SendTargets only).
+    Discovery,
+}
+
+/// What the login produced once both sides agreed to enter full feature phase.
+#[derive(Debug, Clone)]
+pub struct LoginDone {
+    /// InitiatorName.
+    pub initiator_name: String,
+    /// InitiatorAlias, if declared.
+    pub initiator_alias: Option<String>,
+    /// ISID.
+    pub isid: [u8; 6],
+    /// TSIH requested (0 = new session).
+    pub tsih: u16,
+    /// Connection ID.
+    pub cid: u16,
+    /// Session type.
+    pub session_type: SessionType,
+    /// Target and TPG (normal sessions).
+    pub target: Option<(Arc<TargetConfig>, Arc<TpgConfig>)>,
+    /// Operational parameters.
+    pub negotiated: Negotiated,
+    /// CmdSN of the login requests (the session's initial CmdSN for a new session).
+    pub cmd_sn: u32,
+    /// StatSN the final Login Response will carry.
+    pub stat_sn: u32,
+}
+
+/// One step of the login.
+#[derive(Debug)]
+pub enum Step {
+    /// Send this response and wait for the next request.
+    Respond(Pdu),
+    /// Send this response (a failure status) and close the connection.
+    Fail(Pdu),
+    /// Negotiation is complete; the caller binds the session and calls
+    /// [`LoginMachine::finish`] or [`LoginMachine::fail`].
+    Complete(Box<LoginDone>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ChapState {
+    /// CHAP not chosen (yet).
+    Idle,
+    /// AuthMethod=CHAP agreed; waiting for CHAP_A.
+    WantAlgorithm,
+    /// Challenge sent; waiting for CHAP_N/CHAP_R.
+    WantResponse {
+        alg: ChapAlgorithm,
+        id: u8,
+        challenge: Vec<u8>,
+    },
+}
+
+/// The login state machine of one connection.
+#[derive(Debug)]
+pub struct LoginMachine {
+    cfg: Arc<ServerConfig>,
+    local: SocketAddr,
+    /// Stage we are in (after an agreed transition, the next one).
+    stage: Stage,
+    first: Option<LoginRequest>,
+    initiator_name: String,
+    initiator_alias: Option<String>,
+    session_type: SessionType,
+    target: Option<(Arc<TargetConfig>, Arc<TpgConfig>)>,
+    negotiated: Negotiated,
+    auth_required: bool,
+    /// Security is settled (AuthMethod=None agreed or CHAP succeeded).
+    authenticated: bool,
+    auth_method_agreed: bool,
+    chap: ChapState,
+    creds: Option<ChapCredentials>,
+    declared_mrdsl: bool,
+    declared_tpgt: bool,
+    declared_alias: bool,
+    pending_text: Vec<u8>,
+    pdus: u32,
+    stat_sn: u32,
+    /// The request and reply text of the final exchange, completed by `finish`.
+    pending_final: Option<(LoginRequest, Vec<u8>)>,
+}
+
+struct Reply {
+    pairs: Vec<(String, String)>,
+}
+
+impl Reply {
+    fn push(&mut self, k: &str, v: impl Into<String>) {
+        self.pairs.push((k.to_string(), v.into()));
+    }
+}
+
+type StepResult<T> = std::result::Result<T, (u8, u8)>;
+
+impl LoginMachine {
+    /// A machine for a connection accepted on local address `local` under `cfg`.
+    pub fn new(cfg: Arc<ServerConfig>, local: SocketAddr) -> LoginMachine {
+        LoginMachine {
+            cfg,
+            local,
+            stage: Stage::Security,
+            first: None,
+            initiator_name: String::new(),
+            initiator_alias: None,
+            session_type: SessionType::Normal,
+            target: None,
+            negotiated: Negotiated::default(),
+            auth_required: false,
+            authenticated: false,
+            auth_method_agreed: false,
+            chap: ChapState::Idle,
+            creds: None,
+            declared_mrdsl: false,
+            declared_tpgt: false,
+            declared_alias: false,
+            pending_text: Vec::new(),
+            pdus: 0,
+            stat_sn: 0,
+            pending_final: None,
+        }
+    }
+
+    /// The negotiated parameters so far.
+    pub fn negotiated(&self) -> &Negotiated {
+        &self.negotiated
+    }
+
+    fn response(
+        &mut self,
+        req: &LoginRequest,
+        transit: bool,
+        nsg: Stage,
+        status: (u8, u8),
+        tsih: u16,
+        data: Vec<u8>,
+    ) -> Pdu {
+        let first = self.first.unwrap_or(*req);
+        let stat_sn = self.stat_sn;
+        if status == status::SUCCESS {
+            self.stat_sn = self.stat_sn.wrapping_add(1);
+        }
+        let cmd_sn = req.cmd_sn;
+        Pdu::new(
+            Header::LoginResponse(LoginResponse {
+                transit,
+                cont: false,
+                csg: req.csg,
+                nsg: if transit { nsg } else { Stage::Security },
+                version_max: 0,
+                version_active: 0,
+                isid: first.isid,
+                tsih,
+                itt: req.itt,
+                stat_sn,
+                exp_cmd_sn: cmd_sn,
+                max_cmd_sn: cmd_sn,
+                status_class: status.0,
+                status_detail: status.1,
+            }),
+            data,
+        )
+    }
+
+    fn failure_pdu(&mut self, req: &LoginRequest, status: (u8, u8)) -> Pdu {
+        let tsih = self.first.map(|f| f.tsih).unwrap_or(req.tsih);
+        self.response(req, false, Stage::Security, status, tsih, Vec::new())
+    }
+
+    fn failure(&mut self, req: &LoginRequest, status: (u8, u8)) -> Step {
+        Step::Fail(self.failure_pdu(req, status))
+    }
+
+    fn final_request(&mut self) -> (LoginRequest, Vec<u8>) {
+        match self.pending_final.take() {
+            Some(x) => x,
+            None => {
+                let req = self.first.unwrap_or(LoginRequest {
+                    transit: true,
+                    cont: false,
+                    csg: Stage::Operational,
+                    nsg: Stage::FullFeature,
+                    version_max: 0,
+                    version_min: 0,
+                    isid: [0; 6],
+                    tsih: 0,
+                    itt: 0,
+                    cid: 0,
+                    cmd_sn: 0,
+                    exp_stat_sn: 0,
+                });
+                (req, Vec::new())
+            }
+        }
+    }
+
+    /// Processes one Login Request.
+    pub fn step(&mut self, req: &LoginRequest, data: &[u8]) -> Step {
+        self.pdus += 1;
+        if self.pdus > MAX_LOGIN_PDUS {
+            return self.failure(req, status::INITIATOR_ERROR);
+        }
+        match self.step_inner(req, data) {
+            Ok(step) => step,
+            Err(st) => self.failure(req, st),
+        }
+    }
+
+    fn step_inner(&mut self, req: &LoginRequest, data: &[u8]) -> StepResult<Step> {
+        // RFC 7143 11.12.4: only version 0x00 exists.
+        if req.version_min > 0 {
+            return Err(status::UNSUPPORTED_VERSION);
+        }
+        if let Some(first) = &self.first {
+            // ISID, TSIH, CID and ITT stay the same throughout the login (11.12.5-8).
+            if first.isid != req.isid || first.tsih != req.tsih || first.cid != req.cid {
+                return Err(status::INITIATOR_ERROR);
+            }
+        } else {
+            self.stat_sn = req.exp_stat_sn;
+        }
+        // Continued text (C bit): collect, answer with an empty response (11.12.2).
+        if self.pending_text.len() + data.len() > MAX_LOGIN_TEXT {
+            return Err(status::INITIATOR_ERROR);
+        }
+        self.pending_text.extend_from_slice(data);
+        if req.cont {
+            if req.transit {
+                // T and C both set is a protocol error (11.12.2).
+                return Err(status::INITIATOR_ERROR);
+            }
+            let tsih = req.tsih;
+            return Ok(Step::Respond(self.response(
+                req,
+                false,
+                Stage::Security,
+                status::SUCCESS,
+                tsih,
+                Vec::new(),
+            )));
+        }
+        let text = std::mem::take(&mut self.pending_text);
+        let pairs = text::parse(&text).map_err(|_| status::INITIATOR_ERROR)?;
+
+        if req.csg == Stage::Reserved || req.csg == Stage::FullFeature {
+            return Err(status::INITIATOR_ERROR);
+        }
+        if req.transit && (req.nsg <= req.csg || req.nsg == Stage::Reserved) {
+            return Err(status::INITIATOR_ERROR);
+        }
+        if req.csg < self.stage {
+            // Going back to an earlier stage is not allowed.
+            return Err(status::INITIATOR_ERROR);
+        }
+        if self.first.is_none() {
+            self.first = Some(*req);
+            self.leading_checks(&pairs)?;
+        }
+        if req.csg == Stage::Operational && self.stage == Stage::Security {
+            // Skipping security: only allowed when no authentication is required.
+            if self.auth_required && !self.authenticated {
+                return Err(status::AUTH_FAILURE);
+            }
+            self.authenticated = true;
+            self.stage = Stage::Operational;
+        }
+
+        let mut reply = Reply { pairs: Vec::new() };
+        let scope = NegotiationScope {
+            discovery: self.session_type == SessionType::Discovery,
+            leading: self.first.map(|f| f.tsih == 0).unwrap_or(true),
+        };
+        let mut saw_operational = false;
+        for (k, v) in &pairs {
+            match k.as_str() {
+                "InitiatorName" | "TargetName" | "SessionType" => {
+                    // Only meaningful in the first request; later repeats must agree.
+                    if k == "InitiatorName" && !v.eq_ignore_ascii_case(&self.initiator_name) {
+                        return Err(status::INITIATOR_ERROR);
+                    }
+                }
+                "InitiatorAlias" => self.initiator_alias = Some(v.clone()),
+                "AuthMethod" | "CHAP_A" | "CHAP_I" | "CHAP_C" | "CHAP_N" | "CHAP_R" => {
+                    if req.csg != Stage::Security {
+                        return Err(status::INITIATOR_ERROR);
+                    }
+                }
+                "SendTargets" => {
+                    // Full feature phase only (RFC 7143 13.3).
+                    reply.push(k, "Reject");
+                }
+                _ => {
+                    saw_operational = true;
+                    if let Answer::Reply(a) =
+                        text::negotiate_operational(k, v, &self.offer(), scope, &mut self.negotiated)
+                    {
+                        reply.push(k, a);
+                    }
+                }
+            }
+        }
+        if req.csg == Stage::Security {
+            self.security(&pairs, &mut reply)?;
+        }
+        if !self.declared_tpgt && self.session_type == SessionType::Normal {
+            // RFC 7143 13.9: returned in the first Login Response of every connection.
+            if let Some((_, tpg)) = &self.target {
+                reply.push("TargetPortalGroupTag", tpg.tag.to_string());
+            }
+            self.declared_tpgt = true;
+        }
+        let stage_done = match req.csg {
+            Stage::Security => self.authenticated,
+            _ => true,
+        };
+        let transit = req.transit && stage_done;
+        let entering_ffp = transit && req.nsg == Stage::FullFeature;
+        if (saw_operational || req.csg == Stage::Operational || entering_ffp) && !self.declared_mrdsl
+        {
+            // Declarative (RFC 7143 13.12): tell the initiator what we accept.
+            reply.push(
+                "MaxRecvDataSegmentLength",
+                self.offer().max_recv_data_segment_length.to_string(),
+            );
+            self.declared_mrdsl = true;
+        }
+        if (req.csg == Stage::Operational || entering_ffp)
+            && !self.declared_alias
+            && self.session_type == SessionType::Normal
+        {
+            if let Some(alias) = self.target.as_ref().and_then(|(_, t)| t.params.target_alias.clone()) {
+                reply.push("TargetAlias", alias);
+            }
+            self.declared_alias = true;
+        }
+        if transit {
+            self.stage = req.nsg;
+        }
+        let data = text::encode(&reply.pairs);
+        if entering_ffp {
+            if self.declared_mrdsl {
+                self.negotiated.target_mrdsl = self.offer().max_recv_data_segment_length;
+            }
+            self.negotiated.finish();
+            let first = self.first.unwrap_or(*req);
+            let done = LoginDone {
+                initiator_name: self.initiator_name.clone(),
+                initiator_alias: self.initiator_alias.clone(),
+                isid: first.isid,
+                tsih: first.tsih,
+                cid: first.cid,
+                session_type: self.session_type,
+                target: self.target.clone(),
+                negotiated: self.negotiated,
+                cmd_sn: req.cmd_sn,
+                stat_sn: self.stat_sn,
+            };
+            self.pending_final = Some((*req, data));
+            return Ok(Step::Complete(Box::new(done)));
+        }
+        let tsih = req.tsih;
+        Ok(Step::Respond(self.response(
+            req,
+            transit,
+            req.nsg,
+            status::SUCCESS,
+            tsih,
+            data,
+        )))
+    }
+
+    fn offer(&self) -> crate::text::TargetOffer {
+        match &self.target {
+            Some((_, tpg)) => tpg.params.offer.clone(),
+            None => self
+                .cfg
+                .targets
+                .iter()
+                .flat_map(|t| t.tpgs.iter())
+                .find(|t| t.reachable_via(self.local))
+                .map(|t| t.params.offer.clone())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Checks of the first Login Request: names, session type, target, ACL.
+    fn leading_checks(&mut self, pairs: &[(String, String)]) -> StepResult<()> {
+        let get = |k: &str| pairs.iter().find(|(pk, _)| pk == k).map(|(_, v)| v.as_str());
+        let initiator = get("InitiatorName").ok_or(status::MISSING_PARAMETER)?;
+        if !crate::config::valid_iscsi_name(initiator) {
+            return Err(status::INITIATOR_ERROR);
+        }
+        self.initiator_name = initiator.to_string();
+        self.session_type = match get("SessionType") {
+            None | Some("Normal") => SessionType::Normal,
+            Some("Discovery") => SessionType::Discovery,
+            Some(_) => return Err(status::SESSION_TYPE_NOT_SUPPORTED),
+        };
+        match self.session_type {
+            SessionType::Discovery => {
+                if self.first.map(|f| f.tsih != 0).unwrap_or(false) {
+                    // Discovery sessions have one connection.
+                    return Err(status::CANT_INCLUDE_IN_SESSION);
+                }
+                self.auth_required = self.cfg.discovery_auth.enforce;
+                self.creds = self.cfg.discovery_auth.chap.clone();
+            }
+            SessionType::Normal => {
+                let name = get("TargetName").ok_or(status::MISSING_PARAMETER)?;
+                let target = self.cfg.target(name).ok_or(status::NOT_FOUND)?.clone();
+                let tpg = target
+                    .tpgs
+                    .iter()
+                    .find(|t| t.reachable_via(self.local))
+                    .ok_or(status::NOT_FOUND)?
+                    .clone();
+                if !tpg.enabled {
+                    return Err(status::SERVICE_UNAVAILABLE);
+                }
+                if !tpg.allows(initiator) {
+                    return Err(status::AUTHORIZATION_FAILURE);
+                }
+                self.auth_required = tpg.authentication;
+                self.creds = tpg.credentials(initiator).cloned();
+                self.target = Some((target, tpg));
+            }
+        }
+        Ok(())
+    }
+
+    fn chap_algorithms(&self) -> Vec<ChapAlgorithm> {
+        match &self.target {
+            Some((_, tpg)) => tpg.params.chap_algorithms.clone(),
+            None => crate::config::TpgParams::default().chap_algorithms,
+        }
+    }
+
+    /// Security stage keys (RFC 7143 12).
+    fn security(&mut self, pairs: &[(String, String)], reply: &mut Reply) -> StepResult<()> {
+        let get = |k: &str| pairs.iter().find(|(pk, _)| pk == k).map(|(_, v)| v.as_str());
+        if let Some(methods) = get("AuthMethod") {
+            if self.auth_method_agreed {
+                return Err(status::INITIATOR_ERROR);
+            }
+            let offered: Vec<&str> = methods.split(',').collect();
+            let chap_possible = self.creds.is_some();
+            // The first method in the initiator's list that we accept (RFC 7143 6.2).
+            let choice = offered.iter().find(|m| match **m {
+                "None" => !self.auth_required,
+                "CHAP" => chap_possible,
+                _ => false,
+            });
+            match choice {
+                Some(&"None") => {
+                    self.authenticated = true;
+                    reply.push("AuthMethod", "None");
+                }
+                Some(_) => {
+                    self.chap = ChapState::WantAlgorithm;
+                    reply.push("AuthMethod", "CHAP");
+                }
+                None => return Err(status::AUTH_FAILURE),
+            }
+            self.auth_method_agreed = true;
+        } else if !self.auth_method_agreed {
+            if self.auth_required {
+                // Security stage without AuthMethod while CHAP is required.
+                return Err(status::AUTH_FAILURE);
+            }
+            // AuthMethod defaults to None (RFC 7143 12.1).
+            self.authenticated = true;
+        }
+        if let Some(a) = get("CHAP_A") {
+            if self.chap != ChapState::WantAlgorithm {
+                return Err(status::INITIATOR_ERROR);
+            }
+            let Some(alg) = chap::choose_algorithm(a, &self.chap_algorithms()) else {
+                // RFC 7143 12.1.3: no acceptable algorithm; authentication cannot succeed.
+                return Err(status::AUTH_FAILURE);
+            };
+            let mut idb = [0u8; 1];
+            chap::random_bytes(&mut idb);
+            let mut challenge = vec![0u8; alg.digest_len().max(16)];
+            chap::random_bytes(&mut challenge);
+            reply.push("CHAP_A", alg.code().to_string());
+            reply.push("CHAP_I", idb[0].to_string());
+            reply.push("CHAP_C", text::format_binary(&challenge));
+            self.chap = ChapState::WantResponse {
+                alg,
+                id: idb[0],
+                challenge,
+            };
+        } else if let Some(n) = get("CHAP_N") {
+            let ChapState::WantResponse { alg, id, challenge } = self.chap.clone() else {
+                return Err(status::INITIATOR_ERROR);
+            };
+            let creds = self.creds.clone().ok_or(status::AUTH_FAILURE)?;
+            let r = get("CHAP_R").ok_or(status::AUTH_FAILURE)?;
+            let r = text::parse_binary(r).ok_or(status::AUTH_FAILURE)?;
+            let expected = alg.response(id, creds.password.as_bytes(), &challenge);
+            if n != creds.userid || !chap::constant_time_eq(&r, &expected) {
+                return Err(status::AUTH_FAILURE);
+            }
+            // Mutual CHAP: the initiator challenges us (CHAP_I + CHAP_C).
+            match (get("CHAP_I"), get("CHAP_C")) {
+                (None, None) => {}
+                (Some(i), Some(c)) => {
+                    let (mu, mp) = creds.mutual.clone().ok_or(status::AUTH_FAILURE)?;
+                    let i = text::parse_number(i)
+                        .and_then(|v| u8::try_from(v).ok())
+                        .ok_or(status::AUTH_FAILURE)?;
+                    let c = text::parse_binary(c).ok_or(status::AUTH_FAILURE)?;
+                    // RFC 7143 12.1.3: a reflected challenge must be refused.
+                    if c == challenge || c.is_empty() {
+                        return Err(status::AUTH_FAILURE);
+                    }
+                    reply.push("CHAP_N", mu);
+                    reply.push(
+                        "CHAP_R",
+                        text::format_binary(&alg.response(i, mp.as_bytes(), &c)),
+                    );
+                }
+                _ => return Err(status::AUTH_FAILURE),
+            }
+            self.chap = ChapState::Idle;
+            self.authenticated = true;
+        } else if get("CHAP_R").is_some() || get("CHAP_I").is_some() || get("CHAP_C").is_some() {
+            return Err(status::AUTH_FAILURE);
+        }
+        Ok(())
+    }
+
+    /// Builds the final Login Response once the server has bound the session.
+    pub fn finish(&mut self, tsih: u16, exp_cmd_sn: u32, max_cmd_sn: u32) -> Pdu {
+        let (req, data) = self.final_request();
+        let mut pdu = self.response(&req, true, Stage::FullFeature, status::SUCCESS, tsih, data);
+        if let Header::LoginResponse(h) = &mut pdu.header {
+            h.exp_cmd_sn = exp_cmd_sn;
+            h.max_cmd_sn = max_cmd_sn;
+        }
+        pdu
+    }
+
+    /// Builds a failure response after [`Step::Complete`] (e.g. session does not exist).
+    pub fn fail(&mut self, st: (u8, u8)) -> Pdu {
+        let (req, _) = self.final_request();
+        self.failure_pdu(&req, st)
+    }
+}

@@ -1,0 +1,306 @@
+//! Sessions: identity, the CmdSN window (RFC 7143 4.2.2.1), the task table used by task
+//! management, the LUN table of the I_T nexus and the connections of the session.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+use rustio_scsi::{LogicalUnit, LunMap, Nexus};
+
+use crate::config::{TargetConfig, TpgConfig};
+use crate::conn::Conn;
+use crate::login::SessionType;
+use crate::metrics::IoCounters;
+use crate::text::Negotiated;
+
+/// Serial number arithmetic (RFC 1982, as RFC 7143 4.2.2.1 requires): `a < b`.
+#[inline]
+pub(crate) fn sn_lt(a: u32, b: u32) -> bool {
+    a != b && (b.wrapping_sub(a) as i32) > 0
+}
+
+/// `a <= b` in serial number arithmetic.
+#[inline]
+pub(crate) fn sn_le(a: u32, b: u32) -> bool {
+    a == b || sn_lt(a, b)
+}
+
+/// One LUN as the session sees it.
+#[derive(Debug, Clone)]
+pub(crate) struct SessionLun {
+    /// LUN number (flat, as in the ACL).
+    pub lun: u64,
+    /// The logical unit.
+    pub lu: Arc<LogicalUnit>,
+    /// Per-LUN counters.
+    pub counters: Arc<IoCounters>,
+}
+
+/// State of one task, shared between the reader, the workers and task management.
+#[derive(Debug)]
+pub(crate) struct TaskState {
+    /// ITT.
+    pub itt: u32,
+    /// LUN field as received (8-byte encoding).
+    pub lun_field: u64,
+    /// CmdSN of the command.
+    pub cmd_sn: u32,
+    /// Set by task management; the response is suppressed.
+    pub aborted: AtomicBool,
+}
+
+/// What the CmdSN window decided about a non-immediate PDU.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Admit {
+    /// In order: process now, then the listed held items.
+    Now,
+    /// Ahead of ExpCmdSN but within the window: held until the gap fills.
+    Held,
+    /// Outside the window or a duplicate: silently ignored (RFC 7143 4.2.2.1).
+    Drop,
+}
+
+/// The command window of a session.
+#[derive(Debug)]
+struct Window<T> {
+    exp_cmd_sn: u32,
+    held: BTreeMap<u32, T>,
+}
+
+/// A session.
+#[derive(Debug)]
+pub(crate) struct Session {
+    /// TSIH (0 for discovery sessions, which are not in the table).
+    pub tsih: u16,
+    /// ISID.
+    pub isid: [u8; 6],
+    /// Initiator name.
+    pub initiator: String,
+    /// Session type.
+    pub session_type: SessionType,
+    /// Target and TPG for normal sessions.
+    pub target: Option<(Arc<TargetConfig>, Arc<TpgConfig>)>,
+    /// The I_T nexus.
+    pub nexus: Nexus,
+    /// LUN table (REPORT LUNS and missing LUNs answered by it).
+    pub lun_map: LunMap,
+    /// LUNs with counters, for task management and metrics.
+    pub luns: Vec<SessionLun>,
+    /// Session-wide negotiated parameters (from the leading connection).
+    pub params: Negotiated,
+    /// Commands accepted but not yet completed may not exceed this.
+    depth: u32,
+    /// CmdSN of the login (first command of the session).
+    base: u32,
+    /// Non-immediate commands completed (advances MaxCmdSN).
+    completed: AtomicU32,
+    /// Mirror of the window's ExpCmdSN for lock-free reads when building responses.
+    exp_cmd_sn: AtomicU32,
+    window: Mutex<Window<crate::conn::Deferred>>,
+    /// Tasks by ITT.
+    pub tasks: Mutex<HashMap<u32, Arc<TaskState>>>,
+    tasks_changed: Condvar,
+    /// Connections.
+    pub conns: Mutex<Vec<Arc<Conn>>>,
+    /// The session is over (logout, reinstatement, fatal error).
+    pub closed: AtomicBool,
+    /// Per-session counters.
+    pub counters: Arc<IoCounters>,
+    /// When the session started.
+    pub started: Instant,
+}
+
+impl Session {
+    /// Creates a session; `cmd_sn` is the CmdSN of the login request.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        tsih: u16,
+        isid: [u8; 6],
+        initiator: String,
+        session_type: SessionType,
+        target: Option<(Arc<TargetConfig>, Arc<TpgConfig>)>,
+        nexus: Nexus,
+        lun_map: LunMap,
+        luns: Vec<SessionLun>,
+        params: Negotiated,
+        depth: u32,
+        cmd_sn: u32,
+    ) -> Session {
+        Session {
+            tsih,
+            isid,
+            initiator,
+            session_type,
+            target,
+            nexus,
+            lun_map,
+            luns,
+            params,
+            depth: depth.max(1),
+            base: cmd_sn,
+            completed: AtomicU32::new(0),
+            exp_cmd_sn: AtomicU32::new(cmd_sn),
+            window: Mutex::new(Window {
+                exp_cmd_sn: cmd_sn,
+                held: BTreeMap::new(),
+            }),
+            tasks: Mutex::new(HashMap::new()),
+            tasks_changed: Condvar::new(),
+            conns: Mutex::new(Vec::new()),
+            closed: AtomicBool::new(false),
+            counters: Arc::new(IoCounters::default()),
+            started: Instant::now(),
+        }
+    }
+
+    /// Current ExpCmdSN.
+    #[inline]
+    pub fn exp_cmd_sn(&self) -> u32 {
+        self.exp_cmd_sn.load(Ordering::Acquire)
+    }
+
+    /// Current MaxCmdSN: the window never holds more than `depth` uncompleted commands.
+    #[inline]
+    pub fn max_cmd_sn(&self) -> u32 {
+        self.base
+            .wrapping_add(self.completed.load(Ordering::Acquire))
+            .wrapping_add(self.depth - 1)
+    }
+
+    /// Marks one non-immediate command complete (opens one slot of the window).
+    #[inline]
+    pub fn complete_one(&self) {
+        self.completed.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Decides about a non-immediate PDU with `cmd_sn`; `Now` advances ExpCmdSN.
+    pub fn admit(&self, cmd_sn: u32, item: crate::conn::Deferred) -> (Admit, Option<crate::conn::Deferred>) {
+        let mut w = self.window.lock();
+        let max = self.max_cmd_sn();
+        if cmd_sn == w.exp_cmd_sn {
+            w.exp_cmd_sn = w.exp_cmd_sn.wrapping_add(1);
+            self.exp_cmd_sn.store(w.exp_cmd_sn, Ordering::Release);
+            return (Admit::Now, Some(item));
+        }
+        if sn_lt(w.exp_cmd_sn, cmd_sn) && sn_le(cmd_sn, max) && !w.held.contains_key(&cmd_sn) {
+            w.held.insert(cmd_sn, item);
+            return (Admit::Held, None);
+        }
+        (Admit::Drop, None)
+    }
+
+    /// Takes the next held item if its CmdSN is now ExpCmdSN (advancing it).
+    pub fn next_held(&self) -> Option<crate::conn::Deferred> {
+        let mut w = self.window.lock();
+        let exp = w.exp_cmd_sn;
+        let item = w.held.remove(&exp)?;
+        w.exp_cmd_sn = exp.wrapping_add(1);
+        self.exp_cmd_sn.store(w.exp_cmd_sn, Ordering::Release);
+        Some(item)
+    }
+
+    /// Whether `cmd_sn` lies within `[ExpCmdSN - depth, MaxCmdSN]` (used by ABORT TASK's
+    /// RefCmdSN rule, RFC 7143 11.5.1).
+    pub fn cmd_sn_in_window(&self, cmd_sn: u32) -> bool {
+        let exp = self.exp_cmd_sn();
+        sn_le(exp.wrapping_sub(self.depth), cmd_sn) && sn_le(cmd_sn, self.max_cmd_sn())
+    }
+
+    /// Registers a task; `false` if the ITT is already in use.
+    pub fn add_task(&self, t: Arc<TaskState>) -> bool {
+        let mut tasks = self.tasks.lock();
+        if tasks.contains_key(&t.itt) {
+            return false;
+        }
+        tasks.insert(t.itt, t);
+        true
+    }
+
+    /// Removes a finished task and wakes task management waiting for it.
+    pub fn remove_task(&self, itt: u32) {
+        let mut tasks = self.tasks.lock();
+        if tasks.remove(&itt).is_some() {
+            self.tasks_changed.notify_all();
+        }
+    }
+
+    /// Marks matching tasks aborted and returns their ITTs.
+    pub fn abort_tasks(&self, pred: impl Fn(&TaskState) -> bool) -> Vec<u32> {
+        let tasks = self.tasks.lock();
+        tasks
+            .values()
+            .filter(|t| pred(t))
+            .map(|t| {
+                t.aborted.store(true, Ordering::Release);
+                t.itt
+            })
+            .collect()
+    }
+
+    /// Waits (bounded) until none of `itts` is in the task table any more.
+    pub fn wait_tasks_gone(&self, itts: &[u32], timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut tasks = self.tasks.lock();
+        loop {
+            if !itts.iter().any(|i| {
+                tasks
+                    .get(i)
+                    .map(|t| t.aborted.load(Ordering::Acquire))
+                    .unwrap_or(false)
+            }) {
+                return true;
+            }
+            if self.tasks_changed.wait_until(&mut tasks, deadline).timed_out() {
+                return false;
+            }
+        }
+    }
+
+    /// Waits (bounded) until the task table is empty.
+    pub fn wait_idle(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut tasks = self.tasks.lock();
+        while !tasks.is_empty() {
+            if self.tasks_changed.wait_until(&mut tasks, deadline).timed_out() {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// The session LUN for an 8-byte LUN field.
+    pub fn lun(&self, lun_field: u64) -> Option<&SessionLun> {
+        let lun = rustio_scsi::decode_lun(lun_field.to_be_bytes())?;
+        self.luns.iter().find(|l| l.lun == lun)
+    }
+
+    /// Closes every connection of the session.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        let conns: Vec<Arc<Conn>> = self.conns.lock().clone();
+        for c in conns {
+            c.close();
+        }
+    }
+
+    /// The target IQN, or "" for discovery sessions.
+    pub fn target_name(&self) -> &str {
+        self.target.as_ref().map(|(t, _)| t.iqn.as_str()).unwrap_or("")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serial_arithmetic() {
+        assert!(sn_lt(1, 2));
+        assert!(!sn_lt(2, 1));
+        assert!(sn_lt(u32::MAX, 0));
+        assert!(sn_le(5, 5));
+        assert!(sn_lt(0xffff_fff0, 0x10));
+    }
+}

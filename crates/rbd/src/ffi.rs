@@ -1,0 +1,630 @@
+//! Minimal declarations of the librados and librbd C APIs (Ceph 16.2 "pacific",
+//! `<rados/librados.h>`, `<rbd/librbd.h>`) and the safe owners built on them. This is the
+//! only module of the crate with `unsafe`.
+//!
+//! Ownership: [`Cluster`] owns a `rados_t` (shut down on drop), [`IoCtx`] owns a
+//! `rados_ioctx_t` and its cluster, [`Image`] owns an `rbd_image_t` and its I/O context, so
+//! handles are always released child first.
+//!
+//! Asynchronous I/O: every request creates a completion whose callback argument is an
+//! `Arc<Waiter>`; the submitting thread sleeps on the waiter's condition variable until
+//! librbd runs the callback. Buffers handed to librbd are borrowed for the whole call and
+//! the call returns only after the completion fired, which is when librbd has dropped
+//! every reference to them (librbd delays a completion until its zero-copy references to
+//! the caller's write buffers are released). Many threads submit concurrently; nothing
+//! here serialises them.
+
+use std::ffi::{c_char, c_int, c_void, CStr, CString};
+use std::io::{IoSlice, IoSliceMut};
+use std::path::Path;
+use std::ptr;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+/// A positive OS error number, as returned (negated) by librados and librbd.
+pub(crate) type Errno = i32;
+
+#[allow(non_camel_case_types)]
+type rados_t = *mut c_void;
+#[allow(non_camel_case_types)]
+type rados_ioctx_t = *mut c_void;
+#[allow(non_camel_case_types)]
+type rbd_image_t = *mut c_void;
+#[allow(non_camel_case_types)]
+type rbd_completion_t = *mut c_void;
+#[allow(non_camel_case_types)]
+type rbd_callback_t = Option<extern "C" fn(rbd_completion_t, *mut c_void)>;
+#[allow(non_camel_case_types)]
+type diff_callback_t = Option<extern "C" fn(u64, usize, c_int, *mut c_void) -> c_int>;
+
+/// `rbd_image_info_t` (librbd.h).
+#[repr(C)]
+#[allow(non_camel_case_types)]
+struct rbd_image_info_t {
+    size: u64,
+    obj_size: u64,
+    num_objs: u64,
+    order: c_int,
+    block_name_prefix: [c_char; 24],
+    parent_pool: i64,
+    parent_name: [c_char; 96],
+}
+
+/// `RBD_WRITE_ZEROES_FLAG_THICK_PROVISION` (librbd.h): write zeros instead of
+/// deallocating.
+const RBD_WRITE_ZEROES_FLAG_THICK_PROVISION: c_int = 1;
+/// `RBD_LOCK_MODE_EXCLUSIVE` (librbd.h, `rbd_lock_mode_t`).
+const RBD_LOCK_MODE_EXCLUSIVE: c_int = 0;
+
+#[link(name = "rados")]
+extern "C" {
+    fn rados_create(cluster: *mut rados_t, id: *const c_char) -> c_int;
+    fn rados_conf_read_file(cluster: rados_t, path: *const c_char) -> c_int;
+    fn rados_conf_set(cluster: rados_t, option: *const c_char, value: *const c_char) -> c_int;
+    fn rados_conf_get(cluster: rados_t, option: *const c_char, buf: *mut c_char, len: usize)
+        -> c_int;
+    fn rados_connect(cluster: rados_t) -> c_int;
+    fn rados_shutdown(cluster: rados_t);
+    fn rados_ioctx_create(cluster: rados_t, pool: *const c_char, io: *mut rados_ioctx_t)
+        -> c_int;
+    fn rados_ioctx_destroy(io: rados_ioctx_t);
+}
+
+#[link(name = "rbd")]
+extern "C" {
+    fn rbd_open(
+        io: rados_ioctx_t,
+        name: *const c_char,
+        image: *mut rbd_image_t,
+        snap_name: *const c_char,
+    ) -> c_int;
+    fn rbd_open_read_only(
+        io: rados_ioctx_t,
+        name: *const c_char,
+        image: *mut rbd_image_t,
+        snap_name: *const c_char,
+    ) -> c_int;
+    fn rbd_close(image: rbd_image_t) -> c_int;
+    fn rbd_get_size(image: rbd_image_t, size: *mut u64) -> c_int;
+    fn rbd_stat(image: rbd_image_t, info: *mut rbd_image_info_t, infosize: usize) -> c_int;
+    fn rbd_resize(image: rbd_image_t, size: u64) -> c_int;
+    fn rbd_diff_iterate2(
+        image: rbd_image_t,
+        fromsnapname: *const c_char,
+        ofs: u64,
+        len: u64,
+        include_parent: u8,
+        whole_object: u8,
+        cb: diff_callback_t,
+        arg: *mut c_void,
+    ) -> c_int;
+    fn rbd_is_exclusive_lock_owner(image: rbd_image_t, is_owner: *mut c_int) -> c_int;
+    fn rbd_lock_acquire(image: rbd_image_t, lock_mode: c_int) -> c_int;
+    fn rbd_lock_release(image: rbd_image_t) -> c_int;
+
+    fn rbd_aio_create_completion(
+        cb_arg: *mut c_void,
+        complete_cb: rbd_callback_t,
+        c: *mut rbd_completion_t,
+    ) -> c_int;
+    fn rbd_aio_get_return_value(c: rbd_completion_t) -> isize;
+    fn rbd_aio_release(c: rbd_completion_t);
+    fn rbd_aio_readv(
+        image: rbd_image_t,
+        iov: *const libc::iovec,
+        iovcnt: c_int,
+        off: u64,
+        c: rbd_completion_t,
+    ) -> c_int;
+    fn rbd_aio_writev(
+        image: rbd_image_t,
+        iov: *const libc::iovec,
+        iovcnt: c_int,
+        off: u64,
+        c: rbd_completion_t,
+    ) -> c_int;
+    fn rbd_aio_flush(image: rbd_image_t, c: rbd_completion_t) -> c_int;
+    fn rbd_aio_discard(image: rbd_image_t, off: u64, len: u64, c: rbd_completion_t) -> c_int;
+    fn rbd_aio_write_zeroes(
+        image: rbd_image_t,
+        off: u64,
+        len: usize,
+        c: rbd_completion_t,
+        zero_flags: c_int,
+        op_flags: c_int,
+    ) -> c_int;
+    fn rbd_aio_compare_and_write(
+        image: rbd_image_t,
+        off: u64,
+        len: usize,
+        cmp_buf: *const c_char,
+        buf: *const c_char,
+        c: rbd_completion_t,
+        mismatch_off: *mut u64,
+        op_flags: c_int,
+    ) -> isize;
+}
+
+/// Turns a librados/librbd return code (negative errno on failure) into a result.
+fn check(r: isize) -> Result<isize, Errno> {
+    if r < 0 {
+        Err(Errno::try_from(r.unsigned_abs()).unwrap_or(libc::EIO))
+    } else {
+        Ok(r)
+    }
+}
+
+fn cstring(s: &str) -> Result<CString, Errno> {
+    CString::new(s).map_err(|_| libc::EINVAL)
+}
+
+/// A librados cluster handle (`rados_t`), shut down on drop.
+pub(crate) struct Cluster {
+    handle: rados_t,
+    connected: bool,
+}
+
+impl Cluster {
+    /// `rados_create`: a handle for user `client.<id>` (`None`: admin).
+    pub(crate) fn create(id: Option<&str>) -> Result<Self, Errno> {
+        let id = id.map(cstring).transpose()?;
+        let mut handle: rados_t = ptr::null_mut();
+        // SAFETY: `handle` is a valid out-pointer; `id` is NULL or a NUL-terminated string
+        // that outlives the call (librados copies it).
+        let r = unsafe {
+            rados_create(
+                &mut handle,
+                id.as_ref().map_or(ptr::null(), |s| s.as_ptr()),
+            )
+        };
+        check(r as isize)?;
+        Ok(Cluster {
+            handle,
+            connected: false,
+        })
+    }
+
+    /// `rados_conf_read_file`; `None` searches librados' default locations.
+    pub(crate) fn read_conf_file(&self, path: Option<&Path>) -> Result<(), Errno> {
+        let path = path
+            .map(|p| p.to_str().ok_or(libc::EINVAL).and_then(cstring))
+            .transpose()?;
+        // SAFETY: the handle is live and not yet connected; the path is NULL or a
+        // NUL-terminated string that outlives the call.
+        let r = unsafe {
+            rados_conf_read_file(
+                self.handle,
+                path.as_ref().map_or(ptr::null(), |s| s.as_ptr()),
+            )
+        };
+        check(r as isize).map(drop)
+    }
+
+    /// `rados_conf_set`.
+    pub(crate) fn conf_set(&self, option: &str, value: &str) -> Result<(), Errno> {
+        let (o, v) = (cstring(option)?, cstring(value)?);
+        // SAFETY: the handle is live; both strings are NUL-terminated and outlive the call.
+        let r = unsafe { rados_conf_set(self.handle, o.as_ptr(), v.as_ptr()) };
+        check(r as isize).map(drop)
+    }
+
+    /// `rados_conf_get`: the option's value as text.
+    pub(crate) fn conf_get(&self, option: &str) -> Result<String, Errno> {
+        let o = cstring(option)?;
+        let mut buf = vec![0u8; 4096];
+        // SAFETY: the handle is live; `buf` is writable for `buf.len()` bytes and librados
+        // writes at most that many, NUL-terminated (it fails with ENAMETOOLONG otherwise).
+        let r = unsafe {
+            rados_conf_get(
+                self.handle,
+                o.as_ptr(),
+                buf.as_mut_ptr().cast::<c_char>(),
+                buf.len(),
+            )
+        };
+        check(r as isize)?;
+        let s = CStr::from_bytes_until_nul(&buf).map_err(|_| libc::EINVAL)?;
+        Ok(s.to_string_lossy().into_owned())
+    }
+
+    /// `rados_connect`: blocks at most `client_mount_timeout`.
+    pub(crate) fn connect(&mut self) -> Result<(), Errno> {
+        // SAFETY: the handle is live and not yet connected.
+        let r = unsafe { rados_connect(self.handle) };
+        check(r as isize)?;
+        self.connected = true;
+        Ok(())
+    }
+
+    /// `rados_ioctx_create` for `pool`; the context takes ownership of the cluster.
+    pub(crate) fn into_ioctx(self, pool: &str) -> Result<IoCtx, Errno> {
+        if !self.connected {
+            return Err(libc::ENOTCONN);
+        }
+        let p = cstring(pool)?;
+        let mut io: rados_ioctx_t = ptr::null_mut();
+        // SAFETY: the handle is live and connected; `p` is NUL-terminated; `io` is a valid
+        // out-pointer.
+        let r = unsafe { rados_ioctx_create(self.handle, p.as_ptr(), &mut io) };
+        check(r as isize)?;
+        Ok(IoCtx { io, cluster: self })
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // SAFETY: the handle came from rados_create and every I/O context made from it has
+        // been destroyed (IoCtx owns its Cluster and destroys its context first).
+        unsafe { rados_shutdown(self.handle) };
+    }
+}
+
+/// A pool I/O context (`rados_ioctx_t`), destroyed on drop before its cluster.
+pub(crate) struct IoCtx {
+    io: rados_ioctx_t,
+    cluster: Cluster,
+}
+
+impl IoCtx {
+    /// The cluster configuration value of `option`.
+    pub(crate) fn conf_get(&self, option: &str) -> Result<String, Errno> {
+        self.cluster.conf_get(option)
+    }
+
+    /// `rbd_open` / `rbd_open_read_only` of the image head; the image takes ownership of
+    /// the context.
+    pub(crate) fn into_image(self, name: &str, read_only: bool) -> Result<Image, Errno> {
+        let n = cstring(name)?;
+        let mut image: rbd_image_t = ptr::null_mut();
+        // SAFETY: the context is live; `n` is NUL-terminated; `image` is a valid
+        // out-pointer; a NULL snapshot name opens the head.
+        let r = unsafe {
+            if read_only {
+                rbd_open_read_only(self.io, n.as_ptr(), &mut image, ptr::null())
+            } else {
+                rbd_open(self.io, n.as_ptr(), &mut image, ptr::null())
+            }
+        };
+        check(r as isize)?;
+        Ok(Image {
+            image,
+            ioctx: self,
+            slow_after: Duration::from_secs(60),
+        })
+    }
+}
+
+impl Drop for IoCtx {
+    fn drop(&mut self) {
+        // SAFETY: the context came from rados_ioctx_create and any image opened on it has
+        // been closed (Image owns its IoCtx and closes first).
+        unsafe { rados_ioctx_destroy(self.io) };
+    }
+}
+
+/// An open RBD image (`rbd_image_t`), closed on drop.
+pub(crate) struct Image {
+    image: rbd_image_t,
+    ioctx: IoCtx,
+    /// A request outstanding longer than this is logged (it is still waited for).
+    slow_after: Duration,
+}
+
+// SAFETY: librbd image handles may be used from any thread: the C API is thread-safe for
+// I/O, size and lock calls on one handle (librbd serialises internally with the ImageCtx
+// locks), and librados cluster/ioctx handles are thread-safe. Only close/destroy need
+// exclusive access, which `Drop` (taking `&mut self`) guarantees.
+unsafe impl Send for Image {}
+// SAFETY: as above; every `&self` method is one thread-safe librbd call or an aio request
+// with its own completion.
+unsafe impl Sync for Image {}
+
+/// Result of [`Image::compare_and_write`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CawOutcome {
+    /// The data matched and the write was done.
+    Written,
+    /// The data differed at this image offset; nothing was written.
+    Mismatch(u64),
+}
+
+impl Image {
+    /// Sets how long a request may be outstanding before it is logged as slow.
+    pub(crate) fn set_slow_after(&mut self, d: Duration) {
+        self.slow_after = d;
+    }
+
+    /// The cluster configuration value of `option`.
+    pub(crate) fn conf_get(&self, option: &str) -> Result<String, Errno> {
+        self.ioctx.conf_get(option)
+    }
+
+    /// `rbd_get_size` (refreshes the header first if another client changed it).
+    pub(crate) fn size(&self) -> Result<u64, Errno> {
+        let mut size = 0u64;
+        // SAFETY: the image is open; `size` is a valid out-pointer.
+        let r = unsafe { rbd_get_size(self.image, &mut size) };
+        check(r as isize)?;
+        Ok(size)
+    }
+
+    /// The image's object size in bytes (`rbd_stat`).
+    pub(crate) fn object_size(&self) -> Result<u64, Errno> {
+        // SAFETY: rbd_image_info_t is plain old data; all-zero is a valid value.
+        let mut info: rbd_image_info_t = unsafe { std::mem::zeroed() };
+        // SAFETY: the image is open; `info` is writable and its size is passed.
+        let r = unsafe {
+            rbd_stat(
+                self.image,
+                &mut info,
+                std::mem::size_of::<rbd_image_info_t>(),
+            )
+        };
+        check(r as isize)?;
+        Ok(info.obj_size)
+    }
+
+    /// `rbd_resize` (grows or shrinks).
+    pub(crate) fn resize(&self, size: u64) -> Result<(), Errno> {
+        // SAFETY: the image is open.
+        let r = unsafe { rbd_resize(self.image, size) };
+        check(r as isize).map(drop)
+    }
+
+    /// Allocated extents `(offset, len)` within `[off, off+len)`, ascending, from
+    /// `rbd_diff_iterate2` against the beginning of time (parent included, exact extents).
+    pub(crate) fn allocated_extents(&self, off: u64, len: u64) -> Result<Vec<(u64, u64)>, Errno> {
+        extern "C" fn collect(ofs: u64, len: usize, exists: c_int, arg: *mut c_void) -> c_int {
+            // SAFETY: `arg` is the `&mut Vec` passed below, alive and exclusively ours for
+            // the duration of the synchronous rbd_diff_iterate2 call that invokes us.
+            let v = unsafe { &mut *arg.cast::<Vec<(u64, u64)>>() };
+            if exists != 0 && len > 0 {
+                v.push((ofs, len as u64));
+            }
+            0
+        }
+        let mut extents: Vec<(u64, u64)> = Vec::new();
+        // SAFETY: the image is open; NULL fromsnapname diffs against nothing; the callback
+        // only touches `extents` through `arg`, which outlives this synchronous call.
+        let r = unsafe {
+            rbd_diff_iterate2(
+                self.image,
+                ptr::null(),
+                off,
+                len,
+                1,
+                0,
+                Some(collect),
+                (&mut extents as *mut Vec<(u64, u64)>).cast::<c_void>(),
+            )
+        };
+        check(r as isize)?;
+        extents.sort_unstable();
+        Ok(extents)
+    }
+
+    /// Whether this client holds the image's exclusive lock.
+    pub(crate) fn is_exclusive_lock_owner(&self) -> Result<bool, Errno> {
+        let mut owner: c_int = 0;
+        // SAFETY: the image is open; `owner` is a valid out-pointer.
+        let r = unsafe { rbd_is_exclusive_lock_owner(self.image, &mut owner) };
+        check(r as isize)?;
+        Ok(owner != 0)
+    }
+
+    /// `rbd_lock_acquire(EXCLUSIVE)`: takes the exclusive lock and keeps it (librbd stops
+    /// handing it over to other clients on request until [`Image::lock_release`]).
+    pub(crate) fn lock_acquire_exclusive(&self) -> Result<(), Errno> {
+        // SAFETY: the image is open.
+        let r = unsafe { rbd_lock_acquire(self.image, RBD_LOCK_MODE_EXCLUSIVE) };
+        check(r as isize).map(drop)
+    }
+
+    /// `rbd_lock_release`.
+    pub(crate) fn lock_release(&self) -> Result<(), Errno> {
+        // SAFETY: the image is open.
+        let r = unsafe { rbd_lock_release(self.image) };
+        check(r as isize).map(drop)
+    }
+
+    /// Reads into `bufs` at `off`; returns the bytes read (short only at the image end).
+    pub(crate) fn readv(&self, bufs: &mut [IoSliceMut<'_>], off: u64) -> Result<usize, Errno> {
+        let cnt = c_int::try_from(bufs.len()).map_err(|_| libc::EINVAL)?;
+        let iov = bufs.as_mut_ptr().cast::<libc::iovec>().cast_const();
+        let r = self.aio("read", |c| {
+            // SAFETY: IoSliceMut is ABI-compatible with iovec on Unix; the buffers are
+            // mutably borrowed for this whole call and `aio` returns only after the
+            // completion fired, after which librbd no longer touches them.
+            unsafe { rbd_aio_readv(self.image, iov, cnt, off, c) as isize }
+        })?;
+        Ok(r.unsigned_abs())
+    }
+
+    /// Writes `bufs` at `off`; returns the bytes written.
+    pub(crate) fn writev(&self, bufs: &[IoSlice<'_>], off: u64) -> Result<usize, Errno> {
+        let cnt = c_int::try_from(bufs.len()).map_err(|_| libc::EINVAL)?;
+        let iov = bufs.as_ptr().cast::<libc::iovec>();
+        let r = self.aio("write", |c| {
+            // SAFETY: IoSlice is ABI-compatible with iovec on Unix; the buffers are
+            // borrowed for this whole call and `aio` returns only after the completion
+            // fired, which librbd delays until it has released its references to them.
+            unsafe { rbd_aio_writev(self.image, iov, cnt, off, c) as isize }
+        })?;
+        Ok(r.unsigned_abs())
+    }
+
+    /// Waits until every write completed before the call is durable.
+    pub(crate) fn flush(&self) -> Result<(), Errno> {
+        self.aio("flush", |c| {
+            // SAFETY: the image is open and `c` is a fresh completion.
+            unsafe { rbd_aio_flush(self.image, c) as isize }
+        })
+        .map(drop)
+    }
+
+    /// Deallocates `[off, off+len)` (librbd may skip partial objects).
+    pub(crate) fn discard(&self, off: u64, len: u64) -> Result<(), Errno> {
+        self.aio("discard", |c| {
+            // SAFETY: the image is open and `c` is a fresh completion.
+            unsafe { rbd_aio_discard(self.image, off, len, c) as isize }
+        })
+        .map(drop)
+    }
+
+    /// Zeroes `[off, off+len)`: deallocating where it can, unless `thick`.
+    pub(crate) fn write_zeroes(&self, off: u64, len: u64, thick: bool) -> Result<(), Errno> {
+        let len = usize::try_from(len).map_err(|_| libc::EINVAL)?;
+        let flags = if thick {
+            RBD_WRITE_ZEROES_FLAG_THICK_PROVISION
+        } else {
+            0
+        };
+        self.aio("write zeroes", |c| {
+            // SAFETY: the image is open and `c` is a fresh completion.
+            unsafe { rbd_aio_write_zeroes(self.image, off, len, c, flags, 0) as isize }
+        })
+        .map(drop)
+    }
+
+    /// Atomically compares `cmp` with the image at `off` and, if equal, writes `data`
+    /// (both the same length).
+    pub(crate) fn compare_and_write(
+        &self,
+        off: u64,
+        cmp: &[u8],
+        data: &[u8],
+    ) -> Result<CawOutcome, Errno> {
+        if cmp.len() != data.len() {
+            return Err(libc::EINVAL);
+        }
+        let mut mismatch: u64 = 0;
+        let mismatch_ptr: *mut u64 = &mut mismatch;
+        let r = self.aio("compare and write", |c| {
+            // SAFETY: both buffers and `mismatch` are borrowed/owned by this frame for the
+            // whole call, and `aio` returns only after the completion fired.
+            unsafe {
+                rbd_aio_compare_and_write(
+                    self.image,
+                    off,
+                    cmp.len(),
+                    cmp.as_ptr().cast::<c_char>(),
+                    data.as_ptr().cast::<c_char>(),
+                    c,
+                    mismatch_ptr,
+                    0,
+                )
+            }
+        });
+        match r {
+            Ok(_) => Ok(CawOutcome::Written),
+            // librbd reports a miscompare as -EILSEQ with the offset filled in.
+            Err(libc::EILSEQ) => Ok(CawOutcome::Mismatch(mismatch)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Submits one asynchronous request and waits for its completion.
+    ///
+    /// `submit` gets a fresh completion and must hand it to exactly one `rbd_aio_*` call,
+    /// returning that call's result. If the call fails, librbd never runs the callback (the
+    /// `rbd_aio_*` entry points only fail before queueing the request), so the waiter's
+    /// reference is reclaimed here.
+    fn aio(
+        &self,
+        op: &'static str,
+        submit: impl FnOnce(rbd_completion_t) -> isize,
+    ) -> Result<isize, Errno> {
+        let waiter = Arc::new(Waiter::default());
+        let arg = Arc::into_raw(Arc::clone(&waiter)).cast_mut().cast::<c_void>();
+        let mut c: rbd_completion_t = ptr::null_mut();
+        // SAFETY: `c` is a valid out-pointer; `arg` stays valid until `on_complete`
+        // reclaims it (or we do below if the request is never submitted).
+        let r = unsafe { rbd_aio_create_completion(arg, Some(on_complete), &mut c) };
+        if let Err(e) = check(r as isize) {
+            // SAFETY: the completion was not created, so the callback will never run and
+            // this is the only reclaim of the reference leaked by into_raw above.
+            drop(unsafe { Arc::from_raw(arg.cast_const().cast::<Waiter>()) });
+            return Err(e);
+        }
+        if let Err(e) = check(submit(c)) {
+            // SAFETY: the request was refused before being queued: the callback will not
+            // run, so we release the completion and reclaim the waiter reference once.
+            unsafe {
+                rbd_aio_release(c);
+                drop(Arc::from_raw(arg.cast_const().cast::<Waiter>()));
+            }
+            return Err(e);
+        }
+        // The callback releases the completion; `c` is not touched again here.
+        check(waiter.wait(op, self.slow_after))
+    }
+}
+
+impl Drop for Image {
+    fn drop(&mut self) {
+        // SAFETY: the image is open and, as `&mut self` proves, no request is in flight
+        // (every request is waited for inside a `&self` call). rbd_close flushes and
+        // releases the exclusive lock; its ops are bounded by rados_osd_op_timeout.
+        let r = unsafe { rbd_close(self.image) };
+        if r < 0 {
+            tracing::warn!(errno = -r, "rbd_close failed");
+        }
+    }
+}
+
+/// Where a completion callback leaves the request's result for the submitting thread.
+#[derive(Default)]
+struct Waiter {
+    result: Mutex<Option<isize>>,
+    done: Condvar,
+}
+
+impl Waiter {
+    fn finish(&self, r: isize) {
+        let mut g = self.result.lock().unwrap_or_else(PoisonError::into_inner);
+        *g = Some(r);
+        self.done.notify_one();
+    }
+
+    /// Waits for the result, logging (once) a request outstanding longer than `slow`.
+    /// Never returns before the callback ran: the request's buffers depend on it.
+    fn wait(&self, op: &'static str, slow: Duration) -> isize {
+        let start = Instant::now();
+        let mut warned = false;
+        let mut g = self.result.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            if let Some(r) = *g {
+                if warned {
+                    tracing::warn!(op, elapsed = ?start.elapsed(), result = r, "slow rbd request finished");
+                }
+                return r;
+            }
+            let (ng, _) = self
+                .done
+                .wait_timeout(g, slow)
+                .unwrap_or_else(PoisonError::into_inner);
+            g = ng;
+            if g.is_none() && !warned && start.elapsed() >= slow {
+                warned = true;
+                tracing::warn!(op, elapsed = ?start.elapsed(), "rbd request outstanding (cluster slow or unreachable)");
+            }
+        }
+    }
+}
+
+/// The completion callback (runs on a librbd thread, once per completion).
+extern "C" fn on_complete(c: rbd_completion_t, arg: *mut c_void) {
+    // SAFETY: `arg` is the pointer Arc::into_raw produced in `Image::aio` for this
+    // completion, and librbd invokes the callback exactly once, so the reference is
+    // reclaimed exactly once.
+    let waiter = unsafe { Arc::from_raw(arg.cast_const().cast::<Waiter>()) };
+    // SAFETY: `c` is the live completion this callback reports and nobody else uses it:
+    // we read its result and release it here, as qemu's and tcmu-runner's rbd drivers do
+    // in their callbacks (librbd keeps its own reference while running the callback).
+    let r = unsafe {
+        let r = rbd_aio_get_return_value(c);
+        rbd_aio_release(c);
+        r
+    };
+    waiter.finish(r);
+}

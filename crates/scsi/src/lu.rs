@@ -1,0 +1,452 @@
+//! The logical unit: command pipeline and dispatch (SAM-5 5, SPC-4 5.x).
+//!
+//! For each command [`LogicalUnit::execute`]:
+//! 1. notices a capacity change of the backstore (CAPACITY DATA HAS CHANGED, SBC-4 4.6),
+//! 2. reports a pending unit attention unless the command is INQUIRY, REPORT LUNS or
+//!    REQUEST SENSE (SAM-5 5.14),
+//! 3. parses the CDB ([`crate::cdb`]),
+//! 4. checks reservations (SPC-2 RESERVE and SPC-4 5.13 persistent reservations),
+//! 5. checks write protection, then executes.
+//!
+//! Nothing here takes a logical-unit-wide mutex on the READ/WRITE path: unit attention
+//! lookup is a read lock on the nexus table plus an atomic, reservations are an atomic
+//! fast path, mode parameters that I/O needs (WCE, SWP) are atomics.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use rustio_backstore::Backstore;
+
+use crate::cdb::{self, op, Command};
+use crate::config::LuConfig;
+use crate::error::Error;
+use crate::mode::ModeState;
+use crate::nexus::{Nexus, Request, Tmf};
+use crate::pr::{PrState, ReservationCheck};
+use crate::rangelock::RangeLocks;
+use crate::sense::Sense;
+use crate::status::{Response, Status};
+use crate::ua::UaTable;
+use crate::xcopy::{self, CopyState};
+
+/// How a command ended when it did not end with GOOD.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fail {
+    /// CHECK CONDITION with sense data.
+    Check(Sense),
+    /// Another status without sense data (BUSY, RESERVATION CONFLICT…).
+    Status(Status),
+}
+
+impl From<Sense> for Fail {
+    fn from(s: Sense) -> Fail {
+        Fail::Check(s)
+    }
+}
+
+impl Fail {
+    /// Maps a backstore error; transient errors become BUSY so the initiator retries.
+    pub(crate) fn backstore(err: &rustio_backstore::Error, writing: bool) -> Fail {
+        if err.kind() == rustio_backstore::ErrorKind::Busy {
+            Fail::Status(Status::Busy)
+        } else {
+            Fail::Check(Sense::from_backstore(err, writing))
+        }
+    }
+}
+
+/// Result of executing one command: the success status (GOOD or CONDITION MET).
+pub(crate) type Outcome = Result<Status, Fail>;
+
+/// A SCSI logical unit (direct access block device) backed by a [`Backstore`].
+///
+/// Shared as `Arc<LogicalUnit>` by every connection that maps it; all methods take
+/// `&self` and are thread-safe.
+#[derive(Debug)]
+pub struct LogicalUnit {
+    pub(crate) backstore: Arc<dyn Backstore>,
+    pub(crate) config: LuConfig,
+    pub(crate) block_size: u32,
+    /// The 16-byte NAA-6 designator (VPD 0x83, EXTENDED COPY CSCD descriptors).
+    pub(crate) naa: [u8; 16],
+    /// Capacity in blocks last reported, to detect changes.
+    reported_blocks: AtomicU64,
+    pub(crate) ua: UaTable,
+    pub(crate) mode: ModeState,
+    pub(crate) pr: PrState,
+    pub(crate) locks: RangeLocks,
+    pub(crate) copies: CopyState,
+}
+
+/// Derives the NAA-6 IEEE Registered Extended designator (SPC-4 7.8.6.6.5): NAA = 6,
+/// the 24-bit IEEE COMPANY_ID, a 36-bit VENDOR SPECIFIC IDENTIFIER and a 64-bit
+/// extension, the last two derived from the unit serial number unless configured.
+pub(crate) fn naa_designator(config: &LuConfig) -> [u8; 16] {
+    // FNV-1a: stable across builds and platforms (the designator must not change when
+    // the target restarts, or multipath and clusters lose track of the LU).
+    fn fnv(data: &[u8], seed: u64) -> u64 {
+        let mut h = 0xcbf2_9ce4_8422_2325u64 ^ seed;
+        for &b in data {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        h
+    }
+    let serial = config.unit_serial.as_bytes();
+    let vsid = fnv(serial, 0) & 0xf_ffff_ffff;
+    let ext = config.naa_id.unwrap_or_else(|| fnv(serial, 0x5a5a_5a5a));
+    let v: u128 = (6u128 << 124)
+        | (u128::from(config.ieee_company_id & 0xff_ffff) << 100)
+        | (u128::from(vsid) << 64)
+        | u128::from(ext);
+    v.to_be_bytes()
+}
+
+/// Whether a command is reported with a pending unit attention (SAM-5 5.14: INQUIRY,
+/// REPORT LUNS and REQUEST SENSE are not).
+fn reports_unit_attention(opcode: u8) -> bool {
+    !matches!(opcode, op::INQUIRY | op::REPORT_LUNS | op::REQUEST_SENSE)
+}
+
+impl LogicalUnit {
+    /// Creates a logical unit over `backstore`. Loads persistent reservations from
+    /// `config.aptpl_file` if it exists, and registers the unit in the process-wide
+    /// EXTENDED COPY registry.
+    pub fn new(backstore: Arc<dyn Backstore>, config: LuConfig) -> Result<Arc<Self>, Error> {
+        config.validate()?;
+        let block_size = backstore.block_size();
+        rustio_backstore::validate_block_size(block_size).map_err(|source| Error::Backstore {
+            context: "checking the block size",
+            source,
+        })?;
+        let blocks = backstore.capacity() / u64::from(block_size);
+        let pr = PrState::load(config.aptpl_file.as_deref())?;
+        let naa = naa_designator(&config);
+        let lu = Arc::new(LogicalUnit {
+            mode: ModeState::new(&config),
+            backstore,
+            block_size,
+            naa,
+            reported_blocks: AtomicU64::new(blocks),
+            ua: UaTable::default(),
+            pr,
+            locks: RangeLocks::default(),
+            copies: CopyState::default(),
+            config,
+        });
+        xcopy::register(&lu);
+        Ok(lu)
+    }
+
+    /// The configuration this unit was created with.
+    pub fn config(&self) -> &LuConfig {
+        &self.config
+    }
+
+    /// The backstore.
+    pub fn backstore(&self) -> &Arc<dyn Backstore> {
+        &self.backstore
+    }
+
+    /// Logical block size in bytes.
+    pub fn block_size(&self) -> u32 {
+        self.block_size
+    }
+
+    /// The 16-byte NAA-6 designator of this unit (VPD page 0x83).
+    pub fn naa_designator(&self) -> [u8; 16] {
+        self.naa
+    }
+
+    /// Capacity in logical blocks, as the backstore reports it now.
+    pub(crate) fn capacity_blocks(&self) -> u64 {
+        self.backstore.capacity() / u64::from(self.block_size)
+    }
+
+    /// Whether writes are refused for this request (SBC-4 4.11: LU read-only, ACL write
+    /// protect, SWP in the control mode page, read-only backstore).
+    pub(crate) fn write_protected(&self, req: &Request<'_>) -> bool {
+        req.write_protected
+            || self.config.read_only
+            || self.mode.swp()
+            || self.backstore.capabilities().read_only
+    }
+
+    /// Detects a capacity change and raises CAPACITY DATA HAS CHANGED for every nexus
+    /// (SBC-4 4.6).
+    fn check_capacity(&self) {
+        let now = self.capacity_blocks();
+        let before = self.reported_blocks.load(Ordering::Acquire);
+        if now != before
+            && self
+                .reported_blocks
+                .compare_exchange(before, now, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            self.ua.raise_all(Sense::UA_CAPACITY_DATA_CHANGED, None);
+        }
+    }
+
+    /// Expected data-out byte count implied by `cdb`, or `None` if the CDB is invalid.
+    pub fn data_out_len(&self, cdb: &[u8]) -> Option<u32> {
+        let cmd = cdb::parse(cdb).ok()?;
+        u32::try_from(cmd.data_out_len(self.block_size)).ok()
+    }
+
+    /// Executes one command. `data_in` is cleared and filled with the data the command
+    /// returns (already cut to the CDB's allocation length; the transport truncates to
+    /// its expected length and computes residuals).
+    pub fn execute(&self, req: &Request<'_>, data_in: &mut Vec<u8>) -> Response {
+        data_in.clear();
+        let resp = self.execute_inner(req, data_in);
+        if resp.status != Status::Good && resp.status != Status::ConditionMet {
+            data_in.clear();
+        }
+        resp
+    }
+
+    fn execute_inner(&self, req: &Request<'_>, data_in: &mut Vec<u8>) -> Response {
+        self.check_capacity();
+        let opcode = req.cdb.first().copied();
+        if opcode.is_some_and(reports_unit_attention) || opcode.is_none() {
+            if let Some(ua) = self.ua.take(req.nexus) {
+                return Response::check(ua);
+            }
+        } else {
+            self.ua.touch(req.nexus);
+        }
+        let info = match cdb::lookup(req.cdb) {
+            Ok(i) => i,
+            Err(s) => return Response::check(s),
+        };
+        if !self.op_supported(info) {
+            return Response::check(Sense::invalid_opcode());
+        }
+        let cmd = match cdb::parse_with(info, req.cdb) {
+            Ok(c) => c,
+            Err(s) => return Response::check(s),
+        };
+        match self.pr.check(req.nexus, &cmd) {
+            ReservationCheck::Allowed => {}
+            ReservationCheck::Conflict => {
+                return Response::status(Status::ReservationConflict);
+            }
+        }
+        if cmd.writes_medium() && self.write_protected(req) {
+            // EXTENDED COPY is checked per destination.
+            if !matches!(cmd, Command::ExtendedCopy { .. }) {
+                return Response::check(Sense::WRITE_PROTECTED);
+            }
+        }
+        match self.dispatch(req, cmd, data_in) {
+            Ok(status) => Response::status(status),
+            Err(Fail::Check(s)) => Response::check(s),
+            Err(Fail::Status(s)) => Response::status(s),
+        }
+    }
+
+    fn dispatch(&self, req: &Request<'_>, cmd: Command, data_in: &mut Vec<u8>) -> Outcome {
+        match cmd {
+            Command::TestUnitReady => Ok(Status::Good),
+            Command::RequestSense { desc, alloc } => self.request_sense(req, desc, alloc, data_in),
+            Command::Inquiry { evpd, page, alloc } => {
+                self.inquiry(req, evpd, page, data_in)?;
+                data_in.truncate(alloc as usize);
+                Ok(Status::Good)
+            }
+            Command::ModeSense { .. } => self.mode_sense(req, cmd, data_in),
+            Command::ModeSelect { ten, pf, sp, len } => self.mode_select(req, ten, pf, sp, len),
+            Command::ReadCapacity10 => self.read_capacity10(data_in),
+            Command::ReadCapacity16 { alloc } => self.read_capacity16(alloc, data_in),
+            Command::Read { lba, blocks, .. } => self.read(req, lba, blocks, data_in),
+            Command::Write {
+                lba, blocks, fua, ..
+            } => self.write(req, lba, blocks, fua),
+            Command::WriteAndVerify { lba, blocks, .. } => self.write(req, lba, blocks, true),
+            Command::Verify {
+                lba, blocks, bytchk, ..
+            } => self.verify(req, lba, blocks, bytchk),
+            Command::SynchronizeCache { lba, blocks, .. } => self.synchronize_cache(lba, blocks),
+            Command::PreFetch { lba, blocks, .. } => self.pre_fetch(lba, blocks),
+            Command::Unmap { anchor, len } => self.unmap(req, anchor, len),
+            Command::WriteSame { .. } => self.write_same(req, cmd),
+            Command::CompareAndWrite {
+                lba, blocks, fua, ..
+            } => self.compare_and_write(req, lba, blocks, fua),
+            Command::GetLbaStatus { lba, alloc } => self.get_lba_status(lba, alloc, data_in),
+            Command::FormatUnit { fmtdata, longlist } => self.format_unit(req, fmtdata, longlist),
+            Command::StartStopUnit {
+                power_condition, ..
+            } => self.start_stop_unit(power_condition),
+            Command::PreventAllowMediumRemoval { .. } => Ok(Status::Good),
+            Command::ReportLuns { select, alloc } => {
+                crate::lunmap::report_luns_data(select, std::iter::once(0u64), data_in)?;
+                data_in.truncate(alloc as usize);
+                self.ua
+                    .clear(req.nexus, |s| *s == Sense::UA_REPORTED_LUNS_DATA_CHANGED);
+                Ok(Status::Good)
+            }
+            Command::ReportSupportedOpcodes {
+                rctd,
+                options,
+                opcode,
+                sa,
+                alloc,
+            } => {
+                self.report_supported_opcodes(rctd, options, opcode, sa, data_in)?;
+                data_in.truncate(alloc as usize);
+                Ok(Status::Good)
+            }
+            Command::ReportSupportedTmfs { repd, alloc } => {
+                crate::rsoc::report_supported_tmfs(repd, data_in);
+                data_in.truncate(alloc as usize);
+                Ok(Status::Good)
+            }
+            Command::ReportTargetPortGroups { extended, alloc } => {
+                self.report_target_port_groups(req, extended, data_in);
+                data_in.truncate(alloc as usize);
+                Ok(Status::Good)
+            }
+            Command::PersistentReserveIn { action, alloc } => {
+                self.pr.reserve_in(req.nexus, action, data_in)?;
+                data_in.truncate(alloc as usize);
+                Ok(Status::Good)
+            }
+            Command::PersistentReserveOut {
+                action,
+                scope,
+                pr_type,
+                len,
+            } => self.persistent_reserve_out(req, action, scope, pr_type, len),
+            Command::Reserve => self.pr.reserve_spc2(req.nexus),
+            Command::Release => self.pr.release_spc2(req.nexus),
+            Command::ExtendedCopy { len } => self.extended_copy(req, len),
+            Command::ReceiveCopyResults {
+                sa,
+                list_id,
+                alloc,
+            } => {
+                self.receive_copy_results(req, sa, list_id, data_in)?;
+                data_in.truncate(alloc as usize);
+                Ok(Status::Good)
+            }
+        }
+    }
+
+    /// REQUEST SENSE (SPC-4 6.39): returns and clears a pending unit attention, otherwise
+    /// NO SENSE. Descriptor format is not supported (D_SENSE = 0); with DESC = 1 we
+    /// return fixed format, which SPC-4 allows when descriptor format is unsupported.
+    fn request_sense(
+        &self,
+        req: &Request<'_>,
+        _desc: bool,
+        alloc: u32,
+        data_in: &mut Vec<u8>,
+    ) -> Outcome {
+        let sense = self.ua.take(req.nexus).unwrap_or(Sense::NO_SENSE);
+        data_in.extend_from_slice(&sense.to_fixed());
+        data_in.truncate(alloc as usize);
+        Ok(Status::Good)
+    }
+
+    /// START STOP UNIT (SBC-4 5.25): the medium is always ready, so this only validates
+    /// the POWER CONDITION field (SBC-4 table 133).
+    fn start_stop_unit(&self, power_condition: u8) -> Outcome {
+        match power_condition {
+            0x0..=0x3 | 0x5 | 0x7 | 0xa | 0xb => Ok(Status::Good),
+            _ => Err(Sense::invalid_field_in_cdb(4, Some(7)).into()),
+        }
+    }
+
+    /// REPORT TARGET PORT GROUPS (SPC-4 6.37): one group containing the port the
+    /// command came through, active/optimized, implicit ALUA.
+    fn report_target_port_groups(&self, req: &Request<'_>, extended: bool, out: &mut Vec<u8>) {
+        let nexus = req.nexus;
+        let mut desc = Vec::with_capacity(12);
+        // PREF = 1, ASYMMETRIC ACCESS STATE = 0 (active/optimized).
+        desc.push(0x80);
+        // Supported states: T_SUP | O_SUP | U_SUP | S_SUP | AN_SUP | AO_SUP (what we can
+        // report; we only ever are active/optimized).
+        desc.push(0x80 | 0x08 | 0x04 | 0x02 | 0x01);
+        desc.extend_from_slice(&nexus.target_port_group.to_be_bytes());
+        desc.push(0);
+        desc.push(0); // STATUS CODE: no status available
+        desc.push(0); // vendor specific
+        desc.push(1); // TARGET PORT COUNT
+        desc.extend_from_slice(&[0, 0]);
+        desc.extend_from_slice(&nexus.relative_target_port_id.to_be_bytes());
+        if extended {
+            let len = (desc.len() + 4) as u32;
+            out.extend_from_slice(&len.to_be_bytes());
+            out.push(0x10); // FORMAT TYPE 001b
+            out.push(0); // IMPLICIT TRANSITION TIME
+            out.extend_from_slice(&[0, 0]);
+        } else {
+            out.extend_from_slice(&(desc.len() as u32).to_be_bytes());
+        }
+        out.extend_from_slice(&desc);
+    }
+
+    /// Task management (SAM-5 7): resets establish unit attentions and drop SPC-2
+    /// reservations. Aborts need no work here: commands execute synchronously, so by
+    /// the time the transport forwards a TMF no command of this unit is in progress.
+    pub fn task_management(&self, nexus: &Nexus, tmf: Tmf) {
+        match tmf {
+            Tmf::LogicalUnitReset | Tmf::TargetWarmReset | Tmf::TargetColdReset => {
+                // SAM-5 6.3.3: LOGICAL UNIT RESET → BUS DEVICE RESET FUNCTION OCCURRED
+                // for every I_T nexus; a target reset → POWER ON, RESET… (29h/00h is
+                // what initiators expect; cold reset also means power on).
+                let sense = match tmf {
+                    Tmf::LogicalUnitReset => Sense::UA_BUS_DEVICE_RESET,
+                    Tmf::TargetColdReset => Sense::UA_POWER_ON,
+                    _ => Sense::UA_POWER_ON_RESET,
+                };
+                self.ua.touch(nexus);
+                self.ua.raise_all(sense, None);
+                self.pr.reset();
+                if tmf == Tmf::TargetColdReset {
+                    // Power on: mode parameters return to their defaults (SPC-4 7.5.1).
+                    self.mode.reset();
+                }
+            }
+            Tmf::ItNexusReset => self.nexus_lost(nexus),
+            Tmf::ClearTaskSet => {
+                // SAM-5 7.4: other nexuses whose tasks were cleared see COMMANDS CLEARED
+                // BY ANOTHER INITIATOR when TST = 000b; with synchronous execution no
+                // task of another nexus can be pending, so there is nothing to report.
+            }
+            Tmf::AbortTask(_)
+            | Tmf::AbortTaskSet
+            | Tmf::ClearAca
+            | Tmf::QueryTask(_)
+            | Tmf::QueryTaskSet
+            | Tmf::QueryAsyncEvent => {}
+        }
+    }
+
+    /// I_T nexus loss (SAM-5 6.3.4): releases an SPC-2 reservation held through the
+    /// nexus and establishes I_T NEXUS LOSS OCCURRED for it.
+    pub fn nexus_lost(&self, nexus: &Nexus) {
+        self.ua.nexus_lost(nexus);
+        self.pr.nexus_lost(nexus);
+    }
+
+    /// Raises CAPACITY DATA HAS CHANGED for every nexus (call after resizing the
+    /// backstore; changes are also noticed on the next command).
+    pub fn capacity_changed(&self) {
+        self.reported_blocks
+            .store(self.capacity_blocks(), Ordering::Release);
+        self.ua.raise_all(Sense::UA_CAPACITY_DATA_CHANGED, None);
+    }
+
+    /// Raises REPORTED LUNS DATA HAS CHANGED for every nexus (used by [`crate::LunMap`]).
+    pub fn luns_changed(&self) {
+        self.ua.raise_all(Sense::UA_REPORTED_LUNS_DATA_CHANGED, None);
+    }
+}
+
+impl Drop for LogicalUnit {
+    fn drop(&mut self) {
+        xcopy::unregister(&self.naa);
+    }
+}

@@ -1,0 +1,432 @@
+//! The memory shared with the kernel: one owned `mmap` of `/dev/uioN` per device, and a
+//! heap-backed stand-in with the same interface for tests and fuzzing.
+//!
+//! This is the only module with `unsafe` code. The kernel (or, in tests, a fake kernel)
+//! writes the shared region concurrently and must be assumed hostile, so:
+//!
+//! * no Rust reference (`&[u8]`, `&mut T`) to shared memory is ever created — every access
+//!   goes through a raw pointer as an atomic load or store, so concurrent writes by the
+//!   other side can produce stale or torn *values* but never undefined behaviour;
+//! * every access is bounds-checked against the mapping length with checked arithmetic;
+//!   callers parse the bytes they read into typed values and validate them before use;
+//! * `cmd_head` is loaded with `Acquire` (entries written before the kernel published the
+//!   head are visible) and `cmd_tail` is stored with `Release` (the response written into
+//!   an entry is visible to the kernel before the tail that hands it back), as firecracker's
+//!   io_uring queue does for its ring indices.
+
+use std::fmt;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+
+/// An access outside the shared region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("access of {len} bytes at offset {offset} is outside the {size}-byte shared region")]
+pub struct OutOfBounds {
+    /// First byte of the attempted access.
+    pub offset: u64,
+    /// Length of the attempted access.
+    pub len: u64,
+    /// Size of the region.
+    pub size: u64,
+}
+
+/// Byte-addressed memory shared with the kernel.
+///
+/// All methods check bounds and return [`OutOfBounds`] instead of touching memory outside
+/// the region. Multi-byte integers are little endian (the TCMU ABI uses host byte order and
+/// TCMU is only built for little-endian hosts here; see `lib.rs`).
+pub trait SharedMemory: Send + Sync + fmt::Debug {
+    /// Size of the region in bytes.
+    fn size(&self) -> usize;
+
+    /// Copies `buf.len()` bytes at `offset` into `buf`.
+    fn read(&self, offset: usize, buf: &mut [u8]) -> Result<(), OutOfBounds>;
+
+    /// Copies `data` into the region at `offset`.
+    fn write(&self, offset: usize, data: &[u8]) -> Result<(), OutOfBounds>;
+
+    /// Sets `len` bytes at `offset` to `byte`.
+    fn fill(&self, offset: usize, len: usize, byte: u8) -> Result<(), OutOfBounds>;
+
+    /// Loads the 4-byte aligned `u32` at `offset` with `Acquire` ordering.
+    fn load_u32_acquire(&self, offset: usize) -> Result<u32, OutOfBounds>;
+
+    /// Stores the 4-byte aligned `u32` at `offset` with `Release` ordering.
+    fn store_u32_release(&self, offset: usize, value: u32) -> Result<(), OutOfBounds>;
+
+    /// Reads a little-endian `u8`.
+    fn read_u8(&self, offset: usize) -> Result<u8, OutOfBounds> {
+        let mut b = [0u8; 1];
+        self.read(offset, &mut b)?;
+        Ok(b[0])
+    }
+
+    /// Reads a little-endian `u16`.
+    fn read_u16(&self, offset: usize) -> Result<u16, OutOfBounds> {
+        let mut b = [0u8; 2];
+        self.read(offset, &mut b)?;
+        Ok(u16::from_le_bytes(b))
+    }
+
+    /// Reads a little-endian `u32`.
+    fn read_u32(&self, offset: usize) -> Result<u32, OutOfBounds> {
+        let mut b = [0u8; 4];
+        self.read(offset, &mut b)?;
+        Ok(u32::from_le_bytes(b))
+    }
+
+    /// Reads a little-endian `u64`.
+    fn read_u64(&self, offset: usize) -> Result<u64, OutOfBounds> {
+        let mut b = [0u8; 8];
+        self.read(offset, &mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+
+    /// Writes a little-endian `u16`.
+    fn write_u16(&self, offset: usize, v: u16) -> Result<(), OutOfBounds> {
+        self.write(offset, &v.to_le_bytes())
+    }
+
+    /// Writes a little-endian `u32`.
+    fn write_u32(&self, offset: usize, v: u32) -> Result<(), OutOfBounds> {
+        self.write(offset, &v.to_le_bytes())
+    }
+
+    /// Writes a little-endian `u64`.
+    fn write_u64(&self, offset: usize, v: u64) -> Result<(), OutOfBounds> {
+        self.write(offset, &v.to_le_bytes())
+    }
+}
+
+/// A raw view of a region: base pointer and length. Never dereferenced except through the
+/// atomic accessors below, which check bounds first.
+struct RawRegion {
+    base: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the region is only accessed through atomic loads and stores (no references, no
+// plain reads or writes), so sharing the pointer between threads cannot cause data races;
+// the owner keeps the memory alive for as long as the `RawRegion` exists.
+unsafe impl Send for RawRegion {}
+// SAFETY: as for `Send`: all accesses are atomic.
+unsafe impl Sync for RawRegion {}
+
+impl RawRegion {
+    fn check(&self, offset: usize, len: usize) -> Result<(), OutOfBounds> {
+        match offset.checked_add(len) {
+            Some(end) if end <= self.len => Ok(()),
+            _ => Err(OutOfBounds {
+                offset: offset as u64,
+                len: len as u64,
+                size: self.len as u64,
+            }),
+        }
+    }
+
+    /// Pointer to byte `offset`; callers have checked `offset <= len`.
+    fn at(&self, offset: usize) -> *mut u8 {
+        debug_assert!(offset <= self.len);
+        // `wrapping_add` keeps this free of `unsafe`; the result is in bounds (or one past
+        // the end) because callers checked the range.
+        self.base.as_ptr().wrapping_add(offset)
+    }
+
+    fn read(&self, offset: usize, buf: &mut [u8]) -> Result<(), OutOfBounds> {
+        self.check(offset, buf.len())?;
+        let mut i = 0;
+        let n = buf.len();
+        // Bytes up to the first 8-byte aligned address, then words, then the rest.
+        while i < n && (self.at(offset + i) as usize) % 8 != 0 {
+            // SAFETY: `offset + i < offset + n <= len` (checked above), the region is live
+            // for `&self`, and a byte is always aligned for `AtomicU8`.
+            buf[i] = unsafe { AtomicU8::from_ptr(self.at(offset + i)) }.load(Ordering::Relaxed);
+            i += 1;
+        }
+        while i + 8 <= n {
+            // SAFETY: `[offset + i, offset + i + 8)` is in bounds (checked above) and the
+            // address is 8-byte aligned by the loop above; accessed atomically only.
+            let w = unsafe { AtomicU64::from_ptr(self.at(offset + i).cast::<u64>()) }
+                .load(Ordering::Relaxed);
+            buf[i..i + 8].copy_from_slice(&w.to_ne_bytes());
+            i += 8;
+        }
+        while i < n {
+            // SAFETY: in bounds as above; bytes need no alignment.
+            buf[i] = unsafe { AtomicU8::from_ptr(self.at(offset + i)) }.load(Ordering::Relaxed);
+            i += 1;
+        }
+        Ok(())
+    }
+
+    fn write(&self, offset: usize, data: &[u8]) -> Result<(), OutOfBounds> {
+        self.check(offset, data.len())?;
+        let mut i = 0;
+        let n = data.len();
+        while i < n && (self.at(offset + i) as usize) % 8 != 0 {
+            // SAFETY: in bounds (checked above), live for `&self`, bytes need no alignment.
+            unsafe { AtomicU8::from_ptr(self.at(offset + i)) }.store(data[i], Ordering::Relaxed);
+            i += 1;
+        }
+        while i + 8 <= n {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&data[i..i + 8]);
+            // SAFETY: in bounds (checked above) and 8-byte aligned (loop above).
+            unsafe { AtomicU64::from_ptr(self.at(offset + i).cast::<u64>()) }
+                .store(u64::from_ne_bytes(w), Ordering::Relaxed);
+            i += 8;
+        }
+        while i < n {
+            // SAFETY: in bounds (checked above); bytes need no alignment.
+            unsafe { AtomicU8::from_ptr(self.at(offset + i)) }.store(data[i], Ordering::Relaxed);
+            i += 1;
+        }
+        Ok(())
+    }
+
+    fn fill(&self, offset: usize, len: usize, byte: u8) -> Result<(), OutOfBounds> {
+        self.check(offset, len)?;
+        let chunk = [byte; 4096];
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(chunk.len());
+            self.write(offset + done, &chunk[..n])?;
+            done += n;
+        }
+        Ok(())
+    }
+
+    fn aligned_u32(&self, offset: usize) -> Result<*mut u32, OutOfBounds> {
+        self.check(offset, 4)?;
+        let p = self.at(offset);
+        if (p as usize) % 4 != 0 {
+            // An unaligned index is a caller bug, reported as an out-of-bounds access so
+            // that it can never turn into an unaligned atomic.
+            return Err(OutOfBounds {
+                offset: offset as u64,
+                len: 4,
+                size: self.len as u64,
+            });
+        }
+        Ok(p.cast::<u32>())
+    }
+
+    fn load_u32_acquire(&self, offset: usize) -> Result<u32, OutOfBounds> {
+        let p = self.aligned_u32(offset)?;
+        // SAFETY: `p` is in bounds, 4-byte aligned (checked by `aligned_u32`) and only ever
+        // accessed atomically by this process.
+        Ok(unsafe { AtomicU32::from_ptr(p) }.load(Ordering::Acquire))
+    }
+
+    fn store_u32_release(&self, offset: usize, value: u32) -> Result<(), OutOfBounds> {
+        let p = self.aligned_u32(offset)?;
+        // SAFETY: as in `load_u32_acquire`.
+        unsafe { AtomicU32::from_ptr(p) }.store(value, Ordering::Release);
+        Ok(())
+    }
+}
+
+macro_rules! delegate_shared_memory {
+    ($ty:ty) => {
+        impl SharedMemory for $ty {
+            fn size(&self) -> usize {
+                self.raw.len
+            }
+            fn read(&self, offset: usize, buf: &mut [u8]) -> Result<(), OutOfBounds> {
+                self.raw.read(offset, buf)
+            }
+            fn write(&self, offset: usize, data: &[u8]) -> Result<(), OutOfBounds> {
+                self.raw.write(offset, data)
+            }
+            fn fill(&self, offset: usize, len: usize, byte: u8) -> Result<(), OutOfBounds> {
+                self.raw.fill(offset, len, byte)
+            }
+            fn load_u32_acquire(&self, offset: usize) -> Result<u32, OutOfBounds> {
+                self.raw.load_u32_acquire(offset)
+            }
+            fn store_u32_release(&self, offset: usize, value: u32) -> Result<(), OutOfBounds> {
+                self.raw.store_u32_release(offset, value)
+            }
+        }
+    };
+}
+
+/// The shared mapping of one `/dev/uioN` device (map 0: mailbox, command ring and data
+/// area). Unmapped when dropped.
+pub struct UioMapping {
+    raw: RawRegion,
+}
+
+impl fmt::Debug for UioMapping {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UioMapping")
+            .field("base", &self.raw.base)
+            .field("len", &self.raw.len)
+            .finish()
+    }
+}
+
+impl UioMapping {
+    /// Maps `len` bytes of map 0 of the open UIO device `fd` (`mmap` offset 0 selects
+    /// `maps/map0`), shared and read-write. The kernel refuses any other length.
+    pub fn map(fd: BorrowedFd<'_>, len: usize) -> std::io::Result<UioMapping> {
+        if len == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "UIO map size is 0",
+            ));
+        }
+        // SAFETY: a fresh mapping chosen by the kernel (`addr` NULL) cannot overlap any
+        // existing Rust object; `fd` is a valid open descriptor for the call's duration.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        let base = NonNull::new(p.cast::<u8>())
+            .ok_or_else(|| std::io::Error::other("mmap returned NULL"))?;
+        Ok(UioMapping {
+            raw: RawRegion { base, len },
+        })
+    }
+}
+
+impl Drop for UioMapping {
+    fn drop(&mut self) {
+        // SAFETY: `base`/`len` describe exactly the mapping created in `map`, which nothing
+        // else unmaps; no references into it exist (all access is through `RawRegion`,
+        // which this value owns and which dies with it).
+        let rc = unsafe { libc::munmap(self.raw.base.as_ptr().cast(), self.raw.len) };
+        if rc != 0 {
+            tracing::warn!(
+                error = %std::io::Error::last_os_error(),
+                len = self.raw.len,
+                "munmap of the TCMU ring failed"
+            );
+        }
+    }
+}
+
+delegate_shared_memory!(UioMapping);
+
+/// A heap buffer laid out like a TCMU mapping, for unit tests, property tests and fuzzing:
+/// the ring code runs over it through the same [`SharedMemory`] interface as over the
+/// real mapping.
+#[cfg(any(test, feature = "test-utils"))]
+pub struct HeapMemory {
+    raw: RawRegion,
+    // Owns the memory `raw` points into; 8-byte aligned words so that word and `u32`
+    // atomics are aligned like in a page-aligned mapping.
+    _storage: Vec<AtomicU64>,
+}
+
+#[cfg(any(test, feature = "test-utils"))]
+impl fmt::Debug for HeapMemory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HeapMemory")
+            .field("len", &self.raw.len)
+            .finish()
+    }
+}
+
+#[cfg(any(test, feature = "test-utils"))]
+impl HeapMemory {
+    /// A zero-filled region of `len` bytes.
+    pub fn new(len: usize) -> HeapMemory {
+        let words = len.div_ceil(8).max(1);
+        let storage: Vec<AtomicU64> = (0..words).map(|_| AtomicU64::new(0)).collect();
+        // The pointer is derived from a shared borrow of the whole slice of atomics, whose
+        // interior mutability permits writes through it; moving the `Vec` afterwards does
+        // not move its heap buffer.
+        let base = NonNull::from(&storage[..]).cast::<u8>();
+        HeapMemory {
+            raw: RawRegion { base, len },
+            _storage: storage,
+        }
+    }
+
+    /// A region initialised from `bytes` (its length is `bytes.len()`).
+    pub fn from_bytes(bytes: &[u8]) -> HeapMemory {
+        let m = HeapMemory::new(bytes.len());
+        // In bounds by construction.
+        let _ = m.raw.write(0, bytes);
+        m
+    }
+
+    /// A copy of the whole region.
+    pub fn snapshot(&self) -> Vec<u8> {
+        let mut v = vec![0u8; self.raw.len];
+        let _ = self.raw.read(0, &mut v);
+        v
+    }
+}
+
+#[cfg(any(test, feature = "test-utils"))]
+delegate_shared_memory!(HeapMemory);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn heap_round_trip_and_bounds() {
+        let m = HeapMemory::new(100);
+        m.write(3, &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]).unwrap();
+        let mut b = [0u8; 11];
+        m.read(3, &mut b).unwrap();
+        assert_eq!(b, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
+        assert_eq!(m.read_u32(3).unwrap(), 0x0403_0201);
+        assert_eq!(
+            m.read(95, &mut [0u8; 6]),
+            Err(OutOfBounds {
+                offset: 95,
+                len: 6,
+                size: 100
+            })
+        );
+        assert!(m.write(usize::MAX, &[1]).is_err());
+        assert!(m.read(100, &mut []).is_ok());
+        assert!(m.read(101, &mut []).is_err());
+        // Unaligned atomics are refused rather than performed.
+        assert!(m.load_u32_acquire(2).is_err());
+        m.store_u32_release(12, 0xdead_beef).unwrap();
+        assert_eq!(m.load_u32_acquire(12).unwrap(), 0xdead_beef);
+        m.fill(0, 100, 0xaa).unwrap();
+        assert!(m.snapshot().iter().all(|&b| b == 0xaa));
+    }
+
+    #[test]
+    fn anonymous_file_mapping_round_trip() {
+        // A memfd stands in for /dev/uioN: same mmap path, same Drop.
+        let f = tempfile::tempfile().unwrap();
+        f.set_len(8192).unwrap();
+        use std::os::fd::AsFd;
+        let m = UioMapping::map(f.as_fd(), 8192).unwrap();
+        m.write_u64(8184, 0x0102_0304_0506_0708).unwrap();
+        assert_eq!(m.read_u64(8184).unwrap(), 0x0102_0304_0506_0708);
+        assert!(m.read_u64(8185).is_err());
+        drop(m);
+        assert!(UioMapping::map(f.as_fd(), 0).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn reads_match_writes_at_any_alignment(off in 0usize..64, data in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let m = HeapMemory::new(300);
+            m.write(off, &data).unwrap();
+            let mut back = vec![0u8; data.len()];
+            m.read(off, &mut back).unwrap();
+            prop_assert_eq!(back, data);
+        }
+    }
+}
