@@ -64,7 +64,7 @@ wait_osd_up() {
 import json,sys
 d=json.load(sys.stdin); d=d.get("pg_summary",d)
 n=d["num_pgs"]; ok=sum(s["num"] for s in d.get("num_pg_by_state",[]) if s["name"].startswith("active"))
-sys.exit(0 if n>0 and ok==n else 1)'; do
+sys.exit(0 if n>0 and ok==n else 1)' 2>/dev/null; do
         [ "$(date +%s)" -lt "$deadline" ] || { echo "daemon.sh: PGs not active after ${TMO}s" >&2; exit 1; }
         sleep 0.5
     done

@@ -28,7 +28,7 @@ while (($#)); do
   case "$1" in
     --kernel) KVER=$2; shift 2 ;;
     --force) FORCE=1; shift ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "build-initramfs: unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -184,7 +184,7 @@ for m in "${TEST_MODULES[@]}"; do resolve "$m"; done
 : >"$STAGE/etc/modules.test"
 i=0
 for path in "${order[@]}"; do
-  rel=${path#/lib/modules/$KVER/}
+  rel=${path#/lib/modules/"$KVER"/}
   dst="$STAGE/lib/modules/$KVER/$rel"
   mkdir -p "$(dirname "$dst")"
   case "$path" in
@@ -292,10 +292,10 @@ fi
 mkdir -p "$R$RUN" 2>/dev/null
 mount --move /stage "$R$RUN" 2>/dev/null || mount -t 9p -o trans=virtio,version=9p2000.L,rw,msize=262144 ctl "$R$RUN" \
   || die_early "cannot mount control dir at $RUN"
-for s in $VM_SHARES; do
-  tag=${s%%=*}; path=${s#*=}
+for s in $VM_SHARES; do   # tag=rw:/path or tag=ro:/path
+  tag=${s%%=*}; spec=${s#*=}; mode=${spec%%:*}; path=${spec#*:}
   mkdir -p "$R$path" 2>/dev/null
-  mount -t 9p -o trans=virtio,version=9p2000.L,rw,msize=262144 "$tag" "$R$path" \
+  mount -t 9p -o trans=virtio,version=9p2000.L,$mode,msize=262144 "$tag" "$R$path" \
     || say "WARN: cannot mount share $tag at $path"
 done
 
@@ -303,15 +303,22 @@ ip link set lo up 2>/dev/null || ifconfig lo 127.0.0.1 up
 hostname rustio-vm
 
 say "guest ready in $(cut -d' ' -f1 /proc/uptime)s (kernel $(uname -r)); running: $VM_DESC"
-if [ "${VM_TIMEOUT:-0}" -gt 0 ]; then
-  timeout -s KILL "$VM_TIMEOUT" chroot $R /bin/sh "$RUN/cmd"
-else
-  chroot $R /bin/sh "$RUN/cmd"
-fi
+# Guest-side deadline (host epoch seconds; the RTC gives the guest host time).
+left=$(( ${VM_DEADLINE:-0} - $(date +%s) ))
+[ "$left" -lt 5 ] && left=5
+timeout -s KILL "$left" chroot $R /bin/sh "$RUN/cmd"
 rc=$?
-[ "$rc" = 137 ] && [ "${VM_TIMEOUT:-0}" -gt 0 ] && say "script killed after ${VM_TIMEOUT}s guest timeout" && rc=124
+if [ "$rc" = 137 ] && [ "$(date +%s)" -ge "$(( ${VM_DEADLINE:-0} - 1 ))" ]; then
+  say "script killed at the guest-side deadline (${left}s after start)"
+  rc=124
+fi
 say "script exited with $rc after $(cut -d' ' -f1 /proc/uptime)s uptime"
 dmesg >"$R$RUN/dmesg.log" 2>/dev/null
+if grep -qE 'Oops|BUG:|WARNING:|Call Trace:|general protection|blocked for more than' "$R$RUN/dmesg.log"; then
+  say "KERNEL PROBLEM detected in dmesg (oops/BUG/WARNING/hung task):"
+  grep -E -B2 -A12 'Oops|BUG:|WARNING:|general protection|blocked for more than' "$R$RUN/dmesg.log" | head -n 60
+  echo 1 >"$R$RUN/kernel-problem"
+fi
 echo "$rc" >"$R$RUN/rc"
 sync
 echo o >/proc/sysrq-trigger

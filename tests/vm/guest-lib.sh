@@ -131,15 +131,42 @@ vm_find_disk() {
   return 1
 }
 
-# vm_configfs_rm DIR : remove a target fabric/backstore configfs tree.
+# vm_configfs_rm DIR : tear down one LIO configfs object, where DIR is either
+#   a fabric target  $LIO/<fabric>/<wwn>   (iscsi/iqn..., loopback/naa..., ...)
+#   a backstore      $LIO/core/<hba>/<dev> (the HBA dir is removed if empty)
+# Removes ACL/LUN links, LUNs, ACLs, portals and TPGs explicitly (globs, no
+# find: walking configfs is slow under TCG). Returns 0 if DIR is gone.
 vm_configfs_rm() {
-  local d=$1
+  local d=${1%/} tpg acl lun x
   [[ -d "$d" ]] || return 0
-  # LUN links in ACLs, then LUN links in TPGs, then directories deepest first.
-  find "$d" -depth -type l -exec rm -f {} + 2>/dev/null
-  find "$d" -depth -mindepth 1 -type d 2>/dev/null | while read -r x; do
-    rmdir "$x" 2>/dev/null || true
-  done
-  rmdir "$d" 2>/dev/null
+  case "$d" in
+    "$LIO"/core/*/*)
+      rmdir "$d" 2>/dev/null
+      rmdir "${d%/*}" 2>/dev/null   # the HBA, if it has no other device
+      ;;
+    *)
+      for tpg in "$d"/tpgt_*; do
+        [[ -d "$tpg" ]] || continue
+        echo 0 >"$tpg/enable" 2>/dev/null
+        for acl in "$tpg"/acls/*; do
+          [[ -d "$acl" ]] || continue
+          for lun in "$acl"/lun_*; do
+            [[ -d "$lun" ]] || continue
+            for x in "$lun"/*; do [[ -L "$x" ]] && rm -f "$x"; done
+            rmdir "$lun" 2>/dev/null
+          done
+          rmdir "$acl" 2>/dev/null
+        done
+        for lun in "$tpg"/lun/lun_*; do
+          [[ -d "$lun" ]] || continue
+          for x in "$lun"/*; do [[ -L "$x" ]] && rm -f "$x"; done
+          rmdir "$lun" 2>/dev/null
+        done
+        for x in "$tpg"/np/*; do [[ -d "$x" ]] && rmdir "$x" 2>/dev/null; done
+        rmdir "$tpg" 2>/dev/null
+      done
+      rmdir "$d" 2>/dev/null
+      ;;
+  esac
   [[ ! -d "$d" ]]
 }

@@ -14,6 +14,8 @@
 #                   automatically.
 #   --mem SIZE      guest memory (default 2G);  --smp N  guest CPUs (default 2)
 #   --verbose       show kernel boot messages and init details.
+#   --strict-kernel exit 125 if the guest kernel logged an oops, BUG, WARNING
+#                   or hung task, even when SCRIPT succeeded (always reported).
 #
 # The guest sees the host root read-only at /, so SCRIPT and every host binary
 # (rustio, targetcli, tcmu-runner, fio, iscsiadm, iscsi-test-cu ...) run in it
@@ -23,8 +25,10 @@
 # $RUSTIO_VM_OUT (a dir inside the control dir; survives with --out).
 # The guest has no network device; only 127.0.0.1 (lo) is up.
 #
-# Exit status: SCRIPT's exit status; 124 on timeout; 125 when the VM failed
-# to boot or the script's status could not be collected.
+# Exit status: SCRIPT's exit status; 124 on timeout (host or guest side);
+# 125 when the VM failed to boot, the script's status could not be collected,
+# or (--strict-kernel) the kernel logged a problem. Extra kernel command line
+# parameters can be given in $RUSTIO_VM_APPEND (e.g. "oops=panic").
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -33,10 +37,11 @@ MEM=2G
 SMP=2
 OUTDIR=
 VERBOSE=0
+STRICT=0
 SHARES=()
 ENVS=()
 
-usage() { sed -n '2,28p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; }
 while (($#)); do
   case "$1" in
     --timeout) TIMEOUT=$2; shift 2 ;;
@@ -46,6 +51,7 @@ while (($#)); do
     --mem) MEM=$2; shift 2 ;;
     --smp) SMP=$2; shift 2 ;;
     --verbose) VERBOSE=1; shift ;;
+    --strict-kernel) STRICT=1; shift ;;
     -h|--help) usage; exit 0 ;;
     --) shift; break ;;
     -*) echo "run.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
@@ -68,10 +74,12 @@ IFS=$'\t' read -r KVER VMLINUZ INITRD <<<"$info"
 
 CACHE_DIR=${RUSTIO_VM_CACHE:-/var/tmp/rustio-vm}
 mkdir -p "$CACHE_DIR/runs"
+# Drop control dirs of runs killed a day or more ago.
+find "$CACHE_DIR/runs" -mindepth 1 -maxdepth 1 -mmin +1440 -exec rm -rf {} + 2>/dev/null || true
 if [[ -n "$OUTDIR" ]]; then
   mkdir -p "$OUTDIR"
   RUN=$(realpath "$OUTDIR")
-  rm -f "$RUN/rc" "$RUN/cmd" "$RUN/vm.env"
+  rm -f "$RUN/rc" "$RUN/cmd" "$RUN/cmd.bash" "$RUN/vm.env" "$RUN/kernel-problem" "$RUN/dmesg.log" "$RUN/console.log"
 else
   RUN=$(mktemp -d "$CACHE_DIR/runs/run.XXXXXX")
 fi
@@ -125,27 +133,51 @@ if grep -q "\$'" "$RUN/cmd"; then
   echo "exec /bin/bash $(printf %q "$RUN/cmd.bash")" >"$RUN/cmd"
 fi
 
-# Guest-side timeout leaves ~25 s for boot + dmesg collection before the host kill.
-GUEST_TIMEOUT=$((TIMEOUT > 60 ? TIMEOUT - 25 : TIMEOUT - 8))
+# The guest kills SCRIPT at this host-epoch deadline (the guest clock comes
+# from the emulated RTC = host time), leaving a margin to save dmesg and the
+# exit status before the host kills QEMU at start + TIMEOUT.
+start=$(date +%s)
+MARGIN=$((TIMEOUT / 20 > 10 ? TIMEOUT / 20 : 10))
+GUEST_DEADLINE=$((start + TIMEOUT - MARGIN))
 
 QEMU_SHARES=()
 VM_SHARES=
 i=0
-for d in "${SHARES[@]}"; do
-  [[ -d "$d" ]] || fail "--share $d: not a directory"
-  p=$(realpath "$d")
-  case "$p" in *[[:space:],=]*) fail "--share path must not contain spaces, ',' or '=': $p" ;; esac
-  QEMU_SHARES+=(-fsdev "local,id=sh$i,path=$p,security_model=none,multidevs=remap"
+add_share() { # add_share rw|ro DIR
+  local mode=$1 p
+  [[ -d "$2" ]] || fail "--share $2: not a directory"
+  p=$(realpath "$2")
+  case "$p" in *[[:space:],=:]*) fail "share path must not contain spaces, ',', '=' or ':': $p" ;; esac
+  local ro=""
+  [[ $mode == ro ]] && ro=",readonly=on"
+  QEMU_SHARES+=(-fsdev "local,id=sh$i,path=$p,security_model=none,multidevs=remap$ro"
                 -device "virtio-9p-pci,fsdev=sh$i,mount_tag=share$i")
-  VM_SHARES+="share$i=$p "
+  VM_SHARES+="share$i=$mode:$p "
   i=$((i + 1))
+}
+for d in "${SHARES[@]}"; do add_share rw "$d"; done
+# Guest-tmpfs dirs hide the host's files: if SCRIPT lives under one of them
+# (and not in a --share dir), share its directory read-only so it can run.
+under() { [[ "$1" == "$2" || "$1" == "$2"/* ]]; }
+script_dir=$(dirname "$SCRIPT")
+for t in /tmp /var/tmp /run /var/log /root; do
+  under "$script_dir" "$t" || continue
+  shared=0
+  for d in "${SHARES[@]}"; do under "$script_dir" "$(realpath "$d")" && shared=1; done
+  if ((!shared)); then
+    echo "run.sh: note: $t is a fresh tmpfs in the guest; sharing $script_dir read-only" >&2
+    add_share ro "$script_dir"
+  fi
+  break
 done
 {
-  echo "VM_TIMEOUT=$GUEST_TIMEOUT"
+  echo "VM_DEADLINE=$GUEST_DEADLINE"
   echo "VM_SHARES='$VM_SHARES'"
   echo "VM_DESC='$(basename "$SCRIPT")'"
 } >"$RUN/vm.env"
 
+# no_timer_check: skip the IO-APIC timer probe that misfires under slow TCG.
+KERNEL_EXTRA="no_timer_check"
 if ((VERBOSE)); then LOGLEVEL="loglevel=7 rustio_verbose=1"; else LOGLEVEL="quiet loglevel=4"; fi
 
 QEMU=(
@@ -154,7 +186,7 @@ QEMU=(
   -nodefaults -no-user-config -display none -vga none -nic none -no-reboot
   -chardev stdio,id=con0,signal=off -serial chardev:con0 -monitor none
   -kernel "$VMLINUZ" -initrd "$INITRD"
-  -append "console=ttyS0 panic=-1 edd=off $LOGLEVEL rustio_run=$RUN"
+  -append "console=ttyS0 panic=-1 edd=off $KERNEL_EXTRA $LOGLEVEL ${RUSTIO_VM_APPEND:-} rustio_run=$RUN"
   -fsdev local,id=hr,path=/,security_model=none,readonly=on,multidevs=remap
   -device virtio-9p-pci,fsdev=hr,mount_tag=hostroot
   -fsdev "local,id=ctl,path=$RUN,security_model=none,multidevs=remap"
@@ -162,7 +194,6 @@ QEMU=(
   "${QEMU_SHARES[@]}"
 )
 
-start=$(date +%s)
 echo "run.sh: booting $KVER for $(basename "$SCRIPT") (timeout ${TIMEOUT}s)" >&2
 # Console -> stdout (CRs stripped) and $RUN/console.log, through a FIFO so
 # that we can wait for the last bytes. QEMU gets no stdin.
@@ -200,6 +231,13 @@ fi
 if [[ -s "$RUN/rc" ]]; then
   rc=$(tr -dc '0-9' <"$RUN/rc")
   [[ -n "$rc" ]] || rc=125
+  if [[ -e "$RUN/kernel-problem" ]]; then
+    echo "run.sh: WARNING: the guest kernel logged an oops/BUG/WARNING/hung task (see above)" >&2
+    if ((STRICT)) && ((rc == 0)); then
+      echo "run.sh: result: kernel problem with --strict-kernel (125), VM ran ${elapsed}s" >&2
+      exit 125
+    fi
+  fi
   echo "run.sh: result: script exit $rc, VM ran ${elapsed}s" >&2
   exit "$rc"
 fi

@@ -109,8 +109,10 @@ create_loop() {
   mkdir -p "$LTPG" &&
   echo "$LOOP_NEXUS" >"$LTPG/nexus" &&      # nexus BEFORE LUNs, or no SCSI scan
   mkdir "$LTPG/lun/lun_0" &&
-  ln -s "$BS_DIR" "$LTPG/lun/lun_0/loop_port" &&
-  vm_wait 30 vm_find_disk '/tcm_loop_' || { echo "no tcm_loop disk appeared"; ls -l /sys/block; return 1; }
+  ln -s "$BS_DIR" "$LTPG/lun/lun_0/loop_port" || return 1
+  if ! vm_wait 30 vm_find_disk '/tcm_loop_'; then
+    echo "no tcm_loop disk appeared"; ls -l /sys/block; return 1
+  fi
   LOOP_DEV=$(vm_find_disk '/tcm_loop_')
   echo "tcm_loop disk: $LOOP_DEV"
   [[ -b "$LOOP_DEV" ]]
@@ -218,11 +220,14 @@ vm_check "TCMU: user backstore (tcmu-runner qcow handler) -> /dev/uioN -> tcm_lo
 cleanup() {
   local ok=0
   vm_configfs_rm "$LIO/loopback/$LOOP_WWN" || { echo "loopback left"; ok=1; }
+  vm_log "loopback removed"
   vm_configfs_rm "$LIO/iscsi/$IQN" || { echo "iscsi target left"; ok=1; }
+  vm_log "iscsi removed"
   vm_configfs_rm "$TCMU_DIR" || { echo "tcmu backstore left"; ok=1; }
+  vm_log "tcmu removed"
   vm_configfs_rm "$BS_DIR" || { echo "fileio backstore left"; ok=1; }
-  for d in "$LIO"/core/rd_mcp_*/rd0; do [[ -d "$d" ]] && { rmdir "$d" || ok=1; }; done
-  for h in "$LIO"/core/*_[0-9]*; do [[ -d "$h" ]] && rmdir "$h" 2>/dev/null; done
+  vm_log "fileio removed"
+  for d in "$LIO"/core/rd_mcp_*/rd0; do vm_configfs_rm "$d" || { echo "ramdisk left"; ok=1; }; done
   pkill -x tcmu-runner 2>/dev/null
   # Nothing of ours must be left: no HBAs under core/, no iSCSI/loopback WWNs.
   local left

@@ -1,10 +1,185 @@
-//! `rustio serve` (owned by the iSCSI work; placeholder until it lands).
+//! `rustio serve`: the userspace iSCSI target (wiring only; the work is in
+//! `rustio-iscsi`).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use rustio_iscsi::config::{PortalConfig, ServerConfig, TargetConfig, TpgConfig};
+use rustio_iscsi::LunConfig;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 /// Arguments of `rustio serve`.
 #[derive(Debug, clap::Args)]
-pub struct ServeArgs {}
+pub struct ServeArgs {
+    /// targetcli `saveconfig.json` to serve (reloaded on SIGHUP).
+    #[arg(long, value_name = "FILE", required_unless_present = "demo", conflicts_with = "demo")]
+    pub config: Option<PathBuf>,
+    /// Serve a RAM LUN 0 behind an auto-named target with an open ACL.
+    #[arg(long)]
+    pub demo: bool,
+    /// Portal(s) for --demo (default 0.0.0.0:3260); repeat for IPv6, e.g. [::1]:3260.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Vec<SocketAddr>,
+    /// Size of the --demo RAM LUN in bytes (suffixes K, M, G, T).
+    #[arg(long, value_name = "SIZE", default_value = "1G")]
+    pub demo_size: String,
+    /// Serve Prometheus metrics on this address (GET /metrics).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics: Option<SocketAddr>,
+    /// Command window per session (MaxCmdSN - ExpCmdSN + 1).
+    #[arg(long, default_value_t = 128)]
+    pub queue_depth: u32,
+    /// Worker threads executing SCSI commands (0 = 2 per CPU).
+    #[arg(long, default_value_t = 0)]
+    pub workers: usize,
+    /// Log as JSON lines.
+    #[arg(long)]
+    pub log_json: bool,
+}
 
-/// Runs the userspace iSCSI target.
-pub fn run(_args: ServeArgs, _log: &str) -> anyhow::Result<()> {
-    anyhow::bail!("rustio serve is not built yet")
+fn parse_size(s: &str) -> anyhow::Result<u64> {
+    let s = s.trim();
+    let (num, mult) = match s.chars().last() {
+        Some('K' | 'k') => (&s[..s.len() - 1], 1u64 << 10),
+        Some('M' | 'm') => (&s[..s.len() - 1], 1 << 20),
+        Some('G' | 'g') => (&s[..s.len() - 1], 1 << 30),
+        Some('T' | 't') => (&s[..s.len() - 1], 1 << 40),
+        _ => (s, 1),
+    };
+    let n: u64 = num.parse().with_context(|| format!("bad size {s:?}"))?;
+    n.checked_mul(mult).context("size overflows")
+}
+
+fn init_logging(filter: &str, json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if json { b.json().try_init() } else { b.try_init() };
+}
+
+fn demo_config(args: &ServeArgs) -> anyhow::Result<(ServerConfig, String)> {
+    let size = parse_size(&args.demo_size)?;
+    let mut id = [0u8; 3];
+    rustio_iscsi::chap::random_bytes(&mut id);
+    let short = hex::encode(id);
+    let iqn = format!("iqn.2003-01.org.rustio:demo-{short}");
+    let store = rustio_backstore::RamBackstore::new(size, 512).context("creating the RAM LUN")?;
+    let lu = rustio_scsi::LogicalUnit::new(
+        Arc::new(store),
+        rustio_scsi::LuConfig::new("demo", format!("rustio-demo-{short}")),
+    )
+    .context("creating the logical unit")?;
+    let listen = if args.listen.is_empty() {
+        vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 3260)]
+    } else {
+        args.listen.clone()
+    };
+    let mut tpg = TpgConfig::new(1);
+    tpg.portals = listen.iter().map(|&addr| PortalConfig { addr }).collect();
+    tpg.generate_node_acls = true;
+    tpg.luns.push(LunConfig {
+        index: 0,
+        lu,
+        name: "demo".into(),
+    });
+    let cfg = ServerConfig {
+        targets: vec![Arc::new(TargetConfig {
+            iqn: iqn.clone(),
+            tpgs: vec![Arc::new(tpg)],
+        })],
+        queue_depth: args.queue_depth,
+        workers: args.workers,
+        ..ServerConfig::default()
+    };
+    Ok((cfg, iqn))
+}
+
+fn load_config(args: &ServeArgs, previous: Option<&ServerConfig>) -> anyhow::Result<ServerConfig> {
+    let path = args.config.as_ref().context("no --config given")?;
+    let mut cfg = rustio_iscsi::saveconfig::load(path, previous)
+        .with_context(|| format!("loading {}", path.display()))?;
+    cfg.queue_depth = args.queue_depth;
+    cfg.workers = args.workers;
+    Ok(cfg)
+}
+
+fn print_demo_banner(iqn: &str, addrs: &[SocketAddr], size: &str) {
+    println!("rustio: serving {iqn}");
+    println!("  LUN 0: {size} RAM disk, open ACL (any initiator may log in)");
+    for a in addrs {
+        let mut shown = *a;
+        if shown.ip().is_unspecified() {
+            shown.set_ip(match shown.ip() {
+                IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+            });
+        }
+        println!("  portal {a}");
+        println!("    iscsiadm -m discovery -t st -p {shown}");
+        println!("    iscsiadm -m node -T {iqn} -p {shown} --login");
+        println!("    iscsi-ls -s iscsi://{shown}");
+    }
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+}
+
+/// Runs the userspace iSCSI target until SIGINT/SIGTERM; SIGHUP reloads `--config`.
+pub fn run(args: ServeArgs, log: &str) -> anyhow::Result<()> {
+    init_logging(log, args.log_json);
+    let mut signals =
+        signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]).context("installing signal handlers")?;
+    let (cfg, demo_iqn) = if args.demo {
+        let (c, iqn) = demo_config(&args)?;
+        (c, Some(iqn))
+    } else {
+        (load_config(&args, None)?, None)
+    };
+    let handle = rustio_iscsi::Server::bind(cfg).context("starting the target")?;
+    if let Some(iqn) = &demo_iqn {
+        print_demo_banner(iqn, &handle.local_addrs(), &args.demo_size);
+    }
+    let metrics_stop = Arc::new(AtomicBool::new(false));
+    let metrics_thread = match args.metrics {
+        Some(addr) => {
+            let l = std::net::TcpListener::bind(addr)
+                .with_context(|| format!("binding the metrics address {addr}"))?;
+            tracing::info!(%addr, "metrics on http://{addr}/metrics");
+            Some(rustio_iscsi::metrics::serve(l, handle.metrics_renderer(), metrics_stop.clone())?)
+        }
+        None => None,
+    };
+    for sig in signals.forever() {
+        match sig {
+            SIGHUP => {
+                if args.config.is_none() {
+                    tracing::info!("SIGHUP ignored: no --config to reload");
+                    continue;
+                }
+                let current = handle.config();
+                match load_config(&args, Some(&current)).and_then(|c| Ok(handle.reload(c)?)) {
+                    Ok(r) => tracing::info!(
+                        added = ?r.listeners_added,
+                        removed = ?r.listeners_removed,
+                        closed = r.sessions_closed,
+                        kept = r.sessions_kept,
+                        "configuration reloaded"
+                    ),
+                    Err(e) => tracing::error!(error = format!("{e:#}"), "reload failed; keeping the old configuration"),
+                }
+            }
+            _ => {
+                tracing::info!(signal = sig, "shutting down");
+                break;
+            }
+        }
+    }
+    handle.shutdown();
+    metrics_stop.store(true, std::sync::atomic::Ordering::Release);
+    if let Some(t) = metrics_thread {
+        let _ = t.join();
+    }
+    Ok(())
 }

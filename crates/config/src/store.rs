@@ -26,7 +26,7 @@ pub const DEFAULT_SAVE_FILE: &str = "/etc/target/saveconfig.json";
 /// targetcli's default number of backups kept (`max_backup_files`).
 pub const DEFAULT_BACKUPS: usize = 10;
 
-fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
     move |source| Error::Io {
         op,
         path: path.to_path_buf(),

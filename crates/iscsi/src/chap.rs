@@ -5,8 +5,6 @@
 //! The response is `H(identifier || secret || challenge)` with the one-byte identifier
 //! (RFC 1994 4.1).
 
-use md5::Digest as _;
-
 /// A CHAP digest algorithm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChapAlgorithm {

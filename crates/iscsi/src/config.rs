@@ -264,11 +264,27 @@ pub struct DiscoveryAuth {
     pub chap: Option<ChapCredentials>,
 }
 
+/// A storage object opened for the configuration (kept for reuse on reload, flush at
+/// shutdown and metrics).
+#[derive(Debug, Clone)]
+pub struct StorageObjectRuntime {
+    /// Fingerprint of the definition; equal fingerprints share the logical unit.
+    pub key: String,
+    /// Storage object name.
+    pub name: String,
+    /// `/backstores/<plugin>/<name>`.
+    pub path: String,
+    /// The logical unit.
+    pub lu: Arc<LogicalUnit>,
+}
+
 /// The whole target configuration.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     /// Targets.
     pub targets: Vec<Arc<TargetConfig>>,
+    /// Storage objects referenced by LUNs.
+    pub storage_objects: Vec<StorageObjectRuntime>,
     /// Discovery authentication.
     pub discovery_auth: DiscoveryAuth,
     /// Command window per session (MaxCmdSN - ExpCmdSN + 1).
@@ -285,6 +301,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             targets: Vec::new(),
+            storage_objects: Vec::new(),
             discovery_auth: DiscoveryAuth::default(),
             queue_depth: 128,
             workers: 0,

@@ -106,6 +106,8 @@ pub(crate) struct Session {
     pub conns: Mutex<Vec<Arc<Conn>>>,
     /// The session is over (logout, reinstatement, fatal error).
     pub closed: AtomicBool,
+    /// End-of-session processing (table removal, nexus loss) has run.
+    pub ended: AtomicBool,
     /// Per-session counters.
     pub counters: Arc<IoCounters>,
     /// When the session started.
@@ -150,6 +152,7 @@ impl Session {
             tasks_changed: Condvar::new(),
             conns: Mutex::new(Vec::new()),
             closed: AtomicBool::new(false),
+            ended: AtomicBool::new(false),
             counters: Arc::new(IoCounters::default()),
             started: Instant::now(),
         }

@@ -286,14 +286,16 @@ mod tests {
 
     #[test]
     fn plain() {
-        assert_eq!(RbdConfig::parse("rbd/rbd/test").unwrap(), cfg("rbd", "test"));
+        assert_eq!(
+            RbdConfig::parse("rbd/rbd/test").unwrap(),
+            cfg("rbd", "test")
+        );
     }
 
     #[test]
     fn all_options() {
-        let c =
-            RbdConfig::parse("rbd/pool1/img;osd_op_timeout=30;conf=/etc/ceph/c.conf;id=iscsi")
-                .unwrap();
+        let c = RbdConfig::parse("rbd/pool1/img;osd_op_timeout=30;conf=/etc/ceph/c.conf;id=iscsi")
+            .unwrap();
         assert_eq!(
             c,
             RbdConfig {
@@ -314,7 +316,10 @@ mod tests {
             RbdConfig::parse("rbd//pool//img").unwrap(),
             cfg("pool", "/img")
         );
-        assert_eq!(RbdConfig::parse("rbd/pool/;;img;;").unwrap(), cfg("pool", "img"));
+        assert_eq!(
+            RbdConfig::parse("rbd/pool/;;img;;").unwrap(),
+            cfg("pool", "img")
+        );
         // The image runs to ';' only, so it may hold '/' (librbd will then not find it).
         assert_eq!(RbdConfig::parse("rbd/p/a/b").unwrap(), cfg("p", "a/b"));
         // The pool runs to '/' only.
@@ -363,7 +368,15 @@ mod tests {
                 option: "osd_op_timeout"
             })
         );
-        for v in ["30s", "-1", "1.5", "abc", " 3", "86401", "99999999999999999999999"] {
+        for v in [
+            "30s",
+            "-1",
+            "1.5",
+            "abc",
+            " 3",
+            "86401",
+            "99999999999999999999999",
+        ] {
             assert_eq!(
                 RbdConfig::parse(&format!("rbd/p/i;osd_op_timeout={v}")),
                 Err(ConfigError::BadTimeout { value: v.into() }),
@@ -519,7 +532,7 @@ mod tests {
         fn timeout_values(v in "[0-9a-z.+-]{1,8}") {
             let r = RbdConfig::parse(&format!("rbd/p/i;osd_op_timeout={v}"));
             let valid = v.bytes().all(|b| b.is_ascii_digit())
-                && v.parse::<u64>().map_or(false, |n| n <= MAX_OSD_OP_TIMEOUT_SECS);
+                && v.parse::<u64>().is_ok_and(|n| n <= MAX_OSD_OP_TIMEOUT_SECS);
             match r {
                 Ok(c) => {
                     prop_assert!(valid);

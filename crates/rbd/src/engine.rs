@@ -2,7 +2,6 @@
 
 use std::fmt;
 use std::io::{self, IoSlice, IoSliceMut};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -20,6 +19,9 @@ use crate::{OpenOptions, RbdError};
 /// answer then covers a prefix of the range, which the trait allows (SBC-4 5.7 GET LBA
 /// STATUS may also return fewer descriptors than the range holds).
 const BLOCK_STATUS_OBJECTS: u64 = 64;
+
+/// librbd 16.2 compares and writes within one 512-byte sector only.
+const CAW_SECTOR: u64 = 512;
 
 /// An RBD image served as a block store.
 ///
@@ -72,10 +74,10 @@ impl RbdBackstore {
             tracing::warn!(image = %spec, option = %o, "unknown rbd option ignored");
         }
         let user = cfg.user();
-        let conf = cfg
-            .conf
-            .as_ref()
-            .map_or_else(|| "default ceph.conf search".to_owned(), |p| p.display().to_string());
+        let conf = cfg.conf.as_ref().map_or_else(
+            || "default ceph.conf search".to_owned(),
+            |p| p.display().to_string(),
+        );
         let ceph = |op: &'static str| {
             let spec = spec.clone();
             move |errno: Errno| RbdError::Ceph {
@@ -149,16 +151,17 @@ impl RbdBackstore {
             libc::EACCES | libc::EPERM => denied(format!("use pool {:?}", cfg.pool), errno),
             _ => ceph("rados_ioctx_create")(errno),
         })?;
-        let mut image = ioctx
-            .into_image(&cfg.image, opts.read_only)
-            .map_err(|errno| match errno {
-                libc::ENOENT => RbdError::ImageNotFound {
-                    pool: cfg.pool.clone(),
-                    image: cfg.image.clone(),
-                },
-                libc::EACCES | libc::EPERM => denied(format!("open image {spec}"), errno),
-                _ => ceph("rbd_open")(errno),
-            })?;
+        let mut image =
+            ioctx
+                .into_image(&cfg.image, opts.read_only)
+                .map_err(|errno| match errno {
+                    libc::ENOENT => RbdError::ImageNotFound {
+                        pool: cfg.pool.clone(),
+                        image: cfg.image.clone(),
+                    },
+                    libc::EACCES | libc::EPERM => denied(format!("open image {spec}"), errno),
+                    _ => ceph("rbd_open")(errno),
+                })?;
         // Log requests outstanding for longer than librados should ever let them be.
         image.set_slow_after(osd_op_timeout.saturating_mul(2));
         let size = image.size().map_err(ceph("rbd_get_size"))?;
@@ -196,11 +199,18 @@ impl RbdBackstore {
         &self.spec
     }
 
-    /// RADOS object size of the image in bytes (4 MiB by default). A COMPARE AND WRITE
-    /// must not cross an object boundary, so this bounds MAXIMUM COMPARE AND WRITE LENGTH
-    /// (SBC-4 6.6.4, Block Limits VPD page).
+    /// RADOS object size of the image in bytes (4 MiB by default).
     pub fn object_size(&self) -> u64 {
         self.object_size
+    }
+
+    /// Largest [`RbdBackstore::compare_and_write`] in bytes, which must also not cross a
+    /// multiple of it: librbd 16.2 refuses (EINVAL) a compare-and-write that does not fit
+    /// in one 512-byte sector (`ImageCompareAndWriteRequest::prune_object_extents`). The
+    /// SCSI engine derives MAXIMUM COMPARE AND WRITE LENGTH (SBC-4 6.6.4, Block Limits
+    /// VPD page) from it: one block with 512-byte blocks, no offload with larger blocks.
+    pub fn max_compare_and_write_len(&self) -> u64 {
+        CAW_SECTOR
     }
 
     /// The `rados_osd_op_timeout` in force: how long a request may wait for an
@@ -216,8 +226,9 @@ impl RbdBackstore {
     /// matched and byte `n` differs (nothing written; the SCSI layer reports MISCOMPARE
     /// with `n` in the INFORMATION field).
     ///
-    /// `cmp` and `write` must have the same length and the range must lie within one RADOS
-    /// object ([`RbdBackstore::object_size`]); otherwise the request is refused.
+    /// `cmp` and `write` must have the same length and the range must lie within one
+    /// aligned [`RbdBackstore::max_compare_and_write_len`] sector; otherwise the request
+    /// is refused with an `InvalidRequest` error.
     pub fn compare_and_write(&self, offset: u64, cmp: &[u8], write: &[u8]) -> Result<Option<u64>> {
         if self.read_only {
             return Err(Error::ReadOnly);
@@ -234,12 +245,12 @@ impl RbdBackstore {
         if len == 0 {
             return Ok(None);
         }
-        if offset / self.object_size != (offset + len - 1) / self.object_size {
+        if offset / CAW_SECTOR != (offset + len - 1) / CAW_SECTOR {
             return Err(Error::Misaligned {
-                op: "compare and write (within one RBD object)",
+                op: "compare and write (librbd: within one 512-byte sector)",
                 offset,
                 len,
-                align: self.object_size,
+                align: CAW_SECTOR,
             });
         }
         match self
@@ -248,14 +259,12 @@ impl RbdBackstore {
             .map_err(|e| self.io_err("compare and write", offset, e))?
         {
             CawOutcome::Written => Ok(None),
-            CawOutcome::Mismatch(at) => {
-                // librbd reports the image offset of the first differing byte.
-                let rel = at.checked_sub(offset).filter(|r| *r < len).unwrap_or_else(|| {
+            CawOutcome::Mismatch(at) => Ok(Some(
+                miscompare_offset(offset, len, self.object_size, at).unwrap_or_else(|| {
                     tracing::warn!(image = %self.spec, offset, len, at, "miscompare offset outside the request");
                     0
-                });
-                Ok(Some(rel))
-            }
+                }),
+            )),
         }
     }
 
@@ -299,8 +308,21 @@ impl RbdBackstore {
         }
     }
 
-    /// A transfer came back short: the image shrank behind our back (librbd clips I/O at
-    /// the image end). Re-read the size and report the request as out of range.
+    /// Error of a failed read or write. librbd answers EINVAL for I/O that starts past the
+    /// image end: if the image shrank behind our back, report that as out of range.
+    fn io_failed(&self, op: &'static str, offset: u64, len: u64, errno: Errno) -> Error {
+        if errno == libc::EINVAL {
+            if let Ok(capacity) = self.refresh() {
+                if let Err(e) = check_range(op, offset, len, capacity) {
+                    return e;
+                }
+            }
+        }
+        self.io_err(op, offset, errno)
+    }
+
+    /// A read came back short: the image shrank behind our back (librbd clips I/O at the
+    /// image end). Re-read the size and report the request as out of range.
     fn short_transfer(&self, op: &'static str, offset: u64, len: u64, done: usize) -> Error {
         let capacity = self.refresh().unwrap_or_else(|_| self.capacity());
         tracing::warn!(image = %self.spec, op, offset, len, done, capacity, "short rbd transfer");
@@ -339,7 +361,12 @@ impl Backstore for RbdBackstore {
     }
 
     fn read_vectored_at(&self, bufs: &mut [IoSliceMut<'_>], offset: u64) -> Result<()> {
-        let len = iov_len(bufs).ok_or(Error::out_of_range("read", offset, u64::MAX, self.capacity()))?;
+        let len = iov_len(bufs).ok_or(Error::out_of_range(
+            "read",
+            offset,
+            u64::MAX,
+            self.capacity(),
+        ))?;
         check_range("read", offset, len, self.capacity())?;
         if len == 0 {
             return Ok(());
@@ -347,27 +374,35 @@ impl Backstore for RbdBackstore {
         let done = self
             .image
             .readv(bufs, offset)
-            .map_err(|e| self.io_err("read", offset, e))?;
+            .map_err(|e| self.io_failed("read", offset, len, e))?;
+        // A read's result is the byte count; librbd clips reads at the image end.
         if done as u64 != len {
             return Err(self.short_transfer("read", offset, len, done));
         }
         Ok(())
     }
 
-    fn write_vectored_at(&self, bufs: &[IoSlice<'_>], offset: u64, flags: WriteFlags) -> Result<()> {
+    fn write_vectored_at(
+        &self,
+        bufs: &[IoSlice<'_>],
+        offset: u64,
+        flags: WriteFlags,
+    ) -> Result<()> {
         self.writable()?;
-        let len = iov_len(bufs).ok_or(Error::out_of_range("write", offset, u64::MAX, self.capacity()))?;
+        let len = iov_len(bufs).ok_or(Error::out_of_range(
+            "write",
+            offset,
+            u64::MAX,
+            self.capacity(),
+        ))?;
         check_range("write", offset, len, self.capacity())?;
         if len == 0 {
             return Ok(());
         }
-        let done = self
-            .image
+        // A write's result is 0, not a byte count.
+        self.image
             .writev(bufs, offset)
-            .map_err(|e| self.io_err("write", offset, e))?;
-        if done as u64 != len {
-            return Err(self.short_transfer("write", offset, len, done));
-        }
+            .map_err(|e| self.io_failed("write", offset, len, e))?;
         if flags.fua {
             // librbd has no FUA op flag: SBC-4 5.40 (WRITE (10) FUA) is met by flushing
             // once the write completed.
@@ -444,6 +479,20 @@ impl Backstore for RbdBackstore {
     }
 }
 
+/// The offset within a COMPARE AND WRITE request of the first differing byte, from the
+/// `mismatch_off` librbd reported for a request of `len` bytes at image offset `offset`.
+///
+/// librbd 16.2 (pacific) reports the image offset of the request's *object* plus the
+/// offset within the request (it maps the OSD's cmpext offset, which is relative to the
+/// compared extent, as if it were relative to the object; verified by the cluster test).
+/// An image offset of the differing byte (what the API documents) is accepted when that
+/// reading does not fit.
+fn miscompare_offset(offset: u64, len: u64, object_size: u64, at: u64) -> Option<u64> {
+    let object_start = offset - offset % object_size.max(1);
+    let within = |base: u64| at.checked_sub(base).filter(|r| *r < len);
+    within(object_start).or_else(|| within(offset))
+}
+
 /// Turns sorted allocated `(offset, len)` ranges into contiguous mapped/unmapped extents
 /// covering exactly `[offset, offset+len)`, merging neighbours of the same kind.
 fn extents_from_allocated(offset: u64, len: u64, allocated: &[(u64, u64)]) -> Vec<Extent> {
@@ -492,8 +541,30 @@ mod tests {
     }
 
     #[test]
+    fn miscompare_offsets() {
+        const OBJ: u64 = 4 << 20;
+        // pacific: object start + offset within the request.
+        assert_eq!(miscompare_offset(8192, 512, OBJ, 300), Some(300));
+        assert_eq!(
+            miscompare_offset(OBJ + 8192, 1024, OBJ, OBJ + 513),
+            Some(513)
+        );
+        // An image offset of the byte, when the pacific reading does not fit.
+        assert_eq!(
+            miscompare_offset(OBJ + 8192, 1024, OBJ, OBJ + 8192 + 513),
+            Some(513)
+        );
+        // Neither.
+        assert_eq!(miscompare_offset(8192, 512, OBJ, 9000), None);
+        assert_eq!(miscompare_offset(OBJ, 512, OBJ, 10), None);
+    }
+
+    #[test]
     fn extents_cover_the_window() {
-        assert_eq!(extents_from_allocated(0, 100, &[]), vec![ext(0, 100, false)]);
+        assert_eq!(
+            extents_from_allocated(0, 100, &[]),
+            vec![ext(0, 100, false)]
+        );
         assert_eq!(
             extents_from_allocated(10, 100, &[(0, 20), (20, 10), (50, 100)]),
             vec![ext(10, 20, true), ext(30, 20, false), ext(50, 60, true)]

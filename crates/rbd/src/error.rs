@@ -56,9 +56,7 @@ pub enum RbdError {
         source: io::Error,
     },
     /// The keyring has no key for the user, or the monitors refused it.
-    #[error(
-        "authentication as {user} failed ({conf}): check the keyring and the user's key"
-    )]
+    #[error("authentication as {user} failed ({conf}): check the keyring and the user's key")]
     Auth {
         /// The Ceph user.
         user: String,
@@ -202,6 +200,7 @@ fn is_transient_errno(errno: i32) -> bool {
 /// another gateway took the exclusive lock) and `-EROFS` on a writable image (the
 /// exclusive lock was lost) become `EBUSY`: the initiator retries, on another path once
 /// it has failed over. Lost connections become `EAGAIN`. Everything else passes through.
+#[cfg_attr(not(feature = "rbd"), allow(dead_code))]
 pub(crate) fn classify_errno(errno: i32, read_only: bool) -> i32 {
     match errno {
         libc::ESHUTDOWN => libc::EBUSY,
@@ -217,6 +216,7 @@ pub(crate) fn classify_errno(errno: i32, read_only: bool) -> i32 {
 }
 
 /// Builds the backstore error of a failed I/O request on `spec`.
+#[cfg_attr(not(feature = "rbd"), allow(dead_code))]
 pub(crate) fn io_error(
     op: &'static str,
     spec: &str,

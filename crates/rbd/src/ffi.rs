@@ -61,12 +61,15 @@ extern "C" {
     fn rados_create(cluster: *mut rados_t, id: *const c_char) -> c_int;
     fn rados_conf_read_file(cluster: rados_t, path: *const c_char) -> c_int;
     fn rados_conf_set(cluster: rados_t, option: *const c_char, value: *const c_char) -> c_int;
-    fn rados_conf_get(cluster: rados_t, option: *const c_char, buf: *mut c_char, len: usize)
-        -> c_int;
+    fn rados_conf_get(
+        cluster: rados_t,
+        option: *const c_char,
+        buf: *mut c_char,
+        len: usize,
+    ) -> c_int;
     fn rados_connect(cluster: rados_t) -> c_int;
     fn rados_shutdown(cluster: rados_t);
-    fn rados_ioctx_create(cluster: rados_t, pool: *const c_char, io: *mut rados_ioctx_t)
-        -> c_int;
+    fn rados_ioctx_create(cluster: rados_t, pool: *const c_char, io: *mut rados_ioctx_t) -> c_int;
     fn rados_ioctx_destroy(io: rados_ioctx_t);
 }
 
@@ -171,12 +174,8 @@ impl Cluster {
         let mut handle: rados_t = ptr::null_mut();
         // SAFETY: `handle` is a valid out-pointer; `id` is NULL or a NUL-terminated string
         // that outlives the call (librados copies it).
-        let r = unsafe {
-            rados_create(
-                &mut handle,
-                id.as_ref().map_or(ptr::null(), |s| s.as_ptr()),
-            )
-        };
+        let r =
+            unsafe { rados_create(&mut handle, id.as_ref().map_or(ptr::null(), |s| s.as_ptr())) };
         check(r as isize)?;
         Ok(Cluster {
             handle,
@@ -247,7 +246,7 @@ impl Cluster {
         // out-pointer.
         let r = unsafe { rados_ioctx_create(self.handle, p.as_ptr(), &mut io) };
         check(r as isize)?;
-        Ok(IoCtx { io, cluster: self })
+        Ok(IoCtx { io, _cluster: self })
     }
 }
 
@@ -262,15 +261,11 @@ impl Drop for Cluster {
 /// A pool I/O context (`rados_ioctx_t`), destroyed on drop before its cluster.
 pub(crate) struct IoCtx {
     io: rados_ioctx_t,
-    cluster: Cluster,
+    /// Kept alive until the context is destroyed (fields drop after `Drop::drop`).
+    _cluster: Cluster,
 }
 
 impl IoCtx {
-    /// The cluster configuration value of `option`.
-    pub(crate) fn conf_get(&self, option: &str) -> Result<String, Errno> {
-        self.cluster.conf_get(option)
-    }
-
     /// `rbd_open` / `rbd_open_read_only` of the image head; the image takes ownership of
     /// the context.
     pub(crate) fn into_image(self, name: &str, read_only: bool) -> Result<Image, Errno> {
@@ -288,7 +283,7 @@ impl IoCtx {
         check(r as isize)?;
         Ok(Image {
             image,
-            ioctx: self,
+            _ioctx: self,
             slow_after: Duration::from_secs(60),
         })
     }
@@ -305,7 +300,8 @@ impl Drop for IoCtx {
 /// An open RBD image (`rbd_image_t`), closed on drop.
 pub(crate) struct Image {
     image: rbd_image_t,
-    ioctx: IoCtx,
+    /// Kept alive until the image is closed (fields drop after `Drop::drop`).
+    _ioctx: IoCtx,
     /// A request outstanding longer than this is logged (it is still waited for).
     slow_after: Duration,
 }
@@ -332,11 +328,6 @@ impl Image {
     /// Sets how long a request may be outstanding before it is logged as slow.
     pub(crate) fn set_slow_after(&mut self, d: Duration) {
         self.slow_after = d;
-    }
-
-    /// The cluster configuration value of `option`.
-    pub(crate) fn conf_get(&self, option: &str) -> Result<String, Errno> {
-        self.ioctx.conf_get(option)
     }
 
     /// `rbd_get_size` (refreshes the header first if another client changed it).
@@ -440,17 +431,17 @@ impl Image {
         Ok(r.unsigned_abs())
     }
 
-    /// Writes `bufs` at `off`; returns the bytes written.
-    pub(crate) fn writev(&self, bufs: &[IoSlice<'_>], off: u64) -> Result<usize, Errno> {
+    /// Writes `bufs` at `off` (librbd clips writes at the image end).
+    pub(crate) fn writev(&self, bufs: &[IoSlice<'_>], off: u64) -> Result<(), Errno> {
         let cnt = c_int::try_from(bufs.len()).map_err(|_| libc::EINVAL)?;
         let iov = bufs.as_ptr().cast::<libc::iovec>();
-        let r = self.aio("write", |c| {
+        self.aio("write", |c| {
             // SAFETY: IoSlice is ABI-compatible with iovec on Unix; the buffers are
             // borrowed for this whole call and `aio` returns only after the completion
             // fired, which librbd delays until it has released its references to them.
             unsafe { rbd_aio_writev(self.image, iov, cnt, off, c) as isize }
-        })?;
-        Ok(r.unsigned_abs())
+        })
+        .map(drop)
     }
 
     /// Waits until every write completed before the call is durable.
@@ -535,7 +526,9 @@ impl Image {
         submit: impl FnOnce(rbd_completion_t) -> isize,
     ) -> Result<isize, Errno> {
         let waiter = Arc::new(Waiter::default());
-        let arg = Arc::into_raw(Arc::clone(&waiter)).cast_mut().cast::<c_void>();
+        let arg = Arc::into_raw(Arc::clone(&waiter))
+            .cast_mut()
+            .cast::<c_void>();
         let mut c: rbd_completion_t = ptr::null_mut();
         // SAFETY: `c` is a valid out-pointer; `arg` stays valid until `on_complete`
         // reclaims it (or we do below if the request is never submitted).

@@ -25,11 +25,11 @@ mod error;
 
 #[cfg(feature = "rbd")]
 mod engine;
-#[cfg(feature = "rbd")]
-mod ffi;
 #[cfg(not(feature = "rbd"))]
 #[path = "stub.rs"]
 mod engine;
+#[cfg(feature = "rbd")]
+mod ffi;
 
 pub use config::{ConfigError, RbdConfig};
 pub use engine::RbdBackstore;

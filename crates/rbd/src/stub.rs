@@ -35,6 +35,11 @@ impl RbdBackstore {
         match self.never {}
     }
 
+    /// Largest compare-and-write in bytes (see the librbd build).
+    pub fn max_compare_and_write_len(&self) -> u64 {
+        match self.never {}
+    }
+
     /// The `rados_osd_op_timeout` in force.
     pub fn osd_op_timeout(&self) -> Duration {
         match self.never {}
@@ -76,7 +81,12 @@ impl Backstore for RbdBackstore {
         let _ = (bufs, offset);
         match self.never {}
     }
-    fn write_vectored_at(&self, bufs: &[IoSlice<'_>], offset: u64, flags: WriteFlags) -> Result<()> {
+    fn write_vectored_at(
+        &self,
+        bufs: &[IoSlice<'_>],
+        offset: u64,
+        flags: WriteFlags,
+    ) -> Result<()> {
         let _ = (bufs, offset, flags);
         match self.never {}
     }

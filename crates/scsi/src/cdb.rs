@@ -497,7 +497,10 @@ fn p_read6(c: &[u8]) -> Result<Command, Sense> {
 fn p_write6(c: &[u8]) -> Result<Command, Sense> {
     match p_read6(c)? {
         Command::Read {
-            lba, blocks, fua, dpo,
+            lba,
+            blocks,
+            fua,
+            dpo,
         } => Ok(Command::Write {
             lba,
             blocks,
@@ -510,8 +513,18 @@ fn p_write6(c: &[u8]) -> Result<Command, Sense> {
 
 /// Common layout of READ/WRITE(10,12,16): flags in byte 1, LBA and length at the given
 /// offsets.
-fn rw_fields(c: &[u8], lba_at: usize, lba16: bool, len_at: usize, len16: bool) -> (u64, u32, bool, bool) {
-    let lba = if lba16 { be64(c, lba_at) } else { u64::from(be32(c, lba_at)) };
+fn rw_fields(
+    c: &[u8],
+    lba_at: usize,
+    lba16: bool,
+    len_at: usize,
+    len16: bool,
+) -> (u64, u32, bool, bool) {
+    let lba = if lba16 {
+        be64(c, lba_at)
+    } else {
+        u64::from(be32(c, lba_at))
+    };
     let blocks = if len16 {
         u32::from(be16(c, len_at))
     } else {
@@ -822,9 +835,7 @@ fn p_read_capacity16(c: &[u8]) -> Result<Command, Sense> {
     if !bit(c, 14, 0) && be64(c, 2) != 0 {
         return Err(invalid(2, None));
     }
-    Ok(Command::ReadCapacity16 {
-        alloc: be32(c, 10),
-    })
+    Ok(Command::ReadCapacity16 { alloc: be32(c, 10) })
 }
 fn p_get_lba_status(c: &[u8]) -> Result<Command, Sense> {
     ctl16(c)?;
@@ -1215,7 +1226,14 @@ mod tests {
     #[test]
     fn naca_and_link_are_rejected() {
         let s = parse(&[0x00, 0, 0, 0, 0, 0x04]).unwrap_err();
-        assert_eq!(s.field_pointer.unwrap(), FieldPointer { cdb_or_data: true, byte: 5, bit: Some(2) });
+        assert_eq!(
+            s.field_pointer.unwrap(),
+            FieldPointer {
+                cdb_or_data: true,
+                byte: 5,
+                bit: Some(2)
+            }
+        );
         let s = parse(&[0x00, 0, 0, 0, 0, 0x01]).unwrap_err();
         assert_eq!(s.field_pointer.unwrap().bit, Some(0));
         // Vendor specific bits are ignored.

@@ -138,7 +138,9 @@ impl LuConfig {
             ("revision", &self.revision, 4),
         ] {
             if !v.is_ascii() || v.len() > max || v.bytes().any(|b| !(0x20..0x7f).contains(&b)) {
-                return bad(format!("{name} {v:?} must be at most {max} printable ASCII characters"));
+                return bad(format!(
+                    "{name} {v:?} must be at most {max} printable ASCII characters"
+                ));
             }
         }
         if self.unit_serial.is_empty()
@@ -151,7 +153,10 @@ impl LuConfig {
             ));
         }
         if self.ieee_company_id > 0x00ff_ffff {
-            return bad(format!("IEEE company id {:#x} exceeds 24 bits", self.ieee_company_id));
+            return bad(format!(
+                "IEEE company id {:#x} exceeds 24 bits",
+                self.ieee_company_id
+            ));
         }
         if self.max_transfer_blocks == 0 {
             return bad("max_transfer_blocks must not be 0".into());

@@ -159,7 +159,11 @@ impl LogicalUnit {
         let granularity = 1u16 << c.physical_block_exponent;
         b[2..4].copy_from_slice(&granularity.to_be_bytes());
         b[4..8].copy_from_slice(&c.max_transfer_blocks.to_be_bytes());
-        b[8..12].copy_from_slice(&c.optimal_transfer_blocks.min(c.max_transfer_blocks).to_be_bytes());
+        b[8..12].copy_from_slice(
+            &c.optimal_transfer_blocks
+                .min(c.max_transfer_blocks)
+                .to_be_bytes(),
+        );
         // MAXIMUM PREFETCH LENGTH: 0 = no limit reported.
         if self.supports_unmap() {
             b[16..20].copy_from_slice(&c.max_unmap_blocks.to_be_bytes());

@@ -58,3 +58,6 @@ pub use lunmap::{decode_lun, decode_lun_u64, encode_lun, LunMap, MappedLun, MAX_
 pub use nexus::{Nexus, Request, TaskAttr, Tmf};
 pub use sense::{FieldPointer, Sense, SenseKey, FIXED_SENSE_LEN};
 pub use status::{Response, Status};
+
+#[cfg(test)]
+mod tests;

@@ -264,7 +264,10 @@ impl LogicalUnit {
             } => self.write(req, lba, blocks, fua),
             Command::WriteAndVerify { lba, blocks, .. } => self.write(req, lba, blocks, true),
             Command::Verify {
-                lba, blocks, bytchk, ..
+                lba,
+                blocks,
+                bytchk,
+                ..
             } => self.verify(req, lba, blocks, bytchk),
             Command::SynchronizeCache { lba, blocks, .. } => self.synchronize_cache(lba, blocks),
             Command::PreFetch { lba, blocks, .. } => self.pre_fetch(lba, blocks),
@@ -321,11 +324,7 @@ impl LogicalUnit {
             Command::Reserve => self.pr.reserve_spc2(req.nexus),
             Command::Release => self.pr.release_spc2(req.nexus),
             Command::ExtendedCopy { len } => self.extended_copy(req, len),
-            Command::ReceiveCopyResults {
-                sa,
-                list_id,
-                alloc,
-            } => {
+            Command::ReceiveCopyResults { sa, list_id, alloc } => {
                 self.receive_copy_results(req, sa, list_id, data_in)?;
                 data_in.truncate(alloc as usize);
                 Ok(Status::Good)
@@ -441,7 +440,8 @@ impl LogicalUnit {
 
     /// Raises REPORTED LUNS DATA HAS CHANGED for every nexus (used by [`crate::LunMap`]).
     pub fn luns_changed(&self) {
-        self.ua.raise_all(Sense::UA_REPORTED_LUNS_DATA_CHANGED, None);
+        self.ua
+            .raise_all(Sense::UA_REPORTED_LUNS_DATA_CHANGED, None);
     }
 }
 

@@ -63,7 +63,8 @@ pub(crate) fn report_luns_data(
             }
         }
     }
-    let len = u32::try_from(out.len() - 8).map_err(|_| Fail::Check(Sense::INSUFFICIENT_RESOURCES))?;
+    let len =
+        u32::try_from(out.len() - 8).map_err(|_| Fail::Check(Sense::INSUFFICIENT_RESOURCES))?;
     out[..4].copy_from_slice(&len.to_be_bytes());
     Ok(())
 }
@@ -91,11 +92,22 @@ impl LunMap {
 
     /// Maps `lu` at `lun` (at most [`MAX_LUN`]); returns the previous mapping. Callers
     /// that change a live map should call [`LunMap::notify_changed`].
-    pub fn insert(&mut self, lun: u64, lu: Arc<LogicalUnit>, write_protected: bool) -> Option<MappedLun> {
+    pub fn insert(
+        &mut self,
+        lun: u64,
+        lu: Arc<LogicalUnit>,
+        write_protected: bool,
+    ) -> Option<MappedLun> {
         if lun > MAX_LUN {
             return None;
         }
-        self.luns.insert(lun, MappedLun { lu, write_protected })
+        self.luns.insert(
+            lun,
+            MappedLun {
+                lu,
+                write_protected,
+            },
+        )
     }
 
     /// Unmaps `lun`.

@@ -239,7 +239,11 @@ impl LogicalUnit {
             return Err(Sense::PARAMETER_LIST_LENGTH_ERROR.into());
         }
         let (bd_len, longlba, bd_len_at) = if ten {
-            (usize::from(u16::from_be_bytes([p[6], p[7]])), p[4] & 1 != 0, 6u16)
+            (
+                usize::from(u16::from_be_bytes([p[6], p[7]])),
+                p[4] & 1 != 0,
+                6u16,
+            )
         } else {
             (usize::from(p[3]), false, 3u16)
         };
@@ -282,11 +286,17 @@ impl LogicalUnit {
             let cur = self
                 .mode
                 .page(code, PageControl::Current)
-                .ok_or(Fail::Check(Sense::invalid_field_in_param(pos as u16, Some(5))))?;
+                .ok_or(Fail::Check(Sense::invalid_field_in_param(
+                    pos as u16,
+                    Some(5),
+                )))?;
             let chg = self
                 .mode
                 .page(code, PageControl::Changeable)
-                .ok_or(Fail::Check(Sense::invalid_field_in_param(pos as u16, Some(5))))?;
+                .ok_or(Fail::Check(Sense::invalid_field_in_param(
+                    pos as u16,
+                    Some(5),
+                )))?;
             if page_len != cur.len() {
                 return Err(Sense::invalid_field_in_param((pos + 1) as u16, None).into());
             }

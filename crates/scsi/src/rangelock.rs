@@ -102,7 +102,10 @@ mod tests {
         assert_eq!(stripe_set(2047, 2), 0b11);
         assert_eq!(stripe_set(2048 * 63, 2048 + 1), 1 << 63 | 1);
         assert_eq!(stripe_set(0, u64::MAX), u64::MAX);
-        assert_eq!(stripe_set(u64::MAX, 1), 1 << (((u64::MAX >> STRIPE_SHIFT) % 64) as usize));
+        assert_eq!(
+            stripe_set(u64::MAX, 1),
+            1 << (((u64::MAX >> STRIPE_SHIFT) % 64) as usize)
+        );
     }
 
     #[test]

@@ -316,7 +316,10 @@ impl LogicalUnit {
         if count == 0 {
             return Ok(Status::Good);
         }
-        let zeros = pattern.is_none_or(|p| p.iter().all(|&b| b == 0));
+        // With UNMAP = 1 the range is deallocated whatever the Data-Out block holds, and
+        // then reads as zeros (LBPRZ) — what Linux LIO does and what libiscsi's
+        // WRITE SAME UNMAP tests expect; otherwise a zero block is written as zeros.
+        let zeros = unmap || pattern.is_none_or(|p| p.iter().all(|&b| b == 0));
         let offset = self.byte_offset(lba)?;
         let total = count
             .checked_mul(bs as u64)
@@ -324,8 +327,6 @@ impl LogicalUnit {
         let _range = self.locks.shared(lba, count);
         match pattern.filter(|_| !zeros) {
             None => {
-                // With UNMAP = 1 the range may be deallocated: it then reads as zeros
-                // (LBPRZ), which is what the zero Data-Out block asks for.
                 self.backstore
                     .write_zeroes(offset, total, unmap)
                     .map_err(|e| Fail::backstore(&e, true))?;

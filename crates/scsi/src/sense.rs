@@ -240,7 +240,12 @@ impl Sense {
     }
 
     /// Returns `self` with a field pointer.
-    pub const fn with_field_pointer(mut self, cdb_or_data: bool, byte: u16, bit: Option<u8>) -> Sense {
+    pub const fn with_field_pointer(
+        mut self,
+        cdb_or_data: bool,
+        byte: u16,
+        bit: Option<u8>,
+    ) -> Sense {
         self.field_pointer = Some(FieldPointer {
             cdb_or_data,
             byte,
@@ -387,7 +392,24 @@ mod tests {
         assert_eq!(
             s,
             [
-                0x70, 0, 0x05, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x24, 0x00, 0, 0xc0 | 0x08 | 5, 0, 2
+                0x70,
+                0,
+                0x05,
+                0,
+                0,
+                0,
+                0,
+                10,
+                0,
+                0,
+                0,
+                0,
+                0x24,
+                0x00,
+                0,
+                0xc0 | 0x08 | 5,
+                0,
+                2
             ]
         );
     }
@@ -402,7 +424,9 @@ mod tests {
 
     #[test]
     fn information_sets_valid_and_big_values_clear_it() {
-        let s = Sense::MISCOMPARE_DURING_VERIFY.with_information(7).to_fixed();
+        let s = Sense::MISCOMPARE_DURING_VERIFY
+            .with_information(7)
+            .to_fixed();
         assert_eq!(s[0], 0xf0);
         assert_eq!(s[2], 0x0e);
         assert_eq!(&s[3..7], &[0, 0, 0, 7]);

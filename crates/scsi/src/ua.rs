@@ -125,6 +125,7 @@ impl UaTable {
     }
 
     /// Establishes `sense` for `nexus` (creating the entry if needed).
+    #[cfg(test)]
     pub(crate) fn raise(&self, nexus: &Nexus, sense: Sense) {
         self.entry(nexus).push(sense);
     }
@@ -145,6 +146,11 @@ impl UaTable {
                 e.push(sense);
             }
         }
+    }
+
+    /// A known nexus satisfying `pred`.
+    pub(crate) fn find(&self, pred: impl Fn(&Nexus) -> bool) -> Option<Nexus> {
+        self.nexuses.read().keys().find(|n| pred(n)).cloned()
     }
 
     /// Clears conditions of `nexus` matching `pred` (REPORT LUNS clears REPORTED LUNS

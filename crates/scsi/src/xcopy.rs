@@ -1,22 +1,428 @@
-//! EXTENDED COPY (stub).
-use std::sync::Arc;
+//! EXTENDED COPY (LID1) and RECEIVE COPY RESULTS (SPC-4 6.4, 6.18), between logical
+//! units of this process.
+//!
+//! Copy targets are named in the parameter list by identification CSCD descriptors
+//! (E4h) carrying an NAA designator; a process-wide registry maps NAA designators to
+//! live [`LogicalUnit`]s (weak references, so the registry never keeps a unit alive).
+//! Only block-to-block segment descriptors (02h) are supported.
 
+use std::collections::VecDeque;
+use std::sync::{Arc, Weak};
+
+use parking_lot::Mutex;
+use rustio_backstore::WriteFlags;
+
+use crate::cdb::op;
 use crate::lu::{Fail, LogicalUnit, Outcome};
-use crate::nexus::Request;
-use crate::sense::Sense;
+use crate::nexus::{Nexus, Request};
+use crate::sense::{Sense, SenseKey};
+use crate::status::Status;
 
+/// MAXIMUM CSCD DESCRIPTOR COUNT.
+pub(crate) const MAX_CSCD: u16 = 8;
+/// MAXIMUM SEGMENT DESCRIPTOR COUNT.
+pub(crate) const MAX_SEGMENTS: u16 = 64;
+/// MAXIMUM DESCRIPTOR LIST LENGTH (bytes of CSCD + segment descriptors).
+pub(crate) const MAX_DESC_LIST_LEN: u32 = 4096;
+/// MAXIMUM SEGMENT LENGTH in bytes (a 02h descriptor moves at most 65535 blocks).
+const MAX_SEGMENT_LEN: u32 = 64 << 20;
+/// Copy buffer per chunk.
+const CHUNK: usize = 1 << 20;
+/// Held results per logical unit.
+const MAX_HELD: usize = 64;
+
+/// Identification descriptor CSCD type code.
+const CSCD_IDENT: u8 = 0xe4;
+/// Block device to block device segment descriptor type code.
+const SEG_BLOCK_TO_BLOCK: u8 = 0x02;
+
+/// Process-wide registry of live logical units by NAA designator.
+static REGISTRY: Mutex<Vec<([u8; 16], Weak<LogicalUnit>)>> = parking_lot::const_mutex(Vec::new());
+
+/// Adds `lu` to the registry.
+pub(crate) fn register(lu: &Arc<LogicalUnit>) {
+    let mut r = REGISTRY.lock();
+    r.retain(|(_, w)| w.strong_count() > 0);
+    r.push((lu.naa, Arc::downgrade(lu)));
+}
+
+/// Drops dead entries for `naa` (called from `LogicalUnit::drop`).
+pub(crate) fn unregister(naa: &[u8; 16]) {
+    // The unit being dropped has no strong references left, so this removes it (and
+    // any other dead entry).
+    let _ = naa;
+    REGISTRY.lock().retain(|(_, w)| w.strong_count() > 0);
+}
+
+/// The live logical unit with this NAA designator.
+fn lookup(naa: &[u8]) -> Option<Arc<LogicalUnit>> {
+    REGISTRY
+        .lock()
+        .iter()
+        .filter(|(n, _)| n[..] == *naa)
+        .find_map(|(_, w)| w.upgrade())
+}
+
+/// Results of one copy operation, held for RECEIVE COPY RESULTS.
+#[derive(Debug, Clone)]
+struct CopyResult {
+    nexus: Nexus,
+    list_id: u8,
+    /// COPY MANAGER STATUS: 01h completed without errors, 02h completed with errors.
+    status: u8,
+    segments_processed: u16,
+    bytes: u64,
+    sense: Option<Sense>,
+}
+
+/// Held copy results of one logical unit.
 #[derive(Debug, Default)]
-pub(crate) struct CopyState {}
+pub(crate) struct CopyState {
+    held: Mutex<VecDeque<CopyResult>>,
+}
 
-pub(crate) fn register(_lu: &Arc<LogicalUnit>) {}
-pub(crate) fn unregister(_naa: &[u8; 16]) {}
+impl CopyState {
+    fn hold(&self, r: CopyResult) {
+        let mut h = self.held.lock();
+        h.retain(|x| !(x.nexus == r.nexus && x.list_id == r.list_id));
+        if h.len() >= MAX_HELD {
+            h.pop_front();
+        }
+        h.push_back(r);
+    }
+
+    fn get(&self, nexus: &Nexus, list_id: u8) -> Option<CopyResult> {
+        self.held
+            .lock()
+            .iter()
+            .find(|x| x.nexus == *nexus && x.list_id == list_id)
+            .cloned()
+    }
+}
+
+/// One resolved segment: copy `blocks` blocks.
+struct Segment {
+    src: usize,
+    dst: usize,
+    blocks: u64,
+    src_lba: u64,
+    dst_lba: u64,
+}
+
+fn copy_aborted(asc: u8, ascq: u8) -> Fail {
+    Fail::Check(Sense::new(SenseKey::CopyAborted, asc, ascq))
+}
 
 impl LogicalUnit {
-    pub(crate) fn extended_copy(&self, _r: &Request<'_>, _l: u32) -> Outcome {
-        Err(Sense::invalid_opcode().into())
+    /// EXTENDED COPY (LID1).
+    pub(crate) fn extended_copy(&self, req: &Request<'_>, len: u32) -> Outcome {
+        if len == 0 {
+            return Ok(Status::Good);
+        }
+        let len = len as usize;
+        let p = req
+            .data_out
+            .get(..len)
+            .ok_or(Fail::Check(Sense::PARAMETER_LIST_LENGTH_ERROR))?;
+        if len < 16 {
+            return Err(Sense::PARAMETER_LIST_LENGTH_ERROR.into());
+        }
+        let list_id = p[0];
+        let list_id_usage = (p[1] >> 3) & 0x03;
+        let cscd_len = usize::from(u16::from_be_bytes([p[2], p[3]]));
+        let seg_len = u32::from_be_bytes([p[8], p[9], p[10], p[11]]) as usize;
+        let inline_len = u32::from_be_bytes([p[12], p[13], p[14], p[15]]) as usize;
+        let total = 16usize
+            .checked_add(cscd_len)
+            .and_then(|t| t.checked_add(seg_len))
+            .and_then(|t| t.checked_add(inline_len))
+            .ok_or(Fail::Check(Sense::PARAMETER_LIST_LENGTH_ERROR))?;
+        if total > len {
+            return Err(Sense::PARAMETER_LIST_LENGTH_ERROR.into());
+        }
+        if cscd_len + seg_len > MAX_DESC_LIST_LEN as usize {
+            return Err(Sense::PARAMETER_LIST_LENGTH_ERROR.into());
+        }
+        if inline_len != 0 {
+            return Err(Sense::invalid_field_in_param(12, None).into());
+        }
+        let cscds = &p[16..16 + cscd_len];
+        let segs = &p[16 + cscd_len..16 + cscd_len + seg_len];
+
+        // CSCD descriptors: all 32 bytes for the types we know.
+        if cscd_len % 32 != 0 {
+            return Err(Sense::PARAMETER_LIST_LENGTH_ERROR.into());
+        }
+        if cscd_len / 32 > usize::from(MAX_CSCD) {
+            return Err(Sense::TOO_MANY_TARGET_DESCRIPTORS.into());
+        }
+        let mut targets: Vec<Option<Arc<LogicalUnit>>> = Vec::new();
+        for (i, d) in cscds.chunks(32).enumerate() {
+            let at = (16 + i * 32) as u16;
+            targets.push(self.resolve_cscd(d, at)?);
+        }
+
+        // Segment descriptors.
+        let mut segments = Vec::new();
+        let mut pos = 0usize;
+        while pos < segs.len() {
+            let at = 16 + cscd_len + pos;
+            let d = &segs[pos..];
+            if d.len() < 4 {
+                return Err(Sense::PARAMETER_LIST_LENGTH_ERROR.into());
+            }
+            if segments.len() >= usize::from(MAX_SEGMENTS) {
+                return Err(Sense::TOO_MANY_SEGMENT_DESCRIPTORS.into());
+            }
+            if d[0] != SEG_BLOCK_TO_BLOCK {
+                return Err(Sense::UNSUPPORTED_SEGMENT_DESCRIPTOR_TYPE_CODE
+                    .with_field_pointer(false, at as u16, None)
+                    .into());
+            }
+            let dlen = 4 + usize::from(u16::from_be_bytes([d[2], d[3]]));
+            if dlen != 28 {
+                return Err(Sense::invalid_field_in_param((at + 2) as u16, None).into());
+            }
+            if d.len() < dlen {
+                return Err(Sense::PARAMETER_LIST_LENGTH_ERROR.into());
+            }
+            let src = usize::from(u16::from_be_bytes([d[4], d[5]]));
+            let dst = usize::from(u16::from_be_bytes([d[6], d[7]]));
+            let blocks = u64::from(u16::from_be_bytes([d[10], d[11]]));
+            let src_lba = u64::from_be_bytes(d[12..20].try_into().unwrap_or([0; 8]));
+            let dst_lba = u64::from_be_bytes(d[20..28].try_into().unwrap_or([0; 8]));
+            segments.push(Segment {
+                src,
+                dst,
+                blocks,
+                src_lba,
+                dst_lba,
+            });
+            pos += dlen;
+        }
+
+        // Validate everything before moving a byte.
+        for s in &segments {
+            let (Some(Some(src)), Some(Some(dst))) = (targets.get(s.src), targets.get(s.dst))
+            else {
+                return Err(copy_aborted(0x0d, 0x02));
+            };
+            if src.block_size != dst.block_size {
+                return Err(copy_aborted(0x0d, 0x02));
+            }
+            let in_range = |lu: &LogicalUnit, lba: u64| {
+                lba.checked_add(s.blocks)
+                    .is_some_and(|end| end <= lu.capacity_blocks())
+            };
+            if !in_range(src, s.src_lba) || !in_range(dst, s.dst_lba) {
+                // The copy target would answer LBA OUT OF RANGE; the copy manager reports
+                // COPY ABORTED (SPC-4 6.4.5).
+                return Err(copy_aborted(0x00, 0x00));
+            }
+            let dst_wp = if std::ptr::eq(Arc::as_ptr(dst), self) {
+                self.write_protected(req)
+            } else {
+                dst.config.read_only || dst.mode.swp() || dst.backstore.capabilities().read_only
+            };
+            if dst_wp && s.blocks > 0 {
+                return Err(Sense::WRITE_PROTECTED.into());
+            }
+        }
+
+        let mut result = CopyResult {
+            nexus: req.nexus.clone(),
+            list_id,
+            status: 0x01,
+            segments_processed: 0,
+            bytes: 0,
+            sense: None,
+        };
+        let mut outcome = Ok(Status::Good);
+        for s in &segments {
+            let (Some(Some(src)), Some(Some(dst))) = (targets.get(s.src), targets.get(s.dst))
+            else {
+                outcome = Err(copy_aborted(0x0d, 0x02));
+                break;
+            };
+            match copy_segment(src, dst, s) {
+                Ok(n) => {
+                    result.bytes += n;
+                    result.segments_processed += 1;
+                }
+                Err(f) => {
+                    outcome = Err(f);
+                    break;
+                }
+            }
+        }
+        if let Err(f) = &outcome {
+            result.status = 0x02;
+            result.sense = match f {
+                Fail::Check(s) => Some(*s),
+                Fail::Status(_) => None,
+            };
+        }
+        if list_id_usage == 0 {
+            self.copies.hold(result);
+        }
+        outcome
     }
-    pub(crate) fn receive_copy_results(&self, _r: &Request<'_>, _sa: u8, _id: u8, _o: &mut Vec<u8>) -> Result<(), Fail> {
-        Err(Sense::invalid_opcode().into())
+
+    /// Resolves an identification CSCD descriptor (SPC-4 6.4.5.6) to a logical unit.
+    fn resolve_cscd(&self, d: &[u8], at: u16) -> Result<Option<Arc<LogicalUnit>>, Fail> {
+        if d[0] != CSCD_IDENT {
+            return Err(Sense::UNSUPPORTED_TARGET_DESCRIPTOR_TYPE_CODE
+                .with_field_pointer(false, at, None)
+                .into());
+        }
+        // LU ID TYPE is ignored (SPC-4); NUL is obsolete. Only block devices.
+        if d[1] & 0x1f != 0 {
+            return Err(Sense::invalid_field_in_param(at + 1, Some(4)).into());
+        }
+        let code_set = d[4] & 0x0f;
+        let designator_type = d[5] & 0x0f;
+        let dlen = usize::from(d[7]);
+        if code_set != 1 || designator_type != 3 || dlen != 16 {
+            // Only NAA designators identify our units.
+            return Err(copy_aborted(0x0d, 0x02));
+        }
+        let lu = lookup(&d[8..24]).ok_or(copy_aborted(0x0d, 0x02))?;
+        let disk_block_len = u32::from_be_bytes([0, d[29], d[30], d[31]]);
+        if disk_block_len != lu.block_size {
+            return Err(Sense::invalid_field_in_param(at + 29, None).into());
+        }
+        Ok(Some(lu))
     }
-    pub(crate) fn third_party_copy_vpd(&self, _o: &mut Vec<u8>) {}
+
+    /// RECEIVE COPY RESULTS (SPC-4 6.18).
+    pub(crate) fn receive_copy_results(
+        &self,
+        req: &Request<'_>,
+        sa: u8,
+        list_id: u8,
+        out: &mut Vec<u8>,
+    ) -> Result<(), Fail> {
+        match sa {
+            0x00 => {
+                let r = self
+                    .copies
+                    .get(req.nexus, list_id)
+                    .ok_or(Fail::Check(Sense::invalid_field_in_cdb(2, None)))?;
+                out.extend_from_slice(&8u32.to_be_bytes());
+                out.push(r.status & 0x7f); // HDD = 0
+                out.extend_from_slice(&r.segments_processed.to_be_bytes());
+                // TRANSFER COUNT UNITS: bytes if it fits, else KiB.
+                match u32::try_from(r.bytes) {
+                    Ok(b) => {
+                        out.push(0x00);
+                        out.extend_from_slice(&b.to_be_bytes());
+                    }
+                    Err(_) => {
+                        out.push(0x01);
+                        out.extend_from_slice(
+                            &u32::try_from(r.bytes >> 10)
+                                .unwrap_or(u32::MAX)
+                                .to_be_bytes(),
+                        );
+                    }
+                }
+            }
+            0x03 => {
+                let mut d = vec![0u8; 44];
+                d[8..10].copy_from_slice(&MAX_CSCD.to_be_bytes());
+                d[10..12].copy_from_slice(&MAX_SEGMENTS.to_be_bytes());
+                d[12..16].copy_from_slice(&MAX_DESC_LIST_LEN.to_be_bytes());
+                d[16..20].copy_from_slice(&MAX_SEGMENT_LEN.to_be_bytes());
+                // MAXIMUM INLINE DATA LENGTH 0, HELD DATA LIMIT 0, stream size 0.
+                d[34..36].copy_from_slice(&1u16.to_be_bytes()); // TOTAL CONCURRENT COPIES
+                d[36] = 1; // MAXIMUM CONCURRENT COPIES
+                d[37] = self.block_size.trailing_zeros() as u8; // DATA SEGMENT GRANULARITY
+                let codes = [SEG_BLOCK_TO_BLOCK, CSCD_IDENT];
+                d[43] = codes.len() as u8;
+                d.extend_from_slice(&codes);
+                let avail = (d.len() - 4) as u32;
+                d[0..4].copy_from_slice(&avail.to_be_bytes());
+                out.extend_from_slice(&d);
+            }
+            0x04 => {
+                let r = self
+                    .copies
+                    .get(req.nexus, list_id)
+                    .ok_or(Fail::Check(Sense::invalid_field_in_cdb(2, None)))?;
+                let mut d = vec![0u8; 60];
+                match r.sense {
+                    Some(s) => {
+                        d[56] = Status::CheckCondition as u8;
+                        let sb = s.to_fixed();
+                        d[58..60].copy_from_slice(&(sb.len() as u16).to_be_bytes());
+                        d.extend_from_slice(&sb);
+                    }
+                    None => d[56] = Status::Good as u8,
+                }
+                let avail = (d.len() - 4) as u32;
+                d[0..4].copy_from_slice(&avail.to_be_bytes());
+                out.extend_from_slice(&d);
+            }
+            _ => return Err(Sense::invalid_field_in_cdb(1, Some(4)).into()),
+        }
+        Ok(())
+    }
+
+    /// Third-party Copy VPD page (SPC-4 7.8.17): the supported commands descriptor.
+    pub(crate) fn third_party_copy_vpd(&self, out: &mut Vec<u8>) {
+        // Supported Commands third-party copy descriptor (type 0001h).
+        let list = [
+            op::EXTENDED_COPY,
+            1,
+            0x00,
+            op::RECEIVE_COPY_RESULTS,
+            3,
+            0x00,
+            0x03,
+            0x04,
+        ];
+        let mut desc = vec![0x00, 0x01, 0, 0, list.len() as u8];
+        desc.extend_from_slice(&list);
+        while desc.len() % 4 != 0 {
+            desc.push(0);
+        }
+        let dlen = (desc.len() - 4) as u16;
+        desc[2..4].copy_from_slice(&dlen.to_be_bytes());
+        out.push(0x00);
+        out.push(0x8f);
+        out.extend_from_slice(&(desc.len() as u16).to_be_bytes());
+        out.extend_from_slice(&desc);
+    }
+}
+
+/// Copies one segment, chunk by chunk; overlapping ranges on the same unit are copied
+/// in the safe direction. Returns the bytes moved.
+fn copy_segment(src: &LogicalUnit, dst: &LogicalUnit, s: &Segment) -> Result<u64, Fail> {
+    let bs = u64::from(src.block_size);
+    let total = s.blocks * bs;
+    if total == 0 {
+        return Ok(0);
+    }
+    let chunk_blocks = (CHUNK as u64 / bs).max(1);
+    let mut buf = vec![0u8; (chunk_blocks.min(s.blocks) * bs) as usize];
+    let same = std::ptr::eq(src, dst);
+    let backwards = same && s.dst_lba > s.src_lba && s.dst_lba < s.src_lba + s.blocks;
+    let flags = WriteFlags {
+        fua: !dst.mode.wce(),
+    };
+    let mut done = 0u64;
+    while done < s.blocks {
+        let n = chunk_blocks.min(s.blocks - done);
+        let off = if backwards { s.blocks - done - n } else { done };
+        let b = &mut buf[..(n * bs) as usize];
+        src.backstore
+            .read_at(b, (s.src_lba + off) * bs)
+            .map_err(|e| Fail::backstore(&e, false))?;
+        let _range = dst.locks.shared(s.dst_lba + off, n);
+        dst.backstore
+            .write_at(b, (s.dst_lba + off) * bs, flags)
+            .map_err(|e| Fail::backstore(&e, true))?;
+        done += n;
+    }
+    Ok(total)
 }

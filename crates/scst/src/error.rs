@@ -177,4 +177,7 @@ pub enum ErrorKind {
     /// A construct that contradicts another one.
     #[error("{0}")]
     Conflict(String),
+    /// The generated configuration fails rustio-config's validation (an importer bug).
+    #[error("internal error, please report: the generated configuration is invalid:\n{0}")]
+    InvalidOutput(String),
 }

@@ -127,7 +127,13 @@ impl L2Cache {
         }
     }
 
+    /// How many tables the cache aims to hold.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     /// Number of cached tables.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.map.read().len()
     }

@@ -613,7 +613,7 @@ pub fn build_header_cluster(
 ) -> Result<Vec<u8>, FormatError> {
     let cs = 1usize << h.cluster_bits;
     let mut b = vec![0u8; cs];
-    let mut put32 = |b: &mut Vec<u8>, at: usize, v: u32| b[at..at + 4].copy_from_slice(&v.to_be_bytes());
+    let put32 = |b: &mut Vec<u8>, at: usize, v: u32| b[at..at + 4].copy_from_slice(&v.to_be_bytes());
     let put64 = |b: &mut Vec<u8>, at: usize, v: u64| b[at..at + 8].copy_from_slice(&v.to_be_bytes());
     put32(&mut b, 0, MAGIC);
     put32(&mut b, 4, h.version);

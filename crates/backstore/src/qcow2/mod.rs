@@ -50,7 +50,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fs::OpenOptions;
 use std::io::{IoSlice, IoSliceMut};
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -329,11 +329,8 @@ impl Qcow2Backstore {
                     return refuse("the image is dirty and has persistent bitmaps (run `qemu-img check -r all`)");
                 }
                 if depth > 0 {
-                    return refuse("a dirty backing image");
+                    return refuse("the image is still dirty after repair");
                 }
-                repair::rebuild_refcounts(&io, &ih, file_len)?;
-                let again = Self::open_inner(path, opts, depth + 1)?;
-                return Ok(again);
             }
         }
 
@@ -381,6 +378,12 @@ impl Qcow2Backstore {
                     format!("L1 entry {i}: shared L2 table (copied flag clear); open the image read-only"),
                 ));
             }
+        }
+
+        // Everything is validated: only now may a dirty image be repaired (which writes).
+        if !opts.read_only && h.incompatible_features & incompat::DIRTY != 0 {
+            repair::rebuild_refcounts(&io, &ih, file_len)?;
+            return Self::open_inner(path, opts, depth + 1);
         }
 
         let backing = match &ih.backing_file {
@@ -798,8 +801,7 @@ impl Qcow2Backstore {
     }
 
     fn cache_capacity(&self) -> usize {
-        // The cache was sized from the options at open; dirty tables must stay well below.
-        64
+        self.cache.capacity()
     }
 
     /// Makes data and metadata durable in crash-safe order: data and refcounts, then L2

@@ -89,10 +89,10 @@ impl Refcounts {
             if rc.table[ri] == 0 {
                 continue;
             }
+            let (order, per_block) = (rc.order, rc.per_block);
             let block = rc.block(io, ri as u64)?;
-            let order = rc.order;
-            if let Some(idx) = (0..rc.per_block).rev().find(|&i| refcount_get(block, order, i) != 0) {
-                last_used = ri as u64 * rc.per_block + idx + 1;
+            if let Some(idx) = (0..per_block).rev().find(|&i| refcount_get(block, order, i) != 0) {
+                last_used = ri as u64 * per_block + idx + 1;
                 break;
             }
         }

@@ -1,0 +1,1688 @@
+//! One connection in the full feature phase (RFC 7143 4.2, 11).
+//!
+//! Each connection has a reader thread that parses PDUs, reads Data-Out payloads
+//! straight into the task's buffer, sequences commands by CmdSN and hands complete
+//! commands to the worker pool. Responses are written by whoever finishes the work (a
+//! worker, or the reader for non-SCSI PDUs) under the connection's writer lock, which
+//! also assigns StatSN so that StatSN order is wire order. Data-In is sent with one
+//! vectored write of BHS + data slices — no copy of the data.
+
+use std::collections::HashMap;
+use std::io::{self, IoSlice, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use rustio_scsi::{Response, Sense, Status, TaskAttr, Tmf};
+use tracing::{debug, info, warn};
+
+use crate::config::target_address;
+use crate::login::SessionType;
+use crate::pdu::{
+    self, ahs, BhsInfo, DataIn, DataOut, Digests, Header, LogoutReason, LogoutRequest,
+    LogoutResponse, LogoutResponseCode, NopIn, NopOut, R2t, Reject, RejectReason, ScsiCommand,
+    ScsiResponse, TaskAttribute, TaskMgmtRequest, TaskMgmtResponse, TextRequest, TextResponse,
+    TmfFunction, TmfResponse, BHS_LEN, RESERVED_TAG,
+};
+use crate::server::Shared;
+use crate::session::{Admit, Session, TaskState};
+use crate::text;
+
+/// Largest Expected Data Transfer Length we allocate a Data-Out buffer for.
+const MAX_WRITE_EDTL: u32 = 64 << 20;
+/// How long a PDU may stall half-received before the connection is dropped.
+const STALL_LIMIT: Duration = Duration::from_secs(30);
+/// Poll tick of the reader (shutdown and NOP-In timers are checked this often).
+pub(crate) const TICK: Duration = Duration::from_millis(500);
+/// ILLEGAL REQUEST / INVALID FIELD IN CDB.
+const SENSE_INVALID_FIELD_CDB: Sense = Sense::invalid_field_in_cdb(0, None);
+
+/// A buffered reader that survives read timeouts without losing partial PDUs.
+pub(crate) struct Reader {
+    stream: TcpStream,
+    buf: Box<[u8]>,
+    pos: usize,
+    end: usize,
+}
+
+impl Reader {
+    pub(crate) fn new(stream: TcpStream, cap: usize) -> Reader {
+        Reader {
+            stream,
+            buf: vec![0u8; cap].into_boxed_slice(),
+            pos: 0,
+            end: 0,
+        }
+    }
+
+    fn buffered(&self) -> usize {
+        self.end - self.pos
+    }
+
+    /// Reads more bytes into the buffer. `Ok(0)` means EOF.
+    fn fill(&mut self) -> io::Result<usize> {
+        if self.pos == self.end {
+            self.pos = 0;
+            self.end = 0;
+        } else if self.end == self.buf.len() {
+            self.buf.copy_within(self.pos..self.end, 0);
+            self.end -= self.pos;
+            self.pos = 0;
+        }
+        let n = self.stream.read(&mut self.buf[self.end..])?;
+        self.end += n;
+        Ok(n)
+    }
+
+    /// Waits until at least one byte of the next PDU is available. `Ok(false)` on a
+    /// timeout tick with nothing buffered.
+    pub(crate) fn wait_pdu(&mut self) -> io::Result<bool> {
+        if self.buffered() > 0 {
+            return Ok(true);
+        }
+        match self.fill() {
+            Ok(0) => Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(_) => Ok(true),
+            Err(e) if is_timeout(&e) => Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Reads exactly `dst.len()` bytes, retrying over timeouts; large reads bypass the
+    /// buffer. `abort` is polled on every timeout.
+    pub(crate) fn read_exact(&mut self, dst: &mut [u8], abort: &dyn Fn() -> bool) -> io::Result<()> {
+        let mut done = 0;
+        let mut stalled = Duration::ZERO;
+        while done < dst.len() {
+            let avail = self.buffered();
+            if avail > 0 {
+                let n = avail.min(dst.len() - done);
+                dst[done..done + n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+                self.pos += n;
+                done += n;
+                continue;
+            }
+            let want = dst.len() - done;
+            let res = if want >= self.buf.len() / 2 {
+                match self.stream.read(&mut dst[done..]) {
+                    Ok(n) => {
+                        done += n;
+                        Ok(n)
+                    }
+                    Err(e) => Err(e),
+                }
+            } else {
+                self.fill()
+            };
+            match res {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(_) => stalled = Duration::ZERO,
+                Err(e) if is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => {
+                    if abort() {
+                        return Err(io::ErrorKind::ConnectionAborted.into());
+                    }
+                    stalled += TICK;
+                    if stalled >= STALL_LIMIT {
+                        return Err(io::ErrorKind::TimedOut.into());
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Discards `n` bytes.
+    pub(crate) fn skip(&mut self, mut n: usize, abort: &dyn Fn() -> bool) -> io::Result<()> {
+        let mut scratch = [0u8; 4096];
+        while n > 0 {
+            let k = n.min(scratch.len());
+            self.read_exact(&mut scratch[..k], abort)?;
+            n -= k;
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn is_timeout(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+}
+
+/// Writes all of `bufs`, continuing after partial writes.
+pub(crate) fn write_all_vectored(w: &mut impl Write, mut bufs: &mut [IoSlice<'_>]) -> io::Result<()> {
+    while !bufs.is_empty() {
+        match w.write_vectored(bufs) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut bufs, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+const ZEROS: [u8; 4] = [0; 4];
+
+/// One PDU ready for the wire: header (+digest) and a borrowed data slice.
+struct OutPdu<'a> {
+    hdr: [u8; BHS_LEN + 4],
+    hdr_len: usize,
+    data: &'a [u8],
+    pad: usize,
+    dd: [u8; 4],
+    dd_len: usize,
+}
+
+impl<'a> OutPdu<'a> {
+    fn new(h: &Header, data: &'a [u8], digests: Digests) -> OutPdu<'a> {
+        let bhs = h.encode(0, data.len() as u32);
+        let mut hdr = [0u8; BHS_LEN + 4];
+        hdr[..BHS_LEN].copy_from_slice(&bhs);
+        let mut hdr_len = BHS_LEN;
+        if digests.header {
+            hdr[BHS_LEN..].copy_from_slice(&pdu::digest_bytes(pdu::crc32c(&bhs)));
+            hdr_len += 4;
+        }
+        let pad = pdu::pad_len(data.len());
+        let (dd, dd_len) = if digests.data && !data.is_empty() {
+            let crc = pdu::crc32c_append(pdu::crc32c(data), &ZEROS[..pad]);
+            (pdu::digest_bytes(crc), 4)
+        } else {
+            ([0; 4], 0)
+        };
+        OutPdu {
+            hdr,
+            hdr_len,
+            data,
+            pad,
+            dd,
+            dd_len,
+        }
+    }
+}
+
+fn write_pdus(w: &mut TcpStream, pdus: &[OutPdu<'_>]) -> io::Result<()> {
+    let mut iov: Vec<IoSlice<'_>> = Vec::with_capacity(pdus.len() * 4);
+    for p in pdus {
+        iov.push(IoSlice::new(&p.hdr[..p.hdr_len]));
+        if !p.data.is_empty() {
+            iov.push(IoSlice::new(p.data));
+            if p.pad > 0 {
+                iov.push(IoSlice::new(&ZEROS[..p.pad]));
+            }
+            if p.dd_len > 0 {
+                iov.push(IoSlice::new(&p.dd));
+            }
+        }
+    }
+    write_all_vectored(w, &mut iov)
+}
+
+struct Writer {
+    stream: TcpStream,
+    stat_sn: u32,
+    broken: bool,
+}
+
+/// A CDB: 16 bytes from the BHS, longer with an extended CDB AHS.
+#[derive(Debug, Clone)]
+pub(crate) enum Cdb {
+    Short([u8; 16]),
+    Long(Vec<u8>),
+}
+
+impl Cdb {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Cdb::Short(b) => b,
+            Cdb::Long(v) => v,
+        }
+    }
+}
+
+/// A received SCSI command waiting for CmdSN order or data.
+#[derive(Debug)]
+pub(crate) struct NewCommand {
+    hdr: ScsiCommand,
+    cdb: Cdb,
+    buf: Vec<u8>,
+    received: u32,
+    fail: Option<Sense>,
+}
+
+/// A PDU held back until its CmdSN comes up.
+#[derive(Debug)]
+pub(crate) struct Deferred {
+    conn: Arc<Conn>,
+    kind: DeferredKind,
+}
+
+#[derive(Debug)]
+enum DeferredKind {
+    Scsi(Box<NewCommand>),
+    Nop(NopOut, Vec<u8>),
+    /// Request, reply segment, more to come (C bit).
+    Text(TextRequest, Vec<u8>, bool),
+    Tmf(TaskMgmtRequest),
+    Logout(LogoutRequest),
+}
+
+/// An outstanding R2T.
+#[derive(Debug)]
+struct OutstandingR2t {
+    ttt: u32,
+    offset: u32,
+    len: u32,
+    received: u32,
+    data_sn: u32,
+}
+
+/// A write command collecting Data-Out.
+#[derive(Debug)]
+pub(crate) struct WriteTask {
+    cmd: Box<NewCommand>,
+    task: Arc<TaskState>,
+    unsol_end: u32,
+    unsol_next: u32,
+    unsol_data_sn: u32,
+    next_r2t: u32,
+    r2t_sn: u32,
+    r2ts: Vec<OutstandingR2t>,
+}
+
+/// A job for the worker pool.
+#[derive(Debug)]
+pub(crate) struct ExecJob {
+    sess: Arc<Session>,
+    conn: Arc<Conn>,
+    cmd: Box<NewCommand>,
+    task: Arc<TaskState>,
+}
+
+/// State of a multi-PDU text response (RFC 7143 11.11 C bit).
+#[derive(Debug)]
+struct TextContinuation {
+    itt: u32,
+    ttt: u32,
+    rest: Vec<u8>,
+}
+
+/// A connection in full feature phase.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    /// Server-wide connection id.
+    pub id: u64,
+    /// iSCSI CID.
+    pub cid: u16,
+    /// Local address.
+    pub local: SocketAddr,
+    /// Peer address.
+    pub peer: SocketAddr,
+    /// Digests in force.
+    pub digests: Digests,
+    /// Largest data segment we may send (the initiator's MaxRecvDataSegmentLength).
+    pub send_mrdsl: AtomicU32,
+    /// Largest data segment we accept (our declared MaxRecvDataSegmentLength).
+    pub recv_mrdsl: u32,
+    writer: Mutex<Writer>,
+    stream: TcpStream,
+    closing: AtomicBool,
+    writes: Mutex<HashMap<u32, WriteTask>>,
+    next_ttt: AtomicU32,
+    /// The session.
+    pub session: Arc<Session>,
+    shared: Arc<Shared>,
+    /// Outstanding target NOP-In ping TTT (0 = none).
+    ping_ttt: AtomicU32,
+    /// Logout requested by us (async event) is outstanding.
+    pub logout_requested: AtomicBool,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer").field("stat_sn", &self.stat_sn).finish()
+    }
+}
+
+impl Conn {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        id: u64,
+        cid: u16,
+        stream: &TcpStream,
+        digests: Digests,
+        send_mrdsl: u32,
+        recv_mrdsl: u32,
+        stat_sn: u32,
+        session: Arc<Session>,
+        shared: Arc<Shared>,
+    ) -> io::Result<Conn> {
+        Ok(Conn {
+            id,
+            cid,
+            local: stream.local_addr()?,
+            peer: stream.peer_addr()?,
+            digests,
+            send_mrdsl: AtomicU32::new(send_mrdsl),
+            recv_mrdsl,
+            writer: Mutex::new(Writer {
+                stream: stream.try_clone()?,
+                stat_sn,
+                broken: false,
+            }),
+            stream: stream.try_clone()?,
+            closing: AtomicBool::new(false),
+            writes: Mutex::new(HashMap::new()),
+            next_ttt: AtomicU32::new(1),
+            session,
+            shared,
+            ping_ttt: AtomicU32::new(0),
+            logout_requested: AtomicBool::new(false),
+        })
+    }
+
+    /// Closes the socket; the reader thread notices and cleans up.
+    pub(crate) fn close(&self) {
+        if !self.closing.swap(true, Ordering::AcqRel) {
+            let _ = self.stream.shutdown(Shutdown::Both);
+        }
+    }
+
+    pub(crate) fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
+    }
+
+    fn alloc_ttt(&self) -> u32 {
+        loop {
+            let t = self.next_ttt.fetch_add(1, Ordering::Relaxed);
+            if t != RESERVED_TAG && t != 0 {
+                return t;
+            }
+        }
+    }
+
+    /// Sends one PDU. `build` receives (StatSN, ExpCmdSN, MaxCmdSN); `advance` says
+    /// whether this PDU consumes a StatSN.
+    fn send(
+        &self,
+        data: &[u8],
+        advance: bool,
+        build: impl FnOnce(u32, u32, u32) -> Header,
+    ) -> bool {
+        let mut w = self.writer.lock();
+        if w.broken {
+            return false;
+        }
+        let stat_sn = w.stat_sn;
+        let h = build(stat_sn, self.session.exp_cmd_sn(), self.session.max_cmd_sn());
+        let out = [OutPdu::new(&h, data, self.digests)];
+        match write_pdus(&mut w.stream, &out) {
+            Ok(()) => {
+                if advance {
+                    w.stat_sn = stat_sn.wrapping_add(1);
+                }
+                true
+            }
+            Err(e) => {
+                w.broken = true;
+                drop(w);
+                debug!(conn = self.id, error = %e, "write failed");
+                self.close();
+                false
+            }
+        }
+    }
+
+    /// Sends a Reject echoing the offending BHS (RFC 7143 11.17).
+    fn reject(&self, reason: RejectReason, bhs: &[u8; BHS_LEN]) {
+        debug!(conn = self.id, reason = ?reason, opcode = bhs[0] & 0x3f, "reject");
+        self.shared.metrics.rejects.fetch_add(1, Ordering::Relaxed);
+        self.send(bhs, true, |stat_sn, exp, max| {
+            Header::Reject(Reject {
+                reason: reason as u8,
+                stat_sn,
+                exp_cmd_sn: exp,
+                max_cmd_sn: max,
+                data_sn: 0,
+            })
+        });
+    }
+
+    /// Sends an Asynchronous Message requesting logout within `secs` (RFC 7143 11.9.1
+    /// AsyncEvent 1).
+    pub(crate) fn request_logout(&self, secs: u16) {
+        self.logout_requested.store(true, Ordering::Release);
+        self.send(&[], true, |stat_sn, exp, max| {
+            Header::AsyncMessage(pdu::AsyncMessage {
+                lun: 0,
+                stat_sn,
+                exp_cmd_sn: exp,
+                max_cmd_sn: max,
+                event: 1,
+                vcode: 0,
+                param1: 0,
+                param2: 0,
+                param3: secs,
+            })
+        });
+    }
+
+    /// Sends the outcome of a SCSI command: Data-In PDUs (status in the last one when
+    /// possible, RFC 7143 11.7.4) and/or a SCSI Response.
+    fn send_scsi_result(
+        &self,
+        cmd: &NewCommand,
+        resp: &Response,
+        data_in: &[u8],
+        residual: Residual,
+    ) -> bool {
+        let sess = &self.session;
+        let itt = cmd.hdr.itt;
+        let send_len = if cmd.hdr.read {
+            data_in.len().min(cmd.hdr.edtl as usize)
+        } else {
+            0
+        };
+        let data = &data_in[..send_len];
+        let status = resp.status.as_u8();
+        let sense = resp.sense_bytes();
+        // Phase collapse only without sense data and for non-exception status.
+        let collapse = !data.is_empty()
+            && sense.is_none()
+            && matches!(resp.status, Status::Good | Status::ConditionMet);
+        let mrdsl = (self.send_mrdsl.load(Ordering::Relaxed) as usize).max(512);
+        let burst = (sess.params.max_burst_length as usize).max(512);
+        let mut w = self.writer.lock();
+        if w.broken {
+            return false;
+        }
+        let exp = sess.exp_cmd_sn();
+        let max = sess.max_cmd_sn();
+        let mut pdus: Vec<OutPdu<'_>> = Vec::with_capacity(data.len() / mrdsl + 2);
+        let mut offset = 0usize;
+        let mut data_sn = 0u32;
+        let mut in_burst = 0usize;
+        let mut stat_sn = w.stat_sn;
+        while offset < data.len() {
+            let n = (data.len() - offset).min(mrdsl).min(burst - in_burst);
+            let last = offset + n == data.len();
+            in_burst += n;
+            let end_of_burst = in_burst == burst || last;
+            if end_of_burst {
+                in_burst = 0;
+            }
+            let with_status = last && collapse;
+            let h = Header::DataIn(DataIn {
+                final_bit: end_of_burst,
+                ack: false,
+                overflow: with_status && residual.overflow,
+                underflow: with_status && residual.underflow,
+                status_present: with_status,
+                status,
+                lun: if with_status { 0 } else { cmd.hdr.lun },
+                itt,
+                ttt: RESERVED_TAG,
+                stat_sn: if with_status { stat_sn } else { 0 },
+                exp_cmd_sn: exp,
+                max_cmd_sn: max,
+                data_sn,
+                buffer_offset: offset as u32,
+                residual: if with_status { residual.count } else { 0 },
+            });
+            pdus.push(OutPdu::new(&h, &data[offset..offset + n], self.digests));
+            if with_status {
+                stat_sn = stat_sn.wrapping_add(1);
+            }
+            data_sn = data_sn.wrapping_add(1);
+            offset += n;
+        }
+        let mut sense_seg = [0u8; 2 + rustio_scsi::FIXED_SENSE_LEN];
+        let mut sense_len = 0;
+        if let Some(s) = sense {
+            sense_seg[..2].copy_from_slice(&(s.len() as u16).to_be_bytes());
+            sense_seg[2..].copy_from_slice(&s);
+            sense_len = sense_seg.len();
+        }
+        if !collapse {
+            let h = Header::ScsiResponse(ScsiResponse {
+                bidi_overflow: false,
+                bidi_underflow: false,
+                overflow: residual.overflow,
+                underflow: residual.underflow,
+                response: 0,
+                status,
+                itt,
+                snack_tag: 0,
+                stat_sn,
+                exp_cmd_sn: exp,
+                max_cmd_sn: max,
+                exp_data_sn: data_sn,
+                bidi_residual: 0,
+                residual: residual.count,
+            });
+            pdus.push(OutPdu::new(&h, &sense_seg[..sense_len], self.digests));
+            stat_sn = stat_sn.wrapping_add(1);
+        }
+        match write_pdus(&mut w.stream, &pdus) {
+            Ok(()) => {
+                w.stat_sn = stat_sn;
+                true
+            }
+            Err(e) => {
+                w.broken = true;
+                drop(w);
+                debug!(conn = self.id, error = %e, "write failed");
+                self.close();
+                false
+            }
+        }
+    }
+}
+
+/// Residual information for a SCSI Response (RFC 7143 11.4.5).
+#[derive(Debug, Clone, Copy, Default)]
+struct Residual {
+    overflow: bool,
+    underflow: bool,
+    count: u32,
+}
+
+impl Residual {
+    fn of(expected: u32, actual: u64) -> Residual {
+        let e = u64::from(expected);
+        if actual > e {
+            Residual {
+                overflow: true,
+                underflow: false,
+                count: u32::try_from(actual - e).unwrap_or(u32::MAX),
+            }
+        } else if actual < e {
+            Residual {
+                overflow: false,
+                underflow: true,
+                count: u32::try_from(e - actual).unwrap_or(u32::MAX),
+            }
+        } else {
+            Residual::default()
+        }
+    }
+}
+
+fn task_attr(a: TaskAttribute) -> TaskAttr {
+    match a {
+        TaskAttribute::Ordered => TaskAttr::Ordered,
+        TaskAttribute::HeadOfQueue => TaskAttr::HeadOfQueue,
+        TaskAttribute::Aca => TaskAttr::Aca,
+        _ => TaskAttr::Simple,
+    }
+}
+
+fn is_read_opcode(op: u8) -> bool {
+    matches!(op, 0x08 | 0x28 | 0xa8 | 0x88)
+}
+
+fn is_write_opcode(op: u8) -> bool {
+    matches!(op, 0x0a | 0x2a | 0xaa | 0x8a | 0x2e | 0xae | 0x8e)
+}
+
+/// Executes one job on a worker thread and sends the result.
+pub(crate) fn execute(job: ExecJob, data_in: &mut Vec<u8>) {
+    let ExecJob {
+        sess,
+        conn,
+        cmd,
+        task,
+    } = job;
+    data_in.clear();
+    if task.aborted.load(Ordering::Acquire) {
+        finish_task(&sess, &cmd);
+        return;
+    }
+    let cdb = cmd.cdb.bytes();
+    let lun = rustio_scsi::decode_lun_u64(cmd.hdr.lun).unwrap_or(u64::MAX);
+    let lun_entry = sess.lun(cmd.hdr.lun);
+    let needed_out = if cmd.hdr.write {
+        sess.lun_map.data_out_len(lun, cdb)
+    } else {
+        None
+    };
+    let resp = match cmd.fail {
+        Some(s) => Response::check(s),
+        None => {
+            let data_out: &[u8] = if cmd.hdr.write {
+                let n = needed_out.map(|n| n as usize).unwrap_or(cmd.buf.len());
+                &cmd.buf[..n.min(cmd.buf.len())]
+            } else {
+                &[]
+            };
+            sess.lun_map.execute(
+                &sess.nexus,
+                lun,
+                cdb,
+                data_out,
+                u64::from(cmd.hdr.itt),
+                task_attr(cmd.hdr.attr),
+                data_in,
+            )
+        }
+    };
+    let residual = if cmd.hdr.write {
+        match needed_out {
+            Some(n) => Residual::of(cmd.hdr.edtl, u64::from(n)),
+            None => Residual::default(),
+        }
+    } else if cmd.hdr.read {
+        Residual::of(cmd.hdr.edtl, data_in.len() as u64)
+    } else if !data_in.is_empty() {
+        Residual::of(cmd.hdr.edtl, data_in.len() as u64)
+    } else {
+        Residual::default()
+    };
+    // Counters (relaxed atomics; no lock on the I/O path).
+    let op = cdb.first().copied().unwrap_or(0);
+    let ok = matches!(resp.status, Status::Good | Status::ConditionMet);
+    for c in [Some(&sess.counters), lun_entry.map(|l| &l.counters)]
+        .into_iter()
+        .flatten()
+    {
+        c.record(
+            is_read_opcode(op),
+            is_write_opcode(op),
+            if cmd.hdr.read { data_in.len().min(cmd.hdr.edtl as usize) as u64 } else { 0 },
+            if cmd.hdr.write { cmd.buf.len() as u64 } else { 0 },
+            ok,
+        );
+    }
+    if !cmd.hdr.immediate {
+        sess.complete_one();
+    }
+    if !task.aborted.load(Ordering::Acquire) {
+        conn.send_scsi_result(&cmd, &resp, data_in, residual);
+    }
+    sess.remove_task(cmd.hdr.itt);
+}
+
+fn finish_task(sess: &Session, cmd: &NewCommand) {
+    if !cmd.hdr.immediate {
+        sess.complete_one();
+    }
+    sess.remove_task(cmd.hdr.itt);
+}
+
+/// The reader side of a connection.
+pub(crate) struct ConnReader {
+    conn: Arc<Conn>,
+    reader: Reader,
+    last_rx: Instant,
+    ping_sent: Option<Instant>,
+    text: Option<TextContinuation>,
+    text_in: Vec<u8>,
+    nop_interval: Duration,
+    nop_timeout: Duration,
+}
+
+enum Flow {
+    Continue,
+    Close,
+}
+
+impl ConnReader {
+    pub(crate) fn new(conn: Arc<Conn>, reader: Reader) -> ConnReader {
+        let (nop_interval, nop_timeout) = match &conn.session.target {
+            Some((_, tpg)) => (tpg.params.nopin_interval, tpg.params.nopin_response_timeout),
+            None => (Duration::from_secs(15), Duration::from_secs(30)),
+        };
+        ConnReader {
+            conn,
+            reader,
+            last_rx: Instant::now(),
+            ping_sent: None,
+            text: None,
+            text_in: Vec::new(),
+            nop_interval,
+            nop_timeout,
+        }
+    }
+
+    /// Runs the full feature phase until the connection ends.
+    pub(crate) fn run(mut self) {
+        loop {
+            if self.conn.is_closing() {
+                break;
+            }
+            match self.reader.wait_pdu() {
+                Ok(true) => {}
+                Ok(false) => {
+                    if !self.idle_tick() {
+                        break;
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    debug!(conn = self.conn.id, error = %e, "connection ended");
+                    break;
+                }
+            }
+            match self.one_pdu() {
+                Ok(Flow::Continue) => {}
+                Ok(Flow::Close) => break,
+                Err(e) => {
+                    debug!(conn = self.conn.id, error = %e, "connection dropped");
+                    break;
+                }
+            }
+        }
+        self.cleanup();
+    }
+
+    /// NOP-In keepalive (RFC 7143 11.19): ping an idle connection, drop it if the
+    /// initiator does not answer.
+    fn idle_tick(&mut self) -> bool {
+        if self.nop_interval.is_zero() {
+            return true;
+        }
+        let now = Instant::now();
+        if let Some(sent) = self.ping_sent {
+            if now.duration_since(self.last_rx) >= self.nop_timeout && now.duration_since(sent) >= self.nop_timeout {
+                info!(conn = self.conn.id, peer = %self.conn.peer, "NOP-In not answered; dropping connection");
+                return false;
+            }
+        } else if now.duration_since(self.last_rx) >= self.nop_interval {
+            let ttt = self.conn.alloc_ttt();
+            self.conn.ping_ttt.store(ttt, Ordering::Release);
+            self.ping_sent = Some(now);
+            self.conn.send(&[], false, |stat_sn, exp, max| {
+                Header::NopIn(NopIn {
+                    lun: 0,
+                    itt: RESERVED_TAG,
+                    ttt,
+                    stat_sn,
+                    exp_cmd_sn: exp,
+                    max_cmd_sn: max,
+                })
+            });
+        }
+        true
+    }
+
+    fn read_vec(&mut self, len: usize) -> io::Result<(Vec<u8>, bool)> {
+        let mut v = vec![0u8; len];
+        let ok = self.read_into(&mut v)?;
+        Ok((v, ok))
+    }
+
+    /// Reads a data segment of `dst.len()` bytes plus padding and digest into `dst`;
+    /// returns whether the data digest matched.
+    fn read_into(&mut self, dst: &mut [u8]) -> io::Result<bool> {
+        let conn = self.conn.clone();
+        let abort = move || conn.is_closing();
+        self.reader.read_exact(dst, &abort)?;
+        let pad = pdu::pad_len(dst.len());
+        let mut tail = [0u8; 8];
+        let dd = if self.conn.digests.data && !dst.is_empty() { 4 } else { 0 };
+        self.reader.read_exact(&mut tail[..pad + dd], &abort)?;
+        if dd == 0 {
+            return Ok(true);
+        }
+        let crc = pdu::crc32c_append(pdu::crc32c(dst), &tail[..pad]);
+        Ok(pdu::digest_bytes(crc) == tail[pad..pad + 4])
+    }
+
+    fn skip_segment(&mut self, len: usize) -> io::Result<()> {
+        let extra = pdu::pad_len(len) + if self.conn.digests.data && len > 0 { 4 } else { 0 };
+        let conn = self.conn.clone();
+        let abort = move || conn.is_closing();
+        self.reader.skip(len + extra, &abort)
+    }
+
+    fn one_pdu(&mut self) -> io::Result<Flow> {
+        let mut bhs = [0u8; BHS_LEN];
+        {
+            let conn = self.conn.clone();
+            let abort = move || conn.is_closing();
+            self.reader.read_exact(&mut bhs, &abort)?;
+        }
+        let info = BhsInfo::of(&bhs);
+        let mut ahs_area = vec![0u8; info.ahs_len];
+        {
+            let conn = self.conn.clone();
+            let abort = move || conn.is_closing();
+            self.reader.read_exact(&mut ahs_area, &abort)?;
+            if self.conn.digests.header {
+                let mut d = [0u8; 4];
+                self.reader.read_exact(&mut d, &abort)?;
+                let crc = pdu::crc32c_append(pdu::crc32c(&bhs), &ahs_area);
+                if pdu::digest_bytes(crc) != d {
+                    // RFC 7143 7.8: a header digest error cannot be trusted for framing;
+                    // at ErrorRecoveryLevel 0 the connection is dropped.
+                    warn!(conn = self.conn.id, "header digest error; dropping connection");
+                    return Ok(Flow::Close);
+                }
+            }
+        }
+        self.last_rx = Instant::now();
+        self.ping_sent = None;
+        self.conn.shared.metrics.pdus_in.fetch_add(1, Ordering::Relaxed);
+        let len = info.data_len as usize;
+        if info.data_len > self.conn.recv_mrdsl {
+            // RFC 7143 13.12: more than we declared. Skip it and reject.
+            self.skip_segment(len)?;
+            self.conn.reject(RejectReason::ProtocolError, &bhs);
+            return Ok(Flow::Continue);
+        }
+        let discovery = self.conn.session.session_type == SessionType::Discovery;
+        let header = pdu::Header::parse(&bhs);
+        match header {
+            Header::ScsiCommand(c) if !discovery => self.on_scsi_command(c, &bhs, &ahs_area, len),
+            Header::DataOut(d) if !discovery => self.on_data_out(d, &bhs, len),
+            Header::NopOut(n) => self.on_nop_out(n, &bhs, len),
+            Header::TextRequest(t) => self.on_text(t, &bhs, len),
+            Header::TaskMgmtRequest(t) if !discovery => {
+                self.skip_segment(len)?;
+                self.admit_or_run(t.immediate, t.cmd_sn, DeferredKind::Tmf(t))
+            }
+            Header::LogoutRequest(l) => {
+                self.skip_segment(len)?;
+                self.admit_or_run(l.immediate, l.cmd_sn, DeferredKind::Logout(l))
+            }
+            Header::SnackRequest(_) => {
+                // SNACK needs ErrorRecoveryLevel > 0 (RFC 7143 11.16).
+                self.skip_segment(len)?;
+                self.conn.reject(RejectReason::ProtocolError, &bhs);
+                Ok(Flow::Continue)
+            }
+            Header::Unknown { .. } => {
+                self.skip_segment(len)?;
+                self.conn.reject(RejectReason::CommandNotSupported, &bhs);
+                Ok(Flow::Continue)
+            }
+            _ => {
+                // Target opcodes, Login in FFP, or SCSI traffic on a discovery session.
+                self.skip_segment(len)?;
+                self.conn.reject(RejectReason::ProtocolError, &bhs);
+                Ok(Flow::Continue)
+            }
+        }
+    }
+
+    /// Admits a non-immediate PDU through the CmdSN window, or runs an immediate one.
+    fn admit_or_run(&mut self, immediate: bool, cmd_sn: u32, kind: DeferredKind) -> io::Result<Flow> {
+        let d = Deferred {
+            conn: self.conn.clone(),
+            kind,
+        };
+        if immediate {
+            return Ok(process(d, true));
+        }
+        let sess = self.conn.session.clone();
+        match sess.admit(cmd_sn, d) {
+            (Admit::Now, Some(d)) => {
+                let mut flow = process(d, false);
+                while let Some(next) = sess.next_held() {
+                    if let Flow::Close = process(next, false) {
+                        flow = Flow::Close;
+                    }
+                }
+                Ok(flow)
+            }
+            (Admit::Held, _) => Ok(Flow::Continue),
+            _ => {
+                debug!(conn = self.conn.id, cmd_sn, exp = sess.exp_cmd_sn(), max = sess.max_cmd_sn(), "CmdSN outside window; ignored");
+                Ok(Flow::Continue)
+            }
+        }
+    }
+
+    fn on_scsi_command(
+        &mut self,
+        c: ScsiCommand,
+        bhs: &[u8; BHS_LEN],
+        ahs_area: &[u8],
+        len: usize,
+    ) -> io::Result<Flow> {
+        let sess = self.conn.session.clone();
+        let params = sess.params;
+        // Extended CDB (RFC 7143 11.3.5 / 11.2.2.3).
+        let mut cdb = Cdb::Short(c.cdb);
+        match pdu::parse_ahs(ahs_area) {
+            Ok(list) => {
+                for a in list {
+                    if a.ahs_type == ahs::EXTENDED_CDB && !a.data.is_empty() {
+                        let mut v = c.cdb.to_vec();
+                        v.extend_from_slice(&a.data[1..]);
+                        cdb = Cdb::Long(v);
+                    }
+                }
+            }
+            Err(_) => {
+                self.skip_segment(len)?;
+                self.conn.reject(RejectReason::InvalidPduField, bhs);
+                return Ok(self.consume_sn(c.immediate, c.cmd_sn));
+            }
+        }
+        let mut fail = None;
+        let protocol_error = (len > 0 && !c.write)
+            || (len > 0 && !params.immediate_data)
+            || len as u64 > u64::from(c.edtl)
+            || len as u32 > params.first_burst_length
+            || (!c.final_bit && (!c.write || params.initial_r2t))
+            || (c.write && c.edtl > MAX_WRITE_EDTL);
+        if protocol_error {
+            self.skip_segment(len)?;
+            self.conn.reject(
+                if c.write && c.edtl > MAX_WRITE_EDTL {
+                    RejectReason::InvalidPduField
+                } else {
+                    RejectReason::ProtocolError
+                },
+                bhs,
+            );
+            return Ok(self.consume_sn(c.immediate, c.cmd_sn));
+        }
+        if c.read && c.write {
+            // Bidirectional commands are not supported.
+            fail = Some(SENSE_INVALID_FIELD_CDB);
+        }
+        let mut buf = if c.write { vec![0u8; c.edtl as usize] } else { Vec::new() };
+        if len > 0 {
+            let ok = self.read_into(&mut buf[..len])?;
+            if !ok {
+                // RFC 7143 7.8: Reject with data digest error; the command ends with
+                // CHECK CONDITION (protocol service CRC error) at ERL 0.
+                self.conn.reject(RejectReason::DataDigestError, bhs);
+                fail = Some(Sense::new(rustio_scsi::SenseKey::AbortedCommand, 0x47, 0x05));
+            }
+        }
+        let cmd = Box::new(NewCommand {
+            hdr: c,
+            cdb,
+            buf,
+            received: len as u32,
+            fail,
+        });
+        self.admit_or_run(c.immediate, c.cmd_sn, DeferredKind::Scsi(cmd))
+    }
+
+    /// A rejected non-immediate command still consumes its CmdSN so the window moves.
+    fn consume_sn(&mut self, immediate: bool, cmd_sn: u32) -> Flow {
+        if immediate {
+            return Flow::Continue;
+        }
+        let sess = self.conn.session.clone();
+        let d = Deferred {
+            conn: self.conn.clone(),
+            kind: DeferredKind::Nop(
+                NopOut {
+                    immediate: false,
+                    lun: 0,
+                    itt: RESERVED_TAG,
+                    ttt: RESERVED_TAG,
+                    cmd_sn,
+                    exp_stat_sn: 0,
+                },
+                Vec::new(),
+            ),
+        };
+        if let (Admit::Now, Some(d)) = sess.admit(cmd_sn, d) {
+            let _ = process(d, false);
+            while let Some(next) = sess.next_held() {
+                let _ = process(next, false);
+            }
+        }
+        Flow::Continue
+    }
+
+    fn on_data_out(&mut self, d: DataOut, bhs: &[u8; BHS_LEN], len: usize) -> io::Result<Flow> {
+        let conn = self.conn.clone();
+        let wt = conn.writes.lock().remove(&d.itt);
+        let Some(mut wt) = wt else {
+            // Unknown ITT: possibly a task aborted a moment ago; discard and reject.
+            self.skip_segment(len)?;
+            if !conn.session.tasks.lock().contains_key(&d.itt) {
+                conn.reject(RejectReason::InvalidPduField, bhs);
+            }
+            return Ok(Flow::Continue);
+        };
+        if wt.task.aborted.load(Ordering::Acquire) {
+            self.skip_segment(len)?;
+            finish_task(&conn.session, &wt.cmd);
+            return Ok(Flow::Continue);
+        }
+        let edtl = wt.cmd.hdr.edtl;
+        let offset = d.buffer_offset;
+        let end = match offset.checked_add(len as u32) {
+            Some(e) if e <= edtl => e,
+            _ => {
+                warn!(conn = conn.id, itt = d.itt, offset, len, edtl, "Data-Out beyond the expected length");
+                return Ok(Flow::Close);
+            }
+        };
+        // Validate against the sequence this PDU belongs to (RFC 7143 11.7.x; at ERL 0
+        // a sequence error is fatal for the connection, 7.1.1).
+        if d.ttt == RESERVED_TAG {
+            if offset != wt.unsol_next || end > wt.unsol_end || d.data_sn != wt.unsol_data_sn {
+                warn!(conn = conn.id, itt = d.itt, data_sn = d.data_sn, "unsolicited Data-Out out of sequence");
+                return Ok(Flow::Close);
+            }
+        } else {
+            let Some(r) = wt.r2ts.iter().find(|r| r.ttt == d.ttt) else {
+                warn!(conn = conn.id, itt = d.itt, ttt = d.ttt, "Data-Out for unknown TTT");
+                return Ok(Flow::Close);
+            };
+            if offset != r.offset + r.received || end > r.offset + r.len || d.data_sn != r.data_sn {
+                warn!(conn = conn.id, itt = d.itt, data_sn = d.data_sn, "solicited Data-Out out of sequence");
+                return Ok(Flow::Close);
+            }
+        }
+        let ok = self.read_into(&mut wt.cmd.buf[offset as usize..end as usize])?;
+        if !ok {
+            conn.reject(RejectReason::DataDigestError, bhs);
+            wt.cmd.fail = Some(Sense::new(rustio_scsi::SenseKey::AbortedCommand, 0x47, 0x05));
+        }
+        wt.cmd.received += len as u32;
+        if d.ttt == RESERVED_TAG {
+            wt.unsol_next = end;
+            wt.unsol_data_sn = wt.unsol_data_sn.wrapping_add(1);
+            if d.final_bit {
+                wt.unsol_end = wt.unsol_next;
+            }
+        } else if let Some(i) = wt.r2ts.iter().position(|r| r.ttt == d.ttt) {
+            let r = &mut wt.r2ts[i];
+            r.received += len as u32;
+            r.data_sn = r.data_sn.wrapping_add(1);
+            if r.received == r.len || d.final_bit {
+                wt.r2ts.remove(i);
+            }
+        }
+        if wt.cmd.received >= edtl {
+            let WriteTask { cmd, task, .. } = wt;
+            dispatch(&conn, cmd, task);
+            return Ok(Flow::Continue);
+        }
+        send_r2ts(&conn, &mut wt);
+        if wt.r2ts.is_empty() && wt.next_r2t >= edtl && wt.unsol_next >= wt.unsol_end {
+            // The initiator ended every sequence short of EDTL: run with what we have.
+            let WriteTask { cmd, task, .. } = wt;
+            dispatch(&conn, cmd, task);
+            return Ok(Flow::Continue);
+        }
+        conn.writes.lock().insert(d.itt, wt);
+        Ok(Flow::Continue)
+    }
+
+    fn on_nop_out(&mut self, n: NopOut, bhs: &[u8; BHS_LEN], len: usize) -> io::Result<Flow> {
+        let (data, ok) = self.read_vec(len)?;
+        if !ok {
+            self.conn.reject(RejectReason::DataDigestError, bhs);
+            return Ok(self.consume_sn(n.immediate, n.cmd_sn));
+        }
+        if n.itt == RESERVED_TAG {
+            // An answer to our ping, or a NOP that wants no answer (must be immediate,
+            // RFC 7143 11.18.3).
+            if n.ttt != RESERVED_TAG && n.ttt == self.conn.ping_ttt.load(Ordering::Acquire) {
+                self.conn.ping_ttt.store(0, Ordering::Release);
+            }
+            if !n.immediate {
+                return Ok(self.consume_sn(false, n.cmd_sn));
+            }
+            return Ok(Flow::Continue);
+        }
+        if n.ttt != RESERVED_TAG {
+            self.conn.reject(RejectReason::InvalidPduField, bhs);
+            return Ok(self.consume_sn(n.immediate, n.cmd_sn));
+        }
+        self.admit_or_run(n.immediate, n.cmd_sn, DeferredKind::Nop(n, data))
+    }
+
+    fn on_text(&mut self, t: TextRequest, bhs: &[u8; BHS_LEN], len: usize) -> io::Result<Flow> {
+        let (data, ok) = self.read_vec(len)?;
+        if !ok {
+            self.conn.reject(RejectReason::DataDigestError, bhs);
+            return Ok(self.consume_sn(t.immediate, t.cmd_sn));
+        }
+        // Continuation of our multi-PDU response (RFC 7143 11.10.4).
+        if t.ttt != RESERVED_TAG {
+            match self.text.take() {
+                Some(mut c) if c.ttt == t.ttt && c.itt == t.itt && data.is_empty() => {
+                    let conn = self.conn.clone();
+                    let mrdsl = conn.send_mrdsl.load(Ordering::Relaxed) as usize;
+                    let n = c.rest.len().min(mrdsl);
+                    let chunk: Vec<u8> = c.rest.drain(..n).collect();
+                    let more = !c.rest.is_empty();
+                    let ttt = if more { c.ttt } else { RESERVED_TAG };
+                    if more {
+                        self.text = Some(c);
+                    }
+                    // Keep the CmdSN window moving for this (non-immediate) request.
+                    self.consume_sn(t.immediate, t.cmd_sn);
+                    conn.send(&chunk, true, |stat_sn, exp, max| {
+                        Header::TextResponse(TextResponse {
+                            final_bit: !more,
+                            cont: more,
+                            lun: 0,
+                            itt: t.itt,
+                            ttt,
+                            stat_sn,
+                            exp_cmd_sn: exp,
+                            max_cmd_sn: max,
+                        })
+                    });
+                    return Ok(Flow::Continue);
+                }
+                _ => {
+                    self.conn.reject(RejectReason::InvalidPduField, bhs);
+                    return Ok(self.consume_sn(t.immediate, t.cmd_sn));
+                }
+            }
+        }
+        // Initiator-side continuation (C bit): accumulate.
+        if self.text_in.len() + data.len() > 64 * 1024 {
+            self.text_in.clear();
+            self.conn.reject(RejectReason::ProtocolError, bhs);
+            return Ok(self.consume_sn(t.immediate, t.cmd_sn));
+        }
+        self.text_in.extend_from_slice(&data);
+        if t.cont && !t.final_bit {
+            let conn = self.conn.clone();
+            conn.send(&[], true, |stat_sn, exp, max| {
+                Header::TextResponse(TextResponse {
+                    final_bit: false,
+                    cont: false,
+                    lun: 0,
+                    itt: t.itt,
+                    ttt: RESERVED_TAG,
+                    stat_sn,
+                    exp_cmd_sn: exp,
+                    max_cmd_sn: max,
+                })
+            });
+            return Ok(Flow::Continue);
+        }
+        let all = std::mem::take(&mut self.text_in);
+        let reply = build_text_reply(&self.conn, &all);
+        let conn = self.conn.clone();
+        let mrdsl = conn.send_mrdsl.load(Ordering::Relaxed) as usize;
+        if reply.len() > mrdsl {
+            let ttt = conn.alloc_ttt();
+            self.text = Some(TextContinuation {
+                itt: t.itt,
+                ttt,
+                rest: reply[mrdsl..].to_vec(),
+            });
+            let first = reply[..mrdsl].to_vec();
+            return self.admit_or_run(
+                t.immediate,
+                t.cmd_sn,
+                DeferredKind::Text(TextRequest { ttt, ..t }, first, true),
+            );
+        }
+        self.admit_or_run(t.immediate, t.cmd_sn, DeferredKind::Text(t, reply, false))
+    }
+
+    fn cleanup(self) {
+        let conn = self.conn;
+        conn.close();
+        let sess = conn.session.clone();
+        // Abort writes still collecting data on this connection.
+        let pending: Vec<WriteTask> = conn.writes.lock().drain().map(|(_, w)| w).collect();
+        for w in pending {
+            finish_task(&sess, &w.cmd);
+        }
+        conn.shared.connection_ended(&conn);
+    }
+}
+
+/// Builds the Text Response for a Text Request's keys (SendTargets, RFC 7143 13.3 and
+/// appendix C; other keys as in negotiation).
+fn build_text_reply(conn: &Conn, data: &[u8]) -> Vec<u8> {
+    let pairs = match text::parse(data) {
+        Ok(p) => p,
+        Err(_) => return text::encode(&[("X-rustio-error", "Reject")]),
+    };
+    let mut out: Vec<(String, String)> = Vec::new();
+    for (k, v) in pairs {
+        match k.as_str() {
+            "SendTargets" => {
+                let cfg = conn.shared.config();
+                let sess = &conn.session;
+                let discovery = sess.session_type == SessionType::Discovery;
+                let wanted: Option<String> = match v.as_str() {
+                    "All" if discovery => None,
+                    // In a normal session "All" and "" mean the session's target.
+                    "All" | "" => Some(sess.target_name().to_string()),
+                    name if crate::config::valid_iscsi_name(name) => Some(name.to_string()),
+                    _ => {
+                        out.push((k, "Reject".into()));
+                        continue;
+                    }
+                };
+                if wanted.as_deref() == Some("") {
+                    out.push((k, "Reject".into()));
+                    continue;
+                }
+                for t in &cfg.targets {
+                    if let Some(w) = &wanted {
+                        if !t.iqn.eq_ignore_ascii_case(w) {
+                            continue;
+                        }
+                    }
+                    let tpgs: Vec<_> = t
+                        .tpgs
+                        .iter()
+                        .filter(|tpg| tpg.enabled && !tpg.portals.is_empty())
+                        .collect();
+                    if tpgs.is_empty() {
+                        continue;
+                    }
+                    if discovery && !tpgs.iter().any(|tpg| tpg.allows(&sess.initiator)) {
+                        // Do not reveal targets this initiator may not log in to.
+                        continue;
+                    }
+                    out.push(("TargetName".into(), t.iqn.clone()));
+                    for tpg in tpgs {
+                        for p in &tpg.portals {
+                            let mut addr = p.addr;
+                            if addr.ip().is_unspecified() {
+                                // A wildcard portal answers with the address the
+                                // initiator reached us on.
+                                addr.set_ip(conn.local.ip());
+                            }
+                            out.push(("TargetAddress".into(), target_address(addr, tpg.tag)));
+                        }
+                    }
+                }
+            }
+            "MaxRecvDataSegmentLength" => match text::parse_number(&v) {
+                Some(n) if (512..(1 << 24)).contains(&n) => {
+                    conn.send_mrdsl.store(n as u32, Ordering::Relaxed);
+                    out.push((k, conn.recv_mrdsl.to_string()));
+                }
+                _ => out.push((k, "Reject".into())),
+            },
+            _ => match text::lookup(&k) {
+                // Keys that are only negotiable during login.
+                Some(_) => out.push((k, "Reject".into())),
+                None => out.push((k, "NotUnderstood".into())),
+            },
+        }
+    }
+    text::encode(&out)
+}
+
+/// Processes an in-order (or immediate) PDU.
+fn process(d: Deferred, immediate: bool) -> Flow {
+    let Deferred { conn, kind } = d;
+    let sess = conn.session.clone();
+    match kind {
+        DeferredKind::Scsi(cmd) => {
+            start_command(&conn, cmd);
+            Flow::Continue
+        }
+        DeferredKind::Nop(n, data) => {
+            if !immediate {
+                sess.complete_one();
+            }
+            if n.itt != RESERVED_TAG {
+                let mrdsl = conn.send_mrdsl.load(Ordering::Relaxed) as usize;
+                let echo = &data[..data.len().min(mrdsl)];
+                conn.send(echo, true, |stat_sn, exp, max| {
+                    Header::NopIn(NopIn {
+                        lun: n.lun,
+                        itt: n.itt,
+                        ttt: RESERVED_TAG,
+                        stat_sn,
+                        exp_cmd_sn: exp,
+                        max_cmd_sn: max,
+                    })
+                });
+            }
+            Flow::Continue
+        }
+        DeferredKind::Text(t, reply, more) => {
+            if !immediate {
+                sess.complete_one();
+            }
+            conn.send(&reply, true, |stat_sn, exp, max| {
+                Header::TextResponse(TextResponse {
+                    final_bit: !more,
+                    cont: more,
+                    lun: 0,
+                    itt: t.itt,
+                    ttt: if more { t.ttt } else { RESERVED_TAG },
+                    stat_sn,
+                    exp_cmd_sn: exp,
+                    max_cmd_sn: max,
+                })
+            });
+            Flow::Continue
+        }
+        DeferredKind::Tmf(t) => {
+            let response = task_management(&conn, &t);
+            if !immediate {
+                sess.complete_one();
+            }
+            conn.send(&[], true, |stat_sn, exp, max| {
+                Header::TaskMgmtResponse(TaskMgmtResponse {
+                    response: response as u8,
+                    itt: t.itt,
+                    stat_sn,
+                    exp_cmd_sn: exp,
+                    max_cmd_sn: max,
+                })
+            });
+            if response == TmfResponse::Complete && t.function == TmfFunction::TargetColdReset {
+                // RFC 7143 11.5.1: after a cold reset the target drops all connections.
+                conn.shared.close_target_sessions(sess.target_name());
+                return Flow::Close;
+            }
+            Flow::Continue
+        }
+        DeferredKind::Logout(l) => logout(&conn, &l, immediate),
+    }
+}
+
+/// Starts a command delivered in CmdSN order: registers the task and either dispatches
+/// it or asks for its Data-Out.
+fn start_command(conn: &Arc<Conn>, cmd: Box<NewCommand>) {
+    let sess = &conn.session;
+    let task = Arc::new(TaskState {
+        itt: cmd.hdr.itt,
+        lun_field: cmd.hdr.lun,
+        cmd_sn: cmd.hdr.cmd_sn,
+        aborted: AtomicBool::new(false),
+    });
+    if !sess.add_task(task.clone()) {
+        // The ITT is in use by a task still in progress (RFC 7143 11.17.1 reason 0x07).
+        let bhs = Header::ScsiCommand(cmd.hdr).encode(0, 0);
+        conn.reject(RejectReason::TaskInProgress, &bhs);
+        if !cmd.hdr.immediate {
+            sess.complete_one();
+        }
+        return;
+    }
+    let edtl = cmd.hdr.edtl;
+    if !cmd.hdr.write || cmd.received >= edtl {
+        dispatch(conn, cmd, task);
+        return;
+    }
+    let params = sess.params;
+    // Unsolicited data follows (F = 0) up to FirstBurstLength (RFC 7143 13.14).
+    let unsol_end = if !cmd.hdr.final_bit && !params.initial_r2t {
+        params.first_burst_length.min(edtl).max(cmd.received)
+    } else {
+        cmd.received
+    };
+    let itt = cmd.hdr.itt;
+    let mut wt = WriteTask {
+        unsol_next: cmd.received,
+        unsol_data_sn: 0,
+        unsol_end,
+        next_r2t: unsol_end,
+        r2t_sn: 0,
+        r2ts: Vec::new(),
+        cmd,
+        task,
+    };
+    send_r2ts(conn, &mut wt);
+    conn.writes.lock().insert(itt, wt);
+}
+
+/// Sends R2Ts until MaxOutstandingR2T are outstanding or everything is requested
+/// (RFC 7143 11.8, 13.17), each at most MaxBurstLength.
+fn send_r2ts(conn: &Conn, wt: &mut WriteTask) {
+    let params = conn.session.params;
+    let edtl = wt.cmd.hdr.edtl;
+    let max_out = params.max_outstanding_r2t.max(1) as usize;
+    while wt.r2ts.len() < max_out && wt.next_r2t < edtl {
+        let len = (edtl - wt.next_r2t).min(params.max_burst_length.max(512));
+        let ttt = conn.alloc_ttt();
+        let r2t = R2t {
+            lun: wt.cmd.hdr.lun,
+            itt: wt.cmd.hdr.itt,
+            ttt,
+            stat_sn: 0,
+            exp_cmd_sn: 0,
+            max_cmd_sn: 0,
+            r2t_sn: wt.r2t_sn,
+            buffer_offset: wt.next_r2t,
+            desired_len: len,
+        };
+        wt.r2ts.push(OutstandingR2t {
+            ttt,
+            offset: wt.next_r2t,
+            len,
+            received: 0,
+            data_sn: 0,
+        });
+        wt.r2t_sn = wt.r2t_sn.wrapping_add(1);
+        wt.next_r2t += len;
+        conn.send(&[], false, |stat_sn, exp, max| {
+            Header::R2t(R2t {
+                stat_sn,
+                exp_cmd_sn: exp,
+                max_cmd_sn: max,
+                ..r2t
+            })
+        });
+    }
+}
+
+fn dispatch(conn: &Arc<Conn>, cmd: Box<NewCommand>, task: Arc<TaskState>) {
+    let job = ExecJob {
+        sess: conn.session.clone(),
+        conn: conn.clone(),
+        cmd,
+        task,
+    };
+    conn.shared.submit(job);
+}
+
+/// Task management (RFC 7143 11.5; SAM-5 7).
+fn task_management(conn: &Arc<Conn>, t: &TaskMgmtRequest) -> TmfResponse {
+    let sess = &conn.session;
+    let shared = &conn.shared;
+    let grace = Duration::from_secs(10);
+    let lun_lu = sess.lun(t.lun).map(|l| l.lu.clone());
+    let abort_in = |s: &Arc<Session>, pred: &dyn Fn(&TaskState) -> bool| {
+        let itts = s.abort_tasks(pred);
+        for itt in &itts {
+            // Tasks still collecting Data-Out end here; queued/running ones end in the
+            // worker, which suppresses their response.
+            for c in s.conns.lock().iter() {
+                if let Some(w) = c.writes.lock().remove(itt) {
+                    finish_task(s, &w.cmd);
+                }
+            }
+        }
+        s.wait_tasks_gone(&itts, grace);
+    };
+    match t.function {
+        TmfFunction::AbortTask => {
+            let found = sess.tasks.lock().contains_key(&t.ref_itt);
+            match found {
+                true => {
+                    let r = t.ref_itt;
+                    abort_in(sess, &|x: &TaskState| x.itt == r);
+                    TmfResponse::Complete
+                }
+                false => {
+                    // RFC 7143 11.5.1: a RefCmdSN not yet received but below this TMF's
+                    // CmdSN counts as received and aborted.
+                    let exp = sess.exp_cmd_sn();
+                    if crate::session::sn_le(exp, t.ref_cmd_sn) && crate::session::sn_lt(t.ref_cmd_sn, t.cmd_sn) {
+                        TmfResponse::Complete
+                    } else {
+                        TmfResponse::TaskDoesNotExist
+                    }
+                }
+            }
+        }
+        TmfFunction::AbortTaskSet | TmfFunction::ClearTaskSet | TmfFunction::LunReset | TmfFunction::ClearAca => {
+            let Some(lu) = lun_lu else {
+                return TmfResponse::LunDoesNotExist;
+            };
+            let lun_field = t.lun;
+            match t.function {
+                TmfFunction::AbortTaskSet => {
+                    abort_in(sess, &|x: &TaskState| x.lun_field == lun_field);
+                    lu.task_management(&sess.nexus, Tmf::AbortTaskSet);
+                }
+                TmfFunction::ClearAca => lu.task_management(&sess.nexus, Tmf::ClearAca),
+                _ => {
+                    // Every nexus's tasks on this logical unit.
+                    for s in shared.sessions_snapshot() {
+                        let fields: Vec<u64> = s
+                            .luns
+                            .iter()
+                            .filter(|l| Arc::ptr_eq(&l.lu, &lu))
+                            .map(|l| l.lun)
+                            .collect();
+                        if fields.is_empty() {
+                            continue;
+                        }
+                        abort_in(&s, &|x: &TaskState| {
+                            rustio_scsi::decode_lun(x.lun_field.to_be_bytes())
+                                .map(|l| fields.contains(&l))
+                                .unwrap_or(false)
+                        });
+                    }
+                    lu.task_management(
+                        &sess.nexus,
+                        if t.function == TmfFunction::LunReset {
+                            Tmf::LogicalUnitReset
+                        } else {
+                            Tmf::ClearTaskSet
+                        },
+                    );
+                }
+            }
+            TmfResponse::Complete
+        }
+        TmfFunction::TargetWarmReset | TmfFunction::TargetColdReset => {
+            let target = sess.target_name().to_string();
+            for s in shared.sessions_snapshot() {
+                if s.target_name() == target {
+                    abort_in(&s, &|_| true);
+                }
+            }
+            let tmf = if t.function == TmfFunction::TargetColdReset {
+                Tmf::TargetColdReset
+            } else {
+                Tmf::TargetWarmReset
+            };
+            if let Some((_, tpg)) = &sess.target {
+                for l in &tpg.luns {
+                    l.lu.task_management(&sess.nexus, tmf);
+                }
+            }
+            TmfResponse::Complete
+        }
+        TmfFunction::TaskReassign => TmfResponse::ReassignNotSupported,
+        TmfFunction::Other(_) => TmfResponse::Rejected,
+    }
+}
+
+/// Logout (RFC 7143 11.14, 11.15).
+fn logout(conn: &Arc<Conn>, l: &LogoutRequest, immediate: bool) -> Flow {
+    let sess = conn.session.clone();
+    let grace = Duration::from_secs(10);
+    let (code, close_self) = match l.reason {
+        LogoutReason::CloseSession => {
+            sess.wait_idle(grace);
+            (LogoutResponseCode::Success, true)
+        }
+        LogoutReason::CloseConnection => {
+            if l.cid == conn.cid {
+                (LogoutResponseCode::Success, true)
+            } else {
+                let other = sess.conns.lock().iter().find(|c| c.cid == l.cid).cloned();
+                match other {
+                    Some(c) => {
+                        c.close();
+                        (LogoutResponseCode::Success, false)
+                    }
+                    None => (LogoutResponseCode::CidNotFound, false),
+                }
+            }
+        }
+        LogoutReason::RemoveForRecovery => (LogoutResponseCode::RecoveryNotSupported, false),
+        LogoutReason::Other(_) => {
+            let bhs = Header::LogoutRequest(*l).encode(0, 0);
+            conn.reject(RejectReason::InvalidPduField, &bhs);
+            if !immediate {
+                sess.complete_one();
+            }
+            return Flow::Continue;
+        }
+    };
+    if !immediate {
+        sess.complete_one();
+    }
+    let (t2w, t2r) = (
+        sess.params.default_time2wait as u16,
+        sess.params.default_time2retain as u16,
+    );
+    conn.send(&[], true, |stat_sn, exp, max| {
+        Header::LogoutResponse(LogoutResponse {
+            response: code as u8,
+            itt: l.itt,
+            stat_sn,
+            exp_cmd_sn: exp,
+            max_cmd_sn: max,
+            time2wait: t2w,
+            time2retain: t2r,
+        })
+    });
+    if l.reason == LogoutReason::CloseSession && code == LogoutResponseCode::Success {
+        sess.close();
+        return Flow::Close;
+    }
+    if close_self {
+        return Flow::Close;
+    }
+    Flow::Continue
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn residual_rules() {
+        let r = Residual::of(1024, 512);
+        assert!(r.underflow && !r.overflow);
+        assert_eq!(r.count, 512);
+        let r = Residual::of(200, 512);
+        assert!(r.overflow && !r.underflow);
+        assert_eq!(r.count, 312);
+        let r = Residual::of(512, 512);
+        assert!(!r.overflow && !r.underflow && r.count == 0);
+    }
+
+    #[test]
+    fn reader_handles_split_input() {
+        use std::net::TcpListener;
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let t = std::thread::spawn(move || {
+            let mut c = TcpStream::connect(addr).unwrap();
+            c.write_all(&[1, 2, 3]).unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+            c.write_all(&(4u8..=200).collect::<Vec<_>>()).unwrap();
+        });
+        let (s, _) = l.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+        let mut r = Reader::new(s, 64);
+        let mut a = [0u8; 5];
+        r.read_exact(&mut a, &|| false).unwrap();
+        assert_eq!(a, [1, 2, 3, 4, 5]);
+        let mut b = vec![0u8; 195];
+        r.read_exact(&mut b, &|| false).unwrap();
+        assert_eq!(b[0], 6);
+        assert_eq!(b[194], 200);
+        t.join().unwrap();
+    }
+}

@@ -1,0 +1,212 @@
+//! Counters and their Prometheus text exposition (format 0.0.4), served by a tiny HTTP
+//! responder.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use rustio_scsi::LogicalUnit;
+
+/// I/O counters of a LUN or a session. Relaxed atomics: they are statistics.
+#[derive(Debug, Default)]
+pub struct IoCounters {
+    /// READ commands.
+    pub read_cmds: AtomicU64,
+    /// WRITE commands.
+    pub write_cmds: AtomicU64,
+    /// Other commands.
+    pub other_cmds: AtomicU64,
+    /// Bytes sent to the initiator.
+    pub read_bytes: AtomicU64,
+    /// Bytes received from the initiator.
+    pub write_bytes: AtomicU64,
+    /// Commands that ended with a status other than GOOD / CONDITION MET.
+    pub errors: AtomicU64,
+}
+
+impl IoCounters {
+    /// Records one command.
+    pub fn record(&self, read: bool, write: bool, in_bytes: u64, out_bytes: u64, ok: bool) {
+        let c = if read {
+            &self.read_cmds
+        } else if write {
+            &self.write_cmds
+        } else {
+            &self.other_cmds
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+        if in_bytes > 0 {
+            self.read_bytes.fetch_add(in_bytes, Ordering::Relaxed);
+        }
+        if out_bytes > 0 {
+            self.write_bytes.fetch_add(out_bytes, Ordering::Relaxed);
+        }
+        if !ok {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn fields(&self) -> [(&'static str, u64); 6] {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        [
+            ("read_commands_total", l(&self.read_cmds)),
+            ("write_commands_total", l(&self.write_cmds)),
+            ("other_commands_total", l(&self.other_cmds)),
+            ("read_bytes_total", l(&self.read_bytes)),
+            ("write_bytes_total", l(&self.write_bytes)),
+            ("errors_total", l(&self.errors)),
+        ]
+    }
+}
+
+/// Server-wide counters.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// PDUs received in full feature phase.
+    pub pdus_in: AtomicU64,
+    /// Reject PDUs sent.
+    pub rejects: AtomicU64,
+    /// Successful logins.
+    pub logins: AtomicU64,
+    /// Failed logins.
+    pub login_failures: AtomicU64,
+    /// Connections accepted.
+    pub connections: AtomicU64,
+    luns: Mutex<HashMap<usize, Arc<IoCounters>>>,
+}
+
+impl Metrics {
+    /// The counters of a logical unit (created on first use).
+    pub fn lun_counters(&self, lu: &Arc<LogicalUnit>) -> Arc<IoCounters> {
+        let key = Arc::as_ptr(lu) as usize;
+        self.luns.lock().entry(key).or_default().clone()
+    }
+}
+
+/// Labels and counters of one series group.
+#[derive(Debug)]
+pub struct Series {
+    /// Label pairs.
+    pub labels: Vec<(&'static str, String)>,
+    /// Counters.
+    pub counters: Arc<IoCounters>,
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+fn label_str(labels: &[(&'static str, String)]) -> String {
+    let inner: Vec<String> = labels
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+        .collect();
+    format!("{{{}}}", inner.join(","))
+}
+
+/// Renders counters as Prometheus text.
+pub fn render(
+    globals: &[(&str, &str, u64)],
+    prefix_groups: &[(&str, Vec<Series>)],
+) -> String {
+    let mut out = String::new();
+    for (name, kind, v) in globals {
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        let _ = writeln!(out, "{name} {v}");
+    }
+    for (prefix, series) in prefix_groups {
+        if series.is_empty() {
+            continue;
+        }
+        for (i, (field, _)) in series[0].counters.fields().iter().enumerate() {
+            let name = format!("{prefix}_{field}");
+            let _ = writeln!(out, "# TYPE {name} counter");
+            for s in series {
+                let v = s.counters.fields()[i].1;
+                let _ = writeln!(out, "{name}{} {v}", label_str(&s.labels));
+            }
+        }
+    }
+    out
+}
+
+/// Serves `GET /metrics` (any path, really) on `listener` with the text `render`
+/// produces, until `stop` is set. One request per connection, HTTP/1.0 style.
+pub fn serve(
+    listener: TcpListener,
+    render: Arc<dyn Fn() -> String + Send + Sync>,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<JoinHandle<()>> {
+    listener.set_nonblocking(true)?;
+    std::thread::Builder::new()
+        .name("rustio-metrics".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Acquire) {
+                match listener.accept() {
+                    Ok((mut s, _)) => {
+                        let _ = s.set_nonblocking(false);
+                        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                        let mut buf = [0u8; 2048];
+                        let mut got = 0;
+                        // Read the request head (we ignore its content beyond the path).
+                        while got < buf.len() {
+                            match s.read(&mut buf[got..]) {
+                                Ok(0) => break,
+                                Ok(n) => {
+                                    got += n;
+                                    if buf[..got].windows(4).any(|w| w == b"\r\n\r\n") {
+                                        break;
+                                    }
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                        let body = render();
+                        let head = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            body.len()
+                        );
+                        let _ = s.write_all(head.as_bytes());
+                        let _ = s.write_all(body.as_bytes());
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(50)),
+                }
+            }
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_format() {
+        let c = Arc::new(IoCounters::default());
+        c.record(true, false, 4096, 0, true);
+        c.record(false, true, 0, 512, false);
+        let text = render(
+            &[("rustio_iscsi_sessions", "gauge", 2)],
+            &[(
+                "rustio_lun",
+                vec![Series {
+                    labels: vec![("target", "iqn.x:\"y\"".into()), ("lun", "0".into())],
+                    counters: c,
+                }],
+            )],
+        );
+        assert!(text.contains("# TYPE rustio_iscsi_sessions gauge\nrustio_iscsi_sessions 2\n"));
+        assert!(text.contains("rustio_lun_read_commands_total{target=\"iqn.x:\\\"y\\\"\",lun=\"0\"} 1\n"));
+        assert!(text.contains("rustio_lun_read_bytes_total{target=\"iqn.x:\\\"y\\\"\",lun=\"0\"} 4096\n"));
+        assert!(text.contains("rustio_lun_write_bytes_total{target=\"iqn.x:\\\"y\\\"\",lun=\"0\"} 512\n"));
+        assert!(text.contains("rustio_lun_errors_total{target=\"iqn.x:\\\"y\\\"\",lun=\"0\"} 1\n"));
+    }
+}

@@ -1,0 +1,412 @@
+//! targetcli `saveconfig.json` → [`ServerConfig`]: a thin mapping over the shared
+//! `rustio-config` model.
+//!
+//! * `fileio` → [`rustio_backstore::FileBackstore`] on `dev` (created at `size` when
+//!   missing), `block` → `FileBackstore` on the device, `ramdisk` →
+//!   [`rustio_backstore::RamBackstore`] (`nullio` → its null variant).
+//! * iSCSI targets, TPGs (attributes `authentication`, `generate_node_acls`,
+//!   `demo_mode_write_protect`, `nopin_timeout`, `nopin_response_timeout`; parameters
+//!   = the RFC 7143 keys), LUNs, portals, node ACLs with CHAP and mapped LUNs, and the
+//!   iSCSI fabric module's discovery authentication.
+//!
+//! On reload the logical units of storage objects whose definition did not change are
+//! reused, so sessions using them are unaffected.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustio_backstore::{Backstore, FileBackstore, FileOptions, RamBackstore};
+use rustio_config::{ConfigValue, SaveConfig, StorageObject};
+use rustio_scsi::{LogicalUnit, LuConfig};
+
+use crate::config::{
+    AclConfig, ChapCredentials, DiscoveryAuth, LunConfig, MappedLunConfig, PortalConfig,
+    ServerConfig, StorageObjectRuntime, TargetConfig, TpgConfig, TpgParams,
+};
+use crate::text::{parse_bool, parse_number};
+use crate::{Error, Result};
+
+/// Reads and maps a saveconfig.json file; `previous` lends its unchanged logical units.
+pub fn load(path: &Path, previous: Option<&ServerConfig>) -> Result<ServerConfig> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::ConfigFile {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let model = rustio_config::parse::from_str(&text)
+        .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+    from_model(&model, previous)
+}
+
+fn setting_u64(map: &rustio_config::model::Settings, key: &str) -> Option<u64> {
+    match map.get(key)? {
+        ConfigValue::Int(v) => u64::try_from(*v).ok(),
+        ConfigValue::UInt(v) => Some(*v),
+        ConfigValue::Bool(b) => Some(u64::from(*b)),
+        ConfigValue::Str(s) => parse_number(s.trim()),
+    }
+}
+
+fn setting_flag(map: &rustio_config::model::Settings, key: &str) -> Option<bool> {
+    match map.get(key)? {
+        ConfigValue::Bool(b) => Some(*b),
+        ConfigValue::Str(s) => match s.trim() {
+            "Yes" | "yes" | "true" | "1" => Some(true),
+            "No" | "no" | "false" | "0" => Some(false),
+            _ => None,
+        },
+        _ => setting_u64(map, key).map(|v| v != 0),
+    }
+}
+
+fn setting_str(map: &rustio_config::model::Settings, key: &str) -> Option<String> {
+    map.get(key).map(|v| v.to_configfs())
+}
+
+/// A stable description of a storage object's definition (reuse key on reload).
+fn fingerprint(so: &StorageObject) -> String {
+    serde_json::to_string(so).unwrap_or_else(|_| so.path())
+}
+
+fn open_storage(so: &StorageObject) -> Result<Arc<LogicalUnit>> {
+    let name = so.name().to_string();
+    let storage_err = |e: Box<dyn std::error::Error + Send + Sync>| Error::Storage {
+        name: name.clone(),
+        source: e,
+    };
+    let common = so
+        .common()
+        .ok_or_else(|| Error::Config(format!("storage object {name}: unsupported plugin")))?;
+    let block_size = setting_u64(&common.attributes, "block_size")
+        .and_then(|v| u32::try_from(v).ok())
+        .unwrap_or(512);
+    let (store, write_cache, read_only): (Arc<dyn Backstore>, bool, bool) = match so {
+        StorageObject::Fileio(f) => {
+            let wb = f.write_back.unwrap_or(true);
+            let mut o = FileOptions::new(&f.dev);
+            o.size = f.size;
+            o.block_size = block_size;
+            o.write_back = wb;
+            let b = FileBackstore::open(o).map_err(|e| storage_err(Box::new(e)))?;
+            (Arc::new(b), wb, false)
+        }
+        StorageObject::Block(b) => {
+            let ro = b.readonly.unwrap_or(false);
+            let wb = b.write_back.unwrap_or(false);
+            let mut o = FileOptions::new(&b.dev);
+            o.block_size = block_size;
+            o.read_only = ro;
+            o.write_back = wb;
+            let s = FileBackstore::open(o).map_err(|e| storage_err(Box::new(e)))?;
+            (Arc::new(s), wb, ro)
+        }
+        StorageObject::Ramdisk(r) => {
+            let s = if r.nullio.unwrap_or(false) {
+                RamBackstore::nullio(r.size, block_size)
+            } else {
+                RamBackstore::new(r.size, block_size)
+            }
+            .map_err(|e| storage_err(Box::new(e)))?;
+            (Arc::new(s), true, false)
+        }
+        other => {
+            return Err(Error::Config(format!(
+                "storage object {name}: plugin {} is not supported by rustio serve",
+                other.plugin()
+            )))
+        }
+    };
+    let write_cache = setting_flag(&common.attributes, "emulate_write_cache").unwrap_or(write_cache);
+    // The unit serial: the saved wwn (a UUID) or one derived from the name.
+    let serial = so
+        .wwn()
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("rustio-{}", hex::encode(&name)));
+    let serial: String = serial.chars().filter(|c| c.is_ascii_graphic()).take(250).collect();
+    let mut lc = LuConfig::new(name.clone(), serial)
+        .with_write_cache(write_cache)
+        .with_read_only(read_only);
+    if let Some(v) = setting_u64(&common.attributes, "hw_max_sectors")
+        .or_else(|| setting_u64(&common.attributes, "max_sectors"))
+        .and_then(|v| u32::try_from(v).ok())
+        .filter(|v| *v > 0)
+    {
+        lc = lc.with_max_transfer_blocks(v);
+    }
+    LogicalUnit::new(store, lc).map_err(|e| storage_err(Box::new(e)))
+}
+
+fn parse_portal(ip: &str, port: u64) -> Result<SocketAddr> {
+    let trimmed = ip.trim_start_matches('[').trim_end_matches(']');
+    let ip: IpAddr = trimmed
+        .parse()
+        .map_err(|_| Error::Config(format!("portal address {ip:?} is not an IP address")))?;
+    let port = u16::try_from(port).map_err(|_| Error::Config(format!("portal port {port} out of range")))?;
+    Ok(SocketAddr::new(ip, port))
+}
+
+fn tpg_params(p: &rustio_config::model::Settings, a: &rustio_config::model::Settings) -> Result<TpgParams> {
+    let mut out = TpgParams::default();
+    let o = &mut out.offer;
+    let digest = |v: Option<String>, none: &mut bool, crc: &mut bool| {
+        if let Some(v) = v {
+            *none = v.split(',').any(|x| x.trim() == "None");
+            *crc = v.split(',').any(|x| x.trim() == "CRC32C");
+        }
+    };
+    digest(setting_str(p, "HeaderDigest"), &mut o.header_digest_none, &mut o.header_digest_crc);
+    digest(setting_str(p, "DataDigest"), &mut o.data_digest_none, &mut o.data_digest_crc);
+    let num = |k: &str, lo: u64, hi: u64| -> Result<Option<u32>> {
+        match setting_u64(p, k) {
+            None => Ok(None),
+            Some(v) if (lo..=hi).contains(&v) => Ok(Some(v as u32)),
+            Some(v) => Err(Error::Config(format!("parameter {k}={v} outside {lo}..={hi}"))),
+        }
+    };
+    let seg = (512, (1 << 24) - 1);
+    if let Some(v) = num("MaxRecvDataSegmentLength", seg.0, seg.1)? {
+        o.max_recv_data_segment_length = v;
+    }
+    if let Some(v) = num("MaxBurstLength", seg.0, seg.1)? {
+        o.max_burst_length = v;
+    }
+    if let Some(v) = num("FirstBurstLength", seg.0, seg.1)? {
+        o.first_burst_length = v;
+    }
+    if let Some(v) = num("MaxOutstandingR2T", 1, 65535)? {
+        o.max_outstanding_r2t = v;
+    }
+    if let Some(v) = num("MaxConnections", 1, 65535)? {
+        o.max_connections = v;
+    }
+    if let Some(v) = num("DefaultTime2Wait", 0, 3600)? {
+        o.default_time2wait = v;
+    }
+    if let Some(v) = num("DefaultTime2Retain", 0, 3600)? {
+        o.default_time2retain = v;
+    }
+    // Only ErrorRecoveryLevel 0 is implemented; a configured higher value negotiates
+    // down (min function, RFC 7143 13.20).
+    o.error_recovery_level = 0;
+    let b = |k: &str| setting_str(p, k).and_then(|v| parse_bool(v.trim()));
+    if let Some(v) = b("InitialR2T") {
+        o.initial_r2t = v;
+    }
+    if let Some(v) = b("ImmediateData") {
+        o.immediate_data = v;
+    }
+    if let Some(v) = b("DataPDUInOrder") {
+        o.data_pdu_in_order = v;
+    }
+    if let Some(v) = b("DataSequenceInOrder") {
+        o.data_sequence_in_order = v;
+    }
+    out.target_alias = setting_str(p, "TargetAlias").filter(|s| !s.is_empty());
+    if let Some(v) = setting_u64(a, "nopin_timeout") {
+        out.nopin_interval = Duration::from_secs(v);
+    }
+    if let Some(v) = setting_u64(a, "nopin_response_timeout") {
+        out.nopin_response_timeout = Duration::from_secs(v.max(1));
+    }
+    Ok(out)
+}
+
+/// Maps a parsed saveconfig model.
+pub fn from_model(model: &SaveConfig, previous: Option<&ServerConfig>) -> Result<ServerConfig> {
+    let mut cfg = ServerConfig::default();
+    for fm in &model.fabric_modules {
+        if fm.name == "iscsi" {
+            cfg.discovery_auth = DiscoveryAuth {
+                enforce: fm.discovery_enable_auth.unwrap_or(false),
+                chap: ChapCredentials::from_fields(
+                    fm.discovery_userid.as_deref(),
+                    fm.discovery_password.as_deref(),
+                    fm.discovery_mutual_userid.as_deref(),
+                    fm.discovery_mutual_password.as_deref(),
+                ),
+            };
+        }
+    }
+    let mut storage: Vec<StorageObjectRuntime> = Vec::new();
+    let mut get_lu = |path: &str| -> Result<(Arc<LogicalUnit>, String)> {
+        let so = model
+            .storage_object_by_path(path)
+            .ok_or_else(|| Error::Config(format!("LUN references missing storage object {path}")))?;
+        let key = fingerprint(so);
+        if let Some(s) = storage.iter().find(|s| s.key == key) {
+            return Ok((s.lu.clone(), s.name.clone()));
+        }
+        let lu = match previous.and_then(|p| p.storage_objects.iter().find(|s| s.key == key)) {
+            Some(s) => s.lu.clone(),
+            None => open_storage(so)?,
+        };
+        storage.push(StorageObjectRuntime {
+            key,
+            name: so.name().to_string(),
+            path: so.path(),
+            lu: lu.clone(),
+        });
+        Ok((lu, so.name().to_string()))
+    };
+    for t in &model.targets {
+        if t.fabric != "iscsi" {
+            continue;
+        }
+        let mut tpgs = Vec::new();
+        for tpg in &t.tpgs {
+            let tag = tpg.tag.unwrap_or(1);
+            let tag = u16::try_from(tag).map_err(|_| Error::Config(format!("{}: TPG tag {tag} out of range", t.wwn)))?;
+            let mut tc = TpgConfig::new(tag);
+            tc.enabled = tpg.enable.unwrap_or(true);
+            tc.authentication = setting_flag(&tpg.attributes, "authentication").unwrap_or(false);
+            tc.generate_node_acls = setting_flag(&tpg.attributes, "generate_node_acls").unwrap_or(false);
+            tc.demo_mode_write_protect =
+                setting_flag(&tpg.attributes, "demo_mode_write_protect").unwrap_or(false);
+            tc.chap = ChapCredentials::from_fields(
+                tpg.auth.chap_userid.as_deref(),
+                tpg.auth.chap_password.as_deref(),
+                tpg.auth.chap_mutual_userid.as_deref(),
+                tpg.auth.chap_mutual_password.as_deref(),
+            );
+            tc.params = tpg_params(&tpg.parameters, &tpg.attributes)?;
+            if let Some(methods) = setting_str(&tpg.parameters, "AuthMethod") {
+                // AuthMethod=CHAP alone means CHAP is required.
+                if methods.split(',').all(|m| m.trim() == "CHAP") {
+                    tc.authentication = true;
+                }
+            }
+            for p in &tpg.portals {
+                tc.portals.push(PortalConfig {
+                    addr: parse_portal(&p.ip_address, p.port)?,
+                });
+            }
+            for l in &tpg.luns {
+                let (lu, name) = get_lu(&l.storage_object)?;
+                tc.luns.push(LunConfig {
+                    index: l.index,
+                    lu,
+                    name,
+                });
+            }
+            for acl in &tpg.node_acls {
+                tc.acls.push(AclConfig {
+                    initiator: acl.node_wwn.clone(),
+                    chap: ChapCredentials::from_fields(
+                        acl.auth.chap_userid.as_deref(),
+                        acl.auth.chap_password.as_deref(),
+                        acl.auth.chap_mutual_userid.as_deref(),
+                        acl.auth.chap_mutual_password.as_deref(),
+                    ),
+                    mapped_luns: acl
+                        .mapped_luns
+                        .iter()
+                        .map(|m| MappedLunConfig {
+                            index: m.index,
+                            tpg_lun: m.tpg_lun,
+                            write_protect: m.write_protect.unwrap_or(false),
+                        })
+                        .collect(),
+                });
+            }
+            tpgs.push(Arc::new(tc));
+        }
+        cfg.targets.push(Arc::new(TargetConfig {
+            iqn: t.wwn.clone(),
+            tpgs,
+        }));
+    }
+    cfg.storage_objects = storage;
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = r#"{
+      "fabric_modules": [{"name": "iscsi", "discovery_enable_auth": true,
+        "discovery_userid": "disc", "discovery_password": "discsecret"}],
+      "storage_objects": [
+        {"plugin": "ramdisk", "name": "r0", "size": 1048576, "wwn": "0e1f6d2a-aaaa-bbbb-cccc-0123456789ab"},
+        {"plugin": "ramdisk", "name": "n0", "size": 1048576, "nullio": true}
+      ],
+      "targets": [{
+        "wwn": "iqn.2003-01.org.example:t1", "fabric": "iscsi",
+        "tpgs": [{
+          "tag": 1, "enable": true,
+          "attributes": {"authentication": 1, "generate_node_acls": 0, "demo_mode_write_protect": 0,
+                         "nopin_timeout": 5, "nopin_response_timeout": 7},
+          "parameters": {"MaxRecvDataSegmentLength": "65536", "InitialR2T": "No",
+                         "HeaderDigest": "CRC32C", "TargetAlias": "alias1", "MaxBurstLength": "524288"},
+          "chap_userid": "tpguser", "chap_password": "tpgpass",
+          "luns": [{"index": 0, "storage_object": "/backstores/ramdisk/r0"},
+                   {"index": 3, "storage_object": "/backstores/ramdisk/n0", "alias": "x"}],
+          "portals": [{"ip_address": "127.0.0.1", "port": 3260}, {"ip_address": "::1", "port": 3261}],
+          "node_acls": [{"node_wwn": "iqn.1994-05.com.redhat:client",
+                         "chap_userid": "u", "chap_password": "p",
+                         "chap_mutual_userid": "mu", "chap_mutual_password": "mp",
+                         "mapped_luns": [{"index": 5, "tpg_lun": 3, "write_protect": true}]}]
+        }]
+      }]
+    }"#;
+
+    #[test]
+    fn maps_sample() {
+        let model = rustio_config::parse::from_str(SAMPLE).unwrap();
+        let cfg = from_model(&model, None).unwrap();
+        assert!(cfg.discovery_auth.enforce);
+        assert_eq!(cfg.discovery_auth.chap.as_ref().unwrap().userid, "disc");
+        let t = &cfg.targets[0];
+        assert_eq!(t.iqn, "iqn.2003-01.org.example:t1");
+        let tpg = &t.tpgs[0];
+        assert_eq!(tpg.tag, 1);
+        assert!(tpg.authentication && !tpg.generate_node_acls);
+        assert_eq!(tpg.params.offer.max_recv_data_segment_length, 65536);
+        assert_eq!(tpg.params.offer.max_burst_length, 524288);
+        assert!(!tpg.params.offer.initial_r2t);
+        assert!(tpg.params.offer.header_digest_crc && !tpg.params.offer.header_digest_none);
+        assert_eq!(tpg.params.target_alias.as_deref(), Some("alias1"));
+        assert_eq!(tpg.params.nopin_interval, Duration::from_secs(5));
+        assert_eq!(tpg.portals.len(), 2);
+        assert_eq!(tpg.portals[1].addr, "[::1]:3261".parse().unwrap());
+        assert_eq!(tpg.luns.iter().map(|l| l.index).collect::<Vec<_>>(), vec![0, 3]);
+        assert_eq!(tpg.chap.as_ref().unwrap().userid, "tpguser");
+        let acl = tpg.acl("IQN.1994-05.com.redhat:client").unwrap();
+        assert_eq!(acl.chap.as_ref().unwrap().mutual, Some(("mu".into(), "mp".into())));
+        let luns = tpg.luns_for("iqn.1994-05.com.redhat:client");
+        assert_eq!(luns.len(), 1);
+        assert_eq!(luns[0].0, 5);
+        assert!(luns[0].2);
+        assert!(tpg.luns_for("iqn.other:x").is_empty());
+        assert_eq!(cfg.storage_objects.len(), 2);
+    }
+
+    #[test]
+    fn reload_reuses_unchanged_units() {
+        let model = rustio_config::parse::from_str(SAMPLE).unwrap();
+        let a = from_model(&model, None).unwrap();
+        let b = from_model(&model, Some(&a)).unwrap();
+        assert!(Arc::ptr_eq(&a.storage_objects[0].lu, &b.storage_objects[0].lu));
+        let changed = SAMPLE.replace("\"size\": 1048576, \"wwn\"", "\"size\": 2097152, \"wwn\"");
+        let model2 = rustio_config::parse::from_str(&changed).unwrap();
+        let c = from_model(&model2, Some(&a)).unwrap();
+        let r0 = c.storage_objects.iter().find(|s| s.name == "r0").unwrap();
+        assert!(!Arc::ptr_eq(&a.storage_objects[0].lu, &r0.lu));
+    }
+
+    #[test]
+    fn missing_storage_object_is_an_error() {
+        let bad = SAMPLE.replace("/backstores/ramdisk/n0", "/backstores/ramdisk/nope");
+        let model = rustio_config::parse::from_str(&bad).unwrap();
+        assert!(matches!(from_model(&model, None), Err(Error::Config(_))));
+    }
+
+    #[test]
+    fn bad_parameter_is_an_error() {
+        let bad = SAMPLE.replace("\"65536\"", "\"100\"");
+        let model = rustio_config::parse::from_str(&bad).unwrap();
+        assert!(matches!(from_model(&model, None), Err(Error::Config(_))));
+    }
+}

@@ -1,0 +1,644 @@
+//! Tests of the RBD engine against a real Ceph cluster.
+//!
+//! Needs the `rbd` feature and `RUSTIO_CEPH_CONF` naming the `ceph.conf` of a cluster
+//! started by `tests/ceph/start.sh` (whose directory also holds the daemons' PIDs, so the
+//! fault tests can stop and restart them with `tests/ceph/daemon.sh`). The `rbd` CLI must
+//! be installed (images are created and resized with it). `tests/ceph/run-tests.sh` does
+//! all of this. Without `RUSTIO_CEPH_CONF` every test fails: a build with the feature on
+//! is expected to be tested against a cluster.
+//!
+//! `RUSTIO_CEPH_POOL` names the pool to create images in (default `rbd`).
+//!
+//! The tests take one lock in turn: the fault tests stop daemons, which would fail any
+//! test running beside them.
+
+use std::io::{IoSlice, IoSliceMut};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use rustio_backstore::conformance::{self, pattern};
+use rustio_backstore::{Backstore, ErrorKind, WriteFlags};
+use rustio_rbd::{OpenOptions, RbdBackstore, RbdConfig, RbdError};
+
+const MIB: u64 = 1 << 20;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+struct Cluster {
+    conf: PathBuf,
+    dir: PathBuf,
+    pool: String,
+}
+
+fn cluster() -> Cluster {
+    let conf = std::env::var_os("RUSTIO_CEPH_CONF")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            panic!(
+                "RUSTIO_CEPH_CONF is not set: the `rbd` feature's tests need a Ceph cluster. \
+             Run tests/ceph/run-tests.sh (starts one), or start one with tests/ceph/start.sh \
+             and export RUSTIO_CEPH_CONF=$CEPH_DIR/ceph.conf"
+            )
+        });
+    assert!(
+        conf.is_file(),
+        "RUSTIO_CEPH_CONF={} is not a file",
+        conf.display()
+    );
+    let dir = conf.parent().expect("conf has a directory").to_path_buf();
+    assert!(
+        dir.join(".ceph-single").exists(),
+        "{} was not made by tests/ceph/start.sh (no .ceph-single marker)",
+        dir.display()
+    );
+    Cluster {
+        conf,
+        dir,
+        pool: std::env::var("RUSTIO_CEPH_POOL").unwrap_or_else(|_| "rbd".into()),
+    }
+}
+
+impl Cluster {
+    fn rbd(&self, args: &[&str]) {
+        let out = Command::new("timeout")
+            .arg("120")
+            .arg("rbd")
+            .arg("--conf")
+            .arg(&self.conf)
+            .args(args)
+            .output()
+            .expect("run the rbd CLI");
+        assert!(
+            out.status.success(),
+            "rbd {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Creates a fresh image (removing a leftover of an earlier run) and returns its name.
+    fn image(&self, name: &str, size_mib: u64) -> String {
+        let spec = format!("{}/{name}", self.pool);
+        let _ = Command::new("timeout")
+            .args(["60", "rbd", "--conf"])
+            .arg(&self.conf)
+            .args(["rm", "--no-progress", &spec])
+            .output();
+        self.rbd(&["create", &spec, "--size", &format!("{size_mib}M")]);
+        name.to_owned()
+    }
+
+    fn options(&self, image: &str, extra: &str) -> OpenOptions {
+        let s = format!(
+            "rbd/{}/{image};conf={}{extra}",
+            self.pool,
+            self.conf.display()
+        );
+        let mut o = OpenOptions::new(RbdConfig::parse(&s).expect("valid cfgstring"));
+        o.connect_timeout = Duration::from_secs(10);
+        o
+    }
+
+    fn open(&self, image: &str, extra: &str) -> RbdBackstore {
+        RbdBackstore::open(&self.options(image, extra))
+            .unwrap_or_else(|e| panic!("open {image}: {}", chain(&e)))
+    }
+
+    fn daemon(&self, args: &[&str]) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/ceph/daemon.sh");
+        let out = Command::new("bash")
+            .arg(script)
+            .args(args)
+            .env("CEPH_DIR", &self.dir)
+            .output()
+            .expect("run daemon.sh");
+        eprintln!(
+            "daemon.sh {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "daemon.sh {args:?} failed");
+    }
+}
+
+/// Restarts every daemon when dropped, so a failed fault test leaves a usable cluster.
+struct Revive<'a>(&'a Cluster);
+
+impl Drop for Revive<'_> {
+    fn drop(&mut self) {
+        self.0.daemon(&["start-all"]);
+        self.0.daemon(&["wait-osd-up"]);
+    }
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+fn read(b: &RbdBackstore, off: u64, len: usize) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    b.read_at(&mut v, off)
+        .unwrap_or_else(|e| panic!("read {len} at {off}: {}", chain(&e)));
+    v
+}
+
+#[test]
+fn conformance_suite() {
+    let _g = serial();
+    let c = cluster();
+    let name = c.image("conformance", 64);
+    let b = c.open(&name, "");
+    assert_eq!(b.capacity(), 64 * MIB);
+    assert_eq!(b.block_size(), 512);
+    conformance::run_all(&b);
+
+    // The same with 4096-byte blocks.
+    let mut o = c.options(&name, "");
+    o.block_size = 4096;
+    let b4k = RbdBackstore::open(&o).expect("open with 4k blocks");
+    assert_eq!(b4k.block_size(), 4096);
+    conformance::run_all(&b4k);
+}
+
+#[test]
+fn data_is_shared_with_other_clients() {
+    let _g = serial();
+    let c = cluster();
+    let name = c.image("shared", 16);
+    let a = c.open(&name, "");
+    let data = pattern(42, 3 * 4096 + 512);
+    a.write_vectored_at(
+        &[IoSlice::new(&data[..4096]), IoSlice::new(&data[4096..])],
+        MIB - 512,
+        WriteFlags::FUA,
+    )
+    .unwrap();
+    drop(a);
+    // A second client (a new cluster connection) sees the data, also across the object
+    // boundary at 4 MiB.
+    let b = c.open(&name, "");
+    assert_eq!(read(&b, MIB - 512, data.len()), data);
+    let cross = pattern(43, 8192);
+    b.write_at(&cross, 4 * MIB - 4096, WriteFlags::default())
+        .unwrap();
+    let mut x = vec![0u8; 4096];
+    let mut y = vec![0u8; 4096];
+    b.read_vectored_at(
+        &mut [IoSliceMut::new(&mut x), IoSliceMut::new(&mut y)],
+        4 * MIB - 4096,
+    )
+    .unwrap();
+    assert_eq!([x, y].concat(), cross);
+    // Never-written blocks read as zeros; block status says they are unmapped.
+    assert!(read(&b, 10 * MIB, 4096).iter().all(|&v| v == 0));
+    let st = b.block_status(8 * MIB, 4 * MIB).unwrap();
+    assert_eq!(st.len(), 1, "{st:?}");
+    assert!(!st[0].mapped);
+    let st = b.block_status(MIB - 512, 512).unwrap();
+    assert_eq!(st.len(), 1);
+    assert!(st[0].mapped, "{st:?}");
+}
+
+#[test]
+fn concurrent_writers_keep_many_requests_in_flight() {
+    let _g = serial();
+    let c = cluster();
+    let name = c.image("concurrent", 256);
+    let b = c.open(&name, "");
+    const BLOCK: usize = 16 * 1024;
+    const WRITES: u64 = 512;
+    // Consecutive writes go to different RADOS objects (and so placement groups): the OSD
+    // orders writes to one object, which would hide the client's concurrency.
+    let objects = b.capacity() / b.object_size();
+    let at = |i: u64| (i % objects) * b.object_size() + (i / objects) * BLOCK as u64;
+    let write = |i: u64| {
+        b.write_at(&pattern(1000 + i, BLOCK), at(i), WriteFlags::default())
+            .unwrap_or_else(|e| panic!("write {i}: {}", chain(&e)));
+    };
+    // One thread: one request in flight at a time.
+    let t = Instant::now();
+    for i in 0..WRITES / 4 {
+        write(i);
+    }
+    let serial_rate = (WRITES / 4) as f64 / t.elapsed().as_secs_f64();
+    // 16 threads over the whole range (rewriting the first quarter).
+    let next = AtomicU64::new(0);
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..16 {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= WRITES {
+                    break;
+                }
+                write(i);
+            });
+        }
+    });
+    let parallel_rate = WRITES as f64 / t.elapsed().as_secs_f64();
+    eprintln!(
+        "{BLOCK}-byte writes: 1 thread {serial_rate:.0}/s, 16 threads {parallel_rate:.0}/s \
+         ({:.1}x)",
+        parallel_rate / serial_rate
+    );
+    for i in 0..WRITES {
+        assert_eq!(
+            read(&b, at(i), BLOCK),
+            pattern(1000 + i, BLOCK),
+            "block {i}"
+        );
+    }
+    // Requests of different threads overlap in librbd: 16 threads finish far faster than
+    // one would (a global lock or one request at a time would give about 1x).
+    assert!(
+        parallel_rate > 2.0 * serial_rate,
+        "16 writer threads reached only {parallel_rate:.0}/s against {serial_rate:.0}/s for one"
+    );
+}
+
+#[test]
+fn resize_is_noticed() {
+    let _g = serial();
+    let c = cluster();
+    let name = c.image("resize", 32);
+    let b = c.open(&name, "");
+    assert_eq!(b.capacity(), 32 * MIB);
+    assert_eq!(b.refresh().unwrap(), 32 * MIB);
+
+    // Grown by an administrator elsewhere: refresh() re-reads the size.
+    c.rbd(&[
+        "resize",
+        "--no-progress",
+        &format!("{}/{name}", c.pool),
+        "--size",
+        "48M",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while b.refresh().unwrap() != 48 * MIB {
+        assert!(
+            Instant::now() < deadline,
+            "refresh() never saw the new size"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(b.capacity(), 48 * MIB);
+    let tail = pattern(7, 4096);
+    b.write_at(&tail, 48 * MIB - 4096, WriteFlags::default())
+        .unwrap();
+    assert_eq!(read(&b, 48 * MIB - 4096, 4096), tail);
+
+    // Resized through the engine: another client sees it, and bad sizes are refused.
+    b.resize(64 * MIB).unwrap();
+    assert_eq!(b.capacity(), 64 * MIB);
+    let other = c.open(&name, "");
+    assert_eq!(other.capacity(), 64 * MIB);
+    assert_eq!(
+        b.resize(64 * MIB + 100).unwrap_err().kind(),
+        ErrorKind::InvalidRequest
+    );
+    assert_eq!(b.resize(0).unwrap_err().kind(), ErrorKind::InvalidRequest);
+
+    // Shrunk elsewhere: a request past the new end fails as out of range once noticed.
+    c.rbd(&[
+        "resize",
+        "--no-progress",
+        "--allow-shrink",
+        &format!("{}/{name}", c.pool),
+        "--size",
+        "16M",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while b.refresh().unwrap() != 16 * MIB {
+        assert!(Instant::now() < deadline, "refresh() never saw the shrink");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let err = b
+        .write_at(&tail, 48 * MIB - 4096, WriteFlags::default())
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::OutOfRange);
+}
+
+#[test]
+fn compare_and_write() {
+    let _g = serial();
+    let c = cluster();
+    let name = c.image("caw", 16);
+    let b = c.open(&name, "");
+    let obj = b.object_size();
+    assert_eq!(obj, 4 * MIB, "default RBD object size");
+    let old = pattern(1, 512);
+    let new = pattern(2, 512);
+    b.write_at(&old, 8192, WriteFlags::default()).unwrap();
+
+    // Matching: written.
+    assert_eq!(b.compare_and_write(8192, &old, &new).unwrap(), None);
+    assert_eq!(read(&b, 8192, 512), new);
+
+    // Differing at byte 300: MISCOMPARE at 300, nothing written.
+    let mut cmp = new.clone();
+    cmp[300] ^= 0xff;
+    assert_eq!(b.compare_and_write(8192, &cmp, &old).unwrap(), Some(300));
+    assert_eq!(read(&b, 8192, 512), new);
+
+    // The same in the second RADOS object, differing at the last byte.
+    let third = pattern(3, 512);
+    b.write_at(&third, 6 * MIB + 4096, WriteFlags::default())
+        .unwrap();
+    let mut cmp = third.clone();
+    cmp[511] ^= 1;
+    assert_eq!(
+        b.compare_and_write(6 * MIB + 4096, &cmp, &new).unwrap(),
+        Some(511)
+    );
+    assert_eq!(read(&b, 6 * MIB + 4096, 512), third);
+    assert_eq!(
+        b.compare_and_write(6 * MIB + 4096, &third, &new).unwrap(),
+        None
+    );
+    assert_eq!(read(&b, 6 * MIB + 4096, 512), new);
+
+    // Never-written blocks compare equal to zeros.
+    let zeros = vec![0u8; 512];
+    assert_eq!(b.compare_and_write(12 * MIB, &zeros, &new).unwrap(), None);
+    assert_eq!(read(&b, 12 * MIB, 512), new);
+
+    // Refused: more than one 512-byte sector (librbd 16.2's limit; also across an object
+    // boundary), unaligned, unequal lengths, past the end.
+    assert_eq!(b.max_compare_and_write_len(), 512);
+    for (off, len) in [(2 * MIB, 1024), (obj - 512, 1024), (100, 512)] {
+        let e = b
+            .compare_and_write(off, &pattern(5, len), &pattern(6, len))
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidRequest, "{off}+{len}: {e}");
+    }
+    let e = b.compare_and_write(0, &zeros, &new[..256]).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidRequest);
+    let e = b.compare_and_write(b.capacity(), &zeros, &new).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::OutOfRange);
+
+    // Two clients racing on the same block: exactly one wins each round (the ATS use).
+    let other = c.open(&name, "");
+    let mut current = read(&b, 8192, 512);
+    for round in 0..20u64 {
+        let mine = pattern(100 + round, 512);
+        let theirs = pattern(200 + round, 512);
+        let (r1, r2) = std::thread::scope(|s| {
+            let h1 = s.spawn(|| b.compare_and_write(8192, &current, &mine).unwrap());
+            let h2 = s.spawn(|| other.compare_and_write(8192, &current, &theirs).unwrap());
+            (h1.join().unwrap(), h2.join().unwrap())
+        });
+        assert!(
+            r1.is_none() ^ r2.is_none(),
+            "round {round}: exactly one must win, got {r1:?} {r2:?}"
+        );
+        current = if r1.is_none() { mine } else { theirs };
+        assert_eq!(read(&b, 8192, 512), current);
+    }
+}
+
+#[test]
+fn open_errors_are_clear() {
+    let _g = serial();
+    let c = cluster();
+    let name = c.image("errors", 8);
+    let conf = c.conf.display().to_string();
+    let open = |s: String| {
+        let mut o = OpenOptions::new(RbdConfig::parse(&s).unwrap());
+        o.connect_timeout = Duration::from_secs(5);
+        let t = Instant::now();
+        let r = RbdBackstore::open(&o);
+        (r.map(drop), t.elapsed())
+    };
+    let (r, _) = open(format!("rbd/nopool/{name};conf={conf}"));
+    assert!(
+        matches!(&r, Err(RbdError::PoolNotFound { pool }) if pool == "nopool"),
+        "{r:?}"
+    );
+    let (r, _) = open(format!("rbd/{}/noimage;conf={conf}", c.pool));
+    assert!(matches!(&r, Err(RbdError::ImageNotFound { .. })), "{r:?}");
+    assert_eq!(
+        chain(&r.unwrap_err()),
+        format!(
+            "RBD image \"noimage\" does not exist in pool \"{}\"",
+            c.pool
+        )
+    );
+    let (r, _) = open(format!("rbd/{}/{name};conf={conf};id=nobody", c.pool));
+    assert!(
+        matches!(&r, Err(RbdError::Auth { user, .. }) if user == "client.nobody"),
+        "{r:?}"
+    );
+    let (r, _) = open(format!("rbd/{}/{name};conf=/nonexistent/ceph.conf", c.pool));
+    assert!(matches!(&r, Err(RbdError::ConfRead { .. })), "{r:?}");
+    let (r, _) = open(format!("rbd/{}/{name};conf=/dev/null", c.pool));
+    assert!(matches!(&r, Err(RbdError::NoMonitors { .. })), "{r:?}");
+
+    // A configuration whose monitor does not answer: bounded by the connect timeout.
+    let dead = std::env::temp_dir().join(format!("rustio-rbd-dead-{}.conf", std::process::id()));
+    let keyring = c.dir.join("keyring");
+    std::fs::write(
+        &dead,
+        format!(
+            "[global]\nmon host = 127.0.0.1:1\nkeyring = {}\nlog file = /dev/null\n",
+            keyring.display()
+        ),
+    )
+    .unwrap();
+    let (r, took) = open(format!("rbd/{}/{name};conf={}", c.pool, dead.display()));
+    let _ = std::fs::remove_file(&dead);
+    let e = r.unwrap_err();
+    assert!(matches!(e, RbdError::ConnectTimeout { .. }), "{e:?}");
+    assert!(e.is_transient());
+    assert!(took < Duration::from_secs(30), "connect took {took:?}");
+    assert_eq!(e.into_backstore("rbd/x/y").kind(), ErrorKind::Busy);
+
+    // Read-only opens refuse writes.
+    let mut o = c.options(&name, "");
+    o.read_only = true;
+    let ro = RbdBackstore::open(&o).unwrap();
+    assert!(ro.capabilities().read_only);
+    assert_eq!(
+        ro.write_at(&[0u8; 512], 0, WriteFlags::default())
+            .unwrap_err()
+            .kind(),
+        ErrorKind::ReadOnly
+    );
+    assert_eq!(read(&ro, 0, 512), vec![0u8; 512]);
+}
+
+#[test]
+fn osd_restart_under_load_loses_nothing() {
+    let _g = serial();
+    let c = cluster();
+    let name = c.image("osd-restart", 128);
+    let b = c.open(&name, ";osd_op_timeout=60");
+    const BLOCK: usize = 64 * 1024;
+    let slots = b.capacity() / BLOCK as u64;
+    let stop = AtomicBool::new(false);
+    let next = AtomicU64::new(0);
+    let done = AtomicU64::new(0);
+    let retries = AtomicU64::new(0);
+    let max_latency_ms = AtomicU64::new(0);
+    let revive = Revive(&c);
+    let (before, during_restart) = std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    // Later rounds overwrite earlier ones with a new pattern.
+                    let slot = i % slots;
+                    let data = pattern(i, BLOCK);
+                    let t = Instant::now();
+                    loop {
+                        match b.write_at(&data, slot * BLOCK as u64, WriteFlags::default()) {
+                            Ok(()) => break,
+                            Err(e) if e.kind() == ErrorKind::Busy => {
+                                // What an initiator does with BUSY: try again.
+                                retries.fetch_add(1, Ordering::Relaxed);
+                                std::thread::sleep(Duration::from_millis(100));
+                            }
+                            Err(e) => panic!("write {i}: {}", chain(&e)),
+                        }
+                    }
+                    max_latency_ms.fetch_max(t.elapsed().as_millis() as u64, Ordering::Relaxed);
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+        std::thread::sleep(Duration::from_secs(2));
+        let before = done.load(Ordering::Relaxed);
+        c.daemon(&["stop", "osd.0"]);
+        std::thread::sleep(Duration::from_secs(5));
+        let during = done.load(Ordering::Relaxed);
+        c.daemon(&["start", "osd.0"]);
+        // Writes resume once the OSD is back and peered.
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while done.load(Ordering::Relaxed) < during + 50 {
+            assert!(
+                Instant::now() < deadline,
+                "writes did not resume after the OSD restart"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        std::thread::sleep(Duration::from_secs(1));
+        stop.store(true, Ordering::Relaxed);
+        (before, during)
+    });
+    drop(revive);
+    let total = next.load(Ordering::Relaxed);
+    eprintln!(
+        "osd restart: {before} writes before the stop, {during_restart} by the restart, \
+         {total} in all; {} Busy retries; longest write {} ms",
+        retries.load(Ordering::Relaxed),
+        max_latency_ms.load(Ordering::Relaxed)
+    );
+    assert!(before > 0, "no write completed before the OSD was stopped");
+    assert!(
+        max_latency_ms.load(Ordering::Relaxed) >= 2000,
+        "no write stalled while the OSD was down"
+    );
+    // Every slot holds the pattern of the last write issued to it.
+    b.flush().unwrap();
+    drop(b);
+    let check = c.open(&name, "");
+    let written = total.min(slots);
+    for slot in 0..written {
+        // The highest write index below `total` that went to this slot.
+        let last = slot + (total - 1 - slot) / slots * slots;
+        assert_eq!(
+            read(&check, slot * BLOCK as u64, BLOCK),
+            pattern(last, BLOCK),
+            "slot {slot} lost write {last}"
+        );
+    }
+}
+
+#[test]
+fn cluster_down_fails_busy_in_bounded_time() {
+    let _g = serial();
+    let c = cluster();
+    let name = c.image("cluster-down", 16);
+    // 10 s is allowed because the test cluster's [client] section sets a short heartbeat
+    // grace + interval (5 s); see tests/ceph/start.sh.
+    let b = c.open(&name, ";osd_op_timeout=10");
+    assert_eq!(b.osd_op_timeout(), Duration::from_secs(10));
+    let data = pattern(9, 4096);
+    b.write_at(&data, 0, WriteFlags::default()).unwrap();
+
+    let revive = Revive(&c);
+    c.daemon(&["stop-all"]);
+    let t = Instant::now();
+    let err = b
+        .write_at(&pattern(10, 4096), 8192, WriteFlags::FUA)
+        .expect_err("a write with the cluster down must fail");
+    let took = t.elapsed();
+    eprintln!(
+        "write with the cluster down failed after {took:?}: {}",
+        chain(&err)
+    );
+    assert_eq!(err.kind(), ErrorKind::Busy, "{}", chain(&err));
+    assert!(took < Duration::from_secs(40), "took {took:?}");
+
+    let t = Instant::now();
+    let mut buf = vec![0u8; 4096];
+    let err = b
+        .read_at(&mut buf, 0)
+        .expect_err("a read with the cluster down must fail");
+    assert_eq!(err.kind(), ErrorKind::Busy, "{}", chain(&err));
+    assert!(
+        t.elapsed() < Duration::from_secs(40),
+        "took {:?}",
+        t.elapsed()
+    );
+
+    // Opening fails within the connect timeout, as Busy.
+    let mut o = c.options(&name, "");
+    o.connect_timeout = Duration::from_secs(3);
+    let t = Instant::now();
+    let e = RbdBackstore::open(&o).unwrap_err();
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "open took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(e.into_backstore(b.spec()).kind(), ErrorKind::Busy);
+
+    // The cluster comes back: the same handle works again, data intact.
+    drop(revive);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        match b.read_at(&mut buf, 0) {
+            Ok(()) => break,
+            Err(e) if e.kind() == ErrorKind::Busy && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(e) => panic!("read after the cluster came back: {}", chain(&e)),
+        }
+    }
+    assert_eq!(buf, data);
+    let again = pattern(11, 4096);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match b.write_at(&again, 8192, WriteFlags::FUA) {
+            Ok(()) => break,
+            Err(e) if e.kind() == ErrorKind::Busy && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(e) => panic!("write after the cluster came back: {}", chain(&e)),
+        }
+    }
+    assert_eq!(read(&b, 8192, 4096), again);
+}

@@ -1,0 +1,234 @@
+use std::sync::Arc;
+
+use rustio_backstore::RamBackstore;
+
+use super::*;
+
+fn cscd(naa: &[u8; 16], bs: u32) -> Vec<u8> {
+    let mut d = vec![0u8; 32];
+    d[0] = 0xe4;
+    d[4] = 0x01;
+    d[5] = 0x03;
+    d[7] = 16;
+    d[8..24].copy_from_slice(naa);
+    d[29..32].copy_from_slice(&bs.to_be_bytes()[1..]);
+    d
+}
+
+fn seg(src: u16, dst: u16, blocks: u16, src_lba: u64, dst_lba: u64) -> Vec<u8> {
+    let mut d = vec![0u8; 28];
+    d[0] = 0x02;
+    d[2..4].copy_from_slice(&0x18u16.to_be_bytes());
+    d[4..6].copy_from_slice(&src.to_be_bytes());
+    d[6..8].copy_from_slice(&dst.to_be_bytes());
+    d[10..12].copy_from_slice(&blocks.to_be_bytes());
+    d[12..20].copy_from_slice(&src_lba.to_be_bytes());
+    d[20..28].copy_from_slice(&dst_lba.to_be_bytes());
+    d
+}
+
+fn list(list_id: u8, usage: u8, cscds: &[Vec<u8>], segs: &[Vec<u8>]) -> Vec<u8> {
+    let c: Vec<u8> = cscds.concat();
+    let s: Vec<u8> = segs.concat();
+    let mut p = vec![0u8; 16];
+    p[0] = list_id;
+    p[1] = usage << 3;
+    p[2..4].copy_from_slice(&(c.len() as u16).to_be_bytes());
+    p[8..12].copy_from_slice(&(s.len() as u32).to_be_bytes());
+    p.extend(c);
+    p.extend(s);
+    p
+}
+
+fn xcopy_cdb(len: usize) -> [u8; 16] {
+    let mut c = [0u8; 16];
+    c[0] = 0x83;
+    c[10..14].copy_from_slice(&(len as u32).to_be_bytes());
+    c
+}
+
+fn rcr(sa: u8, list_id: u8) -> [u8; 16] {
+    let mut c = [0u8; 16];
+    c[0] = 0x84;
+    c[1] = sa;
+    c[2] = list_id;
+    c[10..14].copy_from_slice(&1024u32.to_be_bytes());
+    c
+}
+
+#[test]
+fn copy_within_one_unit_and_copy_status() {
+    let h = H::with(LuConfig::new("x", "xcopy-one"));
+    let naa = h.lu.naa_designator();
+    let data = pattern(16 * 512, 5);
+    h.good(&cdb10(0x2a, 0, 0, 16), &data);
+    // Unknown list id before any copy.
+    assert_invalid_cdb(h.check(&rcr(0, 1), &[]), 2, None);
+    let p = list(1, 0, &[cscd(&naa, 512)], &[seg(0, 0, 16, 0, 100)]);
+    h.good(&xcopy_cdb(p.len()), &p);
+    assert_eq!(h.good(&cdb10(0x28, 0, 100, 16), &[]), data);
+    let d = h.good(&rcr(0, 1), &[]);
+    assert_eq!(d, [0, 0, 0, 8, 0x01, 0, 1, 0x00, 0, 0, 0x20, 0]);
+    // Overlapping copy forward by one block behaves like memmove.
+    let p = list(2, 0, &[cscd(&naa, 512)], &[seg(0, 0, 16, 100, 101)]);
+    h.good(&xcopy_cdb(p.len()), &p);
+    assert_eq!(h.good(&cdb10(0x28, 0, 101, 16), &[]), data);
+    // Empty parameter list.
+    h.good(&xcopy_cdb(0), &[]);
+}
+
+#[test]
+fn copy_between_units() {
+    let a = H::with(LuConfig::new("a", "xcopy-a"));
+    let b = H::with(LuConfig::new("b", "xcopy-b"));
+    let data = pattern(8 * 512, 9);
+    a.good(&cdb10(0x2a, 0, 3, 8), &data);
+    let p = list(
+        0,
+        3,
+        &[
+            cscd(&a.lu.naa_designator(), 512),
+            cscd(&b.lu.naa_designator(), 512),
+        ],
+        &[seg(0, 1, 8, 3, 40)],
+    );
+    // Issued to B, copying A → B.
+    b.good(&xcopy_cdb(p.len()), &p);
+    assert_eq!(b.good(&cdb10(0x28, 0, 40, 8), &[]), data);
+    // A unit that no longer exists is unreachable.
+    let gone = {
+        let c = H::with(LuConfig::new("c", "xcopy-gone"));
+        c.lu.naa_designator()
+    };
+    let p = list(
+        0,
+        3,
+        &[cscd(&gone, 512), cscd(&b.lu.naa_designator(), 512)],
+        &[seg(0, 1, 1, 0, 0)],
+    );
+    assert_sense(
+        b.check(&xcopy_cdb(p.len()), &p),
+        SenseKey::CopyAborted,
+        0x0d,
+        0x02,
+    );
+}
+
+#[test]
+fn parameter_list_errors() {
+    let h = H::with(LuConfig::new("x", "xcopy-err"));
+    let naa = h.lu.naa_designator();
+    let good = list(1, 0, &[cscd(&naa, 512)], &[seg(0, 0, 8, 0, 100)]);
+    // Truncated target descriptor / segment descriptor.
+    assert_sense(
+        h.check(&xcopy_cdb(16 + 31), &good[..47]),
+        SenseKey::IllegalRequest,
+        0x1a,
+        0x00,
+    );
+    assert_sense(
+        h.check(&xcopy_cdb(good.len() - 1), &good[..good.len() - 1]),
+        SenseKey::IllegalRequest,
+        0x1a,
+        0x00,
+    );
+    // Too many CSCD descriptors / segment descriptors.
+    let p = list(1, 0, &vec![cscd(&naa, 512); 9], &[seg(0, 0, 8, 0, 100)]);
+    assert_sense(
+        h.check(&xcopy_cdb(p.len()), &p),
+        SenseKey::IllegalRequest,
+        0x26,
+        0x06,
+    );
+    let p = list(1, 0, &[cscd(&naa, 512)], &vec![seg(0, 0, 1, 0, 100); 65]);
+    assert_sense(
+        h.check(&xcopy_cdb(p.len()), &p),
+        SenseKey::IllegalRequest,
+        0x26,
+        0x08,
+    );
+    // Descriptor lists longer than MAXIMUM DESCRIPTOR LIST LENGTH.
+    let p = list(
+        1,
+        0,
+        &vec![cscd(&naa, 512); 9],
+        &vec![seg(0, 0, 1, 0, 100); 140],
+    );
+    assert_sense(
+        h.check(&xcopy_cdb(p.len()), &p),
+        SenseKey::IllegalRequest,
+        0x1a,
+        0x00,
+    );
+    let p = list(1, 0, &[cscd(&naa, 512)], &vec![seg(0, 0, 1, 0, 100); 60]);
+    h.good(&xcopy_cdb(p.len()), &p);
+    // Unsupported descriptor types.
+    let mut fc = cscd(&naa, 512);
+    fc[0] = 0xe0;
+    let p = list(1, 0, &[fc], &[seg(0, 0, 8, 0, 100)]);
+    assert_sense(
+        h.check(&xcopy_cdb(p.len()), &p),
+        SenseKey::IllegalRequest,
+        0x26,
+        0x07,
+    );
+    let mut s = seg(0, 0, 8, 0, 100);
+    s[0] = 0x03;
+    let p = list(1, 0, &[cscd(&naa, 512)], &[s]);
+    assert_sense(
+        h.check(&xcopy_cdb(p.len()), &p),
+        SenseKey::IllegalRequest,
+        0x26,
+        0x09,
+    );
+    // Bad CSCD index, beyond the end of the destination.
+    let p = list(1, 0, &[cscd(&naa, 512)], &[seg(0, 1, 8, 0, 100)]);
+    assert_sense(
+        h.check(&xcopy_cdb(p.len()), &p),
+        SenseKey::CopyAborted,
+        0x0d,
+        0x02,
+    );
+    let p = list(1, 0, &[cscd(&naa, 512)], &[seg(0, 0, 8, 0, BLOCKS - 1)]);
+    assert_eq!(h.check(&xcopy_cdb(p.len()), &p).key, SenseKey::CopyAborted);
+    // LU ID TYPE is ignored (SPC-4).
+    let mut c = cscd(&naa, 512);
+    c[1] = 0x80;
+    let p = list(1, 0, &[c], &[seg(0, 0, 8, 0, 100)]);
+    h.good(&xcopy_cdb(p.len()), &p);
+}
+
+#[test]
+fn operating_parameters_and_vpd() {
+    let h = H::with(LuConfig::new("x", "xcopy-op"));
+    let d = h.good(&rcr(3, 0), &[]);
+    assert_eq!(
+        u32::from_be_bytes(d[0..4].try_into().unwrap()) as usize,
+        d.len() - 4
+    );
+    assert_eq!(&d[8..10], &8u16.to_be_bytes());
+    assert_eq!(&d[10..12], &64u16.to_be_bytes());
+    assert_eq!(&d[12..16], &4096u32.to_be_bytes());
+    assert_eq!(d[43], 2);
+    assert_eq!(&d[44..46], &[0x02, 0xe4]);
+    let v = h.good(&[0x12, 1, 0x8f, 0, 0xff, 0], &[]);
+    assert_eq!(&v[0..4], &[0, 0x8f, 0, 16]);
+    assert_eq!(&v[4..8], &[0, 1, 0, 12]);
+    assert_eq!(&v[8..17], &[8, 0x83, 1, 0x00, 0x84, 3, 0x00, 0x03, 0x04]);
+}
+
+#[test]
+fn copy_to_write_protected_destination() {
+    let ro = H::with_backstore(
+        Arc::new(RamBackstore::new(BLOCKS * 512, 512).unwrap()),
+        LuConfig::new("ro", "xcopy-ro").with_read_only(true),
+    );
+    let naa = ro.lu.naa_designator();
+    let p = list(0, 3, &[cscd(&naa, 512)], &[seg(0, 0, 1, 0, 1)]);
+    assert_sense(
+        ro.check(&xcopy_cdb(p.len()), &p),
+        SenseKey::DataProtect,
+        0x27,
+        0x00,
+    );
+}

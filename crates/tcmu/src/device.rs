@@ -1,0 +1,754 @@
+//! One served device: the ring processor that turns ring entries into executed commands.
+//!
+//! [`Device`] is independent of how it is woken up and how the kernel is notified, so the
+//! same code runs over the real UIO mapping (see [`crate::runner`]) and over the heap ring
+//! of unit tests. Flow of a command:
+//!
+//! 1. [`Device::poll`] reads new entries under the ring lock and returns [`Work`] items;
+//!    malformed entries, unknown opcodes and TMR notifications are dealt with right there.
+//! 2. A worker calls [`Device::run`]: it copies the data-out buffers out of the shared
+//!    memory, executes the CDB against the [`ScsiTarget`] with no lock held, copies data-in
+//!    into the command's buffers and writes the response into the ring.
+//! 3. [`Device::expire`] (the watchdog) completes commands whose handler is stuck with
+//!    ABORTED COMMAND, so the kernel never waits on us indefinitely. A stuck worker that
+//!    finishes later finds its command already completed and discards the result without
+//!    touching the shared memory (whose data pages the kernel may have reused).
+//!
+//! Each in-flight command has a small state lock that orders these three paths; the lock
+//! order is command state, then ring.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::ring::{
+    self, iovs_len, CmdResponse, CommandEntry, Ring, RingError, RingEvent, RingLayout, Slot,
+};
+use crate::target::{
+    sense_command_timeout, sense_internal_target_failure, ScsiTarget, TaskManagement,
+    STATUS_CHECK_CONDITION, STATUS_TASK_ABORTED,
+};
+
+/// How the device tells the kernel that responses are ready.
+pub trait Notify: Send + Sync + fmt::Debug {
+    /// Wakes the kernel's completion handling.
+    fn notify(&self);
+}
+
+/// Per-device counters, exported as Prometheus metrics.
+#[derive(Debug, Default)]
+pub struct DeviceStats {
+    /// Commands read from the ring.
+    pub commands: AtomicU64,
+    /// Commands completed with a status other than GOOD.
+    pub failed: AtomicU64,
+    /// Data-out bytes received.
+    pub bytes_out: AtomicU64,
+    /// Data-in bytes returned.
+    pub bytes_in: AtomicU64,
+    /// Malformed entries refused.
+    pub malformed: AtomicU64,
+    /// Entries with an unknown TCMU opcode.
+    pub unknown_ops: AtomicU64,
+    /// Commands completed by the watchdog.
+    pub timeouts: AtomicU64,
+    /// TMR notifications received.
+    pub tmrs: AtomicU64,
+    /// Commands aborted before they ran.
+    pub aborted: AtomicU64,
+    /// Ring resets performed to recover from a corrupt ring.
+    pub ring_resets: AtomicU64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Queued,
+    Running,
+    Done,
+}
+
+/// One command between being read and being completed.
+#[derive(Debug)]
+struct InFlight {
+    slot: Slot,
+    since: Instant,
+    phase: Mutex<Phase>,
+}
+
+/// A command to execute, handed from [`Device::poll`] to a worker.
+#[derive(Debug)]
+pub struct Work {
+    slot: Slot,
+    cmd: CommandEntry,
+    record: Arc<InFlight>,
+}
+
+impl Work {
+    /// The kernel command id.
+    pub fn cmd_id(&self) -> u16 {
+        self.slot.cmd_id
+    }
+
+    /// The CDB.
+    pub fn cdb(&self) -> &[u8] {
+        &self.cmd.cdb
+    }
+}
+
+/// Reusable per-worker buffers.
+#[derive(Debug, Default)]
+pub struct Buffers {
+    data_out: Vec<u8>,
+    data_in: Vec<u8>,
+}
+
+/// A device being served.
+pub struct Device {
+    name: String,
+    ring: Mutex<Ring>,
+    layout: RingLayout,
+    notify: Arc<dyn Notify>,
+    target: RwLock<Arc<dyn ScsiTarget>>,
+    inflight: Mutex<HashMap<u64, Arc<InFlight>>>,
+    stats: Arc<DeviceStats>,
+    broken: AtomicBool,
+}
+
+impl fmt::Debug for Device {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Device")
+            .field("name", &self.name)
+            .field("layout", &self.layout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Device {
+    /// A device named `name` processing `ring`, executing on `target`.
+    pub fn new(
+        name: impl Into<String>,
+        ring: Ring,
+        target: Arc<dyn ScsiTarget>,
+        notify: Arc<dyn Notify>,
+    ) -> Device {
+        let layout = *ring.layout();
+        Device {
+            name: name.into(),
+            ring: Mutex::new(ring),
+            layout,
+            notify,
+            target: RwLock::new(target),
+            inflight: Mutex::new(HashMap::new()),
+            stats: Arc::new(DeviceStats::default()),
+            broken: AtomicBool::new(false),
+        }
+    }
+
+    /// The LIO device name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Arc<DeviceStats> {
+        &self.stats
+    }
+
+    /// The ring geometry.
+    pub fn layout(&self) -> &RingLayout {
+        &self.layout
+    }
+
+    /// The target commands execute on.
+    pub fn target(&self) -> Arc<dyn ScsiTarget> {
+        self.target.read().clone()
+    }
+
+    /// Replaces the target (after `dev_config` was reconfigured); commands already running
+    /// finish on the old one.
+    pub fn set_target(&self, target: Arc<dyn ScsiTarget>) {
+        *self.target.write() = target;
+    }
+
+    /// Number of commands read but not completed.
+    pub fn in_flight(&self) -> usize {
+        self.inflight.lock().len()
+    }
+
+    /// The ring hit an unrecoverable inconsistency and awaits [`Device::reset`].
+    pub fn is_broken(&self) -> bool {
+        self.broken.load(Ordering::Acquire)
+    }
+
+    /// Everything the kernel queued has been answered.
+    pub fn is_drained(&self) -> bool {
+        self.in_flight() == 0 && self.ring.lock().is_drained().unwrap_or(false)
+    }
+
+    /// Reads new ring entries. Commands to execute are returned; everything else is
+    /// handled here. On a corrupt ring the device is marked broken and the error returned
+    /// (the caller resets the ring); commands read before the bad entry are still returned
+    /// through `work`.
+    pub fn poll(&self, work: &mut Vec<Work>) -> Result<usize, RingError> {
+        if self.is_broken() {
+            return Ok(0);
+        }
+        let mut events = Vec::new();
+        let result = self.ring.lock().consume(&mut events);
+        let mut completed = 0;
+        for ev in events {
+            match ev {
+                RingEvent::Command { slot, cmd } => {
+                    self.stats.commands.fetch_add(1, Ordering::Relaxed);
+                    let record = Arc::new(InFlight {
+                        slot,
+                        since: Instant::now(),
+                        phase: Mutex::new(Phase::Queued),
+                    });
+                    self.inflight.lock().insert(slot.seq, record.clone());
+                    work.push(Work { slot, cmd, record });
+                }
+                RingEvent::Malformed { slot, error } => {
+                    self.stats.commands.fetch_add(1, Ordering::Relaxed);
+                    self.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(device = %self.name, cmd_id = slot.cmd_id, %error,
+                        "malformed ring entry; failing the command");
+                    completed += self.complete_now(
+                        slot,
+                        CmdResponse::check_condition(sense_internal_target_failure()),
+                    );
+                }
+                RingEvent::UnknownOp { slot, op } => {
+                    self.stats.unknown_ops.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(device = %self.name, cmd_id = slot.cmd_id, op,
+                        "unknown TCMU opcode; answering UNKNOWN_OP");
+                    completed += self.complete_now(
+                        slot,
+                        CmdResponse {
+                            status: STATUS_CHECK_CONDITION,
+                            sense: None,
+                            read_len: None,
+                            unknown_op: true,
+                        },
+                    );
+                }
+                RingEvent::Tmr(t) => {
+                    self.stats.tmrs.fetch_add(1, Ordering::Relaxed);
+                    let tmf = TaskManagement::from_tmr_type(t.kind);
+                    tracing::info!(device = %self.name, ?tmf, cmd_ids = ?t.cmd_ids,
+                        "task management notification");
+                    completed += self.abort(&t.cmd_ids);
+                    self.target().task_management(tmf);
+                }
+                RingEvent::BadTmr { ring_offset, reason } => {
+                    tracing::warn!(device = %self.name, ring_offset, reason, "ignoring bad TMR entry");
+                }
+            }
+        }
+        if completed > 0 {
+            self.notify.notify();
+        }
+        match result {
+            Ok(n) => Ok(n),
+            Err(e) => {
+                tracing::error!(device = %self.name, error = %e, "command ring is corrupt");
+                self.broken.store(true, Ordering::Release);
+                Err(e)
+            }
+        }
+    }
+
+    /// Completes a slot that never became a [`Work`] item. Returns 1 if written.
+    fn complete_now(&self, slot: Slot, rsp: CmdResponse) -> usize {
+        if rsp.status != 0 {
+            self.stats.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        match self.ring.lock().complete(slot, rsp) {
+            Ok(n) => n,
+            Err(e) => {
+                self.ring_failure(e);
+                0
+            }
+        }
+    }
+
+    fn ring_failure(&self, e: RingError) {
+        match e {
+            RingError::NotOutstanding { .. } => {
+                // A stale completion after a ring reset: harmless, the kernel already
+                // completed the command.
+                tracing::debug!(device = %self.name, error = %e, "dropping stale completion");
+            }
+            other => {
+                tracing::error!(device = %self.name, error = %other, "cannot write a completion");
+                self.broken.store(true, Ordering::Release);
+            }
+        }
+    }
+
+    /// Completes queued (not yet running) commands whose ids are in `cmd_ids` with TASK
+    /// ABORTED; running ones finish normally. Returns how many responses were written.
+    pub fn abort(&self, cmd_ids: &[u16]) -> usize {
+        if cmd_ids.is_empty() {
+            return 0;
+        }
+        let victims: Vec<Arc<InFlight>> = self
+            .inflight
+            .lock()
+            .values()
+            .filter(|r| cmd_ids.contains(&r.slot.cmd_id))
+            .cloned()
+            .collect();
+        let mut written = 0;
+        for r in victims {
+            let mut phase = r.phase.lock();
+            if *phase != Phase::Queued {
+                continue;
+            }
+            *phase = Phase::Done;
+            self.stats.aborted.fetch_add(1, Ordering::Relaxed);
+            written += self.complete_now(
+                r.slot,
+                CmdResponse {
+                    status: STATUS_TASK_ABORTED,
+                    sense: None,
+                    read_len: None,
+                    unknown_op: false,
+                },
+            );
+            drop(phase);
+            self.inflight.lock().remove(&r.slot.seq);
+        }
+        written
+    }
+
+    /// Executes one command (on a worker thread) and completes it.
+    pub fn run(&self, work: Work, bufs: &mut Buffers) {
+        let Work { slot, cmd, record } = work;
+        let target = self.target();
+        let data_in_iovs = if cmd.bidi_iovs.is_empty() {
+            &cmd.iovs
+        } else {
+            &cmd.bidi_iovs
+        };
+        {
+            let mut phase = record.phase.lock();
+            if *phase != Phase::Queued {
+                return;
+            }
+            *phase = Phase::Running;
+            bufs.data_out.clear();
+            // The kernel does not say which way the data goes; the CDB does. Copy the
+            // buffers out only for commands that can carry data-out.
+            let wants_out = !cmd.bidi_iovs.is_empty()
+                || target.data_out_len(&cmd.cdb).is_none_or(|n| n > 0);
+            if wants_out && !cmd.iovs.is_empty() {
+                let mem = self.ring.lock().memory().clone();
+                if let Err(e) = ring::gather(&*mem, &cmd.iovs, &mut bufs.data_out) {
+                    // Impossible after parsing checked the iovecs; fail the command.
+                    tracing::error!(device = %self.name, error = %e, "cannot read data-out");
+                    *phase = Phase::Done;
+                    drop(phase);
+                    self.finish(&record, slot, CmdResponse::check_condition(sense_internal_target_failure()));
+                    return;
+                }
+                self.stats
+                    .bytes_out
+                    .fetch_add(bufs.data_out.len() as u64, Ordering::Relaxed);
+            }
+        }
+        let outcome = target.execute(&cmd.cdb, &bufs.data_out, u64::from(slot.cmd_id), &mut bufs.data_in);
+        let mut phase = record.phase.lock();
+        if *phase != Phase::Running {
+            tracing::warn!(device = %self.name, cmd_id = slot.cmd_id,
+                "command finished after it was timed out or the ring was reset; result dropped");
+            return;
+        }
+        let mut rsp = CmdResponse {
+            status: outcome.status,
+            sense: outcome.sense,
+            read_len: None,
+            unknown_op: false,
+        };
+        let capacity = iovs_len(data_in_iovs);
+        let n = bufs.data_in.len().min(capacity);
+        if n > 0 {
+            let short = n < capacity;
+            let report = short && self.layout.read_len();
+            let mem = self.ring.lock().memory().clone();
+            match ring::scatter(&*mem, data_in_iovs, &bufs.data_in[..n], short && !report) {
+                Ok(_) => {
+                    if report {
+                        rsp.read_len = Some(n as u32);
+                    }
+                    self.stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    tracing::error!(device = %self.name, error = %e, "cannot write data-in");
+                    rsp = CmdResponse::check_condition(sense_internal_target_failure());
+                }
+            }
+        }
+        *phase = Phase::Done;
+        drop(phase);
+        self.finish(&record, slot, rsp);
+    }
+
+    fn finish(&self, record: &InFlight, slot: Slot, rsp: CmdResponse) {
+        self.inflight.lock().remove(&record.slot.seq);
+        if self.complete_now(slot, rsp) > 0 {
+            self.notify.notify();
+        }
+    }
+
+    /// Completes every command older than `timeout` with ABORTED COMMAND / COMMAND
+    /// TIMEOUT DURING PROCESSING and logs it. Returns how many were expired.
+    pub fn expire(&self, timeout: Duration) -> usize {
+        let now = Instant::now();
+        let old: Vec<Arc<InFlight>> = self
+            .inflight
+            .lock()
+            .values()
+            .filter(|r| now.duration_since(r.since) >= timeout)
+            .cloned()
+            .collect();
+        let mut written = 0;
+        let mut expired = 0;
+        for r in old {
+            // A worker holding the lock is copying data right now; try again next round.
+            let Some(mut phase) = r.phase.try_lock() else {
+                continue;
+            };
+            if *phase == Phase::Done {
+                continue;
+            }
+            let was = *phase;
+            *phase = Phase::Done;
+            expired += 1;
+            self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(device = %self.name, cmd_id = r.slot.cmd_id,
+                state = ?was, after = ?now.duration_since(r.since),
+                "command timed out in the handler; completing it with ABORTED COMMAND");
+            written += self.complete_now(r.slot, CmdResponse::check_condition(sense_command_timeout()));
+            drop(phase);
+            self.inflight.lock().remove(&r.slot.seq);
+        }
+        if written > 0 {
+            self.notify.notify();
+        }
+        expired
+    }
+
+    /// Forgets every in-flight command and restarts from the mailbox, after the kernel
+    /// reset the ring. Workers still executing discard their results.
+    pub fn reset(&self) -> Result<(), RingError> {
+        let records: Vec<Arc<InFlight>> = self.inflight.lock().drain().map(|(_, r)| r).collect();
+        for r in records {
+            *r.phase.lock() = Phase::Done;
+        }
+        self.ring.lock().resync()?;
+        self.stats.ring_resets.fetch_add(1, Ordering::Relaxed);
+        self.broken.store(false, Ordering::Release);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::abi;
+    use crate::ring::fake::FakeKernel;
+    use crate::target::{ScsiOutcome, STATUS_GOOD};
+    use std::sync::atomic::AtomicUsize;
+
+    #[derive(Debug, Default)]
+    struct CountNotify(AtomicUsize);
+    impl Notify for CountNotify {
+        fn notify(&self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// A tiny disk: READ(10)/WRITE(10) on 512-byte blocks, INQUIRY returning 36 bytes,
+    /// and opcode 0xC1 blocks until released (a stuck handler).
+    #[derive(Debug)]
+    struct TinyDisk {
+        data: Mutex<Vec<u8>>,
+        gate: Mutex<Option<crossbeam_channel::Receiver<()>>>,
+        tmfs: Mutex<Vec<TaskManagement>>,
+    }
+
+    impl TinyDisk {
+        fn new() -> TinyDisk {
+            TinyDisk {
+                data: Mutex::new(vec![0; 64 * 512]),
+                gate: Mutex::new(None),
+                tmfs: Mutex::new(Vec::new()),
+            }
+        }
+    }
+
+    impl ScsiTarget for TinyDisk {
+        fn execute(&self, cdb: &[u8], out: &[u8], _tag: u64, data_in: &mut Vec<u8>) -> ScsiOutcome {
+            data_in.clear();
+            let lba = u32::from_be_bytes([cdb[2], cdb[3], cdb[4], cdb[5]]) as usize;
+            let n = u16::from_be_bytes([cdb[7], cdb[8]]) as usize;
+            match cdb[0] {
+                0x28 => data_in.extend_from_slice(&self.data.lock()[lba * 512..(lba + n) * 512]),
+                0x2a => self.data.lock()[lba * 512..(lba + n) * 512].copy_from_slice(&out[..n * 512]),
+                0x12 => data_in.extend_from_slice(&[0x5a; 36]),
+                0xc1 => {
+                    let rx = self.gate.lock().clone();
+                    if let Some(rx) = rx {
+                        let _ = rx.recv();
+                    }
+                }
+                _ => {
+                    return ScsiOutcome {
+                        status: STATUS_CHECK_CONDITION,
+                        sense: Some(crate::target::fixed_sense(5, 0x20, 0)),
+                    }
+                }
+            }
+            ScsiOutcome::GOOD
+        }
+        fn data_out_len(&self, cdb: &[u8]) -> Option<u32> {
+            match cdb[0] {
+                0x2a => Some(u32::from(u16::from_be_bytes([cdb[7], cdb[8]])) * 512),
+                0x28 | 0x12 | 0xc1 => Some(0),
+                _ => None,
+            }
+        }
+        fn task_management(&self, tmf: TaskManagement) {
+            self.tmfs.lock().push(tmf);
+        }
+        fn resize(&self, _bytes: u64) -> Result<(), String> {
+            Err("no".into())
+        }
+        fn set_write_cache(&self, _enabled: bool) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    fn rw10(op: u8, lba: u32, blocks: u16) -> Vec<u8> {
+        let mut c = vec![op, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        c[2..6].copy_from_slice(&lba.to_be_bytes());
+        c[7..9].copy_from_slice(&blocks.to_be_bytes());
+        c
+    }
+
+    fn setup(flags: u16) -> (FakeKernel, Arc<TinyDisk>, Arc<CountNotify>, Device) {
+        let k = FakeKernel::new(8192, 1 << 20, flags);
+        let disk = Arc::new(TinyDisk::new());
+        let n = Arc::new(CountNotify::default());
+        let dev = Device::new("t", Ring::new(k.shared()).unwrap(), disk.clone(), n.clone());
+        (k, disk, n, dev)
+    }
+
+    const CAPS: u16 = abi::FLAG_CAP_OOOC | abi::FLAG_CAP_READ_LEN | abi::FLAG_CAP_TMR;
+
+    #[test]
+    fn write_then_read_through_the_ring() {
+        let (mut k, disk, notify, dev) = setup(CAPS);
+        let pattern: Vec<u8> = (0..2048u32).map(|i| (i * 7) as u8).collect();
+        let a = k.alloc_data(1024, 0);
+        let b = k.alloc_data(1024, 0);
+        k.mem.write(a.offset, &pattern[..1024]).unwrap();
+        k.mem.write(b.offset, &pattern[1024..]).unwrap();
+        k.push_cmd(1, &rw10(0x2a, 3, 4), &[a, b], &[]);
+        let mut work = Vec::new();
+        dev.poll(&mut work).unwrap();
+        assert_eq!(work.len(), 1);
+        let mut bufs = Buffers::default();
+        for w in work.drain(..) {
+            dev.run(w, &mut bufs);
+        }
+        assert_eq!(&disk.data.lock()[3 * 512..7 * 512], &pattern[..]);
+        let (done, pos) = k.reap(0);
+        assert_eq!(done.iter().map(|d| (d.0, d.1)).collect::<Vec<_>>(), vec![(1, STATUS_GOOD)]);
+        // Read it back into fresh buffers.
+        let c = k.alloc_data(2048, 0xff);
+        k.push_cmd(2, &rw10(0x28, 3, 4), &[c], &[]);
+        dev.poll(&mut work).unwrap();
+        dev.run(work.pop().unwrap(), &mut bufs);
+        let mut back = vec![0u8; 2048];
+        k.mem.read(c.offset, &mut back).unwrap();
+        assert_eq!(back, pattern);
+        let (done, _) = k.reap(pos);
+        assert_eq!(done[0].0, 2);
+        assert!(notify.0.load(Ordering::SeqCst) >= 2);
+        assert_eq!(dev.stats().bytes_in.load(Ordering::Relaxed), 2048);
+        assert_eq!(dev.stats().bytes_out.load(Ordering::Relaxed), 2048);
+        assert!(dev.is_drained());
+    }
+
+    #[test]
+    fn short_data_in_reports_read_len_or_zero_fills() {
+        for (flags, expect_read_len) in [(CAPS, true), (abi::FLAG_CAP_OOOC, false)] {
+            let (mut k, _disk, _n, dev) = setup(flags);
+            let buf = k.alloc_data(96, 0xee);
+            k.push_cmd(1, &[0x12, 0, 0, 0, 96, 0], &[buf], &[]);
+            let mut work = Vec::new();
+            dev.poll(&mut work).unwrap();
+            dev.run(work.pop().unwrap(), &mut Buffers::default());
+            let (done, _) = k.reap(0);
+            let (_, status, uflags, read_len, _) = done[0];
+            assert_eq!(status, 0);
+            let mut back = vec![0u8; 96];
+            k.mem.read(buf.offset, &mut back).unwrap();
+            assert_eq!(&back[..36], &[0x5a; 36]);
+            if expect_read_len {
+                assert_eq!((uflags, read_len), (abi::UFLAG_READ_LEN, 36));
+                assert_eq!(&back[36..], &[0xee; 60], "beyond read_len untouched");
+            } else {
+                assert_eq!((uflags, read_len), (0, 0));
+                assert_eq!(&back[36..], &[0; 60], "zero-filled without CAP_READ_LEN");
+            }
+        }
+    }
+
+    #[test]
+    fn malformed_and_unknown_entries_are_answered_immediately() {
+        let (mut k, _disk, notify, dev) = setup(CAPS);
+        let d = k.alloc_data(512, 0);
+        let bad = k.push_cmd(9, &rw10(0x28, 0, 1), &[d], &[]);
+        k.mem
+            .write_u64(k.cmdr_off + bad as usize + abi::REQ_IOV, 1 << 50)
+            .unwrap();
+        k.push_raw(112, 112 | 6, |m, abs| m.write_u16(abs + 4, 10).unwrap());
+        let mut work = Vec::new();
+        dev.poll(&mut work).unwrap();
+        assert!(work.is_empty());
+        let (done, _) = k.reap(0);
+        assert_eq!(done.len(), 2);
+        assert_eq!((done[0].0, done[0].1), (9, STATUS_CHECK_CONDITION));
+        assert_eq!(done[0].4, sense_internal_target_failure());
+        assert_eq!((done[1].0, done[1].2), (10, abi::UFLAG_UNKNOWN_OP));
+        assert_eq!(notify.0.load(Ordering::SeqCst), 1);
+        assert_eq!(dev.stats().malformed.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn stuck_command_times_out_and_late_result_is_dropped() {
+        let (mut k, disk, _n, dev) = setup(CAPS);
+        let (tx, rx) = crossbeam_channel::bounded::<()>(0);
+        *disk.gate.lock() = Some(rx);
+        let buf = k.alloc_data(512, 0x33);
+        k.push_cmd(5, &[0xc1, 0, 0, 0, 0, 0, 0, 0, 0, 0], &[buf], &[]);
+        let mut work = Vec::new();
+        dev.poll(&mut work).unwrap();
+        let dev = Arc::new(dev);
+        let d2 = dev.clone();
+        let w = work.pop().unwrap();
+        let worker = std::thread::spawn(move || d2.run(w, &mut Buffers::default()));
+        // Wait until the worker is inside the handler.
+        while dev.inflight.lock().values().all(|r| *r.phase.lock() != Phase::Running) {
+            std::thread::yield_now();
+        }
+        assert_eq!(dev.expire(Duration::from_secs(3600)), 0);
+        assert_eq!(dev.expire(Duration::ZERO), 1);
+        let (done, pos) = k.reap(0);
+        assert_eq!(done.len(), 1);
+        assert_eq!((done[0].0, done[0].1), (5, STATUS_CHECK_CONDITION));
+        assert_eq!(done[0].4, sense_command_timeout());
+        // The handler finally returns: nothing more is written.
+        let before = k.mem.snapshot();
+        tx.send(()).unwrap();
+        worker.join().unwrap();
+        assert_eq!(k.mem.snapshot(), before);
+        assert_eq!(k.reap(pos).0.len(), 0);
+        assert_eq!(dev.in_flight(), 0);
+        assert_eq!(dev.stats().timeouts.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn tmr_aborts_queued_commands_and_resets_the_unit() {
+        let (mut k, disk, _n, dev) = setup(CAPS);
+        k.push_cmd(1, &rw10(0x28, 0, 0), &[], &[]);
+        k.push_cmd(2, &rw10(0x28, 0, 0), &[], &[]);
+        let mut work = Vec::new();
+        dev.poll(&mut work).unwrap();
+        assert_eq!(work.len(), 2);
+        k.push_tmr(abi::tmr::LUN_RESET, &[2]);
+        let mut more = Vec::new();
+        dev.poll(&mut more).unwrap();
+        assert!(more.is_empty());
+        assert_eq!(*disk.tmfs.lock(), vec![TaskManagement::LunReset]);
+        let (done, pos) = k.reap(0);
+        assert_eq!(done.iter().map(|d| (d.0, d.1)).collect::<Vec<_>>(), vec![(2, STATUS_TASK_ABORTED)]);
+        // The aborted command's work item is skipped; the other runs normally.
+        let mut bufs = Buffers::default();
+        for w in work {
+            dev.run(w, &mut bufs);
+        }
+        let (done, _) = k.reap(pos);
+        assert_eq!(done.iter().map(|d| (d.0, d.1)).collect::<Vec<_>>(), vec![(1, STATUS_GOOD)]);
+        dev.poll(&mut Vec::new()).unwrap();
+        assert!(dev.is_drained());
+    }
+
+    #[test]
+    fn corrupt_ring_marks_broken_until_reset() {
+        let (mut k, _disk, _n, dev) = setup(CAPS);
+        k.push_cmd(1, &rw10(0x28, 0, 0), &[], &[]);
+        let mut work = Vec::new();
+        dev.poll(&mut work).unwrap();
+        k.push_raw(112, abi::OP_CMD, |_, _| {}); // zero length
+        assert!(dev.poll(&mut Vec::new()).is_err());
+        assert!(dev.is_broken());
+        assert_eq!(dev.poll(&mut Vec::new()).unwrap(), 0);
+        // The kernel resets the ring; the command read before is forgotten.
+        k.mem.store_u32_release(abi::MB_CMD_HEAD, 0).unwrap();
+        k.mem.store_u32_release(abi::MB_CMD_TAIL, 0).unwrap();
+        dev.reset().unwrap();
+        assert!(!dev.is_broken());
+        let before = k.mem.snapshot();
+        dev.run(work.pop().unwrap(), &mut Buffers::default());
+        assert_eq!(k.mem.snapshot(), before, "stale command writes nothing");
+    }
+
+    #[test]
+    fn many_commands_in_flight_on_worker_threads() {
+        let (mut k, disk, _n, dev) = setup(CAPS);
+        let dev = Arc::new(dev);
+        let (tx, rx) = crossbeam_channel::unbounded::<Work>();
+        let workers: Vec<_> = (0..4)
+            .map(|_| {
+                let rx = rx.clone();
+                let dev = dev.clone();
+                std::thread::spawn(move || {
+                    let mut b = Buffers::default();
+                    while let Ok(w) = rx.recv() {
+                        dev.run(w, &mut b);
+                    }
+                })
+            })
+            .collect();
+        for id in 0..40u16 {
+            let d = k.alloc_data(512, id as u8);
+            k.push_cmd(id, &rw10(0x2a, u32::from(id), 1), &[d], &[]);
+        }
+        let mut work = Vec::new();
+        dev.poll(&mut work).unwrap();
+        assert_eq!(work.len(), 40);
+        for w in work {
+            tx.send(w).unwrap();
+        }
+        drop(tx);
+        for w in workers {
+            w.join().unwrap();
+        }
+        let (done, _) = k.reap(0);
+        let mut ids: Vec<u16> = done.iter().map(|d| d.0).collect();
+        ids.sort_unstable();
+        assert_eq!(ids, (0..40).collect::<Vec<_>>());
+        for id in 0..40usize {
+            assert!(disk.data.lock()[id * 512..(id + 1) * 512].iter().all(|&b| b == id as u8));
+        }
+        assert!(dev.is_drained());
+    }
+}

@@ -1,0 +1,376 @@
+//! The SCSI side of a device: the [`ScsiTarget`] interface the ring processor executes
+//! commands through, and its implementation over rustio's SCSI engine
+//! ([`rustio_scsi::LogicalUnit`]).
+//!
+//! TCMU devices are passthrough devices: LIO hands every CDB to userspace except REPORT
+//! LUNS and (unless `passthrough` PR/ALUA are enabled) PERSISTENT RESERVE IN/OUT, which
+//! the kernel emulates. The kernel does not tell userspace the initiator, so all commands
+//! of a device arrive on one fixed I_T nexus.
+
+use std::fmt;
+use std::sync::Arc;
+
+use rustio_scsi::{LogicalUnit, LuConfig, Nexus, Request, Response, TaskAttr, Tmf};
+
+/// SCSI status GOOD (SAM-5 5.3.1).
+pub const STATUS_GOOD: u8 = 0x00;
+/// SCSI status CHECK CONDITION.
+pub const STATUS_CHECK_CONDITION: u8 = 0x02;
+/// SCSI status BUSY.
+pub const STATUS_BUSY: u8 = 0x08;
+/// SCSI status TASK ABORTED.
+pub const STATUS_TASK_ABORTED: u8 = 0x40;
+
+/// Sense key HARDWARE ERROR (SPC-4 4.5.6, table 27).
+pub const KEY_HARDWARE_ERROR: u8 = 0x04;
+/// Sense key ABORTED COMMAND.
+pub const KEY_ABORTED_COMMAND: u8 = 0x0b;
+
+/// Builds fixed-format sense data (SPC-4 4.5.3): response code 70h, `key`, additional
+/// sense length 10, ASC/ASCQ.
+pub fn fixed_sense(key: u8, asc: u8, ascq: u8) -> [u8; 18] {
+    let mut s = [0u8; 18];
+    s[0] = 0x70;
+    s[2] = key & 0x0f;
+    s[7] = 10;
+    s[12] = asc;
+    s[13] = ascq;
+    s
+}
+
+/// HARDWARE ERROR / INTERNAL TARGET FAILURE (44h/00h): used for ring entries the kernel
+/// built wrongly, which no retry will fix.
+pub fn sense_internal_target_failure() -> [u8; 18] {
+    fixed_sense(KEY_HARDWARE_ERROR, 0x44, 0x00)
+}
+
+/// ABORTED COMMAND / COMMAND TIMEOUT DURING PROCESSING (2Eh/02h, SPC-4 annex D): used
+/// when a handler did not finish in time; initiators retry ABORTED COMMAND.
+pub fn sense_command_timeout() -> [u8; 18] {
+    fixed_sense(KEY_ABORTED_COMMAND, 0x2e, 0x02)
+}
+
+/// Outcome of one command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScsiOutcome {
+    /// SCSI status byte.
+    pub status: u8,
+    /// Fixed-format sense data for CHECK CONDITION.
+    pub sense: Option<[u8; 18]>,
+}
+
+impl ScsiOutcome {
+    /// GOOD.
+    pub const GOOD: ScsiOutcome = ScsiOutcome {
+        status: STATUS_GOOD,
+        sense: None,
+    };
+}
+
+impl From<Response> for ScsiOutcome {
+    fn from(r: Response) -> Self {
+        ScsiOutcome {
+            status: r.status.as_u8(),
+            sense: r.sense_bytes(),
+        }
+    }
+}
+
+/// A task management function announced by a TMR ring entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskManagement {
+    /// ABORT TASK (SAM-5 7.2).
+    AbortTask,
+    /// ABORT TASK SET (SAM-5 7.3).
+    AbortTaskSet,
+    /// CLEAR ACA (SAM-5 7.4).
+    ClearAca,
+    /// CLEAR TASK SET (SAM-5 7.5).
+    ClearTaskSet,
+    /// LOGICAL UNIT RESET (SAM-5 7.7).
+    LunReset,
+    /// TARGET WARM RESET.
+    TargetWarmReset,
+    /// TARGET COLD RESET.
+    TargetColdReset,
+    /// The kernel aborted commands because of a PERSISTENT RESERVE OUT with PREEMPT AND
+    /// ABORT (not a reset of the logical unit).
+    PreemptAndAbort,
+    /// A function the kernel could not name.
+    Unknown(u8),
+}
+
+impl TaskManagement {
+    /// From `tcmu_tmr_entry.tmr_type`.
+    pub fn from_tmr_type(t: u8) -> TaskManagement {
+        use crate::abi::tmr;
+        match t {
+            tmr::ABORT_TASK => TaskManagement::AbortTask,
+            tmr::ABORT_TASK_SET => TaskManagement::AbortTaskSet,
+            tmr::CLEAR_ACA => TaskManagement::ClearAca,
+            tmr::CLEAR_TASK_SET => TaskManagement::ClearTaskSet,
+            tmr::LUN_RESET => TaskManagement::LunReset,
+            tmr::TARGET_WARM_RESET => TaskManagement::TargetWarmReset,
+            tmr::TARGET_COLD_RESET => TaskManagement::TargetColdReset,
+            tmr::LUN_RESET_PRO => TaskManagement::PreemptAndAbort,
+            other => TaskManagement::Unknown(other),
+        }
+    }
+}
+
+/// What a device executes commands against.
+pub trait ScsiTarget: Send + Sync + fmt::Debug {
+    /// Executes `cdb` with `data_out` (the command's data-out buffer, or empty when the
+    /// command transfers none), filling `data_in`.
+    fn execute(&self, cdb: &[u8], data_out: &[u8], tag: u64, data_in: &mut Vec<u8>) -> ScsiOutcome;
+
+    /// Bytes of data-out `cdb` transfers; `None` when unknown (the caller then passes the
+    /// whole buffer).
+    fn data_out_len(&self, cdb: &[u8]) -> Option<u32>;
+
+    /// A task management function was performed by the kernel.
+    fn task_management(&self, tmf: TaskManagement);
+
+    /// The device size changed (`dev_size` reconfigured): resize the store to `bytes` and
+    /// report CAPACITY DATA HAS CHANGED (SBC-4 4.6).
+    fn resize(&self, bytes: u64) -> Result<(), String>;
+
+    /// `emulate_write_cache` was reconfigured: set the WCE bit (SBC-4 6.5.5).
+    fn set_write_cache(&self, enabled: bool) -> Result<(), String>;
+}
+
+/// A [`ScsiTarget`] over a rustio [`LogicalUnit`].
+pub struct LuTarget {
+    lu: Arc<LogicalUnit>,
+    nexus: Nexus,
+}
+
+impl fmt::Debug for LuTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LuTarget")
+            .field("lu", &self.lu.config().lu_name)
+            .finish()
+    }
+}
+
+impl LuTarget {
+    /// Creates the logical unit for device `name` over `backstore`.
+    pub fn new(
+        name: &str,
+        backstore: Arc<dyn rustio_backstore::Backstore>,
+        config: LuConfig,
+    ) -> Result<LuTarget, rustio_scsi::Error> {
+        let lu = LogicalUnit::new(backstore, config)?;
+        // The kernel hides the initiator; one synthetic nexus per device.
+        let nexus = Nexus::new("tcmu.kernel,i,0x0", format!("tcmu.{name},t,0x1"));
+        Ok(LuTarget { lu, nexus })
+    }
+
+    /// The logical unit.
+    pub fn logical_unit(&self) -> &Arc<LogicalUnit> {
+        &self.lu
+    }
+
+    fn run(&self, cdb: &[u8], data_out: &[u8], data_in: &mut Vec<u8>) -> Response {
+        let req = Request {
+            nexus: &self.nexus,
+            cdb,
+            data_out,
+            task_tag: 0,
+            task_attr: TaskAttr::Simple,
+            write_protected: false,
+        };
+        self.lu.execute(&req, data_in)
+    }
+}
+
+/// LuConfig identity of TCMU devices: what tcmu-runner reports, so that initiators and
+/// udev rules see the same vendor/product.
+pub fn lu_config(info: &crate::handler::DeviceInfo) -> LuConfig {
+    let serial = info
+        .unit_serial
+        .clone()
+        .filter(|s| !s.is_empty() && s.len() <= 250 && s.bytes().all(|b| (0x21..0x7f).contains(&b)))
+        .unwrap_or_else(|| info.name.chars().filter(|c| c.is_ascii_graphic()).collect());
+    let serial = if serial.is_empty() { "tcmu".to_owned() } else { serial };
+    let mut c = LuConfig::new(info.name.clone(), serial)
+        .with_identity("LIO-ORG", "TCMU device", "0002")
+        .with_write_cache(info.write_cache);
+    if info.max_sectors > 0 {
+        c = c.with_max_transfer_blocks(info.max_sectors);
+        c.optimal_transfer_blocks = c.optimal_transfer_blocks.min(info.max_sectors);
+    }
+    c
+}
+
+impl ScsiTarget for LuTarget {
+    fn execute(&self, cdb: &[u8], data_out: &[u8], tag: u64, data_in: &mut Vec<u8>) -> ScsiOutcome {
+        let req = Request {
+            nexus: &self.nexus,
+            cdb,
+            data_out,
+            task_tag: tag,
+            task_attr: TaskAttr::Simple,
+            write_protected: false,
+        };
+        self.lu.execute(&req, data_in).into()
+    }
+
+    fn data_out_len(&self, cdb: &[u8]) -> Option<u32> {
+        self.lu.data_out_len(cdb)
+    }
+
+    fn task_management(&self, tmf: TaskManagement) {
+        let tmf = match tmf {
+            TaskManagement::AbortTask => return, // per-command aborts are handled by the ring
+            TaskManagement::AbortTaskSet => Tmf::AbortTaskSet,
+            TaskManagement::ClearAca => Tmf::ClearAca,
+            TaskManagement::ClearTaskSet => Tmf::ClearTaskSet,
+            TaskManagement::LunReset => Tmf::LogicalUnitReset,
+            TaskManagement::TargetWarmReset => Tmf::TargetWarmReset,
+            TaskManagement::TargetColdReset => Tmf::TargetColdReset,
+            TaskManagement::PreemptAndAbort | TaskManagement::Unknown(_) => return,
+        };
+        self.lu.task_management(&self.nexus, tmf);
+    }
+
+    fn resize(&self, bytes: u64) -> Result<(), String> {
+        self.lu
+            .backstore()
+            .resize(bytes)
+            .map_err(|e| e.to_string())?;
+        self.lu.capacity_changed();
+        Ok(())
+    }
+
+    fn set_write_cache(&self, enabled: bool) -> Result<(), String> {
+        // MODE SENSE(6) of the caching page (08h), flip WCE, MODE SELECT(6) it back with
+        // PF=1 (SPC-4 6.11, 6.13; SBC-4 6.5.5) so the engine's own validation applies.
+        let mut page = Vec::new();
+        let rsp = self.run(&[0x1a, 0x08, 0x08, 0, 0xff, 0], &[], &mut page);
+        if rsp.status.as_u8() != STATUS_GOOD || page.len() < 4 {
+            return Err(format!("MODE SENSE of the caching page failed: {rsp:?}"));
+        }
+        let bd_len = usize::from(page[3]);
+        let start = 4 + bd_len;
+        if page.len() < start + 3 || page[start] & 0x3f != 0x08 {
+            return Err("MODE SENSE returned no caching page".into());
+        }
+        let mut param = vec![0u8; 4];
+        param.extend_from_slice(&page[start..]);
+        param[4] &= 0x3f; // PS is reserved in MODE SELECT
+        if enabled {
+            param[4 + 2] |= 0x04;
+        } else {
+            param[4 + 2] &= !0x04;
+        }
+        let len = u8::try_from(param.len()).map_err(|_| "caching page too long".to_string())?;
+        let rsp = self.run(&[0x15, 0x10, 0, 0, len, 0], &param, &mut Vec::new());
+        if rsp.status.as_u8() != STATUS_GOOD {
+            return Err(format!("MODE SELECT of the caching page failed: {rsp:?}"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handler::DeviceInfo;
+    use rustio_backstore::RamBackstore;
+
+    fn target(write_cache: bool) -> LuTarget {
+        let info = DeviceInfo {
+            name: "d0".into(),
+            size: 1 << 20,
+            block_size: 512,
+            max_sectors: 128,
+            write_cache,
+            unit_serial: Some("abc-1".into()),
+        };
+        LuTarget::new(
+            "d0",
+            Arc::new(RamBackstore::new(1 << 20, 512).unwrap()),
+            lu_config(&info),
+        )
+        .unwrap()
+    }
+
+    fn wce(t: &LuTarget) -> bool {
+        let mut d = Vec::new();
+        let r = t.execute(&[0x1a, 0x08, 0x08, 0, 0xff, 0], &[], 1, &mut d);
+        assert_eq!(r.status, STATUS_GOOD);
+        let start = 4 + usize::from(d[3]);
+        d[start + 2] & 0x04 != 0
+    }
+
+    #[test]
+    fn sense_layout() {
+        assert_eq!(
+            sense_command_timeout(),
+            [0x70, 0, 0x0b, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x2e, 0x02, 0, 0, 0, 0]
+        );
+        assert_eq!(sense_internal_target_failure()[2], 0x04);
+        assert_eq!(sense_internal_target_failure()[12], 0x44);
+    }
+
+    #[test]
+    fn identity_and_inquiry() {
+        let t = target(true);
+        let mut d = Vec::new();
+        // Clear the power-on unit attention first.
+        t.execute(&[0, 0, 0, 0, 0, 0], &[], 1, &mut d);
+        let r = t.execute(&[0x12, 0, 0, 0, 96, 0], &[], 2, &mut d);
+        assert_eq!(r, ScsiOutcome::GOOD);
+        assert_eq!(&d[8..16], b"LIO-ORG ");
+        assert_eq!(&d[16..27], b"TCMU device");
+        assert_eq!(&d[32..36], b"0002");
+        // Unit serial number VPD page carries the configfs serial.
+        let r = t.execute(&[0x12, 1, 0x80, 0, 96, 0], &[], 3, &mut d);
+        assert_eq!(r, ScsiOutcome::GOOD);
+        assert_eq!(&d[4..9], b"abc-1");
+    }
+
+    #[test]
+    fn write_cache_reconfiguration() {
+        let t = target(true);
+        let mut d = Vec::new();
+        t.execute(&[0, 0, 0, 0, 0, 0], &[], 1, &mut d);
+        assert!(wce(&t));
+        t.set_write_cache(false).unwrap();
+        assert!(!wce(&t));
+        t.set_write_cache(true).unwrap();
+        assert!(wce(&t));
+    }
+
+    #[test]
+    fn resize_raises_capacity_changed() {
+        let t = target(true);
+        let mut d = Vec::new();
+        t.execute(&[0, 0, 0, 0, 0, 0], &[], 1, &mut d);
+        t.resize(2 << 20).unwrap();
+        let r = t.execute(&[0, 0, 0, 0, 0, 0], &[], 2, &mut d);
+        assert_eq!(r.status, STATUS_CHECK_CONDITION);
+        let s = r.sense.unwrap();
+        assert_eq!((s[2] & 0x0f, s[12], s[13]), (0x06, 0x2a, 0x09));
+        let r = t.execute(&[0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0], &[], 3, &mut d);
+        assert_eq!(r, ScsiOutcome::GOOD);
+        assert_eq!(u32::from_be_bytes(d[0..4].try_into().unwrap()), (2 << 20) / 512 - 1);
+        assert!(t.resize(1000).is_err());
+    }
+
+    #[test]
+    fn tmr_mapping() {
+        assert_eq!(TaskManagement::from_tmr_type(5), TaskManagement::LunReset);
+        assert_eq!(TaskManagement::from_tmr_type(128), TaskManagement::PreemptAndAbort);
+        assert_eq!(TaskManagement::from_tmr_type(99), TaskManagement::Unknown(99));
+        let t = target(true);
+        let mut d = Vec::new();
+        t.execute(&[0, 0, 0, 0, 0, 0], &[], 1, &mut d);
+        t.task_management(TaskManagement::LunReset);
+        let r = t.execute(&[0, 0, 0, 0, 0, 0], &[], 2, &mut d);
+        let s = r.sense.unwrap();
+        // BUS DEVICE RESET FUNCTION OCCURRED (29h/03h), SAM-5 6.3.3.
+        assert_eq!((s[2] & 0x0f, s[12], s[13]), (0x06, 0x29, 0x03));
+    }
+}

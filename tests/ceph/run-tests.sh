@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Tests the rbd engine against a real single-node Ceph cluster on 127.0.0.1:
+# installs the Ceph packages if missing (as root), starts a throwaway cluster (start.sh)
+# under a fresh temp dir on free ports, runs `cargo test -p rustio-rbd --features rbd`
+# (unit tests and crates/rbd/tests/cluster.rs) plus clippy with the feature, stops the
+# cluster (only its own PIDs), and prints one PASS/FAIL line per test and a summary.
+#
+# Env: CARGO_TARGET_DIR as usual; RUSTIO_CEPH_KEEP=1 keeps the cluster dir (logs) afterwards;
+# RUSTIO_CEPH_NO_INSTALL=1 never runs apt-get.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+HERE=$ROOT/tests/ceph
+T0=$(date +%s)
+passed=0
+failed=0
+pass() { echo "PASS $*"; passed=$((passed + 1)); }
+fail() { echo "FAIL $*"; failed=$((failed + 1)); }
+summary() {
+    echo "rbd: total $(( $(date +%s) - T0 ))s"
+    echo "rbd: $passed passed, $failed failed"
+}
+
+# --- packages ---
+PKGS=(ceph-mon ceph-osd ceph-mgr ceph-common librbd-dev)
+missing=()
+for p in "${PKGS[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    if [ "${RUSTIO_CEPH_NO_INSTALL:-0}" = 1 ] || [ "$(id -u)" != 0 ]; then
+        fail "rbd-packages (missing: ${missing[*]}; install them or run as root)"
+        summary; exit 1
+    fi
+    echo "installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    if ! { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >/tmp/rustio-ceph-apt.log 2>&1; then
+        tail -20 /tmp/rustio-ceph-apt.log
+        fail "rbd-packages (apt-get failed)"
+        summary; exit 1
+    fi
+fi
+
+# --- a free pair of monitor ports (another cluster may hold the defaults) ---
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+V2=""
+for base in 13300 23300 33300 43300 53300; do
+    if port_free "$base" && port_free $((base + 1)); then V2=$base; break; fi
+done
+[ -n "$V2" ] || { fail "rbd-cluster-start (no free port pair)"; summary; exit 1; }
+
+export CEPH_DIR
+CEPH_DIR=$(mktemp -d "${TMPDIR:-/tmp}/rustio-ceph.XXXXXX")
+cleanup() {
+    local t=$(date +%s)
+    if [ "${RUSTIO_CEPH_KEEP:-0}" = 1 ]; then
+        CEPH_KEEP=1 "$HERE/stop.sh" >/dev/null 2>&1
+        echo "cluster dir kept: $CEPH_DIR"
+    else
+        "$HERE/stop.sh" >/dev/null 2>&1 || echo "stop.sh failed for $CEPH_DIR"
+    fi
+    echo "rbd: cluster stop $(( $(date +%s) - t ))s"
+}
+trap cleanup EXIT
+
+t=$(date +%s)
+if CEPH_MON_PORT=$V2 CEPH_MON_PORT_V1=$((V2 + 1)) CEPH_RBD_IMAGE=rbd/smoke CEPH_RBD_SIZE=64M \
+    "$HERE/start.sh" > "$CEPH_DIR.start.log" 2>&1; then
+    pass "rbd-cluster-start ($(( $(date +%s) - t ))s, ports $V2/$((V2 + 1)))"
+else
+    tail -30 "$CEPH_DIR.start.log"
+    fail "rbd-cluster-start"
+    summary; exit 1
+fi
+rm -f "$CEPH_DIR.start.log"
+
+export RUSTIO_CEPH_CONF=$CEPH_DIR/ceph.conf
+export RUSTIO_CEPH_POOL=rbd
+export CARGO_TERM_COLOR=never
+
+t=$(date +%s)
+LOG=$(mktemp "${TMPDIR:-/tmp}/rustio-rbd-test.XXXXXX")
+cargo test -p rustio-rbd --features rbd -- --test-threads=1 2>&1 | tee "$LOG"
+rc=${PIPESTATUS[0]}
+echo "rbd: cargo test $(( $(date +%s) - t ))s"
+n=0
+while read -r name result; do
+    n=$((n + 1))
+    if [ "$result" = ok ]; then pass "rbd: $name"; else fail "rbd: $name"; fi
+done < <(sed -nE 's/^test ([^ ]+) \.\.\. (ok|FAILED)$/\1 \2/p' "$LOG")
+if [ "$rc" -ne 0 ] && ! grep -q '^test .* FAILED$' "$LOG"; then fail "rbd: cargo test exited $rc"; fi
+[ "$n" -gt 0 ] || fail "rbd: no test ran"
+rm -f "$LOG"
+
+t=$(date +%s)
+if cargo clippy -q -p rustio-rbd --no-deps --all-targets --features rbd -- -D warnings; then
+    pass "rbd: clippy --features rbd ($(( $(date +%s) - t ))s)"
+else
+    fail "rbd: clippy --features rbd"
+fi
+
+summary
+[ "$failed" -eq 0 ]
