@@ -305,6 +305,13 @@ hostname rustio-vm
 say "guest ready in $(cut -d' ' -f1 /proc/uptime)s (kernel $(uname -r)); running: $VM_DESC"
 # Guest-side deadline (host epoch seconds; the RTC gives the guest host time).
 left=$(( ${VM_DEADLINE:-0} - $(date +%s) ))
+# Sanity fallback if the guest clock is off: budget minus guest uptime.
+up=$(cut -d. -f1 /proc/uptime)
+budget=$(( ${VM_BUDGET:-600} - up ))
+if [ "$left" -le 0 ] || [ "$left" -gt "${VM_BUDGET:-600}" ]; then
+  say "WARN: guest clock looks off (deadline in ${left}s); using ${budget}s"
+  left=$budget
+fi
 [ "$left" -lt 5 ] && left=5
 timeout -s KILL "$left" chroot $R /bin/sh "$RUN/cmd"
 rc=$?

@@ -31,11 +31,14 @@ OPTIONAL_TOOLS=(
   lsscsi
 )
 
+# One dpkg-query for all packages (fast path when everything is installed).
 missing=()
+declare -A have=()
+while read -r pkg st1 st2 st3; do
+  [[ "$st1 $st2 $st3" == "install ok installed" ]] && have[${pkg%%:*}]=1
+done < <(dpkg-query -W -f='${Package} ${Status}\n' "${REQUIRED[@]}" "${TOOLS[@]}" 2>/dev/null || true)
 for p in "${REQUIRED[@]}" "${TOOLS[@]}"; do
-  if ! dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$'; then
-    missing+=("$p")
-  fi
+  [[ -n "${have[$p]:-}" ]] || missing+=("$p")
 done
 
 if [[ "${1:-}" == "--check" ]]; then

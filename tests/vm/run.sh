@@ -87,8 +87,10 @@ mkdir -p "$RUN/out"
 case "$RUN" in *[[:space:]]*) fail "control dir path must not contain spaces: $RUN" ;; esac
 
 QPID=
+FIFO=
 cleanup() {
   local rc=$?
+  [[ -n "$FIFO" ]] && rm -f "$FIFO"
   if [[ -n "$QPID" ]] && kill -0 "$QPID" 2>/dev/null; then
     kill -TERM "$QPID" 2>/dev/null || true
     sleep 1
@@ -172,6 +174,7 @@ for t in /tmp /var/tmp /run /var/log /root; do
 done
 {
   echo "VM_DEADLINE=$GUEST_DEADLINE"
+  echo "VM_BUDGET=$((TIMEOUT - MARGIN))"
   echo "VM_SHARES='$VM_SHARES'"
   echo "VM_DESC='$(basename "$SCRIPT")'"
 } >"$RUN/vm.env"
@@ -203,7 +206,6 @@ sed -u 's/\r$//' <"$FIFO" | tee "$RUN/console.log" &
 CONPID=$!
 "${QEMU[@]}" </dev/null >"$FIFO" &
 QPID=$!
-rm -f "$FIFO"   # both ends are open now (open of a FIFO blocks until paired)
 
 timed_out=0
 deadline=$((start + TIMEOUT))
@@ -222,6 +224,7 @@ qrc=0
 wait "$QPID" || qrc=$?
 QPID=
 wait "$CONPID" 2>/dev/null || true
+rm -f "$FIFO"
 elapsed=$(($(date +%s) - start))
 
 if ((timed_out)); then

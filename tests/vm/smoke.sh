@@ -6,6 +6,9 @@
 # any check failed. Every step is time-bounded; only 127.0.0.1 is used.
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
+# Per-check limit; generous because a busy host makes TCG 3-4x slower
+# (targetcli alone took ~60 s at load 10). run.sh's --timeout bounds the total.
+VM_CHECK_TIMEOUT=${VM_CHECK_TIMEOUT:-300}
 # shellcheck source=guest-lib.sh
 . "$HERE/guest-lib.sh"
 

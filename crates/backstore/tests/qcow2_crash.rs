@@ -44,8 +44,16 @@ fn crash_child_writer() {
             std::thread::sleep(Duration::from_millis(1));
         } else {
             let fua = i % 4 == 3;
-            b.write_at(&slot_data(slot), slot * SLOT, if fua { WriteFlags::FUA } else { WriteFlags::default() })
-                .unwrap();
+            b.write_at(
+                &slot_data(slot),
+                slot * SLOT,
+                if fua {
+                    WriteFlags::FUA
+                } else {
+                    WriteFlags::default()
+                },
+            )
+            .unwrap();
             if fua {
                 println!("ACK {slot}");
             }
@@ -55,7 +63,9 @@ fn crash_child_writer() {
         match rng.below(6) {
             0 => b.discard(off, len).unwrap(),
             1 => b.write_zeroes(off, len, rng.below(2) == 0).unwrap(),
-            _ => b.write_at(&pattern(i, len as usize), off, WriteFlags::default()).unwrap(),
+            _ => b
+                .write_at(&pattern(i, len as usize), off, WriteFlags::default())
+                .unwrap(),
         }
         if i % 10 == 9 && i < SLOTS {
             b.flush().unwrap();
@@ -69,7 +79,13 @@ fn crash_child_writer() {
 fn run_and_kill(img: &Path, min_acks: usize, extra: Duration) -> Vec<u64> {
     let exe = std::env::current_exe().unwrap();
     let mut child = Command::new(exe)
-        .args(["--ignored", "--exact", "crash_child_writer", "--nocapture", "--test-threads=1"])
+        .args([
+            "--ignored",
+            "--exact",
+            "crash_child_writer",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("QCOW2_CRASH_IMG", img)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -121,28 +137,49 @@ fn run_and_kill(img: &Path, min_acks: usize, extra: Duration) -> Vec<u64> {
 
 fn verify_after_crash(dir: &Path, img: &Path, durable: &[u64], what: &str) {
     let (c, report) = check(img);
-    assert!(matches!(c, Check::Clean | Check::Leaks), "{what}: qemu-img check after SIGKILL: {c:?}\n{report}");
+    assert!(
+        matches!(c, Check::Clean | Check::Leaks),
+        "{what}: qemu-img check after SIGKILL: {c:?}\n{report}"
+    );
     let b = Qcow2Backstore::open(img, true).unwrap();
     let mut buf = vec![0u8; SLOT as usize];
     for &i in durable {
         b.read_at(&mut buf, i * SLOT).unwrap();
-        assert!(buf == slot_data(i), "{what}: acknowledged slot {i} lost (rustio)");
+        assert!(
+            buf == slot_data(i),
+            "{what}: acknowledged slot {i} lost (rustio)"
+        );
     }
     drop(b);
     let raw = dir.join("after.raw");
     let _ = std::fs::remove_file(&raw);
-    qemu_img(&["convert", "-f", "qcow2", "-O", "raw", img.to_str().unwrap(), raw.to_str().unwrap()]);
+    qemu_img(&[
+        "convert",
+        "-f",
+        "qcow2",
+        "-O",
+        "raw",
+        img.to_str().unwrap(),
+        raw.to_str().unwrap(),
+    ]);
     let data = std::fs::read(&raw).unwrap();
     for &i in durable {
         let at = (i * SLOT) as usize;
-        assert!(data[at..at + SLOT as usize] == slot_data(i)[..], "{what}: acknowledged slot {i} lost (qemu)");
+        assert!(
+            data[at..at + SLOT as usize] == slot_data(i)[..],
+            "{what}: acknowledged slot {i} lost (qemu)"
+        );
     }
     // The image stays usable for writing.
     let b = Qcow2Backstore::open(img, false).unwrap();
-    b.write_at(&[9u8; 65536], SIZE / 2, WriteFlags::default()).unwrap();
+    b.write_at(&[9u8; 65536], SIZE / 2, WriteFlags::default())
+        .unwrap();
     b.close().unwrap();
     let (c, report) = check(img);
-    assert!(matches!(c, Check::Clean | Check::Leaks), "{what}: after further writes: {c:?}\n{report}");
+    assert!(
+        matches!(c, Check::Clean | Check::Leaks),
+        "{what}: after further writes: {c:?}\n{report}"
+    );
 }
 
 #[test]
@@ -156,7 +193,13 @@ fn crash_safety_under_sigkill() {
         (tmp.path(), "cluster_size=4k,refcount_bits=1", &[], 60, 3),
         (shm.path(), "cluster_size=64k,compat=0.10", &[], 40, 1),
         (shm.path(), "cluster_size=4k,lazy_refcounts=on", &[], 100, 7),
-        (tmp.path(), "cluster_size=64k", &["-b", base.to_str().unwrap(), "-F", "raw"], 30, 2),
+        (
+            tmp.path(),
+            "cluster_size=64k",
+            &["-b", base.to_str().unwrap(), "-F", "raw"],
+            30,
+            2,
+        ),
         (tmp.path(), "cluster_size=512,refcount_bits=64", &[], 30, 5),
     ];
     for (n, (dir, opts, extra, acks, wait_ms)) in runs.into_iter().enumerate() {
@@ -168,7 +211,11 @@ fn crash_safety_under_sigkill() {
         args.push(&size);
         qemu_img(&args);
         let durable = run_and_kill(&img, acks, Duration::from_millis(wait_ms));
-        assert!(durable.len() >= acks, "run {n}: saw {} acknowledged slots", durable.len());
+        assert!(
+            durable.len() >= acks,
+            "run {n}: saw {} acknowledged slots",
+            durable.len()
+        );
         verify_after_crash(dir, &img, &durable, &format!("run {n} ({opts})"));
     }
 }

@@ -611,3 +611,421 @@ impl LoginMachine {
         self.failure_pdu(&req, st)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{AclConfig, ChapCredentials, PortalConfig, TpgConfig};
+    use crate::pdu::LoginResponse;
+    use crate::text;
+
+    const TARGET: &str = "iqn.2024-01.org.rustio:t";
+    const INIT: &str = "iqn.2024-01.org.rustio:i";
+
+    fn local() -> SocketAddr {
+        "127.0.0.1:3260".parse().unwrap()
+    }
+
+    fn cfg(edit: impl FnOnce(&mut TpgConfig)) -> Arc<ServerConfig> {
+        let mut tpg = TpgConfig::new(1);
+        tpg.portals.push(PortalConfig { addr: local() });
+        tpg.generate_node_acls = true;
+        edit(&mut tpg);
+        Arc::new(ServerConfig {
+            targets: vec![Arc::new(TargetConfig {
+                iqn: TARGET.into(),
+                tpgs: vec![Arc::new(tpg)],
+            })],
+            ..ServerConfig::default()
+        })
+    }
+
+    fn req(csg: Stage, nsg: Stage, transit: bool) -> LoginRequest {
+        LoginRequest {
+            transit,
+            cont: false,
+            csg,
+            nsg,
+            version_max: 0,
+            version_min: 0,
+            isid: [0x80, 0, 0, 0, 0, 1],
+            tsih: 0,
+            itt: 7,
+            cid: 0,
+            cmd_sn: 100,
+            exp_stat_sn: 0,
+        }
+    }
+
+    fn kv(pairs: &[(&str, &str)]) -> Vec<u8> {
+        text::encode(pairs)
+    }
+
+    fn resp(step: &Step) -> (LoginResponse, Vec<(String, String)>) {
+        let pdu = match step {
+            Step::Respond(p) | Step::Fail(p) => p,
+            Step::Complete(_) => panic!("complete"),
+        };
+        let Header::LoginResponse(h) = pdu.header else {
+            panic!("not a login response")
+        };
+        (h, text::parse(&pdu.data).unwrap())
+    }
+
+    fn status_of(step: &Step) -> (u8, u8) {
+        let (h, _) = resp(step);
+        (h.status_class, h.status_detail)
+    }
+
+    fn get<'a>(p: &'a [(String, String)], k: &str) -> Option<&'a str> {
+        p.iter().find(|(x, _)| x == k).map(|(_, v)| v.as_str())
+    }
+
+    fn first_keys() -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("InitiatorName", INIT),
+            ("TargetName", TARGET),
+            ("SessionType", "Normal"),
+        ]
+    }
+
+    #[test]
+    fn plain_login_to_full_feature() {
+        let mut m = LoginMachine::new(cfg(|_| {}), local());
+        let mut keys = first_keys();
+        keys.push(("AuthMethod", "None"));
+        let s = m.step(&req(Stage::Security, Stage::Operational, true), &kv(&keys));
+        let (h, p) = resp(&s);
+        assert!(matches!(s, Step::Respond(_)));
+        assert_eq!((h.status_class, h.status_detail), (0, 0));
+        assert!(h.transit);
+        assert_eq!(h.nsg, Stage::Operational);
+        assert_eq!(h.itt, 7);
+        assert_eq!(h.exp_cmd_sn, 100);
+        assert_eq!(get(&p, "AuthMethod"), Some("None"));
+        assert_eq!(get(&p, "TargetPortalGroupTag"), Some("1"));
+        let ops = kv(&[
+            ("HeaderDigest", "None"),
+            ("DataDigest", "CRC32C,None"),
+            ("MaxRecvDataSegmentLength", "65536"),
+            ("MaxBurstLength", "262144"),
+            ("FirstBurstLength", "65536"),
+            ("InitialR2T", "No"),
+            ("ImmediateData", "Yes"),
+            ("MaxOutstandingR2T", "4"),
+            ("ErrorRecoveryLevel", "0"),
+            ("X-com.example.key", "1"),
+        ]);
+        let s = m.step(&req(Stage::Operational, Stage::FullFeature, true), &ops);
+        let Step::Complete(done) = s else {
+            panic!("{s:?}")
+        };
+        assert_eq!(done.initiator_name, INIT);
+        assert_eq!(done.session_type, SessionType::Normal);
+        let n = done.negotiated;
+        assert!(!n.header_digest && n.data_digest);
+        assert_eq!(n.initiator_mrdsl, 65536);
+        assert_eq!(n.target_mrdsl, 262_144);
+        assert_eq!(n.max_burst_length, 262_144);
+        assert!(n.initial_r2t, "OR with our Yes");
+        assert_eq!(n.max_outstanding_r2t, 1, "min with our 1");
+        let fin = m.finish(5, 100, 227);
+        let Header::LoginResponse(h) = fin.header else {
+            panic!()
+        };
+        assert!(h.transit);
+        assert_eq!((h.csg, h.nsg), (Stage::Operational, Stage::FullFeature));
+        assert_eq!(h.tsih, 5);
+        assert_eq!((h.exp_cmd_sn, h.max_cmd_sn), (100, 227));
+        // StatSN: 0 for the first response, 1 for the second.
+        assert_eq!(h.stat_sn, 1);
+        let p = text::parse(&fin.data).unwrap();
+        assert_eq!(get(&p, "X-com.example.key"), Some("NotUnderstood"));
+        assert_eq!(get(&p, "MaxRecvDataSegmentLength"), Some("262144"));
+        assert_eq!(get(&p, "InitialR2T"), Some("Yes"));
+    }
+
+    #[test]
+    fn login_errors() {
+        let mut m = LoginMachine::new(cfg(|_| {}), local());
+        let s = m.step(
+            &req(Stage::Operational, Stage::FullFeature, true),
+            &kv(&[("TargetName", TARGET)]),
+        );
+        assert!(matches!(s, Step::Fail(_)));
+        assert_eq!(status_of(&s), status::MISSING_PARAMETER);
+
+        let mut m = LoginMachine::new(cfg(|_| {}), local());
+        let s = m.step(
+            &req(Stage::Operational, Stage::FullFeature, true),
+            &kv(&[("InitiatorName", INIT)]),
+        );
+        assert_eq!(status_of(&s), status::MISSING_PARAMETER);
+
+        let mut m = LoginMachine::new(cfg(|_| {}), local());
+        let s = m.step(
+            &req(Stage::Operational, Stage::FullFeature, true),
+            &kv(&[("InitiatorName", INIT), ("TargetName", "iqn.2024-01.org.rustio:nope")]),
+        );
+        assert_eq!(status_of(&s), status::NOT_FOUND);
+
+        // Reached through a portal the TPG does not have.
+        let mut m = LoginMachine::new(cfg(|_| {}), "127.0.0.1:3999".parse().unwrap());
+        let s = m.step(&req(Stage::Operational, Stage::FullFeature, true), &kv(&first_keys()));
+        assert_eq!(status_of(&s), status::NOT_FOUND);
+
+        let mut m = LoginMachine::new(cfg(|t| t.generate_node_acls = false), local());
+        let s = m.step(&req(Stage::Operational, Stage::FullFeature, true), &kv(&first_keys()));
+        assert_eq!(status_of(&s), status::AUTHORIZATION_FAILURE);
+
+        let mut m = LoginMachine::new(cfg(|_| {}), local());
+        let mut r = req(Stage::Operational, Stage::FullFeature, true);
+        r.version_min = 2;
+        r.version_max = 2;
+        let s = m.step(&r, &kv(&first_keys()));
+        assert_eq!(status_of(&s), status::UNSUPPORTED_VERSION);
+
+        let mut m = LoginMachine::new(cfg(|_| {}), local());
+        let s = m.step(
+            &req(Stage::Operational, Stage::FullFeature, true),
+            b"InitiatorName=iqn.a:b\0InitiatorName=iqn.a:b\0",
+        );
+        assert_eq!(status_of(&s), status::INITIATOR_ERROR);
+
+        let mut m = LoginMachine::new(cfg(|_| {}), local());
+        let mut keys = first_keys();
+        keys[2] = ("SessionType", "Bogus");
+        let s = m.step(&req(Stage::Operational, Stage::FullFeature, true), &kv(&keys));
+        assert_eq!(status_of(&s), status::SESSION_TYPE_NOT_SUPPORTED);
+
+        // NSG not after CSG.
+        let mut m = LoginMachine::new(cfg(|_| {}), local());
+        let s = m.step(&req(Stage::Operational, Stage::Security, true), &kv(&first_keys()));
+        assert_eq!(status_of(&s), status::INITIATOR_ERROR);
+    }
+
+    #[test]
+    fn discovery_needs_no_target_name() {
+        let mut m = LoginMachine::new(cfg(|_| {}), local());
+        let s = m.step(
+            &req(Stage::Operational, Stage::FullFeature, true),
+            &kv(&[
+                ("InitiatorName", INIT),
+                ("SessionType", "Discovery"),
+                ("MaxBurstLength", "4096"),
+            ]),
+        );
+        let Step::Complete(done) = s else { panic!() };
+        assert_eq!(done.session_type, SessionType::Discovery);
+        assert!(done.target.is_none());
+        let fin = m.finish(9, 100, 100);
+        let p = text::parse(&fin.data).unwrap();
+        assert_eq!(get(&p, "MaxBurstLength"), Some("Irrelevant"));
+        assert_eq!(get(&p, "TargetPortalGroupTag"), None);
+    }
+
+    fn chap_cfg(mutual: bool) -> Arc<ServerConfig> {
+        cfg(|t| {
+            t.authentication = true;
+            t.generate_node_acls = false;
+            t.acls.push(AclConfig {
+                initiator: INIT.into(),
+                chap: Some(ChapCredentials {
+                    userid: "user".into(),
+                    password: "secretsecret".into(),
+                    mutual: mutual.then(|| ("tuser".into(), "tsecret12345".into())),
+                }),
+                mapped_luns: vec![],
+            });
+        })
+    }
+
+    /// Runs the CHAP exchange up to the challenge; returns (machine, id, challenge).
+    fn chap_start(c: Arc<ServerConfig>, algs: &str) -> (LoginMachine, u8, Vec<u8>, String) {
+        let mut m = LoginMachine::new(c, local());
+        let mut keys = first_keys();
+        keys.push(("AuthMethod", "CHAP,None"));
+        let s = m.step(&req(Stage::Security, Stage::Operational, true), &kv(&keys));
+        let (h, p) = resp(&s);
+        assert_eq!(get(&p, "AuthMethod"), Some("CHAP"));
+        assert!(!h.transit, "cannot leave security before CHAP");
+        let s = m.step(&req(Stage::Security, Stage::Operational, false), &kv(&[("CHAP_A", algs)]));
+        let (_, p) = resp(&s);
+        let a = get(&p, "CHAP_A").unwrap().to_string();
+        let id: u8 = get(&p, "CHAP_I").unwrap().parse().unwrap();
+        let c = text::parse_binary(get(&p, "CHAP_C").unwrap()).unwrap();
+        (m, id, c, a)
+    }
+
+    #[test]
+    fn chap_one_way_md5() {
+        let (mut m, id, c, a) = chap_start(chap_cfg(false), "5");
+        assert_eq!(a, "5");
+        assert_eq!(c.len(), 16);
+        let r = ChapAlgorithm::Md5.response(id, b"secretsecret", &c);
+        let s = m.step(
+            &req(Stage::Security, Stage::Operational, true),
+            &kv(&[("CHAP_N", "user"), ("CHAP_R", &text::format_binary(&r))]),
+        );
+        let (h, _) = resp(&s);
+        assert!(matches!(s, Step::Respond(_)));
+        assert!(h.transit);
+        assert_eq!(h.nsg, Stage::Operational);
+        let s = m.step(&req(Stage::Operational, Stage::FullFeature, true), &[]);
+        assert!(matches!(s, Step::Complete(_)));
+    }
+
+    #[test]
+    fn chap_algorithms_sha() {
+        for (code, alg, len) in [
+            ("6", ChapAlgorithm::Sha1, 20),
+            ("7", ChapAlgorithm::Sha256, 32),
+            ("8", ChapAlgorithm::Sha3_256, 32),
+        ] {
+            let (mut m, id, c, a) = chap_start(chap_cfg(false), code);
+            assert_eq!(a, code);
+            assert_eq!(c.len(), len);
+            let r = alg.response(id, b"secretsecret", &c);
+            let s = m.step(
+                &req(Stage::Security, Stage::Operational, true),
+                &kv(&[("CHAP_N", "user"), ("CHAP_R", &text::format_binary(&r))]),
+            );
+            assert_eq!(status_of(&s), status::SUCCESS);
+        }
+    }
+
+    #[test]
+    fn chap_failures() {
+        // Wrong secret.
+        let (mut m, id, c, _) = chap_start(chap_cfg(false), "5");
+        let r = ChapAlgorithm::Md5.response(id, b"wrong", &c);
+        let s = m.step(
+            &req(Stage::Security, Stage::Operational, true),
+            &kv(&[("CHAP_N", "user"), ("CHAP_R", &text::format_binary(&r))]),
+        );
+        assert!(matches!(s, Step::Fail(_)));
+        assert_eq!(status_of(&s), status::AUTH_FAILURE);
+        // Wrong user.
+        let (mut m, id, c, _) = chap_start(chap_cfg(false), "5");
+        let r = ChapAlgorithm::Md5.response(id, b"secretsecret", &c);
+        let s = m.step(
+            &req(Stage::Security, Stage::Operational, true),
+            &kv(&[("CHAP_N", "other"), ("CHAP_R", &text::format_binary(&r))]),
+        );
+        assert_eq!(status_of(&s), status::AUTH_FAILURE);
+        // Garbage response.
+        let (mut m, _, _, _) = chap_start(chap_cfg(false), "5");
+        let s = m.step(
+            &req(Stage::Security, Stage::Operational, true),
+            &kv(&[("CHAP_N", "user"), ("CHAP_R", "0xzz")]),
+        );
+        assert_eq!(status_of(&s), status::AUTH_FAILURE);
+        // Unsupported algorithm list.
+        let mut m = LoginMachine::new(chap_cfg(false), local());
+        let mut keys = first_keys();
+        keys.push(("AuthMethod", "CHAP"));
+        m.step(&req(Stage::Security, Stage::Operational, true), &kv(&keys));
+        let s = m.step(&req(Stage::Security, Stage::Operational, false), &kv(&[("CHAP_A", "56")]));
+        assert_eq!(status_of(&s), status::AUTH_FAILURE);
+        // Authentication required but only None offered.
+        let mut m = LoginMachine::new(chap_cfg(false), local());
+        let mut keys = first_keys();
+        keys.push(("AuthMethod", "None"));
+        let s = m.step(&req(Stage::Security, Stage::Operational, true), &kv(&keys));
+        assert_eq!(status_of(&s), status::AUTH_FAILURE);
+        // Skipping the security stage while authentication is required.
+        let mut m = LoginMachine::new(chap_cfg(false), local());
+        let s = m.step(&req(Stage::Operational, Stage::FullFeature, true), &kv(&first_keys()));
+        assert_eq!(status_of(&s), status::AUTH_FAILURE);
+        // Mutual requested but not configured.
+        let (mut m, id, c, _) = chap_start(chap_cfg(false), "5");
+        let r = ChapAlgorithm::Md5.response(id, b"secretsecret", &c);
+        let s = m.step(
+            &req(Stage::Security, Stage::Operational, true),
+            &kv(&[
+                ("CHAP_N", "user"),
+                ("CHAP_R", &text::format_binary(&r)),
+                ("CHAP_I", "3"),
+                ("CHAP_C", "0x0102030405060708090a0b0c0d0e0f10"),
+            ]),
+        );
+        assert_eq!(status_of(&s), status::AUTH_FAILURE);
+    }
+
+    #[test]
+    fn chap_mutual() {
+        let (mut m, id, c, _) = chap_start(chap_cfg(true), "5");
+        let r = ChapAlgorithm::Md5.response(id, b"secretsecret", &c);
+        let my_c = [9u8; 16];
+        let s = m.step(
+            &req(Stage::Security, Stage::Operational, true),
+            &kv(&[
+                ("CHAP_N", "user"),
+                ("CHAP_R", &text::format_binary(&r)),
+                ("CHAP_I", "77"),
+                ("CHAP_C", &text::format_binary(&my_c)),
+            ]),
+        );
+        let (h, p) = resp(&s);
+        assert_eq!((h.status_class, h.status_detail), (0, 0));
+        assert_eq!(get(&p, "CHAP_N"), Some("tuser"));
+        let expect = ChapAlgorithm::Md5.response(77, b"tsecret12345", &my_c);
+        assert_eq!(text::parse_binary(get(&p, "CHAP_R").unwrap()).unwrap(), expect);
+        // A reflected challenge is refused (RFC 7143 12.1.3).
+        let (mut m, id, c, _) = chap_start(chap_cfg(true), "5");
+        let r = ChapAlgorithm::Md5.response(id, b"secretsecret", &c);
+        let s = m.step(
+            &req(Stage::Security, Stage::Operational, true),
+            &kv(&[
+                ("CHAP_N", "user"),
+                ("CHAP_R", &text::format_binary(&r)),
+                ("CHAP_I", &id.to_string()),
+                ("CHAP_C", &text::format_binary(&c)),
+            ]),
+        );
+        assert_eq!(status_of(&s), status::AUTH_FAILURE);
+    }
+
+    #[test]
+    fn continued_login_text() {
+        let mut m = LoginMachine::new(cfg(|_| {}), local());
+        let all = kv(&first_keys());
+        let (a, b) = all.split_at(10);
+        let mut r = req(Stage::Operational, Stage::FullFeature, false);
+        r.cont = true;
+        let s = m.step(&r, a);
+        let (h, p) = resp(&s);
+        assert!(!h.transit && p.is_empty());
+        let s = m.step(&req(Stage::Operational, Stage::FullFeature, true), b);
+        assert!(matches!(s, Step::Complete(_)));
+    }
+
+    #[test]
+    fn isid_must_not_change() {
+        let mut m = LoginMachine::new(cfg(|_| {}), local());
+        let mut keys = first_keys();
+        keys.push(("AuthMethod", "None"));
+        m.step(&req(Stage::Security, Stage::Operational, true), &kv(&keys));
+        let mut r = req(Stage::Operational, Stage::FullFeature, true);
+        r.isid[5] = 9;
+        let s = m.step(&r, &[]);
+        assert_eq!(status_of(&s), status::INITIATOR_ERROR);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_requests_never_panic(
+            flags in proptest::prelude::any::<u8>(),
+            data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+            tsih in proptest::prelude::any::<u16>(),
+        ) {
+            let mut m = LoginMachine::new(chap_cfg(true), local());
+            let mut r = req(Stage::from_bits(flags >> 2), Stage::from_bits(flags), flags & 0x80 != 0);
+            r.cont = flags & 0x40 != 0;
+            r.tsih = tsih;
+            let _ = m.step(&r, &data);
+            let _ = m.step(&r, &kv(&first_keys()));
+            let _ = m.step(&r, &data);
+        }
+    }
+}

@@ -99,6 +99,15 @@ impl RbdConfig {
         if handler != "rbd" {
             return Err(ConfigError::WrongHandler(handler.to_owned()));
         }
+        RbdConfig::parse_handler_config(rest)
+    }
+
+    /// Parses the handler part only (`<pool>/<image>[;option...]`, what follows `rbd/`),
+    /// as a TCMU runner's `rbd` handler receives it.
+    pub fn parse_handler_config(rest: &str) -> Result<Self, ConfigError> {
+        if rest.contains('\0') {
+            return Err(ConfigError::Nul);
+        }
         // strtok_r(config, "/"): skip leading separators, the token runs to the next one.
         let rest = rest.trim_start_matches('/');
         let (pool, after_pool) = match rest.split_once('/') {
@@ -307,6 +316,22 @@ mod tests {
         );
         assert_eq!(c.user(), "client.iscsi");
         assert_eq!(c.spec(), "rbd/pool1/img");
+    }
+
+    #[test]
+    fn handler_part_only() {
+        let c = RbdConfig::parse_handler_config("pool/img;id=x").unwrap();
+        assert_eq!(
+            c,
+            RbdConfig {
+                id: Some("x".into()),
+                ..cfg("pool", "img")
+            }
+        );
+        assert_eq!(
+            RbdConfig::parse_handler_config(""),
+            Err(ConfigError::MissingPool)
+        );
     }
 
     #[test]

@@ -966,10 +966,9 @@ macro_rules! ops {
     };
 }
 
-// CDB USAGE DATA: byte 0 is the opcode; for service action commands the service action
-// bits are included in the mask (SPC-4 6.35.3). Control byte masks are 0x07 for the
-// NACA/obsolete bits we check (NACA must be reported when checked? We report 0x04
-// cleared: NACA unsupported → SPC-4 says report bits the device server *evaluates*).
+// CDB USAGE DATA (SPC-4 6.35.3): byte 0 is the opcode; for service action commands the
+// service action bits are included. The control byte reports 07h: the device server
+// evaluates NACA and the obsolete FLAG/LINK bits (and rejects them when set).
 ops! {
     op::TEST_UNIT_READY, None, "TEST UNIT READY", 1, [0x00, 0x00, 0x00, 0x00, 0x00, 0x07], p_tur;
     op::REQUEST_SENSE, None, "REQUEST SENSE", 1, [0x03, 0x01, 0x00, 0x00, 0xff, 0x07], p_request_sense;

@@ -67,7 +67,7 @@ impl Default for LuConfig {
             aptpl_file: None,
             max_transfer_blocks: 8192,
             optimal_transfer_blocks: 2048,
-            max_unmap_blocks: 8192 * 1024,
+            max_unmap_blocks: 1024 * 1024,
             max_unmap_descriptors: 256,
             max_write_same_blocks: 8192 * 1024,
             max_compare_write_blocks: 1,

@@ -8,6 +8,24 @@
 //!
 //! Behaviour follows SAM-5, SPC-4 and SBC-4; each module cites the clauses it implements.
 //!
+//! Commands: TEST UNIT READY, REQUEST SENSE, INQUIRY (VPD 00h 80h 83h 86h 8Fh B0h B1h
+//! B2h), MODE SENSE/SELECT(6/10), READ CAPACITY(10/16), READ/WRITE(6/10/12/16), WRITE
+//! AND VERIFY, VERIFY, SYNCHRONIZE CACHE, PRE-FETCH, UNMAP, WRITE SAME(10/16), COMPARE
+//! AND WRITE, GET LBA STATUS, FORMAT UNIT, START STOP UNIT, PREVENT ALLOW MEDIUM
+//! REMOVAL, REPORT LUNS, REPORT SUPPORTED OPERATION CODES / TASK MANAGEMENT FUNCTIONS,
+//! REPORT TARGET PORT GROUPS, PERSISTENT RESERVE IN/OUT, RESERVE/RELEASE(6/10),
+//! EXTENDED COPY (LID1) and RECEIVE COPY RESULTS. The authoritative list is
+//! [`cdb::COMMANDS`], which also feeds REPORT SUPPORTED OPERATION CODES.
+//!
+//! Transport contract:
+//! * pass every received data-out byte in [`Request::data_out`] (do not cut it to
+//!   [`LogicalUnit::data_out_len`]); commands that need an exact size check it;
+//! * `data_in` comes back already cut to the CDB's allocation length; truncate it to the
+//!   expected transfer length and compute residuals;
+//! * call [`LogicalUnit::task_management`] for TMFs and [`LogicalUnit::nexus_lost`] when
+//!   an I_T nexus ends (logout, session drop), so SPC-2 reservations and unit attentions
+//!   follow SAM-5.
+//!
 //! ```
 //! use std::sync::Arc;
 //! use rustio_backstore::RamBackstore;
@@ -33,6 +51,8 @@
 //! assert_eq!(rsp.status, Status::Good);
 //! assert_eq!(data_in[0], 0x00); // direct access block device
 //! ```
+
+#![warn(missing_docs)]
 
 pub mod cdb;
 mod config;

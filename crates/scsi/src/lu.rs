@@ -173,8 +173,8 @@ impl LogicalUnit {
     }
 
     /// Detects a capacity change and raises CAPACITY DATA HAS CHANGED for every nexus
-    /// (SBC-4 4.6).
-    fn check_capacity(&self) {
+    /// but `except` (SBC-4 4.6).
+    fn check_capacity(&self, except: Option<&Nexus>) {
         let now = self.capacity_blocks();
         let before = self.reported_blocks.load(Ordering::Acquire);
         if now != before
@@ -183,7 +183,16 @@ impl LogicalUnit {
                 .compare_exchange(before, now, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
         {
-            self.ua.raise_all(Sense::UA_CAPACITY_DATA_CHANGED, None);
+            self.ua.raise_all(Sense::UA_CAPACITY_DATA_CHANGED, except);
+        }
+    }
+
+    /// READ CAPACITY asks the medium for its current size first (a file grown by an
+    /// administrator, an image resized elsewhere), so a rescan sees it; the other
+    /// nexuses get CAPACITY DATA HAS CHANGED.
+    pub(crate) fn refresh_capacity(&self, nexus: &Nexus) {
+        if self.backstore.refresh().is_ok() {
+            self.check_capacity(Some(nexus));
         }
     }
 
@@ -206,7 +215,7 @@ impl LogicalUnit {
     }
 
     fn execute_inner(&self, req: &Request<'_>, data_in: &mut Vec<u8>) -> Response {
-        self.check_capacity();
+        self.check_capacity(None);
         let opcode = req.cdb.first().copied();
         if opcode.is_some_and(reports_unit_attention) || opcode.is_none() {
             if let Some(ua) = self.ua.take(req.nexus) {
@@ -256,8 +265,14 @@ impl LogicalUnit {
             }
             Command::ModeSense { .. } => self.mode_sense(req, cmd, data_in),
             Command::ModeSelect { ten, pf, sp, len } => self.mode_select(req, ten, pf, sp, len),
-            Command::ReadCapacity10 => self.read_capacity10(data_in),
-            Command::ReadCapacity16 { alloc } => self.read_capacity16(alloc, data_in),
+            Command::ReadCapacity10 => {
+                self.refresh_capacity(req.nexus);
+                self.read_capacity10(data_in)
+            }
+            Command::ReadCapacity16 { alloc } => {
+                self.refresh_capacity(req.nexus);
+                self.read_capacity16(alloc, data_in)
+            }
             Command::Read { lba, blocks, .. } => self.read(req, lba, blocks, data_in),
             Command::Write {
                 lba, blocks, fua, ..
@@ -333,17 +348,20 @@ impl LogicalUnit {
     }
 
     /// REQUEST SENSE (SPC-4 6.39): returns and clears a pending unit attention, otherwise
-    /// NO SENSE. Descriptor format is not supported (D_SENSE = 0); with DESC = 1 we
-    /// return fixed format, which SPC-4 allows when descriptor format is unsupported.
+    /// NO SENSE, in fixed format or, with DESC = 1, descriptor format.
     fn request_sense(
         &self,
         req: &Request<'_>,
-        _desc: bool,
+        desc: bool,
         alloc: u32,
         data_in: &mut Vec<u8>,
     ) -> Outcome {
         let sense = self.ua.take(req.nexus).unwrap_or(Sense::NO_SENSE);
-        data_in.extend_from_slice(&sense.to_fixed());
+        if desc {
+            data_in.extend_from_slice(&sense.to_descriptor());
+        } else {
+            data_in.extend_from_slice(&sense.to_fixed());
+        }
         data_in.truncate(alloc as usize);
         Ok(Status::Good)
     }

@@ -55,7 +55,11 @@ pub struct Request<'a> {
     pub nexus: &'a Nexus,
     /// The CDB (its length is what the transport received, possibly padded).
     pub cdb: &'a [u8],
-    /// Data-out bytes (parameter list or write data) received from the initiator.
+    /// Every data-out byte the initiator sent (parameter list or write data), *not*
+    /// truncated to [`crate::LogicalUnit::data_out_len`]: commands that need an exact
+    /// amount (COMPARE AND WRITE, WRITE SAME) reject a mismatch, WRITE uses the prefix
+    /// it needs and rejects a shortfall with INVALID FIELD IN INFORMATION UNIT. The
+    /// transport computes residuals from the expected transfer length.
     pub data_out: &'a [u8],
     /// Task tag (iSCSI ITT), for logging and copy operation tracking.
     pub task_tag: u64,

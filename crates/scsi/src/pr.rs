@@ -864,7 +864,7 @@ impl LogicalUnit {
         let aptpl = p[17] & 0x01 != 0;
         let rtpi = u16::from_be_bytes([p[18], p[19]]);
         let tid_len = u32::from_be_bytes([p[20], p[21], p[22], p[23]]) as usize;
-        if 24 + tid_len > p.len() {
+        if tid_len.checked_add(24).is_none_or(|end| end > p.len()) {
             return Err(Sense::PARAMETER_LIST_LENGTH_ERROR.into());
         }
         if aptpl && state.aptpl_file.is_none() {

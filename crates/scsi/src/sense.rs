@@ -306,6 +306,25 @@ impl Sense {
         b
     }
 
+    /// Renders descriptor-format sense data (SPC-4 4.5.2, response code 72h) with an
+    /// information descriptor and a sense key specific descriptor when present. Used for
+    /// REQUEST SENSE with DESC = 1.
+    pub fn to_descriptor(&self) -> Vec<u8> {
+        let mut b = vec![0x72, self.key as u8, self.asc, self.ascq, 0, 0, 0, 0];
+        if let Some(info) = self.information {
+            // Information descriptor (SPC-4 4.5.2.2): VALID = 1, 64-bit INFORMATION.
+            b.extend_from_slice(&[0x00, 0x0a, 0x80, 0x00]);
+            b.extend_from_slice(&info.to_be_bytes());
+        }
+        let ks = self.to_fixed();
+        if ks[15] & 0x80 != 0 {
+            // Sense key specific descriptor (SPC-4 4.5.2.3).
+            b.extend_from_slice(&[0x02, 0x06, 0x00, 0x00, ks[15], ks[16], ks[17], 0x00]);
+        }
+        b[7] = (b.len() - 8) as u8;
+        b
+    }
+
     /// Parses fixed-format (70h/71h) sense data; used by tests and by initiator-side
     /// tooling. Returns `None` if the buffer is not fixed-format sense data.
     pub fn from_fixed(b: &[u8]) -> Option<Sense> {
@@ -446,6 +465,25 @@ mod tests {
         ] {
             assert_eq!(Sense::from_fixed(&s.to_fixed()), Some(s));
         }
+    }
+
+    #[test]
+    fn descriptor_format() {
+        assert_eq!(
+            Sense::UA_POWER_ON_RESET.to_descriptor(),
+            [0x72, 0x06, 0x29, 0, 0, 0, 0, 0]
+        );
+        let d = Sense::invalid_field_in_cdb(4, Some(1)).to_descriptor();
+        assert_eq!(
+            d,
+            [0x72, 0x05, 0x24, 0, 0, 0, 0, 8, 0x02, 0x06, 0, 0, 0xc9, 0, 4, 0]
+        );
+        let d = Sense::MISCOMPARE_DURING_VERIFY
+            .with_information(0x1_0000_0000)
+            .to_descriptor();
+        assert_eq!(&d[..8], &[0x72, 0x0e, 0x1d, 0, 0, 0, 0, 12]);
+        assert_eq!(&d[8..12], &[0, 0x0a, 0x80, 0]);
+        assert_eq!(&d[12..20], &0x1_0000_0000u64.to_be_bytes());
     }
 
     #[test]

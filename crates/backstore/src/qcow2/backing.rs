@@ -4,7 +4,8 @@
 //! opened read-only; bytes past its end read as zeros.
 
 use std::collections::VecDeque;
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::io::ImageFile;
@@ -44,11 +45,7 @@ impl BackingFormat {
     /// Guesses the format from the first bytes of the file, as qemu does without a
     /// backing format extension.
     pub fn probe(path: &Path) -> Result<Self> {
-        let f = OpenOptions::new()
-            .read(true)
-            .open(path)
-            .map_err(|source| Error::Open { path: path.to_owned(), source })?;
-        let io = ImageFile::new(f, path.to_owned());
+        let io = ImageFile::new(open_regular(path)?, path.to_owned());
         let mut magic = [0u8; 4];
         io.read_at(&mut magic, 0)?;
         Ok(if u32::from_be_bytes(magic) == super::header::MAGIC {
@@ -57,6 +54,30 @@ impl BackingFormat {
             BackingFormat::Raw
         })
     }
+}
+
+/// Opens `path` read-only, refusing anything but a regular file (a FIFO or device named
+/// by a hostile image must not hang or surprise us).
+fn open_regular(path: &Path) -> Result<File> {
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|source| Error::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+    let meta = f.metadata().map_err(|source| Error::Open {
+        path: path.to_owned(),
+        source,
+    })?;
+    if !meta.is_file() {
+        return Err(Error::InvalidConfig(format!(
+            "backing file {} is not a regular file",
+            path.display()
+        )));
+    }
+    Ok(f)
 }
 
 /// An open backing file.
@@ -109,17 +130,20 @@ impl Backing {
         };
         match fmt {
             BackingFormat::Raw => {
-                let f = OpenOptions::new()
-                    .read(true)
-                    .open(&path)
-                    .map_err(|source| Error::Open { path: path.clone(), source })?;
-                let io = ImageFile::new(f, path);
+                let io = ImageFile::new(open_regular(&path)?, path);
                 let size = io.len()?;
                 Ok(Backing::Raw { io, size })
             }
             BackingFormat::Qcow2 => {
-                let opts = Qcow2Options { read_only: true, ..Qcow2Options::default() };
-                Ok(Backing::Qcow2(Box::new(Qcow2Backstore::open_inner(&path, &opts, depth + 1)?)))
+                let opts = Qcow2Options {
+                    read_only: true,
+                    ..Qcow2Options::default()
+                };
+                Ok(Backing::Qcow2(Box::new(Qcow2Backstore::open_inner(
+                    &path,
+                    &opts,
+                    depth + 1,
+                )?)))
             }
         }
     }

@@ -36,7 +36,11 @@ fn inflate_raw(input: &[u8], out: &mut [u8]) -> Result<(), FormatError> {
             return Ok(());
         }
         let status = d
-            .decompress(&input[consumed..], &mut out[produced..], FlushDecompress::Finish)
+            .decompress(
+                &input[consumed..],
+                &mut out[produced..],
+                FlushDecompress::Finish,
+            )
             .map_err(|e| FormatError(format!("bad deflate compressed cluster: {e}")))?;
         let progressed = d.total_in() as usize != consumed || d.total_out() as usize != produced;
         match status {
@@ -61,7 +65,8 @@ mod tests {
     #[test]
     fn inflates_raw_deflate_with_trailing_garbage() {
         let data: Vec<u8> = (0..4096u32).map(|i| (i % 251) as u8).collect();
-        let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+        let mut enc =
+            flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
         enc.write_all(&data).unwrap();
         let mut c = enc.finish().unwrap();
         c.extend_from_slice(&[0xAA; 300]);
@@ -72,7 +77,8 @@ mod tests {
 
     #[test]
     fn short_or_garbage_streams_are_errors() {
-        let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+        let mut enc =
+            flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
         enc.write_all(&[1u8; 100]).unwrap();
         let c = enc.finish().unwrap();
         let mut out = vec![0u8; 4096];
@@ -91,7 +97,8 @@ mod tests {
         // 0x20 (single segment, 1-byte content size), content size 5, then one last raw
         // block of 5 bytes (block header 0x29 0x00 0x00: last=1, type=raw, size=5).
         let frame = [
-            0x28, 0xb5, 0x2f, 0xfd, 0x20, 0x05, 0x29, 0x00, 0x00, b'h', b'e', b'l', b'l', b'o', 0, 0,
+            0x28, 0xb5, 0x2f, 0xfd, 0x20, 0x05, 0x29, 0x00, 0x00, b'h', b'e', b'l', b'l', b'o', 0,
+            0,
         ];
         let mut out = [0u8; 5];
         decompress(CompressionType::Zstd, &frame, &mut out).unwrap();

@@ -8,8 +8,9 @@ use std::path::Path;
 use super::backing::{resolve, BackingFormat};
 use super::entry::{refcount_entries, refcount_set};
 use super::header::{
-    build_header_cluster, compat, default_feature_table, ext, CompressionType, Header, HeaderExtension,
-    MAX_BACKING_NAME, MAX_CLUSTER_BITS, MAX_L1_BYTES, MIN_CLUSTER_BITS, V3_HEADER_LEN,
+    build_header_cluster, compat, default_feature_table, ext, CompressionType, Header,
+    HeaderExtension, MAX_BACKING_NAME, MAX_CLUSTER_BITS, MAX_L1_BYTES, MIN_CLUSTER_BITS,
+    V3_HEADER_LEN,
 };
 use super::io::{table_bytes, ImageFile};
 use super::refcount::fixed_point;
@@ -66,19 +67,34 @@ fn invalid(path: &Path, why: impl std::fmt::Display) -> Error {
 pub fn create(path: &Path, size: u64, cluster_bits: u32, opts: &CreateOptions) -> Result<()> {
     validate_block_size(opts.open.block_size)?;
     if !(MIN_CLUSTER_BITS..=MAX_CLUSTER_BITS).contains(&cluster_bits) {
-        return Err(invalid(path, format!("cluster_bits {cluster_bits} outside 9..=21")));
+        return Err(invalid(
+            path,
+            format!("cluster_bits {cluster_bits} outside 9..=21"),
+        ));
     }
     let bs = u64::from(opts.open.block_size);
     if size == 0 || size % bs != 0 {
-        return Err(invalid(path, format!("size {size} must be a non-zero multiple of {bs}")));
+        return Err(invalid(
+            path,
+            format!("size {size} must be a non-zero multiple of {bs}"),
+        ));
     }
     if !opts.refcount_bits.is_power_of_two() || opts.refcount_bits > 64 {
-        return Err(invalid(path, format!("refcount_bits {} must be a power of two up to 64", opts.refcount_bits)));
+        return Err(invalid(
+            path,
+            format!(
+                "refcount_bits {} must be a power of two up to 64",
+                opts.refcount_bits
+            ),
+        ));
     }
     let order = opts.refcount_bits.trailing_zeros();
     let v3 = opts.version == Version::V3;
     if !v3 && (order != 4 || opts.lazy_refcounts) {
-        return Err(invalid(path, "version 2 images need refcount_bits=16 and no lazy_refcounts"));
+        return Err(invalid(
+            path,
+            "version 2 images need refcount_bits=16 and no lazy_refcounts",
+        ));
     }
 
     let mut extensions = Vec::new();
@@ -104,7 +120,10 @@ pub fn create(path: &Path, size: u64, cluster_bits: u32, opts: &CreateOptions) -
     let l2_entries = cs / 8;
     let l1_size = size.div_ceil(cs * l2_entries);
     if l1_size * 8 > MAX_L1_BYTES {
-        return Err(invalid(path, format!("{size} bytes needs an L1 table larger than qemu's 32 MiB limit")));
+        return Err(invalid(
+            path,
+            format!("{size} bytes needs an L1 table larger than qemu's 32 MiB limit"),
+        ));
     }
     let l1_clusters = (l1_size * 8).div_ceil(cs);
     let per_block = refcount_entries(cs, order);
@@ -133,7 +152,11 @@ pub fn create(path: &Path, size: u64, cluster_bits: u32, opts: &CreateOptions) -
         nb_snapshots: 0,
         snapshots_offset: 0,
         incompatible_features: 0,
-        compatible_features: if opts.lazy_refcounts { compat::LAZY_REFCOUNTS } else { 0 },
+        compatible_features: if opts.lazy_refcounts {
+            compat::LAZY_REFCOUNTS
+        } else {
+            0
+        },
         autoclear_features: 0,
         refcount_order: order,
         header_length: if v3 { V3_HEADER_LEN } else { 72 },
@@ -159,7 +182,10 @@ pub fn create(path: &Path, size: u64, cluster_bits: u32, opts: &CreateOptions) -
         .create_new(true)
         .mode(0o644)
         .open(path)
-        .map_err(|source| Error::Open { path: path.to_owned(), source })?;
+        .map_err(|source| Error::Open {
+            path: path.to_owned(),
+            source,
+        })?;
     let io = ImageFile::new(file, path.to_owned());
     let result = (|| {
         io.write_at(&hdr, 0)?;
@@ -196,10 +222,16 @@ mod tests {
         assert_eq!(ih.header.header_length, 112);
         assert_eq!(&bytes[65536..65544], &(2u64 * 65536).to_be_bytes());
         // Refcounts of clusters 0-3 are 1 (16-bit big endian).
-        assert_eq!(&bytes[2 * 65536..2 * 65536 + 10], &[0, 1, 0, 1, 0, 1, 0, 1, 0, 0]);
+        assert_eq!(
+            &bytes[2 * 65536..2 * 65536 + 10],
+            &[0, 1, 0, 1, 0, 1, 0, 1, 0, 0]
+        );
         ih.validate(bytes.len() as u64).unwrap();
         // Never overwrites.
-        assert!(matches!(create(&p, 1 << 20, 16, &CreateOptions::default()), Err(Error::Open { .. })));
+        assert!(matches!(
+            create(&p, 1 << 20, 16, &CreateOptions::default()),
+            Err(Error::Open { .. })
+        ));
     }
 
     #[test]
@@ -209,7 +241,10 @@ mod tests {
         // count -> k = 9 blocks, t = 1 table cluster.
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("b.qcow2");
-        let o = CreateOptions { refcount_bits: 64, ..CreateOptions::default() };
+        let o = CreateOptions {
+            refcount_bits: 64,
+            ..CreateOptions::default()
+        };
         create(&p, 1 << 30, 9, &o).unwrap();
         let bytes = std::fs::read(&p).unwrap();
         let ih = ImageHeader::parse(&bytes).unwrap();
@@ -227,11 +262,36 @@ mod tests {
         assert!(create(&p, 1 << 20, 8, &d).is_err());
         assert!(create(&p, 1 << 20, 22, &d).is_err());
         assert!(create(&p, 1000, 16, &d).is_err());
-        assert!(create(&p, 1 << 20, 16, &CreateOptions { refcount_bits: 3, ..d.clone() }).is_err());
-        assert!(create(&p, 1 << 20, 16, &CreateOptions { refcount_bits: 128, ..d.clone() }).is_err());
-        let v2 = CreateOptions { version: Version::V2, lazy_refcounts: true, ..d.clone() };
+        assert!(create(
+            &p,
+            1 << 20,
+            16,
+            &CreateOptions {
+                refcount_bits: 3,
+                ..d.clone()
+            }
+        )
+        .is_err());
+        assert!(create(
+            &p,
+            1 << 20,
+            16,
+            &CreateOptions {
+                refcount_bits: 128,
+                ..d.clone()
+            }
+        )
+        .is_err());
+        let v2 = CreateOptions {
+            version: Version::V2,
+            lazy_refcounts: true,
+            ..d.clone()
+        };
         assert!(create(&p, 1 << 20, 16, &v2).is_err());
-        let missing = CreateOptions { backing_file: Some("nope.raw".into()), ..d };
+        let missing = CreateOptions {
+            backing_file: Some("nope.raw".into()),
+            ..d
+        };
         assert!(create(&p, 1 << 20, 16, &missing).is_err());
         assert!(!p.exists(), "failed creates leave nothing behind");
     }

@@ -116,13 +116,17 @@ impl L2Entry {
     pub fn decode(raw: u64, f: L2Format) -> Result<Self, FormatError> {
         if raw & OFLAG_COMPRESSED != 0 {
             if raw & OFLAG_COPIED != 0 {
-                return bad(format!("compressed L2 entry {raw:#018x} has the copied flag"));
+                return bad(format!(
+                    "compressed L2 entry {raw:#018x} has the copied flag"
+                ));
             }
             let x = f.csize_shift();
             let offset = raw & ((1u64 << x) - 1);
             let sectors = ((raw >> x) & ((1u64 << (f.cluster_bits - 8)) - 1)) + 1;
             if offset >= MAX_HOST_OFFSET {
-                return bad(format!("compressed cluster offset {offset:#x} is beyond 64 PiB"));
+                return bad(format!(
+                    "compressed cluster offset {offset:#x} is beyond 64 PiB"
+                ));
             }
             return Ok(L2Entry::Compressed { offset, sectors });
         }
@@ -136,7 +140,9 @@ impl L2Entry {
         }
         let host = raw & L2E_OFFSET_MASK;
         if host % f.cluster_size() != 0 {
-            return bad(format!("data cluster offset {host:#x} is not cluster aligned"));
+            return bad(format!(
+                "data cluster offset {host:#x} is not cluster aligned"
+            ));
         }
         if raw & OFLAG_ZERO != 0 {
             return Ok(L2Entry::Zero {
@@ -231,7 +237,7 @@ pub fn refcount_max(order: u32) -> u64 {
 
 /// Number of refcount entries in a block of `cluster_size` bytes.
 pub fn refcount_entries(cluster_size: u64, order: u32) -> u64 {
-    cluster_size * 8 >> order
+    (cluster_size * 8) >> order
 }
 
 /// Reads refcount `idx` from a refcount block (qcow2.txt "Refcount block entry": sub-byte
@@ -297,20 +303,47 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    const V3_64K: L2Format = L2Format { cluster_bits: 16, zero_flag: true, extended: false };
-    const V2_64K: L2Format = L2Format { cluster_bits: 16, zero_flag: false, extended: false };
+    const V3_64K: L2Format = L2Format {
+        cluster_bits: 16,
+        zero_flag: true,
+        extended: false,
+    };
+    const V2_64K: L2Format = L2Format {
+        cluster_bits: 16,
+        zero_flag: false,
+        extended: false,
+    };
 
     #[test]
     fn l1_entries() {
         assert_eq!(L1Entry::decode(0, 65536).unwrap(), None);
         assert_eq!(
             L1Entry::decode(0x8000_0000_0004_0000, 65536).unwrap(),
-            Some(L1Entry { l2_offset: 0x40000, copied: true })
+            Some(L1Entry {
+                l2_offset: 0x40000,
+                copied: true
+            })
         );
-        assert!(L1Entry::decode(0x8000_0000_0004_0001, 65536).is_err(), "reserved bit 0");
-        assert!(L1Entry::decode(0x0100_0000_0004_0000 | 1 << 62, 65536).is_err(), "reserved bit 62");
-        assert!(L1Entry::decode(0x0000_0000_0004_0200, 65536).is_err(), "unaligned");
-        assert_eq!(L1Entry { l2_offset: 0x40000, copied: true }.encode(), 0x8000_0000_0004_0000);
+        assert!(
+            L1Entry::decode(0x8000_0000_0004_0001, 65536).is_err(),
+            "reserved bit 0"
+        );
+        assert!(
+            L1Entry::decode(0x0100_0000_0004_0000 | 1 << 62, 65536).is_err(),
+            "reserved bit 62"
+        );
+        assert!(
+            L1Entry::decode(0x0000_0000_0004_0200, 65536).is_err(),
+            "unaligned"
+        );
+        assert_eq!(
+            L1Entry {
+                l2_offset: 0x40000,
+                copied: true
+            }
+            .encode(),
+            0x8000_0000_0004_0000
+        );
     }
 
     #[test]
@@ -318,28 +351,64 @@ mod tests {
         assert_eq!(L2Entry::decode(0, V3_64K).unwrap(), L2Entry::Unallocated);
         assert_eq!(
             L2Entry::decode(0x8000_0000_0005_0000, V3_64K).unwrap(),
-            L2Entry::Normal { host: 0x50000, copied: true }
+            L2Entry::Normal {
+                host: 0x50000,
+                copied: true
+            }
         );
         assert_eq!(
             L2Entry::decode(0x0000_0000_0005_0000, V3_64K).unwrap(),
-            L2Entry::Normal { host: 0x50000, copied: false }
+            L2Entry::Normal {
+                host: 0x50000,
+                copied: false
+            }
         );
-        assert_eq!(L2Entry::decode(1, V3_64K).unwrap(), L2Entry::Zero { host: None, copied: false });
+        assert_eq!(
+            L2Entry::decode(1, V3_64K).unwrap(),
+            L2Entry::Zero {
+                host: None,
+                copied: false
+            }
+        );
         assert_eq!(
             L2Entry::decode(0x8000_0000_0005_0001, V3_64K).unwrap(),
-            L2Entry::Zero { host: Some(0x50000), copied: true }
+            L2Entry::Zero {
+                host: Some(0x50000),
+                copied: true
+            }
         );
         // The zero flag is reserved in version 2.
         assert!(L2Entry::decode(1, V2_64K).is_err());
-        assert!(L2Entry::decode(0x0000_0000_0005_0002, V3_64K).is_err(), "reserved bit 1");
-        assert!(L2Entry::decode(0x0100_0000_0005_0000, V3_64K).is_err(), "reserved bit 56");
-        assert!(L2Entry::decode(0x0000_0000_0005_8000, V3_64K).is_err(), "unaligned");
-        assert!(L2Entry::decode(OFLAG_COPIED, V3_64K).is_err(), "copied without offset");
+        assert!(
+            L2Entry::decode(0x0000_0000_0005_0002, V3_64K).is_err(),
+            "reserved bit 1"
+        );
+        assert!(
+            L2Entry::decode(0x0100_0000_0005_0000, V3_64K).is_err(),
+            "reserved bit 56"
+        );
+        assert!(
+            L2Entry::decode(0x0000_0000_0005_8000, V3_64K).is_err(),
+            "unaligned"
+        );
+        assert!(
+            L2Entry::decode(OFLAG_COPIED, V3_64K).is_err(),
+            "copied without offset"
+        );
         for e in [
             L2Entry::Unallocated,
-            L2Entry::Normal { host: 0x50000, copied: true },
-            L2Entry::Zero { host: Some(0x70000), copied: true },
-            L2Entry::Zero { host: None, copied: false },
+            L2Entry::Normal {
+                host: 0x50000,
+                copied: true,
+            },
+            L2Entry::Zero {
+                host: Some(0x70000),
+                copied: true,
+            },
+            L2Entry::Zero {
+                host: None,
+                copied: false,
+            },
         ] {
             assert_eq!(L2Entry::decode(e.encode(V3_64K), V3_64K).unwrap(), e);
         }
@@ -352,38 +421,84 @@ mod tests {
         let raw = OFLAG_COMPRESSED | (3u64 << 54) | 0x12_3456;
         assert_eq!(
             L2Entry::decode(raw, V3_64K).unwrap(),
-            L2Entry::Compressed { offset: 0x12_3456, sectors: 4 }
+            L2Entry::Compressed {
+                offset: 0x12_3456,
+                sectors: 4
+            }
         );
-        assert_eq!(L2Entry::Compressed { offset: 0x12_3456, sectors: 4 }.encode(V3_64K), raw);
-        // Data spans from the offset to the end of the fourth sector: 4*512 - 0x56.
-        assert_eq!(L2Entry::compressed_span(0x12_3456, 4), (0x12_3456, 2048 - 0x56));
         assert_eq!(
-            L2Entry::Compressed { offset: 0x12_3456, sectors: 4 }.host_ranges(),
+            L2Entry::Compressed {
+                offset: 0x12_3456,
+                sectors: 4
+            }
+            .encode(V3_64K),
+            raw
+        );
+        // Data spans from the offset to the end of the fourth sector: 4*512 - 0x56.
+        assert_eq!(
+            L2Entry::compressed_span(0x12_3456, 4),
+            (0x12_3456, 2048 - 0x56)
+        );
+        assert_eq!(
+            L2Entry::Compressed {
+                offset: 0x12_3456,
+                sectors: 4
+            }
+            .host_ranges(),
             Some(0x12_3400..0x12_3c00)
         );
         // 2 MiB clusters: x = 49.
-        let f2m = L2Format { cluster_bits: 21, zero_flag: true, extended: false };
+        let f2m = L2Format {
+            cluster_bits: 21,
+            zero_flag: true,
+            extended: false,
+        };
         let raw = OFLAG_COMPRESSED | (0x1fffu64 << 49) | 0x1_0000_0200;
         assert_eq!(
             L2Entry::decode(raw, f2m).unwrap(),
-            L2Entry::Compressed { offset: 0x1_0000_0200, sectors: 0x2000 }
+            L2Entry::Compressed {
+                offset: 0x1_0000_0200,
+                sectors: 0x2000
+            }
         );
         // 512-byte clusters: x = 61, so offsets could exceed 56 bits; they must not.
-        let f512 = L2Format { cluster_bits: 9, zero_flag: true, extended: false };
+        let f512 = L2Format {
+            cluster_bits: 9,
+            zero_flag: true,
+            extended: false,
+        };
         assert!(L2Entry::decode(OFLAG_COMPRESSED | (1 << 57), f512).is_err());
         assert!(L2Entry::decode(OFLAG_COMPRESSED | OFLAG_COPIED | 0x200, V3_64K).is_err());
     }
 
     #[test]
     fn subcluster_bitmaps() {
-        let normal = L2Entry::Normal { host: 0x50000, copied: true };
+        let normal = L2Entry::Normal {
+            host: 0x50000,
+            copied: true,
+        };
         let b = SubclusterBitmap::decode(0x0000_00f0_0000_000f, normal).unwrap();
-        assert_eq!(b, SubclusterBitmap { alloc: 0xf, zero: 0xf0 });
+        assert_eq!(
+            b,
+            SubclusterBitmap {
+                alloc: 0xf,
+                zero: 0xf0
+            }
+        );
         assert!(SubclusterBitmap::decode(0x0000_0001_0000_0001, normal).is_err());
         assert!(SubclusterBitmap::decode(1, L2Entry::Unallocated).is_err());
-        assert!(SubclusterBitmap::decode(1, L2Entry::Compressed { offset: 512, sectors: 1 }).is_err());
+        assert!(SubclusterBitmap::decode(
+            1,
+            L2Entry::Compressed {
+                offset: 512,
+                sectors: 1
+            }
+        )
+        .is_err());
         assert_eq!(
-            SubclusterBitmap::decode(0xffff_ffff_0000_0000, L2Entry::Unallocated).unwrap().zero,
+            SubclusterBitmap::decode(0xffff_ffff_0000_0000, L2Entry::Unallocated)
+                .unwrap()
+                .zero,
             u32::MAX
         );
     }

@@ -556,7 +556,12 @@ impl ImageHeader {
                 h.refcount_table_clusters
             ));
         }
-        let rt = self.table_range("refcount table", h.refcount_table_offset, rt_bytes, file_len)?;
+        let rt = self.table_range(
+            "refcount table",
+            h.refcount_table_offset,
+            rt_bytes,
+            file_len,
+        )?;
 
         if let Some(l1) = &l1 {
             if l1.start < rt.end && rt.start < l1.end {
@@ -613,8 +618,10 @@ pub fn build_header_cluster(
 ) -> Result<Vec<u8>, FormatError> {
     let cs = 1usize << h.cluster_bits;
     let mut b = vec![0u8; cs];
-    let put32 = |b: &mut Vec<u8>, at: usize, v: u32| b[at..at + 4].copy_from_slice(&v.to_be_bytes());
-    let put64 = |b: &mut Vec<u8>, at: usize, v: u64| b[at..at + 8].copy_from_slice(&v.to_be_bytes());
+    let put32 =
+        |b: &mut Vec<u8>, at: usize, v: u32| b[at..at + 4].copy_from_slice(&v.to_be_bytes());
+    let put64 =
+        |b: &mut Vec<u8>, at: usize, v: u64| b[at..at + 8].copy_from_slice(&v.to_be_bytes());
     put32(&mut b, 0, MAGIC);
     put32(&mut b, 4, h.version);
     put32(&mut b, 20, h.cluster_bits);
@@ -638,7 +645,11 @@ pub fn build_header_cluster(
         V2_HEADER_LEN as usize
     };
     let mut pos = header_len;
-    let too_big = || FormatError(format!("header extensions and backing file name do not fit in a {cs}-byte cluster"));
+    let too_big = || {
+        FormatError(format!(
+            "header extensions and backing file name do not fit in a {cs}-byte cluster"
+        ))
+    };
     for e in extensions {
         let padded = e.data.len().div_ceil(8) * 8;
         let end = pos + 8 + padded;
@@ -757,9 +768,15 @@ mod tests {
         let mut h = ImageHeader::parse(&qemu_v3_1m()).unwrap().header;
         h.incompatible_features = 0;
         let exts = vec![
-            HeaderExtension { kind: ext::BACKING_FORMAT, data: b"raw".to_vec() },
+            HeaderExtension {
+                kind: ext::BACKING_FORMAT,
+                data: b"raw".to_vec(),
+            },
             default_feature_table(),
-            HeaderExtension { kind: 0x1234_5678, data: vec![1, 2, 3, 4, 5, 6, 7, 8, 9] },
+            HeaderExtension {
+                kind: 0x1234_5678,
+                data: vec![1, 2, 3, 4, 5, 6, 7, 8, 9],
+            },
         ];
         let b = build_header_cluster(&h, &exts, Some("base.img")).unwrap();
         // Layout: header 112, backing format ext 8+8, feature table 8+336, unknown 8+16,
@@ -774,10 +791,20 @@ mod tests {
         assert_eq!(ih.feature_names.len(), 7);
         assert_eq!(
             ih.feature_names[5],
-            FeatureName { kind: FeatureKind::Compatible, bit: 0, name: "lazy refcounts".into() }
+            FeatureName {
+                kind: FeatureKind::Compatible,
+                bit: 0,
+                name: "lazy refcounts".into()
+            }
         );
-        assert_eq!(ih.feature_name(FeatureKind::Incompatible, 4), "extended L2 entries");
-        assert_eq!(ih.feature_name(FeatureKind::Incompatible, 9), "unknown feature");
+        assert_eq!(
+            ih.feature_name(FeatureKind::Incompatible, 4),
+            "extended L2 entries"
+        );
+        assert_eq!(
+            ih.feature_name(FeatureKind::Incompatible, 9),
+            "unknown feature"
+        );
     }
 
     #[test]
@@ -787,7 +814,10 @@ mod tests {
         let mut data = vec![0u8; 48];
         data[1] = 7;
         data[2..2 + 10].copy_from_slice(b"time warps");
-        let exts = vec![HeaderExtension { kind: ext::FEATURE_TABLE, data }];
+        let exts = vec![HeaderExtension {
+            kind: ext::FEATURE_TABLE,
+            data,
+        }];
         let b = build_header_cluster(&h, &exts, None).unwrap();
         let ih = ImageHeader::parse(&b).unwrap();
         let err = ih.validate(1 << 20).unwrap_err();
@@ -797,7 +827,8 @@ mod tests {
     #[test]
     fn rejects_malformed_headers() {
         let good = qemu_v3_1m();
-        let cases: Vec<(Box<dyn Fn(&mut Vec<u8>)>, &str)> = vec![
+        type Mutation = Box<dyn Fn(&mut Vec<u8>)>;
+        let cases: Vec<(Mutation, &str)> = vec![
             (Box::new(|b| b.truncate(50)), "too short"),
             (Box::new(|b| b[0] = 0), "bad magic"),
             (Box::new(|b| b[7] = 4), "version 4"),
@@ -823,7 +854,10 @@ mod tests {
                 }),
                 "first cluster",
             ),
-            (Box::new(|b| b[16..20].copy_from_slice(&2000u32.to_be_bytes())), ""),
+            (
+                Box::new(|b| b[16..20].copy_from_slice(&2000u32.to_be_bytes())),
+                "",
+            ),
         ];
         for (i, (mutate, what)) in cases.into_iter().enumerate() {
             let mut b = good.clone();
@@ -834,7 +868,10 @@ mod tests {
                 continue;
             }
             let err = ImageHeader::parse(&b).expect_err(what);
-            assert!(err.0.contains(what.split(' ').next().unwrap()), "case {i}: {err} (wanted {what})");
+            assert!(
+                err.0.contains(what.split(' ').next().unwrap()),
+                "case {i}: {err} (wanted {what})"
+            );
         }
     }
 
@@ -848,21 +885,48 @@ mod tests {
             let err = ih.validate(file_len).expect_err(want);
             assert!(err.0.contains(want), "{err} (wanted {want})");
         };
-        check(&|h| { h.l1_size = 0x0100_0000; h.size = 1 << 50 }, "too large");
+        check(
+            &|h| {
+                h.l1_size = 0x0100_0000;
+                h.size = 1 << 50
+            },
+            "too large",
+        );
         check(&|h| h.size = 1 << 40, "too small");
         check(&|h| h.l1_table_offset = 0x30001, "not cluster aligned");
         check(&|h| h.l1_table_offset = 0, "overlaps the image header");
         check(&|h| h.l1_table_offset = 1 << 40, "beyond the end");
-        check(&|h| h.l1_table_offset = u64::MAX & !0xffff, "beyond 64 PiB");
-        check(&|h| h.refcount_table_offset = 0x30000, "overlaps the refcount");
+        check(&|h| h.l1_table_offset = !0xffff, "beyond 64 PiB");
+        check(
+            &|h| h.refcount_table_offset = 0x30000,
+            "overlaps the refcount",
+        );
         check(&|h| h.refcount_table_clusters = 0, "no clusters");
         check(&|h| h.refcount_table_clusters = 1000, "too large");
         check(&|h| h.incompatible_features = 1 << 40, "bit 40");
-        check(&|h| h.compression_type = CompressionType::Zstd, "without the compression type");
-        check(&|h| h.incompatible_features = incompat::COMPRESSION_TYPE, "type is zlib");
-        check(&|h| { h.version = 2; h.refcount_order = 6 }, "16-bit refcounts");
+        check(
+            &|h| h.compression_type = CompressionType::Zstd,
+            "without the compression type",
+        );
+        check(
+            &|h| h.incompatible_features = incompat::COMPRESSION_TYPE,
+            "type is zlib",
+        );
+        check(
+            &|h| {
+                h.version = 2;
+                h.refcount_order = 6
+            },
+            "16-bit refcounts",
+        );
         check(&|h| h.nb_snapshots = 1 << 20, "snapshots");
-        check(&|h| { h.nb_snapshots = 1; h.snapshots_offset = 1 << 30 }, "snapshot table");
+        check(
+            &|h| {
+                h.nb_snapshots = 1;
+                h.snapshots_offset = 1 << 30
+            },
+            "snapshot table",
+        );
     }
 
     #[test]

@@ -44,7 +44,12 @@ impl ImageFile {
         self.file
             .metadata()
             .map(|m| m.len())
-            .map_err(|source| Error::Io { op: "stat", path: self.path.clone(), offset: 0, source })
+            .map_err(|source| Error::Io {
+                op: "stat",
+                path: self.path.clone(),
+                offset: 0,
+                source,
+            })
     }
 
     /// Reads into `bufs` from `offset`; whatever lies past the end of the file reads as
@@ -61,7 +66,8 @@ impl ImageFile {
                     let s: &mut [u8] = if i == 0 { &mut b[skip..] } else { b };
                     iov.push(IoSliceMut::new(s));
                 }
-                let off = i64::try_from(pos).map_err(|_| self.err("read", pos)(Errno::EOVERFLOW))?;
+                let off =
+                    i64::try_from(pos).map_err(|_| self.err("read", pos)(Errno::EOVERFLOW))?;
                 loop {
                     match preadv(&self.file, &mut iov, off) {
                         Err(Errno::EINTR) => continue,
@@ -160,9 +166,12 @@ impl ImageFile {
 
     /// `fdatasync`: every completed write (and the file size) is durable.
     pub fn sync(&self) -> Result<()> {
-        self.file
-            .sync_data()
-            .map_err(|source| Error::Io { op: "flush", path: self.path.clone(), offset: 0, source })
+        self.file.sync_data().map_err(|source| Error::Io {
+            op: "flush",
+            path: self.path.clone(),
+            offset: 0,
+            source,
+        })
     }
 
     /// Reads a big-endian `u64` table of `n` entries at `offset`.
@@ -191,7 +200,11 @@ mod tests {
         let p = dir.path().join("f");
         std::fs::write(&p, [1u8, 2, 3, 4, 5]).unwrap();
         let f = ImageFile::new(
-            std::fs::OpenOptions::new().read(true).write(true).open(&p).unwrap(),
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&p)
+                .unwrap(),
             p.clone(),
         );
         let mut a = [9u8; 2];

@@ -43,6 +43,7 @@ mod create;
 pub mod entry;
 pub mod header;
 mod io;
+mod lock;
 mod refcount;
 mod repair;
 
@@ -50,6 +51,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fs::OpenOptions;
 use std::io::{IoSlice, IoSliceMut};
 use std::ops::Range;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -61,7 +63,9 @@ pub use create::{CreateOptions, Version};
 
 use backing::Backing;
 use cache::{L2Cache, L2Table};
-use entry::{L1Entry, L2Entry, L2Format, SubclusterBitmap, L1E_OFFSET_MASK, OFLAG_COPIED, SUBCLUSTERS};
+use entry::{
+    L1Entry, L2Entry, L2Format, SubclusterBitmap, L1E_OFFSET_MASK, OFLAG_COPIED, SUBCLUSTERS,
+};
 use header::{ext, incompat, CompressionType, ImageHeader, OFF_AUTOCLEAR, OFF_L1_SIZE, OFF_SIZE};
 use io::{table_bytes, ImageFile};
 use refcount::Refcounts;
@@ -237,7 +241,13 @@ fn gather_into(src: &[&[u8]], dst: &mut [u8]) {
 impl Qcow2Backstore {
     /// Opens an existing image with default options (512-byte blocks).
     pub fn open(path: impl AsRef<Path>, read_only: bool) -> Result<Self> {
-        Self::open_with(path, &Qcow2Options { read_only, ..Qcow2Options::default() })
+        Self::open_with(
+            path,
+            &Qcow2Options {
+                read_only,
+                ..Qcow2Options::default()
+            },
+        )
     }
 
     /// Opens an existing image.
@@ -256,7 +266,12 @@ impl Qcow2Backstore {
 
     /// Creates a new image of `size` bytes with clusters of `1 << cluster_bits` bytes and
     /// opens it for writing. The file must not exist yet.
-    pub fn create(path: impl AsRef<Path>, size: u64, cluster_bits: u32, opts: &CreateOptions) -> Result<Self> {
+    pub fn create(
+        path: impl AsRef<Path>,
+        size: u64,
+        cluster_bits: u32,
+        opts: &CreateOptions,
+    ) -> Result<Self> {
         create::create(path.as_ref(), size, cluster_bits, opts)?;
         Self::open_with(path, &opts.open)
     }
@@ -274,29 +289,49 @@ impl Qcow2Backstore {
 
     pub(crate) fn open_inner(path: &Path, opts: &Qcow2Options, depth: u32) -> Result<Self> {
         validate_block_size(opts.block_size)?;
+        // O_NONBLOCK so that a FIFO named as an image cannot hang us; it has no effect on
+        // the regular files we accept.
         let file = OpenOptions::new()
             .read(true)
             .write(!opts.read_only)
+            .custom_flags(libc::O_NONBLOCK)
             .open(path)
-            .map_err(|source| Error::Open { path: path.to_owned(), source })?;
-        let meta = file.metadata().map_err(|source| Error::Open { path: path.to_owned(), source })?;
+            .map_err(|source| Error::Open {
+                path: path.to_owned(),
+                source,
+            })?;
+        let meta = file.metadata().map_err(|source| Error::Open {
+            path: path.to_owned(),
+            source,
+        })?;
         if !meta.is_file() {
-            return Err(Error::InvalidConfig(format!("{} is not a regular file", path.display())));
+            return Err(Error::InvalidConfig(format!(
+                "{} is not a regular file",
+                path.display()
+            )));
         }
+        lock::lock_image(&file, path, !opts.read_only)?;
         let io = ImageFile::new(file, path.to_owned());
         let file_len = io.len()?;
         let mut first = vec![0u8; file_len.min(1 << header::MAX_CLUSTER_BITS) as usize];
         io.read_at(&mut first, 0)?;
         let ih = ImageHeader::parse(&first).map_err(|e| Self::corrupt_at(path, e.0))?;
         drop(first);
-        ih.validate(file_len).map_err(|e| Self::corrupt_at(path, e.0))?;
+        ih.validate(file_len)
+            .map_err(|e| Self::corrupt_at(path, e.0))?;
         let h = &ih.header;
 
         // Features we refuse outright (qcow2.txt "Header": crypt_method, incompatible bits).
         match h.crypt_method {
             0 => {}
             m => {
-                let what = if m == 1 { "AES" } else if m == 2 { "LUKS" } else { "unknown" };
+                let what = if m == 1 {
+                    "AES"
+                } else if m == 2 {
+                    "LUKS"
+                } else {
+                    "unknown"
+                };
                 return Err(Self::corrupt_at(
                     path,
                     format!("encrypted images are not supported (crypt_method {m}, {what})"),
@@ -310,16 +345,26 @@ impl Qcow2Backstore {
             ));
         }
         if let CompressionType::Unknown(x) = h.compression_type {
-            return Err(Self::corrupt_at(path, format!("compression type {x} is not supported")));
+            return Err(Self::corrupt_at(
+                path,
+                format!("compression type {x} is not supported"),
+            ));
         }
         let extended = ih.extended_l2();
         if !opts.read_only {
-            let refuse = |why: &str| Err(Self::corrupt_at(path, format!("{why}; open the image read-only")));
+            let refuse = |why: &str| {
+                Err(Self::corrupt_at(
+                    path,
+                    format!("{why}; open the image read-only"),
+                ))
+            };
             if h.incompatible_features & incompat::CORRUPT != 0 {
                 return refuse("the image is marked corrupt (run `qemu-img check -r all`)");
             }
             if extended {
-                return refuse("writing images with extended L2 entries (subclusters) is not supported");
+                return refuse(
+                    "writing images with extended L2 entries (subclusters) is not supported",
+                );
             }
             if h.nb_snapshots > 0 {
                 return refuse("writing images with internal snapshots is not supported");
@@ -356,20 +401,27 @@ impl Qcow2Backstore {
             ..h.refcount_table_offset + u64::from(h.refcount_table_clusters) * cs;
         let l1 = io.read_table(h.l1_table_offset, h.l1_size as usize)?;
         for (i, &raw) in l1.iter().enumerate() {
-            let e = L1Entry::decode(raw, cs).map_err(|e| Self::corrupt_at(path, format!("L1 entry {i}: {}", e.0)))?;
+            let e = L1Entry::decode(raw, cs)
+                .map_err(|e| Self::corrupt_at(path, format!("L1 entry {i}: {}", e.0)))?;
             let Some(e) = e else { continue };
             let t = e.l2_offset..e.l2_offset + cs;
             if e.l2_offset >= file_len {
                 return Err(Self::corrupt_at(
                     path,
-                    format!("L1 entry {i}: L2 table at {:#x} is beyond the end of the file", e.l2_offset),
+                    format!(
+                        "L1 entry {i}: L2 table at {:#x} is beyond the end of the file",
+                        e.l2_offset
+                    ),
                 ));
             }
             let overlaps = |r: &Range<u64>| t.start < r.end && r.start < t.end;
             if e.l2_offset < cs || overlaps(&l1_range) || overlaps(&rt_range) {
                 return Err(Self::corrupt_at(
                     path,
-                    format!("L1 entry {i}: L2 table at {:#x} overlaps other metadata", e.l2_offset),
+                    format!(
+                        "L1 entry {i}: L2 table at {:#x} overlaps other metadata",
+                        e.l2_offset
+                    ),
                 ));
             }
             if !opts.read_only && !e.copied {
@@ -383,11 +435,17 @@ impl Qcow2Backstore {
         // Everything is validated: only now may a dirty image be repaired (which writes).
         if !opts.read_only && h.incompatible_features & incompat::DIRTY != 0 {
             repair::rebuild_refcounts(&io, &ih, file_len)?;
+            drop(io); // releases our locks before the file is opened again
             return Self::open_inner(path, opts, depth + 1);
         }
 
         let backing = match &ih.backing_file {
-            Some(name) => Some(Backing::open(path, name, ih.backing_format.as_deref(), depth)?),
+            Some(name) => Some(Backing::open(
+                path,
+                name,
+                ih.backing_format.as_deref(),
+                depth,
+            )?),
             None => None,
         };
 
@@ -492,18 +550,23 @@ impl Qcow2Backstore {
         }
         let mut buf = vec![0u8; self.g.cluster_size as usize];
         self.io.read_at(&mut buf, off)?;
-        Ok(Some(self.cache.insert_loaded(l1i, L2Table::from_bytes(off, &buf))))
+        Ok(Some(
+            self.cache
+                .insert_loaded(l1i, L2Table::from_bytes(off, &buf)),
+        ))
     }
 
     fn entry_of(&self, t: &L2Table, l2i: usize) -> Result<(L2Entry, Option<SubclusterBitmap>)> {
         let raw = t.get(l2i * self.g.slot);
-        let e = L2Entry::decode(raw, self.g.fmt)
-            .map_err(|e| self.corrupt(format!("L2 table at {:#x}, entry {l2i}: {}", t.offset, e.0)))?;
+        let e = L2Entry::decode(raw, self.g.fmt).map_err(|e| {
+            self.corrupt(format!("L2 table at {:#x}, entry {l2i}: {}", t.offset, e.0))
+        })?;
         if !self.g.fmt.extended {
             return Ok((e, None));
         }
-        let bm = SubclusterBitmap::decode(t.get(l2i * 2 + 1), e)
-            .map_err(|e| self.corrupt(format!("L2 table at {:#x}, entry {l2i}: {}", t.offset, e.0)))?;
+        let bm = SubclusterBitmap::decode(t.get(l2i * 2 + 1), e).map_err(|e| {
+            self.corrupt(format!("L2 table at {:#x}, entry {l2i}: {}", t.offset, e.0))
+        })?;
         Ok((e, Some(bm)))
     }
 
@@ -512,7 +575,11 @@ impl Qcow2Backstore {
     fn piece_at(&self, pos: u64) -> Result<(Piece, u64)> {
         let (l1i, l2i, in_off) = self.split(pos);
         let cs = self.g.cluster_size;
-        let unalloc = if self.backing.is_some() { Piece::Backing } else { Piece::Zero };
+        let unalloc = if self.backing.is_some() {
+            Piece::Backing
+        } else {
+            Piece::Zero
+        };
         let Some(t) = self.l2_table(l1i)? else {
             let span = cs * self.g.l2_entries;
             return Ok((unalloc, span - pos % span));
@@ -521,7 +588,9 @@ impl Qcow2Backstore {
         let (e, bm) = self.entry_of(&t, l2i)?;
         let whole = |p| Ok((p, rest));
         match (e, bm) {
-            (L2Entry::Compressed { offset, sectors }, _) => whole(Piece::Compressed { offset, sectors }),
+            (L2Entry::Compressed { offset, sectors }, _) => {
+                whole(Piece::Compressed { offset, sectors })
+            }
             (e, None) => whole(match e {
                 L2Entry::Unallocated => unalloc,
                 L2Entry::Zero { .. } => Piece::Zero,
@@ -550,7 +619,11 @@ impl Qcow2Backstore {
                 let len = j * scs - in_off;
                 let p = match (s, e) {
                     (0, L2Entry::Normal { host, .. }) => Piece::Host(host + in_off),
-                    (0, _) => return Err(self.corrupt(format!("allocated subcluster without data at guest offset {pos}"))),
+                    (0, _) => {
+                        return Err(self.corrupt(format!(
+                            "allocated subcluster without data at guest offset {pos}"
+                        )))
+                    }
                     (1, _) => Piece::Zero,
                     _ => unalloc,
                 };
@@ -570,7 +643,12 @@ impl Qcow2Backstore {
     }
 
     /// Reads guest bytes `[offset, offset+len)` (within the virtual size) into `q`.
-    pub(crate) fn read_guest(&self, mut q: VecDeque<&mut [u8]>, offset: u64, len: u64) -> Result<()> {
+    pub(crate) fn read_guest(
+        &self,
+        mut q: VecDeque<&mut [u8]>,
+        offset: u64,
+        len: u64,
+    ) -> Result<()> {
         let _gate = self.io_gate.read();
         let end = offset + len;
         let mut pos = offset;
@@ -622,7 +700,9 @@ impl Qcow2Backstore {
         match e {
             L2Entry::Zero { .. } => {}
             L2Entry::Normal { host, .. } => self.io.read_at(&mut buf, host)?,
-            L2Entry::Compressed { offset, sectors } => buf = self.read_compressed(offset, sectors)?,
+            L2Entry::Compressed { offset, sectors } => {
+                buf = self.read_compressed(offset, sectors)?
+            }
             L2Entry::Unallocated => {
                 if let Some(b) = &self.backing {
                     b.read(vec![&mut buf[..]], gc * cs)?;
@@ -637,9 +717,16 @@ impl Qcow2Backstore {
     /// Refuses data writes that would land on metadata or past what the allocator knows.
     fn check_data_write(&self, host: u64, len: u64) -> Result<()> {
         let cs = self.g.cluster_size;
-        let end = host.checked_add(len).unwrap_or(u64::MAX);
+        let end = host.saturating_add(len);
         let limit = self.alloc_end.load(Ordering::Acquire).saturating_mul(cs);
-        if host < cs || end > limit || self.guarded.read().iter().any(|r| host < r.end && r.start < end) {
+        if host < cs
+            || end > limit
+            || self
+                .guarded
+                .read()
+                .iter()
+                .any(|r| host < r.end && r.start < end)
+        {
             return Err(self.corrupt(format!(
                 "refusing to write {len} bytes of data at host offset {host:#x}: it overlaps metadata or unallocated space"
             )));
@@ -651,7 +738,9 @@ impl Qcow2Backstore {
     /// exclusively ours.
     fn writable_host(&self, pos: u64) -> Result<Option<u64>> {
         let (l1i, l2i, in_off) = self.split(pos);
-        let Some(t) = self.l2_table(l1i)? else { return Ok(None) };
+        let Some(t) = self.l2_table(l1i)? else {
+            return Ok(None);
+        };
         Ok(match self.entry_of(&t, l2i)?.0 {
             L2Entry::Normal { host, copied: true } => Some(host + in_off),
             _ => None,
@@ -684,7 +773,10 @@ impl Qcow2Backstore {
         }
         let off = self.rc(m)?.alloc_cluster(&self.io)?;
         self.note_alloc(m);
-        let t = Arc::new(L2Table::zeroed(off, self.g.l2_entries as usize * self.g.slot));
+        let t = Arc::new(L2Table::zeroed(
+            off,
+            self.g.l2_entries as usize * self.g.slot,
+        ));
         // Cache first, then publish in L1, so a concurrent reader never loads the table
         // from the file before it has been written there.
         self.cache.insert_new(l1i, t.clone());
@@ -735,7 +827,10 @@ impl Qcow2Backstore {
             return self.io.write_vec(src, host + in_off);
         }
         let (target, old) = match e {
-            L2Entry::Zero { host: Some(h), copied: true } => (h, None),
+            L2Entry::Zero {
+                host: Some(h),
+                copied: true,
+            } => (h, None),
             _ => {
                 let h = self.rc(&mut m)?.alloc_cluster(&self.io)?;
                 self.note_alloc(&m);
@@ -753,7 +848,14 @@ impl Qcow2Backstore {
             gather_into(src, &mut buf[in_off as usize..(in_off + n) as usize]);
             self.io.write_at(&buf, target)?;
         }
-        self.set_entry(&mut m, gc, L2Entry::Normal { host: target, copied: true })?;
+        self.set_entry(
+            &mut m,
+            gc,
+            L2Entry::Normal {
+                host: target,
+                copied: true,
+            },
+        )?;
         if let Some(r) = old {
             m.pending_frees.push(r);
         }
@@ -896,16 +998,27 @@ impl Qcow2Backstore {
         let cur = self.entry_locked(gc)?;
         let shows_backing = self.backing_covers(gc);
         let v3 = self.g.fmt.zero_flag;
-        let keep = |host, copied| L2Entry::Zero { host: Some(host), copied };
+        let keep = |host, copied| L2Entry::Zero {
+            host: Some(host),
+            copied,
+        };
         let new = match (mode, cur) {
             // Keep the allocation, just flag it (SBC-4 WRITE SAME without UNMAP).
-            (ZeroMode::WriteZeroes { may_unmap: false }, L2Entry::Normal { host, copied: true })
-            | (ZeroMode::WriteZeroes { may_unmap: false }, L2Entry::Zero { host: Some(host), copied: true })
-                if v3 =>
-            {
-                keep(host, true)
-            }
-            (ZeroMode::WriteZeroes { may_unmap: false }, L2Entry::Normal { host, copied: true }) => {
+            (
+                ZeroMode::WriteZeroes { may_unmap: false },
+                L2Entry::Normal { host, copied: true },
+            )
+            | (
+                ZeroMode::WriteZeroes { may_unmap: false },
+                L2Entry::Zero {
+                    host: Some(host),
+                    copied: true,
+                },
+            ) if v3 => keep(host, true),
+            (
+                ZeroMode::WriteZeroes { may_unmap: false },
+                L2Entry::Normal { host, copied: true },
+            ) => {
                 // v2 has no zero flag: write zeros in place.
                 self.check_data_write(host, self.g.cluster_size)?;
                 let zeros = vec![0u8; self.g.cluster_size as usize];
@@ -916,7 +1029,10 @@ impl Qcow2Backstore {
                     // Unreachable: v2 images with a backing file are zeroed by writing.
                     return Err(Error::Unsupported("zero clusters in a version 2 image"));
                 }
-                L2Entry::Zero { host: None, copied: false }
+                L2Entry::Zero {
+                    host: None,
+                    copied: false,
+                }
             }
             _ => L2Entry::Unallocated,
         };
@@ -937,7 +1053,11 @@ impl Qcow2Backstore {
     }
 
     fn zero_range(&self, offset: u64, len: u64, mode: ZeroMode) -> Result<()> {
-        let op = if mode == ZeroMode::Discard { "discard" } else { "write zeroes" };
+        let op = if mode == ZeroMode::Discard {
+            "discard"
+        } else {
+            "write zeroes"
+        };
         check_range(op, offset, len, self.capacity())?;
         if self.read_only {
             return Err(Error::ReadOnly);
@@ -1018,7 +1138,8 @@ impl Qcow2Backstore {
             let new_off = first * cs;
             let mut l1 = self.l1.read().clone();
             l1.resize(needed as usize, 0);
-            self.io.write_at(&table_bytes(l1.iter().copied()), new_off)?;
+            self.io
+                .write_at(&table_bytes(l1.iter().copied()), new_off)?;
             self.io.sync()?;
             let mut hdr = [0u8; 12];
             hdr[..4].copy_from_slice(&(needed as u32).to_be_bytes());
@@ -1034,8 +1155,10 @@ impl Qcow2Backstore {
         self.io.write_at(&new_size.to_be_bytes(), OFF_SIZE)?;
         self.io.sync()?;
         self.size.store(new_size, Ordering::Release);
-        self.capacity
-            .store(new_size - new_size % u64::from(self.block_size), Ordering::Release);
+        self.capacity.store(
+            new_size - new_size % u64::from(self.block_size),
+            Ordering::Release,
+        );
         Ok(())
     }
 }
@@ -1069,18 +1192,29 @@ impl Backstore for Qcow2Backstore {
 
     fn read_vectored_at(&self, bufs: &mut [IoSliceMut<'_>], offset: u64) -> Result<()> {
         let cap = self.capacity();
-        let len = iov_len(bufs).ok_or_else(|| Error::out_of_range("read", offset, u64::MAX, cap))?;
+        let len =
+            iov_len(bufs).ok_or_else(|| Error::out_of_range("read", offset, u64::MAX, cap))?;
         check_range("read", offset, len, cap)?;
         if len == 0 {
             return Ok(());
         }
-        let q: VecDeque<&mut [u8]> = bufs.iter_mut().map(|b| &mut **b).filter(|b| !b.is_empty()).collect();
+        let q: VecDeque<&mut [u8]> = bufs
+            .iter_mut()
+            .map(|b| &mut **b)
+            .filter(|b| !b.is_empty())
+            .collect();
         self.read_guest(q, offset, len)
     }
 
-    fn write_vectored_at(&self, bufs: &[IoSlice<'_>], offset: u64, flags: WriteFlags) -> Result<()> {
+    fn write_vectored_at(
+        &self,
+        bufs: &[IoSlice<'_>],
+        offset: u64,
+        flags: WriteFlags,
+    ) -> Result<()> {
         let cap = self.capacity();
-        let len = iov_len(bufs).ok_or_else(|| Error::out_of_range("write", offset, u64::MAX, cap))?;
+        let len =
+            iov_len(bufs).ok_or_else(|| Error::out_of_range("write", offset, u64::MAX, cap))?;
         check_range("write", offset, len, cap)?;
         if self.read_only {
             return Err(Error::ReadOnly);
@@ -1088,7 +1222,11 @@ impl Backstore for Qcow2Backstore {
         if len == 0 {
             return Ok(());
         }
-        let q: VecDeque<&[u8]> = bufs.iter().map(|b| &**b).filter(|b| !b.is_empty()).collect();
+        let q: VecDeque<&[u8]> = bufs
+            .iter()
+            .map(|b| &**b)
+            .filter(|b| !b.is_empty())
+            .collect();
         {
             let _gate = self.io_gate.read();
             self.write_guest(q, offset, len)?;
@@ -1152,7 +1290,11 @@ impl Backstore for Qcow2Backstore {
             };
             match out.last_mut() {
                 Some(last) if last.mapped == mapped => last.len += n,
-                _ => out.push(Extent { offset: pos, len: n, mapped }),
+                _ => out.push(Extent {
+                    offset: pos,
+                    len: n,
+                    mapped,
+                }),
             }
             pos += n;
             pieces += 1;

@@ -12,7 +12,9 @@
 use std::collections::HashMap;
 use std::ops::Range;
 
-use super::entry::{refcount_entries, refcount_get, refcount_max, refcount_set, MAX_HOST_OFFSET, REFT_RESERVED};
+use super::entry::{
+    refcount_entries, refcount_get, refcount_max, refcount_set, MAX_HOST_OFFSET, REFT_RESERVED,
+};
 use super::header::{MAX_REFTABLE_BYTES, OFF_REFCOUNT_TABLE};
 use super::io::{table_bytes, ImageFile};
 use crate::{Error, Result};
@@ -63,7 +65,10 @@ impl Refcounts {
                 continue;
             }
             if e & REFT_RESERVED != 0 || e % cs != 0 {
-                return Err(corrupt(io, format!("refcount table entry {i} ({e:#x}) is not cluster aligned")));
+                return Err(corrupt(
+                    io,
+                    format!("refcount table entry {i} ({e:#x}) is not cluster aligned"),
+                ));
             }
             if e < cs || e >= file_len {
                 return Err(corrupt(
@@ -91,7 +96,10 @@ impl Refcounts {
             }
             let (order, per_block) = (rc.order, rc.per_block);
             let block = rc.block(io, ri as u64)?;
-            if let Some(idx) = (0..per_block).rev().find(|&i| refcount_get(block, order, i) != 0) {
+            if let Some(idx) = (0..per_block)
+                .rev()
+                .find(|&i| refcount_get(block, order, i) != 0)
+            {
                 last_used = ri as u64 * per_block + idx + 1;
                 break;
             }
@@ -132,7 +140,11 @@ impl Refcounts {
             io.read_at(&mut b, off)?;
             self.blocks.insert(off, b);
         }
-        Ok(self.blocks.get_mut(&off).map(|b| &mut b[..]).unwrap_or(&mut []))
+        Ok(self
+            .blocks
+            .get_mut(&off)
+            .map(|b| &mut b[..])
+            .unwrap_or(&mut []))
     }
 
     fn has_block(&self, ri: u64) -> bool {
@@ -153,7 +165,10 @@ impl Refcounts {
     /// Sets the refcount of cluster `c`, whose block must exist, writing the changed bytes.
     fn set(&mut self, io: &ImageFile, c: u64, v: u64) -> Result<()> {
         if v > refcount_max(self.order) {
-            return Err(corrupt(io, format!("refcount of cluster {c} would overflow")));
+            return Err(corrupt(
+                io,
+                format!("refcount of cluster {c} would overflow"),
+            ));
         }
         let ri = c / self.per_block;
         let idx = c % self.per_block;
@@ -175,7 +190,10 @@ impl Refcounts {
         for c in first..=last {
             let v = self.get(io, c)?;
             if v == 0 {
-                return Err(corrupt(io, format!("freeing cluster {c} whose refcount is already 0")));
+                return Err(corrupt(
+                    io,
+                    format!("freeing cluster {c} whose refcount is already 0"),
+                ));
             }
             self.set(io, c, v - 1)?;
             if v == 1 {
@@ -199,7 +217,8 @@ impl Refcounts {
             let per_block = self.per_block;
             let stop = ((ri + 1) * per_block).min(self.alloc_end);
             let block = self.block(io, ri)?;
-            let found = (c % per_block..stop - ri * per_block).find(|&i| refcount_get(block, order, i) == 0);
+            let found = (c % per_block..stop - ri * per_block)
+                .find(|&i| refcount_get(block, order, i) == 0);
             match found {
                 Some(i) => {
                     let c = ri * per_block + i;
@@ -227,7 +246,12 @@ impl Refcounts {
 
     /// Builds new refcount blocks for `ranges`, placed at clusters `first_block..`, that
     /// count every cluster of `area` once. Returns (block offset, contents) pairs.
-    fn new_blocks(&self, ranges: &[u64], first_block: u64, area: Range<u64>) -> Vec<(u64, u64, Vec<u8>)> {
+    fn new_blocks(
+        &self,
+        ranges: &[u64],
+        first_block: u64,
+        area: Range<u64>,
+    ) -> Vec<(u64, u64, Vec<u8>)> {
         ranges
             .iter()
             .enumerate()
@@ -244,7 +268,12 @@ impl Refcounts {
     }
 
     /// Sets refcount 1 for the clusters of `area` covered by existing blocks.
-    fn count_in_existing_blocks(&mut self, io: &ImageFile, area: Range<u64>, table_len: u64) -> Result<()> {
+    fn count_in_existing_blocks(
+        &mut self,
+        io: &ImageFile,
+        area: Range<u64>,
+        table_len: u64,
+    ) -> Result<()> {
         for c in area {
             let ri = c / self.per_block;
             if ri < table_len && self.has_block(ri) {
@@ -270,7 +299,10 @@ impl Refcounts {
             }
             let end = base + n + k;
             if end > self.max_clusters() {
-                return Err(Error::NoSpace { offset: base << self.cluster_bits, len: (n + k) << self.cluster_bits });
+                return Err(Error::NoSpace {
+                    offset: base << self.cluster_bits,
+                    len: (n + k) << self.cluster_bits,
+                });
             }
             let last_ri = (end - 1) / self.per_block;
             if last_ri >= table_len {
@@ -325,7 +357,10 @@ impl Refcounts {
         }
         let end = base + t + k;
         if end > self.max_clusters() {
-            return Err(Error::NoSpace { offset: base << self.cluster_bits, len: (t + k) << self.cluster_bits });
+            return Err(Error::NoSpace {
+                offset: base << self.cluster_bits,
+                len: (t + k) << self.cluster_bits,
+            });
         }
         let ranges = self.blockless(base, end, old_len);
         let blocks = self.new_blocks(&ranges, base + t, base..end);
@@ -382,7 +417,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("img");
         let cs = 1u64 << cluster_bits;
-        let f = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&p).unwrap();
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&p)
+            .unwrap();
         let io = ImageFile::new(f, p);
         let mut table = vec![0u8; cs as usize];
         table[..8].copy_from_slice(&(2 * cs).to_be_bytes());
@@ -440,7 +481,15 @@ mod tests {
         }
         // Reload from disk: same view.
         let tr = rc.table_range();
-        let mut rc2 = Refcounts::load(&io, 9, 0, tr.start, (tr.end - tr.start) / 512, io.len().unwrap()).unwrap();
+        let mut rc2 = Refcounts::load(
+            &io,
+            9,
+            0,
+            tr.start,
+            (tr.end - tr.start) / 512,
+            io.len().unwrap(),
+        )
+        .unwrap();
         assert_eq!(rc2.alloc_end(), end);
         assert_eq!(rc2.get(&io, end - 1).unwrap(), 1);
         assert_eq!(rc2.get(&io, 1).unwrap(), 0);

@@ -55,16 +55,24 @@ pub fn rebuild_refcounts(io: &ImageFile, ih: &ImageHeader, file_len: u64) -> Res
     let slot = if fmt.extended { 2 } else { 1 };
     let mut seen_l2 = BTreeSet::new();
     for (i, raw) in l1.into_iter().enumerate() {
-        let e = L1Entry::decode(raw, cs).map_err(|e| corrupt(io, format!("L1 entry {i}: {}", e.0)))?;
+        let e =
+            L1Entry::decode(raw, cs).map_err(|e| corrupt(io, format!("L1 entry {i}: {}", e.0)))?;
         let Some(e) = e else { continue };
         if e.l2_offset >= file_len || !seen_l2.insert(e.l2_offset) {
-            return Err(corrupt(io, format!("L1 entry {i}: bad or shared L2 table at {:#x}", e.l2_offset)));
+            return Err(corrupt(
+                io,
+                format!("L1 entry {i}: bad or shared L2 table at {:#x}", e.l2_offset),
+            ));
         }
         add(e.l2_offset..e.l2_offset + cs);
         let table = io.read_table(e.l2_offset, (cs / 8) as usize)?;
         for (j, raw) in table.into_iter().step_by(slot).enumerate() {
-            let entry = L2Entry::decode(raw, fmt)
-                .map_err(|e2| corrupt(io, format!("L2 table at {:#x}, entry {j}: {}", e.l2_offset, e2.0)))?;
+            let entry = L2Entry::decode(raw, fmt).map_err(|e2| {
+                corrupt(
+                    io,
+                    format!("L2 table at {:#x}, entry {j}: {}", e.l2_offset, e2.0),
+                )
+            })?;
             if let Some(r) = entry.host_ranges() {
                 let r = match entry {
                     L2Entry::Compressed { .. } => r,
@@ -103,7 +111,10 @@ pub fn rebuild_refcounts(io: &ImageFile, ih: &ImageHeader, file_len: u64) -> Res
     let max = refcount_max(order);
     for (&c, &n) in &refs {
         if n > max {
-            return Err(corrupt(io, format!("cluster {c} has {n} references, more than {order}-order refcounts hold")));
+            return Err(corrupt(
+                io,
+                format!("cluster {c} has {n} references, more than {order}-order refcounts hold"),
+            ));
         }
         if let Some(b) = blocks.get_mut(&(c / per_block)) {
             refcount_set(b, order, c % per_block, n);

@@ -12,7 +12,13 @@ fn opts() -> CreateOptions {
     CreateOptions::default()
 }
 
-fn create_in(dir: &Path, name: &str, size: u64, cluster_bits: u32, o: &CreateOptions) -> Qcow2Backstore {
+fn create_in(
+    dir: &Path,
+    name: &str,
+    size: u64,
+    cluster_bits: u32,
+    o: &CreateOptions,
+) -> Qcow2Backstore {
     Qcow2Backstore::create(dir.join(name), size, cluster_bits, o).unwrap()
 }
 
@@ -51,7 +57,10 @@ fn conformance_v2_4k_clusters_4k_blocks() {
     let d = tempfile::tempdir().unwrap();
     let o = CreateOptions {
         version: Version::V2,
-        open: Qcow2Options { block_size: 4096, ..Qcow2Options::default() },
+        open: Qcow2Options {
+            block_size: 4096,
+            ..Qcow2Options::default()
+        },
         ..opts()
     };
     let b = create_in(d.path(), "a.qcow2", 8 << 20, 12, &o);
@@ -64,7 +73,10 @@ fn conformance_tiny_clusters_one_bit_refcounts() {
     // 512-byte clusters with 1-bit refcounts: a refcount block covers 2 MiB and the
     // initial table 128 MiB, so allocation creates blocks all the time.
     let d = tempfile::tempdir().unwrap();
-    let o = CreateOptions { refcount_bits: 1, ..opts() };
+    let o = CreateOptions {
+        refcount_bits: 1,
+        ..opts()
+    };
     let b = create_in(d.path(), "a.qcow2", 4 << 20, 9, &o);
     conformance::run_all(&b);
 }
@@ -73,7 +85,10 @@ fn conformance_tiny_clusters_one_bit_refcounts() {
 fn conformance_with_raw_backing() {
     let d = tempfile::tempdir().unwrap();
     raw_file(d.path(), "base.raw", &pattern(5, 4 << 20));
-    let o = CreateOptions { backing_file: Some("base.raw".into()), ..opts() };
+    let o = CreateOptions {
+        backing_file: Some("base.raw".into()),
+        ..opts()
+    };
     let b = create_in(d.path(), "top.qcow2", 4 << 20, 16, &o);
     assert_eq!(b.backing_file(), Some("base.raw"));
     conformance::run_all(&b);
@@ -100,9 +115,15 @@ fn data_survives_reopen_and_read_only_refuses_writes() {
     let ro = Qcow2Backstore::open(&p, true).unwrap();
     assert_eq!(read_vec(&ro, 12345, data.len()), data);
     assert!(ro.capabilities().read_only);
-    assert!(matches!(ro.write_at(&[1; 512], 0, WriteFlags::default()), Err(Error::ReadOnly)));
+    assert!(matches!(
+        ro.write_at(&[1; 512], 0, WriteFlags::default()),
+        Err(Error::ReadOnly)
+    ));
     assert!(matches!(ro.discard(0, 512), Err(Error::ReadOnly)));
-    assert!(matches!(ro.write_zeroes(0, 512, true), Err(Error::ReadOnly)));
+    assert!(matches!(
+        ro.write_zeroes(0, 512, true),
+        Err(Error::ReadOnly)
+    ));
     assert!(matches!(ro.resize(8 << 20), Err(Error::ReadOnly)));
 }
 
@@ -111,12 +132,16 @@ fn backing_reads_through_and_partial_writes_copy_up() {
     let d = tempfile::tempdir().unwrap();
     let base = pattern(9, 1 << 20);
     let bp = raw_file(d.path(), "base.raw", &base);
-    let o = CreateOptions { backing_file: Some("base.raw".into()), ..opts() };
+    let o = CreateOptions {
+        backing_file: Some("base.raw".into()),
+        ..opts()
+    };
     // The overlay is bigger than the backing file: the rest reads as zeros.
     let b = create_in(d.path(), "top.qcow2", 2 << 20, 16, &o);
     assert_eq!(read_vec(&b, 0, 1 << 20), base);
     assert!(read_vec(&b, 1 << 20, 1 << 20).iter().all(|&x| x == 0));
-    b.write_at(&[0xAB; 512], 65536 + 1024, WriteFlags::default()).unwrap();
+    b.write_at(&[0xAB; 512], 65536 + 1024, WriteFlags::default())
+        .unwrap();
     let mut want = base[65536..131072].to_vec();
     want[1024..1536].fill(0xAB);
     assert_eq!(read_vec(&b, 65536, 65536), want);
@@ -125,14 +150,18 @@ fn backing_reads_through_and_partial_writes_copy_up() {
     let b = Qcow2Backstore::open(d.path().join("top.qcow2"), true).unwrap();
     assert_eq!(read_vec(&b, 65536, 65536), want);
     let ext = b.block_status(0, 2 << 20).unwrap();
-    assert!(ext.iter().all(|e| e.mapped == (e.offset < 1 << 20)), "{ext:?}");
+    assert!(
+        ext.iter().all(|e| e.mapped == (e.offset < 1 << 20)),
+        "{ext:?}"
+    );
 }
 
 #[test]
 fn qcow2_backing_chain_and_discard_makes_zero_clusters() {
     let d = tempfile::tempdir().unwrap();
     let base = create_in(d.path(), "base.qcow2", 1 << 20, 12, &opts());
-    base.write_at(&pattern(2, 1 << 20), 0, WriteFlags::default()).unwrap();
+    base.write_at(&pattern(2, 1 << 20), 0, WriteFlags::default())
+        .unwrap();
     base.close().unwrap();
     let o = CreateOptions {
         backing_file: Some("base.qcow2".into()),
@@ -145,15 +174,34 @@ fn qcow2_backing_chain_and_discard_makes_zero_clusters() {
     top.write_zeroes(3 * 65536, 65536, false).unwrap();
     assert!(read_vec(&top, 65536, 65536).iter().all(|&x| x == 0));
     assert!(read_vec(&top, 3 * 65536, 65536).iter().all(|&x| x == 0));
-    assert_eq!(read_vec(&top, 2 * 65536, 65536), pattern(2, 1 << 20)[2 * 65536..3 * 65536]);
+    assert_eq!(
+        read_vec(&top, 2 * 65536, 65536),
+        pattern(2, 1 << 20)[2 * 65536..3 * 65536]
+    );
     let ext = top.block_status(0, 4 * 65536).unwrap();
     assert_eq!(
         ext,
         vec![
-            Extent { offset: 0, len: 65536, mapped: true },
-            Extent { offset: 65536, len: 65536, mapped: false },
-            Extent { offset: 2 * 65536, len: 65536, mapped: true },
-            Extent { offset: 3 * 65536, len: 65536, mapped: false },
+            Extent {
+                offset: 0,
+                len: 65536,
+                mapped: true
+            },
+            Extent {
+                offset: 65536,
+                len: 65536,
+                mapped: false
+            },
+            Extent {
+                offset: 2 * 65536,
+                len: 65536,
+                mapped: true
+            },
+            Extent {
+                offset: 3 * 65536,
+                len: 65536,
+                mapped: false
+            },
         ]
     );
 }
@@ -162,7 +210,11 @@ fn qcow2_backing_chain_and_discard_makes_zero_clusters() {
 fn v2_discard_with_backing_writes_zeros() {
     let d = tempfile::tempdir().unwrap();
     raw_file(d.path(), "base.raw", &[7u8; 1 << 20]);
-    let o = CreateOptions { version: Version::V2, backing_file: Some("base.raw".into()), ..opts() };
+    let o = CreateOptions {
+        version: Version::V2,
+        backing_file: Some("base.raw".into()),
+        ..opts()
+    };
     let b = create_in(d.path(), "top.qcow2", 1 << 20, 12, &o);
     b.discard(4096, 3 * 4096).unwrap();
     assert!(read_vec(&b, 4096, 3 * 4096).iter().all(|&x| x == 0));
@@ -175,12 +227,14 @@ fn discarded_clusters_are_reused_after_flush() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path().join("a.qcow2");
     let b = Qcow2Backstore::create(&p, 8 << 20, 12, &opts()).unwrap();
-    b.write_at(&pattern(3, 1 << 20), 0, WriteFlags::default()).unwrap();
+    b.write_at(&pattern(3, 1 << 20), 0, WriteFlags::default())
+        .unwrap();
     b.flush().unwrap();
     let len_before = std::fs::metadata(&p).unwrap().len();
     b.discard(0, 1 << 20).unwrap();
     b.flush().unwrap();
-    b.write_at(&pattern(4, 1 << 20), 4 << 20, WriteFlags::default()).unwrap();
+    b.write_at(&pattern(4, 1 << 20), 4 << 20, WriteFlags::default())
+        .unwrap();
     b.flush().unwrap();
     // Only one new L2 table may be needed for the new region.
     assert!(std::fs::metadata(&p).unwrap().len() <= len_before + 4096);
@@ -194,10 +248,12 @@ fn resize_grows_the_l1_table() {
     let p = d.path().join("a.qcow2");
     // 4 KiB clusters: one L2 table maps 2 MiB, so 64 MiB needs 32 L1 entries.
     let b = Qcow2Backstore::create(&p, 1 << 20, 12, &opts()).unwrap();
-    b.write_at(&pattern(5, 8192), 4096, WriteFlags::default()).unwrap();
+    b.write_at(&pattern(5, 8192), 4096, WriteFlags::default())
+        .unwrap();
     b.resize(64 << 20).unwrap();
     assert_eq!(b.capacity(), 64 << 20);
-    b.write_at(&pattern(6, 8192), (64 << 20) - 8192, WriteFlags::default()).unwrap();
+    b.write_at(&pattern(6, 8192), (64 << 20) - 8192, WriteFlags::default())
+        .unwrap();
     b.close().unwrap();
     let b = Qcow2Backstore::open(&p, false).unwrap();
     assert_eq!(b.capacity(), 64 << 20);
@@ -219,7 +275,8 @@ fn concurrent_writers_racing_on_the_same_clusters() {
                 for i in 0..32u64 {
                     let cluster = (t / 2) * 32 + i;
                     let off = cluster * 65536 + (t % 2) * 32768;
-                    b.write_at(&pattern(t * 1000 + i, 32768), off, WriteFlags::default()).unwrap();
+                    b.write_at(&pattern(t * 1000 + i, 32768), off, WriteFlags::default())
+                        .unwrap();
                     let got = read_vec(b, off, 32768);
                     assert_eq!(got, pattern(t * 1000 + i, 32768));
                 }
@@ -230,7 +287,11 @@ fn concurrent_writers_racing_on_the_same_clusters() {
     for t in 0..8u64 {
         for i in 0..32u64 {
             let off = ((t / 2) * 32 + i) * 65536 + (t % 2) * 32768;
-            assert_eq!(read_vec(&b, off, 32768), pattern(t * 1000 + i, 32768), "t{t} i{i}");
+            assert_eq!(
+                read_vec(&b, off, 32768),
+                pattern(t * 1000 + i, 32768),
+                "t{t} i{i}"
+            );
         }
     }
 }
@@ -239,7 +300,8 @@ fn concurrent_writers_racing_on_the_same_clusters() {
 fn sample(dir: &Path) -> PathBuf {
     let p = dir.join("s.qcow2");
     let b = Qcow2Backstore::create(&p, 1 << 20, 16, &opts()).unwrap();
-    b.write_at(&[0x11; 65536], 0, WriteFlags::default()).unwrap();
+    b.write_at(&[0x11; 65536], 0, WriteFlags::default())
+        .unwrap();
     b.close().unwrap();
     p
 }
@@ -255,28 +317,132 @@ fn open_err(p: &Path, ro: bool) -> String {
 fn malformed_images_are_refused_without_writing() {
     type Mutation = Box<dyn Fn(&Path)>;
     let cases: Vec<(&str, Mutation, &str)> = vec![
-        ("truncated header", Box::new(|p| std::fs::File::options().write(true).open(p).unwrap().set_len(50).unwrap()), "too short"),
-        ("huge l1_size", Box::new(|p| patch(p, 36, &0x1000_0000u32.to_be_bytes())), "too large"),
-        ("L1 beyond file", Box::new(|p| patch(p, 40, &(1u64 << 40).to_be_bytes())), "beyond the end"),
-        ("L1 overlaps refcount table", Box::new(|p| patch(p, 40, &0x10000u64.to_be_bytes())), "overlaps"),
-        ("refcount_order 7", Box::new(|p| patch(p, 96, &7u32.to_be_bytes())), "refcount_order"),
-        ("cluster_bits 30", Box::new(|p| patch(p, 20, &30u32.to_be_bytes())), "cluster_bits"),
-        ("L2 table beyond file", Box::new(|p| patch(p, 0x30000, &(OFLAG_COPIED | 1 << 40).to_be_bytes())), "beyond the end"),
-        ("dirty image with a bad L1", Box::new(|p| { patch(p, 72, &1u64.to_be_bytes()); patch(p, 0x30000, &(OFLAG_COPIED | 1 << 40).to_be_bytes()); }), "beyond the end"),
-        ("L2 table on refcount table", Box::new(|p| patch(p, 0x30000, &(OFLAG_COPIED | 0x10000).to_be_bytes())), "overlaps"),
-        ("L1 entry reserved bits", Box::new(|p| patch(p, 0x30000, &(OFLAG_COPIED | 0x50001).to_be_bytes())), "reserved"),
-        ("refcount block beyond file", Box::new(|p| patch(p, 0x10008, &(1u64 << 40).to_be_bytes())), "outside the image"),
-        ("AES encryption", Box::new(|p| patch(p, 32, &1u32.to_be_bytes())), "encrypted"),
-        ("LUKS encryption", Box::new(|p| patch(p, 32, &2u32.to_be_bytes())), "LUKS"),
-        ("external data file", Box::new(|p| patch(p, 72, &4u64.to_be_bytes())), "external data"),
-        ("unknown incompatible bit", Box::new(|p| patch(p, 72, &(1u64 << 5).to_be_bytes())), "bit 5"),
-        ("unknown compression type", Box::new(|p| { patch(p, 72, &8u64.to_be_bytes()); patch(p, 104, &[7]); }), "compression type 7"),
-        ("corrupt bit", Box::new(|p| patch(p, 72, &2u64.to_be_bytes())), "marked corrupt"),
-        ("extended L2", Box::new(|p| patch(p, 72, &16u64.to_be_bytes())), "extended L2"),
-        ("snapshots", Box::new(|p| { patch(p, 60, &1u32.to_be_bytes()); patch(p, 64, &0x20000u64.to_be_bytes()); }), "snapshots"),
-        ("backing file loop", Box::new(|p| set_backing(p, "s.qcow2")), "deeper than"),
-        ("json backing", Box::new(|p| set_backing(p, "json:{}")), "not a local file"),
-        ("missing backing", Box::new(|p| set_backing(p, "missing.img")), "missing.img"),
+        (
+            "truncated header",
+            Box::new(|p| {
+                std::fs::File::options()
+                    .write(true)
+                    .open(p)
+                    .unwrap()
+                    .set_len(50)
+                    .unwrap()
+            }),
+            "too short",
+        ),
+        (
+            "huge l1_size",
+            Box::new(|p| patch(p, 36, &0x1000_0000u32.to_be_bytes())),
+            "too large",
+        ),
+        (
+            "L1 beyond file",
+            Box::new(|p| patch(p, 40, &(1u64 << 40).to_be_bytes())),
+            "beyond the end",
+        ),
+        (
+            "L1 overlaps refcount table",
+            Box::new(|p| patch(p, 40, &0x10000u64.to_be_bytes())),
+            "overlaps",
+        ),
+        (
+            "refcount_order 7",
+            Box::new(|p| patch(p, 96, &7u32.to_be_bytes())),
+            "refcount_order",
+        ),
+        (
+            "cluster_bits 30",
+            Box::new(|p| patch(p, 20, &30u32.to_be_bytes())),
+            "cluster_bits",
+        ),
+        (
+            "L2 table beyond file",
+            Box::new(|p| patch(p, 0x30000, &(OFLAG_COPIED | 1 << 40).to_be_bytes())),
+            "beyond the end",
+        ),
+        (
+            "dirty image with a bad L1",
+            Box::new(|p| {
+                patch(p, 72, &1u64.to_be_bytes());
+                patch(p, 0x30000, &(OFLAG_COPIED | 1 << 40).to_be_bytes());
+            }),
+            "beyond the end",
+        ),
+        (
+            "L2 table on refcount table",
+            Box::new(|p| patch(p, 0x30000, &(OFLAG_COPIED | 0x10000).to_be_bytes())),
+            "overlaps",
+        ),
+        (
+            "L1 entry reserved bits",
+            Box::new(|p| patch(p, 0x30000, &(OFLAG_COPIED | 0x50001).to_be_bytes())),
+            "reserved",
+        ),
+        (
+            "refcount block beyond file",
+            Box::new(|p| patch(p, 0x10008, &(1u64 << 40).to_be_bytes())),
+            "outside the image",
+        ),
+        (
+            "AES encryption",
+            Box::new(|p| patch(p, 32, &1u32.to_be_bytes())),
+            "encrypted",
+        ),
+        (
+            "LUKS encryption",
+            Box::new(|p| patch(p, 32, &2u32.to_be_bytes())),
+            "LUKS",
+        ),
+        (
+            "external data file",
+            Box::new(|p| patch(p, 72, &4u64.to_be_bytes())),
+            "external data",
+        ),
+        (
+            "unknown incompatible bit",
+            Box::new(|p| patch(p, 72, &(1u64 << 5).to_be_bytes())),
+            "bit 5",
+        ),
+        (
+            "unknown compression type",
+            Box::new(|p| {
+                patch(p, 72, &8u64.to_be_bytes());
+                patch(p, 104, &[7]);
+            }),
+            "compression type 7",
+        ),
+        (
+            "corrupt bit",
+            Box::new(|p| patch(p, 72, &2u64.to_be_bytes())),
+            "marked corrupt",
+        ),
+        (
+            "extended L2",
+            Box::new(|p| patch(p, 72, &16u64.to_be_bytes())),
+            "extended L2",
+        ),
+        (
+            "snapshots",
+            Box::new(|p| {
+                patch(p, 60, &1u32.to_be_bytes());
+                patch(p, 64, &0x20000u64.to_be_bytes());
+            }),
+            "snapshots",
+        ),
+        (
+            "backing file loop",
+            Box::new(|p| set_backing(p, "s.qcow2")),
+            "deeper than",
+        ),
+        (
+            "json backing",
+            Box::new(|p| set_backing(p, "json:{}")),
+            "not a local file",
+        ),
+        (
+            "missing backing",
+            Box::new(|p| set_backing(p, "missing.img")),
+            "missing.img",
+        ),
     ];
     for (name, mutate, want) in cases {
         let d = tempfile::tempdir().unwrap();
@@ -284,10 +450,20 @@ fn malformed_images_are_refused_without_writing() {
         mutate(&p);
         let before = std::fs::read(&p).unwrap();
         let err = open_err(&p, false);
-        assert!(err.contains(want), "{name}: {err:?} does not mention {want:?}");
-        assert_eq!(std::fs::read(&p).unwrap(), before, "{name}: a refused open wrote to the image");
+        assert!(
+            err.contains(want),
+            "{name}: {err:?} does not mention {want:?}"
+        );
+        assert_eq!(
+            std::fs::read(&p).unwrap(),
+            before,
+            "{name}: a refused open wrote to the image"
+        );
         // Features that only matter for writing still allow reading.
-        let ro_ok = matches!(name, "refcount block beyond file" | "corrupt bit" | "extended L2" | "snapshots");
+        let ro_ok = matches!(
+            name,
+            "refcount block beyond file" | "corrupt bit" | "extended L2" | "snapshots"
+        );
         match Qcow2Backstore::open(&p, true) {
             Ok(b) => {
                 assert!(ro_ok, "{name}: read-only open should fail");
@@ -297,7 +473,11 @@ fn malformed_images_are_refused_without_writing() {
             }
             Err(e) => assert!(!ro_ok, "{name}: read-only open failed: {e}"),
         }
-        assert_eq!(std::fs::read(&p).unwrap(), before, "{name}: read-only open wrote");
+        assert_eq!(
+            std::fs::read(&p).unwrap(),
+            before,
+            "{name}: read-only open wrote"
+        );
     }
 }
 
@@ -315,17 +495,28 @@ fn unknown_header_extensions_survive_and_autoclear_bits_are_cleared() {
     let p = sample(d.path());
     // Our header: 112 bytes, then the feature table extension (8 + 336 bytes) ending at
     // 456, then the end marker. Put an unknown extension there instead.
-    let unknown = [0x12, 0x34, 0x56, 0x78, 0, 0, 0, 5, b'h', b'e', b'l', b'l', b'o', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    let unknown = [
+        0x12, 0x34, 0x56, 0x78, 0, 0, 0, 5, b'h', b'e', b'l', b'l', b'o', 0, 0, 0, 0, 0, 0, 0, 0,
+        0, 0, 0,
+    ];
     patch(&p, 456, &unknown);
-    patch(&p, 88, &(header::autoclear::BITMAPS | 1 << 40).to_be_bytes());
+    patch(
+        &p,
+        88,
+        &(header::autoclear::BITMAPS | 1 << 40).to_be_bytes(),
+    );
     let b = Qcow2Backstore::open(&p, false).unwrap();
-    b.write_at(&pattern(1, 200_000), 300_000, WriteFlags::default()).unwrap();
+    b.write_at(&pattern(1, 200_000), 300_000, WriteFlags::default())
+        .unwrap();
     b.close().unwrap();
     let bytes = std::fs::read(&p).unwrap();
     assert_eq!(&bytes[456..480], &unknown, "unknown extension preserved");
     assert_eq!(be64_at(&p, 88), 0, "auto-clear bits cleared before writing");
     let ih = header::ImageHeader::parse(&bytes[..65536]).unwrap();
-    assert_eq!(ih.extensions.last().map(|e| (e.kind, e.data.clone())), Some((0x1234_5678, b"hello".to_vec())));
+    assert_eq!(
+        ih.extensions.last().map(|e| (e.kind, e.data.clone())),
+        Some((0x1234_5678, b"hello".to_vec()))
+    );
 }
 
 #[test]
@@ -345,9 +536,13 @@ fn corrupt_l2_entries_fail_io_instead_of_writing_metadata() {
     assert!(matches!(e, Error::Corrupt { .. }), "{e}");
     assert!(e.to_string().contains("reserved bits"), "{e}");
     assert!(b.write_at(&buf, 65536, WriteFlags::default()).is_err());
-    let e = b.write_at(&buf, 2 * 65536, WriteFlags::default()).unwrap_err();
+    let e = b
+        .write_at(&buf, 2 * 65536, WriteFlags::default())
+        .unwrap_err();
     assert!(e.to_string().contains("overlaps metadata"), "{e}");
-    let e = b.write_at(&buf, 3 * 65536, WriteFlags::default()).unwrap_err();
+    let e = b
+        .write_at(&buf, 3 * 65536, WriteFlags::default())
+        .unwrap_err();
     assert!(e.to_string().contains("unallocated space"), "{e}");
     // Reading the bogus far cluster gives zeros (past EOF), like qemu.
     b.read_at(&mut buf, 3 * 65536).unwrap();
@@ -359,8 +554,18 @@ fn corrupt_l2_entries_fail_io_instead_of_writing_metadata() {
 fn dirty_image_is_repaired_on_writable_open() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path().join("a.qcow2");
-    let b = Qcow2Backstore::create(&p, 4 << 20, 12, &CreateOptions { lazy_refcounts: true, ..opts() }).unwrap();
-    b.write_at(&pattern(8, 1 << 20), 0, WriteFlags::default()).unwrap();
+    let b = Qcow2Backstore::create(
+        &p,
+        4 << 20,
+        12,
+        &CreateOptions {
+            lazy_refcounts: true,
+            ..opts()
+        },
+    )
+    .unwrap();
+    b.write_at(&pattern(8, 1 << 20), 0, WriteFlags::default())
+        .unwrap();
     b.close().unwrap();
     // Simulate a lazy-refcount crash: refcounts of the data were never written (zero the
     // refcount block) and the dirty bit is set.
@@ -375,7 +580,8 @@ fn dirty_image_is_repaired_on_writable_open() {
     assert_eq!(be64_at(&p, 72) & incompat::DIRTY, 0, "dirty bit cleared");
     assert_eq!(read_vec(&b, 0, 1 << 20), pattern(8, 1 << 20));
     // New allocations must not land on the existing data.
-    b.write_at(&pattern(9, 1 << 20), 2 << 20, WriteFlags::default()).unwrap();
+    b.write_at(&pattern(9, 1 << 20), 2 << 20, WriteFlags::default())
+        .unwrap();
     assert_eq!(read_vec(&b, 0, 1 << 20), pattern(8, 1 << 20));
     assert_eq!(read_vec(&b, 2 << 20, 1 << 20), pattern(9, 1 << 20));
 }
@@ -390,7 +596,8 @@ fn fua_makes_metadata_durable_immediately() {
     let other = Qcow2Backstore::open(&p, true).unwrap();
     assert_eq!(read_vec(&other, 1 << 20, 4096), vec![5u8; 4096]);
     // A plain write is not yet visible to other openers (write-back metadata)...
-    b.write_at(&[6u8; 4096], 2 << 20, WriteFlags::default()).unwrap();
+    b.write_at(&[6u8; 4096], 2 << 20, WriteFlags::default())
+        .unwrap();
     let other = Qcow2Backstore::open(&p, true).unwrap();
     assert_eq!(read_vec(&other, 2 << 20, 4096), vec![0u8; 4096]);
     // ...until a flush.
@@ -431,7 +638,8 @@ fn run_model(ops: &[Op], cluster_bits: u32, version: Version, backing: bool) {
     let mut o = CreateOptions { version, ..opts() };
     if backing {
         // The backing file is shorter than the image, and not cluster aligned.
-        model[..(SIZE / 2 + 1000) as usize].copy_from_slice(&pattern(77, (SIZE / 2 + 1000) as usize));
+        model[..(SIZE / 2 + 1000) as usize]
+            .copy_from_slice(&pattern(77, (SIZE / 2 + 1000) as usize));
         raw_file(d.path(), "b.raw", &model[..(SIZE / 2 + 1000) as usize]);
         o.backing_file = Some("b.raw".into());
     }
@@ -458,10 +666,16 @@ fn run_model(ops: &[Op], cluster_bits: u32, version: Version, backing: bool) {
             }
         }
     }
-    assert!(read_vec(&b, 0, SIZE as usize) == model, "content differs from the model after {ops:?}");
+    assert!(
+        read_vec(&b, 0, SIZE as usize) == model,
+        "content differs from the model after {ops:?}"
+    );
     b.close().unwrap();
     let b = Qcow2Backstore::open(&p, true).unwrap();
-    assert!(read_vec(&b, 0, SIZE as usize) == model, "content differs after reopen");
+    assert!(
+        read_vec(&b, 0, SIZE as usize) == model,
+        "content differs after reopen"
+    );
 }
 
 proptest! {

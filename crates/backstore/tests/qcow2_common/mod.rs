@@ -25,7 +25,8 @@ pub fn tool(name: &str) -> PathBuf {
 
 /// Runs a command and returns its output, panicking with stderr on spawn failure.
 pub fn run(cmd: &mut Command) -> Output {
-    cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
 }
 
 /// Runs a command that must succeed; returns stdout.
@@ -77,8 +78,20 @@ pub enum Check {
 
 /// Runs `qemu-img check` and classifies the result; returns the report too.
 pub fn check(img: &Path) -> (Check, String) {
-    let out = run(Command::new(tool("qemu-img")).args(["check", "-f", "qcow2"]).arg(img));
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    check_with(img, &[])
+}
+
+/// `qemu-img check` with extra options (e.g. `-U` to look at an image in use).
+pub fn check_with(img: &Path, extra: &[&str]) -> (Check, String) {
+    let out = run(Command::new(tool("qemu-img"))
+        .args(["check", "-f", "qcow2"])
+        .args(extra)
+        .arg(img));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let c = match out.status.code() {
         Some(0) => Check::Clean,
         Some(3) => Check::Leaks,
@@ -96,7 +109,10 @@ pub fn assert_clean(img: &Path) {
 
 /// Asserts the qcow2 image and the raw reference have the same guest content.
 pub fn assert_same(img: &Path, raw: &Path) {
-    let out = run(Command::new(tool("qemu-img")).args(["compare", "-f", "qcow2", "-F", "raw"]).arg(img).arg(raw));
+    let out = run(Command::new(tool("qemu-img"))
+        .args(["compare", "-f", "qcow2", "-F", "raw"])
+        .arg(img)
+        .arg(raw));
     assert!(
         out.status.success(),
         "qemu-img compare {} {}: {}{}",
@@ -146,7 +162,10 @@ pub fn raw_with(path: &Path, size: u64, data: &[u8]) {
 /// Applies `n` random writes, discards, write-zeroes and flushes to `b`, mirroring the
 /// expected content into the raw file `reference`.
 pub fn workload(b: &dyn Backstore, reference: &Path, seed: u64, n: usize) {
-    let r = std::fs::OpenOptions::new().write(true).open(reference).unwrap();
+    let r = std::fs::OpenOptions::new()
+        .write(true)
+        .open(reference)
+        .unwrap();
     let size = b.capacity();
     let bs = u64::from(b.block_size());
     let mut rng = Rng(seed | 1);
@@ -157,7 +176,11 @@ pub fn workload(b: &dyn Backstore, reference: &Path, seed: u64, n: usize) {
         match rng.below(12) {
             0..=6 => {
                 let data = pattern(seed * 1000 + i as u64, len as usize);
-                let flags = if rng.below(8) == 0 { WriteFlags::FUA } else { WriteFlags::default() };
+                let flags = if rng.below(8) == 0 {
+                    WriteFlags::FUA
+                } else {
+                    WriteFlags::default()
+                };
                 b.write_at(&data, off, flags).unwrap();
                 r.write_all_at(&data, off).unwrap();
             }

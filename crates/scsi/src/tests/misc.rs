@@ -37,6 +37,11 @@ fn request_sense_returns_and_clears_ua_then_no_sense() {
     assert_eq!(h.run_as(&n2, &TUR, &[]).0, Response::GOOD);
     // Allocation length truncates.
     assert_eq!(h.good(&[0x03, 0, 0, 0, 8, 0], &[]).len(), 8);
+    // DESC = 1: descriptor format.
+    let n3 = nexus(3);
+    let (r, d) = h.run_as(&n3, &[0x03, 1, 0, 0, 252, 0], &[]);
+    assert_eq!(r, Response::GOOD);
+    assert_eq!(d, [0x72, 0x06, 0x29, 0x00, 0, 0, 0, 0]);
 }
 
 #[test]
@@ -380,4 +385,11 @@ fn data_out_len_from_cdb() {
         Some(24)
     );
     assert_eq!(h.lu.data_out_len(&[0xff, 0, 0, 0, 0, 0]), None);
+}
+
+#[test]
+fn logical_unit_is_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<crate::LogicalUnit>();
+    assert_send_sync::<LunMap>();
 }

@@ -469,9 +469,16 @@ fn write_same_pattern_and_zero_length_to_end() {
         h.good(&cdb10(0x28, 0, 10, 3), &[]),
         [vec![0; 1024], blk.clone()].concat()
     );
-    // UNMAP with a zero block deallocates (reads back zero).
+    // UNMAP deallocates (reads back zero, LBPRZ), whatever the data-out block holds.
     h.good(&cdb10(0x41, 0x08, 12, 3), &[0; 512]);
     assert_eq!(h.good(&cdb10(0x28, 0, 12, 3), &[]), vec![0; 1536]);
+    h.good(&cdb10(0x2a, 0, 12, 3), &vec![0xff; 1536]);
+    h.good(&cdb10(0x41, 0x08, 12, 0), &[0xff; 512]);
+    assert!(h.good(&cdb10(0x28, 0, 12, 3), &[]).iter().all(|&b| b == 0));
+    assert!(h
+        .good(&cdb10(0x28, 0, (BLOCKS - 1) as u32, 1), &[])
+        .iter()
+        .all(|&b| b == 0));
 }
 
 #[test]

@@ -327,8 +327,6 @@ impl<'a> Converter<'a> {
         for a in attrs {
             self.device_attr(kind, handler, a, &mut attributes, DevFlags {
                 nv_cache,
-                write_through,
-                o_direct,
                 block_size: block_size.unwrap_or(512),
                 opt_sectors,
                 nullio_size,
@@ -369,11 +367,13 @@ impl<'a> Converter<'a> {
                 Error::new(Default::default(), ErrorKind::Conflict("size must be positive".into()))
             }));
         }
-        let rounded = bytes
-            .div_ceil(PAGE)
-            .checked_mul(PAGE)
-            .ok_or_else(|| bad_value(size.or(size_mb).unwrap_or(attrs[0]), "too large"))?;
-        Ok((rounded, bytes))
+        match bytes.div_ceil(PAGE).checked_mul(PAGE) {
+            Some(rounded) => Ok((rounded, bytes)),
+            None => Err(match size.or(size_mb) {
+                Some(a) => bad_value(a, "too large"),
+                None => Error::new(Default::default(), ErrorKind::Conflict("size too large".into())),
+            }),
+        }
     }
 
     fn device_attr(
@@ -653,10 +653,6 @@ impl<'a> Converter<'a> {
 #[derive(Debug, Clone)]
 struct DevFlags {
     nv_cache: bool,
-    #[allow(dead_code)]
-    write_through: bool,
-    #[allow(dead_code)]
-    o_direct: bool,
     block_size: u64,
     opt_sectors: Option<(u64, u64)>,
     nullio_size: Option<(u64, u64)>,

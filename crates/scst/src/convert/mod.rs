@@ -12,7 +12,7 @@ mod alua;
 mod devices;
 mod iscsi;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use rustio_config::{SaveConfig, StorageObject};
 
@@ -288,6 +288,7 @@ impl<'a> Converter<'a> {
                 }
                 for i in &g.initiators {
                     self.push(i.pos, Fidelity::Unsupported, format!("INITIATOR {}", i.name), "copy manager access group");
+                    self.not_imported_attrs(&i.attributes, "copy manager access group");
                 }
             }
         }
@@ -330,11 +331,6 @@ impl<'a> Converter<'a> {
             .get(so)
             .map(StorageObject::path)
             .unwrap_or_default()
-    }
-
-    /// Paths of the imported, non-pass-through storage objects among `names`.
-    fn so_paths_of(&self, names: &HashSet<usize>) -> HashSet<String> {
-        names.iter().map(|&i| self.so_path(i)).collect()
     }
 }
 

@@ -1,0 +1,118 @@
+//! `rustio runner`: the TCMU runner daemon (foreground), serving LIO `user` backstores.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use rustio_tcmu::handler::Handlers;
+use rustio_tcmu::metrics::MetricsServer;
+use rustio_tcmu::runner::{Runner, RunnerConfig};
+use rustio_tcmu::uio::UioPaths;
+use signal_hook::consts::{SIGINT, SIGTERM};
+
+/// Initial write cache (WCE) of served devices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WriteCache {
+    /// Write-back: writes are acknowledged from the page cache, SYNCHRONIZE CACHE flushes.
+    On,
+    /// Write-through: every write is durable before it completes.
+    Off,
+    /// Follow the device's `attrib/emulate_write_cache` (0 unless set).
+    Configfs,
+}
+
+/// Arguments of `rustio runner`.
+#[derive(Debug, clap::Args)]
+pub struct RunnerArgs {
+    /// Worker threads executing commands (shared by all devices).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: u16,
+    /// Seconds after which a command stuck in its handler is completed with ABORTED
+    /// COMMAND (keep below the kernel's attrib/cmd_time_out, 30 s by default).
+    #[arg(long, value_name = "SECS", default_value_t = 25)]
+    pub cmd_timeout: u64,
+    /// Seconds a clean stop (SIGTERM) waits for in-flight commands per device.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub drain_timeout: u64,
+    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9573).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
+    /// Do not offer the org.kernel.TCMUService1 D-Bus service (targetcli user: backstores).
+    #[arg(long)]
+    pub no_dbus: bool,
+    /// Do not ask the kernel for task management notifications.
+    #[arg(long)]
+    pub no_tmr_notification: bool,
+    /// Initial write cache setting of devices.
+    #[arg(long, value_enum, default_value = "on")]
+    pub write_cache: WriteCache,
+    /// configfs directory of LIO backstores.
+    #[arg(long, value_name = "DIR", default_value = rustio_tcmu::configfs::DEFAULT_CORE_ROOT)]
+    pub configfs: PathBuf,
+    /// Log as JSON lines instead of text.
+    #[arg(long)]
+    pub log_json: bool,
+}
+
+fn init_logging(filter: &str, json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if json { b.json().try_init() } else { b.try_init() };
+}
+
+/// Runs the TCMU runner until SIGTERM or SIGINT, then stops every device cleanly.
+pub fn run(args: RunnerArgs, log: &str) -> anyhow::Result<()> {
+    init_logging(log, args.log_json);
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [SIGTERM, SIGINT] {
+        signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
+    }
+    let cfg = RunnerConfig {
+        core_root: args.configfs,
+        uio: UioPaths::default(),
+        workers: usize::from(args.threads),
+        cmd_timeout: Duration::from_secs(args.cmd_timeout.max(1)),
+        drain_timeout: Duration::from_secs(args.drain_timeout),
+        tmr_notification: !args.no_tmr_notification,
+        write_cache: match args.write_cache {
+            WriteCache::On => Some(true),
+            WriteCache::Off => Some(false),
+            WriteCache::Configfs => None,
+        },
+        ..RunnerConfig::default()
+    };
+    let runner = Arc::new(Runner::new(cfg, Handlers::builtin()));
+
+    let _dbus = if args.no_dbus {
+        None
+    } else {
+        match rustio_tcmu::dbus::start(runner.handlers().iter()) {
+            Ok(s) => {
+                tracing::info!(name = rustio_tcmu::dbus::BUS_NAME, "D-Bus service started");
+                Some(s)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "D-Bus service unavailable; targetcli will not list user: backstores");
+                None
+            }
+        }
+    };
+    let _metrics = match args.metrics {
+        Some(addr) => {
+            let r = runner.clone();
+            let srv = MetricsServer::start(addr, Arc::new(move || r.render_metrics()))
+                .with_context(|| format!("serving metrics on {addr}"))?;
+            tracing::info!(addr = %srv.local_addr(), "metrics endpoint started");
+            Some(srv)
+        }
+        None => None,
+    };
+    runner.serve(&stop).context("TCMU runner")?;
+    Ok(())
+}

@@ -1,0 +1,752 @@
+//! Reading the live configfs tree into the saveconfig model (plus live-only facts
+//! such as status and sessions), the way rtslib's `dump()` does.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use rustio_config::fabric::{fabric_info, FabricInfo};
+use rustio_config::model::{Common, Settings};
+use rustio_config::{
+    AluaTpg, BlockObject, Chap, ConfigValue, FabricModule, FileioObject, Lun, MappedLun,
+    NodeAcl, Plugin, Portal, PscsiObject, RamdiskObject, SaveConfig, StorageObject, Target, Tpg,
+    UserObject,
+};
+use serde::Serialize;
+
+use crate::addr::{AclRef, LunRef, MappedLunRef, SoRef, TargetRef, TpgRef};
+use crate::error::Result;
+use crate::lio::{Lio, FABRIC_NON_TARGETS};
+use crate::sessions::{parse_acl_info, Session};
+
+/// Everything `rustio ls` shows.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LiveTree {
+    /// Storage objects, sorted by plugin and name.
+    pub storage_objects: Vec<LiveStorageObject>,
+    /// Fabric modules whose configfs directory exists.
+    pub fabrics: Vec<LiveFabric>,
+}
+
+/// A storage object as found in configfs.
+#[derive(Debug, Clone, Serialize)]
+pub struct LiveStorageObject {
+    /// Its saveconfig form.
+    pub config: StorageObject,
+    /// HBA directory (`fileio_0`).
+    pub hba: String,
+    /// `activated` (exported by a LUN), `deactivated`, or `unconfigured` (not enabled).
+    pub status: String,
+    /// Size in bytes when known.
+    pub size: Option<u64>,
+    /// LUNs linking to it.
+    pub users: Vec<String>,
+}
+
+/// A fabric module directory.
+#[derive(Debug, Clone, Serialize)]
+pub struct LiveFabric {
+    /// Fabric name.
+    pub name: String,
+    /// Discovery authentication, for fabrics that have it.
+    pub discovery: Option<Discovery>,
+    /// Its targets, sorted by WWN.
+    pub targets: Vec<LiveTarget>,
+}
+
+/// Discovery authentication settings (`discovery_auth/`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Discovery {
+    /// `enforce_discovery_auth`.
+    pub enforce: bool,
+    /// Credentials.
+    pub auth: Chap,
+    /// Mutual authentication configured (`authenticate_target`).
+    pub authenticate_target: bool,
+}
+
+/// A target.
+#[derive(Debug, Clone, Serialize)]
+pub struct LiveTarget {
+    /// Target WWN.
+    pub wwn: String,
+    /// Its TPGs, sorted by tag.
+    pub tpgs: Vec<LiveTpg>,
+}
+
+/// A TPG with live-only facts.
+#[derive(Debug, Clone, Serialize)]
+pub struct LiveTpg {
+    /// Its saveconfig form.
+    pub config: Tpg,
+    /// Mutual CHAP configured on the TPG.
+    pub authenticate_target: Option<bool>,
+    /// Sessions of initiators without an explicit ACL (`dynamic_sessions`).
+    pub dynamic_sessions: Vec<String>,
+    /// Sessions of ACL'd initiators.
+    pub sessions: Vec<Session>,
+    /// Per-ACL `authenticate_target`.
+    pub acl_mutual: BTreeMap<String, bool>,
+    /// Broken LUN or mapped-LUN links found (not part of `config`).
+    pub broken: Vec<String>,
+}
+
+/// Reads `key: value` from a configfs `info` text like rtslib's `_parse_info`: the
+/// value after the last occurrence of `key: `, up to a space or colon.
+pub fn info_value<'a>(info: &'a str, key: &str) -> Option<&'a str> {
+    let needle = format!("{key}: ");
+    let mut found = None;
+    let mut from = 0;
+    while let Some(i) = info[from..].find(&needle) {
+        let start = from + i;
+        let ok = start == 0 || info[..start].ends_with(char::is_whitespace);
+        if ok {
+            found = Some(start + needle.len());
+        }
+        from = start + needle.len();
+    }
+    let rest = info[found?..].trim_start();
+    let end = rest
+        .find(|c: char| c.is_whitespace() || c == ':')
+        .unwrap_or(rest.len());
+    let v = &rest[..end];
+    (!v.is_empty()).then_some(v)
+}
+
+fn parse_bool(s: Option<String>) -> Option<bool> {
+    match s?.trim() {
+        "1" | "Y" | "y" => Some(true),
+        "0" | "N" | "n" => Some(false),
+        _ => None,
+    }
+}
+
+const ALUA_TYPES: [&str; 4] = ["None", "Implicit", "Explicit", "Implicit and Explicit"];
+const ALUA_STATUSES: [&str; 3] = ["None", "Altered by Explicit STPG", "Altered by Implicit ALUA"];
+
+/// Converts an ALUA attribute's configfs text to its numeric value (type and status
+/// are shown as words, SPC-4 6.37).
+pub fn alua_value(name: &str, text: &str) -> Option<u64> {
+    let t = text.trim();
+    if let Ok(v) = t.parse() {
+        return Some(v);
+    }
+    let table: &[&str] = match name {
+        "alua_access_type" => &ALUA_TYPES,
+        "alua_access_status" => &ALUA_STATUSES,
+        _ => return None,
+    };
+    table.iter().position(|w| *w == t).and_then(|i| u64::try_from(i).ok())
+}
+
+fn is_null(s: &str) -> bool {
+    s.is_empty() || s == "NULL"
+}
+
+impl Lio {
+    /// Reads a CHAP triple of files under `dir` (`userid`, `password`, `*_mutual`).
+    pub(crate) fn read_chap(&self, dir: &Path) -> Chap {
+        let get = |f: &str| self.read_trim(&dir.join(f)).filter(|v| !is_null(v));
+        Chap {
+            chap_userid: get("userid"),
+            chap_password: get("password"),
+            chap_mutual_userid: get("userid_mutual"),
+            chap_mutual_password: get("password_mutual"),
+        }
+    }
+
+    /// Reads every readable+writable file of `dir` as attributes (integers when they
+    /// parse, else text).
+    pub(crate) fn read_settings(&self, dir: &Path, as_text: bool) -> Result<Settings> {
+        let mut out = Settings::new();
+        for f in self.list_rw_files(dir)? {
+            match self.backend_read(&dir.join(&f)) {
+                Some(v) => {
+                    let v = if as_text {
+                        ConfigValue::Str(v.trim().to_owned())
+                    } else {
+                        ConfigValue::from_configfs(&v)
+                    };
+                    out.insert(f, v);
+                }
+                None => tracing::debug!(file = %dir.join(&f).display(), "unreadable, skipped"),
+            }
+        }
+        Ok(out)
+    }
+
+    fn backend_read(&self, path: &Path) -> Option<String> {
+        self.read(path).ok()
+    }
+
+    /// Whether the storage object at `dir` supports ALUA (rtslib's
+    /// `storage_object_get_alua_support_attr` for pass-through plugins).
+    pub(crate) fn alua_supported(&self, dir: &Path, plugin: &Plugin) -> bool {
+        match self.read_trim(&dir.join("attrib/alua_support")) {
+            Some(v) => v == "1",
+            None => !matches!(plugin, Plugin::Pscsi | Plugin::User),
+        }
+    }
+
+    /// Reads the ALUA groups of a storage object.
+    pub(crate) fn read_alua(&self, dir: &Path) -> Result<Vec<AluaTpg>> {
+        let mut out = Vec::new();
+        for name in self.list_dirs(&dir.join("alua"))? {
+            let g = dir.join("alua").join(&name);
+            let mut tpg = AluaTpg {
+                name: name.clone(),
+                tg_pt_gp_id: self
+                    .read_trim(&g.join("tg_pt_gp_id"))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0),
+                ..AluaTpg::default()
+            };
+            let names: Vec<&'static str> = tpg.settings().into_iter().map(|(n, _)| n).collect();
+            for n in names {
+                let v = self.read_trim(&g.join(n)).and_then(|t| alua_value(n, &t));
+                tpg.set(n, v);
+            }
+            out.push(tpg);
+        }
+        Ok(out)
+    }
+
+    /// Reads one storage object.
+    pub(crate) fn read_storage_object(&self, hba: &str, so: &SoRef) -> Result<LiveStorageObject> {
+        let dir = self.core_dir().join(hba).join(&so.name);
+        let info = self.read_trim(&dir.join("info")).unwrap_or_default();
+        let udev = self.read_trim(&dir.join("udev_path")).filter(|s| !s.is_empty());
+        let enabled = parse_bool(self.read_trim(&dir.join("enable"))).unwrap_or(true);
+        let wwn = self
+            .read_trim(&dir.join("wwn/vpd_unit_serial"))
+            .map(|s| match s.split_once(':') {
+                Some((_, v)) => v.trim().to_owned(),
+                None => s,
+            })
+            .filter(|s| !s.is_empty());
+        let attributes = self.read_settings(&dir.join("attrib"), false)?;
+        let alua_tpgs = if self.alua_supported(&dir, &so.plugin) {
+            self.read_alua(&dir)?
+        } else {
+            Vec::new()
+        };
+        let attr_flag = |k: &str| {
+            attributes
+                .get(k)
+                .map(|v| v.to_configfs().trim() == "1")
+                .unwrap_or(false)
+        };
+        let num = |k: &str| info_value(&info, k).and_then(|v| v.parse::<u64>().ok());
+        let common = Common {
+            name: so.name.clone(),
+            wwn,
+            attributes: attributes.clone(),
+            alua_tpgs,
+        };
+        let mut size = None;
+        let config = match so.plugin {
+            Plugin::Fileio => {
+                size = num("Size");
+                StorageObject::Fileio(FileioObject {
+                    dev: udev
+                        .clone()
+                        .or_else(|| info_value(&info, "File").map(str::to_owned))
+                        .unwrap_or_default(),
+                    size,
+                    write_back: Some(attr_flag("emulate_write_cache")),
+                    aio: Some(info_value(&info, "Async") == Some("1")),
+                    common,
+                    extra: Default::default(),
+                })
+            }
+            Plugin::Block => {
+                let dev_name = info_value(&info, "iBlock device");
+                size = dev_name.and_then(block_size_bytes);
+                StorageObject::Block(BlockObject {
+                    dev: udev.clone().unwrap_or_default(),
+                    readonly: Some(info_value(&info, "readonly") == Some("1")),
+                    write_back: Some(attr_flag("emulate_write_cache")),
+                    exclusive: info_value(&info, "exclusive").map(|v| v == "1"),
+                    common,
+                    extra: Default::default(),
+                })
+            }
+            Plugin::Ramdisk => {
+                let pages = info_value(&info, "PAGES/PAGE_SIZE").and_then(|v| {
+                    let (p, s) = v.split_once('*')?;
+                    p.parse::<u64>().ok()?.checked_mul(s.parse::<u64>().ok()?)
+                });
+                size = pages;
+                StorageObject::Ramdisk(RamdiskObject {
+                    size: pages.unwrap_or(0),
+                    nullio: (info_value(&info, "nullio") == Some("1")).then_some(true),
+                    common,
+                    extra: Default::default(),
+                })
+            }
+            Plugin::Pscsi => StorageObject::Pscsi(PscsiObject {
+                dev: udev.clone().unwrap_or_default(),
+                common: Common { wwn: None, ..common },
+                extra: Default::default(),
+            }),
+            Plugin::User => {
+                size = num("Size");
+                let mut control = Vec::new();
+                if let Some(v) = info_value(&info, "MaxDataAreaMB").filter(|v| *v != "NULL") {
+                    control.push(format!("max_data_area_mb={v}"));
+                }
+                if let Some(v) = attributes.get("hw_block_size") {
+                    control.push(format!("hw_block_size={}", v.to_configfs()));
+                }
+                if let Some(v) = info_value(&info, "DataPagesPerBlk").filter(|v| *v != "NULL") {
+                    let digits: String = v.chars().take_while(char::is_ascii_digit).collect();
+                    if !digits.is_empty() {
+                        control.push(format!("data_pages_per_blk={digits}"));
+                    }
+                }
+                StorageObject::User(UserObject {
+                    config: info_value(&info, "Config")
+                        .filter(|v| *v != "NULL")
+                        .map(str::to_owned),
+                    size,
+                    hw_max_sectors: num("HwMaxSectors"),
+                    control: (!control.is_empty()).then(|| control.join(",")),
+                    common,
+                    extra: Default::default(),
+                })
+            }
+            Plugin::Other(_) => unreachable_plugin(),
+        };
+        let status = if !enabled {
+            "unconfigured".to_owned()
+        } else {
+            info_value(&info, "Status")
+                .map(str::to_ascii_lowercase)
+                .unwrap_or_else(|| "unknown".to_owned())
+        };
+        Ok(LiveStorageObject {
+            config,
+            hba: hba.to_owned(),
+            status,
+            size,
+            users: Vec::new(),
+        })
+    }
+
+    /// Reads every storage object.
+    pub(crate) fn read_storage_objects(&self) -> Result<Vec<LiveStorageObject>> {
+        let mut out = Vec::new();
+        for hba in self.list_dirs(&self.core_dir())? {
+            let Some((prefix, idx)) = hba.rsplit_once('_') else {
+                continue;
+            };
+            if idx.parse::<u64>().is_err() {
+                continue;
+            }
+            let plugin = Plugin::from_name(prefix);
+            if let Plugin::Other(p) = &plugin {
+                tracing::warn!(hba, plugin = p.as_str(), "unknown backstore plugin skipped");
+                continue;
+            }
+            for name in self.list_dirs(&self.core_dir().join(&hba))? {
+                let so = SoRef::new(plugin.clone(), name);
+                out.push(self.read_storage_object(&hba, &so)?);
+            }
+        }
+        out.sort_by(|a, b| {
+            (a.config.plugin().as_str().to_owned(), a.config.name().to_owned())
+                .cmp(&(b.config.plugin().as_str().to_owned(), b.config.name().to_owned()))
+        });
+        Ok(out)
+    }
+
+    /// Reads one TPG.
+    pub(crate) fn read_tpg(&self, tpg: &TpgRef, info: &FabricInfo) -> Result<LiveTpg> {
+        let dir = self.tpg_dir(tpg);
+        let mut cfg = Tpg {
+            tag: Some(tpg.tag),
+            enable: Some(parse_bool(self.read_trim(&dir.join("enable"))).unwrap_or(true)),
+            attributes: self.read_settings(&dir.join("attrib"), false)?,
+            parameters: self.read_settings(&dir.join("param"), true)?,
+            ..Tpg::default()
+        };
+        let mut live = LiveTpg {
+            config: Tpg::default(),
+            authenticate_target: None,
+            dynamic_sessions: Vec::new(),
+            sessions: Vec::new(),
+            acl_mutual: BTreeMap::new(),
+            broken: Vec::new(),
+        };
+        if info.auth {
+            cfg.auth = self.read_chap(&dir.join("auth"));
+            live.authenticate_target = parse_bool(self.read_trim(&dir.join("auth/authenticate_target")));
+        }
+        if info.nexus {
+            cfg.nexus = self.read_trim(&dir.join("nexus")).filter(|s| !s.is_empty());
+        }
+        for l in self.list_dirs(&dir.join("lun"))? {
+            let Some(index) = l.strip_prefix("lun_").and_then(|n| n.parse::<u64>().ok()) else {
+                continue;
+            };
+            let lun_ref = LunRef { tpg: tpg.clone(), index };
+            let ldir = dir.join("lun").join(&l);
+            let target = self
+                .links(&ldir)?
+                .into_iter()
+                .find_map(|(alias, t)| t.and_then(|t| self.so_from_core_path(&t)).map(|(so, _)| (alias, so)));
+            let Some((alias, so)) = target else {
+                live.broken.push(format!("{lun_ref}: no link to a storage object"));
+                continue;
+            };
+            let so_dir = self.find_so(&so)?.map(|(_, d)| d);
+            let group = match so_dir {
+                Some(d) if self.alua_supported(&d, &so.plugin) => self
+                    .read_trim(&ldir.join("alua_tg_pt_gp"))
+                    .and_then(|t| {
+                        t.lines()
+                            .next()
+                            .and_then(|first| first.split_once(':'))
+                            .map(|(_, v)| v.trim().to_owned())
+                    })
+                    .filter(|s| !s.is_empty()),
+                _ => None,
+            };
+            cfg.luns.push(Lun {
+                index,
+                storage_object: so.to_string(),
+                alias: Some(alias),
+                alua_tg_pt_gp_name: group,
+                extra: Default::default(),
+            });
+        }
+        if info.nps {
+            for p in self.list_dirs(&dir.join("np"))? {
+                let Some((ip, port)) = crate::addr::parse_portal(&p) else {
+                    continue;
+                };
+                let pdir = dir.join("np").join(&p);
+                cfg.portals.push(Portal {
+                    ip_address: ip,
+                    port,
+                    iser: Some(parse_bool(self.read_trim(&pdir.join("iser"))).unwrap_or(false)),
+                    offload: Some(parse_bool(self.read_trim(&pdir.join("cxgbit"))).unwrap_or(false)),
+                    extra: Default::default(),
+                });
+            }
+        }
+        if info.acls {
+            for w in self.list_dirs(&dir.join("acls"))? {
+                let acl_ref = AclRef {
+                    tpg: tpg.clone(),
+                    node_wwn: w.clone(),
+                };
+                let adir = self.acl_dir(&acl_ref);
+                let mut acl = NodeAcl {
+                    node_wwn: w.clone(),
+                    attributes: self.read_settings(&adir.join("attrib"), false)?,
+                    tag: self.read_trim(&adir.join("tag")).filter(|s| !is_null(s)),
+                    ..NodeAcl::default()
+                };
+                if info.auth {
+                    acl.auth = self.read_chap(&adir.join("auth"));
+                    if let Some(m) = parse_bool(self.read_trim(&adir.join("auth/authenticate_target"))) {
+                        live.acl_mutual.insert(w.clone(), m);
+                    }
+                }
+                for m in self.list_dirs(&adir)? {
+                    let Some(index) = m.strip_prefix("lun_").and_then(|n| n.parse::<u64>().ok()) else {
+                        continue;
+                    };
+                    let mref = MappedLunRef {
+                        acl: acl_ref.clone(),
+                        index,
+                    };
+                    let mdir = adir.join(&m);
+                    let link = self.links(&mdir)?.into_iter().find_map(|(alias, t)| {
+                        let t = t?;
+                        let name = t.file_name()?.to_string_lossy().into_owned();
+                        let tpg_lun = name.strip_prefix("lun_")?.parse::<u64>().ok()?;
+                        Some((alias, tpg_lun))
+                    });
+                    let Some((alias, tpg_lun)) = link else {
+                        live.broken.push(format!("{mref}: no link to a TPG LUN"));
+                        continue;
+                    };
+                    acl.mapped_luns.push(MappedLun {
+                        index,
+                        tpg_lun,
+                        write_protect: Some(
+                            parse_bool(self.read_trim(&mdir.join("write_protect"))).unwrap_or(false),
+                        ),
+                        alias: Some(alias),
+                        extra: Default::default(),
+                    });
+                }
+                acl.mapped_luns.sort_by_key(|m| m.index);
+                if let Some(text) = self.read_trim(&adir.join("info")) {
+                    if let Some(s) = parse_acl_info(&text) {
+                        live.sessions.push(s);
+                    }
+                }
+                cfg.node_acls.push(acl);
+            }
+        }
+        if let Some(d) = self.read_trim(&dir.join("dynamic_sessions")) {
+            live.dynamic_sessions = d.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect();
+        }
+        cfg.luns.sort_by_key(|l| l.index);
+        cfg.portals.sort_by(|a, b| (&a.ip_address, a.port).cmp(&(&b.ip_address, b.port)));
+        cfg.node_acls.sort_by(|a, b| a.node_wwn.cmp(&b.node_wwn));
+        live.config = cfg;
+        Ok(live)
+    }
+
+    /// Reads the whole tree.
+    pub fn live(&self) -> Result<LiveTree> {
+        let mut storage_objects = self.read_storage_objects()?;
+        let mut fabrics = Vec::new();
+        for name in self.list_dirs(self.root())? {
+            if name == "core" {
+                continue;
+            }
+            let info = fabric_info(&name).copied().unwrap_or(FabricInfo {
+                name: "unknown",
+                kernel_modules: &[],
+                wwn_types: &[],
+                acls: true,
+                auth: false,
+                nps: false,
+                tpgts: true,
+                nexus: false,
+                discovery_auth: false,
+            });
+            let fdir = self.fabric_dir(&name);
+            let discovery = if info.discovery_auth && fdir.join("discovery_auth").is_dir() {
+                let d = fdir.join("discovery_auth");
+                Some(Discovery {
+                    enforce: parse_bool(self.read_trim(&d.join("enforce_discovery_auth"))).unwrap_or(false),
+                    auth: self.read_chap(&d),
+                    authenticate_target: parse_bool(self.read_trim(&d.join("authenticate_target")))
+                        .unwrap_or(false),
+                })
+            } else {
+                None
+            };
+            let mut targets = Vec::new();
+            for wwn in self.list_dirs(&fdir)? {
+                if FABRIC_NON_TARGETS.contains(&wwn.as_str()) {
+                    continue;
+                }
+                let tref = TargetRef {
+                    fabric: name.clone(),
+                    wwn: wwn.clone(),
+                };
+                let mut tpgs = Vec::new();
+                for t in self.list_dirs(&self.target_dir(&tref))? {
+                    let Some(tag) = t.strip_prefix("tpgt_").and_then(|n| n.parse::<u64>().ok()) else {
+                        continue;
+                    };
+                    tpgs.push(self.read_tpg(
+                        &TpgRef {
+                            target: tref.clone(),
+                            tag,
+                        },
+                        &info,
+                    )?);
+                }
+                tpgs.sort_by_key(|t| t.config.tag);
+                targets.push(LiveTarget { wwn, tpgs });
+            }
+            fabrics.push(LiveFabric {
+                name,
+                discovery,
+                targets,
+            });
+        }
+        // Which LUNs use which storage object.
+        let mut users: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for f in &fabrics {
+            for t in &f.targets {
+                for g in &t.tpgs {
+                    for l in &g.config.luns {
+                        let lref = LunRef {
+                            tpg: TpgRef::new(&f.name, &t.wwn, g.config.tag.unwrap_or(0)),
+                            index: l.index,
+                        };
+                        users.entry(l.storage_object.clone()).or_default().push(lref.to_string());
+                    }
+                }
+            }
+        }
+        for so in &mut storage_objects {
+            if let Some(u) = users.remove(&so.config.path()) {
+                so.users = u;
+            }
+        }
+        Ok(LiveTree {
+            storage_objects,
+            fabrics,
+        })
+    }
+
+    /// The live configuration in saveconfig form (rtslib `RTSRoot.dump()`).
+    pub fn dump(&self) -> Result<SaveConfig> {
+        Ok(self.live()?.to_config())
+    }
+
+    /// LUNs linking to a storage object.
+    pub(crate) fn so_users(&self, so: &SoRef) -> Result<Vec<LunRef>> {
+        let mut out = Vec::new();
+        for fabric in self.list_dirs(self.root())? {
+            if fabric == "core" {
+                continue;
+            }
+            for wwn in self.list_dirs(&self.fabric_dir(&fabric))? {
+                if FABRIC_NON_TARGETS.contains(&wwn.as_str()) {
+                    continue;
+                }
+                let tref = TargetRef {
+                    fabric: fabric.clone(),
+                    wwn,
+                };
+                for t in self.list_dirs(&self.target_dir(&tref))? {
+                    let Some(tag) = t.strip_prefix("tpgt_").and_then(|n| n.parse::<u64>().ok()) else {
+                        continue;
+                    };
+                    let tpg = TpgRef {
+                        target: tref.clone(),
+                        tag,
+                    };
+                    let ldir = self.tpg_dir(&tpg).join("lun");
+                    for l in self.list_dirs(&ldir)? {
+                        let Some(index) = l.strip_prefix("lun_").and_then(|n| n.parse::<u64>().ok()) else {
+                            continue;
+                        };
+                        for (_, target) in self.links(&ldir.join(&l))? {
+                            if let Some((s, _)) = target.and_then(|t| self.so_from_core_path(&t)) {
+                                if &s == so {
+                                    out.push(LunRef {
+                                        tpg: tpg.clone(),
+                                        index,
+                                    });
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn unreachable_plugin() -> StorageObject {
+    // read_storage_objects skips unknown plugins before calling read_storage_object.
+    StorageObject::Other(rustio_config::OtherObject::default())
+}
+
+/// Size of a block device from sysfs (`/sys/class/block/<name>/size` is in 512-byte
+/// sectors whatever the logical block size).
+fn block_size_bytes(name: &str) -> Option<u64> {
+    let name = name.replace('/', "!");
+    let text = std::fs::read_to_string(format!("/sys/class/block/{name}/size")).ok()?;
+    text.trim().parse::<u64>().ok()?.checked_mul(512)
+}
+
+impl LiveTree {
+    /// The saveconfig form of this tree.
+    pub fn to_config(&self) -> SaveConfig {
+        let mut cfg = SaveConfig {
+            storage_objects: self.storage_objects.iter().map(|s| s.config.clone()).collect(),
+            ..SaveConfig::default()
+        };
+        for f in &self.fabrics {
+            if let Some(d) = &f.discovery {
+                if d.enforce {
+                    cfg.fabric_modules.push(FabricModule {
+                        name: f.name.clone(),
+                        discovery_enable_auth: Some(true),
+                        discovery_userid: d.auth.chap_userid.clone(),
+                        discovery_password: d.auth.chap_password.clone(),
+                        discovery_mutual_userid: d.auth.chap_mutual_userid.clone(),
+                        discovery_mutual_password: d.auth.chap_mutual_password.clone(),
+                        extra: Default::default(),
+                    });
+                }
+            }
+            for t in &f.targets {
+                cfg.targets.push(Target {
+                    wwn: t.wwn.clone(),
+                    fabric: f.name.clone(),
+                    tpgs: t.tpgs.iter().map(|g| g.config.clone()).collect(),
+                    extra: Default::default(),
+                });
+            }
+        }
+        cfg.targets.sort_by(|a, b| (&a.fabric, &a.wwn).cmp(&(&b.fabric, &b.wwn)));
+        cfg
+    }
+
+    /// Finds a fabric.
+    pub fn fabric(&self, name: &str) -> Option<&LiveFabric> {
+        self.fabrics.iter().find(|f| f.name == name)
+    }
+
+    /// Finds a TPG.
+    pub fn tpg(&self, t: &TpgRef) -> Option<&LiveTpg> {
+        self.fabric(&t.target.fabric)?
+            .targets
+            .iter()
+            .find(|x| x.wwn == t.target.wwn)?
+            .tpgs
+            .iter()
+            .find(|g| g.config.tag == Some(t.tag))
+    }
+
+    /// Finds a storage object.
+    pub fn storage_object(&self, so: &SoRef) -> Option<&LiveStorageObject> {
+        self.storage_objects
+            .iter()
+            .find(|s| s.config.plugin() == so.plugin && s.config.name() == so.name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn info_values_like_rtslib() {
+        let fileio = "Status: DEACTIVATED  Max Queue Depth: 128  SectorSize: 512  HwMaxSectors: 16384\n        TCM FILEIO ID: 0        File: /tmp/d.img  Size: 1048576  Mode: O_DSYNC Async: 0\n";
+        assert_eq!(info_value(fileio, "Status"), Some("DEACTIVATED"));
+        assert_eq!(info_value(fileio, "File"), Some("/tmp/d.img"));
+        assert_eq!(info_value(fileio, "Size"), Some("1048576"));
+        assert_eq!(info_value(fileio, "Async"), Some("0"));
+        assert_eq!(info_value(fileio, "HwMaxSectors"), Some("16384"));
+        // "SectorSize: " must not match a lookup of "Size".
+        assert_eq!(info_value("SectorSize: 512", "Size"), None);
+        let rd = "Status: ACTIVATED  Max Queue Depth: 128  SectorSize: 512  HwMaxSectors: 1024\n        TCM RamDisk ID: 0  RamDisk Makeup: rd_mcp\n        PAGES/PAGE_SIZE: 256*4096  SG_table_count: 1  nullio: 0\n";
+        assert_eq!(info_value(rd, "PAGES/PAGE_SIZE"), Some("256*4096"));
+        assert_eq!(info_value(rd, "nullio"), Some("0"));
+        let user = "Config: file/test_1 Size: 4096 MaxDataAreaMB: 8 DataPagesPerBlk: 4CmdRingSizeMB: 8\n";
+        assert_eq!(info_value(user, "Config"), Some("file/test_1"));
+        assert_eq!(info_value(user, "MaxDataAreaMB"), Some("8"));
+        assert_eq!(info_value(user, "DataPagesPerBlk"), Some("4CmdRingSizeMB"));
+        assert_eq!(info_value("", "Status"), None);
+    }
+
+    #[test]
+    fn alua_words() {
+        assert_eq!(alua_value("alua_access_type", "Implicit and Explicit"), Some(3));
+        assert_eq!(alua_value("alua_access_status", "Altered by Explicit STPG"), Some(1));
+        assert_eq!(alua_value("alua_access_state", "14"), Some(14));
+        assert_eq!(alua_value("alua_access_state", "x"), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn info_value_never_panics(s in "\\PC{0,200}", k in "[A-Za-z/ ]{0,10}") {
+            let _ = info_value(&s, &k);
+        }
+    }
+}

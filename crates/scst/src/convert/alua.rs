@@ -1,0 +1,303 @@
+//! `DEVICE_GROUP` / `TARGET_GROUP` → ALUA target port groups (SPC-4 5.16).
+//!
+//! SCST defines target port groups once per device group; LIO defines them per storage
+//! object and puts each LUN (target port) into one group of its storage object. So every
+//! member device gets a copy of every target group, and the LUNs that the member targets
+//! export for those devices join it.
+
+use std::collections::{HashMap, HashSet};
+
+use rustio_config::{AluaTpg, StorageObject};
+
+use super::iscsi::rel_tgt_id_detail;
+use super::{bad_value, boolean, ulong, Converter, DevState, TargetState};
+use crate::ast::{self, Attribute};
+use crate::error::{Error, ErrorKind, Pos};
+use crate::report::Fidelity;
+
+/// LIO's implicit group, which every LUN joins unless told otherwise; its id is 0.
+const DEFAULT_GROUP: &str = "default_tg_pt_gp";
+
+/// SCST state names (scst_tg.c) → SPC-4 asymmetric access states (6.37, Table 168).
+fn alua_state(name: &str) -> Option<u64> {
+    Some(match name {
+        "active" => 0,
+        "nonoptimized" => 1,
+        "standby" => 2,
+        "unavailable" => 3,
+        "offline" => 14,
+        "transitioning" => 15,
+        _ => return None,
+    })
+}
+
+fn find<'b>(attrs: &[&'b Attribute], name: &str) -> Option<&'b Attribute> {
+    attrs.iter().copied().find(|a| a.name == name)
+}
+
+struct Member {
+    so: usize,
+    expl_alua: bool,
+}
+
+impl<'a> Converter<'a> {
+    pub(super) fn device_groups(&mut self) -> Result<(), Error> {
+        let ast = self.ast;
+        for dg in &ast.device_groups {
+            self.device_group(dg)?;
+        }
+        Ok(())
+    }
+
+    fn device_group(&mut self, dg: &'a ast::DeviceGroup) -> Result<(), Error> {
+        self.push(
+            dg.pos,
+            Fidelity::Exact,
+            format!("DEVICE_GROUP {}", dg.name),
+            "devices sharing ALUA settings: each member storage object gets a copy of the target port groups",
+        );
+        let attrs = self.dedupe(&dg.attributes, &[])?;
+        for a in attrs {
+            self.attr(a, Fidelity::Unsupported, "device group setting without an LIO counterpart");
+        }
+        let mut members: Vec<Member> = Vec::new();
+        for d in &dg.devices {
+            let construct = format!("DEVICE {}", d.name);
+            let state = self.dev_index.get(d.name.as_str()).map(|&i| self.devs[i].state.clone());
+            match state {
+                None => self.push(
+                    d.pos,
+                    Fidelity::Ignored,
+                    construct,
+                    "not defined in this file; scstadmin drops it from the group",
+                ),
+                Some(DevState::NotImported(why)) => {
+                    self.push(d.pos, Fidelity::Unsupported, construct, format!("the device is not imported: {why}"))
+                }
+                Some(DevState::Imported { passthrough: true, .. }) => self.push(
+                    d.pos,
+                    Fidelity::Unsupported,
+                    construct,
+                    "LIO passes ALUA through to pass-through devices; it defines no target port groups for them",
+                ),
+                Some(DevState::Imported { so, expl_alua, .. }) => {
+                    let path = self.so_path(so);
+                    self.push(
+                        d.pos,
+                        Fidelity::Exact,
+                        construct,
+                        format!("{path} gets this group's target port groups"),
+                    );
+                    members.push(Member { so, expl_alua });
+                }
+            }
+        }
+        let member_paths: HashSet<String> = members.iter().map(|m| self.so_path(m.so)).collect();
+
+        let mut ids: HashMap<u64, (String, Pos)> = HashMap::new();
+        let mut group_zero: Option<(&'a ast::TargetGroup, u64, bool)> = None;
+        for tg in &dg.target_groups {
+            let attrs = self.dedupe(&tg.attributes, &[])?;
+            let id = match find(&attrs, "group_id") {
+                Some(a) => {
+                    let v = ulong(a)?;
+                    if v > 65535 {
+                        return Err(bad_value(a, "target port group identifiers are 16-bit (SPC-4 6.37)"));
+                    }
+                    v
+                }
+                None => 0,
+            };
+            let state = match find(&attrs, "state") {
+                Some(a) => alua_state(a.value_str()).ok_or_else(|| {
+                    bad_value(
+                        a,
+                        "SCST knows active, nonoptimized, standby, unavailable, offline and transitioning",
+                    )
+                })?,
+                None => 0,
+            };
+            let preferred = find(&attrs, "preferred").map(boolean).transpose()?.unwrap_or(false);
+            if let Some((other, _)) = ids.get(&id) {
+                return Err(Error::new(
+                    tg.pos,
+                    ErrorKind::Conflict(format!(
+                        "group_id {id} is also used by TARGET_GROUP {other} of DEVICE_GROUP {}",
+                        dg.name
+                    )),
+                ));
+            }
+            ids.insert(id, (tg.name.clone(), tg.pos));
+            let lio_name = if id == 0 {
+                DEFAULT_GROUP.to_owned()
+            } else if tg.name == DEFAULT_GROUP {
+                format!("scst_{DEFAULT_GROUP}")
+            } else {
+                tg.name.clone()
+            };
+            if id == 0 {
+                group_zero = Some((tg, state, preferred));
+            }
+            for m in &members {
+                let g = AluaTpg {
+                    name: lio_name.clone(),
+                    tg_pt_gp_id: id,
+                    alua_access_state: Some(state),
+                    alua_access_type: Some(if m.expl_alua { 3 } else { 1 }),
+                    preferred: Some(u64::from(preferred)),
+                    ..AluaTpg::default()
+                };
+                if let Some(c) = self.out.storage_objects.get_mut(m.so).and_then(StorageObject::common_mut) {
+                    c.alua_tpgs.push(g);
+                }
+            }
+            let mut detail = format!(
+                "ALUA target port group {lio_name} (tg_pt_gp_id {id}) on {} storage object(s)",
+                members.len()
+            );
+            if id == 0 {
+                detail.push_str("; LIO's implicit group default_tg_pt_gp has id 0, so this group becomes it");
+            } else if lio_name != tg.name {
+                detail.push_str("; renamed because LIO reserves the name default_tg_pt_gp");
+            }
+            self.push(tg.pos, Fidelity::Exact, format!("TARGET_GROUP {}", tg.name), detail);
+            for a in attrs {
+                match a.name.as_str() {
+                    "group_id" => self.attr(a, Fidelity::Exact, format!("tg_pt_gp_id {id} (TARGET PORT GROUP, SPC-4 6.37)")),
+                    "state" => self.attr(a, Fidelity::Exact, format!("alua_access_state {state}")),
+                    "preferred" => self.attr(a, Fidelity::Exact, format!("preferred {}", u64::from(preferred))),
+                    _ => self.attr(a, Fidelity::Unsupported, "target group setting without an LIO counterpart"),
+                }
+            }
+            for m in &tg.targets {
+                self.target_group_member(dg, m, &lio_name, &member_paths)?;
+            }
+        }
+
+        // LUNs of member devices on targets outside every group also sit in LIO's
+        // default group; SCST applied no ALUA state to them.
+        if let Some((tg, state, preferred)) = group_zero {
+            if state != 0 || preferred {
+                let outside: Vec<String> = self
+                    .out
+                    .targets
+                    .iter()
+                    .flat_map(|t| {
+                        t.tpgs.iter().flat_map(move |g| {
+                            g.luns
+                                .iter()
+                                .filter(|l| l.alua_tg_pt_gp_name.is_none())
+                                .map(move |l| (t.wwn.clone(), l))
+                        })
+                    })
+                    .filter(|(_, l)| member_paths.contains(&l.storage_object))
+                    .map(|(w, l)| format!("LUN {} of {w}", l.index))
+                    .collect();
+                if !outside.is_empty() {
+                    self.push(
+                        tg.pos,
+                        Fidelity::Approximate,
+                        format!("TARGET_GROUP {}", tg.name),
+                        format!(
+                            "{} also belong to LIO's default_tg_pt_gp and take its state, where SCST applied no \
+                             ALUA state to ports outside the target groups",
+                            outside.join(", ")
+                        ),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn target_group_member(
+        &mut self,
+        dg: &ast::DeviceGroup,
+        m: &'a ast::TargetGroupMember,
+        lio_name: &str,
+        member_paths: &HashSet<String>,
+    ) -> Result<(), Error> {
+        let construct = format!("TARGET {}", m.name);
+        let attrs = self.dedupe(&m.attributes, &[])?;
+        let state = self.targets.get(m.name.as_str()).cloned();
+        match state {
+            Some(TargetState::Iscsi { out, rel_tgt_id }) => {
+                let mut count = 0usize;
+                if let Some(tpg) = self.out.targets.get_mut(out).and_then(|t| t.tpgs.first_mut()) {
+                    for lun in &mut tpg.luns {
+                        if !member_paths.contains(&lun.storage_object) {
+                            continue;
+                        }
+                        if let Some(prev) = &lun.alua_tg_pt_gp_name {
+                            return Err(Error::new(
+                                m.pos,
+                                ErrorKind::Conflict(format!(
+                                    "TARGET {} is already in target group {prev} of DEVICE_GROUP {}",
+                                    m.name, dg.name
+                                )),
+                            ));
+                        }
+                        lun.alua_tg_pt_gp_name = Some(lio_name.to_owned());
+                        count += 1;
+                    }
+                }
+                self.push(
+                    m.pos,
+                    Fidelity::Exact,
+                    construct,
+                    format!("{count} LUN(s) of this iSCSI target for the group's devices join {lio_name}"),
+                );
+                for a in attrs {
+                    if a.name != "rel_tgt_id" {
+                        self.attr(a, Fidelity::Unsupported, "target group member setting without an LIO counterpart");
+                        continue;
+                    }
+                    let v = ulong(a)?;
+                    if !(1..=65535).contains(&v) {
+                        return Err(bad_value(a, "relative target port identifiers are 1-65535 (SPC-4 7.8.6.6)"));
+                    }
+                    let mut detail = rel_tgt_id_detail(v);
+                    if let Some((w, p)) = rel_tgt_id {
+                        if w != v {
+                            detail = format!(
+                                "overrides rel_tgt_id {w} of line {} (scstadmin applies DEVICE_GROUP settings last); {detail}",
+                                p.line
+                            );
+                        }
+                    }
+                    self.attr(a, Fidelity::Approximate, detail);
+                    if let Some(tpg) = self.out.targets.get_mut(out).and_then(|t| t.tpgs.first_mut()) {
+                        tpg.tag = Some(v);
+                    }
+                    self.targets.insert(
+                        m.name.as_str(),
+                        TargetState::Iscsi {
+                            out,
+                            rel_tgt_id: Some((v, a.pos)),
+                        },
+                    );
+                }
+            }
+            Some(TargetState::NotImported(why)) => {
+                let why = format!("the target is not imported: {why}");
+                self.push(m.pos, Fidelity::Unsupported, construct, why.clone());
+                for a in attrs {
+                    self.attr(a, Fidelity::Unsupported, why.clone());
+                }
+            }
+            None => {
+                let why = "not a target of this file (a port on another cluster node?): LIO's REPORT TARGET PORT \
+                           GROUPS lists only its own ports";
+                self.push(m.pos, Fidelity::Approximate, construct, why);
+                for a in attrs {
+                    if a.name == "rel_tgt_id" {
+                        self.attr(a, Fidelity::Approximate, format!("{why}, so this identifier is not reported"));
+                    } else {
+                        self.attr(a, Fidelity::Unsupported, "target group member setting without an LIO counterpart");
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,677 @@
+//! The runner: discovers and serves every TCMU device, follows the kernel's netlink
+//! events, recovers devices left by a previous runner and shuts down cleanly.
+//!
+//! Threads: one poller per device (waits on `/dev/uioN`, reads the ring, queues work), a
+//! shared pool of workers executing commands (so many commands are in flight per device
+//! and devices proceed independently), a watchdog expiring stuck commands, and the caller's
+//! thread running the netlink event loop ([`Runner::serve`]).
+//!
+//! Recovery follows libtcmu: a device found at start-up may have commands on its ring from
+//! a runner that died, so it is blocked (`action/block_dev`), its ring reset with
+//! "retry" semantics (`action/reset_ring` = 1: the kernel completes them with BUSY and the
+//! initiator re-sends them), mapped, and unblocked. A clean stop blocks each device, waits
+//! until every queued command has been answered, unmaps and unblocks.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use parking_lot::Mutex;
+
+use crate::configfs::{DeviceConfig, ResetMode, DEFAULT_CORE_ROOT};
+use crate::device::{Buffers, Device, Notify, Work};
+use crate::error::{Error, Result};
+use crate::handler::{DeviceInfo, Handler, Handlers};
+use crate::netlink::{DeviceEvent, EventKind, NetlinkClient, Reconfig};
+use crate::ring::Ring;
+use crate::target::{lu_config, LuTarget, ScsiTarget};
+use crate::uio::{UioDevice, UioName, UioPaths};
+
+/// Runner settings.
+#[derive(Debug, Clone)]
+pub struct RunnerConfig {
+    /// configfs directory of LIO backstores.
+    pub core_root: PathBuf,
+    /// sysfs and /dev locations of UIO devices.
+    pub uio: UioPaths,
+    /// Worker threads executing commands (shared by all devices).
+    pub workers: usize,
+    /// A command still running after this long is completed with ABORTED COMMAND. Keep
+    /// it below the kernel's `attrib/cmd_time_out` (30 s by default).
+    pub cmd_timeout: Duration,
+    /// How long a clean stop waits for in-flight commands per device.
+    pub drain_timeout: Duration,
+    /// Ask the kernel for TMR notifications (`attrib/tmr_notification`).
+    pub tmr_notification: bool,
+    /// Initial write cache setting of every device; `None` reads
+    /// `attrib/emulate_write_cache` (which the kernel defaults to 0 for TCMU devices).
+    pub write_cache: Option<bool>,
+    /// Longest wait of a poller between ring checks.
+    pub poll_interval: Duration,
+}
+
+impl Default for RunnerConfig {
+    fn default() -> Self {
+        RunnerConfig {
+            core_root: PathBuf::from(DEFAULT_CORE_ROOT),
+            uio: UioPaths::default(),
+            workers: 16,
+            cmd_timeout: Duration::from_secs(25),
+            drain_timeout: Duration::from_secs(30),
+            tmr_notification: true,
+            write_cache: Some(true),
+            poll_interval: Duration::from_millis(100),
+        }
+    }
+}
+
+impl Notify for UioDevice {
+    fn notify(&self) {
+        if let Err(e) = self.kick() {
+            tracing::error!(error = %e, "cannot notify the kernel of completions");
+        }
+    }
+}
+
+/// A device being served.
+#[derive(Debug)]
+struct Served {
+    minor: u32,
+    name: Mutex<UioName>,
+    handler: Arc<dyn Handler>,
+    info: Mutex<DeviceInfo>,
+    config: DeviceConfig,
+    device: Arc<Device>,
+    uio: Arc<UioDevice>,
+    stop: Arc<AtomicBool>,
+    poller: Mutex<Option<JoinHandle<()>>>,
+}
+
+type Job = (Arc<Device>, Work);
+
+/// Counters of the runner as a whole.
+#[derive(Debug, Default)]
+struct RunnerStats {
+    events: [AtomicU64; 3],
+    refused: AtomicU64,
+    recoveries: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Inner {
+    cfg: RunnerConfig,
+    handlers: Handlers,
+    devices: Mutex<HashMap<u32, Arc<Served>>>,
+    /// Taken at shutdown so that the workers' channel closes.
+    jobs: Mutex<Option<Sender<Job>>>,
+    stats: RunnerStats,
+    stopping: AtomicBool,
+}
+
+/// The TCMU runner.
+#[derive(Debug)]
+pub struct Runner {
+    inner: Arc<Inner>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Runner {
+    /// Starts the worker pool and the watchdog; no device is served yet.
+    pub fn new(cfg: RunnerConfig, handlers: Handlers) -> Runner {
+        let (tx, rx) = crossbeam_channel::unbounded::<Job>();
+        let workers = cfg.workers.max(1);
+        let inner = Arc::new(Inner {
+            cfg,
+            handlers,
+            devices: Mutex::new(HashMap::new()),
+            jobs: Mutex::new(Some(tx)),
+            stats: RunnerStats::default(),
+            stopping: AtomicBool::new(false),
+        });
+        let mut threads = Vec::new();
+        for i in 0..workers {
+            let rx: Receiver<Job> = rx.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("tcmu-worker-{i}"))
+                    .spawn(move || {
+                        let mut bufs = Buffers::default();
+                        while let Ok((dev, work)) = rx.recv() {
+                            dev.run(work, &mut bufs);
+                        }
+                    })
+                    .expect("spawning a worker thread"),
+            );
+        }
+        let w = inner.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name("tcmu-watchdog".into())
+                .spawn(move || watchdog(&w))
+                .expect("spawning the watchdog thread"),
+        );
+        Runner {
+            inner,
+            threads: Mutex::new(threads),
+        }
+    }
+
+    /// The handlers.
+    pub fn handlers(&self) -> &Handlers {
+        &self.inner.handlers
+    }
+
+    /// UIO minors of the devices being served.
+    pub fn devices(&self) -> Vec<u32> {
+        let mut v: Vec<u32> = self.inner.devices.lock().keys().copied().collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Opens every TCMU device already present (recovering each ring). Returns how many
+    /// are served; failures are logged and skipped.
+    pub fn open_existing(&self) -> Result<usize> {
+        let found = self.inner.cfg.uio.discover()?;
+        let mut n = 0;
+        for (minor, name) in found {
+            match self.open_device(minor, &name.to_string(), true) {
+                Ok(()) => n += 1,
+                Err(e) => {
+                    self.inner.stats.refused.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(minor, uio = %name, error = %e, "cannot serve existing device");
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    /// Starts serving UIO device `minor` named `uio_name`. With `recover`, the ring is
+    /// first reset under a block (for devices that may hold commands of a dead runner).
+    pub fn open_device(&self, minor: u32, uio_name: &str, recover: bool) -> Result<()> {
+        let name = UioName::parse(uio_name)?;
+        let handler = self
+            .inner
+            .handlers
+            .get(name.subtype())
+            .cloned()
+            .ok_or_else(|| Error::UnknownHandler {
+                device: name.device.clone(),
+                subtype: name.subtype().to_owned(),
+            })?;
+        let cfg = name.handler_config().to_owned();
+        handler.check_config(&cfg).map_err(|reason| Error::BadConfig {
+            device: name.device.clone(),
+            subtype: name.subtype().to_owned(),
+            cfg: cfg.clone(),
+            reason,
+        })?;
+        if self.inner.devices.lock().contains_key(&minor) {
+            tracing::debug!(minor, "device already served");
+            return Ok(());
+        }
+        let config = DeviceConfig::new(&self.inner.cfg.core_root, &name);
+        let blocked = recover && config.has_actions() && {
+            match config.block(true) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(device = %name.device, error = %e, "cannot block the device for recovery");
+                    false
+                }
+            }
+        };
+        if blocked {
+            if let Err(e) = config.reset_ring(ResetMode::Retry) {
+                tracing::warn!(device = %name.device, error = %e, "cannot reset the ring");
+            } else {
+                tracing::info!(device = %name.device, "recovered: ring reset, outstanding commands will be retried");
+            }
+        }
+        let result = self.setup(minor, name.clone(), handler, &cfg, config.clone());
+        if blocked {
+            if let Err(e) = config.block(false) {
+                tracing::error!(device = %name.device, error = %e, "cannot unblock the device");
+            }
+        }
+        result
+    }
+
+    fn device_info(&self, name: &UioName, config: &DeviceConfig) -> Result<DeviceInfo> {
+        let block_size = config.block_size().unwrap_or_else(|e| {
+            tracing::warn!(device = %name.device, error = %e, "using 512-byte blocks");
+            512
+        });
+        let size = config.dev_size()?;
+        let max_sectors = config.max_sectors().unwrap_or(128);
+        let write_cache = match self.inner.cfg.write_cache {
+            Some(w) => w,
+            None => config.write_cache().unwrap_or(false),
+        };
+        let unit_serial = config.unit_serial().unwrap_or_else(|e| {
+            tracing::debug!(device = %name.device, error = %e, "no unit serial");
+            None
+        });
+        Ok(DeviceInfo {
+            name: name.device.clone(),
+            size,
+            block_size,
+            max_sectors,
+            write_cache,
+            unit_serial,
+        })
+    }
+
+    fn open_target(
+        handler: &Arc<dyn Handler>,
+        name: &UioName,
+        cfg: &str,
+        info: &DeviceInfo,
+    ) -> Result<Arc<dyn ScsiTarget>> {
+        let backstore = handler.open(cfg, info).map_err(|source| Error::HandlerOpen {
+            device: name.device.clone(),
+            subtype: name.subtype().to_owned(),
+            cfg: cfg.to_owned(),
+            source,
+        })?;
+        let target = LuTarget::new(&name.device, backstore, lu_config(info)).map_err(|e| {
+            Error::Target {
+                device: name.device.clone(),
+                reason: e.to_string(),
+            }
+        })?;
+        Ok(Arc::new(target))
+    }
+
+    fn setup(
+        &self,
+        minor: u32,
+        name: UioName,
+        handler: Arc<dyn Handler>,
+        cfg: &str,
+        config: DeviceConfig,
+    ) -> Result<()> {
+        let info = self.device_info(&name, &config)?;
+        let target = Self::open_target(&handler, &name, cfg, &info)?;
+        let paths = &self.inner.cfg.uio;
+        let map_size = paths.map_size(minor)?;
+        let uio = Arc::new(UioDevice::open(&paths.node(minor), map_size)?);
+        let ring = Ring::new(uio.mapping().clone()).map_err(|source| Error::Ring {
+            device: name.device.clone(),
+            source,
+        })?;
+        let layout = *ring.layout();
+        if self.inner.cfg.tmr_notification && layout.tmr() {
+            if let Err(e) = config.set_tmr_notification(true) {
+                tracing::warn!(device = %name.device, error = %e, "cannot enable TMR notifications");
+            }
+        }
+        let device = Arc::new(Device::new(name.device.clone(), ring, target, uio.clone()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let served = Arc::new(Served {
+            minor,
+            name: Mutex::new(name.clone()),
+            handler,
+            info: Mutex::new(info.clone()),
+            config,
+            device: device.clone(),
+            uio: uio.clone(),
+            stop: stop.clone(),
+            poller: Mutex::new(None),
+        });
+        let jobs = self.inner.jobs.lock().clone().ok_or_else(|| Error::Target {
+            device: name.device.clone(),
+            reason: "the runner is shutting down".into(),
+        })?;
+        let inner = self.inner.clone();
+        let s2 = served.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("tcmu-poll-{minor}"))
+            .spawn(move || poller(&inner, &s2, &jobs))
+            .map_err(|e| Error::Io {
+                op: "spawn poller thread for",
+                path: paths.node(minor),
+                source: e,
+            })?;
+        *served.poller.lock() = Some(handle);
+        tracing::info!(
+            device = %name.device, minor, uio = %name, size = info.size, block_size = info.block_size,
+            ring_size = layout.cmdr_size, data_area = layout.data_size(),
+            ooo = layout.out_of_order(), read_len = layout.read_len(), tmr = layout.tmr(),
+            "serving device"
+        );
+        self.inner.devices.lock().insert(minor, served);
+        Ok(())
+    }
+
+    /// Stops serving `minor`. With `drain`, the device is blocked and in-flight commands
+    /// are awaited first (clean stop); without, it is dropped at once (the kernel is
+    /// removing it and has no commands outstanding).
+    pub fn close_device(&self, minor: u32, drain: bool) -> Result<()> {
+        let served = self
+            .inner
+            .devices
+            .lock()
+            .remove(&minor)
+            .ok_or(Error::NoSuchDevice(minor))?;
+        let dev_name = served.name.lock().device.clone();
+        let blocked = drain && served.config.has_actions() && served.config.block(true).is_ok();
+        if drain {
+            let deadline = Instant::now() + self.inner.cfg.drain_timeout;
+            while !served.device.is_drained() {
+                if Instant::now() >= deadline {
+                    tracing::warn!(device = %dev_name, in_flight = served.device.in_flight(),
+                        "drain timed out; the next runner will reset the ring");
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        served.stop.store(true, Ordering::Release);
+        if let Some(h) = served.poller.lock().take() {
+            let _ = h.join();
+        }
+        let uio_path = served.uio.path().to_owned();
+        if blocked {
+            if let Err(e) = served.config.block(false) {
+                tracing::error!(device = %dev_name, error = %e, "cannot unblock the device");
+            }
+        }
+        tracing::info!(device = %dev_name, minor, uio = %uio_path.display(), "device closed");
+        Ok(())
+    }
+
+    /// Applies a `RECONFIG_DEVICE` change to `minor`.
+    pub fn reconfigure(&self, minor: u32, change: &Reconfig) -> Result<()> {
+        let served = self
+            .inner
+            .devices
+            .lock()
+            .get(&minor)
+            .cloned()
+            .ok_or(Error::NoSuchDevice(minor))?;
+        let dev_name = served.name.lock().device.clone();
+        let unsupported = |what: String, reason: String| Error::Unsupported {
+            device: dev_name.clone(),
+            what: format!("{what} ({reason})"),
+        };
+        match change {
+            Reconfig::DevSize(bytes) => {
+                served
+                    .device
+                    .target()
+                    .resize(*bytes)
+                    .map_err(|r| unsupported(format!("dev_size={bytes}"), r))?;
+                served.info.lock().size = *bytes;
+                tracing::info!(device = %dev_name, size = bytes, "capacity changed");
+            }
+            Reconfig::WriteCache(on) => {
+                served
+                    .device
+                    .target()
+                    .set_write_cache(*on)
+                    .map_err(|r| unsupported(format!("emulate_write_cache={on}"), r))?;
+                served.info.lock().write_cache = *on;
+                tracing::info!(device = %dev_name, write_cache = on, "write cache changed");
+            }
+            Reconfig::DevConfig(dev_config) => {
+                let mut new_name = served.name.lock().clone();
+                new_name.dev_config = dev_config.clone();
+                if new_name.subtype() != served.handler.subtype() {
+                    return Err(unsupported(
+                        format!("dev_config={dev_config}"),
+                        "the handler subtype cannot change".into(),
+                    ));
+                }
+                let cfg = new_name.handler_config().to_owned();
+                served.handler.check_config(&cfg).map_err(|reason| Error::BadConfig {
+                    device: dev_name.clone(),
+                    subtype: new_name.subtype().to_owned(),
+                    cfg: cfg.clone(),
+                    reason,
+                })?;
+                let info = served.info.lock().clone();
+                let target = Self::open_target(&served.handler, &new_name, &cfg, &info)?;
+                served.device.set_target(target);
+                *served.name.lock() = new_name;
+                tracing::info!(device = %dev_name, dev_config, "backing store reopened");
+            }
+        }
+        Ok(())
+    }
+
+    /// Acts on one kernel event and returns the status for its `*_DONE` reply.
+    pub fn handle_event(&self, ev: &DeviceEvent) -> i32 {
+        let idx = match ev.kind {
+            EventKind::Added => 0,
+            EventKind::Removed => 1,
+            EventKind::Reconfig => 2,
+        };
+        self.inner.stats.events[idx].fetch_add(1, Ordering::Relaxed);
+        let result = match ev.kind {
+            EventKind::Added => self.open_device(ev.minor, &ev.uio_name, false),
+            EventKind::Removed => match self.close_device(ev.minor, false) {
+                Err(Error::NoSuchDevice(_)) => Ok(()),
+                other => other,
+            },
+            EventKind::Reconfig => match &ev.reconfig {
+                Some(change) => self.reconfigure(ev.minor, change),
+                None => Err(Error::Unsupported {
+                    device: ev.uio_name.clone(),
+                    what: "an unknown attribute".into(),
+                }),
+            },
+        };
+        match result {
+            Ok(()) => 0,
+            Err(e) => {
+                self.inner.stats.refused.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(uio = %ev.uio_name, minor = ev.minor, event = ?ev.kind, error = %e,
+                    "refusing device event");
+                e.errno()
+            }
+        }
+    }
+
+    /// Runs the netlink event loop until `shutdown` is set, then stops every device
+    /// cleanly. Devices present at start are recovered and served first.
+    pub fn serve(&self, shutdown: &AtomicBool) -> Result<()> {
+        let mut nl = match NetlinkClient::connect() {
+            Err(Error::FamilyNotFound) => {
+                tracing::info!("loading target_core_user");
+                let _ = std::process::Command::new("modprobe")
+                    .arg("target_core_user")
+                    .status();
+                NetlinkClient::connect()?
+            }
+            other => other?,
+        };
+        tracing::info!(replies = nl.replies_enabled, "listening for TCMU netlink events");
+        let n = self.open_existing()?;
+        tracing::info!(devices = n, "existing devices opened");
+        while !shutdown.load(Ordering::Acquire) {
+            let msg = match nl.recv(Duration::from_millis(200)) {
+                Ok(Some(m)) => m,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::error!(error = %e, "netlink receive failed");
+                    std::thread::sleep(Duration::from_millis(200));
+                    continue;
+                }
+            };
+            let ev = match DeviceEvent::from_message(&msg) {
+                Ok(ev) => ev,
+                Err(why) => {
+                    tracing::warn!(cmd = msg.cmd, why, "dropping netlink message");
+                    continue;
+                }
+            };
+            tracing::debug!(?ev, "netlink event");
+            let status = self.handle_event(&ev);
+            if let Some(id) = ev.device_id {
+                if let Err(e) = nl.reply(ev.kind, id, status) {
+                    tracing::error!(error = %e, "cannot send netlink reply");
+                }
+            }
+        }
+        tracing::info!("shutting down");
+        self.shutdown();
+        Ok(())
+    }
+
+    /// Stops every device (block, drain, unmap, unblock) and the worker threads.
+    pub fn shutdown(&self) {
+        for minor in self.devices() {
+            if let Err(e) = self.close_device(minor, true) {
+                tracing::error!(minor, error = %e, "closing device");
+            }
+        }
+        self.stop_threads();
+    }
+
+    fn stop_threads(&self) {
+        self.inner.stopping.store(true, Ordering::Release);
+        // Pollers are gone, so dropping the last sender closes the channel and the
+        // workers finish the queued commands and exit.
+        self.inner.jobs.lock().take();
+        for h in self.threads.lock().drain(..) {
+            let _ = h.join();
+        }
+    }
+
+    /// Prometheus text exposition of the runner's counters.
+    pub fn render_metrics(&self) -> String {
+        let mut out = String::new();
+        let devices: Vec<Arc<Served>> = self.inner.devices.lock().values().cloned().collect();
+        let _ = writeln!(out, "# HELP rustio_tcmu_devices Devices being served.");
+        let _ = writeln!(out, "# TYPE rustio_tcmu_devices gauge");
+        let _ = writeln!(out, "rustio_tcmu_devices {}", devices.len());
+        let _ = writeln!(out, "# HELP rustio_tcmu_netlink_events_total Device events received from the kernel.");
+        let _ = writeln!(out, "# TYPE rustio_tcmu_netlink_events_total counter");
+        for (i, kind) in ["added", "removed", "reconfig"].iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "rustio_tcmu_netlink_events_total{{kind=\"{kind}\"}} {}",
+                self.inner.stats.events[i].load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(out, "# HELP rustio_tcmu_refused_total Device events or devices refused.");
+        let _ = writeln!(out, "# TYPE rustio_tcmu_refused_total counter");
+        let _ = writeln!(out, "rustio_tcmu_refused_total {}", self.inner.stats.refused.load(Ordering::Relaxed));
+        let _ = writeln!(out, "# HELP rustio_tcmu_recoveries_total Ring resets after a corrupt ring.");
+        let _ = writeln!(out, "# TYPE rustio_tcmu_recoveries_total counter");
+        let _ = writeln!(out, "rustio_tcmu_recoveries_total {}", self.inner.stats.recoveries.load(Ordering::Relaxed));
+        type Getter = fn(&crate::device::DeviceStats) -> &AtomicU64;
+        let per_device: [(&str, &str, Getter); 9] = [
+            ("commands_total", "SCSI commands read from the ring.", |s| &s.commands),
+            ("failed_total", "Commands completed with a status other than GOOD.", |s| &s.failed),
+            ("read_bytes_total", "Data-in bytes returned to the kernel.", |s| &s.bytes_in),
+            ("written_bytes_total", "Data-out bytes received from the kernel.", |s| &s.bytes_out),
+            ("malformed_total", "Malformed ring entries refused.", |s| &s.malformed),
+            ("unknown_ops_total", "Ring entries with an unknown opcode.", |s| &s.unknown_ops),
+            ("timeouts_total", "Commands completed by the watchdog.", |s| &s.timeouts),
+            ("tmr_total", "Task management notifications.", |s| &s.tmrs),
+            ("aborted_total", "Commands aborted before they ran.", |s| &s.aborted),
+        ];
+        for (metric, help, get) in per_device {
+            let _ = writeln!(out, "# HELP rustio_tcmu_{metric} {help}");
+            let _ = writeln!(out, "# TYPE rustio_tcmu_{metric} counter");
+            for s in &devices {
+                let name = s.name.lock().device.replace(['\\', '"', '\n'], "_");
+                let _ = writeln!(
+                    out,
+                    "rustio_tcmu_{metric}{{device=\"{name}\",uio=\"uio{}\"}} {}",
+                    s.minor,
+                    get(s.device.stats()).load(Ordering::Relaxed)
+                );
+            }
+        }
+        let _ = writeln!(out, "# HELP rustio_tcmu_in_flight Commands read and not yet completed.");
+        let _ = writeln!(out, "# TYPE rustio_tcmu_in_flight gauge");
+        for s in &devices {
+            let name = s.name.lock().device.replace(['\\', '"', '\n'], "_");
+            let _ = writeln!(
+                out,
+                "rustio_tcmu_in_flight{{device=\"{name}\",uio=\"uio{}\"}} {}",
+                s.minor,
+                s.device.in_flight()
+            );
+        }
+        out
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        for minor in self.devices() {
+            let _ = self.close_device(minor, false);
+        }
+        self.stop_threads();
+    }
+}
+
+/// Per-device thread: waits for the kernel, reads the ring, queues work.
+fn poller(inner: &Inner, s: &Served, jobs: &Sender<Job>) {
+    let dev_name = s.name.lock().device.clone();
+    let mut work = Vec::new();
+    while !s.stop.load(Ordering::Acquire) {
+        if let Err(e) = s.uio.wait(inner.cfg.poll_interval) {
+            tracing::error!(device = %dev_name, error = %e, "waiting on the UIO device failed");
+            std::thread::sleep(inner.cfg.poll_interval);
+        }
+        if let Err(e) = s.device.poll(&mut work) {
+            tracing::error!(device = %dev_name, error = %e, "ring unusable; resetting it");
+            recover_ring(inner, s);
+        }
+        for w in work.drain(..) {
+            if jobs.send((s.device.clone(), w)).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Brings a device with a corrupt ring back: block, reset (commands are retried),
+/// resynchronise, unblock.
+fn recover_ring(inner: &Inner, s: &Served) {
+    let dev_name = s.name.lock().device.clone();
+    if !s.config.has_actions() {
+        tracing::error!(device = %dev_name, "kernel has no reset_ring action; device stays stopped");
+        std::thread::sleep(Duration::from_secs(1));
+        return;
+    }
+    let result = s
+        .config
+        .block(true)
+        .and_then(|()| s.config.reset_ring(ResetMode::Retry))
+        .and_then(|()| {
+            s.device.reset().map_err(|source| Error::Ring {
+                device: dev_name.clone(),
+                source,
+            })
+        });
+    let _ = s.config.block(false);
+    match result {
+        Ok(()) => {
+            inner.stats.recoveries.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(device = %dev_name, "ring reset; outstanding commands were retried");
+        }
+        Err(e) => {
+            tracing::error!(device = %dev_name, error = %e, "ring recovery failed");
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+}
+
+fn watchdog(inner: &Inner) {
+    while !inner.stopping.load(Ordering::Acquire) {
+        std::thread::sleep(Duration::from_millis(500));
+        let devices: Vec<Arc<Served>> = inner.devices.lock().values().cloned().collect();
+        for s in devices {
+            s.device.expire(inner.cfg.cmd_timeout);
+        }
+    }
+}

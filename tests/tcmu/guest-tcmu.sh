@@ -1,0 +1,246 @@
+#!/bin/bash
+# Guest script: rustio's TCMU runner against the real kernel (target_core_user + tcm_loop).
+#
+# Run from the host (build first; the guest runs the binary from the host's disk):
+#   tests/tcmu/run-vm.sh [SECTION...]
+# or directly:
+#   tests/vm/run.sh --timeout 1500 tests/tcmu/guest-tcmu.sh [SECTION...]
+#
+# Sections (default: all, in this order; each prints PASS/FAIL lines):
+#   fio        runner + user:file backstore (raw configfs) + tcm_loop LUN → fio crc32c
+#              verify, random and sequential, 4k–1M, iodepth 32; metrics endpoint
+#   ext4       mkfs.ext4, files + sha256 across unmount/remount
+#   recovery   kill -9 of the runner during fio, restart → fio completes and verifies
+#   tmr        sg_reset -d (LUN reset) while fio has I/O queued → fio verifies
+#   bad        unknown handler subtype, malformed cfg → enable refused and logged
+#   targetcli  targetcli creates user:file (and is refused a bad cfgstring) via D-Bus
+#   stop       SIGTERM: clean stop (drained, unblocked), exit status 0
+#
+# Environment: RUSTIO_BIN (default $CARGO_TARGET_DIR/debug/rustio), FIO_SIZE (64M).
+set -uo pipefail
+. /work/main/tests/vm/guest-lib.sh
+
+RUSTIO=${RUSTIO_BIN:-${CARGO_TARGET_DIR:-/work/main/target}/debug/rustio}
+OUT=${RUSTIO_VM_OUT:-/tmp}
+CORE=$LIO/core
+FIO_SIZE=${FIO_SIZE:-64M}
+LOG=$OUT/runner.log
+METRICS=127.0.0.1:9573
+RUNNER_PID=
+LOOP_WWN=naa.5001405000000001
+LOOP_NEXUS=naa.5001405000000002
+DEV=
+SECTIONS=("$@")
+((${#SECTIONS[@]})) || SECTIONS=(fio ext4 recovery tmr bad targetcli stop)
+
+want() { local s; for s in "${SECTIONS[@]}"; do [[ $s == "$1" ]] && return 0; done; return 1; }
+
+start_runner() {
+  "$RUSTIO" --log "${RUNNER_LOG_LEVEL:-info}" runner --metrics "$METRICS" --cmd-timeout 20 "$@" >>"$LOG" 2>&1 &
+  RUNNER_PID=$!
+  vm_wait 60 grep -q "listening for TCMU netlink events" "$LOG"
+}
+
+runner_alive() { kill -0 "$RUNNER_PID" 2>/dev/null; }
+
+# create_user_dev HBA NAME DEV_CONFIG SIZE: raw configfs writes, as `rustio backstore
+# create user` / targetcli / user_create.sh do.
+create_user_dev() {
+  local d=$CORE/user_$1/$2
+  mkdir -p "$d" || return 1
+  echo -n "dev_config=$3" >"$d/control" || return 1
+  echo -n "dev_size=$4" >"$d/control" || return 1
+  echo -n "hw_max_sectors=2048" >"$d/control" || return 1
+  echo -n 1 >"$d/enable"
+}
+
+uio_for() { grep -l "/$1/" /sys/class/uio/uio*/name 2>/dev/null | head -1; }
+
+export_loop() {
+  local t=$LIO/loopback/$LOOP_WWN/tpgt_1
+  mkdir -p "$t" || return 1
+  # tcm_loop: the nexus must exist before a LUN is linked, or no disk appears.
+  echo -n "$LOOP_NEXUS" >"$t/nexus" || return 1
+  mkdir -p "$t/lun/lun_0" || return 1
+  ln -s "$1" "$t/lun/lun_0/${1##*/}" || return 1
+  vm_wait 60 vm_find_disk '/tcm_loop_'
+}
+
+find_dev() { DEV=$(vm_find_disk '/tcm_loop_'); [[ -b $DEV ]]; }
+
+fio_verify() { # NAME RW BS... extra fio args
+  local name=$1 rw=$2; shift 2
+  cd /tmp && fio --name="$name" --filename="$DEV" --ioengine=libaio --direct=1 \
+    --iodepth=32 --rw="$rw" --bsrange=4k-1m --size="$FIO_SIZE" \
+    --verify=crc32c --verify_fatal=1 --verify_state_save=0 --do_verify=1 \
+    --randrepeat=0 "$@"
+}
+
+metric() { # NAME → value (first sample)
+  exec 3<>/dev/tcp/${METRICS%:*}/${METRICS#*:} || return 1
+  printf 'GET /metrics HTTP/1.0\r\n\r\n' >&3
+  local body; body=$(cat <&3); exec 3<&-
+  awk -v m="$1" '$1 == m || index($1, m "{") == 1 {print $2; exit}' <<<"$body"
+}
+
+metrics_counted() { local n; n=$(metric rustio_tcmu_commands_total); echo "commands=$n"; ((n > 1000)); }
+metrics_clean() {
+  local m t; m=$(metric rustio_tcmu_malformed_total); t=$(metric rustio_tcmu_timeouts_total)
+  echo "malformed=$m timeouts=$t"; [[ $m == 0 && $t == 0 ]]
+}
+
+# ---------------------------------------------------------------- fio
+setup_fio() {
+  vm_start_dbus
+  : >"$LOG"
+  vm_check "runner starts and joins the TCM-USER netlink group" start_runner
+  vm_check "user:file backstore enabled through raw configfs" \
+    create_user_dev 1 file0 "file//var/tmp/tcmu-file0.img" $((256 << 20))
+  vm_check "UIO device named tcm-user/1/file0/file//var/tmp/tcmu-file0.img" \
+    grep -qx "tcm-user/1/file0/file//var/tmp/tcmu-file0.img" "$(uio_for file0)"
+  vm_check "runner serves it (log)" vm_wait 20 grep -q 'serving device.*file0' "$LOG"
+  vm_check "backing file created with dev_size" \
+    test "$(stat -c %s /var/tmp/tcmu-file0.img)" = $((256 << 20))
+  vm_check "tcm_loop LUN appears as a SCSI disk" export_loop "$CORE/user_1/file0"
+  find_dev || return
+  vm_log "disk is $DEV"
+  vm_check "INQUIRY says LIO-ORG / TCMU device" \
+    bash -c "sg_inq $DEV | grep -q 'LIO-ORG' && sg_inq $DEV | grep -q 'TCMU device'"
+  vm_check "READ CAPACITY matches dev_size" \
+    bash -c "[[ \$(blockdev --getsize64 $DEV) == $((256 << 20)) ]]"
+}
+
+if want fio || want ext4 || want recovery || want tmr; then
+  setup_fio
+fi
+
+if want fio && [[ -b $DEV ]]; then
+  VM_CHECK_TIMEOUT=600 vm_check "fio random write 4k-1M qd32 + crc32c verify" \
+    fio_verify rnd randwrite
+  VM_CHECK_TIMEOUT=600 vm_check "fio sequential write 4k-1M qd32 + crc32c verify" \
+    fio_verify seq write --offset=64M
+  vm_check "data reached the backing file" \
+    bash -c "cmp <(dd if=$DEV bs=1M count=4 iflag=direct status=none) <(dd if=/var/tmp/tcmu-file0.img bs=1M count=4 status=none)"
+  vm_check "metrics: commands counted" metrics_counted
+  vm_check "metrics: no malformed entries, no timeouts" metrics_clean
+fi
+
+# ---------------------------------------------------------------- ext4
+ext4_round_trip() {
+  set -e
+  mkfs.ext4 -q -F "$DEV"
+  mkdir -p /mnt/t
+  mount "$DEV" /mnt/t
+  for i in 1 2 3 4 5; do head -c $((i * 3 << 20)) /dev/urandom >/mnt/t/f$i; done
+  (cd /mnt/t && sha256sum f* >/tmp/sums)
+  umount /mnt/t
+  echo 3 >/proc/sys/vm/drop_caches
+  mount "$DEV" /mnt/t
+  (cd /mnt/t && sha256sum -c --quiet /tmp/sums)
+  umount /mnt/t
+  fsck.ext4 -n "$DEV"
+}
+if want ext4 && [[ -b $DEV ]]; then
+  VM_CHECK_TIMEOUT=400 vm_check "mkfs.ext4 + file checksums across remount + fsck" ext4_round_trip
+fi
+
+# ---------------------------------------------------------------- recovery
+recovery() {
+  local fio_pid rc
+  fio_verify crash randwrite --offset=128M --runtime=0 >/tmp/fio-crash.log 2>&1 &
+  fio_pid=$!
+  sleep 4
+  grep -q . /proc/$fio_pid/status || { echo "fio ended too early"; cat /tmp/fio-crash.log; return 1; }
+  echo "killing runner $RUNNER_PID with SIGKILL during I/O"
+  kill -9 "$RUNNER_PID"; wait "$RUNNER_PID" 2>/dev/null
+  sleep 2
+  start_runner || { echo "restart failed"; return 1; }
+  grep -q "recovered: ring reset" "$LOG" || { echo "no recovery logged"; return 1; }
+  wait "$fio_pid"; rc=$?
+  cat /tmp/fio-crash.log | tail -20
+  return $rc
+}
+if want recovery && [[ -b $DEV ]]; then
+  VM_CHECK_TIMEOUT=600 vm_check "kill -9 during fio, restart: fio completes and verifies" recovery
+  vm_check "no I/O errors reported by the kernel" bash -c "! dmesg | grep -E 'I/O error.*${DEV#/dev/}|critical target error'"
+fi
+
+# ---------------------------------------------------------------- tmr
+lun_reset_under_io() {
+  local fio_pid rc i
+  fio_verify reset randwrite --offset=192M --size=32M >/tmp/fio-reset.log 2>&1 &
+  fio_pid=$!
+  sleep 3
+  for i in 1 2 3; do sg_reset -d "$DEV" || echo "sg_reset $i failed"; sleep 1; done
+  wait "$fio_pid"; rc=$?
+  tail -20 /tmp/fio-reset.log
+  return $rc
+}
+if want tmr && [[ -b $DEV ]]; then
+  VM_CHECK_TIMEOUT=600 vm_check "LUN reset (sg_reset -d) under fio: fio verifies" lun_reset_under_io
+  vm_check "runner got the TMR notification" grep -q "task management notification" "$LOG"
+fi
+
+# ---------------------------------------------------------------- bad input
+refused() { # NAME DEV_CONFIG LOGPATTERN
+  if create_user_dev 3 "$1" "$2" $((16 << 20)) 2>/tmp/enable.err; then
+    echo "enable of $2 succeeded"; return 1
+  fi
+  cat /tmp/enable.err
+  vm_wait 10 grep -q "$3" "$LOG"
+}
+if want bad; then
+  runner_alive || start_runner
+  vm_check "unknown handler subtype: enable refused, logged" refused bad0 "zfs/tank/vol" 'no handler for subtype \\"zfs\\"'
+  vm_check "malformed file cfg: enable refused, logged" refused bad1 "file/relative/path.img" 'is not an absolute path'
+  vm_check "runner still alive after refusals" runner_alive
+  rmdir "$CORE/user_3/bad0" "$CORE/user_3/bad1" 2>/dev/null; rmdir "$CORE/user_3" 2>/dev/null
+fi
+
+# ---------------------------------------------------------------- targetcli
+targetcli_create() {
+  printf '%s\n' "/backstores/user:file create name=tc0 size=32M cfgstring=/var/tmp/tc0.img" \
+    "ls /backstores" exit | targetcli 2>&1 | tee /tmp/targetcli.out
+  grep -q "user:file" /tmp/targetcli.out && grep -q "tc0" /tmp/targetcli.out &&
+    vm_wait 20 grep -q 'serving device.*tc0' "$LOG" &&
+    test "$(stat -c %s /var/tmp/tc0.img)" = $((32 << 20))
+}
+targetcli_refused() {
+  printf '%s\n' "/backstores/user:file create name=tc1 size=1M cfgstring=not/absolute" exit |
+    targetcli 2>&1 | tee /tmp/targetcli2.out
+  grep -q "cfgstring invalid" /tmp/targetcli2.out && [[ ! -e $CORE/user_*/tc1 ]]
+}
+if want targetcli; then
+  vm_start_dbus
+  runner_alive || start_runner
+  vm_check "runner owns org.kernel.TCMUService1 on the system bus" vm_wait 20 \
+    dbus-send --system --print-reply --dest=org.freedesktop.DBus / \
+    org.freedesktop.DBus.GetNameOwner string:org.kernel.TCMUService1
+  VM_CHECK_TIMEOUT=240 vm_check "targetcli /backstores/user:file create (served by rustio)" targetcli_create
+  VM_CHECK_TIMEOUT=240 vm_check "targetcli refused a bad cfgstring via CheckConfig" targetcli_refused
+fi
+
+# ---------------------------------------------------------------- stop
+clean_stop() {
+  kill -TERM "$RUNNER_PID"
+  wait "$RUNNER_PID"; local rc=$?
+  [[ $rc == 0 ]] || { echo "exit status $rc"; return 1; }
+  grep -q "device closed" "$LOG" || return 1
+  local f
+  for f in "$CORE"/user_*/*/action/block_dev; do
+    [[ -e $f ]] || continue
+    grep -q unblocked "$f" || { echo "$f still blocked"; return 1; }
+  done
+}
+if want stop && runner_alive; then
+  vm_check "SIGTERM: clean stop (drained, unblocked, exit 0)" clean_stop
+fi
+
+# ---------------------------------------------------------------- teardown
+runner_alive && kill -TERM "$RUNNER_PID" 2>/dev/null && wait "$RUNNER_PID" 2>/dev/null
+mountpoint -q /mnt/t && umount /mnt/t
+vm_configfs_rm "$LIO/loopback/$LOOP_WWN"
+for d in "$CORE"/user_*/*/; do [[ -d $d ]] && vm_configfs_rm "${d%/}"; done
+cp "$LOG" "$OUT/" 2>/dev/null
+echo "---- runner log (last 60 lines)"; tail -n 60 "$LOG"
+vm_summary
