@@ -9,6 +9,8 @@
 //!   optional `O_DIRECT`, hole punching for discard; io_uring behind the `io-uring` feature).
 //! * [`ram::RamBackstore`] — a sparse in-memory store, or `nullio` (reads return zeros,
 //!   writes are dropped), like LIO's `rd_mcp`.
+//! * [`qcow2::Qcow2Backstore`] — qcow2 v2/v3 images (backing files, zero and compressed
+//!   clusters, crash-safe metadata ordering), interoperable with qemu-img.
 //!
 //! Every engine runs the same conformance checks in [`conformance`].
 //!
@@ -29,6 +31,7 @@ pub mod ram;
 mod uring;
 
 pub use file::{FileBackstore, FileOptions, IoEngine};
+pub use qcow2::{CreateOptions, Qcow2Backstore, Qcow2Options};
 pub use ram::RamBackstore;
 
 /// Errors of the backstore engines.

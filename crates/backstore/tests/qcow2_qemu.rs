@@ -141,6 +141,68 @@ fn qemu_images_written_by_rustio_on_tmpfs() {
 }
 
 #[test]
+fn grow_with_l1_relocation_stays_valid_for_qemu() {
+    let d = tempfile::tempdir().unwrap();
+    for compat in ["1.1", "0.10"] {
+        let img = d.path().join(format!("g{compat}.qcow2"));
+        // 4 KiB clusters: one L2 table maps 2 MiB, so growing to 64 MiB moves the L1.
+        qemu_img(&[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-o",
+            &format!("cluster_size=4k,compat={compat}"),
+            s(&img),
+            "1M",
+        ]);
+        qemu_io("qcow2", &img, &["write -P 0x42 0 512k"]);
+        let b = Qcow2Backstore::open(&img, false).unwrap();
+        b.resize(64 * MB).unwrap();
+        let reference = d.path().join(format!("g{compat}.raw"));
+        raw_with(&reference, 64 * MB, &[0x42; 512 * 1024]);
+        workload(&b, &reference, 95, 80);
+        b.close().unwrap();
+        assert_clean(&img);
+        let info = qemu_img(&["info", "--output=json", s(&img)]);
+        assert!(
+            info.contains(&format!("\"virtual-size\": {}", 64 * MB)),
+            "{info}"
+        );
+        assert_same(&img, &reference);
+    }
+}
+
+#[test]
+fn preallocated_qemu_images() {
+    let d = tempfile::tempdir().unwrap();
+    for (i, (compat, prealloc)) in [
+        ("1.1", "metadata"),
+        ("0.10", "metadata"),
+        ("1.1", "falloc"),
+        ("1.1", "full"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let img = d.path().join(format!("p{i}.qcow2"));
+        let o = format!("compat={compat},preallocation={prealloc},cluster_size=64k");
+        qemu_img(&["create", "-q", "-f", "qcow2", "-o", &o, s(&img), "32M"]);
+        let reference = d.path().join(format!("p{i}.raw"));
+        raw_with(&reference, 32 * MB, &[]);
+        let b = Qcow2Backstore::open(&img, false).unwrap();
+        assert!(
+            read_all(&b).iter().all(|&x| x == 0),
+            "{prealloc}: preallocated image reads zeros"
+        );
+        workload(&b, &reference, 90 + i as u64, 120);
+        b.close().unwrap();
+        assert_clean(&img);
+        assert_same(&img, &reference);
+    }
+}
+
+#[test]
 fn overlays_with_raw_and_qcow2_backing_files() {
     let d = tempfile::tempdir().unwrap();
     let size = 32 * MB;

@@ -1,13 +1,30 @@
-//! LIO management subcommands (owned by the LIO work; placeholder until it lands).
+//! LIO management subcommands (`rustio ls`, `create`, `delete`, `set`, `sessions`,
+//! `save`, `restore`, `clear`, `apply`): argument parsing lives in
+//! `rustio_lio::cli`, this module only wires it to the binary.
 
 /// LIO configfs management commands.
 #[derive(Debug, clap::Subcommand)]
 pub enum LioCommand {
-    /// List the LIO configuration tree.
-    Ls,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    Lio(rustio_lio::cli::Command),
+}
+
+fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 /// Runs one LIO management command.
-pub fn run(_cmd: LioCommand, _log: &str) -> anyhow::Result<()> {
-    anyhow::bail!("LIO management is not built yet")
+pub fn run(cmd: LioCommand, log: &str) -> anyhow::Result<()> {
+    init_logging(log);
+    let LioCommand::Lio(cmd) = cmd;
+    let mut out = std::io::stdout().lock();
+    let mut err = std::io::stderr();
+    rustio_lio::cli::run(cmd, &mut out, &mut err)?;
+    Ok(())
 }

@@ -180,6 +180,16 @@ pub fn fabric_info(name: &str) -> Option<&'static FabricInfo> {
 
 /// Checks a name against a fabric's accepted WWN types; the error lists what was tried.
 pub fn validate_fabric_wwn(info: &FabricInfo, wwn: &str) -> Result<WwnType, String> {
+    if info.wwn_types.contains(&WwnType::Iqn) {
+        // iSCSI names: one validator knows all three types (RFC 3720 3.2.6.3).
+        return crate::wwn::validate_iscsi_name(wwn)
+            .map(|k| match k {
+                crate::wwn::WwnKind::Iqn => WwnType::Iqn,
+                crate::wwn::WwnKind::Eui => WwnType::Eui,
+                crate::wwn::WwnKind::Naa => WwnType::Naa,
+            })
+            .map_err(|e| e.to_string());
+    }
     let mut reasons = Vec::new();
     for ty in info.wwn_types {
         let r = match ty {

@@ -36,6 +36,8 @@ const MAX_WRITE_EDTL: u32 = 64 << 20;
 const STALL_LIMIT: Duration = Duration::from_secs(30);
 /// Poll tick of the reader (shutdown and NOP-In timers are checked this often).
 pub(crate) const TICK: Duration = Duration::from_millis(500);
+/// ABORTED COMMAND / PROTOCOL SERVICE CRC ERROR (RFC 7143 13.5.2 iSCSI condition).
+const SENSE_PROTOCOL_CRC: Sense = Sense::new(rustio_scsi::SenseKey::AbortedCommand, 0x47, 0x05);
 /// ILLEGAL REQUEST / INVALID FIELD IN CDB.
 const SENSE_INVALID_FIELD_CDB: Sense = Sense::invalid_field_in_cdb(0, None);
 
@@ -649,11 +651,29 @@ pub(crate) fn execute(job: ExecJob, data_in: &mut Vec<u8>) {
     } else {
         None
     };
+    // EDTL shorter than the CDB's transfer: write only what EDTL covers and report
+    // the overflow (RFC 7143 11.4.5.1, following FCP-4 9.4.2 "data beyond the
+    // expected length shall not be transferred").
+    let block_size = lun_entry.map(|l| l.lu.block_size()).unwrap_or(512);
+    let truncated = match needed_out {
+        Some(n) if cmd.hdr.write && n > cmd.hdr.edtl && cmd.fail.is_none() => {
+            truncate_write_cdb(cdb, cmd.hdr.edtl / block_size.max(1))
+        }
+        _ => None,
+    };
     let resp = match cmd.fail {
         Some(s) => Response::check(s),
+        None if matches!(truncated, Some(None)) => Response::GOOD,
         None => {
+            let cdb: &[u8] = match &truncated {
+                Some(Some(c)) => c,
+                _ => cdb,
+            };
             let data_out: &[u8] = if cmd.hdr.write {
-                let n = needed_out.map(|n| n as usize).unwrap_or(cmd.buf.len());
+                let n = match &truncated {
+                    Some(_) => cmd.buf.len() / block_size.max(1) as usize * block_size.max(1) as usize,
+                    None => needed_out.map(|n| n as usize).unwrap_or(cmd.buf.len()),
+                };
                 &cmd.buf[..n.min(cmd.buf.len())]
             } else {
                 &[]
@@ -703,6 +723,30 @@ pub(crate) fn execute(job: ExecJob, data_in: &mut Vec<u8>) {
         conn.send_scsi_result(&cmd, &resp, data_in, residual);
     }
     sess.remove_task(cmd.hdr.itt);
+}
+
+/// Rewrites the TRANSFER LENGTH of a WRITE / WRITE AND VERIFY CDB to `blocks`.
+/// `Some(None)` means nothing is left to write; `None` means the CDB is not one we
+/// rewrite (the device server then sees the short data-out and answers itself).
+fn truncate_write_cdb(cdb: &[u8], blocks: u32) -> Option<Option<Vec<u8>>> {
+    let mut c = cdb.to_vec();
+    match (cdb.first()?, cdb.len()) {
+        (0x0a, 6..) => {
+            // WRITE(6): 0 means 256 blocks, so nothing-to-write is handled apart.
+            if blocks == 0 {
+                return Some(None);
+            }
+            c[4] = u8::try_from(blocks).ok()?;
+        }
+        (0x2a | 0x2e, 10..) => c[7..9].copy_from_slice(&u16::try_from(blocks).ok()?.to_be_bytes()),
+        (0xaa | 0xae, 12..) => c[6..10].copy_from_slice(&blocks.to_be_bytes()),
+        (0x8a | 0x8e, 16..) => c[10..14].copy_from_slice(&blocks.to_be_bytes()),
+        _ => return None,
+    }
+    if blocks == 0 {
+        return Some(None);
+    }
+    Some(Some(c))
 }
 
 fn finish_task(sess: &Session, cmd: &NewCommand) {
@@ -993,7 +1037,7 @@ impl ConnReader {
                 // RFC 7143 7.8: Reject with data digest error; the command ends with
                 // CHECK CONDITION (protocol service CRC error) at ERL 0.
                 self.conn.reject(RejectReason::DataDigestError, bhs);
-                fail = Some(Sense::new(rustio_scsi::SenseKey::AbortedCommand, 0x47, 0x05));
+                fail = Some(SENSE_PROTOCOL_CRC);
             }
         }
         let cmd = Box::new(NewCommand {
@@ -1062,25 +1106,35 @@ impl ConnReader {
         };
         // Validate against the sequence this PDU belongs to (RFC 7143 11.7.x; at ERL 0
         // a sequence error is fatal for the connection, 7.1.1).
-        if d.ttt == RESERVED_TAG {
-            if offset != wt.unsol_next || end > wt.unsol_end || d.data_sn != wt.unsol_data_sn {
-                warn!(conn = conn.id, itt = d.itt, data_sn = d.data_sn, "unsolicited Data-Out out of sequence");
+        // Validate against the sequence this PDU belongs to (RFC 7143 11.7). A wrong
+        // offset breaks framing of the task and drops the connection; a wrong DataSN
+        // implies a lost PDU, which at ErrorRecoveryLevel 0 terminates the task with
+        // CHECK CONDITION, PROTOCOL SERVICE CRC ERROR (RFC 7143 7.1.3, 7.8.2).
+        let data_sn_ok = if d.ttt == RESERVED_TAG {
+            if offset != wt.unsol_next || end > wt.unsol_end {
+                warn!(conn = conn.id, itt = d.itt, offset, "unsolicited Data-Out at a wrong offset");
                 return Ok(Flow::Close);
             }
+            d.data_sn == wt.unsol_data_sn
         } else {
             let Some(r) = wt.r2ts.iter().find(|r| r.ttt == d.ttt) else {
                 warn!(conn = conn.id, itt = d.itt, ttt = d.ttt, "Data-Out for unknown TTT");
                 return Ok(Flow::Close);
             };
-            if offset != r.offset + r.received || end > r.offset + r.len || d.data_sn != r.data_sn {
-                warn!(conn = conn.id, itt = d.itt, data_sn = d.data_sn, "solicited Data-Out out of sequence");
+            if offset != r.offset + r.received || end > r.offset + r.len {
+                warn!(conn = conn.id, itt = d.itt, offset, "solicited Data-Out at a wrong offset");
                 return Ok(Flow::Close);
             }
+            d.data_sn == r.data_sn
+        };
+        if !data_sn_ok {
+            debug!(conn = conn.id, itt = d.itt, data_sn = d.data_sn, "Data-Out with unexpected DataSN");
+            wt.cmd.fail = Some(SENSE_PROTOCOL_CRC);
         }
         let ok = self.read_into(&mut wt.cmd.buf[offset as usize..end as usize])?;
         if !ok {
             conn.reject(RejectReason::DataDigestError, bhs);
-            wt.cmd.fail = Some(Sense::new(rustio_scsi::SenseKey::AbortedCommand, 0x47, 0x05));
+            wt.cmd.fail = Some(SENSE_PROTOCOL_CRC);
         }
         wt.cmd.received += len as u32;
         if d.ttt == RESERVED_TAG {

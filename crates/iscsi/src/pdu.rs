@@ -1226,7 +1226,7 @@ impl Header {
                     | bit(h.overflow, 0x04)
                     | bit(h.underflow, 0x02)
                     | bit(h.status_present, 0x01);
-                b[3] = if h.status_present { h.status } else { 0 };
+                b[3] = h.status;
                 put64(&mut b, 8, h.lun);
                 put32(&mut b, 16, h.itt);
                 put32(&mut b, 20, h.ttt);

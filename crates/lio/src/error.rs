@@ -29,7 +29,9 @@ pub struct Rollback {
 
 impl fmt::Display for Rollback {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.failures.is_empty() {
+        if self.failures.is_empty() && self.undone == 0 {
+            write!(f, "nothing was changed")
+        } else if self.failures.is_empty() {
             write!(f, "rolled back ({} undo steps), previous configuration restored", self.undone)
         } else {
             write!(

@@ -36,7 +36,7 @@ pub struct Lio {
 }
 
 /// Converts an I/O error into [`Error::Io`] with context.
-pub(crate) fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
+pub(crate) fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Error + 'a {
     move |source| Error::Io {
         op,
         path: path.to_path_buf(),
@@ -125,15 +125,6 @@ impl Lio {
 
     pub(crate) fn read(&self, path: &Path) -> Result<String> {
         self.backend.read(path).map_err(io_err("read", path))
-    }
-
-    /// Reads an attribute; `None` when the file does not exist.
-    pub(crate) fn read_opt(&self, path: &Path) -> Result<Option<String>> {
-        match self.backend.read(path) {
-            Ok(s) => Ok(Some(s)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io_err("read", path)(e)),
-        }
     }
 
     /// Reads an attribute, trimmed; `None` when absent or unreadable.
@@ -454,15 +445,5 @@ impl Lio {
             }
             _ => None,
         }
-    }
-
-    /// Absolute path of something under the root, for symlink targets.
-    pub(crate) fn abs(&self, rel: &Path) -> PathBuf {
-        self.canon_root.join(rel)
-    }
-
-    /// The canonical root.
-    pub(crate) fn canon_root(&self) -> &Path {
-        &self.canon_root
     }
 }

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use rustio_config::fabric::{fabric_info, validate_fabric_wwn};
 use rustio_config::model::Settings;
 use rustio_config::validate::{check_alias, check_chap_value, check_portal_address, check_storage_object_name};
-use rustio_config::{AluaTpg, Chap, ConfigValue, Plugin, StorageObject};
+use rustio_config::{AluaTpg, Chap, ConfigValue, StorageObject};
 
 use crate::addr::{AclRef, AluaRef, LunRef, MappedLunRef, PortalRef, SoRef, TargetRef, TpgRef};
 use crate::error::{Error, Result};
@@ -720,7 +720,7 @@ impl Lio {
         self.remove_hba_if_empty(hba);
     }
 
-    fn create_storage_object(&self, so: &StorageObject) -> Result<SoRef> {
+    fn create_storage_object_inner(&self, so: &StorageObject) -> Result<SoRef> {
         check_storage_object_name(so.name()).map_err(|e| {
             Error::rule(
                 "storage object names are 1-255 bytes without '/', whitespace, '.' or '..' (rtslib)",
@@ -814,7 +814,7 @@ impl Lio {
     pub fn execute(&self, op: &Op, undo: &mut Vec<Op>) -> Result<()> {
         match op {
             Op::CreateStorageObject(so) => {
-                let r = self.create_storage_object(so)?;
+                let r = self.create_storage_object_inner(so)?;
                 undo.push(Op::DeleteStorageObject(r));
             }
             Op::DeleteStorageObject(r) => {
@@ -913,13 +913,19 @@ impl Lio {
                 }
             }
             Op::CreateTarget(t) => {
-                let info = self.ensure_fabric(&t.fabric)?;
+                let info = fabric_info(&t.fabric).ok_or_else(|| {
+                    Error::rule(
+                        "fabric must be a LIO fabric module name (iscsi, loopback, vhost, ...)",
+                        format!("fabric {:?} is unknown", t.fabric),
+                    )
+                })?;
                 validate_fabric_wwn(info, &t.wwn).map_err(|e| {
                     Error::rule(
                         "target names must suit the fabric (iSCSI: RFC 3720 3.2.6.3; loopback/vhost: naa, RFC 3980)",
                         format!("{:?} is not a valid {} target name: {e}", t.wwn, t.fabric),
                     )
                 })?;
+                self.ensure_fabric(&t.fabric)?;
                 let dir = self.target_dir(t);
                 if dir.exists() {
                     return Err(Error::Exists {
@@ -1061,6 +1067,9 @@ impl Lio {
                         "auth settings are userid, password, mutual_userid, mutual_password",
                         format!("unknown auth setting {field:?}"),
                     ));
+                }
+                if let AuthOwner::Discovery(f) = owner {
+                    self.ensure_fabric(f)?;
                 }
                 let dir = self.auth_dir(owner);
                 if !dir.is_dir() {

@@ -143,6 +143,10 @@ impl LogicalUnit {
         if cscd_len + seg_len > MAX_DESC_LIST_LEN as usize {
             return Err(Sense::PARAMETER_LIST_LENGTH_ERROR.into());
         }
+        if list_id_usage == 0b01 {
+            // LIST ID USAGE 01b is reserved (SPC-4 6.4.3.2).
+            return Err(Sense::invalid_field_in_param(1, Some(4)).into());
+        }
         if inline_len != 0 {
             return Err(Sense::invalid_field_in_param(12, None).into());
         }

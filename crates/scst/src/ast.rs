@@ -412,7 +412,11 @@ fn group(entry: Entry, initiators_seen: &mut Seen) -> Result<Group, Error> {
             Some("INITIATOR") => {
                 let (iname, ipos, iblock) = named(e, "INITIATOR")?;
                 // scstadmin: "Initiators can only belong to one group at a time".
-                initiators_seen.check(iname.clone(), || format!("INITIATOR {iname}"), ipos)?;
+                initiators_seen.check(
+                    iname.clone(),
+                    || format!("INITIATOR {iname} (an initiator belongs to one group of a target)"),
+                    ipos,
+                )?;
                 let attributes = attributes_only(block_entries(iblock), "inside INITIATOR")?;
                 g.initiators.push(Initiator {
                     name: iname,
@@ -488,7 +492,7 @@ fn target_driver(entry: Entry) -> Result<TargetDriver, Error> {
     Ok(d)
 }
 
-fn target_group(entry: Entry) -> Result<TargetGroup, Error> {
+fn target_group(entry: Entry, seen: &mut Seen) -> Result<TargetGroup, Error> {
     let (name, pos, block) = named(entry, "TARGET_GROUP")?;
     let mut tg = TargetGroup {
         name,
@@ -496,12 +500,16 @@ fn target_group(entry: Entry) -> Result<TargetGroup, Error> {
         attributes: Vec::new(),
         targets: Vec::new(),
     };
-    let mut seen = Seen::default();
     for e in block_entries(block) {
         match keyword_of(&e) {
             Some("TARGET") => {
                 let (tname, tpos, tblock) = named(e, "TARGET")?;
-                seen.check(tname.clone(), || format!("TARGET {tname}"), tpos)?;
+                // A target port belongs to one target group of a device group (scst_tg.c).
+                seen.check(
+                    tname.clone(),
+                    || format!("TARGET {tname} (a target belongs to one TARGET_GROUP of a DEVICE_GROUP)"),
+                    tpos,
+                )?;
                 let attributes = attributes_only(block_entries(tblock), "inside TARGET_GROUP TARGET")?;
                 tg.targets.push(TargetGroupMember {
                     name: tname,
@@ -526,6 +534,7 @@ fn device_group(entry: Entry, dg_devices_seen: &mut Seen) -> Result<DeviceGroup,
         target_groups: Vec::new(),
     };
     let mut tg_seen = Seen::default();
+    let mut tgt_seen = Seen::default();
     for e in block_entries(block) {
         match keyword_of(&e) {
             Some("DEVICE") => {
@@ -539,7 +548,7 @@ fn device_group(entry: Entry, dg_devices_seen: &mut Seen) -> Result<DeviceGroup,
                 dg.devices.push(DeviceRef { name: dname, pos: dpos });
             }
             Some("TARGET_GROUP") => {
-                let tg = target_group(e)?;
+                let tg = target_group(e, &mut tgt_seen)?;
                 tg_seen.check(tg.name.clone(), || format!("TARGET_GROUP {}", tg.name), tg.pos)?;
                 dg.target_groups.push(tg);
             }

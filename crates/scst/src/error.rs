@@ -174,6 +174,14 @@ pub enum ErrorKind {
         /// Why it is invalid.
         reason: String,
     },
+    /// A required attribute is missing.
+    #[error("{attribute} is missing: {reason}")]
+    MissingAttribute {
+        /// Attribute name.
+        attribute: &'static str,
+        /// Why it is required.
+        reason: String,
+    },
     /// A construct that contradicts another one.
     #[error("{0}")]
     Conflict(String),

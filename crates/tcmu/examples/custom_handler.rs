@@ -141,7 +141,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             };
         }
     }
-    tracing_subscriber::fmt().with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .init();
     // Stop cleanly on Ctrl-C / SIGTERM (block, drain, unmap). The signals are blocked
     // before any thread starts so that only the waiting thread receives them.
     let stop = Arc::new(AtomicBool::new(false));

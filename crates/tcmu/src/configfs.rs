@@ -133,9 +133,7 @@ pub fn parse_info_field(info: &str, name: &str) -> Option<u64> {
     let pat = format!(" {name}: ");
     let at = info.find(&pat)? + pat.len();
     let rest = &info[at..];
-    let end = rest
-        .find(|c: char| c.is_whitespace())
-        .unwrap_or(rest.len());
+    let end = rest.find(|c: char| c.is_whitespace()).unwrap_or(rest.len());
     parse_size(&rest[..end])
 }
 
@@ -200,13 +198,22 @@ mod tests {
         assert!(!dev.has_actions());
         dev.block(true).unwrap();
         assert!(dev.has_actions());
-        assert_eq!(std::fs::read_to_string(dev.dir().join("action/block_dev")).unwrap(), "1");
+        assert_eq!(
+            std::fs::read_to_string(dev.dir().join("action/block_dev")).unwrap(),
+            "1"
+        );
         dev.reset_ring(ResetMode::Fail).unwrap();
-        assert_eq!(std::fs::read_to_string(dev.dir().join("action/reset_ring")).unwrap(), "2");
+        assert_eq!(
+            std::fs::read_to_string(dev.dir().join("action/reset_ring")).unwrap(),
+            "2"
+        );
         dev.set_tmr_notification(true).unwrap();
         std::fs::write(dev.dir().join("attrib/hw_block_size"), "big\n").unwrap();
         assert!(matches!(dev.block_size(), Err(Error::Parse { .. })));
         let missing = DeviceConfig::new(root.path(), &UioName::parse("tcm-user/9/x/ram/").unwrap());
-        assert!(matches!(missing.block_size(), Err(Error::Io { op: "read", .. })));
+        assert!(matches!(
+            missing.block_size(),
+            Err(Error::Io { op: "read", .. })
+        ));
     }
 }

@@ -84,7 +84,9 @@ pub fn start<'a>(handlers: impl IntoIterator<Item = &'a Arc<dyn Handler>>) -> Re
         .map_err(err)?;
     for h in handlers {
         let path = format!("{ROOT_PATH}/{}", h.subtype());
-        b = b.serve_at(path, HandlerObject::new(h.clone())).map_err(err)?;
+        b = b
+            .serve_at(path, HandlerObject::new(h.clone()))
+            .map_err(err)?;
     }
     let conn = b.name(BUS_NAME).map_err(err)?.build().map_err(err)?;
     Ok(DbusService { _conn: conn })

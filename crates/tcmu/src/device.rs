@@ -244,7 +244,10 @@ impl Device {
                     completed += self.abort(&t.cmd_ids);
                     self.target().task_management(tmf);
                 }
-                RingEvent::BadTmr { ring_offset, reason } => {
+                RingEvent::BadTmr {
+                    ring_offset,
+                    reason,
+                } => {
                     tracing::warn!(device = %self.name, ring_offset, reason, "ignoring bad TMR entry");
                 }
             }
@@ -344,8 +347,8 @@ impl Device {
             bufs.data_out.clear();
             // The kernel does not say which way the data goes; the CDB does. Copy the
             // buffers out only for commands that can carry data-out.
-            let wants_out = !cmd.bidi_iovs.is_empty()
-                || target.data_out_len(&cmd.cdb).is_none_or(|n| n > 0);
+            let wants_out =
+                !cmd.bidi_iovs.is_empty() || target.data_out_len(&cmd.cdb).is_none_or(|n| n > 0);
             if wants_out && !cmd.iovs.is_empty() {
                 let mem = self.ring.lock().memory().clone();
                 if let Err(e) = ring::gather(&*mem, &cmd.iovs, &mut bufs.data_out) {
@@ -353,7 +356,11 @@ impl Device {
                     tracing::error!(device = %self.name, error = %e, "cannot read data-out");
                     *phase = Phase::Done;
                     drop(phase);
-                    self.finish(&record, slot, CmdResponse::check_condition(sense_internal_target_failure()));
+                    self.finish(
+                        &record,
+                        slot,
+                        CmdResponse::check_condition(sense_internal_target_failure()),
+                    );
                     return;
                 }
                 self.stats
@@ -361,7 +368,12 @@ impl Device {
                     .fetch_add(bufs.data_out.len() as u64, Ordering::Relaxed);
             }
         }
-        let outcome = target.execute(&cmd.cdb, &bufs.data_out, u64::from(slot.cmd_id), &mut bufs.data_in);
+        let outcome = target.execute(
+            &cmd.cdb,
+            &bufs.data_out,
+            u64::from(slot.cmd_id),
+            &mut bufs.data_in,
+        );
         let mut phase = record.phase.lock();
         if *phase != Phase::Running {
             tracing::warn!(device = %self.name, cmd_id = slot.cmd_id,
@@ -433,7 +445,10 @@ impl Device {
             tracing::error!(device = %self.name, cmd_id = r.slot.cmd_id,
                 state = ?was, after = ?now.duration_since(r.since),
                 "command timed out in the handler; completing it with ABORTED COMMAND");
-            written += self.complete_now(r.slot, CmdResponse::check_condition(sense_command_timeout()));
+            written += self.complete_now(
+                r.slot,
+                CmdResponse::check_condition(sense_command_timeout()),
+            );
             drop(phase);
             self.inflight.lock().remove(&r.slot.seq);
         }
@@ -461,6 +476,7 @@ impl Device {
 mod tests {
     use super::*;
     use crate::abi;
+    use crate::mmap::SharedMemory;
     use crate::ring::fake::FakeKernel;
     use crate::target::{ScsiOutcome, STATUS_GOOD};
     use std::sync::atomic::AtomicUsize;
@@ -495,11 +511,19 @@ mod tests {
     impl ScsiTarget for TinyDisk {
         fn execute(&self, cdb: &[u8], out: &[u8], _tag: u64, data_in: &mut Vec<u8>) -> ScsiOutcome {
             data_in.clear();
-            let lba = u32::from_be_bytes([cdb[2], cdb[3], cdb[4], cdb[5]]) as usize;
-            let n = u16::from_be_bytes([cdb[7], cdb[8]]) as usize;
+            let (lba, n) = if cdb.len() >= 10 {
+                (
+                    u32::from_be_bytes([cdb[2], cdb[3], cdb[4], cdb[5]]) as usize,
+                    u16::from_be_bytes([cdb[7], cdb[8]]) as usize,
+                )
+            } else {
+                (0, 0)
+            };
             match cdb[0] {
                 0x28 => data_in.extend_from_slice(&self.data.lock()[lba * 512..(lba + n) * 512]),
-                0x2a => self.data.lock()[lba * 512..(lba + n) * 512].copy_from_slice(&out[..n * 512]),
+                0x2a => {
+                    self.data.lock()[lba * 512..(lba + n) * 512].copy_from_slice(&out[..n * 512])
+                }
                 0x12 => data_in.extend_from_slice(&[0x5a; 36]),
                 0xc1 => {
                     let rx = self.gate.lock().clone();
@@ -569,7 +593,10 @@ mod tests {
         }
         assert_eq!(&disk.data.lock()[3 * 512..7 * 512], &pattern[..]);
         let (done, pos) = k.reap(0);
-        assert_eq!(done.iter().map(|d| (d.0, d.1)).collect::<Vec<_>>(), vec![(1, STATUS_GOOD)]);
+        assert_eq!(
+            done.iter().map(|d| (d.0, d.1)).collect::<Vec<_>>(),
+            vec![(1, STATUS_GOOD)]
+        );
         // Read it back into fresh buffers.
         let c = k.alloc_data(2048, 0xff);
         k.push_cmd(2, &rw10(0x28, 3, 4), &[c], &[]);
@@ -646,7 +673,12 @@ mod tests {
         let w = work.pop().unwrap();
         let worker = std::thread::spawn(move || d2.run(w, &mut Buffers::default()));
         // Wait until the worker is inside the handler.
-        while dev.inflight.lock().values().all(|r| *r.phase.lock() != Phase::Running) {
+        while dev
+            .inflight
+            .lock()
+            .values()
+            .all(|r| *r.phase.lock() != Phase::Running)
+        {
             std::thread::yield_now();
         }
         assert_eq!(dev.expire(Duration::from_secs(3600)), 0);
@@ -679,14 +711,20 @@ mod tests {
         assert!(more.is_empty());
         assert_eq!(*disk.tmfs.lock(), vec![TaskManagement::LunReset]);
         let (done, pos) = k.reap(0);
-        assert_eq!(done.iter().map(|d| (d.0, d.1)).collect::<Vec<_>>(), vec![(2, STATUS_TASK_ABORTED)]);
+        assert_eq!(
+            done.iter().map(|d| (d.0, d.1)).collect::<Vec<_>>(),
+            vec![(2, STATUS_TASK_ABORTED)]
+        );
         // The aborted command's work item is skipped; the other runs normally.
         let mut bufs = Buffers::default();
         for w in work {
             dev.run(w, &mut bufs);
         }
         let (done, _) = k.reap(pos);
-        assert_eq!(done.iter().map(|d| (d.0, d.1)).collect::<Vec<_>>(), vec![(1, STATUS_GOOD)]);
+        assert_eq!(
+            done.iter().map(|d| (d.0, d.1)).collect::<Vec<_>>(),
+            vec![(1, STATUS_GOOD)]
+        );
         dev.poll(&mut Vec::new()).unwrap();
         assert!(dev.is_drained());
     }
@@ -747,7 +785,9 @@ mod tests {
         ids.sort_unstable();
         assert_eq!(ids, (0..40).collect::<Vec<_>>());
         for id in 0..40usize {
-            assert!(disk.data.lock()[id * 512..(id + 1) * 512].iter().all(|&b| b == id as u8));
+            assert!(disk.data.lock()[id * 512..(id + 1) * 512]
+                .iter()
+                .all(|&b| b == id as u8));
         }
         assert!(dev.is_drained());
     }

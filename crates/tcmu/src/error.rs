@@ -23,7 +23,9 @@ pub enum Error {
     #[error("netlink: {0}")]
     NetlinkProtocol(String),
     /// The `TCM-USER` generic netlink family or its `config` group is not registered.
-    #[error("generic netlink family TCM-USER (group \"config\") not found; is target_core_user loaded?")]
+    #[error(
+        "generic netlink family TCM-USER (group \"config\") not found; is target_core_user loaded?"
+    )]
     FamilyNotFound,
     /// Reading or writing a sysfs, configfs or device file failed.
     #[error("{op} {path}")]
@@ -128,9 +130,9 @@ impl Error {
     /// The negative errno reported to the kernel in a `*_DONE` netlink reply.
     pub fn errno(&self) -> i32 {
         let code = match self {
-            Error::Io { source, .. } | Error::Mmap { source, .. } | Error::Netlink { source, .. } => {
-                source.raw_os_error().unwrap_or(libc::EIO)
-            }
+            Error::Io { source, .. }
+            | Error::Mmap { source, .. }
+            | Error::Netlink { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
             Error::UnknownHandler { .. } => libc::ENOENT,
             Error::BadConfig { .. } | Error::BadUioName(_) | Error::Parse { .. } => libc::EINVAL,
             Error::HandlerOpen { .. } | Error::Target { .. } => libc::EIO,
@@ -146,7 +148,10 @@ impl Error {
 /// Result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-pub(crate) fn io_err(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+pub(crate) fn io_err(
+    op: &'static str,
+    path: impl Into<PathBuf>,
+) -> impl FnOnce(std::io::Error) -> Error {
     let path = path.into();
     move |source| Error::Io { op, path, source }
 }

@@ -252,7 +252,10 @@ mod tests {
             h.check_dev_config("file/relative.img").unwrap_err(),
             "\"relative.img\" is not an absolute path"
         );
-        assert_eq!(h.check_dev_config("file/").unwrap_err(), "a path is required");
+        assert_eq!(
+            h.check_dev_config("file/").unwrap_err(),
+            "a path is required"
+        );
         assert_eq!(
             h.check_dev_config("file//no/such/dir/x.img").unwrap_err(),
             "directory /no/such/dir does not exist"

@@ -85,7 +85,9 @@ fn answer(conn: TcpStream, render: &Render) -> std::io::Result<()> {
     }
     let mut w = &conn;
     if !request_line.starts_with("GET ") {
-        w.write_all(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
+        w.write_all(
+            b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        )?;
         return Ok(());
     }
     let body = render();
@@ -111,7 +113,8 @@ mod tests {
         )
         .unwrap();
         let mut c = TcpStream::connect(srv.local_addr()).unwrap();
-        c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
         let mut resp = String::new();
         c.read_to_string(&mut resp).unwrap();
         assert!(resp.starts_with("HTTP/1.1 200 OK\r\n"), "{resp}");

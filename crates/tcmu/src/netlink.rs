@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use netlink_packet_core::{
     emit_i32, emit_u32, emit_u64, parse_i32, parse_string, parse_u32, parse_u64, parse_u8,
-    DecodeError, DefaultNla, Emitable, Nla, NlaBuffer, NlasIterator, NetlinkMessage,
-    NetlinkPayload, Parseable, ParseableParametrized, NLM_F_ACK, NLM_F_REQUEST,
+    DecodeError, DefaultNla, Emitable, NetlinkMessage, NetlinkPayload, Nla, NlaBuffer,
+    NlasIterator, Parseable, ParseableParametrized, NLM_F_ACK, NLM_F_REQUEST,
 };
 use netlink_packet_generic::ctrl::nlas::{GenlCtrlAttrs, McastGrpAttrs};
 use netlink_packet_generic::ctrl::{GenlCtrl, GenlCtrlCmd};
@@ -314,7 +314,9 @@ pub fn decode_datagram(mut buf: &[u8], family_id: u16) -> Vec<Received> {
                 Err(e) => out.push(Received::Ignored(format!("undecodable message: {e}"))),
             }
         } else {
-            out.push(Received::Ignored(format!("netlink message type {msg_type}")));
+            out.push(Received::Ignored(format!(
+                "netlink message type {msg_type}"
+            )));
         }
         // Messages are 4-byte aligned within a datagram.
         let adv = len.next_multiple_of(4).min(buf.len());
@@ -465,10 +467,11 @@ impl NetlinkClient {
                 context: "connect socket",
                 source,
             })?;
-        sock.add_membership(group).map_err(|source| Error::Netlink {
-            context: "join the TCM-USER config group",
-            source,
-        })?;
+        sock.add_membership(group)
+            .map_err(|source| Error::Netlink {
+                context: "join the TCM-USER config group",
+                source,
+            })?;
         // Device adds can burst; a large buffer avoids ENOBUFS.
         let _ = sock.set_rx_buf_sz(1 << 20);
         let mut client = NetlinkClient {
@@ -540,7 +543,9 @@ impl NetlinkClient {
                 Ok(Vec::new())
             }
             Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
-                tracing::error!("netlink receive buffer overrun: device events were lost; rescanning is needed");
+                tracing::error!(
+                    "netlink receive buffer overrun: device events were lost; rescanning is needed"
+                );
                 Ok(Vec::new())
             }
             Err(source) => Err(Error::Netlink {
@@ -616,7 +621,10 @@ mod tests {
         assert_eq!(buf.len(), 36);
         assert_eq!(u32::from_ne_bytes(buf[0..4].try_into().unwrap()), 36);
         assert_eq!(u16::from_ne_bytes(buf[4..6].try_into().unwrap()), 0x1f);
-        assert_eq!(u16::from_ne_bytes(buf[6..8].try_into().unwrap()), NLM_F_REQUEST | NLM_F_ACK);
+        assert_eq!(
+            u16::from_ne_bytes(buf[6..8].try_into().unwrap()),
+            NLM_F_REQUEST | NLM_F_ACK
+        );
         assert_eq!(u32::from_ne_bytes(buf[8..12].try_into().unwrap()), 9);
         assert_eq!(&buf[16..20], &[cmd::ADDED_DEVICE_DONE, 2, 0, 0]);
         // nla_len 8, nla_type CMD_STATUS, value -22.
@@ -647,7 +655,9 @@ mod tests {
         dgram.append(&mut reconf);
         let got = decode_datagram(&dgram, 0x1f);
         assert_eq!(got.len(), 2);
-        let Received::Tcmu(m) = &got[0] else { panic!("{got:?}") };
+        let Received::Tcmu(m) = &got[0] else {
+            panic!("{got:?}")
+        };
         assert_eq!(
             DeviceEvent::from_message(m).unwrap(),
             DeviceEvent {
@@ -658,7 +668,9 @@ mod tests {
                 reconfig: None,
             }
         );
-        let Received::Tcmu(m) = &got[1] else { panic!("{got:?}") };
+        let Received::Tcmu(m) = &got[1] else {
+            panic!("{got:?}")
+        };
         let ev = DeviceEvent::from_message(m).unwrap();
         assert_eq!(ev.kind, EventKind::Reconfig);
         assert_eq!(ev.reconfig, Some(Reconfig::DevSize(1 << 30)));
@@ -691,12 +703,21 @@ mod tests {
         m[8..12].copy_from_slice(&5u32.to_ne_bytes());
         m[16..20].copy_from_slice(&(-95i32).to_ne_bytes());
         m[20..24].copy_from_slice(&16u32.to_ne_bytes());
-        assert_eq!(decode_datagram(&m, 0x1f), vec![Received::Ack { seq: 5, code: -95 }]);
+        assert_eq!(
+            decode_datagram(&m, 0x1f),
+            vec![Received::Ack { seq: 5, code: -95 }]
+        );
         // Foreign message types are ignored, truncated lengths stop decoding.
         let mut other = encode(added(2), 0x20, 0, 0);
-        assert!(matches!(decode_datagram(&other, 0x1f)[0], Received::Ignored(_)));
+        assert!(matches!(
+            decode_datagram(&other, 0x1f)[0],
+            Received::Ignored(_)
+        ));
         other[0..4].copy_from_slice(&1000u32.to_ne_bytes());
-        assert!(matches!(decode_datagram(&other, 0x20)[0], Received::Ignored(_)));
+        assert!(matches!(
+            decode_datagram(&other, 0x20)[0],
+            Received::Ignored(_)
+        ));
     }
 
     proptest! {

@@ -204,26 +204,30 @@ impl Runner {
                 subtype: name.subtype().to_owned(),
             })?;
         let cfg = name.handler_config().to_owned();
-        handler.check_config(&cfg).map_err(|reason| Error::BadConfig {
-            device: name.device.clone(),
-            subtype: name.subtype().to_owned(),
-            cfg: cfg.clone(),
-            reason,
-        })?;
+        handler
+            .check_config(&cfg)
+            .map_err(|reason| Error::BadConfig {
+                device: name.device.clone(),
+                subtype: name.subtype().to_owned(),
+                cfg: cfg.clone(),
+                reason,
+            })?;
         if self.inner.devices.lock().contains_key(&minor) {
             tracing::debug!(minor, "device already served");
             return Ok(());
         }
         let config = DeviceConfig::new(&self.inner.cfg.core_root, &name);
-        let blocked = recover && config.has_actions() && {
-            match config.block(true) {
-                Ok(()) => true,
-                Err(e) => {
-                    tracing::warn!(device = %name.device, error = %e, "cannot block the device for recovery");
-                    false
+        let blocked = recover
+            && config.has_actions()
+            && {
+                match config.block(true) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::warn!(device = %name.device, error = %e, "cannot block the device for recovery");
+                        false
+                    }
                 }
-            }
-        };
+            };
         if blocked {
             if let Err(e) = config.reset_ring(ResetMode::Retry) {
                 tracing::warn!(device = %name.device, error = %e, "cannot reset the ring");
@@ -271,18 +275,19 @@ impl Runner {
         cfg: &str,
         info: &DeviceInfo,
     ) -> Result<Arc<dyn ScsiTarget>> {
-        let backstore = handler.open(cfg, info).map_err(|source| Error::HandlerOpen {
-            device: name.device.clone(),
-            subtype: name.subtype().to_owned(),
-            cfg: cfg.to_owned(),
-            source,
-        })?;
-        let target = LuTarget::new(&name.device, backstore, lu_config(info)).map_err(|e| {
-            Error::Target {
+        let backstore = handler
+            .open(cfg, info)
+            .map_err(|source| Error::HandlerOpen {
+                device: name.device.clone(),
+                subtype: name.subtype().to_owned(),
+                cfg: cfg.to_owned(),
+                source,
+            })?;
+        let target =
+            LuTarget::new(&name.device, backstore, lu_config(info)).map_err(|e| Error::Target {
                 device: name.device.clone(),
                 reason: e.to_string(),
-            }
-        })?;
+            })?;
         Ok(Arc::new(target))
     }
 
@@ -322,10 +327,15 @@ impl Runner {
             stop: stop.clone(),
             poller: Mutex::new(None),
         });
-        let jobs = self.inner.jobs.lock().clone().ok_or_else(|| Error::Target {
-            device: name.device.clone(),
-            reason: "the runner is shutting down".into(),
-        })?;
+        let jobs = self
+            .inner
+            .jobs
+            .lock()
+            .clone()
+            .ok_or_else(|| Error::Target {
+                device: name.device.clone(),
+                reason: "the runner is shutting down".into(),
+            })?;
         let inner = self.inner.clone();
         let s2 = served.clone();
         let handle = std::thread::Builder::new()
@@ -427,12 +437,15 @@ impl Runner {
                     ));
                 }
                 let cfg = new_name.handler_config().to_owned();
-                served.handler.check_config(&cfg).map_err(|reason| Error::BadConfig {
-                    device: dev_name.clone(),
-                    subtype: new_name.subtype().to_owned(),
-                    cfg: cfg.clone(),
-                    reason,
-                })?;
+                served
+                    .handler
+                    .check_config(&cfg)
+                    .map_err(|reason| Error::BadConfig {
+                        device: dev_name.clone(),
+                        subtype: new_name.subtype().to_owned(),
+                        cfg: cfg.clone(),
+                        reason,
+                    })?;
                 let info = served.info.lock().clone();
                 let target = Self::open_target(&served.handler, &new_name, &cfg, &info)?;
                 served.device.set_target(target);
@@ -489,7 +502,10 @@ impl Runner {
             }
             other => other?,
         };
-        tracing::info!(replies = nl.replies_enabled, "listening for TCMU netlink events");
+        tracing::info!(
+            replies = nl.replies_enabled,
+            "listening for TCMU netlink events"
+        );
         let n = self.open_existing()?;
         tracing::info!(devices = n, "existing devices opened");
         while !shutdown.load(Ordering::Acquire) {
@@ -549,7 +565,10 @@ impl Runner {
         let _ = writeln!(out, "# HELP rustio_tcmu_devices Devices being served.");
         let _ = writeln!(out, "# TYPE rustio_tcmu_devices gauge");
         let _ = writeln!(out, "rustio_tcmu_devices {}", devices.len());
-        let _ = writeln!(out, "# HELP rustio_tcmu_netlink_events_total Device events received from the kernel.");
+        let _ = writeln!(
+            out,
+            "# HELP rustio_tcmu_netlink_events_total Device events received from the kernel."
+        );
         let _ = writeln!(out, "# TYPE rustio_tcmu_netlink_events_total counter");
         for (i, kind) in ["added", "removed", "reconfig"].iter().enumerate() {
             let _ = writeln!(
@@ -558,23 +577,63 @@ impl Runner {
                 self.inner.stats.events[i].load(Ordering::Relaxed)
             );
         }
-        let _ = writeln!(out, "# HELP rustio_tcmu_refused_total Device events or devices refused.");
+        let _ = writeln!(
+            out,
+            "# HELP rustio_tcmu_refused_total Device events or devices refused."
+        );
         let _ = writeln!(out, "# TYPE rustio_tcmu_refused_total counter");
-        let _ = writeln!(out, "rustio_tcmu_refused_total {}", self.inner.stats.refused.load(Ordering::Relaxed));
-        let _ = writeln!(out, "# HELP rustio_tcmu_recoveries_total Ring resets after a corrupt ring.");
+        let _ = writeln!(
+            out,
+            "rustio_tcmu_refused_total {}",
+            self.inner.stats.refused.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP rustio_tcmu_recoveries_total Ring resets after a corrupt ring."
+        );
         let _ = writeln!(out, "# TYPE rustio_tcmu_recoveries_total counter");
-        let _ = writeln!(out, "rustio_tcmu_recoveries_total {}", self.inner.stats.recoveries.load(Ordering::Relaxed));
+        let _ = writeln!(
+            out,
+            "rustio_tcmu_recoveries_total {}",
+            self.inner.stats.recoveries.load(Ordering::Relaxed)
+        );
         type Getter = fn(&crate::device::DeviceStats) -> &AtomicU64;
         let per_device: [(&str, &str, Getter); 9] = [
-            ("commands_total", "SCSI commands read from the ring.", |s| &s.commands),
-            ("failed_total", "Commands completed with a status other than GOOD.", |s| &s.failed),
-            ("read_bytes_total", "Data-in bytes returned to the kernel.", |s| &s.bytes_in),
-            ("written_bytes_total", "Data-out bytes received from the kernel.", |s| &s.bytes_out),
-            ("malformed_total", "Malformed ring entries refused.", |s| &s.malformed),
-            ("unknown_ops_total", "Ring entries with an unknown opcode.", |s| &s.unknown_ops),
-            ("timeouts_total", "Commands completed by the watchdog.", |s| &s.timeouts),
+            ("commands_total", "SCSI commands read from the ring.", |s| {
+                &s.commands
+            }),
+            (
+                "failed_total",
+                "Commands completed with a status other than GOOD.",
+                |s| &s.failed,
+            ),
+            (
+                "read_bytes_total",
+                "Data-in bytes returned to the kernel.",
+                |s| &s.bytes_in,
+            ),
+            (
+                "written_bytes_total",
+                "Data-out bytes received from the kernel.",
+                |s| &s.bytes_out,
+            ),
+            ("malformed_total", "Malformed ring entries refused.", |s| {
+                &s.malformed
+            }),
+            (
+                "unknown_ops_total",
+                "Ring entries with an unknown opcode.",
+                |s| &s.unknown_ops,
+            ),
+            (
+                "timeouts_total",
+                "Commands completed by the watchdog.",
+                |s| &s.timeouts,
+            ),
             ("tmr_total", "Task management notifications.", |s| &s.tmrs),
-            ("aborted_total", "Commands aborted before they ran.", |s| &s.aborted),
+            ("aborted_total", "Commands aborted before they ran.", |s| {
+                &s.aborted
+            }),
         ];
         for (metric, help, get) in per_device {
             let _ = writeln!(out, "# HELP rustio_tcmu_{metric} {help}");
@@ -589,7 +648,10 @@ impl Runner {
                 );
             }
         }
-        let _ = writeln!(out, "# HELP rustio_tcmu_in_flight Commands read and not yet completed.");
+        let _ = writeln!(
+            out,
+            "# HELP rustio_tcmu_in_flight Commands read and not yet completed."
+        );
         let _ = writeln!(out, "# TYPE rustio_tcmu_in_flight gauge");
         for s in &devices {
             let name = s.name.lock().device.replace(['\\', '"', '\n'], "_");

@@ -192,7 +192,11 @@ pub fn lu_config(info: &crate::handler::DeviceInfo) -> LuConfig {
         .clone()
         .filter(|s| !s.is_empty() && s.len() <= 250 && s.bytes().all(|b| (0x21..0x7f).contains(&b)))
         .unwrap_or_else(|| info.name.chars().filter(|c| c.is_ascii_graphic()).collect());
-    let serial = if serial.is_empty() { "tcmu".to_owned() } else { serial };
+    let serial = if serial.is_empty() {
+        "tcmu".to_owned()
+    } else {
+        serial
+    };
     let mut c = LuConfig::new(info.name.clone(), serial)
         .with_identity("LIO-ORG", "TCMU device", "0002")
         .with_write_cache(info.write_cache);
@@ -355,15 +359,24 @@ mod tests {
         assert_eq!((s[2] & 0x0f, s[12], s[13]), (0x06, 0x2a, 0x09));
         let r = t.execute(&[0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0], &[], 3, &mut d);
         assert_eq!(r, ScsiOutcome::GOOD);
-        assert_eq!(u32::from_be_bytes(d[0..4].try_into().unwrap()), (2 << 20) / 512 - 1);
+        assert_eq!(
+            u32::from_be_bytes(d[0..4].try_into().unwrap()),
+            (2 << 20) / 512 - 1
+        );
         assert!(t.resize(1000).is_err());
     }
 
     #[test]
     fn tmr_mapping() {
         assert_eq!(TaskManagement::from_tmr_type(5), TaskManagement::LunReset);
-        assert_eq!(TaskManagement::from_tmr_type(128), TaskManagement::PreemptAndAbort);
-        assert_eq!(TaskManagement::from_tmr_type(99), TaskManagement::Unknown(99));
+        assert_eq!(
+            TaskManagement::from_tmr_type(128),
+            TaskManagement::PreemptAndAbort
+        );
+        assert_eq!(
+            TaskManagement::from_tmr_type(99),
+            TaskManagement::Unknown(99)
+        );
         let t = target(true);
         let mut d = Vec::new();
         t.execute(&[0, 0, 0, 0, 0, 0], &[], 1, &mut d);

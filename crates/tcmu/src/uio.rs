@@ -260,8 +260,18 @@ mod tests {
         let n = UioName::parse("tcm-user/3/nocfg").unwrap();
         assert_eq!((n.subtype(), n.handler_config()), ("", ""));
 
-        for bad in ["", "uio", "tcm-user", "tcm-user/x/d/file/", "tcm-user/1//file/", "foo/1/d/file/"] {
-            assert!(matches!(UioName::parse(bad), Err(Error::BadUioName(_))), "{bad}");
+        for bad in [
+            "",
+            "uio",
+            "tcm-user",
+            "tcm-user/x/d/file/",
+            "tcm-user/1//file/",
+            "foo/1/d/file/",
+        ] {
+            assert!(
+                matches!(UioName::parse(bad), Err(Error::BadUioName(_))),
+                "{bad}"
+            );
         }
     }
 
@@ -292,7 +302,10 @@ mod tests {
         };
         let found = paths.discover().unwrap();
         assert_eq!(
-            found.iter().map(|(m, n)| (*m, n.device.as_str())).collect::<Vec<_>>(),
+            found
+                .iter()
+                .map(|(m, n)| (*m, n.device.as_str()))
+                .collect::<Vec<_>>(),
             vec![(0, "a"), (2, "b")]
         );
         assert_eq!(paths.map_size(0).unwrap(), 0x2000);

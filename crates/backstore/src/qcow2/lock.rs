@@ -7,7 +7,7 @@
 //! does not share with other users. Permissions: 0 consistent read, 1 write, 2 write
 //! unchanged, 3 resize. Before locking it tests, for each permission it wants, that
 //! nobody holds `200 + p`, and for each permission it does not share, that nobody holds
-//! `100 + p`. (Observed on qemu 7.2 and 10: a writer holds 100, 101, 103, 201 and 203.)
+//! `100 + p`. (Observed with qemu 7.2: a writer holds 100, 101, 103, 201 and 203.)
 
 use std::fs::File;
 use std::os::fd::AsRawFd;

@@ -28,6 +28,12 @@
 //! volatile write cache; acknowledged FUA writes and everything before a completed flush
 //! survive a crash.
 //!
+//! # Sharing with qemu
+//!
+//! Images are locked the way qemu locks them (OFD byte-range locks, see `lock.rs`), so
+//! qemu and `qemu-img` refuse to write an image rustio has open for writing and vice
+//! versa; `qemu-img ... -U` can still inspect it.
+//!
 //! # Concurrency
 //!
 //! Reads, and writes to clusters that are already allocated, look up the L2 cache without
@@ -159,7 +165,6 @@ enum ZeroMode {
 }
 
 /// A qcow2 image as a [`Backstore`].
-#[derive(Debug)]
 pub struct Qcow2Backstore {
     io: ImageFile,
     read_only: bool,
@@ -452,14 +457,16 @@ impl Qcow2Backstore {
         let rc = if opts.read_only {
             None
         } else {
-            Some(Refcounts::load(
+            let rc = Refcounts::load(
                 &io,
                 h.cluster_bits,
                 h.refcount_order,
                 h.refcount_table_offset,
                 u64::from(h.refcount_table_clusters),
                 file_len,
-            )?)
+            )?;
+            rc.check_disjoint(&io, &[0..cs, l1_range.clone()])?;
+            Some(rc)
         };
         let alloc_end = rc.as_ref().map_or(u64::MAX, |r| r.alloc_end());
 
@@ -1160,6 +1167,20 @@ impl Qcow2Backstore {
             Ordering::Release,
         );
         Ok(())
+    }
+}
+
+impl std::fmt::Debug for Qcow2Backstore {
+    // Not derived: the L1 table and caches can be megabytes.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Qcow2Backstore")
+            .field("path", &self.io.path())
+            .field("version", &self.g.version)
+            .field("cluster_size", &self.g.cluster_size)
+            .field("virtual_size", &self.virtual_size())
+            .field("read_only", &self.read_only)
+            .field("backing_file", &self.backing_name)
+            .finish_non_exhaustive()
     }
 }
 

@@ -60,6 +60,7 @@ impl Refcounts {
         let cs = 1u64 << cluster_bits;
         let n = (table_clusters * cs / 8) as usize;
         let table = io.read_table(table_offset, n)?;
+        let mut seen = std::collections::HashSet::new();
         for (i, &e) in table.iter().enumerate() {
             if e == 0 {
                 continue;
@@ -74,6 +75,13 @@ impl Refcounts {
                 return Err(corrupt(
                     io,
                     format!("refcount block {i} at {e:#x} is outside the image ({file_len} bytes)"),
+                ));
+            }
+            // Distinct blocks inside the file also bound the work of loading them.
+            if !seen.insert(e) {
+                return Err(corrupt(
+                    io,
+                    format!("refcount block {i} at {e:#x} is shared with another entry"),
                 ));
             }
         }
@@ -106,6 +114,23 @@ impl Refcounts {
         }
         rc.alloc_end = last_used.max(file_len.div_ceil(cs));
         Ok(rc)
+    }
+
+    /// Fails if a refcount block overlaps one of `ranges` (other metadata), which only a
+    /// corrupt image does; we would otherwise write refcounts into it.
+    pub fn check_disjoint(&self, io: &ImageFile, ranges: &[Range<u64>]) -> Result<()> {
+        let cs = self.cs();
+        for (i, &b) in self.table.iter().enumerate().filter(|(_, &b)| b != 0) {
+            if ranges.iter().any(|r| b < r.end && r.start < b + cs)
+                || self.table_range().contains(&b)
+            {
+                return Err(corrupt(
+                    io,
+                    format!("refcount block {i} at {b:#x} overlaps other metadata"),
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn cs(&self) -> u64 {
@@ -497,7 +522,20 @@ mod tests {
 
     #[test]
     fn load_rejects_bad_tables() {
-        let (_d, io, _) = image(12, 4);
+        let (_d, io, rc) = image(12, 4);
+        let header = 0..4096;
+        assert!(rc
+            .check_disjoint(&io, std::slice::from_ref(&header))
+            .is_ok());
+        let on_block = 8192..8200;
+        let e = rc
+            .check_disjoint(&io, std::slice::from_ref(&on_block))
+            .unwrap_err();
+        assert!(e.to_string().contains("overlaps other metadata"), "{e}");
+        // Two entries naming the same block.
+        io.write_at(&8192u64.to_be_bytes(), 4096 + 8).unwrap();
+        let e = Refcounts::load(&io, 12, 4, 4096, 1, 3 * 4096).unwrap_err();
+        assert!(e.to_string().contains("shared"), "{e}");
         // Block offset beyond the file.
         io.write_at(&(1u64 << 30).to_be_bytes(), 4096 + 8).unwrap();
         let e = Refcounts::load(&io, 12, 4, 4096, 1, 3 * 4096).unwrap_err();

@@ -383,6 +383,16 @@ fn malformed_images_are_refused_without_writing() {
             "outside the image",
         ),
         (
+            "refcount block on the L1 table",
+            Box::new(|p| patch(p, 0x10008, &0x30000u64.to_be_bytes())),
+            "overlaps other metadata",
+        ),
+        (
+            "refcount blocks shared",
+            Box::new(|p| patch(p, 0x10008, &0x20000u64.to_be_bytes())),
+            "shared",
+        ),
+        (
             "AES encryption",
             Box::new(|p| patch(p, 32, &1u32.to_be_bytes())),
             "encrypted",
@@ -462,7 +472,12 @@ fn malformed_images_are_refused_without_writing() {
         // Features that only matter for writing still allow reading.
         let ro_ok = matches!(
             name,
-            "refcount block beyond file" | "corrupt bit" | "extended L2" | "snapshots"
+            "refcount block beyond file"
+                | "refcount block on the L1 table"
+                | "refcount blocks shared"
+                | "corrupt bit"
+                | "extended L2"
+                | "snapshots"
         );
         match Qcow2Backstore::open(&p, true) {
             Ok(b) => {

@@ -191,6 +191,18 @@ fn parameter_list_errors() {
     );
     let p = list(1, 0, &[cscd(&naa, 512)], &[seg(0, 0, 8, 0, BLOCKS - 1)]);
     assert_eq!(h.check(&xcopy_cdb(p.len()), &p).key, SenseKey::CopyAborted);
+    // LIST ID USAGE 01b is reserved; inline data is not supported.
+    let p = list(1, 1, &[cscd(&naa, 512)], &[seg(0, 0, 8, 0, 100)]);
+    let s = h.check(&xcopy_cdb(p.len()), &p);
+    assert_sense(s, SenseKey::IllegalRequest, 0x26, 0x00);
+    assert_eq!(s.field_pointer.unwrap().byte, 1);
+    let mut p = list(1, 0, &[cscd(&naa, 512)], &[seg(0, 0, 8, 0, 100)]);
+    p[15] = 4;
+    p.extend_from_slice(&[0; 4]);
+    assert_eq!(
+        h.check(&xcopy_cdb(p.len()), &p).field_pointer.unwrap().byte,
+        12
+    );
     // LU ID TYPE is ignored (SPC-4).
     let mut c = cscd(&naa, 512);
     c[1] = 0x80;

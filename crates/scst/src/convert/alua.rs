@@ -199,7 +199,7 @@ impl<'a> Converter<'a> {
                         Fidelity::Approximate,
                         format!("TARGET_GROUP {}", tg.name),
                         format!(
-                            "{} also belong to LIO's default_tg_pt_gp and take its state, where SCST applied no \
+                            "LIO's default_tg_pt_gp also holds {} and gives it this state, where SCST applied no \
                              ALUA state to ports outside the target groups",
                             outside.join(", ")
                         ),
@@ -279,7 +279,6 @@ impl<'a> Converter<'a> {
                 }
             }
             Some(TargetState::NotImported(why)) => {
-                let why = format!("the target is not imported: {why}");
                 self.push(m.pos, Fidelity::Unsupported, construct, why.clone());
                 for a in attrs {
                     self.attr(a, Fidelity::Unsupported, why.clone());

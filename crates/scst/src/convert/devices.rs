@@ -151,10 +151,9 @@ impl<'a> Converter<'a> {
                 let a = find(&attrs, "filename").ok_or_else(|| {
                     Error::new(
                         d.pos,
-                        ErrorKind::BadValue {
-                            attribute: "filename".into(),
-                            value: String::new(),
-                            reason: format!("{handler} devices need a filename; SCST refuses to create them without one"),
+                        ErrorKind::MissingAttribute {
+                            attribute: "filename",
+                            reason: format!("SCST refuses to create {handler} devices without one"),
                         },
                     )
                 })?;
@@ -340,6 +339,7 @@ impl<'a> Converter<'a> {
             so: so_index,
             read_only,
             passthrough: kind == Kind::Passthrough,
+            disk: kind != Kind::Passthrough || handler == "dev_disk",
             expl_alua,
         })
     }
@@ -577,7 +577,9 @@ impl<'a> Converter<'a> {
                 }
             }
             "bind_alua_state" if matches!(kind, Kind::Fileio | Kind::Blockio) => {
-                if boolean(a)? {
+                if boolean(a)? && f.in_dg.is_none() {
+                    self.attr(a, Ignored, "no effect outside a DEVICE_GROUP, in SCST as well");
+                } else if boolean(a)? {
                     self.attr(
                         a,
                         Unsupported,

@@ -50,6 +50,8 @@ struct Use {
     dev: usize,
     /// Effective read-only: the LUN's `read_only` or the device's.
     ro: bool,
+    /// A direct-access device (LIO's demo mode write-protects only those).
+    disk: bool,
     pos: Pos,
 }
 
@@ -65,11 +67,18 @@ fn same_set(a: &[Use], b: &[Use]) -> bool {
     ka == kb
 }
 
+/// Whether demo mode write-protects a LUN: `demo_mode_write_protect` applies to
+/// direct-access devices only (core_tpg_add_node_to_devs, "Allow only optical drives to
+/// issue R/W in default RO demo mode").
+fn demo_ro(u: &Use, wp: bool) -> bool {
+    wp && u.disk
+}
+
 /// Whether demo mode showing `f` (write-protected when `wp`) gives nothing beyond `g`.
 fn grants_no_more(f: &[Use], g: &[Use], wp: bool) -> bool {
     f.iter().all(|x| {
         g.iter()
-            .any(|y| y.number == x.number && y.dev == x.dev && (wp || !y.ro))
+            .any(|y| y.number == x.number && y.dev == x.dev && (demo_ro(x, wp) || !y.ro))
     })
 }
 
@@ -127,6 +136,8 @@ enum ParamKind {
     Digest,
     /// Markers (RFC 7143 dropped them; LIO supports only No).
     Marker,
+    /// Marker intervals.
+    MarkInt,
     /// Not an LIO parameter.
     NotInLio,
 }
@@ -147,8 +158,10 @@ fn param_kind(name: &str) -> Option<ParamKind> {
         }
         "HeaderDigest" | "DataDigest" => ParamKind::Digest,
         "OFMarker" | "IFMarker" => ParamKind::Marker,
-        "OFMarkInt" | "IFMarkInt" | "MaxAHSLength" | "TaggedBufferForSolicitedDataOnly" | "iSERHelloRequired"
-        | "MaxOutstandingUnexpectedPDUs" => ParamKind::NotInLio,
+        "OFMarkInt" | "IFMarkInt" => ParamKind::MarkInt,
+        "MaxAHSLength" | "TaggedBufferForSolicitedDataOnly" | "iSERHelloRequired" | "MaxOutstandingUnexpectedPDUs" => {
+            ParamKind::NotInLio
+        }
         _ => return None,
     })
 }
@@ -331,7 +344,7 @@ impl<'a> Converter<'a> {
                         self.attr(a, Fidelity::Unsupported, why.clone());
                     }
                 }
-                Some((i, DevState::Imported { read_only, .. })) => {
+                Some((i, DevState::Imported { read_only, disk, .. })) => {
                     for a in attrs {
                         if a.name == "read_only" {
                             if lun_ro {
@@ -353,6 +366,7 @@ impl<'a> Converter<'a> {
                         number: l.number,
                         dev: i,
                         ro: lun_ro || read_only,
+                        disk,
                         pos: l.pos,
                     });
                 }
@@ -383,7 +397,7 @@ impl<'a> Converter<'a> {
                 if lower != t.name && validate_iscsi_name(&lower).is_ok() {
                     (lower, Some(e))
                 } else {
-                    let why = format!("LIO rejects the target name: {e}");
+                    let why = format!("the target is not imported: LIO rejects its name: {e}");
                     self.targets.insert(t.name.as_str(), TargetState::NotImported(why.clone()));
                     self.not_imported_target(t, &why);
                     return Ok(());
@@ -391,7 +405,10 @@ impl<'a> Converter<'a> {
             }
         };
         if self.out.targets.iter().any(|x| x.fabric == "iscsi" && x.wwn == wwn) {
-            let why = format!("{wwn} is already imported from another TARGET (iSCSI names are case-insensitive)");
+            let why = format!(
+                "the target is not imported: {wwn} is already imported from another TARGET (iSCSI names are \
+                 case-insensitive)"
+            );
             self.targets.insert(t.name.as_str(), TargetState::NotImported(why.clone()));
             self.not_imported_target(t, &why);
             return Ok(());
@@ -404,6 +421,7 @@ impl<'a> Converter<'a> {
         let mut parameters = Settings::new();
         let mut deferred = Deferred::default();
         let mut enabled = false;
+        let mut enabled_given = false;
         let mut rel_tgt_id: Option<(u64, Pos)> = None;
         let mut portals: Vec<Portal> = Vec::new();
         let mut allowed_portals = 0usize;
@@ -418,6 +436,7 @@ impl<'a> Converter<'a> {
             match name {
                 "enabled" => {
                     enabled = boolean(a)?;
+                    enabled_given = true;
                     let d = match (enabled, driver_enabled) {
                         (true, true) => "TPG enable true".to_owned(),
                         (true, false) => "TPG enable false: the iSCSI driver itself is not enabled".to_owned(),
@@ -610,7 +629,7 @@ impl<'a> Converter<'a> {
             Some(m) => format!("GROUP {}", groups[m].g.name),
             None => "the default LUN set".to_owned(),
         };
-        let demo_wp = f_uses.iter().any(|u| u.ro);
+        let demo_wp = f_uses.iter().any(|u| u.ro && u.disk);
 
         // Authentication accounts (group-level ones are an extension SCST lacks).
         let target_in = deferred.incoming.first().map(|(_, acc)| acc.clone());
@@ -671,6 +690,8 @@ impl<'a> Converter<'a> {
         }
         let mut plans: Vec<AclPlan<'a>> = Vec::new();
         let mut acl_names: HashMap<String, Pos> = HashMap::new();
+        // Groups that serve an initiator whose name LIO rejects.
+        let mut failed: HashSet<usize> = HashSet::new();
         for (gidx, g) in groups.iter().enumerate() {
             for &i in &g.exact {
                 let construct = format!("INITIATOR {}", i.name);
@@ -692,6 +713,7 @@ impl<'a> Converter<'a> {
                                 format!("LIO rejects this initiator name: {e}"),
                             );
                             self.not_imported_attrs(&i.attributes, "its INITIATOR is not imported");
+                            failed.insert(effective(&i.name).unwrap_or(gidx));
                             continue;
                         }
                     }
@@ -719,6 +741,15 @@ impl<'a> Converter<'a> {
 
         // Demo mode must not show anyone more than SCST did.
         let mut blockers: Vec<String> = Vec::new();
+        for u in f_uses.iter().filter(|u| u.ro && !u.disk) {
+            blockers.push(format!(
+                "LIO's demo mode cannot write-protect LUN {} (line {}): it write-protects disks only and {} is \
+                 not a disk",
+                u.number,
+                u.pos.line,
+                self.dev_name(u.dev)
+            ));
+        }
         if !f_uses.is_empty() {
             for &gi in &order {
                 let g = &groups[gi];
@@ -970,6 +1001,13 @@ impl<'a> Converter<'a> {
                     }
                 } else if is_fallback {
                     self.fallback_lun_finding(u, &construct, demo, demo_wp, &blocked, "this group");
+                } else if failed.contains(&gi) {
+                    self.push(
+                        u.pos,
+                        Fidelity::Unsupported,
+                        construct,
+                        "LIO rejects the names of the initiators SCST serves with this group; nobody gets this LUN",
+                    );
                 } else if live_patterns && demo && in_f {
                     self.push(
                         u.pos,
@@ -1013,13 +1051,19 @@ impl<'a> Converter<'a> {
             .count();
         for (k, (a, acc)) in deferred.incoming.iter().enumerate() {
             if k == 0 {
-                let mut d = format!(
-                    "CHAP required (TPG attribute authentication 1): the account of {with_target_creds} node ACL(s)"
-                );
-                if demo {
-                    d.push_str(" and of the TPG for initiators without a node ACL");
+                let mut users = Vec::new();
+                if with_target_creds > 0 {
+                    users.push(format!("{with_target_creds} node ACL(s)"));
                 }
-                self.attr(a, Fidelity::Exact, d);
+                if demo {
+                    users.push("the TPG, for initiators without a node ACL".to_owned());
+                }
+                let users = if users.is_empty() {
+                    "nothing uses it: no initiator can reach this target".to_owned()
+                } else {
+                    format!("set on {}", users.join(" and "))
+                };
+                self.attr(a, Fidelity::Exact, format!("CHAP required (TPG attribute authentication 1); {users}"));
             } else {
                 self.attr(
                     a,
@@ -1086,8 +1130,9 @@ impl<'a> Converter<'a> {
             .map(Portal::dir_name)
             .collect::<Vec<_>>()
             .join(", ");
+        let enable_note = if enabled_given { "" } else { " (no 'enabled 1': SCST's default is disabled)" };
         let mut detail = format!(
-            "iSCSI target {wwn}, TPG tag {tag}, enable {tpg_enable}, {} LUN(s), {acl_count} node ACL(s), demo mode {}, portals: {}",
+            "iSCSI target {wwn}, TPG tag {tag}, enable {tpg_enable}{enable_note}, {} LUN(s), {acl_count} node ACL(s), demo mode {}, portals: {}",
             tpg.luns.len(),
             if demo { "on" } else { "off" },
             if portal_list.is_empty() { "none (unreachable until one is added)".to_owned() } else { portal_list }
@@ -1125,7 +1170,7 @@ impl<'a> Converter<'a> {
 
     fn fallback_lun_finding(&mut self, u: &Use, construct: &str, demo: bool, demo_wp: bool, blocked: &str, set: &str) {
         if demo {
-            if demo_wp && !u.ro {
+            if demo_ro(u, demo_wp) && !u.ro {
                 self.push(
                     u.pos,
                     Fidelity::Approximate,
@@ -1166,14 +1211,17 @@ impl<'a> Converter<'a> {
         match kind {
             ParamKind::Number(min, max) => {
                 let v = ulong(a)?;
-                if (min..=max).contains(&v) {
+                if v < min {
+                    return Err(bad_value(a, format!("below the minimum {min} of RFC 7143 13; SCST rejects it")));
+                }
+                if v <= max {
                     parameters.insert(name.to_owned(), ConfigValue::Str(v.to_string()));
                     self.attr(a, Fidelity::Exact, format!("TPG parameter {name} {v}"));
                 } else {
                     self.attr(
                         a,
                         Fidelity::Unsupported,
-                        format!("LIO accepts {min}-{max} (RFC 7143 13); LIO's default is used"),
+                        format!("LIO accepts at most {max} (RFC 7143 13); LIO's default is used"),
                     );
                 }
             }
@@ -1193,6 +1241,13 @@ impl<'a> Converter<'a> {
                 } else {
                     self.attr(a, Fidelity::Unsupported, "LIO does not support markers (dropped by RFC 7143)");
                 }
+            }
+            ParamKind::MarkInt => {
+                self.attr(
+                    a,
+                    Fidelity::Ignored,
+                    "markers are never used: iSCSI-SCST, like LIO, only supports OFMarker and IFMarker No",
+                );
             }
             ParamKind::NotInLio => {
                 self.attr(a, Fidelity::Unsupported, "not an LIO iSCSI parameter");

@@ -40,6 +40,8 @@ enum DevState {
         read_only: bool,
         /// A pass-through (pscsi) device.
         passthrough: bool,
+        /// A direct-access (SBC) device: LIO's demo mode write-protects only these.
+        disk: bool,
         /// `expl_alua 1`.
         expl_alua: bool,
     },
@@ -216,8 +218,8 @@ impl<'a> Converter<'a> {
                         }
                         _ => "unknown target driver",
                     };
-                    let why = format!("TARGET_DRIVER {other}: {why}");
-                    self.push(d.pos, Fidelity::Unsupported, format!("TARGET_DRIVER {other}"), why.clone());
+                    self.push(d.pos, Fidelity::Unsupported, format!("TARGET_DRIVER {other}"), why);
+                    let why = format!("TARGET_DRIVER {other} is not imported: {why}");
                     self.not_imported_attrs(&d.attributes, &why);
                     for t in &d.targets {
                         self.targets.insert(t.name.as_str(), TargetState::NotImported(why.clone()));
@@ -266,7 +268,9 @@ impl<'a> Converter<'a> {
         }
         for t in &d.targets {
             self.targets
-                .insert(t.name.as_str(), TargetState::NotImported("SCST's copy manager target".into()));
+                .insert(t.name.as_str(), TargetState::NotImported(
+                "SCST's copy manager target is not imported: LIO needs none".into(),
+            ));
             self.push(t.pos, Fidelity::Exact, format!("TARGET {}", t.name), why);
             if let Some(p) = t.hw_target {
                 self.push(p, Fidelity::Ignored, "HW_TARGET", "marks SCST's built-in copy manager target");

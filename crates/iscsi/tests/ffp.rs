@@ -1,0 +1,585 @@
+//! End-to-end tests: the real server on 127.0.0.1:0 driven by the test initiator.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use rustio_iscsi::config::{AclConfig, ChapCredentials, MappedLunConfig};
+use rustio_iscsi::pdu::{
+    BhsInfo, Header, LogoutReason, NopOut, Pdu, SnackRequest, TmfFunction, BHS_LEN, RESERVED_TAG,
+};
+
+#[test]
+fn inquiry_read_write_roundtrip() {
+    let (h, addr) = start(|_, _| {});
+    let mut i = Initiator::connect(addr);
+    assert!(i.login(&LoginOpts::default()));
+    assert_eq!(i.key("MaxRecvDataSegmentLength"), Some("65536"));
+    assert_eq!(i.key("MaxBurstLength"), Some("16384"));
+
+    let r = i.scsi(0, &[0x12, 0, 0, 0, 96, 0], 96, &[], 0);
+    assert_eq!(r.status, 0);
+    assert_eq!(r.data.len(), 96);
+    assert_eq!(r.data[0] & 0x1f, 0, "direct access block device");
+
+    // READ CAPACITY(10): 8192 blocks of 512.
+    let r = i.scsi(0, &[0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0], 8, &[], 0);
+    assert_eq!(r.data, [0, 0, 0x1f, 0xff, 0, 0, 2, 0]);
+
+    // Write 64 KiB: 4 KiB immediate (FirstBurstLength), the rest in R2T bursts of
+    // MaxBurstLength (16 KiB) — 4 R2Ts with MaxOutstandingR2T=1.
+    let data = pattern(65536, 7);
+    let r = i.scsi(0, &write10(100, 128), 0, &data, 4096);
+    assert_eq!(r.status, 0, "sense {:?}", r.sense);
+    assert_eq!(r.r2ts, 4);
+    // Read it back: our MaxRecvDataSegmentLength is 8192 → 8 Data-In PDUs, status in
+    // the last one.
+    let r = i.scsi(0, &read10(100, 128), 65536, &[], 0);
+    assert_eq!(r.status, 0);
+    assert_eq!(r.data_pdus, 8);
+    assert!(r.data == data);
+    assert!(!r.underflow && !r.overflow);
+    h.shutdown();
+}
+
+#[test]
+fn residuals() {
+    let (h, addr) = start(|_, _| {});
+    let mut i = Initiator::connect(addr);
+    assert!(i.login(&LoginOpts::default()));
+    // READ of 1 block with EDTL 2 blocks: underflow of 512.
+    let r = i.scsi(0, &read10(0, 1), 1024, &[], 0);
+    assert_eq!(r.status, 0);
+    assert!(r.underflow);
+    assert_eq!(r.residual, 512);
+    assert_eq!(r.data.len(), 512);
+    // READ of 2 blocks with EDTL 1 block: overflow of 512, only 512 bytes sent.
+    let r = i.scsi(0, &read10(0, 2), 512, &[], 0);
+    assert!(r.overflow);
+    assert_eq!(r.residual, 512);
+    assert_eq!(r.data.len(), 512);
+    // WRITE of 2 blocks with EDTL 1 block: GOOD, overflow 512, only block 0 written.
+    let ones = vec![1u8; 1024];
+    assert_eq!(i.scsi(0, &write10(10, 2), 0, &ones, 1024).status, 0);
+    let twos = vec![2u8; 512];
+    let r = i.scsi(0, &write10(10, 2), 0, &twos, 512);
+    assert_eq!(r.status, 0);
+    assert!(r.overflow);
+    assert_eq!(r.residual, 512);
+    let r = i.scsi(0, &read10(10, 2), 1024, &[], 0);
+    assert!(r.data[..512].iter().all(|&b| b == 2));
+    assert!(r.data[512..].iter().all(|&b| b == 1));
+    // WRITE of 1 block with EDTL 2 blocks: underflow.
+    let r = i.scsi(0, &write10(10, 1), 0, &ones, 1024);
+    assert_eq!(r.status, 0);
+    assert!(r.underflow);
+    assert_eq!(r.residual, 512);
+    h.shutdown();
+}
+
+#[test]
+fn digests_end_to_end() {
+    let (h, addr) = start(|_, _| {});
+    let mut i = Initiator::connect(addr);
+    let mut o = LoginOpts::default();
+    o.keys[0].1 = "CRC32C".into();
+    o.keys[1].1 = "CRC32C".into();
+    assert!(i.login(&o));
+    assert_eq!(i.key("HeaderDigest"), Some("CRC32C"));
+    assert!(i.digests.header && i.digests.data);
+    // 20 KiB with digests on every PDU (immediate, Data-Out, Data-In).
+    let data = pattern(20480, 3);
+    let r = i.scsi(0, &write10(0, 40), 0, &data, 4096);
+    assert_eq!(r.status, 0);
+    let r = i.scsi(0, &read10(0, 40), 20480, &[], 0);
+    assert!(r.data == data);
+    // A corrupted data digest on a NOP-Out gets a Reject with reason 0x02.
+    let nop = Pdu::new(
+        Header::NopOut(NopOut {
+            immediate: true,
+            lun: 0,
+            itt: 999,
+            ttt: RESERVED_TAG,
+            cmd_sn: i.cmd_sn,
+            exp_stat_sn: i.exp_stat_sn,
+        }),
+        b"ping".to_vec(),
+    );
+    let mut wire = nop.encode(i.digests);
+    let n = wire.len();
+    wire[n - 1] ^= 0xff;
+    i.send_raw(&wire);
+    let p = i.recv();
+    let Header::Reject(r) = p.header else { panic!("{:?}", p.header) };
+    assert_eq!(r.reason, 0x02);
+    // The session still works.
+    assert_eq!(i.scsi(0, &[0, 0, 0, 0, 0, 0], 0, &[], 0).status, 0);
+    h.shutdown();
+}
+
+#[test]
+fn bad_pdus_get_rejects() {
+    let (h, addr) = start(|_, _| {});
+    let mut i = Initiator::connect(addr);
+    assert!(i.login(&LoginOpts::default()));
+    // Unknown opcode 0x1c: Reject "command not supported", BHS echoed.
+    let mut bhs = [0u8; BHS_LEN];
+    bhs[0] = 0x1c;
+    bhs[16..20].copy_from_slice(&77u32.to_be_bytes());
+    i.send_raw(&bhs);
+    let p = i.recv();
+    let Header::Reject(r) = p.header else { panic!("{:?}", p.header) };
+    assert_eq!(r.reason, 0x05);
+    assert_eq!(&p.data[..], &bhs[..]);
+    // Oversized data segment (> our 65536): protocol error, stream stays in step.
+    let big = Pdu::new(
+        Header::NopOut(NopOut {
+            immediate: true,
+            lun: 0,
+            itt: 5,
+            ttt: RESERVED_TAG,
+            cmd_sn: i.cmd_sn,
+            exp_stat_sn: i.exp_stat_sn,
+        }),
+        vec![0u8; 70000],
+    );
+    i.send(&big);
+    let p = i.recv();
+    let Header::Reject(r) = p.header else { panic!("{:?}", p.header) };
+    assert_eq!(r.reason, 0x04);
+    assert_eq!(BhsInfo::of(p.data[..48].try_into().unwrap()).data_len, 70000);
+    // SNACK at ErrorRecoveryLevel 0: protocol error.
+    i.send(&Pdu::new(
+        Header::SnackRequest(SnackRequest {
+            snack_type: 0,
+            lun: 0,
+            itt: 3,
+            ttt: RESERVED_TAG,
+            exp_stat_sn: i.exp_stat_sn,
+            beg_run: 0,
+            run_length: 0,
+        }),
+        vec![],
+    ));
+    let Header::Reject(r) = i.recv().header else { panic!() };
+    assert_eq!(r.reason, 0x04);
+    // Data-Out for a task that does not exist: invalid PDU field.
+    i.send(&Pdu::new(
+        Header::DataOut(rustio_iscsi::pdu::DataOut {
+            final_bit: true,
+            lun: 0,
+            itt: 4242,
+            ttt: 9,
+            exp_stat_sn: i.exp_stat_sn,
+            data_sn: 0,
+            buffer_offset: 0,
+        }),
+        vec![1; 512],
+    ));
+    let Header::Reject(r) = i.recv().header else { panic!() };
+    assert_eq!(r.reason, 0x09);
+    // Non-immediate command with CmdSN beyond MaxCmdSN: silently ignored.
+    let (_, mut pdu) = i.command(0, &[0, 0, 0, 0, 0, 0], false, false, 0, vec![]);
+    i.cmd_sn -= 1;
+    if let Header::ScsiCommand(c) = &mut pdu.header {
+        c.cmd_sn = i.max_cmd_sn.wrapping_add(1);
+    }
+    i.send(&pdu);
+    // Next in-window command answers; the ignored one never does.
+    let r = i.scsi(0, &[0, 0, 0, 0, 0, 0], 0, &[], 0);
+    assert_eq!(r.status, 0);
+    // NOP-Out ping echoes its data.
+    let p = i.nop(b"hello");
+    let Header::NopIn(n) = p.header else { panic!() };
+    assert_eq!(n.ttt, RESERVED_TAG);
+    assert_eq!(p.data, b"hello");
+    h.shutdown();
+}
+
+#[test]
+fn garbage_never_hurts_other_sessions() {
+    let (h, addr) = start(|_, _| {});
+    let mut good = Initiator::connect(addr);
+    assert!(good.login(&LoginOpts::default()));
+    for seed in 0u8..20 {
+        let mut bad = Initiator::connect(addr);
+        // Random bytes before login: the connection is dropped, nothing else happens.
+        let junk = pattern(300 + seed as usize * 7, seed);
+        bad.send_raw(&junk);
+    }
+    // Garbage in full feature phase on another session.
+    let mut bad = Initiator::connect(addr);
+    let mut o = LoginOpts::default();
+    o.isid[5] = 1;
+    assert!(bad.login(&o));
+    for seed in 0u8..10 {
+        let mut junk = pattern(48, seed);
+        junk[0] = 0x1d; // an unknown opcode keeps the framing valid
+        junk[4] = 0;
+        junk[5..8].copy_from_slice(&[0, 0, 0]);
+        bad.send_raw(&junk);
+        let Header::Reject(_) = bad.recv().header else { panic!() };
+    }
+    let r = good.scsi(0, &read10(0, 8), 4096, &[], 0);
+    assert_eq!(r.status, 0);
+    h.shutdown();
+}
+
+#[test]
+fn task_management() {
+    let (h, addr) = start(|_, _| {});
+    let mut i = Initiator::connect(addr);
+    assert!(i.login(&LoginOpts::default()));
+    assert_eq!(i.tmf(TmfFunction::AbortTask, 0, 12345), 1, "task does not exist");
+    assert_eq!(i.tmf(TmfFunction::AbortTaskSet, 0, 0), 0);
+    assert_eq!(i.tmf(TmfFunction::ClearTaskSet, 0, 0), 0);
+    assert_eq!(i.tmf(TmfFunction::LunReset, 0, 0), 0);
+    assert_eq!(i.tmf(TmfFunction::LunReset, 7, 0), 2, "LUN does not exist");
+    assert_eq!(i.tmf(TmfFunction::TaskReassign, 0, 0), 4);
+    assert_eq!(i.tmf(TmfFunction::Other(100), 0, 0), 255);
+    // A write waiting for Data-Out is aborted: no response for it, TMF completes.
+    let (itt, pdu) = i.command(0, &write10(0, 8), false, true, 4096, vec![]);
+    i.send(&pdu);
+    let Header::R2t(_) = i.recv().header else { panic!() };
+    assert_eq!(i.tmf(TmfFunction::AbortTask, 0, itt), 0);
+    // After a LUN reset the next command sees a unit attention.
+    let r = i.scsi(0, &[0, 0, 0, 0, 0, 0], 0, &[], 0);
+    assert_eq!(r.status, 2);
+    assert_eq!(r.sense[2] & 0x0f, 6, "UNIT ATTENTION");
+    assert_eq!(i.tmf(TmfFunction::TargetWarmReset, 0, 0), 0);
+    // Cold reset: the response arrives, then the connection is closed.
+    assert_eq!(i.tmf(TmfFunction::TargetColdReset, 0, 0), 0);
+    assert!(i.try_recv().is_none());
+    h.shutdown();
+}
+
+#[test]
+fn discovery_and_text() {
+    let (h, addr) = start(|_, _| {});
+    let mut d = Initiator::connect(addr);
+    let o = LoginOpts {
+        target: None,
+        ..LoginOpts::default()
+    };
+    assert!(d.login(&o));
+    let r = d.text(&[("SendTargets", "All")]);
+    assert_eq!(r[0], ("TargetName".into(), TARGET.into()));
+    assert_eq!(r[1], ("TargetAddress".into(), format!("{addr},1")));
+    let r = d.text(&[("SendTargets", "Alle")]);
+    assert_eq!(r, vec![("SendTargets".into(), "Reject".into())]);
+    let r = d.text(&[("SendTargetsPlease", "All")]);
+    assert_eq!(r, vec![("SendTargetsPlease".into(), "NotUnderstood".into())]);
+    // SCSI commands are not allowed in a discovery session.
+    let (_, pdu) = d.command(0, &[0, 0, 0, 0, 0, 0], false, false, 0, vec![]);
+    d.send(&pdu);
+    let Header::Reject(r) = d.recv().header else { panic!() };
+    assert_eq!(r.reason, 0x04);
+    assert_eq!(d.logout(LogoutReason::CloseSession, 1), 0);
+
+    // SendTargets in a normal session returns the session's target.
+    let mut n = Initiator::connect(addr);
+    assert!(n.login(&LoginOpts::default()));
+    let r = n.text(&[("SendTargets", "")]);
+    assert_eq!(r[0].1, TARGET);
+    assert_eq!(n.logout(LogoutReason::RemoveForRecovery, 1), 2);
+    assert_eq!(n.logout(LogoutReason::CloseConnection, 9), 1, "CID not found");
+    assert_eq!(n.logout(LogoutReason::CloseConnection, 1), 0);
+    assert!(n.try_recv().is_none());
+    h.shutdown();
+}
+
+#[test]
+fn acl_and_chap() {
+    let (h, addr) = start(|_, tpg| {
+        tpg.generate_node_acls = false;
+        tpg.authentication = true;
+        tpg.acls.push(AclConfig {
+            initiator: INITIATOR.into(),
+            chap: Some(ChapCredentials {
+                userid: "user".into(),
+                password: "secret123456".into(),
+                mutual: None,
+            }),
+            mapped_luns: vec![MappedLunConfig {
+                index: 3,
+                tpg_lun: 0,
+                write_protect: true,
+            }],
+        });
+    });
+    // Unknown initiator: authorization failure 0x0202.
+    let mut i = Initiator::connect(addr);
+    let o = LoginOpts {
+        initiator: "iqn.2024-01.org.rustio.test:stranger".into(),
+        ..LoginOpts::default()
+    };
+    assert!(!i.login(&o));
+    assert_eq!(i.login_status, (2, 2));
+    // No CHAP while required: 0x0201.
+    let mut i = Initiator::connect(addr);
+    assert!(!i.login(&LoginOpts::default()));
+    assert_eq!(i.login_status, (2, 1));
+    // Wrong secret: 0x0201.
+    let mut i = Initiator::connect(addr);
+    let o = LoginOpts {
+        chap: Some(("user".into(), "wrong".into())),
+        ..LoginOpts::default()
+    };
+    assert!(!i.login(&o));
+    assert_eq!(i.login_status, (2, 1));
+    // Right secret: in, and the ACL maps TPG LUN 0 as LUN 3, write protected.
+    let mut i = Initiator::connect(addr);
+    let o = LoginOpts {
+        chap: Some(("user".into(), "secret123456".into())),
+        ..LoginOpts::default()
+    };
+    assert!(i.login(&o));
+    let r = i.scsi(3, &read10(0, 1), 512, &[], 0);
+    assert_eq!(r.status, 0);
+    let r = i.scsi(3, &write10(0, 1), 0, &[0u8; 512], 512);
+    assert_eq!(r.status, 2);
+    assert_eq!(r.sense[2] & 0x0f, 7, "DATA PROTECT");
+    // LUN 0 is not mapped for this initiator.
+    let r = i.scsi(0, &read10(0, 1), 512, &[], 0);
+    assert_eq!(r.status, 2);
+    assert_eq!((r.sense[12], r.sense[13]), (0x25, 0x00), "LOGICAL UNIT NOT SUPPORTED");
+    h.shutdown();
+}
+
+#[test]
+fn session_reinstatement_and_multi_connection() {
+    let (h, addr) = start(|_, tpg| {
+        tpg.params.offer.max_connections = 2;
+    });
+    let mut a = Initiator::connect(addr);
+    let mut o = LoginOpts::default();
+    o.keys.push(("MaxConnections".into(), "4".into()));
+    assert!(a.login(&o));
+    assert_eq!(a.key("MaxConnections"), Some("2"));
+    let tsih = a.tsih;
+    // Second connection of the same session.
+    let mut b = Initiator::connect(addr);
+    let o2 = LoginOpts {
+        tsih,
+        cid: 2,
+        ..o.clone()
+    };
+    assert!(b.login(&o2));
+    assert_eq!(b.tsih, tsih);
+    // Commands on both connections share the session's CmdSN space.
+    b.cmd_sn = a.cmd_sn;
+    let r = b.scsi(0, &read10(0, 1), 512, &[], 0);
+    assert_eq!(r.status, 0);
+    a.cmd_sn = b.cmd_sn;
+    let r = a.scsi(0, &read10(0, 1), 512, &[], 0);
+    assert_eq!(r.status, 0);
+    // A third connection exceeds MaxConnections=2: 0x0206.
+    let mut c = Initiator::connect(addr);
+    let o3 = LoginOpts {
+        tsih,
+        cid: 3,
+        ..o.clone()
+    };
+    assert!(!c.login(&o3));
+    assert_eq!(c.login_status, (2, 6));
+    // A TSIH that does not exist: 0x020a.
+    let mut c = Initiator::connect(addr);
+    let o4 = LoginOpts {
+        tsih: tsih.wrapping_add(100),
+        cid: 3,
+        ..o.clone()
+    };
+    assert!(!c.login(&o4));
+    assert_eq!(c.login_status, (2, 0x0a));
+    // Logging in again with TSIH 0 and the same ISID reinstates: old connections drop.
+    let mut n = Initiator::connect(addr);
+    assert!(n.login(&o));
+    assert_ne!(n.tsih, tsih);
+    assert!(a.try_recv().is_none());
+    assert!(b.try_recv().is_none());
+    assert_eq!(n.scsi(0, &read10(0, 1), 512, &[], 0).status, 2, "UA after nexus loss");
+    assert_eq!(n.scsi(0, &read10(0, 1), 512, &[], 0).status, 0);
+    h.shutdown();
+}
+
+#[test]
+fn many_sessions_in_parallel() {
+    let (h, addr) = start(|_, _| {});
+    let threads: Vec<_> = (0..8u8)
+        .map(|k| {
+            std::thread::spawn(move || {
+                let mut i = Initiator::connect(addr);
+                let mut o = LoginOpts::default();
+                o.isid[5] = k;
+                assert!(i.login(&o));
+                for n in 0..20u32 {
+                    let lba = u32::from(k) * 64 + (n % 8) * 8;
+                    let data = pattern(4096, k.wrapping_add(n as u8));
+                    assert_eq!(i.scsi(0, &write10(lba, 8), 0, &data, 4096).status, 0);
+                    let r = i.scsi(0, &read10(lba, 8), 4096, &[], 0);
+                    assert!(r.data == data);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert!(h.metrics_text().contains("rustio_lun_write_commands_total{target=\"iqn.2024-01.org.rustio.test:disk\",tpg=\"1\",lun=\"0\",backstore=\"lun0\"} 160"));
+    h.shutdown();
+}
+
+#[test]
+fn pipelined_commands_and_window() {
+    let (h, addr) = start(|_, _| {});
+    let mut i = Initiator::connect(addr);
+    assert!(i.login(&LoginOpts::default()));
+    // queue_depth 16: MaxCmdSN - ExpCmdSN + 1 == 16.
+    assert_eq!(i.max_cmd_sn.wrapping_sub(i.exp_cmd_sn) + 1, 16);
+    let mut itts = Vec::new();
+    for k in 0..16u32 {
+        let (itt, pdu) = i.command(0, &read10(k * 8, 8), true, false, 4096, vec![]);
+        i.send(&pdu);
+        itts.push(itt);
+    }
+    let mut done = 0;
+    while done < 16 {
+        let p = i.recv();
+        if let Header::DataIn(h) = p.header {
+            if h.status_present {
+                assert!(itts.contains(&h.itt));
+                done += 1;
+            }
+        }
+    }
+    h.shutdown();
+}
+
+#[test]
+fn shutdown_requests_logout() {
+    let (h, addr) = start(|_, _| {});
+    let mut i = Initiator::connect(addr);
+    assert!(i.login(&LoginOpts::default()));
+    let t = std::thread::spawn(move || h.shutdown());
+    let p = i.recv();
+    let Header::AsyncMessage(m) = p.header else { panic!("{:?}", p.header) };
+    assert_eq!(m.event, 1);
+    assert!(m.param3 >= 1);
+    assert_eq!(i.logout(LogoutReason::CloseSession, 1), 0);
+    t.join().unwrap();
+}
+
+#[test]
+fn reload_keeps_unaffected_sessions() {
+    let (h, addr) = start(|_, _| {});
+    let mut i = Initiator::connect(addr);
+    assert!(i.login(&LoginOpts::default()));
+    // Same configuration plus another target: the session continues.
+    let mut cfg = (*h.config()).clone();
+    let mut tpg = rustio_iscsi::TpgConfig::new(1);
+    tpg.portals.push(rustio_iscsi::PortalConfig { addr });
+    tpg.generate_node_acls = true;
+    cfg.targets.push(Arc::new(rustio_iscsi::TargetConfig {
+        iqn: "iqn.2024-01.org.rustio.test:second".into(),
+        tpgs: vec![Arc::new(tpg)],
+    }));
+    let report = h.reload(cfg.clone()).unwrap();
+    assert_eq!(report.sessions_closed, 0);
+    assert_eq!(report.sessions_kept, 1);
+    assert_eq!(i.scsi(0, &read10(0, 1), 512, &[], 0).status, 0);
+    let mut j = Initiator::connect(addr);
+    let o = LoginOpts {
+        target: Some("iqn.2024-01.org.rustio.test:second".into()),
+        ..LoginOpts::default()
+    };
+    assert!(j.login(&o));
+    // Removing the first target closes its session.
+    cfg.targets.remove(0);
+    let report = h.reload(cfg).unwrap();
+    assert_eq!(report.sessions_closed, 1);
+    assert!(i.try_recv().is_none());
+    h.shutdown();
+}
+
+#[test]
+fn immediate_command_and_unsolicited_data() {
+    let (h, addr) = start(|_, tpg| {
+        tpg.params.offer.initial_r2t = false;
+        tpg.params.offer.first_burst_length = 8192;
+    });
+    let mut i = Initiator::connect(addr);
+    let mut o = LoginOpts::default();
+    o.keys[3].1 = "No".into(); // InitialR2T=No
+    o.keys[6].1 = "8192".into(); // FirstBurstLength
+    assert!(i.login(&o));
+    // 16 KiB write: 2 KiB immediate + 6 KiB unsolicited Data-Out, then one R2T.
+    let data = pattern(16384, 9);
+    let (itt, mut pdu) = i.command(0, &write10(200, 32), false, true, 16384, data[..2048].to_vec());
+    if let Header::ScsiCommand(c) = &mut pdu.header {
+        c.final_bit = false;
+    }
+    i.send(&pdu);
+    for (k, off) in [2048usize, 6144].iter().enumerate() {
+        let n = if k == 0 { 4096 } else { 2048 };
+        i.send(&Pdu::new(
+            Header::DataOut(rustio_iscsi::pdu::DataOut {
+                final_bit: k == 1,
+                lun: 0,
+                itt,
+                ttt: RESERVED_TAG,
+                exp_stat_sn: i.exp_stat_sn,
+                data_sn: k as u32,
+                buffer_offset: *off as u32,
+            }),
+            data[*off..*off + n].to_vec(),
+        ));
+    }
+    let r = i.collect(itt, &data, 8192);
+    assert_eq!(r.status, 0);
+    assert_eq!(r.r2ts, 1);
+    let r = i.scsi(0, &read10(200, 32), 16384, &[], 0);
+    assert!(r.data == data);
+    // An immediate command (I bit) is answered without consuming a CmdSN.
+    let before = i.cmd_sn;
+    let (itt, mut pdu) = i.command(0, &[0, 0, 0, 0, 0, 0], false, false, 0, vec![]);
+    i.cmd_sn = before;
+    if let Header::ScsiCommand(c) = &mut pdu.header {
+        c.immediate = true;
+    }
+    i.send(&pdu);
+    let r = i.collect(itt, &[], 8192);
+    assert_eq!(r.status, 0);
+    assert_eq!(i.exp_cmd_sn, before);
+    h.shutdown();
+}
+
+#[test]
+fn data_sn_error_terminates_the_task() {
+    let (h, addr) = start(|_, _| {});
+    let mut i = Initiator::connect(addr);
+    assert!(i.login(&LoginOpts::default()));
+    let (itt, pdu) = i.command(0, &write10(0, 2), false, true, 1024, vec![]);
+    i.send(&pdu);
+    let Header::R2t(r2t) = i.recv().header else { panic!() };
+    for (k, sn) in [0u32, 0].iter().enumerate() {
+        i.send(&Pdu::new(
+            Header::DataOut(rustio_iscsi::pdu::DataOut {
+                final_bit: k == 1,
+                lun: 0,
+                itt,
+                ttt: r2t.ttt,
+                exp_stat_sn: i.exp_stat_sn,
+                data_sn: *sn,
+                buffer_offset: k as u32 * 512,
+            }),
+            vec![5; 512],
+        ));
+    }
+    let r = i.collect(itt, &[], 512);
+    assert_eq!(r.status, 2);
+    assert_eq!((r.sense[2] & 0x0f, r.sense[12], r.sense[13]), (0x0b, 0x47, 0x05));
+    // The connection survives.
+    assert_eq!(i.scsi(0, &[0, 0, 0, 0, 0, 0], 0, &[], 0).status, 0);
+    h.shutdown();
+}
