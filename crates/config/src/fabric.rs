@@ -193,9 +193,9 @@ pub fn validate_fabric_wwn(info: &FabricInfo, wwn: &str) -> Result<WwnType, Stri
     let mut reasons = Vec::new();
     for ty in info.wwn_types {
         let r = match ty {
-            WwnType::Iqn if wwn.starts_with("iqn.") => {
-                crate::wwn::validate_iscsi_name(wwn).map(|_| ()).map_err(|e| e.to_string())
-            }
+            WwnType::Iqn if wwn.starts_with("iqn.") => crate::wwn::validate_iscsi_name(wwn)
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
             WwnType::Iqn => Err("not an iqn. name".to_owned()),
             WwnType::Naa => crate::wwn::validate_naa(wwn).map_err(|e| e.to_string()),
             WwnType::Eui => crate::wwn::validate_eui(wwn).map_err(|e| e.to_string()),
@@ -236,11 +236,20 @@ mod tests {
     #[test]
     fn fabric_wwns() {
         let i = fabric_info("iscsi").unwrap();
-        assert_eq!(validate_fabric_wwn(i, "iqn.2003-01.org.x:y"), Ok(WwnType::Iqn));
-        assert_eq!(validate_fabric_wwn(i, "naa.5001405123456789"), Ok(WwnType::Naa));
+        assert_eq!(
+            validate_fabric_wwn(i, "iqn.2003-01.org.x:y"),
+            Ok(WwnType::Iqn)
+        );
+        assert_eq!(
+            validate_fabric_wwn(i, "naa.5001405123456789"),
+            Ok(WwnType::Naa)
+        );
         assert!(validate_fabric_wwn(i, "iqn.2003-1.org.x").is_err());
         let l = fabric_info("loopback").unwrap();
         assert!(validate_fabric_wwn(l, "iqn.2003-01.org.x:y").is_err());
-        assert_eq!(validate_fabric_wwn(l, "naa.5001405123456789"), Ok(WwnType::Naa));
+        assert_eq!(
+            validate_fabric_wwn(l, "naa.5001405123456789"),
+            Ok(WwnType::Naa)
+        );
     }
 }

@@ -113,7 +113,9 @@ impl Error {
                 column,
                 source,
             },
-            Error::Structure { path: p, message, .. } => Error::Structure {
+            Error::Structure {
+                path: p, message, ..
+            } => Error::Structure {
                 file: Some(path.to_path_buf()),
                 path: p,
                 message,

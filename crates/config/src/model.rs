@@ -20,7 +20,6 @@ pub type Extra = Map<String, Value>;
 /// An `attributes` or `parameters` map (configfs file name → value).
 pub type Settings = BTreeMap<String, ConfigValue>;
 
-
 /// The whole saved configuration: `{fabric_modules, storage_objects, targets}`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SaveConfig {
@@ -78,11 +77,7 @@ pub struct FabricModule {
     /// Fabric name, e.g. `iscsi`.
     pub name: String,
     /// Whether SendTargets discovery requires CHAP (`discovery_auth/enforce_discovery_auth`).
-    #[serde(
-        default,
-        with = "flag",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, with = "flag", skip_serializing_if = "Option::is_none")]
     pub discovery_enable_auth: Option<bool>,
     /// Discovery CHAP user name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -404,7 +399,11 @@ impl Serialize for StorageObject {
         };
         let mut map = match value.map_err(S::Error::custom)? {
             Value::Object(m) => m,
-            _ => return Err(S::Error::custom("storage object did not serialize to a map")),
+            _ => {
+                return Err(S::Error::custom(
+                    "storage object did not serialize to a map",
+                ))
+            }
         };
         map.insert("plugin".into(), Value::String(plugin.into()));
         map.serialize(s)
@@ -515,13 +514,19 @@ impl AluaTpg {
             ("implicit_trans_secs", self.implicit_trans_secs),
             ("alua_support_offline", self.alua_support_offline),
             ("alua_support_standby", self.alua_support_standby),
-            ("alua_support_transitioning", self.alua_support_transitioning),
+            (
+                "alua_support_transitioning",
+                self.alua_support_transitioning,
+            ),
             (
                 "alua_support_active_nonoptimized",
                 self.alua_support_active_nonoptimized,
             ),
             ("alua_support_unavailable", self.alua_support_unavailable),
-            ("alua_support_active_optimized", self.alua_support_active_optimized),
+            (
+                "alua_support_active_optimized",
+                self.alua_support_active_optimized,
+            ),
         ]
     }
 
@@ -787,8 +792,8 @@ mod tests {
 
         let err = serde_json::from_str::<StorageObject>(r#"{"name":"x"}"#).unwrap_err();
         assert!(err.to_string().contains("plugin"), "{err}");
-        let err = serde_json::from_str::<StorageObject>(r#"{"plugin":"fileio","name":"x"}"#)
-            .unwrap_err();
+        let err =
+            serde_json::from_str::<StorageObject>(r#"{"plugin":"fileio","name":"x"}"#).unwrap_err();
         assert!(err.to_string().contains("dev"), "{err}");
     }
 

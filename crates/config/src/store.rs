@@ -51,7 +51,11 @@ pub struct SaveOutcome {
 
 /// Saves `cfg` to `path`; with `keep_backups: Some(n)` the previous file is backed up
 /// first and at most `n` backups are kept.
-pub fn save(path: &Path, cfg: &SaveConfig, keep_backups: Option<usize>) -> Result<SaveOutcome, Error> {
+pub fn save(
+    path: &Path,
+    cfg: &SaveConfig,
+    keep_backups: Option<usize>,
+) -> Result<SaveOutcome, Error> {
     save_at(path, cfg, keep_backups, SystemTime::now())
 }
 
@@ -204,7 +208,11 @@ fn read_backup(path: &Path) -> Result<Vec<u8>, Error> {
 
 /// Backs up the current `save_path` (if it exists and differs from the newest backup)
 /// and prunes to `keep` backups.
-pub fn backup_existing(save_path: &Path, keep: usize, now: SystemTime) -> Result<SaveOutcome, Error> {
+pub fn backup_existing(
+    save_path: &Path,
+    keep: usize,
+    now: SystemTime,
+) -> Result<SaveOutcome, Error> {
     let mut outcome = SaveOutcome {
         backup: None,
         pruned: Vec::new(),
@@ -240,7 +248,8 @@ pub fn backup_existing(save_path: &Path, keep: usize, now: SystemTime) -> Result
             .open(&tmp)
             .map_err(io("create backup", &tmp))?;
         let mut enc = GzEncoder::new(f, Compression::default());
-        enc.write_all(&current).map_err(io("compress backup", &tmp))?;
+        enc.write_all(&current)
+            .map_err(io("compress backup", &tmp))?;
         let f = enc.finish().map_err(io("compress backup", &tmp))?;
         f.sync_all().map_err(io("fsync backup", &tmp))?;
         fs::rename(&tmp, &target).map_err(io("rename backup", &target))?;

@@ -184,7 +184,11 @@ impl fmt::Display for Issue {
             Severity::Error => "error",
             Severity::Warning => "warning",
         };
-        let path = if self.path.is_empty() { "(top level)" } else { &self.path };
+        let path = if self.path.is_empty() {
+            "(top level)"
+        } else {
+            &self.path
+        };
         write!(
             f,
             "{sev}: {path}: {} [rule: {}]",
@@ -209,7 +213,9 @@ impl Report {
 
     /// The warnings.
     pub fn warnings(&self) -> impl Iterator<Item = &Issue> {
-        self.issues.iter().filter(|i| i.severity == Severity::Warning)
+        self.issues
+            .iter()
+            .filter(|i| i.severity == Severity::Warning)
     }
 
     /// True when there is at least one error.
@@ -260,21 +266,34 @@ impl Ctx {
 
     fn extra(&mut self, path: &str, extra: &Extra) {
         for k in extra.keys() {
-            self.warn(path, Rule::UnknownKey, format!("unknown key \"{k}\" kept as-is"));
+            self.warn(
+                path,
+                Rule::UnknownKey,
+                format!("unknown key \"{k}\" kept as-is"),
+            );
         }
     }
 
     fn settings(&mut self, path: &str, what: &str, s: &Settings) {
         for k in s.keys() {
             if !is_file_name(k) {
-                self.error(path, Rule::SettingName, format!("{what} name {k:?} is not a file name"));
+                self.error(
+                    path,
+                    Rule::SettingName,
+                    format!("{what} name {k:?} is not a file name"),
+                );
             }
         }
     }
 }
 
 fn is_file_name(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 255 && !s.contains('/') && !s.contains('\0') && s != "." && s != ".."
+    !s.is_empty()
+        && s.len() <= 255
+        && !s.contains('/')
+        && !s.contains('\0')
+        && s != "."
+        && s != ".."
 }
 
 /// Checks a storage object name (also used by the CLI before creating one).
@@ -305,9 +324,13 @@ pub fn check_portal_address(ip: &str) -> Result<(), String> {
         return Ok(());
     }
     if ip.parse::<Ipv6Addr>().is_ok() {
-        return Err(format!("IPv6 address {ip:?} must be written in brackets: [{ip}]"));
+        return Err(format!(
+            "IPv6 address {ip:?} must be written in brackets: [{ip}]"
+        ));
     }
-    Err(format!("{ip:?} is not an IPv4 address or a bracketed IPv6 address"))
+    Err(format!(
+        "{ip:?} is not an IPv4 address or a bracketed IPv6 address"
+    ))
 }
 
 /// Checks one CHAP value.
@@ -333,9 +356,16 @@ fn check_chap(ctx: &mut Ctx, path: &str, chap: &Chap) {
         }
     }
     let one = (chap.chap_userid.is_some(), chap.chap_password.is_some());
-    let mutual = (chap.chap_mutual_userid.is_some(), chap.chap_mutual_password.is_some());
+    let mutual = (
+        chap.chap_mutual_userid.is_some(),
+        chap.chap_mutual_password.is_some(),
+    );
     if one.0 != one.1 {
-        ctx.error(path, Rule::ChapPair, "chap_userid and chap_password must be set together");
+        ctx.error(
+            path,
+            Rule::ChapPair,
+            "chap_userid and chap_password must be set together",
+        );
     }
     if mutual.0 != mutual.1 {
         ctx.error(
@@ -345,12 +375,23 @@ fn check_chap(ctx: &mut Ctx, path: &str, chap: &Chap) {
         );
     }
     if mutual.0 && !one.0 {
-        ctx.error(path, Rule::ChapPair, "mutual CHAP is set without one-way CHAP");
+        ctx.error(
+            path,
+            Rule::ChapPair,
+            "mutual CHAP is set without one-way CHAP",
+        );
     }
-    for (name, v) in [("chap_password", &chap.chap_password), ("chap_mutual_password", &chap.chap_mutual_password)] {
+    for (name, v) in [
+        ("chap_password", &chap.chap_password),
+        ("chap_mutual_password", &chap.chap_mutual_password),
+    ] {
         if let Some(v) = v {
             if !v.is_empty() && v.len() < 12 {
-                ctx.warn(path, Rule::ChapSecretLength, format!("{name} is {} bytes", v.len()));
+                ctx.warn(
+                    path,
+                    Rule::ChapSecretLength,
+                    format!("{name} is {} bytes", v.len()),
+                );
             }
         }
     }
@@ -363,38 +404,73 @@ fn check_alua(ctx: &mut Ctx, path: &str, tpgs: &[AluaTpg]) {
         let p = format!("{path}.alua_tpgs[{i}]");
         ctx.extra(&p, &g.extra);
         if !is_file_name(&g.name) {
-            ctx.error(&p, Rule::AluaGroup, format!("group name {:?} is not a directory name", g.name));
+            ctx.error(
+                &p,
+                Rule::AluaGroup,
+                format!("group name {:?} is not a directory name", g.name),
+            );
         }
         if !names.insert(g.name.as_str()) {
-            ctx.error(&p, Rule::AluaGroup, format!("group name {:?} appears twice", g.name));
+            ctx.error(
+                &p,
+                Rule::AluaGroup,
+                format!("group name {:?} appears twice", g.name),
+            );
         }
         if g.name != "default_tg_pt_gp" {
             if !(1..=65535).contains(&g.tg_pt_gp_id) {
-                ctx.error(&p, Rule::AluaGroup, format!("tg_pt_gp_id {} is outside 1-65535", g.tg_pt_gp_id));
+                ctx.error(
+                    &p,
+                    Rule::AluaGroup,
+                    format!("tg_pt_gp_id {} is outside 1-65535", g.tg_pt_gp_id),
+                );
             } else if !ids.insert(g.tg_pt_gp_id) {
-                ctx.error(&p, Rule::AluaGroup, format!("tg_pt_gp_id {} is used twice", g.tg_pt_gp_id));
+                ctx.error(
+                    &p,
+                    Rule::AluaGroup,
+                    format!("tg_pt_gp_id {} is used twice", g.tg_pt_gp_id),
+                );
             }
         }
         if let Some(s) = g.alua_access_state {
             if !matches!(s, 0..=4 | 14 | 15) {
-                ctx.error(&p, Rule::AluaGroup, format!("alua_access_state {s} is not an SPC-4 state"));
+                ctx.error(
+                    &p,
+                    Rule::AluaGroup,
+                    format!("alua_access_state {s} is not an SPC-4 state"),
+                );
             }
         }
         if let Some(t) = g.alua_access_type {
             if t > 3 {
-                ctx.error(&p, Rule::AluaGroup, format!("alua_access_type {t} is outside 0-3"));
+                ctx.error(
+                    &p,
+                    Rule::AluaGroup,
+                    format!("alua_access_type {t} is outside 0-3"),
+                );
             }
         }
         if let Some(t) = g.alua_access_status {
             if t > 2 {
-                ctx.error(&p, Rule::AluaGroup, format!("alua_access_status {t} is outside 0-2"));
+                ctx.error(
+                    &p,
+                    Rule::AluaGroup,
+                    format!("alua_access_status {t} is outside 0-2"),
+                );
             }
         }
         for (name, v) in g.settings() {
-            if name.starts_with("alua_support_") || name == "preferred" || name == "alua_write_metadata" {
+            if name.starts_with("alua_support_")
+                || name == "preferred"
+                || name == "alua_write_metadata"
+            {
                 if let Some(v) = v {
                     if v > 1 {
-                        ctx.error(&p, Rule::AluaGroup, format!("{name} must be 0 or 1, found {v}"));
+                        ctx.error(
+                            &p,
+                            Rule::AluaGroup,
+                            format!("{name} must be 0 or 1, found {v}"),
+                        );
                     }
                 }
             }
@@ -404,7 +480,10 @@ fn check_alua(ctx: &mut Ctx, path: &str, tpgs: &[AluaTpg]) {
 
 fn is_hctl(s: &str) -> bool {
     let parts: Vec<&str> = s.split(':').collect();
-    parts.len() == 4 && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+    parts.len() == 4
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
 fn check_storage_object(ctx: &mut Ctx, path: &str, so: &StorageObject) {
@@ -433,7 +512,11 @@ fn check_storage_object(ctx: &mut Ctx, path: &str, so: &StorageObject) {
     match so {
         StorageObject::Fileio(f) => {
             if !f.dev.starts_with('/') {
-                ctx.error(path, Rule::DevPath, format!("dev {:?} is not an absolute path", f.dev));
+                ctx.error(
+                    path,
+                    Rule::DevPath,
+                    format!("dev {:?} is not an absolute path", f.dev),
+                );
             }
             if f.size == Some(0) {
                 ctx.error(path, Rule::Size, "size is 0");
@@ -441,12 +524,20 @@ fn check_storage_object(ctx: &mut Ctx, path: &str, so: &StorageObject) {
         }
         StorageObject::Block(b) => {
             if !b.dev.starts_with('/') {
-                ctx.error(path, Rule::DevPath, format!("dev {:?} is not an absolute path", b.dev));
+                ctx.error(
+                    path,
+                    Rule::DevPath,
+                    format!("dev {:?} is not an absolute path", b.dev),
+                );
             }
         }
         StorageObject::Pscsi(p) => {
             if !p.dev.starts_with('/') && !is_hctl(&p.dev) {
-                ctx.error(path, Rule::DevPath, format!("dev {:?} is neither an absolute path nor H:C:T:L", p.dev));
+                ctx.error(
+                    path,
+                    Rule::DevPath,
+                    format!("dev {:?} is neither an absolute path nor H:C:T:L", p.dev),
+                );
             }
         }
         StorageObject::Ramdisk(r) => {
@@ -460,7 +551,11 @@ fn check_storage_object(ctx: &mut Ctx, path: &str, so: &StorageObject) {
                 Some(c) => {
                     match c.split_once('/') {
                         Some((h, _)) if !h.is_empty() => {}
-                        _ => ctx.error(path, Rule::UserConfig, format!("config {c:?} has no '<handler>/' prefix")),
+                        _ => ctx.error(
+                            path,
+                            Rule::UserConfig,
+                            format!("config {c:?} has no '<handler>/' prefix"),
+                        ),
                     }
                     if c.contains(':') {
                         ctx.error(path, Rule::UserConfig, format!("config {c:?} contains ':'"));
@@ -486,13 +581,21 @@ pub fn validate(cfg: &SaveConfig) -> Report {
         let p = format!("fabric_modules[{i}]");
         ctx.extra(&p, &fm.extra);
         match fabric_info(&fm.name) {
-            None => ctx.error(&p, Rule::UnknownFabric, format!("fabric {:?} is unknown", fm.name)),
+            None => ctx.error(
+                &p,
+                Rule::UnknownFabric,
+                format!("fabric {:?} is unknown", fm.name),
+            ),
             Some(info) if !info.discovery_auth => {
                 let has = fm.discovery_enable_auth == Some(true)
                     || fm.discovery_userid.is_some()
                     || fm.discovery_password.is_some();
                 if has {
-                    ctx.error(&p, Rule::FabricFeature, format!("fabric {} has no discovery authentication", fm.name));
+                    ctx.error(
+                        &p,
+                        Rule::FabricFeature,
+                        format!("fabric {} has no discovery authentication", fm.name),
+                    );
                 }
             }
             Some(_) => {
@@ -514,18 +617,23 @@ pub fn validate(cfg: &SaveConfig) -> Report {
         let p = format!("storage_objects[{i}]");
         check_storage_object(&mut ctx, &p, so);
         let key = (so.plugin(), so.name().to_owned());
-        if so_index.contains_key(&key) {
-            ctx.error(
+        match so_index.entry(key) {
+            std::collections::btree_map::Entry::Occupied(_) => ctx.error(
                 &p,
                 Rule::DuplicateStorageObject,
                 format!("{} is defined twice", so.path()),
-            );
-        } else {
-            so_index.insert(key, so);
+            ),
+            std::collections::btree_map::Entry::Vacant(v) => {
+                v.insert(so);
+            }
         }
         if let Some(dev) = so.dev() {
             if let Some(other) = devs.get(dev) {
-                ctx.error(&p, Rule::SharedDev, format!("dev {dev} is also used by {other}"));
+                ctx.error(
+                    &p,
+                    Rule::SharedDev,
+                    format!("dev {dev} is also used by {other}"),
+                );
             } else {
                 devs.insert(dev, so.path());
             }
@@ -539,18 +647,34 @@ pub fn validate(cfg: &SaveConfig) -> Report {
         let info = match fabric_info(&t.fabric) {
             Some(i) => i,
             None => {
-                ctx.error(&tp, Rule::UnknownFabric, format!("fabric {:?} is unknown", t.fabric));
+                ctx.error(
+                    &tp,
+                    Rule::UnknownFabric,
+                    format!("fabric {:?} is unknown", t.fabric),
+                );
                 continue;
             }
         };
         if let Err(e) = validate_fabric_wwn(info, &t.wwn) {
-            ctx.error(&tp, Rule::TargetWwn, format!("{:?} is not a valid {} target name: {e}", t.wwn, info.name));
+            ctx.error(
+                &tp,
+                Rule::TargetWwn,
+                format!("{:?} is not a valid {} target name: {e}", t.wwn, info.name),
+            );
         }
         if !targets.insert((t.fabric.clone(), t.wwn.clone())) {
-            ctx.error(&tp, Rule::DuplicateTarget, format!("{}/{} is defined twice", t.fabric, t.wwn));
+            ctx.error(
+                &tp,
+                Rule::DuplicateTarget,
+                format!("{}/{} is defined twice", t.fabric, t.wwn),
+            );
         }
         if !info.tpgts && t.tpgs.len() > 1 {
-            ctx.error(&tp, Rule::SingleTpg, format!("{} TPGs given for a {} target", t.tpgs.len(), info.name));
+            ctx.error(
+                &tp,
+                Rule::SingleTpg,
+                format!("{} TPGs given for a {} target", t.tpgs.len(), info.name),
+            );
         }
         let mut tags = BTreeSet::new();
         for (gi, tpg) in t.tpgs.iter().enumerate() {
@@ -582,12 +706,20 @@ fn check_tpg(
         if info.auth {
             check_chap(ctx, gp, &tpg.auth);
         } else {
-            ctx.error(gp, Rule::FabricFeature, format!("fabric {} has no CHAP authentication", info.name));
+            ctx.error(
+                gp,
+                Rule::FabricFeature,
+                format!("fabric {} has no CHAP authentication", info.name),
+            );
         }
     }
     if let Some(n) = &tpg.nexus {
         if !info.nexus {
-            ctx.error(gp, Rule::FabricFeature, format!("fabric {} has no nexus", info.name));
+            ctx.error(
+                gp,
+                Rule::FabricFeature,
+                format!("fabric {} has no nexus", info.name),
+            );
         } else if let Err(e) = crate::wwn::validate_naa(n) {
             ctx.error(gp, Rule::Nexus, e.detail);
         }
@@ -597,10 +729,18 @@ fn check_tpg(
         let lp = format!("{gp}.luns[{li}]");
         ctx.extra(&lp, &lun.extra);
         if lun.index > 65535 {
-            ctx.error(&lp, Rule::LunIndex, format!("index {} is outside 0-65535", lun.index));
+            ctx.error(
+                &lp,
+                Rule::LunIndex,
+                format!("index {} is outside 0-65535", lun.index),
+            );
         }
         if !luns.insert(lun.index) {
-            ctx.error(&lp, Rule::DuplicateLun, format!("LUN {} is defined twice", lun.index));
+            ctx.error(
+                &lp,
+                Rule::DuplicateLun,
+                format!("LUN {} is defined twice", lun.index),
+            );
         }
         if let Some(a) = &lun.alias {
             if let Err(e) = check_alias(a) {
@@ -613,7 +753,10 @@ fn check_tpg(
             None => ctx.error(
                 &lp,
                 Rule::LunStorageObject,
-                format!("storage_object {:?} names no storage object of this configuration", lun.storage_object),
+                format!(
+                    "storage_object {:?} names no storage object of this configuration",
+                    lun.storage_object
+                ),
             ),
             Some(so) => {
                 if let (Some(group), Some(common)) = (&lun.alua_tg_pt_gp_name, so.common()) {
@@ -631,7 +774,11 @@ fn check_tpg(
         }
     }
     if !tpg.portals.is_empty() && !info.nps {
-        ctx.error(gp, Rule::FabricFeature, format!("fabric {} has no network portals", info.name));
+        ctx.error(
+            gp,
+            Rule::FabricFeature,
+            format!("fabric {} has no network portals", info.name),
+        );
     }
     let mut portals = BTreeSet::new();
     for (pi, portal) in tpg.portals.iter().enumerate() {
@@ -641,14 +788,26 @@ fn check_tpg(
             ctx.error(&pp, Rule::PortalAddress, e);
         }
         if !(1..=65535).contains(&portal.port) {
-            ctx.error(&pp, Rule::PortalPort, format!("port {} is outside 1-65535", portal.port));
+            ctx.error(
+                &pp,
+                Rule::PortalPort,
+                format!("port {} is outside 1-65535", portal.port),
+            );
         }
         if !portals.insert((portal.ip_address.clone(), portal.port)) {
-            ctx.error(&pp, Rule::DuplicatePortal, format!("{} is defined twice", portal.dir_name()));
+            ctx.error(
+                &pp,
+                Rule::DuplicatePortal,
+                format!("{} is defined twice", portal.dir_name()),
+            );
         }
     }
     if !tpg.node_acls.is_empty() && !info.acls {
-        ctx.error(gp, Rule::FabricFeature, format!("fabric {} has no initiator ACLs", info.name));
+        ctx.error(
+            gp,
+            Rule::FabricFeature,
+            format!("fabric {} has no initiator ACLs", info.name),
+        );
     }
     let mut acls = BTreeSet::new();
     for (ai, acl) in tpg.node_acls.iter().enumerate() {
@@ -656,16 +815,31 @@ fn check_tpg(
         ctx.extra(&ap, &acl.extra);
         ctx.settings(&ap, "attribute", &acl.attributes);
         if let Err(e) = validate_fabric_wwn(info, &acl.node_wwn) {
-            ctx.error(&ap, Rule::AclWwn, format!("{:?} is not a valid {} initiator name: {e}", acl.node_wwn, info.name));
+            ctx.error(
+                &ap,
+                Rule::AclWwn,
+                format!(
+                    "{:?} is not a valid {} initiator name: {e}",
+                    acl.node_wwn, info.name
+                ),
+            );
         }
         if !acls.insert(acl.node_wwn.as_str()) {
-            ctx.error(&ap, Rule::DuplicateAcl, format!("ACL {} is defined twice", acl.node_wwn));
+            ctx.error(
+                &ap,
+                Rule::DuplicateAcl,
+                format!("ACL {} is defined twice", acl.node_wwn),
+            );
         }
         if !acl.auth.is_empty() {
             if info.auth {
                 check_chap(ctx, &ap, &acl.auth);
             } else {
-                ctx.error(&ap, Rule::FabricFeature, format!("fabric {} has no CHAP authentication", info.name));
+                ctx.error(
+                    &ap,
+                    Rule::FabricFeature,
+                    format!("fabric {} has no CHAP authentication", info.name),
+                );
             }
         }
         let mut mluns = BTreeSet::new();
@@ -673,10 +847,18 @@ fn check_tpg(
             let mp = format!("{ap}.mapped_luns[{mi}]");
             ctx.extra(&mp, &m.extra);
             if !mluns.insert(m.index) {
-                ctx.error(&mp, Rule::DuplicateMappedLun, format!("mapped LUN {} is defined twice", m.index));
+                ctx.error(
+                    &mp,
+                    Rule::DuplicateMappedLun,
+                    format!("mapped LUN {} is defined twice", m.index),
+                );
             }
             if !luns.contains(&m.tpg_lun) {
-                ctx.error(&mp, Rule::MappedLunTarget, format!("tpg_lun {} is not a LUN of this TPG", m.tpg_lun));
+                ctx.error(
+                    &mp,
+                    Rule::MappedLunTarget,
+                    format!("tpg_lun {} is not a LUN of this TPG", m.tpg_lun),
+                );
             }
             if let Some(a) = &m.alias {
                 if let Err(e) = check_alias(a) {
@@ -712,12 +894,7 @@ pub fn unknown_keys(cfg: &SaveConfig) -> Vec<(String, String)> {
         .into_iter()
         .filter(|i| i.rule == Rule::UnknownKey)
         .map(|i| {
-            let key = i
-                .detail
-                .split('"')
-                .nth(1)
-                .unwrap_or_default()
-                .to_owned();
+            let key = i.detail.split('"').nth(1).unwrap_or_default().to_owned();
             (i.path, key)
         })
         .collect()
@@ -770,31 +947,128 @@ mod tests {
     #[test]
     fn each_rule_is_named() {
         let cases: Vec<(&str, &str, &str, Rule)> = vec![
-            (r#""name": "disk1""#, r#""name": "disk 1""#, "storage_objects[0]", Rule::StorageObjectName),
-            (r#"{"plugin": "ramdisk", "name": "ram1", "size": 8388608}"#, r#"{"plugin": "fileio", "name": "disk1", "dev": "/tmp/other", "size": 1}"#, "storage_objects[1]", Rule::DuplicateStorageObject),
-            (r#""dev": "/tmp/disk1.img""#, r#""dev": "disk1.img""#, "storage_objects[0]", Rule::DevPath),
-            (r#""size": 8388608"#, r#""size": 0"#, "storage_objects[1]", Rule::Size),
-            (r#""wwn": "0b5a3b8e-5b1c-4c6e-9d0a-1f2e3d4c5b6a""#, r#""wwn": "bad serial""#, "storage_objects[0]", Rule::UnitSerial),
-            (r#""fabric": "iscsi""#, r#""fabric": "fibre""#, "targets[0]", Rule::UnknownFabric),
-            (r#""wwn": "iqn.2003-01.org.linux-iscsi.host.x8664:sn.0123456789ab""#, r#""wwn": "iqn.2003-01.org.Linux:x""#, "targets[0]", Rule::TargetWwn),
-            (r#""storage_object": "/backstores/ramdisk/ram1""#, r#""storage_object": "/backstores/ramdisk/nope""#, "targets[0].tpgs[0].luns[1]", Rule::LunStorageObject),
-            (r#"{"index": 1, "#, r#"{"index": 0, "#, "targets[0].tpgs[0].luns[1]", Rule::DuplicateLun),
-            (r#"{"index": 1, "#, r#"{"index": 70000, "#, "targets[0].tpgs[0].luns[1]", Rule::LunIndex),
-            (r#""port": 3261"#, r#""port": 70000"#, "targets[0].tpgs[0].portals[1]", Rule::PortalPort),
-            (r#""ip_address": "[::1]""#, r#""ip_address": "::1""#, "targets[0].tpgs[0].portals[1]", Rule::PortalAddress),
-            (r#""ip_address": "[::1]", "port": 3261"#, r#""ip_address": "0.0.0.0", "port": 3260"#, "targets[0].tpgs[0].portals[1]", Rule::DuplicatePortal),
-            (r#""tpg_lun": 0"#, r#""tpg_lun": 5"#, "targets[0].tpgs[0].node_acls[0].mapped_luns[0]", Rule::MappedLunTarget),
-            (r#""node_wwn": "iqn.1993-08.org.debian:01:ef2e26bf3a9e""#, r#""node_wwn": "initiator1""#, "targets[0].tpgs[0].node_acls[0]", Rule::AclWwn),
-            (r#""chap_password": "secretsecret12","#, "", "targets[0].tpgs[0].node_acls[0]", Rule::ChapPair),
-            (r#""chap_password": "secretsecret12""#, r#""chap_password": "NULL""#, "targets[0].tpgs[0].node_acls[0]", Rule::ChapValue),
-            (r#""alias": "a1b2c3d4e5""#, r#""alias": "a/b""#, "targets[0].tpgs[0].luns[0]", Rule::Alias),
-            (r#""alias": "a1b2c3d4e5""#, r#""alua_tg_pt_gp_name": "ghost""#, "targets[0].tpgs[0].luns[0]", Rule::LunAluaGroup),
+            (
+                r#""name": "disk1""#,
+                r#""name": "disk 1""#,
+                "storage_objects[0]",
+                Rule::StorageObjectName,
+            ),
+            (
+                r#"{"plugin": "ramdisk", "name": "ram1", "size": 8388608}"#,
+                r#"{"plugin": "fileio", "name": "disk1", "dev": "/tmp/other", "size": 1}"#,
+                "storage_objects[1]",
+                Rule::DuplicateStorageObject,
+            ),
+            (
+                r#""dev": "/tmp/disk1.img""#,
+                r#""dev": "disk1.img""#,
+                "storage_objects[0]",
+                Rule::DevPath,
+            ),
+            (
+                r#""size": 8388608"#,
+                r#""size": 0"#,
+                "storage_objects[1]",
+                Rule::Size,
+            ),
+            (
+                r#""wwn": "0b5a3b8e-5b1c-4c6e-9d0a-1f2e3d4c5b6a""#,
+                r#""wwn": "bad serial""#,
+                "storage_objects[0]",
+                Rule::UnitSerial,
+            ),
+            (
+                r#""fabric": "iscsi""#,
+                r#""fabric": "fibre""#,
+                "targets[0]",
+                Rule::UnknownFabric,
+            ),
+            (
+                r#""wwn": "iqn.2003-01.org.linux-iscsi.host.x8664:sn.0123456789ab""#,
+                r#""wwn": "iqn.2003-01.org.Linux:x""#,
+                "targets[0]",
+                Rule::TargetWwn,
+            ),
+            (
+                r#""storage_object": "/backstores/ramdisk/ram1""#,
+                r#""storage_object": "/backstores/ramdisk/nope""#,
+                "targets[0].tpgs[0].luns[1]",
+                Rule::LunStorageObject,
+            ),
+            (
+                r#"{"index": 1, "#,
+                r#"{"index": 0, "#,
+                "targets[0].tpgs[0].luns[1]",
+                Rule::DuplicateLun,
+            ),
+            (
+                r#"{"index": 1, "#,
+                r#"{"index": 70000, "#,
+                "targets[0].tpgs[0].luns[1]",
+                Rule::LunIndex,
+            ),
+            (
+                r#""port": 3261"#,
+                r#""port": 70000"#,
+                "targets[0].tpgs[0].portals[1]",
+                Rule::PortalPort,
+            ),
+            (
+                r#""ip_address": "[::1]""#,
+                r#""ip_address": "::1""#,
+                "targets[0].tpgs[0].portals[1]",
+                Rule::PortalAddress,
+            ),
+            (
+                r#""ip_address": "[::1]", "port": 3261"#,
+                r#""ip_address": "0.0.0.0", "port": 3260"#,
+                "targets[0].tpgs[0].portals[1]",
+                Rule::DuplicatePortal,
+            ),
+            (
+                r#""tpg_lun": 0"#,
+                r#""tpg_lun": 5"#,
+                "targets[0].tpgs[0].node_acls[0].mapped_luns[0]",
+                Rule::MappedLunTarget,
+            ),
+            (
+                r#""node_wwn": "iqn.1993-08.org.debian:01:ef2e26bf3a9e""#,
+                r#""node_wwn": "initiator1""#,
+                "targets[0].tpgs[0].node_acls[0]",
+                Rule::AclWwn,
+            ),
+            (
+                r#""chap_password": "secretsecret12","#,
+                "",
+                "targets[0].tpgs[0].node_acls[0]",
+                Rule::ChapPair,
+            ),
+            (
+                r#""chap_password": "secretsecret12""#,
+                r#""chap_password": "NULL""#,
+                "targets[0].tpgs[0].node_acls[0]",
+                Rule::ChapValue,
+            ),
+            (
+                r#""alias": "a1b2c3d4e5""#,
+                r#""alias": "a/b""#,
+                "targets[0].tpgs[0].luns[0]",
+                Rule::Alias,
+            ),
+            (
+                r#""alias": "a1b2c3d4e5""#,
+                r#""alua_tg_pt_gp_name": "ghost""#,
+                "targets[0].tpgs[0].luns[0]",
+                Rule::LunAluaGroup,
+            ),
         ];
         for (from, to, path, rule) in cases {
             assert!(GOOD.contains(from), "test setup: {from}");
             let text = GOOD.replacen(from, to, 1);
             let found = rules(&text);
-            let hit = found.iter().any(|(p, r)| *r == rule && (path.is_empty() || p == path));
+            let hit = found
+                .iter()
+                .any(|(p, r)| *r == rule && (path.is_empty() || p == path));
             assert!(hit, "expected {rule:?} at {path:?}, got {found:?}");
         }
     }
@@ -805,13 +1079,25 @@ mod tests {
             "tpgs":[{"tag":1,"portals":[{"ip_address":"0.0.0.0","port":3260}],
                      "node_acls":[{"node_wwn":"naa.5001405123456780"}]},{"tag":2}]}]}"#;
         let found = rules(text);
-        assert!(found.contains(&("targets[0]".into(), Rule::SingleTpg)), "{found:?}");
-        assert!(found.contains(&("targets[0].tpgs[0]".into(), Rule::FabricFeature)), "{found:?}");
+        assert!(
+            found.contains(&("targets[0]".into(), Rule::SingleTpg)),
+            "{found:?}"
+        );
+        assert!(
+            found.contains(&("targets[0].tpgs[0]".into(), Rule::FabricFeature)),
+            "{found:?}"
+        );
         let dup = r#"{"targets":[{"fabric":"iscsi","wwn":"iqn.2003-01.a.b:c","tpgs":[{"tag":1},{"tag":1}]},
                                  {"fabric":"iscsi","wwn":"iqn.2003-01.a.b:c"}]}"#;
         let found = rules(dup);
-        assert!(found.contains(&("targets[0].tpgs[1]".into(), Rule::DuplicateTpg)), "{found:?}");
-        assert!(found.contains(&("targets[1]".into(), Rule::DuplicateTarget)), "{found:?}");
+        assert!(
+            found.contains(&("targets[0].tpgs[1]".into(), Rule::DuplicateTpg)),
+            "{found:?}"
+        );
+        assert!(
+            found.contains(&("targets[1]".into(), Rule::DuplicateTarget)),
+            "{found:?}"
+        );
     }
 
     #[test]
@@ -830,7 +1116,10 @@ mod tests {
             ]
         );
         let shown = r.to_string();
-        assert!(shown.contains("warning: targets[0].tpgs[0]: unknown key \"foo\""), "{shown}");
+        assert!(
+            shown.contains("warning: targets[0].tpgs[0]: unknown key \"foo\""),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -57,7 +57,8 @@ fn err(rule: &'static str, detail: impl Into<String>) -> WwnError {
     }
 }
 
-const RULE_IQN: &str = "iqn names are iqn.<yyyy-mm>.<reversed domain>[:<unique>], RFC 3720 3.2.6.3.1";
+const RULE_IQN: &str =
+    "iqn names are iqn.<yyyy-mm>.<reversed domain>[:<unique>], RFC 3720 3.2.6.3.1";
 const RULE_CHARS: &str =
     "iSCSI names use only lowercase a-z, 0-9, '-', '.', ':' (RFC 3722 6 maps to lowercase)";
 const RULE_LEN: &str = "iSCSI names are at most 223 bytes, RFC 3720 3.2.6.1";
@@ -70,10 +71,7 @@ const RULE_SERIAL: &str =
 /// Validates an iSCSI name of any of the three types and returns its type.
 pub fn validate_iscsi_name(name: &str) -> Result<WwnKind, WwnError> {
     if name.len() > ISCSI_NAME_MAX {
-        return Err(err(
-            RULE_LEN,
-            format!("name is {} bytes long", name.len()),
-        ));
+        return Err(err(RULE_LEN, format!("name is {} bytes long", name.len())));
     }
     if let Some(rest) = name.strip_prefix("iqn.") {
         validate_iqn_rest(name, rest)?;
@@ -92,7 +90,10 @@ pub fn validate_iscsi_name(name: &str) -> Result<WwnKind, WwnError> {
                 format!("type prefix of '{name}' must be lowercase"),
             ));
         }
-        Err(err(RULE_TYPE, format!("'{name}' has no iqn./eui./naa. prefix")))
+        Err(err(
+            RULE_TYPE,
+            format!("'{name}' has no iqn./eui./naa. prefix"),
+        ))
     }
 }
 
@@ -148,7 +149,10 @@ fn validate_iqn_rest(name: &str, rest: &str) -> Result<(), WwnError> {
     }
     if let Some(u) = unique {
         if u.is_empty() {
-            return Err(err(RULE_IQN, format!("'{name}' ends with ':' and no unique part")));
+            return Err(err(
+                RULE_IQN,
+                format!("'{name}' ends with ':' and no unique part"),
+            ));
         }
     }
     Ok(())
@@ -164,7 +168,10 @@ pub fn validate_eui(name: &str) -> Result<(), WwnError> {
         .strip_prefix("eui.")
         .ok_or_else(|| err(RULE_EUI, format!("'{name}' does not start with eui.")))?;
     if hex.len() != 16 || !all_hex(hex) {
-        return Err(err(RULE_EUI, format!("'{name}' does not have 16 hex digits")));
+        return Err(err(
+            RULE_EUI,
+            format!("'{name}' does not have 16 hex digits"),
+        ));
     }
     Ok(())
 }
@@ -286,8 +293,14 @@ mod tests {
         ] {
             assert_eq!(validate_iscsi_name(n), Ok(WwnKind::Iqn), "{n}");
         }
-        assert_eq!(validate_iscsi_name("eui.02004567A425678D"), Ok(WwnKind::Eui));
-        assert_eq!(validate_iscsi_name("naa.52004567BA64678D"), Ok(WwnKind::Naa));
+        assert_eq!(
+            validate_iscsi_name("eui.02004567A425678D"),
+            Ok(WwnKind::Eui)
+        );
+        assert_eq!(
+            validate_iscsi_name("naa.52004567BA64678D"),
+            Ok(WwnKind::Naa)
+        );
         assert_eq!(
             validate_iscsi_name("naa.62004567BA64678D0123456789ABCDEF"),
             Ok(WwnKind::Naa)
@@ -329,8 +342,15 @@ mod tests {
 
     #[test]
     fn generated_formats() {
-        let iqn = format_generated_iqn("My_Host.example.org", "x86_64", [0xde, 0xad, 0xbe, 0xef, 0, 1]);
-        assert_eq!(iqn, "iqn.2003-01.org.linux-iscsi.myhost.x8664:sn.deadbeef0001");
+        let iqn = format_generated_iqn(
+            "My_Host.example.org",
+            "x86_64",
+            [0xde, 0xad, 0xbe, 0xef, 0, 1],
+        );
+        assert_eq!(
+            iqn,
+            "iqn.2003-01.org.linux-iscsi.myhost.x8664:sn.deadbeef0001"
+        );
         assert_eq!(validate_iscsi_name(&iqn), Ok(WwnKind::Iqn));
         let naa = format_generated_naa([0x12, 0x34, 0x56, 0x78, 0x9a]);
         assert_eq!(naa, "naa.500140523456789a");

@@ -9,20 +9,76 @@ use serde_json::{Map, Value};
 
 /// Keys of the saveconfig format, so random objects often hit real code paths.
 const KEYS: &[&str] = &[
-    "fabric_modules", "storage_objects", "targets", "plugin", "name", "dev", "size",
-    "write_back", "readonly", "nullio", "config", "hw_max_sectors", "control", "wwn",
-    "attributes", "alua_tpgs", "tg_pt_gp_id", "alua_access_state", "fabric", "tpgs", "tag",
-    "enable", "parameters", "luns", "index", "storage_object", "alias", "portals",
-    "ip_address", "port", "iser", "offload", "node_acls", "node_wwn", "mapped_luns",
-    "tpg_lun", "write_protect", "chap_userid", "chap_password", "chap_mutual_userid",
-    "chap_mutual_password", "nexus", "discovery_enable_auth", "discovery_userid", "x",
+    "fabric_modules",
+    "storage_objects",
+    "targets",
+    "plugin",
+    "name",
+    "dev",
+    "size",
+    "write_back",
+    "readonly",
+    "nullio",
+    "config",
+    "hw_max_sectors",
+    "control",
+    "wwn",
+    "attributes",
+    "alua_tpgs",
+    "tg_pt_gp_id",
+    "alua_access_state",
+    "fabric",
+    "tpgs",
+    "tag",
+    "enable",
+    "parameters",
+    "luns",
+    "index",
+    "storage_object",
+    "alias",
+    "portals",
+    "ip_address",
+    "port",
+    "iser",
+    "offload",
+    "node_acls",
+    "node_wwn",
+    "mapped_luns",
+    "tpg_lun",
+    "write_protect",
+    "chap_userid",
+    "chap_password",
+    "chap_mutual_userid",
+    "chap_mutual_password",
+    "nexus",
+    "discovery_enable_auth",
+    "discovery_userid",
+    "x",
 ];
 
 const STRINGS: &[&str] = &[
-    "fileio", "block", "iblock", "ramdisk", "rd_mcp", "pscsi", "user", "rbd", "iscsi",
-    "loopback", "vhost", "/backstores/fileio/a", "/backstores/ramdisk/r", "/tmp/a",
-    "iqn.2003-01.org.linux-iscsi.h.x8664:sn.0123456789ab", "naa.5001405123456789",
-    "0.0.0.0", "[::1]", "a", "", "NULL", "file/cfg",
+    "fileio",
+    "block",
+    "iblock",
+    "ramdisk",
+    "rd_mcp",
+    "pscsi",
+    "user",
+    "rbd",
+    "iscsi",
+    "loopback",
+    "vhost",
+    "/backstores/fileio/a",
+    "/backstores/ramdisk/r",
+    "/tmp/a",
+    "iqn.2003-01.org.linux-iscsi.h.x8664:sn.0123456789ab",
+    "naa.5001405123456789",
+    "0.0.0.0",
+    "[::1]",
+    "a",
+    "",
+    "NULL",
+    "file/cfg",
 ];
 
 fn leaf() -> impl Strategy<Value = Value> {
@@ -65,7 +121,14 @@ fn config_value() -> impl Strategy<Value = Value> {
         1u64..1 << 40,
         any::<bool>(),
         prop::option::of("[a-f0-9-]{8,36}"),
-        prop::collection::btree_map("[a-z_]{1,10}", prop_oneof![any::<i64>().prop_map(Value::from), "[A-Za-z0-9,]{0,8}".prop_map(Value::from)], 1..4),
+        prop::collection::btree_map(
+            "[a-z_]{1,10}",
+            prop_oneof![
+                any::<i64>().prop_map(Value::from),
+                "[A-Za-z0-9,]{0,8}".prop_map(Value::from)
+            ],
+            1..4,
+        ),
     )
         .prop_map(|(plugin, name, size, flag, wwn, attrs)| {
             let mut m = Map::new();
@@ -99,7 +162,10 @@ fn config_value() -> impl Strategy<Value = Value> {
             if let Some(w) = wwn {
                 m.insert("wwn".into(), w.into());
             }
-            m.insert("attributes".into(), Value::Object(attrs.into_iter().collect()));
+            m.insert(
+                "attributes".into(),
+                Value::Object(attrs.into_iter().collect()),
+            );
             m.insert("alua_tpgs".into(), Value::Array(vec![]));
             if flag {
                 m.insert("unknown_future_key".into(), Value::from(vec![1, 2]));

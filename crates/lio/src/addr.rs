@@ -265,7 +265,10 @@ impl FromStr for ObjectPath {
     type Err = Error;
 
     fn from_str(path: &str) -> Result<ObjectPath, Error> {
-        let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty() && *p != ".").collect();
+        let parts: Vec<&str> = path
+            .split('/')
+            .filter(|p| !p.is_empty() && *p != ".")
+            .collect();
         let Some((&first, rest)) = parts.split_first() else {
             return Ok(ObjectPath::Root);
         };
@@ -273,7 +276,10 @@ impl FromStr for ObjectPath {
             return match rest {
                 [] => Ok(ObjectPath::Backstores),
                 [p] => Ok(ObjectPath::Plugin(plugin_component(p))),
-                [p, n] => Ok(ObjectPath::StorageObject(SoRef::new(plugin_component(p), *n))),
+                [p, n] => Ok(ObjectPath::StorageObject(SoRef::new(
+                    plugin_component(p),
+                    *n,
+                ))),
                 [p, n, "alua"] => Ok(ObjectPath::AluaGroups(SoRef::new(plugin_component(p), *n))),
                 [p, n, "alua", g] => Ok(ObjectPath::AluaGroup(AluaRef {
                     so: SoRef::new(plugin_component(p), *n),
@@ -369,7 +375,10 @@ mod tests {
         let p: ObjectPath = "backstores/user:file/t1".parse().unwrap();
         assert_eq!(p, ObjectPath::StorageObject(SoRef::new(Plugin::User, "t1")));
         let p: ObjectPath = "/loopback/naa.5001405123456789/luns/lun_2".parse().unwrap();
-        assert_eq!(p.to_string(), "/loopback/naa.5001405123456789/tpg1/luns/lun2");
+        assert_eq!(
+            p.to_string(),
+            "/loopback/naa.5001405123456789/tpg1/luns/lun2"
+        );
         let p: ObjectPath = "/iscsi/iqn.2003-01.a.b:c/tpgt_3".parse().unwrap();
         assert_eq!(p.to_string(), "/iscsi/iqn.2003-01.a.b:c/tpg3");
         for bad in [

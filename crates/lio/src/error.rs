@@ -32,7 +32,11 @@ impl fmt::Display for Rollback {
         if self.failures.is_empty() && self.undone == 0 {
             write!(f, "nothing was changed")
         } else if self.failures.is_empty() {
-            write!(f, "rolled back ({} undo steps), previous configuration restored", self.undone)
+            write!(
+                f,
+                "rolled back ({} undo steps), previous configuration restored",
+                self.undone
+            )
         } else {
             write!(
                 f,

@@ -240,7 +240,11 @@ fn device_spec(plugin: &str, name: &str) -> Spec {
         "user" => "TCMU device",
         _ => "",
     };
-    let model = if product.is_empty() { String::new() } else { name.chars().take(15).collect() };
+    let model = if product.is_empty() {
+        String::new()
+    } else {
+        name.chars().take(15).collect()
+    };
     Spec::default()
         .ro("info", "")
         .file("control", Mode::Wo, "")
@@ -267,7 +271,10 @@ fn device_spec(plugin: &str, name: &str) -> Spec {
                 .ro("vpd_protocol_identifier", "")
                 .ro("vpd_assoc_logical_unit", ""),
         )
-        .dir("alua", Spec::default().dir("default_tg_pt_gp", alua_group(true)))
+        .dir(
+            "alua",
+            Spec::default().dir("default_tg_pt_gp", alua_group(true)),
+        )
         .dir("statistics", Spec::default())
         .dir("action", Spec::default())
 }
@@ -401,17 +408,24 @@ fn spec_for(kind: &Kind, name: &str) -> Spec {
         Kind::Hba(plugin) => {
             let idx = name.rsplit_once('_').map(|(_, i)| i).unwrap_or("0");
             Spec::default()
-                .ro("hba_info", &format!("HBA Index: {idx} plugin: {plugin} version: v5.0"))
+                .ro(
+                    "hba_info",
+                    &format!("HBA Index: {idx} plugin: {plugin} version: v5.0"),
+                )
                 .rw("hba_mode", "0")
         }
         Kind::Device(plugin) => device_spec(plugin, name),
         Kind::AluaGroup { default } => alua_group(*default),
-        Kind::Fabric(f) if f == "iscsi" => Spec::default().ro("lio_version", "Datera Inc. iSCSI Target v4.1.0").dir(
-            "discovery_auth",
-            auth_spec().rw("enforce_discovery_auth", "0"),
-        ),
+        Kind::Fabric(f) if f == "iscsi" => Spec::default()
+            .ro("lio_version", "Datera Inc. iSCSI Target v4.1.0")
+            .dir(
+                "discovery_auth",
+                auth_spec().rw("enforce_discovery_auth", "0"),
+            ),
         Kind::Fabric(_) => Spec::default().ro("version", "v1.0"),
-        Kind::Target(f) if f == "iscsi" => Spec::default().dir("fabric_statistics", Spec::default()),
+        Kind::Target(f) if f == "iscsi" => {
+            Spec::default().dir("fabric_statistics", Spec::default())
+        }
         Kind::Target(_) => Spec::default(),
         Kind::Tpg(f) => tpg_spec(f),
         Kind::Lun => Spec::default()
@@ -485,7 +499,10 @@ impl FakeKernel {
         populate(
             &root,
             &Spec::default()
-                .ro("version", "Target Engine Core ConfigFS Infrastructure v5.0 on Linux/x86_64 (fake)")
+                .ro(
+                    "version",
+                    "Target Engine Core ConfigFS Infrastructure v5.0 on Linux/x86_64 (fake)",
+                )
                 .rw("dbroot", "/etc/target")
                 .dir(
                     "core",
@@ -514,7 +531,10 @@ impl FakeKernel {
 
     /// Makes future operations fail (see [`Fault`]).
     pub fn inject(&self, fault: Fault) {
-        self.faults.lock().unwrap_or_else(|p| p.into_inner()).push(fault);
+        self.faults
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(fault);
     }
 
     /// Pretends an initiator logged in: replaces an ACL's `info` text.
@@ -558,7 +578,9 @@ impl FakeKernel {
         };
         // Canonicalize the parent so temp-dir symlinks (/tmp -> /private/tmp) agree.
         let canon = match (abs.parent(), abs.file_name()) {
-            (Some(p), Some(n)) => fs::canonicalize(p).map(|p| p.join(n)).unwrap_or(abs.clone()),
+            (Some(p), Some(n)) => fs::canonicalize(p)
+                .map(|p| p.join(n))
+                .unwrap_or(abs.clone()),
             _ => abs.clone(),
         };
         match canon.strip_prefix(&self.root) {
@@ -590,11 +612,17 @@ impl FakeKernel {
             },
             [f] if FABRICS.contains(f) => Kind::Fabric((*f).to_owned()),
             [f, _] if FABRICS.contains(f) => Kind::Target((*f).to_owned()),
-            [f, _, t] if FABRICS.contains(f) && t.starts_with("tpgt_") => Kind::Tpg((*f).to_owned()),
+            [f, _, t] if FABRICS.contains(f) && t.starts_with("tpgt_") => {
+                Kind::Tpg((*f).to_owned())
+            }
             [f, _, t, "lun", _] if FABRICS.contains(f) && t.starts_with("tpgt_") => Kind::Lun,
             [f, _, t, "np", _] if FABRICS.contains(f) && t.starts_with("tpgt_") => Kind::Portal,
-            [f, _, t, "acls", _] if FABRICS.contains(f) && t.starts_with("tpgt_") => Kind::Acl((*f).to_owned()),
-            [f, _, t, "acls", _, m] if FABRICS.contains(f) && t.starts_with("tpgt_") && m.starts_with("lun_") => {
+            [f, _, t, "acls", _] if FABRICS.contains(f) && t.starts_with("tpgt_") => {
+                Kind::Acl((*f).to_owned())
+            }
+            [f, _, t, "acls", _, m]
+                if FABRICS.contains(f) && t.starts_with("tpgt_") && m.starts_with("lun_") =>
+            {
                 Kind::MappedLun
             }
             _ => Kind::Other,
@@ -606,7 +634,11 @@ impl FakeKernel {
             Kind::Hba(_) | Kind::Device(_) | Kind::AluaGroup { .. } => !name.is_empty(),
             Kind::Fabric(_) => true,
             Kind::Target(f) => {
-                let prefixes: &[&str] = if f == "iscsi" { &["iqn.", "eui.", "naa."] } else { &["naa.", "fc.", "iqn."] };
+                let prefixes: &[&str] = if f == "iscsi" {
+                    &["iqn.", "eui.", "naa."]
+                } else {
+                    &["naa.", "fc.", "iqn."]
+                };
                 name.len() <= 223 && prefixes.iter().any(|p| name.starts_with(p))
             }
             Kind::Tpg(_) => index_of(name, "tpgt_", 65535).is_some(),
@@ -614,8 +646,9 @@ impl FakeKernel {
             Kind::Portal => {
                 let comps = self.rel(path);
                 comps.first().map(String::as_str) == Some("iscsi")
-                    && crate::addr::parse_portal(name)
-                        .is_some_and(|(ip, port)| port <= 65535 && rustio_config::validate::check_portal_address(&ip).is_ok())
+                    && crate::addr::parse_portal(name).is_some_and(|(ip, port)| {
+                        port <= 65535 && rustio_config::validate::check_portal_address(&ip).is_ok()
+                    })
             }
             Kind::Acl(_) => name.len() <= 223,
             _ => false,
@@ -637,7 +670,8 @@ impl FakeKernel {
     }
 
     fn save_state(dev: &Path, st: &DevState) -> io::Result<()> {
-        let text = serde_json::to_string(st).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        let text =
+            serde_json::to_string(st).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         fs::write(Self::state_path(dev), text)
     }
 
@@ -662,7 +696,9 @@ impl FakeKernel {
     }
 
     fn exported(&self, dev: &Path) -> bool {
-        let Ok(canon) = fs::canonicalize(dev) else { return false };
+        let Ok(canon) = fs::canonicalize(dev) else {
+            return false;
+        };
         self.all_links().iter().any(|(_, t)| *t == canon)
     }
 
@@ -675,7 +711,11 @@ impl FakeKernel {
     fn device_info(&self, dev: &Path) -> io::Result<String> {
         let st = Self::load_state(dev)?;
         let p = |k: &str| st.params.get(k).cloned();
-        let status = if self.exported(dev) { "ACTIVATED" } else { "DEACTIVATED" };
+        let status = if self.exported(dev) {
+            "ACTIVATED"
+        } else {
+            "DEACTIVATED"
+        };
         let mut s = format!(
             "Status: {status}  Max Queue Depth: {}  SectorSize: {}  HwMaxSectors: {}\n        ",
             Self::attr(dev, "queue_depth").parse::<u64>().unwrap_or(32),
@@ -684,7 +724,11 @@ impl FakeKernel {
         );
         match st.plugin.as_str() {
             "fileio" => {
-                let mode = if p("fd_buffered_io").as_deref() == Some("1") { "Buffered-WCE" } else { "O_DSYNC" };
+                let mode = if p("fd_buffered_io").as_deref() == Some("1") {
+                    "Buffered-WCE"
+                } else {
+                    "O_DSYNC"
+                };
                 s.push_str(&format!(
                     "TCM FILEIO ID: 0        File: {}  Size: {}  Mode: {mode} Async: {}\n",
                     p("fd_dev_name").unwrap_or_default(),
@@ -781,7 +825,11 @@ impl FakeKernel {
                 }
             }
             "rd_mcp" => {
-                if p("rd_pages").and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) == 0 {
+                if p("rd_pages")
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0)
+                    == 0
+                {
                     return Err(errno(Errno::EINVAL));
                 }
             }
@@ -800,7 +848,12 @@ impl FakeKernel {
                 if let Some(h) = p("hw_block_size") {
                     Self::force_write(&dev.join("attrib/hw_block_size"), &format!("{h}\n"))?;
                 }
-                for k in ["dev_config", "dev_size", "max_data_area_mb", "data_pages_per_blk"] {
+                for k in [
+                    "dev_config",
+                    "dev_size",
+                    "max_data_area_mb",
+                    "data_pages_per_blk",
+                ] {
                     if let Some(v) = p(k) {
                         fs::write(dev.join("attrib").join(k), format!("{v}\n"))?;
                     }
@@ -909,7 +962,9 @@ impl Backend for FakeKernel {
             return Err(errno(Errno::EACCES));
         }
         let parent = path.parent().unwrap_or(Path::new("/"));
-        if path.file_name().is_some_and(|n| n == "info") && matches!(self.classify(parent), Kind::Device(_)) {
+        if path.file_name().is_some_and(|n| n == "info")
+            && matches!(self.classify(parent), Kind::Device(_))
+        {
             return self.device_info(parent);
         }
         let bytes = fs::read(path)?;
@@ -944,9 +999,15 @@ impl Backend for FakeKernel {
             return match file.as_str() {
                 "control" => {
                     let mut st = Self::load_state(parent)?;
-                    for tok in text.split([',', '\n']).map(str::trim).filter(|t| !t.is_empty()) {
+                    for tok in text
+                        .split([',', '\n'])
+                        .map(str::trim)
+                        .filter(|t| !t.is_empty())
+                    {
                         let (k, val) = tok.split_once('=').ok_or_else(|| errno(Errno::EINVAL))?;
-                        if st.enabled && matches!(k, "fd_dev_name" | "udev_path" | "rd_pages" | "dev_config") {
+                        if st.enabled
+                            && matches!(k, "fd_dev_name" | "udev_path" | "rd_pages" | "dev_config")
+                        {
                             return Err(errno(Errno::EEXIST));
                         }
                         st.params.insert(k.to_owned(), val.to_owned());
@@ -975,7 +1036,9 @@ impl Backend for FakeKernel {
                 }
                 "attrib" => {
                     let cur = fs::read_to_string(path).unwrap_or_default();
-                    if cur.trim().parse::<i64>().is_ok() || cur.trim().is_empty() && file != "dev_config" {
+                    if cur.trim().parse::<i64>().is_ok()
+                        || cur.trim().is_empty() && file != "dev_config"
+                    {
                         Self::check_numeric(&file, v)?;
                     }
                     return store(v);
@@ -992,18 +1055,30 @@ impl Backend for FakeKernel {
                     store(words.get(n as usize).ok_or_else(|| errno(Errno::EINVAL))?)
                 }
                 "alua_access_status" => {
-                    let words = ["None", "Altered by Explicit STPG", "Altered by Implicit ALUA"];
+                    let words = [
+                        "None",
+                        "Altered by Explicit STPG",
+                        "Altered by Implicit ALUA",
+                    ];
                     store(words.get(n as usize).ok_or_else(|| errno(Errno::EINVAL))?)
                 }
-                "alua_access_state" if ![0, 1, 2, 3, 4, 14, 15].contains(&n) => Err(errno(Errno::EINVAL)),
-                f if (f.starts_with("alua_support_") || f == "preferred" || f == "alua_write_metadata") && n > 1 => {
+                "alua_access_state" if ![0, 1, 2, 3, 4, 14, 15].contains(&n) => {
+                    Err(errno(Errno::EINVAL))
+                }
+                f if (f.starts_with("alua_support_")
+                    || f == "preferred"
+                    || f == "alua_write_metadata")
+                    && n > 1 =>
+                {
                     Err(errno(Errno::EINVAL))
                 }
                 _ => store(v),
             };
         }
         match (&pkind, file.as_str()) {
-            (Kind::Tpg(_), "enable") | (Kind::Portal, "iser") | (Kind::MappedLun, "write_protect") => {
+            (Kind::Tpg(_), "enable")
+            | (Kind::Portal, "iser")
+            | (Kind::MappedLun, "write_protect") => {
                 if v != "0" && v != "1" {
                     return Err(errno(Errno::EINVAL));
                 }
@@ -1058,7 +1133,10 @@ impl Backend for FakeKernel {
                     .unwrap_or(false)
             };
             let mutual = set("userid_mutual") && set("password_mutual");
-            return Self::force_write(&parent.join("authenticate_target"), if mutual { "1\n" } else { "0\n" });
+            return Self::force_write(
+                &parent.join("authenticate_target"),
+                if mutual { "1\n" } else { "0\n" },
+            );
         }
         if parent_name == "attrib" {
             Self::check_numeric(&file, v)?;
@@ -1099,7 +1177,10 @@ impl Backend for FakeKernel {
                 }
                 // Same TPG: .../tpgt_N/acls/<wwn>/lun_M vs .../tpgt_N/lun/lun_K.
                 let dir_canon = fs::canonicalize(dir)?;
-                let tpg_of_link = dir_canon.parent().and_then(Path::parent).and_then(Path::parent);
+                let tpg_of_link = dir_canon
+                    .parent()
+                    .and_then(Path::parent)
+                    .and_then(Path::parent);
                 let tpg_of_target = tcanon.parent().and_then(Path::parent);
                 if tpg_of_link != tpg_of_target {
                     return Err(errno(Errno::EINVAL));

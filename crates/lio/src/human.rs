@@ -57,7 +57,15 @@ mod tests {
         assert_eq!(parse_size("1G").unwrap(), 1 << 30);
         assert_eq!(parse_size("2GiB").unwrap(), 2 << 30);
         assert_eq!(parse_size("1t").unwrap(), 1 << 40);
-        for bad in ["", "G", "1.5G", "-1", "1X", "99999999999999999999", "16777216T"] {
+        for bad in [
+            "",
+            "G",
+            "1.5G",
+            "-1",
+            "1X",
+            "99999999999999999999",
+            "16777216T",
+        ] {
             assert!(parse_size(bad).is_err(), "{bad}");
         }
     }

@@ -34,7 +34,9 @@ pub mod sessions;
 pub mod sys;
 mod txn;
 
-pub use addr::{AclRef, AluaRef, LunRef, MappedLunRef, ObjectPath, PortalRef, SoRef, TargetRef, TpgRef};
+pub use addr::{
+    AclRef, AluaRef, LunRef, MappedLunRef, ObjectPath, PortalRef, SoRef, TargetRef, TpgRef,
+};
 pub use error::{Error, Result};
 pub use lio::{Lio, DEFAULT_LOCK_FILE, DEFAULT_ROOT};
 pub use ops::Op;

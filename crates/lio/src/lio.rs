@@ -23,7 +23,12 @@ pub const DEFAULT_ROOT: &str = "/sys/kernel/config/target";
 pub const DEFAULT_LOCK_FILE: &str = "/var/run/rtslib_backstore.lock";
 
 /// Names under a fabric directory that are not targets (rtslib `target_names_excludes`).
-pub const FABRIC_NON_TARGETS: [&str; 4] = ["discovery_auth", "lio_version", "version", "cpus_allowed_list"];
+pub const FABRIC_NON_TARGETS: [&str; 4] = [
+    "discovery_auth",
+    "lio_version",
+    "version",
+    "cpus_allowed_list",
+];
 
 /// A handle on one LIO configfs tree.
 #[derive(Debug, Clone)]
@@ -167,7 +172,9 @@ impl Lio {
 
     pub(crate) fn symlink(&self, target: &Path, link: &Path) -> Result<()> {
         tracing::debug!(target = %target.display(), link = %link.display(), "configfs symlink");
-        self.backend.symlink(target, link).map_err(io_err("link", link))
+        self.backend
+            .symlink(target, link)
+            .map_err(io_err("link", link))
     }
 
     pub(crate) fn unlink(&self, link: &Path) -> Result<()> {
@@ -258,10 +265,12 @@ impl Lio {
 
     /// Like [`Lio::find_so`] but an error when absent.
     pub(crate) fn so_dir(&self, so: &SoRef) -> Result<PathBuf> {
-        self.find_so(so)?.map(|(_, d)| d).ok_or_else(|| Error::NotFound {
-            what: "storage object",
-            name: so.to_string(),
-        })
+        self.find_so(so)?
+            .map(|(_, d)| d)
+            .ok_or_else(|| Error::NotFound {
+                what: "storage object",
+                name: so.to_string(),
+            })
     }
 
     pub(crate) fn fabric_dir(&self, fabric: &str) -> PathBuf {
@@ -277,11 +286,15 @@ impl Lio {
     }
 
     pub(crate) fn lun_dir(&self, l: &LunRef) -> PathBuf {
-        self.tpg_dir(&l.tpg).join("lun").join(format!("lun_{}", l.index))
+        self.tpg_dir(&l.tpg)
+            .join("lun")
+            .join(format!("lun_{}", l.index))
     }
 
     pub(crate) fn portal_dir(&self, p: &PortalRef) -> PathBuf {
-        self.tpg_dir(&p.tpg).join("np").join(format!("{}:{}", p.ip, p.port))
+        self.tpg_dir(&p.tpg)
+            .join("np")
+            .join(format!("{}:{}", p.ip, p.port))
     }
 
     pub(crate) fn acl_dir(&self, a: &AclRef) -> PathBuf {
@@ -350,11 +363,12 @@ impl Lio {
             .write(true)
             .open(&self.lock_path)
             .map_err(io_err("open lock file", &self.lock_path))?;
-        let _lock = Flock::lock(lock_file, FlockArg::LockExclusive).map_err(|(_, errno)| Error::Io {
-            op: "lock",
-            path: self.lock_path.clone(),
-            source: io::Error::from(errno),
-        })?;
+        let _lock =
+            Flock::lock(lock_file, FlockArg::LockExclusive).map_err(|(_, errno)| Error::Io {
+                op: "lock",
+                path: self.lock_path.clone(),
+                source: io::Error::from(errno),
+            })?;
         if self.find_so(so)?.is_some() {
             return Err(Error::Exists {
                 what: "storage object",
@@ -441,7 +455,10 @@ impl Lio {
             [core, hba, name] if core == "core" => {
                 let (prefix, idx) = hba.rsplit_once('_')?;
                 idx.parse::<u64>().ok()?;
-                Some((SoRef::new(Plugin::from_name(prefix), name.clone()), hba.clone()))
+                Some((
+                    SoRef::new(Plugin::from_name(prefix), name.clone()),
+                    hba.clone(),
+                ))
             }
             _ => None,
         }

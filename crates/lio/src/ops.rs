@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 
 use rustio_config::fabric::{fabric_info, validate_fabric_wwn};
 use rustio_config::model::Settings;
-use rustio_config::validate::{check_alias, check_chap_value, check_portal_address, check_storage_object_name};
+use rustio_config::validate::{
+    check_alias, check_chap_value, check_portal_address, check_storage_object_name,
+};
 use rustio_config::{AluaTpg, Chap, ConfigValue, StorageObject};
 
 use crate::addr::{AclRef, AluaRef, LunRef, MappedLunRef, PortalRef, SoRef, TargetRef, TpgRef};
@@ -316,7 +318,9 @@ impl fmt::Display for Op {
             Op::SetAttribute { owner, name, value } => {
                 write!(f, "set attribute {owner} {name}={value}")
             }
-            Op::SetParameter { tpg, name, value } => write!(f, "set parameter {tpg} {name}={value}"),
+            Op::SetParameter { tpg, name, value } => {
+                write!(f, "set parameter {tpg} {name}={value}")
+            }
             Op::CreateAluaGroup { so, group } => write!(
                 f,
                 "create ALUA group {so}/alua/{} (tg_pt_gp_id={})",
@@ -334,9 +338,17 @@ impl fmt::Display for Op {
             },
             Op::DeleteTpg(t) => write!(f, "delete TPG {t}"),
             Op::SetTpgEnable { tpg, enable } => {
-                write!(f, "{} TPG {tpg}", if *enable { "enable" } else { "disable" })
+                write!(
+                    f,
+                    "{} TPG {tpg}",
+                    if *enable { "enable" } else { "disable" }
+                )
             }
-            Op::SetAuth { owner, field, value } => {
+            Op::SetAuth {
+                owner,
+                field,
+                value,
+            } => {
                 write!(f, "set auth {owner} {field}={}", show_secret(field, value))
             }
             Op::SetDiscoveryEnforce { fabric, enable } => write!(
@@ -347,7 +359,11 @@ impl fmt::Display for Op {
             Op::CreateLun { lun, so, .. } => write!(f, "create LUN {lun} -> {so}"),
             Op::DeleteLun(l) => write!(f, "delete LUN {l}"),
             Op::SetLunAluaGroup { lun, group } => write!(f, "set ALUA group of {lun} to {group}"),
-            Op::CreatePortal { portal, iser, offload } => {
+            Op::CreatePortal {
+                portal,
+                iser,
+                offload,
+            } => {
                 write!(f, "create portal {portal}")?;
                 if *iser {
                     write!(f, " (iser)")?;
@@ -404,7 +420,10 @@ struct Prepared {
 }
 
 fn parse_hctl(s: &str) -> Option<[u64; 4]> {
-    let v: Vec<u64> = s.split(':').map(|p| p.parse().ok()).collect::<Option<Vec<_>>>()?;
+    let v: Vec<u64> = s
+        .split(':')
+        .map(|p| p.parse().ok())
+        .collect::<Option<Vec<_>>>()?;
     v.try_into().ok()
 }
 
@@ -432,10 +451,12 @@ impl Lio {
     /// Writes `value` when the current text differs; returns the old text if written.
     fn set_if_differs(&self, path: &Path, value: &str) -> Result<Option<String>> {
         let old = self.read(path).map_err(|e| match e {
-            Error::Io { source, .. } if source.kind() == io::ErrorKind::NotFound => Error::NotFound {
-                what: "attribute",
-                name: path.display().to_string(),
-            },
+            Error::Io { source, .. } if source.kind() == io::ErrorKind::NotFound => {
+                Error::NotFound {
+                    what: "attribute",
+                    name: path.display().to_string(),
+                }
+            }
             other => other,
         })?;
         if text_eq(&old, value) {
@@ -455,7 +476,12 @@ impl Lio {
     fn write_auth(&self, dir: &Path, auth: &Chap) -> Result<()> {
         for (field, v) in auth.fields() {
             if let Some(v) = v {
-                check_chap_value(v).map_err(|e| Error::rule("CHAP values are 1-255 printable characters, not 'NULL'", format!("{field}: {e}")))?;
+                check_chap_value(v).map_err(|e| {
+                    Error::rule(
+                        "CHAP values are 1-255 printable characters, not 'NULL'",
+                        format!("{field}: {e}"),
+                    )
+                })?;
                 self.set_if_differs(&dir.join(field), v)?;
             }
         }
@@ -527,7 +553,11 @@ impl Lio {
                             if !d.is_dir() {
                                 return Err(Error::rule(
                                     "the directory of a fileio backing file must exist",
-                                    format!("backing file {} is in missing directory {}", f.dev, d.display()),
+                                    format!(
+                                        "backing file {} is in missing directory {}",
+                                        f.dev,
+                                        d.display()
+                                    ),
                                 ));
                             }
                         }
@@ -585,7 +615,10 @@ impl Lio {
             }
             StorageObject::Ramdisk(r) => {
                 if r.size == 0 {
-                    return Err(Error::rule("sizes are positive byte counts", "ramdisk size is 0"));
+                    return Err(Error::rule(
+                        "sizes are positive byte counts",
+                        "ramdisk size is 0",
+                    ));
                 }
             }
             StorageObject::Other(o) => {
@@ -617,7 +650,10 @@ impl Lio {
             }
             StorageObject::Block(b) => {
                 self.write(&control, &format!("udev_path={}", b.dev))?;
-                self.write(&control, &format!("readonly={}", u8::from(b.readonly == Some(true))))?;
+                self.write(
+                    &control,
+                    &format!("readonly={}", u8::from(b.readonly == Some(true))),
+                )?;
                 if let Some(x) = b.exclusive {
                     self.write(&control, &format!("exclusive={}", u8::from(x)))?;
                 }
@@ -636,12 +672,17 @@ impl Lio {
                 let [h, c, t, l] = prep.hctl.unwrap_or_default();
                 self.write(
                     &control,
-                    &format!("scsi_host_id={h},scsi_channel_id={c},scsi_target_id={t},scsi_lun_id={l}"),
+                    &format!(
+                        "scsi_host_id={h},scsi_channel_id={c},scsi_target_id={t},scsi_lun_id={l}"
+                    ),
                 )?;
                 self.write(&dir.join("udev_path"), &p.dev)?;
             }
             StorageObject::User(u) => {
-                self.write(&control, &format!("dev_config={}", u.config.as_deref().unwrap_or("")))?;
+                self.write(
+                    &control,
+                    &format!("dev_config={}", u.config.as_deref().unwrap_or("")),
+                )?;
                 self.write(&control, &format!("dev_size={}", u.size.unwrap_or(0)))?;
                 if let Some(h) = u.hw_max_sectors {
                     self.write(&control, &format!("hw_max_sectors={h}"))?;
@@ -660,7 +701,8 @@ impl Lio {
                 Some(w) => w.to_owned(),
                 None => crate::sys::generate_unit_serial()?,
             };
-            rustio_config::wwn::validate_unit_serial(&serial).map_err(|e| Error::rule(e.rule, e.detail))?;
+            rustio_config::wwn::validate_unit_serial(&serial)
+                .map_err(|e| Error::rule(e.rule, e.detail))?;
             self.write(&dir.join("wwn/vpd_unit_serial"), &serial)?;
         }
         if let Some(common) = so.common() {
@@ -675,7 +717,10 @@ impl Lio {
             }
             self.apply_settings(&dir.join("attrib"), &attrs)?;
             if !common.alua_tpgs.is_empty() && !self.alua_supported(dir, &so.plugin()) {
-                let custom = common.alua_tpgs.iter().any(|g| g.name != "default_tg_pt_gp");
+                let custom = common
+                    .alua_tpgs
+                    .iter()
+                    .any(|g| g.name != "default_tg_pt_gp");
                 if custom {
                     return Err(Error::rule(
                         "ALUA groups need a backstore with ALUA support (attrib/alua_support=1)",
@@ -747,7 +792,11 @@ impl Lio {
             return Err(Error::InUse {
                 what: "storage object",
                 name: r.to_string(),
-                users: users.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+                users: users
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 hint: "delete those LUNs first, or use --force to delete them with it",
             });
         }
@@ -807,7 +856,8 @@ impl Lio {
     }
 
     fn read_auth_value(&self, path: &Path) -> Option<String> {
-        self.read_trim(path).filter(|v| !v.is_empty() && v != "NULL")
+        self.read_trim(path)
+            .filter(|v| !v.is_empty() && v != "NULL")
     }
 
     /// Executes one step; on success pushes its inverse onto `undo`.
@@ -898,7 +948,11 @@ impl Lio {
                 });
             }
             Op::SetAluaSetting { group, name, value } => {
-                let path = self.so_dir(&group.so)?.join("alua").join(&group.name).join(name);
+                let path = self
+                    .so_dir(&group.so)?
+                    .join("alua")
+                    .join(&group.name)
+                    .join(name);
                 let text = self.read(&path)?;
                 let old = alua_value(name, &text);
                 if old != Some(*value) {
@@ -963,12 +1017,18 @@ impl Lio {
                 nexus,
             } => {
                 let info = fabric_info(&tpg.target.fabric).ok_or_else(|| {
-                    Error::rule("fabric must be a LIO fabric module name", tpg.target.fabric.clone())
+                    Error::rule(
+                        "fabric must be a LIO fabric module name",
+                        tpg.target.fabric.clone(),
+                    )
                 })?;
                 let tdir = self.target_dir(&tpg.target);
                 self.require_dir(&tdir, "target", &tpg.target)?;
                 if tpg.tag > 65535 {
-                    return Err(Error::rule("TPG tags are 16-bit, 0-65535 (RFC 7143 13.9)", format!("tag {}", tpg.tag)));
+                    return Err(Error::rule(
+                        "TPG tags are 16-bit, 0-65535 (RFC 7143 13.9)",
+                        format!("tag {}", tpg.tag),
+                    ));
                 }
                 let dir = self.tpg_dir(tpg);
                 if dir.exists() {
@@ -977,7 +1037,12 @@ impl Lio {
                         name: tpg.to_string(),
                     });
                 }
-                if !info.tpgts && self.list_dirs(&tdir)?.iter().any(|d| d.starts_with("tpgt_")) {
+                if !info.tpgts
+                    && self
+                        .list_dirs(&tdir)?
+                        .iter()
+                        .any(|d| d.starts_with("tpgt_"))
+                {
                     return Err(Error::rule(
                         "this fabric supports a single TPG per target (no 'tpgts' feature)",
                         format!("{} already has a TPG", tpg.target),
@@ -990,7 +1055,8 @@ impl Lio {
                             Some(n) => n.clone(),
                             None => crate::sys::generate_naa()?,
                         };
-                        rustio_config::wwn::validate_naa(&n).map_err(|e| Error::rule(e.rule, e.detail))?;
+                        rustio_config::wwn::validate_naa(&n)
+                            .map_err(|e| Error::rule(e.rule, e.detail))?;
                         self.write(&dir.join("nexus"), &n)?;
                     }
                     self.apply_settings(&dir.join("attrib"), attributes)?;
@@ -1061,7 +1127,11 @@ impl Lio {
                     }
                 }
             }
-            Op::SetAuth { owner, field, value } => {
+            Op::SetAuth {
+                owner,
+                field,
+                value,
+            } => {
                 if !AUTH_FIELDS.contains(field) {
                     return Err(Error::rule(
                         "auth settings are userid, password, mutual_userid, mutual_password",
@@ -1095,7 +1165,9 @@ impl Lio {
                 }
             }
             Op::SetDiscoveryEnforce { fabric, enable } => {
-                let path = self.fabric_dir(fabric).join("discovery_auth/enforce_discovery_auth");
+                let path = self
+                    .fabric_dir(fabric)
+                    .join("discovery_auth/enforce_discovery_auth");
                 if !path.exists() {
                     self.ensure_fabric(fabric)?;
                 }
@@ -1113,7 +1185,10 @@ impl Lio {
                 alua_group,
             } => {
                 if lun.index > 65535 {
-                    return Err(Error::rule("LUN indexes are 0-65535 (rtslib MAX_TARGET_LUN)", format!("LUN {}", lun.index)));
+                    return Err(Error::rule(
+                        "LUN indexes are 0-65535 (rtslib MAX_TARGET_LUN)",
+                        format!("LUN {}", lun.index),
+                    ));
                 }
                 let tdir = self.tpg_dir(&lun.tpg);
                 self.require_dir(&tdir, "TPG", &lun.tpg)?;
@@ -1126,7 +1201,9 @@ impl Lio {
                 }
                 let alias = match alias {
                     Some(a) => {
-                        check_alias(a).map_err(|e| Error::rule("link names (aliases) are non-empty without '/'", e))?;
+                        check_alias(a).map_err(|e| {
+                            Error::rule("link names (aliases) are non-empty without '/'", e)
+                        })?;
                         a.clone()
                     }
                     None => crate::sys::generate_alias()?,
@@ -1140,7 +1217,8 @@ impl Lio {
                 }
                 self.mkdir(&dir)?;
                 let link = dir.join(&alias);
-                let target = fs::canonicalize(&so_dir).map_err(crate::lio::io_err("resolve", &so_dir))?;
+                let target =
+                    fs::canonicalize(&so_dir).map_err(crate::lio::io_err("resolve", &so_dir))?;
                 if let Err(e) = self.symlink(&target, &link) {
                     let _ = self.rmdir(&dir);
                     return Err(e);
@@ -1163,17 +1241,28 @@ impl Lio {
                     return Err(Error::InUse {
                         what: "LUN",
                         name: lun.to_string(),
-                        users: mappers.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+                        users: mappers
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", "),
                         hint: "delete those mapped LUNs first",
                     });
                 }
                 let links = self.links(&dir)?;
-                let so = links
-                    .iter()
-                    .find_map(|(a, t)| t.as_ref().and_then(|t| self.so_from_core_path(t)).map(|(s, _)| (a.clone(), s)));
+                let so = links.iter().find_map(|(a, t)| {
+                    t.as_ref()
+                        .and_then(|t| self.so_from_core_path(t))
+                        .map(|(s, _)| (a.clone(), s))
+                });
                 let group = self
                     .read_trim(&dir.join("alua_tg_pt_gp"))
-                    .and_then(|t| t.lines().next().and_then(|l| l.split_once(':')).map(|(_, v)| v.trim().to_owned()))
+                    .and_then(|t| {
+                        t.lines()
+                            .next()
+                            .and_then(|l| l.split_once(':'))
+                            .map(|(_, v)| v.trim().to_owned())
+                    })
                     .filter(|g| !g.is_empty() && g != "default_tg_pt_gp");
                 for (name, _) in &links {
                     self.unlink(&dir.join(name))?;
@@ -1196,9 +1285,16 @@ impl Lio {
                     });
                 }
             }
-            Op::CreatePortal { portal, iser, offload } => {
+            Op::CreatePortal {
+                portal,
+                iser,
+                offload,
+            } => {
                 check_portal_address(&portal.ip).map_err(|e| {
-                    Error::rule("portal ip_address is IPv4 dotted-quad or an IPv6 address in brackets", e)
+                    Error::rule(
+                        "portal ip_address is IPv4 dotted-quad or an IPv6 address in brackets",
+                        e,
+                    )
                 })?;
                 if !(1..=65535).contains(&portal.port) {
                     return Err(Error::rule(
@@ -1276,7 +1372,10 @@ impl Lio {
                     validate_fabric_wwn(info, &acl.node_wwn).map_err(|e| {
                         Error::rule(
                             "initiator names must suit the fabric (iSCSI: RFC 3720 3.2.6.3)",
-                            format!("{:?} is not a valid {} initiator name: {e}", acl.node_wwn, info.name),
+                            format!(
+                                "{:?} is not a valid {} initiator name: {e}",
+                                acl.node_wwn, info.name
+                            ),
                         )
                     })?;
                 }
@@ -1323,7 +1422,9 @@ impl Lio {
                 }
                 let attributes = self.read_settings(&dir.join("attrib"), false)?;
                 let auth = self.read_chap(&dir.join("auth"));
-                let tag = self.read_trim(&dir.join("tag")).filter(|t| !t.is_empty() && t != "NULL");
+                let tag = self
+                    .read_trim(&dir.join("tag"))
+                    .filter(|t| !t.is_empty() && t != "NULL");
                 self.rmdir(&dir)?;
                 undo.push(Op::CreateAcl {
                     acl: acl.clone(),
@@ -1334,7 +1435,9 @@ impl Lio {
             }
             Op::SetAclTag { acl, tag } => {
                 let path = self.acl_dir(acl).join("tag");
-                let old = self.read_trim(&path).filter(|t| !t.is_empty() && t != "NULL");
+                let old = self
+                    .read_trim(&path)
+                    .filter(|t| !t.is_empty() && t != "NULL");
                 if old != *tag {
                     self.write(&path, tag.as_deref().unwrap_or("NULL"))?;
                     undo.push(Op::SetAclTag {
@@ -1359,7 +1462,9 @@ impl Lio {
                 self.require_dir(&ldir, "TPG LUN", &lref)?;
                 let alias = match alias {
                     Some(a) => {
-                        check_alias(a).map_err(|e| Error::rule("link names (aliases) are non-empty without '/'", e))?;
+                        check_alias(a).map_err(|e| {
+                            Error::rule("link names (aliases) are non-empty without '/'", e)
+                        })?;
                         a.clone()
                     }
                     None => crate::sys::generate_alias()?,
@@ -1373,12 +1478,16 @@ impl Lio {
                 }
                 self.mkdir(&dir)?;
                 let link = dir.join(&alias);
-                let target = fs::canonicalize(&ldir).map_err(crate::lio::io_err("resolve", &ldir))?;
+                let target =
+                    fs::canonicalize(&ldir).map_err(crate::lio::io_err("resolve", &ldir))?;
                 if let Err(e) = self.symlink(&target, &link) {
                     let _ = self.rmdir(&dir);
                     return Err(e);
                 }
-                if let Err(e) = self.set_if_differs(&dir.join("write_protect"), if *write_protect { "1" } else { "0" }) {
+                if let Err(e) = self.set_if_differs(
+                    &dir.join("write_protect"),
+                    if *write_protect { "1" } else { "0" },
+                ) {
                     let _ = self.unlink(&link);
                     let _ = self.rmdir(&dir);
                     return Err(e);
@@ -1424,9 +1533,12 @@ impl Lio {
     /// Moves a LUN to an ALUA group; returns the previous group when it changed.
     fn set_lun_group(&self, lun: &LunRef, group: &str) -> Result<Option<String>> {
         let path = self.lun_dir(lun).join("alua_tg_pt_gp");
-        let cur = self
-            .read_trim(&path)
-            .and_then(|t| t.lines().next().and_then(|l| l.split_once(':')).map(|(_, v)| v.trim().to_owned()));
+        let cur = self.read_trim(&path).and_then(|t| {
+            t.lines()
+                .next()
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_owned())
+        });
         if cur.as_deref() == Some(group) {
             return Ok(None);
         }

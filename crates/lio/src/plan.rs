@@ -71,7 +71,11 @@ fn pages(size: u64, page: u64) -> u64 {
 fn control_differs(cur: &Option<String>, des: &Option<String>) -> bool {
     let Some(d) = des else { return false };
     let set = |s: &str| -> BTreeSet<String> {
-        s.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned).collect()
+        s.split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned)
+            .collect()
     };
     let c = cur.as_deref().map(set).unwrap_or_default();
     !set(d).is_subset(&c)
@@ -94,7 +98,8 @@ fn identity_differs(c: &StorageObject, d: &StorageObject, page: u64) -> bool {
         (S::Block(c), S::Block(d)) => {
             c.dev != d.dev
                 || d.readonly.unwrap_or(false) != c.readonly.unwrap_or(false)
-                || d.exclusive.is_some_and(|x| x != c.exclusive.unwrap_or(true))
+                || d.exclusive
+                    .is_some_and(|x| x != c.exclusive.unwrap_or(true))
         }
         (S::Ramdisk(c), S::Ramdisk(d)) => {
             pages(c.size, page) != pages(d.size, page)
@@ -104,7 +109,8 @@ fn identity_differs(c: &StorageObject, d: &StorageObject, page: u64) -> bool {
         (S::User(c), S::User(d)) => {
             c.config != d.config
                 || d.size.is_some_and(|s| Some(s) != c.size)
-                || d.hw_max_sectors.is_some_and(|h| Some(h) != c.hw_max_sectors)
+                || d.hw_max_sectors
+                    .is_some_and(|h| Some(h) != c.hw_max_sectors)
                 || control_differs(&c.control, &d.control)
         }
         _ => true,
@@ -121,7 +127,11 @@ fn settings_diff(cur: &Settings, des: &Settings) -> Vec<(String, ConfigValue)> {
 fn auth_diff(owner: &AuthOwner, cur: &Chap, des: &Chap, out: &mut Vec<Op>) {
     for ((field, c), (_, d)) in cur.fields().into_iter().zip(des.fields()) {
         if c != d {
-            let field = AUTH_FIELDS.iter().find(|f| **f == field).copied().unwrap_or("userid");
+            let field = AUTH_FIELDS
+                .iter()
+                .find(|f| **f == field)
+                .copied()
+                .unwrap_or("userid");
             out.push(Op::SetAuth {
                 owner: owner.clone(),
                 field,
@@ -132,7 +142,7 @@ fn auth_diff(owner: &AuthOwner, cur: &Chap, des: &Chap, out: &mut Vec<Op>) {
 }
 
 fn fabric_has_enable(fabric: &str) -> bool {
-    fabric_info(fabric).map_or(true, |i| !i.nexus)
+    !matches!(fabric_info(fabric), Some(i) if i.nexus)
 }
 
 fn discovery(cfg: &SaveConfig, fabric: &str) -> (bool, Chap) {
@@ -151,8 +161,9 @@ fn discovery(cfg: &SaveConfig, fabric: &str) -> (bool, Chap) {
 }
 
 fn alua_settings_diff(group: &AluaRef, cur: Option<&AluaTpg>, des: &AluaTpg, out: &mut Vec<Op>) {
-    let cur_settings: BTreeMap<&str, Option<u64>> =
-        cur.map(|c| c.settings().into_iter().collect()).unwrap_or_default();
+    let cur_settings: BTreeMap<&str, Option<u64>> = cur
+        .map(|c| c.settings().into_iter().collect())
+        .unwrap_or_default();
     for (name, v) in des.settings() {
         if let Some(v) = v {
             if cur_settings.get(name).copied().flatten() != Some(v) {
@@ -179,18 +190,31 @@ pub fn diff_with_page_size(current: &SaveConfig, desired: &SaveConfig, page: u64
     fill_defaults(&mut current);
 
     // ----- index both sides ---------------------------------------------------------
-    let cur_sos: BTreeMap<SoKey, &StorageObject> =
-        current.storage_objects.iter().map(|s| (so_key(s), s)).collect();
-    let des_sos: BTreeMap<SoKey, &StorageObject> =
-        desired.storage_objects.iter().map(|s| (so_key(s), s)).collect();
+    let cur_sos: BTreeMap<SoKey, &StorageObject> = current
+        .storage_objects
+        .iter()
+        .map(|s| (so_key(s), s))
+        .collect();
+    let des_sos: BTreeMap<SoKey, &StorageObject> = desired
+        .storage_objects
+        .iter()
+        .map(|s| (so_key(s), s))
+        .collect();
     let so_recreate: BTreeSet<SoKey> = des_sos
         .iter()
-        .filter(|(k, d)| cur_sos.get(*k).is_some_and(|c| identity_differs(c, d, page)))
+        .filter(|(k, d)| {
+            cur_sos
+                .get(*k)
+                .is_some_and(|c| identity_differs(c, d, page))
+        })
         .map(|(k, _)| k.clone())
         .collect();
 
     let targets = |cfg: &SaveConfig| -> BTreeSet<TKey> {
-        cfg.targets.iter().map(|t| (t.fabric.clone(), t.wwn.clone())).collect()
+        cfg.targets
+            .iter()
+            .map(|t| (t.fabric.clone(), t.wwn.clone()))
+            .collect()
     };
     let cur_targets = targets(&current);
     let des_targets = targets(&desired);
@@ -199,7 +223,10 @@ pub fn diff_with_page_size(current: &SaveConfig, desired: &SaveConfig, page: u64
         let mut m = BTreeMap::new();
         for t in &cfg.targets {
             for g in &t.tpgs {
-                m.insert((t.fabric.clone(), t.wwn.clone(), g.tag.unwrap_or(1)), g.clone());
+                m.insert(
+                    (t.fabric.clone(), t.wwn.clone(), g.tag.unwrap_or(1)),
+                    g.clone(),
+                );
             }
         }
         m
@@ -215,7 +242,9 @@ pub fn diff_with_page_size(current: &SaveConfig, desired: &SaveConfig, page: u64
         })
         .map(|(k, _)| k.clone())
         .collect();
-    let tpg_kept = |k: &GKey| cur_tpgs.contains_key(k) && des_tpgs.contains_key(k) && !tpg_recreate.contains(k);
+    let tpg_kept = |k: &GKey| {
+        cur_tpgs.contains_key(k) && des_tpgs.contains_key(k) && !tpg_recreate.contains(k)
+    };
 
     // LUNs keyed by (tpg, index).
     let luns = |m: &BTreeMap<GKey, Tpg>| -> BTreeMap<(GKey, u64), rustio_config::Lun> {
@@ -241,7 +270,12 @@ pub fn diff_with_page_size(current: &SaveConfig, desired: &SaveConfig, page: u64
         })
         .map(|(k, _)| k.clone())
         .collect();
-    let lun_kept = |k: &(GKey, u64)| tpg_kept(&k.0) && cur_luns.contains_key(k) && des_luns.contains_key(k) && !lun_recreate.contains(k);
+    let lun_kept = |k: &(GKey, u64)| {
+        tpg_kept(&k.0)
+            && cur_luns.contains_key(k)
+            && des_luns.contains_key(k)
+            && !lun_recreate.contains(k)
+    };
 
     // ACLs keyed by (tpg, initiator).
     let acls = |m: &BTreeMap<GKey, Tpg>| -> BTreeMap<(GKey, String), rustio_config::NodeAcl> {
@@ -255,7 +289,8 @@ pub fn diff_with_page_size(current: &SaveConfig, desired: &SaveConfig, page: u64
     };
     let cur_acls = acls(&cur_tpgs);
     let des_acls = acls(&des_tpgs);
-    let acl_kept = |k: &(GKey, String)| tpg_kept(&k.0) && cur_acls.contains_key(k) && des_acls.contains_key(k);
+    let acl_kept =
+        |k: &(GKey, String)| tpg_kept(&k.0) && cur_acls.contains_key(k) && des_acls.contains_key(k);
 
     type MKey = ((GKey, String), u64);
     let mluns = |m: &BTreeMap<(GKey, String), rustio_config::NodeAcl>| -> BTreeMap<MKey, rustio_config::MappedLun> {
@@ -293,7 +328,8 @@ pub fn diff_with_page_size(current: &SaveConfig, desired: &SaveConfig, page: u64
     };
     let cur_portals = portals(&cur_tpgs);
     let des_portals = portals(&des_tpgs);
-    let portal_kept = |k: &PKey| tpg_kept(&k.0) && cur_portals.contains_key(k) && des_portals.contains_key(k);
+    let portal_kept =
+        |k: &PKey| tpg_kept(&k.0) && cur_portals.contains_key(k) && des_portals.contains_key(k);
 
     let aref = |k: &(GKey, String)| AclRef {
         tpg: tpg_ref(&k.0),
@@ -371,7 +407,9 @@ pub fn diff_with_page_size(current: &SaveConfig, desired: &SaveConfig, page: u64
             if *name == "default_tg_pt_gp" {
                 continue;
             }
-            let keep = des_groups.get(name).is_some_and(|dg| dg.tg_pt_gp_id == cg.tg_pt_gp_id);
+            let keep = des_groups
+                .get(name)
+                .is_some_and(|dg| dg.tg_pt_gp_id == cg.tg_pt_gp_id);
             if !keep {
                 ops.push(Op::DeleteAluaGroup(AluaRef {
                     so: so.clone(),
@@ -400,12 +438,17 @@ pub fn diff_with_page_size(current: &SaveConfig, desired: &SaveConfig, page: u64
     }
     for k in cur_sos.keys() {
         if !des_sos.contains_key(k) || so_recreate.contains(k) {
-            ops.push(Op::DeleteStorageObject(SoRef::new(k.0.clone(), k.1.clone())));
+            ops.push(Op::DeleteStorageObject(SoRef::new(
+                k.0.clone(),
+                k.1.clone(),
+            )));
         }
     }
 
     // ----- discovery authentication ---------------------------------------------------
-    for fabric in ["iscsi"] {
+    {
+        // Only iSCSI has discovery authentication (rtslib feature "discovery_auth").
+        let fabric = "iscsi";
         let (ce, cc) = discovery(&current, fabric);
         let (de, dc) = discovery(&desired, fabric);
         let owner = AuthOwner::Discovery(fabric.to_owned());
@@ -487,7 +530,7 @@ pub fn diff_with_page_size(current: &SaveConfig, desired: &SaveConfig, page: u64
             });
         }
         let info = fabric_info(&k.0);
-        if info.map_or(true, |i| i.auth) {
+        if !matches!(info, Some(i) if !i.auth) {
             auth_diff(&AuthOwner::Tpg(t.clone()), &c.auth, &d.auth, &mut ops);
         }
     }
@@ -498,7 +541,10 @@ pub fn diff_with_page_size(current: &SaveConfig, desired: &SaveConfig, page: u64
                     lun: lref(k),
                     so: SoRef::new(plugin, name),
                     alias: d.alias.clone(),
-                    alua_group: d.alua_tg_pt_gp_name.clone().filter(|g| g != "default_tg_pt_gp"),
+                    alua_group: d
+                        .alua_tg_pt_gp_name
+                        .clone()
+                        .filter(|g| g != "default_tg_pt_gp"),
                 });
             }
         } else if let Some(g) = &d.alua_tg_pt_gp_name {
@@ -529,7 +575,7 @@ pub fn diff_with_page_size(current: &SaveConfig, desired: &SaveConfig, page: u64
                 value,
             });
         }
-        if fabric_info(&(k.0).0).map_or(true, |i| i.auth) {
+        if !matches!(fabric_info(&(k.0).0), Some(i) if !i.auth) {
             auth_diff(&AuthOwner::Acl(a.clone()), &c.auth, &d.auth, &mut ops);
         }
         if c.tag != d.tag {

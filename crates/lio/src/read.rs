@@ -7,9 +7,8 @@ use std::path::Path;
 use rustio_config::fabric::{fabric_info, FabricInfo};
 use rustio_config::model::{Common, Settings};
 use rustio_config::{
-    AluaTpg, BlockObject, Chap, ConfigValue, FabricModule, FileioObject, Lun, MappedLun,
-    NodeAcl, Plugin, Portal, PscsiObject, RamdiskObject, SaveConfig, StorageObject, Target, Tpg,
-    UserObject,
+    AluaTpg, BlockObject, Chap, ConfigValue, FabricModule, FileioObject, Lun, MappedLun, NodeAcl,
+    Plugin, Portal, PscsiObject, RamdiskObject, SaveConfig, StorageObject, Target, Tpg, UserObject,
 };
 use serde::Serialize;
 
@@ -121,7 +120,11 @@ fn parse_bool(s: Option<String>) -> Option<bool> {
 }
 
 const ALUA_TYPES: [&str; 4] = ["None", "Implicit", "Explicit", "Implicit and Explicit"];
-const ALUA_STATUSES: [&str; 3] = ["None", "Altered by Explicit STPG", "Altered by Implicit ALUA"];
+const ALUA_STATUSES: [&str; 3] = [
+    "None",
+    "Altered by Explicit STPG",
+    "Altered by Implicit ALUA",
+];
 
 /// Converts an ALUA attribute's configfs text to its numeric value (type and status
 /// are shown as words, SPC-4 6.37).
@@ -135,7 +138,10 @@ pub fn alua_value(name: &str, text: &str) -> Option<u64> {
         "alua_access_status" => &ALUA_STATUSES,
         _ => return None,
     };
-    table.iter().position(|w| *w == t).and_then(|i| u64::try_from(i).ok())
+    table
+        .iter()
+        .position(|w| *w == t)
+        .and_then(|i| u64::try_from(i).ok())
 }
 
 fn is_null(s: &str) -> bool {
@@ -214,7 +220,9 @@ impl Lio {
     pub(crate) fn read_storage_object(&self, hba: &str, so: &SoRef) -> Result<LiveStorageObject> {
         let dir = self.core_dir().join(hba).join(&so.name);
         let info = self.read_trim(&dir.join("info")).unwrap_or_default();
-        let udev = self.read_trim(&dir.join("udev_path")).filter(|s| !s.is_empty());
+        let udev = self
+            .read_trim(&dir.join("udev_path"))
+            .filter(|s| !s.is_empty());
         let enabled = parse_bool(self.read_trim(&dir.join("enable"))).unwrap_or(true);
         let wwn = self
             .read_trim(&dir.join("wwn/vpd_unit_serial"))
@@ -285,7 +293,10 @@ impl Lio {
             }
             Plugin::Pscsi => StorageObject::Pscsi(PscsiObject {
                 dev: udev.clone().unwrap_or_default(),
-                common: Common { wwn: None, ..common },
+                common: Common {
+                    wwn: None,
+                    ..common
+                },
                 extra: Default::default(),
             }),
             Plugin::User => {
@@ -353,8 +364,14 @@ impl Lio {
             }
         }
         out.sort_by(|a, b| {
-            (a.config.plugin().as_str().to_owned(), a.config.name().to_owned())
-                .cmp(&(b.config.plugin().as_str().to_owned(), b.config.name().to_owned()))
+            (
+                a.config.plugin().as_str().to_owned(),
+                a.config.name().to_owned(),
+            )
+                .cmp(&(
+                    b.config.plugin().as_str().to_owned(),
+                    b.config.name().to_owned(),
+                ))
         });
         Ok(out)
     }
@@ -379,7 +396,8 @@ impl Lio {
         };
         if info.auth {
             cfg.auth = self.read_chap(&dir.join("auth"));
-            live.authenticate_target = parse_bool(self.read_trim(&dir.join("auth/authenticate_target")));
+            live.authenticate_target =
+                parse_bool(self.read_trim(&dir.join("auth/authenticate_target")));
         }
         if info.nexus {
             cfg.nexus = self.read_trim(&dir.join("nexus")).filter(|s| !s.is_empty());
@@ -388,14 +406,18 @@ impl Lio {
             let Some(index) = l.strip_prefix("lun_").and_then(|n| n.parse::<u64>().ok()) else {
                 continue;
             };
-            let lun_ref = LunRef { tpg: tpg.clone(), index };
+            let lun_ref = LunRef {
+                tpg: tpg.clone(),
+                index,
+            };
             let ldir = dir.join("lun").join(&l);
-            let target = self
-                .links(&ldir)?
-                .into_iter()
-                .find_map(|(alias, t)| t.and_then(|t| self.so_from_core_path(&t)).map(|(so, _)| (alias, so)));
+            let target = self.links(&ldir)?.into_iter().find_map(|(alias, t)| {
+                t.and_then(|t| self.so_from_core_path(&t))
+                    .map(|(so, _)| (alias, so))
+            });
             let Some((alias, so)) = target else {
-                live.broken.push(format!("{lun_ref}: no link to a storage object"));
+                live.broken
+                    .push(format!("{lun_ref}: no link to a storage object"));
                 continue;
             };
             let so_dir = self.find_so(&so)?.map(|(_, d)| d);
@@ -429,7 +451,9 @@ impl Lio {
                     ip_address: ip,
                     port,
                     iser: Some(parse_bool(self.read_trim(&pdir.join("iser"))).unwrap_or(false)),
-                    offload: Some(parse_bool(self.read_trim(&pdir.join("cxgbit"))).unwrap_or(false)),
+                    offload: Some(
+                        parse_bool(self.read_trim(&pdir.join("cxgbit"))).unwrap_or(false),
+                    ),
                     extra: Default::default(),
                 });
             }
@@ -449,12 +473,15 @@ impl Lio {
                 };
                 if info.auth {
                     acl.auth = self.read_chap(&adir.join("auth"));
-                    if let Some(m) = parse_bool(self.read_trim(&adir.join("auth/authenticate_target"))) {
+                    if let Some(m) =
+                        parse_bool(self.read_trim(&adir.join("auth/authenticate_target")))
+                    {
                         live.acl_mutual.insert(w.clone(), m);
                     }
                 }
                 for m in self.list_dirs(&adir)? {
-                    let Some(index) = m.strip_prefix("lun_").and_then(|n| n.parse::<u64>().ok()) else {
+                    let Some(index) = m.strip_prefix("lun_").and_then(|n| n.parse::<u64>().ok())
+                    else {
                         continue;
                     };
                     let mref = MappedLunRef {
@@ -476,7 +503,8 @@ impl Lio {
                         index,
                         tpg_lun,
                         write_protect: Some(
-                            parse_bool(self.read_trim(&mdir.join("write_protect"))).unwrap_or(false),
+                            parse_bool(self.read_trim(&mdir.join("write_protect")))
+                                .unwrap_or(false),
                         ),
                         alias: Some(alias),
                         extra: Default::default(),
@@ -492,10 +520,16 @@ impl Lio {
             }
         }
         if let Some(d) = self.read_trim(&dir.join("dynamic_sessions")) {
-            live.dynamic_sessions = d.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect();
+            live.dynamic_sessions = d
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(str::to_owned)
+                .collect();
         }
         cfg.luns.sort_by_key(|l| l.index);
-        cfg.portals.sort_by(|a, b| (&a.ip_address, a.port).cmp(&(&b.ip_address, b.port)));
+        cfg.portals
+            .sort_by(|a, b| (&a.ip_address, a.port).cmp(&(&b.ip_address, b.port)));
         cfg.node_acls.sort_by(|a, b| a.node_wwn.cmp(&b.node_wwn));
         live.config = cfg;
         Ok(live)
@@ -524,7 +558,8 @@ impl Lio {
             let discovery = if info.discovery_auth && fdir.join("discovery_auth").is_dir() {
                 let d = fdir.join("discovery_auth");
                 Some(Discovery {
-                    enforce: parse_bool(self.read_trim(&d.join("enforce_discovery_auth"))).unwrap_or(false),
+                    enforce: parse_bool(self.read_trim(&d.join("enforce_discovery_auth")))
+                        .unwrap_or(false),
                     auth: self.read_chap(&d),
                     authenticate_target: parse_bool(self.read_trim(&d.join("authenticate_target")))
                         .unwrap_or(false),
@@ -543,7 +578,8 @@ impl Lio {
                 };
                 let mut tpgs = Vec::new();
                 for t in self.list_dirs(&self.target_dir(&tref))? {
-                    let Some(tag) = t.strip_prefix("tpgt_").and_then(|n| n.parse::<u64>().ok()) else {
+                    let Some(tag) = t.strip_prefix("tpgt_").and_then(|n| n.parse::<u64>().ok())
+                    else {
                         continue;
                     };
                     tpgs.push(self.read_tpg(
@@ -573,7 +609,10 @@ impl Lio {
                             tpg: TpgRef::new(&f.name, &t.wwn, g.config.tag.unwrap_or(0)),
                             index: l.index,
                         };
-                        users.entry(l.storage_object.clone()).or_default().push(lref.to_string());
+                        users
+                            .entry(l.storage_object.clone())
+                            .or_default()
+                            .push(lref.to_string());
                     }
                 }
             }
@@ -610,7 +649,8 @@ impl Lio {
                     wwn,
                 };
                 for t in self.list_dirs(&self.target_dir(&tref))? {
-                    let Some(tag) = t.strip_prefix("tpgt_").and_then(|n| n.parse::<u64>().ok()) else {
+                    let Some(tag) = t.strip_prefix("tpgt_").and_then(|n| n.parse::<u64>().ok())
+                    else {
                         continue;
                     };
                     let tpg = TpgRef {
@@ -619,7 +659,9 @@ impl Lio {
                     };
                     let ldir = self.tpg_dir(&tpg).join("lun");
                     for l in self.list_dirs(&ldir)? {
-                        let Some(index) = l.strip_prefix("lun_").and_then(|n| n.parse::<u64>().ok()) else {
+                        let Some(index) =
+                            l.strip_prefix("lun_").and_then(|n| n.parse::<u64>().ok())
+                        else {
                             continue;
                         };
                         for (_, target) in self.links(&ldir.join(&l))? {
@@ -657,7 +699,11 @@ impl LiveTree {
     /// The saveconfig form of this tree.
     pub fn to_config(&self) -> SaveConfig {
         let mut cfg = SaveConfig {
-            storage_objects: self.storage_objects.iter().map(|s| s.config.clone()).collect(),
+            storage_objects: self
+                .storage_objects
+                .iter()
+                .map(|s| s.config.clone())
+                .collect(),
             ..SaveConfig::default()
         };
         for f in &self.fabrics {
@@ -683,7 +729,8 @@ impl LiveTree {
                 });
             }
         }
-        cfg.targets.sort_by(|a, b| (&a.fabric, &a.wwn).cmp(&(&b.fabric, &b.wwn)));
+        cfg.targets
+            .sort_by(|a, b| (&a.fabric, &a.wwn).cmp(&(&b.fabric, &b.wwn)));
         cfg
     }
 
@@ -728,7 +775,8 @@ mod tests {
         let rd = "Status: ACTIVATED  Max Queue Depth: 128  SectorSize: 512  HwMaxSectors: 1024\n        TCM RamDisk ID: 0  RamDisk Makeup: rd_mcp\n        PAGES/PAGE_SIZE: 256*4096  SG_table_count: 1  nullio: 0\n";
         assert_eq!(info_value(rd, "PAGES/PAGE_SIZE"), Some("256*4096"));
         assert_eq!(info_value(rd, "nullio"), Some("0"));
-        let user = "Config: file/test_1 Size: 4096 MaxDataAreaMB: 8 DataPagesPerBlk: 4CmdRingSizeMB: 8\n";
+        let user =
+            "Config: file/test_1 Size: 4096 MaxDataAreaMB: 8 DataPagesPerBlk: 4CmdRingSizeMB: 8\n";
         assert_eq!(info_value(user, "Config"), Some("file/test_1"));
         assert_eq!(info_value(user, "MaxDataAreaMB"), Some("8"));
         assert_eq!(info_value(user, "DataPagesPerBlk"), Some("4CmdRingSizeMB"));
@@ -737,8 +785,14 @@ mod tests {
 
     #[test]
     fn alua_words() {
-        assert_eq!(alua_value("alua_access_type", "Implicit and Explicit"), Some(3));
-        assert_eq!(alua_value("alua_access_status", "Altered by Explicit STPG"), Some(1));
+        assert_eq!(
+            alua_value("alua_access_type", "Implicit and Explicit"),
+            Some(3)
+        );
+        assert_eq!(
+            alua_value("alua_access_status", "Altered by Explicit STPG"),
+            Some(1)
+        );
         assert_eq!(alua_value("alua_access_state", "14"), Some(14));
         assert_eq!(alua_value("alua_access_state", "x"), None);
     }

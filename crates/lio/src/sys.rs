@@ -80,7 +80,9 @@ pub fn generate_iqn() -> Result<String> {
 
 /// A generated `naa.5001405…` WWN (loopback/vhost targets and nexus).
 pub fn generate_naa() -> Result<String> {
-    Ok(rustio_config::wwn::format_generated_naa(random_bytes::<5>()?))
+    Ok(rustio_config::wwn::format_generated_naa(
+        random_bytes::<5>()?
+    ))
 }
 
 /// A generated unit serial (UUID v4).
@@ -156,10 +158,16 @@ mod tests {
     #[test]
     fn generated_names_are_valid() {
         let iqn = generate_iqn().unwrap();
-        assert!(rustio_config::wwn::validate_iscsi_name(&iqn).is_ok(), "{iqn}");
+        assert!(
+            rustio_config::wwn::validate_iscsi_name(&iqn).is_ok(),
+            "{iqn}"
+        );
         assert!(iqn.starts_with("iqn.2003-01.org.linux-iscsi."), "{iqn}");
         assert!(rustio_config::wwn::validate_naa(&generate_naa().unwrap()).is_ok());
         assert_eq!(generate_alias().unwrap().len(), 10);
-        assert_ne!(generate_unit_serial().unwrap(), generate_unit_serial().unwrap());
+        assert_ne!(
+            generate_unit_serial().unwrap(),
+            generate_unit_serial().unwrap()
+        );
     }
 }

@@ -63,7 +63,11 @@ impl Lio {
     }
 
     /// Turns the live configuration into `desired` with the minimal plan; all or nothing.
-    pub fn apply(&self, desired: &SaveConfig, progress: &mut dyn FnMut(usize, &Op)) -> Result<Plan> {
+    pub fn apply(
+        &self,
+        desired: &SaveConfig,
+        progress: &mut dyn FnMut(usize, &Op),
+    ) -> Result<Plan> {
         let plan = self.plan_apply(desired)?;
         self.run_plan(&plan, progress)?;
         Ok(plan)
@@ -116,7 +120,12 @@ impl Lio {
     }
 
     /// Restores `cfg`; all or nothing.
-    pub fn restore(&self, cfg: &SaveConfig, clear_existing: bool, progress: &mut dyn FnMut(usize, &Op)) -> Result<Plan> {
+    pub fn restore(
+        &self,
+        cfg: &SaveConfig,
+        clear_existing: bool,
+        progress: &mut dyn FnMut(usize, &Op),
+    ) -> Result<Plan> {
         let plan = self.plan_restore(cfg, clear_existing)?;
         self.run_plan(&plan, progress)?;
         Ok(plan)

@@ -53,7 +53,10 @@ fn fails(env: &Env, args: &[&str]) -> String {
         .filter(|l| !after.contains(l))
         .chain(after.iter().filter(|l| !before.contains(l)))
         .collect();
-    assert!(changed.is_empty(), "rustio {args:?} changed the tree: {changed:?}");
+    assert!(
+        changed.is_empty(),
+        "rustio {args:?} changed the tree: {changed:?}"
+    );
     e
 }
 
@@ -69,27 +72,87 @@ fn create_list_and_delete_every_object_type() {
     let tpg1 = format!("{t}/tpg1");
     let acl = format!("{tpg1}/acls/{INIT}");
 
-    assert!(ok(&env, &["create", "backstore", "fileio", "disk1", disk.to_str().unwrap(), "1M"])
-        .contains("Created fileio disk1 with size 1.0MiB."));
-    assert_eq!(std::fs::metadata(&disk).unwrap().len(), 1 << 20, "sparse backing file created");
-    ok(&env, &["create", "backstore", "block", "blk", dev.to_str().unwrap(), "--readonly"]);
-    ok(&env, &["create", "backstore", "ramdisk", "ram", "8M", "--nullio"]);
+    assert!(ok(
+        &env,
+        &[
+            "create",
+            "backstore",
+            "fileio",
+            "disk1",
+            disk.to_str().unwrap(),
+            "1M"
+        ]
+    )
+    .contains("Created fileio disk1 with size 1.0MiB."));
+    assert_eq!(
+        std::fs::metadata(&disk).unwrap().len(),
+        1 << 20,
+        "sparse backing file created"
+    );
+    ok(
+        &env,
+        &[
+            "create",
+            "backstore",
+            "block",
+            "blk",
+            dev.to_str().unwrap(),
+            "--readonly",
+        ],
+    );
+    ok(
+        &env,
+        &["create", "backstore", "ramdisk", "ram", "8M", "--nullio"],
+    );
     ok(&env, &["create", "backstore", "pscsi", "pt", "1:0:0:0"]);
-    ok(&env, &["create", "backstore", "user", "tcmu", "1M", "file/t1"]);
-    ok(&env, &["create", "alua-group", "/backstores/fileio/disk1", "grp", "5"]);
+    ok(
+        &env,
+        &["create", "backstore", "user", "tcmu", "1M", "file/t1"],
+    );
+    ok(
+        &env,
+        &[
+            "create",
+            "alua-group",
+            "/backstores/fileio/disk1",
+            "grp",
+            "5",
+        ],
+    );
 
     let out = ok(&env, &["create", "target", IQN]);
     assert!(out.contains(&format!("Created target {IQN}.")), "{out}");
-    assert!(out.contains("Created default portal listening on all IPs ([::0]), port 3260."), "{out}");
+    assert!(
+        out.contains("Created default portal listening on all IPs ([::0]), port 3260."),
+        "{out}"
+    );
     let out = ok(&env, &["create", "tpg", &t]);
-    assert!(out.contains("Created TPG 2.") && out.contains("Default portal not created"), "{out}");
+    assert!(
+        out.contains("Created TPG 2.") && out.contains("Default portal not created"),
+        "{out}"
+    );
     ok(&env, &["create", "lun", &tpg1, "/backstores/fileio/disk1"]);
     let out = ok(&env, &["create", "acl", &tpg1, INIT]);
     assert!(out.contains("Created 1 mapped LUN(s)."), "{out}");
     let out = ok(&env, &["create", "lun", &tpg1, "/backstores/ramdisk/ram"]);
-    assert!(out.contains("Created LUN 1.") && out.contains("Created LUN 1->1 mapping"), "{out}");
-    ok(&env, &["create", "mapped-lun", &acl, "5", "lun1", "--write-protect"]);
-    ok(&env, &["create", "portal", &format!("{t}/tpg2"), "127.0.0.1", "3261"]);
+    assert!(
+        out.contains("Created LUN 1.") && out.contains("Created LUN 1->1 mapping"),
+        "{out}"
+    );
+    ok(
+        &env,
+        &["create", "mapped-lun", &acl, "5", "lun1", "--write-protect"],
+    );
+    ok(
+        &env,
+        &[
+            "create",
+            "portal",
+            &format!("{t}/tpg2"),
+            "127.0.0.1",
+            "3261",
+        ],
+    );
     ok(&env, &["create", "portal", &format!("{t}/tpg2"), "::1"]);
     let out = ok(&env, &["create", "target", "--fabric", "loopback"]);
     let naa = out
@@ -100,36 +163,141 @@ fn create_list_and_delete_every_object_type() {
         .unwrap()
         .to_owned();
     assert!(naa.starts_with("naa.5001405"), "{naa}");
-    ok(&env, &["create", "lun", &format!("/loopback/{naa}"), "/backstores/user/tcmu"]);
-    ok(&env, &["create", "target", "--fabric", "vhost", "naa.5001405123456789"]);
-    ok(&env, &["create", "lun", "/vhost/naa.5001405123456789/tpg1", "/backstores/pscsi/pt"]);
-    ok(&env, &["create", "lun", &tpg1, "/backstores/block/blk", "--lun", "7", "--no-mapped-luns"]);
+    ok(
+        &env,
+        &[
+            "create",
+            "lun",
+            &format!("/loopback/{naa}"),
+            "/backstores/user/tcmu",
+        ],
+    );
+    ok(
+        &env,
+        &[
+            "create",
+            "target",
+            "--fabric",
+            "vhost",
+            "naa.5001405123456789",
+        ],
+    );
+    ok(
+        &env,
+        &[
+            "create",
+            "lun",
+            "/vhost/naa.5001405123456789/tpg1",
+            "/backstores/pscsi/pt",
+        ],
+    );
+    ok(
+        &env,
+        &[
+            "create",
+            "lun",
+            &tpg1,
+            "/backstores/block/blk",
+            "--lun",
+            "7",
+            "--no-mapped-luns",
+        ],
+    );
 
-    ok(&env, &["set", "attribute", "/backstores/fileio/disk1", "queue_depth=32", "emulate_tpu=0"]);
+    ok(
+        &env,
+        &[
+            "set",
+            "attribute",
+            "/backstores/fileio/disk1",
+            "queue_depth=32",
+            "emulate_tpu=0",
+        ],
+    );
     ok(&env, &["set", "parameter", &tpg1, "MaxConnections=4"]);
-    ok(&env, &["set", "attribute", &tpg1, "generate_node_acls=0", "authentication=1"]);
-    ok(&env, &["set", "auth", &acl, "userid=alice", "password=alicesecret12"]);
-    ok(&env, &["set", "auth", "/iscsi", "userid=disc", "password=discsecret12", "enable=1"]);
+    ok(
+        &env,
+        &[
+            "set",
+            "attribute",
+            &tpg1,
+            "generate_node_acls=0",
+            "authentication=1",
+        ],
+    );
+    ok(
+        &env,
+        &[
+            "set",
+            "auth",
+            &acl,
+            "userid=alice",
+            "password=alicesecret12",
+        ],
+    );
+    ok(
+        &env,
+        &[
+            "set",
+            "auth",
+            "/iscsi",
+            "userid=disc",
+            "password=discsecret12",
+            "enable=1",
+        ],
+    );
     ok(&env, &["set", "enable", &format!("{t}/tpg2"), "0"]);
-    ok(&env, &["set", "write-protect", &format!("{acl}/mapped_lun5"), "off"]);
-    ok(&env, &["set", "iser", &format!("{t}/tpg2/portals/127.0.0.1:3261"), "on"]);
-    ok(&env, &["set", "alua", "/backstores/fileio/disk1/alua/grp", "preferred=1"]);
+    ok(
+        &env,
+        &["set", "write-protect", &format!("{acl}/mapped_lun5"), "off"],
+    );
+    ok(
+        &env,
+        &[
+            "set",
+            "iser",
+            &format!("{t}/tpg2/portals/127.0.0.1:3261"),
+            "on",
+        ],
+    );
+    ok(
+        &env,
+        &[
+            "set",
+            "alua",
+            "/backstores/fileio/disk1/alua/grp",
+            "preferred=1",
+        ],
+    );
 
     let cfg = env.lio.dump().unwrap();
     let g = &cfg.target("iscsi", IQN).unwrap().tpgs[0];
     assert_eq!(g.parameters["MaxConnections"].to_configfs(), "4");
     assert_eq!(g.node_acls[0].auth.chap_userid.as_deref(), Some("alice"));
-    assert_eq!(g.node_acls[0].mapped_luns.iter().map(|m| m.index).collect::<Vec<_>>(), [0, 1, 5]);
+    assert_eq!(
+        g.node_acls[0]
+            .mapped_luns
+            .iter()
+            .map(|m| m.index)
+            .collect::<Vec<_>>(),
+        [0, 1, 5]
+    );
     assert_eq!(g.node_acls[0].mapped_luns[2].write_protect, Some(false));
-    assert_eq!(cfg.target("iscsi", IQN).unwrap().tpgs[1].enable, Some(false));
-    assert_eq!(cfg.fabric_modules[0].discovery_userid.as_deref(), Some("disc"));
+    assert_eq!(
+        cfg.target("iscsi", IQN).unwrap().tpgs[1].enable,
+        Some(false)
+    );
+    assert_eq!(
+        cfg.fabric_modules[0].discovery_userid.as_deref(),
+        Some("disc")
+    );
 
     let tree = ok(&env, &["ls"]);
     for needle in [
         "o- / ",
         "  o- backstores ",
         "  | o- block ",
-        &format!("  | | o- blk .") as &str,
+        "  | | o- blk .",
         "[Storage Objects: 1]",
         "(1.0MiB) write-back activated]",
         "o- ram ",
@@ -161,7 +329,8 @@ fn create_list_and_delete_every_object_type() {
     let sub = ok(&env, &["ls", &format!("{tpg1}/luns")]);
     assert!(sub.starts_with("o- luns "), "{sub}");
     assert_eq!(sub.lines().count(), 4, "{sub}");
-    let json: serde_json::Value = serde_json::from_str(&ok(&env, &["ls", "--json", "/backstores/fileio/disk1"])).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&env, &["ls", "--json", "/backstores/fileio/disk1"])).unwrap();
     assert_eq!(json["config"]["name"], "disk1");
     assert_eq!(json["status"], "activated");
 
@@ -169,18 +338,30 @@ fn create_list_and_delete_every_object_type() {
     ok(&env, &["delete", &format!("{acl}/mapped_lun5")]);
     ok(&env, &["delete", &format!("{t}/tpg2/portals/[::1]:3260")]);
     let out = ok(&env, &["delete", &format!("{tpg1}/luns/lun1")]);
-    assert!(out.contains("(2 steps)"), "the mapped LUN goes with it: {out}");
+    assert!(
+        out.contains("(2 steps)"),
+        "the mapped LUN goes with it: {out}"
+    );
     ok(&env, &["delete", &acl]);
     ok(&env, &["delete", "/backstores/fileio/disk1/alua/grp"]);
     ok(&env, &["delete", &format!("{t}/tpg2")]);
     ok(&env, &["delete", &t]);
     ok(&env, &["delete", &format!("/loopback/{naa}")]);
     ok(&env, &["delete", "/vhost/naa.5001405123456789"]);
-    for so in ["fileio/disk1", "block/blk", "ramdisk/ram", "pscsi/pt", "user/tcmu"] {
+    for so in [
+        "fileio/disk1",
+        "block/blk",
+        "ramdisk/ram",
+        "pscsi/pt",
+        "user/tcmu",
+    ] {
         ok(&env, &["delete", &format!("/backstores/{so}")]);
     }
     let cfg = env.lio.dump().unwrap();
-    assert!(cfg.storage_objects.is_empty() && cfg.targets.is_empty(), "{cfg:?}");
+    assert!(
+        cfg.storage_objects.is_empty() && cfg.targets.is_empty(),
+        "{cfg:?}"
+    );
     assert_eq!(
         std::fs::read_dir(env.root().join("core")).unwrap().count(),
         1,
@@ -190,18 +371,60 @@ fn create_list_and_delete_every_object_type() {
 
 fn base(env: &Env) {
     let disk = env.file("d1.img");
-    ok(&env, &["create", "backstore", "fileio", "d1", disk.to_str().unwrap(), "1M", "--wwn", "aaaaaaaa-0000-4000-8000-000000000001"]);
-    ok(&env, &["create", "backstore", "ramdisk", "r1", "1M", "--wwn", "aaaaaaaa-0000-4000-8000-000000000002"]);
-    ok(&env, &["create", "target", IQN]);
-    ok(&env, &["create", "acl", &format!("/iscsi/{IQN}/tpg1"), INIT]);
-    ok(&env, &["create", "lun", &format!("/iscsi/{IQN}/tpg1"), "/backstores/fileio/d1", "--alias", "link0"]);
+    ok(
+        env,
+        &[
+            "create",
+            "backstore",
+            "fileio",
+            "d1",
+            disk.to_str().unwrap(),
+            "1M",
+            "--wwn",
+            "aaaaaaaa-0000-4000-8000-000000000001",
+        ],
+    );
+    ok(
+        env,
+        &[
+            "create",
+            "backstore",
+            "ramdisk",
+            "r1",
+            "1M",
+            "--wwn",
+            "aaaaaaaa-0000-4000-8000-000000000002",
+        ],
+    );
+    ok(env, &["create", "target", IQN]);
+    ok(env, &["create", "acl", &format!("/iscsi/{IQN}/tpg1"), INIT]);
+    ok(
+        env,
+        &[
+            "create",
+            "lun",
+            &format!("/iscsi/{IQN}/tpg1"),
+            "/backstores/fileio/d1",
+            "--alias",
+            "link0",
+        ],
+    );
 }
 
 #[test]
 fn save_clear_restore_save_gives_identical_json() {
     let env = Env::new();
     base(&env);
-    ok(&env, &["set", "auth", &format!("/iscsi/{IQN}/tpg1/acls/{INIT}"), "userid=u", "password=secretsecret1"]);
+    ok(
+        &env,
+        &[
+            "set",
+            "auth",
+            &format!("/iscsi/{IQN}/tpg1/acls/{INIT}"),
+            "userid=u",
+            "password=secretsecret1",
+        ],
+    );
     let f1 = env.file("saved1.json");
     let f2 = env.file("saved2.json");
     ok(&env, &["save", f1.to_str().unwrap()]);
@@ -215,13 +438,19 @@ fn save_clear_restore_save_gives_identical_json() {
     assert_eq!(a, b);
     assert!(a.ends_with("}\n") && a.contains("\"alias\": \"link0\""));
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(&f1).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&f1).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     // restore --clear-existing over the same tree, and backups when asked.
     ok(&env, &["restore", "--clear-existing", f2.to_str().unwrap()]);
     let out = ok(&env, &["save", "--backup", f2.to_str().unwrap()]);
     assert!(out.contains("backed up to"), "first backup: {out}");
     let out = ok(&env, &["save", "--backup", f2.to_str().unwrap()]);
-    assert!(!out.contains("backed up"), "identical content is not backed up twice: {out}");
+    assert!(
+        !out.contains("backed up"),
+        "identical content is not backed up twice: {out}"
+    );
     assert_eq!(std::fs::read_dir(env.file("backup")).unwrap().count(), 1);
     assert_eq!(std::fs::read_to_string(&f2).unwrap(), a);
 }
@@ -275,11 +504,20 @@ fn apply_prints_minimal_golden_plans() {
     assert_eq!(ok(&env, &["apply", "--dry-run", &p]), expected);
     let out = ok(&env, &["apply", &p]);
     assert!(out.ends_with("Applied 4 steps.\n"), "{out}");
-    assert!(env.lio.plan_apply(&rustio_config::store::load(std::path::Path::new(&p)).unwrap()).unwrap().is_empty());
+    assert!(env
+        .lio
+        .plan_apply(&rustio_config::store::load(std::path::Path::new(&p)).unwrap())
+        .unwrap()
+        .is_empty());
 
     // Changing a backing file re-creates the storage object and what links to it.
     let p = write_desired(&env, "resize.json", |c| {
-        let rustio_config::StorageObject::Fileio(f) = c.storage_objects.iter_mut().find(|s| s.name() == "d1").unwrap() else {
+        let rustio_config::StorageObject::Fileio(f) = c
+            .storage_objects
+            .iter_mut()
+            .find(|s| s.name() == "d1")
+            .unwrap()
+        else {
             panic!()
         };
         f.size = Some(2 << 20);
@@ -327,7 +565,13 @@ fn apply_prints_minimal_golden_plans() {
     let expected = expected.replace(&format!("  1. disable TPG {tpg}\n"), "");
     let renumbered: String = ok(&env, &["apply", "--dry-run", &p]);
     let strip = |s: &str| -> Vec<String> {
-        s.lines().map(|l| l.split_once(". ").map(|(_, r)| r.to_owned()).unwrap_or_else(|| l.to_owned())).collect()
+        s.lines()
+            .map(|l| {
+                l.split_once(". ")
+                    .map(|(_, r)| r.to_owned())
+                    .unwrap_or_else(|| l.to_owned())
+            })
+            .collect()
     };
     assert_eq!(strip(&renumbered), strip(&expected));
     ok(&env, &["apply", &p]);
@@ -356,9 +600,18 @@ fn failing_apply_rolls_back_and_reports_it() {
     });
     let e = fails(&env, &["apply", &p]);
     assert!(e.contains("step 3 of"), "{e}");
-    assert!(e.contains("create storage object /backstores/fileio/zz"), "{e}");
-    assert!(e.contains("rolled back (2 undo steps), previous configuration restored"), "{e}");
-    assert!(e.contains("the directory of a fileio backing file must exist"), "{e}");
+    assert!(
+        e.contains("create storage object /backstores/fileio/zz"),
+        "{e}"
+    );
+    assert!(
+        e.contains("rolled back (2 undo steps), previous configuration restored"),
+        "{e}"
+    );
+    assert!(
+        e.contains("the directory of a fileio backing file must exist"),
+        "{e}"
+    );
     assert_eq!(env.lio.dump().unwrap(), before);
 }
 
@@ -369,43 +622,132 @@ fn bad_input_is_refused_with_the_rule_and_changes_nothing() {
     let tpg = format!("/iscsi/{IQN}/tpg1");
     let ram = env.file("x.img");
 
-    let e = fails(&env, &["create", "backstore", "fileio", "bad name", ram.to_str().unwrap(), "1M"]);
+    let e = fails(
+        &env,
+        &[
+            "create",
+            "backstore",
+            "fileio",
+            "bad name",
+            ram.to_str().unwrap(),
+            "1M",
+        ],
+    );
     assert!(e.contains("rule: storage object names"), "{e}");
     assert!(!ram.exists());
     let e = fails(&env, &["create", "backstore", "ramdisk", "r1", "1M"]);
-    assert!(e.contains("storage object /backstores/ramdisk/r1 already exists"), "{e}");
+    assert!(
+        e.contains("storage object /backstores/ramdisk/r1 already exists"),
+        "{e}"
+    );
     let e = fails(&env, &["create", "backstore", "ramdisk", "r9", "1.5G"]);
     assert!(e.contains("rule: sizes are a number"), "{e}");
-    let e = fails(&env, &["create", "backstore", "fileio", "f2", env.file("d1.img").to_str().unwrap()]);
+    let e = fails(
+        &env,
+        &[
+            "create",
+            "backstore",
+            "fileio",
+            "f2",
+            env.file("d1.img").to_str().unwrap(),
+        ],
+    );
     assert!(e.contains("must not share a backing file"), "{e}");
-    let e = fails(&env, &["create", "backstore", "fileio", "f3", env.file("new.img").to_str().unwrap()]);
+    let e = fails(
+        &env,
+        &[
+            "create",
+            "backstore",
+            "fileio",
+            "f3",
+            env.file("new.img").to_str().unwrap(),
+        ],
+    );
     assert!(e.contains("needs a size"), "{e}");
-    let e = fails(&env, &["create", "backstore", "block", "b1", env.file("nodev").to_str().unwrap()]);
-    assert!(e.contains("rule: a block backstore's device must exist"), "{e}");
-    let e = fails(&env, &["create", "backstore", "user", "u1", "1M", "nohandler"]);
+    let e = fails(
+        &env,
+        &[
+            "create",
+            "backstore",
+            "block",
+            "b1",
+            env.file("nodev").to_str().unwrap(),
+        ],
+    );
+    assert!(
+        e.contains("rule: a block backstore's device must exist"),
+        "{e}"
+    );
+    let e = fails(
+        &env,
+        &["create", "backstore", "user", "u1", "1M", "nohandler"],
+    );
     assert!(e.contains("rule: user backstores need config"), "{e}");
 
     let e = fails(&env, &["create", "target", "iqn.2003-13.org.example:x"]);
-    assert!(e.contains("RFC 3720 3.2.6.3.1") && e.contains("month 13"), "{e}");
+    assert!(
+        e.contains("RFC 3720 3.2.6.3.1") && e.contains("month 13"),
+        "{e}"
+    );
     let e = fails(&env, &["create", "target", "target1"]);
     assert!(e.contains("no iqn./eui./naa. prefix"), "{e}");
     let e = fails(&env, &["create", "target", IQN]);
-    assert!(e.contains(&format!("target /iscsi/{IQN} already exists")), "{e}");
+    assert!(
+        e.contains(&format!("target /iscsi/{IQN} already exists")),
+        "{e}"
+    );
     let e = fails(&env, &["create", "target", "--fabric", "loopback", IQN]);
     assert!(e.contains("not a valid loopback target name"), "{e}");
-    let e = fails(&env, &["create", "target", "--fabric", "qla2xxx", "naa.2100001b32000000"]);
-    assert!(e.contains("rule: rustio creates targets on the iscsi, loopback and vhost fabrics"), "{e}");
+    let e = fails(
+        &env,
+        &[
+            "create",
+            "target",
+            "--fabric",
+            "qla2xxx",
+            "naa.2100001b32000000",
+        ],
+    );
+    assert!(
+        e.contains("rule: rustio creates targets on the iscsi, loopback and vhost fabrics"),
+        "{e}"
+    );
     let e = fails(&env, &["create", "acl", &tpg, "not-an-iqn"]);
     assert!(e.contains("not a valid iscsi initiator name"), "{e}");
     let e = fails(&env, &["create", "acl", &tpg, INIT]);
     assert!(e.contains("already exists"), "{e}");
     let e = fails(&env, &["create", "lun", &tpg, "/backstores/fileio/d1"]);
-    assert!(e.contains("rule: a TPG exports a storage object through one LUN only"), "{e}");
+    assert!(
+        e.contains("rule: a TPG exports a storage object through one LUN only"),
+        "{e}"
+    );
     let e = fails(&env, &["create", "lun", &tpg, "/backstores/fileio/nope"]);
-    assert!(e.contains("storage object /backstores/fileio/nope does not exist"), "{e}");
-    let e = fails(&env, &["create", "lun", &tpg, "/backstores/ramdisk/r1", "--lun", "70000"]);
+    assert!(
+        e.contains("storage object /backstores/fileio/nope does not exist"),
+        "{e}"
+    );
+    let e = fails(
+        &env,
+        &[
+            "create",
+            "lun",
+            &tpg,
+            "/backstores/ramdisk/r1",
+            "--lun",
+            "70000",
+        ],
+    );
     assert!(e.contains("rule: LUN indexes are 0-65535"), "{e}");
-    let e = fails(&env, &["create", "mapped-lun", &format!("{tpg}/acls/{INIT}"), "9", "lun4"]);
+    let e = fails(
+        &env,
+        &[
+            "create",
+            "mapped-lun",
+            &format!("{tpg}/acls/{INIT}"),
+            "9",
+            "lun4",
+        ],
+    );
     assert!(e.contains("TPG LUN") && e.contains("does not exist"), "{e}");
     let e = fails(&env, &["create", "portal", &tpg, "300.1.1.1"]);
     assert!(e.contains("rule: portal ip_address"), "{e}");
@@ -421,11 +763,35 @@ fn bad_input_is_refused_with_the_rule_and_changes_nothing() {
     assert!(e.contains("is a group, not an object"), "{e}");
     let e = fails(&env, &["delete", &format!("{tpg}/luns/lun9")]);
     assert!(e.contains("does not exist"), "{e}");
-    let e = fails(&env, &["set", "attribute", "/backstores/fileio/d1", "no_such_attr=1"]);
+    let e = fails(
+        &env,
+        &[
+            "set",
+            "attribute",
+            "/backstores/fileio/d1",
+            "no_such_attr=1",
+        ],
+    );
     assert!(e.contains("attribute") && e.contains("no_such_attr"), "{e}");
-    let e = fails(&env, &["set", "attribute", "/backstores/fileio/d1", "block_size=513"]);
+    let e = fails(
+        &env,
+        &[
+            "set",
+            "attribute",
+            "/backstores/fileio/d1",
+            "block_size=513",
+        ],
+    );
     assert!(e.contains("the kernel rejected \"513\""), "{e}");
-    let e = fails(&env, &["set", "attribute", "/backstores/fileio/d1", "hw_block_size=4096"]);
+    let e = fails(
+        &env,
+        &[
+            "set",
+            "attribute",
+            "/backstores/fileio/d1",
+            "hw_block_size=4096",
+        ],
+    );
     assert!(e.contains("read-only attribute"), "{e}");
     let e = fails(&env, &["set", "auth", &tpg, "passwd=x"]);
     assert!(e.contains("unknown auth setting"), "{e}");
@@ -440,17 +806,34 @@ fn bad_input_is_refused_with_the_rule_and_changes_nothing() {
     let bad = env.file("bad.json");
     std::fs::write(&bad, "{\n  \"targets\": [\n    {\"wwn\": }\n  ]\n}\n").unwrap();
     let e = fails(&env, &["apply", bad.to_str().unwrap()]);
-    assert!(e.contains("bad.json: line 3, column 13: invalid JSON"), "{e}");
+    assert!(
+        e.contains("bad.json: line 3, column 13: invalid JSON"),
+        "{e}"
+    );
     let e = fails(&env, &["restore", bad.to_str().unwrap()]);
     assert!(e.contains("invalid JSON"), "{e}");
     std::fs::write(&bad, r#"{"targets": [{"fabric": "iscsi", "wwn": "iqn.2003-01.org.x:y", "tpgs": [{"tag": 1, "luns": [{"index": 0, "storage_object": "/backstores/fileio/ghost"}]}]}]}"#).unwrap();
     let e = fails(&env, &["apply", bad.to_str().unwrap()]);
-    assert!(e.contains("targets[0].tpgs[0].luns[0]") && e.contains("rule: a LUN must reference an existing storage object"), "{e}");
-    std::fs::write(&bad, r#"{"storage_objects": [{"plugin": "fileio", "name": "x"}]}"#).unwrap();
+    assert!(
+        e.contains("targets[0].tpgs[0].luns[0]")
+            && e.contains("rule: a LUN must reference an existing storage object"),
+        "{e}"
+    );
+    std::fs::write(
+        &bad,
+        r#"{"storage_objects": [{"plugin": "fileio", "name": "x"}]}"#,
+    )
+    .unwrap();
     let e = fails(&env, &["restore", bad.to_str().unwrap()]);
     assert!(e.contains("storage_objects[0]: missing field `dev`"), "{e}");
-    let e = fails(&env, &["restore", env.file("missing.json").to_str().unwrap()]);
-    assert!(e.contains("cannot read") && e.contains("missing.json"), "{e}");
+    let e = fails(
+        &env,
+        &["restore", env.file("missing.json").to_str().unwrap()],
+    );
+    assert!(
+        e.contains("cannot read") && e.contains("missing.json"),
+        "{e}"
+    );
 
     // --force deletes the exporting LUN and its mappings with the backstore.
     let out = ok(&env, &["delete", "--force", "/backstores/fileio/d1"]);
@@ -536,6 +919,9 @@ fn ls_golden_tree() {
         .collect();
     assert_eq!(squeezed, expected);
     for l in out.lines() {
-        assert!(l.chars().count() >= 100 || l.contains("... ["), "padded to 100 columns: {l}");
+        assert!(
+            l.chars().count() >= 100 || l.contains("... ["),
+            "padded to 100 columns: {l}"
+        );
     }
 }

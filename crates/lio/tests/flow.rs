@@ -9,7 +9,8 @@ use rustio_lio::plan::diff;
 use rustio_lio::{Error, Lio};
 
 fn apply(lio: &Lio, cfg: &SaveConfig) -> rustio_lio::Plan {
-    lio.apply(cfg, &mut |_, _| {}).unwrap_or_else(|e| panic!("apply failed: {e:#?}"))
+    lio.apply(cfg, &mut |_, _| {})
+        .unwrap_or_else(|e| panic!("apply failed: {e:#?}"))
 }
 
 #[test]
@@ -36,22 +37,39 @@ fn apply_full_config_then_dump_matches_and_reapply_is_empty() {
     );
     let disk1 = live.storage_object("fileio", "disk1").unwrap();
     assert_eq!(disk1.wwn(), Some("11111111-2222-4333-8444-555555555555"));
-    let StorageObject::Fileio(f) = disk1 else { panic!() };
+    let StorageObject::Fileio(f) = disk1 else {
+        panic!()
+    };
     assert_eq!(f.write_back, Some(true));
     assert_eq!(f.size, Some(1 << 20));
     assert_eq!(f.common.attributes["queue_depth"].to_configfs(), "64");
-    assert_eq!(f.common.attributes["emulate_write_cache"].to_configfs(), "1");
+    assert_eq!(
+        f.common.attributes["emulate_write_cache"].to_configfs(),
+        "1"
+    );
     let ao = f.common.alua_tpgs.iter().find(|g| g.name == "ao").unwrap();
-    assert_eq!((ao.tg_pt_gp_id, ao.alua_access_type, ao.preferred), (10, Some(1), Some(1)));
+    assert_eq!(
+        (ao.tg_pt_gp_id, ao.alua_access_type, ao.preferred),
+        (10, Some(1), Some(1))
+    );
     // The kernel created disk2's backing file (O_CREAT).
     assert!(env.file("disk2.img").exists());
-    let StorageObject::Ramdisk(r) = live.storage_object("ramdisk", "ram").unwrap() else { panic!() };
+    let StorageObject::Ramdisk(r) = live.storage_object("ramdisk", "ram").unwrap() else {
+        panic!()
+    };
     assert_eq!((r.size, r.nullio), (8 << 20, Some(true)));
-    let StorageObject::User(u) = live.storage_object("user", "tcmu").unwrap() else { panic!() };
+    let StorageObject::User(u) = live.storage_object("user", "tcmu").unwrap() else {
+        panic!()
+    };
     assert_eq!(u.config.as_deref(), Some("file/test_1"));
     assert_eq!(u.hw_max_sectors, Some(128));
 
-    let t = live.target("iscsi", "iqn.2003-01.org.linux-iscsi.test.x8664:sn.0123456789ab").unwrap();
+    let t = live
+        .target(
+            "iscsi",
+            "iqn.2003-01.org.linux-iscsi.test.x8664:sn.0123456789ab",
+        )
+        .unwrap();
     assert_eq!(t.tpgs.len(), 2);
     let g = &t.tpgs[0];
     assert_eq!(g.enable, Some(true));
@@ -69,14 +87,31 @@ fn apply_full_config_then_dump_matches_and_reapply_is_empty() {
     let lb = live.target("loopback", "naa.5001405aaaaaaaaa").unwrap();
     assert_eq!(lb.tpgs[0].nexus.as_deref(), Some("naa.5001405bbbbbbbbb"));
     let vh = live.target("vhost", "naa.5001405ccccccccc").unwrap();
-    assert!(vh.tpgs[0].nexus.as_deref().unwrap().starts_with("naa.5001405"), "generated nexus");
-    assert_eq!(live.fabric_modules[0].discovery_userid.as_deref(), Some("disc"));
+    assert!(
+        vh.tpgs[0]
+            .nexus
+            .as_deref()
+            .unwrap()
+            .starts_with("naa.5001405"),
+        "generated nexus"
+    );
+    assert_eq!(
+        live.fabric_modules[0].discovery_userid.as_deref(),
+        Some("disc")
+    );
 
     // Status: exported objects are ACTIVATED.
     let tree = env.lio.live().unwrap();
-    let d1 = tree.storage_objects.iter().find(|s| s.config.name() == "disk1").unwrap();
+    let d1 = tree
+        .storage_objects
+        .iter()
+        .find(|s| s.config.name() == "disk1")
+        .unwrap();
     assert_eq!(d1.status, "activated");
-    assert_eq!(d1.users, ["/iscsi/iqn.2003-01.org.linux-iscsi.test.x8664:sn.0123456789ab/tpg1/luns/lun0"]);
+    assert_eq!(
+        d1.users,
+        ["/iscsi/iqn.2003-01.org.linux-iscsi.test.x8664:sn.0123456789ab/tpg1/luns/lun0"]
+    );
 
     // Applying the same configuration again, or the dump itself, changes nothing.
     let again = env.lio.plan_apply(&desired).unwrap();
@@ -92,9 +127,17 @@ fn save_clear_restore_save_is_identical() {
     let first = env.lio.dump().unwrap().to_json().unwrap();
     env.lio.clear(&mut |_, _| {}).unwrap();
     let empty = env.lio.dump().unwrap();
-    assert!(empty.storage_objects.is_empty() && empty.targets.is_empty() && empty.fabric_modules.is_empty());
+    assert!(
+        empty.storage_objects.is_empty()
+            && empty.targets.is_empty()
+            && empty.fabric_modules.is_empty()
+    );
     // HBAs are gone too.
-    assert_eq!(std::fs::read_dir(env.root().join("core")).unwrap().count(), 1, "only core/alua remains");
+    assert_eq!(
+        std::fs::read_dir(env.root().join("core")).unwrap().count(),
+        1,
+        "only core/alua remains"
+    );
     let cfg = SaveConfig::from_json(&first).unwrap();
     env.lio.restore(&cfg, false, &mut |_, _| {}).unwrap();
     let second = env.lio.dump().unwrap().to_json().unwrap();
@@ -107,14 +150,24 @@ fn restore_refuses_existing_objects_without_clear() {
     let cfg = full_config(&env);
     apply(&env.lio, &cfg);
     let before = env.snapshot();
-    let e = env.lio.restore(&cfg, false, &mut |_, _| {}).unwrap_err().to_string();
-    assert!(e.contains("already present: storage object /backstores/fileio/disk1"), "{e}");
+    let e = env
+        .lio
+        .restore(&cfg, false, &mut |_, _| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("already present: storage object /backstores/fileio/disk1"),
+        "{e}"
+    );
     assert!(e.contains("--clear-existing"), "{e}");
     assert_eq!(before, env.snapshot());
     // With clear_existing it goes through and ends in the same state.
     let dump = env.lio.dump().unwrap();
     env.lio.restore(&dump, true, &mut |_, _| {}).unwrap();
-    assert_eq!(env.lio.dump().unwrap().to_json().unwrap(), dump.to_json().unwrap());
+    assert_eq!(
+        env.lio.dump().unwrap().to_json().unwrap(),
+        dump.to_json().unwrap()
+    );
 }
 
 #[test]
@@ -151,10 +204,15 @@ fn failing_step_rolls_back_to_the_previous_tree() {
         .apply(&desired, &mut |i, op| steps.push(format!("{i}: {op}")))
         .unwrap_err();
     let text = format!("{err}");
-    assert!(text.contains("create storage object /backstores/block/zz_missing"), "{text}");
+    assert!(
+        text.contains("create storage object /backstores/block/zz_missing"),
+        "{text}"
+    );
     assert!(text.contains("previous configuration restored"), "{text}");
     assert!(err.rolled_back_cleanly());
-    let Error::StepFailed { source, step, .. } = &err else { panic!("{err:?}") };
+    let Error::StepFailed { source, step, .. } = &err else {
+        panic!("{err:?}")
+    };
     assert!(*step > 1, "failed halfway: {steps:?}");
     assert!(source.to_string().contains("does not exist"), "{source}");
     // Exactly the previous tree, including the deleted vhost target and pscsi object.
@@ -164,11 +222,16 @@ fn failing_step_rolls_back_to_the_previous_tree() {
         .iter()
         .filter(|l| !after.contains(l))
         .chain(after.iter().filter(|l| !before.contains(l)))
-        .filter(|l| !l.contains("nexus") && !l.contains("hba_info") && !l.contains("vpd_unit_serial"))
+        .filter(|l| {
+            !l.contains("nexus") && !l.contains("hba_info") && !l.contains("vpd_unit_serial")
+        })
         .collect();
     // HBA indexes and generated names may differ after a re-create; nothing else.
     for d in &differences {
-        assert!(d.contains("core/") || d.contains("/vhost/"), "unexpected difference {d}");
+        assert!(
+            d.contains("core/") || d.contains("/vhost/"),
+            "unexpected difference {d}"
+        );
     }
 }
 

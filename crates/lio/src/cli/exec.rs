@@ -14,9 +14,13 @@ use rustio_config::{
     StorageObject, UserObject,
 };
 
-use super::{out_err, ApplyArgs, BackstoreKind, ClearArgs, CreateWhat, DeleteArgs, RestoreArgs, SaveArgs, SetWhat};
+use super::{
+    out_err, ApplyArgs, BackstoreKind, ClearArgs, CreateWhat, DeleteArgs, RestoreArgs, SaveArgs,
+    SetWhat,
+};
 use crate::addr::{
-    parse_lun_component, AclRef, AluaRef, LunRef, MappedLunRef, ObjectPath, PortalRef, SoRef, TargetRef, TpgRef,
+    parse_lun_component, AclRef, AluaRef, LunRef, MappedLunRef, ObjectPath, PortalRef, SoRef,
+    TargetRef, TpgRef,
 };
 use crate::error::{Error, Result};
 use crate::human::{format_size, parse_size};
@@ -39,7 +43,9 @@ macro_rules! say {
 
 fn run(ctx: &mut Ctx<'_>, ops: Vec<Op>) -> Result<usize> {
     let plan = Plan { ops };
-    let applied = ctx.lio.run_plan(&plan, &mut |i, op| tracing::debug!(step = i, "{op}"))?;
+    let applied = ctx
+        .lio
+        .run_plan(&plan, &mut |i, op| tracing::debug!(step = i, "{op}"))?;
     Ok(applied.steps)
 }
 
@@ -57,7 +63,9 @@ fn wrong_kind(path: &str, want: &str) -> Error {
 fn tpg_of(path: &str) -> Result<TpgRef> {
     match parse_path(path)? {
         ObjectPath::Tpg(t) => Ok(t),
-        ObjectPath::Target(t) if fabric_info(&t.fabric).is_some_and(|i| !i.tpgts) => Ok(TpgRef { target: t, tag: 1 }),
+        ObjectPath::Target(t) if fabric_info(&t.fabric).is_some_and(|i| !i.tpgts) => {
+            Ok(TpgRef { target: t, tag: 1 })
+        }
         _ => Err(wrong_kind(path, "a TPG (/<fabric>/<wwn>/tpg<N>)")),
     }
 }
@@ -65,13 +73,22 @@ fn tpg_of(path: &str) -> Result<TpgRef> {
 fn so_of(path: &str) -> Result<SoRef> {
     match parse_path(path)? {
         ObjectPath::StorageObject(s) => Ok(s),
-        _ => Err(wrong_kind(path, "a storage object (/backstores/<plugin>/<name>)")),
+        _ => Err(wrong_kind(
+            path,
+            "a storage object (/backstores/<plugin>/<name>)",
+        )),
     }
 }
 
 fn managed_fabric(name: &str) -> Result<&'static FabricInfo> {
     match fabric_info(name) {
-        Some(i) if rustio_config::fabric::MANAGED_FABRICS.iter().any(|m| m.name == i.name) => Ok(i),
+        Some(i)
+            if rustio_config::fabric::MANAGED_FABRICS
+                .iter()
+                .any(|m| m.name == i.name) =>
+        {
+            Ok(i)
+        }
         _ => Err(Error::rule(
             "rustio creates targets on the iscsi, loopback and vhost fabrics",
             format!("fabric {name:?} is not one of them"),
@@ -95,7 +112,10 @@ fn toggle(v: &str) -> Result<bool> {
     match v.to_ascii_lowercase().as_str() {
         "1" | "on" | "true" | "yes" | "enable" | "enabled" => Ok(true),
         "0" | "off" | "false" | "no" | "disable" | "disabled" => Ok(false),
-        _ => Err(Error::rule("flags are 1/0, on/off, true/false or yes/no", format!("{v:?}"))),
+        _ => Err(Error::rule(
+            "flags are 1/0, on/off, true/false or yes/no",
+            format!("{v:?}"),
+        )),
     }
 }
 
@@ -106,7 +126,12 @@ fn key_values(settings: &[String]) -> Result<Vec<(String, String)>> {
             s.split_once('=')
                 .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
                 .filter(|(k, _)| !k.is_empty())
-                .ok_or_else(|| Error::rule("settings are written name=value", format!("{s:?} has no '='")))
+                .ok_or_else(|| {
+                    Error::rule(
+                        "settings are written name=value",
+                        format!("{s:?} has no '='"),
+                    )
+                })
         })
         .collect()
 }
@@ -115,9 +140,8 @@ fn key_values(settings: &[String]) -> Result<Vec<(String, String)>> {
 /// and rtslib stores them lowercased).
 fn normalize_wwn(fabric: &str, wwn: &str) -> String {
     let lower = wwn.to_ascii_lowercase();
-    if fabric == "iscsi" && (lower.starts_with("iqn.") || lower.starts_with("eui.") || lower.starts_with("naa.")) {
-        lower
-    } else if lower.starts_with("naa.") {
+    let iscsi_name = fabric == "iscsi" && (lower.starts_with("iqn.") || lower.starts_with("eui."));
+    if iscsi_name || lower.starts_with("naa.") {
         lower
     } else {
         wwn.to_owned()
@@ -160,12 +184,17 @@ fn tpg_create_ops(
         let taken = live
             .target(&tpg.target.fabric, &tpg.target.wwn)
             .is_some_and(|t| {
-                t.tpgs
-                    .iter()
-                    .any(|g| g.portals.iter().any(|p| p.ip_address == "[::0]" && p.port == 3260))
+                t.tpgs.iter().any(|g| {
+                    g.portals
+                        .iter()
+                        .any(|p| p.ip_address == "[::0]" && p.port == 3260)
+                })
             });
         if taken {
-            notes.push("Default portal not created: another TPG of this target listens on [::0]:3260.".into());
+            notes.push(
+                "Default portal not created: another TPG of this target listens on [::0]:3260."
+                    .into(),
+            );
         } else {
             ops.push(Op::CreatePortal {
                 portal: PortalRef {
@@ -254,11 +283,19 @@ fn create_backstore(ctx: &mut Ctx<'_>, kind: BackstoreKind) -> Result<()> {
                             .write(true)
                             .open(&file)
                             .and_then(|f| f.set_len(s))
-                            .map_err(|source| Error::Io { op: "extend", path: file.clone(), source })?;
+                            .map_err(|source| Error::Io {
+                                op: "extend",
+                                path: file.clone(),
+                                source,
+                            })?;
                         Some(s)
                     } else {
                         if wanted.is_some_and(|w| w != m.len()) {
-                            say!(ctx, "{dev} exists, using its size ({} bytes) instead.", m.len());
+                            say!(
+                                ctx,
+                                "{dev} exists, using its size ({} bytes) instead.",
+                                m.len()
+                            );
                         }
                         Some(m.len())
                     }
@@ -288,7 +325,13 @@ fn create_backstore(ctx: &mut Ctx<'_>, kind: BackstoreKind) -> Result<()> {
                     created = true;
                     Some(s)
                 }
-                Err(source) => return Err(Error::Io { op: "inspect", path: file, source }),
+                Err(source) => {
+                    return Err(Error::Io {
+                        op: "inspect",
+                        path: file,
+                        source,
+                    })
+                }
             };
             let so = StorageObject::Fileio(FileioObject {
                 common: common(&name, wwn),
@@ -304,10 +347,17 @@ fn create_backstore(ctx: &mut Ctx<'_>, kind: BackstoreKind) -> Result<()> {
                 }
                 return Err(e);
             }
-            let shown = size.map(format_size).unwrap_or_else(|| "block device".into());
+            let shown = size
+                .map(format_size)
+                .unwrap_or_else(|| "block device".into());
             say!(ctx, "Created fileio {name} with size {shown}.");
         }
-        BackstoreKind::Block { name, dev, readonly, wwn } => {
+        BackstoreKind::Block {
+            name,
+            dev,
+            readonly,
+            wwn,
+        } => {
             check_name(&name)?;
             let dev = absolute(&dev)?.to_string_lossy().into_owned();
             if let Some(other) = dev_in_use(&live, &dev) {
@@ -327,7 +377,12 @@ fn create_backstore(ctx: &mut Ctx<'_>, kind: BackstoreKind) -> Result<()> {
             run(ctx, vec![Op::CreateStorageObject(Box::new(so))])?;
             say!(ctx, "Created block storage object {name} using {dev}.");
         }
-        BackstoreKind::Ramdisk { name, size, nullio, wwn } => {
+        BackstoreKind::Ramdisk {
+            name,
+            size,
+            nullio,
+            wwn,
+        } => {
             check_name(&name)?;
             let bytes = parse_size(&size)?;
             let so = StorageObject::Ramdisk(RamdiskObject {
@@ -337,7 +392,11 @@ fn create_backstore(ctx: &mut Ctx<'_>, kind: BackstoreKind) -> Result<()> {
                 extra: Default::default(),
             });
             run(ctx, vec![Op::CreateStorageObject(Box::new(so))])?;
-            say!(ctx, "Created ramdisk {name} with size {}.", format_size(bytes));
+            say!(
+                ctx,
+                "Created ramdisk {name} with size {}.",
+                format_size(bytes)
+            );
         }
         BackstoreKind::Pscsi { name, dev } => {
             check_name(&name)?;
@@ -373,7 +432,10 @@ fn create_backstore(ctx: &mut Ctx<'_>, kind: BackstoreKind) -> Result<()> {
                 extra: Default::default(),
             });
             run(ctx, vec![Op::CreateStorageObject(Box::new(so))])?;
-            say!(ctx, "Created user-backed storage object {name} size {bytes}.");
+            say!(
+                ctx,
+                "Created user-backed storage object {name} size {bytes}."
+            );
         }
     }
     Ok(())
@@ -385,7 +447,11 @@ fn create_backing_file(path: &Path, size: u64, sparse: bool) -> Result<()> {
         path: path.to_path_buf(),
         source,
     };
-    let mut f = fs::OpenOptions::new().write(true).create_new(true).open(path).map_err(io)?;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(io)?;
     let r = if sparse {
         f.set_len(size)
     } else {
@@ -438,7 +504,14 @@ pub(crate) fn create(ctx: &mut Ctx<'_>, what: CreateWhat) -> Result<()> {
             let mut ops = vec![Op::CreateTarget(target.clone())];
             let mut notes = Vec::new();
             if !no_tpg {
-                ops.extend(tpg_create_ops(&live, info, &TpgRef { target, tag: 1 }, !no_portal, true, &mut notes));
+                ops.extend(tpg_create_ops(
+                    &live,
+                    info,
+                    &TpgRef { target, tag: 1 },
+                    !no_portal,
+                    true,
+                    &mut notes,
+                ));
             }
             run(ctx, ops)?;
             say!(ctx, "Created target {wwn}.");
@@ -462,11 +535,14 @@ pub(crate) fn create(ctx: &mut Ctx<'_>, what: CreateWhat) -> Result<()> {
             };
             let info = managed_fabric(&t.fabric)?;
             let live = ctx.lio.dump()?;
-            let existing = live.target(&t.fabric, &t.wwn).ok_or_else(|| Error::NotFound {
-                what: "target",
-                name: t.to_string(),
-            })?;
-            let tag = tag.unwrap_or_else(|| lowest_free(existing.tpgs.iter().filter_map(|g| g.tag), 1));
+            let existing = live
+                .target(&t.fabric, &t.wwn)
+                .ok_or_else(|| Error::NotFound {
+                    what: "target",
+                    name: t.to_string(),
+                })?;
+            let tag =
+                tag.unwrap_or_else(|| lowest_free(existing.tpgs.iter().filter_map(|g| g.tag), 1));
             let tpg = TpgRef { target: t, tag };
             let mut notes = Vec::new();
             let ops = tpg_create_ops(&live, info, &tpg, !no_portal, !disabled, &mut notes);
@@ -501,7 +577,10 @@ pub(crate) fn create(ctx: &mut Ctx<'_>, what: CreateWhat) -> Result<()> {
                 ));
             }
             let index = lun.unwrap_or_else(|| lowest_free(g.luns.iter().map(|l| l.index), 0));
-            let lref = LunRef { tpg: tref.clone(), index };
+            let lref = LunRef {
+                tpg: tref.clone(),
+                index,
+            };
             let mut ops = vec![Op::CreateLun {
                 lun: lref.clone(),
                 so: so.clone(),
@@ -512,7 +591,11 @@ pub(crate) fn create(ctx: &mut Ctx<'_>, what: CreateWhat) -> Result<()> {
             if !no_mapped_luns {
                 for acl in &g.node_acls {
                     let used: Vec<u64> = acl.mapped_luns.iter().map(|m| m.index).collect();
-                    let m = if used.contains(&index) { lowest_free(used.into_iter(), 0) } else { index };
+                    let m = if used.contains(&index) {
+                        lowest_free(used.into_iter(), 0)
+                    } else {
+                        index
+                    };
                     ops.push(Op::CreateMappedLun {
                         mlun: MappedLunRef {
                             acl: AclRef {
@@ -525,7 +608,10 @@ pub(crate) fn create(ctx: &mut Ctx<'_>, what: CreateWhat) -> Result<()> {
                         write_protect: false,
                         alias: None,
                     });
-                    mapped.push(format!("Created LUN {index}->{m} mapping in node ACL {}", acl.node_wwn));
+                    mapped.push(format!(
+                        "Created LUN {index}->{m} mapping in node ACL {}",
+                        acl.node_wwn
+                    ));
                 }
             }
             run(ctx, ops)?;
@@ -535,7 +621,12 @@ pub(crate) fn create(ctx: &mut Ctx<'_>, what: CreateWhat) -> Result<()> {
             }
             Ok(())
         }
-        CreateWhat::Portal { tpg, ip, port, iser } => {
+        CreateWhat::Portal {
+            tpg,
+            ip,
+            port,
+            iser,
+        } => {
             let tref = tpg_of(&tpg)?;
             if !fabric_info(&tref.target.fabric).is_some_and(|i| i.nps) {
                 return Err(Error::rule(
@@ -543,13 +634,32 @@ pub(crate) fn create(ctx: &mut Ctx<'_>, what: CreateWhat) -> Result<()> {
                     format!("fabric {} has no network portals", tref.target.fabric),
                 ));
             }
-            let ip = if ip.contains(':') && !ip.starts_with('[') { format!("[{ip}]") } else { ip };
-            let portal = PortalRef { tpg: tref, ip, port };
-            run(ctx, vec![Op::CreatePortal { portal: portal.clone(), iser, offload: false }])?;
+            let ip = if ip.contains(':') && !ip.starts_with('[') {
+                format!("[{ip}]")
+            } else {
+                ip
+            };
+            let portal = PortalRef {
+                tpg: tref,
+                ip,
+                port,
+            };
+            run(
+                ctx,
+                vec![Op::CreatePortal {
+                    portal: portal.clone(),
+                    iser,
+                    offload: false,
+                }],
+            )?;
             say!(ctx, "Created network portal {}:{}.", portal.ip, portal.port);
             Ok(())
         }
-        CreateWhat::Acl { tpg, wwn, no_mapped_luns } => {
+        CreateWhat::Acl {
+            tpg,
+            wwn,
+            no_mapped_luns,
+        } => {
             let tref = tpg_of(&tpg)?;
             let wwn = normalize_wwn(&tref.target.fabric, &wwn);
             let live = ctx.lio.dump()?;
@@ -779,8 +889,15 @@ pub(crate) fn delete(ctx: &mut Ctx<'_>, args: &DeleteArgs) -> Result<()> {
         }
     }
     let plan = diff(&current, &desired);
-    let n = ctx.lio.run_plan(&plan, &mut |i, op| tracing::debug!(step = i, "{op}"))?.steps;
-    say!(ctx, "Deleted {path} ({n} step{}).", if n == 1 { "" } else { "s" });
+    let n = ctx
+        .lio
+        .run_plan(&plan, &mut |i, op| tracing::debug!(step = i, "{op}"))?
+        .steps;
+    say!(
+        ctx,
+        "Deleted {path} ({n} step{}).",
+        if n == 1 { "" } else { "s" }
+    );
     Ok(())
 }
 
@@ -832,7 +949,9 @@ pub(crate) fn set(ctx: &mut Ctx<'_>, what: SetWhat) -> Result<()> {
             let owner = match parse_path(&path)? {
                 ObjectPath::Tpg(t) => AuthOwner::Tpg(t),
                 ObjectPath::Acl(a) => AuthOwner::Acl(a),
-                ObjectPath::Fabric(f) if fabric_info(&f).is_some_and(|i| i.discovery_auth) => AuthOwner::Discovery(f),
+                ObjectPath::Fabric(f) if fabric_info(&f).is_some_and(|i| i.discovery_auth) => {
+                    AuthOwner::Discovery(f)
+                }
                 _ => return Err(wrong_kind(&path, "a TPG, an ACL or /iscsi (discovery)")),
             };
             let mut enable = None;
@@ -841,7 +960,7 @@ pub(crate) fn set(ctx: &mut Ctx<'_>, what: SetWhat) -> Result<()> {
                     let AuthOwner::Discovery(_) = owner else {
                         return Err(Error::rule(
                             "enable= applies to discovery authentication (/iscsi); TPG authentication is the attribute 'authentication'",
-                            format!("{path}"),
+                            path.to_string(),
                         ));
                     };
                     enable = Some(toggle(&v)?);
@@ -960,8 +1079,15 @@ pub(crate) fn restore(ctx: &mut Ctx<'_>, args: &RestoreArgs) -> Result<()> {
         say!(ctx, "(dry run: nothing changed)");
         return Ok(());
     }
-    let n = ctx.lio.run_plan(&plan, &mut |i, op| tracing::debug!(step = i, "{op}"))?.steps;
-    say!(ctx, "Configuration restored from {} ({n} steps).", args.file.display());
+    let n = ctx
+        .lio
+        .run_plan(&plan, &mut |i, op| tracing::debug!(step = i, "{op}"))?
+        .steps;
+    say!(
+        ctx,
+        "Configuration restored from {} ({n} steps).",
+        args.file.display()
+    );
     Ok(())
 }
 
@@ -972,7 +1098,9 @@ pub(crate) fn clear(ctx: &mut Ctx<'_>, args: &ClearArgs) -> Result<()> {
             "refusing to clear without --confirm",
         ));
     }
-    let plan = ctx.lio.clear(&mut |i, op| tracing::debug!(step = i, "{op}"))?;
+    let plan = ctx
+        .lio
+        .clear(&mut |i, op| tracing::debug!(step = i, "{op}"))?;
     say!(ctx, "All configuration cleared ({} steps).", plan.ops.len());
     Ok(())
 }
@@ -989,7 +1117,10 @@ pub(crate) fn apply(ctx: &mut Ctx<'_>, args: &ApplyArgs) -> Result<()> {
     if plan.is_empty() {
         return Ok(());
     }
-    let n = ctx.lio.run_plan(&plan, &mut |i, op| tracing::debug!(step = i, "{op}"))?.steps;
+    let n = ctx
+        .lio
+        .run_plan(&plan, &mut |i, op| tracing::debug!(step = i, "{op}"))?
+        .steps;
     say!(ctx, "Applied {n} step{}.", if n == 1 { "" } else { "s" });
     Ok(())
 }

@@ -11,7 +11,7 @@ use super::{out_err, LsArgs, SessionsArgs};
 use crate::addr::ObjectPath;
 use crate::error::{Error, Result};
 use crate::human::format_size;
-use crate::read::{LiveStorageObject, LiveTree, LiveTpg};
+use crate::read::{LiveStorageObject, LiveTpg, LiveTree};
 
 /// One line of the tree.
 #[derive(Debug, Clone)]
@@ -46,7 +46,10 @@ const ALUA_STATES: [(u64, &str); 7] = [
 fn so_summary(so: &LiveStorageObject) -> String {
     let size = so.size.map(format_size);
     let wb = |attrs: &BTreeMap<String, ConfigValue>| {
-        if attrs.get("emulate_write_cache").is_some_and(|v| v.to_configfs() == "1") {
+        if attrs
+            .get("emulate_write_cache")
+            .is_some_and(|v| v.to_configfs() == "1")
+        {
             "write-back"
         } else {
             "write-thru"
@@ -70,7 +73,11 @@ fn so_summary(so: &LiveStorageObject) -> String {
         ),
         StorageObject::Ramdisk(r) => format!(
             "{}({}) {}",
-            if r.nullio == Some(true) { "nullio " } else { "" },
+            if r.nullio == Some(true) {
+                "nullio "
+            } else {
+                ""
+            },
             format_size(r.size),
             so.status
         ),
@@ -86,7 +93,10 @@ fn so_summary(so: &LiveStorageObject) -> String {
 }
 
 fn attr_is(g: &LiveTpg, name: &str, v: &str) -> bool {
-    g.config.attributes.get(name).is_some_and(|x| x.to_configfs() == v)
+    g.config
+        .attributes
+        .get(name)
+        .is_some_and(|x| x.to_configfs() == v)
 }
 
 fn tpg_summary(g: &LiveTpg, fabric: &str) -> (String, bool) {
@@ -108,7 +118,14 @@ fn tpg_summary(g: &LiveTpg, fabric: &str) -> (String, bool) {
                 msg.push("auth per-acl".into());
             } else {
                 msg.push("tpg-auth".into());
-                msg.push(if g.authenticate_target == Some(true) { "mutual auth" } else { "1-way auth" }.into());
+                msg.push(
+                    if g.authenticate_target == Some(true) {
+                        "mutual auth"
+                    } else {
+                        "1-way auth"
+                    }
+                    .into(),
+                );
             }
         }
     }
@@ -121,7 +138,12 @@ fn json<T: serde::Serialize>(v: &T) -> Value {
 
 fn build(tree: &LiveTree) -> Node {
     let mut root = node("/", "...", "/".into(), json(tree));
-    let mut bs = node("backstores", "...", "/backstores".into(), json(&tree.storage_objects));
+    let mut bs = node(
+        "backstores",
+        "...",
+        "/backstores".into(),
+        json(&tree.storage_objects),
+    );
     for plugin in rustio_config::Plugin::KNOWN {
         let objs: Vec<&LiveStorageObject> = tree
             .storage_objects
@@ -129,7 +151,12 @@ fn build(tree: &LiveTree) -> Node {
             .filter(|s| s.config.plugin() == plugin)
             .collect();
         let ppath = format!("/backstores/{plugin}");
-        let mut pn = node(plugin.as_str(), format!("Storage Objects: {}", objs.len()), ppath.clone(), json(&objs));
+        let mut pn = node(
+            plugin.as_str(),
+            format!("Storage Objects: {}", objs.len()),
+            ppath.clone(),
+            json(&objs),
+        );
         for so in objs {
             let spath = so.config.path();
             let mut sn = node(so.config.name(), so_summary(so), spath.clone(), json(so));
@@ -173,15 +200,30 @@ fn build(tree: &LiveTree) -> Node {
         let fabric = tree.fabric(&fname);
         let targets = fabric.map(|f| f.targets.as_slice()).unwrap_or(&[]);
         let mut msg = Vec::new();
-        if let Some(d) = fabric.and_then(|f| f.discovery.as_ref()).filter(|d| d.enforce) {
-            msg.push(if d.authenticate_target { "mutual disc auth" } else { "1-way disc auth" }.to_owned());
+        if let Some(d) = fabric
+            .and_then(|f| f.discovery.as_ref())
+            .filter(|d| d.enforce)
+        {
+            msg.push(
+                if d.authenticate_target {
+                    "mutual disc auth"
+                } else {
+                    "1-way disc auth"
+                }
+                .to_owned(),
+            );
         }
         msg.push(format!("Targets: {}", targets.len()));
         let fpath = format!("/{fname}");
         let mut fnode = node(fname.clone(), msg.join(", "), fpath.clone(), json(&fabric));
         for t in targets {
             let tpath = format!("{fpath}/{}", t.wwn);
-            let mut tn = node(t.wwn.clone(), format!("TPGs: {}", t.tpgs.len()), tpath.clone(), json(t));
+            let mut tn = node(
+                t.wwn.clone(),
+                format!("TPGs: {}", t.tpgs.len()),
+                tpath.clone(),
+                json(t),
+            );
             for g in &t.tpgs {
                 let tag = g.config.tag.unwrap_or(0);
                 let gpath = format!("{tpath}/tpg{tag}");
@@ -190,7 +232,7 @@ fn build(tree: &LiveTree) -> Node {
                 let info = fabric_info(&fname);
                 let luns_by_index: BTreeMap<u64, &rustio_config::Lun> =
                     g.config.luns.iter().map(|l| (l.index, l)).collect();
-                if info.map_or(true, |i| i.acls) {
+                if !matches!(info, Some(i) if !i.acls) {
                     let mut an = node(
                         "acls",
                         format!("ACLs: {}", g.config.node_acls.len()),
@@ -210,13 +252,22 @@ fn build(tree: &LiveTree) -> Node {
                             }
                         }
                         msg.push(format!("Mapped LUNs: {}", a.mapped_luns.len()));
-                        let mut acl_node = node(a.node_wwn.clone(), msg.join(", "), apath.clone(), json(a));
+                        let mut acl_node =
+                            node(a.node_wwn.clone(), msg.join(", "), apath.clone(), json(a));
                         for m in &a.mapped_luns {
                             let target = luns_by_index
                                 .get(&m.tpg_lun)
-                                .map(|l| l.storage_object.trim_start_matches("/backstores/").to_owned())
+                                .map(|l| {
+                                    l.storage_object
+                                        .trim_start_matches("/backstores/")
+                                        .to_owned()
+                                })
                                 .unwrap_or_else(|| "BROKEN LUN LINK".into());
-                            let mode = if m.write_protect == Some(true) { "ro" } else { "rw" };
+                            let mode = if m.write_protect == Some(true) {
+                                "ro"
+                            } else {
+                                "rw"
+                            };
                             acl_node.children.push(node(
                                 format!("mapped_lun{}", m.index),
                                 format!("lun{} {target} ({mode})", m.tpg_lun),
@@ -235,8 +286,14 @@ fn build(tree: &LiveTree) -> Node {
                     json(&g.config.luns),
                 );
                 for l in &g.config.luns {
-                    let so = tree.storage_objects.iter().find(|s| s.config.path() == l.storage_object);
-                    let mut d = l.storage_object.trim_start_matches("/backstores/").to_owned();
+                    let so = tree
+                        .storage_objects
+                        .iter()
+                        .find(|s| s.config.path() == l.storage_object);
+                    let mut d = l
+                        .storage_object
+                        .trim_start_matches("/backstores/")
+                        .to_owned();
                     if let Some(dev) = so.and_then(|s| s.config.dev()) {
                         d.push_str(&format!(" ({dev})"));
                     }
@@ -251,7 +308,7 @@ fn build(tree: &LiveTree) -> Node {
                     ));
                 }
                 gn.children.push(ln);
-                if info.map_or(true, |i| i.nps) {
+                if !matches!(info, Some(i) if !i.nps) {
                     let mut pn = node(
                         "portals",
                         format!("Portals: {}", g.config.portals.len()),
@@ -400,19 +457,41 @@ pub(crate) fn sessions(ctx: &mut Ctx<'_>, args: &SessionsArgs) -> Result<()> {
         };
         writeln!(ctx.out, "{line}").map_err(out_err)?;
         if args.detail && !dynamic {
-            let auth = if g.acl_mutual.get(&s.initiator) == Some(&true) { " (mutual auth)" } else { "" };
+            let auth = if g.acl_mutual.get(&s.initiator) == Some(&true) {
+                " (mutual auth)"
+            } else {
+                ""
+            };
             writeln!(ctx.out, "    name: {}{auth}", s.initiator).map_err(out_err)?;
-            if let Some(acl) = g.config.node_acls.iter().find(|a| a.node_wwn == s.initiator) {
+            if let Some(acl) = g
+                .config
+                .node_acls
+                .iter()
+                .find(|a| a.node_wwn == s.initiator)
+            {
                 for m in &acl.mapped_luns {
                     let so = g
                         .config
                         .luns
                         .iter()
                         .find(|l| l.index == m.tpg_lun)
-                        .map(|l| l.storage_object.trim_start_matches("/backstores/").to_owned())
+                        .map(|l| {
+                            l.storage_object
+                                .trim_start_matches("/backstores/")
+                                .to_owned()
+                        })
                         .unwrap_or_default();
-                    let mode = if m.write_protect == Some(true) { "r" } else { "rw" };
-                    writeln!(ctx.out, "    mapped-lun: {} backstore: {so} mode: {mode}", m.index).map_err(out_err)?;
+                    let mode = if m.write_protect == Some(true) {
+                        "r"
+                    } else {
+                        "rw"
+                    };
+                    writeln!(
+                        ctx.out,
+                        "    mapped-lun: {} backstore: {so} mode: {mode}",
+                        m.index
+                    )
+                    .map_err(out_err)?;
                 }
             }
             for c in &s.connections {

@@ -18,7 +18,12 @@ pub struct Env {
 
 impl Env {
     pub fn new() -> Env {
-        let dir = if std::path::Path::new("/dev/shm").is_dir() { tempfile::tempdir_in("/dev/shm") } else { tempfile::tempdir() }.expect("tempdir");
+        let dir = if std::path::Path::new("/dev/shm").is_dir() {
+            tempfile::tempdir_in("/dev/shm")
+        } else {
+            tempfile::tempdir()
+        }
+        .expect("tempdir");
         let root = dir.path().join("configfs/target");
         let kernel = FakeKernel::new(&root).expect("fake kernel");
         let lio = Lio::with_backend(&root, kernel.clone()).expect("lio");
@@ -60,7 +65,10 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
         let ft = e.file_type().unwrap();
         if ft.is_symlink() {
             let t = std::fs::read_link(&p).unwrap();
-            out.push(format!("L {rel} -> {}", t.strip_prefix(root).unwrap_or(&t).display()));
+            out.push(format!(
+                "L {rel} -> {}",
+                t.strip_prefix(root).unwrap_or(&t).display()
+            ));
         } else if ft.is_dir() {
             out.push(format!("D {rel}"));
             walk(root, &p, out);
