@@ -10,7 +10,8 @@ fuzz_target!(|data: &[u8]| {
         Ok(imported) => {
             let issues = rustio_config::validate::validate(&imported.config);
             assert!(!issues.has_errors(), "invalid output:\n{issues}");
-            let json = rustio_config::parse::to_string_pretty(&imported.config).expect("serializes");
+            let json =
+                rustio_config::parse::to_string_pretty(&imported.config).expect("serializes");
             let back = rustio_config::parse::from_str(&json).expect("reads back");
             assert_eq!(back, imported.config);
             let _ = imported.report.render("fuzz.conf");

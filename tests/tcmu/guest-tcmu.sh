@@ -12,6 +12,8 @@
 #   ext4       mkfs.ext4, files + sha256 across unmount/remount
 #   recovery   kill -9 of the runner during fio, restart → fio completes and verifies
 #   tmr        sg_reset -d (LUN reset) while fio has I/O queued → fio verifies
+#   reconfig   attrib/dev_size grows the file + CAPACITY DATA HAS CHANGED; emulate_write_cache
+#              toggles WCE (sd cache_type)
 #   bad        unknown handler subtype, malformed cfg → enable refused and logged
 #   targetcli  targetcli creates user:file (and is refused a bad cfgstring) via D-Bus
 #   stop       SIGTERM: clean stop (drained, unblocked), exit status 0
@@ -26,22 +28,36 @@ CORE=$LIO/core
 FIO_SIZE=${FIO_SIZE:-64M}
 LOG=$OUT/runner.log
 METRICS=127.0.0.1:9573
-RUNNER_PID=
 LOOP_WWN=naa.5001405000000001
 LOOP_NEXUS=naa.5001405000000002
 DEV=
 SECTIONS=("$@")
-((${#SECTIONS[@]})) || SECTIONS=(fio ext4 recovery tmr bad targetcli stop)
+((${#SECTIONS[@]})) || SECTIONS=(fio ext4 recovery tmr reconfig bad targetcli stop)
 
 want() { local s; for s in "${SECTIONS[@]}"; do [[ $s == "$1" ]] && return 0; done; return 1; }
 
+# The runner's pid and exit status go to files: checks run in subshells (vm_check), so a
+# shell variable set there would not be seen by later checks.
 start_runner() {
-  "$RUSTIO" --log "${RUNNER_LOG_LEVEL:-info}" runner --metrics "$METRICS" --cmd-timeout 20 "$@" >>"$LOG" 2>&1 &
-  RUNNER_PID=$!
-  vm_wait 60 grep -q "listening for TCMU netlink events" "$LOG"
+  rm -f /tmp/runner.pid /tmp/runner.rc
+  STARTS=$(grep -c "listening for TCMU netlink events" "$LOG" 2>/dev/null || true)
+  echo "${STARTS:-0}" >/tmp/runner.starts
+  bash -c '"$@" & echo $! >/tmp/runner.pid; wait $!; echo $? >/tmp/runner.rc' _ \
+    "$RUSTIO" --log "${RUNNER_LOG_LEVEL:-info}" runner --metrics "$METRICS" --cmd-timeout 20 \
+    >>"$LOG" 2>&1 &
+  vm_wait 10 test -s /tmp/runner.pid
 }
-
-runner_alive() { kill -0 "$RUNNER_PID" 2>/dev/null; }
+runner_pid() { cat /tmp/runner.pid 2>/dev/null; }
+runner_alive() { local p; p=$(runner_pid) && [[ -n $p ]] && kill -0 "$p" 2>/dev/null; }
+runner_listening() {
+  local n; n=$(grep -c "listening for TCMU netlink events" "$LOG" 2>/dev/null || true)
+  ((n > $(cat /tmp/runner.starts))) && grep -q "existing devices opened" "$LOG"
+}
+wait_listening() { vm_wait 90 runner_listening || { tail -20 "$LOG"; return 1; }; }
+runner_kill() { # SIGNAL: signal the runner and wait until it is gone
+  local p; p=$(runner_pid); kill -"$1" "$p" || return 1
+  vm_wait 90 bash -c "! kill -0 $p 2>/dev/null"
+}
 
 # create_user_dev HBA NAME DEV_CONFIG SIZE: raw configfs writes, as `rustio backstore
 # create user` / targetcli / user_create.sh do.
@@ -83,7 +99,13 @@ metric() { # NAME → value (first sample)
   awk -v m="$1" '$1 == m || index($1, m "{") == 1 {print $2; exit}' <<<"$body"
 }
 
-metrics_counted() { local n; n=$(metric rustio_tcmu_commands_total); echo "commands=$n"; ((n > 1000)); }
+metrics_counted() { local n; n=$(metric rustio_tcmu_commands_total); echo "commands=$n"; ((n > 100)); }
+# The first 4 MiB read through the LUN equal the backing file's (no /dev/fd in the guest).
+same_bytes() {
+  dd if="$DEV" of=/tmp/lun.head bs=1M count=4 iflag=direct status=none &&
+    dd if=/var/tmp/tcmu-file0.img of=/tmp/file.head bs=1M count=4 status=none &&
+    cmp /tmp/lun.head /tmp/file.head
+}
 metrics_clean() {
   local m t; m=$(metric rustio_tcmu_malformed_total); t=$(metric rustio_tcmu_timeouts_total)
   echo "malformed=$m timeouts=$t"; [[ $m == 0 && $t == 0 ]]
@@ -93,7 +115,8 @@ metrics_clean() {
 setup_fio() {
   vm_start_dbus
   : >"$LOG"
-  vm_check "runner starts and joins the TCM-USER netlink group" start_runner
+  start_runner
+  vm_check "runner starts and joins the TCM-USER netlink group" wait_listening
   vm_check "user:file backstore enabled through raw configfs" \
     create_user_dev 1 file0 "file//var/tmp/tcmu-file0.img" $((256 << 20))
   vm_check "UIO device named tcm-user/1/file0/file//var/tmp/tcmu-file0.img" \
@@ -110,7 +133,7 @@ setup_fio() {
     bash -c "[[ \$(blockdev --getsize64 $DEV) == $((256 << 20)) ]]"
 }
 
-if want fio || want ext4 || want recovery || want tmr; then
+if want fio || want ext4 || want recovery || want tmr || want reconfig; then
   setup_fio
 fi
 
@@ -119,8 +142,7 @@ if want fio && [[ -b $DEV ]]; then
     fio_verify rnd randwrite
   VM_CHECK_TIMEOUT=600 vm_check "fio sequential write 4k-1M qd32 + crc32c verify" \
     fio_verify seq write --offset=64M
-  vm_check "data reached the backing file" \
-    bash -c "cmp <(dd if=$DEV bs=1M count=4 iflag=direct status=none) <(dd if=/var/tmp/tcmu-file0.img bs=1M count=4 status=none)"
+  vm_check "data reached the backing file" same_bytes
   vm_check "metrics: commands counted" metrics_counted
   vm_check "metrics: no malformed entries, no timeouts" metrics_clean
 fi
@@ -129,15 +151,15 @@ fi
 ext4_round_trip() {
   set -e
   mkfs.ext4 -q -F "$DEV"
-  mkdir -p /mnt/t
-  mount "$DEV" /mnt/t
-  for i in 1 2 3 4 5; do head -c $((i * 3 << 20)) /dev/urandom >/mnt/t/f$i; done
-  (cd /mnt/t && sha256sum f* >/tmp/sums)
-  umount /mnt/t
+  mkdir -p /tmp/mnt
+  mount "$DEV" /tmp/mnt
+  for i in 1 2 3 4 5; do head -c $((i * 3 << 20)) /dev/urandom >/tmp/mnt/f$i; done
+  (cd /tmp/mnt && sha256sum f* >/tmp/sums)
+  umount /tmp/mnt
   echo 3 >/proc/sys/vm/drop_caches
-  mount "$DEV" /mnt/t
-  (cd /mnt/t && sha256sum -c --quiet /tmp/sums)
-  umount /mnt/t
+  mount "$DEV" /tmp/mnt
+  (cd /tmp/mnt && sha256sum -c --quiet /tmp/sums)
+  umount /tmp/mnt
   fsck.ext4 -n "$DEV"
 }
 if want ext4 && [[ -b $DEV ]]; then
@@ -151,13 +173,15 @@ recovery() {
   fio_pid=$!
   sleep 4
   grep -q . /proc/$fio_pid/status || { echo "fio ended too early"; cat /tmp/fio-crash.log; return 1; }
-  echo "killing runner $RUNNER_PID with SIGKILL during I/O"
-  kill -9 "$RUNNER_PID"; wait "$RUNNER_PID" 2>/dev/null
+  echo "killing runner $(runner_pid) with SIGKILL during I/O"
+  runner_kill KILL || { echo "runner did not die"; return 1; }
   sleep 2
-  start_runner || { echo "restart failed"; return 1; }
+  start_runner && wait_listening || { echo "restart failed"; return 1; }
   grep -q "recovered: ring reset" "$LOG" || { echo "no recovery logged"; return 1; }
   wait "$fio_pid"; rc=$?
-  cat /tmp/fio-crash.log | tail -20
+  cp /tmp/fio-crash.log "$OUT/"
+  grep -E "err=|verify|error" /tmp/fio-crash.log | head -20
+  tail -5 /tmp/fio-crash.log
   return $rc
 }
 if want recovery && [[ -b $DEV ]]; then
@@ -173,12 +197,38 @@ lun_reset_under_io() {
   sleep 3
   for i in 1 2 3; do sg_reset -d "$DEV" || echo "sg_reset $i failed"; sleep 1; done
   wait "$fio_pid"; rc=$?
-  tail -20 /tmp/fio-reset.log
+  cp /tmp/fio-reset.log "$OUT/"
+  grep -E "err=|verify|error" /tmp/fio-reset.log | head -20
+  dmesg | grep -E "sd |tcm|TMR|reset|abort" | tail -30
   return $rc
 }
 if want tmr && [[ -b $DEV ]]; then
   VM_CHECK_TIMEOUT=600 vm_check "LUN reset (sg_reset -d) under fio: fio verifies" lun_reset_under_io
   vm_check "runner got the TMR notification" grep -q "task management notification" "$LOG"
+fi
+
+# ---------------------------------------------------------------- reconfig
+grow() {
+  local d=$CORE/user_1/file0 sdev=${DEV#/dev/}
+  echo $((320 << 20)) >"$d/attrib/dev_size" || return 1
+  grep -q "capacity changed" "$LOG" || { echo "runner did not log the resize"; return 1; }
+  [[ $(stat -c %s /var/tmp/tcmu-file0.img) == $((320 << 20)) ]] || { echo "file not grown"; return 1; }
+  echo 1 >"/sys/block/$sdev/device/rescan"
+  vm_wait 30 bash -c "[[ \$(blockdev --getsize64 $DEV) == $((320 << 20)) ]]"
+}
+cache_type() { cat /sys/block/${DEV#/dev/}/device/scsi_disk/*/cache_type; }
+toggle_wce() {
+  local d=$CORE/user_1/file0 sdev=${DEV#/dev/}
+  echo 0 >"$d/attrib/emulate_write_cache" || return 1
+  echo 1 >"/sys/block/$sdev/device/rescan"
+  vm_wait 30 bash -c "grep -q 'write through' /sys/block/$sdev/device/scsi_disk/*/cache_type" || { cache_type; return 1; }
+  echo 1 >"$d/attrib/emulate_write_cache" || return 1
+  echo 1 >"/sys/block/$sdev/device/rescan"
+  vm_wait 30 bash -c "grep -q 'write back' /sys/block/$sdev/device/scsi_disk/*/cache_type" || { cache_type; return 1; }
+}
+if want reconfig && [[ -b $DEV ]]; then
+  vm_check "RECONFIG dev_size: file grown, initiator sees the new capacity" grow
+  vm_check "RECONFIG emulate_write_cache: WCE off and on again" toggle_wce
 fi
 
 # ---------------------------------------------------------------- bad input
@@ -190,8 +240,8 @@ refused() { # NAME DEV_CONFIG LOGPATTERN
   vm_wait 10 grep -q "$3" "$LOG"
 }
 if want bad; then
-  runner_alive || start_runner
-  vm_check "unknown handler subtype: enable refused, logged" refused bad0 "zfs/tank/vol" 'no handler for subtype \\"zfs\\"'
+  runner_alive || { start_runner; wait_listening; }
+  vm_check "unknown handler subtype: enable refused, logged" refused bad0 "zfs/tank/vol" 'no handler for subtype "zfs"'
   vm_check "malformed file cfg: enable refused, logged" refused bad1 "file/relative/path.img" 'is not an absolute path'
   vm_check "runner still alive after refusals" runner_alive
   rmdir "$CORE/user_3/bad0" "$CORE/user_3/bad1" 2>/dev/null; rmdir "$CORE/user_3" 2>/dev/null
@@ -212,7 +262,7 @@ targetcli_refused() {
 }
 if want targetcli; then
   vm_start_dbus
-  runner_alive || start_runner
+  runner_alive || { start_runner; wait_listening; }
   vm_check "runner owns org.kernel.TCMUService1 on the system bus" vm_wait 20 \
     dbus-send --system --print-reply --dest=org.freedesktop.DBus / \
     org.freedesktop.DBus.GetNameOwner string:org.kernel.TCMUService1
@@ -222,8 +272,9 @@ fi
 
 # ---------------------------------------------------------------- stop
 clean_stop() {
-  kill -TERM "$RUNNER_PID"
-  wait "$RUNNER_PID"; local rc=$?
+  runner_kill TERM || { echo "runner did not stop"; return 1; }
+  vm_wait 10 test -s /tmp/runner.rc
+  local rc; rc=$(cat /tmp/runner.rc)
   [[ $rc == 0 ]] || { echo "exit status $rc"; return 1; }
   grep -q "device closed" "$LOG" || return 1
   local f
@@ -237,10 +288,11 @@ if want stop && runner_alive; then
 fi
 
 # ---------------------------------------------------------------- teardown
-runner_alive && kill -TERM "$RUNNER_PID" 2>/dev/null && wait "$RUNNER_PID" 2>/dev/null
-mountpoint -q /mnt/t && umount /mnt/t
+runner_alive && runner_kill TERM
+mountpoint -q /tmp/mnt && umount /tmp/mnt
 vm_configfs_rm "$LIO/loopback/$LOOP_WWN"
 for d in "$CORE"/user_*/*/; do [[ -d $d ]] && vm_configfs_rm "${d%/}"; done
 cp "$LOG" "$OUT/" 2>/dev/null
+dmesg >"$OUT/guest-dmesg.txt" 2>/dev/null
 echo "---- runner log (last 60 lines)"; tail -n 60 "$LOG"
 vm_summary

@@ -49,7 +49,13 @@ pub fn run(cmd: ImportCommand, _log: &str) -> Result<()> {
             report,
             report_format,
             strict,
-        } => scst(&file, output.as_deref(), report.as_deref(), report_format, strict),
+        } => scst(
+            &file,
+            output.as_deref(),
+            report.as_deref(),
+            report_format,
+            strict,
+        ),
     }
 }
 
@@ -78,14 +84,8 @@ fn scst(
         file.display().to_string()
     };
     let input = read_input(file)?;
-    let imported = rustio_scst::import(&input).map_err(|e| {
-        anyhow::anyhow!(
-            "{source}:{}:{}: {}",
-            e.line(),
-            e.column(),
-            e.kind
-        )
-    })?;
+    let imported = rustio_scst::import(&input)
+        .map_err(|e| anyhow::anyhow!("{source}:{}:{}: {}", e.line(), e.column(), e.kind))?;
     let report = &imported.report;
 
     if strict && report.is_lossy() {
@@ -109,13 +109,16 @@ fn scst(
     let rendered = match format {
         ReportFormat::Text => report.render(&source),
         ReportFormat::Json => {
-            let mut s = serde_json::to_string_pretty(report).context("cannot serialize the report")?;
+            let mut s =
+                serde_json::to_string_pretty(report).context("cannot serialize the report")?;
             s.push('\n');
             s
         }
     };
     match report_path {
-        Some(p) => std::fs::write(p, &rendered).with_context(|| format!("cannot write {}", p.display()))?,
+        Some(p) => {
+            std::fs::write(p, &rendered).with_context(|| format!("cannot write {}", p.display()))?
+        }
         None => {
             std::io::stderr()
                 .lock()

@@ -3,7 +3,9 @@
 
 use clap::Parser;
 
+mod import;
 mod lio;
+mod runner;
 mod serve;
 
 /// rustio — iSCSI target, LIO management and TCMU runner in one tool.
@@ -21,6 +23,11 @@ struct Cli {
 enum Command {
     /// Run the userspace iSCSI target.
     Serve(serve::ServeArgs),
+    /// Run the TCMU runner: serve LIO `user` backstores from userspace.
+    Runner(runner::RunnerArgs),
+    /// Convert another target's configuration (SCST) into rustio/targetcli JSON.
+    #[command(subcommand)]
+    Import(import::ImportCommand),
     #[command(flatten)]
     Lio(lio::LioCommand),
 }
@@ -29,6 +36,8 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve::run(args, &cli.log),
+        Command::Runner(args) => runner::run(args, &cli.log),
+        Command::Import(cmd) => import::run(cmd, &cli.log),
         Command::Lio(cmd) => lio::run(cmd, &cli.log),
     };
     match result {

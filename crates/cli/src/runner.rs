@@ -1,5 +1,6 @@
 //! `rustio runner`: the TCMU runner daemon (foreground), serving LIO `user` backstores.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -62,8 +63,13 @@ fn init_logging(filter: &str, json: bool) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
-    let _ = if json { b.json().try_init() } else { b.try_init() };
+    let _ = if json {
+        b.json().try_init()
+    } else {
+        b.try_init()
+    };
 }
 
 /// Runs the TCMU runner until SIGTERM or SIGINT, then stops every device cleanly.
@@ -89,6 +95,17 @@ pub fn run(args: RunnerArgs, log: &str) -> anyhow::Result<()> {
     };
     let runner = Arc::new(Runner::new(cfg, Handlers::builtin()));
 
+    // Metrics first: a second runner fails here before it touches D-Bus or devices.
+    let _metrics = match args.metrics {
+        Some(addr) => {
+            let r = runner.clone();
+            let srv = MetricsServer::start(addr, Arc::new(move || r.render_metrics()))
+                .with_context(|| format!("serving metrics on {addr}"))?;
+            tracing::info!(addr = %srv.local_addr(), "metrics endpoint started");
+            Some(srv)
+        }
+        None => None,
+    };
     let _dbus = if args.no_dbus {
         None
     } else {
@@ -102,16 +119,6 @@ pub fn run(args: RunnerArgs, log: &str) -> anyhow::Result<()> {
                 None
             }
         }
-    };
-    let _metrics = match args.metrics {
-        Some(addr) => {
-            let r = runner.clone();
-            let srv = MetricsServer::start(addr, Arc::new(move || r.render_metrics()))
-                .with_context(|| format!("serving metrics on {addr}"))?;
-            tracing::info!(addr = %srv.local_addr(), "metrics endpoint started");
-            Some(srv)
-        }
-        None => None,
     };
     runner.serve(&stop).context("TCMU runner")?;
     Ok(())

@@ -72,7 +72,7 @@ impl ChapAlgorithm {
 pub fn choose_algorithm(offer: &str, allowed: &[ChapAlgorithm]) -> Option<ChapAlgorithm> {
     offer
         .split(',')
-        .filter_map(|v| crate::text::parse_number(v))
+        .filter_map(crate::text::parse_number)
         .filter_map(|v| u32::try_from(v).ok())
         .filter_map(ChapAlgorithm::from_code)
         .find(|a| allowed.contains(a))

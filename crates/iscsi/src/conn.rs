@@ -31,7 +31,7 @@ use crate::session::{Admit, Session, TaskState};
 use crate::text;
 
 /// Largest Expected Data Transfer Length we allocate a Data-Out buffer for.
-const MAX_WRITE_EDTL: u32 = 64 << 20;
+const MAX_WRITE_EDTL: u32 = crate::MAX_TRANSFER_BYTES;
 /// How long a PDU may stall half-received before the connection is dropped.
 const STALL_LIMIT: Duration = Duration::from_secs(30);
 /// Poll tick of the reader (shutdown and NOP-In timers are checked this often).
@@ -95,7 +95,11 @@ impl Reader {
 
     /// Reads exactly `dst.len()` bytes, retrying over timeouts; large reads bypass the
     /// buffer. `abort` is polled on every timeout.
-    pub(crate) fn read_exact(&mut self, dst: &mut [u8], abort: &dyn Fn() -> bool) -> io::Result<()> {
+    pub(crate) fn read_exact(
+        &mut self,
+        dst: &mut [u8],
+        abort: &dyn Fn() -> bool,
+    ) -> io::Result<()> {
         let mut done = 0;
         let mut stalled = Duration::ZERO;
         while done < dst.len() {
@@ -134,6 +138,10 @@ impl Reader {
                 Err(e) => return Err(e),
             }
         }
+        // More bytes already received means more PDUs waiting: work found now goes to
+        // the pool rather than delaying them (see `dispatch`).
+        let busy = self.buffered() > 0;
+        READER_BUSY.with(|b| b.set(busy));
         Ok(())
     }
 
@@ -150,11 +158,17 @@ impl Reader {
 }
 
 pub(crate) fn is_timeout(e: &io::Error) -> bool {
-    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
 }
 
 /// Writes all of `bufs`, continuing after partial writes.
-pub(crate) fn write_all_vectored(w: &mut impl Write, mut bufs: &mut [IoSlice<'_>]) -> io::Result<()> {
+pub(crate) fn write_all_vectored(
+    w: &mut impl Write,
+    mut bufs: &mut [IoSlice<'_>],
+) -> io::Result<()> {
     while !bufs.is_empty() {
         match w.write_vectored(bufs) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -345,7 +359,9 @@ pub(crate) struct Conn {
 
 impl std::fmt::Debug for Writer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Writer").field("stat_sn", &self.stat_sn).finish()
+        f.debug_struct("Writer")
+            .field("stat_sn", &self.stat_sn)
+            .finish()
     }
 }
 
@@ -419,7 +435,11 @@ impl Conn {
             return false;
         }
         let stat_sn = w.stat_sn;
-        let h = build(stat_sn, self.session.exp_cmd_sn(), self.session.max_cmd_sn());
+        let h = build(
+            stat_sn,
+            self.session.exp_cmd_sn(),
+            self.session.max_cmd_sn(),
+        );
         let out = [OutPdu::new(&h, data, self.digests)];
         match write_pdus(&mut w.stream, &out) {
             Ok(()) => {
@@ -671,7 +691,9 @@ pub(crate) fn execute(job: ExecJob, data_in: &mut Vec<u8>) {
             };
             let data_out: &[u8] = if cmd.hdr.write {
                 let n = match &truncated {
-                    Some(_) => cmd.buf.len() / block_size.max(1) as usize * block_size.max(1) as usize,
+                    Some(_) => {
+                        cmd.buf.len() / block_size.max(1) as usize * block_size.max(1) as usize
+                    }
                     None => needed_out.map(|n| n as usize).unwrap_or(cmd.buf.len()),
                 };
                 &cmd.buf[..n.min(cmd.buf.len())]
@@ -694,9 +716,7 @@ pub(crate) fn execute(job: ExecJob, data_in: &mut Vec<u8>) {
             Some(n) => Residual::of(cmd.hdr.edtl, u64::from(n)),
             None => Residual::default(),
         }
-    } else if cmd.hdr.read {
-        Residual::of(cmd.hdr.edtl, data_in.len() as u64)
-    } else if !data_in.is_empty() {
+    } else if cmd.hdr.read || !data_in.is_empty() {
         Residual::of(cmd.hdr.edtl, data_in.len() as u64)
     } else {
         Residual::default()
@@ -711,8 +731,16 @@ pub(crate) fn execute(job: ExecJob, data_in: &mut Vec<u8>) {
         c.record(
             is_read_opcode(op),
             is_write_opcode(op),
-            if cmd.hdr.read { data_in.len().min(cmd.hdr.edtl as usize) as u64 } else { 0 },
-            if cmd.hdr.write { cmd.buf.len() as u64 } else { 0 },
+            if cmd.hdr.read {
+                data_in.len().min(cmd.hdr.edtl as usize) as u64
+            } else {
+                0
+            },
+            if cmd.hdr.write {
+                cmd.buf.len() as u64
+            } else {
+                0
+            },
             ok,
         );
     }
@@ -830,7 +858,9 @@ impl ConnReader {
         }
         let now = Instant::now();
         if let Some(sent) = self.ping_sent {
-            if now.duration_since(self.last_rx) >= self.nop_timeout && now.duration_since(sent) >= self.nop_timeout {
+            if now.duration_since(self.last_rx) >= self.nop_timeout
+                && now.duration_since(sent) >= self.nop_timeout
+            {
                 info!(conn = self.conn.id, peer = %self.conn.peer, "NOP-In not answered; dropping connection");
                 return false;
             }
@@ -866,7 +896,11 @@ impl ConnReader {
         self.reader.read_exact(dst, &abort)?;
         let pad = pdu::pad_len(dst.len());
         let mut tail = [0u8; 8];
-        let dd = if self.conn.digests.data && !dst.is_empty() { 4 } else { 0 };
+        let dd = if self.conn.digests.data && !dst.is_empty() {
+            4
+        } else {
+            0
+        };
         self.reader.read_exact(&mut tail[..pad + dd], &abort)?;
         if dd == 0 {
             return Ok(true);
@@ -876,7 +910,12 @@ impl ConnReader {
     }
 
     fn skip_segment(&mut self, len: usize) -> io::Result<()> {
-        let extra = pdu::pad_len(len) + if self.conn.digests.data && len > 0 { 4 } else { 0 };
+        let extra = pdu::pad_len(len)
+            + if self.conn.digests.data && len > 0 {
+                4
+            } else {
+                0
+            };
         let conn = self.conn.clone();
         let abort = move || conn.is_closing();
         self.reader.skip(len + extra, &abort)
@@ -902,14 +941,21 @@ impl ConnReader {
                 if pdu::digest_bytes(crc) != d {
                     // RFC 7143 7.8: a header digest error cannot be trusted for framing;
                     // at ErrorRecoveryLevel 0 the connection is dropped.
-                    warn!(conn = self.conn.id, "header digest error; dropping connection");
+                    warn!(
+                        conn = self.conn.id,
+                        "header digest error; dropping connection"
+                    );
                     return Ok(Flow::Close);
                 }
             }
         }
         self.last_rx = Instant::now();
         self.ping_sent = None;
-        self.conn.shared.metrics.pdus_in.fetch_add(1, Ordering::Relaxed);
+        self.conn
+            .shared
+            .metrics
+            .pdus_in
+            .fetch_add(1, Ordering::Relaxed);
         let len = info.data_len as usize;
         if info.data_len > self.conn.recv_mrdsl {
             // RFC 7143 13.12: more than we declared. Skip it and reject.
@@ -953,7 +999,12 @@ impl ConnReader {
     }
 
     /// Admits a non-immediate PDU through the CmdSN window, or runs an immediate one.
-    fn admit_or_run(&mut self, immediate: bool, cmd_sn: u32, kind: DeferredKind) -> io::Result<Flow> {
+    fn admit_or_run(
+        &mut self,
+        immediate: bool,
+        cmd_sn: u32,
+        kind: DeferredKind,
+    ) -> io::Result<Flow> {
         let d = Deferred {
             conn: self.conn.clone(),
             kind,
@@ -974,7 +1025,13 @@ impl ConnReader {
             }
             (Admit::Held, _) => Ok(Flow::Continue),
             _ => {
-                debug!(conn = self.conn.id, cmd_sn, exp = sess.exp_cmd_sn(), max = sess.max_cmd_sn(), "CmdSN outside window; ignored");
+                debug!(
+                    conn = self.conn.id,
+                    cmd_sn,
+                    exp = sess.exp_cmd_sn(),
+                    max = sess.max_cmd_sn(),
+                    "CmdSN outside window; ignored"
+                );
                 Ok(Flow::Continue)
             }
         }
@@ -1008,8 +1065,7 @@ impl ConnReader {
             }
         }
         let mut fail = None;
-        let protocol_error = (len > 0 && !c.write)
-            || (len > 0 && !params.immediate_data)
+        let protocol_error = (len > 0 && (!c.write || !params.immediate_data))
             || len as u64 > u64::from(c.edtl)
             || len as u32 > params.first_burst_length
             || (!c.final_bit && (!c.write || params.initial_r2t))
@@ -1030,7 +1086,11 @@ impl ConnReader {
             // Bidirectional commands are not supported.
             fail = Some(SENSE_INVALID_FIELD_CDB);
         }
-        let mut buf = if c.write { vec![0u8; c.edtl as usize] } else { Vec::new() };
+        let mut buf = if c.write {
+            vec![0u8; c.edtl as usize]
+        } else {
+            Vec::new()
+        };
         if len > 0 {
             let ok = self.read_into(&mut buf[..len])?;
             if !ok {
@@ -1100,7 +1160,14 @@ impl ConnReader {
         let end = match offset.checked_add(len as u32) {
             Some(e) if e <= edtl => e,
             _ => {
-                warn!(conn = conn.id, itt = d.itt, offset, len, edtl, "Data-Out beyond the expected length");
+                warn!(
+                    conn = conn.id,
+                    itt = d.itt,
+                    offset,
+                    len,
+                    edtl,
+                    "Data-Out beyond the expected length"
+                );
                 return Ok(Flow::Close);
             }
         };
@@ -1112,23 +1179,43 @@ impl ConnReader {
         // CHECK CONDITION, PROTOCOL SERVICE CRC ERROR (RFC 7143 7.1.3, 7.8.2).
         let data_sn_ok = if d.ttt == RESERVED_TAG {
             if offset != wt.unsol_next || end > wt.unsol_end {
-                warn!(conn = conn.id, itt = d.itt, offset, "unsolicited Data-Out at a wrong offset");
+                warn!(
+                    conn = conn.id,
+                    itt = d.itt,
+                    offset,
+                    "unsolicited Data-Out at a wrong offset"
+                );
                 return Ok(Flow::Close);
             }
             d.data_sn == wt.unsol_data_sn
         } else {
             let Some(r) = wt.r2ts.iter().find(|r| r.ttt == d.ttt) else {
-                warn!(conn = conn.id, itt = d.itt, ttt = d.ttt, "Data-Out for unknown TTT");
+                warn!(
+                    conn = conn.id,
+                    itt = d.itt,
+                    ttt = d.ttt,
+                    "Data-Out for unknown TTT"
+                );
                 return Ok(Flow::Close);
             };
             if offset != r.offset + r.received || end > r.offset + r.len {
-                warn!(conn = conn.id, itt = d.itt, offset, "solicited Data-Out at a wrong offset");
+                warn!(
+                    conn = conn.id,
+                    itt = d.itt,
+                    offset,
+                    "solicited Data-Out at a wrong offset"
+                );
                 return Ok(Flow::Close);
             }
             d.data_sn == r.data_sn
         };
         if !data_sn_ok {
-            debug!(conn = conn.id, itt = d.itt, data_sn = d.data_sn, "Data-Out with unexpected DataSN");
+            debug!(
+                conn = conn.id,
+                itt = d.itt,
+                data_sn = d.data_sn,
+                "Data-Out with unexpected DataSN"
+            );
             wt.cmd.fail = Some(SENSE_PROTOCOL_CRC);
         }
         let ok = self.read_into(&mut wt.cmd.buf[offset as usize..end as usize])?;
@@ -1445,7 +1532,6 @@ fn start_command(conn: &Arc<Conn>, cmd: Box<NewCommand>) {
     let task = Arc::new(TaskState {
         itt: cmd.hdr.itt,
         lun_field: cmd.hdr.lun,
-        cmd_sn: cmd.hdr.cmd_sn,
         aborted: AtomicBool::new(false),
     });
     if !sess.add_task(task.clone()) {
@@ -1524,6 +1610,13 @@ fn send_r2ts(conn: &Conn, wt: &mut WriteTask) {
     }
 }
 
+thread_local! {
+    /// Data-In buffer of a reader thread executing commands inline.
+    static INLINE_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Set by the reader while more received bytes are waiting to be parsed.
+    static READER_BUSY: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+}
+
 fn dispatch(conn: &Arc<Conn>, cmd: Box<NewCommand>, task: Arc<TaskState>) {
     let job = ExecJob {
         sess: conn.session.clone(),
@@ -1531,7 +1624,17 @@ fn dispatch(conn: &Arc<Conn>, cmd: Box<NewCommand>, task: Arc<TaskState>) {
         cmd,
         task,
     };
-    conn.shared.submit(job);
+    if conn.shared.inline_execution() && !READER_BUSY.with(|b| b.get()) {
+        INLINE_BUF.with(|b| {
+            let mut buf = b.borrow_mut();
+            execute(job, &mut buf);
+            if buf.capacity() > 16 << 20 {
+                *buf = Vec::new();
+            }
+        });
+    } else {
+        conn.shared.submit(job);
+    }
 }
 
 /// Task management (RFC 7143 11.5; SAM-5 7).
@@ -1566,7 +1669,9 @@ fn task_management(conn: &Arc<Conn>, t: &TaskMgmtRequest) -> TmfResponse {
                     // RFC 7143 11.5.1: a RefCmdSN not yet received but below this TMF's
                     // CmdSN counts as received and aborted.
                     let exp = sess.exp_cmd_sn();
-                    if crate::session::sn_le(exp, t.ref_cmd_sn) && crate::session::sn_lt(t.ref_cmd_sn, t.cmd_sn) {
+                    if crate::session::sn_le(exp, t.ref_cmd_sn)
+                        && crate::session::sn_lt(t.ref_cmd_sn, t.cmd_sn)
+                    {
                         TmfResponse::Complete
                     } else {
                         TmfResponse::TaskDoesNotExist
@@ -1574,7 +1679,10 @@ fn task_management(conn: &Arc<Conn>, t: &TaskMgmtRequest) -> TmfResponse {
                 }
             }
         }
-        TmfFunction::AbortTaskSet | TmfFunction::ClearTaskSet | TmfFunction::LunReset | TmfFunction::ClearAca => {
+        TmfFunction::AbortTaskSet
+        | TmfFunction::ClearTaskSet
+        | TmfFunction::LunReset
+        | TmfFunction::ClearAca => {
             let Some(lu) = lun_lu else {
                 return TmfResponse::LunDoesNotExist;
             };
@@ -1645,6 +1753,13 @@ fn logout(conn: &Arc<Conn>, l: &LogoutRequest, immediate: bool) -> Flow {
     let grace = Duration::from_secs(10);
     let (code, close_self) = match l.reason {
         LogoutReason::CloseSession => {
+            // Writes still waiting for Data-Out will not get it any more.
+            for c in sess.conns.lock().iter() {
+                let pending: Vec<WriteTask> = c.writes.lock().drain().map(|(_, w)| w).collect();
+                for w in pending {
+                    finish_task(&sess, &w.cmd);
+                }
+            }
             sess.wait_idle(grace);
             (LogoutResponseCode::Success, true)
         }

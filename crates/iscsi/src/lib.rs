@@ -29,8 +29,15 @@ pub mod text;
 mod conn;
 mod session;
 
-pub use config::{AclConfig, ChapCredentials, LunConfig, PortalConfig, ServerConfig, TargetConfig, TpgConfig, TpgParams};
+pub use config::{
+    AclConfig, ChapCredentials, LunConfig, PortalConfig, ServerConfig, TargetConfig, TpgConfig,
+    TpgParams,
+};
 pub use server::{Server, ServerHandle};
+
+/// Largest data transfer of one SCSI command (Expected Data Transfer Length) the target
+/// buffers; logical units should advertise this as MAXIMUM TRANSFER LENGTH.
+pub const MAX_TRANSFER_BYTES: u32 = 64 << 20;
 
 /// Errors of the iSCSI crate.
 #[derive(Debug, thiserror::Error)]

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use crate::chap::{self, ChapAlgorithm};
 use crate::config::{ChapCredentials, ServerConfig, TargetConfig, TpgConfig};
 use crate::pdu::{Header, LoginRequest, LoginResponse, Pdu, Stage};
-use crate::text::{self, Answer, NegotiationScope, Negotiated};
+use crate::text::{self, Answer, Negotiated, NegotiationScope};
 
 /// Login status codes (RFC 7143 11.13.5), as `(class, detail)`.
 pub mod status {
@@ -355,9 +355,13 @@ impl LoginMachine {
                 }
                 _ => {
                     saw_operational = true;
-                    if let Answer::Reply(a) =
-                        text::negotiate_operational(k, v, &self.offer(), scope, &mut self.negotiated)
-                    {
+                    if let Answer::Reply(a) = text::negotiate_operational(
+                        k,
+                        v,
+                        &self.offer(),
+                        scope,
+                        &mut self.negotiated,
+                    ) {
                         reply.push(k, a);
                     }
                 }
@@ -379,7 +383,8 @@ impl LoginMachine {
         };
         let transit = req.transit && stage_done;
         let entering_ffp = transit && req.nsg == Stage::FullFeature;
-        if (saw_operational || req.csg == Stage::Operational || entering_ffp) && !self.declared_mrdsl
+        if (saw_operational || req.csg == Stage::Operational || entering_ffp)
+            && !self.declared_mrdsl
         {
             // Declarative (RFC 7143 13.12): tell the initiator what we accept.
             reply.push(
@@ -392,7 +397,11 @@ impl LoginMachine {
             && !self.declared_alias
             && self.session_type == SessionType::Normal
         {
-            if let Some(alias) = self.target.as_ref().and_then(|(_, t)| t.params.target_alias.clone()) {
+            if let Some(alias) = self
+                .target
+                .as_ref()
+                .and_then(|(_, t)| t.params.target_alias.clone())
+            {
                 reply.push("TargetAlias", alias);
             }
             self.declared_alias = true;
@@ -449,7 +458,12 @@ impl LoginMachine {
 
     /// Checks of the first Login Request: names, session type, target, ACL.
     fn leading_checks(&mut self, pairs: &[(String, String)]) -> StepResult<()> {
-        let get = |k: &str| pairs.iter().find(|(pk, _)| pk == k).map(|(_, v)| v.as_str());
+        let get = |k: &str| {
+            pairs
+                .iter()
+                .find(|(pk, _)| pk == k)
+                .map(|(_, v)| v.as_str())
+        };
         let initiator = get("InitiatorName").ok_or(status::MISSING_PARAMETER)?;
         if !crate::config::valid_iscsi_name(initiator) {
             return Err(status::INITIATOR_ERROR);
@@ -501,7 +515,12 @@ impl LoginMachine {
 
     /// Security stage keys (RFC 7143 12).
     fn security(&mut self, pairs: &[(String, String)], reply: &mut Reply) -> StepResult<()> {
-        let get = |k: &str| pairs.iter().find(|(pk, _)| pk == k).map(|(_, v)| v.as_str());
+        let get = |k: &str| {
+            pairs
+                .iter()
+                .find(|(pk, _)| pk == k)
+                .map(|(_, v)| v.as_str())
+        };
         if let Some(methods) = get("AuthMethod") {
             if self.auth_method_agreed {
                 return Err(status::INITIATOR_ERROR);
@@ -765,17 +784,26 @@ mod tests {
         let mut m = LoginMachine::new(cfg(|_| {}), local());
         let s = m.step(
             &req(Stage::Operational, Stage::FullFeature, true),
-            &kv(&[("InitiatorName", INIT), ("TargetName", "iqn.2024-01.org.rustio:nope")]),
+            &kv(&[
+                ("InitiatorName", INIT),
+                ("TargetName", "iqn.2024-01.org.rustio:nope"),
+            ]),
         );
         assert_eq!(status_of(&s), status::NOT_FOUND);
 
         // Reached through a portal the TPG does not have.
         let mut m = LoginMachine::new(cfg(|_| {}), "127.0.0.1:3999".parse().unwrap());
-        let s = m.step(&req(Stage::Operational, Stage::FullFeature, true), &kv(&first_keys()));
+        let s = m.step(
+            &req(Stage::Operational, Stage::FullFeature, true),
+            &kv(&first_keys()),
+        );
         assert_eq!(status_of(&s), status::NOT_FOUND);
 
         let mut m = LoginMachine::new(cfg(|t| t.generate_node_acls = false), local());
-        let s = m.step(&req(Stage::Operational, Stage::FullFeature, true), &kv(&first_keys()));
+        let s = m.step(
+            &req(Stage::Operational, Stage::FullFeature, true),
+            &kv(&first_keys()),
+        );
         assert_eq!(status_of(&s), status::AUTHORIZATION_FAILURE);
 
         let mut m = LoginMachine::new(cfg(|_| {}), local());
@@ -795,12 +823,18 @@ mod tests {
         let mut m = LoginMachine::new(cfg(|_| {}), local());
         let mut keys = first_keys();
         keys[2] = ("SessionType", "Bogus");
-        let s = m.step(&req(Stage::Operational, Stage::FullFeature, true), &kv(&keys));
+        let s = m.step(
+            &req(Stage::Operational, Stage::FullFeature, true),
+            &kv(&keys),
+        );
         assert_eq!(status_of(&s), status::SESSION_TYPE_NOT_SUPPORTED);
 
         // NSG not after CSG.
         let mut m = LoginMachine::new(cfg(|_| {}), local());
-        let s = m.step(&req(Stage::Operational, Stage::Security, true), &kv(&first_keys()));
+        let s = m.step(
+            &req(Stage::Operational, Stage::Security, true),
+            &kv(&first_keys()),
+        );
         assert_eq!(status_of(&s), status::INITIATOR_ERROR);
     }
 
@@ -849,7 +883,10 @@ mod tests {
         let (h, p) = resp(&s);
         assert_eq!(get(&p, "AuthMethod"), Some("CHAP"));
         assert!(!h.transit, "cannot leave security before CHAP");
-        let s = m.step(&req(Stage::Security, Stage::Operational, false), &kv(&[("CHAP_A", algs)]));
+        let s = m.step(
+            &req(Stage::Security, Stage::Operational, false),
+            &kv(&[("CHAP_A", algs)]),
+        );
         let (_, p) = resp(&s);
         let a = get(&p, "CHAP_A").unwrap().to_string();
         let id: u8 = get(&p, "CHAP_I").unwrap().parse().unwrap();
@@ -925,7 +962,10 @@ mod tests {
         let mut keys = first_keys();
         keys.push(("AuthMethod", "CHAP"));
         m.step(&req(Stage::Security, Stage::Operational, true), &kv(&keys));
-        let s = m.step(&req(Stage::Security, Stage::Operational, false), &kv(&[("CHAP_A", "56")]));
+        let s = m.step(
+            &req(Stage::Security, Stage::Operational, false),
+            &kv(&[("CHAP_A", "56")]),
+        );
         assert_eq!(status_of(&s), status::AUTH_FAILURE);
         // Authentication required but only None offered.
         let mut m = LoginMachine::new(chap_cfg(false), local());
@@ -935,7 +975,10 @@ mod tests {
         assert_eq!(status_of(&s), status::AUTH_FAILURE);
         // Skipping the security stage while authentication is required.
         let mut m = LoginMachine::new(chap_cfg(false), local());
-        let s = m.step(&req(Stage::Operational, Stage::FullFeature, true), &kv(&first_keys()));
+        let s = m.step(
+            &req(Stage::Operational, Stage::FullFeature, true),
+            &kv(&first_keys()),
+        );
         assert_eq!(status_of(&s), status::AUTH_FAILURE);
         // Mutual requested but not configured.
         let (mut m, id, c, _) = chap_start(chap_cfg(false), "5");
@@ -970,7 +1013,10 @@ mod tests {
         assert_eq!((h.status_class, h.status_detail), (0, 0));
         assert_eq!(get(&p, "CHAP_N"), Some("tuser"));
         let expect = ChapAlgorithm::Md5.response(77, b"tsecret12345", &my_c);
-        assert_eq!(text::parse_binary(get(&p, "CHAP_R").unwrap()).unwrap(), expect);
+        assert_eq!(
+            text::parse_binary(get(&p, "CHAP_R").unwrap()).unwrap(),
+            expect
+        );
         // A reflected challenge is refused (RFC 7143 12.1.3).
         let (mut m, id, c, _) = chap_start(chap_cfg(true), "5");
         let r = ChapAlgorithm::Md5.response(id, b"secretsecret", &c);

@@ -99,7 +99,9 @@ pub struct Series {
 }
 
 fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 fn label_str(labels: &[(&'static str, String)]) -> String {
@@ -111,10 +113,7 @@ fn label_str(labels: &[(&'static str, String)]) -> String {
 }
 
 /// Renders counters as Prometheus text.
-pub fn render(
-    globals: &[(&str, &str, u64)],
-    prefix_groups: &[(&str, Vec<Series>)],
-) -> String {
+pub fn render(globals: &[(&str, &str, u64)], prefix_groups: &[(&str, Vec<Series>)]) -> String {
     let mut out = String::new();
     for (name, kind, v) in globals {
         let _ = writeln!(out, "# TYPE {name} {kind}");
@@ -204,9 +203,12 @@ mod tests {
             )],
         );
         assert!(text.contains("# TYPE rustio_iscsi_sessions gauge\nrustio_iscsi_sessions 2\n"));
-        assert!(text.contains("rustio_lun_read_commands_total{target=\"iqn.x:\\\"y\\\"\",lun=\"0\"} 1\n"));
-        assert!(text.contains("rustio_lun_read_bytes_total{target=\"iqn.x:\\\"y\\\"\",lun=\"0\"} 4096\n"));
-        assert!(text.contains("rustio_lun_write_bytes_total{target=\"iqn.x:\\\"y\\\"\",lun=\"0\"} 512\n"));
+        assert!(text
+            .contains("rustio_lun_read_commands_total{target=\"iqn.x:\\\"y\\\"\",lun=\"0\"} 1\n"));
+        assert!(text
+            .contains("rustio_lun_read_bytes_total{target=\"iqn.x:\\\"y\\\"\",lun=\"0\"} 4096\n"));
+        assert!(text
+            .contains("rustio_lun_write_bytes_total{target=\"iqn.x:\\\"y\\\"\",lun=\"0\"} 512\n"));
         assert!(text.contains("rustio_lun_errors_total{target=\"iqn.x:\\\"y\\\"\",lun=\"0\"} 1\n"));
     }
 }

@@ -1083,10 +1083,7 @@ impl Header {
             }
             Header::ScsiCommand(h) => {
                 b[0] |= bit(h.immediate, 0x40);
-                b[1] = fbit(h.final_bit)
-                    | bit(h.read, 0x40)
-                    | bit(h.write, 0x20)
-                    | h.attr.bits();
+                b[1] = fbit(h.final_bit) | bit(h.read, 0x40) | bit(h.write, 0x20) | h.attr.bits();
                 put64(&mut b, 8, h.lun);
                 put32(&mut b, 16, h.itt);
                 put32(&mut b, 20, h.edtl);
@@ -1107,10 +1104,7 @@ impl Header {
             }
             Header::LoginRequest(h) => {
                 b[0] |= 0x40;
-                b[1] = fbit(h.transit)
-                    | bit(h.cont, 0x40)
-                    | (h.csg.bits() << 2)
-                    | h.nsg.bits();
+                b[1] = fbit(h.transit) | bit(h.cont, 0x40) | (h.csg.bits() << 2) | h.nsg.bits();
                 b[2] = h.version_max;
                 b[3] = h.version_min;
                 b[8..14].copy_from_slice(&h.isid);
@@ -1196,10 +1190,7 @@ impl Header {
                 put32(&mut b, 32, h.max_cmd_sn);
             }
             Header::LoginResponse(h) => {
-                b[1] = fbit(h.transit)
-                    | bit(h.cont, 0x40)
-                    | (h.csg.bits() << 2)
-                    | h.nsg.bits();
+                b[1] = fbit(h.transit) | bit(h.cont, 0x40) | (h.csg.bits() << 2) | h.nsg.bits();
                 b[2] = h.version_max;
                 b[3] = h.version_active;
                 b[8..14].copy_from_slice(&h.isid);
@@ -1471,9 +1462,7 @@ pub fn parse_ahs(mut area: &[u8]) -> std::result::Result<Vec<Ahs<'_>>, &'static 
         let len = usize::from(be16(area, 0));
         let ahs_type = area[2];
         let specific = area[3];
-        let body = 4usize
-            .checked_add(len)
-            .ok_or("AHS length overflow")?;
+        let body = 4usize.checked_add(len).ok_or("AHS length overflow")?;
         let total = body + pad_len(body);
         if total > area.len() {
             return Err("AHS longer than TotalAHSLength");
@@ -1498,7 +1487,10 @@ mod tests {
         // RFC 3720 B.4 CRC examples: 32 bytes of zeros -> aa 36 91 8a on the wire.
         assert_eq!(digest_bytes(crc32c(&[0u8; 32])), [0xaa, 0x36, 0x91, 0x8a]);
         // 32 bytes of 0xff -> 43 ab a8 62.
-        assert_eq!(digest_bytes(crc32c(&[0xffu8; 32])), [0x43, 0xab, 0xa8, 0x62]);
+        assert_eq!(
+            digest_bytes(crc32c(&[0xffu8; 32])),
+            [0x43, 0xab, 0xa8, 0x62]
+        );
         // Incrementing 0..31 -> 4e 79 dd 46.
         let inc: Vec<u8> = (0u8..32).collect();
         assert_eq!(digest_bytes(crc32c(&inc)), [0x4e, 0x79, 0xdd, 0x46]);
@@ -1523,7 +1515,10 @@ mod tests {
         assert!(c.final_bit && c.read && !c.write && !c.immediate);
         assert_eq!(c.attr, TaskAttribute::Simple);
         assert_eq!(c.lun, 0x0001_0000_0000_0000);
-        assert_eq!((c.itt, c.edtl, c.cmd_sn, c.exp_stat_sn), (0x1234, 4096, 7, 9));
+        assert_eq!(
+            (c.itt, c.edtl, c.cmd_sn, c.exp_stat_sn),
+            (0x1234, 4096, 7, 9)
+        );
         assert_eq!(c.cdb[0], 0x28);
         assert_eq!(h.encode(0, 0), b);
     }
@@ -1646,7 +1641,10 @@ mod tests {
         assert!(matches!(
             e,
             Error::Frame {
-                kind: FrameError::SegmentTooLong { len: 1001, max: 512 },
+                kind: FrameError::SegmentTooLong {
+                    len: 1001,
+                    max: 512
+                },
                 ..
             }
         ));

@@ -117,23 +117,24 @@ fn open_storage(so: &StorageObject) -> Result<Arc<LogicalUnit>> {
             )))
         }
     };
-    let write_cache = setting_flag(&common.attributes, "emulate_write_cache").unwrap_or(write_cache);
+    let write_cache =
+        setting_flag(&common.attributes, "emulate_write_cache").unwrap_or(write_cache);
     // The unit serial: the saved wwn (a UUID) or one derived from the name.
     let serial = so
         .wwn()
         .map(str::to_string)
         .unwrap_or_else(|| format!("rustio-{}", hex::encode(&name)));
-    let serial: String = serial.chars().filter(|c| c.is_ascii_graphic()).take(250).collect();
+    let serial: String = serial
+        .chars()
+        .filter(|c| c.is_ascii_graphic())
+        .take(250)
+        .collect();
     let mut lc = LuConfig::new(name.clone(), serial)
         .with_write_cache(write_cache)
         .with_read_only(read_only);
-    if let Some(v) = setting_u64(&common.attributes, "hw_max_sectors")
-        .or_else(|| setting_u64(&common.attributes, "max_sectors"))
-        .and_then(|v| u32::try_from(v).ok())
-        .filter(|v| *v > 0)
-    {
-        lc = lc.with_max_transfer_blocks(v);
-    }
+    // MAXIMUM TRANSFER LENGTH: what one iSCSI command may carry (LIO's hw_max_sectors
+    // describes a kernel device queue and does not apply to a userspace target).
+    lc = lc.with_max_transfer_blocks(crate::MAX_TRANSFER_BYTES / block_size.max(512));
     LogicalUnit::new(store, lc).map_err(|e| storage_err(Box::new(e)))
 }
 
@@ -142,11 +143,15 @@ fn parse_portal(ip: &str, port: u64) -> Result<SocketAddr> {
     let ip: IpAddr = trimmed
         .parse()
         .map_err(|_| Error::Config(format!("portal address {ip:?} is not an IP address")))?;
-    let port = u16::try_from(port).map_err(|_| Error::Config(format!("portal port {port} out of range")))?;
+    let port = u16::try_from(port)
+        .map_err(|_| Error::Config(format!("portal port {port} out of range")))?;
     Ok(SocketAddr::new(ip, port))
 }
 
-fn tpg_params(p: &rustio_config::model::Settings, a: &rustio_config::model::Settings) -> Result<TpgParams> {
+fn tpg_params(
+    p: &rustio_config::model::Settings,
+    a: &rustio_config::model::Settings,
+) -> Result<TpgParams> {
     let mut out = TpgParams::default();
     let o = &mut out.offer;
     let digest = |v: Option<String>, none: &mut bool, crc: &mut bool| {
@@ -155,13 +160,23 @@ fn tpg_params(p: &rustio_config::model::Settings, a: &rustio_config::model::Sett
             *crc = v.split(',').any(|x| x.trim() == "CRC32C");
         }
     };
-    digest(setting_str(p, "HeaderDigest"), &mut o.header_digest_none, &mut o.header_digest_crc);
-    digest(setting_str(p, "DataDigest"), &mut o.data_digest_none, &mut o.data_digest_crc);
+    digest(
+        setting_str(p, "HeaderDigest"),
+        &mut o.header_digest_none,
+        &mut o.header_digest_crc,
+    );
+    digest(
+        setting_str(p, "DataDigest"),
+        &mut o.data_digest_none,
+        &mut o.data_digest_crc,
+    );
     let num = |k: &str, lo: u64, hi: u64| -> Result<Option<u32>> {
         match setting_u64(p, k) {
             None => Ok(None),
             Some(v) if (lo..=hi).contains(&v) => Ok(Some(v as u32)),
-            Some(v) => Err(Error::Config(format!("parameter {k}={v} outside {lo}..={hi}"))),
+            Some(v) => Err(Error::Config(format!(
+                "parameter {k}={v} outside {lo}..={hi}"
+            ))),
         }
     };
     let seg = (512, (1 << 24) - 1);
@@ -230,9 +245,9 @@ pub fn from_model(model: &SaveConfig, previous: Option<&ServerConfig>) -> Result
     }
     let mut storage: Vec<StorageObjectRuntime> = Vec::new();
     let mut get_lu = |path: &str| -> Result<(Arc<LogicalUnit>, String)> {
-        let so = model
-            .storage_object_by_path(path)
-            .ok_or_else(|| Error::Config(format!("LUN references missing storage object {path}")))?;
+        let so = model.storage_object_by_path(path).ok_or_else(|| {
+            Error::Config(format!("LUN references missing storage object {path}"))
+        })?;
         let key = fingerprint(so);
         if let Some(s) = storage.iter().find(|s| s.key == key) {
             return Ok((s.lu.clone(), s.name.clone()));
@@ -256,11 +271,13 @@ pub fn from_model(model: &SaveConfig, previous: Option<&ServerConfig>) -> Result
         let mut tpgs = Vec::new();
         for tpg in &t.tpgs {
             let tag = tpg.tag.unwrap_or(1);
-            let tag = u16::try_from(tag).map_err(|_| Error::Config(format!("{}: TPG tag {tag} out of range", t.wwn)))?;
+            let tag = u16::try_from(tag)
+                .map_err(|_| Error::Config(format!("{}: TPG tag {tag} out of range", t.wwn)))?;
             let mut tc = TpgConfig::new(tag);
             tc.enabled = tpg.enable.unwrap_or(true);
             tc.authentication = setting_flag(&tpg.attributes, "authentication").unwrap_or(false);
-            tc.generate_node_acls = setting_flag(&tpg.attributes, "generate_node_acls").unwrap_or(false);
+            tc.generate_node_acls =
+                setting_flag(&tpg.attributes, "generate_node_acls").unwrap_or(false);
             tc.demo_mode_write_protect =
                 setting_flag(&tpg.attributes, "demo_mode_write_protect").unwrap_or(false);
             tc.chap = ChapCredentials::from_fields(
@@ -371,10 +388,16 @@ mod tests {
         assert_eq!(tpg.params.nopin_interval, Duration::from_secs(5));
         assert_eq!(tpg.portals.len(), 2);
         assert_eq!(tpg.portals[1].addr, "[::1]:3261".parse().unwrap());
-        assert_eq!(tpg.luns.iter().map(|l| l.index).collect::<Vec<_>>(), vec![0, 3]);
+        assert_eq!(
+            tpg.luns.iter().map(|l| l.index).collect::<Vec<_>>(),
+            vec![0, 3]
+        );
         assert_eq!(tpg.chap.as_ref().unwrap().userid, "tpguser");
         let acl = tpg.acl("IQN.1994-05.com.redhat:client").unwrap();
-        assert_eq!(acl.chap.as_ref().unwrap().mutual, Some(("mu".into(), "mp".into())));
+        assert_eq!(
+            acl.chap.as_ref().unwrap().mutual,
+            Some(("mu".into(), "mp".into()))
+        );
         let luns = tpg.luns_for("iqn.1994-05.com.redhat:client");
         assert_eq!(luns.len(), 1);
         assert_eq!(luns[0].0, 5);
@@ -388,7 +411,10 @@ mod tests {
         let model = rustio_config::parse::from_str(SAMPLE).unwrap();
         let a = from_model(&model, None).unwrap();
         let b = from_model(&model, Some(&a)).unwrap();
-        assert!(Arc::ptr_eq(&a.storage_objects[0].lu, &b.storage_objects[0].lu));
+        assert!(Arc::ptr_eq(
+            &a.storage_objects[0].lu,
+            &b.storage_objects[0].lu
+        ));
         let changed = SAMPLE.replace("\"size\": 1048576, \"wwn\"", "\"size\": 2097152, \"wwn\"");
         let model2 = rustio_config::parse::from_str(&changed).unwrap();
         let c = from_model(&model2, Some(&a)).unwrap();

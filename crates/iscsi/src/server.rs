@@ -66,6 +66,11 @@ impl Shared {
         self.config.read().clone()
     }
 
+    /// Whether commands may run on reader threads.
+    pub(crate) fn inline_execution(&self) -> bool {
+        self.config.read().inline_execution
+    }
+
     /// Queues a command for execution.
     pub(crate) fn submit(&self, job: ExecJob) {
         if let Err(e) = self.jobs.send(Job::Exec(job)) {
@@ -303,7 +308,10 @@ fn handle_connection(shared: Arc<Shared>, stream: TcpStream) {
     let sh = shared.clone();
     let abort = move || sh.shutting_down.load(Ordering::Acquire);
     let fail = |shared: &Shared, why: &str| {
-        shared.metrics.login_failures.fetch_add(1, Ordering::Relaxed);
+        shared
+            .metrics
+            .login_failures
+            .fetch_add(1, Ordering::Relaxed);
         info!(%peer, reason = why, "login failed");
     };
     loop {
@@ -333,7 +341,10 @@ fn handle_connection(shared: Arc<Shared>, stream: TcpStream) {
             Step::Fail(pdu) => {
                 let _ = w.write_all(&pdu.encode(Digests::default()));
                 if let Header::LoginResponse(h) = &pdu.header {
-                    fail(&shared, &format!("status {:#04x}{:02x}", h.status_class, h.status_detail));
+                    fail(
+                        &shared,
+                        &format!("status {:#04x}{:02x}", h.status_class, h.status_detail),
+                    );
                 }
                 let _ = w.flush();
                 return;
@@ -581,8 +592,7 @@ fn same_tpg(a: &TpgConfig, b: &TpgConfig) -> bool {
         && a.chap == b.chap
         && a.params == b.params
         && a.luns.len() == b.luns.len()
-        && a
-            .luns
+        && a.luns
             .iter()
             .zip(&b.luns)
             .all(|(x, y)| x.index == y.index && Arc::ptr_eq(&x.lu, &y.lu))
@@ -735,10 +745,22 @@ fn render_metrics(shared: &Shared) -> String {
     let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
     let globals = [
         ("rustio_iscsi_sessions", "gauge", sessions.len() as u64),
-        ("rustio_iscsi_connections", "gauge", shared.conns.lock().len() as u64),
-        ("rustio_iscsi_connections_accepted_total", "counter", l(&m.connections)),
+        (
+            "rustio_iscsi_connections",
+            "gauge",
+            shared.conns.lock().len() as u64,
+        ),
+        (
+            "rustio_iscsi_connections_accepted_total",
+            "counter",
+            l(&m.connections),
+        ),
         ("rustio_iscsi_logins_total", "counter", l(&m.logins)),
-        ("rustio_iscsi_login_failures_total", "counter", l(&m.login_failures)),
+        (
+            "rustio_iscsi_login_failures_total",
+            "counter",
+            l(&m.login_failures),
+        ),
         ("rustio_iscsi_pdus_received_total", "counter", l(&m.pdus_in)),
         ("rustio_iscsi_rejects_total", "counter", l(&m.rejects)),
     ];

@@ -45,8 +45,6 @@ pub(crate) struct TaskState {
     pub itt: u32,
     /// LUN field as received (8-byte encoding).
     pub lun_field: u64,
-    /// CmdSN of the command.
-    pub cmd_sn: u32,
     /// Set by task management; the response is suppressed.
     pub aborted: AtomicBool,
 }
@@ -110,8 +108,6 @@ pub(crate) struct Session {
     pub ended: AtomicBool,
     /// Per-session counters.
     pub counters: Arc<IoCounters>,
-    /// When the session started.
-    pub started: Instant,
 }
 
 impl Session {
@@ -154,7 +150,6 @@ impl Session {
             closed: AtomicBool::new(false),
             ended: AtomicBool::new(false),
             counters: Arc::new(IoCounters::default()),
-            started: Instant::now(),
         }
     }
 
@@ -179,7 +174,11 @@ impl Session {
     }
 
     /// Decides about a non-immediate PDU with `cmd_sn`; `Now` advances ExpCmdSN.
-    pub fn admit(&self, cmd_sn: u32, item: crate::conn::Deferred) -> (Admit, Option<crate::conn::Deferred>) {
+    pub fn admit(
+        &self,
+        cmd_sn: u32,
+        item: crate::conn::Deferred,
+    ) -> (Admit, Option<crate::conn::Deferred>) {
         let mut w = self.window.lock();
         let max = self.max_cmd_sn();
         if cmd_sn == w.exp_cmd_sn {
@@ -202,13 +201,6 @@ impl Session {
         w.exp_cmd_sn = exp.wrapping_add(1);
         self.exp_cmd_sn.store(w.exp_cmd_sn, Ordering::Release);
         Some(item)
-    }
-
-    /// Whether `cmd_sn` lies within `[ExpCmdSN - depth, MaxCmdSN]` (used by ABORT TASK's
-    /// RefCmdSN rule, RFC 7143 11.5.1).
-    pub fn cmd_sn_in_window(&self, cmd_sn: u32) -> bool {
-        let exp = self.exp_cmd_sn();
-        sn_le(exp.wrapping_sub(self.depth), cmd_sn) && sn_le(cmd_sn, self.max_cmd_sn())
     }
 
     /// Registers a task; `false` if the ITT is already in use.
@@ -255,7 +247,11 @@ impl Session {
             }) {
                 return true;
             }
-            if self.tasks_changed.wait_until(&mut tasks, deadline).timed_out() {
+            if self
+                .tasks_changed
+                .wait_until(&mut tasks, deadline)
+                .timed_out()
+            {
                 return false;
             }
         }
@@ -266,7 +262,11 @@ impl Session {
         let deadline = Instant::now() + timeout;
         let mut tasks = self.tasks.lock();
         while !tasks.is_empty() {
-            if self.tasks_changed.wait_until(&mut tasks, deadline).timed_out() {
+            if self
+                .tasks_changed
+                .wait_until(&mut tasks, deadline)
+                .timed_out()
+            {
                 return false;
             }
         }
@@ -290,7 +290,10 @@ impl Session {
 
     /// The target IQN, or "" for discovery sessions.
     pub fn target_name(&self) -> &str {
-        self.target.as_ref().map(|(t, _)| t.iqn.as_str()).unwrap_or("")
+        self.target
+            .as_ref()
+            .map(|(t, _)| t.iqn.as_str())
+            .unwrap_or("")
     }
 }
 

@@ -187,36 +187,168 @@ const SEG: (u64, u64) = (512, (1 << 24) - 1);
 /// Every key of RFC 7143 section 13, the security keys of section 12 and
 /// `iSCSIProtocolLevel` (RFC 7144 2.1).
 pub const KEYS: &[KeyDef] = &[
-    key("HeaderDigest", KeyKind::List, KeyUse::InitializeOnly, N, false), // 13.1
-    key("DataDigest", KeyKind::List, KeyUse::InitializeOnly, N, false),   // 13.1
-    key("MaxConnections", KeyKind::Min, KeyUse::LeadingOnly, (1, 65535), true), // 13.2
-    key("SendTargets", KeyKind::Special, KeyUse::FullFeatureOnly, N, false), // 13.3
-    key("TargetName", KeyKind::Special, KeyUse::InitializeOnly, N, false), // 13.4
-    key("InitiatorName", KeyKind::Special, KeyUse::InitializeOnly, N, false), // 13.5
-    key("TargetAlias", KeyKind::Declarative, KeyUse::All, N, false),    // 13.6
-    key("InitiatorAlias", KeyKind::Declarative, KeyUse::All, N, false), // 13.7
-    key("TargetAddress", KeyKind::Declarative, KeyUse::All, N, false),  // 13.8
-    key("TargetPortalGroupTag", KeyKind::Declarative, KeyUse::InitializeOnly, (0, 65535), false), // 13.9
-    key("InitialR2T", KeyKind::Or, KeyUse::LeadingOnly, N, true),       // 13.10
-    key("ImmediateData", KeyKind::And, KeyUse::LeadingOnly, N, true),   // 13.11
-    key("MaxRecvDataSegmentLength", KeyKind::Declarative, KeyUse::All, SEG, false), // 13.12
-    key("MaxBurstLength", KeyKind::Min, KeyUse::LeadingOnly, SEG, true), // 13.13
-    key("FirstBurstLength", KeyKind::Min, KeyUse::LeadingOnly, SEG, true), // 13.14
-    key("DefaultTime2Wait", KeyKind::Max, KeyUse::LeadingOnly, (0, 3600), false), // 13.15
-    key("DefaultTime2Retain", KeyKind::Min, KeyUse::LeadingOnly, (0, 3600), false), // 13.16
-    key("MaxOutstandingR2T", KeyKind::Min, KeyUse::LeadingOnly, (1, 65535), true), // 13.17
-    key("DataPDUInOrder", KeyKind::Or, KeyUse::LeadingOnly, N, true),   // 13.18
-    key("DataSequenceInOrder", KeyKind::Or, KeyUse::LeadingOnly, N, true), // 13.19
-    key("ErrorRecoveryLevel", KeyKind::Min, KeyUse::LeadingOnly, (0, 2), false), // 13.20
-    key("SessionType", KeyKind::Special, KeyUse::LeadingOnly, N, false), // 13.21
-    key("TaskReporting", KeyKind::List, KeyUse::LeadingOnly, N, true),   // 13.23
-    key("iSCSIProtocolLevel", KeyKind::Min, KeyUse::LeadingOnly, (0, 31), false), // RFC 7144 2.1
-    key("OFMarker", KeyKind::Obsolete, KeyUse::InitializeOnly, N, false), // 13.26
-    key("IFMarker", KeyKind::Obsolete, KeyUse::InitializeOnly, N, false), // 13.26
-    key("OFMarkInt", KeyKind::Obsolete, KeyUse::InitializeOnly, N, false), // 13.26
-    key("IFMarkInt", KeyKind::Obsolete, KeyUse::InitializeOnly, N, false), // 13.26
-    key("AuthMethod", KeyKind::Special, KeyUse::Security, N, false),      // 12.1
-    key("CHAP_A", KeyKind::Special, KeyUse::Security, N, false),          // 12.1.3
+    key(
+        "HeaderDigest",
+        KeyKind::List,
+        KeyUse::InitializeOnly,
+        N,
+        false,
+    ), // 13.1
+    key(
+        "DataDigest",
+        KeyKind::List,
+        KeyUse::InitializeOnly,
+        N,
+        false,
+    ), // 13.1
+    key(
+        "MaxConnections",
+        KeyKind::Min,
+        KeyUse::LeadingOnly,
+        (1, 65535),
+        true,
+    ), // 13.2
+    key(
+        "SendTargets",
+        KeyKind::Special,
+        KeyUse::FullFeatureOnly,
+        N,
+        false,
+    ), // 13.3
+    key(
+        "TargetName",
+        KeyKind::Special,
+        KeyUse::InitializeOnly,
+        N,
+        false,
+    ), // 13.4
+    key(
+        "InitiatorName",
+        KeyKind::Special,
+        KeyUse::InitializeOnly,
+        N,
+        false,
+    ), // 13.5
+    key("TargetAlias", KeyKind::Declarative, KeyUse::All, N, false), // 13.6
+    key(
+        "InitiatorAlias",
+        KeyKind::Declarative,
+        KeyUse::All,
+        N,
+        false,
+    ), // 13.7
+    key("TargetAddress", KeyKind::Declarative, KeyUse::All, N, false), // 13.8
+    key(
+        "TargetPortalGroupTag",
+        KeyKind::Declarative,
+        KeyUse::InitializeOnly,
+        (0, 65535),
+        false,
+    ), // 13.9
+    key("InitialR2T", KeyKind::Or, KeyUse::LeadingOnly, N, true),    // 13.10
+    key("ImmediateData", KeyKind::And, KeyUse::LeadingOnly, N, true), // 13.11
+    key(
+        "MaxRecvDataSegmentLength",
+        KeyKind::Declarative,
+        KeyUse::All,
+        SEG,
+        false,
+    ), // 13.12
+    key(
+        "MaxBurstLength",
+        KeyKind::Min,
+        KeyUse::LeadingOnly,
+        SEG,
+        true,
+    ), // 13.13
+    key(
+        "FirstBurstLength",
+        KeyKind::Min,
+        KeyUse::LeadingOnly,
+        SEG,
+        true,
+    ), // 13.14
+    key(
+        "DefaultTime2Wait",
+        KeyKind::Max,
+        KeyUse::LeadingOnly,
+        (0, 3600),
+        false,
+    ), // 13.15
+    key(
+        "DefaultTime2Retain",
+        KeyKind::Min,
+        KeyUse::LeadingOnly,
+        (0, 3600),
+        false,
+    ), // 13.16
+    key(
+        "MaxOutstandingR2T",
+        KeyKind::Min,
+        KeyUse::LeadingOnly,
+        (1, 65535),
+        true,
+    ), // 13.17
+    key("DataPDUInOrder", KeyKind::Or, KeyUse::LeadingOnly, N, true), // 13.18
+    key(
+        "DataSequenceInOrder",
+        KeyKind::Or,
+        KeyUse::LeadingOnly,
+        N,
+        true,
+    ), // 13.19
+    key(
+        "ErrorRecoveryLevel",
+        KeyKind::Min,
+        KeyUse::LeadingOnly,
+        (0, 2),
+        false,
+    ), // 13.20
+    key(
+        "SessionType",
+        KeyKind::Special,
+        KeyUse::LeadingOnly,
+        N,
+        false,
+    ), // 13.21
+    key("TaskReporting", KeyKind::List, KeyUse::LeadingOnly, N, true), // 13.23
+    key(
+        "iSCSIProtocolLevel",
+        KeyKind::Min,
+        KeyUse::LeadingOnly,
+        (0, 31),
+        false,
+    ), // RFC 7144 2.1
+    key(
+        "OFMarker",
+        KeyKind::Obsolete,
+        KeyUse::InitializeOnly,
+        N,
+        false,
+    ), // 13.26
+    key(
+        "IFMarker",
+        KeyKind::Obsolete,
+        KeyUse::InitializeOnly,
+        N,
+        false,
+    ), // 13.26
+    key(
+        "OFMarkInt",
+        KeyKind::Obsolete,
+        KeyUse::InitializeOnly,
+        N,
+        false,
+    ), // 13.26
+    key(
+        "IFMarkInt",
+        KeyKind::Obsolete,
+        KeyUse::InitializeOnly,
+        N,
+        false,
+    ), // 13.26
+    key("AuthMethod", KeyKind::Special, KeyUse::Security, N, false), // 12.1
+    key("CHAP_A", KeyKind::Special, KeyUse::Security, N, false),     // 12.1.3
     key("CHAP_I", KeyKind::Special, KeyUse::Security, N, false),
     key("CHAP_C", KeyKind::Special, KeyUse::Security, N, false),
     key("CHAP_N", KeyKind::Special, KeyUse::Security, N, false),
@@ -528,7 +660,8 @@ pub fn negotiate_operational(
         }
     };
     match name {
-        "HeaderDigest" => match pick_digest(value, ours.header_digest_none, ours.header_digest_crc) {
+        "HeaderDigest" => match pick_digest(value, ours.header_digest_none, ours.header_digest_crc)
+        {
             Some(crc) => {
                 out.header_digest = crc;
                 reply(if crc { "CRC32C" } else { "None" })
@@ -555,13 +688,19 @@ pub fn negotiate_operational(
         "MaxConnections" => num(&mut out.max_connections, ours.max_connections, true),
         "DefaultTime2Wait" => num(&mut out.default_time2wait, ours.default_time2wait, false),
         "DefaultTime2Retain" => num(&mut out.default_time2retain, ours.default_time2retain, true),
-        "ErrorRecoveryLevel" => num(&mut out.error_recovery_level, ours.error_recovery_level, true),
+        "ErrorRecoveryLevel" => num(
+            &mut out.error_recovery_level,
+            ours.error_recovery_level,
+            true,
+        ),
         "InitialR2T" => boolean(&mut out.initial_r2t, ours.initial_r2t, true),
         "ImmediateData" => boolean(&mut out.immediate_data, ours.immediate_data, false),
         "DataPDUInOrder" => boolean(&mut out.data_pdu_in_order, ours.data_pdu_in_order, true),
-        "DataSequenceInOrder" => {
-            boolean(&mut out.data_sequence_in_order, ours.data_sequence_in_order, true)
-        }
+        "DataSequenceInOrder" => boolean(
+            &mut out.data_sequence_in_order,
+            ours.data_sequence_in_order,
+            true,
+        ),
         "iSCSIProtocolLevel" => match parse_number(value) {
             // RFC 7144 2.1: we implement RFC 7143, protocol level 1.
             Some(v) if v <= 31 => Answer::Reply(v.min(1).to_string()),
@@ -620,11 +759,17 @@ mod tests {
         assert_eq!(parse(b"A B=1\0"), Err(TextError::BadKeyChar("A B".into())));
         assert_eq!(parse(b"A=1\0A=2\0"), Err(TextError::Duplicate("A".into())));
         let long_key = format!("{}=1\0", "K".repeat(64));
-        assert!(matches!(parse(long_key.as_bytes()), Err(TextError::KeyTooLong(_))));
+        assert!(matches!(
+            parse(long_key.as_bytes()),
+            Err(TextError::KeyTooLong(_))
+        ));
         let ok_key = format!("{}=1\0", "K".repeat(63));
         assert!(parse(ok_key.as_bytes()).is_ok());
         let long_val = format!("A={}\0", "v".repeat(256));
-        assert_eq!(parse(long_val.as_bytes()), Err(TextError::ValueTooLong("A".into())));
+        assert_eq!(
+            parse(long_val.as_bytes()),
+            Err(TextError::ValueTooLong("A".into()))
+        );
         let ok_val = format!("A={}\0", "v".repeat(255));
         assert!(parse(ok_val.as_bytes()).is_ok());
         assert_eq!(parse(b"A=\xff\0"), Err(TextError::NotUtf8));
@@ -680,7 +825,10 @@ mod tests {
         assert_eq!(neg("DefaultTime2Retain", "0", &mut n), r("0")); // min
         assert_eq!(neg("ErrorRecoveryLevel", "2", &mut n), r("0"));
         assert_eq!(neg("ErrorRecoveryLevel", "3", &mut n), r("Reject"));
-        assert_eq!(neg("MaxRecvDataSegmentLength", "4096", &mut n), Answer::Silent);
+        assert_eq!(
+            neg("MaxRecvDataSegmentLength", "4096", &mut n),
+            Answer::Silent
+        );
         assert_eq!(n.initiator_mrdsl, 4096);
         assert_eq!(neg("MaxRecvDataSegmentLength", "100", &mut n), r("Reject"));
         assert_eq!(neg("OFMarker", "Yes", &mut n), r("No"));
@@ -688,7 +836,10 @@ mod tests {
         assert_eq!(neg("X-com.example.foo", "1", &mut n), r("NotUnderstood"));
         assert_eq!(neg("Bogus", "1", &mut n), r("NotUnderstood"));
         assert_eq!(neg("iSCSIProtocolLevel", "2", &mut n), r("1"));
-        assert_eq!(neg("TaskReporting", "ResponseFence,RFC3720", &mut n), r("RFC3720"));
+        assert_eq!(
+            neg("TaskReporting", "ResponseFence,RFC3720", &mut n),
+            r("RFC3720")
+        );
     }
 
     #[test]

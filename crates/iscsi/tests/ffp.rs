@@ -18,10 +18,13 @@ fn inquiry_read_write_roundtrip() {
     assert_eq!(i.key("MaxRecvDataSegmentLength"), Some("65536"));
     assert_eq!(i.key("MaxBurstLength"), Some("16384"));
 
-    let r = i.scsi(0, &[0x12, 0, 0, 0, 96, 0], 96, &[], 0);
+    let r = i.scsi(0, &[0x12, 0, 0, 0, 255, 0], 255, &[], 0);
     assert_eq!(r.status, 0);
-    assert_eq!(r.data.len(), 96);
+    assert!(r.data.len() >= 36);
     assert_eq!(r.data[0] & 0x1f, 0, "direct access block device");
+    // Less data than the expected length: underflow residual.
+    assert!(r.underflow);
+    assert_eq!(r.residual as usize, 255 - r.data.len());
 
     // READ CAPACITY(10): 8192 blocks of 512.
     let r = i.scsi(0, &[0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0], 8, &[], 0);
@@ -111,7 +114,9 @@ fn digests_end_to_end() {
     wire[n - 1] ^= 0xff;
     i.send_raw(&wire);
     let p = i.recv();
-    let Header::Reject(r) = p.header else { panic!("{:?}", p.header) };
+    let Header::Reject(r) = p.header else {
+        panic!("{:?}", p.header)
+    };
     assert_eq!(r.reason, 0x02);
     // The session still works.
     assert_eq!(i.scsi(0, &[0, 0, 0, 0, 0, 0], 0, &[], 0).status, 0);
@@ -129,7 +134,9 @@ fn bad_pdus_get_rejects() {
     bhs[16..20].copy_from_slice(&77u32.to_be_bytes());
     i.send_raw(&bhs);
     let p = i.recv();
-    let Header::Reject(r) = p.header else { panic!("{:?}", p.header) };
+    let Header::Reject(r) = p.header else {
+        panic!("{:?}", p.header)
+    };
     assert_eq!(r.reason, 0x05);
     assert_eq!(&p.data[..], &bhs[..]);
     // Oversized data segment (> our 65536): protocol error, stream stays in step.
@@ -146,9 +153,14 @@ fn bad_pdus_get_rejects() {
     );
     i.send(&big);
     let p = i.recv();
-    let Header::Reject(r) = p.header else { panic!("{:?}", p.header) };
+    let Header::Reject(r) = p.header else {
+        panic!("{:?}", p.header)
+    };
     assert_eq!(r.reason, 0x04);
-    assert_eq!(BhsInfo::of(p.data[..48].try_into().unwrap()).data_len, 70000);
+    assert_eq!(
+        BhsInfo::of(p.data[..48].try_into().unwrap()).data_len,
+        70000
+    );
     // SNACK at ErrorRecoveryLevel 0: protocol error.
     i.send(&Pdu::new(
         Header::SnackRequest(SnackRequest {
@@ -162,7 +174,9 @@ fn bad_pdus_get_rejects() {
         }),
         vec![],
     ));
-    let Header::Reject(r) = i.recv().header else { panic!() };
+    let Header::Reject(r) = i.recv().header else {
+        panic!()
+    };
     assert_eq!(r.reason, 0x04);
     // Data-Out for a task that does not exist: invalid PDU field.
     i.send(&Pdu::new(
@@ -177,7 +191,9 @@ fn bad_pdus_get_rejects() {
         }),
         vec![1; 512],
     ));
-    let Header::Reject(r) = i.recv().header else { panic!() };
+    let Header::Reject(r) = i.recv().header else {
+        panic!()
+    };
     assert_eq!(r.reason, 0x09);
     // Non-immediate command with CmdSN beyond MaxCmdSN: silently ignored.
     let (_, mut pdu) = i.command(0, &[0, 0, 0, 0, 0, 0], false, false, 0, vec![]);
@@ -219,7 +235,9 @@ fn garbage_never_hurts_other_sessions() {
         junk[4] = 0;
         junk[5..8].copy_from_slice(&[0, 0, 0]);
         bad.send_raw(&junk);
-        let Header::Reject(_) = bad.recv().header else { panic!() };
+        let Header::Reject(_) = bad.recv().header else {
+            panic!()
+        };
     }
     let r = good.scsi(0, &read10(0, 8), 4096, &[], 0);
     assert_eq!(r.status, 0);
@@ -231,7 +249,11 @@ fn task_management() {
     let (h, addr) = start(|_, _| {});
     let mut i = Initiator::connect(addr);
     assert!(i.login(&LoginOpts::default()));
-    assert_eq!(i.tmf(TmfFunction::AbortTask, 0, 12345), 1, "task does not exist");
+    assert_eq!(
+        i.tmf(TmfFunction::AbortTask, 0, 12345),
+        1,
+        "task does not exist"
+    );
     assert_eq!(i.tmf(TmfFunction::AbortTaskSet, 0, 0), 0);
     assert_eq!(i.tmf(TmfFunction::ClearTaskSet, 0, 0), 0);
     assert_eq!(i.tmf(TmfFunction::LunReset, 0, 0), 0);
@@ -241,7 +263,9 @@ fn task_management() {
     // A write waiting for Data-Out is aborted: no response for it, TMF completes.
     let (itt, pdu) = i.command(0, &write10(0, 8), false, true, 4096, vec![]);
     i.send(&pdu);
-    let Header::R2t(_) = i.recv().header else { panic!() };
+    let Header::R2t(_) = i.recv().header else {
+        panic!()
+    };
     assert_eq!(i.tmf(TmfFunction::AbortTask, 0, itt), 0);
     // After a LUN reset the next command sees a unit attention.
     let r = i.scsi(0, &[0, 0, 0, 0, 0, 0], 0, &[], 0);
@@ -269,11 +293,16 @@ fn discovery_and_text() {
     let r = d.text(&[("SendTargets", "Alle")]);
     assert_eq!(r, vec![("SendTargets".into(), "Reject".into())]);
     let r = d.text(&[("SendTargetsPlease", "All")]);
-    assert_eq!(r, vec![("SendTargetsPlease".into(), "NotUnderstood".into())]);
+    assert_eq!(
+        r,
+        vec![("SendTargetsPlease".into(), "NotUnderstood".into())]
+    );
     // SCSI commands are not allowed in a discovery session.
     let (_, pdu) = d.command(0, &[0, 0, 0, 0, 0, 0], false, false, 0, vec![]);
     d.send(&pdu);
-    let Header::Reject(r) = d.recv().header else { panic!() };
+    let Header::Reject(r) = d.recv().header else {
+        panic!()
+    };
     assert_eq!(r.reason, 0x04);
     assert_eq!(d.logout(LogoutReason::CloseSession, 1), 0);
 
@@ -283,7 +312,11 @@ fn discovery_and_text() {
     let r = n.text(&[("SendTargets", "")]);
     assert_eq!(r[0].1, TARGET);
     assert_eq!(n.logout(LogoutReason::RemoveForRecovery, 1), 2);
-    assert_eq!(n.logout(LogoutReason::CloseConnection, 9), 1, "CID not found");
+    assert_eq!(
+        n.logout(LogoutReason::CloseConnection, 9),
+        1,
+        "CID not found"
+    );
     assert_eq!(n.logout(LogoutReason::CloseConnection, 1), 0);
     assert!(n.try_recv().is_none());
     h.shutdown();
@@ -335,6 +368,7 @@ fn acl_and_chap() {
         ..LoginOpts::default()
     };
     assert!(i.login(&o));
+    i.clear_ua(3);
     let r = i.scsi(3, &read10(0, 1), 512, &[], 0);
     assert_eq!(r.status, 0);
     let r = i.scsi(3, &write10(0, 1), 0, &[0u8; 512], 512);
@@ -343,7 +377,11 @@ fn acl_and_chap() {
     // LUN 0 is not mapped for this initiator.
     let r = i.scsi(0, &read10(0, 1), 512, &[], 0);
     assert_eq!(r.status, 2);
-    assert_eq!((r.sense[12], r.sense[13]), (0x25, 0x00), "LOGICAL UNIT NOT SUPPORTED");
+    assert_eq!(
+        (r.sense[12], r.sense[13]),
+        (0x25, 0x00),
+        "LOGICAL UNIT NOT SUPPORTED"
+    );
     h.shutdown();
 }
 
@@ -363,6 +401,7 @@ fn session_reinstatement_and_multi_connection() {
     let o2 = LoginOpts {
         tsih,
         cid: 2,
+        clear_ua: false,
         ..o.clone()
     };
     assert!(b.login(&o2));
@@ -379,6 +418,7 @@ fn session_reinstatement_and_multi_connection() {
     let o3 = LoginOpts {
         tsih,
         cid: 3,
+        clear_ua: false,
         ..o.clone()
     };
     assert!(!c.login(&o3));
@@ -388,17 +428,26 @@ fn session_reinstatement_and_multi_connection() {
     let o4 = LoginOpts {
         tsih: tsih.wrapping_add(100),
         cid: 3,
+        clear_ua: false,
         ..o.clone()
     };
     assert!(!c.login(&o4));
     assert_eq!(c.login_status, (2, 0x0a));
     // Logging in again with TSIH 0 and the same ISID reinstates: old connections drop.
     let mut n = Initiator::connect(addr);
-    assert!(n.login(&o));
+    let o5 = LoginOpts {
+        clear_ua: false,
+        ..o.clone()
+    };
+    assert!(n.login(&o5));
     assert_ne!(n.tsih, tsih);
     assert!(a.try_recv().is_none());
     assert!(b.try_recv().is_none());
-    assert_eq!(n.scsi(0, &read10(0, 1), 512, &[], 0).status, 2, "UA after nexus loss");
+    assert_eq!(
+        n.scsi(0, &read10(0, 1), 512, &[], 0).status,
+        2,
+        "UA after nexus loss"
+    );
     assert_eq!(n.scsi(0, &read10(0, 1), 512, &[], 0).status, 0);
     h.shutdown();
 }
@@ -463,7 +512,9 @@ fn shutdown_requests_logout() {
     assert!(i.login(&LoginOpts::default()));
     let t = std::thread::spawn(move || h.shutdown());
     let p = i.recv();
-    let Header::AsyncMessage(m) = p.header else { panic!("{:?}", p.header) };
+    let Header::AsyncMessage(m) = p.header else {
+        panic!("{:?}", p.header)
+    };
     assert_eq!(m.event, 1);
     assert!(m.param3 >= 1);
     assert_eq!(i.logout(LogoutReason::CloseSession, 1), 0);
@@ -515,7 +566,14 @@ fn immediate_command_and_unsolicited_data() {
     assert!(i.login(&o));
     // 16 KiB write: 2 KiB immediate + 6 KiB unsolicited Data-Out, then one R2T.
     let data = pattern(16384, 9);
-    let (itt, mut pdu) = i.command(0, &write10(200, 32), false, true, 16384, data[..2048].to_vec());
+    let (itt, mut pdu) = i.command(
+        0,
+        &write10(200, 32),
+        false,
+        true,
+        16384,
+        data[..2048].to_vec(),
+    );
     if let Header::ScsiCommand(c) = &mut pdu.header {
         c.final_bit = false;
     }
@@ -561,7 +619,9 @@ fn data_sn_error_terminates_the_task() {
     assert!(i.login(&LoginOpts::default()));
     let (itt, pdu) = i.command(0, &write10(0, 2), false, true, 1024, vec![]);
     i.send(&pdu);
-    let Header::R2t(r2t) = i.recv().header else { panic!() };
+    let Header::R2t(r2t) = i.recv().header else {
+        panic!()
+    };
     for (k, sn) in [0u32, 0].iter().enumerate() {
         i.send(&Pdu::new(
             Header::DataOut(rustio_iscsi::pdu::DataOut {
@@ -578,8 +638,101 @@ fn data_sn_error_terminates_the_task() {
     }
     let r = i.collect(itt, &[], 512);
     assert_eq!(r.status, 2);
-    assert_eq!((r.sense[2] & 0x0f, r.sense[12], r.sense[13]), (0x0b, 0x47, 0x05));
+    assert_eq!(
+        (r.sense[2] & 0x0f, r.sense[12], r.sense[13]),
+        (0x0b, 0x47, 0x05)
+    );
     // The connection survives.
     assert_eq!(i.scsi(0, &[0, 0, 0, 0, 0, 0], 0, &[], 0).status, 0);
+    h.shutdown();
+}
+
+#[test]
+fn nop_in_keepalive() {
+    let (h, addr) = start(|_, tpg| {
+        tpg.params.nopin_interval = std::time::Duration::from_secs(1);
+        tpg.params.nopin_response_timeout = std::time::Duration::from_secs(2);
+    });
+    let mut i = Initiator::connect(addr);
+    assert!(i.login(&LoginOpts::default()));
+    // The target pings an idle connection: ITT reserved, TTT set, StatSN not advanced.
+    let p = i.recv();
+    let Header::NopIn(n) = p.header else {
+        panic!("{:?}", p.header)
+    };
+    assert_eq!(n.itt, RESERVED_TAG);
+    assert_ne!(n.ttt, RESERVED_TAG);
+    assert_eq!(n.stat_sn, i.exp_stat_sn);
+    // Answer it (immediate NOP-Out echoing the TTT).
+    i.send(&Pdu::new(
+        Header::NopOut(NopOut {
+            immediate: true,
+            lun: 0,
+            itt: RESERVED_TAG,
+            ttt: n.ttt,
+            cmd_sn: i.cmd_sn,
+            exp_stat_sn: i.exp_stat_sn,
+        }),
+        vec![],
+    ));
+    // Next ping comes; ignore it: the connection is dropped after the timeout.
+    let p = i.recv();
+    assert!(matches!(p.header, Header::NopIn(_)));
+    let t0 = std::time::Instant::now();
+    assert!(i.try_recv().is_none());
+    assert!(t0.elapsed() < std::time::Duration::from_secs(8));
+    h.shutdown();
+}
+
+#[test]
+fn metrics_over_http() {
+    use std::io::{Read, Write};
+    let (h, addr) = start(|_, _| {});
+    let mut i = Initiator::connect(addr);
+    assert!(i.login(&LoginOpts::default()));
+    assert_eq!(i.scsi(0, &read10(0, 8), 4096, &[], 0).status, 0);
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let maddr = l.local_addr().unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let t = rustio_iscsi::metrics::serve(l, h.metrics_renderer(), stop.clone()).unwrap();
+    let mut s = std::net::TcpStream::connect(maddr).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    assert!(body.starts_with("HTTP/1.1 200 OK"));
+    assert!(body.contains("rustio_iscsi_sessions 1"));
+    assert!(body.contains("rustio_session_read_bytes_total{target=\"iqn.2024-01.org.rustio.test:disk\",initiator=\"iqn.2024-01.org.rustio.test:initiator\",isid=\"80123456789a\",tsih=\"1\"} 4096"));
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    t.join().unwrap();
+    h.shutdown();
+}
+
+#[test]
+fn inline_execution_mode() {
+    let (h, addr) = start(|cfg, _| cfg.inline_execution = true);
+    let mut i = Initiator::connect(addr);
+    assert!(i.login(&LoginOpts::default()));
+    let data = pattern(32768, 11);
+    assert_eq!(i.scsi(0, &write10(64, 64), 0, &data, 4096).status, 0);
+    // Pipelined reads: some run inline, some on the pool; all complete.
+    let mut itts = Vec::new();
+    for k in 0..8u32 {
+        let (itt, pdu) = i.command(0, &read10(64 + k * 8, 8), true, false, 4096, vec![]);
+        i.send(&pdu);
+        itts.push(itt);
+    }
+    let mut got = std::collections::HashMap::new();
+    while got.len() < 8 {
+        let p = i.recv();
+        if let Header::DataIn(d) = p.header {
+            got.entry(d.itt)
+                .or_insert_with(Vec::new)
+                .extend_from_slice(&p.data);
+        }
+    }
+    for (k, itt) in itts.iter().enumerate() {
+        assert!(got[itt] == data[k * 4096..(k + 1) * 4096]);
+    }
     h.shutdown();
 }

@@ -1205,3 +1205,195 @@ impl Backend for FakeKernel {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kernel() -> (tempfile::TempDir, Arc<FakeKernel>) {
+        let dir = tempfile::tempdir().unwrap();
+        let k = FakeKernel::new(&dir.path().join("target")).unwrap();
+        (dir, k)
+    }
+
+    fn code(e: io::Error) -> Option<i32> {
+        e.raw_os_error()
+    }
+
+    #[test]
+    fn mkdir_populates_and_rmdir_cleans_up() {
+        let (_d, k) = kernel();
+        let hba = k.root().join("core/fileio_3");
+        k.mkdir(&hba).unwrap();
+        assert_eq!(
+            k.read(&hba.join("hba_info")).unwrap(),
+            "HBA Index: 3 plugin: fileio version: v5.0\n"
+        );
+        let dev = hba.join("d");
+        k.mkdir(&dev).unwrap();
+        assert_eq!(k.read(&dev.join("attrib/block_size")).unwrap(), "512\n");
+        assert!(dev.join("alua/default_tg_pt_gp/tg_pt_gp_id").is_file());
+        // The HBA is not empty while the device exists.
+        assert_eq!(
+            code(k.rmdir(&hba).unwrap_err()),
+            Some(Errno::ENOTEMPTY as i32)
+        );
+        k.rmdir(&dev).unwrap();
+        k.rmdir(&hba).unwrap();
+        assert!(!hba.exists());
+    }
+
+    #[test]
+    fn kernel_refusals() {
+        let (_d, k) = kernel();
+        let core = k.root().join("core");
+        assert_eq!(
+            code(k.mkdir(&core.join("bogus")).unwrap_err()),
+            Some(Errno::EINVAL as i32)
+        );
+        assert_eq!(
+            code(k.mkdir(&core.join("fileio_x")).unwrap_err()),
+            Some(Errno::EINVAL as i32)
+        );
+        k.mkdir(&k.root().join("iscsi")).unwrap();
+        assert_eq!(
+            code(k.mkdir(&k.root().join("iscsi/target1")).unwrap_err()),
+            Some(Errno::EINVAL as i32)
+        );
+        let t = k.root().join("iscsi/iqn.2003-01.org.x:y");
+        k.mkdir(&t).unwrap();
+        assert_eq!(
+            code(k.mkdir(&t.join("tpgt_x")).unwrap_err()),
+            Some(Errno::EINVAL as i32)
+        );
+        k.mkdir(&t.join("tpgt_1")).unwrap();
+        let tpg = t.join("tpgt_1");
+        assert_eq!(
+            code(k.mkdir(&tpg.join("np/nope")).unwrap_err()),
+            Some(Errno::EINVAL as i32)
+        );
+        assert_eq!(
+            code(k.mkdir(&tpg.join("lun/lun_70000")).unwrap_err()),
+            Some(Errno::EINVAL as i32)
+        );
+        assert_eq!(
+            code(k.mkdir(&tpg.join("attrib/x")).unwrap_err()),
+            Some(Errno::EPERM as i32)
+        );
+        // Read-only and write-only files.
+        assert_eq!(
+            code(k.write(&tpg.join("dynamic_sessions"), b"x").unwrap_err()),
+            Some(Errno::EACCES as i32)
+        );
+        assert_eq!(
+            code(
+                k.write(&tpg.join("attrib/login_timeout"), b"soon")
+                    .unwrap_err()
+            ),
+            Some(Errno::EINVAL as i32)
+        );
+        assert_eq!(
+            code(k.write(&tpg.join("enable"), b"2").unwrap_err()),
+            Some(Errno::EINVAL as i32)
+        );
+        k.write(&tpg.join("enable"), b"1").unwrap();
+        assert_eq!(k.read(&tpg.join("enable")).unwrap(), "1\n");
+    }
+
+    #[test]
+    fn device_enable_and_links() {
+        let (d, k) = kernel();
+        let dev = k.root().join("core/fileio_0/d");
+        k.mkdir(&k.root().join("core/fileio_0")).unwrap();
+        k.mkdir(&dev).unwrap();
+        assert_eq!(
+            code(k.read(&dev.join("control")).unwrap_err()),
+            Some(Errno::EACCES as i32)
+        );
+        let missing = d.path().join("nodir/file");
+        k.write(
+            &dev.join("control"),
+            format!("fd_dev_name={},fd_dev_size=4096", missing.display()).as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(
+            code(k.write(&dev.join("enable"), b"1").unwrap_err()),
+            Some(Errno::ENOENT as i32)
+        );
+        let file = d.path().join("file");
+        k.write(
+            &dev.join("control"),
+            format!("fd_dev_name={}", file.display()).as_bytes(),
+        )
+        .unwrap();
+        k.write(&dev.join("enable"), b"1").unwrap();
+        assert!(file.exists(), "O_CREAT");
+        assert_eq!(
+            code(k.write(&dev.join("enable"), b"1").unwrap_err()),
+            Some(Errno::EEXIST as i32)
+        );
+        let info = k.read(&dev.join("info")).unwrap();
+        assert!(info.starts_with("Status: DEACTIVATED"), "{info}");
+        assert!(info.contains("Size: 4096  Mode: O_DSYNC"), "{info}");
+
+        k.mkdir(&k.root().join("loopback")).unwrap();
+        let tpg = k.root().join("loopback/naa.5001405000000001/tpgt_1");
+        k.mkdir(tpg.parent().unwrap()).unwrap();
+        k.mkdir(&tpg).unwrap();
+        k.write(&tpg.join("nexus"), b"naa.5001405000000002")
+            .unwrap();
+        assert_eq!(
+            code(
+                k.write(&tpg.join("nexus"), b"naa.5001405000000003")
+                    .unwrap_err()
+            ),
+            Some(Errno::EEXIST as i32)
+        );
+        let lun = tpg.join("lun/lun_0");
+        k.mkdir(&lun).unwrap();
+        assert_eq!(
+            code(k.symlink(&tpg, &lun.join("x")).unwrap_err()),
+            Some(Errno::EINVAL as i32)
+        );
+        k.symlink(&dev, &lun.join("x")).unwrap();
+        assert!(k
+            .read(&dev.join("info"))
+            .unwrap()
+            .starts_with("Status: ACTIVATED"));
+        // Exported: no serial change, no removal.
+        assert_eq!(
+            code(
+                k.write(&dev.join("wwn/vpd_unit_serial"), b"abc")
+                    .unwrap_err()
+            ),
+            Some(Errno::EINVAL as i32)
+        );
+        assert_eq!(code(k.rmdir(&dev).unwrap_err()), Some(Errno::EBUSY as i32));
+        assert_eq!(
+            code(k.rmdir(&lun).unwrap_err()),
+            Some(Errno::ENOTEMPTY as i32)
+        );
+        k.unlink(&lun.join("x")).unwrap();
+        k.rmdir(&lun).unwrap();
+        k.write(&dev.join("wwn/vpd_unit_serial"), b"abc").unwrap();
+        assert_eq!(
+            k.read(&dev.join("wwn/vpd_unit_serial")).unwrap(),
+            "T10 VPD Unit Serial Number: abc\n"
+        );
+        k.rmdir(&dev).unwrap();
+    }
+
+    #[test]
+    fn faults_fire_the_requested_number_of_times() {
+        let (_d, k) = kernel();
+        k.inject(Fault {
+            op: FaultOp::Mkdir,
+            path_suffix: "core/rd_mcp_0".into(),
+            errno: Errno::EEXIST,
+            count: 1,
+        });
+        let p = k.root().join("core/rd_mcp_0");
+        assert_eq!(code(k.mkdir(&p).unwrap_err()), Some(Errno::EEXIST as i32));
+        k.mkdir(&p).unwrap();
+    }
+}

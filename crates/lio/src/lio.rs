@@ -464,3 +464,57 @@ impl Lio {
         }
     }
 }
+
+#[cfg(all(test, feature = "test-utils"))]
+mod tests {
+    use super::*;
+    use crate::fake::{FakeKernel, Fault, FaultOp};
+
+    #[test]
+    fn hba_indexes_are_global_and_skip_racing_creators() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("target");
+        let k = FakeKernel::new(&root).unwrap();
+        let lio = Lio::with_backend(&root, k.clone()).unwrap();
+        // Someone else (a script) made iblock_0 without the lock.
+        k.mkdir(&root.join("core/iblock_0")).unwrap();
+        // And another process wins the race for index 1 between our scan and mkdir.
+        k.inject(Fault {
+            op: FaultOp::Mkdir,
+            path_suffix: "core/fileio_1".into(),
+            errno: nix::errno::Errno::EEXIST,
+            count: 1,
+        });
+        let (hba, dir1) = lio
+            .create_so_dirs(&SoRef::new(Plugin::Fileio, "a"))
+            .unwrap();
+        assert_eq!(hba, "fileio_2");
+        assert!(dir1.ends_with("core/fileio_2/a"));
+        let e = lio
+            .create_so_dirs(&SoRef::new(Plugin::Fileio, "a"))
+            .unwrap_err();
+        assert!(e.to_string().contains("already exists"), "{e}");
+        let (hba, _) = lio
+            .create_so_dirs(&SoRef::new(Plugin::Ramdisk, "a"))
+            .unwrap();
+        assert_eq!(
+            hba, "rd_mcp_1",
+            "index 1 is free again once the racer is gone"
+        );
+        assert_eq!(
+            lio.find_so(&SoRef::new(Plugin::Fileio, "a"))
+                .unwrap()
+                .map(|(h, _)| h),
+            Some("fileio_2".to_owned())
+        );
+    }
+
+    #[test]
+    fn missing_root_names_the_problem() {
+        let e = Lio::open(Some(Path::new("/nonexistent/rustio/target"))).unwrap_err();
+        assert!(
+            e.to_string().contains("the directory does not exist"),
+            "{e}"
+        );
+    }
+}

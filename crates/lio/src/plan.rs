@@ -652,3 +652,257 @@ pub fn create_all(desired: &SaveConfig) -> Plan {
 pub fn delete_all(current: &SaveConfig) -> Plan {
     diff(current, &SaveConfig::default())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(text: &str) -> SaveConfig {
+        SaveConfig::from_json(text).expect("test config parses")
+    }
+
+    fn lines(p: &Plan) -> Vec<String> {
+        p.ops.iter().map(ToString::to_string).collect()
+    }
+
+    const T: &str = "iqn.2003-01.org.example:t";
+
+    fn one_target(luns: &str, acls: &str, extra_so: &str) -> SaveConfig {
+        cfg(&format!(
+            r#"{{"storage_objects": [
+                 {{"plugin": "ramdisk", "name": "a", "size": 8192, "wwn": "s-a"}},
+                 {{"plugin": "ramdisk", "name": "b", "size": 8192, "wwn": "s-b"}}{extra_so}],
+               "targets": [{{"fabric": "iscsi", "wwn": "{T}", "tpgs": [{{"tag": 1,
+                 "luns": [{luns}], "node_acls": [{acls}],
+                 "portals": [{{"ip_address": "0.0.0.0", "port": 3260}}]}}]}}]}}"#
+        ))
+    }
+
+    #[test]
+    fn nothing_to_do() {
+        let c = one_target(
+            r#"{"index": 0, "storage_object": "/backstores/ramdisk/a"}"#,
+            "",
+            "",
+        );
+        assert!(diff_with_page_size(&c, &c, 4096).is_empty());
+        assert!(
+            diff_with_page_size(&SaveConfig::default(), &SaveConfig::default(), 4096).is_empty()
+        );
+    }
+
+    #[test]
+    fn create_all_orders_roots_first_and_enables_last() {
+        let c = one_target(
+            r#"{"index": 0, "storage_object": "/backstores/ramdisk/a"}"#,
+            r#"{"node_wwn": "iqn.1993-08.org.debian:01:x", "mapped_luns": [{"index": 0, "tpg_lun": 0}]}"#,
+            "",
+        );
+        let got = lines(&diff_with_page_size(&SaveConfig::default(), &c, 4096));
+        let tpg = format!("/iscsi/{T}/tpg1");
+        assert_eq!(
+            got,
+            vec![
+                "create storage object /backstores/ramdisk/a (size=8192, wwn=s-a)".to_owned(),
+                "create storage object /backstores/ramdisk/b (size=8192, wwn=s-b)".to_owned(),
+                format!("create target /iscsi/{T}"),
+                format!("create TPG {tpg}"),
+                format!("create LUN {tpg}/luns/lun0 -> /backstores/ramdisk/a"),
+                format!("create ACL {tpg}/acls/iqn.1993-08.org.debian:01:x"),
+                format!(
+                    "create mapped LUN {tpg}/acls/iqn.1993-08.org.debian:01:x/mapped_lun0 -> lun0"
+                ),
+                format!("create portal {tpg}/portals/0.0.0.0:3260"),
+                format!("enable TPG {tpg}"),
+            ]
+        );
+    }
+
+    #[test]
+    fn delete_all_orders_leaves_first() {
+        let c = one_target(
+            r#"{"index": 0, "storage_object": "/backstores/ramdisk/a"}"#,
+            r#"{"node_wwn": "iqn.1993-08.org.debian:01:x", "mapped_luns": [{"index": 0, "tpg_lun": 0}]}"#,
+            "",
+        );
+        let got = lines(&diff_with_page_size(&c, &SaveConfig::default(), 4096));
+        let tpg = format!("/iscsi/{T}/tpg1");
+        assert_eq!(
+            got,
+            vec![
+                format!("disable TPG {tpg}"),
+                format!("delete mapped LUN {tpg}/acls/iqn.1993-08.org.debian:01:x/mapped_lun0"),
+                format!("delete ACL {tpg}/acls/iqn.1993-08.org.debian:01:x"),
+                format!("delete LUN {tpg}/luns/lun0"),
+                format!("delete portal {tpg}/portals/0.0.0.0:3260"),
+                format!("delete TPG {tpg}"),
+                format!("delete target /iscsi/{T}"),
+                "delete storage object /backstores/ramdisk/a".to_owned(),
+                "delete storage object /backstores/ramdisk/b".to_owned(),
+            ]
+        );
+    }
+
+    #[test]
+    fn changing_a_luns_backstore_recreates_it_and_its_mappings() {
+        let acl = r#"{"node_wwn": "iqn.1993-08.org.debian:01:x", "mapped_luns": [{"index": 4, "tpg_lun": 0, "write_protect": true}]}"#;
+        let cur = one_target(
+            r#"{"index": 0, "storage_object": "/backstores/ramdisk/a", "alias": "x"}"#,
+            acl,
+            "",
+        );
+        let des = one_target(
+            r#"{"index": 0, "storage_object": "/backstores/ramdisk/b"}"#,
+            acl,
+            "",
+        );
+        let tpg = format!("/iscsi/{T}/tpg1");
+        let m = format!("{tpg}/acls/iqn.1993-08.org.debian:01:x/mapped_lun4");
+        assert_eq!(
+            lines(&diff_with_page_size(&cur, &des, 4096)),
+            vec![
+                format!("delete mapped LUN {m}"),
+                format!("delete LUN {tpg}/luns/lun0"),
+                format!("create LUN {tpg}/luns/lun0 -> /backstores/ramdisk/b"),
+                format!("create mapped LUN {m} -> lun0 (read-only)"),
+            ]
+        );
+    }
+
+    #[test]
+    fn ramdisk_sizes_compare_in_pages() {
+        let mk = |size: u64| {
+            cfg(&format!(
+                r#"{{"storage_objects": [{{"plugin": "ramdisk", "name": "r", "size": {size}}}]}}"#
+            ))
+        };
+        // 8000 bytes round to 2 pages of 4096, like rtslib's round(size / pagesize).
+        assert!(diff_with_page_size(&mk(8192), &mk(8000), 4096).is_empty());
+        assert!(diff_with_page_size(&mk(8192), &mk(10239), 4096).is_empty());
+        let p = diff_with_page_size(&mk(8192), &mk(10240), 4096);
+        assert_eq!(
+            lines(&p),
+            vec![
+                "delete storage object /backstores/ramdisk/r",
+                "create storage object /backstores/ramdisk/r (size=10240)"
+            ]
+        );
+    }
+
+    #[test]
+    fn user_control_only_needs_to_be_a_subset() {
+        let mk = |control: &str| {
+            cfg(&format!(
+                r#"{{"storage_objects": [{{"plugin": "user", "name": "u", "config": "file/x", "size": 4096, "control": "{control}"}}]}}"#
+            ))
+        };
+        let cur = mk("max_data_area_mb=8,hw_block_size=512,data_pages_per_blk=4");
+        assert!(diff_with_page_size(&cur, &mk("max_data_area_mb=8"), 4096).is_empty());
+        assert_eq!(
+            diff_with_page_size(&cur, &mk("max_data_area_mb=64"), 4096)
+                .ops
+                .len(),
+            2
+        );
+    }
+
+    #[test]
+    fn settings_auth_and_enable_change_in_place() {
+        let cur = cfg(&format!(
+            r#"{{"targets": [{{"fabric": "iscsi", "wwn": "{T}", "tpgs": [{{"tag": 1, "enable": true,
+                "attributes": {{"authentication": 0, "login_timeout": 15}}, "parameters": {{"AuthMethod": "None"}},
+                "chap_userid": "old", "chap_password": "oldsecret123"}}]}}]}}"#
+        ));
+        let des = cfg(&format!(
+            r#"{{"targets": [{{"fabric": "iscsi", "wwn": "{T}", "tpgs": [{{"tag": 1, "enable": false,
+                "attributes": {{"authentication": 1, "login_timeout": "15"}}, "parameters": {{"AuthMethod": "CHAP"}},
+                "chap_userid": "new", "chap_password": "oldsecret123"}}]}}]}}"#
+        ));
+        let tpg = format!("/iscsi/{T}/tpg1");
+        assert_eq!(
+            lines(&diff_with_page_size(&cur, &des, 4096)),
+            vec![
+                format!("set attribute {tpg} authentication=1"),
+                format!("set parameter {tpg} AuthMethod=CHAP"),
+                format!("set auth {tpg} userid=new"),
+                format!("disable TPG {tpg}"),
+            ]
+        );
+    }
+
+    #[test]
+    fn nexus_change_recreates_the_tpg() {
+        let mk = |nexus: &str| {
+            cfg(&format!(
+                r#"{{"storage_objects": [{{"plugin": "ramdisk", "name": "r", "size": 4096}}],
+                    "targets": [{{"fabric": "loopback", "wwn": "naa.5001405000000001", "tpgs": [{{"tag": 1,
+                    "nexus": "{nexus}", "luns": [{{"index": 0, "storage_object": "/backstores/ramdisk/r"}}]}}]}}]}}"#
+            ))
+        };
+        let got = lines(&diff_with_page_size(
+            &mk("naa.5001405000000002"),
+            &mk("naa.5001405000000003"),
+            4096,
+        ));
+        let tpg = "/loopback/naa.5001405000000001/tpg1";
+        assert_eq!(
+            got,
+            vec![
+                format!("delete LUN {tpg}/luns/lun0"),
+                format!("delete TPG {tpg}"),
+                format!("create TPG {tpg} (nexus naa.5001405000000003)"),
+                format!("create LUN {tpg}/luns/lun0 -> /backstores/ramdisk/r"),
+            ]
+        );
+    }
+
+    #[test]
+    fn discovery_auth_enforcement_ordering() {
+        let on = cfg(
+            r#"{"fabric_modules": [{"name": "iscsi", "discovery_enable_auth": true,
+            "discovery_userid": "u", "discovery_password": "discsecret12"}]}"#,
+        );
+        let off = SaveConfig::default();
+        assert_eq!(
+            lines(&diff_with_page_size(&off, &on, 4096)),
+            vec![
+                "set auth /iscsi discovery userid=u",
+                "set auth /iscsi discovery password=********",
+                "enforce discovery authentication on /iscsi",
+            ]
+        );
+        assert_eq!(
+            lines(&diff_with_page_size(&on, &off, 4096)),
+            vec![
+                "stop enforcing discovery authentication on /iscsi",
+                "set auth /iscsi discovery userid=(unset)",
+                "set auth /iscsi discovery password=(unset)",
+            ]
+        );
+    }
+
+    #[test]
+    fn alua_groups_are_diffed() {
+        let mk = |groups: &str| {
+            cfg(&format!(
+                r#"{{"storage_objects": [{{"plugin": "ramdisk", "name": "r", "size": 4096, "alua_tpgs": [{groups}]}}]}}"#
+            ))
+        };
+        let cur = mk(
+            r#"{"name": "default_tg_pt_gp", "tg_pt_gp_id": 0, "preferred": 0},
+                        {"name": "old", "tg_pt_gp_id": 3}"#,
+        );
+        let des = mk(
+            r#"{"name": "default_tg_pt_gp", "tg_pt_gp_id": 0, "preferred": 1},
+                        {"name": "new", "tg_pt_gp_id": 4, "alua_access_state": 2}"#,
+        );
+        assert_eq!(
+            lines(&diff_with_page_size(&cur, &des, 4096)),
+            vec![
+                "delete ALUA group /backstores/ramdisk/r/alua/old",
+                "set ALUA /backstores/ramdisk/r/alua/default_tg_pt_gp preferred=1",
+                "create ALUA group /backstores/ramdisk/r/alua/new (tg_pt_gp_id=4)",
+            ]
+        );
+    }
+}

@@ -251,7 +251,7 @@ impl Lio {
             alua_tpgs,
         };
         let mut size = None;
-        let config = match so.plugin {
+        let config = match &so.plugin {
             Plugin::Fileio => {
                 size = num("Size");
                 StorageObject::Fileio(FileioObject {
@@ -325,7 +325,12 @@ impl Lio {
                     extra: Default::default(),
                 })
             }
-            Plugin::Other(_) => unreachable_plugin(),
+            Plugin::Other(p) => {
+                return Err(crate::error::Error::Unexpected {
+                    path: dir,
+                    detail: format!("unknown backstore plugin {p:?}"),
+                })
+            }
         };
         let status = if !enabled {
             "unconfigured".to_owned()
@@ -680,11 +685,6 @@ impl Lio {
         }
         Ok(out)
     }
-}
-
-fn unreachable_plugin() -> StorageObject {
-    // read_storage_objects skips unknown plugins before calling read_storage_object.
-    StorageObject::Other(rustio_config::OtherObject::default())
 }
 
 /// Size of a block device from sysfs (`/sys/class/block/<name>/size` is in 512-byte

@@ -925,3 +925,30 @@ fn ls_golden_tree() {
         );
     }
 }
+
+#[test]
+fn unknown_keys_are_reported_as_warnings() {
+    let env = Env::new();
+    let p = env.file("extra.json");
+    std::fs::write(
+        &p,
+        format!(
+            r#"{{"zzz_future": 1, "storage_objects": [{{"plugin": "ramdisk", "name": "r", "size": 4096, "exists": true}}],
+               "targets": [{{"fabric": "iscsi", "wwn": "{IQN}", "tpgs": [{{"tag": 1, "new_knob": "x"}}]}}]}}"#
+        ),
+    )
+    .unwrap();
+    let cli = Cli::try_parse_from(["rustio", "apply", p.to_str().unwrap()]).unwrap();
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    run_with(&env.lio, cli.cmd, &mut out, &mut err).unwrap();
+    let err = String::from_utf8(err).unwrap();
+    assert_eq!(
+        err,
+        "warning: (top level): unknown key \"zzz_future\" kept as-is [rule: keys unknown to rustio are kept verbatim but not applied]\n\
+         warning: storage_objects[0]: unknown key \"exists\" kept as-is [rule: keys unknown to rustio are kept verbatim but not applied]\n\
+         warning: targets[0].tpgs[0]: unknown key \"new_knob\" kept as-is [rule: keys unknown to rustio are kept verbatim but not applied]\n"
+    );
+    assert!(String::from_utf8(out)
+        .unwrap()
+        .ends_with("Applied 4 steps.\n"));
+}

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 
 use crate::error::{Error, ErrorKind, Pos};
 use crate::syntax::{Block, Entry};
+use crate::values::parse_ulong;
 
 /// Highest LUN number SCST accepts (`SCST_MAX_LUN`, 14-bit flat addressing).
 pub const SCST_MAX_LUN: u32 = (1 << 14) - 1;
@@ -322,11 +323,10 @@ fn lun(entry: Entry) -> Result<Lun, Error> {
     let number = words
         .next()
         .ok_or_else(|| Error::new(pos, ErrorKind::MissingName("LUN")))?;
-    let parsed = if !number.text.is_empty() && number.text.bytes().all(|b| b.is_ascii_digit()) {
-        number.text.parse::<u32>().ok().filter(|n| *n <= SCST_MAX_LUN)
-    } else {
-        None
-    };
+    // scst_sysfs.c parses the LUN with kstrtoul(.., 0, ..): 0x hex and 0 octal too.
+    let parsed = parse_ulong(&number.text)
+        .and_then(|n| u32::try_from(n).ok())
+        .filter(|n| *n <= SCST_MAX_LUN);
     let Some(n) = parsed else {
         return Err(Error::new(number.pos, ErrorKind::BadLun(number.text)));
     };
@@ -510,7 +510,8 @@ fn target_group(entry: Entry, seen: &mut Seen) -> Result<TargetGroup, Error> {
                     || format!("TARGET {tname} (a target belongs to one TARGET_GROUP of a DEVICE_GROUP)"),
                     tpos,
                 )?;
-                let attributes = attributes_only(block_entries(tblock), "inside TARGET_GROUP TARGET")?;
+                let attributes =
+                    attributes_only(block_entries(tblock), "inside TARGET_GROUP TARGET")?;
                 tg.targets.push(TargetGroupMember {
                     name: tname,
                     pos: tpos,
@@ -540,16 +541,30 @@ fn device_group(entry: Entry, dg_devices_seen: &mut Seen) -> Result<DeviceGroup,
             Some("DEVICE") => {
                 let (dname, dpos, dblock) = named(e, "DEVICE")?;
                 if dblock.is_some() {
-                    return Err(Error::new(dpos, ErrorKind::UnexpectedBlock("DEVICE in DEVICE_GROUP")));
+                    return Err(Error::new(
+                        dpos,
+                        ErrorKind::UnexpectedBlock("DEVICE in DEVICE_GROUP"),
+                    ));
                 }
                 let dname = device_name(dname, dpos)?;
                 // A device belongs to at most one device group (scst_tg.c).
-                dg_devices_seen.check(dname.clone(), || format!("DEVICE_GROUP member {dname}"), dpos)?;
-                dg.devices.push(DeviceRef { name: dname, pos: dpos });
+                dg_devices_seen.check(
+                    dname.clone(),
+                    || format!("DEVICE_GROUP member {dname}"),
+                    dpos,
+                )?;
+                dg.devices.push(DeviceRef {
+                    name: dname,
+                    pos: dpos,
+                });
             }
             Some("TARGET_GROUP") => {
                 let tg = target_group(e, &mut tgt_seen)?;
-                tg_seen.check(tg.name.clone(), || format!("TARGET_GROUP {}", tg.name), tg.pos)?;
+                tg_seen.check(
+                    tg.name.clone(),
+                    || format!("TARGET_GROUP {}", tg.name),
+                    tg.pos,
+                )?;
                 dg.target_groups.push(tg);
             }
             Some(_) => return Err(misplaced(&e, "inside DEVICE_GROUP")),
@@ -576,12 +591,20 @@ pub fn build(entries: Vec<Entry>) -> Result<Config, Error> {
             }
             Some("TARGET_DRIVER") => {
                 let d = target_driver(e)?;
-                drivers_seen.check(d.name.clone(), || format!("TARGET_DRIVER {}", d.name), d.pos)?;
+                drivers_seen.check(
+                    d.name.clone(),
+                    || format!("TARGET_DRIVER {}", d.name),
+                    d.pos,
+                )?;
                 cfg.target_drivers.push(d);
             }
             Some("DEVICE_GROUP") => {
                 let dg = device_group(e, &mut dg_devices_seen)?;
-                dgs_seen.check(dg.name.clone(), || format!("DEVICE_GROUP {}", dg.name), dg.pos)?;
+                dgs_seen.check(
+                    dg.name.clone(),
+                    || format!("DEVICE_GROUP {}", dg.name),
+                    dg.pos,
+                )?;
                 cfg.device_groups.push(dg);
             }
             Some("ALUA") => {
@@ -681,7 +704,10 @@ DEVICE_GROUP dg {
         assert_eq!(h.devices[0].attributes[1].display(), "nv_cache 1");
         let d = &cfg.target_drivers[0];
         assert_eq!(d.attributes[1].value.as_deref(), Some("joe 12charsecret"));
-        assert_eq!(d.attributes[1].display(), "IncomingUser \"joe 12charsecret\"");
+        assert_eq!(
+            d.attributes[1].display(),
+            "IncomingUser \"joe 12charsecret\""
+        );
         let t = &d.targets[0];
         assert_eq!(t.hw_target, Some(Pos::new(17, 3)));
         assert_eq!(t.luns.len(), 2);
@@ -718,7 +744,15 @@ DEVICE_GROUP dg {
         );
 
         let e = err("TARGET_DRIVER iscsi {\n TARGET t {\n  LUN 16384 d\n }\n}\n");
-        assert_eq!((e.pos, e.kind), (Pos::new(3, 7), ErrorKind::BadLun("16384".into())));
+        assert_eq!(
+            (e.pos, e.kind),
+            (Pos::new(3, 7), ErrorKind::BadLun("16384".into()))
+        );
+
+        let e = err("TARGET_DRIVER iscsi {\n TARGET t {\n  LUN 010 d\n  LUN 8 e\n }\n}\n");
+        assert_eq!(e.pos, Pos::new(4, 3), "010 is octal 8 for kstrtoul");
+        let e = err("TARGET_DRIVER iscsi {\n TARGET t {\n  LUN -1 d\n }\n}\n");
+        assert_eq!(e.kind, ErrorKind::BadLun("-1".into()));
 
         let e = err("TARGET_DRIVER iscsi {\n TARGET t {\n  LUN 0\n }\n}\n");
         assert_eq!(e.pos, Pos::new(3, 3));
@@ -731,7 +765,10 @@ DEVICE_GROUP dg {
         assert!(matches!(e.kind, ErrorKind::Misplaced { .. }));
 
         let e = err("HANDLER h {\n DEVICE\n}\n");
-        assert_eq!((e.pos, e.kind), (Pos::new(2, 2), ErrorKind::MissingName("DEVICE")));
+        assert_eq!(
+            (e.pos, e.kind),
+            (Pos::new(2, 2), ErrorKind::MissingName("DEVICE"))
+        );
 
         let e = err("threads 4 {\n}\n");
         assert_eq!(e.kind, ErrorKind::AttributeWithBlock("threads".into()));

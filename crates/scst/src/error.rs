@@ -105,7 +105,9 @@ pub enum ErrorKind {
     )]
     CommentEatsChar(char),
     /// A line with more than three words (scstadmin ignores the fourth and later ones).
-    #[error("unexpected {0:?}: a line holds at most three words (quote values that contain blanks)")]
+    #[error(
+        "unexpected {0:?}: a line holds at most three words (quote values that contain blanks)"
+    )]
     TooManyWords(String),
     /// The pre-2.0 `[HANDLER ...]` file format.
     #[error("pre-2.0 scst.conf format ('[{0} ...]' sections); convert it with scstadmin 2.x or later first")]

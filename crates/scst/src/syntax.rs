@@ -368,7 +368,10 @@ mod tests {
     fn crlf_is_blank() {
         let e = parse(b"HANDLER h {\r\n\tDEVICE d\r\n}\r\n").unwrap();
         assert_eq!(texts(&e[0]), ["HANDLER", "h"]);
-        assert_eq!(texts(&e[0].block.as_ref().unwrap().entries[0]), ["DEVICE", "d"]);
+        assert_eq!(
+            texts(&e[0].block.as_ref().unwrap().entries[0]),
+            ["DEVICE", "d"]
+        );
     }
 
     #[test]
@@ -385,20 +388,29 @@ mod tests {
     #[test]
     fn structural_errors_point_at_the_culprit() {
         let x = err("A b {\n  c d }\n");
-        assert_eq!((x.pos, x.kind), (Pos::new(2, 3), ErrorKind::TextBeforeClose));
+        assert_eq!(
+            (x.pos, x.kind),
+            (Pos::new(2, 3), ErrorKind::TextBeforeClose)
+        );
         let x = err("a b\n}\n");
         assert_eq!((x.pos, x.kind), (Pos::new(2, 1), ErrorKind::UnmatchedClose));
         let x = err("A b {\n  C d {\n}\n");
         assert_eq!((x.pos, x.kind), (Pos::new(1, 5), ErrorKind::UnclosedBlock));
         let x = err("  {\n}\n");
-        assert_eq!((x.pos, x.kind), (Pos::new(1, 3), ErrorKind::BlockWithoutHeader));
+        assert_eq!(
+            (x.pos, x.kind),
+            (Pos::new(1, 3), ErrorKind::BlockWithoutHeader)
+        );
         let x = err("a b\n  c d");
         assert_eq!((x.pos, x.kind), (Pos::new(2, 3), ErrorKind::NoFinalNewline));
         let x = err("LUN 0 disk extra\n");
         assert_eq!(x.pos, Pos::new(1, 12));
         assert_eq!(x.kind, ErrorKind::TooManyWords("extra".into()));
         let x = err("[HANDLER vdisk]\n");
-        assert_eq!((x.pos, x.kind), (Pos::new(1, 1), ErrorKind::OldFormat("HANDLER".into())));
+        assert_eq!(
+            (x.pos, x.kind),
+            (Pos::new(1, 1), ErrorKind::OldFormat("HANDLER".into()))
+        );
         let x = err(&"a {\n".repeat(MAX_DEPTH + 1));
         assert_eq!(x.pos, Pos::new(to_u32(MAX_DEPTH + 1), 3));
         assert_eq!(x.kind, ErrorKind::TooDeep(MAX_DEPTH));

@@ -168,7 +168,10 @@ mod tests {
         assert!(wildcmp("10.170.7?.*", "10.170.77.2"));
         assert!(wildcmp("21:*:e0:?b:83:*", "21:00:00:e0:8b:83:11:22"));
         assert!(wildcmp("*", "iqn.1994-05.com.redhat:x"));
-        assert!(wildcmp("IQN.1994-05.COM.REDHAT:X", "iqn.1994-05.com.redhat:x"));
+        assert!(wildcmp(
+            "IQN.1994-05.COM.REDHAT:X",
+            "iqn.1994-05.com.redhat:x"
+        ));
         assert!(!wildcmp("iqn.a", "iqn.ab"));
         assert!(!wildcmp("iqn.ab", "iqn.a"));
         assert!(wildcmp("iqn.*:host?", "iqn.2000-01.x:host7"));
@@ -183,7 +186,11 @@ mod tests {
         for &b in data {
             crc ^= u32::from(b);
             for _ in 0..8 {
-                crc = if crc & 1 != 0 { (crc >> 1) ^ 0x82F6_3B78 } else { crc >> 1 };
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ 0x82F6_3B78
+                } else {
+                    crc >> 1
+                };
             }
         }
         crc

@@ -68,7 +68,11 @@ fn corpus_imports_match_goldens() {
         };
         let json = rustio_config::parse::to_string_pretty(&imported.config).unwrap();
         check(&conf.with_extension("json"), &json, &mut failures);
-        check(&conf.with_extension("report"), &imported.report.render(&name), &mut failures);
+        check(
+            &conf.with_extension("report"),
+            &imported.report.render(&name),
+            &mut failures,
+        );
 
         // The JSON is valid saveconfig that reads back to the same model.
         let back = rustio_config::parse::from_str(&json).unwrap();
@@ -80,7 +84,10 @@ fn corpus_imports_match_goldens() {
         let ast = ast::parse(&text).unwrap();
         let reported: BTreeSet<Pos> = imported.report.findings.iter().map(|f| f.pos).collect();
         for pos in construct_positions(&ast) {
-            assert!(reported.contains(&pos), "{name}: construct at {pos} has no finding");
+            assert!(
+                reported.contains(&pos),
+                "{name}: construct at {pos} has no finding"
+            );
         }
         // Findings never show CHAP secrets.
         let report = imported.report.render(&name);
@@ -88,7 +95,10 @@ fn corpus_imports_match_goldens() {
             let l = line.trim();
             if l.starts_with("IncomingUser") || l.starts_with("OutgoingUser") {
                 if let Some(secret) = l.trim_end_matches('"').split_whitespace().nth(2) {
-                    assert!(!report.contains(secret), "{name}: report shows secret {secret}");
+                    assert!(
+                        !report.contains(secret),
+                        "{name}: report shows secret {secret}"
+                    );
                 }
             }
         }
@@ -100,14 +110,22 @@ fn corpus_imports_match_goldens() {
 fn error_corpus_matches_goldens() {
     let dir = corpus_dir().join("errors");
     let files = confs(&dir);
-    assert!(files.len() >= 5, "error corpus is missing: {}", dir.display());
+    assert!(
+        files.len() >= 5,
+        "error corpus is missing: {}",
+        dir.display()
+    );
     let mut failures = Vec::new();
     for conf in files {
         let name = conf.file_name().unwrap().to_string_lossy().into_owned();
         let text = fs::read(&conf).unwrap();
         match import(&text) {
             Ok(_) => failures.push(format!("{name}: imported, but an error was expected")),
-            Err(e) => check(&conf.with_extension("err"), &format!("{name}:{e}\n"), &mut failures),
+            Err(e) => check(
+                &conf.with_extension("err"),
+                &format!("{name}:{e}\n"),
+                &mut failures,
+            ),
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));

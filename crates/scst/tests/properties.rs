@@ -59,7 +59,8 @@ struct Writer {
 
 impl Writer {
     fn line(&mut self, depth: usize, text: &str) {
-        self.lines.push(format!("{}{text}", self.indent.repeat(depth)));
+        self.lines
+            .push(format!("{}{text}", self.indent.repeat(depth)));
     }
 }
 
@@ -88,7 +89,14 @@ fn generate(seed: u64) -> Generated {
         w.line(0, &format!("setup_id {:#x}", r.below(0x10000)));
     }
     // Devices: (name, kind).
-    let handlers = ["vdisk_fileio", "vdisk_blockio", "vdisk_nullio", "dev_disk", "dev_tape", "vcdrom"];
+    let handlers = [
+        "vdisk_fileio",
+        "vdisk_blockio",
+        "vdisk_nullio",
+        "dev_disk",
+        "dev_tape",
+        "vcdrom",
+    ];
     let ndev = 1 + r.below(6);
     let mut devices: Vec<(String, &str)> = Vec::new();
     for i in 0..ndev {
@@ -111,7 +119,9 @@ fn generate(seed: u64) -> Generated {
             match h {
                 "vdisk_fileio" | "vcdrom" => attrs.push(format!("filename /srv/{name}.img")),
                 "vdisk_blockio" => attrs.push(format!("filename /dev/vg/{name}")),
-                "vdisk_nullio" if r.chance(50) => attrs.push(format!("size_mb {}", 1 + r.below(4096))),
+                "vdisk_nullio" if r.chance(50) => {
+                    attrs.push(format!("size_mb {}", 1 + r.below(4096)))
+                }
                 _ => {}
             }
             if !h.starts_with("dev_") && h != "vcdrom" {
@@ -260,7 +270,14 @@ fn generate(seed: u64) -> Generated {
             }
             w.line(1, &format!("TARGET_GROUP tg{tg} {{"));
             w.line(2, &format!("group_id {id}"));
-            let state = r.pick(&["active", "nonoptimized", "standby", "unavailable", "offline", "transitioning"]);
+            let state = r.pick(&[
+                "active",
+                "nonoptimized",
+                "standby",
+                "unavailable",
+                "offline",
+                "transitioning",
+            ]);
             w.line(2, &format!("state {state}"));
             if r.chance(30) {
                 w.line(2, &format!("preferred {}", r.below(2)));
@@ -289,7 +306,9 @@ fn generate(seed: u64) -> Generated {
 type View = BTreeMap<u32, (String, bool)>;
 
 fn attr_true(attrs: &[ast::Attribute], name: &str) -> bool {
-    attrs.iter().any(|a| a.name == name && parse_bool(a.value_str()) == Some(true))
+    attrs
+        .iter()
+        .any(|a| a.name == name && parse_bool(a.value_str()) == Some(true))
 }
 
 /// What `initiator` sees on SCST target `t`: the LUNs of the first group (in name order,
@@ -304,7 +323,11 @@ fn scst_view(cfg: &ast::Config, t: &ast::Target, initiator: &str) -> View {
         .unwrap_or(&t.luns);
     let mut view = View::new();
     for l in luns {
-        let dev = cfg.handlers.iter().flat_map(|h| &h.devices).find(|d| d.name == l.device);
+        let dev = cfg
+            .handlers
+            .iter()
+            .flat_map(|h| &h.devices)
+            .find(|d| d.name == l.device);
         if let Some(d) = dev {
             let ro = attr_true(&l.attributes, "read_only") || attr_true(&d.attributes, "read_only");
             view.insert(l.number, (d.name.clone(), ro));
@@ -328,13 +351,23 @@ fn lio_view(out: &SaveConfig, wwn: &str, initiator: &str, non_disks: &BTreeSet<S
         return view;
     };
     let so_name = |path: &str| {
-        out.storage_object_by_path(path).map(StorageObject::name).unwrap_or_default().to_owned()
+        out.storage_object_by_path(path)
+            .map(StorageObject::name)
+            .unwrap_or_default()
+            .to_owned()
     };
     if let Some(acl) = tpg.node_acls.iter().find(|a| a.node_wwn == initiator) {
         for m in &acl.mapped_luns {
-            let lun = tpg.luns.iter().find(|l| l.index == m.tpg_lun).expect("mapped LUN target");
+            let lun = tpg
+                .luns
+                .iter()
+                .find(|l| l.index == m.tpg_lun)
+                .expect("mapped LUN target");
             let n = u32::try_from(m.index).unwrap();
-            view.insert(n, (so_name(&lun.storage_object), m.write_protect == Some(true)));
+            view.insert(
+                n,
+                (so_name(&lun.storage_object), m.write_protect == Some(true)),
+            );
         }
     } else if int_attr(&tpg.attributes, "generate_node_acls") == 1 {
         let wp = int_attr(&tpg.attributes, "demo_mode_write_protect") == 1;
@@ -514,11 +547,4 @@ proptest! {
         prop_assert!(matches!(err.kind, ErrorKind::InvalidUtf8(_)));
         prop_assert_eq!((err.line() as usize, err.column()), (at + 1, 5));
     }
-}
-
-#[test]
-#[ignore]
-fn print_generated() {
-    let seed: u64 = std::env::var("SEED").unwrap().parse().unwrap();
-    println!("{}", generate(seed).text());
 }

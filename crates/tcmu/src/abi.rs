@@ -165,6 +165,13 @@ pub mod attr {
     pub const SUPP_KERN_CMD_REPLY: u16 = 9;
 }
 
+// The response must fit in the smallest command entry the kernel builds, and the layout
+// constants must agree with each other (checked at compile time).
+const _: () = assert!(RSP_SENSE + SENSE_BUFFER_SIZE == CMD_ENTRY_MIN);
+const _: () = assert!(CMD_ENTRY_MIN % OP_ALIGN as usize == 0);
+const _: () = assert!(MB_CMD_TAIL + 4 <= MAILBOX_SIZE);
+const _: () = assert!(REQ_IOV % 8 == 0 && REQ_IOV >= REQ_CDB_OFF + 8);
+
 /// Length of a CDB from its operation code, as the kernel's `scsi_command_size()`:
 /// by group code (SPC-4 4.2.5.1), and `cdb[7] + 8` for variable-length CDBs (opcode 7Fh,
 /// SPC-4 4.2.3). `additional_len` is `cdb[7]` and is only consulted for 7Fh.
@@ -198,14 +205,5 @@ mod tests {
         assert_eq!(cdb_len(0xc0, None), Some(10)); // vendor
         assert_eq!(cdb_len(0x7f, Some(0x18)), Some(32)); // 32-byte variable length CDB
         assert_eq!(cdb_len(0x7f, None), None);
-    }
-
-    #[test]
-    fn layout_constants_are_consistent() {
-        // The response must fit in the smallest command entry the kernel builds.
-        assert_eq!(RSP_SENSE + SENSE_BUFFER_SIZE, CMD_ENTRY_MIN);
-        assert_eq!(CMD_ENTRY_MIN % OP_ALIGN as usize, 0);
-        assert!(MB_CMD_TAIL + 4 <= MAILBOX_SIZE);
-        assert_eq!(REQ_IOV % 8, 0);
     }
 }

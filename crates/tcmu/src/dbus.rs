@@ -78,8 +78,11 @@ pub struct DbusService {
 /// Connects to the system bus, exports every handler and takes the name.
 pub fn start<'a>(handlers: impl IntoIterator<Item = &'a Arc<dyn Handler>>) -> Result<DbusService> {
     let err = |e: zbus::Error| Error::Dbus(e.to_string());
+    // Neither take the name from another runner nor let one take it from us.
     let mut b = connection::Builder::system()
         .map_err(err)?
+        .allow_name_replacements(false)
+        .replace_existing_names(false)
         .serve_at(ROOT_PATH, ObjectManager)
         .map_err(err)?;
     for h in handlers {

@@ -1267,10 +1267,7 @@ mod tests {
     #[test]
     fn corrupt_lengths_stop_the_ring_without_writing() {
         for (len_op, reason) in [
-            (
-                0u32 | abi::OP_CMD,
-                "entry length is smaller than its header",
-            ),
+            (abi::OP_CMD, "entry length is smaller than its header"),
             (
                 64 | abi::OP_CMD,
                 "command entry too short to hold a response",

@@ -217,6 +217,11 @@ impl Runner {
             return Ok(());
         }
         let config = DeviceConfig::new(&self.inner.cfg.core_root, &name);
+        // Open the node first: the kernel allows one opener, so EBUSY here means another
+        // runner serves the device, and resetting its ring would break that runner.
+        let paths = &self.inner.cfg.uio;
+        let map_size = paths.map_size(minor)?;
+        let uio = UioDevice::open(&paths.node(minor), map_size)?;
         let blocked = recover
             && config.has_actions()
             && {
@@ -235,7 +240,7 @@ impl Runner {
                 tracing::info!(device = %name.device, "recovered: ring reset, outstanding commands will be retried");
             }
         }
-        let result = self.setup(minor, name.clone(), handler, &cfg, config.clone());
+        let result = self.setup(minor, name.clone(), handler, &cfg, config.clone(), uio);
         if blocked {
             if let Err(e) = config.block(false) {
                 tracing::error!(device = %name.device, error = %e, "cannot unblock the device");
@@ -298,12 +303,11 @@ impl Runner {
         handler: Arc<dyn Handler>,
         cfg: &str,
         config: DeviceConfig,
+        uio: UioDevice,
     ) -> Result<()> {
         let info = self.device_info(&name, &config)?;
         let target = Self::open_target(&handler, &name, cfg, &info)?;
-        let paths = &self.inner.cfg.uio;
-        let map_size = paths.map_size(minor)?;
-        let uio = Arc::new(UioDevice::open(&paths.node(minor), map_size)?);
+        let uio = Arc::new(uio);
         let ring = Ring::new(uio.mapping().clone()).map_err(|source| Error::Ring {
             device: name.device.clone(),
             source,
@@ -343,7 +347,7 @@ impl Runner {
             .spawn(move || poller(&inner, &s2, &jobs))
             .map_err(|e| Error::Io {
                 op: "spawn poller thread for",
-                path: paths.node(minor),
+                path: uio.path().to_owned(),
                 source: e,
             })?;
         *served.poller.lock() = Some(handle);

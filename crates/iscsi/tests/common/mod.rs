@@ -80,6 +80,8 @@ pub struct LoginOpts {
     pub cid: u16,
     pub keys: Vec<(String, String)>,
     pub chap: Option<(String, String)>,
+    /// After login, clear LUN 0's power-on unit attention with TEST UNIT READY.
+    pub clear_ua: bool,
 }
 
 impl Default for LoginOpts {
@@ -101,6 +103,7 @@ impl Default for LoginOpts {
                 ("ErrorRecoveryLevel".into(), "0".into()),
             ],
             chap: None,
+            clear_ua: true,
         }
     }
 }
@@ -158,8 +161,12 @@ impl Initiator {
         let p = read_pdu(&mut self.s, self.digests, 1 << 24).ok()?;
         match &p.header {
             Header::ScsiResponse(h) => self.track(h.stat_sn, h.exp_cmd_sn, h.max_cmd_sn),
-            Header::DataIn(h) if h.status_present => self.track(h.stat_sn, h.exp_cmd_sn, h.max_cmd_sn),
-            Header::NopIn(h) if h.itt != RESERVED_TAG => self.track(h.stat_sn, h.exp_cmd_sn, h.max_cmd_sn),
+            Header::DataIn(h) if h.status_present => {
+                self.track(h.stat_sn, h.exp_cmd_sn, h.max_cmd_sn)
+            }
+            Header::NopIn(h) if h.itt != RESERVED_TAG => {
+                self.track(h.stat_sn, h.exp_cmd_sn, h.max_cmd_sn)
+            }
             Header::TaskMgmtResponse(h) => self.track(h.stat_sn, h.exp_cmd_sn, h.max_cmd_sn),
             Header::TextResponse(h) => self.track(h.stat_sn, h.exp_cmd_sn, h.max_cmd_sn),
             Header::LogoutResponse(h) => self.track(h.stat_sn, h.exp_cmd_sn, h.max_cmd_sn),
@@ -209,7 +216,11 @@ impl Initiator {
         }
         keys.push((
             "AuthMethod".into(),
-            if o.chap.is_some() { "CHAP".into() } else { "None".into() },
+            if o.chap.is_some() {
+                "CHAP".into()
+            } else {
+                "None".into()
+            },
         ));
         if o.chap.is_some() {
             req.transit = false;
@@ -222,7 +233,12 @@ impl Initiator {
             let r = self
                 .login_step(req, &[("CHAP_A".into(), "5".into())])
                 .unwrap();
-            let get = |k: &str| r.iter().find(|(x, _)| x == k).map(|(_, v)| v.clone()).unwrap();
+            let get = |k: &str| {
+                r.iter()
+                    .find(|(x, _)| x == k)
+                    .map(|(_, v)| v.clone())
+                    .unwrap()
+            };
             let id: u8 = get("CHAP_I").parse().unwrap();
             let c = rustio_iscsi::text::parse_binary(&get("CHAP_C")).unwrap();
             let resp = rustio_iscsi::chap::ChapAlgorithm::Md5.response(id, secret.as_bytes(), &c);
@@ -257,13 +273,20 @@ impl Initiator {
                         self.digests.data = true;
                     }
                 }
+                if o.clear_ua && o.target.is_some() {
+                    self.clear_ua(0);
+                }
                 true
             }
             None => false,
         }
     }
 
-    fn login_step(&mut self, req: LoginRequest, keys: &[(String, String)]) -> Option<Vec<(String, String)>> {
+    fn login_step(
+        &mut self,
+        req: LoginRequest,
+        keys: &[(String, String)],
+    ) -> Option<Vec<(String, String)>> {
         self.send(&Pdu::new(Header::LoginRequest(req), kv(keys)));
         let p = self.try_recv()?;
         let Header::LoginResponse(h) = p.header else {
@@ -280,12 +303,32 @@ impl Initiator {
         Some(rustio_iscsi::text::parse(&p.data).unwrap())
     }
 
+    /// Sends TEST UNIT READY until it returns GOOD (unit attentions are reported once).
+    pub fn clear_ua(&mut self, lun: u64) {
+        for _ in 0..4 {
+            if self.scsi(lun, &[0, 0, 0, 0, 0, 0], 0, &[], 0).status == 0 {
+                return;
+            }
+        }
+    }
+
     pub fn key(&self, k: &str) -> Option<&str> {
-        self.keys.iter().find(|(x, _)| x == k).map(|(_, v)| v.as_str())
+        self.keys
+            .iter()
+            .find(|(x, _)| x == k)
+            .map(|(_, v)| v.as_str())
     }
 
     /// Builds a SCSI Command PDU.
-    pub fn command(&mut self, lun: u64, cdb: &[u8], read: bool, write: bool, edtl: u32, imm: Vec<u8>) -> (u32, Pdu) {
+    pub fn command(
+        &mut self,
+        lun: u64,
+        cdb: &[u8],
+        read: bool,
+        write: bool,
+        edtl: u32,
+        imm: Vec<u8>,
+    ) -> (u32, Pdu) {
         let itt = self.next_itt();
         let mut c = [0u8; 16];
         c[..cdb.len()].copy_from_slice(cdb);
@@ -307,10 +350,24 @@ impl Initiator {
     }
 
     /// Runs a command to completion, answering R2Ts with `data`.
-    pub fn scsi(&mut self, lun: u64, cdb: &[u8], read_len: u32, data: &[u8], imm_len: usize) -> ScsiResult {
+    pub fn scsi(
+        &mut self,
+        lun: u64,
+        cdb: &[u8],
+        read_len: u32,
+        data: &[u8],
+        imm_len: usize,
+    ) -> ScsiResult {
         let write = !data.is_empty();
         let edtl = if write { data.len() as u32 } else { read_len };
-        let (itt, pdu) = self.command(lun, cdb, read_len > 0, write, edtl, data[..imm_len.min(data.len())].to_vec());
+        let (itt, pdu) = self.command(
+            lun,
+            cdb,
+            read_len > 0,
+            write,
+            edtl,
+            data[..imm_len.min(data.len())].to_vec(),
+        );
         self.send(&pdu);
         self.collect(itt, data, 8192)
     }
@@ -425,7 +482,10 @@ impl Initiator {
             exp_stat_sn: self.exp_stat_sn,
         };
         self.cmd_sn += 1;
-        self.send(&Pdu::new(Header::TextRequest(h), rustio_iscsi::text::encode(pairs)));
+        self.send(&Pdu::new(
+            Header::TextRequest(h),
+            rustio_iscsi::text::encode(pairs),
+        ));
         let p = self.recv();
         let Header::TextResponse(r) = p.header else {
             panic!("{:?}", p.header)
@@ -468,5 +528,7 @@ pub fn write10(lba: u32, blocks: u16) -> [u8; 10] {
 }
 
 pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
 }

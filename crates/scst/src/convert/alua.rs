@@ -7,6 +7,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use rustio_config::validate::check_alias;
 use rustio_config::{AluaTpg, StorageObject};
 
 use super::iscsi::rel_tgt_id_detail;
@@ -58,12 +59,19 @@ impl<'a> Converter<'a> {
         );
         let attrs = self.dedupe(&dg.attributes, &[])?;
         for a in attrs {
-            self.attr(a, Fidelity::Unsupported, "device group setting without an LIO counterpart");
+            self.attr(
+                a,
+                Fidelity::Unsupported,
+                "device group setting without an LIO counterpart",
+            );
         }
         let mut members: Vec<Member> = Vec::new();
         for d in &dg.devices {
             let construct = format!("DEVICE {}", d.name);
-            let state = self.dev_index.get(d.name.as_str()).map(|&i| self.devs[i].state.clone());
+            let state = self
+                .dev_index
+                .get(d.name.as_str())
+                .map(|&i| self.devs[i].state.clone());
             match state {
                 None => self.push(
                     d.pos,
@@ -102,7 +110,10 @@ impl<'a> Converter<'a> {
                 Some(a) => {
                     let v = ulong(a)?;
                     if v > 65535 {
-                        return Err(bad_value(a, "target port group identifiers are 16-bit (SPC-4 6.37)"));
+                        return Err(bad_value(
+                            a,
+                            "target port group identifiers are 16-bit (SPC-4 6.37)",
+                        ));
                     }
                     v
                 }
@@ -117,7 +128,10 @@ impl<'a> Converter<'a> {
                 })?,
                 None => 0,
             };
-            let preferred = find(&attrs, "preferred").map(boolean).transpose()?.unwrap_or(false);
+            let preferred = find(&attrs, "preferred")
+                .map(boolean)
+                .transpose()?
+                .unwrap_or(false);
             if let Some((other, _)) = ids.get(&id) {
                 return Err(Error::new(
                     tg.pos,
@@ -135,6 +149,31 @@ impl<'a> Converter<'a> {
             } else {
                 tg.name.clone()
             };
+            if let Err(e) = check_alias(&lio_name) {
+                let why = format!(
+                    "LIO cannot name an ALUA group {lio_name:?}: configfs directory names exclude '/', NUL, \
+                     '.' and '..' ({e})"
+                );
+                self.push(
+                    tg.pos,
+                    Fidelity::Unsupported,
+                    format!("TARGET_GROUP {}", tg.name),
+                    why.clone(),
+                );
+                for a in attrs {
+                    self.attr(a, Fidelity::Unsupported, why.clone());
+                }
+                for m in &tg.targets {
+                    self.push(
+                        m.pos,
+                        Fidelity::Unsupported,
+                        format!("TARGET {}", m.name),
+                        why.clone(),
+                    );
+                    self.not_imported_attrs(&m.attributes, &why);
+                }
+                continue;
+            }
             if id == 0 {
                 group_zero = Some((tg, state, preferred));
             }
@@ -147,7 +186,12 @@ impl<'a> Converter<'a> {
                     preferred: Some(u64::from(preferred)),
                     ..AluaTpg::default()
                 };
-                if let Some(c) = self.out.storage_objects.get_mut(m.so).and_then(StorageObject::common_mut) {
+                if let Some(c) = self
+                    .out
+                    .storage_objects
+                    .get_mut(m.so)
+                    .and_then(StorageObject::common_mut)
+                {
                     c.alua_tpgs.push(g);
                 }
             }
@@ -156,17 +200,36 @@ impl<'a> Converter<'a> {
                 members.len()
             );
             if id == 0 {
-                detail.push_str("; LIO's implicit group default_tg_pt_gp has id 0, so this group becomes it");
+                detail.push_str(
+                    "; LIO's implicit group default_tg_pt_gp has id 0, so this group becomes it",
+                );
             } else if lio_name != tg.name {
                 detail.push_str("; renamed because LIO reserves the name default_tg_pt_gp");
             }
-            self.push(tg.pos, Fidelity::Exact, format!("TARGET_GROUP {}", tg.name), detail);
+            self.push(
+                tg.pos,
+                Fidelity::Exact,
+                format!("TARGET_GROUP {}", tg.name),
+                detail,
+            );
             for a in attrs {
                 match a.name.as_str() {
-                    "group_id" => self.attr(a, Fidelity::Exact, format!("tg_pt_gp_id {id} (TARGET PORT GROUP, SPC-4 6.37)")),
+                    "group_id" => self.attr(
+                        a,
+                        Fidelity::Exact,
+                        format!("tg_pt_gp_id {id} (TARGET PORT GROUP, SPC-4 6.37)"),
+                    ),
                     "state" => self.attr(a, Fidelity::Exact, format!("alua_access_state {state}")),
-                    "preferred" => self.attr(a, Fidelity::Exact, format!("preferred {}", u64::from(preferred))),
-                    _ => self.attr(a, Fidelity::Unsupported, "target group setting without an LIO counterpart"),
+                    "preferred" => self.attr(
+                        a,
+                        Fidelity::Exact,
+                        format!("preferred {}", u64::from(preferred)),
+                    ),
+                    _ => self.attr(
+                        a,
+                        Fidelity::Unsupported,
+                        "target group setting without an LIO counterpart",
+                    ),
                 }
             }
             for m in &tg.targets {
@@ -223,7 +286,12 @@ impl<'a> Converter<'a> {
         match state {
             Some(TargetState::Iscsi { out, rel_tgt_id }) => {
                 let mut count = 0usize;
-                if let Some(tpg) = self.out.targets.get_mut(out).and_then(|t| t.tpgs.first_mut()) {
+                if let Some(tpg) = self
+                    .out
+                    .targets
+                    .get_mut(out)
+                    .and_then(|t| t.tpgs.first_mut())
+                {
                     for lun in &mut tpg.luns {
                         if !member_paths.contains(&lun.storage_object) {
                             continue;
@@ -249,12 +317,19 @@ impl<'a> Converter<'a> {
                 );
                 for a in attrs {
                     if a.name != "rel_tgt_id" {
-                        self.attr(a, Fidelity::Unsupported, "target group member setting without an LIO counterpart");
+                        self.attr(
+                            a,
+                            Fidelity::Unsupported,
+                            "target group member setting without an LIO counterpart",
+                        );
                         continue;
                     }
                     let v = ulong(a)?;
                     if !(1..=65535).contains(&v) {
-                        return Err(bad_value(a, "relative target port identifiers are 1-65535 (SPC-4 7.8.6.6)"));
+                        return Err(bad_value(
+                            a,
+                            "relative target port identifiers are 1-65535 (SPC-4 7.8.6.6)",
+                        ));
                     }
                     let mut detail = rel_tgt_id_detail(v);
                     if let Some((w, p)) = rel_tgt_id {
@@ -266,7 +341,12 @@ impl<'a> Converter<'a> {
                         }
                     }
                     self.attr(a, Fidelity::Approximate, detail);
-                    if let Some(tpg) = self.out.targets.get_mut(out).and_then(|t| t.tpgs.first_mut()) {
+                    if let Some(tpg) = self
+                        .out
+                        .targets
+                        .get_mut(out)
+                        .and_then(|t| t.tpgs.first_mut())
+                    {
                         tpg.tag = Some(v);
                     }
                     self.targets.insert(
@@ -290,9 +370,17 @@ impl<'a> Converter<'a> {
                 self.push(m.pos, Fidelity::Approximate, construct, why);
                 for a in attrs {
                     if a.name == "rel_tgt_id" {
-                        self.attr(a, Fidelity::Approximate, format!("{why}, so this identifier is not reported"));
+                        self.attr(
+                            a,
+                            Fidelity::Approximate,
+                            format!("{why}, so this identifier is not reported"),
+                        );
                     } else {
-                        self.attr(a, Fidelity::Unsupported, "target group member setting without an LIO counterpart");
+                        self.attr(
+                            a,
+                            Fidelity::Unsupported,
+                            "target group member setting without an LIO counterpart",
+                        );
                     }
                 }
             }

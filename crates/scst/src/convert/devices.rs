@@ -3,7 +3,10 @@
 use rustio_config::model::Settings;
 use rustio_config::validate::check_storage_object_name;
 use rustio_config::wwn::validate_unit_serial;
-use rustio_config::{BlockObject, Common, ConfigValue, FileioObject, Plugin, PscsiObject, RamdiskObject, StorageObject};
+use rustio_config::{
+    BlockObject, Common, ConfigValue, FileioObject, Plugin, PscsiObject, RamdiskObject,
+    StorageObject,
+};
 
 use super::{bad_value, boolean, ulong, Converter, Dev, DevState};
 use crate::ast::{self, Attribute};
@@ -55,11 +58,16 @@ fn handler_kind(name: &str) -> Result<Kind, &'static str> {
 
 fn is_hctl(s: &str) -> bool {
     let parts: Vec<&str> = s.split(':').collect();
-    parts.len() == 4 && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+    parts.len() == 4
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
 fn int(v: u64) -> ConfigValue {
-    i64::try_from(v).map(ConfigValue::Int).unwrap_or(ConfigValue::UInt(v))
+    i64::try_from(v)
+        .map(ConfigValue::Int)
+        .unwrap_or(ConfigValue::UInt(v))
 }
 
 fn find<'b>(attrs: &[&'b Attribute], name: &str) -> Option<&'b Attribute> {
@@ -67,7 +75,10 @@ fn find<'b>(attrs: &[&'b Attribute], name: &str) -> Option<&'b Attribute> {
 }
 
 fn flag(attrs: &[&Attribute], name: &str) -> Result<bool, Error> {
-    find(attrs, name).map(boolean).transpose().map(|v| v.unwrap_or(false))
+    find(attrs, name)
+        .map(boolean)
+        .transpose()
+        .map(|v| v.unwrap_or(false))
 }
 
 impl<'a> Converter<'a> {
@@ -93,8 +104,16 @@ impl<'a> Converter<'a> {
                         Fidelity::Unsupported,
                         "SCST tracing setting; LIO logs through the kernel's dynamic debug",
                     ),
-                    "type" | "mgmt" => self.attr(a, Fidelity::Ignored, "read-only SCST attribute; SCST ignores it too"),
-                    _ => self.attr(a, Fidelity::Unsupported, "handler setting without an LIO counterpart"),
+                    "type" | "mgmt" => self.attr(
+                        a,
+                        Fidelity::Ignored,
+                        "read-only SCST attribute; SCST ignores it too",
+                    ),
+                    _ => self.attr(
+                        a,
+                        Fidelity::Unsupported,
+                        "handler setting without an LIO counterpart",
+                    ),
                 }
             }
             for d in &h.devices {
@@ -102,7 +121,12 @@ impl<'a> Converter<'a> {
                     Ok(k) => self.device(&h.name, k, d)?,
                     Err(why) => {
                         let why = format!("HANDLER {} is not imported: {why}", h.name);
-                        self.push(d.pos, Fidelity::Unsupported, format!("DEVICE {}", d.name), why.clone());
+                        self.push(
+                            d.pos,
+                            Fidelity::Unsupported,
+                            format!("DEVICE {}", d.name),
+                            why.clone(),
+                        );
                         self.not_imported_attrs(&d.attributes, &why);
                         DevState::NotImported(why)
                     }
@@ -115,9 +139,18 @@ impl<'a> Converter<'a> {
     }
 
     /// Why a device cannot be imported, if it cannot.
-    fn device_blocker(&self, kind: Kind, d: &ast::Device, block_size: Option<u64>, path: Option<&str>) -> Option<String> {
+    fn device_blocker(
+        &self,
+        kind: Kind,
+        d: &ast::Device,
+        block_size: Option<u64>,
+        path: Option<&str>,
+    ) -> Option<String> {
         if kind == Kind::Passthrough && !is_hctl(&d.name) {
-            return Some(format!("pass-through device name {:?} is not an H:C:I:L address", d.name));
+            return Some(format!(
+                "pass-through device name {:?} is not an H:C:I:L address",
+                d.name
+            ));
         }
         if let Err(e) = check_storage_object_name(&d.name) {
             return Some(format!("LIO cannot use this name: {e}"));
@@ -131,6 +164,9 @@ impl<'a> Converter<'a> {
             }
         }
         if let Some(p) = path {
+            if p.chars().any(char::is_control) {
+                return Some(format!("the path {p:?} contains a control character"));
+            }
             if let Some(other) = self.used_paths.get(p) {
                 return Some(format!(
                     "{p} is already the backing store of DEVICE {other}; LIO (and rustio) refuse \
@@ -189,14 +225,26 @@ impl<'a> Converter<'a> {
                 let v = ulong(a)?;
                 let bs = block_size.unwrap_or(512);
                 if v == 0 || v % bs != 0 {
-                    return Err(bad_value(a, format!("must be a positive multiple of the block size {bs}")));
+                    return Err(bad_value(
+                        a,
+                        format!("must be a positive multiple of the block size {bs}"),
+                    ));
                 }
                 Some((v / bs, v))
             }
             _ => None,
         };
 
-        if let Some(why) = self.device_blocker(kind, d, block_size, filename.as_deref()) {
+        let mut blocker = self.device_blocker(kind, d, block_size, filename.as_deref());
+        if let Some((rounded, _)) = nullio_size {
+            // rd_mcp counts pages in 32 bits (rd_page_count).
+            if rounded / PAGE > u64::from(u32::MAX) {
+                blocker = Some(format!(
+                    "LIO RAM disks hold at most 2^32 pages of 4096 bytes; {rounded} bytes do not fit"
+                ));
+            }
+        }
+        if let Some(why) = blocker {
             self.push(d.pos, Fidelity::Unsupported, construct, why.clone());
             let not = format!("DEVICE {} is not imported", d.name);
             self.not_imported_attrs(&d.attributes, &not);
@@ -244,7 +292,11 @@ impl<'a> Converter<'a> {
                     dev: path,
                     size: None,
                     write_back: Some(write_back),
-                    aio: if flag(&attrs, "async")? { Some(true) } else { None },
+                    aio: if flag(&attrs, "async")? {
+                        Some(true)
+                    } else {
+                        None
+                    },
                     extra: Default::default(),
                 })
             }
@@ -273,7 +325,10 @@ impl<'a> Converter<'a> {
                 })
             }
             Kind::Passthrough => {
-                detail = format!("pscsi storage object passing commands through to SCSI device {}", d.name);
+                detail = format!(
+                    "pscsi storage object passing commands through to SCSI device {}",
+                    d.name
+                );
                 StorageObject::Pscsi(PscsiObject {
                     common,
                     dev: d.name.clone(),
@@ -322,17 +377,31 @@ impl<'a> Converter<'a> {
         }
 
         // One finding per attribute.
-        let in_dg = self.dg_of_device.get(d.name.as_str()).map(|dg| dg.name.clone());
+        let in_dg = self
+            .dg_of_device
+            .get(d.name.as_str())
+            .map(|dg| dg.name.clone());
         for a in attrs {
-            self.device_attr(kind, handler, a, &mut attributes, DevFlags {
-                nv_cache,
-                block_size: block_size.unwrap_or(512),
-                opt_sectors,
-                nullio_size,
-                in_dg: in_dg.clone(),
-            })?;
+            self.device_attr(
+                kind,
+                handler,
+                a,
+                &mut attributes,
+                DevFlags {
+                    nv_cache,
+                    block_size: block_size.unwrap_or(512),
+                    opt_sectors,
+                    nullio_size,
+                    in_dg: in_dg.clone(),
+                },
+            )?;
         }
-        if let Some(c) = self.out.storage_objects.get_mut(so_index).and_then(StorageObject::common_mut) {
+        if let Some(c) = self
+            .out
+            .storage_objects
+            .get_mut(so_index)
+            .and_then(StorageObject::common_mut)
+        {
             c.attributes = attributes;
         }
         Ok(DevState::Imported {
@@ -363,15 +432,23 @@ impl<'a> Converter<'a> {
         };
         if bytes == 0 {
             let a = size.or(size_mb);
-            return Err(a.map(|a| bad_value(a, "must be positive")).unwrap_or_else(|| {
-                Error::new(Default::default(), ErrorKind::Conflict("size must be positive".into()))
-            }));
+            return Err(a
+                .map(|a| bad_value(a, "must be positive"))
+                .unwrap_or_else(|| {
+                    Error::new(
+                        Default::default(),
+                        ErrorKind::Conflict("size must be positive".into()),
+                    )
+                }));
         }
         match bytes.div_ceil(PAGE).checked_mul(PAGE) {
             Some(rounded) => Ok((rounded, bytes)),
             None => Err(match size.or(size_mb) {
                 Some(a) => bad_value(a, "too large"),
-                None => Error::new(Default::default(), ErrorKind::Conflict("size too large".into())),
+                None => Error::new(
+                    Default::default(),
+                    ErrorKind::Conflict("size too large".into()),
+                ),
             }),
         }
     }
@@ -631,7 +708,7 @@ impl<'a> Converter<'a> {
                 Unsupported,
                 "LIO does not make the LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT configurable",
             ),
-            "pr_file_name" => self.attr(
+            "pr_file_name" | "pr_state" => self.attr(
                 a,
                 Unsupported,
                 "LIO keeps persistent reservations under its own dbroot; reservation state is not migrated",
@@ -659,4 +736,38 @@ struct DevFlags {
     opt_sectors: Option<(u64, u64)>,
     nullio_size: Option<(u64, u64)>,
     in_dg: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handler_kinds() {
+        assert_eq!(handler_kind("vdisk_fileio"), Ok(Kind::Fileio));
+        assert_eq!(handler_kind("vdisk_blockio"), Ok(Kind::Blockio));
+        assert_eq!(handler_kind("vdisk_nullio"), Ok(Kind::Nullio));
+        assert_eq!(handler_kind("dev_tape"), Ok(Kind::Passthrough));
+        assert!(handler_kind("vcdrom").is_err());
+        assert!(handler_kind("dev_disk_perf").is_err());
+        assert!(handler_kind("my_handler").is_err());
+        assert_eq!(Kind::Blockio.plugin(), Plugin::Block);
+        assert_eq!(Kind::Nullio.plugin(), Plugin::Ramdisk);
+    }
+
+    #[test]
+    fn hctl_names() {
+        assert!(is_hctl("1:0:0:0"));
+        assert!(is_hctl("10:2:33:4"));
+        assert!(!is_hctl("1:0:0"));
+        assert!(!is_hctl("1:0:0:x"));
+        assert!(!is_hctl("1::0:0"));
+    }
+
+    #[test]
+    fn nullio_default_size_is_two_and_a_half_tib() {
+        // VDISK_NULLIO_SIZE = 5 TiB / 2 (scst_vdisk.c), a whole number of 4 KiB pages.
+        assert_eq!(SCST_NULLIO_SIZE, 2_748_779_069_440);
+        assert_eq!(SCST_NULLIO_SIZE % PAGE, 0);
+    }
 }

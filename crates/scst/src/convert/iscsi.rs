@@ -2,10 +2,12 @@
 //! CHAP and login parameters.
 //!
 //! Access control. SCST gives an initiator the LUNs of the first initiator group with a
-//! matching `INITIATOR` name or pattern, else the target's default LUN set. LIO gives an
+//! matching `INITIATOR` name or pattern (case-insensitive; scstadmin creates a target's
+//! groups in name order, so "first" is the alphabetically first), else the target's
+//! default LUN set. LIO gives an
 //! initiator with a node ACL (exact name) its mapped LUNs; with `generate_node_acls=1`
 //! ("demo mode") every other initiator sees *all* TPG LUNs, write-protected per TPG. So:
-//! * exact `INITIATOR` names become node ACLs with the group's LUNs;
+//! * exact `INITIATOR` names become node ACLs with the LUNs of the group SCST serves them;
 //! * the set unlisted initiators see in SCST (the default LUNs, or the LUNs of a group
 //!   whose pattern is `*`) becomes the TPG LUN set with demo mode on, but only when that
 //!   grants nobody more than SCST did: not when an ACL needs a device outside that set
@@ -17,8 +19,11 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use rustio_config::model::Settings;
+use rustio_config::validate::check_chap_value;
 use rustio_config::wwn::validate_iscsi_name;
-use rustio_config::{Chap, ConfigValue, FabricModule, Lun, MappedLun, NodeAcl, Portal, Target, Tpg};
+use rustio_config::{
+    Chap, ConfigValue, FabricModule, Lun, MappedLun, NodeAcl, Portal, Target, Tpg,
+};
 
 use super::{bad_value, boolean, ulong, Converter, DevState, TargetState};
 use crate::ast::{self, Attribute};
@@ -26,7 +31,7 @@ use crate::error::{Error, Pos};
 use crate::report::Fidelity;
 use crate::values::{is_pattern, matches_everything, parse_account, wildcmp};
 
-/// The iSCSI well-known port (RFC 7143 13.5... IANA `iscsi-target`).
+/// The IANA-assigned `iscsi-target` port, where iSCSI-SCST listens by default.
 const ISCSI_PORT: u64 = 3260;
 
 /// LIO's limit for `default_cmdsn_depth` (`TA_DEFAULT_CMDSN_DEPTH_MAX`).
@@ -88,6 +93,8 @@ struct GroupInfo<'a> {
     exact: Vec<&'a ast::Initiator>,
     all: Vec<&'a ast::Initiator>,
     partial: Vec<&'a ast::Initiator>,
+    /// Whether the group has any IncomingUser, usable or not.
+    auth_required: bool,
     incoming: Option<Account>,
     outgoing: Option<Account>,
     /// Imported ACL names of this group.
@@ -98,6 +105,20 @@ fn account(a: &Attribute) -> Result<Account, Error> {
     let (user, secret) = parse_account(a.value_str())
         .ok_or_else(|| bad_value(a, "expected \"<user name> <secret>\""))?;
     Ok(Account { user, secret })
+}
+
+/// Why LIO cannot store an account (rtslib and the kernel reject control characters,
+/// values over 255 bytes and the word `NULL`).
+fn unusable(acc: &Account) -> Option<String> {
+    if let Err(e) = check_chap_value(&acc.user) {
+        return Some(format!("the user name is unusable in LIO: {e}"));
+    }
+    // Never echo a secret, not even in an error message.
+    check_chap_value(&acc.secret).err().map(|_| {
+        "the secret is unusable in LIO (it must be 1-255 bytes without control characters and not the \
+         word the kernel uses for unset)"
+            .to_owned()
+    })
 }
 
 fn chap(incoming: Option<&Account>, outgoing: Option<&Account>) -> Chap {
@@ -114,7 +135,9 @@ fn chap(incoming: Option<&Account>, outgoing: Option<&Account>) -> Chap {
 }
 
 fn int(v: u64) -> ConfigValue {
-    i64::try_from(v).map(ConfigValue::Int).unwrap_or(ConfigValue::UInt(v))
+    i64::try_from(v)
+        .map(ConfigValue::Int)
+        .unwrap_or(ConfigValue::UInt(v))
 }
 
 /// A portal from an `allowed_portal` value, when it is a plain address.
@@ -122,7 +145,10 @@ fn portal_address(v: &str) -> Option<String> {
     if let Ok(ip) = v.parse::<Ipv4Addr>() {
         return Some(ip.to_string());
     }
-    let inner = v.strip_prefix('[').and_then(|s| s.strip_suffix(']')).unwrap_or(v);
+    let inner = v
+        .strip_prefix('[')
+        .and_then(|s| s.strip_suffix(']'))
+        .unwrap_or(v);
     inner.parse::<Ipv6Addr>().ok().map(|ip| format!("[{ip}]"))
 }
 
@@ -138,30 +164,38 @@ enum ParamKind {
     Marker,
     /// Marker intervals.
     MarkInt,
-    /// Not an LIO parameter.
+    /// RDMAExtensions (RFC 7145 6.3): LIO negotiates it itself, on iSER portals only.
+    Rdma,
+    /// Not an LIO TPG parameter (the kernel's `param/` directory lacks it).
     NotInLio,
 }
 
 fn param_kind(name: &str) -> Option<ParamKind> {
     Some(match name {
         // RFC 7143 13.12, 13.13, 13.14: 512 to 2^24-1.
-        "MaxRecvDataSegmentLength" | "MaxXmitDataSegmentLength" | "MaxBurstLength" | "FirstBurstLength"
-        | "TargetRecvDataSegmentLength" | "InitiatorRecvDataSegmentLength" => ParamKind::Number(512, 16_777_215),
+        "MaxRecvDataSegmentLength"
+        | "MaxXmitDataSegmentLength"
+        | "MaxBurstLength"
+        | "FirstBurstLength" => ParamKind::Number(512, 16_777_215),
         // RFC 7143 13.17, 13.2: 1 to 65535.
         "MaxOutstandingR2T" | "MaxConnections" => ParamKind::Number(1, 65535),
         // RFC 7143 13.15, 13.16: 0 to 3600.
         "DefaultTime2Wait" | "DefaultTime2Retain" => ParamKind::Number(0, 3600),
         // RFC 7143 13.20: 0 to 2.
         "ErrorRecoveryLevel" => ParamKind::Number(0, 2),
-        "InitialR2T" | "ImmediateData" | "DataPDUInOrder" | "DataSequenceInOrder" | "RDMAExtensions" => {
+        "InitialR2T" | "ImmediateData" | "DataPDUInOrder" | "DataSequenceInOrder" => {
             ParamKind::Boolean
         }
+        "RDMAExtensions" => ParamKind::Rdma,
         "HeaderDigest" | "DataDigest" => ParamKind::Digest,
         "OFMarker" | "IFMarker" => ParamKind::Marker,
         "OFMarkInt" | "IFMarkInt" => ParamKind::MarkInt,
-        "MaxAHSLength" | "TaggedBufferForSolicitedDataOnly" | "iSERHelloRequired" | "MaxOutstandingUnexpectedPDUs" => {
-            ParamKind::NotInLio
-        }
+        "TargetRecvDataSegmentLength"
+        | "InitiatorRecvDataSegmentLength"
+        | "MaxAHSLength"
+        | "TaggedBufferForSolicitedDataOnly"
+        | "iSERHelloRequired"
+        | "MaxOutstandingUnexpectedPDUs" => ParamKind::NotInLio,
         _ => return None,
     })
 }
@@ -188,7 +222,12 @@ fn digest(a: &Attribute) -> Result<String, Error> {
 
 fn names(list: &[String]) -> String {
     const SHOWN: usize = 3;
-    let mut s = list.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(", ");
+    let mut s = list
+        .iter()
+        .take(SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
     if list.len() > SHOWN {
         s.push_str(&format!(" and {} more", list.len() - SHOWN));
     }
@@ -198,16 +237,44 @@ fn names(list: &[String]) -> String {
 /// Settings of a target that are applied once its ACLs are known.
 #[derive(Default)]
 struct Deferred<'b> {
+    /// Whether the target has any IncomingUser, usable or not.
+    auth_required: bool,
     incoming: Vec<(&'b Attribute, Account)>,
     outgoing: Vec<(&'b Attribute, Account)>,
     nopin: Vec<(&'b Attribute, &'static str, u64)>,
 }
 
 impl<'a> Converter<'a> {
+    /// Keeps the accounts LIO can store; reports the others. Returns whether any
+    /// account was given at all (CHAP stays required even when none is usable).
+    fn usable_accounts<'b>(
+        &mut self,
+        given: Vec<(&'b Attribute, Account)>,
+    ) -> (bool, Vec<(&'b Attribute, Account)>) {
+        let any = !given.is_empty();
+        let mut ok = Vec::new();
+        for (a, acc) in given {
+            match unusable(&acc) {
+                Some(why) => self.attr(
+                    a,
+                    Fidelity::Unsupported,
+                    format!("{why}; CHAP stays required, so logins with this account are refused"),
+                ),
+                None => ok.push((a, acc)),
+            }
+        }
+        (any, ok)
+    }
+
     pub(super) fn iscsi_driver(&mut self, d: &'a ast::TargetDriver) -> Result<(), Error> {
         let attrs = self.dedupe(
             &d.attributes,
-            &["IncomingUser", "OutgoingUser", "iSNSServer", "internal_portal"],
+            &[
+                "IncomingUser",
+                "OutgoingUser",
+                "iSNSServer",
+                "internal_portal",
+            ],
         )?;
         let mut enabled: Option<bool> = None;
         let mut incoming = Vec::new();
@@ -220,6 +287,8 @@ impl<'a> Converter<'a> {
                 _ => {}
             }
         }
+        let (discovery_auth, incoming) = self.usable_accounts(incoming);
+        let (_, outgoing) = self.usable_accounts(outgoing);
         let driver_enabled = enabled.unwrap_or(false);
         let mut detail = "LIO's iSCSI fabric (iscsi_target_mod)".to_owned();
         if enabled.is_none() {
@@ -234,7 +303,11 @@ impl<'a> Converter<'a> {
             match a.name.as_str() {
                 "enabled" => {
                     if driver_enabled {
-                        self.attr(a, Fidelity::Exact, "LIO's iSCSI fabric needs no global switch");
+                        self.attr(
+                            a,
+                            Fidelity::Exact,
+                            "LIO's iSCSI fabric needs no global switch",
+                        );
                     } else {
                         self.attr(
                             a,
@@ -249,7 +322,9 @@ impl<'a> Converter<'a> {
                     Fidelity::Unsupported,
                     "LIO has no in-kernel iSNS client (target-isns is a separate daemon)",
                 ),
-                "internal_portal" => self.attr(a, Fidelity::Unsupported, "LIO has no CHAP-exempt portals"),
+                "internal_portal" => {
+                    self.attr(a, Fidelity::Unsupported, "LIO has no CHAP-exempt portals")
+                }
                 "link_local" => self.attr(
                     a,
                     Fidelity::Unsupported,
@@ -260,14 +335,27 @@ impl<'a> Converter<'a> {
                     Fidelity::Unsupported,
                     "iSCSI-SCST tracing setting; LIO logs through the kernel's dynamic debug",
                 ),
-                "open_state" | "version" => {
-                    self.attr(a, Fidelity::Ignored, "read-only iSCSI-SCST attribute; SCST ignores it too")
-                }
-                _ => self.attr(a, Fidelity::Unsupported, "unknown iSCSI-SCST driver attribute"),
+                "open_state" | "version" => self.attr(
+                    a,
+                    Fidelity::Ignored,
+                    "read-only iSCSI-SCST attribute; SCST ignores it too",
+                ),
+                _ => self.attr(
+                    a,
+                    Fidelity::Unsupported,
+                    "unknown iSCSI-SCST driver attribute",
+                ),
             }
         }
 
         // Discovery (SendTargets) authentication.
+        if discovery_auth && incoming.is_empty() {
+            self.out.fabric_modules.push(FabricModule {
+                name: "iscsi".into(),
+                discovery_enable_auth: Some(true),
+                ..FabricModule::default()
+            });
+        }
         if let Some((first, acc)) = incoming.first() {
             let mut fm = FabricModule {
                 name: "iscsi".into(),
@@ -294,7 +382,11 @@ impl<'a> Converter<'a> {
                 self.attr(a, Fidelity::Exact, "discovery mutual CHAP account");
             }
             for (a, _) in outgoing.iter().skip(1) {
-                self.attr(a, Fidelity::Approximate, "only one mutual CHAP account can be used; the first is kept");
+                self.attr(
+                    a,
+                    Fidelity::Approximate,
+                    "only one mutual CHAP account can be used; the first is kept",
+                );
             }
             self.out.fabric_modules.push(fm);
         } else {
@@ -302,7 +394,7 @@ impl<'a> Converter<'a> {
                 self.attr(
                     a,
                     Fidelity::Ignored,
-                    "without IncomingUser no CHAP takes place, so there is no mutual CHAP either (in SCST as in LIO)",
+                    "without a usable IncomingUser no CHAP takes place, so there is no mutual CHAP either (in SCST as in LIO)",
                 );
             }
         }
@@ -325,7 +417,10 @@ impl<'a> Converter<'a> {
                 }
             }
             let construct = format!("LUN {} {}", l.number, l.device);
-            let state = self.dev_index.get(l.device.as_str()).map(|&i| (i, self.devs[i].state.clone()));
+            let state = self
+                .dev_index
+                .get(l.device.as_str())
+                .map(|&i| (i, self.devs[i].state.clone()));
             match state {
                 None => {
                     let why = format!(
@@ -344,11 +439,20 @@ impl<'a> Converter<'a> {
                         self.attr(a, Fidelity::Unsupported, why.clone());
                     }
                 }
-                Some((i, DevState::Imported { read_only, disk, .. })) => {
+                Some((
+                    i,
+                    DevState::Imported {
+                        read_only, disk, ..
+                    },
+                )) => {
                     for a in attrs {
                         if a.name == "read_only" {
                             if lun_ro {
-                                self.attr(a, Fidelity::Exact, "write-protected for every initiator that sees this LUN");
+                                self.attr(
+                                    a,
+                                    Fidelity::Exact,
+                                    "write-protected for every initiator that sees this LUN",
+                                );
                             } else if read_only {
                                 self.attr(
                                     a,
@@ -376,7 +480,10 @@ impl<'a> Converter<'a> {
     }
 
     fn dev_name(&self, dev: usize) -> &str {
-        self.devs.get(dev).map(|d| d.ast.name.as_str()).unwrap_or("")
+        self.devs
+            .get(dev)
+            .map(|d| d.ast.name.as_str())
+            .unwrap_or("")
     }
 
     fn dev_so_path(&self, dev: usize) -> String {
@@ -398,23 +505,33 @@ impl<'a> Converter<'a> {
                     (lower, Some(e))
                 } else {
                     let why = format!("the target is not imported: LIO rejects its name: {e}");
-                    self.targets.insert(t.name.as_str(), TargetState::NotImported(why.clone()));
+                    self.targets
+                        .insert(t.name.as_str(), TargetState::NotImported(why.clone()));
                     self.not_imported_target(t, &why);
                     return Ok(());
                 }
             }
         };
-        if self.out.targets.iter().any(|x| x.fabric == "iscsi" && x.wwn == wwn) {
+        if self
+            .out
+            .targets
+            .iter()
+            .any(|x| x.fabric == "iscsi" && x.wwn == wwn)
+        {
             let why = format!(
                 "the target is not imported: {wwn} is already imported from another TARGET (iSCSI names are \
                  case-insensitive)"
             );
-            self.targets.insert(t.name.as_str(), TargetState::NotImported(why.clone()));
+            self.targets
+                .insert(t.name.as_str(), TargetState::NotImported(why.clone()));
             self.not_imported_target(t, &why);
             return Ok(());
         }
 
-        let attrs = self.dedupe(&t.attributes, &["IncomingUser", "OutgoingUser", "allowed_portal"])?;
+        let attrs = self.dedupe(
+            &t.attributes,
+            &["IncomingUser", "OutgoingUser", "allowed_portal"],
+        )?;
         let mut tpg = Tpg::default();
         let mut tpg_attributes = Settings::new();
         let mut acl_attributes = Settings::new();
@@ -439,7 +556,9 @@ impl<'a> Converter<'a> {
                     enabled_given = true;
                     let d = match (enabled, driver_enabled) {
                         (true, true) => "TPG enable true".to_owned(),
-                        (true, false) => "TPG enable false: the iSCSI driver itself is not enabled".to_owned(),
+                        (true, false) => {
+                            "TPG enable false: the iSCSI driver itself is not enabled".to_owned()
+                        }
                         (false, _) => "TPG enable false".to_owned(),
                     };
                     self.attr(a, Fidelity::Exact, d);
@@ -447,7 +566,10 @@ impl<'a> Converter<'a> {
                 "rel_tgt_id" => {
                     let v = ulong(a)?;
                     if !(1..=65535).contains(&v) {
-                        return Err(bad_value(a, "relative target port identifiers are 1-65535 (SPC-4 7.8.6.6)"));
+                        return Err(bad_value(
+                            a,
+                            "relative target port identifiers are 1-65535 (SPC-4 7.8.6.6)",
+                        ));
                     }
                     rel_tgt_id = Some((v, a.pos));
                     self.attr(a, Fidelity::Approximate, rel_tgt_id_detail(v));
@@ -465,7 +587,11 @@ impl<'a> Converter<'a> {
                         );
                     } else if let Some(ip) = portal_address(v) {
                         if portals.iter().any(|p| p.ip_address == ip) {
-                            self.attr(a, Fidelity::Ignored, format!("the same portal {ip}:{ISCSI_PORT} as above"));
+                            self.attr(
+                                a,
+                                Fidelity::Ignored,
+                                format!("the same portal {ip}:{ISCSI_PORT} as above"),
+                            );
                         } else {
                             self.attr(a, Fidelity::Exact, format!("portal {ip}:{ISCSI_PORT}"));
                             portals.push(Portal {
@@ -475,11 +601,18 @@ impl<'a> Converter<'a> {
                             });
                         }
                     } else {
-                        self.attr(a, Fidelity::Unsupported, "not an IP address; no portal is created for it");
+                        self.attr(
+                            a,
+                            Fidelity::Unsupported,
+                            "not an IP address; no portal is created for it",
+                        );
                     }
                 }
                 "alias" => {
-                    parameters.insert("TargetAlias".into(), ConfigValue::Str(a.value_str().to_owned()));
+                    parameters.insert(
+                        "TargetAlias".into(),
+                        ConfigValue::Str(a.value_str().to_owned()),
+                    );
                     self.attr(a, Fidelity::Exact, "parameter TargetAlias (RFC 7143 13.6)");
                 }
                 "QueuedCommands" => {
@@ -505,9 +638,17 @@ impl<'a> Converter<'a> {
                 }
                 "NopInInterval" | "NopInTimeout" => {
                     let v = ulong(a)?;
-                    let lio = if name == "NopInInterval" { "nopin_timeout" } else { "nopin_response_timeout" };
+                    let lio = if name == "NopInInterval" {
+                        "nopin_timeout"
+                    } else {
+                        "nopin_response_timeout"
+                    };
                     if v == 0 && name == "NopInInterval" {
-                        self.attr(a, Fidelity::Unsupported, "LIO cannot switch NOP-In pings off");
+                        self.attr(
+                            a,
+                            Fidelity::Unsupported,
+                            "LIO cannot switch NOP-In pings off",
+                        );
                     } else {
                         let clamped = v.clamp(NOPIN_MIN, NOPIN_MAX);
                         acl_attributes.insert(lio.into(), int(clamped));
@@ -518,10 +659,18 @@ impl<'a> Converter<'a> {
                     if ulong(a)? == 0 {
                         self.attr(a, Fidelity::Exact, "no session limit, as in LIO");
                     } else {
-                        self.attr(a, Fidelity::Unsupported, "LIO has no per-target session limit");
+                        self.attr(
+                            a,
+                            Fidelity::Unsupported,
+                            "LIO has no per-target session limit",
+                        );
                     }
                 }
-                "RspTimeout" => self.attr(a, Fidelity::Unsupported, "LIO has no command response timeout"),
+                "RspTimeout" => self.attr(
+                    a,
+                    Fidelity::Unsupported,
+                    "LIO has no command response timeout",
+                ),
                 "redirect" => {
                     if a.value_str().is_empty() {
                         self.attr(a, Fidelity::Exact, "no redirection");
@@ -531,7 +680,11 @@ impl<'a> Converter<'a> {
                 }
                 "per_portal_acl" => {
                     if boolean(a)? {
-                        self.attr(a, Fidelity::Unsupported, "LIO has no per-portal access control");
+                        self.attr(
+                            a,
+                            Fidelity::Unsupported,
+                            "LIO has no per-portal access control",
+                        );
                     } else {
                         self.attr(a, Fidelity::Exact, "the default");
                     }
@@ -540,19 +693,31 @@ impl<'a> Converter<'a> {
                     if ulong(a)? == 0 {
                         self.attr(a, Fidelity::Exact, "off, as in LIO");
                     } else {
-                        self.attr(a, Fidelity::Unsupported, "LIO has no command-dropping test mode");
+                        self.attr(
+                            a,
+                            Fidelity::Unsupported,
+                            "LIO has no command-dropping test mode",
+                        );
                     }
                 }
                 "forward_src" | "forward_dst" | "forwarding" => {
                     if boolean(a)? {
-                        self.attr(a, Fidelity::Unsupported, "LIO has no command forwarding between cluster nodes");
+                        self.attr(
+                            a,
+                            Fidelity::Unsupported,
+                            "LIO has no command forwarding between cluster nodes",
+                        );
                     } else {
                         self.attr(a, Fidelity::Exact, "off, as in LIO");
                     }
                 }
                 "aen_disabled" => {
                     if boolean(a)? {
-                        self.attr(a, Fidelity::Exact, "events are reported as unit attentions, as LIO does");
+                        self.attr(
+                            a,
+                            Fidelity::Exact,
+                            "events are reported as unit attentions, as LIO does",
+                        );
                     } else {
                         self.attr(
                             a,
@@ -561,17 +726,42 @@ impl<'a> Converter<'a> {
                         );
                     }
                 }
-                "comment" => self.attr(a, Fidelity::Ignored, "free text; SCST does not use it either"),
-                "tid" => self.attr(a, Fidelity::Ignored, "read-only iSCSI-SCST attribute; SCST ignores it too"),
-                "addr_method" | "io_grouping_type" | "cpu_mask" => {
-                    self.attr(a, Fidelity::Unsupported, "SCST setting without an LIO counterpart")
-                }
-                _ => self.attr(a, Fidelity::Unsupported, "unknown iSCSI-SCST target attribute"),
+                "comment" => self.attr(
+                    a,
+                    Fidelity::Ignored,
+                    "free text; SCST does not use it either",
+                ),
+                "tid" => self.attr(
+                    a,
+                    Fidelity::Ignored,
+                    "read-only iSCSI-SCST attribute; SCST ignores it too",
+                ),
+                "addr_method" | "io_grouping_type" | "cpu_mask" => self.attr(
+                    a,
+                    Fidelity::Unsupported,
+                    "SCST setting without an LIO counterpart",
+                ),
+                _ => self.attr(
+                    a,
+                    Fidelity::Unsupported,
+                    "unknown iSCSI-SCST target attribute",
+                ),
             }
         }
         if let Some(p) = t.hw_target {
-            self.push(p, Fidelity::Ignored, "HW_TARGET", "has no meaning for iSCSI targets");
+            self.push(
+                p,
+                Fidelity::Ignored,
+                "HW_TARGET",
+                "has no meaning for iSCSI targets",
+            );
         }
+        let (auth_required, incoming) =
+            self.usable_accounts(std::mem::take(&mut deferred.incoming));
+        deferred.auth_required = auth_required;
+        deferred.incoming = incoming;
+        let (_, outgoing) = self.usable_accounts(std::mem::take(&mut deferred.outgoing));
+        deferred.outgoing = outgoing;
 
         // LUN sets and groups.
         let default_uses = self.lun_uses(&t.luns)?;
@@ -584,6 +774,7 @@ impl<'a> Converter<'a> {
                 exact: Vec::new(),
                 all: Vec::new(),
                 partial: Vec::new(),
+                auth_required: false,
                 incoming: None,
                 outgoing: None,
                 acls: Vec::new(),
@@ -614,10 +805,12 @@ impl<'a> Converter<'a> {
         let live = |gi: usize| first_all.is_none_or(|m| rank[gi] <= rank[m]);
         let group_asts: Vec<&'a ast::Group> = groups.iter().map(|g| g.g).collect();
         let effective = |name: &str| -> Option<usize> {
-            order
-                .iter()
-                .copied()
-                .find(|&gi| group_asts[gi].initiators.iter().any(|i| wildcmp(&i.name, name)))
+            order.iter().copied().find(|&gi| {
+                group_asts[gi]
+                    .initiators
+                    .iter()
+                    .any(|i| wildcmp(&i.name, name))
+            })
         };
 
         // What an initiator without a matching exact entry sees in SCST.
@@ -646,18 +839,36 @@ impl<'a> Converter<'a> {
                         if ulong(a)? == 0 {
                             self.attr(a, Fidelity::Exact, "off, as in LIO");
                         } else {
-                            self.attr(a, Fidelity::Unsupported, "LIO has no command-dropping test mode");
+                            self.attr(
+                                a,
+                                Fidelity::Unsupported,
+                                "LIO has no command-dropping test mode",
+                            );
                         }
                     }
-                    "addr_method" | "io_grouping_type" | "cpu_mask" | "per_sess_dedicated_tgt_threads" => {
-                        self.attr(a, Fidelity::Unsupported, "SCST setting without an LIO counterpart")
-                    }
-                    _ => self.attr(a, Fidelity::Unsupported, "unknown initiator group attribute"),
+                    "addr_method"
+                    | "io_grouping_type"
+                    | "cpu_mask"
+                    | "per_sess_dedicated_tgt_threads" => self.attr(
+                        a,
+                        Fidelity::Unsupported,
+                        "SCST setting without an LIO counterpart",
+                    ),
+                    _ => self.attr(
+                        a,
+                        Fidelity::Unsupported,
+                        "unknown initiator group attribute",
+                    ),
                 }
             }
+            let (g_auth, gin) = self.usable_accounts(gin);
+            let (_, gout) = self.usable_accounts(gout);
             for (k, (a, acc)) in gin.iter().enumerate() {
                 let detail = if k > 0 {
-                    format!("LIO holds one CHAP account per ACL; logins as {:?} are refused", acc.user)
+                    format!(
+                        "LIO holds one CHAP account per ACL; logins as {:?} are refused",
+                        acc.user
+                    )
                 } else {
                     "iSCSI-SCST has no per-group IncomingUser (it is a target attribute); imported as the CHAP \
                      account, with ACL attribute authentication 1, of the node ACLs this group serves"
@@ -667,7 +878,7 @@ impl<'a> Converter<'a> {
             }
             for (k, (a, _)) in gout.iter().enumerate() {
                 let detail = if gin.is_empty() && target_in.is_none() {
-                    "without IncomingUser no CHAP takes place, so there is no mutual CHAP either"
+                    "without a usable IncomingUser no CHAP takes place, so there is no mutual CHAP either"
                 } else if k > 0 {
                     "only one mutual CHAP account can be used; the first is kept"
                 } else {
@@ -676,6 +887,7 @@ impl<'a> Converter<'a> {
                 };
                 self.attr(a, Fidelity::Approximate, detail);
             }
+            gi.auth_required = g_auth;
             gi.incoming = gin.into_iter().next().map(|(_, acc)| acc);
             gi.outgoing = gout.into_iter().next().map(|(_, acc)| acc);
         }
@@ -795,8 +1007,15 @@ impl<'a> Converter<'a> {
             }
         } else {
             let mut used: BTreeSet<u64> = BTreeSet::new();
-            let defaults = if first_all.is_none() { default_uses.as_slice() } else { &[] };
-            let served: Vec<&Use> = plans.iter().flat_map(|p| groups[p.eff].uses.iter()).collect();
+            let defaults = if first_all.is_none() {
+                default_uses.as_slice()
+            } else {
+                &[]
+            };
+            let served: Vec<&Use> = plans
+                .iter()
+                .flat_map(|p| groups[p.eff].uses.iter())
+                .collect();
             for u in defaults.iter().chain(served) {
                 if dev_tpg.contains_key(&u.dev) {
                     continue;
@@ -836,11 +1055,18 @@ impl<'a> Converter<'a> {
                     ..MappedLun::default()
                 });
             }
-            if g.incoming.is_some() {
-                acl.auth = chap(g.incoming.as_ref(), g.outgoing.as_ref().or(target_out.as_ref()));
-                acl.attributes.insert("authentication".into(), ConfigValue::Int(1));
+            if g.auth_required {
+                acl.auth = chap(
+                    g.incoming.as_ref(),
+                    g.outgoing.as_ref().or(target_out.as_ref()),
+                );
+                acl.attributes
+                    .insert("authentication".into(), ConfigValue::Int(1));
             } else if target_in.is_some() {
-                acl.auth = chap(target_in.as_ref(), g.outgoing.as_ref().or(target_out.as_ref()));
+                acl.auth = chap(
+                    target_in.as_ref(),
+                    g.outgoing.as_ref().or(target_out.as_ref()),
+                );
             }
             acls.push(acl);
             let lun_word = if g.uses.len() == 1 { "LUN" } else { "LUNs" };
@@ -851,13 +1077,12 @@ impl<'a> Converter<'a> {
                 g.g.name
             );
             if plan.eff != plan.listed {
-                let by = g
-                    .g
-                    .initiators
-                    .iter()
-                    .find(|i| wildcmp(&i.name, &plan.entry.name))
-                    .map(|i| format!("INITIATOR {} (line {})", i.name, i.pos.line))
-                    .unwrap_or_default();
+                let by =
+                    g.g.initiators
+                        .iter()
+                        .find(|i| wildcmp(&i.name, &plan.entry.name))
+                        .map(|i| format!("INITIATOR {} (line {})", i.name, i.pos.line))
+                        .unwrap_or_default();
                 detail.push_str(&format!(
                     ": it also matches {by} and scstadmin creates GROUP {} before GROUP {} (groups are created in \
                      name order), so SCST serves it that group",
@@ -871,7 +1096,12 @@ impl<'a> Converter<'a> {
                 }
                 None => Fidelity::Exact,
             };
-            self.push(plan.entry.pos, fidelity, format!("INITIATOR {}", plan.entry.name), detail);
+            self.push(
+                plan.entry.pos,
+                fidelity,
+                format!("INITIATOR {}", plan.entry.name),
+                detail,
+            );
             for a in &plan.entry.attributes {
                 self.attr(a, Fidelity::Unsupported, "unknown initiator attribute");
             }
@@ -887,7 +1117,9 @@ impl<'a> Converter<'a> {
             for (k, i) in g.all.iter().enumerate() {
                 let construct = format!("INITIATOR {}", i.name);
                 if Some(gi) != first_all || k > 0 {
-                    let m = first_all.map(|m| groups[m].g.name.clone()).unwrap_or_default();
+                    let m = first_all
+                        .map(|m| groups[m].g.name.clone())
+                        .unwrap_or_default();
                     self.push(
                         i.pos,
                         Fidelity::Ignored,
@@ -918,7 +1150,10 @@ impl<'a> Converter<'a> {
                 let construct = format!("INITIATOR {}", i.name);
                 let is_blocker = !f_uses.is_empty() && !grants_no_more(&f_uses, &g.uses, demo_wp);
                 let (fidelity, detail) = if Some(gi) == first_all {
-                    (Fidelity::Ignored, "redundant: this group also matches every initiator".to_owned())
+                    (
+                        Fidelity::Ignored,
+                        "redundant: this group also matches every initiator".to_owned(),
+                    )
                 } else if !live(gi) {
                     (
                         Fidelity::Ignored,
@@ -927,7 +1162,9 @@ impl<'a> Converter<'a> {
                 } else if demo && same_set(&f_uses, &g.uses) {
                     (
                         Fidelity::Exact,
-                        format!("demo mode gives matching initiators the same LUNs as {fallback_name}"),
+                        format!(
+                            "demo mode gives matching initiators the same LUNs as {fallback_name}"
+                        ),
                     )
                 } else if demo && !is_blocker {
                     (
@@ -966,7 +1203,14 @@ impl<'a> Converter<'a> {
         for u in &default_uses {
             let construct = format!("LUN {} {}", u.number, self.dev_name(u.dev));
             match first_all {
-                None => self.fallback_lun_finding(u, &construct, demo, demo_wp, &blocked, "the default LUN set"),
+                None => self.fallback_lun_finding(
+                    u,
+                    &construct,
+                    demo,
+                    demo_wp,
+                    &blocked,
+                    "the default LUN set",
+                ),
                 Some(m) => {
                     let detail = format!(
                         "every initiator matches INITIATOR * of GROUP {}, so SCST never used the default LUN set",
@@ -997,7 +1241,14 @@ impl<'a> Converter<'a> {
                         ),
                     );
                     if is_fallback {
-                        self.fallback_lun_finding(u, &construct, demo, demo_wp, &blocked, "this group");
+                        self.fallback_lun_finding(
+                            u,
+                            &construct,
+                            demo,
+                            demo_wp,
+                            &blocked,
+                            "this group",
+                        );
                     }
                 } else if is_fallback {
                     self.fallback_lun_finding(u, &construct, demo, demo_wp, &blocked, "this group");
@@ -1047,7 +1298,7 @@ impl<'a> Converter<'a> {
         let acl_count = acls.len();
         let with_target_creds = acls
             .iter()
-            .filter(|a| a.attributes.get("authentication").is_none() && !a.auth.is_empty())
+            .filter(|a| !a.attributes.contains_key("authentication") && !a.auth.is_empty())
             .count();
         for (k, (a, acc)) in deferred.incoming.iter().enumerate() {
             if k == 0 {
@@ -1063,12 +1314,19 @@ impl<'a> Converter<'a> {
                 } else {
                     format!("set on {}", users.join(" and "))
                 };
-                self.attr(a, Fidelity::Exact, format!("CHAP required (TPG attribute authentication 1); {users}"));
+                self.attr(
+                    a,
+                    Fidelity::Exact,
+                    format!("CHAP required (TPG attribute authentication 1); {users}"),
+                );
             } else {
                 self.attr(
                     a,
                     Fidelity::Approximate,
-                    format!("LIO holds one CHAP account per ACL and TPG; logins as {:?} are refused", acc.user),
+                    format!(
+                        "LIO holds one CHAP account per ACL and TPG; logins as {:?} are refused",
+                        acc.user
+                    ),
                 );
             }
         }
@@ -1077,12 +1335,20 @@ impl<'a> Converter<'a> {
                 self.attr(
                     a,
                     Fidelity::Ignored,
-                    "without IncomingUser no CHAP takes place, so there is no mutual CHAP either (in SCST as in LIO)",
+                    "without a usable IncomingUser no CHAP takes place, so there is no mutual CHAP either (in SCST as in LIO)",
                 );
             } else if k == 0 {
-                self.attr(a, Fidelity::Exact, "mutual CHAP account (chap_mutual_userid/chap_mutual_password)");
+                self.attr(
+                    a,
+                    Fidelity::Exact,
+                    "mutual CHAP account (chap_mutual_userid/chap_mutual_password)",
+                );
             } else {
-                self.attr(a, Fidelity::Approximate, "only one mutual CHAP account can be used; the first is kept");
+                self.attr(
+                    a,
+                    Fidelity::Approximate,
+                    "only one mutual CHAP account can be used; the first is kept",
+                );
             }
         }
         for (a, lio, v) in &deferred.nopin {
@@ -1101,11 +1367,20 @@ impl<'a> Converter<'a> {
         }
 
         // The TPG.
-        tpg_attributes.insert("authentication".into(), ConfigValue::Int(i64::from(target_in.is_some())));
-        tpg_attributes.insert("generate_node_acls".into(), ConfigValue::Int(i64::from(demo)));
+        tpg_attributes.insert(
+            "authentication".into(),
+            ConfigValue::Int(i64::from(deferred.auth_required)),
+        );
+        tpg_attributes.insert(
+            "generate_node_acls".into(),
+            ConfigValue::Int(i64::from(demo)),
+        );
         if demo {
             tpg_attributes.insert("cache_dynamic_acls".into(), ConfigValue::Int(1));
-            tpg_attributes.insert("demo_mode_write_protect".into(), ConfigValue::Int(i64::from(demo_wp)));
+            tpg_attributes.insert(
+                "demo_mode_write_protect".into(),
+                ConfigValue::Int(i64::from(demo_wp)),
+            );
             tpg.auth = chap(target_in.as_ref(), target_out.as_ref());
         }
         let default_portal = allowed_portals == 0;
@@ -1130,7 +1405,11 @@ impl<'a> Converter<'a> {
             .map(Portal::dir_name)
             .collect::<Vec<_>>()
             .join(", ");
-        let enable_note = if enabled_given { "" } else { " (no 'enabled 1': SCST's default is disabled)" };
+        let enable_note = if enabled_given {
+            ""
+        } else {
+            " (no 'enabled 1': SCST's default is disabled)"
+        };
         let mut detail = format!(
             "iSCSI target {wwn}, TPG tag {tag}, enable {tpg_enable}{enable_note}, {} LUN(s), {acl_count} node ACL(s), demo mode {}, portals: {}",
             tpg.luns.len(),
@@ -1144,7 +1423,11 @@ impl<'a> Converter<'a> {
         }
         self.push(
             t.pos,
-            if name_note.is_some() { Fidelity::Approximate } else { Fidelity::Exact },
+            if name_note.is_some() {
+                Fidelity::Approximate
+            } else {
+                Fidelity::Exact
+            },
             construct.clone(),
             detail,
         );
@@ -1164,11 +1447,20 @@ impl<'a> Converter<'a> {
             tpgs: vec![tpg],
             extra: Default::default(),
         });
-        self.targets.insert(t.name.as_str(), TargetState::Iscsi { out, rel_tgt_id });
+        self.targets
+            .insert(t.name.as_str(), TargetState::Iscsi { out, rel_tgt_id });
         Ok(())
     }
 
-    fn fallback_lun_finding(&mut self, u: &Use, construct: &str, demo: bool, demo_wp: bool, blocked: &str, set: &str) {
+    fn fallback_lun_finding(
+        &mut self,
+        u: &Use,
+        construct: &str,
+        demo: bool,
+        demo_wp: bool,
+        blocked: &str,
+        set: &str,
+    ) {
         if demo {
             if demo_ro(u, demo_wp) && !u.ro {
                 self.push(
@@ -1206,13 +1498,21 @@ impl<'a> Converter<'a> {
         }
     }
 
-    fn iscsi_param(&mut self, a: &Attribute, kind: ParamKind, parameters: &mut Settings) -> Result<(), Error> {
+    fn iscsi_param(
+        &mut self,
+        a: &Attribute,
+        kind: ParamKind,
+        parameters: &mut Settings,
+    ) -> Result<(), Error> {
         let name = a.name.as_str();
         match kind {
             ParamKind::Number(min, max) => {
                 let v = ulong(a)?;
                 if v < min {
-                    return Err(bad_value(a, format!("below the minimum {min} of RFC 7143 13; SCST rejects it")));
+                    return Err(bad_value(
+                        a,
+                        format!("below the minimum {min} of RFC 7143 13; SCST rejects it"),
+                    ));
                 }
                 if v <= max {
                     parameters.insert(name.to_owned(), ConfigValue::Str(v.to_string()));
@@ -1239,7 +1539,11 @@ impl<'a> Converter<'a> {
                 if yes_no(a)? == "No" {
                     self.attr(a, Fidelity::Exact, "no markers, as in LIO");
                 } else {
-                    self.attr(a, Fidelity::Unsupported, "LIO does not support markers (dropped by RFC 7143)");
+                    self.attr(
+                        a,
+                        Fidelity::Unsupported,
+                        "LIO does not support markers (dropped by RFC 7143)",
+                    );
                 }
             }
             ParamKind::MarkInt => {
@@ -1249,8 +1553,23 @@ impl<'a> Converter<'a> {
                     "markers are never used: iSCSI-SCST, like LIO, only supports OFMarker and IFMarker No",
                 );
             }
+            ParamKind::Rdma => {
+                if yes_no(a)? == "No" {
+                    self.attr(a, Fidelity::Exact, "no iSER on TCP portals, as in LIO");
+                } else {
+                    self.attr(
+                        a,
+                        Fidelity::Unsupported,
+                        "LIO negotiates iSER only on portals with iser enabled, which this importer does not create",
+                    );
+                }
+            }
             ParamKind::NotInLio => {
-                self.attr(a, Fidelity::Unsupported, "not an LIO iSCSI parameter");
+                self.attr(
+                    a,
+                    Fidelity::Unsupported,
+                    "not an LIO TPG parameter (iSER keys are negotiated by LIO itself)",
+                );
             }
         }
         Ok(())
@@ -1270,4 +1589,127 @@ pub(super) fn rel_tgt_id_detail(v: u64) -> String {
         "TPG tag {v}: the TPG is LIO's target port; LIO assigns the relative target port identifier (VPD page 0x83) \
          itself; {tpgt}"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn u(number: u32, dev: usize, ro: bool, disk: bool) -> Use {
+        Use {
+            number,
+            dev,
+            ro,
+            disk,
+            pos: Pos::default(),
+        }
+    }
+
+    #[test]
+    fn demo_mode_write_protects_disks_only() {
+        // core_tpg_add_node_to_devs: with demo_mode_write_protect only TYPE_DISK is RO.
+        assert!(demo_ro(&u(0, 0, false, true), true));
+        assert!(!demo_ro(&u(0, 0, false, false), true));
+        assert!(!demo_ro(&u(0, 0, true, true), false));
+    }
+
+    #[test]
+    fn grants_no_more_compares_number_device_and_write_access() {
+        let f = [u(0, 1, false, true)];
+        assert!(grants_no_more(
+            &f,
+            &[u(0, 1, false, true), u(1, 2, false, true)],
+            false
+        ));
+        // Different LUN number or device: more than the group had.
+        assert!(!grants_no_more(&f, &[u(1, 1, false, true)], false));
+        assert!(!grants_no_more(&f, &[u(0, 2, false, true)], false));
+        // The group had it read-only: writable demo mode grants more, protected does not.
+        assert!(!grants_no_more(&f, &[u(0, 1, true, true)], false));
+        assert!(grants_no_more(&f, &[u(0, 1, true, true)], true));
+        // ...unless the device is not a disk, which demo mode never protects.
+        let tape = [u(0, 1, false, false)];
+        assert!(!grants_no_more(&tape, &[u(0, 1, true, false)], true));
+        assert!(grants_no_more(&[], &[], false));
+        assert!(same_set(&[u(0, 1, true, true)], &[u(0, 1, true, false)]));
+        assert!(!same_set(&[u(0, 1, true, true)], &[u(0, 1, false, true)]));
+    }
+
+    fn attr(name: &str, value: &str) -> Attribute {
+        Attribute {
+            name: name.into(),
+            value: Some(value.into()),
+            pos: Pos::new(1, 1),
+            value_pos: Some(Pos::new(1, 5)),
+        }
+    }
+
+    #[test]
+    fn login_key_values() {
+        // RFC 7143 13.1 digest lists; SCST parses them case-insensitively.
+        assert_eq!(
+            digest(&attr("HeaderDigest", "crc32c,NONE")).unwrap(),
+            "CRC32C,None"
+        );
+        assert_eq!(digest(&attr("HeaderDigest", "None")).unwrap(), "None");
+        assert!(digest(&attr("HeaderDigest", "MD5")).is_err());
+        assert!(digest(&attr("HeaderDigest", "")).is_err());
+        assert_eq!(yes_no(&attr("InitialR2T", "no")).unwrap(), "No");
+        assert_eq!(yes_no(&attr("InitialR2T", "YES")).unwrap(), "Yes");
+        assert!(yes_no(&attr("InitialR2T", "1")).is_err());
+        assert!(matches!(
+            param_kind("MaxRecvDataSegmentLength"),
+            Some(ParamKind::Number(512, 16_777_215))
+        ));
+        assert!(matches!(
+            param_kind("MaxOutstandingR2T"),
+            Some(ParamKind::Number(1, 65535))
+        ));
+        assert!(matches!(
+            param_kind("ErrorRecoveryLevel"),
+            Some(ParamKind::Number(0, 2))
+        ));
+        assert!(param_kind("QueuedCommands").is_none());
+    }
+
+    #[test]
+    fn portal_addresses() {
+        assert_eq!(portal_address("10.0.0.1").as_deref(), Some("10.0.0.1"));
+        assert_eq!(portal_address("fd00::1").as_deref(), Some("[fd00::1]"));
+        assert_eq!(portal_address("[FD00:0::1]").as_deref(), Some("[fd00::1]"));
+        assert_eq!(portal_address("10.0.0.*"), None);
+        assert_eq!(portal_address("10.0.0.1:3260"), None);
+        assert_eq!(portal_address("host.example.com"), None);
+    }
+
+    #[test]
+    fn accounts_lio_cannot_store() {
+        let ok = Account {
+            user: "joe".into(),
+            secret: "12charsecret".into(),
+        };
+        assert_eq!(unusable(&ok), None);
+        let null_user = Account {
+            user: "NULL".into(),
+            secret: "12charsecret".into(),
+        };
+        assert!(unusable(&null_user).unwrap().contains("user name"));
+        let ctl = Account {
+            user: "joe".into(),
+            secret: "a\u{1}b".into(),
+        };
+        let why = unusable(&ctl).unwrap();
+        assert!(why.contains("secret") && !why.contains("a\u{1}b"), "{why}");
+        let c = chap(Some(&ok), Some(&null_user));
+        assert_eq!(c.chap_userid.as_deref(), Some("joe"));
+        assert_eq!(c.chap_mutual_userid.as_deref(), Some("NULL"));
+        // Mutual CHAP needs one-way CHAP (RFC 7143 12.1.3).
+        assert!(chap(None, Some(&ok)).is_empty());
+    }
+
+    #[test]
+    fn rel_tgt_id_detail_mentions_the_tag_change() {
+        assert!(rel_tgt_id_detail(1).contains("stays 1"));
+        assert!(rel_tgt_id_detail(7).contains("TargetPortalGroupTag 7"));
+    }
 }

@@ -110,7 +110,13 @@ pub fn convert(ast: &ast::Config) -> Result<Import, Error> {
 }
 
 impl<'a> Converter<'a> {
-    fn push(&mut self, pos: Pos, fidelity: Fidelity, construct: impl Into<String>, detail: impl Into<String>) {
+    fn push(
+        &mut self,
+        pos: Pos,
+        fidelity: Fidelity,
+        construct: impl Into<String>,
+        detail: impl Into<String>,
+    ) {
         self.report.push(pos, fidelity, construct, detail);
     }
 
@@ -122,7 +128,11 @@ impl<'a> Converter<'a> {
 
     /// Drops repeated identical attribute lines (scstadmin merges them into one hash key)
     /// and rejects single-valued attributes given twice with different values.
-    fn dedupe<'b>(&mut self, attrs: &'b [Attribute], multi: &[&str]) -> Result<Vec<&'b Attribute>, Error> {
+    fn dedupe<'b>(
+        &mut self,
+        attrs: &'b [Attribute],
+        multi: &[&str],
+    ) -> Result<Vec<&'b Attribute>, Error> {
         let mut out: Vec<&'b Attribute> = Vec::new();
         let mut first: HashMap<(&str, Option<&str>), Pos> = HashMap::new();
         let mut by_name: HashMap<&str, &'b Attribute> = HashMap::new();
@@ -159,9 +169,14 @@ impl<'a> Converter<'a> {
             match a.name.as_str() {
                 "setup_id" => {
                     let v = ulong(a)?;
-                    let v = u32::try_from(v).map_err(|_| bad_value(a, "setup_id is a 32-bit number"))?;
+                    let v = u32::try_from(v)
+                        .map_err(|_| bad_value(a, "setup_id is a 32-bit number"))?;
                     if v == 0 {
-                        self.attr(a, Fidelity::Exact, "the default; no LIO counterpart is needed");
+                        self.attr(
+                            a,
+                            Fidelity::Exact,
+                            "the default; no LIO counterpart is needed",
+                        );
                     } else {
                         self.setup_id = Some((v, a.pos));
                         self.attr(
@@ -177,15 +192,29 @@ impl<'a> Converter<'a> {
                     Fidelity::Unsupported,
                     "SCST tracing setting; LIO logs through the kernel's dynamic debug",
                 ),
-                "threads" | "max_tasklet_cmd" | "poll_us" | "measure_latency" | "force_global_sgv_pool"
-                | "suspend" | "async_lun_replace" | "forcibly_close_sessions" | "auto_cm_assignment" => self.attr(
+                "threads"
+                | "max_tasklet_cmd"
+                | "poll_us"
+                | "measure_latency"
+                | "force_global_sgv_pool"
+                | "suspend"
+                | "async_lun_replace"
+                | "forcibly_close_sessions"
+                | "auto_cm_assignment" => self.attr(
                     a,
                     Fidelity::Unsupported,
                     "SCST core tuning without an LIO counterpart",
                 ),
-                "version" | "last_sysfs_mgmt_res" => {
-                    self.attr(a, Fidelity::Ignored, "read-only SCST attribute; SCST ignores it too")
-                }
+                "cluster_name" => self.attr(
+                    a,
+                    Fidelity::Unsupported,
+                    "SCST cluster (DLM) persistent reservations have no LIO counterpart",
+                ),
+                "version" | "last_sysfs_mgmt_res" => self.attr(
+                    a,
+                    Fidelity::Ignored,
+                    "read-only SCST attribute; SCST ignores it too",
+                ),
                 _ => self.attr(a, Fidelity::Unsupported, "unknown global SCST attribute"),
             }
         }
@@ -218,11 +247,17 @@ impl<'a> Converter<'a> {
                         }
                         _ => "unknown target driver",
                     };
-                    self.push(d.pos, Fidelity::Unsupported, format!("TARGET_DRIVER {other}"), why);
+                    self.push(
+                        d.pos,
+                        Fidelity::Unsupported,
+                        format!("TARGET_DRIVER {other}"),
+                        why,
+                    );
                     let why = format!("TARGET_DRIVER {other} is not imported: {why}");
                     self.not_imported_attrs(&d.attributes, &why);
                     for t in &d.targets {
-                        self.targets.insert(t.name.as_str(), TargetState::NotImported(why.clone()));
+                        self.targets
+                            .insert(t.name.as_str(), TargetState::NotImported(why.clone()));
                         self.not_imported_target(t, &why);
                     }
                 }
@@ -232,7 +267,12 @@ impl<'a> Converter<'a> {
     }
 
     fn not_imported_target(&mut self, t: &ast::Target, why: &str) {
-        self.push(t.pos, Fidelity::Unsupported, format!("TARGET {}", t.name), why.to_owned());
+        self.push(
+            t.pos,
+            Fidelity::Unsupported,
+            format!("TARGET {}", t.name),
+            why.to_owned(),
+        );
         if let Some(p) = t.hw_target {
             self.push(p, Fidelity::Unsupported, "HW_TARGET", why.to_owned());
         }
@@ -241,20 +281,35 @@ impl<'a> Converter<'a> {
             self.not_imported_lun(l, why);
         }
         for g in &t.groups {
-            self.push(g.pos, Fidelity::Unsupported, format!("GROUP {}", g.name), why.to_owned());
+            self.push(
+                g.pos,
+                Fidelity::Unsupported,
+                format!("GROUP {}", g.name),
+                why.to_owned(),
+            );
             self.not_imported_attrs(&g.attributes, why);
             for l in &g.luns {
                 self.not_imported_lun(l, why);
             }
             for i in &g.initiators {
-                self.push(i.pos, Fidelity::Unsupported, format!("INITIATOR {}", i.name), why.to_owned());
+                self.push(
+                    i.pos,
+                    Fidelity::Unsupported,
+                    format!("INITIATOR {}", i.name),
+                    why.to_owned(),
+                );
                 self.not_imported_attrs(&i.attributes, why);
             }
         }
     }
 
     fn not_imported_lun(&mut self, l: &ast::Lun, why: &str) {
-        self.push(l.pos, Fidelity::Unsupported, format!("LUN {} {}", l.number, l.device), why.to_owned());
+        self.push(
+            l.pos,
+            Fidelity::Unsupported,
+            format!("LUN {} {}", l.number, l.device),
+            why.to_owned(),
+        );
         self.not_imported_attrs(&l.attributes, why);
     }
 
@@ -264,34 +319,68 @@ impl<'a> Converter<'a> {
                    (attribute emulate_3pc, on by default); no copy manager target is needed";
         self.push(d.pos, Fidelity::Exact, "TARGET_DRIVER copy_manager", why);
         for a in &d.attributes {
-            self.attr(a, Fidelity::Unsupported, "copy manager setting without an LIO counterpart");
+            self.attr(
+                a,
+                Fidelity::Unsupported,
+                "copy manager setting without an LIO counterpart",
+            );
         }
         for t in &d.targets {
-            self.targets
-                .insert(t.name.as_str(), TargetState::NotImported(
-                "SCST's copy manager target is not imported: LIO needs none".into(),
-            ));
+            self.targets.insert(
+                t.name.as_str(),
+                TargetState::NotImported(
+                    "SCST's copy manager target is not imported: LIO needs none".into(),
+                ),
+            );
             self.push(t.pos, Fidelity::Exact, format!("TARGET {}", t.name), why);
             if let Some(p) = t.hw_target {
-                self.push(p, Fidelity::Ignored, "HW_TARGET", "marks SCST's built-in copy manager target");
+                self.push(
+                    p,
+                    Fidelity::Ignored,
+                    "HW_TARGET",
+                    "marks SCST's built-in copy manager target",
+                );
             }
             for a in &t.attributes {
-                self.attr(a, Fidelity::Unsupported, "copy manager setting without an LIO counterpart");
+                self.attr(
+                    a,
+                    Fidelity::Unsupported,
+                    "copy manager setting without an LIO counterpart",
+                );
             }
             for l in &t.luns {
-                self.push(l.pos, Fidelity::Exact, format!("LUN {} {}", l.number, l.device), why);
+                self.push(
+                    l.pos,
+                    Fidelity::Exact,
+                    format!("LUN {} {}", l.number, l.device),
+                    why,
+                );
                 for a in &l.attributes {
-                    self.attr(a, Fidelity::Ignored, "copy manager LUN setting; nothing to reproduce");
+                    self.attr(
+                        a,
+                        Fidelity::Ignored,
+                        "copy manager LUN setting; nothing to reproduce",
+                    );
                 }
             }
             for g in &t.groups {
-                self.push(g.pos, Fidelity::Unsupported, format!("GROUP {}", g.name), "copy manager access group");
+                self.push(
+                    g.pos,
+                    Fidelity::Unsupported,
+                    format!("GROUP {}", g.name),
+                    "copy manager access group",
+                );
                 self.not_imported_attrs(&g.attributes, "copy manager access group");
                 for l in &g.luns {
                     self.not_imported_lun(l, "copy manager access group");
                 }
                 for i in &g.initiators {
-                    self.push(i.pos, Fidelity::Unsupported, format!("INITIATOR {}", i.name), "copy manager access group");
+                    self.push(
+                        i.pos,
+                        Fidelity::Unsupported,
+                        format!("INITIATOR {}", i.name),
+                        "copy manager access group",
+                    );
                     self.not_imported_attrs(&i.attributes, "copy manager access group");
                 }
             }
@@ -308,7 +397,11 @@ impl<'a> Converter<'a> {
             );
             let attrs = self.dedupe(&alua.attributes, &[])?;
             for a in attrs {
-                self.attr(a, Fidelity::Unsupported, "global SCST ALUA setting without an LIO counterpart");
+                self.attr(
+                    a,
+                    Fidelity::Unsupported,
+                    "global SCST ALUA setting without an LIO counterpart",
+                );
             }
         }
         Ok(())
@@ -341,7 +434,9 @@ impl<'a> Converter<'a> {
 /// An attribute as written, with CHAP secrets masked.
 fn display_attr(a: &Attribute) -> String {
     match a.name.as_str() {
-        "IncomingUser" | "OutgoingUser" => format!("{} \"{}\"", a.name, mask_account(a.value_str())),
+        "IncomingUser" | "OutgoingUser" => {
+            format!("{} \"{}\"", a.name, mask_account(a.value_str()))
+        }
         _ => a.display(),
     }
 }

@@ -64,4 +64,3 @@ pub fn construct_positions(cfg: &ast::Config) -> BTreeSet<Pos> {
     }
     out
 }
-

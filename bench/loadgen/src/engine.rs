@@ -1,0 +1,597 @@
+//! The pipelined workload: a reader thread decodes responses and hands events to the
+//! issuing thread, which keeps `qd` commands in flight, answers R2Ts with Data-Out
+//! (RFC 7143 11.8 / 11.7) and target pings with NOP-Out, and honours the CmdSN window
+//! (RFC 7143 4.2.2.1).
+
+use std::io::{BufReader, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::conn::{read_pdu, sense_of, Conn, Error, Negotiated, Result};
+use crate::pdu::{self, DataOut, Incoming, ScsiCmd, BHS_LEN};
+use crate::stats::Histogram;
+
+/// Read/write mix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mix {
+    /// Reads only.
+    Read,
+    /// Writes only.
+    Write,
+    /// `read_pct` percent reads, the rest writes.
+    Mixed {
+        /// Percentage of reads (0..=100).
+        read_pct: u8,
+    },
+}
+
+/// A workload description.
+#[derive(Debug, Clone)]
+pub struct Workload {
+    /// Read/write mix.
+    pub mix: Mix,
+    /// Random offsets (aligned to `bs`) instead of sequential.
+    pub random: bool,
+    /// Bytes per command (a multiple of the block length).
+    pub bs: u32,
+    /// Commands kept in flight.
+    pub qd: usize,
+    /// How long to issue commands.
+    pub duration: Duration,
+    /// Stop after one sequential pass over the LUN (pre-fill).
+    pub one_pass: bool,
+    /// RNG seed.
+    pub seed: u64,
+}
+
+/// What a run measured.
+#[derive(Debug)]
+pub struct Outcome {
+    /// Completed reads.
+    pub reads: u64,
+    /// Completed writes.
+    pub writes: u64,
+    /// Bytes moved.
+    pub bytes: u64,
+    /// From the first command to the last completion.
+    pub elapsed: Duration,
+    /// Command latencies.
+    pub latency: Histogram,
+    /// R2Ts answered.
+    pub r2ts: u64,
+}
+
+enum Event {
+    /// A command finished.
+    Done {
+        itt: u32,
+        response: u8,
+        status: u8,
+        sense: Option<(u8, u8, u8)>,
+    },
+    R2t {
+        itt: u32,
+        ttt: u32,
+        offset: u32,
+        len: u32,
+    },
+    Ping {
+        lun: [u8; 8],
+        ttt: u32,
+    },
+    LoggedOut,
+    Fatal(String),
+}
+
+/// Sequence numbers the reader publishes for the issuer.
+#[derive(Debug)]
+struct Shared {
+    max_cmd_sn: AtomicU32,
+    exp_stat_sn: AtomicU32,
+}
+
+fn advance(a: &AtomicU32, v: u32) {
+    let cur = a.load(Ordering::Acquire);
+    if pdu::sn_lt(cur, v) {
+        a.store(v, Ordering::Release);
+    }
+}
+
+fn reader_loop(mut r: BufReader<TcpStream>, sh: Arc<Shared>, tx: Sender<Event>) {
+    let mut data = Vec::with_capacity(512 * 1024);
+    loop {
+        let b = match read_pdu(&mut r, &mut data) {
+            Ok(b) => b,
+            Err(e) => {
+                let _ = tx.send(Event::Fatal(format!("reading from the target: {e}")));
+                return;
+            }
+        };
+        let ev = match Incoming::decode(&b) {
+            Incoming::DataIn {
+                itt,
+                has_status,
+                status,
+                sns,
+                ..
+            } => {
+                advance(&sh.max_cmd_sn, sns.max_cmd_sn);
+                if !has_status {
+                    continue;
+                }
+                advance(&sh.exp_stat_sn, sns.stat_sn.wrapping_add(1));
+                Event::Done {
+                    itt,
+                    response: 0,
+                    status,
+                    sense: None,
+                }
+            }
+            Incoming::ScsiResp {
+                itt,
+                response,
+                status,
+                sns,
+            } => {
+                advance(&sh.max_cmd_sn, sns.max_cmd_sn);
+                advance(&sh.exp_stat_sn, sns.stat_sn.wrapping_add(1));
+                Event::Done {
+                    itt,
+                    response,
+                    status,
+                    sense: sense_of(&data),
+                }
+            }
+            Incoming::R2t {
+                itt,
+                ttt,
+                offset,
+                len,
+                sns,
+            } => {
+                advance(&sh.max_cmd_sn, sns.max_cmd_sn);
+                Event::R2t { itt, ttt, offset, len }
+            }
+            Incoming::NopIn { lun, ttt, sns, .. } => {
+                advance(&sh.max_cmd_sn, sns.max_cmd_sn);
+                if ttt == pdu::RESERVED_TAG {
+                    continue;
+                }
+                Event::Ping { lun, ttt }
+            }
+            Incoming::LogoutResp { .. } => {
+                let _ = tx.send(Event::LoggedOut);
+                return;
+            }
+            Incoming::Async { event, sns } => {
+                advance(&sh.max_cmd_sn, sns.max_cmd_sn);
+                if event == 0 {
+                    // A SCSI asynchronous event (sense data only).
+                    continue;
+                }
+                Event::Fatal(format!("target sent asynchronous event {event}"))
+            }
+            Incoming::Reject { reason, .. } => Event::Fatal(format!("target rejected a PDU (reason {reason:#04x})")),
+            other => Event::Fatal(format!("unexpected PDU {other:?}")),
+        };
+        let fatal = matches!(ev, Event::Fatal(_));
+        if tx.send(ev).is_err() || fatal {
+            return;
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Task {
+    itt: u32,
+    write: bool,
+    bytes: u32,
+    start: Instant,
+}
+
+/// xorshift64* (Vigna 2016): cheap, good enough for offsets.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// Seeded generator (0 is mapped to a fixed non-zero seed).
+    pub fn new(seed: u64) -> Rng {
+        Rng(if seed == 0 { 0x9e37_79b9_7f4a_7c15 } else { seed })
+    }
+
+    /// Next value.
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Uniform-ish value below `n` (`n` > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        ((u128::from(self.next()) * u128::from(n)) >> 64) as u64
+    }
+}
+
+/// The issuing side: slots, sequence numbers and the output buffer.
+struct Issuer<'a> {
+    stream: &'a mut TcpStream,
+    params: Negotiated,
+    lun: [u8; 8],
+    sh: &'a Shared,
+    cmd_sn: u32,
+    slots: Vec<Option<Task>>,
+    free: Vec<usize>,
+    gen: u32,
+    out: Vec<u8>,
+    payload: Vec<u8>,
+    wl: &'a Workload,
+    rng: Rng,
+    blocks_per_io: u64,
+    /// Number of `bs`-sized extents in the LUN.
+    extents: u64,
+    next_extent: u64,
+    pass_done: bool,
+    r2ts: u64,
+}
+
+const SLOT_BITS: u32 = 12;
+const SLOT_MASK: u32 = (1 << SLOT_BITS) - 1;
+
+impl Issuer<'_> {
+    fn window_open(&self) -> bool {
+        pdu::sn_le(self.cmd_sn, self.sh.max_cmd_sn.load(Ordering::Acquire))
+    }
+
+    fn push_pdu(&mut self, bhs: &[u8; BHS_LEN], from: usize, len: usize) {
+        self.out.extend_from_slice(bhs);
+        self.out.extend_from_slice(&self.payload[from..from + len]);
+        let pad = pdu::pad(len);
+        self.out.extend(std::iter::repeat_n(0u8, pad));
+    }
+
+    /// Data-Out PDUs for `[offset, offset + len)` of task `itt`, each at most the
+    /// target's MaxRecvDataSegmentLength, DataSN from 0, F on the last (RFC 7143 11.7).
+    fn push_data_out(&mut self, itt: u32, ttt: u32, offset: u32, len: u32) {
+        let exp = self.sh.exp_stat_sn.load(Ordering::Acquire);
+        let mut done = 0u32;
+        let mut sn = 0u32;
+        while done < len {
+            let n = (len - done).min(self.params.max_xmit);
+            let off = offset + done;
+            let bhs = DataOut {
+                final_: done + n == len,
+                dsl: n as usize,
+                lun: self.lun,
+                itt,
+                ttt,
+                exp_stat_sn: exp,
+                data_sn: sn,
+                offset: off,
+            }
+            .encode();
+            self.push_pdu(&bhs, off as usize, n as usize);
+            done += n;
+            sn = sn.wrapping_add(1);
+        }
+    }
+
+    fn next_extent(&mut self) -> Option<u64> {
+        if self.wl.random {
+            return Some(self.rng.below(self.extents));
+        }
+        if self.next_extent >= self.extents {
+            if self.wl.one_pass {
+                self.pass_done = true;
+                return None;
+            }
+            self.next_extent = 0;
+        }
+        let e = self.next_extent;
+        self.next_extent += 1;
+        Some(e)
+    }
+
+    /// Queues one command in `slot`; false when the sequential pass is over.
+    fn issue(&mut self, slot: usize) -> bool {
+        let Some(extent) = self.next_extent() else {
+            return false;
+        };
+        let write = match self.wl.mix {
+            Mix::Read => false,
+            Mix::Write => true,
+            Mix::Mixed { read_pct } => self.rng.below(100) >= u64::from(read_pct),
+        };
+        let lba = extent * self.blocks_per_io;
+        let bs = self.wl.bs;
+        self.gen = self.gen.wrapping_add(1) & (u32::MAX >> (SLOT_BITS + 1));
+        let itt = (self.gen << SLOT_BITS) | slot as u32;
+        let exp = self.sh.exp_stat_sn.load(Ordering::Acquire);
+        let (imm, unsolicited_end) = if write {
+            let imm = if self.params.immediate_data {
+                bs.min(self.params.first_burst).min(self.params.max_xmit)
+            } else {
+                0
+            };
+            let end = if self.params.initial_r2t {
+                imm
+            } else {
+                bs.min(self.params.first_burst)
+            };
+            (imm, end)
+        } else {
+            (0, 0)
+        };
+        let bhs = ScsiCmd {
+            final_: unsolicited_end == imm,
+            read: !write,
+            write,
+            dsl: imm as usize,
+            lun: self.lun,
+            itt,
+            edtl: bs,
+            cmd_sn: self.cmd_sn,
+            exp_stat_sn: exp,
+            cdb: pdu::rw_cdb(write, lba, (self.blocks_per_io) as u32),
+        }
+        .encode();
+        self.cmd_sn = self.cmd_sn.wrapping_add(1);
+        self.push_pdu(&bhs, 0, imm as usize);
+        if unsolicited_end > imm {
+            self.push_data_out(itt, pdu::RESERVED_TAG, imm, unsolicited_end - imm);
+        }
+        self.slots[slot] = Some(Task {
+            itt,
+            write,
+            bytes: bs,
+            start: Instant::now(),
+        });
+        true
+    }
+
+    fn fill(&mut self, stopping: bool) {
+        while !stopping && !self.pass_done && self.window_open() {
+            let Some(slot) = self.free.pop() else { break };
+            if !self.issue(slot) {
+                self.free.push(slot);
+                break;
+            }
+        }
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if !self.out.is_empty() {
+            self.stream
+                .write_all(&self.out)
+                .map_err(|e| Error::io("sending to the target", e))?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+
+    fn task(&self, itt: u32) -> Option<(usize, Task)> {
+        let slot = (itt & SLOT_MASK) as usize;
+        match self.slots.get(slot) {
+            Some(Some(t)) if t.itt == itt => Some((slot, *t)),
+            _ => None,
+        }
+    }
+}
+
+/// Runs `wl` on a logged-in connection whose LUN has `blocks` blocks of `block_len`.
+pub fn run(conn: Conn, wl: &Workload, blocks: u64, block_len: u32) -> Result<Outcome> {
+    if wl.qd == 0 || wl.qd > SLOT_MASK as usize {
+        return Err(Error::msg(format!("queue depth must be 1..={SLOT_MASK}")));
+    }
+    if wl.bs == 0 || wl.bs % block_len != 0 {
+        return Err(Error::msg(format!(
+            "transfer size {} is not a multiple of the block length {block_len}",
+            wl.bs
+        )));
+    }
+    let blocks_per_io = u64::from(wl.bs / block_len);
+    let extents = blocks / blocks_per_io;
+    if extents == 0 {
+        return Err(Error::msg("LUN smaller than one transfer"));
+    }
+    let Conn {
+        mut stream,
+        reader,
+        params,
+        cmd_sn,
+        max_cmd_sn,
+        exp_stat_sn,
+        lun,
+        cid,
+        ..
+    } = conn;
+    let sh = Arc::new(Shared {
+        max_cmd_sn: AtomicU32::new(max_cmd_sn),
+        exp_stat_sn: AtomicU32::new(exp_stat_sn),
+    });
+    let (tx, rx): (Sender<Event>, Receiver<Event>) = mpsc::channel();
+    let rsh = sh.clone();
+    let reader_thread = thread::Builder::new()
+        .name("loadgen-rx".into())
+        .spawn(move || reader_loop(reader, rsh, tx))
+        .map_err(|e| Error::io("spawning the reader", e))?;
+    // Non-zero payload so no target can take a zero-detection shortcut.
+    let mut payload = vec![0u8; wl.bs as usize];
+    let mut prng = Rng::new(wl.seed ^ 0x5555);
+    for c in payload.chunks_mut(8) {
+        let v = prng.next().to_le_bytes();
+        c.copy_from_slice(&v[..c.len()]);
+    }
+    let mut is = Issuer {
+        stream: &mut stream,
+        params,
+        lun,
+        sh: &sh,
+        cmd_sn,
+        slots: vec![None; wl.qd],
+        free: (0..wl.qd).rev().collect(),
+        gen: 0,
+        out: Vec::with_capacity(1 << 20),
+        payload,
+        wl,
+        rng: Rng::new(wl.seed),
+        blocks_per_io,
+        extents,
+        next_extent: 0,
+        pass_done: false,
+        r2ts: 0,
+    };
+    let mut latency = Histogram::new();
+    let (mut reads, mut writes, mut bytes) = (0u64, 0u64, 0u64);
+    let start = Instant::now();
+    let deadline = start + wl.duration;
+    let mut last_done = start;
+    let mut stopping = false;
+    let mut drain_deadline: Option<Instant> = None;
+    is.fill(false);
+    is.flush()?;
+    let result: Result<()> = (|| {
+        loop {
+            let inflight = wl.qd - is.free.len();
+            if (stopping || is.pass_done) && inflight == 0 {
+                return Ok(());
+            }
+            let first = match rx.recv_timeout(Duration::from_millis(50)) {
+                Ok(e) => Some(e),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => return Err(Error::msg("reader thread ended")),
+            };
+            let mut next = first;
+            let mut batch = 0;
+            while let Some(ev) = next.take() {
+                match ev {
+                    Event::Done {
+                        itt,
+                        response,
+                        status,
+                        sense,
+                    } => {
+                        let Some((slot, t)) = is.task(itt) else {
+                            return Err(Error::msg(format!("completion for unknown ITT {itt:#x}")));
+                        };
+                        if response != 0 || status != 0 {
+                            return Err(Error::msg(format!(
+                                "{} failed: response {response:#04x}, status {}, sense {sense:02x?}",
+                                if t.write { "write" } else { "read" },
+                                pdu::Status(status)
+                            )));
+                        }
+                        let now = Instant::now();
+                        latency.record(now.duration_since(t.start));
+                        last_done = now;
+                        if t.write {
+                            writes += 1;
+                        } else {
+                            reads += 1;
+                        }
+                        bytes += u64::from(t.bytes);
+                        is.slots[slot] = None;
+                        is.free.push(slot);
+                    }
+                    Event::R2t { itt, ttt, offset, len } => {
+                        let Some((_, t)) = is.task(itt) else {
+                            return Err(Error::msg(format!("R2T for unknown ITT {itt:#x}")));
+                        };
+                        let end = u64::from(offset) + u64::from(len);
+                        if !t.write || len == 0 || end > u64::from(t.bytes) {
+                            return Err(Error::msg(format!(
+                                "bad R2T: offset {offset} length {len} for a {}-byte {}",
+                                t.bytes,
+                                if t.write { "write" } else { "read" }
+                            )));
+                        }
+                        is.r2ts += 1;
+                        is.push_data_out(itt, ttt, offset, len);
+                    }
+                    Event::Ping { lun, ttt } => {
+                        let r = pdu::nop_out_reply(lun, ttt, is.cmd_sn, is.sh.exp_stat_sn.load(Ordering::Acquire));
+                        is.out.extend_from_slice(&r);
+                    }
+                    Event::LoggedOut => return Err(Error::msg("target logged us out")),
+                    Event::Fatal(m) => return Err(Error::msg(m)),
+                }
+                batch += 1;
+                if batch < 256 {
+                    next = rx.try_recv().ok();
+                }
+            }
+            let now = Instant::now();
+            if !stopping && now >= deadline {
+                stopping = true;
+            }
+            if stopping || is.pass_done {
+                let dl = *drain_deadline.get_or_insert(now + Duration::from_secs(20));
+                if now >= dl {
+                    return Err(Error::msg(format!(
+                        "{} commands still outstanding 20 s after the end",
+                        wl.qd - is.free.len()
+                    )));
+                }
+            }
+            is.fill(stopping);
+            is.flush()?;
+        }
+    })();
+    let r2ts = is.r2ts;
+    let final_cmd_sn = is.cmd_sn;
+    let exp = sh.exp_stat_sn.load(Ordering::Acquire);
+    // Logout (RFC 7143 11.14), then wait (bounded) for the reader to see the response.
+    let mut lo = Vec::with_capacity(BHS_LEN);
+    lo.extend_from_slice(&pdu::logout_req(0x7fff_fff0, cid, final_cmd_sn, exp));
+    let _ = stream.write_all(&lo);
+    let wait_until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < wait_until {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(Event::LoggedOut) | Ok(Event::Fatal(_)) | Err(RecvTimeoutError::Disconnected) => break,
+            _ => {}
+        }
+    }
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+    let _ = reader_thread.join();
+    result?;
+    Ok(Outcome {
+        reads,
+        writes,
+        bytes,
+        elapsed: last_done.duration_since(start),
+        latency,
+        r2ts,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rng_below_is_bounded_and_spread() {
+        let mut r = Rng::new(1);
+        let mut seen = [0u32; 10];
+        for _ in 0..10_000 {
+            let v = r.below(10);
+            assert!(v < 10);
+            seen[v as usize] += 1;
+        }
+        assert!(seen.iter().all(|&c| c > 800), "{seen:?}");
+    }
+
+    #[test]
+    fn sn_advance_is_monotonic() {
+        let a = AtomicU32::new(10);
+        advance(&a, 9);
+        assert_eq!(a.load(Ordering::Relaxed), 10);
+        advance(&a, 12);
+        assert_eq!(a.load(Ordering::Relaxed), 12);
+    }
+}
