@@ -29,6 +29,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -39,6 +40,21 @@ sys.path.insert(0, BENCH)
 import chart  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+# With --nice: a shell shim that gives the program its own autogroup with that nice value
+# (with CONFIG_SCHED_AUTOGROUP, CPU is shared between session groups, so a per-process
+# nice alone does not change a benchmark's share against other sessions' builds).
+PRIO_SHIM: list[str] = []
+
+
+def shim(argv: list[str]) -> list[str]:
+    return PRIO_SHIM + argv
+
+
+def run_client(argv: list[str], timeout: float) -> subprocess.CompletedProcess:
+    """Runs a client to completion (killed on timeout or interrupt by subprocess.run)."""
+    return subprocess.run(
+        shim(argv), capture_output=True, text=True, timeout=timeout, check=False, start_new_session=bool(PRIO_SHIM)
+    )
 INITIATOR = "iqn.2024-01.org.rustio:bench"
 MiB = 1 << 20
 
@@ -84,6 +100,53 @@ def proc_status_kib(pid: int) -> dict:
     except (OSError, ValueError, IndexError):
         pass
     return out
+
+
+def proc_ctxsw(pid: int) -> Optional[tuple[int, int]]:
+    """(voluntary, involuntary) context switches summed over the process's live threads."""
+    vol = invol = 0
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status", encoding="ascii", errors="replace") as f:
+                for line in f:
+                    if line.startswith("voluntary_ctxt_switches:"):
+                        vol += int(line.split()[1])
+                    elif line.startswith("nonvoluntary_ctxt_switches:"):
+                        invol += int(line.split()[1])
+        except (OSError, ValueError, IndexError):
+            continue  # the thread exited meanwhile
+    return vol, invol
+
+
+class SteadySampler(threading.Thread):
+    """Samples the target's context switches between 1 s after the client starts and
+    0.5 s before it should end (threads that live only for the session, such as a
+    connection thread, are alive in both samples)."""
+
+    def __init__(self, pid: int, secs: float):
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.secs = secs
+        self.stop_ev = threading.Event()
+        self.result: Optional[dict] = None
+
+    def run(self) -> None:
+        if self.secs < 3 or self.stop_ev.wait(1.0):
+            return
+        t0, c0 = time.monotonic(), proc_ctxsw(self.pid)
+        if self.stop_ev.wait(max(0.5, self.secs - 1.5)):
+            return
+        t1, c1 = time.monotonic(), proc_ctxsw(self.pid)
+        if c0 is None or c1 is None or t1 <= t0:
+            return
+        self.result = {
+            "voluntary_per_s": (c1[0] - c0[0]) / (t1 - t0),
+            "involuntary_per_s": (c1[1] - c0[1]) / (t1 - t0),
+        }
 
 
 def reset_hwm(pid: int) -> bool:
@@ -151,7 +214,7 @@ class Procs:
     def start(self, name: str, argv: list[str], log: str, **kw) -> subprocess.Popen:
         logf = open(log, "ab")  # noqa: SIM115 (kept open for the child's lifetime)
         p = subprocess.Popen(
-            argv, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, **kw
+            shim(argv), stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, **kw
         )
         logf.close()
         self.procs.append((name, p))
@@ -229,7 +292,8 @@ class Progress:
         if self.tty:
             width = shutil.get_terminal_size((120, 20)).columns - 1
             sys.stderr.write("\r\x1b[K" + line[:width] + ("\n" if final else ""))
-        elif final or line != self.last:
+        elif final:
+            # Not a terminal (CI logs): one line per finished step.
             sys.stderr.write(line + "\n")
         sys.stderr.flush()
         self.last = line if not final else ""
@@ -254,6 +318,7 @@ class Target:
     backing: str = ""
     capacity: dict = field(default_factory=dict)
     baseline_rss_kib: int = 0
+    extra_args: list = field(default_factory=list)
 
     @property
     def pid(self) -> int:
@@ -271,6 +336,7 @@ class Target:
             "store_bytes": self.store_bytes,
             "capacity": self.capacity,
             "baseline_rss_kib": self.baseline_rss_kib,
+            "extra_args": self.extra_args,
         }
 
 
@@ -318,6 +384,7 @@ def start_rustio(ctx: "Ctx", t: Target) -> None:
     with open(cfg_path, "w", encoding="utf-8") as f:
         json.dump(cfg, f, indent=1)
     argv = [ctx.rustio, "serve", "--config", cfg_path, "--log", "warn"] + ctx.args.rustio_args.split()
+    argv += t.extra_args
     t.proc = ctx.procs.start(t.name, argv, os.path.join(ctx.out, "logs", f"{t.name}.log"))
     wait_port(t.port, t.proc, 20)
 
@@ -371,6 +438,24 @@ TARGETS = {
 }
 
 
+def parse_variant(spec: str) -> tuple[str, str, list[str]]:
+    """"SUFFIX:ram|file:ARGS" → (target name, kind, extra rustio serve arguments)."""
+    parts = spec.split(":", 2)
+    if len(parts) != 3 or parts[1] not in ("ram", "file") or not re.fullmatch(r"[A-Za-z0-9_.-]+", parts[0]):
+        raise ValueError(f"bad --variant {spec!r}; expected SUFFIX:ram|file:ARGS, e.g. w1:ram:--workers 1")
+    return f"rustio-{parts[1]}-{parts[0]}", parts[1], parts[2].split()
+
+
+def make_target(name: str, a: argparse.Namespace) -> Target:
+    if name in TARGETS:
+        return TARGETS[name](a.size)
+    for spec in a.variant:
+        vname, kind, extra = parse_variant(spec)
+        if vname == name:
+            return Target(vname, "rustio", kind, store_bytes=a.size, extra_args=extra)
+    raise BenchError(f"unknown target {name}")
+
+
 # ---------------------------------------------------------------------------- workloads
 
 
@@ -407,7 +492,7 @@ def run_iscsi_perf(ctx: "Ctx", t: Target, w: Workload, secs: int) -> dict:
     if w.random:
         argv.append("-r")
     argv.append(f"iscsi://127.0.0.1:{t.port}/{t.iqn}/{t.lun}")
-    r = subprocess.run(argv, capture_output=True, text=True, timeout=secs + 60, check=False)
+    r = run_client(argv, secs + 60)
     found = re.findall(r"iops average (\d+)", r.stdout)
     if r.returncode != 0 or not found:
         tail = (r.stdout + r.stderr).strip().replace("\r", "\n").splitlines()[-3:]
@@ -424,7 +509,7 @@ def run_loadgen(ctx: "Ctx", t: Target, w: Workload, secs: float, seed: int) -> d
         "--pattern", "rand" if w.random else "seq", "--bs", str(w.bs), "--qd", str(w.qd),
         "--time", str(secs), "--seed", str(seed),
     ]  # fmt: skip
-    r = subprocess.run(argv, capture_output=True, text=True, timeout=secs + 90, check=False)
+    r = run_client(argv, secs + 90)
     if r.returncode != 0:
         raise BenchError(f"loadgen: {r.stderr.strip()[-300:]}")
     j = json.loads(r.stdout)
@@ -442,7 +527,7 @@ def run_loadgen(ctx: "Ctx", t: Target, w: Workload, secs: float, seed: int) -> d
 def loadgen_simple(ctx: "Ctx", t: Target, mode: str, timeout: float) -> dict:
     argv = [ctx.loadgen, mode, "--portal", f"127.0.0.1:{t.port}", "--target", t.iqn, "--lun", str(t.lun),
             "--initiator", INITIATOR]  # fmt: skip
-    r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    r = run_client(argv, timeout)
     if r.returncode != 0:
         raise BenchError(f"loadgen {mode} against {t.name}: {r.stderr.strip()[-300:]}")
     return json.loads(r.stdout)
@@ -456,11 +541,21 @@ def measure(ctx: "Ctx", t: Target, w: Workload, secs: float, seed: int) -> dict:
     c0 = proc_cpu_ticks(t.pid)
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     w0 = time.monotonic()
-    if w.client == "iscsi-perf":
-        res = run_iscsi_perf(ctx, t, w, max(1, int(round(secs))))
-    else:
-        res = run_loadgen(ctx, t, w, secs, seed)
+    sampler = SteadySampler(t.pid, secs)
+    sampler.start()
+    try:
+        if w.client == "iscsi-perf":
+            res = run_iscsi_perf(ctx, t, w, max(1, int(round(secs))))
+        else:
+            res = run_loadgen(ctx, t, w, secs, seed)
+    finally:
+        sampler.stop_ev.set()
+        sampler.join(timeout=5)
     wall = time.monotonic() - w0
+    if sampler.result and res.get("iops"):
+        cs = sampler.result["voluntary_per_s"] + sampler.result["involuntary_per_s"]
+        res["target_ctxsw_per_io"] = cs / res["iops"]
+        res["target_ctxsw"] = sampler.result
     ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     c1 = proc_cpu_ticks(t.pid)
     st = proc_status_kib(t.pid)
@@ -559,10 +654,7 @@ def stage_anchors(ctx: Ctx) -> None:
         for i in range(a.runs):
             ctx.progress.step(f"iperf3 loopback TCP run {i + 1}/{a.runs}")
             secs = max(1, int(round(a.iperf_time)))
-            r = subprocess.run(
-                ["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", str(secs), "-J"],
-                capture_output=True, text=True, timeout=secs + 30, check=False,
-            )  # fmt: skip
+            r = run_client(["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", str(secs), "-J"], secs + 30)
             try:
                 bps = json.loads(r.stdout)["end"]["sum_received"]["bits_per_second"]
                 runs.append({"mb_per_s": bps / 8 / 1e6, "loadavg": loadavg()})
@@ -583,7 +675,7 @@ def stage_anchors(ctx: Ctx) -> None:
 def stage_loopback(ctx: Ctx) -> None:
     a = ctx.args
     for name in a.targets:
-        t = TARGETS[name](a.size)
+        t = make_target(name, a)
         ctx.progress.step(f"starting and pre-filling {name}")
         try:
             (start_tgt if t.impl == "tgt" else start_rustio)(ctx, t)
@@ -626,7 +718,8 @@ def stage_loopback(ctx: Ctx) -> None:
         for t in ctx.targets:
             ok = [r for r in per[t.name]["runs"] if "error" not in r]
             med = {}
-            for k in ("iops", "mb_per_s", "target_cpu_us_per_io", "client_cpu_us_per_io", "target_cpu_pct"):
+            for k in ("iops", "mb_per_s", "target_cpu_us_per_io", "client_cpu_us_per_io", "target_cpu_pct",
+                      "target_ctxsw_per_io"):
                 med[k] = median([r.get(k) for r in ok])
             med["peak_rss_kib"] = max([r["peak_rss_kib"] for r in ok if r.get("peak_rss_kib")], default=None)
             med["rss_beyond_store_kib"] = max(
@@ -765,7 +858,9 @@ def render_table(ctx: Ctx) -> str:
     lines = []
     lines.append(
         f"rustio bench {res['started']}  ({h['cpus']} CPUs, load avg {h['loadavg_start']} → {h['loadavg_end']}; "
-        f"{cfg['runs']} run(s) × {cfg['time']} s per workload, median; LUN {cfg['size'] / MiB:.0f} MiB, 512-byte blocks)"
+        f"{cfg['runs']} run(s) × {cfg['time']} s per workload, median; LUN {cfg['size'] / MiB:.0f} MiB, 512-byte blocks"
+        + (f"; nice {cfg['nice']}" if cfg.get("nice") else "")
+        + ")"
     )
     tcp = res["anchors"].get("iperf3", {}).get("median_mb_per_s")
     if tcp:
@@ -778,10 +873,12 @@ def render_table(ctx: Ctx) -> str:
     lines.append("")
     hdr = (
         f"{'workload':<22} {'client':<10} {'target':<12} {'IOPS':>8} {'MB/s':>7} {'p99 µs':>7} "
-        f"{'tgt CPU':>8} {'cli CPU':>8} {'peak RSS':>9} {'vs ' + anchor:>8}"
+        f"{'tgt CPU':>8} {'cli CPU':>8} {'ctxsw':>6} {'peak RSS':>9} {'vs ' + anchor:>8}"
     )
     lines.append(hdr)
-    lines.append(f"{'':<22} {'':<10} {'':<12} {'':>8} {'':>7} {'':>7} {'µs/IO':>8} {'µs/IO':>8} {'MiB':>9} {'(IOPS)':>8}")
+    lines.append(
+        f"{'':<22} {'':<10} {'':<12} {'':>8} {'':>7} {'':>7} {'µs/IO':>8} {'µs/IO':>8} {'/IO':>6} {'MiB':>9} {'(IOPS)':>8}"
+    )
     lines.append("-" * len(hdr))
     for w in res.get("workloads", []):
         base = ((w["targets"].get(anchor) or {}).get("median") or {}).get("iops")
@@ -800,6 +897,7 @@ def render_table(ctx: Ctx) -> str:
                 f"{fmt_si(m.get('iops')):>8} {m.get('mb_per_s') or 0:>7.1f} "
                 f"{('%d' % m['p99_us']) if m.get('p99_us') is not None else '-':>7} "
                 f"{m.get('target_cpu_us_per_io') or 0:>8.1f} {m.get('client_cpu_us_per_io') or 0:>8.1f} "
+                f"{('%.2f' % m['target_ctxsw_per_io']) if m.get('target_ctxsw_per_io') is not None else '-':>6} "
                 f"{(rss / 1024) if rss else 0:>9.1f} {('%.2f×' % r) if r else '':>8}"
             )
             first = False
@@ -849,6 +947,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--loadgen-bin", help="loadgen binary to use instead of building")
     p.add_argument("--rustio-args", default="", help="extra arguments for rustio serve, e.g. '--workers 2'")
     p.add_argument("--tgt-threads", type=int, default=0, help="tgtd -t (default: tgtd's own)")
+    p.add_argument("--variant", action="append", default=[], metavar="SUFFIX:ram|file:ARGS",
+                   help="add a rustio target rustio-KIND-SUFFIX run with extra serve ARGS, interleaved with "
+                        "the others (to measure an option or an optimisation), e.g. 'w1:ram:--workers 1'")  # fmt: skip
+    p.add_argument("--nice", type=int, default=0,
+                   help="run targets and clients at this nice value (e.g. -10 on a shared machine; root only)")  # fmt: skip
     p.add_argument("--list", action="store_true", help="list workloads and targets and exit")
     a = p.parse_args(argv)
     a.runs = a.runs or (1 if a.quick else 3)
@@ -870,13 +973,27 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     for t in a.targets:
         if t not in TARGETS:
             p.error(f"unknown target {t!r}; choose from {', '.join(TARGETS)}")
+    for spec in a.variant:
+        try:
+            name = parse_variant(spec)[0]
+        except ValueError as e:
+            p.error(str(e))
+        if name in a.targets:
+            p.error(f"duplicate target {name}")
+        a.targets.append(name)
     return a
 
 
 def main(argv: list[str]) -> int:
     a = parse_args(argv)
     sel = [s.strip() for s in a.workloads.split(",") if s.strip()]
-    workloads = [w for w in WORKLOADS if not sel or any(s == w.name or s in w.name for s in sel)]
+    names = {w.name for w in WORKLOADS}
+
+    def selected(w: Workload) -> bool:
+        # An exact name selects only itself; anything else is a substring.
+        return not sel or any(s == w.name if s in names else s in w.name for s in sel)
+
+    workloads = [w for w in WORKLOADS if selected(w)]
     if a.list:
         for w in WORKLOADS:
             print(f"{w.name:<22} {w.client:<10} {w.desc}")
@@ -915,6 +1032,16 @@ def main(argv: list[str]) -> int:
     try:
         need_tools(ctx)
         stage_build(ctx)
+        if a.nice:
+            # After the build: only the targets, clients and iperf3 (children) inherit it.
+            try:
+                os.setpriority(os.PRIO_PROCESS, 0, a.nice)
+            except OSError as e:
+                raise BenchError(f"--nice {a.nice}: {e}") from e
+            ctx.result["config"]["nice"] = os.getpriority(os.PRIO_PROCESS, 0)
+            if os.path.exists("/proc/self/autogroup"):
+                PRIO_SHIM[:] = ["sh", "-c", 'echo "$0" >/proc/self/autogroup 2>/dev/null; exec "$@"', str(a.nice)]
+                ctx.result["config"]["autogroup_nice"] = a.nice
         total = len(a.targets) + len(workloads) * len(a.targets) * a.runs
         total += 0 if a.skip_iperf else a.runs
         total += 1 if a.profile else 0

@@ -2,7 +2,9 @@
 # Tests the rbd engine against a real single-node Ceph cluster on 127.0.0.1:
 # installs the Ceph packages if missing (as root), starts a throwaway cluster (start.sh)
 # under a fresh temp dir on free ports, runs `cargo test -p rustio-rbd --features rbd`
-# (unit tests and crates/rbd/tests/cluster.rs) plus clippy with the feature, stops the
+# (unit tests and crates/rbd/tests/cluster.rs), `rustio serve` of RBD LUNs checked with
+# iscsi-test-cu and qemu-img (serve.sh; RUSTIO_CEPH_NO_SERVE=1 skips it), plus clippy with
+# the feature, stops the
 # cluster (only its own PIDs), and prints one PASS/FAIL line per test and a summary.
 #
 # Env: CARGO_TARGET_DIR as usual; RUSTIO_CEPH_KEEP=1 keeps the cluster dir (logs) afterwards;
@@ -91,6 +93,25 @@ done < <(sed -nE 's/^test ([^ ]+) \.\.\. (ok|FAILED)$/\1 \2/p' "$LOG")
 if [ "$rc" -ne 0 ] && ! grep -q '^test .* FAILED$' "$LOG"; then fail "rbd: cargo test exited $rc"; fi
 [ "$n" -gt 0 ] || fail "rbd: no test ran"
 rm -f "$LOG"
+
+# --- rustio serve with RBD LUNs ---
+if [ "${RUSTIO_CEPH_NO_SERVE:-0}" != 1 ]; then
+    t=$(date +%s)
+    before=$failed
+    SLOG=$(mktemp "${TMPDIR:-/tmp}/rustio-rbd-serve.XXXXXX")
+    "$HERE/serve.sh" >"$SLOG" 2>&1
+    rc=$?
+    while IFS= read -r line; do
+        case "$line" in
+            "PASS "*) pass "${line#PASS }" ;;
+            "FAIL "*) fail "${line#FAIL }" ;;
+            *) echo "$line" ;;
+        esac
+    done <"$SLOG"
+    rm -f "$SLOG"
+    if [ "$rc" -ne 0 ] && [ "$failed" -eq "$before" ]; then fail "rbd-serve: serve.sh exited $rc"; fi
+    echo "rbd: serve.sh $(( $(date +%s) - t ))s"
+fi
 
 t=$(date +%s)
 if cargo clippy -q -p rustio-rbd --no-deps --all-targets --features rbd -- -D warnings; then

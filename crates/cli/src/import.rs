@@ -17,9 +17,12 @@ pub enum ReportFormat {
 /// Configuration importers.
 #[derive(Debug, clap::Subcommand)]
 pub enum ImportCommand {
-    /// Convert an SCST /etc/scst.conf into a saveconfig.json for `rustio restore`,
-    /// `rustio apply` and `rustio serve --config`, with a report that lists every
-    /// construct as exact, approximate, unsupported, ignored or a note.
+    /// Convert an SCST /etc/scst.conf into a saveconfig.json.
+    ///
+    /// The output is ready for `rustio restore`, `rustio apply` and `rustio serve
+    /// --config`. The report lists every construct of the file, with its line, as exact,
+    /// approximate (with the difference), unsupported, ignored or a note; see
+    /// docs/migrating-from-scst.md.
     Scst {
         /// The scst.conf to read (`-` for standard input).
         file: PathBuf,

@@ -14,7 +14,9 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 /// Arguments of `rustio serve`.
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
-    /// targetcli `saveconfig.json` to serve (reloaded on SIGHUP).
+    /// targetcli `saveconfig.json` to serve (reloaded on SIGHUP). Serves fileio, block and
+    /// ramdisk objects, and user objects whose config is qcow/<path>, file/<path> or
+    /// rbd/<pool>/<image>[;...] (rbd needs a build with the `rbd` feature).
     #[arg(
         long,
         value_name = "FILE",
@@ -41,7 +43,8 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 0)]
     pub workers: usize,
     /// Run commands on the connection's reader thread when it has nothing else queued
-    /// (fewer thread hand-offs; best for RAM and fast NVMe backstores).
+    /// (fewer thread hand-offs; best for RAM and fast NVMe backstores; always on with
+    /// --demo).
     #[arg(long)]
     pub inline_execution: bool,
     /// Log as JSON lines.
@@ -108,7 +111,8 @@ fn demo_config(args: &ServeArgs) -> anyhow::Result<(ServerConfig, String)> {
         })],
         queue_depth: args.queue_depth,
         workers: args.workers,
-        inline_execution: args.inline_execution,
+        // The demo LUN is RAM: running commands inline is the fastest path.
+        inline_execution: true,
         ..ServerConfig::default()
     };
     Ok((cfg, iqn))

@@ -694,6 +694,9 @@ pub(crate) fn execute(job: ExecJob, data_in: &mut Vec<u8>) {
                     Some(_) => {
                         cmd.buf.len() / block_size.max(1) as usize * block_size.max(1) as usize
                     }
+                    // COMPARE AND WRITE splits its data-out in halves: the device
+                    // server must see all of it to reject a length that does not match.
+                    None if cdb.first() == Some(&0x89) => cmd.buf.len(),
                     None => needed_out.map(|n| n as usize).unwrap_or(cmd.buf.len()),
                 };
                 &cmd.buf[..n.min(cmd.buf.len())]

@@ -4,6 +4,12 @@
 //! * `fileio` → [`rustio_backstore::FileBackstore`] on `dev` (created at `size` when
 //!   missing), `block` → `FileBackstore` on the device, `ramdisk` →
 //!   [`rustio_backstore::RamBackstore`] (`nullio` → its null variant).
+//! * `user` (TCMU) objects by their `config` string `<handler>/<handler config>`, the
+//!   handlers of tcmu-runner (see [`parse_user_config`]): `qcow/<path>` (or `qcow2/`) →
+//!   [`rustio_backstore::Qcow2Backstore`], `file/<path>` → `FileBackstore` (created at
+//!   `size` when missing), `rbd/<pool>/<image>[;option...]` → `rustio_rbd::RbdBackstore`
+//!   (needs the `rbd` cargo feature). Like tcmu-runner, a qcow2 or RBD image whose size
+//!   differs from the object's `size` is refused.
 //! * iSCSI targets, TPGs (attributes `authentication`, `generate_node_acls`,
 //!   `demo_mode_write_protect`, `nopin_timeout`, `nopin_response_timeout`; parameters
 //!   = the RFC 7143 keys), LUNs, portals, node ACLs with CHAP and mapped LUNs, and the
@@ -13,12 +19,15 @@
 //! reused, so sessions using them are unaffected.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustio_backstore::{Backstore, FileBackstore, FileOptions, RamBackstore};
-use rustio_config::{ConfigValue, SaveConfig, StorageObject};
+use rustio_backstore::{
+    Backstore, FileBackstore, FileOptions, Qcow2Backstore, Qcow2Options, RamBackstore,
+};
+use rustio_config::{ConfigValue, SaveConfig, StorageObject, UserObject};
+use rustio_rbd::RbdConfig;
 use rustio_scsi::{LogicalUnit, LuConfig};
 
 use crate::config::{
@@ -69,6 +78,107 @@ fn fingerprint(so: &StorageObject) -> String {
     serde_json::to_string(so).unwrap_or_else(|_| so.path())
 }
 
+/// What the `config` of a `user` (TCMU) storage object designates, as `rustio serve`
+/// opens it (the same strings tcmu-runner's handlers and the TCMU runner accept).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserBacking {
+    /// `qcow/<absolute path>` or `qcow2/<absolute path>`: an existing qcow2 image.
+    Qcow2(PathBuf),
+    /// `file/<path>`: a file or block device; a relative path is taken relative to the
+    /// working directory, a missing file is created with the object's `size`.
+    File(PathBuf),
+    /// `rbd/<pool>/<image>[;osd_op_timeout=N][;conf=PATH][;id=USER]`: a Ceph RBD image.
+    Rbd(RbdConfig),
+}
+
+/// Parses a `user` storage object's `config` (`<handler>/<handler config>`, as targetcli
+/// writes it, e.g. `qcow//var/lib/images/vm.qcow2`). `name` is the object's name, used in
+/// error messages.
+pub fn parse_user_config(name: &str, config: Option<&str>) -> Result<UserBacking> {
+    let bad = |why: String| Error::Config(format!("storage object user/{name}: {why}"));
+    let cfg = config.ok_or_else(|| bad("no \"config\" (expected <handler>/<config>)".into()))?;
+    if cfg.contains('\0') {
+        return Err(bad("config contains a NUL byte".into()));
+    }
+    let (handler, rest) = cfg.split_once('/').ok_or_else(|| {
+        bad(format!(
+            "config {cfg:?} names no handler (expected <handler>/<config>)"
+        ))
+    })?;
+    match handler {
+        "qcow" | "qcow2" => {
+            if !rest.starts_with('/') {
+                return Err(bad(format!(
+                    "config {cfg:?}: the qcow2 image path must be absolute \
+                     (e.g. qcow//var/lib/images/vm.qcow2)"
+                )));
+            }
+            Ok(UserBacking::Qcow2(PathBuf::from(rest)))
+        }
+        "file" => {
+            if rest.is_empty() {
+                return Err(bad(format!("config {cfg:?}: a file path is required")));
+            }
+            Ok(UserBacking::File(PathBuf::from(rest)))
+        }
+        "rbd" => RbdConfig::parse_handler_config(rest)
+            .map(UserBacking::Rbd)
+            .map_err(|e| bad(format!("config {cfg:?}: {e}"))),
+        other => Err(bad(format!(
+            "handler {other:?} (config {cfg:?}) is not supported by rustio serve \
+             (supported: qcow, qcow2, file, rbd)"
+        ))),
+    }
+}
+
+/// Refuses an image whose capacity differs from the object's `size`, as tcmu-runner's
+/// `qcow` and `rbd` handlers do.
+fn check_user_size(u: &UserObject, what: &str, capacity: u64) -> Result<()> {
+    match u.size {
+        Some(size) if size != capacity => Err(Error::Config(format!(
+            "storage object user/{}: size is {size} bytes but {what} is {capacity} bytes",
+            u.common.name
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Opens the engine of a `user` storage object.
+fn open_user(u: &UserObject, block_size: u32) -> Result<Arc<dyn Backstore>> {
+    let name = &u.common.name;
+    let storage_err = |e: Box<dyn std::error::Error + Send + Sync>| Error::Storage {
+        name: name.clone(),
+        source: e,
+    };
+    match parse_user_config(name, u.config.as_deref())? {
+        UserBacking::Qcow2(path) => {
+            let opts = Qcow2Options {
+                block_size,
+                ..Qcow2Options::default()
+            };
+            let b =
+                Qcow2Backstore::open_with(&path, &opts).map_err(|e| storage_err(Box::new(e)))?;
+            check_user_size(u, &format!("qcow2 image {}", path.display()), b.capacity())?;
+            Ok(Arc::new(b))
+        }
+        UserBacking::File(path) => {
+            let mut o = FileOptions::new(path);
+            o.size = u.size;
+            o.block_size = block_size;
+            let b = FileBackstore::open(o).map_err(|e| storage_err(Box::new(e)))?;
+            Ok(Arc::new(b))
+        }
+        UserBacking::Rbd(config) => {
+            let spec = config.spec();
+            let mut o = rustio_rbd::OpenOptions::new(config);
+            o.block_size = block_size;
+            let b = rustio_rbd::RbdBackstore::open(&o).map_err(|e| storage_err(Box::new(e)))?;
+            check_user_size(u, &format!("RBD image {spec}"), b.capacity())?;
+            Ok(Arc::new(b))
+        }
+    }
+}
+
 fn open_storage(so: &StorageObject) -> Result<Arc<LogicalUnit>> {
     let name = so.name().to_string();
     let storage_err = |e: Box<dyn std::error::Error + Send + Sync>| Error::Storage {
@@ -109,6 +219,11 @@ fn open_storage(so: &StorageObject) -> Result<Arc<LogicalUnit>> {
             }
             .map_err(|e| storage_err(Box::new(e)))?;
             (Arc::new(s), true, false)
+        }
+        StorageObject::User(u) => {
+            let s = open_user(u, block_size)?;
+            let wc = s.capabilities().volatile_cache;
+            (s, wc, false)
         }
         other => {
             return Err(Error::Config(format!(
@@ -434,5 +549,170 @@ mod tests {
         let bad = SAMPLE.replace("\"65536\"", "\"100\"");
         let model = rustio_config::parse::from_str(&bad).unwrap();
         assert!(matches!(from_model(&model, None), Err(Error::Config(_))));
+    }
+
+    /// A one-LUN saveconfig around a `user` storage object.
+    fn user_config(config: &str, size: u64) -> String {
+        let so =
+            serde_json::json!({"plugin": "user", "name": "u0", "config": config, "size": size});
+        serde_json::json!({
+            "storage_objects": [so],
+            "targets": [{"wwn": "iqn.2003-01.org.example:u", "fabric": "iscsi",
+                "tpgs": [{"tag": 1, "luns": [{"index": 0, "storage_object": "/backstores/user/u0"}],
+                          "portals": [{"ip_address": "127.0.0.1", "port": 3260}]}]}]
+        })
+        .to_string()
+    }
+
+    fn config_message(r: Result<UserBacking>) -> String {
+        match r {
+            Err(Error::Config(m)) => m,
+            other => panic!("expected a configuration error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn user_config_handlers() {
+        assert_eq!(
+            parse_user_config("a", Some("qcow//var/lib/vm.qcow2")).unwrap(),
+            UserBacking::Qcow2("/var/lib/vm.qcow2".into())
+        );
+        assert_eq!(
+            parse_user_config("a", Some("qcow2//x.qcow2")).unwrap(),
+            UserBacking::Qcow2("/x.qcow2".into())
+        );
+        assert_eq!(
+            parse_user_config("a", Some("file//tmp/d.img")).unwrap(),
+            UserBacking::File("/tmp/d.img".into())
+        );
+        assert_eq!(
+            parse_user_config("a", Some("file/rel/d.img")).unwrap(),
+            UserBacking::File("rel/d.img".into())
+        );
+        let UserBacking::Rbd(r) =
+            parse_user_config("a", Some("rbd/pool1/img1;osd_op_timeout=30;id=cinder")).unwrap()
+        else {
+            panic!("not rbd")
+        };
+        assert_eq!(
+            (r.pool.as_str(), r.image.as_str(), r.id.as_deref()),
+            ("pool1", "img1", Some("cinder"))
+        );
+        assert_eq!(r.osd_op_timeout, Some(Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn user_config_errors_name_the_object() {
+        for (cfg, needle) in [
+            (None, "no \"config\""),
+            (Some("nohandler"), "names no handler"),
+            (Some("glfs/vol@host/img"), "handler \"glfs\""),
+            (Some("qcow/relative.qcow2"), "must be absolute"),
+            (Some("file/"), "a file path is required"),
+            (Some("rbd/pool"), "rbd/pool"),
+            (Some("qcow//a\0b"), "NUL"),
+        ] {
+            let m = config_message(parse_user_config("disk7", cfg));
+            assert!(m.starts_with("storage object user/disk7: "), "{m}");
+            assert!(m.contains(needle), "{m} lacks {needle}");
+        }
+    }
+
+    #[test]
+    fn serves_a_qcow2_user_object() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("a.qcow2");
+        Qcow2Backstore::create(&img, 4 << 20, 16, &Default::default()).unwrap();
+        let text = user_config(&format!("qcow/{}", img.display()), 4 << 20);
+        let model = rustio_config::parse::from_str(&text).unwrap();
+        let cfg = from_model(&model, None).unwrap();
+        let lu = &cfg.targets[0].tpgs[0].luns[0].lu;
+        assert_eq!(lu.backstore().capacity(), 4 << 20);
+        assert_eq!(lu.block_size(), 512);
+        // qcow2 L2 updates are write-back: the unit reports a volatile write cache.
+        assert!(lu.config().write_cache);
+        lu.backstore()
+            .write_at(&[0x5a; 512], 4096, Default::default())
+            .unwrap();
+        drop(cfg);
+        let again = Qcow2Backstore::open(&img, true).unwrap();
+        let mut b = [0u8; 512];
+        again.read_at(&mut b, 4096).unwrap();
+        assert_eq!(b, [0x5a; 512]);
+    }
+
+    #[test]
+    fn qcow2_size_mismatch_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("a.qcow2");
+        Qcow2Backstore::create(&img, 4 << 20, 16, &Default::default()).unwrap();
+        let text = user_config(&format!("qcow2/{}", img.display()), 8 << 20);
+        let model = rustio_config::parse::from_str(&text).unwrap();
+        match from_model(&model, None) {
+            Err(Error::Config(m)) => {
+                assert!(m.contains("user/u0") && m.contains("8388608"), "{m}")
+            }
+            other => panic!("expected a size error, got {:?}", other.err()),
+        }
+    }
+
+    #[test]
+    fn serves_a_file_user_object_creating_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("d.img");
+        let text = user_config(&format!("file/{}", f.display()), 2 << 20);
+        let model = rustio_config::parse::from_str(&text).unwrap();
+        let cfg = from_model(&model, None).unwrap();
+        assert_eq!(
+            cfg.targets[0].tpgs[0].luns[0].lu.backstore().capacity(),
+            2 << 20
+        );
+        assert_eq!(std::fs::metadata(&f).unwrap().len(), 2 << 20);
+    }
+
+    #[test]
+    fn unknown_user_handler_fails_the_load() {
+        let model = rustio_config::parse::from_str(&user_config("zbc/x", 1 << 20)).unwrap();
+        match from_model(&model, None) {
+            Err(Error::Config(m)) => assert!(m.contains("user/u0") && m.contains("\"zbc\""), "{m}"),
+            other => panic!("expected a configuration error, got {:?}", other.err()),
+        }
+    }
+
+    #[cfg(not(feature = "rbd"))]
+    #[test]
+    fn rbd_without_the_feature_says_so() {
+        let model = rustio_config::parse::from_str(&user_config("rbd/p/i", 1 << 20)).unwrap();
+        match from_model(&model, None) {
+            Err(e @ Error::Storage { .. }) => {
+                let chain = format!("{e} / {}", std::error::Error::source(&e).unwrap());
+                assert!(chain.contains("u0"), "{chain}");
+                assert!(chain.contains("built without rbd support"), "{chain}");
+            }
+            other => panic!("expected a storage error, got {:?}", other.err()),
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn user_config_never_panics(cfg in "\\PC{0,40}") {
+            let _ = parse_user_config("x", Some(&cfg));
+        }
+
+        #[test]
+        fn qcow_paths_round_trip(path in "(/[a-zA-Z0-9._-]{1,12}){1,4}") {
+            let got = parse_user_config("x", Some(&format!("qcow/{path}"))).unwrap();
+            proptest::prop_assert_eq!(got, UserBacking::Qcow2(PathBuf::from(&path)));
+            let got = parse_user_config("x", Some(&format!("file/{path}"))).unwrap();
+            proptest::prop_assert_eq!(got, UserBacking::File(PathBuf::from(&path)));
+        }
+
+        #[test]
+        fn other_handlers_are_refused(h in "[a-z]{1,8}", rest in "[a-z/]{0,10}") {
+            proptest::prop_assume!(!["qcow", "qcow2", "file", "rbd"].contains(&h.as_str()));
+            let r = parse_user_config("obj", Some(&format!("{h}/{rest}")));
+            let is_named_error = matches!(&r, Err(Error::Config(m)) if m.contains("user/obj"));
+            proptest::prop_assert!(is_named_error, "{:?}", r);
+        }
     }
 }

@@ -26,7 +26,7 @@ impl Lio {
         for (i, op) in plan.ops.iter().enumerate() {
             progress(i + 1, op);
             if let Err(e) = self.execute(op, &mut undo) {
-                tracing::warn!(step = i + 1, op = %op, error = %e, "step failed, rolling back");
+                tracing::debug!(step = i + 1, op = %op, error = %e, "step failed, rolling back");
                 let rollback = self.rollback(undo);
                 return Err(Error::StepFailed {
                     step: i + 1,
@@ -48,7 +48,7 @@ impl Lio {
             match self.execute(&op, &mut sink) {
                 Ok(()) => r.undone += 1,
                 Err(e) => {
-                    tracing::error!(op = %op, error = %e, "undo step failed");
+                    tracing::warn!(op = %op, error = %e, "undo step failed");
                     r.failures.push((op.to_string(), e));
                 }
             }

@@ -14,8 +14,8 @@ use crate::config::ConfigError;
 pub enum RbdError {
     /// This build has no librbd (the `rbd` cargo feature is off).
     #[error(
-        "rustio was built without rbd support: rebuild with `--features rustio-rbd/rbd` \
-         (needs librbd-dev)"
+        "rustio was built without rbd support: rebuild it with \
+         `cargo build -p rustio --features rbd` (needs librbd-dev)"
     )]
     NotBuiltIn,
     /// The configuration string is malformed.

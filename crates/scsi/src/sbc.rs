@@ -118,6 +118,13 @@ impl LogicalUnit {
         self.check_lba_range(lba, u64::from(blocks))?;
         self.check_transfer_length(req, blocks)?;
         if blocks == 0 {
+            // SBC-4 5.3: zero blocks is not an error, but data sent with it has no
+            // defined split into verify and write halves (e.g. an initiator that
+            // stored 256 in the one-byte NUMBER OF LOGICAL BLOCKS field); the field is
+            // inconsistent with the command, as LIO also rejects such a data-out.
+            if !req.data_out.is_empty() {
+                return Err(Sense::invalid_field_in_cdb(13, None).into());
+            }
             return Ok(Status::Good);
         }
         let len = self.byte_len(u64::from(blocks))?;
@@ -136,6 +143,13 @@ impl LogicalUnit {
         self.check_lba_range(lba, u64::from(blocks))?;
         self.check_transfer_length(req, blocks)?;
         if blocks == 0 {
+            // SBC-4 5.3: zero blocks is not an error, but data sent with it has no
+            // defined split into verify and write halves (e.g. an initiator that
+            // stored 256 in the one-byte NUMBER OF LOGICAL BLOCKS field); the field is
+            // inconsistent with the command, as LIO also rejects such a data-out.
+            if !req.data_out.is_empty() {
+                return Err(Sense::invalid_field_in_cdb(13, None).into());
+            }
             return Ok(Status::Good);
         }
         let len = self.byte_len(u64::from(blocks))?;
@@ -369,6 +383,13 @@ impl LogicalUnit {
             return Err(Sense::invalid_field_in_cdb(13, None).into());
         }
         if blocks == 0 {
+            // SBC-4 5.3: zero blocks is not an error, but data sent with it has no
+            // defined split into verify and write halves (e.g. an initiator that
+            // stored 256 in the one-byte NUMBER OF LOGICAL BLOCKS field); the field is
+            // inconsistent with the command, as LIO also rejects such a data-out.
+            if !req.data_out.is_empty() {
+                return Err(Sense::invalid_field_in_cdb(13, None).into());
+            }
             return Ok(Status::Good);
         }
         let len = self.byte_len(u64::from(blocks))?;

@@ -249,12 +249,18 @@ fn attribute(entry: Entry) -> Result<Attribute, Error> {
     }
     let value = words.next();
     if let (Some(first), Some(second)) = (&value, words.next()) {
+        // `IncomingUser joe secret`: never echo what is probably a CHAP secret.
+        let secret = matches!(name.as_str(), "IncomingUser" | "OutgoingUser");
         return Err(Error::new(
             second.pos,
             ErrorKind::TwoValues {
-                name,
                 first: first.text.clone(),
-                second: second.text,
+                second: if secret {
+                    "***".to_owned()
+                } else {
+                    second.text
+                },
+                name,
             },
         ));
     }
@@ -731,7 +737,14 @@ DEVICE_GROUP dg {
     fn rejects_what_scstadmin_rejects_or_mangles() {
         let e = err("TARGET_DRIVER iscsi {\n\tIncomingUser joe secret\n}\n");
         assert_eq!(e.pos, Pos::new(2, 19));
-        assert!(matches!(e.kind, ErrorKind::TwoValues { .. }));
+        assert_eq!(
+            e.kind,
+            ErrorKind::TwoValues {
+                name: "IncomingUser".into(),
+                first: "joe".into(),
+                second: "***".into()
+            }
+        );
 
         let e = err("HANDLER a {\n DEVICE d\n}\nHANDLER b {\n DEVICE d\n}\n");
         assert_eq!(e.pos, Pos::new(5, 2));

@@ -102,12 +102,13 @@ mod tests {
 
     #[test]
     fn check_config_accepts_targetcli_and_bare_strings() {
-        let f = HandlerObject::new(Arc::new(FileHandler));
+        let f = HandlerObject::new(Arc::new(FileHandler::new("/var/lib")));
         assert_eq!(f.check("file//tmp/x.img"), (true, "success".into()));
         assert_eq!(f.check("/tmp/x.img"), (true, "success".into()));
+        assert_eq!(f.check("file/"), (false, "a path is required".into()));
         assert_eq!(
-            f.check("file/relative"),
-            (false, "\"relative\" is not an absolute path".into())
+            f.check("file//no/such/dir/x.img"),
+            (false, "directory /no/such/dir does not exist".into())
         );
         let r = HandlerObject::new(Arc::new(RamHandler));
         assert_eq!(r.check("ram/"), (true, "success".into()));

@@ -25,12 +25,13 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 
+use crate::mmap::SharedMemory;
 use crate::ring::{
     self, iovs_len, CmdResponse, CommandEntry, Ring, RingError, RingEvent, RingLayout, Slot,
 };
 use crate::target::{
     sense_command_timeout, sense_internal_target_failure, ScsiTarget, TaskManagement,
-    STATUS_CHECK_CONDITION, STATUS_TASK_ABORTED,
+    STATUS_CHECK_CONDITION,
 };
 
 /// How the device tells the kernel that responses are ready.
@@ -58,7 +59,8 @@ pub struct DeviceStats {
     pub timeouts: AtomicU64,
     /// TMR notifications received.
     pub tmrs: AtomicU64,
-    /// Commands aborted before they ran.
+    /// Commands the kernel reported as aborted by a task management function (they
+    /// still run to completion).
     pub aborted: AtomicU64,
     /// Ring resets performed to recover from a corrupt ring.
     pub ring_resets: AtomicU64,
@@ -110,6 +112,8 @@ pub struct Buffers {
 pub struct Device {
     name: String,
     ring: Mutex<Ring>,
+    /// The ring's shared memory, for data copies without the ring lock.
+    mem: Arc<dyn SharedMemory>,
     layout: RingLayout,
     notify: Arc<dyn Notify>,
     target: RwLock<Arc<dyn ScsiTarget>>,
@@ -136,9 +140,11 @@ impl Device {
         notify: Arc<dyn Notify>,
     ) -> Device {
         let layout = *ring.layout();
+        let mem = ring.memory().clone();
         Device {
             name: name.into(),
             ring: Mutex::new(ring),
+            mem,
             layout,
             notify,
             target: RwLock::new(target),
@@ -237,11 +243,17 @@ impl Device {
                     );
                 }
                 RingEvent::Tmr(t) => {
+                    // The listed commands were aborted by the kernel, which waits for
+                    // their completion. They still run to the end: a fabric may report an
+                    // aborted command as done (tcm_loop does), so skipping one would lose
+                    // a write the initiator believes complete. libtcmu never skips either.
                     self.stats.tmrs.fetch_add(1, Ordering::Relaxed);
+                    self.stats
+                        .aborted
+                        .fetch_add(t.cmd_ids.len() as u64, Ordering::Relaxed);
                     let tmf = TaskManagement::from_tmr_type(t.kind);
                     tracing::info!(device = %self.name, ?tmf, cmd_ids = ?t.cmd_ids,
                         "task management notification");
-                    completed += self.abort(&t.cmd_ids);
                     self.target().task_management(tmf);
                 }
                 RingEvent::BadTmr {
@@ -293,42 +305,6 @@ impl Device {
         }
     }
 
-    /// Completes queued (not yet running) commands whose ids are in `cmd_ids` with TASK
-    /// ABORTED; running ones finish normally. Returns how many responses were written.
-    pub fn abort(&self, cmd_ids: &[u16]) -> usize {
-        if cmd_ids.is_empty() {
-            return 0;
-        }
-        let victims: Vec<Arc<InFlight>> = self
-            .inflight
-            .lock()
-            .values()
-            .filter(|r| cmd_ids.contains(&r.slot.cmd_id))
-            .cloned()
-            .collect();
-        let mut written = 0;
-        for r in victims {
-            let mut phase = r.phase.lock();
-            if *phase != Phase::Queued {
-                continue;
-            }
-            *phase = Phase::Done;
-            self.stats.aborted.fetch_add(1, Ordering::Relaxed);
-            written += self.complete_now(
-                r.slot,
-                CmdResponse {
-                    status: STATUS_TASK_ABORTED,
-                    sense: None,
-                    read_len: None,
-                    unknown_op: false,
-                },
-            );
-            drop(phase);
-            self.inflight.lock().remove(&r.slot.seq);
-        }
-        written
-    }
-
     /// Executes one command (on a worker thread) and completes it.
     pub fn run(&self, work: Work, bufs: &mut Buffers) {
         let Work { slot, cmd, record } = work;
@@ -350,8 +326,7 @@ impl Device {
             let wants_out =
                 !cmd.bidi_iovs.is_empty() || target.data_out_len(&cmd.cdb).is_none_or(|n| n > 0);
             if wants_out && !cmd.iovs.is_empty() {
-                let mem = self.ring.lock().memory().clone();
-                if let Err(e) = ring::gather(&*mem, &cmd.iovs, &mut bufs.data_out) {
+                if let Err(e) = ring::gather(&*self.mem, &cmd.iovs, &mut bufs.data_out) {
                     // Impossible after parsing checked the iovecs; fail the command.
                     tracing::error!(device = %self.name, error = %e, "cannot read data-out");
                     *phase = Phase::Done;
@@ -391,8 +366,12 @@ impl Device {
         if n > 0 {
             let short = n < capacity;
             let report = short && self.layout.read_len();
-            let mem = self.ring.lock().memory().clone();
-            match ring::scatter(&*mem, data_in_iovs, &bufs.data_in[..n], short && !report) {
+            match ring::scatter(
+                &*self.mem,
+                data_in_iovs,
+                &bufs.data_in[..n],
+                short && !report,
+            ) {
                 Ok(_) => {
                     if report {
                         rsp.read_len = Some(n as u32);
@@ -698,7 +677,7 @@ mod tests {
     }
 
     #[test]
-    fn tmr_aborts_queued_commands_and_resets_the_unit() {
+    fn tmr_resets_the_unit_and_aborted_commands_still_run() {
         let (mut k, disk, _n, dev) = setup(CAPS);
         k.push_cmd(1, &rw10(0x28, 0, 0), &[], &[]);
         k.push_cmd(2, &rw10(0x28, 0, 0), &[], &[]);
@@ -710,20 +689,17 @@ mod tests {
         dev.poll(&mut more).unwrap();
         assert!(more.is_empty());
         assert_eq!(*disk.tmfs.lock(), vec![TaskManagement::LunReset]);
-        let (done, pos) = k.reap(0);
-        assert_eq!(
-            done.iter().map(|d| (d.0, d.1)).collect::<Vec<_>>(),
-            vec![(2, STATUS_TASK_ABORTED)]
-        );
-        // The aborted command's work item is skipped; the other runs normally.
+        assert_eq!(dev.stats().aborted.load(Ordering::Relaxed), 1);
+        // Nothing is completed early: the aborted command executes like the other one.
+        assert!(k.reap(0).0.is_empty());
         let mut bufs = Buffers::default();
         for w in work {
             dev.run(w, &mut bufs);
         }
-        let (done, _) = k.reap(pos);
+        let (done, _) = k.reap(0);
         assert_eq!(
             done.iter().map(|d| (d.0, d.1)).collect::<Vec<_>>(),
-            vec![(1, STATUS_GOOD)]
+            vec![(1, STATUS_GOOD), (2, STATUS_GOOD)]
         );
         dev.poll(&mut Vec::new()).unwrap();
         assert!(dev.is_drained());

@@ -7,7 +7,7 @@
 //!
 //! | subtype | handler config | example `dev_config` |
 //! |---------|----------------|----------------------|
-//! | `file`  | absolute path of a file or block device (created and sized to `dev_size` if missing) | `file//var/lib/rustio/disk0.img` |
+//! | `file`  | path of a file or block device (created and sized to `dev_size` if missing); a relative path is taken relative to the runner's working directory, as tcmu-runner's `file` handler does | `file//var/lib/rustio/disk0.img` |
 //! | `ram`   | empty, a free-form name, or `nullio` (reads zeros, drops writes) | `ram/` |
 //! | `qcow`  | absolute path of an existing qcow2 image | `qcow//var/lib/images/vm.qcow2` |
 //!
@@ -16,7 +16,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustio_backstore::{Backstore, FileBackstore, FileOptions, RamBackstore};
@@ -80,7 +80,7 @@ impl Handlers {
     /// The built-in handlers: `file`, `ram` and `qcow`.
     pub fn builtin() -> Handlers {
         let mut h = Handlers::empty();
-        h.register(Arc::new(FileHandler));
+        h.register(Arc::new(FileHandler::default()));
         h.register(Arc::new(RamHandler));
         h.register(Arc::new(QcowHandler));
         h
@@ -111,13 +111,18 @@ impl Handlers {
     }
 }
 
-fn check_absolute_path(cfg: &str) -> Result<&Path, String> {
+fn check_path_text(cfg: &str) -> Result<(), String> {
     if cfg.is_empty() {
         return Err("a path is required".into());
     }
     if cfg.contains('\0') || cfg.contains('\n') {
         return Err("the path contains a NUL or newline".into());
     }
+    Ok(())
+}
+
+fn check_absolute_path(cfg: &str) -> Result<&Path, String> {
+    check_path_text(cfg)?;
     let p = Path::new(cfg);
     if !p.is_absolute() {
         return Err(format!("{cfg:?} is not an absolute path"));
@@ -126,9 +131,41 @@ fn check_absolute_path(cfg: &str) -> Result<&Path, String> {
 }
 
 /// `file`: a regular file or block device (tcmu-runner's `file_example` handler). The
-/// file is created if missing and extended to the device size if shorter.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct FileHandler;
+/// file is created if missing and extended to the device size if shorter. Relative paths
+/// (`dev_config=file/disk.img`, as the `user_create.sh` script writes them) are resolved
+/// against `base_dir`, which defaults to the runner's working directory at start-up.
+#[derive(Debug, Clone)]
+pub struct FileHandler {
+    base_dir: PathBuf,
+}
+
+impl Default for FileHandler {
+    fn default() -> Self {
+        FileHandler::new(std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")))
+    }
+}
+
+impl FileHandler {
+    /// A handler resolving relative paths against `base_dir`.
+    pub fn new(base_dir: impl Into<PathBuf>) -> FileHandler {
+        FileHandler {
+            base_dir: base_dir.into(),
+        }
+    }
+
+    /// The path `cfg` designates, after checking it.
+    pub fn resolve(&self, cfg: &str) -> Result<PathBuf, String> {
+        check_path_text(cfg)?;
+        let p = self.base_dir.join(cfg);
+        match p.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => {
+                Err(format!("directory {} does not exist", dir.display()))
+            }
+            _ if p.is_dir() => Err(format!("{} is a directory", p.display())),
+            _ => Ok(p),
+        }
+    }
+}
 
 impl Handler for FileHandler {
     fn subtype(&self) -> &str {
@@ -136,24 +173,17 @@ impl Handler for FileHandler {
     }
 
     fn config_desc(&self) -> &str {
-        "Absolute path of the backing file or block device, e.g. /var/lib/rustio/disk0.img. \
+        "Path of the backing file or block device, e.g. /var/lib/rustio/disk0.img. \
          A missing file is created with the device size."
     }
 
     fn check_config(&self, cfg: &str) -> Result<(), String> {
-        let p = check_absolute_path(cfg)?;
-        match p.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => {
-                Err(format!("directory {} does not exist", dir.display()))
-            }
-            _ if p.is_dir() => Err(format!("{cfg} is a directory")),
-            _ => Ok(()),
-        }
+        self.resolve(cfg).map(|_| ())
     }
 
     fn open(&self, cfg: &str, dev: &DeviceInfo) -> Result<Arc<dyn Backstore>, HandlerError> {
-        self.check_config(cfg)?;
-        let mut opts = FileOptions::new(cfg);
+        let path = self.resolve(cfg)?;
+        let mut opts = FileOptions::new(path);
         opts.size = Some(dev.size);
         opts.block_size = dev.block_size;
         Ok(Arc::new(FileBackstore::open(opts)?))
@@ -248,9 +278,16 @@ mod tests {
             h.check_dev_config("zfs/pool").unwrap_err(),
             "no handler for subtype \"zfs\""
         );
+        assert!(h.check_dev_config("file/relative.img").is_ok());
         assert_eq!(
-            h.check_dev_config("file/relative.img").unwrap_err(),
-            "\"relative.img\" is not an absolute path"
+            h.check_dev_config("file/no-such-dir/x.img").unwrap_err(),
+            format!(
+                "directory {} does not exist",
+                std::env::current_dir()
+                    .unwrap()
+                    .join("no-such-dir")
+                    .display()
+            )
         );
         assert_eq!(
             h.check_dev_config("file/").unwrap_err(),
@@ -268,7 +305,7 @@ mod tests {
     fn file_handler_creates_and_sizes_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("d.img");
-        let b = FileHandler
+        let b = FileHandler::default()
             .open(path.to_str().unwrap(), &info(1 << 20))
             .unwrap();
         assert_eq!(b.capacity(), 1 << 20);
@@ -278,6 +315,14 @@ mod tests {
         let mut r = [0u8; 512];
         b.read_at(&mut r, 4096).unwrap();
         assert_eq!(r, [7u8; 512]);
+        // Relative paths resolve against the base directory (tcmu-runner's cwd).
+        let rel = FileHandler::new(dir.path());
+        rel.open("sub.img", &info(4096)).unwrap();
+        assert_eq!(
+            std::fs::metadata(dir.path().join("sub.img")).unwrap().len(),
+            4096
+        );
+        assert!(rel.check_config("missing/sub.img").is_err());
     }
 
     #[test]

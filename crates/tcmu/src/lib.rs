@@ -29,6 +29,8 @@
 //! runner.serve(&stop).unwrap();
 //! ```
 
+#![warn(missing_docs)]
+
 #[cfg(not(all(target_os = "linux", target_endian = "little")))]
 compile_error!("rustio-tcmu needs little-endian Linux (the TCMU ring ABI is host-endian)");
 

@@ -1425,5 +1425,88 @@ mod tests {
             ring.consume(&mut Vec::new()).unwrap();
             prop_assert!(ring.is_drained().unwrap());
         }
+
+        /// A command entry with a well-formed header but arbitrary kernel-supplied counts,
+        /// `cdb_off` and iovec bases/lengths (biased to the edges of the data area and of
+        /// the mapping, and to overflow): parsing never panics or writes, an accepted
+        /// command only names bytes inside the data area, a rejected one fails alone (the
+        /// next command still parses) and both can be completed.
+        #[test]
+        fn arbitrary_entry_offsets_are_bounds_checked(
+            iov_cnt in prop_oneof![0u32..6, any::<u32>()],
+            bidi_cnt in prop_oneof![0u32..3, any::<u32>()],
+            dif_cnt in prop_oneof![Just(0u32), any::<u32>()],
+            cdb_off in near_edges(),
+            cdb_opcode in any::<u8>(),
+            iovs in proptest::collection::vec((near_edges(), near_edges()), EDGE_IOVS),
+        ) {
+            let mut k = FakeKernel::new(EDGE_CMDR, EDGE_DATA, ALL_CAPS);
+            let map = k.mem.size() as u64;
+            // Somewhere a CDB may be found: the start of the data area.
+            k.mem.write(k.data_off, &[cdb_opcode]).unwrap();
+            let size = (abi::REQ_IOV + EDGE_IOVS * abi::IOVEC_SIZE + 16) as u32;
+            k.push_raw(size, size | abi::OP_CMD, |m, abs| {
+                m.write_u16(abs + abi::HDR_CMD_ID, 1).unwrap();
+                m.write_u32(abs + abi::REQ_IOV_CNT, iov_cnt).unwrap();
+                m.write_u32(abs + abi::REQ_IOV_BIDI_CNT, bidi_cnt).unwrap();
+                m.write_u32(abs + abi::REQ_IOV_DIF_CNT, dif_cnt).unwrap();
+                m.write_u64(abs + abi::REQ_CDB_OFF, cdb_off).unwrap();
+                for (i, (base, len)) in iovs.iter().enumerate() {
+                    let at = abs + abi::REQ_IOV + i * abi::IOVEC_SIZE;
+                    m.write_u64(at, *base).unwrap();
+                    m.write_u64(at + 8, *len).unwrap();
+                }
+            });
+            let good = Iov { offset: k.data_off, len: 512 };
+            k.push_cmd(2, &READ10, &[good], &[]);
+            let before = k.mem.snapshot();
+            let mut ring = Ring::new(k.shared()).unwrap();
+            let evs = consume_all(&mut ring);
+            prop_assert!(k.mem.snapshot() == before, "parsing wrote to the ring");
+            prop_assert_eq!(evs.len(), 2);
+            let first = match &evs[0] {
+                RingEvent::Command { slot, cmd } => {
+                    prop_assert_eq!(cmd.iovs.len() as u64, u64::from(iov_cnt));
+                    prop_assert_eq!(cmd.bidi_iovs.len() as u64, u64::from(bidi_cnt));
+                    prop_assert_eq!(dif_cnt, 0);
+                    prop_assert!(cdb_off < map && !cmd.cdb.is_empty());
+                    for iov in cmd.iovs.iter().chain(&cmd.bidi_iovs) {
+                        prop_assert!(iov.offset >= k.data_off, "{:?} starts in the ring", iov);
+                        prop_assert!(iov.offset as u64 + iov.len as u64 <= map, "{:?} ends past the map", iov);
+                    }
+                    let mut buf = Vec::new();
+                    ring.gather(&cmd.iovs, &mut buf).unwrap();
+                    scatter(&**ring.memory(), &cmd.bidi_iovs, &buf, true).unwrap();
+                    (*slot, CmdResponse::GOOD)
+                }
+                RingEvent::Malformed { slot, .. } => (*slot, CmdResponse::check_condition(SENSE)),
+                other => return Err(TestCaseError::fail(format!("unexpected {other:?}"))),
+            };
+            let (second, cmd2) = expect_cmd(&evs[1]);
+            prop_assert_eq!(cmd2.iovs.clone(), vec![good]);
+            ring.complete(first.0, first.1).unwrap();
+            ring.complete(second, CmdResponse::GOOD).unwrap();
+            let (done, _) = k.reap(0);
+            prop_assert_eq!(done.iter().map(|d| d.0).collect::<Vec<_>>(), vec![1, 2]);
+            prop_assert!(ring.is_drained().unwrap());
+        }
+    }
+
+    const EDGE_CMDR: u32 = 1024;
+    const EDGE_DATA: usize = 4096;
+    const EDGE_IOVS: usize = 8;
+
+    /// Values at and around the data area's start and the mapping's end of a
+    /// `FakeKernel::new(EDGE_CMDR, EDGE_DATA, ..)`, near `u64::MAX`, or anything.
+    fn near_edges() -> impl Strategy<Value = u64> {
+        let data_off = (abi::MAILBOX_SIZE + EDGE_CMDR as usize) as u64;
+        let map = data_off + EDGE_DATA as u64;
+        prop_oneof![
+            any::<u64>(),
+            0..=map + 16,
+            (0u64..32).prop_map(move |d| data_off + d - 16),
+            (0u64..32).prop_map(move |d| map + d - 16),
+            (0u64..32).prop_map(|d| u64::MAX - d),
+        ]
     }
 }

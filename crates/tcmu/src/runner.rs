@@ -635,9 +635,11 @@ impl Runner {
                 |s| &s.timeouts,
             ),
             ("tmr_total", "Task management notifications.", |s| &s.tmrs),
-            ("aborted_total", "Commands aborted before they ran.", |s| {
-                &s.aborted
-            }),
+            (
+                "aborted_total",
+                "Commands the kernel aborted by task management (still executed).",
+                |s| &s.aborted,
+            ),
         ];
         for (metric, help, get) in per_device {
             let _ = writeln!(out, "# HELP rustio_tcmu_{metric} {help}");

@@ -566,6 +566,8 @@ fn compare_and_write() {
         0x03,
     );
     h.good(&caw(0, 0), &[]);
+    // Zero blocks with data (libiscsi stores 256 in the one-byte field): rejected.
+    assert_invalid_cdb(h.check(&caw(0, 0), &vec![0; 512 * 1024]), 13, None);
 }
 
 #[test]

@@ -27,9 +27,9 @@ use rustio_config::{
 
 use super::{bad_value, boolean, ulong, Converter, DevState, TargetState};
 use crate::ast::{self, Attribute};
-use crate::error::{Error, Pos};
+use crate::error::{Error, ErrorKind, Pos};
 use crate::report::Fidelity;
-use crate::values::{is_pattern, matches_everything, parse_account, wildcmp};
+use crate::values::{is_pattern, mask_account, matches_everything, parse_account, wildcmp};
 
 /// The IANA-assigned `iscsi-target` port, where iSCSI-SCST listens by default.
 const ISCSI_PORT: u64 = 3260;
@@ -102,8 +102,21 @@ struct GroupInfo<'a> {
 }
 
 fn account(a: &Attribute) -> Result<Account, Error> {
-    let (user, secret) = parse_account(a.value_str())
-        .ok_or_else(|| bad_value(a, "expected \"<user name> <secret>\""))?;
+    let (user, secret) = parse_account(a.value_str()).ok_or_else(|| {
+        // The error names the attribute but never echoes what may be a secret.
+        Error::new(
+            a.value_pos.unwrap_or(a.pos),
+            ErrorKind::BadValue {
+                attribute: a.name.clone(),
+                value: if a.value_str().split_whitespace().count() > 1 {
+                    mask_account(a.value_str())
+                } else {
+                    a.value_str().to_owned()
+                },
+                reason: "expected \"<user name> <secret>\"".to_owned(),
+            },
+        )
+    })?;
     Ok(Account { user, secret })
 }
 

@@ -1,0 +1,166 @@
+#!/usr/bin/env bash
+# `rustio serve` with RBD LUNs (targetcli `user` storage objects whose config is
+# `rbd/<pool>/<image>;conf=...`), against the running test cluster of start.sh:
+#   * builds `rustio --features rbd` (unless RUSTIO_RBD_BIN is given),
+#   * creates two images, serves them from a saveconfig.json on 127.0.0.1,
+#   * iscsi-test-cu --dataloss on a 256 MiB RBD LUN (CU_FILTER, default ALL; 0 failures
+#     required, as tests/libiscsi/run.sh),
+#   * a qemu-img convert/compare round trip of 32 MiB of random data over iscsi://, and,
+#     after the server stopped, `rbd export` of that image compared with the data,
+#   * a configuration naming a missing image fails to load, naming the object.
+# OSD restarts under a write stream are tested at the engine level by
+# crates/rbd/tests/cluster.rs (osd_restart_under_load_loses_nothing).
+#
+# Called by run-tests.sh; standalone: CEPH_DIR=<cluster dir of start.sh> tests/ceph/serve.sh
+# Prints PASS/FAIL lines; exits non-zero on failure.
+#
+# Env: CEPH_DIR (required), RUSTIO_RBD_BIN, PORT (default 23370), CU_FILTER (ALL),
+#      CU_TIMEOUT (seconds for iscsi-test-cu, default 900), RUSTIO_CEPH_POOL (rbd).
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+: "${CEPH_DIR:?CEPH_DIR must name the cluster dir of tests/ceph/start.sh}"
+CONF=$CEPH_DIR/ceph.conf
+POOL=${RUSTIO_CEPH_POOL:-rbd}
+PORT=${PORT:-23370}
+CU_FILTER=${CU_FILTER:-ALL}
+CU_TIMEOUT=${CU_TIMEOUT:-900}
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/rustio-rbd-serve.XXXXXX")
+T0=$(date +%s)
+passed=0
+failed=0
+SERVER=""
+pass() { echo "PASS $*"; passed=$((passed + 1)); }
+fail() { echo "FAIL $*"; failed=$((failed + 1)); }
+RBD() { timeout 120 rbd --conf "$CONF" "$@"; }
+
+CU_IMAGE=rustio-serve-cu-$$
+QEMU_IMAGE=rustio-serve-qemu-$$
+cleanup() {
+    if [ -n "$SERVER" ]; then kill "$SERVER" 2>/dev/null; wait "$SERVER" 2>/dev/null; fi
+    RBD rm --no-progress "$POOL/$CU_IMAGE" >/dev/null 2>&1
+    RBD rm --no-progress "$POOL/$QEMU_IMAGE" >/dev/null 2>&1
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+[ -r "$CONF" ] || { fail "rbd-serve (no $CONF)"; exit 1; }
+for t in iscsi-test-cu qemu-img rbd; do
+    command -v "$t" >/dev/null || { fail "rbd-serve ($t not installed)"; exit 1; }
+done
+
+if [ -z "${RUSTIO_RBD_BIN:-}" ]; then
+    t=$(date +%s)
+    if (cargo build --release -q -p rustio --features rbd); then
+        pass "rbd-serve: build rustio --features rbd ($(( $(date +%s) - t ))s)"
+    else
+        fail "rbd-serve: build rustio --features rbd"; exit 1
+    fi
+    RUSTIO_RBD_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/rustio"
+fi
+
+CU_SIZE=268435456
+QEMU_SIZE=67108864
+RBD create --size $((CU_SIZE >> 20))M "$POOL/$CU_IMAGE" && RBD create --size $((QEMU_SIZE >> 20))M "$POOL/$QEMU_IMAGE" ||
+    { fail "rbd-serve: create images"; exit 1; }
+
+TGT=iqn.2024-01.org.rustio.test:rbd
+INIT=iqn.2024-01.org.rustio.test:client
+INIT2=iqn.2024-01.org.rustio.test:client2
+write_config() { # file, cu image name
+    cat >"$1" <<EOF
+{
+  "storage_objects": [
+    {"plugin": "user", "name": "cu", "config": "rbd/$POOL/$2;conf=$CONF", "size": $CU_SIZE,
+     "wwn": "5c3d2a10-0301-4000-8000-000000000001"},
+    {"plugin": "user", "name": "qemu", "config": "rbd/$POOL/$QEMU_IMAGE;osd_op_timeout=30;conf=$CONF",
+     "size": $QEMU_SIZE, "wwn": "5c3d2a10-0302-4000-8000-000000000002"}
+  ],
+  "targets": [
+    {"wwn": "$TGT", "fabric": "iscsi", "tpgs": [{"tag": 1, "enable": true,
+      "attributes": {"authentication": 0, "generate_node_acls": 1, "demo_mode_write_protect": 0},
+      "parameters": {"MaxRecvDataSegmentLength": "262144", "MaxBurstLength": "1048576"},
+      "luns": [{"index": 0, "storage_object": "/backstores/user/cu"},
+               {"index": 1, "storage_object": "/backstores/user/qemu"}],
+      "portals": [{"ip_address": "127.0.0.1", "port": $PORT}], "node_acls": []}]}
+  ]
+}
+EOF
+}
+
+# A missing image: the load fails and says which object.
+write_config "$WORK/missing.json" "no-such-image-$$"
+if timeout 120 "$RUSTIO_RBD_BIN" serve --config "$WORK/missing.json" --log warn >"$WORK/missing.log" 2>&1; then
+    fail "rbd-serve: missing image refused"
+elif grep -q "cu" "$WORK/missing.log" && grep -qi "no-such-image" "$WORK/missing.log"; then
+    pass "rbd-serve: missing image refused, naming the object"
+else
+    fail "rbd-serve: missing image error names the object"; sed 's/^/    /' "$WORK/missing.log" | tail -5
+fi
+
+write_config "$WORK/serve.json" "$CU_IMAGE"
+if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then fail "rbd-serve: port $PORT in use"; exit 1; fi
+"$RUSTIO_RBD_BIN" serve --config "$WORK/serve.json" --log warn >"$WORK/server.log" 2>&1 &
+SERVER=$!
+up=0
+for _ in $(seq 1 600); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then up=1; break; fi
+    kill -0 "$SERVER" 2>/dev/null || break
+    sleep 0.1
+done
+if [ "$up" = 1 ]; then pass "rbd-serve: server starts"; else
+    fail "rbd-serve: server starts"; sed 's/^/    /' "$WORK/server.log" | tail -20; exit 1
+fi
+P=127.0.0.1:$PORT
+
+expect_ok() { # name, command...
+    local d=$1; shift
+    if "$@" >"$WORK/out" 2>&1; then pass "$d"; else fail "$d"; sed 's/^/    /' "$WORK/out" | tail -5; fi
+}
+
+expect_ok "rbd-serve: readcapacity" sh -c "iscsi-readcapacity16 -i $INIT iscsi://$P/$TGT/0 | grep -q 'Total size:$CU_SIZE'"
+
+head -c $((32 * 1024 * 1024)) /dev/urandom >"$WORK/random.img"
+t=$(date +%s)
+expect_ok "rbd-serve: qemu-img convert to iscsi://" qemu-img convert -n -f raw -O raw "$WORK/random.img" "iscsi://$P/$TGT/1"
+expect_ok "rbd-serve: qemu-img compare over iscsi://" qemu-img compare -f raw -F raw "$WORK/random.img" "iscsi://$P/$TGT/1"
+expect_ok "rbd-serve: qemu-img convert from iscsi://" qemu-img convert -f raw -O raw "iscsi://$P/$TGT/1" "$WORK/back.img"
+expect_ok "rbd-serve: round trip identical" cmp -n $((32 * 1024 * 1024)) "$WORK/random.img" "$WORK/back.img"
+echo "rbd-serve: qemu round trip $(( $(date +%s) - t ))s"
+
+echo "rbd-serve: running iscsi-test-cu ($CU_FILTER, limit ${CU_TIMEOUT}s)"
+t=$(date +%s)
+filter=()
+[ "$CU_FILTER" != ALL ] && filter=(-t "$CU_FILTER")
+timeout "$CU_TIMEOUT" iscsi-test-cu --dataloss -n -i $INIT -I $INIT2 "${filter[@]}" "iscsi://$P/$TGT/0" >"$WORK/cu.log" 2>&1
+cu_rc=$?
+summary=$(grep -A3 "Run Summary" "$WORK/cu.log" | awk '$1 == "tests" {print $3, $4, $5}')
+read -r cu_ran cu_passed cu_failed <<<"$summary"
+echo "rbd-serve: iscsi-test-cu ran ${cu_ran:-?} passed ${cu_passed:-?} failed ${cu_failed:-?} ($(( $(date +%s) - t ))s, exit $cu_rc)"
+grep -o "Suite [A-Za-z0-9_-]*, Test [A-Za-z0-9_-]* had failures" "$WORK/cu.log" | sort -u | sed 's/^/    /'
+if [ -n "${cu_failed:-}" ] && [ "$cu_failed" = 0 ] && [ "${cu_ran:-0}" -gt 0 ]; then
+    pass "rbd-serve: iscsi-test-cu $CU_FILTER (0 of $cu_ran failed)"
+else
+    fail "rbd-serve: iscsi-test-cu $CU_FILTER (${cu_failed:-?} failed${cu_rc:+, exit $cu_rc})"
+    cp "$WORK/cu.log" /tmp/rustio-rbd-serve-cu.log 2>/dev/null && echo "    full log: /tmp/rustio-rbd-serve-cu.log"
+fi
+
+kill -0 "$SERVER" 2>/dev/null && pass "rbd-serve: server alive after the suite" || fail "rbd-serve: server alive after the suite"
+kill -TERM "$SERVER" 2>/dev/null
+stopped=0
+for _ in $(seq 1 300); do
+    kill -0 "$SERVER" 2>/dev/null || { stopped=1; break; }
+    sleep 0.1
+done
+wait "$SERVER" 2>/dev/null
+SERVER=""
+[ "$stopped" = 1 ] && pass "rbd-serve: server stops on SIGTERM" || fail "rbd-serve: server stops on SIGTERM"
+
+# What librbd holds, read by another client: the data, zeros after it.
+expect_ok "rbd-serve: rbd export equals the random data" sh -c \
+    "timeout 120 rbd --conf '$CONF' export --no-progress '$POOL/$QEMU_IMAGE' '$WORK/export.img' &&
+     qemu-img compare -f raw -F raw '$WORK/random.img' '$WORK/export.img'"
+if grep -qi panic "$WORK/server.log"; then fail "rbd-serve: no panic in the server log"; fi
+
+echo "rbd-serve: total $(( $(date +%s) - T0 ))s, $passed passed, $failed failed"
+[ "$failed" -eq 0 ]

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Real-kernel test of rustio's LIO management (issue 5) and SCST import (issue 8):
+# builds rustio (release), boots ONE VM (tests/vm/run.sh) and runs
+# tests/lio/guest-lio.sh in it against the kernel's LIO, tcm_loop, TCMU and iSCSI
+# target, with targetcli and libiscsi as cross-checks.
+#
+# Usage (from anywhere, as root): tests/lio/run-vm.sh [--timeout SECS] [--out DIR]
+#   RUSTIO_BIN=/path/to/rustio   use this binary instead of building one
+#   CARGO_TARGET_DIR             build dir (default /work/target-lio)
+#   RUSTIO_LIO_CU_TESTS          iscsi-test-cu families to run (see guest-lio.sh)
+# Exit status: the guest script's (0 = all checks passed; 124 timeout; 125 VM failure).
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+TIMEOUT=1500
+OUT=()
+while (($#)); do
+  case "$1" in
+    --timeout) TIMEOUT=$2; shift 2 ;;
+    --out) OUT=(--out "$2"); shift 2 ;;
+    *) echo "usage: $0 [--timeout SECS] [--out DIR]" >&2; exit 2 ;;
+  esac
+done
+
+t0=$(date +%s)
+# Packages: the VM harness's set (qemu, kernel, targetcli-fb, open-iscsi,
+# libiscsi-bin, ...) plus jq.
+"$ROOT/tests/vm/install-deps.sh"
+if ! command -v jq >/dev/null; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+    -o DPkg::Lock::Timeout=600 jq ||
+    { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends jq; }
+fi
+
+if [[ -z "${RUSTIO_BIN:-}" ]]; then
+  export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/work/target-lio}
+  (cd "$ROOT" && cargo build --release -q -p rustio --bin rustio)
+  RUSTIO_BIN=$CARGO_TARGET_DIR/release/rustio
+fi
+[[ -x "$RUSTIO_BIN" ]] || { echo "run-vm.sh: $RUSTIO_BIN is not executable" >&2; exit 2; }
+export RUSTIO_BIN
+echo "run-vm.sh: rustio binary $RUSTIO_BIN (build/deps took $(($(date +%s) - t0)) s)"
+
+rc=0
+(cd "$ROOT" && tests/vm/run.sh --timeout "$TIMEOUT" "${OUT[@]}" tests/lio/guest-lio.sh </dev/null) || rc=$?
+echo "run-vm.sh: guest exit status $rc, total $(($(date +%s) - t0)) s"
+exit "$rc"
