@@ -7,6 +7,7 @@ PKGS=(
     qemu-block-extra    # qemu-img iscsi:// URLs
     sg3-utils
     jq
+    librbd-dev          # the rbd engine (cargo feature rbd) links librbd/librados
 )
 missing=()
 for p in "${PKGS[@]}"; do

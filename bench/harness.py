@@ -7,7 +7,7 @@ Stages, in order:
   loopback  userspace iSCSI on 127.0.0.1: rustio serve (RAM and tmpfs-file LUNs) vs tgtd
             (tmpfs-file LUN), every workload against every target, interleaved per run
   profile   (--profile) perf record of rustio serve under 4 KiB random reads
-  tcmu      (--tcmu) placeholder for the VM stage (rustio runner vs tcmu-runner vs kernel)
+  tcmu      (--tcmu) VM stage: rustio runner vs tcmu-runner vs kernel fileio (bench/tcmu/run.sh)
   report    table on stdout, JSON + SVG + text in the output directory
 
 Only the Python standard library is used. Every process started is recorded (and killed
@@ -793,18 +793,41 @@ def stage_profile(ctx: Ctx) -> None:
 
 
 def stage_tcmu(ctx: Ctx) -> None:
-    """Placeholder for the VM stage.
+    """TCMU VM stage: bench/tcmu/run.sh (see bench/README.md, "TCMU stage").
 
-    Plan: tests/vm/run.sh --out DIR bench/tcmu-guest.sh, where the guest script exports
-    the same LUN through (a) rustio's TCMU runner, (b) tcmu-runner (file handler) and
-    (c) LIO's kernel fileio, runs fio on the resulting /dev/sdX with the workloads above,
-    and writes results.json into $RUSTIO_VM_OUT; this stage then merges it into
-    result["stages"]["tcmu"] with tcmu-runner as the anchor.
+    One VM boot (tests/vm/run.sh) exports the same pre-filled LUN through tcm_loop from
+    kernel fileio, rustio runner (user:file, user:qcow) and tcmu-runner (file, qcow) and runs
+    the same fio jobs on each; bench/tcmu/report.py's JSON is merged into
+    result["stages"]["tcmu"] and its table is printed here.
     """
-    vm = os.path.join(REPO, "tests", "vm", "run.sh")
-    status = "not implemented yet" + ("" if os.path.exists(vm) else " (tests/vm/run.sh missing)")
-    ctx.result["stages"]["tcmu"] = {"status": status}
-    ctx.progress.note(f"tcmu stage: {status}")
+    script = os.path.join(BENCH, "tcmu", "run.sh")
+    out = os.path.join(ctx.out, "tcmu")
+    argv = [script, "--out", out] + (["--quick"] if ctx.args.quick else [])
+    env = dict(os.environ, RUSTIO_BIN=ctx.rustio)
+    ctx.progress.note("tcmu stage: bench/tcmu/run.sh (one VM boot; several minutes under TCG)")
+    with open(os.path.join(ctx.out, "logs", "tcmu.log"), "wb") as log:
+        p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, env=env, start_new_session=True)
+        try:
+            stdout, _ = p.communicate(timeout=2400)
+        except BaseException as e:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)  # run.sh's trap stops QEMU
+                p.wait(timeout=60)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+            if isinstance(e, subprocess.TimeoutExpired):
+                raise BenchError(f"tcmu stage: bench/tcmu/run.sh still running after 2400 s; see {out}") from e
+            raise
+    stage: dict = {"status": f"bench/tcmu/run.sh exit {p.returncode}", "out": out}
+    try:
+        with open(os.path.join(out, "tcmu.json"), encoding="utf-8") as f:
+            stage.update(json.load(f))
+        stage["run_sh_exit"] = p.returncode
+    except (OSError, ValueError) as e:
+        ctx.failures.append(f"tcmu stage: no results ({e}); see {out}")
+    ctx.result["stages"]["tcmu"] = stage
+    sys.stdout.write("\n" + stdout.decode("utf-8", "replace"))
+    ctx.progress.note(f"tcmu stage: {stage.get('status')}; {out}/tcmu.txt")
 
 
 # ---------------------------------------------------------------------------- report
@@ -942,7 +965,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--skip-iperf", action="store_true", help="skip the iperf3 anchor")
     p.add_argument("--profile", action="store_true", help="also perf-record a rustio target under 4 KiB random reads")
     p.add_argument("--profile-target", default="rustio-ram", help="target to profile (default rustio-ram)")
-    p.add_argument("--tcmu", action="store_true", help="run the TCMU VM stage (not implemented yet)")
+    p.add_argument("--tcmu", action="store_true", help="also run the TCMU VM stage (bench/tcmu/run.sh)")
     p.add_argument("--rustio-bin", help="rustio binary to use instead of building")
     p.add_argument("--loadgen-bin", help="loadgen binary to use instead of building")
     p.add_argument("--rustio-args", default="", help="extra arguments for rustio serve, e.g. '--workers 2'")

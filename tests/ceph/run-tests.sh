@@ -10,7 +10,7 @@
 # Env: CARGO_TARGET_DIR as usual; RUSTIO_CEPH_KEEP=1 keeps the cluster dir (logs) afterwards;
 # RUSTIO_CEPH_NO_INSTALL=1 never runs apt-get.
 set -uo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.." || exit 1
 ROOT=$PWD
 HERE=$ROOT/tests/ceph
 T0=$(date +%s)
@@ -54,7 +54,8 @@ done
 export CEPH_DIR
 CEPH_DIR=$(mktemp -d "${TMPDIR:-/tmp}/rustio-ceph.XXXXXX")
 cleanup() {
-    local t=$(date +%s)
+    local t
+    t=$(date +%s)
     if [ "${RUSTIO_CEPH_KEEP:-0}" = 1 ]; then
         CEPH_KEEP=1 "$HERE/stop.sh" >/dev/null 2>&1
         echo "cluster dir kept: $CEPH_DIR"
@@ -82,8 +83,11 @@ export CARGO_TERM_COLOR=never
 
 t=$(date +%s)
 LOG=$(mktemp "${TMPDIR:-/tmp}/rustio-rbd-test.XXXXXX")
-cargo test -p rustio-rbd --features rbd -- --test-threads=1 2>&1 | tee "$LOG"
+# librados writes to the tests' stderr; keeping it apart from libtest's stdout keeps the
+# "test NAME ... ok" lines whole.
+cargo test -p rustio-rbd --features rbd -- --test-threads=1 2>"$LOG.err" | tee "$LOG"
 rc=${PIPESTATUS[0]}
+[ "$rc" -eq 0 ] || tail -40 "$LOG.err"
 echo "rbd: cargo test $(( $(date +%s) - t ))s"
 n=0
 while read -r name result; do
@@ -92,7 +96,11 @@ while read -r name result; do
 done < <(sed -nE 's/^test ([^ ]+) \.\.\. (ok|FAILED)$/\1 \2/p' "$LOG")
 if [ "$rc" -ne 0 ] && ! grep -q '^test .* FAILED$' "$LOG"; then fail "rbd: cargo test exited $rc"; fi
 [ "$n" -gt 0 ] || fail "rbd: no test ran"
-rm -f "$LOG"
+# Every result libtest counted must have been reported above.
+total=$(sed -nE 's/^test result: [a-zA-Z]+\. ([0-9]+) passed; ([0-9]+) failed.*/\1 \2/p' "$LOG" |
+    awk '{t += $1 + $2} END {print t + 0}')
+[ "$total" -eq "$n" ] || fail "rbd: libtest counted $total results but $n were parsed"
+rm -f "$LOG" "$LOG.err"
 
 # --- rustio serve with RBD LUNs ---
 if [ "${RUSTIO_CEPH_NO_SERVE:-0}" != 1 ]; then

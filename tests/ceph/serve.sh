@@ -17,7 +17,7 @@
 # Env: CEPH_DIR (required), RUSTIO_RBD_BIN, PORT (default 23370), CU_FILTER (ALL),
 #      CU_TIMEOUT (seconds for iscsi-test-cu, default 900), RUSTIO_CEPH_POOL (rbd).
 set -uo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.." || exit 2
 ROOT=$PWD
 : "${CEPH_DIR:?CEPH_DIR must name the cluster dir of tests/ceph/start.sh}"
 CONF=$CEPH_DIR/ceph.conf

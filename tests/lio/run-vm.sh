@@ -32,6 +32,10 @@ if ! command -v jq >/dev/null; then
     { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends jq; }
 fi
 
+# The guest gets a writable /etc/target only if the host has one (targetcli-fb
+# does not ship it; its first saveconfig creates it). targetcli wants it.
+mkdir -p /etc/target
+
 if [[ -z "${RUSTIO_BIN:-}" ]]; then
   export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/work/target-lio}
   (cd "$ROOT" && cargo build --release -q -p rustio --bin rustio)

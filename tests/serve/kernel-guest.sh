@@ -64,7 +64,7 @@ vm_log "disk: ${DISK:-none}"
 sg_checks() {
   [[ -b "$DISK" ]] || return 1
   sg_inq "$DISK" | tee /tmp/inq.out || return 1
-  grep -q "Peripheral device type: disk" /tmp/inq.out || return 1
+  grep -Eq "PDT=0 |Peripheral device type: disk" /tmp/inq.out || { echo "not a disk"; return 1; }
   # VPD 0x80 unit serial = the saveconfig wwn.
   sg_inq -p 0x80 "$DISK" | tee /tmp/sn.out || return 1
   grep -q "$SERIAL" /tmp/sn.out || { echo "serial $SERIAL missing"; return 1; }

@@ -424,7 +424,7 @@ targetcli_create() {
 targetcli_refused() {
   printf '%s\n' "/backstores/user:file create name=tc1 size=1M cfgstring=/no/such/dir/tc1.img" exit |
     targetcli 2>&1 | tee /tmp/targetcli2.out
-  grep -q "cfgstring invalid" /tmp/targetcli2.out && [[ ! -e $CORE/user_*/tc1 ]]
+  grep -q "cfgstring invalid" /tmp/targetcli2.out && ! compgen -G "$CORE/user_*/tc1" >/dev/null
 }
 if want targetcli; then
   start_bus
@@ -456,12 +456,22 @@ if want stop && runner_alive; then
 fi
 
 # ---------------------------------------------------------------- teardown
-runner_alive && runner_kill TERM
-mountpoint -q /tmp/mnt && umount /tmp/mnt
-vm_configfs_rm "$LIO/loopback/$LOOP_WWN"
-vm_configfs_rm "$LIO/loopback/$CTL_WWN"
-vm_configfs_rm "$LIO/loopback/$QCOW_WWN"
-for d in "$CORE"/user_*/*/; do [[ -d $d ]] && vm_configfs_rm "${d%/}"; done
+# With a runner serving them: removing a tcm_loop LUN makes sd send SYNCHRONIZE CACHE,
+# which no-one would answer after the stop section (the kernel would wait out its command
+# timeouts and SCSI error handling).
+teardown() {
+  runner_alive || { start_runner && wait_listening; } || return 1
+  mountpoint -q /tmp/mnt && umount /tmp/mnt
+  local d rc=0
+  for d in "$LIO/loopback/$LOOP_WWN" "$LIO/loopback/$CTL_WWN" "$LIO/loopback/$QCOW_WWN" \
+    "$CORE"/user_*/*/ "$CORE"/fileio_*/*/; do
+    [[ -d $d ]] || continue
+    vm_configfs_rm "${d%/}" 2>/dev/null || { echo "cannot remove $d"; rc=1; }
+  done
+  runner_kill TERM || rc=1
+  return $rc
+}
+VM_CHECK_TIMEOUT=180 vm_check "teardown: LUNs and backstores removed, runner stopped" teardown
 cp "$LOG" "$OUT/" 2>/dev/null
 dmesg >"$OUT/guest-dmesg.txt" 2>/dev/null
 echo "---- runner log (last 60 lines)"; tail -n 60 "$LOG"

@@ -142,7 +142,10 @@ impl Lio {
         self.backend
             .write(path, value.as_bytes())
             .map_err(|source| match source.kind() {
-                io::ErrorKind::NotFound => Error::Io {
+                // ENOENT from an attribute that exists is the store handler's own
+                // answer (e.g. target_core_user's `enable` when the TCMU handler
+                // cannot open its backing file), not a missing attribute.
+                io::ErrorKind::NotFound if std::fs::symlink_metadata(path).is_err() => Error::Io {
                     op: "write (attribute not provided by this kernel)",
                     path: path.to_path_buf(),
                     source,

@@ -305,8 +305,15 @@ impl Lio {
                 if let Some(v) = info_value(&info, "MaxDataAreaMB").filter(|v| *v != "NULL") {
                     control.push(format!("max_data_area_mb={v}"));
                 }
-                if let Some(v) = attributes.get("hw_block_size") {
-                    control.push(format!("hw_block_size={}", v.to_configfs()));
+                // attrib/hw_block_size is read-only for TCMU devices, so it is not in
+                // `attributes` (writable ones only); rtslib reads the file itself.
+                if let Some(v) = attributes
+                    .get("hw_block_size")
+                    .map(|v| v.to_configfs().trim().to_owned())
+                    .or_else(|| self.read_trim(&dir.join("attrib/hw_block_size")))
+                    .filter(|v| !v.is_empty() && v != "NULL")
+                {
+                    control.push(format!("hw_block_size={v}"));
                 }
                 if let Some(v) = info_value(&info, "DataPagesPerBlk").filter(|v| *v != "NULL") {
                     let digits: String = v.chars().take_while(char::is_ascii_digit).collect();

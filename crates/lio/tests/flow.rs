@@ -308,3 +308,36 @@ fn plan_is_minimal_for_small_changes() {
     let plan = diff(&cur, &des);
     assert_eq!(plan.ops.len(), 1, "{plan}");
 }
+
+/// Found in the VM: target_core_user's `enable` store handler answers ENOENT when
+/// tcmu-runner cannot open the handler's file. The attribute exists, so this is the
+/// kernel rejecting the value, not an attribute missing from this kernel.
+#[test]
+fn enoent_from_an_existing_attribute_is_a_kernel_rejection() {
+    let env = Env::new();
+    let so = SaveConfig::from_json(
+        r#"{"storage_objects":[{"plugin":"ramdisk","name":"r0","size":4096}]}"#,
+    )
+    .unwrap()
+    .storage_objects
+    .remove(0);
+    env.kernel.inject(Fault {
+        op: FaultOp::Write,
+        path_suffix: "r0/enable".into(),
+        errno: nix::errno::Errno::ENOENT,
+        count: 1,
+    });
+    let err = env.lio.create_storage_object(so).unwrap_err();
+    let mut msg = err.to_string();
+    let mut cause = std::error::Error::source(&err);
+    while let Some(c) = cause {
+        msg = format!("{msg}: {c}");
+        cause = c.source();
+    }
+    assert!(msg.contains("the kernel rejected \"1\""), "{msg}");
+    assert!(!msg.contains("not provided by this kernel"), "{msg}");
+    assert!(
+        env.lio.live().unwrap().storage_objects.is_empty(),
+        "rolled back"
+    );
+}

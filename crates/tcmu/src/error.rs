@@ -148,10 +148,48 @@ impl Error {
 /// Result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Displays an error followed by each of its sources, separated by `: `, so that log lines
+/// carry the cause (for example the handler's "size misconfigured" behind
+/// [`Error::HandlerOpen`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cur = self.0.source();
+        while let Some(e) = cur {
+            write!(f, ": {e}")?;
+            cur = e.source();
+        }
+        Ok(())
+    }
+}
+
 pub(crate) fn io_err(
     op: &'static str,
     path: impl Into<PathBuf>,
 ) -> impl FnOnce(std::io::Error) -> Error {
     let path = path.into();
     move |source| Error::Io { op, path, source }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_shows_every_cause() {
+        let e = Error::HandlerOpen {
+            device: "q1".into(),
+            subtype: "qcow".into(),
+            cfg: "/tmp/q1.qcow2".into(),
+            source: "size misconfigured: dev_size is 16777216 bytes".into(),
+        };
+        assert_eq!(
+            Chain(&e).to_string(),
+            "device q1: handler qcow failed to open \"/tmp/q1.qcow2\": \
+             size misconfigured: dev_size is 16777216 bytes"
+        );
+    }
 }

@@ -183,7 +183,7 @@ impl Runner {
                 Ok(()) => n += 1,
                 Err(e) => {
                     self.inner.stats.refused.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(minor, uio = %name, error = %e, "cannot serve existing device");
+                    tracing::error!(minor, uio = %name, error = %crate::error::Chain(&e), "cannot serve existing device");
                 }
             }
         }
@@ -486,8 +486,8 @@ impl Runner {
             Ok(()) => 0,
             Err(e) => {
                 self.inner.stats.refused.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(uio = %ev.uio_name, minor = ev.minor, event = ?ev.kind, error = %e,
-                    "refusing device event");
+                tracing::error!(uio = %ev.uio_name, minor = ev.minor, event = ?ev.kind,
+                    error = %crate::error::Chain(&e), "refusing device event");
                 e.errno()
             }
         }

@@ -1,0 +1,283 @@
+#!/bin/bash
+# Guest script of the TCMU benchmark stage (run by bench/tcmu/run.sh through
+# tests/vm/run.sh --out DIR; results land in $RUSTIO_VM_OUT).
+#
+#   tests/vm/run.sh --mem 3G --out DIR [--share HANDLER_DIR] bench/tcmu/guest-bench.sh [--quick]
+#
+# For each backend in turn, one tcm_loop LUN of the same size (RUSTIO_BENCH_SIZE_MB, default
+# 512) backed by a file pre-filled with random data (so reads never hit holes), and the same
+# fio jobs on the resulting /dev/sdX (direct=1, ioengine=libaio, time_based):
+#   randread-4k-qd32, randwrite-4k-qd32, seqread-1m-qd8   (10 s each; --quick: 3 s)
+# Backends (RUSTIO_BENCH_BACKENDS, comma list, default all, in this order):
+#   kernel-fileio      LIO fileio backstore on the tmpfs file (no userspace daemon)
+#   rustio-file        rustio runner, user:file on the tmpfs file
+#   tcmu-runner-file   tcmu-runner, its `file` handler (handler_file.so built by
+#                      build-tcmu-file.sh, directory in RUSTIO_BENCH_HANDLER_DIR)
+#   rustio-qcow        rustio runner, user:qcow on a qcow2 image (qemu-img convert of the
+#                      same random data: fully allocated) on a loop-mounted ext4 file system
+#   tcmu-runner-qcow   tcmu-runner, Debian's handler_qcow.so, same kind of image on ext4
+#                      (tcmu-runner's qcow handler opens the image O_DIRECT: not on tmpfs)
+# RUSTIO_BENCH_RUNNER_ARGS: extra `rustio runner` options (e.g. "--threads 2").
+# Both userspace daemons get the same device attributes (hw_max_sectors=2048,
+# max_data_area_mb=64) and write-back caching (tcmu-runner's file handler forces WCE on;
+# rustio's default is --write-cache on). The disk's I/O scheduler is set to none.
+#
+# Output in $RUSTIO_VM_OUT/<backend>/: <workload>.json (fio JSON), <workload>.cpu
+# ("daemon_ticks_before daemon_ticks_after clk_tck busy_before busy_after total_before
+# total_after", busy/total from the cpu line of /proc/stat), meta (key=value: status, error,
+# vmhwm_kb, pid, dev ...), daemon log. $RUSTIO_VM_OUT/guest.env describes the guest.
+set -uo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+# shellcheck source=/dev/null # tests/vm/guest-lib.sh
+. "$ROOT/tests/vm/guest-lib.sh"
+
+QUICK=0
+[[ ${1:-} == --quick ]] && QUICK=1
+RUSTIO=${RUSTIO_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/rustio}
+OUT=${RUSTIO_VM_OUT:-/tmp/bench-out}
+mkdir -p "$OUT"
+CORE=$LIO/core
+SIZE_MB=${RUSTIO_BENCH_SIZE_MB:-512}
+SIZE=$((SIZE_MB << 20))
+RUNTIME=${RUSTIO_BENCH_RUNTIME:-$((QUICK ? 3 : 10))}
+# No ramp: the daemon CPU ticks must cover exactly the I/Os fio counts.
+RAMP=${RUSTIO_BENCH_RAMP:-0}
+BACKENDS=${RUSTIO_BENCH_BACKENDS:-kernel-fileio,rustio-file,tcmu-runner-file,rustio-qcow,tcmu-runner-qcow}
+HANDLER_DIR=${RUSTIO_BENCH_HANDLER_DIR:-}
+DEBIAN_HANDLERS=/usr/lib/x86_64-linux-gnu/tcmu-runner
+WWN=naa.5001405000000b01
+NEXUS=naa.5001405000000b02
+FILL=/tmp/fill.raw
+RAWIMG=/tmp/bench-file.img
+QMNT=/tmp/qmnt
+QIMG=$QMNT/bench.qcow2
+# name:rw:bs:iodepth
+WORKLOADS=(randread-4k-qd32:randread:4k:32 randwrite-4k-qd32:randwrite:4k:32 seqread-1m-qd8:read:1m:8)
+
+{
+  echo "kernel=$(uname -r)"
+  echo "nproc=$(nproc)"
+  echo "mem_kb=$(awk '/MemTotal/ {print $2}' /proc/meminfo)"
+  echo "size_mb=$SIZE_MB"
+  echo "runtime=$RUNTIME"
+  echo "ramp=$RAMP"
+  echo "quick=$QUICK"
+  echo "fio=$(fio --version 2>/dev/null)"
+  echo "tcmu_runner=$(dpkg-query -W -f='${Version}' tcmu-runner 2>/dev/null)"
+  echo "qemu_img=$(qemu-img --version 2>/dev/null | head -1)"
+  echo "rustio=$("$RUSTIO" --version 2>/dev/null)"
+  echo "handler_dir=$HANDLER_DIR"
+  echo "runner_args=${RUSTIO_BENCH_RUNNER_ARGS:-}"
+  echo "clk_tck=$(getconf CLK_TCK)"
+} >"$OUT/guest.env"
+CLK_TCK=$(getconf CLK_TCK)
+
+log() { vm_log "$*"; }
+
+# ---------------------------------------------------------------- helpers
+proc_ticks() { # PID -> utime+stime (all threads) in clock ticks
+  local s
+  s=$(cat "/proc/$1/stat" 2>/dev/null) || { echo 0; return; }
+  s=${s##*) }   # fields after "(comm) "; field 3 (state) is now $1
+  # shellcheck disable=SC2086 # word splitting of the stat fields is the point
+  set -- $s
+  echo $(( ${12} + ${13} ))
+}
+cpu_busy_total() { # -> "busy total" jiffies from /proc/stat (busy = total - idle - iowait)
+  awk '/^cpu / { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t; exit }' /proc/stat
+}
+hwm_kb() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status" 2>/dev/null; }
+
+loop_disk() { vm_find_disk '/tcm_loop_'; }
+# shellcheck disable=SC2317 # called through vm_wait
+no_loop_disk() { ! vm_find_disk '/tcm_loop_' >/dev/null; }
+
+export_loop() { # BACKSTORE_DIR
+  local t=$LIO/loopback/$WWN/tpgt_1
+  mkdir -p "$t" || return 1
+  # tcm_loop: the nexus must exist before a LUN is linked, or no disk appears.
+  echo -n "$NEXUS" >"$t/nexus" || return 1
+  mkdir -p "$t/lun/lun_0" || return 1
+  ln -s "$1" "$t/lun/lun_0/${1##*/}" || return 1
+  vm_wait 90 loop_disk
+}
+
+create_user_dev() { # HBA NAME DEV_CONFIG
+  local d=$CORE/user_$1/$2
+  mkdir -p "$d" || return 1
+  echo -n "dev_config=$3" >"$d/control" || return 1
+  echo -n "dev_size=$SIZE" >"$d/control" || return 1
+  echo -n "hw_max_sectors=2048" >"$d/control" || return 1
+  echo -n "max_data_area_mb=64" >"$d/control" 2>/dev/null || echo "note: max_data_area_mb not settable"
+  echo -n 1 >"$d/enable"
+}
+
+create_fileio_dev() { # HBA NAME
+  local d=$CORE/fileio_$1/$2
+  mkdir -p "$d" || return 1
+  echo -n "fd_dev_name=$RAWIMG,fd_dev_size=$SIZE" >"$d/control" || return 1
+  echo -n 1 >"$d/enable"
+}
+
+DAEMON_PID=
+start_rustio() { # LOG
+  # shellcheck disable=SC2086 # RUSTIO_BENCH_RUNNER_ARGS: extra options, split on spaces
+  (cd /var/tmp && exec "$RUSTIO" --log info runner --no-dbus ${RUSTIO_BENCH_RUNNER_ARGS:-}) >>"$1" 2>&1 &
+  DAEMON_PID=$!
+  vm_wait 60 grep -q "listening for TCMU netlink events" "$1" || { tail -20 "$1"; return 1; }
+  vm_wait 30 grep -q "existing devices opened" "$1" || true
+}
+start_tcmu_runner() { # LOG HANDLER_DIR
+  vm_start_dbus || { echo "dbus failed"; return 1; }
+  tcmu-runner --handler-path "$2" --tcmu-log-dir /var/log >>"$1" 2>&1 &
+  DAEMON_PID=$!
+  vm_wait 60 dbus-send --system --print-reply --dest=org.freedesktop.DBus / \
+    org.freedesktop.DBus.GetNameOwner string:org.kernel.TCMUService1 || {
+    kill -0 "$DAEMON_PID" 2>/dev/null || { echo "tcmu-runner exited"; tail -20 "$1"; return 1; }
+  }
+}
+stop_daemon() {
+  [[ -n $DAEMON_PID ]] || return 0
+  kill -TERM "$DAEMON_PID" 2>/dev/null
+  vm_wait 30 bash -c "! kill -0 $DAEMON_PID 2>/dev/null" || kill -KILL "$DAEMON_PID" 2>/dev/null
+  wait "$DAEMON_PID" 2>/dev/null
+  DAEMON_PID=
+}
+
+teardown() {
+  vm_configfs_rm "$LIO/loopback/$WWN" 2>/dev/null || echo "tcm_loop target not removed"
+  vm_wait 60 no_loop_disk || echo "tcm_loop disk still present"
+  local d
+  for d in "$CORE"/user_*/* "$CORE"/fileio_*/*; do
+    [[ -d $d && -e $d/enable ]] && { vm_configfs_rm "$d" || echo "backstore $d not removed"; }
+  done
+  stop_daemon
+  rm -f "$RAWIMG" "$QIMG"
+}
+
+run_fio() { # BACKEND_OUT NAME RW BS QD DEV
+  local bo=$1 name=$2 rw=$3 bs=$4 qd=$5 dev=$6 t0 t1 c0 c1 rc=0 ramp=()
+  ((RAMP > 0)) && ramp=(--ramp_time="$RAMP")
+  t0=0; t1=0
+  [[ -n $DAEMON_PID ]] && t0=$(proc_ticks "$DAEMON_PID")
+  c0=$(cpu_busy_total)
+  (cd /tmp && timeout $((RUNTIME + RAMP + 120)) fio --name="$name" --filename="$dev" \
+    --ioengine=libaio --direct=1 --rw="$rw" --bs="$bs" --iodepth="$qd" --numjobs=1 \
+    --time_based --runtime="$RUNTIME" "${ramp[@]}" --norandommap --randrepeat=0 \
+    --group_reporting --output-format=json --output="$bo/$name.json") >"$bo/$name.fio.err" 2>&1 || rc=$?
+  c1=$(cpu_busy_total)
+  [[ -n $DAEMON_PID ]] && t1=$(proc_ticks "$DAEMON_PID")
+  echo "$t0 $t1 $CLK_TCK $c0 $c1" | awk '{print $1, $2, $3, $4, $6, $5, $7}' >"$bo/$name.cpu"
+  echo "$rc" >"$bo/$name.rc"
+  [[ -s $bo/$name.fio.err ]] && sed 's/^/    fio: /' "$bo/$name.fio.err" | head -5
+  return "$rc"
+}
+
+# ---------------------------------------------------------------- one backend
+bench_backend() { # NAME
+  local b=$1 bo=$OUT/$1 dev d hd cfg
+  mkdir -p "$bo"
+  : >"$bo/meta"
+  meta() { echo "$1=$2" >>"$bo/meta"; }
+  log "=== $b"
+  local t0; t0=$(date +%s)
+  case $b in
+    *-qcow)
+      mountpoint -q "$QMNT" || { echo "no ext4 mount"; meta status unavailable; meta error "ext4 loop mount failed"; return 1; }
+      qemu-img convert -f raw -O qcow2 "$FILL" "$QIMG" || { meta status error; meta error "qemu-img convert failed"; return 1; }
+      meta image "$(qemu-img info "$QIMG" 2>/dev/null | grep -E 'disk size|cluster_size' | tr '\n' ' ')"
+      ;;
+    *)
+      cp "$FILL" "$RAWIMG" || { meta status error; meta error "copy of fill data failed"; return 1; }
+      ;;
+  esac
+  case $b in
+    kernel-fileio)
+      create_fileio_dev 9 bench || { meta status error; meta error "fileio backstore refused"; teardown; return 1; }
+      d=$CORE/fileio_9/bench ;;
+    rustio-file|rustio-qcow)
+      start_rustio "$bo/daemon.log" || { meta status error; meta error "rustio runner did not start"; teardown; return 1; }
+      if [[ $b == rustio-file ]]; then cfg="file/$RAWIMG"; else cfg="qcow/$QIMG"; fi
+      create_user_dev 7 bench "$cfg" || { meta status error; meta error "user backstore $cfg refused"; tail -5 "$bo/daemon.log"; teardown; return 1; }
+      d=$CORE/user_7/bench ;;
+    tcmu-runner-file|tcmu-runner-qcow)
+      hd=/tmp/tcmu-handlers-$b
+      rm -rf "$hd"; mkdir -p "$hd"
+      if [[ $b == tcmu-runner-file ]]; then
+        if [[ -z $HANDLER_DIR || ! -s $HANDLER_DIR/handler_file.so ]]; then
+          meta status unavailable
+          meta error "${RUSTIO_BENCH_HANDLER_MISSING:-handler_file.so not built}"
+          rm -f "$RAWIMG"; return 1
+        fi
+        ln -s "$HANDLER_DIR/handler_file.so" "$hd/handler_file.so"
+        cfg="file/$RAWIMG"
+      else
+        [[ -s $DEBIAN_HANDLERS/handler_qcow.so ]] || { meta status unavailable; meta error "no $DEBIAN_HANDLERS/handler_qcow.so"; return 1; }
+        ln -s "$DEBIAN_HANDLERS/handler_qcow.so" "$hd/handler_qcow.so"
+        cfg="qcow/$QIMG"
+      fi
+      start_tcmu_runner "$bo/daemon.log" "$hd" || { meta status error; meta error "tcmu-runner did not start"; teardown; return 1; }
+      create_user_dev 8 bench "$cfg" || { meta status error; meta error "user backstore $cfg refused"; tail -5 "$bo/daemon.log"; teardown; return 1; }
+      d=$CORE/user_8/bench ;;
+    *) meta status error; meta error "unknown backend"; return 1 ;;
+  esac
+  export_loop "$d" || { meta status error; meta error "no tcm_loop disk"; teardown; return 1; }
+  dev=$(loop_disk)
+  [[ $(blockdev --getsize64 "$dev") == "$SIZE" ]] || { meta status error; meta error "disk size mismatch"; teardown; return 1; }
+  echo none >"/sys/block/${dev#/dev/}/queue/scheduler" 2>/dev/null
+  meta dev "$dev"
+  meta max_sectors_kb "$(cat "/sys/block/${dev#/dev/}/queue/max_sectors_kb")"
+  meta cache_type "$(cat /sys/block/"${dev#/dev/}"/device/scsi_disk/*/cache_type 2>/dev/null)"
+  [[ -n $DAEMON_PID ]] && meta pid "$DAEMON_PID"
+  meta setup_s $(($(date +%s) - t0))
+  log "$b: $dev ready ($(($(date +%s) - t0)) s setup)"
+  local w name rw bs qd failed=0
+  for w in "${WORKLOADS[@]}"; do
+    IFS=: read -r name rw bs qd <<<"$w"
+    if run_fio "$bo" "$name" "$rw" "$bs" "$qd" "$dev"; then
+      log "$b $name: $(awk '/"iops"/ {gsub(/[",]/, ""); if ($3 > 0) {print "iops", $3; exit}}' "$bo/$name.json" 2>/dev/null)"
+    else
+      failed=1
+      log "$b $name: fio failed (exit $(cat "$bo/$name.rc"))"
+    fi
+    if [[ -n $DAEMON_PID ]] && ! kill -0 "$DAEMON_PID" 2>/dev/null; then
+      meta error "daemon died during $name"; failed=1; break
+    fi
+  done
+  [[ -n $DAEMON_PID ]] && meta vmhwm_kb "$(hwm_kb "$DAEMON_PID")"
+  if ((failed)); then meta status partial; else meta status ok; fi
+  dmesg | grep -E "I/O error|critical|tcmu|TCMU" | tail -20 >"$bo/dmesg-tail.txt"
+  teardown
+  if [[ $b == tcmu-runner-* && -f /var/log/tcmu-runner.log ]]; then
+    cp /var/log/tcmu-runner.log "$bo/tcmu-runner.log"; : >/var/log/tcmu-runner.log
+  fi
+  return 0
+}
+
+# ---------------------------------------------------------------- main
+T0=$(date +%s)
+# Random bytes are slow to generate under TCG: one chunk of up to 64 MiB, repeated (the
+# point is that no block is a hole or all zeroes; reads never return cached duplicates
+# since O_DIRECT reads of the LUN go through the backstore every time).
+CHUNK_MB=$((SIZE_MB < 64 ? SIZE_MB : 64))
+log "fill data: $SIZE_MB MiB ($CHUNK_MB MiB random chunk repeated)"
+head -c $((CHUNK_MB << 20)) /dev/urandom >/tmp/chunk.raw || { echo "cannot create chunk"; exit 1; }
+for _ in $(seq $(((SIZE_MB + CHUNK_MB - 1) / CHUNK_MB))); do cat /tmp/chunk.raw; done | head -c "$SIZE" >"$FILL"
+rm -f /tmp/chunk.raw
+[[ $(stat -c %s "$FILL") == "$SIZE" ]] || { echo "cannot create $FILL"; exit 1; }
+if [[ $BACKENDS == *qcow* ]]; then
+  mkdir -p "$QMNT"
+  truncate -s $(((SIZE_MB + SIZE_MB / 4 + 64) << 20)) /tmp/qcow-ext4.img &&
+    mkfs.ext4 -q -F /tmp/qcow-ext4.img && mount -o loop /tmp/qcow-ext4.img "$QMNT" ||
+    echo "ext4 loop mount for the qcow2 images failed"
+fi
+IFS=, read -r -a BLIST <<<"$BACKENDS"
+for b in "${BLIST[@]}"; do
+  bench_backend "$b" || log "$b: $(grep -E '^(status|error)=' "$OUT/$b/meta" | tr '\n' ' ')"
+done
+mountpoint -q "$QMNT" && umount "$QMNT"
+rm -f /tmp/qcow-ext4.img "$FILL"
+dmesg >"$OUT/guest-dmesg.txt" 2>/dev/null
+log "done in $(($(date +%s) - T0)) s"
+echo "bench backends: ${BLIST[*]}"
+exit 0

@@ -1,0 +1,208 @@
+#!/usr/bin/env python3
+"""Summarise one TCMU benchmark VM run (bench/tcmu/guest-bench.sh output).
+
+Usage: report.py VM_OUT_DIR JSON_OUT [--host-info FILE]
+
+VM_OUT_DIR is $RUSTIO_VM_OUT of the run (one sub-directory per backend). Prints the table
+on stdout, writes the JSON document to JSON_OUT (and the table next to it as .txt).
+Python standard library only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Optional
+
+BACKENDS = ["kernel-fileio", "rustio-file", "tcmu-runner-file", "rustio-qcow", "tcmu-runner-qcow"]
+WORKLOADS = [
+    ("randread-4k-qd32", "iops"),
+    ("randwrite-4k-qd32", "iops"),
+    ("seqread-1m-qd8", "mib_s"),
+]
+# (label, numerator backend, denominator backend)
+RATIOS = [
+    ("rustio-file / tcmu-runner-file", "rustio-file", "tcmu-runner-file"),
+    ("rustio-file / kernel-fileio", "rustio-file", "kernel-fileio"),
+    ("rustio-qcow / tcmu-runner-qcow", "rustio-qcow", "tcmu-runner-qcow"),
+]
+MiB = 1 << 20
+
+
+def read_kv(path: str) -> dict:
+    out: dict = {}
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                k, sep, v = line.rstrip("\n").partition("=")
+                if sep and k not in out:  # the first status/error wins
+                    out[k] = v
+    except OSError:
+        pass
+    return out
+
+
+def fio_job(path: str) -> Optional[dict]:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            text = f.read()
+    except OSError:
+        return None
+    # fio may print notes before the JSON document.
+    start = text.find("{")
+    if start < 0:
+        return None
+    try:
+        doc = json.loads(text[start:])
+        return doc["jobs"][0]
+    except (ValueError, KeyError, IndexError, TypeError):
+        return None
+
+
+def workload_result(bdir: str, name: str) -> dict:
+    r: dict = {"status": "missing"}
+    job = fio_job(os.path.join(bdir, name + ".json"))
+    rc = read_kv_line(os.path.join(bdir, name + ".rc"))
+    if job is None:
+        if rc is not None:
+            r["status"] = f"fio failed (exit {rc})"
+        return r
+    rd, wr = job.get("read", {}), job.get("write", {})
+    ios = int(rd.get("total_ios", 0)) + int(wr.get("total_ios", 0))
+    iops = float(rd.get("iops", 0.0)) + float(wr.get("iops", 0.0))
+    bw = (int(rd.get("bw_bytes", 0)) + int(wr.get("bw_bytes", 0))) / MiB
+    side = rd if rd.get("total_ios", 0) else wr
+    clat = side.get("clat_ns", {}) or {}
+    pct = clat.get("percentile", {}) or {}
+    r.update({
+        "status": "ok" if rc in (None, "0") and not job.get("error") else f"fio error {job.get('error')} (exit {rc})",
+        "iops": round(iops, 1),
+        "mib_s": round(bw, 2),
+        "total_ios": ios,
+        "runtime_ms": max(int(rd.get("runtime", 0)), int(wr.get("runtime", 0))),
+        "clat_mean_us": round(float(clat.get("mean", 0.0)) / 1000, 1),
+        "clat_p99_us": round(float(pct.get("99.000000", 0)) / 1000, 1),
+    })
+    try:
+        with open(os.path.join(bdir, name + ".cpu"), encoding="utf-8") as f:
+            t0, t1, tck, b0, b1, tot0, tot1 = (int(x) for x in f.read().split())
+        if ios > 0 and tck > 0:
+            if t1 > 0:
+                r["daemon_cpu_s"] = round((t1 - t0) / tck, 2)
+                r["daemon_cpu_us_per_io"] = round((t1 - t0) / tck * 1e6 / ios, 2)
+            r["guest_cpu_us_per_io"] = round((b1 - b0) / tck * 1e6 / ios, 2)
+            if tot1 > tot0:
+                r["guest_busy_pct"] = round(100.0 * (b1 - b0) / (tot1 - tot0), 1)
+    except (OSError, ValueError):
+        pass
+    return r
+
+
+def read_kv_line(path: str) -> Optional[str]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def collect(vm_out: str) -> dict:
+    guest = read_kv(os.path.join(vm_out, "guest.env"))
+    res: dict = {"guest": guest, "backends": {}, "ratios": {}}
+    for b in BACKENDS:
+        bdir = os.path.join(vm_out, b)
+        if not os.path.isdir(bdir):
+            res["backends"][b] = {"status": "not run"}
+            continue
+        meta = read_kv(os.path.join(bdir, "meta"))
+        entry: dict = {"status": meta.get("status", "incomplete")}
+        if meta.get("error"):
+            entry["error"] = meta["error"]
+        if meta.get("vmhwm_kb", "").isdigit():
+            entry["daemon_vmhwm_kib"] = int(meta["vmhwm_kb"])
+        for k in ("dev", "max_sectors_kb", "cache_type", "setup_s", "image"):
+            if meta.get(k):
+                entry[k] = meta[k]
+        entry["workloads"] = {w: workload_result(bdir, w) for w, _ in WORKLOADS}
+        res["backends"][b] = entry
+    for label, a, b in RATIOS:
+        per: dict = {}
+        for w, unit in WORKLOADS:
+            va = res["backends"].get(a, {}).get("workloads", {}).get(w, {}).get(unit)
+            vb = res["backends"].get(b, {}).get("workloads", {}).get(w, {}).get(unit)
+            per[w] = round(va / vb, 3) if va and vb else None
+        res["ratios"][label] = per
+    return res
+
+
+def fmt_perf(r: dict, unit: str) -> str:
+    if r.get(unit) is None:
+        return r.get("status", "-")[:19]
+    v = f"{r['iops']:.0f} IOPS" if unit == "iops" else f"{r['mib_s']:.1f} MiB/s"
+    return v if r.get("status") == "ok" else v + " (!)"
+
+
+def render(res: dict) -> str:
+    g = res["guest"]
+    lines = [
+        f"TCMU stage: tcm_loop LUN per backend, {g.get('size_mb', '?')} MiB, fio {g.get('runtime', '?')} s per job, "
+        f"direct=1 libaio; guest {g.get('kernel', '?')} under QEMU TCG, {g.get('nproc', '?')} vCPUs",
+        "(software emulation: compare rows with each other only, not with real hardware)",
+        "",
+    ]
+    head = f"{'backend':<18}" + "".join(f"{w:>20}" for w, _ in WORKLOADS)
+    head += f"{'daemon CPU us/IO rr/rw/sr':>30}{'peak RSS':>11}"
+    lines += [head, "-" * len(head)]
+    for b in BACKENDS:
+        e = res["backends"].get(b, {})
+        wl = e.get("workloads")
+        if not wl or all(wl[w].get("iops") is None for w, _ in WORKLOADS):
+            lines.append(f"{b:<18}  {e.get('status', '-')}" + (f": {e['error']}" if e.get("error") else ""))
+            continue
+        row = f"{b:<18}" + "".join(f"{fmt_perf(wl[w], u):>20}" for w, u in WORKLOADS)
+        cpu = [wl[w].get("daemon_cpu_us_per_io") for w, _ in WORKLOADS]
+        cpu_s = "/".join("-" if c is None else f"{c:.0f}" for c in cpu)
+        hwm = e.get("daemon_vmhwm_kib")
+        row += f"{cpu_s:>30}{(f'{hwm / 1024:.1f} MiB' if hwm else '-'):>11}"
+        if e.get("status") not in ("ok",):
+            row += f"  [{e.get('status')}{': ' + e['error'] if e.get('error') else ''}]"
+        lines.append(row)
+    lines.append("")
+    lines.append("ratios (IOPS for 4k, MiB/s for 1m; >1 = rustio faster)")
+    for label, per in res["ratios"].items():
+        lines.append(f"{label:<33}" + "".join(
+            f"{(f'{v:.2f}x' if v is not None else 'n/a'):>20}" for v in (per[w] for w, _ in WORKLOADS)))
+    lines.append("")
+    lines.append("guest CPU us/IO (all vCPUs, busy time incl. fio + kernel):")
+    for b in BACKENDS:
+        wl = res["backends"].get(b, {}).get("workloads")
+        if wl:
+            lines.append(f"  {b:<18}" + " / ".join(
+                "-" if wl[w].get("guest_cpu_us_per_io") is None else f"{wl[w]['guest_cpu_us_per_io']:.0f}"
+                for w, _ in WORKLOADS))
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) < 2:
+        print(__doc__, file=sys.stderr)
+        return 2
+    vm_out, json_out = argv[0], argv[1]
+    res = collect(vm_out)
+    if len(argv) >= 4 and argv[2] == "--host-info":
+        res["host"] = read_kv(argv[3])
+    res["status"] = "ok" if all(
+        res["backends"][b].get("status") == "ok" for b in BACKENDS) else "partial"
+    table = render(res)
+    res["table"] = table
+    sys.stdout.write(table)
+    with open(json_out, "w", encoding="utf-8") as f:
+        json.dump(res, f, indent=1)
+    with open(os.path.splitext(json_out)[0] + ".txt", "w", encoding="utf-8") as f:
+        f.write(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# TCMU stage of the benchmark (issue 7; qcow2 entry: issue 10). See bench/README.md.
+#
+#   bench/tcmu/run.sh [--quick] [--out DIR] [--backends LIST]
+#
+# Builds rustio (release, CARGO_TARGET_DIR=/work/target-bench unless RUSTIO_BIN is given)
+# and tcmu-runner's file handler (build-tcmu-file.sh, cached in
+# /var/tmp/rustio-bench/tcmu-runner-file), boots ONE VM (tests/vm/run.sh) running
+# guest-bench.sh, then prints the table (report.py) and writes DIR/tcmu.json (+ tcmu.txt).
+#   --quick        3 s per fio job instead of 10 s
+#   --out DIR      output directory (default bench/out/tcmu-<timestamp>); the VM's control
+#                  dir (console.log, dmesg.log, per-backend fio JSON and daemon logs) is DIR/vm
+#   --backends L   comma list (default: kernel-fileio,rustio-file,tcmu-runner-file,
+#                  rustio-qcow,tcmu-runner-qcow)
+# Env: RUSTIO_BIN, RUSTIO_BENCH_SIZE_MB (default 512), RUSTIO_BENCH_RUNTIME (s per job),
+#      RUSTIO_BENCH_RUNNER_ARGS (extra `rustio runner` options, e.g. "--threads 2"),
+#      VM_TIMEOUT (default 1500 s), VM_MEM (default 3G).
+# Exit status: 0 when the VM ran and the JSON was written (backends that failed are marked
+# in the table/JSON), otherwise the failing step's status.
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$here/../.." && pwd)
+quick=0
+out=
+backends=
+while (($#)); do
+  case "$1" in
+    --quick) quick=1; shift ;;
+    --out) out=$2; shift 2 ;;
+    --backends) backends=$2; shift 2 ;;
+    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
+    *) echo "bench/tcmu/run.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+out=${out:-$root/bench/out/tcmu-$(date +%Y%m%d-%H%M%S)}
+mkdir -p "$out"
+out=$(realpath "$out")
+t0=$(date +%s)
+
+if ! "$root/tests/vm/install-deps.sh" --check >/dev/null 2>&1; then
+  "$root/tests/vm/install-deps.sh"
+fi
+
+if [[ -z "${RUSTIO_BIN:-}" ]]; then
+  export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/work/target-bench}
+  echo "tcmu bench: cargo build --release -p rustio (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)" >&2
+  (cd "$root" && cargo build --release -p rustio --bin rustio) >&2
+  export RUSTIO_BIN=$CARGO_TARGET_DIR/release/rustio
+fi
+[[ -x "$RUSTIO_BIN" ]] || { echo "tcmu bench: no rustio binary at $RUSTIO_BIN" >&2; exit 1; }
+
+hcache=/var/tmp/rustio-bench/tcmu-runner-file
+vm_args=(--timeout "${VM_TIMEOUT:-1500}" --mem "${VM_MEM:-3G}" --out "$out/vm"
+         --env "RUSTIO_BIN=$RUSTIO_BIN")
+if hdir=$("$here/build-tcmu-file.sh" "$hcache" 2>"$out/build-tcmu-file.err" | tail -n1) &&
+   [[ -s "$hdir/handler_file.so" ]]; then
+  vm_args+=(--share "$hdir" --env "RUSTIO_BENCH_HANDLER_DIR=$hdir")
+else
+  why=$(tail -n1 "$out/build-tcmu-file.err" 2>/dev/null || true)
+  echo "tcmu bench: tcmu-runner file handler unavailable: $why" >&2
+  vm_args+=(--env "RUSTIO_BENCH_HANDLER_MISSING=build failed: ${why:-unknown}")
+fi
+[[ -n "$backends" ]] && vm_args+=(--env "RUSTIO_BENCH_BACKENDS=$backends")
+
+{
+  echo "date=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "host_kernel=$(uname -r)"
+  echo "host_cpus=$(nproc)"
+  echo "loadavg_start=$(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "quick=$quick"
+  echo "rustio_bin=$RUSTIO_BIN"
+} >"$out/host.env"
+
+guest_args=()
+((quick)) && guest_args+=(--quick)
+rc=0
+"$root/tests/vm/run.sh" "${vm_args[@]}" "$here/guest-bench.sh" "${guest_args[@]}" \
+  >"$out/console.txt" 2>&1 || rc=$?
+grep -E '^\[ *[0-9.]+s\]|fio:|bench backends' "$out/console.txt" >&2 || true
+{
+  echo "loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "vm_rc=$rc"
+  echo "wall_s=$(($(date +%s) - t0))"
+} >>"$out/host.env"
+if [[ ! -d "$out/vm/out" ]]; then
+  echo "tcmu bench: VM produced no output (exit $rc); see $out/console.txt" >&2
+  exit "$((rc ? rc : 1))"
+fi
+python3 "$here/report.py" "$out/vm/out" "$out/tcmu.json" --host-info "$out/host.env"
+echo "tcmu bench: VM exit $rc, $(($(date +%s) - t0)) s; results in $out/tcmu.{json,txt}" >&2
+exit "$rc"
