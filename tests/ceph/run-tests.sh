@@ -87,6 +87,10 @@ LOG=$(mktemp "${TMPDIR:-/tmp}/rustio-rbd-test.XXXXXX")
 # "test NAME ... ok" lines whole.
 cargo test -p rustio-rbd --features rbd -- --test-threads=1 2>"$LOG.err" | tee "$LOG"
 rc=${PIPESTATUS[0]}
+# The TCMU runner's `user:rbd` handler on the same cluster.
+cargo test -p rustio-tcmu --features rbd --test rbd_cluster 2>>"$LOG.err" | tee -a "$LOG"
+rc2=${PIPESTATUS[0]}
+[ "$rc" -ne 0 ] || rc=$rc2
 [ "$rc" -eq 0 ] || tail -40 "$LOG.err"
 echo "rbd: cargo test $(( $(date +%s) - t ))s"
 n=0

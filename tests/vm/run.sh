@@ -158,19 +158,27 @@ add_share() { # add_share rw|ro DIR
   i=$((i + 1))
 }
 for d in "${SHARES[@]}"; do add_share rw "$d"; done
-# Guest-tmpfs dirs hide the host's files: if SCRIPT lives under one of them
-# (and not in a --share dir), share its directory read-only so it can run.
+# Guest-tmpfs dirs hide the host's files: if SCRIPT's checkout (its git top level, so
+# that sibling test files are visible too) or $RUSTIO_BIN lives under one of them (and not
+# in a --share dir), share that directory read-only so it can be used.
 under() { [[ "$1" == "$2" || "$1" == "$2"/* ]]; }
 script_dir=$(dirname "$SCRIPT")
-for t in /tmp /var/tmp /run /var/log /root; do
-  under "$script_dir" "$t" || continue
-  shared=0
-  for d in "${SHARES[@]}"; do under "$script_dir" "$(realpath "$d")" && shared=1; done
-  if ((!shared)); then
-    echo "run.sh: note: $t is a fresh tmpfs in the guest; sharing $script_dir read-only" >&2
-    add_share ro "$script_dir"
-  fi
-  break
+script_root=$(git -C "$script_dir" rev-parse --show-toplevel 2>/dev/null || echo "$script_dir")
+candidates=("$(realpath "$script_root")")
+[[ -n "${RUSTIO_BIN:-}" && -e "$RUSTIO_BIN" ]] && candidates+=("$(dirname "$(realpath "$RUSTIO_BIN")")")
+auto_shared=()
+for c in "${candidates[@]}"; do
+  for t in /tmp /var/tmp /run /var/log /root; do
+    under "$c" "$t" || continue
+    shared=0
+    for d in "${SHARES[@]}" "${auto_shared[@]}"; do under "$c" "$(realpath "$d")" && shared=1; done
+    if ((!shared)); then
+      echo "run.sh: note: $t is a fresh tmpfs in the guest; sharing $c read-only" >&2
+      add_share ro "$c"
+      auto_shared+=("$c")
+    fi
+    break
+  done
 done
 {
   echo "VM_DEADLINE=$GUEST_DEADLINE"

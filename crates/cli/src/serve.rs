@@ -39,7 +39,8 @@ pub struct ServeArgs {
     /// Command window per session (MaxCmdSN - ExpCmdSN + 1).
     #[arg(long, default_value_t = 128)]
     pub queue_depth: u32,
-    /// Worker threads executing SCSI commands (0 = 2 per CPU).
+    /// Worker threads executing SCSI commands (0 = 2 per CPU, at least 4; 32 when the
+    /// configuration has RBD LUNs, whose commands wait on the network).
     #[arg(long, default_value_t = 0)]
     pub workers: usize,
     /// Run commands on the connection's reader thread when it has nothing else queued
@@ -123,7 +124,9 @@ fn load_config(args: &ServeArgs, previous: Option<&ServerConfig>) -> anyhow::Res
     let mut cfg = rustio_iscsi::saveconfig::load(path, previous)
         .with_context(|| format!("loading {}", path.display()))?;
     cfg.queue_depth = args.queue_depth;
-    cfg.workers = args.workers;
+    if args.workers != 0 {
+        cfg.workers = args.workers;
+    }
     cfg.inline_execution = args.inline_execution;
     Ok(cfg)
 }

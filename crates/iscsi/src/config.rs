@@ -153,6 +153,9 @@ pub struct AclConfig {
     pub initiator: String,
     /// Per-initiator CHAP credentials.
     pub chap: Option<ChapCredentials>,
+    /// Per-initiator override of the TPG's `authentication` (LIO's node ACL
+    /// `attrib/authentication`; `None`, LIO's -1, inherits the TPG setting).
+    pub authentication: Option<bool>,
     /// LUNs mapped for this initiator.
     pub mapped_luns: Vec<MappedLunConfig>,
 }
@@ -211,7 +214,15 @@ impl TpgConfig {
         self.generate_node_acls || self.acl(initiator).is_some()
     }
 
-    /// CHAP credentials that apply to `initiator`: its ACL's, else the TPG's.
+    /// Whether `initiator` must authenticate with CHAP: its ACL's `authentication`
+    /// attribute when set, else the TPG's.
+    pub fn auth_required(&self, initiator: &str) -> bool {
+        self.acl(initiator)
+            .and_then(|a| a.authentication)
+            .unwrap_or(self.authentication)
+    }
+
+    /// The CHAP credentials for `initiator`: its ACL's, else the TPG's.
     pub fn credentials(&self, initiator: &str) -> Option<&ChapCredentials> {
         self.acl(initiator)
             .and_then(|a| a.chap.as_ref())

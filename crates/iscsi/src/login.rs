@@ -498,7 +498,7 @@ impl LoginMachine {
                 if !tpg.allows(initiator) {
                     return Err(status::AUTHORIZATION_FAILURE);
                 }
-                self.auth_required = tpg.authentication;
+                self.auth_required = tpg.auth_required(initiator);
                 self.creds = tpg.credentials(initiator).cloned();
                 self.target = Some((target, tpg));
             }
@@ -869,6 +869,7 @@ mod tests {
                     password: "secretsecret".into(),
                     mutual: mutual.then(|| ("tuser".into(), "tsecret12345".into())),
                 }),
+                authentication: None,
                 mapped_luns: vec![],
             });
         })
@@ -993,6 +994,43 @@ mod tests {
             ]),
         );
         assert_eq!(status_of(&s), status::AUTH_FAILURE);
+    }
+
+    #[test]
+    fn acl_authentication_attribute_overrides_the_tpg() {
+        // LIO's node ACL attrib/authentication: 1 requires CHAP for that initiator
+        // even when the TPG does not, 0 waives it even when the TPG requires it.
+        let with = |tpg_auth: bool, acl_auth: Option<bool>| {
+            cfg(move |t| {
+                t.authentication = tpg_auth;
+                t.generate_node_acls = false;
+                t.acls.push(AclConfig {
+                    initiator: INIT.into(),
+                    chap: Some(ChapCredentials {
+                        userid: "user".into(),
+                        password: "secretsecret".into(),
+                        mutual: None,
+                    }),
+                    authentication: acl_auth,
+                    mapped_luns: vec![],
+                });
+            })
+        };
+        let skip_security = |c: Arc<ServerConfig>| {
+            let mut m = LoginMachine::new(c, local());
+            let s = m.step(
+                &req(Stage::Operational, Stage::FullFeature, true),
+                &kv(&first_keys()),
+            );
+            match s {
+                Step::Complete(_) => status::SUCCESS,
+                ref other => status_of(other),
+            }
+        };
+        assert_eq!(skip_security(with(false, Some(true))), status::AUTH_FAILURE);
+        assert_eq!(skip_security(with(false, None)), status::SUCCESS);
+        assert_eq!(skip_security(with(true, Some(false))), status::SUCCESS);
+        assert_eq!(skip_security(with(true, None)), status::AUTH_FAILURE);
     }
 
     #[test]

@@ -37,6 +37,9 @@ use crate::config::{
 use crate::text::{parse_bool, parse_number};
 use crate::{Error, Result};
 
+/// Worker threads of a server whose configuration has RBD LUNs (see [`from_model`]).
+pub const RBD_WORKERS: usize = 32;
+
 /// Reads and maps a saveconfig.json file; `previous` lends its unchanged logical units.
 pub fn load(path: &Path, previous: Option<&ServerConfig>) -> Result<ServerConfig> {
     let text = std::fs::read_to_string(path).map_err(|source| Error::ConfigFile {
@@ -345,6 +348,15 @@ fn tpg_params(
 /// Maps a parsed saveconfig model.
 pub fn from_model(model: &SaveConfig, previous: Option<&ServerConfig>) -> Result<ServerConfig> {
     let mut cfg = ServerConfig::default();
+    // An RBD command holds its worker for a network round trip to the OSDs: with the
+    // CPU-sized default pool, a session could only keep a handful of requests in flight
+    // (measured in bench/README.md, RBD stage). Callers may still override `workers`.
+    if model.storage_objects.iter().any(|so| {
+        matches!(so, StorageObject::User(u)
+            if u.config.as_deref().is_some_and(|c| c.starts_with("rbd/")))
+    }) {
+        cfg.workers = RBD_WORKERS;
+    }
     for fm in &model.fabric_modules {
         if fm.name == "iscsi" {
             cfg.discovery_auth = DiscoveryAuth {
@@ -430,6 +442,7 @@ pub fn from_model(model: &SaveConfig, previous: Option<&ServerConfig>) -> Result
                         acl.auth.chap_mutual_userid.as_deref(),
                         acl.auth.chap_mutual_password.as_deref(),
                     ),
+                    authentication: setting_flag(&acl.attributes, "authentication"),
                     mapped_luns: acl
                         .mapped_luns
                         .iter()
@@ -562,6 +575,20 @@ mod tests {
                           "portals": [{"ip_address": "127.0.0.1", "port": 3260}]}]}]
         })
         .to_string()
+    }
+
+    #[test]
+    fn rbd_objects_raise_the_default_worker_pool() {
+        let unused = |config: &str| {
+            let so = serde_json::json!({"plugin": "user", "name": "u0", "config": config,
+                                        "size": 1048576});
+            let text = serde_json::json!({"storage_objects": [so], "targets": []}).to_string();
+            from_model(&rustio_config::parse::from_str(&text).unwrap(), None)
+                .unwrap()
+                .workers
+        };
+        assert_eq!(unused("rbd/pool/img"), RBD_WORKERS);
+        assert_eq!(unused("qcow//tmp/x.qcow2"), 0);
     }
 
     fn config_message(r: Result<UserBacking>) -> String {

@@ -334,6 +334,7 @@ fn acl_and_chap() {
                 password: "secret123456".into(),
                 mutual: None,
             }),
+            authentication: None,
             mapped_luns: vec![MappedLunConfig {
                 index: 3,
                 tpg_lun: 0,

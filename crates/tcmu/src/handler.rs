@@ -77,12 +77,14 @@ impl Handlers {
         Handlers::default()
     }
 
-    /// The built-in handlers: `file`, `ram` and `qcow`.
+    /// The built-in handlers: `file`, `ram`, `qcow` and `rbd` (the last opens images
+    /// only in builds with the `rbd` feature).
     pub fn builtin() -> Handlers {
         let mut h = Handlers::empty();
         h.register(Arc::new(FileHandler::default()));
         h.register(Arc::new(RamHandler));
         h.register(Arc::new(QcowHandler));
+        h.register(Arc::new(RbdHandler));
         h
     }
 
@@ -250,6 +252,30 @@ impl Handler for QcowHandler {
     }
 }
 
+/// `user:rbd`, tcmu-runner compatible: cfg = `<pool>/<image>[;osd_op_timeout=N][;conf=PATH][;id=USER]`
+/// (dev_config `rbd/<pool>/<image>...`), served by rustio's librbd engine.
+#[derive(Debug, Default)]
+pub struct RbdHandler;
+
+impl Handler for RbdHandler {
+    fn subtype(&self) -> &str {
+        "rbd"
+    }
+
+    fn config_desc(&self) -> &str {
+        "<pool>/<image>[;osd_op_timeout=N][;conf=PATH][;id=USER] of an existing Ceph RBD image."
+    }
+
+    fn check_config(&self, cfg: &str) -> Result<(), String> {
+        crate::rbd::parse(cfg).map(|_| ())
+    }
+
+    fn open(&self, cfg: &str, dev: &DeviceInfo) -> Result<Arc<dyn Backstore>, HandlerError> {
+        let config = crate::rbd::parse(cfg)?;
+        crate::rbd::open(config, dev)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -270,7 +296,7 @@ mod tests {
         let h = Handlers::builtin();
         assert_eq!(
             h.iter().map(|x| x.subtype().to_owned()).collect::<Vec<_>>(),
-            vec!["file", "qcow", "ram"]
+            vec!["file", "qcow", "ram", "rbd"]
         );
         assert!(h.check_dev_config("ram/").is_ok());
         assert!(h.check_dev_config("ram").is_ok());

@@ -45,6 +45,7 @@ pub mod metrics;
 pub mod mmap;
 pub mod netlink;
 mod qcow;
+mod rbd;
 pub mod ring;
 pub mod runner;
 pub mod target;
