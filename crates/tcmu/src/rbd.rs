@@ -36,7 +36,6 @@ pub(crate) fn open(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::handler::{Handler, RbdHandler};
 
     #[test]
@@ -53,7 +52,7 @@ mod tests {
     #[cfg(not(feature = "rbd"))]
     #[test]
     fn opening_without_the_feature_says_how_to_get_it() {
-        let dev = DeviceInfo {
+        let dev = crate::handler::DeviceInfo {
             name: "r".into(),
             size: 1 << 20,
             block_size: 512,

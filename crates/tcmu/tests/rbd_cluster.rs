@@ -61,11 +61,10 @@ fn rbd_handler_serves_an_image_with_tcmu_runner_config() {
 
         // Like tcmu-runner: a dev_size that differs from the image is refused, with both
         // sizes in the message.
-        let e = h
-            .open(&cfg, &dev(16 << 20))
-            .err()
-            .expect("size mismatch refused")
-            .to_string();
+        let e = match h.open(&cfg, &dev(16 << 20)) {
+            Ok(_) => panic!("a dev_size different from the image was accepted"),
+            Err(e) => e.to_string(),
+        };
         assert!(e.contains("size misconfigured") && e.contains(&spec), "{e}");
         // A missing image is a clear error, not a hang.
         let missing = format!("{pool}/no-such-image-{};conf={conf}", std::process::id());
