@@ -750,10 +750,11 @@ pub(crate) fn execute(job: ExecJob, data_in: &mut Vec<u8>) {
     if !cmd.hdr.immediate {
         sess.complete_one();
     }
-    if !task.aborted.load(Ordering::Acquire) {
+    if sess.claim_response(cmd.hdr.itt) {
         conn.send_scsi_result(&cmd, &resp, data_in, residual);
+    } else {
+        sess.remove_task(cmd.hdr.itt);
     }
-    sess.remove_task(cmd.hdr.itt);
 }
 
 /// Rewrites the TRANSFER LENGTH of a WRITE / WRITE AND VERIFY CDB to `blocks`.
@@ -1646,7 +1647,7 @@ fn task_management(conn: &Arc<Conn>, t: &TaskMgmtRequest) -> TmfResponse {
     let shared = &conn.shared;
     let grace = Duration::from_secs(10);
     let lun_lu = sess.lun(t.lun).map(|l| l.lu.clone());
-    let abort_in = |s: &Arc<Session>, pred: &dyn Fn(&TaskState) -> bool| {
+    let abort_in = |s: &Arc<Session>, pred: &dyn Fn(&TaskState) -> bool| -> usize {
         let itts = s.abort_tasks(pred);
         for itt in &itts {
             // Tasks still collecting Data-Out end here; queued/running ones end in the
@@ -1658,16 +1659,15 @@ fn task_management(conn: &Arc<Conn>, t: &TaskMgmtRequest) -> TmfResponse {
             }
         }
         s.wait_tasks_gone(&itts, grace);
+        itts.len()
     };
     match t.function {
         TmfFunction::AbortTask => {
-            let found = sess.tasks.lock().contains_key(&t.ref_itt);
-            match found {
-                true => {
-                    let r = t.ref_itt;
-                    abort_in(sess, &|x: &TaskState| x.itt == r);
-                    TmfResponse::Complete
-                }
+            // Only a task marked aborted before its worker claimed the response counts
+            // as aborted; one whose response is already on its way "does not exist".
+            let r = t.ref_itt;
+            match abort_in(sess, &|x: &TaskState| x.itt == r) > 0 {
+                true => TmfResponse::Complete,
                 false => {
                     // RFC 7143 11.5.1: a RefCmdSN not yet received but below this TMF's
                     // CmdSN counts as received and aborted.

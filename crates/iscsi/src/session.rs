@@ -221,6 +221,24 @@ impl Session {
         }
     }
 
+    /// Ends task `itt` for a worker about to send its response: removes it from the table
+    /// and returns true, unless task management aborted it first (then it stays for the
+    /// aborting side to see go, and no response may be sent). Taking the table lock makes
+    /// "response sent" and "abort succeeded" mutually exclusive (RFC 7143 11.5.1: a task
+    /// the target reports aborted must get no response).
+    pub fn claim_response(&self, itt: u32) -> bool {
+        let mut tasks = self.tasks.lock();
+        match tasks.get(&itt) {
+            Some(t) if t.aborted.load(Ordering::Acquire) => false,
+            Some(_) => {
+                tasks.remove(&itt);
+                self.tasks_changed.notify_all();
+                true
+            }
+            None => true,
+        }
+    }
+
     /// Marks matching tasks aborted and returns their ITTs.
     pub fn abort_tasks(&self, pred: impl Fn(&TaskState) -> bool) -> Vec<u32> {
         let tasks = self.tasks.lock();
@@ -308,5 +326,41 @@ mod tests {
         assert!(sn_lt(u32::MAX, 0));
         assert!(sn_le(5, 5));
         assert!(sn_lt(0xffff_fff0, 0x10));
+    }
+
+    fn session_with_task(itt: u32) -> Session {
+        let s = Session::new(
+            1,
+            [0; 6],
+            "iqn.2024-01.org.example:i".into(),
+            SessionType::Normal,
+            None,
+            Nexus::new("i", "t"),
+            LunMap::new(),
+            Vec::new(),
+            crate::text::Negotiated::default(),
+            32,
+            0,
+        );
+        assert!(s.add_task(Arc::new(TaskState {
+            itt,
+            lun_field: 0,
+            aborted: AtomicBool::new(false),
+        })));
+        s
+    }
+
+    #[test]
+    fn response_and_abort_exclude_each_other() {
+        // Abort first: the worker must not respond, the abort counts.
+        let s = session_with_task(7);
+        assert_eq!(s.abort_tasks(|t| t.itt == 7), vec![7]);
+        assert!(!s.claim_response(7));
+        s.remove_task(7);
+        assert!(s.tasks.lock().is_empty());
+        // Response claimed first: the abort finds nothing (TASK DOES NOT EXIST).
+        let s = session_with_task(8);
+        assert!(s.claim_response(8));
+        assert!(s.abort_tasks(|t| t.itt == 8).is_empty());
     }
 }
