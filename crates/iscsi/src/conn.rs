@@ -752,8 +752,6 @@ pub(crate) fn execute(job: ExecJob, data_in: &mut Vec<u8>) {
     }
     if sess.claim_response(cmd.hdr.itt) {
         conn.send_scsi_result(&cmd, &resp, data_in, residual);
-    } else {
-        sess.remove_task(cmd.hdr.itt);
     }
 }
 

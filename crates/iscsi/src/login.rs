@@ -859,8 +859,14 @@ mod tests {
     }
 
     fn chap_cfg(mutual: bool) -> Arc<ServerConfig> {
+        acl_chap_cfg(true, None, mutual)
+    }
+
+    /// A TPG (authentication `tpg_auth`) with one ACL for INIT holding CHAP credentials
+    /// and the ACL attribute `authentication` = `acl_auth`.
+    fn acl_chap_cfg(tpg_auth: bool, acl_auth: Option<bool>, mutual: bool) -> Arc<ServerConfig> {
         cfg(|t| {
-            t.authentication = true;
+            t.authentication = tpg_auth;
             t.generate_node_acls = false;
             t.acls.push(AclConfig {
                 initiator: INIT.into(),
@@ -869,7 +875,7 @@ mod tests {
                     password: "secretsecret".into(),
                     mutual: mutual.then(|| ("tuser".into(), "tsecret12345".into())),
                 }),
-                authentication: None,
+                authentication: acl_auth,
                 mapped_luns: vec![],
             });
         })
@@ -1000,22 +1006,7 @@ mod tests {
     fn acl_authentication_attribute_overrides_the_tpg() {
         // LIO's node ACL attrib/authentication: 1 requires CHAP for that initiator
         // even when the TPG does not, 0 waives it even when the TPG requires it.
-        let with = |tpg_auth: bool, acl_auth: Option<bool>| {
-            cfg(move |t| {
-                t.authentication = tpg_auth;
-                t.generate_node_acls = false;
-                t.acls.push(AclConfig {
-                    initiator: INIT.into(),
-                    chap: Some(ChapCredentials {
-                        userid: "user".into(),
-                        password: "secretsecret".into(),
-                        mutual: None,
-                    }),
-                    authentication: acl_auth,
-                    mapped_luns: vec![],
-                });
-            })
-        };
+        let with = |tpg_auth, acl_auth| acl_chap_cfg(tpg_auth, acl_auth, false);
         let skip_security = |c: Arc<ServerConfig>| {
             let mut m = LoginMachine::new(c, local());
             let s = m.step(

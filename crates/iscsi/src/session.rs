@@ -221,19 +221,17 @@ impl Session {
         }
     }
 
-    /// Ends task `itt` for a worker about to send its response: removes it from the table
-    /// and returns true, unless task management aborted it first (then it stays for the
-    /// aborting side to see go, and no response may be sent). Taking the table lock makes
-    /// "response sent" and "abort succeeded" mutually exclusive (RFC 7143 11.5.1: a task
-    /// the target reports aborted must get no response).
+    /// Ends task `itt` for the worker that ran it: removes it from the table and returns
+    /// whether its response may be sent, i.e. task management did not abort it first.
+    /// Deciding under the table lock that `abort_tasks` also takes makes "response sent"
+    /// and "abort succeeded" mutually exclusive (RFC 7143 11.5.1: a task the target
+    /// reports aborted must get no response).
     pub fn claim_response(&self, itt: u32) -> bool {
         let mut tasks = self.tasks.lock();
-        match tasks.get(&itt) {
-            Some(t) if t.aborted.load(Ordering::Acquire) => false,
-            Some(_) => {
-                tasks.remove(&itt);
+        match tasks.remove(&itt) {
+            Some(t) => {
                 self.tasks_changed.notify_all();
-                true
+                !t.aborted.load(Ordering::Acquire)
             }
             None => true,
         }
@@ -356,7 +354,6 @@ mod tests {
         let s = session_with_task(7);
         assert_eq!(s.abort_tasks(|t| t.itt == 7), vec![7]);
         assert!(!s.claim_response(7));
-        s.remove_task(7);
         assert!(s.tasks.lock().is_empty());
         // Response claimed first: the abort finds nothing (TASK DOES NOT EXIST).
         let s = session_with_task(8);

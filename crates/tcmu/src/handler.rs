@@ -276,20 +276,24 @@ impl Handler for RbdHandler {
     }
 }
 
+/// A 512-byte-block device of `size` bytes, for the handlers' unit tests.
+#[cfg(test)]
+pub(crate) fn test_device(size: u64) -> DeviceInfo {
+    DeviceInfo {
+        name: "d".into(),
+        size,
+        block_size: 512,
+        max_sectors: 128,
+        write_cache: true,
+        unit_serial: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn info(size: u64) -> DeviceInfo {
-        DeviceInfo {
-            name: "d".into(),
-            size,
-            block_size: 512,
-            max_sectors: 128,
-            write_cache: true,
-            unit_serial: None,
-        }
-    }
+    use super::test_device as info;
 
     #[test]
     fn registry_and_dev_config_checks() {

@@ -33,16 +33,7 @@ mod tests {
     use super::*;
     use crate::handler::{Handler, QcowHandler};
 
-    fn info(size: u64) -> DeviceInfo {
-        DeviceInfo {
-            name: "q".into(),
-            size,
-            block_size: 512,
-            max_sectors: 128,
-            write_cache: true,
-            unit_serial: None,
-        }
-    }
+    use crate::handler::test_device as info;
 
     #[test]
     fn opens_an_image_of_the_device_size() {

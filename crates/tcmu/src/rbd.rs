@@ -52,14 +52,7 @@ mod tests {
     #[cfg(not(feature = "rbd"))]
     #[test]
     fn opening_without_the_feature_says_how_to_get_it() {
-        let dev = crate::handler::DeviceInfo {
-            name: "r".into(),
-            size: 1 << 20,
-            block_size: 512,
-            max_sectors: 128,
-            write_cache: true,
-            unit_serial: None,
-        };
+        let dev = crate::handler::test_device(1 << 20);
         let e = RbdHandler.open("rbd/img", &dev).unwrap_err().to_string();
         assert!(e.contains("without rbd support"), "{e}");
     }
