@@ -33,11 +33,15 @@ SERVER=""
 pass() { echo "PASS $*"; passed=$((passed + 1)); }
 fail() { echo "FAIL $*"; failed=$((failed + 1)); }
 RBD() { timeout 120 rbd --conf "$CONF" "$@"; }
+ok() { pass "$@"; }
+bad() { fail "$@"; }
+log() { printf '%s\n' "$*"; }
+. "$ROOT/tests/lib/iscsi-checks.sh"
 
 CU_IMAGE=rustio-serve-cu-$$
 QEMU_IMAGE=rustio-serve-qemu-$$
 cleanup() {
-    if [ -n "$SERVER" ]; then kill "$SERVER" 2>/dev/null; wait "$SERVER" 2>/dev/null; fi
+    stop_server
     RBD rm --no-progress "$POOL/$CU_IMAGE" >/dev/null 2>&1
     RBD rm --no-progress "$POOL/$QEMU_IMAGE" >/dev/null 2>&1
     rm -rf "$WORK"
@@ -99,62 +103,24 @@ else
 fi
 
 write_config "$WORK/serve.json" "$CU_IMAGE"
-if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then fail "rbd-serve: port $PORT in use"; exit 1; fi
-"$RUSTIO_RBD_BIN" serve --config "$WORK/serve.json" --log warn >"$WORK/server.log" 2>&1 &
-SERVER=$!
-up=0
-for _ in $(seq 1 600); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then up=1; break; fi
-    kill -0 "$SERVER" 2>/dev/null || break
-    sleep 0.1
-done
-if [ "$up" = 1 ]; then pass "rbd-serve: server starts"; else
-    fail "rbd-serve: server starts"; sed 's/^/    /' "$WORK/server.log" | tail -20; exit 1
+if port_open "$PORT"; then fail "rbd-serve: port $PORT in use"; exit 1; fi
+# Opening RBD images may take a while on a busy cluster: up to 60 s.
+if start_server "$RUSTIO_RBD_BIN" "$WORK/serve.json" "$PORT" "$WORK/server.log" 600; then
+    pass "rbd-serve: server starts"
+else
+    fail "rbd-serve: server starts"; exit 1
 fi
 P=127.0.0.1:$PORT
 
-expect_ok() { # name, command...
-    local d=$1; shift
-    if "$@" >"$WORK/out" 2>&1; then pass "$d"; else fail "$d"; sed 's/^/    /' "$WORK/out" | tail -5; fi
-}
-
 expect_ok "rbd-serve: readcapacity" sh -c "iscsi-readcapacity16 -i $INIT iscsi://$P/$TGT/0 | grep -q 'Total size:$CU_SIZE'"
 
-head -c $((32 * 1024 * 1024)) /dev/urandom >"$WORK/random.img"
-t=$(date +%s)
-expect_ok "rbd-serve: qemu-img convert to iscsi://" qemu-img convert -n -f raw -O raw "$WORK/random.img" "iscsi://$P/$TGT/1"
-expect_ok "rbd-serve: qemu-img compare over iscsi://" qemu-img compare -f raw -F raw "$WORK/random.img" "iscsi://$P/$TGT/1"
-expect_ok "rbd-serve: qemu-img convert from iscsi://" qemu-img convert -f raw -O raw "iscsi://$P/$TGT/1" "$WORK/back.img"
-expect_ok "rbd-serve: round trip identical" cmp -n $((32 * 1024 * 1024)) "$WORK/random.img" "$WORK/back.img"
-echo "rbd-serve: qemu round trip $(( $(date +%s) - t ))s"
+qemu_round_trip "rbd-serve: qemu-img convert to iscsi://" "rbd-serve: qemu-img compare over iscsi://" \
+    "rbd-serve: qemu-img convert from iscsi://" "rbd-serve: round trip identical" "iscsi://$P/$TGT/1"
 
-echo "rbd-serve: running iscsi-test-cu ($CU_FILTER, limit ${CU_TIMEOUT}s)"
-t=$(date +%s)
-filter=()
-[ "$CU_FILTER" != ALL ] && filter=(-t "$CU_FILTER")
-timeout "$CU_TIMEOUT" iscsi-test-cu --dataloss -n -i $INIT -I $INIT2 "${filter[@]}" "iscsi://$P/$TGT/0" >"$WORK/cu.log" 2>&1
-cu_rc=$?
-summary=$(grep -A3 "Run Summary" "$WORK/cu.log" | awk '$1 == "tests" {print $3, $4, $5}')
-read -r cu_ran cu_passed cu_failed <<<"$summary"
-echo "rbd-serve: iscsi-test-cu ran ${cu_ran:-?} passed ${cu_passed:-?} failed ${cu_failed:-?} ($(( $(date +%s) - t ))s, exit $cu_rc)"
-grep -o "Suite [A-Za-z0-9_-]*, Test [A-Za-z0-9_-]* had failures" "$WORK/cu.log" | sort -u | sed 's/^/    /'
-if [ -n "${cu_failed:-}" ] && [ "$cu_failed" = 0 ] && [ "${cu_ran:-0}" -gt 0 ]; then
-    pass "rbd-serve: iscsi-test-cu $CU_FILTER (0 of $cu_ran failed)"
-else
-    fail "rbd-serve: iscsi-test-cu $CU_FILTER (${cu_failed:-?} failed${cu_rc:+, exit $cu_rc})"
-    cp "$WORK/cu.log" /tmp/rustio-rbd-serve-cu.log 2>/dev/null && echo "    full log: /tmp/rustio-rbd-serve-cu.log"
-fi
+run_iscsi_test_cu "rbd-serve-iscsi-test-cu-$CU_FILTER" "iscsi://$P/$TGT/0" $INIT $INIT2 "$CU_TIMEOUT"
 
 kill -0 "$SERVER" 2>/dev/null && pass "rbd-serve: server alive after the suite" || fail "rbd-serve: server alive after the suite"
-kill -TERM "$SERVER" 2>/dev/null
-stopped=0
-for _ in $(seq 1 300); do
-    kill -0 "$SERVER" 2>/dev/null || { stopped=1; break; }
-    sleep 0.1
-done
-wait "$SERVER" 2>/dev/null
-SERVER=""
-[ "$stopped" = 1 ] && pass "rbd-serve: server stops on SIGTERM" || fail "rbd-serve: server stops on SIGTERM"
+stop_server 300 && pass "rbd-serve: server stops on SIGTERM" || fail "rbd-serve: server stops on SIGTERM"
 
 # What librbd holds, read by another client: the data, zeros after it.
 expect_ok "rbd-serve: rbd export equals the random data" sh -c \

@@ -39,26 +39,9 @@ cleanup() {
 trap cleanup EXIT
 
 # --- tools ------------------------------------------------------------------------
-need=()
-command -v iscsi-test-cu >/dev/null || need+=(libiscsi-bin)
-command -v qemu-img >/dev/null || need+=(qemu-utils)
-[ -e /usr/lib/x86_64-linux-gnu/qemu/block-iscsi.so ] || need+=(qemu-block-extra)
-if [ ${#need[@]} -gt 0 ]; then
-    log "installing ${need[*]}"
-    if [ "$(id -u)" = 0 ]; then
-        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}") >"$WORK/apt.log" 2>&1 ||
-            { log "apt-get failed, see $WORK/apt.log"; KEEP_LOGS=1; exit 2; }
-    else
-        log "missing ${need[*]} and not root"; exit 2
-    fi
-fi
-
-if [ -z "${RUSTIO_BIN:-}" ]; then
-    log "building rustio (release)"
-    (cd "$ROOT" && cargo build --release -p rustio -q) || { log "build failed"; exit 2; }
-    RUSTIO_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/rustio"
-fi
-[ -x "$RUSTIO_BIN" ] || { log "no rustio binary at $RUSTIO_BIN"; exit 2; }
+. "$ROOT/tests/lib/iscsi-checks.sh"
+need_iscsi_clients
+need_rustio_bin
 
 # --- configuration -----------------------------------------------------------------
 OPEN=iqn.2024-01.org.rustio.test:open
@@ -104,31 +87,17 @@ write_config() { # $1 = file, $2 = port, $3 = discovery auth (0/1)
 EOF
 }
 
-start_server() { # $1 = config, $2 = port, $3 = log
-    "$RUSTIO_BIN" serve --config "$1" --log warn >"$3" 2>&1 &
-    PIDS+=($!)
-    for _ in $(seq 1 100); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$2") 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    log "server on port $2 did not start:"; cat "$3"; exit 2
+serve() { # config, port, log
+    start_server "$RUSTIO_BIN" "$1" "$2" "$3" || { log "server on port $2 did not start"; exit 2; }
+    PIDS+=("$SERVER")
 }
 
 write_config "$WORK/main.json" "$PORT" false
 write_config "$WORK/disco.json" "$DPORT" true
-start_server "$WORK/main.json" "$PORT" "$WORK/main.log"
-start_server "$WORK/disco.json" "$DPORT" "$WORK/disco.log"
+serve "$WORK/main.json" "$PORT" "$WORK/main.log"
+serve "$WORK/disco.json" "$DPORT" "$WORK/disco.log"
 P=127.0.0.1:$PORT
 D=127.0.0.1:$DPORT
-
-expect_ok() { # description, command...
-    local d=$1; shift
-    if "$@" >"$WORK/out" 2>&1; then ok "$d"; else bad "$d"; sed 's/^/    /' "$WORK/out" | tail -5; fi
-}
-expect_fail() {
-    local d=$1; shift
-    if "$@" >"$WORK/out" 2>&1; then bad "$d (unexpectedly succeeded)"; sed 's/^/    /' "$WORK/out" | tail -5; else ok "$d"; fi
-}
 
 # --- discovery and login ------------------------------------------------------------
 expect_ok "iscsi-ls discovery lists the targets" sh -c "iscsi-ls -i $INIT iscsi://$P | grep -q $OPEN"
@@ -162,29 +131,11 @@ expect_fail "discovery mutual CHAP wrong target secret" env LIBISCSI_CHAP_TARGET
     LIBISCSI_CHAP_TARGET_PASSWORD=badbadbadbad iscsi-ls -i $INIT "iscsi://disco%discosecret1@$D"
 
 # --- qemu-img round trip ---------------------------------------------------------------------
-head -c $((32 * 1024 * 1024)) /dev/urandom >"$WORK/random.img"
-expect_ok "qemu-img convert to iscsi://" qemu-img convert -n -f raw -O raw "$WORK/random.img" \
-    "iscsi://$P/$OPEN/1"
-expect_ok "qemu-img compare with iscsi://" qemu-img compare -f raw -F raw "$WORK/random.img" \
-    "iscsi://$P/$OPEN/1"
-expect_ok "qemu-img convert from iscsi://" qemu-img convert -f raw -O raw "iscsi://$P/$OPEN/1" "$WORK/back.img"
-expect_ok "round trip bytes identical" cmp -n $((32 * 1024 * 1024)) "$WORK/random.img" "$WORK/back.img"
+qemu_round_trip "qemu-img convert to iscsi://" "qemu-img compare with iscsi://" \
+    "qemu-img convert from iscsi://" "round trip bytes identical" "iscsi://$P/$OPEN/1"
 
 # --- libiscsi conformance suite ----------------------------------------------------------------
-log "running iscsi-test-cu ($CU_FILTER)"
-filter=()
-[ "$CU_FILTER" != ALL ] && filter=(-t "$CU_FILTER")
-iscsi-test-cu --dataloss -n -i $INIT -I $INIT2 "${filter[@]}" "iscsi://$P/$OPEN/0" >"$WORK/cu.log" 2>&1
-summary=$(grep -A3 "Run Summary" "$WORK/cu.log" | awk '$1 == "tests" {print $3, $4, $5}')
-read -r cu_ran cu_passed cu_failed <<<"$summary"
-log "iscsi-test-cu: ran ${cu_ran:-?} passed ${cu_passed:-?} failed ${cu_failed:-?}"
-grep -o "Suite [A-Za-z0-9_-]*, Test [A-Za-z0-9_-]* had failures" "$WORK/cu.log" | sort -u | sed 's/^/    /'
-if [ -n "${cu_failed:-}" ] && [ "$cu_failed" = 0 ]; then
-    ok "iscsi-test-cu: 0 of $cu_ran failed"
-else
-    bad "iscsi-test-cu: ${cu_failed:-?} failed"
-    cp "$WORK/cu.log" /tmp/rustio-iscsi-test-cu.log 2>/dev/null && log "    full log: /tmp/rustio-iscsi-test-cu.log"
-fi
+run_iscsi_test_cu iscsi-test-cu "iscsi://$P/$OPEN/0" $INIT $INIT2
 
 echo
 echo "$PASS passed, $FAIL failed"

@@ -22,7 +22,7 @@ SERVER=
 ok() { PASS=$((PASS + 1)); echo "PASS: $*"; }
 bad() { FAIL=$((FAIL + 1)); echo "FAIL: $*"; }
 cleanup() {
-    if [ -n "$SERVER" ]; then kill "$SERVER" 2>/dev/null; wait "$SERVER" 2>/dev/null; fi
+    stop_server
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -30,10 +30,9 @@ trap cleanup EXIT
 for t in iscsi-ls iscsi-inq jq; do
     command -v "$t" >/dev/null || { bad "scst-serve ($t not installed; run .ci/install-deps.sh)"; exit 1; }
 done
-if [ -z "${RUSTIO_BIN:-}" ]; then
-    (cd "$ROOT" && cargo build --release -q -p rustio) || { bad "scst-serve: build"; exit 1; }
-    RUSTIO_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/rustio"
-fi
+log() { printf '%s\n' "$*"; }
+. "$ROOT/tests/lib/iscsi-checks.sh"
+need_rustio_bin
 
 # --- import ---------------------------------------------------------------------------
 if "$RUSTIO_BIN" import scst "$CONF" -o "$WORK/raw.json" --report "$WORK/report.txt" 2>"$WORK/import.err"; then
@@ -46,23 +45,13 @@ jq --argjson port "$PORT" \
     '.targets[].tpgs[].portals = [{"ip_address": "127.0.0.1", "port": $port}]' \
     "$WORK/raw.json" >"$WORK/serve.json" || { bad "rewrite portals"; exit 1; }
 
-"$RUSTIO_BIN" serve --config "$WORK/serve.json" --log warn >"$WORK/server.log" 2>&1 &
-SERVER=$!
-for _ in $(seq 1 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
-    sleep 0.1
-done
-if kill -0 "$SERVER" 2>/dev/null; then ok "rustio serve loads the imported configuration"; else
-    bad "rustio serve loads the imported configuration"; cat "$WORK/server.log"; exit 1
+if start_server "$RUSTIO_BIN" "$WORK/serve.json" "$PORT" "$WORK/server.log"; then
+    ok "rustio serve loads the imported configuration"
+else
+    bad "rustio serve loads the imported configuration"; exit 1
 fi
-
 P=127.0.0.1:$PORT
 T=iqn.2024-01.com.example
-it() { timeout 60 "$@" >/dev/null 2>&1; }
-check() { # name, command...
-    local name=$1; shift
-    if "$@"; then ok "$name"; else bad "$name"; fi
-}
 
 # --- discovery ----------------------------------------------------------------------------
 # rustio serve lists to each initiator only the targets it may enter (LIO lists all), so
@@ -79,32 +68,32 @@ if [ "$outsider" = "iqn.2024-01.com.example:chap-demo iqn.2024-01.com.example:ch
     ok "an initiator outside every group discovers only the demo-mode targets"
 else bad "an initiator outside every group discovers only the demo-mode targets (got: $outsider)"; fi
 # The import report marks the second discovery account approximate: LIO keeps one.
-check "discovery with the conf's second account refused (as the import report says)" \
-    bash -c "! timeout 60 iscsi-ls iscsi://discovery2%disc0verySecret2@$P >/dev/null 2>&1"
+expect_fail "discovery with the conf's second account refused (as the import report says)" \
+    timeout 60 iscsi-ls "iscsi://discovery2%disc0verySecret2@$P"
 grep -q 'approximate: IncomingUser "discovery2' "$WORK/report.txt" && ok "import report names the dropped discovery account" ||
     bad "import report names the dropped discovery account"
-check "discovery with a wrong secret refused" bash -c "! timeout 60 iscsi-ls iscsi://discovery%wrongsecret1@$P >/dev/null 2>&1"
-check "discovery without CHAP refused" bash -c "! timeout 60 iscsi-ls iscsi://$P >/dev/null 2>&1"
+expect_fail "discovery with a wrong secret refused" timeout 60 iscsi-ls iscsi://discovery%wrongsecret1@$P
+expect_fail "discovery without CHAP refused" timeout 60 iscsi-ls iscsi://$P
 
 # --- targets, accounts and groups ---------------------------------------------------------------
-check "chap-acls: group initiator a with CHAP" it iscsi-inq -i iqn.1994-05.com.redhat:a "iscsi://joe%12charsecret@$P/$T:chap-acls/0"
-check "chap-acls: group initiator b with CHAP" it iscsi-inq -i iqn.1994-05.com.redhat:b "iscsi://joe%12charsecret@$P/$T:chap-acls/0"
-check "chap-acls: wrong secret refused" bash -c "! timeout 60 iscsi-inq -i iqn.1994-05.com.redhat:a iscsi://joe%wrong12chars@$P/$T:chap-acls/0 >/dev/null 2>&1"
-check "chap-acls: initiator outside every group refused" bash -c "! timeout 60 iscsi-inq -i iqn.1994-05.com.redhat:zzz iscsi://joe%12charsecret@$P/$T:chap-acls/0 >/dev/null 2>&1"
-check "chap-acls: mutual CHAP with the conf's OutgoingUser" it env LIBISCSI_CHAP_TARGET_USERNAME=target \
+expect_ok "chap-acls: group initiator a with CHAP" timeout 60 iscsi-inq -i iqn.1994-05.com.redhat:a "iscsi://joe%12charsecret@$P/$T:chap-acls/0"
+expect_ok "chap-acls: group initiator b with CHAP" timeout 60 iscsi-inq -i iqn.1994-05.com.redhat:b "iscsi://joe%12charsecret@$P/$T:chap-acls/0"
+expect_fail "chap-acls: wrong secret refused" timeout 60 iscsi-inq -i iqn.1994-05.com.redhat:a iscsi://joe%wrong12chars@$P/$T:chap-acls/0
+expect_fail "chap-acls: initiator outside every group refused" timeout 60 iscsi-inq -i iqn.1994-05.com.redhat:zzz iscsi://joe%12charsecret@$P/$T:chap-acls/0
+expect_ok "chap-acls: mutual CHAP with the conf's OutgoingUser" timeout 60 env LIBISCSI_CHAP_TARGET_USERNAME=target \
     LIBISCSI_CHAP_TARGET_PASSWORD=mutualSecret12 iscsi-inq -i iqn.1994-05.com.redhat:a "iscsi://joe%12charsecret@$P/$T:chap-acls/0"
-check "chap-acls: mutual CHAP with a wrong target secret refused" bash -c "! LIBISCSI_CHAP_TARGET_USERNAME=target \
-    LIBISCSI_CHAP_TARGET_PASSWORD=wrongSecret123 timeout 60 iscsi-inq -i iqn.1994-05.com.redhat:a iscsi://joe%12charsecret@$P/$T:chap-acls/0 >/dev/null 2>&1"
-check "chap-demo: any initiator with the TPG account" it iscsi-inq -i iqn.1994-05.com.redhat:zzz "iscsi://joe%12charsecret@$P/$T:chap-demo/0"
-check "chap-demo: without CHAP refused" bash -c "! timeout 60 iscsi-inq iscsi://$P/$T:chap-demo/0 >/dev/null 2>&1"
-check "chap-many: first account logs in" it iscsi-inq "iscsi://joe%12charsecret@$P/$T:chap-many/0"
-check "mutual-only: no authentication" it iscsi-inq "iscsi://$P/$T:mutual-only/0"
-check "chap-groups: alice with her group's CHAP" it iscsi-inq -i iqn.1994-05.com.redhat:alice "iscsi://alice%aliceSecret12@$P/$T:chap-groups/0"
-check "chap-groups: alice without CHAP refused" bash -c "! timeout 60 iscsi-inq -i iqn.1994-05.com.redhat:alice iscsi://$P/$T:chap-groups/0 >/dev/null 2>&1"
-check "chap-groups: bob (open group) without CHAP" it iscsi-inq -i iqn.1994-05.com.redhat:bob "iscsi://$P/$T:chap-groups/0"
-check "chap-groups: outsider refused" bash -c "! timeout 60 iscsi-inq -i iqn.1994-05.com.redhat:zzz iscsi://$P/$T:chap-groups/0 >/dev/null 2>&1"
-check "chap-groups: bob has no LUN 1 (as declared)" bash -c "! timeout 60 iscsi-inq -i iqn.1994-05.com.redhat:bob iscsi://$P/$T:chap-groups/1 >/dev/null 2>&1"
-check "server still running after every check" kill -0 "$SERVER"
+expect_fail "chap-acls: mutual CHAP with a wrong target secret refused" env LIBISCSI_CHAP_TARGET_USERNAME=target \
+    LIBISCSI_CHAP_TARGET_PASSWORD=wrongSecret123 timeout 60 iscsi-inq -i iqn.1994-05.com.redhat:a "iscsi://joe%12charsecret@$P/$T:chap-acls/0"
+expect_ok "chap-demo: any initiator with the TPG account" timeout 60 iscsi-inq -i iqn.1994-05.com.redhat:zzz "iscsi://joe%12charsecret@$P/$T:chap-demo/0"
+expect_fail "chap-demo: without CHAP refused" timeout 60 iscsi-inq iscsi://$P/$T:chap-demo/0
+expect_ok "chap-many: first account logs in" timeout 60 iscsi-inq "iscsi://joe%12charsecret@$P/$T:chap-many/0"
+expect_ok "mutual-only: no authentication" timeout 60 iscsi-inq "iscsi://$P/$T:mutual-only/0"
+expect_ok "chap-groups: alice with her group's CHAP" timeout 60 iscsi-inq -i iqn.1994-05.com.redhat:alice "iscsi://alice%aliceSecret12@$P/$T:chap-groups/0"
+expect_fail "chap-groups: alice without CHAP refused" timeout 60 iscsi-inq -i iqn.1994-05.com.redhat:alice iscsi://$P/$T:chap-groups/0
+expect_ok "chap-groups: bob (open group) without CHAP" timeout 60 iscsi-inq -i iqn.1994-05.com.redhat:bob "iscsi://$P/$T:chap-groups/0"
+expect_fail "chap-groups: outsider refused" timeout 60 iscsi-inq -i iqn.1994-05.com.redhat:zzz iscsi://$P/$T:chap-groups/0
+expect_fail "chap-groups: bob has no LUN 1 (as declared)" timeout 60 iscsi-inq -i iqn.1994-05.com.redhat:bob iscsi://$P/$T:chap-groups/1
+expect_ok "server still running after every check" kill -0 "$SERVER"
 
 echo
 echo "$PASS passed, $FAIL failed"

@@ -32,13 +32,6 @@ log() { printf '%s\n' "$*"; }
 ok() { PASS=$((PASS + 1)); log "PASS $*"; }
 bad() { FAIL=$((FAIL + 1)); log "FAIL $*"; }
 
-stop_server() {
-    if [ -n "$SERVER" ]; then
-        kill "$SERVER" 2>/dev/null
-        wait "$SERVER" 2>/dev/null
-        SERVER=""
-    fi
-}
 cleanup() {
     stop_server
     if [ "${KEEP_LOGS:-0}" = 1 ]; then log "logs kept in $WORK"; else rm -rf "$WORK"; fi
@@ -46,26 +39,9 @@ cleanup() {
 trap cleanup EXIT
 
 # --- tools ------------------------------------------------------------------------
-need=()
-command -v iscsi-test-cu >/dev/null || need+=(libiscsi-bin)
-command -v qemu-img >/dev/null || need+=(qemu-utils)
-[ -e /usr/lib/x86_64-linux-gnu/qemu/block-iscsi.so ] || need+=(qemu-block-extra)
-if [ ${#need[@]} -gt 0 ]; then
-    log "installing ${need[*]}"
-    if [ "$(id -u)" = 0 ]; then
-        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}") >"$WORK/apt.log" 2>&1 ||
-            { log "apt-get failed, see $WORK/apt.log"; KEEP_LOGS=1; exit 2; }
-    else
-        log "missing ${need[*]} and not root"; exit 2
-    fi
-fi
-
-if [ -z "${RUSTIO_BIN:-}" ]; then
-    log "building rustio (release)"
-    (cd "$ROOT" && cargo build --release -p rustio -q) || { log "build failed"; exit 2; }
-    RUSTIO_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/rustio"
-fi
-[ -x "$RUSTIO_BIN" ] || { log "no rustio binary at $RUSTIO_BIN"; exit 2; }
+. "$ROOT/tests/lib/iscsi-checks.sh"
+need_iscsi_clients
+need_rustio_bin
 
 # --- images and configuration -------------------------------------------------------
 TGT=iqn.2024-01.org.rustio.test:qcow2
@@ -101,67 +77,25 @@ cat >"$WORK/serve.json" <<EOF
 }
 EOF
 
-if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
-    log "127.0.0.1:$PORT is in use (set PORT)"; exit 2
-fi
-"$RUSTIO_BIN" serve --config "$WORK/serve.json" --log warn >"$WORK/server.log" 2>&1 &
-SERVER=$!
-up=0
-for _ in $(seq 1 100); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then up=1; break; fi
-    kill -0 "$SERVER" 2>/dev/null || break
-    sleep 0.1
-done
-if [ "$up" = 1 ]; then ok "serve-qcow2-start"; else
-    bad "serve-qcow2-start"; sed 's/^/    /' "$WORK/server.log" | tail -20
+if port_open "$PORT"; then log "127.0.0.1:$PORT is in use (set PORT)"; exit 2; fi
+if start_server "$RUSTIO_BIN" "$WORK/serve.json" "$PORT" "$WORK/server.log"; then ok "serve-qcow2-start"; else
+    bad "serve-qcow2-start"
     echo "$PASS passed, $FAIL failed"; exit 1
 fi
 P=127.0.0.1:$PORT
 
-expect_ok() { # name, command...
-    local d=$1; shift
-    if "$@" >"$WORK/out" 2>&1; then ok "$d"; else bad "$d"; sed 's/^/    /' "$WORK/out" | tail -5; fi
-}
-
 expect_ok "qcow2-readcapacity" sh -c "iscsi-readcapacity16 -i $INIT iscsi://$P/$TGT/0 | grep -q 'Total size:$CU_SIZE'"
 
 # --- qemu-img round trip over iSCSI ---------------------------------------------------
-head -c $((32 * 1024 * 1024)) /dev/urandom >"$WORK/random.img"
-t=$(date +%s)
-expect_ok "qcow2-qemu-convert-to-iscsi" qemu-img convert -n -f raw -O raw "$WORK/random.img" "iscsi://$P/$TGT/1"
-expect_ok "qcow2-qemu-compare-over-iscsi" qemu-img compare -f raw -F raw "$WORK/random.img" "iscsi://$P/$TGT/1"
-expect_ok "qcow2-qemu-convert-from-iscsi" qemu-img convert -f raw -O raw "iscsi://$P/$TGT/1" "$WORK/back.img"
-expect_ok "qcow2-round-trip-identical" cmp -n $((32 * 1024 * 1024)) "$WORK/random.img" "$WORK/back.img"
-log "    qemu round trip: $(( $(date +%s) - t ))s"
+qemu_round_trip qcow2-qemu-convert-to-iscsi qcow2-qemu-compare-over-iscsi \
+    qcow2-qemu-convert-from-iscsi qcow2-round-trip-identical "iscsi://$P/$TGT/1"
 
 # --- libiscsi conformance suite ----------------------------------------------------------
-log "running iscsi-test-cu ($CU_FILTER) on the qcow2 LUN"
-t=$(date +%s)
-filter=()
-[ "$CU_FILTER" != ALL ] && filter=(-t "$CU_FILTER")
-iscsi-test-cu --dataloss -n -i $INIT -I $INIT2 "${filter[@]}" "iscsi://$P/$TGT/0" >"$WORK/cu.log" 2>&1
-summary=$(grep -A3 "Run Summary" "$WORK/cu.log" | awk '$1 == "tests" {print $3, $4, $5}')
-read -r cu_ran cu_passed cu_failed <<<"$summary"
-log "    iscsi-test-cu: ran ${cu_ran:-?} passed ${cu_passed:-?} failed ${cu_failed:-?} ($(( $(date +%s) - t ))s)"
-grep -o "Suite [A-Za-z0-9_-]*, Test [A-Za-z0-9_-]* had failures" "$WORK/cu.log" | sort -u | sed 's/^/    /'
-if [ -n "${cu_failed:-}" ] && [ "$cu_failed" = 0 ] && [ "${cu_ran:-0}" -gt 0 ]; then
-    ok "qcow2-iscsi-test-cu (0 of $cu_ran failed)"
-else
-    bad "qcow2-iscsi-test-cu (${cu_failed:-?} failed)"
-    cp "$WORK/cu.log" /tmp/rustio-serve-qcow2-cu.log 2>/dev/null && log "    full log: /tmp/rustio-serve-qcow2-cu.log"
-fi
+run_iscsi_test_cu serve-qcow2-iscsi-test-cu "iscsi://$P/$TGT/0" $INIT $INIT2
 
 # --- the images after the server stopped ---------------------------------------------------
 kill -0 "$SERVER" 2>/dev/null && ok "qcow2-server-alive" || bad "qcow2-server-alive"
-kill -TERM "$SERVER" 2>/dev/null
-stopped=0
-for _ in $(seq 1 100); do
-    kill -0 "$SERVER" 2>/dev/null || { stopped=1; break; }
-    sleep 0.1
-done
-wait "$SERVER" 2>/dev/null
-SERVER=""
-if [ "$stopped" = 1 ]; then ok "qcow2-server-stops-on-sigterm"; else bad "qcow2-server-stops-on-sigterm"; fi
+if stop_server; then ok "qcow2-server-stops-on-sigterm"; else bad "qcow2-server-stops-on-sigterm"; fi
 
 # Exit status 0 = no errors and no leaks (2 = corruption, 3 = leaked clusters).
 expect_ok "qcow2-check-cu-image" qemu-img check -f qcow2 "$CU_IMG"

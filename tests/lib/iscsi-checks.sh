@@ -1,0 +1,119 @@
+# shellcheck shell=bash
+# Shared steps of the suites that check `rustio serve` with independent iSCSI clients
+# (tests/libiscsi/run.sh, tests/serve/qcow2.sh, tests/ceph/serve.sh). Source it after
+# defining:
+#   ok NAME / bad NAME   report one check (each suite keeps its own PASS/FAIL format)
+#   log TEXT             print a line
+#   WORK                 the suite's scratch directory
+# Everything here talks to 127.0.0.1 only.
+
+# Installs libiscsi-bin, qemu-utils and qemu-block-extra when one is missing (root only).
+# Exits 2 when that is impossible.
+need_iscsi_clients() {
+    local need=()
+    command -v iscsi-test-cu >/dev/null || need+=(libiscsi-bin)
+    command -v qemu-img >/dev/null || need+=(qemu-utils)
+    [ -e /usr/lib/x86_64-linux-gnu/qemu/block-iscsi.so ] || need+=(qemu-block-extra)
+    [ ${#need[@]} -eq 0 ] && return 0
+    log "installing ${need[*]}"
+    if [ "$(id -u)" != 0 ]; then log "missing ${need[*]} and not root"; exit 2; fi
+    # KEEP_LOGS=1 makes the caller keep WORK (with apt.log) at exit.
+    # shellcheck disable=SC2034
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}") >"$WORK/apt.log" 2>&1 ||
+        { log "apt-get failed, see $WORK/apt.log"; KEEP_LOGS=1; exit 2; }
+}
+
+# Sets RUSTIO_BIN: kept when given, else a release build of the checkout ROOT. Exits 2 on
+# a failed build or a missing binary.
+need_rustio_bin() {
+    if [ -z "${RUSTIO_BIN:-}" ]; then
+        log "building rustio (release)"
+        (cd "$ROOT" && cargo build --release -p rustio -q) || { log "build failed"; exit 2; }
+        RUSTIO_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/rustio"
+    fi
+    [ -x "$RUSTIO_BIN" ] || { log "no rustio binary at $RUSTIO_BIN"; exit 2; }
+}
+
+# True once something accepts connections on 127.0.0.1:PORT.
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# start_server BIN CONFIG PORT LOG [TENTHS]: starts `BIN serve --config CONFIG` in the
+# background (its PID in SERVER) and waits up to TENTHS/10 s (default 10 s) for the port.
+# Fails (returns 1) if the port was already taken, the server died, or it never listened.
+start_server() {
+    local bin=$1 config=$2 port=$3 out=$4 tenths=${5:-100}
+    if port_open "$port"; then log "127.0.0.1:$port is in use (set PORT)"; return 1; fi
+    "$bin" serve --config "$config" --log warn >"$out" 2>&1 &
+    SERVER=$!
+    for _ in $(seq 1 "$tenths"); do
+        port_open "$port" && return 0
+        kill -0 "$SERVER" 2>/dev/null || break
+        sleep 0.1
+    done
+    sed 's/^/    /' "$out" | tail -20
+    return 1
+}
+
+# stop_server [TENTHS]: SIGTERM to SERVER, waits up to TENTHS/10 s (default 10 s) for it
+# to exit; returns 0 if it stopped by itself in time. Clears SERVER.
+stop_server() {
+    local tenths=${1:-100} stopped=1
+    [ -n "${SERVER:-}" ] || return 0
+    kill -TERM "$SERVER" 2>/dev/null
+    for _ in $(seq 1 "$tenths"); do
+        kill -0 "$SERVER" 2>/dev/null || { stopped=0; break; }
+        sleep 0.1
+    done
+    [ "$stopped" = 0 ] || kill -KILL "$SERVER" 2>/dev/null
+    wait "$SERVER" 2>/dev/null
+    SERVER=""
+    return "$stopped"
+}
+
+# expect_ok NAME CMD... / expect_fail NAME CMD...: one check on CMD's exit status; the
+# tail of its output is shown when the check fails.
+expect_ok() {
+    local d=$1; shift
+    if "$@" >"$WORK/out" 2>&1; then ok "$d"; else bad "$d"; sed 's/^/    /' "$WORK/out" | tail -5; fi
+}
+expect_fail() {
+    local d=$1; shift
+    if "$@" >"$WORK/out" 2>&1; then bad "$d (unexpectedly succeeded)"; sed 's/^/    /' "$WORK/out" | tail -5; else ok "$d"; fi
+}
+
+# qemu_round_trip NAME1 NAME2 NAME3 NAME4 URL: 32 MiB of random data (left in
+# $WORK/random.img) written to the iSCSI LUN at URL with qemu-img (check NAME1), compared
+# over iSCSI (NAME2), read back (NAME3) and compared bytewise (NAME4).
+qemu_round_trip() {
+    local n1=$1 n2=$2 n3=$3 n4=$4 url=$5 t
+    head -c $((32 * 1024 * 1024)) /dev/urandom >"$WORK/random.img"
+    t=$(date +%s)
+    expect_ok "$n1" qemu-img convert -n -f raw -O raw "$WORK/random.img" "$url"
+    expect_ok "$n2" qemu-img compare -f raw -F raw "$WORK/random.img" "$url"
+    expect_ok "$n3" qemu-img convert -f raw -O raw "$url" "$WORK/back.img"
+    expect_ok "$n4" cmp -n $((32 * 1024 * 1024)) "$WORK/random.img" "$WORK/back.img"
+    log "    qemu round trip: $(( $(date +%s) - t ))s"
+}
+
+# run_iscsi_test_cu NAME URL INIT INIT2 [TIMEOUT]: libiscsi's conformance suite with
+# --dataloss (filter CU_FILTER, default ALL); one check NAME that passes only when tests
+# ran and none failed. The full log is kept in /tmp/rustio-<NAME>.log on failure.
+run_iscsi_test_cu() {
+    local name=$1 url=$2 init=$3 init2=$4 limit=${5:-0} t rc summary cu_ran cu_passed cu_failed
+    local filter=()
+    [ "${CU_FILTER:-ALL}" != ALL ] && filter=(-t "$CU_FILTER")
+    log "running iscsi-test-cu (${CU_FILTER:-ALL}) for $name"
+    t=$(date +%s)
+    timeout "$limit" iscsi-test-cu --dataloss -n -i "$init" -I "$init2" "${filter[@]}" "$url" >"$WORK/cu.log" 2>&1
+    rc=$?
+    summary=$(grep -A3 "Run Summary" "$WORK/cu.log" | awk '$1 == "tests" {print $3, $4, $5}')
+    read -r cu_ran cu_passed cu_failed <<<"$summary"
+    log "iscsi-test-cu: ran ${cu_ran:-?} passed ${cu_passed:-?} failed ${cu_failed:-?} ($(( $(date +%s) - t ))s, exit $rc)"
+    grep -o "Suite [A-Za-z0-9_-]*, Test [A-Za-z0-9_-]* had failures" "$WORK/cu.log" | sort -u | sed 's/^/    /'
+    if [ -n "${cu_failed:-}" ] && [ "$cu_failed" = 0 ] && [ "${cu_ran:-0}" -gt 0 ]; then
+        ok "$name: 0 of $cu_ran failed"
+    else
+        bad "$name: ${cu_failed:-?} failed"
+        cp "$WORK/cu.log" "/tmp/rustio-$name.log" 2>/dev/null && log "    full log: /tmp/rustio-$name.log"
+    fi
+}
