@@ -225,7 +225,15 @@ recovery() {
   local fio_pid rc
   fio_verify crash randwrite --offset=128M --runtime=0 >/tmp/fio-crash.log 2>&1 &
   fio_pid=$!
-  sleep 4
+  # Kill as soon as fio's writes reach the disk (sectors written, /sys/block/X/stat field
+  # 7), not after a fixed sleep: an idle machine finishes the whole job in about 2 s.
+  local stat=/sys/block/${DEV#/dev/}/stat w0 i
+  w0=$(awk '{print $7}' "$stat")
+  for ((i = 0; i < 600; i++)); do
+    (($(awk '{print $7}' "$stat") > w0 + 2048)) && break
+    kill -0 "$fio_pid" 2>/dev/null || break
+    sleep 0.1
+  done
   grep -q . /proc/$fio_pid/status || { echo "fio ended too early"; cat /tmp/fio-crash.log; return 1; }
   echo "killing runner $(runner_pid) with SIGKILL during I/O"
   runner_kill KILL || { echo "runner did not die"; return 1; }
