@@ -10,9 +10,20 @@ use std::time::Duration;
 use anyhow::Context;
 use rustio_tcmu::handler::Handlers;
 use rustio_tcmu::metrics::MetricsServer;
-use rustio_tcmu::runner::{Runner, RunnerConfig};
+use rustio_tcmu::runner::{Execution, Runner, RunnerConfig};
 use rustio_tcmu::uio::UioPaths;
 use signal_hook::consts::{SIGINT, SIGTERM};
+
+/// `--execution`: where commands run (see [`Execution`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExecutionArg {
+    /// Inline for local stores (file, ram, qcow), the worker pool for rbd.
+    Auto,
+    /// On each device's ring poller thread.
+    Inline,
+    /// On the shared worker threads.
+    Pool,
+}
 
 /// Initial write cache (WCE) of served devices.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -32,6 +43,12 @@ pub struct RunnerArgs {
     /// (at least 2, at most 16). Raise it for slow disks with deep queues.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=1024))]
     pub threads: u16,
+    /// Where commands execute: `inline` on each device's ring poller thread (one kernel
+    /// notification per batch, no thread hand-off; one command at a time per device),
+    /// `pool` on the worker threads (many in flight; for stores with latency), `auto` =
+    /// inline for file, ram and qcow, pool for rbd.
+    #[arg(long, value_enum, default_value_t = ExecutionArg::Auto)]
+    pub execution: ExecutionArg,
     /// Seconds after which a command stuck in its handler is completed with ABORTED
     /// COMMAND (keep below the kernel's attrib/cmd_time_out, 30 s by default).
     #[arg(long, value_name = "SECS", default_value_t = 25)]
@@ -84,6 +101,11 @@ pub fn run(args: RunnerArgs, log: &str) -> anyhow::Result<()> {
         core_root: args.configfs,
         uio: UioPaths::default(),
         workers: worker_threads(args.threads),
+        execution: match args.execution {
+            ExecutionArg::Auto => Execution::Auto,
+            ExecutionArg::Inline => Execution::Inline,
+            ExecutionArg::Pool => Execution::Pool,
+        },
         cmd_timeout: Duration::from_secs(args.cmd_timeout.max(1)),
         drain_timeout: Duration::from_secs(args.drain_timeout),
         tmr_notification: !args.no_tmr_notification,

@@ -8,14 +8,14 @@
 //! vectored write of BHS + data slices — no copy of the data.
 
 use std::collections::HashMap;
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use rustio_scsi::{Response, Sense, Status, TaskAttr, Tmf};
+use rustio_scsi::{DirectIn, Response, Sense, Status, TaskAttr, Tmf};
 use tracing::{debug, info, warn};
 
 use crate::config::target_address;
@@ -650,15 +650,38 @@ fn is_write_opcode(op: u8) -> bool {
     matches!(op, 0x0a | 0x2a | 0xaa | 0x8a | 0x2e | 0xae | 0x8e)
 }
 
+/// READs up to this long are read in place into [`ExecBufs::read`].
+const DIRECT_READ_MAX: usize = 1 << 20;
+
+/// Reusable buffers of a thread executing commands.
+#[derive(Debug, Default)]
+pub(crate) struct ExecBufs {
+    /// Data-in the engine builds: control commands, READs of another length than the
+    /// initiator expects (residuals), READs above [`DIRECT_READ_MAX`].
+    staged: Vec<u8>,
+    /// READ data, read in place by the backstore (see `rustio_scsi::direct`). Kept at
+    /// its largest length, so it is zero-filled once per thread rather than per READ.
+    read: Vec<u8>,
+}
+
+impl ExecBufs {
+    /// Gives back memory after an unusually large command.
+    pub(crate) fn trim(&mut self) {
+        if self.staged.capacity() > 16 << 20 {
+            self.staged = Vec::new();
+        }
+    }
+}
+
 /// Executes one job on a worker thread and sends the result.
-pub(crate) fn execute(job: ExecJob, data_in: &mut Vec<u8>) {
+pub(crate) fn execute(job: ExecJob, bufs: &mut ExecBufs) {
     let ExecJob {
         sess,
         conn,
         cmd,
         task,
     } = job;
-    data_in.clear();
+    bufs.staged.clear();
     if task.aborted.load(Ordering::Acquire) {
         finish_task(&sess, &cmd);
         return;
@@ -681,6 +704,7 @@ pub(crate) fn execute(job: ExecJob, data_in: &mut Vec<u8>) {
         }
         _ => None,
     };
+    let mut in_place = false;
     let resp = match cmd.fail {
         Some(s) => Response::check(s),
         None if matches!(truncated, Some(None)) => Response::GOOD,
@@ -703,16 +727,36 @@ pub(crate) fn execute(job: ExecJob, data_in: &mut Vec<u8>) {
             } else {
                 &[]
             };
-            sess.lun_map.execute(
+            let direct_len = if cmd.hdr.read && !cmd.hdr.write {
+                cmd.hdr.edtl as usize
+            } else {
+                0
+            };
+            let direct_ok = direct_len > 0 && direct_len <= DIRECT_READ_MAX;
+            if direct_ok && bufs.read.len() < direct_len {
+                bufs.read.resize(direct_len, 0);
+            }
+            let lent = if direct_ok { direct_len } else { 0 };
+            let mut slices = [IoSliceMut::new(&mut bufs.read[..lent])];
+            let mut direct = DirectIn::new(&mut slices);
+            let resp = sess.lun_map.execute_direct(
                 &sess.nexus,
                 lun,
                 cdb,
                 data_out,
                 u64::from(cmd.hdr.itt),
                 task_attr(cmd.hdr.attr),
-                data_in,
-            )
+                &mut bufs.staged,
+                direct_ok.then_some(&mut direct),
+            );
+            in_place = direct.used();
+            resp
         }
+    };
+    let data_in: &[u8] = if in_place {
+        &bufs.read[..cmd.hdr.edtl as usize]
+    } else {
+        &bufs.staged
     };
     let residual = if cmd.hdr.write {
         match needed_out {
@@ -1614,7 +1658,7 @@ fn send_r2ts(conn: &Conn, wt: &mut WriteTask) {
 
 thread_local! {
     /// Data-In buffer of a reader thread executing commands inline.
-    static INLINE_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    static INLINE_BUF: std::cell::RefCell<ExecBufs> = std::cell::RefCell::new(ExecBufs::default());
     /// Set by the reader while more received bytes are waiting to be parsed.
     static READER_BUSY: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
 }
@@ -1628,11 +1672,9 @@ fn dispatch(conn: &Arc<Conn>, cmd: Box<NewCommand>, task: Arc<TaskState>) {
     };
     if conn.shared.inline_execution() && !READER_BUSY.with(|b| b.get()) {
         INLINE_BUF.with(|b| {
-            let mut buf = b.borrow_mut();
-            execute(job, &mut buf);
-            if buf.capacity() > 16 << 20 {
-                *buf = Vec::new();
-            }
+            let mut bufs = b.borrow_mut();
+            execute(job, &mut bufs);
+            bufs.trim();
         });
     } else {
         conn.shared.submit(job);

@@ -548,14 +548,12 @@ impl Server {
                 std::thread::Builder::new()
                     .name(format!("rustio-worker-{i}"))
                     .spawn(move || {
-                        let mut data_in = Vec::with_capacity(256 * 1024);
+                        let mut bufs = conn::ExecBufs::default();
                         while let Ok(job) = rx.recv() {
                             match job {
                                 Job::Exec(j) => {
-                                    conn::execute(j, &mut data_in);
-                                    if data_in.capacity() > 16 << 20 {
-                                        data_in = Vec::with_capacity(256 * 1024);
-                                    }
+                                    conn::execute(j, &mut bufs);
+                                    bufs.trim();
                                 }
                                 Job::Stop => break,
                             }

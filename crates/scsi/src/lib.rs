@@ -56,6 +56,7 @@
 
 pub mod cdb;
 mod config;
+pub mod direct;
 mod error;
 mod inquiry;
 mod lu;
@@ -72,6 +73,7 @@ mod ua;
 mod xcopy;
 
 pub use config::{LuConfig, DEFAULT_IEEE_COMPANY_ID};
+pub use direct::DirectIn;
 pub use error::Error;
 pub use lu::LogicalUnit;
 pub use lunmap::{decode_lun, decode_lun_u64, encode_lun, LunMap, MappedLun, MAX_LUN};

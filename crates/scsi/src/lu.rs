@@ -19,6 +19,7 @@ use rustio_backstore::Backstore;
 
 use crate::cdb::{self, op, Command};
 use crate::config::LuConfig;
+use crate::direct::DirectIn;
 use crate::error::Error;
 use crate::mode::ModeState;
 use crate::nexus::{Nexus, Request, Tmf};
@@ -206,15 +207,38 @@ impl LogicalUnit {
     /// returns (already cut to the CDB's allocation length; the transport truncates to
     /// its expected length and computes residuals).
     pub fn execute(&self, req: &Request<'_>, data_in: &mut Vec<u8>) -> Response {
+        self.execute_direct(req, data_in, None)
+    }
+
+    /// [`Self::execute`], but a READ transferring exactly `direct.len()` bytes is read
+    /// straight into the transport's buffers; [`DirectIn::used`] then says so and
+    /// `data_in` stays empty. See [`crate::direct`].
+    pub fn execute_direct(
+        &self,
+        req: &Request<'_>,
+        data_in: &mut Vec<u8>,
+        mut direct: Option<&mut DirectIn<'_, '_>>,
+    ) -> Response {
         data_in.clear();
-        let resp = self.execute_inner(req, data_in);
+        if let Some(d) = direct.as_deref_mut() {
+            d.set_used(false);
+        }
+        let resp = self.execute_inner(req, data_in, direct.as_deref_mut());
         if resp.status != Status::Good && resp.status != Status::ConditionMet {
             data_in.clear();
+            if let Some(d) = direct {
+                d.set_used(false);
+            }
         }
         resp
     }
 
-    fn execute_inner(&self, req: &Request<'_>, data_in: &mut Vec<u8>) -> Response {
+    fn execute_inner(
+        &self,
+        req: &Request<'_>,
+        data_in: &mut Vec<u8>,
+        direct: Option<&mut DirectIn<'_, '_>>,
+    ) -> Response {
         self.check_capacity(None);
         let opcode = req.cdb.first().copied();
         if opcode.is_some_and(reports_unit_attention) || opcode.is_none() {
@@ -247,14 +271,20 @@ impl LogicalUnit {
                 return Response::check(Sense::WRITE_PROTECTED);
             }
         }
-        match self.dispatch(req, cmd, data_in) {
+        match self.dispatch(req, cmd, data_in, direct) {
             Ok(status) => Response::status(status),
             Err(Fail::Check(s)) => Response::check(s),
             Err(Fail::Status(s)) => Response::status(s),
         }
     }
 
-    fn dispatch(&self, req: &Request<'_>, cmd: Command, data_in: &mut Vec<u8>) -> Outcome {
+    fn dispatch(
+        &self,
+        req: &Request<'_>,
+        cmd: Command,
+        data_in: &mut Vec<u8>,
+        direct: Option<&mut DirectIn<'_, '_>>,
+    ) -> Outcome {
         match cmd {
             Command::TestUnitReady => Ok(Status::Good),
             Command::RequestSense { desc, alloc } => self.request_sense(req, desc, alloc, data_in),
@@ -273,7 +303,7 @@ impl LogicalUnit {
                 self.refresh_capacity(req.nexus);
                 self.read_capacity16(alloc, data_in)
             }
-            Command::Read { lba, blocks, .. } => self.read(req, lba, blocks, data_in),
+            Command::Read { lba, blocks, .. } => self.read(req, lba, blocks, data_in, direct),
             Command::Write {
                 lba, blocks, fua, ..
             } => self.write(req, lba, blocks, fua),

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::cdb::{self, op, Command};
+use crate::direct::DirectIn;
 use crate::lu::{Fail, LogicalUnit};
 use crate::nexus::{Nexus, Request, TaskAttr, Tmf};
 use crate::sense::Sense;
@@ -171,7 +172,29 @@ impl LunMap {
         task_attr: TaskAttr,
         data_in: &mut Vec<u8>,
     ) -> Response {
+        self.execute_direct(
+            nexus, lun, cdb, data_out, task_tag, task_attr, data_in, None,
+        )
+    }
+
+    /// [`Self::execute`] with zero-copy READs into `direct`
+    /// (see [`LogicalUnit::execute_direct`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn execute_direct(
+        &self,
+        nexus: &Nexus,
+        lun: u64,
+        cdb: &[u8],
+        data_out: &[u8],
+        task_tag: u64,
+        task_attr: TaskAttr,
+        data_in: &mut Vec<u8>,
+        mut direct: Option<&mut DirectIn<'_, '_>>,
+    ) -> Response {
         data_in.clear();
+        if let Some(d) = direct.as_deref_mut() {
+            d.set_used(false);
+        }
         if cdb.first() == Some(&op::REPORT_LUNS) {
             return self.report_luns(nexus, lun, cdb, data_in);
         }
@@ -185,7 +208,7 @@ impl LunMap {
                     task_attr,
                     write_protected: m.write_protected,
                 };
-                m.lu.execute(&req, data_in)
+                m.lu.execute_direct(&req, data_in, direct)
             }
             None => no_such_lun(cdb, data_in),
         }

@@ -8,6 +8,7 @@
 use rustio_backstore::{Extent, WriteFlags};
 
 use crate::cdb::Command;
+use crate::direct::DirectIn;
 use crate::lu::{Fail, LogicalUnit, Outcome};
 use crate::nexus::Request;
 use crate::sense::Sense;
@@ -107,13 +108,15 @@ impl LogicalUnit {
         Ok(Status::Good)
     }
 
-    /// READ(6/10/12/16) (SBC-4 5.13-5.16): reads straight into `data_in`.
+    /// READ(6/10/12/16) (SBC-4 5.13-5.16): reads straight into the transport's buffers
+    /// when they fit exactly (`direct`), otherwise into `data_in`.
     pub(crate) fn read(
         &self,
         req: &Request<'_>,
         lba: u64,
         blocks: u32,
         data_in: &mut Vec<u8>,
+        direct: Option<&mut DirectIn<'_, '_>>,
     ) -> Outcome {
         self.check_lba_range(lba, u64::from(blocks))?;
         self.check_transfer_length(req, blocks)?;
@@ -129,6 +132,15 @@ impl LogicalUnit {
         }
         let len = self.byte_len(u64::from(blocks))?;
         let offset = self.byte_offset(lba)?;
+        if let Some(d) = direct {
+            if let Some(bufs) = d.take_for(len) {
+                self.backstore
+                    .read_vectored_at(bufs, offset)
+                    .map_err(|e| Fail::backstore(&e, false))?;
+                d.set_used(true);
+                return Ok(Status::Good);
+            }
+        }
         data_in.resize(len, 0);
         self.backstore
             .read_at(&mut data_in[..], offset)

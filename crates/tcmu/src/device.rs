@@ -6,13 +6,20 @@
 //!
 //! 1. [`Device::poll`] reads new entries under the ring lock and returns [`Work`] items;
 //!    malformed entries, unknown opcodes and TMR notifications are dealt with right there.
-//! 2. A worker calls [`Device::run`]: it copies the data-out buffers out of the shared
-//!    memory, executes the CDB against the [`ScsiTarget`] with no lock held, copies data-in
-//!    into the command's buffers and writes the response into the ring.
+//! 2. A worker calls [`Device::run_batch`] (or [`Device::run`] for one command). A READ
+//!    whose data-in fits the command's iovecs, and a WRITE with a single data-out iovec,
+//!    run *zero copy*: the backstore reads into / writes from the data area itself, which
+//!    is lent to the engine for the duration of the call ([`SharedMemory::lend_mut`]).
+//!    Everything else copies data-out out of the shared memory, executes with no lock held
+//!    and copies data-in back. The response is written into the ring and the kernel is
+//!    notified once per batch.
 //! 3. [`Device::expire`] (the watchdog) completes commands whose handler is stuck with
 //!    ABORTED COMMAND, so the kernel never waits on us indefinitely. A stuck worker that
 //!    finishes later finds its command already completed and discards the result without
-//!    touching the shared memory (whose data pages the kernel may have reused).
+//!    touching the shared memory (whose data pages the kernel may have reused). A command
+//!    running zero copy cannot be expired that way (its data blocks are in use); the
+//!    watchdog warns once, and ring recovery marks the device broken (no new loans) and
+//!    waits for loans to return before it resets the ring.
 //!
 //! Each in-flight command has a small state lock that orders these three paths; the lock
 //! order is command state, then ring.
@@ -29,6 +36,8 @@ use crate::mmap::SharedMemory;
 use crate::ring::{
     self, iovs_len, CmdResponse, CommandEntry, Ring, RingError, RingEvent, RingLayout, Slot,
 };
+use rustio_scsi::DirectIn;
+
 use crate::target::{
     sense_command_timeout, sense_internal_target_failure, ScsiTarget, TaskManagement,
     STATUS_CHECK_CONDITION,
@@ -70,6 +79,10 @@ pub struct DeviceStats {
 enum Phase {
     Queued,
     Running,
+    /// Running on the data area itself (zero copy): its data blocks must stay the
+    /// command's until it finishes, so neither the watchdog nor a ring reset may complete
+    /// it before that.
+    Lent,
     Done,
 }
 
@@ -79,6 +92,8 @@ struct InFlight {
     slot: Slot,
     since: Instant,
     phase: Mutex<Phase>,
+    /// The watchdog already logged that it cannot expire this zero-copy command.
+    lent_warned: AtomicBool,
 }
 
 /// A command to execute, handed from [`Device::poll`] to a worker.
@@ -214,6 +229,7 @@ impl Device {
                         slot,
                         since: Instant::now(),
                         phase: Mutex::new(Phase::Queued),
+                        lent_warned: AtomicBool::new(false),
                     });
                     self.inflight.lock().insert(slot.seq, record.clone());
                     work.push(Work { slot, cmd, record });
@@ -307,6 +323,35 @@ impl Device {
 
     /// Executes one command (on a worker thread) and completes it.
     pub fn run(&self, work: Work, bufs: &mut Buffers) {
+        if self.run_quiet(work, bufs) > 0 {
+            self.notify.notify();
+        }
+    }
+
+    /// Executes `work` in order on the calling thread and notifies the kernel once for
+    /// all of their completions (the poller's inline mode: no hand-off to a worker, one
+    /// UIO write per batch instead of per command).
+    pub fn run_batch(&self, work: impl IntoIterator<Item = Work>, bufs: &mut Buffers) {
+        let mut written = 0;
+        for w in work {
+            written += self.run_quiet(w, bufs);
+        }
+        if written > 0 {
+            self.notify.notify();
+        }
+    }
+
+    /// Executes and completes one command without notifying the kernel; returns how many
+    /// completions were written (0 or 1).
+    ///
+    /// Zero copy: a command whose data-in goes to one set of data blocks (a READ), or whose
+    /// data-out is one contiguous iovec (a WRITE the kernel could place in consecutive
+    /// blocks), is executed on the data area itself, lent by [`SharedMemory::lend_mut`] /
+    /// [`SharedMemory::lend`]. The command's state lock is then held across execution, so
+    /// the watchdog skips it (the kernel's own `cmd_time_out` still applies) and a ring
+    /// reset waits for it: the blocks must stay the command's while they are in use.
+    /// Everything else is copied out and in through `bufs`.
+    fn run_quiet(&self, work: Work, bufs: &mut Buffers) -> usize {
         let Work { slot, cmd, record } = work;
         let target = self.target();
         let data_in_iovs = if cmd.bidi_iovs.is_empty() {
@@ -314,47 +359,106 @@ impl Device {
         } else {
             &cmd.bidi_iovs
         };
-        {
-            let mut phase = record.phase.lock();
-            if *phase != Phase::Queued {
-                return;
-            }
-            *phase = Phase::Running;
-            bufs.data_out.clear();
-            // The kernel does not say which way the data goes; the CDB does. Copy the
-            // buffers out only for commands that can carry data-out.
-            let wants_out =
-                !cmd.bidi_iovs.is_empty() || target.data_out_len(&cmd.cdb).is_none_or(|n| n > 0);
-            if wants_out && !cmd.iovs.is_empty() {
-                if let Err(e) = ring::gather(&*self.mem, &cmd.iovs, &mut bufs.data_out) {
-                    // Impossible after parsing checked the iovecs; fail the command.
-                    tracing::error!(device = %self.name, error = %e, "cannot read data-out");
-                    *phase = Phase::Done;
-                    drop(phase);
-                    self.finish(
-                        &record,
-                        slot,
-                        CmdResponse::check_condition(sense_internal_target_failure()),
-                    );
-                    return;
-                }
-                self.stats
-                    .bytes_out
-                    .fetch_add(bufs.data_out.len() as u64, Ordering::Relaxed);
-            }
-        }
-        let outcome = target.execute(
-            &cmd.cdb,
-            &bufs.data_out,
-            u64::from(slot.cmd_id),
-            &mut bufs.data_in,
-        );
+        // The kernel does not say which way the data goes; the CDB does. Data-out is
+        // read only for commands that can carry it.
+        let wants_out =
+            !cmd.bidi_iovs.is_empty() || target.data_out_len(&cmd.cdb).is_none_or(|n| n > 0);
+        let zero_copy =
+            cmd.bidi_iovs.is_empty() && !cmd.iovs.is_empty() && (!wants_out || cmd.iovs.len() == 1);
         let mut phase = record.phase.lock();
-        if *phase != Phase::Running {
-            tracing::warn!(device = %self.name, cmd_id = slot.cmd_id,
-                "command finished after it was timed out or the ring was reset; result dropped");
-            return;
+        if *phase != Phase::Queued {
+            return 0;
         }
+        // A device being recovered lends nothing: its ring reset frees the data blocks
+        // (`recover_ring` waits for lent commands after setting `broken`).
+        let lend = zero_copy && !self.is_broken();
+        *phase = if lend { Phase::Lent } else { Phase::Running };
+        drop(phase);
+        bufs.data_out.clear();
+        bufs.data_in.clear();
+        let tag = u64::from(slot.cmd_id);
+        let mut executed = None;
+        let mut in_place = false;
+        if lend {
+            if !wants_out {
+                let ranges: Vec<(usize, usize)> =
+                    cmd.iovs.iter().map(|i| (i.offset, i.len)).collect();
+                let lent = self.mem.lend_mut(&ranges, &mut |slices| {
+                    let mut direct = DirectIn::new(slices);
+                    executed = Some(target.execute_direct(
+                        &cmd.cdb,
+                        &[],
+                        tag,
+                        &mut bufs.data_in,
+                        &mut direct,
+                    ));
+                    in_place = direct.used();
+                });
+                if let Err(e) = lent {
+                    tracing::error!(device = %self.name, error = %e, "cannot lend data-in blocks");
+                }
+            } else if let [iov] = cmd.iovs.as_slice() {
+                let lent = self.mem.lend(iov.offset, iov.len, &mut |data_out| {
+                    executed = Some(target.execute(&cmd.cdb, data_out, tag, &mut bufs.data_in));
+                });
+                match lent {
+                    Ok(()) => {
+                        self.stats
+                            .bytes_out
+                            .fetch_add(iov.len as u64, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        tracing::error!(device = %self.name, error = %e, "cannot lend data-out blocks");
+                    }
+                }
+            }
+        }
+        let outcome = match executed {
+            Some(o) => {
+                phase = record.phase.lock();
+                if *phase != Phase::Lent {
+                    // Only `wait_unlent` callers change other states; never expected.
+                    tracing::warn!(device = %self.name, cmd_id = slot.cmd_id,
+                        "zero-copy command lost its state; result dropped");
+                    return 0;
+                }
+                o
+            }
+            None => {
+                phase = record.phase.lock();
+                if *phase == Phase::Lent {
+                    *phase = Phase::Running;
+                } else if *phase != Phase::Running {
+                    return 0;
+                }
+                if wants_out && !cmd.iovs.is_empty() {
+                    if let Err(e) = ring::gather(&*self.mem, &cmd.iovs, &mut bufs.data_out) {
+                        // Impossible after parsing checked the iovecs; fail the command.
+                        tracing::error!(device = %self.name, error = %e, "cannot read data-out");
+                        *phase = Phase::Done;
+                        drop(phase);
+                        return self.finish_quiet(
+                            &record,
+                            slot,
+                            CmdResponse::check_condition(sense_internal_target_failure()),
+                        );
+                    }
+                    self.stats
+                        .bytes_out
+                        .fetch_add(bufs.data_out.len() as u64, Ordering::Relaxed);
+                }
+                // Copied: execute with no lock held, so a stuck handler can be expired.
+                drop(phase);
+                let o = target.execute(&cmd.cdb, &bufs.data_out, tag, &mut bufs.data_in);
+                phase = record.phase.lock();
+                if *phase != Phase::Running {
+                    tracing::warn!(device = %self.name, cmd_id = slot.cmd_id,
+                        "command finished after it was timed out or the ring was reset; result dropped");
+                    return 0;
+                }
+                o
+            }
+        };
         let mut rsp = CmdResponse {
             status: outcome.status,
             sense: outcome.sense,
@@ -362,7 +466,16 @@ impl Device {
             unknown_op: false,
         };
         let capacity = iovs_len(data_in_iovs);
-        let n = bufs.data_in.len().min(capacity);
+        if in_place {
+            self.stats
+                .bytes_in
+                .fetch_add(capacity as u64, Ordering::Relaxed);
+        }
+        let n = if in_place {
+            0
+        } else {
+            bufs.data_in.len().min(capacity)
+        };
         if n > 0 {
             let short = n < capacity;
             let report = short && self.layout.read_len();
@@ -386,14 +499,12 @@ impl Device {
         }
         *phase = Phase::Done;
         drop(phase);
-        self.finish(&record, slot, rsp);
+        self.finish_quiet(&record, slot, rsp)
     }
 
-    fn finish(&self, record: &InFlight, slot: Slot, rsp: CmdResponse) {
+    fn finish_quiet(&self, record: &InFlight, slot: Slot, rsp: CmdResponse) -> usize {
         self.inflight.lock().remove(&record.slot.seq);
-        if self.complete_now(slot, rsp) > 0 {
-            self.notify.notify();
-        }
+        self.complete_now(slot, rsp)
     }
 
     /// Completes every command older than `timeout` with ABORTED COMMAND / COMMAND
@@ -417,6 +528,17 @@ impl Device {
             if *phase == Phase::Done {
                 continue;
             }
+            if *phase == Phase::Lent {
+                // Executing on its data blocks, which the kernel would hand to another
+                // command once this one is completed. The kernel's own cmd_time_out
+                // still fails it towards the initiator (keeping the blocks reserved).
+                if !r.lent_warned.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(device = %self.name, cmd_id = r.slot.cmd_id,
+                        after = ?now.duration_since(r.since),
+                        "command is slow in zero-copy I/O; it cannot be completed early");
+                }
+                continue;
+            }
             let was = *phase;
             *phase = Phase::Done;
             expired += 1;
@@ -435,6 +557,30 @@ impl Device {
             self.notify.notify();
         }
         expired
+    }
+
+    /// Waits until no command executes on its data blocks any more, for at most
+    /// `timeout`; returns whether none does. Call it after the device was marked broken
+    /// (no new command lends blocks then) and before the kernel resets the ring, which
+    /// frees the blocks of every outstanding command.
+    pub fn wait_unlent(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let records: Vec<Arc<InFlight>> = self.inflight.lock().values().cloned().collect();
+            let lent = records.iter().any(|r| *r.phase.lock() == Phase::Lent);
+            if !lent {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Marks the device as being recovered (see [`Self::wait_unlent`]).
+    pub fn mark_broken(&self) {
+        self.broken.store(true, Ordering::Release);
     }
 
     /// Forgets every in-flight command and restarts from the mailbox, after the kernel
@@ -643,8 +789,8 @@ mod tests {
         let (mut k, disk, _n, dev) = setup(CAPS);
         let (tx, rx) = crossbeam_channel::bounded::<()>(0);
         *disk.gate.lock() = Some(rx);
-        let buf = k.alloc_data(512, 0x33);
-        k.push_cmd(5, &[0xc1, 0, 0, 0, 0, 0, 0, 0, 0, 0], &[buf], &[]);
+        // No data buffers: the copy path, which executes with no state lock held.
+        k.push_cmd(5, &[0xc1, 0, 0, 0, 0, 0, 0, 0, 0, 0], &[], &[]);
         let mut work = Vec::new();
         dev.poll(&mut work).unwrap();
         let dev = Arc::new(dev);
@@ -674,6 +820,139 @@ mod tests {
         assert_eq!(k.reap(pos).0.len(), 0);
         assert_eq!(dev.in_flight(), 0);
         assert_eq!(dev.stats().timeouts.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn zero_copy_command_is_never_expired_early() {
+        let (mut k, disk, _n, dev) = setup(CAPS);
+        let (tx, rx) = crossbeam_channel::bounded::<()>(0);
+        *disk.gate.lock() = Some(rx);
+        // A data-in command with buffers executes on the data area (Phase::Lent).
+        let buf = k.alloc_data(512, 0x33);
+        k.push_cmd(6, &[0xc1, 0, 0, 0, 0, 0, 0, 0, 0, 0], &[buf], &[]);
+        let mut work = Vec::new();
+        dev.poll(&mut work).unwrap();
+        let dev = Arc::new(dev);
+        let d2 = dev.clone();
+        let w = work.pop().unwrap();
+        let worker = std::thread::spawn(move || d2.run(w, &mut Buffers::default()));
+        while dev
+            .inflight
+            .lock()
+            .values()
+            .all(|r| *r.phase.lock() != Phase::Lent)
+        {
+            std::thread::yield_now();
+        }
+        assert_eq!(dev.expire(Duration::ZERO), 0);
+        assert!(
+            k.reap(0).0.is_empty(),
+            "its blocks are in use: no early completion"
+        );
+        assert!(!dev.wait_unlent(Duration::from_millis(20)));
+        tx.send(()).unwrap();
+        worker.join().unwrap();
+        assert!(dev.wait_unlent(Duration::ZERO));
+        let (done, _) = k.reap(0);
+        assert_eq!((done.len(), done[0].0, done[0].1), (1, 6, STATUS_GOOD));
+        assert_eq!(dev.stats().timeouts.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn broken_device_lends_nothing() {
+        let (mut k, disk, _n, dev) = setup(CAPS);
+        let (tx, rx) = crossbeam_channel::bounded::<()>(0);
+        *disk.gate.lock() = Some(rx);
+        let buf = k.alloc_data(512, 0x33);
+        k.push_cmd(7, &[0xc1, 0, 0, 0, 0, 0, 0, 0, 0, 0], &[buf], &[]);
+        let mut work = Vec::new();
+        dev.poll(&mut work).unwrap();
+        dev.mark_broken();
+        let dev = Arc::new(dev);
+        let d2 = dev.clone();
+        let w = work.pop().unwrap();
+        let worker = std::thread::spawn(move || d2.run(w, &mut Buffers::default()));
+        while dev
+            .inflight
+            .lock()
+            .values()
+            .all(|r| *r.phase.lock() != Phase::Running)
+        {
+            std::thread::yield_now();
+        }
+        // Copy path: the watchdog may complete it, and there is nothing to wait for.
+        assert!(dev.wait_unlent(Duration::ZERO));
+        assert_eq!(dev.expire(Duration::ZERO), 1);
+        tx.send(()).unwrap();
+        worker.join().unwrap();
+    }
+
+    #[test]
+    fn logical_unit_reads_and_writes_the_data_area_in_place() {
+        use crate::target::LuTarget;
+        use rustio_backstore::RamBackstore;
+        let mut k = FakeKernel::new(8192, 1 << 20, CAPS);
+        let ram = Arc::new(RamBackstore::new(1 << 20, 512).unwrap());
+        let lu = Arc::new(
+            LuTarget::new("zc", ram.clone(), rustio_scsi::LuConfig::new("zc", "zc1")).unwrap(),
+        );
+        let n = Arc::new(CountNotify::default());
+        let dev = Device::new("zc", Ring::new(k.shared()).unwrap(), lu, n.clone());
+        let mut work = Vec::new();
+        let mut bufs = Buffers::default();
+        // Clear the power-on unit attention.
+        for id in 1..=3 {
+            k.push_cmd(id, &[0, 0, 0, 0, 0, 0], &[], &[]);
+        }
+        dev.poll(&mut work).unwrap();
+        dev.run_batch(work.drain(..), &mut bufs);
+        let (_, mut pos) = k.reap(0);
+        let pattern: Vec<u8> = (0..4096u32).map(|i| (i * 13 + 1) as u8).collect();
+        // One contiguous data-out iovec: written from the data area itself.
+        let w = k.alloc_data(4096, 0);
+        k.mem.write(w.offset, &pattern).unwrap();
+        k.push_cmd(10, &rw10(0x2a, 8, 8), &[w], &[]);
+        // Data-in split over two iovecs: read into the data area itself.
+        let a = k.alloc_data(1536, 0xaa);
+        let b = k.alloc_data(2560, 0xbb);
+        k.push_cmd(11, &rw10(0x28, 8, 8), &[a, b], &[]);
+        // A data-in shorter than the buffers (INQUIRY) is still staged and zero-filled.
+        let c = k.alloc_data(200, 0xcc);
+        k.push_cmd(12, &[0x12, 0, 0, 0, 200, 0], &[c], &[]);
+        dev.poll(&mut work).unwrap();
+        assert_eq!(work.len(), 3);
+        // Executed in submission order, so the READ sees the WRITE.
+        let before = n.0.load(Ordering::SeqCst);
+        dev.run_batch(work.drain(..), &mut bufs);
+        assert_eq!(
+            n.0.load(Ordering::SeqCst),
+            before + 1,
+            "one notification per batch"
+        );
+        let (done, p) = k.reap(pos);
+        pos = p;
+        assert_eq!(
+            done.iter().map(|d| (d.0, d.1)).collect::<Vec<_>>(),
+            vec![(10, STATUS_GOOD), (11, STATUS_GOOD), (12, STATUS_GOOD)]
+        );
+        let mut stored = vec![0u8; 4096];
+        rustio_backstore::Backstore::read_at(&*ram, &mut stored, 8 * 512).unwrap();
+        assert_eq!(stored, pattern);
+        let mut back = vec![0u8; 4096];
+        k.mem.read(a.offset, &mut back[..1536]).unwrap();
+        k.mem.read(b.offset, &mut back[1536..]).unwrap();
+        assert_eq!(back, pattern);
+        let mut inq = vec![0u8; 200];
+        k.mem.read(c.offset, &mut inq).unwrap();
+        assert_eq!(inq[0], 0x00, "direct-access block device");
+        let (_, _, uflags, read_len, _) = done[2];
+        assert_eq!(uflags, abi::UFLAG_READ_LEN);
+        assert!((36..200).contains(&read_len), "{read_len}");
+        assert!(inq[read_len as usize..].iter().all(|&x| x == 0xcc));
+        assert_eq!(dev.stats().bytes_out.load(Ordering::Relaxed), 4096);
+        assert!(dev.stats().bytes_in.load(Ordering::Relaxed) >= 4096);
+        assert!(k.reap(pos).0.is_empty());
+        assert!(dev.is_drained());
     }
 
     #[test]

@@ -63,6 +63,13 @@ pub trait Handler: Send + Sync + fmt::Debug {
     /// Opens the store for a device whose handler configuration is `cfg`, with the size
     /// and block size in `dev`.
     fn open(&self, cfg: &str, dev: &DeviceInfo) -> Result<Arc<dyn Backstore>, HandlerError>;
+
+    /// Whether its stores answer from memory or local files without network round trips,
+    /// so that [`crate::runner::Execution::Auto`] executes their commands on the device's
+    /// poller thread. Defaults to `false` (the worker pool).
+    fn local(&self) -> bool {
+        false
+    }
 }
 
 /// The handlers a runner knows, by subtype.
@@ -183,6 +190,10 @@ impl Handler for FileHandler {
         self.resolve(cfg).map(|_| ())
     }
 
+    fn local(&self) -> bool {
+        true
+    }
+
     fn open(&self, cfg: &str, dev: &DeviceInfo) -> Result<Arc<dyn Backstore>, HandlerError> {
         let path = self.resolve(cfg)?;
         let mut opts = FileOptions::new(path);
@@ -212,6 +223,10 @@ impl Handler for RamHandler {
             return Err("the name must be at most 200 printable characters".into());
         }
         Ok(())
+    }
+
+    fn local(&self) -> bool {
+        true
     }
 
     fn open(&self, cfg: &str, dev: &DeviceInfo) -> Result<Arc<dyn Backstore>, HandlerError> {
@@ -244,6 +259,10 @@ impl Handler for QcowHandler {
             return Err(format!("{cfg} is not an existing file"));
         }
         Ok(())
+    }
+
+    fn local(&self) -> bool {
+        true
     }
 
     fn open(&self, cfg: &str, dev: &DeviceInfo) -> Result<Arc<dyn Backstore>, HandlerError> {

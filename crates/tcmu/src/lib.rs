@@ -53,4 +53,4 @@ pub mod uio;
 
 pub use error::{Error, HandlerError, Result};
 pub use handler::{DeviceInfo, Handler, Handlers};
-pub use runner::{Runner, RunnerConfig};
+pub use runner::{Execution, Runner, RunnerConfig};

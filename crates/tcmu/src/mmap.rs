@@ -4,9 +4,19 @@
 //! This is the only module with `unsafe` code. The kernel (or, in tests, a fake kernel)
 //! writes the shared region concurrently and must be assumed hostile, so:
 //!
-//! * no Rust reference (`&[u8]`, `&mut T`) to shared memory is ever created — every access
-//!   goes through a raw pointer as an atomic load or store, so concurrent writes by the
-//!   other side can produce stale or torn *values* but never undefined behaviour;
+//! * no Rust reference (`&[u8]`, `&mut T`) to the ring or mailbox is ever created — every
+//!   access there goes through a raw pointer as an atomic load or store, so concurrent
+//!   writes by the other side can produce stale or torn *values* but never undefined
+//!   behaviour;
+//! * the one exception is zero-copy I/O on the data area ([`SharedMemory::lend`] and
+//!   [`SharedMemory::lend_mut`]): the data blocks of a command belong to userspace from
+//!   the moment the kernel publishes its entry until userspace publishes the completion
+//!   (`target_core_user.c` neither reads nor writes them in between, and keeps them
+//!   reserved even for a command it timed out itself), so for that span the device
+//!   lends them as byte slices to the backstore — exactly what libtcmu handlers do with
+//!   the iovecs. The caller guarantees the command stays outstanding while the slices
+//!   live (the device holds the command's state lock, so neither the watchdog nor a ring
+//!   reset can complete it); overlapping ranges are refused, so no two `&mut` alias;
 //! * every access is bounds-checked against the mapping length with checked arithmetic;
 //!   callers parse the bytes they read into typed values and validate them before use;
 //! * `cmd_head` is loaded with `Acquire` (entries written before the kernel published the
@@ -15,6 +25,7 @@
 //!   io_uring queue does for its ring indices.
 
 use std::fmt;
+use std::io::IoSliceMut;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
@@ -54,6 +65,22 @@ pub trait SharedMemory: Send + Sync + fmt::Debug {
 
     /// Stores the 4-byte aligned `u32` at `offset` with `Release` ordering.
     fn store_u32_release(&self, offset: usize, value: u32) -> Result<(), OutOfBounds>;
+
+    /// Lends the `len` bytes at `offset` to `f` as a byte slice, for zero-copy data-out.
+    ///
+    /// Only for data blocks of an outstanding command, which the kernel does not touch
+    /// until the command is completed (see the module documentation); the caller keeps
+    /// the command outstanding until `f` returns.
+    fn lend(&self, offset: usize, len: usize, f: &mut dyn FnMut(&[u8])) -> Result<(), OutOfBounds>;
+
+    /// Lends the `(offset, len)` ranges, in order, to `f` as mutable byte slices, for
+    /// zero-copy data-in. Returns `Ok(false)` without calling `f` if two ranges overlap.
+    /// The same contract as [`Self::lend`] applies.
+    fn lend_mut(
+        &self,
+        ranges: &[(usize, usize)],
+        f: &mut dyn FnMut(&mut [IoSliceMut<'_>]),
+    ) -> Result<bool, OutOfBounds>;
 
     /// Reads a little-endian `u8`.
     fn read_u8(&self, offset: usize) -> Result<u8, OutOfBounds> {
@@ -100,17 +127,18 @@ pub trait SharedMemory: Send + Sync + fmt::Debug {
 }
 
 /// A raw view of a region: base pointer and length. Never dereferenced except through the
-/// atomic accessors below, which check bounds first.
+/// atomic accessors and the data-block loans below, which check bounds first.
 struct RawRegion {
     base: NonNull<u8>,
     len: usize,
 }
 
-// SAFETY: the region is only accessed through atomic loads and stores (no references, no
-// plain reads or writes), so sharing the pointer between threads cannot cause data races;
-// the owner keeps the memory alive for as long as the `RawRegion` exists.
+// SAFETY: the region is accessed through atomic loads and stores, except the data blocks
+// lent by `lend`/`lend_mut`, which belong to one command and are lent to one thread at a
+// time (see the module documentation), so sharing the pointer between threads cannot
+// cause data races; the owner keeps the memory alive for as long as the `RawRegion` exists.
 unsafe impl Send for RawRegion {}
-// SAFETY: as for `Send`: all accesses are atomic.
+// SAFETY: as for `Send`: shared accesses are atomic, lent data blocks are exclusive.
 unsafe impl Sync for RawRegion {}
 
 impl RawRegion {
@@ -197,6 +225,48 @@ impl RawRegion {
         Ok(())
     }
 
+    fn lend(&self, offset: usize, len: usize, f: &mut dyn FnMut(&[u8])) -> Result<(), OutOfBounds> {
+        self.check(offset, len)?;
+        // SAFETY: `[offset, offset + len)` is in bounds (checked above) and the region is
+        // live for `&self`. The caller lends only data blocks of an outstanding command,
+        // which the kernel does not write until the command is completed, and keeps the
+        // command outstanding until `f` returns; this process creates no `&mut` to the
+        // range meanwhile (`lend_mut` is only called for other, data-in commands).
+        let data = unsafe { std::slice::from_raw_parts(self.at(offset).cast_const(), len) };
+        f(data);
+        Ok(())
+    }
+
+    fn lend_mut(
+        &self,
+        ranges: &[(usize, usize)],
+        f: &mut dyn FnMut(&mut [IoSliceMut<'_>]),
+    ) -> Result<bool, OutOfBounds> {
+        for &(offset, len) in ranges {
+            self.check(offset, len)?;
+        }
+        let mut sorted: Vec<(usize, usize)> = ranges.to_vec();
+        sorted.sort_unstable();
+        // In bounds, so `offset + len` cannot overflow.
+        if sorted.windows(2).any(|w| w[0].0 + w[0].1 > w[1].0) {
+            return Ok(false);
+        }
+        let mut slices: Vec<IoSliceMut<'_>> = ranges
+            .iter()
+            .map(|&(offset, len)| {
+                // SAFETY: each range is in bounds (checked above) of a region live for
+                // `&self`, and no two ranges overlap (checked above), so the `&mut`
+                // slices do not alias each other. The caller lends only data blocks of
+                // an outstanding command, which the kernel neither reads nor writes
+                // until the command is completed, and keeps the command outstanding
+                // until `f` returns; the ring code never accesses the data area.
+                IoSliceMut::new(unsafe { std::slice::from_raw_parts_mut(self.at(offset), len) })
+            })
+            .collect();
+        f(&mut slices);
+        Ok(true)
+    }
+
     fn aligned_u32(&self, offset: usize) -> Result<*mut u32, OutOfBounds> {
         self.check(offset, 4)?;
         let p = self.at(offset);
@@ -247,6 +317,21 @@ macro_rules! delegate_shared_memory {
             }
             fn store_u32_release(&self, offset: usize, value: u32) -> Result<(), OutOfBounds> {
                 self.raw.store_u32_release(offset, value)
+            }
+            fn lend(
+                &self,
+                offset: usize,
+                len: usize,
+                f: &mut dyn FnMut(&[u8]),
+            ) -> Result<(), OutOfBounds> {
+                self.raw.lend(offset, len, f)
+            }
+            fn lend_mut(
+                &self,
+                ranges: &[(usize, usize)],
+                f: &mut dyn FnMut(&mut [IoSliceMut<'_>]),
+            ) -> Result<bool, OutOfBounds> {
+                self.raw.lend_mut(ranges, f)
             }
         }
     };
@@ -377,6 +462,52 @@ delegate_shared_memory!(HeapMemory);
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn lent_slices_see_and_change_the_region() {
+        let m = HeapMemory::new(64);
+        m.write(8, b"abcdef").unwrap();
+        let mut seen = Vec::new();
+        m.lend(9, 4, &mut |d| seen.extend_from_slice(d)).unwrap();
+        assert_eq!(seen, b"bcde");
+        let lent = m
+            .lend_mut(&[(40, 3), (20, 2)], &mut |bufs| {
+                assert_eq!(bufs.len(), 2);
+                bufs[0].copy_from_slice(b"xyz");
+                bufs[1].copy_from_slice(b"uv");
+            })
+            .unwrap();
+        assert!(lent);
+        let snap = m.snapshot();
+        assert_eq!(&snap[40..43], b"xyz");
+        assert_eq!(&snap[20..22], b"uv");
+    }
+
+    #[test]
+    fn lending_checks_bounds_and_refuses_overlap() {
+        let m = HeapMemory::new(64);
+        let mut called = false;
+        assert!(m.lend(60, 5, &mut |_| called = true).is_err());
+        assert!(m.lend(usize::MAX, 2, &mut |_| called = true).is_err());
+        assert!(m
+            .lend_mut(&[(0, 4), (62, 4)], &mut |_| called = true)
+            .is_err());
+        assert_eq!(
+            m.lend_mut(&[(0, 8), (7, 4)], &mut |_| called = true),
+            Ok(false)
+        );
+        assert_eq!(
+            m.lend_mut(&[(16, 8), (10, 7)], &mut |_| called = true),
+            Ok(false)
+        );
+        assert!(!called);
+        // Adjacent is not overlapping.
+        assert_eq!(
+            m.lend_mut(&[(8, 8), (0, 8)], &mut |_| called = true),
+            Ok(true)
+        );
+        assert!(called);
+    }
 
     #[test]
     fn heap_round_trip_and_bounds() {

@@ -10,7 +10,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use rustio_scsi::{LogicalUnit, LuConfig, Nexus, Request, Response, TaskAttr, Tmf};
+use rustio_scsi::{DirectIn, LogicalUnit, LuConfig, Nexus, Request, Response, TaskAttr, Tmf};
 
 /// SCSI status GOOD (SAM-5 5.3.1).
 pub const STATUS_GOOD: u8 = 0x00;
@@ -124,6 +124,21 @@ pub trait ScsiTarget: Send + Sync + fmt::Debug {
     /// command transfers none), filling `data_in`.
     fn execute(&self, cdb: &[u8], data_out: &[u8], tag: u64, data_in: &mut Vec<u8>) -> ScsiOutcome;
 
+    /// [`Self::execute`], offering `direct` (the command's data-in blocks in the data area)
+    /// for a zero-copy READ; [`DirectIn::used`] says whether the data went there. The
+    /// default ignores `direct`.
+    fn execute_direct(
+        &self,
+        cdb: &[u8],
+        data_out: &[u8],
+        tag: u64,
+        data_in: &mut Vec<u8>,
+        direct: &mut DirectIn<'_, '_>,
+    ) -> ScsiOutcome {
+        let _ = direct;
+        self.execute(cdb, data_out, tag, data_in)
+    }
+
     /// Bytes of data-out `cdb` transfers; `None` when unknown (the caller then passes the
     /// whole buffer).
     fn data_out_len(&self, cdb: &[u8]) -> Option<u32>;
@@ -171,16 +186,19 @@ impl LuTarget {
         &self.lu
     }
 
-    fn run(&self, cdb: &[u8], data_out: &[u8], data_in: &mut Vec<u8>) -> Response {
-        let req = Request {
+    fn request<'r>(&'r self, cdb: &'r [u8], data_out: &'r [u8], tag: u64) -> Request<'r> {
+        Request {
             nexus: &self.nexus,
             cdb,
             data_out,
-            task_tag: 0,
+            task_tag: tag,
             task_attr: TaskAttr::Simple,
             write_protected: false,
-        };
-        self.lu.execute(&req, data_in)
+        }
+    }
+
+    fn run(&self, cdb: &[u8], data_out: &[u8], data_in: &mut Vec<u8>) -> Response {
+        self.lu.execute(&self.request(cdb, data_out, 0), data_in)
     }
 }
 
@@ -209,15 +227,21 @@ pub fn lu_config(info: &crate::handler::DeviceInfo) -> LuConfig {
 
 impl ScsiTarget for LuTarget {
     fn execute(&self, cdb: &[u8], data_out: &[u8], tag: u64, data_in: &mut Vec<u8>) -> ScsiOutcome {
-        let req = Request {
-            nexus: &self.nexus,
-            cdb,
-            data_out,
-            task_tag: tag,
-            task_attr: TaskAttr::Simple,
-            write_protected: false,
-        };
-        self.lu.execute(&req, data_in).into()
+        self.lu
+            .execute(&self.request(cdb, data_out, tag), data_in)
+            .into()
+    }
+
+    fn execute_direct(
+        &self,
+        cdb: &[u8],
+        data_out: &[u8],
+        tag: u64,
+        data_in: &mut Vec<u8>,
+        direct: &mut DirectIn<'_, '_>,
+    ) -> ScsiOutcome {
+        let req = self.request(cdb, data_out, tag);
+        self.lu.execute_direct(&req, data_in, Some(direct)).into()
     }
 
     fn data_out_len(&self, cdb: &[u8]) -> Option<u32> {
