@@ -808,7 +808,7 @@ def stage_tcmu(ctx: Ctx) -> None:
     """
     script = os.path.join(BENCH, "tcmu", "run.sh")
     out = os.path.join(ctx.out, "tcmu")
-    argv = [script, "--out", out] + (["--quick"] if ctx.args.quick else [])
+    argv = [script, "--out", out] + (["--quick"] if ctx.args.quick else ["--runs", str(ctx.args.runs)])
     env = dict(os.environ, RUSTIO_BIN=ctx.rustio)
     ctx.progress.note("tcmu stage: bench/tcmu/run.sh (one VM boot; several minutes under TCG)")
     with open(os.path.join(ctx.out, "logs", "tcmu.log"), "wb") as log:

@@ -8,6 +8,8 @@
 # 512) backed by a file pre-filled with random data (so reads never hit holes), and the same
 # fio jobs on the resulting /dev/sdX (direct=1, ioengine=libaio, time_based):
 #   randread-4k-qd32, randwrite-4k-qd32, seqread-1m-qd8   (10 s each; --quick: 3 s)
+# each run RUSTIO_BENCH_RUNS times (default 3; --quick: 1), rounds interleaved
+# (rr, rw, sr, rr, ...); the report takes the median run.
 # Backends (RUSTIO_BENCH_BACKENDS, comma list, default all, in this order):
 #   kernel-fileio      LIO fileio backstore on the tmpfs file (no userspace daemon)
 #   rustio-file        rustio runner, user:file on the tmpfs file
@@ -22,7 +24,7 @@
 # max_data_area_mb=64) and write-back caching (tcmu-runner's file handler forces WCE on;
 # rustio's default is --write-cache on). The disk's I/O scheduler is set to none.
 #
-# Output in $RUSTIO_VM_OUT/<backend>/: <workload>.json (fio JSON), <workload>.cpu
+# Output in $RUSTIO_VM_OUT/<backend>/: <workload>.<run>.json (fio JSON), <workload>.<run>.cpu
 # ("daemon_ticks_before daemon_ticks_after clk_tck busy_before busy_after total_before
 # total_after", busy/total from the cpu line of /proc/stat), meta (key=value: status, error,
 # vmhwm_kb, pid, dev ...), daemon log. $RUSTIO_VM_OUT/guest.env describes the guest.
@@ -42,6 +44,8 @@ SIZE=$((SIZE_MB << 20))
 RUNTIME=${RUSTIO_BENCH_RUNTIME:-$((QUICK ? 3 : 10))}
 # No ramp: the daemon CPU ticks must cover exactly the I/Os fio counts.
 RAMP=${RUSTIO_BENCH_RAMP:-0}
+RUNS=${RUSTIO_BENCH_RUNS:-$((QUICK ? 1 : 3))}
+[[ $RUNS =~ ^[1-9][0-9]*$ ]] || { echo "RUSTIO_BENCH_RUNS must be a positive integer, not '$RUNS'"; exit 2; }
 BACKENDS=${RUSTIO_BENCH_BACKENDS:-kernel-fileio,rustio-file,tcmu-runner-file,rustio-qcow,tcmu-runner-qcow}
 HANDLER_DIR=${RUSTIO_BENCH_HANDLER_DIR:-}
 DEBIAN_HANDLERS=/usr/lib/x86_64-linux-gnu/tcmu-runner
@@ -58,6 +62,7 @@ WORKLOADS=(randread-4k-qd32:randread:4k:32 randwrite-4k-qd32:randwrite:4k:32 seq
   echo "kernel=$(uname -r)"
   echo "nproc=$(nproc)"
   echo "mem_kb=$(awk '/MemTotal/ {print $2}' /proc/meminfo)"
+  echo "runs=$RUNS"
   echo "size_mb=$SIZE_MB"
   echo "runtime=$RUNTIME"
   echo "ramp=$RAMP"
@@ -231,18 +236,21 @@ bench_backend() { # NAME
   [[ -n $DAEMON_PID ]] && meta pid "$DAEMON_PID"
   meta setup_s $(($(date +%s) - t0))
   log "$b: $dev ready ($(($(date +%s) - t0)) s setup)"
-  local w name rw bs qd failed=0
-  for w in "${WORKLOADS[@]}"; do
-    IFS=: read -r name rw bs qd <<<"$w"
-    if run_fio "$bo" "$name" "$rw" "$bs" "$qd" "$dev"; then
-      log "$b $name: $(awk '/"iops"/ {gsub(/[",]/, ""); if ($3 > 0) {print "iops", $3; exit}}' "$bo/$name.json" 2>/dev/null)"
-    else
-      failed=1
-      log "$b $name: fio failed (exit $(cat "$bo/$name.rc"))"
-    fi
-    if [[ -n $DAEMON_PID ]] && ! kill -0 "$DAEMON_PID" 2>/dev/null; then
-      meta error "daemon died during $name"; failed=1; break
-    fi
+  local w name rw bs qd run tag failed=0
+  for ((run = 1; run <= RUNS; run++)); do
+    for w in "${WORKLOADS[@]}"; do
+      IFS=: read -r name rw bs qd <<<"$w"
+      tag=$name.$run
+      if run_fio "$bo" "$tag" "$rw" "$bs" "$qd" "$dev"; then
+        log "$b $name run $run/$RUNS: $(awk '/"iops"/ {gsub(/[",]/, ""); if ($3 > 0) {print "iops", $3; exit}}' "$bo/$tag.json" 2>/dev/null)"
+      else
+        failed=1
+        log "$b $name run $run/$RUNS: fio failed (exit $(cat "$bo/$tag.rc"))"
+      fi
+      if [[ -n $DAEMON_PID ]] && ! kill -0 "$DAEMON_PID" 2>/dev/null; then
+        meta error "daemon died during $name"; failed=1; break 2
+      fi
+    done
   done
   [[ -n $DAEMON_PID ]] && meta vmhwm_kb "$(hwm_kb "$DAEMON_PID")"
   if ((failed)); then meta status partial; else meta status ok; fi

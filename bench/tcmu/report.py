@@ -60,7 +60,36 @@ def fio_job(path: str) -> Optional[dict]:
         return None
 
 
-def workload_result(bdir: str, name: str) -> dict:
+def run_tags(bdir: str, name: str) -> list[str]:
+    """The file stems of every run of NAME: NAME.1, NAME.2, ... (or NAME for one-run output)."""
+    tags = []
+    i = 1
+    while os.path.exists(os.path.join(bdir, f"{name}.{i}.rc")):
+        tags.append(f"{name}.{i}")
+        i += 1
+    if not tags and os.path.exists(os.path.join(bdir, name + ".rc")):
+        tags.append(name)
+    return tags
+
+
+def workload_result(bdir: str, name: str, unit: str) -> dict:
+    """The median run of workload NAME (by UNIT), with every run's value in "runs"."""
+    runs = [single_run(bdir, t) for t in run_tags(bdir, name)]
+    if not runs:
+        return {"status": "missing"}
+    good = [r for r in runs if r.get(unit) is not None]
+    if not good:
+        return runs[0]
+    good.sort(key=lambda r: r[unit])
+    # Lower median for an even count: never the best run of two.
+    med = dict(good[(len(good) - 1) // 2])
+    med["runs"] = [r.get(unit) for r in runs]
+    if len(good) < len(runs) and med.get("status") == "ok":
+        med["status"] = f"{len(runs) - len(good)} of {len(runs)} runs failed"
+    return med
+
+
+def single_run(bdir: str, name: str) -> dict:
     r: dict = {"status": "missing"}
     job = fio_job(os.path.join(bdir, name + ".json"))
     rc = read_kv_line(os.path.join(bdir, name + ".rc"))
@@ -124,7 +153,7 @@ def collect(vm_out: str) -> dict:
         for k in ("dev", "max_sectors_kb", "cache_type", "setup_s", "image"):
             if meta.get(k):
                 entry[k] = meta[k]
-        entry["workloads"] = {w: workload_result(bdir, w) for w, _ in WORKLOADS}
+        entry["workloads"] = {w: workload_result(bdir, w, u) for w, u in WORKLOADS}
         res["backends"][b] = entry
     for label, a, b in RATIOS:
         per: dict = {}
@@ -147,6 +176,7 @@ def render(res: dict) -> str:
     g = res["guest"]
     lines = [
         f"TCMU stage: tcm_loop LUN per backend, {g.get('size_mb', '?')} MiB, fio {g.get('runtime', '?')} s per job, "
+        f"median of {g.get('runs', '1')} runs, "
         f"direct=1 libaio; guest {g.get('kernel', '?')} under QEMU TCG, {g.get('nproc', '?')} vCPUs",
         "(software emulation: compare rows with each other only, not with real hardware)",
         "",

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # TCMU stage of the benchmark (issue 7; qcow2 entry: issue 10). See bench/README.md.
 #
-#   bench/tcmu/run.sh [--quick] [--out DIR] [--backends LIST]
+#   bench/tcmu/run.sh [--quick] [--runs N] [--out DIR] [--backends LIST]
 #
 # Builds rustio (release, CARGO_TARGET_DIR=/work/target-bench unless RUSTIO_BIN is given)
 # and tcmu-runner's file handler (build-tcmu-file.sh, cached in
 # /var/tmp/rustio-bench/tcmu-runner-file), boots ONE VM (tests/vm/run.sh) running
 # guest-bench.sh, then prints the table (report.py) and writes DIR/tcmu.json (+ tcmu.txt).
-#   --quick        3 s per fio job instead of 10 s
+#   --quick        3 s per fio job instead of 10 s, one run of each
+#   --runs N       runs of each fio job (default 3, --quick 1); the table shows the median
 #   --out DIR      output directory (default bench/out/tcmu-<timestamp>); the VM's control
 #                  dir (console.log, dmesg.log, per-backend fio JSON and daemon logs) is DIR/vm
 #   --backends L   comma list (default: kernel-fileio,rustio-file,tcmu-runner-file,
@@ -21,11 +22,14 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
 quick=0
+runs=
 out=
 backends=
 while (($#)); do
   case "$1" in
     --quick) quick=1; shift ;;
+    --runs) [[ ${2:-} =~ ^[1-9][0-9]*$ ]] || { echo "bench/tcmu/run.sh: --runs needs a positive integer" >&2; exit 2; }
+            runs=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     --backends) backends=$2; shift 2 ;;
     -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
@@ -61,6 +65,7 @@ else
   vm_args+=(--env "RUSTIO_BENCH_HANDLER_MISSING=build failed: ${why:-unknown}")
 fi
 [[ -n "$backends" ]] && vm_args+=(--env "RUSTIO_BENCH_BACKENDS=$backends")
+[[ -n "$runs" ]] && vm_args+=(--env "RUSTIO_BENCH_RUNS=$runs")
 
 {
   echo "date=$(date -u +%Y-%m-%dT%H:%M:%SZ)"

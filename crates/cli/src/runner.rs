@@ -17,7 +17,8 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 /// `--execution`: where commands run (see [`Execution`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ExecutionArg {
-    /// Inline for local stores (file, ram, qcow), the worker pool for rbd.
+    /// Local stores (file, ram, qcow): commands up to 128 KiB inline, larger ones on the
+    /// worker pool; rbd: the worker pool.
     Auto,
     /// On each device's ring poller thread.
     Inline,

@@ -114,6 +114,11 @@ impl Work {
     pub fn cdb(&self) -> &[u8] {
         &self.cmd.cdb
     }
+
+    /// Bytes of data the command moves, both directions.
+    pub fn data_len(&self) -> usize {
+        iovs_len(&self.cmd.iovs).saturating_add(iovs_len(&self.cmd.bidi_iovs))
+    }
 }
 
 /// Reusable per-worker buffers.

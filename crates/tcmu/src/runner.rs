@@ -57,11 +57,16 @@ pub struct RunnerConfig {
     pub execution: Execution,
 }
 
+/// Largest command (data bytes) that [`Execution::Auto`] runs on the poller thread.
+pub const AUTO_INLINE_MAX: usize = 128 << 10;
+
 /// Where a device's commands execute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Execution {
-    /// [`Execution::Inline`] for handlers whose stores are local ([`Handler::local`]:
-    /// file, ram, qcow), [`Execution::Pool`] for the others (rbd).
+    /// For handlers whose stores are local ([`Handler::local`]: file, ram, qcow),
+    /// commands of up to [`AUTO_INLINE_MAX`] bytes run inline and larger ones on the pool
+    /// (their data copy then uses every CPU: measured in bench/README.md); for the
+    /// others (rbd) everything runs on the pool.
     #[default]
     Auto,
     /// On the device's poller thread, in ring order, with one kernel notification per
@@ -705,12 +710,14 @@ fn poller(inner: &Inner, s: &Served, jobs: &Sender<Job>) {
     let dev_name = s.name.lock().device.clone();
     let mut work = Vec::new();
     let mut bufs = Buffers::default();
-    let inline = match inner.cfg.execution {
-        Execution::Inline => true,
-        Execution::Pool => false,
-        Execution::Auto => s.handler.local(),
+    // Commands of up to this many data bytes run on this thread.
+    let inline_max = match inner.cfg.execution {
+        Execution::Inline => Some(usize::MAX),
+        Execution::Pool => None,
+        Execution::Auto => s.handler.local().then_some(AUTO_INLINE_MAX),
     };
-    tracing::debug!(device = %dev_name, inline, "poller started");
+    let mut inline = Vec::new();
+    tracing::debug!(device = %dev_name, ?inline_max, "poller started");
     while !s.stop.load(Ordering::Acquire) {
         if let Err(e) = s.uio.wait(inner.cfg.poll_interval) {
             tracing::error!(device = %dev_name, error = %e, "waiting on the UIO device failed");
@@ -720,14 +727,16 @@ fn poller(inner: &Inner, s: &Served, jobs: &Sender<Job>) {
             tracing::error!(device = %dev_name, error = %e, "ring unusable; resetting it");
             recover_ring(inner, s);
         }
-        if inline {
-            s.device.run_batch(work.drain(..), &mut bufs);
-            continue;
-        }
+        // Pool work first, so that it overlaps with the inline batch.
         for w in work.drain(..) {
-            if jobs.send((s.device.clone(), w)).is_err() {
+            if inline_max.is_some_and(|max| w.data_len() <= max) {
+                inline.push(w);
+            } else if jobs.send((s.device.clone(), w)).is_err() {
                 return;
             }
+        }
+        if !inline.is_empty() {
+            s.device.run_batch(inline.drain(..), &mut bufs);
         }
     }
 }
