@@ -47,7 +47,8 @@ pub struct RunnerArgs {
     /// Where commands execute: `inline` on each device's ring poller thread (one kernel
     /// notification per batch, no thread hand-off; one command at a time per device),
     /// `pool` on the worker threads (many in flight; for stores with latency), `auto` =
-    /// inline for file, ram and qcow, pool for rbd.
+    /// file, ram and qcow commands up to 128 KiB inline and larger ones on the pool, rbd
+    /// on the pool.
     #[arg(long, value_enum, default_value_t = ExecutionArg::Auto)]
     pub execution: ExecutionArg,
     /// Seconds after which a command stuck in its handler is completed with ABORTED
