@@ -356,6 +356,7 @@ impl Backstore for FileBackstore {
             volatile_cache: self.write_back,
             rotational: false,
             allocation_status: !self.is_block_device,
+            network: false,
         }
     }
 

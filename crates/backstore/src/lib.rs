@@ -194,6 +194,9 @@ pub struct Capabilities {
     pub rotational: bool,
     /// [`Backstore::block_status`] reports real allocation (GET LBA STATUS).
     pub allocation_status: bool,
+    /// I/O waits on a network round trip (Ceph RBD): callers should run it on a worker
+    /// pool, never on a thread that also reads the wire or the ring.
+    pub network: bool,
 }
 
 /// An extent reported by [`Backstore::block_status`].

@@ -123,6 +123,7 @@ impl Backstore for RamBackstore {
             volatile_cache: false,
             rotational: false,
             allocation_status: !self.nullio,
+            network: false,
         }
     }
 

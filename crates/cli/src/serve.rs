@@ -7,9 +7,33 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use rustio_iscsi::config::{PortalConfig, ServerConfig, TargetConfig, TpgConfig};
+use rustio_iscsi::config::{Execution, PortalConfig, ServerConfig, TargetConfig, TpgConfig};
 use rustio_iscsi::LunConfig;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+
+/// `--execution`: where SCSI commands run (see [`Execution`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExecutionArg {
+    /// Small commands on local stores inline, the rest on the worker pool.
+    Auto,
+    /// On the connection's reader thread whenever it is idle.
+    Inline,
+    /// On the worker pool.
+    Pool,
+}
+
+impl ServeArgs {
+    fn execution(&self) -> Execution {
+        if self.inline_execution {
+            return Execution::Inline;
+        }
+        match self.execution {
+            ExecutionArg::Auto => Execution::Auto,
+            ExecutionArg::Inline => Execution::Inline,
+            ExecutionArg::Pool => Execution::Pool,
+        }
+    }
+}
 
 /// Arguments of `rustio serve`.
 #[derive(Debug, clap::Args)]
@@ -43,10 +67,14 @@ pub struct ServeArgs {
     /// configuration has RBD LUNs, whose commands wait on the network).
     #[arg(long, default_value_t = 0)]
     pub workers: usize,
-    /// Run commands on the connection's reader thread when it has nothing else queued
-    /// (fewer thread hand-offs; best for RAM and fast NVMe backstores; always on with
-    /// --demo).
-    #[arg(long)]
+    /// Where SCSI commands run: auto = on the connection's reader thread when it has
+    /// nothing else queued, for commands up to 64 KiB on local stores (file, block, ram,
+    /// qcow), on the worker pool otherwise and for every rbd command; inline = always on
+    /// the reader when it is idle; pool = always on the worker pool.
+    #[arg(long, value_enum, default_value_t = ExecutionArg::Auto)]
+    pub execution: ExecutionArg,
+    /// Same as --execution inline (kept for existing scripts).
+    #[arg(long, hide = true, conflicts_with = "execution")]
     pub inline_execution: bool,
     /// Log as JSON lines.
     #[arg(long)]
@@ -112,8 +140,7 @@ fn demo_config(args: &ServeArgs) -> anyhow::Result<(ServerConfig, String)> {
         })],
         queue_depth: args.queue_depth,
         workers: args.workers,
-        // The demo LUN is RAM: running commands inline is the fastest path.
-        inline_execution: true,
+        execution: args.execution(),
         ..ServerConfig::default()
     };
     Ok((cfg, iqn))
@@ -127,7 +154,7 @@ fn load_config(args: &ServeArgs, previous: Option<&ServerConfig>) -> anyhow::Res
     if args.workers != 0 {
         cfg.workers = args.workers;
     }
-    cfg.inline_execution = args.inline_execution;
+    cfg.execution = args.execution();
     Ok(cfg)
 }
 

@@ -302,13 +302,35 @@ pub struct ServerConfig {
     pub queue_depth: u32,
     /// Worker threads executing SCSI commands (0 = two per CPU, at least 4).
     pub workers: usize,
-    /// Execute a command on the connection's reader thread when no further PDU is
-    /// already buffered (saves a thread hand-off per command for fast backstores).
-    pub inline_execution: bool,
+    /// Where SCSI commands run: the connection's reader thread or the worker pool.
+    pub execution: Execution,
     /// Login must finish within this time.
     pub login_timeout: Duration,
     /// How long shutdown waits for in-flight commands and logouts.
     pub shutdown_grace: Duration,
+}
+
+/// Largest command (expected data transfer length) that [`Execution::Auto`] runs on the
+/// reader thread. Larger transfers go to the pool so that the reader keeps receiving the
+/// next PDUs while the data is copied (measured in `bench/README.md`).
+pub const AUTO_INLINE_MAX: u32 = 64 << 10;
+
+/// Where a SCSI command is executed once it is ready (all its Data-Out received).
+///
+/// Running a command on the connection's reader thread saves a thread hand-off (two
+/// context switches) per command; running it on the pool lets the reader parse the next
+/// PDUs meanwhile. Either way a command only runs inline when no further received bytes
+/// are waiting to be parsed, so a pipelined burst still spreads over the pool.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Execution {
+    /// Commands of up to [`AUTO_INLINE_MAX`] bytes on LUNs whose backstore is local run
+    /// inline; larger ones, and every command on a network backstore (RBD), on the pool.
+    #[default]
+    Auto,
+    /// Every command runs inline when the reader is idle (RAM and fast local stores).
+    Inline,
+    /// Every command runs on the worker pool.
+    Pool,
 }
 
 impl Default for ServerConfig {
@@ -319,7 +341,7 @@ impl Default for ServerConfig {
             discovery_auth: DiscoveryAuth::default(),
             queue_depth: 128,
             workers: 0,
-            inline_execution: false,
+            execution: Execution::Auto,
             login_timeout: Duration::from_secs(15),
             shutdown_grace: Duration::from_secs(3),
         }

@@ -18,7 +18,7 @@ use parking_lot::Mutex;
 use rustio_scsi::{DirectIn, Response, Sense, Status, TaskAttr, Tmf};
 use tracing::{debug, info, warn};
 
-use crate::config::target_address;
+use crate::config::{target_address, Execution, AUTO_INLINE_MAX};
 use crate::login::SessionType;
 use crate::pdu::{
     self, ahs, BhsInfo, DataIn, DataOut, Digests, Header, LogoutReason, LogoutRequest,
@@ -355,6 +355,41 @@ pub(crate) struct Conn {
     ping_ttt: AtomicU32,
     /// Logout requested by us (async event) is outstanding.
     pub logout_requested: AtomicBool,
+    /// Recycled Data-Out buffers.
+    write_bufs: BufPool,
+}
+
+/// Data-Out buffers of one connection, recycled: without it every large write costs a
+/// fresh allocation, which glibc serves from newly mapped pages (page faults and zeroing
+/// of cold memory per command; measured in `bench/README.md`).
+#[derive(Debug, Default)]
+struct BufPool(Mutex<Vec<Vec<u8>>>);
+
+impl BufPool {
+    /// Most buffers kept.
+    const MAX_BUFS: usize = 16;
+    /// Most bytes (capacity) kept, so that an idle connection holds little memory.
+    const MAX_BYTES: usize = 4 << 20;
+
+    /// A zero-filled buffer of `len` bytes (a recycled one when there is one).
+    fn take(&self, len: usize) -> Vec<u8> {
+        let mut v = self.0.lock().pop().unwrap_or_default();
+        v.clear();
+        v.resize(len, 0);
+        v
+    }
+
+    /// Returns a buffer for reuse (dropped when the pool is full or it is too large).
+    fn give(&self, v: Vec<u8>) {
+        if v.capacity() == 0 || v.capacity() > Self::MAX_BYTES / 4 {
+            return;
+        }
+        let mut pool = self.0.lock();
+        let held: usize = pool.iter().map(Vec::capacity).sum();
+        if pool.len() < Self::MAX_BUFS && held + v.capacity() <= Self::MAX_BYTES {
+            pool.push(v);
+        }
+    }
 }
 
 impl std::fmt::Debug for Writer {
@@ -399,6 +434,7 @@ impl Conn {
             shared,
             ping_ttt: AtomicU32::new(0),
             logout_requested: AtomicBool::new(false),
+            write_bufs: BufPool::default(),
         })
     }
 
@@ -797,6 +833,8 @@ pub(crate) fn execute(job: ExecJob, bufs: &mut ExecBufs) {
     if sess.claim_response(cmd.hdr.itt) {
         conn.send_scsi_result(&cmd, &resp, data_in, residual);
     }
+    let mut cmd = cmd;
+    conn.write_bufs.give(std::mem::take(&mut cmd.buf));
 }
 
 /// Rewrites the TRANSFER LENGTH of a WRITE / WRITE AND VERIFY CDB to `blocks`.
@@ -1133,7 +1171,7 @@ impl ConnReader {
             fail = Some(SENSE_INVALID_FIELD_CDB);
         }
         let mut buf = if c.write {
-            vec![0u8; c.edtl as usize]
+            self.conn.write_bufs.take(c.edtl as usize)
         } else {
             Vec::new()
         };
@@ -1663,14 +1701,31 @@ thread_local! {
     static READER_BUSY: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
 }
 
+/// Whether a ready command runs on this (reader) thread rather than on the pool.
+fn runs_inline(conn: &Conn, cmd: &NewCommand) -> bool {
+    let wanted = match conn.shared.execution() {
+        Execution::Pool => false,
+        Execution::Inline => true,
+        Execution::Auto => {
+            cmd.hdr.edtl <= AUTO_INLINE_MAX
+                && conn
+                    .session
+                    .lun(cmd.hdr.lun)
+                    .is_none_or(|l| !l.lu.backstore().capabilities().network)
+        }
+    };
+    wanted && !READER_BUSY.with(|b| b.get())
+}
+
 fn dispatch(conn: &Arc<Conn>, cmd: Box<NewCommand>, task: Arc<TaskState>) {
+    let inline = runs_inline(conn, &cmd);
     let job = ExecJob {
         sess: conn.session.clone(),
         conn: conn.clone(),
         cmd,
         task,
     };
-    if conn.shared.inline_execution() && !READER_BUSY.with(|b| b.get()) {
+    if inline {
         INLINE_BUF.with(|b| {
             let mut bufs = b.borrow_mut();
             execute(job, &mut bufs);
@@ -1861,6 +1916,29 @@ fn logout(conn: &Arc<Conn>, l: &LogoutRequest, immediate: bool) -> Flow {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recycled_write_buffers_come_back_zeroed() {
+        let pool = BufPool::default();
+        let mut v = pool.take(8192);
+        assert_eq!(v.len(), 8192);
+        assert!(v.iter().all(|&b| b == 0));
+        v.fill(0xab);
+        let cap = v.capacity();
+        pool.give(v);
+        let w = pool.take(4096);
+        assert_eq!(w.len(), 4096);
+        assert!(w.capacity() >= cap, "the buffer was not reused");
+        assert!(w.iter().all(|&b| b == 0), "stale data in a recycled buffer");
+        // Too large to keep.
+        pool.give(vec![0; BufPool::MAX_BYTES]);
+        assert!(pool.0.lock().is_empty());
+        // At most MAX_BUFS kept.
+        for _ in 0..BufPool::MAX_BUFS + 4 {
+            pool.give(vec![1; 4096]);
+        }
+        assert_eq!(pool.0.lock().len(), BufPool::MAX_BUFS);
+    }
 
     #[test]
     fn residual_rules() {

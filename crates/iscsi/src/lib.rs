@@ -30,8 +30,8 @@ mod conn;
 mod session;
 
 pub use config::{
-    AclConfig, ChapCredentials, LunConfig, PortalConfig, ServerConfig, TargetConfig, TpgConfig,
-    TpgParams,
+    AclConfig, ChapCredentials, Execution, LunConfig, PortalConfig, ServerConfig, TargetConfig,
+    TpgConfig, TpgParams,
 };
 pub use server::{Server, ServerHandle};
 

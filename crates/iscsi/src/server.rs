@@ -66,9 +66,9 @@ impl Shared {
         self.config.read().clone()
     }
 
-    /// Whether commands may run on reader threads.
-    pub(crate) fn inline_execution(&self) -> bool {
-        self.config.read().inline_execution
+    /// Where commands run.
+    pub(crate) fn execution(&self) -> crate::config::Execution {
+        self.config.read().execution
     }
 
     /// Queues a command for execution.

@@ -5,7 +5,7 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use rustio_iscsi::config::{AclConfig, ChapCredentials, MappedLunConfig};
+use rustio_iscsi::config::{AclConfig, ChapCredentials, Execution, MappedLunConfig};
 use rustio_iscsi::pdu::{
     BhsInfo, Header, LogoutReason, NopOut, Pdu, SnackRequest, TmfFunction, BHS_LEN, RESERVED_TAG,
 };
@@ -710,30 +710,45 @@ fn metrics_over_http() {
 }
 
 #[test]
-fn inline_execution_mode() {
-    let (h, addr) = start(|cfg, _| cfg.inline_execution = true);
-    let mut i = Initiator::connect(addr);
-    assert!(i.login(&LoginOpts::default()));
-    let data = pattern(32768, 11);
-    assert_eq!(i.scsi(0, &write10(64, 64), 0, &data, 4096).status, 0);
-    // Pipelined reads: some run inline, some on the pool; all complete.
-    let mut itts = Vec::new();
-    for k in 0..8u32 {
-        let (itt, pdu) = i.command(0, &read10(64 + k * 8, 8), true, false, 4096, vec![]);
-        i.send(&pdu);
-        itts.push(itt);
-    }
-    let mut got = std::collections::HashMap::new();
-    while got.len() < 8 {
-        let p = i.recv();
-        if let Header::DataIn(d) = p.header {
-            got.entry(d.itt)
-                .or_insert_with(Vec::new)
-                .extend_from_slice(&p.data);
+fn every_execution_mode_serves_small_and_large_commands() {
+    for mode in [Execution::Inline, Execution::Pool, Execution::Auto] {
+        let (h, addr) = start(|cfg, _| cfg.execution = mode);
+        let mut i = Initiator::connect(addr);
+        assert!(i.login(&LoginOpts::default()));
+        let data = pattern(32768, 11);
+        assert_eq!(i.scsi(0, &write10(64, 64), 0, &data, 4096).status, 0);
+        // Pipelined reads: some run inline, some on the pool; all complete.
+        let mut itts = Vec::new();
+        for k in 0..8u32 {
+            let (itt, pdu) = i.command(0, &read10(64 + k * 8, 8), true, false, 4096, vec![]);
+            i.send(&pdu);
+            itts.push(itt);
         }
+        let mut got = std::collections::HashMap::new();
+        while got.len() < 8 {
+            let p = i.recv();
+            if let Header::DataIn(d) = p.header {
+                got.entry(d.itt)
+                    .or_insert_with(Vec::new)
+                    .extend_from_slice(&p.data);
+            }
+        }
+        for (k, itt) in itts.iter().enumerate() {
+            assert!(got[itt] == data[k * 4096..(k + 1) * 4096], "{mode:?}");
+        }
+        // Larger than AUTO_INLINE_MAX: the pool under Auto; twice, so that the second
+        // write reuses the first one's recycled buffer.
+        for seed in [21, 22] {
+            let big = pattern(256 << 10, seed);
+            assert_eq!(
+                i.scsi(0, &write10(1024, 512), 0, &big, 4096).status,
+                0,
+                "{mode:?}"
+            );
+            let r = i.scsi(0, &read10(1024, 512), 256 << 10, &[], 0);
+            assert_eq!(r.status, 0, "{mode:?}");
+            assert!(r.data == big, "{mode:?}: 256 KiB read back differs");
+        }
+        h.shutdown();
     }
-    for (k, itt) in itts.iter().enumerate() {
-        assert!(got[itt] == data[k * 4096..(k + 1) * 4096]);
-    }
-    h.shutdown();
 }

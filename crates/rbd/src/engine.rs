@@ -357,6 +357,8 @@ impl Backstore for RbdBackstore {
             volatile_cache: false,
             rotational: false,
             allocation_status: true,
+            // Every command is a round trip to the OSDs.
+            network: true,
         }
     }
 

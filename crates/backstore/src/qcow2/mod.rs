@@ -1208,6 +1208,7 @@ impl Backstore for Qcow2Backstore {
             volatile_cache: !self.read_only,
             rotational: false,
             allocation_status: true,
+            network: false,
         }
     }
 
