@@ -370,6 +370,8 @@ impl BufPool {
     const MAX_BUFS: usize = 16;
     /// Most bytes (capacity) kept, so that an idle connection holds little memory.
     const MAX_BYTES: usize = 4 << 20;
+    /// Largest single buffer kept.
+    const MAX_BUF: usize = Self::MAX_BYTES / 4;
 
     /// A zero-filled buffer of `len` bytes (a recycled one when there is one).
     fn take(&self, len: usize) -> Vec<u8> {
@@ -381,7 +383,7 @@ impl BufPool {
 
     /// Returns a buffer for reuse (dropped when the pool is full or it is too large).
     fn give(&self, v: Vec<u8>) {
-        if v.capacity() == 0 || v.capacity() > Self::MAX_BYTES / 4 {
+        if v.capacity() == 0 || v.capacity() > Self::MAX_BUF {
             return;
         }
         let mut pool = self.0.lock();
@@ -714,7 +716,7 @@ pub(crate) fn execute(job: ExecJob, bufs: &mut ExecBufs) {
     let ExecJob {
         sess,
         conn,
-        cmd,
+        mut cmd,
         task,
     } = job;
     bufs.staged.clear();
@@ -833,7 +835,6 @@ pub(crate) fn execute(job: ExecJob, bufs: &mut ExecBufs) {
     if sess.claim_response(cmd.hdr.itt) {
         conn.send_scsi_result(&cmd, &resp, data_in, residual);
     }
-    let mut cmd = cmd;
     conn.write_bufs.give(std::mem::take(&mut cmd.buf));
 }
 
@@ -1931,7 +1932,7 @@ mod tests {
         assert!(w.capacity() >= cap, "the buffer was not reused");
         assert!(w.iter().all(|&b| b == 0), "stale data in a recycled buffer");
         // Too large to keep.
-        pool.give(vec![0; BufPool::MAX_BYTES]);
+        pool.give(vec![0; BufPool::MAX_BUF + 1]);
         assert!(pool.0.lock().is_empty());
         // At most MAX_BUFS kept.
         for _ in 0..BufPool::MAX_BUFS + 4 {
