@@ -40,16 +40,8 @@ trap cleanup EXIT
 say() { printf '[rbd bench %5ss] %s\n' "$SECONDS" "$*" >&2; }
 
 # --- tools ---------------------------------------------------------------------------------
-need=()
-command -v tgtd >/dev/null || need+=(tgt)
-[ -e /usr/lib/tgt/backing-store/bs_rbd.so ] || need+=(tgt-rbd)
-command -v ceph-mon >/dev/null || need+=(ceph-mon ceph-osd ceph-mgr ceph-common)
-[ -e /usr/include/rbd/librbd.h ] || need+=(librbd-dev)
-if ((${#need[@]})); then
-    say "installing ${need[*]}"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >"$OUT/apt.log" 2>&1 ||
-        { echo "bench/rbd: apt-get install ${need[*]} failed (see $OUT/apt.log)" >&2; exit 2; }
-fi
+"$ROOT/.ci/install-deps.sh" base ceph bench >"$OUT/apt.log" 2>&1 ||
+    { echo "bench/rbd: .ci/install-deps.sh failed (see $OUT/apt.log)" >&2; exit 2; }
 TD=${CARGO_TARGET_DIR:-$ROOT/target}
 if [ -z "${RUSTIO_BIN:-}" ]; then
     say "building rustio --features rbd"

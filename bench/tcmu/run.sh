@@ -41,9 +41,7 @@ mkdir -p "$out"
 out=$(realpath "$out")
 t0=$(date +%s)
 
-if ! "$root/tests/vm/install-deps.sh" --check >/dev/null 2>&1; then
-  "$root/tests/vm/install-deps.sh"
-fi
+"$root/.ci/install-deps.sh" vm
 
 if [[ -z "${RUSTIO_BIN:-}" ]]; then
   export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/work/target-bench}

@@ -24,23 +24,11 @@ summary() {
 }
 
 # --- packages ---
-PKGS=(ceph-mon ceph-osd ceph-mgr ceph-common librbd-dev)
-missing=()
-for p in "${PKGS[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-    if [ "${RUSTIO_CEPH_NO_INSTALL:-0}" = 1 ] || [ "$(id -u)" != 0 ]; then
-        fail "rbd-packages (missing: ${missing[*]}; install them or run as root)"
-        summary; exit 1
-    fi
-    echo "installing ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    if ! { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >/tmp/rustio-ceph-apt.log 2>&1; then
-        tail -20 /tmp/rustio-ceph-apt.log
-        fail "rbd-packages (apt-get failed)"
-        summary; exit 1
-    fi
+if [ "${RUSTIO_CEPH_NO_INSTALL:-0}" = 1 ]; then dep_args=(--check ceph base); else dep_args=(ceph base); fi
+if ! "$ROOT/.ci/install-deps.sh" "${dep_args[@]}" >/tmp/rustio-ceph-apt.log 2>&1; then
+    tail -20 /tmp/rustio-ceph-apt.log
+    fail "rbd-packages (.ci/install-deps.sh ${dep_args[*]} failed)"
+    summary; exit 1
 fi
 
 # --- a free pair of monitor ports (another cluster may hold the defaults) ---

@@ -7,20 +7,13 @@
 #   WORK                 the suite's scratch directory
 # Everything here talks to 127.0.0.1 only.
 
-# Installs libiscsi-bin, qemu-utils and qemu-block-extra when one is missing (root only).
-# Exits 2 when that is impossible.
+# Installs (through the one install script, .ci/install-deps.sh) the iSCSI clients and
+# qemu-img with iscsi:// when one is missing. Exits 2 when that is impossible.
 need_iscsi_clients() {
-    local need=()
-    command -v iscsi-test-cu >/dev/null || need+=(libiscsi-bin)
-    command -v qemu-img >/dev/null || need+=(qemu-utils)
-    [ -e /usr/lib/x86_64-linux-gnu/qemu/block-iscsi.so ] || need+=(qemu-block-extra)
-    [ ${#need[@]} -eq 0 ] && return 0
-    log "installing ${need[*]}"
-    if [ "$(id -u)" != 0 ]; then log "missing ${need[*]} and not root"; exit 2; fi
     # KEEP_LOGS=1 makes the caller keep WORK (with apt.log) at exit.
     # shellcheck disable=SC2034
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}") >"$WORK/apt.log" 2>&1 ||
-        { log "apt-get failed, see $WORK/apt.log"; KEEP_LOGS=1; exit 2; }
+    "$ROOT/.ci/install-deps.sh" base >"$WORK/apt.log" 2>&1 ||
+        { cat "$WORK/apt.log"; log "installing the base package set failed"; KEEP_LOGS=1; exit 2; }
 }
 
 # Sets RUSTIO_BIN: kept when given, else a release build of the checkout ROOT. Exits 2 on

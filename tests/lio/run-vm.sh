@@ -25,12 +25,7 @@ done
 t0=$(date +%s)
 # Packages: the VM harness's set (qemu, kernel, targetcli-fb, open-iscsi,
 # libiscsi-bin, ...) plus jq.
-"$ROOT/tests/vm/install-deps.sh"
-if ! command -v jq >/dev/null; then
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-    -o DPkg::Lock::Timeout=600 jq ||
-    { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends jq; }
-fi
+"$ROOT/.ci/install-deps.sh" vm
 
 # The guest gets a writable /etc/target only if the host has one (targetcli-fb
 # does not ship it; its first saveconfig creates it). targetcli wants it.

@@ -21,7 +21,7 @@ fi
 RUSTIO_BIN=$(realpath "$RUSTIO_BIN")
 [ -x "$RUSTIO_BIN" ] || { echo "FAIL kernel-initiator (no rustio binary at $RUSTIO_BIN)"; exit 2; }
 for t in qemu-img sg_inq iscsiadm mkfs.ext4; do
-    command -v "$t" >/dev/null || { echo "FAIL kernel-initiator ($t not installed; see tests/vm/install-deps.sh)"; exit 2; }
+    command -v "$t" >/dev/null || { echo "FAIL kernel-initiator ($t not installed; see .ci/install-deps.sh vm)"; exit 2; }
 done
 
 export RUSTIO_BIN

@@ -3,7 +3,7 @@
 #   tests/tcmu/run-vm.sh [SECTION...]        (sections: see guest-tcmu.sh)
 # Run it from anywhere in a clone (as root: the harness and the package install need it).
 # Missing Debian packages (qemu, kernel, fio, sg3-utils, targetcli-fb, qemu-utils, ...) are
-# installed by tests/vm/install-deps.sh first.
+# installed by .ci/install-deps.sh vm first.
 # Output: one "PASS: name" / "FAIL: name" / "SKIP: name" line per check, a summary, and the
 # wall-clock time; exit status 0 only if every check passed (124 = VM timeout, 125 = VM
 # or harness failure).
@@ -14,9 +14,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 t0=$(date +%s)
-if ! "$root/tests/vm/install-deps.sh" --check >/dev/null 2>&1; then
-  "$root/tests/vm/install-deps.sh"
-fi
+"$root/.ci/install-deps.sh" vm
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target}
 if [[ -z "${RUSTIO_BIN:-}" ]]; then
   (cd "$root" && cargo build -p rustio --bin rustio)

@@ -42,7 +42,7 @@ if [[ -z "$KVER" ]]; then
     if [[ -f /lib/modules/$v/modules.dep ]]; then KVER=$v; break; fi
   done
 fi
-[[ -n "$KVER" ]] || die "no kernel found in /boot with modules in /lib/modules (run tests/vm/install-deps.sh)"
+[[ -n "$KVER" ]] || die "no kernel found in /boot with modules in /lib/modules (run .ci/install-deps.sh vm)"
 VMLINUZ=/boot/vmlinuz-$KVER
 [[ -r "$VMLINUZ" ]] || die "$VMLINUZ not readable"
 [[ -f /lib/modules/$KVER/modules.dep ]] || die "/lib/modules/$KVER/modules.dep missing"

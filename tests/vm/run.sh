@@ -66,7 +66,7 @@ SCRIPT=$1; shift
 SCRIPT=$(realpath "$SCRIPT")
 
 fail() { echo "run.sh: $*" >&2; exit 125; }
-command -v qemu-system-x86_64 >/dev/null || fail "qemu-system-x86_64 missing (run tests/vm/install-deps.sh)"
+command -v qemu-system-x86_64 >/dev/null || fail "qemu-system-x86_64 missing (run .ci/install-deps.sh vm)"
 
 info=$("$HERE/build-initramfs.sh" | tail -n1) || fail "initramfs build failed"
 IFS=$'\t' read -r KVER VMLINUZ INITRD <<<"$info"

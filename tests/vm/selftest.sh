@@ -38,8 +38,8 @@ now() { date +%s.%N; }
 dt() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.1f", b-a}'; }
 
 t_all=$(now)
-if ! "$HERE/install-deps.sh" --check; then
-  echo "selftest: missing packages; run: sudo tests/vm/install-deps.sh" >&2
+if ! "$HERE/../../.ci/install-deps.sh" --check vm; then
+  echo "selftest: missing packages; run: sudo .ci/install-deps.sh vm" >&2
   exit 1
 fi
 
