@@ -49,16 +49,28 @@ TOOLS[bench]="tgtd tgtadm iperf3 python3 /usr/lib/tgt/backing-store/bs_rbd.so"
 # (qemu-system-data is arch-all with its own version string and a loose >> dependency.)
 QEMU_SET=(qemu-utils qemu-block-extra qemu-system-x86 qemu-system-common)
 
-declare -A want=()
+declare -A want=() seen_tool=()
 tools=()
 for s in "${sets[@]}"; do
     for p in ${PKGS[$s]}; do want[$p]=1; done
-    # shellcheck disable=SC2206
-    tools+=(${TOOLS[$s]})
+    for t in ${TOOLS[$s]}; do
+        [ -n "${seen_tool[$t]:-}" ] || tools+=("$t")
+        seen_tool[$t]=1
+    done
 done
 
-installed_version() { dpkg-query -W -f='${Status} ${Version}\n' "$1" 2>/dev/null | awk '$3 == "installed" {print $4}'; }
-available() { apt-cache madison "$1" 2>/dev/null | awk -v v="$2" '$3 == v {f = 1} END {exit !f}'; }
+# dpkg-query exits 1 for a package dpkg has never seen; under pipefail that must not abort.
+installed_version() { { dpkg-query -W -f='${Status} ${Version}\n' "$1" 2>/dev/null || true; } | awk '$3 == "installed" {print $4}'; }
+# The release's own suites (bookworm, -updates, -security), never a backport: a backport's
+# QEMU needs newer dependencies (seabios, qemu-system-data) that apt will not pull from a
+# backports suite without -t, so pinning to a backport version cannot be resolved.
+codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+release_versions() {
+    apt-cache madison "$1" 2>/dev/null |
+        awk -F'|' -v c="$codename" '{gsub(/^ +| +$/, "", $2)} $3 ~ (" " c "(-updates|-security)?/") {print $2}'
+}
+# (Whole-input readers only: an early exit (grep -q, head) would SIGPIPE under pipefail.)
+available() { release_versions "$1" | awk -v v="$2" '$0 == v {f = 1} END {exit !f}'; }
 
 # Missing packages, and the QEMU packages whose version does not match the rest of the set.
 missing=()
@@ -117,9 +129,9 @@ if ((${#missing[@]})) || qemu_mismatch; then
     echo "install-deps: apt-get update"
     timeout 900 apt-get update -q -o DPkg::Lock::Timeout=600 >/dev/null
 
-    # One QEMU version for the whole set: the installed qemu-utils' version when the archive
-    # has every wanted QEMU package at it, else the archive's candidate of qemu-block-extra
-    # (the package that can only come from the archive).
+    # One QEMU version for the whole set: the installed qemu-utils' version when the release
+    # has every wanted QEMU package at it, else the release's newest qemu-block-extra
+    # (madison lists newest first).
     args=()
     for p in "${!want[@]}"; do
         case " ${QEMU_SET[*]} " in *" $p "*) ;; *) args+=("$p") ;; esac
@@ -130,7 +142,7 @@ if ((${#missing[@]})) || qemu_mismatch; then
             if [ -n "$qv" ] && ! available "$p" "$qv"; then qv=""; break; fi
         done
         if [ -z "$qv" ]; then
-            qv=$(apt-cache policy qemu-block-extra | awk '/Candidate:/ {print $2}')
+            qv=$(release_versions qemu-block-extra | awk 'NR == 1')
         fi
         [ -n "$qv" ] && [ "$qv" != "(none)" ] || { echo "install-deps: no QEMU version to install" >&2; exit 1; }
         echo "install-deps: QEMU packages at $qv: ${qemu_wanted[*]}"
@@ -146,7 +158,7 @@ fi
 # Verify: every tool the suites call must be here now, before any test runs.
 mt=$(missing_tools | tr '\n' ' ')
 if [ -n "$mt" ]; then
-    echo "install-deps: FAIL: not found after install: $mt" >&2
+    echo "install-deps: FAIL: not found (a package may be installed but broken): $mt" >&2
     exit 1
 fi
 if qemu_mismatch; then
@@ -155,6 +167,14 @@ if qemu_mismatch; then
     exit 1
 fi
 
-if ! rustup component list --installed 2>/dev/null | grep -q '^clippy'; then rustup component add clippy; fi
-if ! rustup component list --installed 2>/dev/null | grep -q '^rustfmt'; then rustup component add rustfmt; fi
+# clippy and rustfmt for the toolchain, where rustup manages it (a bare package-only machine,
+# e.g. a fresh container or chroot, has no rustup: the Debian packages above are still ready).
+if command -v rustup >/dev/null 2>&1; then
+    comps=$(rustup component list --installed 2>/dev/null || true)
+    for c in clippy rustfmt; do
+        grep -q "^$c" <<<"$comps" || rustup component add "$c"
+    done
+else
+    echo "install-deps: rustup not on PATH; clippy/rustfmt components not checked" >&2
+fi
 echo "install-deps: ready (${sets[*]}): ${#tools[@]} tools checked"
