@@ -438,7 +438,14 @@ impl ImageHeader {
                 ));
             }
             let start = h.backing_file_offset;
-            let end = start + u64::from(h.backing_file_size);
+            // The offset is file input: near u64::MAX the sum would wrap to a small end
+            // and slice `buf[start..end]` backwards (found by fuzz/qcow2_header).
+            let Some(end) = start.checked_add(u64::from(h.backing_file_size)) else {
+                return bad(format!(
+                    "backing file name offset {start} plus size {} overflows",
+                    h.backing_file_size
+                ));
+            };
             if end > cluster_size as u64 || start < u64::from(h.header_length) {
                 return bad(format!(
                     "backing file name at {start}..{end} is not inside the first cluster after the header"
@@ -936,6 +943,19 @@ mod tests {
         let name = "x".repeat(400);
         assert!(build_header_cluster(&h, &[], Some(&name)).is_err());
         assert!(build_header_cluster(&h, &[], Some("short")).is_ok());
+    }
+
+    #[test]
+    fn backing_file_offset_near_u64_max_is_refused() {
+        // fuzz/qcow2_header found this: backing_file_offset = 2^64 - 4 with a 768-byte
+        // name wrapped `offset + size` to a small end and sliced the buffer backwards.
+        let mut b = qemu_v3_1m();
+        b[8..16].copy_from_slice(&(u64::MAX - 3).to_be_bytes());
+        b[16..20].copy_from_slice(&768u32.to_be_bytes());
+        assert!(ImageHeader::parse(&b).is_err());
+        // Ending exactly at 2^64 - 1 does not wrap; the first-cluster rule refuses it.
+        b[8..16].copy_from_slice(&(u64::MAX - 768).to_be_bytes());
+        assert!(ImageHeader::parse(&b).is_err());
     }
 
     proptest! {
