@@ -29,9 +29,27 @@ pub fn run(cmd: &mut Command) -> Output {
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
 }
 
+/// Runs a qemu tool on an image this test has closed, waiting (bounded) while the image
+/// still shows another holder's lock. The holder is not a leak of ours: a sibling test
+/// thread that spawns a process between our open and close duplicates our descriptor
+/// into its child until that child's exec (CLOEXEC acts only at exec), and on a loaded
+/// machine that window is long enough for qemu's OFD lock probe to see it.
+pub fn run_unlocked(cmd: &mut Command) -> Output {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let out = run(cmd);
+        let err = String::from_utf8_lossy(&out.stderr);
+        let locked = !out.status.success() && err.contains("Failed to get") && err.contains("lock");
+        if !locked || std::time::Instant::now() >= deadline {
+            return out;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 /// Runs a command that must succeed; returns stdout.
 pub fn ok(cmd: &mut Command) -> String {
-    let out = run(cmd);
+    let out = run_unlocked(cmd);
     assert!(
         out.status.success(),
         "{cmd:?} failed ({}):\n{}\n{}",
@@ -83,10 +101,12 @@ pub fn check(img: &Path) -> (Check, String) {
 
 /// `qemu-img check` with extra options (e.g. `-U` to look at an image in use).
 pub fn check_with(img: &Path, extra: &[&str]) -> (Check, String) {
-    let out = run(Command::new(tool("qemu-img"))
-        .args(["check", "-f", "qcow2"])
-        .args(extra)
-        .arg(img));
+    let out = run_unlocked(
+        Command::new(tool("qemu-img"))
+            .args(["check", "-f", "qcow2"])
+            .args(extra)
+            .arg(img),
+    );
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -109,10 +129,12 @@ pub fn assert_clean(img: &Path) {
 
 /// Asserts the qcow2 image and the raw reference have the same guest content.
 pub fn assert_same(img: &Path, raw: &Path) {
-    let out = run(Command::new(tool("qemu-img"))
-        .args(["compare", "-f", "qcow2", "-F", "raw"])
-        .arg(img)
-        .arg(raw));
+    let out = run_unlocked(
+        Command::new(tool("qemu-img"))
+            .args(["compare", "-f", "qcow2", "-F", "raw"])
+            .arg(img)
+            .arg(raw),
+    );
     assert!(
         out.status.success(),
         "qemu-img compare {} {}: {}{}",
