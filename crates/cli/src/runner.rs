@@ -58,8 +58,9 @@ pub struct RunnerArgs {
     /// Seconds a clean stop (SIGTERM) waits for in-flight commands per device.
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     pub drain_timeout: u64,
-    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9573).
-    #[arg(long, value_name = "ADDR")]
+    /// Serve Prometheus metrics (GET /metrics) on this port of 127.0.0.1 (`--metrics
+    /// 9573`), or on an explicitly named address (`--metrics 0.0.0.0:9573`).
+    #[arg(long, value_name = "[ADDR:]PORT", value_parser = rustio_tcmu::metrics::parse_listen_addr)]
     pub metrics: Option<SocketAddr>,
     /// Do not offer the org.kernel.TCMUService1 D-Bus service (targetcli user: backstores).
     #[arg(long)]
@@ -124,7 +125,7 @@ pub fn run(args: RunnerArgs, log: &str) -> anyhow::Result<()> {
     let _metrics = match args.metrics {
         Some(addr) => {
             let r = runner.clone();
-            let srv = MetricsServer::start(addr, Arc::new(move || r.render_metrics()))
+            let srv = MetricsServer::bind(addr, Arc::new(move || r.render_metrics()))
                 .with_context(|| format!("serving metrics on {addr}"))?;
             tracing::info!(addr = %srv.local_addr(), "metrics endpoint started");
             Some(srv)
@@ -165,7 +166,8 @@ fn worker_threads(requested: u16) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::worker_threads;
+    use super::{worker_threads, RunnerArgs};
+    use clap::Parser;
 
     #[test]
     fn explicit_thread_count_is_kept_and_auto_is_clamped() {
@@ -173,5 +175,30 @@ mod tests {
         assert_eq!(worker_threads(32), 32);
         let auto = worker_threads(0);
         assert!((2..=16).contains(&auto), "auto = {auto}");
+    }
+
+    #[derive(Debug, clap::Parser)]
+    struct Runner {
+        #[command(flatten)]
+        args: RunnerArgs,
+    }
+
+    #[derive(Debug, clap::Parser)]
+    struct Serve {
+        #[command(flatten)]
+        args: crate::serve::ServeArgs,
+    }
+
+    #[test]
+    fn metrics_flag_binds_loopback_unless_an_address_is_named() {
+        let r = Runner::try_parse_from(["runner", "--metrics", "9573"]).unwrap();
+        assert_eq!(r.args.metrics, Some("127.0.0.1:9573".parse().unwrap()));
+        let r = Runner::try_parse_from(["runner", "--metrics", "0.0.0.0:9573"]).unwrap();
+        assert_eq!(r.args.metrics, Some("0.0.0.0:9573".parse().unwrap()));
+        assert!(Runner::try_parse_from(["runner", "--metrics", "nope"]).is_err());
+        let s = Serve::try_parse_from(["serve", "--demo", "--metrics", "9100"]).unwrap();
+        assert_eq!(s.args.metrics, Some("127.0.0.1:9100".parse().unwrap()));
+        let s = Serve::try_parse_from(["serve", "--demo", "--metrics", "[::]:9100"]).unwrap();
+        assert_eq!(s.args.metrics, Some("[::]:9100".parse().unwrap()));
     }
 }

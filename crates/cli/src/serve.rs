@@ -57,8 +57,9 @@ pub struct ServeArgs {
     /// Size of the --demo RAM LUN in bytes (suffixes K, M, G, T).
     #[arg(long, value_name = "SIZE", default_value = "1G")]
     pub demo_size: String,
-    /// Serve Prometheus metrics on this address (GET /metrics).
-    #[arg(long, value_name = "ADDR:PORT")]
+    /// Serve Prometheus metrics (GET /metrics) on this port of 127.0.0.1 (`--metrics
+    /// 9100`), or on an explicitly named address (`--metrics 0.0.0.0:9100`).
+    #[arg(long, value_name = "[ADDR:]PORT", value_parser = rustio_iscsi::metrics::parse_listen_addr)]
     pub metrics: Option<SocketAddr>,
     /// Command window per session (MaxCmdSN - ExpCmdSN + 1).
     #[arg(long, default_value_t = 128)]
@@ -79,6 +80,51 @@ pub struct ServeArgs {
     /// Log as JSON lines.
     #[arg(long)]
     pub log_json: bool,
+    /// A login (the whole login phase, whatever arrives meanwhile) must complete within
+    /// this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 15)]
+    pub login_timeout: u64,
+    /// Most connections kept at once; more are closed as soon as accepted.
+    #[arg(long, value_name = "N", default_value_t = rustio_iscsi::config::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+    /// Most connections kept at once from one source IP address.
+    #[arg(long, value_name = "N", default_value_t = rustio_iscsi::config::DEFAULT_MAX_CONNECTIONS_PER_SOURCE)]
+    pub max_connections_per_source: usize,
+    /// Most connections still in the login phase (not yet authenticated), in total.
+    #[arg(long, value_name = "N", default_value_t = rustio_iscsi::config::DEFAULT_MAX_PENDING_LOGINS)]
+    pub max_pending_logins: usize,
+    /// Most connections still in the login phase from one source IP address.
+    #[arg(long, value_name = "N", default_value_t = rustio_iscsi::config::DEFAULT_MAX_PENDING_LOGINS_PER_SOURCE)]
+    pub max_pending_logins_per_source: usize,
+    /// A send to an initiator that makes no progress for this many seconds (it stopped
+    /// reading) closes the connection.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub send_timeout: u64,
+    /// Seconds a write command may wait for Data-Out it was promised before its
+    /// connection is closed.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub data_out_timeout: u64,
+    /// Data-Out buffer memory one session may hold (bytes; suffixes K, M, G, T).
+    #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = parse_size)]
+    pub max_session_write_buffer: u64,
+    /// Data-Out buffer memory the whole server may hold (bytes; suffixes K, M, G, T).
+    #[arg(long, value_name = "SIZE", default_value = "512M", value_parser = parse_size)]
+    pub max_write_buffer: u64,
+}
+
+impl ServeArgs {
+    /// Copies the resource limits (issue 20) into `cfg`; see docs/serve.md "Limits".
+    fn apply_limits(&self, cfg: &mut ServerConfig) {
+        cfg.login_timeout = std::time::Duration::from_secs(self.login_timeout);
+        cfg.max_connections = self.max_connections;
+        cfg.max_connections_per_source = self.max_connections_per_source;
+        cfg.max_pending_logins = self.max_pending_logins;
+        cfg.max_pending_logins_per_source = self.max_pending_logins_per_source;
+        cfg.send_timeout = std::time::Duration::from_secs(self.send_timeout);
+        cfg.data_out_timeout = std::time::Duration::from_secs(self.data_out_timeout);
+        cfg.max_session_write_buffer = self.max_session_write_buffer;
+        cfg.max_write_buffer = self.max_write_buffer;
+    }
 }
 
 fn parse_size(s: &str) -> anyhow::Result<u64> {
@@ -110,7 +156,7 @@ fn init_logging(filter: &str, json: bool) {
 fn demo_config(args: &ServeArgs) -> anyhow::Result<(ServerConfig, String)> {
     let size = parse_size(&args.demo_size)?;
     let mut id = [0u8; 3];
-    rustio_iscsi::chap::random_bytes(&mut id);
+    rustio_iscsi::chap::random_bytes(&mut id).context("reading the OS random generator")?;
     let short = hex::encode(id);
     let iqn = format!("iqn.2003-01.org.rustio:demo-{short}");
     let store = rustio_backstore::RamBackstore::new(size, 512).context("creating the RAM LUN")?;
@@ -143,6 +189,8 @@ fn demo_config(args: &ServeArgs) -> anyhow::Result<(ServerConfig, String)> {
         execution: args.execution(),
         ..ServerConfig::default()
     };
+    let mut cfg = cfg;
+    args.apply_limits(&mut cfg);
     Ok((cfg, iqn))
 }
 
@@ -155,6 +203,7 @@ fn load_config(args: &ServeArgs, previous: Option<&ServerConfig>) -> anyhow::Res
         cfg.workers = args.workers;
     }
     cfg.execution = args.execution();
+    args.apply_limits(&mut cfg);
     Ok(cfg)
 }
 

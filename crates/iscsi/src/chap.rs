@@ -78,36 +78,46 @@ pub fn choose_algorithm(offer: &str, allowed: &[ChapAlgorithm]) -> Option<ChapAl
         .find(|a| allowed.contains(a))
 }
 
-/// Compares two byte strings in time independent of where they differ.
+/// Compares two byte strings in time independent of where they differ (the `subtle`
+/// crate's vetted constant-time equality; only the lengths, which are public, may
+/// short-cut).
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use subtle::ConstantTimeEq;
+    a.len() == b.len() && bool::from(a.ct_eq(b))
 }
 
-/// Fills `buf` with random bytes from the kernel (`/dev/urandom`), falling back to a
-/// time-and-address mix only if the device cannot be read.
-pub fn random_bytes(buf: &mut [u8]) {
-    use std::io::Read;
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        if f.read_exact(buf).is_ok() {
-            return;
-        }
-    }
-    let mut seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
-        ^ (buf.as_ptr() as u64);
-    for b in buf.iter_mut() {
-        // xorshift64*
-        seed ^= seed >> 12;
-        seed ^= seed << 25;
-        seed ^= seed >> 27;
-        *b = (seed.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 56) as u8;
+/// The operating system's random generator could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("the OS random number generator failed: {0}")]
+pub struct RngError(String);
+
+impl RngError {
+    /// An error as a failing generator would report it (tests of the callers).
+    #[cfg(test)]
+    pub(crate) fn for_test() -> RngError {
+        RngError("test generator failure".into())
     }
 }
+
+/// Fills `buf` from the operating system's CSPRNG (`getrandom(2)`). Fails closed: there
+/// is no fallback generator, so a CHAP challenge is never predictable (RFC 7143 12.1.3:
+/// challenges must be unique and unpredictable); the caller refuses the login.
+pub fn random_bytes(buf: &mut [u8]) -> Result<(), RngError> {
+    fill_with(buf, getrandom::fill)
+}
+
+/// [`random_bytes`] with the source injected (tests make it fail).
+fn fill_with(
+    buf: &mut [u8],
+    source: impl FnOnce(&mut [u8]) -> Result<(), getrandom::Error>,
+) -> Result<(), RngError> {
+    source(buf).map_err(|e| RngError(e.to_string()))
+}
+
+/// Whether a CHAP secret is long enough for RFC 7143 9.2.1 (at least 96 bits, 12
+/// bytes). Shorter secrets are accepted, as Linux LIO accepts them (it only requires the
+/// user name and secret to be set), but they are reported when the configuration loads.
+pub const MIN_SECRET_LEN: usize = 12;
 
 #[cfg(test)]
 mod tests {
@@ -164,14 +174,26 @@ mod tests {
         assert!(constant_time_eq(b"abc", b"abc"));
         assert!(!constant_time_eq(b"abc", b"abd"));
         assert!(!constant_time_eq(b"abc", b"ab"));
+        assert!(!constant_time_eq(b"", b"a"));
+        assert!(constant_time_eq(b"", b""));
     }
 
     #[test]
     fn random_is_not_constant() {
         let mut a = [0u8; 32];
         let mut b = [0u8; 32];
-        random_bytes(&mut a);
-        random_bytes(&mut b);
+        random_bytes(&mut a).unwrap();
+        random_bytes(&mut b).unwrap();
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn rng_failure_is_reported_not_papered_over() {
+        // The old code fell back to a time-seeded xorshift; now a failing source is an
+        // error and the buffer is not filled with anything predictable.
+        let mut buf = [0u8; 16];
+        let r = fill_with(&mut buf, |_| Err(getrandom::Error::UNSUPPORTED));
+        assert!(r.is_err());
+        assert_eq!(buf, [0u8; 16]);
     }
 }

@@ -33,27 +33,69 @@ impl std::fmt::Debug for ChapCredentials {
 }
 
 impl ChapCredentials {
-    /// Builds credentials from the four saveconfig fields; `None` when no one-way user
-    /// is set. Mutual credentials need both a userid and a password.
+    /// Builds credentials from the four saveconfig fields; `None` when none is set.
+    /// Half-set pairs are kept (with the missing half empty) so that
+    /// [`ServerConfig::validate`] refuses them with the object's path instead of
+    /// silently serving a login with an empty secret or dropping mutual CHAP.
     pub fn from_fields(
         userid: Option<&str>,
         password: Option<&str>,
         mutual_userid: Option<&str>,
         mutual_password: Option<&str>,
     ) -> Option<ChapCredentials> {
-        let userid = userid.filter(|s| !s.is_empty())?;
-        let mutual = match (
-            mutual_userid.filter(|s| !s.is_empty()),
-            mutual_password.filter(|s| !s.is_empty()),
-        ) {
-            (Some(u), Some(p)) => Some((u.to_string(), p.to_string())),
-            _ => None,
+        let set = |v: Option<&str>| v.filter(|s| !s.is_empty()).map(str::to_string);
+        let (userid, password) = (set(userid), set(password));
+        let mutual = match (set(mutual_userid), set(mutual_password)) {
+            (None, None) => None,
+            (u, p) => Some((u.unwrap_or_default(), p.unwrap_or_default())),
         };
+        if userid.is_none() && password.is_none() && mutual.is_none() {
+            return None;
+        }
         Some(ChapCredentials {
-            userid: userid.to_string(),
-            password: password.unwrap_or("").to_string(),
+            userid: userid.unwrap_or_default(),
+            password: password.unwrap_or_default(),
             mutual,
         })
+    }
+
+    /// Why these credentials cannot be served: a user name without a secret (or the
+    /// reverse), for one-way or mutual CHAP. Linux LIO likewise refuses CHAP unless both
+    /// the user name and the password are set (`chap_server_open`); an empty secret
+    /// would let a response computed over the challenge alone in.
+    pub fn problem(&self) -> Option<&'static str> {
+        match (self.userid.is_empty(), self.password.is_empty()) {
+            (false, true) => return Some("chap_userid set but chap_password empty"),
+            (true, false) => return Some("chap_password set but chap_userid empty"),
+            (true, true) if self.mutual.is_some() => {
+                return Some("mutual CHAP set without chap_userid and chap_password")
+            }
+            _ => {}
+        }
+        match &self.mutual {
+            Some((u, p)) if !u.is_empty() && p.is_empty() => {
+                Some("chap_mutual_userid set but chap_mutual_password empty")
+            }
+            Some((u, p)) if u.is_empty() && !p.is_empty() => {
+                Some("chap_mutual_password set but chap_mutual_userid empty")
+            }
+            _ => None,
+        }
+    }
+
+    /// Secrets shorter than RFC 7143 9.2.1's 96 bits ([`crate::chap::MIN_SECRET_LEN`]):
+    /// `(field, length)`. Served anyway, as LIO serves them, but reported at load.
+    pub fn short_secrets(&self) -> Vec<(&'static str, usize)> {
+        let mut v = Vec::new();
+        if self.password.len() < crate::chap::MIN_SECRET_LEN {
+            v.push(("chap_password", self.password.len()));
+        }
+        if let Some((_, p)) = &self.mutual {
+            if p.len() < crate::chap::MIN_SECRET_LEN {
+                v.push(("chap_mutual_password", p.len()));
+            }
+        }
+        v
     }
 }
 
@@ -158,6 +200,27 @@ pub struct AclConfig {
     pub authentication: Option<bool>,
     /// LUNs mapped for this initiator.
     pub mapped_luns: Vec<MappedLunConfig>,
+    /// This initiator may reset the whole target with TARGET WARM RESET (node ACL
+    /// attribute `tmr_warm_reset`, default off as in LIO's `iscsi_node_attrib`; when off
+    /// the TMF is answered "Function authorization failed", RFC 7143 11.6.1).
+    pub tmr_warm_reset: bool,
+    /// The same for TARGET COLD RESET (node ACL attribute `tmr_cold_reset`).
+    pub tmr_cold_reset: bool,
+}
+
+impl AclConfig {
+    /// An ACL for `initiator` with no CHAP credentials of its own, the TPG's
+    /// authentication setting, no mapped LUNs and no target reset rights.
+    pub fn new(initiator: impl Into<String>) -> AclConfig {
+        AclConfig {
+            initiator: initiator.into(),
+            chap: None,
+            authentication: None,
+            mapped_luns: Vec::new(),
+            tmr_warm_reset: false,
+            tmr_cold_reset: false,
+        }
+    }
 }
 
 /// A target portal group.
@@ -308,7 +371,50 @@ pub struct ServerConfig {
     pub login_timeout: Duration,
     /// How long shutdown waits for in-flight commands and logouts.
     pub shutdown_grace: Duration,
+    /// Connections kept at once (every phase); more are closed when accepted.
+    pub max_connections: usize,
+    /// Connections kept at once from one source IP address.
+    pub max_connections_per_source: usize,
+    /// Connections still in the login phase (not yet authenticated), in total.
+    pub max_pending_logins: usize,
+    /// Connections still in the login phase from one source IP address.
+    pub max_pending_logins_per_source: usize,
+    /// A send to an initiator that makes no progress for this long (the peer stopped
+    /// reading its socket) closes the connection (`SO_SNDTIMEO`).
+    pub send_timeout: Duration,
+    /// A write command that waits this long for Data-Out it was promised (unsolicited
+    /// data, or data for an R2T we sent) without any arriving closes the connection and
+    /// releases its buffer budget.
+    pub data_out_timeout: Duration,
+    /// Bytes of Data-Out buffers one session may hold (all its write commands together).
+    pub max_session_write_buffer: u64,
+    /// Bytes of Data-Out buffers the whole server may hold.
+    pub max_write_buffer: u64,
 }
+
+/// Default [`ServerConfig::max_connections`]: far above what initiators open (one
+/// connection per session and path; the benchmarks run 16 sessions × a few), far below
+/// the default 1024-fd soft limit's worth of threads once each connection's 3 fds count.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Default [`ServerConfig::max_connections_per_source`]: a host with many sessions and
+/// MC/S still fits; one address cannot take the whole portal.
+pub const DEFAULT_MAX_CONNECTIONS_PER_SOURCE: usize = 128;
+/// Default [`ServerConfig::max_pending_logins`]: logins take milliseconds, so 64 in
+/// flight is a storm of reconnects, not normal use.
+pub const DEFAULT_MAX_PENDING_LOGINS: usize = 128;
+/// Default [`ServerConfig::max_pending_logins_per_source`].
+pub const DEFAULT_MAX_PENDING_LOGINS_PER_SOURCE: usize = 32;
+/// Default [`ServerConfig::send_timeout`]: longer than any TCP retransmission stall a
+/// live peer recovers from, short enough that a peer that stopped reading is gone soon.
+pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default [`ServerConfig::data_out_timeout`].
+pub const DEFAULT_DATA_OUT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default [`ServerConfig::max_session_write_buffer`]: one largest transfer
+/// ([`crate::MAX_TRANSFER_BYTES`]), or e.g. 64 WRITEs of 1 MiB in flight per session.
+pub const DEFAULT_MAX_SESSION_WRITE_BUFFER: u64 = 64 << 20;
+/// Default [`ServerConfig::max_write_buffer`]: eight sessions' full budgets; 16 sessions
+/// of 32 × 1 MiB WRITEs in flight, the benchmark's heaviest load.
+pub const DEFAULT_MAX_WRITE_BUFFER: u64 = 512 << 20;
 
 /// Largest command (expected data transfer length) that [`Execution::Auto`] runs on the
 /// reader thread. Larger transfers go to the pool so that the reader keeps receiving the
@@ -344,6 +450,14 @@ impl Default for ServerConfig {
             execution: Execution::Auto,
             login_timeout: Duration::from_secs(15),
             shutdown_grace: Duration::from_secs(3),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_source: DEFAULT_MAX_CONNECTIONS_PER_SOURCE,
+            max_pending_logins: DEFAULT_MAX_PENDING_LOGINS,
+            max_pending_logins_per_source: DEFAULT_MAX_PENDING_LOGINS_PER_SOURCE,
+            send_timeout: DEFAULT_SEND_TIMEOUT,
+            data_out_timeout: DEFAULT_DATA_OUT_TIMEOUT,
+            max_session_write_buffer: DEFAULT_MAX_SESSION_WRITE_BUFFER,
+            max_write_buffer: DEFAULT_MAX_WRITE_BUFFER,
         }
     }
 }
@@ -374,15 +488,84 @@ impl ServerConfig {
         v
     }
 
-    /// Checks cross-references and value ranges.
+    /// Every set of CHAP credentials with the path of the object holding it
+    /// (`/iscsi/discovery_auth`, `/iscsi/<iqn>/tpg<N>`, `/iscsi/<iqn>/tpg<N>/acls/<name>`).
+    pub fn chap_credentials(&self) -> Vec<(String, &ChapCredentials)> {
+        let mut v = Vec::new();
+        if let Some(c) = &self.discovery_auth.chap {
+            v.push(("/iscsi/discovery_auth".to_string(), c));
+        }
+        for t in &self.targets {
+            for tpg in &t.tpgs {
+                if let Some(c) = &tpg.chap {
+                    v.push((format!("/iscsi/{}/tpg{}", t.iqn, tpg.tag), c));
+                }
+                for acl in &tpg.acls {
+                    if let Some(c) = &acl.chap {
+                        v.push((acl_path(&t.iqn, tpg.tag, &acl.initiator), c));
+                    }
+                }
+            }
+        }
+        v
+    }
+
+    /// Warnings worth logging at load: CHAP secrets shorter than 12 bytes (RFC 7143
+    /// 9.2.1). Linux LIO enforces no minimum, so neither do we; we say so instead.
+    pub fn chap_warnings(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        for (path, c) in self.chap_credentials() {
+            for (field, len) in c.short_secrets() {
+                v.push(format!(
+                    "{path}: {field} is {len} bytes; RFC 7143 9.2.1 asks for at least {} \
+                     (96 bits)",
+                    crate::chap::MIN_SECRET_LEN
+                ));
+            }
+        }
+        v
+    }
+
+    /// Checks cross-references, value ranges, names (with the LIO side's validator) and
+    /// CHAP credentials (no user name without its secret, RFC 7143 12.1.3).
     pub fn validate(&self) -> crate::Result<()> {
         let bad = |m: String| Err(crate::Error::Config(m));
+        for (path, c) in self.chap_credentials() {
+            if let Some(why) = c.problem() {
+                return bad(format!("{path}: {why}"));
+            }
+        }
         if self.queue_depth == 0 || self.queue_depth > 65536 {
             return bad(format!("queue depth {} not in 1..=65536", self.queue_depth));
         }
+        if self.max_connections == 0
+            || self.max_connections_per_source == 0
+            || self.max_pending_logins == 0
+            || self.max_pending_logins_per_source == 0
+        {
+            return bad("connection limits must be at least 1".into());
+        }
+        for (what, d) in [
+            ("login timeout", self.login_timeout),
+            ("send timeout", self.send_timeout),
+            ("Data-Out timeout", self.data_out_timeout),
+        ] {
+            // Zero would disable SO_SNDTIMEO / the deadline rather than make it short.
+            if d.is_zero() {
+                return bad(format!("{what} must be positive"));
+            }
+        }
+        if self.max_session_write_buffer == 0 || self.max_write_buffer == 0 {
+            return bad("write buffer limits must be positive".into());
+        }
         for (i, t) in self.targets.iter().enumerate() {
-            if !valid_iscsi_name(&t.iqn) {
-                return bad(format!("target name {:?} is not a valid iSCSI name", t.iqn));
+            // The same validator as the LIO side (rustio-config), so both refuse the
+            // same names (RFC 3720 3.2.6, RFC 3722).
+            if let Err(e) = rustio_config::wwn::validate_iscsi_name(&t.iqn) {
+                return bad(format!(
+                    "target name {:?} is not a valid iSCSI name: {e}",
+                    t.iqn
+                ));
             }
             if self.targets[..i]
                 .iter()
@@ -398,6 +581,13 @@ impl ServerConfig {
                     return bad(format!("{}: TPG {} defined twice", t.iqn, tpg.tag));
                 }
                 for acl in &tpg.acls {
+                    if let Err(e) = rustio_config::wwn::validate_iscsi_name(&acl.initiator) {
+                        return bad(format!(
+                            "{}: {:?} is not a valid iSCSI name: {e}",
+                            acl_path(&t.iqn, tpg.tag, &acl.initiator),
+                            acl.initiator
+                        ));
+                    }
                     for m in &acl.mapped_luns {
                         if !tpg.luns.iter().any(|l| l.index == m.tpg_lun) {
                             return bad(format!(
@@ -423,18 +613,16 @@ impl ServerConfig {
     }
 }
 
-/// Checks the shape of an iSCSI name: `iqn.`, `eui.` or `naa.` followed by allowed
-/// characters (RFC 7143 4.2.7.1; RFC 3722 stringprep output is lower-case ASCII here).
+/// The path of a node ACL in error messages, as targetcli shows it.
+fn acl_path(iqn: &str, tag: u16, initiator: &str) -> String {
+    format!("/iscsi/{iqn}/tpg{tag}/acls/{initiator}")
+}
+
+/// Whether `name` is a valid iSCSI name up to case: the shared validator of
+/// `rustio-config` (RFC 3720 3.2.6) applied to the lower-case form, since names compare
+/// case-insensitively once normalized (RFC 3722). Used for names received on the wire.
 pub fn valid_iscsi_name(name: &str) -> bool {
-    if name.len() > 223 || name.len() < 5 {
-        return false;
-    }
-    let lower = name.to_ascii_lowercase();
-    let ok_chars = name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'));
-    ok_chars
-        && (lower.starts_with("iqn.") || lower.starts_with("eui.") || lower.starts_with("naa."))
+    rustio_config::wwn::validate_iscsi_name(&name.to_ascii_lowercase()).is_ok()
 }
 
 #[cfg(test)]
@@ -471,19 +659,165 @@ mod tests {
     fn names() {
         assert!(valid_iscsi_name("iqn.2003-01.org.rustio:demo-1a2b"));
         assert!(valid_iscsi_name("eui.02004567A425678D"));
+        assert!(valid_iscsi_name("IQN.2003-01.org.rustio:Host"));
         assert!(!valid_iscsi_name("foo"));
         assert!(!valid_iscsi_name("iqn.bad name"));
+        // Month 13: the old shape check let it through.
+        assert!(!valid_iscsi_name("iqn.2026-13.example:t"));
+    }
+
+    fn one_target(iqn: &str, edit: impl FnOnce(&mut TpgConfig)) -> ServerConfig {
+        let mut tpg = TpgConfig::new(1);
+        edit(&mut tpg);
+        ServerConfig {
+            targets: vec![Arc::new(TargetConfig {
+                iqn: iqn.into(),
+                tpgs: vec![Arc::new(tpg)],
+            })],
+            ..ServerConfig::default()
+        }
+    }
+
+    fn config_error(c: &ServerConfig) -> String {
+        match c.validate() {
+            Err(crate::Error::Config(m)) => m,
+            other => panic!("expected a configuration error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn target_names_use_the_lio_validator() {
+        // rustio serve used to accept this; the LIO side (rustio-config) refuses it.
+        let m = config_error(&one_target("iqn.2026-13.EXAMPLE:t", |_| {}));
+        assert!(m.contains("iqn.2026-13.EXAMPLE:t"), "{m}");
+        assert!(one_target("iqn.2026-12.example:t", |_| {})
+            .validate()
+            .is_ok());
+        let m = config_error(&one_target("iqn.2026-12.example:t", |t| {
+            t.acls.push(AclConfig {
+                initiator: "iqn.2026-00.x:y".into(),
+                chap: None,
+                authentication: None,
+                mapped_luns: vec![],
+                tmr_warm_reset: false,
+                tmr_cold_reset: false,
+            })
+        }));
+        assert!(
+            m.starts_with("/iscsi/iqn.2026-12.example:t/tpg1/acls/iqn.2026-00.x:y"),
+            "{m}"
+        );
+    }
+
+    fn acl_with(chap: Option<ChapCredentials>) -> ServerConfig {
+        one_target("iqn.2026-01.example:t", |t| {
+            t.acls.push(AclConfig {
+                initiator: "iqn.2026-01.example:i".into(),
+                chap,
+                authentication: None,
+                mapped_luns: vec![],
+                tmr_warm_reset: false,
+                tmr_cold_reset: false,
+            })
+        })
+    }
+
+    #[test]
+    fn empty_chap_secrets_are_refused_with_the_object_path() {
+        let acl = "/iscsi/iqn.2026-01.example:t/tpg1/acls/iqn.2026-01.example:i";
+        let f = ChapCredentials::from_fields;
+        for (creds, why) in [
+            (
+                f(Some("user"), None, None, None),
+                "chap_userid set but chap_password empty",
+            ),
+            (
+                f(Some("user"), Some(""), None, None),
+                "chap_userid set but chap_password empty",
+            ),
+            (
+                f(None, Some("secretsecret"), None, None),
+                "chap_password set but chap_userid empty",
+            ),
+            (
+                f(Some("u"), Some("secretsecret"), Some("mu"), None),
+                "chap_mutual_userid set but chap_mutual_password empty",
+            ),
+            (
+                f(Some("u"), Some("secretsecret"), None, Some("mutualsecret")),
+                "chap_mutual_password set but chap_mutual_userid empty",
+            ),
+            (
+                f(None, None, Some("mu"), Some("mutualsecret")),
+                "mutual CHAP set without chap_userid and chap_password",
+            ),
+        ] {
+            assert_eq!(config_error(&acl_with(creds)), format!("{acl}: {why}"));
+        }
+        let ok = f(
+            Some("u"),
+            Some("secretsecret"),
+            Some("mu"),
+            Some("mutualsecret1"),
+        );
+        assert!(acl_with(ok).validate().is_ok());
+        // TPG-wide and discovery credentials are checked the same way.
+        let tpg = one_target("iqn.2026-01.example:t", |t| {
+            t.chap = f(Some("u"), Some(""), None, None)
+        });
+        assert_eq!(
+            config_error(&tpg),
+            "/iscsi/iqn.2026-01.example:t/tpg1: chap_userid set but chap_password empty"
+        );
+        let disc = ServerConfig {
+            discovery_auth: DiscoveryAuth {
+                enforce: true,
+                chap: f(Some("d"), None, None, None),
+            },
+            ..ServerConfig::default()
+        };
+        assert_eq!(
+            config_error(&disc),
+            "/iscsi/discovery_auth: chap_userid set but chap_password empty"
+        );
+    }
+
+    #[test]
+    fn short_secrets_are_reported_not_refused() {
+        let c = acl_with(ChapCredentials::from_fields(
+            Some("u"),
+            Some("short"),
+            Some("mu"),
+            Some("twelve-bytes"),
+        ));
+        assert!(c.validate().is_ok());
+        assert_eq!(
+            c.chap_warnings(),
+            vec![
+                "/iscsi/iqn.2026-01.example:t/tpg1/acls/iqn.2026-01.example:i: chap_password \
+                 is 5 bytes; RFC 7143 9.2.1 asks for at least 12 (96 bits)"
+                    .to_string()
+            ]
+        );
     }
 
     #[test]
     fn chap_fields() {
         assert_eq!(
-            ChapCredentials::from_fields(None, Some("x"), None, None),
-            None
+            ChapCredentials::from_fields(None, Some("x"), None, None)
+                .unwrap()
+                .problem(),
+            Some("chap_password set but chap_userid empty")
         );
         let c = ChapCredentials::from_fields(Some("u"), Some("p"), Some("mu"), Some("mp")).unwrap();
         assert_eq!(c.mutual, Some(("mu".into(), "mp".into())));
+        // A half-set pair is kept so that validation can refuse it.
         let c = ChapCredentials::from_fields(Some("u"), Some("p"), Some("mu"), None).unwrap();
-        assert_eq!(c.mutual, None);
+        assert_eq!(c.mutual, Some(("mu".into(), String::new())));
+        assert_eq!(ChapCredentials::from_fields(None, None, None, None), None);
+        assert_eq!(
+            ChapCredentials::from_fields(Some(""), Some(""), None, Some("")),
+            None
+        );
     }
 }

@@ -7,18 +7,21 @@
 //! also assigns StatSN so that StatSN order is wire order. Data-In is sent with one
 //! vectored write of BHS + data slices — no copy of the data.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 use rustio_scsi::{DirectIn, Response, Sense, Status, TaskAttr, Tmf};
 use tracing::{debug, info, warn};
 
+use crate::budget::Reservation;
 use crate::config::{target_address, Execution, AUTO_INLINE_MAX};
+use crate::dataout::DataOutSeq;
+use crate::limits::Deadline;
 use crate::login::SessionType;
 use crate::pdu::{
     self, ahs, BhsInfo, DataIn, DataOut, Digests, Header, LogoutReason, LogoutRequest,
@@ -32,8 +35,22 @@ use crate::text;
 
 /// Largest Expected Data Transfer Length we allocate a Data-Out buffer for.
 const MAX_WRITE_EDTL: u32 = crate::MAX_TRANSFER_BYTES;
-/// How long a PDU may stall half-received before the connection is dropped.
+/// How long a PDU may stall half-received (no byte arriving) before the connection is
+/// dropped.
 const STALL_LIMIT: Duration = Duration::from_secs(30);
+/// How long one PDU may take to arrive from its first byte to its last, however the
+/// bytes trickle in (issue 20 item 4): the largest data segment (16 MiB, RFC 7143 13.12)
+/// at 1 MB/s still fits, a peer dripping a byte at a time does not hold the reader.
+pub(crate) const PDU_TIME_LIMIT: Duration = Duration::from_secs(60);
+/// How long a worker waits for a connection's writer before handing its response over
+/// to whoever holds it (issue 20 item 3). A healthy peer's writes take well under this.
+const HANDOFF_WAIT: Duration = Duration::from_millis(20);
+/// Per-connection budget of response bytes handed over and not yet sent.
+const TX_QUEUE_MAX: usize = 16 << 20;
+/// Server-wide budget of response bytes handed over and not yet sent.
+const TX_QUEUE_SERVER_MAX: u64 = 256 << 20;
+/// Handed-over response bytes of the whole server.
+static TX_QUEUED_TOTAL: AtomicU64 = AtomicU64::new(0);
 /// Poll tick of the reader (shutdown and NOP-In timers are checked this often).
 pub(crate) const TICK: Duration = Duration::from_millis(500);
 /// ABORTED COMMAND / PROTOCOL SERVICE CRC ERROR (RFC 7143 13.5.2 iSCSI condition).
@@ -47,6 +64,8 @@ pub(crate) struct Reader {
     buf: Box<[u8]>,
     pos: usize,
     end: usize,
+    /// Reads fail with `TimedOut` once this passes (login phase; one PDU in FFP).
+    deadline: Option<Deadline>,
 }
 
 impl Reader {
@@ -56,6 +75,24 @@ impl Reader {
             buf: vec![0u8; cap].into_boxed_slice(),
             pos: 0,
             end: 0,
+            deadline: None,
+        }
+    }
+
+    /// Sets (or clears) the wall-clock deadline of every following read.
+    pub(crate) fn set_deadline(&mut self, deadline: Option<Deadline>) {
+        self.deadline = deadline;
+    }
+
+    /// `TimedOut` once the deadline has passed: checked before every socket read, so a
+    /// byte arriving now and then cannot postpone it.
+    fn check_deadline(&self) -> io::Result<()> {
+        match self.deadline {
+            Some(d) if d.passed(Instant::now()) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "deadline passed while receiving",
+            )),
+            _ => Ok(()),
         }
     }
 
@@ -84,6 +121,7 @@ impl Reader {
         if self.buffered() > 0 {
             return Ok(true);
         }
+        self.check_deadline()?;
         match self.fill() {
             Ok(0) => Err(io::ErrorKind::UnexpectedEof.into()),
             Ok(_) => Ok(true),
@@ -111,6 +149,7 @@ impl Reader {
                 done += n;
                 continue;
             }
+            self.check_deadline()?;
             let want = dst.len() - done;
             let res = if want >= self.buf.len() / 2 {
                 match self.stream.read(&mut dst[done..]) {
@@ -267,6 +306,15 @@ pub(crate) struct NewCommand {
     buf: Vec<u8>,
     received: u32,
     fail: Option<Sense>,
+    /// Data-Out bytes this command collects: the CDB's transfer (bounded by EDTL), or
+    /// the unsolicited data the initiator may send (RFC 7143 13.14), whichever is
+    /// larger. Never more than EDTL; what EDTL promises beyond it is not reserved.
+    need: u32,
+    /// Buffer budget reserved for `need`; `None` while waiting for budget.
+    budget: Option<Reservation>,
+    /// No budget for data that comes unsolicited: it is read and discarded and the
+    /// command is answered BUSY (SAM-5 5.3.1).
+    busy: bool,
 }
 
 /// A PDU held back until its CmdSN comes up.
@@ -286,27 +334,17 @@ enum DeferredKind {
     Logout(LogoutRequest),
 }
 
-/// An outstanding R2T.
-#[derive(Debug)]
-struct OutstandingR2t {
-    ttt: u32,
-    offset: u32,
-    len: u32,
-    received: u32,
-    data_sn: u32,
-}
-
 /// A write command collecting Data-Out.
 #[derive(Debug)]
 pub(crate) struct WriteTask {
     cmd: Box<NewCommand>,
     task: Arc<TaskState>,
-    unsol_end: u32,
-    unsol_next: u32,
-    unsol_data_sn: u32,
-    next_r2t: u32,
-    r2t_sn: u32,
-    r2ts: Vec<OutstandingR2t>,
+    /// Waiting for buffer budget: no R2T sent yet, nothing held.
+    held: bool,
+    /// Last R2T sent or Data-Out received (for the Data-Out timeout).
+    last_progress: Instant,
+    /// Unsolicited data and outstanding R2Ts (RFC 7143 11.7, 11.8).
+    seq: DataOutSeq,
 }
 
 /// A job for the worker pool.
@@ -324,6 +362,24 @@ struct TextContinuation {
     itt: u32,
     ttt: u32,
     rest: Vec<u8>,
+}
+
+/// A SCSI result handed over by a worker that found the writer busy; written (and given
+/// its StatSN) by the writer's holder.
+#[derive(Debug)]
+struct QueuedResult {
+    hdr: ScsiCommand,
+    resp: Response,
+    data: Vec<u8>,
+    residual: Residual,
+}
+
+/// Responses waiting for a busy writer, and jobs parked until it is free again.
+#[derive(Debug, Default)]
+struct TxQueue {
+    items: VecDeque<QueuedResult>,
+    bytes: usize,
+    parked: Vec<ExecJob>,
 }
 
 /// A connection in full feature phase.
@@ -357,6 +413,12 @@ pub(crate) struct Conn {
     pub logout_requested: AtomicBool,
     /// Recycled Data-Out buffers.
     write_bufs: BufPool,
+    /// Responses handed over while the writer was busy (issue 20 item 3).
+    tx: Mutex<TxQueue>,
+    /// `tx.items.len()`, read without the lock on every command.
+    tx_pending: AtomicUsize,
+    /// ITTs of write commands waiting for buffer budget, oldest first.
+    held: Mutex<VecDeque<u32>>,
 }
 
 /// Data-Out buffers of one connection, recycled: without it every large write costs a
@@ -373,7 +435,8 @@ impl BufPool {
     /// Largest single buffer kept.
     const MAX_BUF: usize = Self::MAX_BYTES / 4;
 
-    /// A zero-filled buffer of `len` bytes (a recycled one when there is one).
+    /// A zero-filled buffer of `len` bytes (a recycled one when there is one). Write
+    /// commands take only what has arrived and grow the buffer as data is solicited.
     fn take(&self, len: usize) -> Vec<u8> {
         let mut v = self.0.lock().pop().unwrap_or_default();
         v.clear();
@@ -437,6 +500,9 @@ impl Conn {
             ping_ttt: AtomicU32::new(0),
             logout_requested: AtomicBool::new(false),
             write_bufs: BufPool::default(),
+            tx: Mutex::new(TxQueue::default()),
+            tx_pending: AtomicUsize::new(0),
+            held: Mutex::new(VecDeque::new()),
         })
     }
 
@@ -479,7 +545,7 @@ impl Conn {
             self.session.max_cmd_sn(),
         );
         let out = [OutPdu::new(&h, data, self.digests)];
-        match write_pdus(&mut w.stream, &out) {
+        let ok = match write_pdus(&mut w.stream, &out) {
             Ok(()) => {
                 if advance {
                     w.stat_sn = stat_sn.wrapping_add(1);
@@ -487,13 +553,95 @@ impl Conn {
                 true
             }
             Err(e) => {
-                w.broken = true;
-                drop(w);
-                debug!(conn = self.id, error = %e, "write failed");
-                self.close();
+                self.write_failed(&mut w, &e);
                 false
             }
+        };
+        self.release(w);
+        ok
+    }
+
+    /// A write failed: the connection is unusable (StatSN order is lost). A send that
+    /// made no progress for the send timeout (`SO_SNDTIMEO`) means the peer stopped
+    /// reading; that is logged with who it is.
+    fn write_failed(&self, w: &mut Writer, e: &io::Error) {
+        w.broken = true;
+        if is_timeout(e) {
+            self.shared
+                .limit_counters
+                .send_timeouts
+                .fetch_add(1, Ordering::Relaxed);
+            warn!(
+                conn = self.id,
+                peer = %self.peer,
+                initiator = %self.session.initiator,
+                send_timeout_secs = self.shared.config().send_timeout.as_secs_f64(),
+                "peer stopped reading: no send progress within the send timeout; dropping the connection"
+            );
+        } else {
+            debug!(conn = self.id, error = %e, "write failed");
         }
+        self.close();
+    }
+
+    /// Releases the writer after writing the responses other workers handed over
+    /// meanwhile, then puts the jobs parked behind them back on the pool. Every holder
+    /// of the writer lock ends through here, and whoever queues a response tries the
+    /// lock after queuing, so nothing queued is left behind.
+    fn release<'a>(&'a self, mut g: MutexGuard<'a, Writer>) {
+        loop {
+            loop {
+                let item = {
+                    let mut tx = self.tx.lock();
+                    let item = tx.items.pop_front();
+                    if let Some(i) = &item {
+                        tx.bytes -= i.data.len();
+                        TX_QUEUED_TOTAL.fetch_sub(i.data.len() as u64, Ordering::AcqRel);
+                        self.tx_pending.store(tx.items.len(), Ordering::Release);
+                    }
+                    item
+                };
+                let Some(i) = item else {
+                    break;
+                };
+                self.write_result(&mut g, &i.hdr, &i.resp, &i.data, i.residual);
+            }
+            let parked = std::mem::take(&mut self.tx.lock().parked);
+            drop(g);
+            for job in parked {
+                self.shared.submit(job);
+            }
+            if self.tx.lock().items.is_empty() {
+                return;
+            }
+            match self.writer.try_lock() {
+                Some(next) => g = next,
+                None => return,
+            }
+        }
+    }
+
+    /// Queues a result for the writer's holder; `false` when over the send budget.
+    fn enqueue(&self, hdr: &ScsiCommand, resp: &Response, data: &[u8], residual: Residual) -> bool {
+        let mut tx = self.tx.lock();
+        let len = data.len();
+        if tx.bytes.saturating_add(len) > TX_QUEUE_MAX {
+            return false;
+        }
+        let total = TX_QUEUED_TOTAL.fetch_add(len as u64, Ordering::AcqRel);
+        if total.saturating_add(len as u64) > TX_QUEUE_SERVER_MAX {
+            TX_QUEUED_TOTAL.fetch_sub(len as u64, Ordering::AcqRel);
+            return false;
+        }
+        tx.bytes += len;
+        tx.items.push_back(QueuedResult {
+            hdr: *hdr,
+            resp: *resp,
+            data: data.to_vec(),
+            residual,
+        });
+        self.tx_pending.store(tx.items.len(), Ordering::Release);
+        true
     }
 
     /// Sends a Reject echoing the offending BHS (RFC 7143 11.17).
@@ -539,14 +687,44 @@ impl Conn {
         data_in: &[u8],
         residual: Residual,
     ) -> bool {
-        let sess = &self.session;
-        let itt = cmd.hdr.itt;
-        let send_len = if cmd.hdr.read {
-            data_in.len().min(cmd.hdr.edtl as usize)
+        let hdr = &cmd.hdr;
+        let send_len = if hdr.read {
+            data_in.len().min(hdr.edtl as usize)
         } else {
             0
         };
         let data = &data_in[..send_len];
+        // No worker waits long on a connection whose peer is slow to read (issue 20
+        // item 3): after HANDOFF_WAIT the result is handed to the writer's holder.
+        let mut w = match self.writer.try_lock_for(HANDOFF_WAIT) {
+            Some(w) => w,
+            None => {
+                if self.enqueue(hdr, resp, data, residual) {
+                    if let Some(g) = self.writer.try_lock() {
+                        self.release(g);
+                    }
+                    return true;
+                }
+                // Over the send budget: wait, bounded by the send timeout.
+                self.writer.lock()
+            }
+        };
+        let ok = self.write_result(&mut w, hdr, resp, data, residual);
+        self.release(w);
+        ok
+    }
+
+    /// Writes one SCSI result under the writer lock, assigning its StatSN.
+    fn write_result(
+        &self,
+        w: &mut Writer,
+        hdr: &ScsiCommand,
+        resp: &Response,
+        data: &[u8],
+        residual: Residual,
+    ) -> bool {
+        let sess = &self.session;
+        let itt = hdr.itt;
         let status = resp.status.as_u8();
         let sense = resp.sense_bytes();
         // Phase collapse only without sense data and for non-exception status.
@@ -555,7 +733,6 @@ impl Conn {
             && matches!(resp.status, Status::Good | Status::ConditionMet);
         let mrdsl = (self.send_mrdsl.load(Ordering::Relaxed) as usize).max(512);
         let burst = (sess.params.max_burst_length as usize).max(512);
-        let mut w = self.writer.lock();
         if w.broken {
             return false;
         }
@@ -582,7 +759,7 @@ impl Conn {
                 underflow: with_status && residual.underflow,
                 status_present: with_status,
                 status,
-                lun: if with_status { 0 } else { cmd.hdr.lun },
+                lun: if with_status { 0 } else { hdr.lun },
                 itt,
                 ttt: RESERVED_TAG,
                 stat_sn: if with_status { stat_sn } else { 0 },
@@ -632,10 +809,7 @@ impl Conn {
                 true
             }
             Err(e) => {
-                w.broken = true;
-                drop(w);
-                debug!(conn = self.id, error = %e, "write failed");
-                self.close();
+                self.write_failed(w, &e);
                 false
             }
         }
@@ -709,6 +883,22 @@ impl ExecBufs {
             self.staged = Vec::new();
         }
     }
+}
+
+/// Runs one job: parked on its connection instead while workers are handing that
+/// connection's responses over because its writer is stuck (issue 20 item 3), so that
+/// a peer that stops reading cannot take the pool with it. The writer's holder puts
+/// parked jobs back on the pool once the queue is written.
+pub(crate) fn run_job(job: ExecJob, bufs: &mut ExecBufs) {
+    if job.conn.tx_pending.load(Ordering::Acquire) > 0 {
+        let conn = job.conn.clone();
+        let mut tx = conn.tx.lock();
+        if !tx.items.is_empty() {
+            tx.parked.push(job);
+            return;
+        }
+    }
+    execute(job, bufs);
 }
 
 /// Executes one job on a worker thread and sends the result.
@@ -879,6 +1069,10 @@ pub(crate) struct ConnReader {
     text_in: Vec<u8>,
     nop_interval: Duration,
     nop_timeout: Duration,
+    /// Write commands may wait this long for promised Data-Out.
+    data_out_timeout: Duration,
+    /// Last scan for writes past the Data-Out timeout.
+    last_scan: Instant,
 }
 
 enum Flow {
@@ -892,6 +1086,7 @@ impl ConnReader {
             Some((_, tpg)) => (tpg.params.nopin_interval, tpg.params.nopin_response_timeout),
             None => (Duration::from_secs(15), Duration::from_secs(30)),
         };
+        let data_out_timeout = conn.shared.config().data_out_timeout;
         ConnReader {
             conn,
             reader,
@@ -901,6 +1096,8 @@ impl ConnReader {
             text_in: Vec::new(),
             nop_interval,
             nop_timeout,
+            data_out_timeout,
+            last_scan: Instant::now(),
         }
     }
 
@@ -913,7 +1110,7 @@ impl ConnReader {
             match self.reader.wait_pdu() {
                 Ok(true) => {}
                 Ok(false) => {
-                    if !self.idle_tick() {
+                    if !self.idle_tick() || !self.housekeeping() {
                         break;
                     }
                     continue;
@@ -923,16 +1120,74 @@ impl ConnReader {
                     break;
                 }
             }
-            match self.one_pdu() {
+            // A PDU that has begun must be complete within PDU_TIME_LIMIT, however
+            // slowly its bytes arrive (issue 20 item 4).
+            self.reader
+                .set_deadline(Deadline::after(Instant::now(), PDU_TIME_LIMIT));
+            let flow = self.one_pdu();
+            self.reader.set_deadline(None);
+            match flow {
                 Ok(Flow::Continue) => {}
                 Ok(Flow::Close) => break,
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                    warn!(
+                        conn = self.conn.id,
+                        peer = %self.conn.peer,
+                        initiator = %self.conn.session.initiator,
+                        limit_secs = PDU_TIME_LIMIT.as_secs(),
+                        "PDU not received in time; dropping the connection"
+                    );
+                    break;
+                }
                 Err(e) => {
                     debug!(conn = self.conn.id, error = %e, "connection dropped");
                     break;
                 }
             }
+            if !self.housekeeping() {
+                break;
+            }
         }
         self.cleanup();
+    }
+
+    /// Starts writes that were waiting for buffer budget and, at most once per tick,
+    /// drops the connection when a write has waited past the Data-Out timeout for data
+    /// it was promised (its budget is released with it). `false`: close.
+    fn housekeeping(&mut self) -> bool {
+        retry_held(&self.conn);
+        let now = Instant::now();
+        if now.duration_since(self.last_scan) < TICK {
+            return true;
+        }
+        self.last_scan = now;
+        let limit = self.data_out_timeout;
+        let stale = self
+            .conn
+            .writes
+            .lock()
+            .values()
+            .find(|w| !w.held && now.duration_since(w.last_progress) >= limit)
+            .map(|w| (w.cmd.hdr.itt, w.cmd.need, w.cmd.received));
+        if let Some((itt, need, received)) = stale {
+            self.conn
+                .shared
+                .limit_counters
+                .data_out_timeouts
+                .fetch_add(1, Ordering::Relaxed);
+            warn!(
+                conn = self.conn.id,
+                peer = %self.conn.peer,
+                initiator = %self.conn.session.initiator,
+                itt,
+                need,
+                received,
+                data_out_timeout_secs = limit.as_secs_f64(),
+                "promised Data-Out did not arrive within the Data-Out timeout; dropping the connection"
+            );
+            return false;
+        }
+        true
     }
 
     /// NOP-In keepalive (RFC 7143 11.19): ping an idle connection, drop it if the
@@ -1171,18 +1426,40 @@ impl ConnReader {
             // Bidirectional commands are not supported.
             fail = Some(SENSE_INVALID_FIELD_CDB);
         }
-        let mut buf = if c.write {
-            self.conn.write_bufs.take(c.edtl as usize)
+        // Data-Out memory (issue 20 item 2): reserve what this command can really
+        // transfer, all or nothing, and allocate only what has arrived.
+        let (need, mut budget, busy) = if c.write {
+            let need =
+                write_transfer_len(&sess, &c, cdb.bytes()).max(unsolicited_end(&c, &params, len));
+            let shared = &self.conn.shared;
+            match Reservation::try_new(&sess.write_budget, &shared.write_budget, u64::from(need)) {
+                Some(r) => (need, Some(r), false),
+                // Only R2T-paced data: the command waits for budget (no R2T meanwhile).
+                None if len == 0 && c.final_bit => (need, None, false),
+                // Data is coming whether we want it or not: discard it, answer BUSY.
+                None => (need, None, true),
+            }
         } else {
-            Vec::new()
+            (0, None, false)
         };
+        let mut buf = match &budget {
+            Some(_) => self.conn.write_bufs.take(len),
+            None => Vec::new(),
+        };
+        if let Some(r) = budget.as_mut() {
+            r.set_filled(buf.len() as u64);
+        }
         if len > 0 {
-            let ok = self.read_into(&mut buf[..len])?;
-            if !ok {
-                // RFC 7143 7.8: Reject with data digest error; the command ends with
-                // CHECK CONDITION (protocol service CRC error) at ERL 0.
-                self.conn.reject(RejectReason::DataDigestError, bhs);
-                fail = Some(SENSE_PROTOCOL_CRC);
+            if busy {
+                self.skip_segment(len)?;
+            } else {
+                let ok = self.read_into(&mut buf[..len])?;
+                if !ok {
+                    // RFC 7143 7.8: Reject with data digest error; the command ends with
+                    // CHECK CONDITION (protocol service CRC error) at ERL 0.
+                    self.conn.reject(RejectReason::DataDigestError, bhs);
+                    fail = Some(SENSE_PROTOCOL_CRC);
+                }
             }
         }
         let cmd = Box::new(NewCommand {
@@ -1191,6 +1468,9 @@ impl ConnReader {
             buf,
             received: len as u32,
             fail,
+            need,
+            budget,
+            busy,
         });
         self.admit_or_run(c.immediate, c.cmd_sn, DeferredKind::Scsi(cmd))
     }
@@ -1240,61 +1520,24 @@ impl ConnReader {
             finish_task(&conn.session, &wt.cmd);
             return Ok(Flow::Continue);
         }
-        let edtl = wt.cmd.hdr.edtl;
-        let offset = d.buffer_offset;
-        let end = match offset.checked_add(len as u32) {
-            Some(e) if e <= edtl => e,
-            _ => {
-                warn!(
-                    conn = conn.id,
-                    itt = d.itt,
-                    offset,
-                    len,
-                    edtl,
-                    "Data-Out beyond the expected length"
-                );
-                return Ok(Flow::Close);
-            }
-        };
-        // Validate against the sequence this PDU belongs to (RFC 7143 11.7.x; at ERL 0
-        // a sequence error is fatal for the connection, 7.1.1).
         // Validate against the sequence this PDU belongs to (RFC 7143 11.7). A wrong
-        // offset breaks framing of the task and drops the connection; a wrong DataSN
-        // implies a lost PDU, which at ErrorRecoveryLevel 0 terminates the task with
-        // CHECK CONDITION, PROTOCOL SERVICE CRC ERROR (RFC 7143 7.1.3, 7.8.2).
-        let data_sn_ok = if d.ttt == RESERVED_TAG {
-            if offset != wt.unsol_next || end > wt.unsol_end {
-                warn!(
-                    conn = conn.id,
-                    itt = d.itt,
-                    offset,
-                    "unsolicited Data-Out at a wrong offset"
-                );
+        // offset breaks framing of the task and drops the connection (at ERL 0 a sequence
+        // error is fatal, 7.1.1); a wrong DataSN implies a lost PDU, which at
+        // ErrorRecoveryLevel 0 terminates the task with CHECK CONDITION, PROTOCOL SERVICE
+        // CRC ERROR (RFC 7143 7.1.3, 7.8.2).
+        let seg_len = u32::try_from(len).unwrap_or(u32::MAX);
+        let accepted = match wt
+            .seq
+            .accept(d.ttt, d.buffer_offset, seg_len, d.data_sn, d.final_bit)
+        {
+            Ok(a) => a,
+            Err(e) => {
+                warn!(conn = conn.id, itt = d.itt, ttt = d.ttt, error = %e, "Data-Out breaks the sequence; closing the connection");
                 return Ok(Flow::Close);
             }
-            d.data_sn == wt.unsol_data_sn
-        } else {
-            let Some(r) = wt.r2ts.iter().find(|r| r.ttt == d.ttt) else {
-                warn!(
-                    conn = conn.id,
-                    itt = d.itt,
-                    ttt = d.ttt,
-                    "Data-Out for unknown TTT"
-                );
-                return Ok(Flow::Close);
-            };
-            if offset != r.offset + r.received || end > r.offset + r.len {
-                warn!(
-                    conn = conn.id,
-                    itt = d.itt,
-                    offset,
-                    "solicited Data-Out at a wrong offset"
-                );
-                return Ok(Flow::Close);
-            }
-            d.data_sn == r.data_sn
         };
-        if !data_sn_ok {
+        let (offset, end) = (accepted.start, accepted.end);
+        if !accepted.data_sn_ok {
             debug!(
                 conn = conn.id,
                 itt = d.itt,
@@ -1303,33 +1546,27 @@ impl ConnReader {
             );
             wt.cmd.fail = Some(SENSE_PROTOCOL_CRC);
         }
-        let ok = self.read_into(&mut wt.cmd.buf[offset as usize..end as usize])?;
-        if !ok {
-            conn.reject(RejectReason::DataDigestError, bhs);
-            wt.cmd.fail = Some(SENSE_PROTOCOL_CRC);
-        }
-        wt.cmd.received += len as u32;
-        if d.ttt == RESERVED_TAG {
-            wt.unsol_next = end;
-            wt.unsol_data_sn = wt.unsol_data_sn.wrapping_add(1);
-            if d.final_bit {
-                wt.unsol_end = wt.unsol_next;
-            }
-        } else if let Some(i) = wt.r2ts.iter().position(|r| r.ttt == d.ttt) {
-            let r = &mut wt.r2ts[i];
-            r.received += len as u32;
-            r.data_sn = r.data_sn.wrapping_add(1);
-            if r.received == r.len || d.final_bit {
-                wt.r2ts.remove(i);
+        wt.last_progress = Instant::now();
+        if wt.cmd.busy {
+            // No budget: the data goes nowhere, the command will be answered BUSY.
+            self.skip_segment(len)?;
+        } else {
+            grow_buf(&mut wt.cmd, end);
+            let ok = self.read_into(&mut wt.cmd.buf[offset as usize..end as usize])?;
+            if !ok {
+                conn.reject(RejectReason::DataDigestError, bhs);
+                wt.cmd.fail = Some(SENSE_PROTOCOL_CRC);
             }
         }
-        if wt.cmd.received >= edtl {
+        wt.cmd.received += seg_len;
+        let need = wt.cmd.need;
+        if wt.cmd.received >= need {
             let WriteTask { cmd, task, .. } = wt;
             dispatch(&conn, cmd, task);
             return Ok(Flow::Continue);
         }
         send_r2ts(&conn, &mut wt);
-        if wt.r2ts.is_empty() && wt.next_r2t >= edtl && wt.unsol_next >= wt.unsol_end {
+        if wt.seq.all_ended(need) {
             // The initiator ended every sequence short of EDTL: run with what we have.
             let WriteTask { cmd, task, .. } = wt;
             dispatch(&conn, cmd, task);
@@ -1452,10 +1689,17 @@ impl ConnReader {
         let conn = self.conn;
         conn.close();
         let sess = conn.session.clone();
-        // Abort writes still collecting data on this connection.
+        // Abort writes still collecting data on this connection (their buffer budget
+        // goes with them).
         let pending: Vec<WriteTask> = conn.writes.lock().drain().map(|(_, w)| w).collect();
         for w in pending {
             finish_task(&sess, &w.cmd);
+        }
+        conn.held.lock().clear();
+        // Jobs parked behind a stuck writer: nobody will read their answers.
+        let parked = std::mem::take(&mut conn.tx.lock().parked);
+        for j in parked {
+            finish_task(&sess, &j.cmd);
         }
         conn.shared.connection_ended(&conn);
     }
@@ -1628,62 +1872,194 @@ fn start_command(conn: &Arc<Conn>, cmd: Box<NewCommand>) {
         }
         return;
     }
-    let edtl = cmd.hdr.edtl;
-    if !cmd.hdr.write || cmd.received >= edtl {
+    if !cmd.hdr.write || cmd.received >= cmd.need || (cmd.busy && cmd.hdr.final_bit) {
         dispatch(conn, cmd, task);
         return;
     }
     let params = sess.params;
     // Unsolicited data follows (F = 0) up to FirstBurstLength (RFC 7143 13.14).
-    let unsol_end = if !cmd.hdr.final_bit && !params.initial_r2t {
-        params.first_burst_length.min(edtl).max(cmd.received)
-    } else {
-        cmd.received
-    };
+    let unsol_end = unsolicited_end(&cmd.hdr, &params, cmd.received as usize);
     let itt = cmd.hdr.itt;
+    let held = cmd.budget.is_none() && !cmd.busy;
     let mut wt = WriteTask {
-        unsol_next: cmd.received,
-        unsol_data_sn: 0,
-        unsol_end,
-        next_r2t: unsol_end,
-        r2t_sn: 0,
-        r2ts: Vec::new(),
+        // A BUSY command solicits nothing; it only lets its unsolicited data pass.
+        seq: DataOutSeq::new(
+            cmd.hdr.edtl,
+            cmd.received,
+            unsol_end,
+            if cmd.busy { cmd.need } else { unsol_end },
+        ),
         cmd,
         task,
+        held,
+        last_progress: Instant::now(),
     };
+    if held {
+        // Oldest first: a command funded ahead of earlier waiters could starve them.
+        let mut q = conn.held.lock();
+        if !q.is_empty() || !try_fund(conn, &mut wt) {
+            q.push_back(itt);
+            conn.shared
+                .limit_counters
+                .held
+                .fetch_add(1, Ordering::Relaxed);
+            debug!(
+                conn = conn.id,
+                itt,
+                need = wt.cmd.need,
+                "write waits for buffer budget"
+            );
+        }
+    }
     send_r2ts(conn, &mut wt);
     conn.writes.lock().insert(itt, wt);
+}
+
+/// End of the unsolicited data of a write (RFC 7143 13.13–13.14): the immediate data,
+/// and with F = 0 (allowed only when InitialR2T=No) up to FirstBurstLength.
+fn unsolicited_end(hdr: &ScsiCommand, params: &crate::text::Negotiated, immediate: usize) -> u32 {
+    let immediate = immediate as u32;
+    if !hdr.final_bit && !params.initial_r2t {
+        params.first_burst_length.min(hdr.edtl).max(immediate)
+    } else {
+        immediate
+    }
+}
+
+/// Data-out bytes a write really transfers: the CDB's length (SBC-4 TRANSFER LENGTH)
+/// bounded by EDTL, so EDTL beyond the CDB reserves and solicits nothing. COMPARE AND
+/// WRITE and CDBs the engine cannot size keep EDTL (the device server must see all of
+/// a COMPARE AND WRITE's data-out to reject a length that does not match).
+fn write_transfer_len(sess: &Session, hdr: &ScsiCommand, cdb: &[u8]) -> u32 {
+    if cdb.first() == Some(&0x89) {
+        return hdr.edtl;
+    }
+    let lun = rustio_scsi::decode_lun_u64(hdr.lun).unwrap_or(u64::MAX);
+    match sess.lun_map.data_out_len(lun, cdb) {
+        Some(n) => n.min(hdr.edtl),
+        None => hdr.edtl,
+    }
+}
+
+/// Takes the budget of a waiting write; `false` while there is none.
+fn try_fund(conn: &Conn, wt: &mut WriteTask) -> bool {
+    if !wt.held {
+        return true;
+    }
+    let need = u64::from(wt.cmd.need);
+    match Reservation::try_new(&conn.session.write_budget, &conn.shared.write_budget, need) {
+        Some(mut r) => {
+            r.set_filled(wt.cmd.buf.len() as u64);
+            wt.cmd.budget = Some(r);
+            wt.held = false;
+            wt.last_progress = Instant::now();
+            true
+        }
+        None => false,
+    }
+}
+
+/// Starts the writes waiting for budget, oldest first, as far as budget allows (run by
+/// the reader after every PDU and on every idle tick).
+fn retry_held(conn: &Arc<Conn>) {
+    loop {
+        let Some(itt) = conn.held.lock().front().copied() else {
+            return;
+        };
+        let wt = conn.writes.lock().remove(&itt);
+        let Some(mut wt) = wt else {
+            // Aborted or ended meanwhile.
+            conn.held.lock().pop_front();
+            continue;
+        };
+        if try_fund(conn, &mut wt) {
+            conn.held.lock().pop_front();
+            send_r2ts(conn, &mut wt);
+            conn.writes.lock().insert(itt, wt);
+        } else {
+            conn.writes.lock().insert(itt, wt);
+            return;
+        }
+    }
+}
+
+/// Grows a write's buffer to `end` bytes (data solicited or arrived), never beyond
+/// what the command reserved; capacity grows geometrically up to `need` so that a
+/// long R2T sequence does not copy the buffer at every burst.
+fn grow_buf(cmd: &mut NewCommand, end: u32) {
+    let end = end as usize;
+    if cmd.buf.len() >= end {
+        return;
+    }
+    if cmd.buf.capacity() < end {
+        let want = cmd
+            .buf
+            .capacity()
+            .saturating_mul(2)
+            .min(cmd.need as usize)
+            .max(end);
+        cmd.buf.reserve_exact(want - cmd.buf.len());
+    }
+    cmd.buf.resize(end, 0);
+    if let Some(r) = cmd.budget.as_mut() {
+        r.set_filled(cmd.buf.len() as u64);
+    }
+}
+
+/// Answers a write that found no buffer budget with BUSY (SAM-5 5.3.1: the initiator
+/// retries later), without executing it.
+fn answer_busy(conn: &Arc<Conn>, cmd: Box<NewCommand>) {
+    let sess = &conn.session;
+    conn.shared
+        .limit_counters
+        .busy
+        .fetch_add(1, Ordering::Relaxed);
+    debug!(
+        conn = conn.id,
+        itt = cmd.hdr.itt,
+        "no write buffer budget; BUSY"
+    );
+    if !cmd.hdr.immediate {
+        sess.complete_one();
+    }
+    if sess.claim_response(cmd.hdr.itt) {
+        conn.send_scsi_result(
+            &cmd,
+            &Response::status(Status::Busy),
+            &[],
+            Residual::default(),
+        );
+    }
 }
 
 /// Sends R2Ts until MaxOutstandingR2T are outstanding or everything is requested
 /// (RFC 7143 11.8, 13.17), each at most MaxBurstLength.
 fn send_r2ts(conn: &Conn, wt: &mut WriteTask) {
+    if wt.held || wt.cmd.busy {
+        return;
+    }
     let params = conn.session.params;
-    let edtl = wt.cmd.hdr.edtl;
-    let max_out = params.max_outstanding_r2t.max(1) as usize;
-    while wt.r2ts.len() < max_out && wt.next_r2t < edtl {
-        let len = (edtl - wt.next_r2t).min(params.max_burst_length.max(512));
-        let ttt = conn.alloc_ttt();
+    let need = wt.cmd.need;
+    while let Some(g) = wt.seq.next_r2t(
+        need,
+        params.max_outstanding_r2t,
+        params.max_burst_length,
+        || conn.alloc_ttt(),
+    ) {
+        // Memory for exactly what this R2T solicits.
+        grow_buf(&mut wt.cmd, g.offset + g.len);
+        wt.last_progress = Instant::now();
         let r2t = R2t {
             lun: wt.cmd.hdr.lun,
             itt: wt.cmd.hdr.itt,
-            ttt,
+            ttt: g.ttt,
             stat_sn: 0,
             exp_cmd_sn: 0,
             max_cmd_sn: 0,
-            r2t_sn: wt.r2t_sn,
-            buffer_offset: wt.next_r2t,
-            desired_len: len,
+            r2t_sn: g.r2t_sn,
+            buffer_offset: g.offset,
+            desired_len: g.len,
         };
-        wt.r2ts.push(OutstandingR2t {
-            ttt,
-            offset: wt.next_r2t,
-            len,
-            received: 0,
-            data_sn: 0,
-        });
-        wt.r2t_sn = wt.r2t_sn.wrapping_add(1);
-        wt.next_r2t += len;
         conn.send(&[], false, |stat_sn, exp, max| {
             Header::R2t(R2t {
                 stat_sn,
@@ -1718,7 +2094,18 @@ fn runs_inline(conn: &Conn, cmd: &NewCommand) -> bool {
     wanted && !READER_BUSY.with(|b| b.get())
 }
 
-fn dispatch(conn: &Arc<Conn>, cmd: Box<NewCommand>, task: Arc<TaskState>) {
+fn dispatch(conn: &Arc<Conn>, mut cmd: Box<NewCommand>, task: Arc<TaskState>) {
+    if cmd.busy {
+        drop(task);
+        answer_busy(conn, cmd);
+        return;
+    }
+    if cmd.hdr.write && cmd.fail.is_none() {
+        // Sequences ended short of the transfer: the rest reads as zeros, as before
+        // buffers were grown lazily (the budget for it is reserved).
+        let need = cmd.need;
+        grow_buf(&mut cmd, need);
+    }
     let inline = runs_inline(conn, &cmd);
     let job = ExecJob {
         sess: conn.session.clone(),
@@ -1729,12 +2116,50 @@ fn dispatch(conn: &Arc<Conn>, cmd: Box<NewCommand>, task: Arc<TaskState>) {
     if inline {
         INLINE_BUF.with(|b| {
             let mut bufs = b.borrow_mut();
-            execute(job, &mut bufs);
+            run_job(job, &mut bufs);
             bufs.trim();
         });
     } else {
         conn.shared.submit(job);
     }
+}
+
+/// The TMF's name in log lines.
+fn target_reset_name(cold: bool) -> &'static str {
+    if cold {
+        "TARGET COLD RESET"
+    } else {
+        "TARGET WARM RESET"
+    }
+}
+
+/// Whether the session's initiator may reset the whole target: TARGET WARM/COLD RESET
+/// abort every initiator's tasks on it, so, as in LIO (iscsi_target_tmr.c, node ACL
+/// `tmr_warm_reset`/`tmr_cold_reset`, default 0), only an ACL that opts in may. Demo
+/// mode sessions have no ACL and may not. A refusal is logged and answered "Function
+/// authorization failed" (RFC 7143 11.6.1, response 6).
+fn target_reset_allowed(sess: &Session, cold: bool) -> bool {
+    let acl = sess
+        .target
+        .as_ref()
+        .and_then(|(_, tpg)| tpg.acl(&sess.initiator));
+    let allowed = acl.is_some_and(|a| {
+        if cold {
+            a.tmr_cold_reset
+        } else {
+            a.tmr_warm_reset
+        }
+    });
+    if !allowed {
+        warn!(
+            initiator = %sess.initiator,
+            target = %sess.target_name(),
+            function = target_reset_name(cold),
+            "task management function refused: the initiator's node ACL does not set {}",
+            if cold { "tmr_cold_reset" } else { "tmr_warm_reset" }
+        );
+    }
+    allowed
 }
 
 /// Task management (RFC 7143 11.5; SAM-5 7).
@@ -1824,12 +2249,27 @@ fn task_management(conn: &Arc<Conn>, t: &TaskMgmtRequest) -> TmfResponse {
         }
         TmfFunction::TargetWarmReset | TmfFunction::TargetColdReset => {
             let target = sess.target_name().to_string();
+            let cold = t.function == TmfFunction::TargetColdReset;
+            if !target_reset_allowed(sess, cold) {
+                return TmfResponse::AuthorizationFailed;
+            }
+            let mut sessions = 0usize;
+            let mut aborted = 0usize;
             for s in shared.sessions_snapshot() {
                 if s.target_name() == target {
-                    abort_in(&s, &|_| true);
+                    sessions += 1;
+                    aborted += abort_in(&s, &|_| true);
                 }
             }
-            let tmf = if t.function == TmfFunction::TargetColdReset {
+            warn!(
+                initiator = %sess.initiator,
+                target = %target,
+                function = target_reset_name(cold),
+                sessions,
+                aborted,
+                "target reset honoured: every session's tasks on this target aborted"
+            );
+            let tmf = if cold {
                 Tmf::TargetColdReset
             } else {
                 Tmf::TargetWarmReset
@@ -1951,6 +2391,85 @@ mod tests {
         assert_eq!(r.count, 312);
         let r = Residual::of(512, 512);
         assert!(!r.overflow && !r.underflow && r.count == 0);
+    }
+
+    #[test]
+    fn reader_deadline_is_not_pushed_back_by_dripping_bytes() {
+        use std::net::TcpListener;
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let t = std::thread::spawn(move || {
+            let mut c = TcpStream::connect(addr).unwrap();
+            // One byte every 20 ms (more often than the read timeout): 48 bytes would
+            // take ~1 s; the deadline is 300 ms.
+            for b in 0..48u8 {
+                if c.write_all(&[b]).is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        let (s, _) = l.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let mut r = Reader::new(s, 64);
+        let start = Instant::now();
+        r.set_deadline(Deadline::after(start, Duration::from_millis(300)));
+        let mut bhs = [0u8; BHS_LEN];
+        let e = r.read_exact(&mut bhs, &|| false).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        let took = start.elapsed();
+        assert!(
+            took < Duration::from_millis(600),
+            "deadline overran: {took:?}"
+        );
+        // Without a deadline the same reader carries on.
+        r.set_deadline(None);
+        let mut one = [0u8; 1];
+        r.read_exact(&mut one, &|| false).unwrap();
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn lazy_write_buffer_grows_to_solicited_bytes_only() {
+        let server = Arc::new(crate::budget::Budget::new(1 << 30));
+        let sess = Arc::new(crate::budget::Budget::new(64 << 20));
+        let mut cmd = NewCommand {
+            hdr: ScsiCommand {
+                immediate: false,
+                final_bit: true,
+                read: false,
+                write: true,
+                attr: TaskAttribute::Simple,
+                lun: 0,
+                itt: 1,
+                edtl: 64 << 20,
+                cmd_sn: 0,
+                exp_stat_sn: 0,
+                cdb: [0; 16],
+            },
+            cdb: Cdb::Short([0; 16]),
+            buf: Vec::new(),
+            received: 0,
+            fail: None,
+            need: 64 << 20,
+            budget: Reservation::try_new(&sess, &server, 64 << 20),
+            busy: false,
+        };
+        grow_buf(&mut cmd, 262144);
+        assert_eq!(cmd.buf.len(), 262144);
+        assert_eq!(server.filled(), 262144);
+        assert!(cmd.buf.capacity() <= 64 << 20);
+        grow_buf(&mut cmd, 4096); // never shrinks
+        assert_eq!(cmd.buf.len(), 262144);
+        grow_buf(&mut cmd, 64 << 20);
+        assert_eq!(
+            cmd.buf.capacity(),
+            64 << 20,
+            "capacity capped at the transfer"
+        );
+        drop(cmd);
+        assert_eq!((server.filled(), server.reserved()), (0, 0));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //!   header/data digests, padding.
 //! * [`text`] — `key=value` text segments and the RFC 7143 section 13 key registry with
 //!   value validation and the negotiation rules of every key.
+//! * [`authguard`] — back-off after CHAP failures, per initiator name and address.
 //! * [`chap`] — CHAP (RFC 1994 as profiled by RFC 7143 12.1.3) with MD5, SHA-1, SHA-256
 //!   and SHA3-256.
 //! * [`login`] — the login phase as a pure state machine (request PDUs in, response PDUs
@@ -17,8 +18,11 @@
 //!   injectable entry point is [`server::Server::start`].
 //! * [`metrics`] — per-LUN and per-session counters rendered as Prometheus text.
 
+pub mod authguard;
+mod budget;
 pub mod chap;
 pub mod config;
+pub mod dataout;
 pub mod login;
 pub mod metrics;
 pub mod pdu;
@@ -27,13 +31,14 @@ pub mod server;
 pub mod text;
 
 mod conn;
+mod limits;
 mod session;
 
 pub use config::{
     AclConfig, ChapCredentials, Execution, LunConfig, PortalConfig, ServerConfig, TargetConfig,
     TpgConfig, TpgParams,
 };
-pub use server::{Server, ServerHandle};
+pub use server::{Server, ServerHandle, WriteBufferStats};
 
 /// Largest data transfer of one SCSI command (Expected Data Transfer Length) the target
 /// buffers; logical units should advertise this as MAXIMUM TRANSFER LENGTH.

@@ -9,7 +9,11 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
+use tracing::{debug, error, warn};
+
+use crate::authguard::{AuthGuard, Refusal};
 use crate::chap::{self, ChapAlgorithm};
 use crate::config::{ChapCredentials, ServerConfig, TargetConfig, TpgConfig};
 use crate::pdu::{Header, LoginRequest, LoginResponse, Pdu, Stage};
@@ -55,6 +59,11 @@ pub mod status {
 const MAX_LOGIN_PDUS: u32 = 64;
 /// Most bytes of text accumulated across continued (C bit) Login Requests.
 const MAX_LOGIN_TEXT: usize = 64 * 1024;
+/// Largest data segment of a Login Response: during login the default
+/// MaxRecvDataSegmentLength of 8192 applies (RFC 7143 13.12), and we do not split
+/// replies over continued (C bit) responses, so a reply that would not fit fails the
+/// login instead.
+pub const MAX_LOGIN_REPLY: usize = 8192;
 
 /// Session type (RFC 7143 13.21).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,6 +152,11 @@ pub struct LoginMachine {
     stat_sn: u32,
     /// The request and reply text of the final exchange, completed by `finish`.
     pending_final: Option<(LoginRequest, Vec<u8>)>,
+    /// CHAP failure back-off shared by the server, and the peer's address.
+    guard: Option<(Arc<AuthGuard>, SocketAddr)>,
+    /// Source of CHAP identifiers and challenges ([`chap::random_bytes`]; tests inject a
+    /// failing one).
+    rng: fn(&mut [u8]) -> Result<(), chap::RngError>,
 }
 
 struct Reply {
@@ -182,7 +196,19 @@ impl LoginMachine {
             pdus: 0,
             stat_sn: 0,
             pending_final: None,
+            guard: None,
+            rng: chap::random_bytes,
         }
+    }
+
+    /// Subjects CHAP attempts to `guard`'s back-off and names `peer` in the logs.
+    pub fn with_auth_guard(mut self, guard: Arc<AuthGuard>, peer: SocketAddr) -> LoginMachine {
+        self.guard = Some((guard, peer));
+        self
+    }
+
+    fn peer(&self) -> Option<SocketAddr> {
+        self.guard.as_ref().map(|(_, p)| *p)
     }
 
     /// The negotiated parameters so far.
@@ -381,10 +407,18 @@ impl LoginMachine {
             Stage::Security => self.authenticated,
             _ => true,
         };
-        let transit = req.transit && stage_done;
+        // An unacceptable MaxRecvDataSegmentLength was just answered with Reject: our
+        // own declaration of the key waits for the next response, so that the key
+        // appears once per response (RFC 7143 6.2), and we do not leave the stage yet.
+        let mrdsl_rejected = reply
+            .pairs
+            .iter()
+            .any(|(k, _)| k == "MaxRecvDataSegmentLength");
+        let transit = req.transit && stage_done && !mrdsl_rejected;
         let entering_ffp = transit && req.nsg == Stage::FullFeature;
         if (saw_operational || req.csg == Stage::Operational || entering_ffp)
             && !self.declared_mrdsl
+            && !mrdsl_rejected
         {
             // Declarative (RFC 7143 13.12): tell the initiator what we accept.
             reply.push(
@@ -410,6 +444,15 @@ impl LoginMachine {
             self.stage = req.nsg;
         }
         let data = text::encode(&reply.pairs);
+        if data.len() > MAX_LOGIN_REPLY {
+            warn!(
+                initiator = ?self.initiator_name,
+                peer = ?self.peer(),
+                bytes = data.len(),
+                "login failed: the reply would exceed the 8192-byte login data limit"
+            );
+            return Err(status::INITIATOR_ERROR);
+        }
         if entering_ffp {
             if self.declared_mrdsl {
                 self.negotiated.target_mrdsl = self.offer().max_recv_data_segment_length;
@@ -526,7 +569,12 @@ impl LoginMachine {
                 return Err(status::INITIATOR_ERROR);
             }
             let offered: Vec<&str> = methods.split(',').collect();
-            let chap_possible = self.creds.is_some();
+            // Never offer CHAP with a missing or empty secret (validation refuses such
+            // configurations; this is the second line of defence).
+            let chap_possible = self
+                .creds
+                .as_ref()
+                .is_some_and(|c| !c.userid.is_empty() && !c.password.is_empty());
             // The first method in the initiator's list that we accept (RFC 7143 6.2).
             let choice = offered.iter().find(|m| match **m {
                 "None" => !self.auth_required,
@@ -562,9 +610,18 @@ impl LoginMachine {
                 return Err(status::AUTH_FAILURE);
             };
             let mut idb = [0u8; 1];
-            chap::random_bytes(&mut idb);
             let mut challenge = vec![0u8; alg.digest_len().max(16)];
-            chap::random_bytes(&mut challenge);
+            // Fail closed: no challenge without the OS generator (RFC 7143 11.13.5
+            // class 3 "target error").
+            if let Err(e) = (self.rng)(&mut idb).and_then(|()| (self.rng)(&mut challenge)) {
+                error!(
+                    initiator = ?self.initiator_name,
+                    peer = ?self.peer(),
+                    error = %e,
+                    "login failed: no CHAP challenge without the OS random generator"
+                );
+                return Err(status::TARGET_ERROR);
+            }
             reply.push("CHAP_A", alg.code().to_string());
             reply.push("CHAP_I", idb[0].to_string());
             reply.push("CHAP_C", text::format_binary(&challenge));
@@ -577,18 +634,24 @@ impl LoginMachine {
             let ChapState::WantResponse { alg, id, challenge } = self.chap.clone() else {
                 return Err(status::INITIATOR_ERROR);
             };
-            let creds = self.creds.clone().ok_or(status::AUTH_FAILURE)?;
-            let r = get("CHAP_R").ok_or(status::AUTH_FAILURE)?;
-            let r = text::parse_binary(r).ok_or(status::AUTH_FAILURE)?;
-            let expected = alg.response(id, creds.password.as_bytes(), &challenge);
-            if n != creds.userid || !chap::constant_time_eq(&r, &expected) {
-                return Err(status::AUTH_FAILURE);
-            }
+            self.chap_guard_check(n)?;
+            let verdict = self.verify_response(n, get("CHAP_R"), alg, id, &challenge);
+            let creds = match verdict {
+                Ok(c) => c,
+                Err(reason) => {
+                    self.chap_failed(n, reason);
+                    return Err(status::AUTH_FAILURE);
+                }
+            };
             // Mutual CHAP: the initiator challenges us (CHAP_I + CHAP_C).
             match (get("CHAP_I"), get("CHAP_C")) {
                 (None, None) => {}
                 (Some(i), Some(c)) => {
-                    let (mu, mp) = creds.mutual.clone().ok_or(status::AUTH_FAILURE)?;
+                    let (mu, mp) = creds
+                        .mutual
+                        .clone()
+                        .filter(|(u, p)| !u.is_empty() && !p.is_empty())
+                        .ok_or(status::AUTH_FAILURE)?;
                     let i = text::parse_number(i)
                         .and_then(|v| u8::try_from(v).ok())
                         .ok_or(status::AUTH_FAILURE)?;
@@ -607,10 +670,91 @@ impl LoginMachine {
             }
             self.chap = ChapState::Idle;
             self.authenticated = true;
+            if let Some((g, _)) = &self.guard {
+                g.success(&self.initiator_name);
+            }
         } else if get("CHAP_R").is_some() || get("CHAP_I").is_some() || get("CHAP_C").is_some() {
             return Err(status::AUTH_FAILURE);
         }
         Ok(())
+    }
+
+    /// Refuses a CHAP attempt without checking it while its initiator name or source
+    /// address is backing off after failures.
+    fn chap_guard_check(&self, chap_user: &str) -> StepResult<()> {
+        let Some((g, peer)) = &self.guard else {
+            return Ok(());
+        };
+        match g.check(&self.initiator_name, peer.ip(), Instant::now()) {
+            Ok(()) => Ok(()),
+            Err(refusal) => {
+                let (key, left) = match refusal {
+                    Refusal::Name(d) => ("initiator", d),
+                    Refusal::Address(d) => ("address", d),
+                };
+                debug!(
+                    initiator = ?self.initiator_name,
+                    chap_user = ?chap_user,
+                    %peer,
+                    backing_off = key,
+                    retry_after_ms = left.as_millis() as u64,
+                    "CHAP attempt refused during back-off"
+                );
+                Err(status::AUTH_FAILURE)
+            }
+        }
+    }
+
+    /// Checks CHAP_N and CHAP_R against the credentials; `Err` says why not (for the
+    /// log only: the initiator always gets the same authentication failure).
+    fn verify_response(
+        &self,
+        chap_user: &str,
+        response: Option<&str>,
+        alg: ChapAlgorithm,
+        id: u8,
+        challenge: &[u8],
+    ) -> Result<ChapCredentials, &'static str> {
+        let creds = self.creds.clone().ok_or("no CHAP credentials")?;
+        if creds.userid.is_empty() || creds.password.is_empty() {
+            // Never authenticate against an empty secret.
+            return Err("no CHAP secret configured");
+        }
+        let r = response.ok_or("no CHAP_R")?;
+        let r = text::parse_binary(r).ok_or("malformed CHAP_R")?;
+        let expected = alg.response(id, creds.password.as_bytes(), challenge);
+        // Both comparisons always run, so timing tells nothing about which one failed.
+        let user_ok = chap::constant_time_eq(chap_user.as_bytes(), creds.userid.as_bytes());
+        let response_ok = chap::constant_time_eq(&r, &expected);
+        if !user_ok {
+            return Err("unknown CHAP user");
+        }
+        if !response_ok {
+            return Err("wrong CHAP response");
+        }
+        Ok(creds)
+    }
+
+    /// Logs a failed CHAP attempt (never the secret or the response) and feeds the
+    /// back-off.
+    fn chap_failed(&self, chap_user: &str, reason: &str) {
+        warn!(
+            initiator = ?self.initiator_name,
+            chap_user = ?chap_user,
+            peer = ?self.peer(),
+            reason,
+            "CHAP authentication failed"
+        );
+        if let Some((g, peer)) = &self.guard {
+            if let Some(d) = g.failure(&self.initiator_name, peer.ip(), Instant::now()) {
+                warn!(
+                    initiator = ?self.initiator_name,
+                    %peer,
+                    refuse_for_s = d.as_secs(),
+                    "CHAP back-off: further CHAP logins of this initiator or address are refused"
+                );
+            }
+        }
     }
 
     /// Builds the final Login Response once the server has bound the session.
@@ -877,6 +1021,8 @@ mod tests {
                 }),
                 authentication: acl_auth,
                 mapped_luns: vec![],
+                tmr_warm_reset: false,
+                tmr_cold_reset: false,
             });
         })
     }
@@ -1085,6 +1231,155 @@ mod tests {
         r.isid[5] = 9;
         let s = m.step(&r, &[]);
         assert_eq!(status_of(&s), status::INITIATOR_ERROR);
+    }
+
+    /// A TPG requiring CHAP whose ACL holds `creds` as given (validation bypassed, as
+    /// a programmatic configuration could).
+    fn raw_creds_cfg(creds: ChapCredentials) -> Arc<ServerConfig> {
+        cfg(|t| {
+            t.authentication = true;
+            t.generate_node_acls = false;
+            t.acls.push(AclConfig {
+                initiator: INIT.into(),
+                chap: Some(creds),
+                authentication: None,
+                mapped_luns: vec![],
+                tmr_warm_reset: false,
+                tmr_cold_reset: false,
+            });
+        })
+    }
+
+    #[test]
+    fn empty_secret_never_authenticates() {
+        // The old machine agreed to CHAP and accepted H(id || "" || challenge).
+        let c = raw_creds_cfg(ChapCredentials {
+            userid: "user".into(),
+            password: String::new(),
+            mutual: None,
+        });
+        let mut m = LoginMachine::new(c, local());
+        let mut keys = first_keys();
+        keys.push(("AuthMethod", "CHAP"));
+        let s = m.step(&req(Stage::Security, Stage::Operational, true), &kv(&keys));
+        assert_eq!(status_of(&s), status::AUTH_FAILURE);
+    }
+
+    #[test]
+    fn empty_mutual_secret_is_never_used() {
+        let c = raw_creds_cfg(ChapCredentials {
+            userid: "user".into(),
+            password: "secretsecret".into(),
+            mutual: Some(("tuser".into(), String::new())),
+        });
+        let (mut m, id, c, _) = chap_start(c, "5");
+        let r = ChapAlgorithm::Md5.response(id, b"secretsecret", &c);
+        let s = m.step(
+            &req(Stage::Security, Stage::Operational, true),
+            &kv(&[
+                ("CHAP_N", "user"),
+                ("CHAP_R", &text::format_binary(&r)),
+                ("CHAP_I", "3"),
+                ("CHAP_C", "0x0102030405060708090a0b0c0d0e0f10"),
+            ]),
+        );
+        assert_eq!(status_of(&s), status::AUTH_FAILURE);
+    }
+
+    #[test]
+    fn rng_failure_fails_the_login_closed() {
+        // The old code fell back to a time-seeded xorshift challenge.
+        let mut m = LoginMachine::new(chap_cfg(false), local());
+        m.rng = |_| Err(crate::chap::RngError::for_test());
+        let mut keys = first_keys();
+        keys.push(("AuthMethod", "CHAP"));
+        m.step(&req(Stage::Security, Stage::Operational, false), &kv(&keys));
+        let s = m.step(
+            &req(Stage::Security, Stage::Operational, false),
+            &kv(&[("CHAP_A", "5")]),
+        );
+        assert!(matches!(s, Step::Fail(_)));
+        assert_eq!(status_of(&s), status::TARGET_ERROR);
+        let (_, p) = resp(&s);
+        assert_eq!(get(&p, "CHAP_C"), None);
+    }
+
+    #[test]
+    fn repeated_chap_failures_back_off() {
+        let guard = Arc::new(AuthGuard::default());
+        let peer: SocketAddr = "127.0.0.1:50000".parse().unwrap();
+        let attempt = |secret: &[u8]| {
+            let (m, id, c, _) = chap_start(chap_cfg(false), "5");
+            let mut m = m.with_auth_guard(guard.clone(), peer);
+            let r = ChapAlgorithm::Md5.response(id, secret, &c);
+            let s = m.step(
+                &req(Stage::Security, Stage::Operational, true),
+                &kv(&[("CHAP_N", "user"), ("CHAP_R", &text::format_binary(&r))]),
+            );
+            status_of(&s)
+        };
+        assert_eq!(attempt(b"secretsecret"), status::SUCCESS);
+        for _ in 0..5 {
+            assert_eq!(attempt(b"guess"), status::AUTH_FAILURE);
+        }
+        // Backing off: even the right secret is refused (without being checked).
+        assert_eq!(attempt(b"secretsecret"), status::AUTH_FAILURE);
+        assert!(guard.check(INIT, peer.ip(), Instant::now()).is_err());
+    }
+
+    #[test]
+    fn invalid_mrdsl_is_answered_once() {
+        let mut m = LoginMachine::new(cfg(|_| {}), local());
+        let mut keys = first_keys();
+        keys.push(("MaxRecvDataSegmentLength", "100"));
+        let s = m.step(
+            &req(Stage::Operational, Stage::FullFeature, true),
+            &kv(&keys),
+        );
+        let (h, p) = resp(&s);
+        let answers: Vec<&str> = p
+            .iter()
+            .filter(|(k, _)| k == "MaxRecvDataSegmentLength")
+            .map(|(_, v)| v.as_str())
+            .collect();
+        // The old machine sent both "Reject" and its own declaration.
+        assert_eq!(answers, vec!["Reject"]);
+        assert!(!h.transit, "no transition with a rejected key outstanding");
+        let s = m.step(&req(Stage::Operational, Stage::FullFeature, true), &[]);
+        let Step::Complete(done) = s else {
+            panic!("{s:?}")
+        };
+        assert_eq!(done.negotiated.initiator_mrdsl, 8192, "default kept");
+        let fin = m.finish(1, 100, 100);
+        let p = text::parse(&fin.data).unwrap();
+        assert_eq!(get(&p, "MaxRecvDataSegmentLength"), Some("262144"));
+    }
+
+    #[test]
+    fn reply_never_exceeds_the_login_data_limit() {
+        let mut m = LoginMachine::new(cfg(|_| {}), local());
+        let names: Vec<String> = (0..200)
+            .map(|i| format!("X-com.example.{i:0>40}"))
+            .collect();
+        let mut keys = first_keys();
+        keys.extend(names.iter().map(|n| (n.as_str(), "1")));
+        // 200 NotUnderstood answers are about 13 KiB: more than one login PDU carries.
+        let s = m.step(
+            &req(Stage::Operational, Stage::FullFeature, true),
+            &kv(&keys),
+        );
+        let Step::Fail(pdu) = &s else { panic!("{s:?}") };
+        assert!(pdu.data.len() <= MAX_LOGIN_REPLY);
+        assert_eq!(status_of(&s), status::INITIATOR_ERROR);
+        // A normal reply is unaffected.
+        let mut m = LoginMachine::new(cfg(|_| {}), local());
+        let mut keys = first_keys();
+        keys.extend(names[..20].iter().map(|n| (n.as_str(), "1")));
+        let s = m.step(
+            &req(Stage::Operational, Stage::FullFeature, true),
+            &kv(&keys),
+        );
+        assert!(matches!(s, Step::Complete(_)), "{s:?}");
     }
 
     proptest::proptest! {

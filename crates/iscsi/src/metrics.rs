@@ -1,14 +1,12 @@
-//! Counters and their Prometheus text exposition (format 0.0.4), served by a tiny HTTP
-//! responder.
+//! Counters and their Prometheus text exposition (format 0.0.4), served by the shared
+//! bounded endpoint of `rustio-metrics` ([`serve`]).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use parking_lot::Mutex;
 use rustio_scsi::LogicalUnit;
@@ -135,53 +133,17 @@ pub fn render(globals: &[(&str, &str, u64)], prefix_groups: &[(&str, Vec<Series>
     out
 }
 
-/// Serves `GET /metrics` (any path, really) on `listener` with the text `render`
-/// produces, until `stop` is set. One request per connection, HTTP/1.0 style.
+/// Serves `GET /metrics` on `listener` until `stop` is set, with the bounds of
+/// [`rustio_metrics::Limits::default`] (the one endpoint shared with the TCMU runner).
 pub fn serve(
     listener: TcpListener,
     render: Arc<dyn Fn() -> String + Send + Sync>,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<JoinHandle<()>> {
-    listener.set_nonblocking(true)?;
-    std::thread::Builder::new()
-        .name("rustio-metrics".into())
-        .spawn(move || {
-            while !stop.load(Ordering::Acquire) {
-                match listener.accept() {
-                    Ok((mut s, _)) => {
-                        let _ = s.set_nonblocking(false);
-                        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-                        let mut buf = [0u8; 2048];
-                        let mut got = 0;
-                        // Read the request head (we ignore its content beyond the path).
-                        while got < buf.len() {
-                            match s.read(&mut buf[got..]) {
-                                Ok(0) => break,
-                                Ok(n) => {
-                                    got += n;
-                                    if buf[..got].windows(4).any(|w| w == b"\r\n\r\n") {
-                                        break;
-                                    }
-                                }
-                                Err(_) => break,
-                            }
-                        }
-                        let body = render();
-                        let head = format!(
-                            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                            body.len()
-                        );
-                        let _ = s.write_all(head.as_bytes());
-                        let _ = s.write_all(body.as_bytes());
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        std::thread::sleep(Duration::from_millis(50));
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(50)),
-                }
-            }
-        })
+    rustio_metrics::serve(listener, render, rustio_metrics::Limits::default(), stop)
 }
+
+pub use rustio_metrics::{parse_listen_addr, Limits};
 
 #[cfg(test)]
 mod tests {

@@ -452,6 +452,12 @@ pub fn from_model(model: &SaveConfig, previous: Option<&ServerConfig>) -> Result
                             write_protect: m.write_protect.unwrap_or(false),
                         })
                         .collect(),
+                    // rustio extensions (LIO keeps these in iscsi_node_attrib without a
+                    // configfs file): may this initiator reset the whole target?
+                    tmr_warm_reset: setting_flag(&acl.attributes, "tmr_warm_reset")
+                        .unwrap_or(false),
+                    tmr_cold_reset: setting_flag(&acl.attributes, "tmr_cold_reset")
+                        .unwrap_or(false),
                 });
             }
             tpgs.push(Arc::new(tc));
@@ -463,6 +469,9 @@ pub fn from_model(model: &SaveConfig, previous: Option<&ServerConfig>) -> Result
     }
     cfg.storage_objects = storage;
     cfg.validate()?;
+    for w in cfg.chap_warnings() {
+        tracing::warn!("{w}");
+    }
     Ok(cfg)
 }
 
@@ -548,6 +557,64 @@ mod tests {
         let c = from_model(&model2, Some(&a)).unwrap();
         let r0 = c.storage_objects.iter().find(|s| s.name == "r0").unwrap();
         assert!(!Arc::ptr_eq(&a.storage_objects[0].lu, &r0.lu));
+    }
+
+    #[test]
+    fn acl_with_user_but_no_secret_is_refused() {
+        // Before, this loaded and a login with an empty secret got in.
+        for auth in [
+            r#""chap_userid": "u""#,
+            r#""chap_userid": "u", "chap_password": """#,
+        ] {
+            let text = SAMPLE.replace(r#""chap_userid": "u", "chap_password": "p""#, auth);
+            let model = rustio_config::parse::from_str(&text).unwrap();
+            match from_model(&model, None) {
+                Err(Error::Config(m)) => assert_eq!(
+                    m,
+                    "/iscsi/iqn.2003-01.org.example:t1/tpg1/acls/\
+                     iqn.1994-05.com.redhat:client: chap_userid set but chap_password empty"
+                ),
+                other => panic!("{other:?}"),
+            }
+        }
+        let text = SAMPLE.replace(
+            r#""chap_mutual_password": "mp""#,
+            r#""chap_mutual_password": """#,
+        );
+        let model = rustio_config::parse::from_str(&text).unwrap();
+        assert!(
+            matches!(from_model(&model, None), Err(Error::Config(m)) if m.ends_with("chap_mutual_userid set but chap_mutual_password empty"))
+        );
+    }
+
+    /// Node ACL attributes `tmr_warm_reset` / `tmr_cold_reset` (rustio extensions,
+    /// LIO's iscsi_node_attrib fields): off unless set, as 0/1 or a JSON bool.
+    #[test]
+    fn acl_target_reset_attributes() {
+        let acl = |cfg: &ServerConfig| cfg.targets[0].tpgs[0].acls[0].clone();
+        let model = rustio_config::parse::from_str(SAMPLE).unwrap();
+        let a = acl(&from_model(&model, None).unwrap());
+        assert!(!a.tmr_warm_reset && !a.tmr_cold_reset);
+        for (attrs, warm, cold) in [
+            (r#""tmr_warm_reset": 1"#, true, false),
+            (
+                r#""tmr_cold_reset": true, "tmr_warm_reset": 0"#,
+                false,
+                true,
+            ),
+        ] {
+            let text = SAMPLE.replace(
+                r#""mapped_luns": [{"index": 5"#,
+                &format!(r#""attributes": {{{attrs}}}, "mapped_luns": [{{"index": 5"#),
+            );
+            let model = rustio_config::parse::from_str(&text).unwrap();
+            let a = acl(&from_model(&model, None).unwrap());
+            assert_eq!(
+                (a.tmr_warm_reset, a.tmr_cold_reset),
+                (warm, cold),
+                "{attrs}"
+            );
+        }
     }
 
     #[test]

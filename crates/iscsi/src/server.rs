@@ -17,8 +17,10 @@ use parking_lot::{Mutex, RwLock};
 use rustio_scsi::{LunMap, Nexus};
 use tracing::{debug, info, warn};
 
+use crate::budget::Budget;
 use crate::config::{ServerConfig, TpgConfig};
 use crate::conn::{self, Conn, ConnReader, ExecJob, Reader, TICK};
+use crate::limits::{Caps, ConnSlot, ConnTracker, Deadline, LogLimiter};
 use crate::login::{self, LoginDone, LoginMachine, SessionType, Step};
 use crate::metrics::{self, Metrics, Series};
 use crate::pdu::{self, BhsInfo, Digests, Header, BHS_LEN};
@@ -52,6 +54,33 @@ pub(crate) struct Shared {
     shutting_down: AtomicBool,
     next_conn_id: AtomicU64,
     conn_threads: AtomicUsize,
+    /// CHAP failure back-off (issue 20 item 7).
+    auth_guard: Arc<crate::authguard::AuthGuard>,
+    /// Live connection counts for the caps (issue 20 item 4).
+    conn_tracker: Arc<ConnTracker>,
+    /// Rate limit of the "connection refused" log line.
+    refusal_log: LogLimiter,
+    /// Data-Out buffer memory of the whole server (issue 20 item 2).
+    pub(crate) write_budget: Arc<Budget>,
+    /// Limits' counters.
+    pub(crate) limit_counters: LimitCounters,
+}
+
+/// Counters of the resource limits (rendered as metrics, read by tests).
+#[derive(Debug, Default)]
+pub(crate) struct LimitCounters {
+    /// Connections closed at accept by a cap.
+    pub refused: AtomicU64,
+    /// Logins closed by the login deadline.
+    pub login_timeouts: AtomicU64,
+    /// Connections dropped because a send made no progress for the send timeout.
+    pub send_timeouts: AtomicU64,
+    /// Connections dropped because promised Data-Out did not come.
+    pub data_out_timeouts: AtomicU64,
+    /// Write commands answered BUSY for want of buffer budget.
+    pub busy: AtomicU64,
+    /// Write commands that had to wait for buffer budget before their R2Ts.
+    pub held: AtomicU64,
 }
 
 impl std::fmt::Debug for Shared {
@@ -255,6 +284,7 @@ impl Shared {
             done.negotiated,
             cfg.queue_depth,
             done.cmd_sn,
+            cfg.max_session_write_buffer,
         ));
         table.by_tsih.insert(tsih, sess.clone());
         Ok((sess, true))
@@ -286,9 +316,12 @@ fn read_login_pdu(
     Ok(Some((bhs, data)))
 }
 
-fn handle_connection(shared: Arc<Shared>, stream: TcpStream) {
+fn handle_connection(shared: Arc<Shared>, stream: TcpStream, mut slot: ConnSlot) {
     let _ = stream.set_nodelay(true);
     let _ = stream.set_read_timeout(Some(TICK));
+    // Bounded-time sends (issue 20 item 3): SO_SNDTIMEO applies to every clone of the
+    // socket, so login responses and the full feature phase writer both get it.
+    let _ = stream.set_write_timeout(Some(shared.config().send_timeout));
     let (Ok(local), Ok(peer)) = (stream.local_addr(), stream.peer_addr()) else {
         return;
     };
@@ -303,8 +336,13 @@ fn handle_connection(shared: Arc<Shared>, stream: TcpStream) {
         Err(_) => return,
     };
     let cfg = shared.config();
-    let deadline = Instant::now() + cfg.login_timeout;
-    let mut machine = LoginMachine::new(cfg.clone(), local);
+    // One wall-clock deadline for the whole login phase, checked on every read (not
+    // only between PDUs), so bytes dripping in do not extend it.
+    let start = Instant::now();
+    let deadline = start + cfg.login_timeout;
+    reader.set_deadline(Deadline::after(start, cfg.login_timeout));
+    let mut machine =
+        LoginMachine::new(cfg.clone(), local).with_auth_guard(shared.auth_guard.clone(), peer);
     let sh = shared.clone();
     let abort = move || sh.shutting_down.load(Ordering::Acquire);
     let fail = |shared: &Shared, why: &str| {
@@ -315,13 +353,21 @@ fn handle_connection(shared: Arc<Shared>, stream: TcpStream) {
         info!(%peer, reason = why, "login failed");
     };
     loop {
-        if abort() || Instant::now() > deadline {
-            fail(&shared, "timeout or shutdown");
+        if abort() {
+            fail(&shared, "shutdown");
+            return;
+        }
+        if Instant::now() >= deadline {
+            login_deadline_passed(&shared, peer, cfg.login_timeout);
             return;
         }
         let (bhs, data) = match read_login_pdu(&mut reader, &abort) {
             Ok(Some(x)) => x,
             Ok(None) => continue,
+            Err(e) if e.kind() == io::ErrorKind::TimedOut && Instant::now() >= deadline => {
+                login_deadline_passed(&shared, peer, cfg.login_timeout);
+                return;
+            }
             Err(e) => {
                 debug!(%peer, error = %e, "connection closed during login");
                 return;
@@ -382,6 +428,8 @@ fn handle_connection(shared: Arc<Shared>, stream: TcpStream) {
                 };
                 sess.conns.lock().push(conn.clone());
                 shared.conns.lock().insert(id, conn.clone());
+                slot.logged_in();
+                reader.set_deadline(None);
                 if w.write_all(&final_pdu.encode(Digests::default())).is_err() {
                     conn.close();
                     shared.connection_ended(&conn);
@@ -409,6 +457,53 @@ fn handle_connection(shared: Arc<Shared>, stream: TcpStream) {
     }
 }
 
+fn login_deadline_passed(shared: &Shared, peer: SocketAddr, limit: Duration) {
+    shared
+        .metrics
+        .login_failures
+        .fetch_add(1, Ordering::Relaxed);
+    shared
+        .limit_counters
+        .login_timeouts
+        .fetch_add(1, Ordering::Relaxed);
+    warn!(
+        %peer,
+        login_timeout_secs = limit.as_secs_f64(),
+        "login not complete within the login timeout; closing the connection"
+    );
+}
+
+/// Admits an accepted connection under the caps, or closes it at once with a log line.
+fn admit(shared: &Shared, peer: SocketAddr) -> Option<ConnSlot> {
+    let cfg = shared.config();
+    let caps = Caps {
+        total: cfg.max_connections,
+        per_source: cfg.max_connections_per_source,
+        pending: cfg.max_pending_logins,
+        pending_per_source: cfg.max_pending_logins_per_source,
+    };
+    match shared.conn_tracker.admit(peer.ip(), caps) {
+        Ok(slot) => Some(slot),
+        Err(r) => {
+            shared
+                .limit_counters
+                .refused
+                .fetch_add(1, Ordering::Relaxed);
+            if let Some(suppressed) = shared.refusal_log.allow(Instant::now()) {
+                let (limit, value) = r.limit();
+                warn!(
+                    %peer,
+                    limit,
+                    value,
+                    suppressed,
+                    "connection refused: {limit} ({value}) reached"
+                );
+            }
+            None
+        }
+    }
+}
+
 struct Acceptor {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
@@ -424,17 +519,22 @@ impl Acceptor {
             .name(format!("rustio-accept-{addr}"))
             .spawn(move || loop {
                 match listener.accept() {
-                    Ok((s, _)) => {
+                    Ok((s, peer)) => {
                         if stop2.load(Ordering::Acquire) {
                             break;
                         }
+                        // Caps before a thread is spawned: a refused connection is
+                        // closed here (dropping `s`).
+                        let Some(slot) = admit(&shared, peer) else {
+                            continue;
+                        };
                         let sh = shared.clone();
                         sh.conn_threads.fetch_add(1, Ordering::AcqRel);
                         let spawned = std::thread::Builder::new()
                             .name("rustio-conn".into())
                             .spawn(move || {
                                 let sh2 = sh.clone();
-                                handle_connection(sh, s);
+                                handle_connection(sh, s, slot);
                                 sh2.conn_threads.fetch_sub(1, Ordering::AcqRel);
                             });
                         if spawned.is_err() {
@@ -496,6 +596,31 @@ impl std::fmt::Debug for ServerHandle {
     }
 }
 
+/// Server-wide Data-Out buffer accounting and resource-limit counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteBufferStats {
+    /// `max_write_buffer`.
+    pub limit: u64,
+    /// Bytes reserved by write commands in progress (each reserves its whole transfer
+    /// before its first R2T).
+    pub reserved: u64,
+    /// Bytes of Data-Out buffers materialised (solicited by R2T or received): what the
+    /// reservations actually cost in memory.
+    pub filled: u64,
+    /// Write commands that waited for budget before their R2Ts (total).
+    pub held: u64,
+    /// Write commands answered BUSY for want of budget (total).
+    pub busy: u64,
+    /// Connections closed at accept by a connection cap (total).
+    pub refused_connections: u64,
+    /// Logins closed by the login deadline (total).
+    pub login_timeouts: u64,
+    /// Connections dropped by the send timeout (total).
+    pub send_timeouts: u64,
+    /// Connections dropped by the Data-Out timeout (total).
+    pub data_out_timeouts: u64,
+}
+
 /// What a reload changed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ReloadReport {
@@ -522,6 +647,7 @@ impl Server {
     /// Starts serving on already-bound `listeners` (tests bind `127.0.0.1:0`).
     pub fn start(config: ServerConfig, listeners: Vec<TcpListener>) -> Result<ServerHandle> {
         config.validate()?;
+        let write_limit = config.max_write_buffer;
         let (tx, rx) = crossbeam_channel::unbounded::<Job>();
         let workers_n = if config.workers == 0 {
             std::thread::available_parallelism()
@@ -540,6 +666,11 @@ impl Server {
             shutting_down: AtomicBool::new(false),
             next_conn_id: AtomicU64::new(1),
             conn_threads: AtomicUsize::new(0),
+            auth_guard: Arc::default(),
+            conn_tracker: Arc::new(ConnTracker::default()),
+            refusal_log: LogLimiter::new(Duration::from_secs(1)),
+            write_budget: Arc::new(Budget::new(write_limit)),
+            limit_counters: LimitCounters::default(),
         });
         let mut workers = Vec::new();
         for i in 0..workers_n {
@@ -552,7 +683,7 @@ impl Server {
                         while let Ok(job) = rx.recv() {
                             match job {
                                 Job::Exec(j) => {
-                                    conn::execute(j, &mut bufs);
+                                    conn::run_job(j, &mut bufs);
                                     bufs.trim();
                                 }
                                 Job::Stop => break,
@@ -617,6 +748,28 @@ impl ServerHandle {
         self.shared.conns.lock().len()
     }
 
+    /// Accepted connections still open (every phase) and those of them still in login.
+    pub fn open_connections(&self) -> (usize, usize) {
+        self.shared.conn_tracker.counts()
+    }
+
+    /// Data-Out buffer accounting and the limits' counters (issue 20).
+    pub fn write_buffer_stats(&self) -> WriteBufferStats {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let c = &self.shared.limit_counters;
+        WriteBufferStats {
+            limit: self.shared.write_budget.limit(),
+            reserved: self.shared.write_budget.reserved(),
+            filled: self.shared.write_budget.filled(),
+            held: l(&c.held),
+            busy: l(&c.busy),
+            refused_connections: l(&c.refused),
+            login_timeouts: l(&c.login_timeouts),
+            send_timeouts: l(&c.send_timeouts),
+            data_out_timeouts: l(&c.data_out_timeouts),
+        }
+    }
+
     /// Replaces the configuration (SIGHUP). Portals are started/stopped to match; the
     /// sessions whose target or TPG changed are closed, every other session continues.
     pub fn reload(&self, config: ServerConfig) -> Result<ReloadReport> {
@@ -649,6 +802,7 @@ impl ServerHandle {
             }
             *acc = keep;
         }
+        self.shared.write_budget.set_limit(new.max_write_buffer);
         *self.shared.config.write() = new.clone();
         for s in self.shared.sessions_snapshot() {
             let Some((t, tpg)) = &s.target else {
@@ -761,6 +915,41 @@ fn render_metrics(shared: &Shared) -> String {
         ),
         ("rustio_iscsi_pdus_received_total", "counter", l(&m.pdus_in)),
         ("rustio_iscsi_rejects_total", "counter", l(&m.rejects)),
+        (
+            "rustio_iscsi_write_buffer_reserved_bytes",
+            "gauge",
+            shared.write_budget.reserved(),
+        ),
+        (
+            "rustio_iscsi_write_buffer_filled_bytes",
+            "gauge",
+            shared.write_budget.filled(),
+        ),
+        (
+            "rustio_iscsi_connections_refused_total",
+            "counter",
+            l(&shared.limit_counters.refused),
+        ),
+        (
+            "rustio_iscsi_login_timeouts_total",
+            "counter",
+            l(&shared.limit_counters.login_timeouts),
+        ),
+        (
+            "rustio_iscsi_send_timeouts_total",
+            "counter",
+            l(&shared.limit_counters.send_timeouts),
+        ),
+        (
+            "rustio_iscsi_data_out_timeouts_total",
+            "counter",
+            l(&shared.limit_counters.data_out_timeouts),
+        ),
+        (
+            "rustio_iscsi_write_busy_total",
+            "counter",
+            l(&shared.limit_counters.busy),
+        ),
     ];
     let mut lun_series = Vec::new();
     for t in &cfg.targets {

@@ -108,6 +108,8 @@ pub(crate) struct Session {
     pub ended: AtomicBool,
     /// Per-session counters.
     pub counters: Arc<IoCounters>,
+    /// Data-Out buffer memory of this session (issue 20; [`crate::budget`]).
+    pub write_budget: Arc<crate::budget::Budget>,
 }
 
 impl Session {
@@ -125,6 +127,7 @@ impl Session {
         params: Negotiated,
         depth: u32,
         cmd_sn: u32,
+        write_limit: u64,
     ) -> Session {
         Session {
             tsih,
@@ -150,6 +153,7 @@ impl Session {
             closed: AtomicBool::new(false),
             ended: AtomicBool::new(false),
             counters: Arc::new(IoCounters::default()),
+            write_budget: Arc::new(crate::budget::Budget::new(write_limit)),
         }
     }
 
@@ -339,6 +343,7 @@ mod tests {
             crate::text::Negotiated::default(),
             32,
             0,
+            64 << 20,
         );
         assert!(s.add_task(Arc::new(TaskState {
             itt,

@@ -17,6 +17,10 @@ pub const MAX_VALUE_LEN: usize = 255;
 /// Longest binary value string (CHAP_C/CHAP_R may carry long challenges, RFC 7143 6.1
 /// "binary-value" up to 1024 bytes as hex plus prefix).
 pub const MAX_BINARY_VALUE_LEN: usize = 8192;
+/// Most `key=value` pairs in one text exchange. RFC 7143 defines about 35 keys; the
+/// bound keeps the work per request (and the size of the reply, one answer per key)
+/// small whatever an initiator sends.
+pub const MAX_PAIRS: usize = 256;
 
 /// Why a text segment is malformed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -46,6 +50,9 @@ pub enum TextError {
     /// repeated").
     #[error("key {0} repeated")]
     Duplicate(String),
+    /// More than [`MAX_PAIRS`] pairs.
+    #[error("more than {MAX_PAIRS} keys")]
+    TooManyKeys,
 }
 
 /// Parsed `key=value` pairs in order.
@@ -63,6 +70,8 @@ fn is_binary_key(key: &str) -> bool {
 /// some initiators add) are skipped; every other violation is an error.
 pub fn parse(data: &[u8]) -> Result<Pairs, TextError> {
     let mut out: Pairs = Vec::new();
+    // Duplicate detection in linear time (the list scan it replaces was quadratic).
+    let mut seen: std::collections::HashSet<&str> = std::collections::HashSet::new();
     if data.is_empty() {
         return Ok(out);
     }
@@ -94,7 +103,10 @@ pub fn parse(data: &[u8]) -> Result<Pairs, TextError> {
         if v.len() > max {
             return Err(TextError::ValueTooLong(k.to_string()));
         }
-        if out.iter().any(|(ek, _)| ek == k) {
+        if out.len() >= MAX_PAIRS {
+            return Err(TextError::TooManyKeys);
+        }
+        if !seen.insert(k) {
             return Err(TextError::Duplicate(k.to_string()));
         }
         out.push((k.to_string(), v.to_string()));
@@ -773,6 +785,21 @@ mod tests {
         let ok_val = format!("A={}\0", "v".repeat(255));
         assert!(parse(ok_val.as_bytes()).is_ok());
         assert_eq!(parse(b"A=\xff\0"), Err(TextError::NotUtf8));
+    }
+
+    #[test]
+    fn key_count_is_bounded() {
+        let seg = |n: usize| -> Vec<u8> {
+            (0..n)
+                .flat_map(|i| format!("X-k{i}=v\0").into_bytes())
+                .collect()
+        };
+        assert_eq!(parse(&seg(MAX_PAIRS)).unwrap().len(), MAX_PAIRS);
+        // 16k distinct keys used to be accepted after ~134M comparisons.
+        assert_eq!(parse(&seg(16_000)), Err(TextError::TooManyKeys));
+        let mut dup = seg(100);
+        dup.extend_from_slice(b"X-k3=w\0");
+        assert_eq!(parse(&dup), Err(TextError::Duplicate("X-k3".into())));
     }
 
     #[test]

@@ -22,6 +22,8 @@
 //!   [`LogicalUnit::data_out_len`]); commands that need an exact size check it;
 //! * `data_in` comes back already cut to the CDB's allocation length; truncate it to the
 //!   expected transfer length and compute residuals;
+//! * pass the nexus's LUN map in [`Request::luns`] (what [`LunMap::execute`] does):
+//!   EXTENDED COPY resolves its copy targets there and nowhere else;
 //! * call [`LogicalUnit::task_management`] for TMFs and [`LogicalUnit::nexus_lost`] when
 //!   an I_T nexus ends (logout, session drop), so SPC-2 reservations and unit attentions
 //!   follow SAM-5.
@@ -29,13 +31,16 @@
 //! ```
 //! use std::sync::Arc;
 //! use rustio_backstore::RamBackstore;
-//! use rustio_scsi::{LogicalUnit, LuConfig, Nexus, Request, Status, TaskAttr};
+//! use rustio_scsi::{LogicalUnit, LuConfig, LunMap, Nexus, Request, Status, TaskAttr};
 //!
 //! let lu = LogicalUnit::new(
 //!     Arc::new(RamBackstore::new(1 << 20, 512).unwrap()),
 //!     LuConfig::new("demo", "serial1"),
 //! )
 //! .unwrap();
+//! // What this nexus may access (EXTENDED COPY reaches no other unit).
+//! let mut map = LunMap::new();
+//! map.insert(0, lu.clone(), false);
 //! let nexus = Nexus::new("iqn.2024-01.test:init,i,0x23d000000001", "iqn.2024-01.test:tgt,t,0x1");
 //! let mut data_in = Vec::new();
 //! let inquiry = [0x12, 0, 0, 0, 96, 0];
@@ -46,6 +51,7 @@
 //!     task_tag: 1,
 //!     task_attr: TaskAttr::Simple,
 //!     write_protected: false,
+//!     luns: &map,
 //! };
 //! let rsp = lu.execute(&req, &mut data_in);
 //! assert_eq!(rsp.status, Status::Good);
@@ -76,7 +82,7 @@ pub use config::{LuConfig, DEFAULT_IEEE_COMPANY_ID};
 pub use direct::DirectIn;
 pub use error::Error;
 pub use lu::LogicalUnit;
-pub use lunmap::{decode_lun, decode_lun_u64, encode_lun, LunMap, MappedLun, MAX_LUN};
+pub use lunmap::{decode_lun, decode_lun_u64, encode_lun, LunAccess, LunMap, MappedLun, MAX_LUN};
 pub use nexus::{Nexus, Request, TaskAttr, Tmf};
 pub use sense::{FieldPointer, Sense, SenseKey, FIXED_SENSE_LEN};
 pub use status::{Response, Status};

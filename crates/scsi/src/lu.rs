@@ -28,7 +28,7 @@ use crate::rangelock::RangeLocks;
 use crate::sense::Sense;
 use crate::status::{Response, Status};
 use crate::ua::UaTable;
-use crate::xcopy::{self, CopyState};
+use crate::xcopy::CopyState;
 
 /// How a command ended when it did not end with GOOD.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,8 +111,8 @@ fn reports_unit_attention(opcode: u8) -> bool {
 
 impl LogicalUnit {
     /// Creates a logical unit over `backstore`. Loads persistent reservations from
-    /// `config.aptpl_file` if it exists, and registers the unit in the process-wide
-    /// EXTENDED COPY registry.
+    /// `config.aptpl_file` if it exists. There is no process-wide registry of units:
+    /// a unit is reachable only through the LUN maps it is inserted in.
     pub fn new(backstore: Arc<dyn Backstore>, config: LuConfig) -> Result<Arc<Self>, Error> {
         config.validate()?;
         let block_size = backstore.block_size();
@@ -123,7 +123,7 @@ impl LogicalUnit {
         let blocks = backstore.capacity() / u64::from(block_size);
         let pr = PrState::load(config.aptpl_file.as_deref())?;
         let naa = naa_designator(&config);
-        let lu = Arc::new(LogicalUnit {
+        Ok(Arc::new(LogicalUnit {
             mode: ModeState::new(&config),
             backstore,
             block_size,
@@ -134,9 +134,7 @@ impl LogicalUnit {
             locks: RangeLocks::default(),
             copies: CopyState::default(),
             config,
-        });
-        xcopy::register(&lu);
-        Ok(lu)
+        }))
     }
 
     /// The configuration this unit was created with.
@@ -167,7 +165,13 @@ impl LogicalUnit {
     /// Whether writes are refused for this request (SBC-4 4.11: LU read-only, ACL write
     /// protect, SWP in the control mode page, read-only backstore).
     pub(crate) fn write_protected(&self, req: &Request<'_>) -> bool {
-        req.write_protected
+        self.write_protected_for(req.write_protected)
+    }
+
+    /// [`Self::write_protected`] for a nexus whose mapping of this unit has
+    /// `acl_write_protected`.
+    pub(crate) fn write_protected_for(&self, acl_write_protected: bool) -> bool {
+        acl_write_protected
             || self.config.read_only
             || self.mode.swp()
             || self.backstore.capabilities().read_only
@@ -259,23 +263,44 @@ impl LogicalUnit {
             Ok(c) => c,
             Err(s) => return Response::check(s),
         };
-        match self.pr.check(req.nexus, &cmd) {
-            ReservationCheck::Allowed => {}
-            ReservationCheck::Conflict => {
-                return Response::status(Status::ReservationConflict);
-            }
-        }
-        if cmd.writes_medium() && self.write_protected(req) {
-            // EXTENDED COPY is checked per destination.
-            if !matches!(cmd, Command::ExtendedCopy { .. }) {
-                return Response::check(Sense::WRITE_PROTECTED);
-            }
+        if let Err(f) = self.admit(req.nexus, &cmd, req.write_protected) {
+            return match f {
+                Fail::Check(s) => Response::check(s),
+                Fail::Status(s) => Response::status(s),
+            };
         }
         match self.dispatch(req, cmd, data_in, direct) {
             Ok(status) => Response::status(status),
             Err(Fail::Check(s)) => Response::check(s),
             Err(Fail::Status(s)) => Response::status(s),
         }
+    }
+
+    /// Access checks of a command reaching this unit from `nexus` through a mapping with
+    /// `acl_write_protected`: reservations (SPC-2 RESERVE, SPC-4 5.13 persistent
+    /// reservations) → RESERVATION CONFLICT, then write protection (SBC-4 4.11) → DATA
+    /// PROTECT, WRITE PROTECTED. Every command passes here, and EXTENDED COPY passes its
+    /// copy targets here as the READ and WRITE they stand for, so a copy gets no access
+    /// a direct command would not. There is no ALUA state to check: every target port
+    /// group is active/optimized (REPORT TARGET PORT GROUPS).
+    pub(crate) fn admit(
+        &self,
+        nexus: &Nexus,
+        cmd: &Command,
+        acl_write_protected: bool,
+    ) -> Result<(), Fail> {
+        match self.pr.check(nexus, cmd) {
+            ReservationCheck::Allowed => {}
+            ReservationCheck::Conflict => return Err(Fail::Status(Status::ReservationConflict)),
+        }
+        // EXTENDED COPY is checked per destination (see `extended_copy`).
+        if cmd.writes_medium()
+            && !matches!(cmd, Command::ExtendedCopy { .. })
+            && self.write_protected_for(acl_write_protected)
+        {
+            return Err(Sense::WRITE_PROTECTED.into());
+        }
+        Ok(())
     }
 
     fn dispatch(
@@ -490,11 +515,5 @@ impl LogicalUnit {
     pub fn luns_changed(&self) {
         self.ua
             .raise_all(Sense::UA_REPORTED_LUNS_DATA_CHANGED, None);
-    }
-}
-
-impl Drop for LogicalUnit {
-    fn drop(&mut self) {
-        xcopy::unregister(&self.naa);
     }
 }

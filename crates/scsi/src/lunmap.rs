@@ -2,6 +2,7 @@
 //! exist (SPC-4 6.6.2 / SAM-5 5.9.3) and SAM-5 LUN encoding.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::sync::Arc;
 
 use crate::cdb::{self, op, Command};
@@ -77,6 +78,43 @@ pub struct MappedLun {
     pub lu: Arc<LogicalUnit>,
     /// Mapped write-protected for this initiator (ACL mapped LUN).
     pub write_protected: bool,
+}
+
+/// The logical units one I_T nexus may access: its LUN map as the transport sees it.
+///
+/// Commands that name other logical units by identifier rather than by LUN (EXTENDED
+/// COPY CSCD descriptors, SPC-4 6.4.5) resolve them only through this, so an initiator
+/// reaches nothing its ACL does not map (the class of Linux LIO's CVE-2020-28374).
+pub trait LunAccess: fmt::Debug {
+    /// Every mapping of this nexus (a logical unit may appear more than once).
+    fn mapped(&self) -> Box<dyn Iterator<Item = &MappedLun> + '_>;
+
+    /// The mapping through which this nexus reaches the logical unit whose 16-byte NAA
+    /// designator (VPD page 83h, SPC-4 7.8.6.6.5) is `naa`. If the unit is mapped more
+    /// than once, a writable mapping wins: the nexus could write through it directly.
+    fn by_naa(&self, naa: &[u8]) -> Option<MappedLun> {
+        let mut found: Option<&MappedLun> = None;
+        for m in self.mapped().filter(|m| m.lu.naa[..] == *naa) {
+            if !m.write_protected {
+                return Some(m.clone());
+            }
+            found.get_or_insert(m);
+        }
+        found.cloned()
+    }
+}
+
+impl LunAccess for LunMap {
+    fn mapped(&self) -> Box<dyn Iterator<Item = &MappedLun> + '_> {
+        Box::new(self.luns.values())
+    }
+}
+
+/// A single mapping: a transport with one logical unit per device (TCMU).
+impl LunAccess for MappedLun {
+    fn mapped(&self) -> Box<dyn Iterator<Item = &MappedLun> + '_> {
+        Box::new(std::iter::once(self))
+    }
 }
 
 /// The logical units one initiator sees through a target port, by LUN number.
@@ -207,6 +245,7 @@ impl LunMap {
                     task_tag,
                     task_attr,
                     write_protected: m.write_protected,
+                    luns: self,
                 };
                 m.lu.execute_direct(&req, data_in, direct)
             }

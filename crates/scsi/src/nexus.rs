@@ -1,5 +1,7 @@
 //! I_T nexus, task attributes, the request of one command and task management functions.
 
+use crate::lunmap::LunAccess;
+
 /// An I_T nexus (SAM-5 4.7): the initiator port and target port a command came through.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Nexus {
@@ -67,6 +69,11 @@ pub struct Request<'a> {
     pub task_attr: TaskAttr,
     /// The LUN is mapped write-protected for this initiator (ACL mapped LUN).
     pub write_protected: bool,
+    /// Every logical unit this nexus may access (its LUN map), with each mapping's
+    /// write protection. Commands that name logical units by identifier (EXTENDED COPY,
+    /// SPC-4 6.4) reach only these; a transport passes the same map it looked the
+    /// command's LUN up in.
+    pub luns: &'a dyn LunAccess,
 }
 
 /// Task management functions (SAM-5 7).

@@ -1,19 +1,24 @@
 //! EXTENDED COPY (LID1) and RECEIVE COPY RESULTS (SPC-4 6.4, 6.18), between logical
-//! units of this process.
+//! units the requesting I_T nexus may access.
 //!
 //! Copy targets are named in the parameter list by identification CSCD descriptors
-//! (E4h) carrying an NAA designator; a process-wide registry maps NAA designators to
-//! live [`LogicalUnit`]s (weak references, so the registry never keeps a unit alive).
-//! Only block-to-block segment descriptors (02h) are supported.
+//! (E4h) carrying an NAA designator. They are resolved only through the nexus's LUN map
+//! ([`Request::luns`]): a designator of any other unit of this process is COPY TARGET
+//! DEVICE NOT REACHABLE, as if it did not exist (a process-wide lookup let one
+//! initiator read or overwrite another target's units, the class of Linux LIO's
+//! CVE-2020-28374). Each copy target then passes the checks a READ (source) or WRITE
+//! (destination) from that nexus would ([`LogicalUnit::admit`]). Only block-to-block
+//! segment descriptors (02h) are supported.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 use rustio_backstore::WriteFlags;
 
-use crate::cdb::op;
+use crate::cdb::{op, Command};
 use crate::lu::{Fail, LogicalUnit, Outcome};
+use crate::lunmap::MappedLun;
 use crate::nexus::{Nexus, Request};
 use crate::sense::{Sense, SenseKey};
 use crate::status::Status;
@@ -35,33 +40,6 @@ const MAX_HELD: usize = 64;
 const CSCD_IDENT: u8 = 0xe4;
 /// Block device to block device segment descriptor type code.
 const SEG_BLOCK_TO_BLOCK: u8 = 0x02;
-
-/// Process-wide registry of live logical units by NAA designator.
-static REGISTRY: Mutex<Vec<([u8; 16], Weak<LogicalUnit>)>> = parking_lot::const_mutex(Vec::new());
-
-/// Adds `lu` to the registry.
-pub(crate) fn register(lu: &Arc<LogicalUnit>) {
-    let mut r = REGISTRY.lock();
-    r.retain(|(_, w)| w.strong_count() > 0);
-    r.push((lu.naa, Arc::downgrade(lu)));
-}
-
-/// Drops dead entries for `naa` (called from `LogicalUnit::drop`).
-pub(crate) fn unregister(naa: &[u8; 16]) {
-    // The unit being dropped has no strong references left, so this removes it (and
-    // any other dead entry).
-    let _ = naa;
-    REGISTRY.lock().retain(|(_, w)| w.strong_count() > 0);
-}
-
-/// The live logical unit with this NAA designator.
-fn lookup(naa: &[u8]) -> Option<Arc<LogicalUnit>> {
-    REGISTRY
-        .lock()
-        .iter()
-        .filter(|(n, _)| n[..] == *naa)
-        .find_map(|(_, w)| w.upgrade())
-}
 
 /// Results of one copy operation, held for RECEIVE COPY RESULTS.
 #[derive(Debug, Clone)]
@@ -160,10 +138,10 @@ impl LogicalUnit {
         if cscd_len / 32 > usize::from(MAX_CSCD) {
             return Err(Sense::TOO_MANY_TARGET_DESCRIPTORS.into());
         }
-        let mut targets: Vec<Option<Arc<LogicalUnit>>> = Vec::new();
+        let mut targets: Vec<MappedLun> = Vec::new();
         for (i, d) in cscds.chunks(32).enumerate() {
             let at = (16 + i * 32) as u16;
-            targets.push(self.resolve_cscd(d, at)?);
+            targets.push(resolve_cscd(req, d, at)?);
         }
 
         // Segment descriptors.
@@ -207,10 +185,10 @@ impl LogicalUnit {
 
         // Validate everything before moving a byte.
         for s in &segments {
-            let (Some(Some(src)), Some(Some(dst))) = (targets.get(s.src), targets.get(s.dst))
-            else {
+            let (Some(src_map), Some(dst_map)) = (targets.get(s.src), targets.get(s.dst)) else {
                 return Err(copy_aborted(0x0d, 0x02));
             };
+            let (src, dst) = (&src_map.lu, &dst_map.lu);
             if src.block_size != dst.block_size {
                 return Err(copy_aborted(0x0d, 0x02));
             }
@@ -223,14 +201,27 @@ impl LogicalUnit {
                 // COPY ABORTED (SPC-4 6.4.5).
                 return Err(copy_aborted(0x00, 0x00));
             }
-            let dst_wp = if std::ptr::eq(Arc::as_ptr(dst), self) {
-                self.write_protected(req)
-            } else {
-                dst.config.read_only || dst.mode.swp() || dst.backstore.capabilities().read_only
+            // The source is read and the destination written as by a READ and a
+            // WRITE from this nexus: the same reservation and write-protect checks.
+            // `blocks` came from a 16-bit field, so it fits the commands' u32.
+            let blocks = u32::try_from(s.blocks).unwrap_or(u32::MAX);
+            let read = Command::Read {
+                lba: s.src_lba,
+                blocks,
+                fua: false,
+                dpo: false,
             };
-            if dst_wp && s.blocks > 0 {
-                return Err(Sense::WRITE_PROTECTED.into());
-            }
+            let write = Command::Write {
+                lba: s.dst_lba,
+                blocks,
+                fua: false,
+                dpo: false,
+            };
+            src.admit(req.nexus, &read, src_map.write_protected)?;
+            // The command's own LUN mapping counts too if it is the destination.
+            let dst_wp = dst_map.write_protected
+                || (std::ptr::eq(Arc::as_ptr(dst), self) && req.write_protected);
+            dst.admit(req.nexus, &write, dst_wp)?;
         }
 
         let mut result = CopyResult {
@@ -243,11 +234,11 @@ impl LogicalUnit {
         };
         let mut outcome = Ok(Status::Good);
         for s in &segments {
-            let (Some(Some(src)), Some(Some(dst))) = (targets.get(s.src), targets.get(s.dst))
-            else {
+            let (Some(src), Some(dst)) = (targets.get(s.src), targets.get(s.dst)) else {
                 outcome = Err(copy_aborted(0x0d, 0x02));
                 break;
             };
+            let (src, dst) = (&src.lu, &dst.lu);
             match copy_segment(src, dst, s) {
                 Ok(n) => {
                     result.bytes += n;
@@ -270,32 +261,6 @@ impl LogicalUnit {
             self.copies.hold(result);
         }
         outcome
-    }
-
-    /// Resolves an identification CSCD descriptor (SPC-4 6.4.5.6) to a logical unit.
-    fn resolve_cscd(&self, d: &[u8], at: u16) -> Result<Option<Arc<LogicalUnit>>, Fail> {
-        if d[0] != CSCD_IDENT {
-            return Err(Sense::UNSUPPORTED_TARGET_DESCRIPTOR_TYPE_CODE
-                .with_field_pointer(false, at, None)
-                .into());
-        }
-        // LU ID TYPE is ignored (SPC-4); NUL is obsolete. Only block devices.
-        if d[1] & 0x1f != 0 {
-            return Err(Sense::invalid_field_in_param(at + 1, Some(4)).into());
-        }
-        let code_set = d[4] & 0x0f;
-        let designator_type = d[5] & 0x0f;
-        let dlen = usize::from(d[7]);
-        if code_set != 1 || designator_type != 3 || dlen != 16 {
-            // Only NAA designators identify our units.
-            return Err(copy_aborted(0x0d, 0x02));
-        }
-        let lu = lookup(&d[8..24]).ok_or(copy_aborted(0x0d, 0x02))?;
-        let disk_block_len = u32::from_be_bytes([0, d[29], d[30], d[31]]);
-        if disk_block_len != lu.block_size {
-            return Err(Sense::invalid_field_in_param(at + 29, None).into());
-        }
-        Ok(Some(lu))
     }
 
     /// RECEIVE COPY RESULTS (SPC-4 6.18).
@@ -397,6 +362,34 @@ impl LogicalUnit {
         out.extend_from_slice(&(desc.len() as u16).to_be_bytes());
         out.extend_from_slice(&desc);
     }
+}
+
+/// Resolves an identification CSCD descriptor (SPC-4 6.4.5.6) to a logical unit the
+/// requesting nexus may access: only units in its LUN map are reachable (SPC-4 6.4.5:
+/// an unreachable copy target is COPY ABORTED, COPY TARGET DEVICE NOT REACHABLE).
+fn resolve_cscd(req: &Request<'_>, d: &[u8], at: u16) -> Result<MappedLun, Fail> {
+    if d[0] != CSCD_IDENT {
+        return Err(Sense::UNSUPPORTED_TARGET_DESCRIPTOR_TYPE_CODE
+            .with_field_pointer(false, at, None)
+            .into());
+    }
+    // LU ID TYPE is ignored (SPC-4); NUL is obsolete. Only block devices.
+    if d[1] & 0x1f != 0 {
+        return Err(Sense::invalid_field_in_param(at + 1, Some(4)).into());
+    }
+    let code_set = d[4] & 0x0f;
+    let designator_type = d[5] & 0x0f;
+    let dlen = usize::from(d[7]);
+    if code_set != 1 || designator_type != 3 || dlen != 16 {
+        // Only NAA designators identify our units.
+        return Err(copy_aborted(0x0d, 0x02));
+    }
+    let m = req.luns.by_naa(&d[8..24]).ok_or(copy_aborted(0x0d, 0x02))?;
+    let disk_block_len = u32::from_be_bytes([0, d[29], d[30], d[31]]);
+    if disk_block_len != m.lu.block_size {
+        return Err(Sense::invalid_field_in_param(at + 29, None).into());
+    }
+    Ok(m)
 }
 
 /// Copies one segment, chunk by chunk; overlapping ranges on the same unit are copied

@@ -38,9 +38,26 @@ impl HandlerObject {
     }
 
     /// The `CheckConfig` answer for a full configuration string: `<subtype>/<cfg>` (as
-    /// targetcli sends it) or just `<cfg>`.
+    /// targetcli sends it) or just `<cfg>`. Any local process may call this, so the
+    /// string is bounded before a handler sees it and is logged escaped.
     pub fn check(&self, configstr: &str) -> (bool, String) {
         let subtype = self.handler.subtype();
+        if configstr.len() > crate::netlink::MAX_DEV_CONFIG {
+            let reason = format!(
+                "the configuration is {} bytes; the kernel keeps at most {}",
+                configstr.len(),
+                crate::netlink::MAX_DEV_CONFIG
+            );
+            tracing::info!(subtype, len = configstr.len(), "D-Bus CheckConfig refused");
+            return (false, reason);
+        }
+        if configstr.chars().any(char::is_control) {
+            tracing::info!(subtype, configstr = ?configstr, "D-Bus CheckConfig refused");
+            return (
+                false,
+                "the configuration contains a control character".into(),
+            );
+        }
         let cfg = configstr
             .strip_prefix(subtype)
             .and_then(|rest| rest.strip_prefix('/'))
@@ -48,7 +65,7 @@ impl HandlerObject {
         match self.handler.check_config(cfg) {
             Ok(()) => (true, "success".into()),
             Err(reason) => {
-                tracing::info!(subtype, configstr, reason, "D-Bus CheckConfig refused");
+                tracing::info!(subtype, configstr = ?configstr, reason, "D-Bus CheckConfig refused");
                 (false, reason)
             }
         }
@@ -112,5 +129,32 @@ mod tests {
         );
         let r = HandlerObject::new(Arc::new(RamHandler));
         assert_eq!(r.check("ram/"), (true, "success".into()));
+    }
+
+    #[test]
+    fn check_config_bounds_untrusted_strings() {
+        // Any local process may call CheckConfig: a huge string used to reach the
+        // handler (and the log) whole.
+        let f = HandlerObject::new(Arc::new(FileHandler::new("/var/lib")));
+        let huge = format!("file//tmp/{}", "a".repeat(1 << 20));
+        let (ok, why) = f.check(&huge);
+        assert!(!ok);
+        assert_eq!(
+            why,
+            format!(
+                "the configuration is {} bytes; the kernel keeps at most 255",
+                huge.len()
+            )
+        );
+        assert_eq!(
+            f.check("file//tmp/x\n.img"),
+            (
+                false,
+                "the configuration contains a control character".into()
+            )
+        );
+        let longest = format!("file//tmp/{}", "a".repeat(255 - 10));
+        assert_eq!(longest.len(), 255);
+        assert!(f.check(&longest).0);
     }
 }

@@ -27,6 +27,31 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use crate::abi::{self, attr, cmd};
 use crate::error::{Error, Result};
 
+/// Longest `dev_config` the kernel keeps: `TCMU_CONFIG_LEN` (256) with its NUL
+/// (drivers/target/target_core_user.c). Longer strings never come from a real device.
+pub const MAX_DEV_CONFIG: usize = 255;
+/// Longest UIO name accepted: `tcm-user/<hba>/<device>/<dev_config>` with a u32 HBA
+/// number, a configfs item name (≤ 255 bytes) and a `dev_config`, with room to spare.
+pub const MAX_UIO_NAME: usize = 1024;
+
+/// Whether a datagram comes from the kernel (netlink port 0). Other senders (only
+/// privileged processes can address us at all) are ignored rather than trusted.
+pub fn from_kernel(sender: &SocketAddr) -> bool {
+    sender.port_number() == 0
+}
+
+/// Checks a string attribute: bounded length, no control characters (they would end up
+/// in logs and configfs paths).
+fn check_string(what: &str, s: &str, max: usize) -> std::result::Result<(), String> {
+    if s.len() > max {
+        return Err(format!("{what} is {} bytes (at most {max})", s.len()));
+    }
+    if s.chars().any(char::is_control) {
+        return Err(format!("{what} contains a control character"));
+    }
+    Ok(())
+}
+
 /// One attribute of a TCM-USER message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TcmuAttr {
@@ -238,6 +263,10 @@ impl DeviceEvent {
         let (Some(uio_name), Some(minor)) = (uio_name, minor) else {
             return Err("TCMU_ATTR_DEVICE or TCMU_ATTR_MINOR missing".into());
         };
+        check_string("TCMU_ATTR_DEVICE", &uio_name, MAX_UIO_NAME)?;
+        if let Some(Reconfig::DevConfig(c)) = &reconfig {
+            check_string("TCMU_ATTR_DEV_CFG", c, MAX_DEV_CONFIG)?;
+        }
         if msg.version > 1 && device_id.is_none() {
             return Err(format!(
                 "TCMU_ATTR_DEVICE_ID missing from a version {} message",
@@ -534,7 +563,14 @@ impl NetlinkClient {
             return Ok(Vec::new());
         }
         let mut rx = Vec::with_capacity(65536);
-        match self.sock.recv(&mut rx, libc::MSG_DONTWAIT) {
+        match self.sock.recv_from(&mut rx, libc::MSG_DONTWAIT) {
+            Ok((_, sender)) if !from_kernel(&sender) => {
+                tracing::warn!(
+                    port = sender.port_number(),
+                    "netlink datagram not from the kernel ignored"
+                );
+                Ok(Vec::new())
+            }
             Ok(_) => Ok(decode_datagram(&rx, self.family_id)),
             Err(e)
                 if e.kind() == std::io::ErrorKind::WouldBlock
@@ -692,6 +728,38 @@ mod tests {
             attrs: vec![]
         })
         .is_err());
+    }
+
+    #[test]
+    fn oversized_or_control_strings_are_refused() {
+        // Before, any length and any bytes were accepted and flowed into paths and logs.
+        let mut m = added(2);
+        m.attrs[0] = TcmuAttr::Device(format!("tcm-user/1/{}/ram/", "d".repeat(2000)));
+        let e = DeviceEvent::from_message(&m).unwrap_err();
+        assert!(e.contains("TCMU_ATTR_DEVICE is 2016 bytes"), "{e}");
+        let mut m = added(2);
+        m.attrs[0] = TcmuAttr::Device("tcm-user/1/d\n/ram/".into());
+        assert!(DeviceEvent::from_message(&m)
+            .unwrap_err()
+            .contains("control character"));
+        let mut m = added(2);
+        m.cmd = cmd::RECONFIG_DEVICE;
+        m.attrs
+            .push(TcmuAttr::DevCfg(format!("file/{}", "x".repeat(300))));
+        assert!(DeviceEvent::from_message(&m)
+            .unwrap_err()
+            .contains("TCMU_ATTR_DEV_CFG is 305 bytes (at most 255)"));
+        let mut m = added(2);
+        m.cmd = cmd::RECONFIG_DEVICE;
+        m.attrs
+            .push(TcmuAttr::DevCfg(format!("file/{}", "x".repeat(250))));
+        assert!(DeviceEvent::from_message(&m).is_ok());
+    }
+
+    #[test]
+    fn only_the_kernel_is_listened_to() {
+        assert!(from_kernel(&SocketAddr::new(0, 1)));
+        assert!(!from_kernel(&SocketAddr::new(4242, 0)));
     }
 
     #[test]

@@ -10,7 +10,9 @@
 use std::fmt;
 use std::sync::Arc;
 
-use rustio_scsi::{DirectIn, LogicalUnit, LuConfig, Nexus, Request, Response, TaskAttr, Tmf};
+use rustio_scsi::{
+    DirectIn, LogicalUnit, LuConfig, MappedLun, Nexus, Request, Response, TaskAttr, Tmf,
+};
 
 /// SCSI status GOOD (SAM-5 5.3.1).
 pub const STATUS_GOOD: u8 = 0x00;
@@ -158,6 +160,9 @@ pub trait ScsiTarget: Send + Sync + fmt::Debug {
 pub struct LuTarget {
     lu: Arc<LogicalUnit>,
     nexus: Nexus,
+    /// What the synthetic nexus may access: this device's unit only. The kernel gives
+    /// one unit per TCMU device, so EXTENDED COPY never reaches another device's unit.
+    own: MappedLun,
 }
 
 impl fmt::Debug for LuTarget {
@@ -178,7 +183,11 @@ impl LuTarget {
         let lu = LogicalUnit::new(backstore, config)?;
         // The kernel hides the initiator; one synthetic nexus per device.
         let nexus = Nexus::new("tcmu.kernel,i,0x0", format!("tcmu.{name},t,0x1"));
-        Ok(LuTarget { lu, nexus })
+        let own = MappedLun {
+            lu: lu.clone(),
+            write_protected: false,
+        };
+        Ok(LuTarget { lu, nexus, own })
     }
 
     /// The logical unit.
@@ -194,6 +203,7 @@ impl LuTarget {
             task_tag: tag,
             task_attr: TaskAttr::Simple,
             write_protected: false,
+            luns: &self.own,
         }
     }
 
@@ -400,6 +410,68 @@ mod tests {
             (2 << 20) / 512 - 1
         );
         assert!(t.resize(1000).is_err());
+    }
+
+    /// EXTENDED COPY from one TCMU device reaches its own unit and no other device's
+    /// (CVE-2020-28374 class): the CSCD naming another device is COPY ABORTED, COPY
+    /// TARGET DEVICE NOT REACHABLE (0Dh/02h) and that device's data stays as it was.
+    #[test]
+    fn extended_copy_reaches_only_its_own_device() {
+        let mk = |name: &str, serial: &str| {
+            let c = LuConfig::new(name, serial);
+            LuTarget::new(name, Arc::new(RamBackstore::new(1 << 20, 512).unwrap()), c).unwrap()
+        };
+        let (t1, t2) = (mk("d1", "xc-d1"), mk("d2", "xc-d2"));
+        let mut d = Vec::new();
+        t1.execute(&[0, 0, 0, 0, 0, 0], &[], 1, &mut d);
+        t2.execute(&[0, 0, 0, 0, 0, 0], &[], 1, &mut d);
+        let mut w = [0u8; 10];
+        w[0] = 0x2a;
+        w[8] = 1;
+        assert_eq!(t1.execute(&w, &[0x11; 512], 2, &mut d), ScsiOutcome::GOOD);
+        assert_eq!(t2.execute(&w, &[0x22; 512], 2, &mut d), ScsiOutcome::GOOD);
+        let cscd = |naa: [u8; 16]| {
+            let mut c = vec![0xe4, 0, 0, 0, 0x01, 0x03, 0, 16];
+            c.extend_from_slice(&naa);
+            c.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0x02, 0x00]);
+            c
+        };
+        // Segment: CSCD 0 LBA 0 → CSCD 1 LBA 0, one block.
+        let mut seg = vec![0x02, 0, 0, 0x18, 0, 0, 0, 1, 0, 0, 0, 1];
+        seg.extend_from_slice(&[0; 16]);
+        let mut p = vec![0, 0x18, 0, 64, 0, 0, 0, 0, 0, 0, 0, 28, 0, 0, 0, 0];
+        p.extend(cscd(t1.logical_unit().naa_designator()));
+        p.extend(cscd(t2.logical_unit().naa_designator()));
+        p.extend(&seg);
+        let mut x = [0u8; 16];
+        x[0] = 0x83;
+        x[10..14].copy_from_slice(&(p.len() as u32).to_be_bytes());
+        // Sent to device 2: reads device 1.
+        let r = t2.execute(&x, &p, 3, &mut d);
+        assert_eq!(r.status, STATUS_CHECK_CONDITION);
+        let s = r.sense.unwrap();
+        assert_eq!((s[2] & 0x0f, s[12], s[13]), (0x0a, 0x0d, 0x02));
+        let r = t2.execute(&[0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0], &[], 4, &mut d);
+        assert_eq!(r, ScsiOutcome::GOOD);
+        assert_eq!(d, [0x22; 512]);
+        // Sent to device 1: writes device 2.
+        let r = t1.execute(&x, &p, 5, &mut d);
+        assert_eq!(r.status, STATUS_CHECK_CONDITION);
+        let r = t2.execute(&[0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0], &[], 6, &mut d);
+        assert_eq!(r, ScsiOutcome::GOOD);
+        assert_eq!(d, [0x22; 512]);
+        // Within its own device the copy works.
+        let mut p1 = vec![0, 0x18, 0, 32, 0, 0, 0, 0, 0, 0, 0, 28, 0, 0, 0, 0];
+        p1.extend(cscd(t1.logical_unit().naa_designator()));
+        let mut seg1 = seg.clone();
+        seg1[7] = 0; // destination CSCD 0
+        seg1[27] = 5; // destination LBA 5
+        p1.extend(&seg1);
+        x[10..14].copy_from_slice(&(p1.len() as u32).to_be_bytes());
+        assert_eq!(t1.execute(&x, &p1, 7, &mut d), ScsiOutcome::GOOD);
+        let r = t1.execute(&[0x28, 0, 0, 0, 0, 5, 0, 0, 1, 0], &[], 8, &mut d);
+        assert_eq!(r, ScsiOutcome::GOOD);
+        assert_eq!(d, [0x11; 512]);
     }
 
     #[test]

@@ -5,7 +5,10 @@ use std::sync::Arc;
 
 use rustio_backstore::{Backstore, RamBackstore};
 
-use crate::{LogicalUnit, LuConfig, Nexus, Request, Response, Sense, SenseKey, Status, TaskAttr};
+use crate::{
+    LogicalUnit, LuConfig, LunAccess, LunMap, Nexus, Request, Response, Sense, SenseKey, Status,
+    TaskAttr,
+};
 
 mod inquiry;
 mod misc;
@@ -32,6 +35,8 @@ pub(crate) struct H {
     pub lu: Arc<LogicalUnit>,
     pub n: Nexus,
     pub wp: bool,
+    /// The nexus's LUN map: this unit alone, at LUN 0.
+    pub map: LunMap,
 }
 
 impl H {
@@ -47,10 +52,14 @@ impl H {
     }
 
     pub fn with_backstore(b: Arc<dyn Backstore>, config: LuConfig) -> H {
+        let lu = LogicalUnit::new(b, config).unwrap();
+        let mut map = LunMap::new();
+        map.insert(0, lu.clone(), false);
         let h = H {
-            lu: LogicalUnit::new(b, config).unwrap(),
+            lu,
             n: nexus(1),
             wp: false,
+            map,
         };
         h.clear_ua(&h.n);
         h
@@ -68,6 +77,17 @@ impl H {
     }
 
     pub fn run_as(&self, n: &Nexus, cdb: &[u8], data_out: &[u8]) -> (Response, Vec<u8>) {
+        self.run_in(n, &self.map, cdb, data_out)
+    }
+
+    /// Runs `cdb` from `n` whose LUN map is `luns`.
+    pub fn run_in(
+        &self,
+        n: &Nexus,
+        luns: &dyn LunAccess,
+        cdb: &[u8],
+        data_out: &[u8],
+    ) -> (Response, Vec<u8>) {
         let mut data_in = vec![0xee; 3];
         let req = Request {
             nexus: n,
@@ -76,6 +96,7 @@ impl H {
             task_tag: 7,
             task_attr: TaskAttr::Simple,
             write_protected: self.wp,
+            luns,
         };
         let r = self.lu.execute(&req, &mut data_in);
         check_well_formed(&r, &data_in);

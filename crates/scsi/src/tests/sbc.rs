@@ -696,6 +696,7 @@ fn run_direct(h: &H, cdb: &[u8], direct: &mut crate::DirectIn<'_, '_>) -> (Respo
         task_tag: 7,
         task_attr: TaskAttr::Simple,
         write_protected: false,
+        luns: &h.map,
     };
     let r = h.lu.execute_direct(&req, &mut data_in, Some(direct));
     super::check_well_formed(&r, &data_in);

@@ -77,6 +77,19 @@ fn copy_within_one_unit_and_copy_status() {
     h.good(&xcopy_cdb(0), &[]);
 }
 
+/// A LUN map with `b` at LUN 0 and `a` at LUN 1 (mapped with `a_wp`).
+fn map_ab(a: &H, b: &H, a_wp: bool) -> LunMap {
+    let mut m = LunMap::new();
+    m.insert(0, b.lu.clone(), false);
+    m.insert(1, a.lu.clone(), a_wp);
+    m
+}
+
+/// Runs `cdb` on `b` from `b.n` whose LUN map is `map`.
+fn run_b(b: &H, map: &LunMap, cdb: &[u8], data_out: &[u8]) -> Response {
+    b.run_in(&b.n, map, cdb, data_out).0
+}
+
 #[test]
 fn copy_between_units() {
     let a = H::with(LuConfig::new("a", "xcopy-a"));
@@ -92,8 +105,9 @@ fn copy_between_units() {
         ],
         &[seg(0, 1, 8, 3, 40)],
     );
-    // Issued to B, copying A → B.
-    b.good(&xcopy_cdb(p.len()), &p);
+    // Issued to B by a nexus that maps both, copying A → B.
+    let map = map_ab(&a, &b, false);
+    assert_eq!(run_b(&b, &map, &xcopy_cdb(p.len()), &p), Response::GOOD);
     assert_eq!(b.good(&cdb10(0x28, 0, 40, 8), &[]), data);
     // A unit that no longer exists is unreachable.
     let gone = {
@@ -107,11 +121,169 @@ fn copy_between_units() {
         &[seg(0, 1, 1, 0, 0)],
     );
     assert_sense(
-        b.check(&xcopy_cdb(p.len()), &p),
+        check_of(run_b(&b, &map, &xcopy_cdb(p.len()), &p)),
         SenseKey::CopyAborted,
         0x0d,
         0x02,
     );
+}
+
+/// CVE-2020-28374 class: a unit that exists in this process but is not in the nexus's
+/// LUN map is not reachable, neither as source nor as destination, and nothing moves.
+#[test]
+fn unit_outside_the_lun_map_is_unreachable() {
+    let a = H::with(LuConfig::new("a", "xcopy-other-a"));
+    let b = H::with(LuConfig::new("b", "xcopy-other-b"));
+    let a_data = pattern(8 * 512, 1);
+    let b_data = pattern(8 * 512, 2);
+    a.good(&cdb10(0x2a, 0, 0, 8), &a_data);
+    b.good(&cdb10(0x2a, 0, 0, 8), &b_data);
+    let (na, nb) = (a.lu.naa_designator(), b.lu.naa_designator());
+    // B's nexus maps only B (`b.map`): A → B and B → A are both refused.
+    for (cscds, what) in [
+        ([cscd(&na, 512), cscd(&nb, 512)], "read another unit"),
+        ([cscd(&nb, 512), cscd(&na, 512)], "write another unit"),
+    ] {
+        let p = list(0, 3, &cscds, &[seg(0, 1, 8, 0, 0)]);
+        assert_sense(
+            b.check(&xcopy_cdb(p.len()), &p),
+            SenseKey::CopyAborted,
+            0x0d,
+            0x02,
+        );
+        assert_eq!(a.good(&cdb10(0x28, 0, 0, 8), &[]), a_data, "{what}");
+        assert_eq!(b.good(&cdb10(0x28, 0, 0, 8), &[]), b_data, "{what}");
+    }
+    // Even unreferenced, a CSCD naming an unreachable unit fails the copy.
+    let p = list(
+        0,
+        3,
+        &[cscd(&nb, 512), cscd(&na, 512)],
+        &[seg(0, 0, 8, 0, 16)],
+    );
+    assert_eq!(b.check(&xcopy_cdb(p.len()), &p).key, SenseKey::CopyAborted);
+    // The same unit through an empty map (a nexus that maps nothing) is unreachable.
+    let p = list(0, 3, &[cscd(&nb, 512)], &[seg(0, 0, 8, 0, 16)]);
+    let s = check_of(run_b(&b, &LunMap::new(), &xcopy_cdb(p.len()), &p));
+    assert_sense(s, SenseKey::CopyAborted, 0x0d, 0x02);
+    // A TCMU-style single mapping reaches its own unit only.
+    let own = crate::MappedLun {
+        lu: b.lu.clone(),
+        write_protected: false,
+    };
+    let r = b.run_in(&b.n, &own, &xcopy_cdb(p.len()), &p).0;
+    assert_eq!(r, Response::GOOD);
+    assert_eq!(b.good(&cdb10(0x28, 0, 16, 8), &[]), b_data);
+    let p = list(
+        0,
+        3,
+        &[cscd(&na, 512), cscd(&nb, 512)],
+        &[seg(0, 1, 8, 0, 0)],
+    );
+    let s = check_of(b.run_in(&b.n, &own, &xcopy_cdb(p.len()), &p).0);
+    assert_sense(s, SenseKey::CopyAborted, 0x0d, 0x02);
+}
+
+/// A destination mapped write-protected for this nexus (ACL) refuses the copy like a
+/// WRITE through that mapping would; reading from it is fine.
+#[test]
+fn write_protected_mapping_of_the_destination() {
+    let a = H::with(LuConfig::new("a", "xcopy-wp-a"));
+    let b = H::with(LuConfig::new("b", "xcopy-wp-b"));
+    let a_data = pattern(4 * 512, 3);
+    let b_data = pattern(4 * 512, 4);
+    a.good(&cdb10(0x2a, 0, 0, 4), &a_data);
+    b.good(&cdb10(0x2a, 0, 0, 4), &b_data);
+    let map = map_ab(&a, &b, true);
+    let (na, nb) = (a.lu.naa_designator(), b.lu.naa_designator());
+    let p = list(
+        0,
+        3,
+        &[cscd(&nb, 512), cscd(&na, 512)],
+        &[seg(0, 1, 4, 0, 0)],
+    );
+    let s = check_of(run_b(&b, &map, &xcopy_cdb(p.len()), &p));
+    assert_sense(s, SenseKey::DataProtect, 0x27, 0x00);
+    assert_eq!(a.good(&cdb10(0x28, 0, 0, 4), &[]), a_data);
+    // The other direction reads A and writes B: allowed.
+    let p = list(
+        0,
+        3,
+        &[cscd(&na, 512), cscd(&nb, 512)],
+        &[seg(0, 1, 4, 0, 8)],
+    );
+    assert_eq!(run_b(&b, &map, &xcopy_cdb(p.len()), &p), Response::GOOD);
+    assert_eq!(b.good(&cdb10(0x28, 0, 8, 4), &[]), a_data);
+    // A write-protected mapping of the unit the command was sent to counts as well.
+    let mut b = b;
+    b.wp = true;
+    let p = list(0, 3, &[cscd(&nb, 512)], &[seg(0, 0, 4, 0, 20)]);
+    let s = check_of(run_b(&b, &map_ab(&a, &b, false), &xcopy_cdb(p.len()), &p));
+    assert_sense(s, SenseKey::DataProtect, 0x27, 0x00);
+}
+
+/// Copy targets reserved by another nexus refuse the copy as a direct READ/WRITE from
+/// this nexus would be refused (SPC-4 5.13, SPC-2 RESERVE).
+#[test]
+fn reservation_of_another_nexus_on_a_copy_target() {
+    let a = H::with(LuConfig::new("a", "xcopy-pr-a"));
+    let b = H::with(LuConfig::new("b", "xcopy-pr-b"));
+    let a_data = pattern(4 * 512, 5);
+    a.good(&cdb10(0x2a, 0, 0, 4), &a_data);
+    let map = map_ab(&a, &b, false);
+    let (na, nb) = (a.lu.naa_designator(), b.lu.naa_designator());
+    let n2 = nexus(2);
+    a.clear_ua(&n2);
+    // Nexus 2 holds a Write Exclusive persistent reservation on A: REGISTER, RESERVE.
+    let mut reg = vec![0u8; 24];
+    reg[8..16].copy_from_slice(&0xabu64.to_be_bytes());
+    let mut c = [0x5f, 0x00, 0, 0, 0, 0, 0, 0, 24, 0];
+    assert_eq!(a.run_as(&n2, &c, &reg).0, Response::GOOD);
+    let mut res = vec![0u8; 24];
+    res[0..8].copy_from_slice(&0xabu64.to_be_bytes());
+    c[1] = 0x01;
+    c[2] = 0x01; // Write Exclusive
+    assert_eq!(a.run_as(&n2, &c, &res).0, Response::GOOD);
+    let conflict = Response {
+        status: Status::ReservationConflict,
+        sense: None,
+    };
+    // B → A writes A: conflict, A unchanged.
+    let p = list(
+        0,
+        3,
+        &[cscd(&nb, 512), cscd(&na, 512)],
+        &[seg(0, 1, 4, 0, 0)],
+    );
+    assert_eq!(run_b(&b, &map, &xcopy_cdb(p.len()), &p), conflict);
+    assert_eq!(a.good(&cdb10(0x28, 0, 0, 4), &[]), a_data);
+    // A → B only reads A, which Write Exclusive allows.
+    let p = list(
+        0,
+        3,
+        &[cscd(&na, 512), cscd(&nb, 512)],
+        &[seg(0, 1, 4, 0, 0)],
+    );
+    assert_eq!(run_b(&b, &map, &xcopy_cdb(p.len()), &p), Response::GOOD);
+    assert_eq!(b.good(&cdb10(0x28, 0, 0, 4), &[]), a_data);
+    // Under an SPC-2 reservation of nexus 2 even reading A conflicts: RELEASE,
+    // unregister (REGISTER with SERVICE ACTION RESERVATION KEY 0), RESERVE(6).
+    c[1] = 0x02;
+    assert_eq!(a.run_as(&n2, &c, &res).0, Response::GOOD);
+    c[1] = 0x00;
+    c[2] = 0x00;
+    assert_eq!(a.run_as(&n2, &c, &res).0, Response::GOOD);
+    assert_eq!(a.run_as(&n2, &[0x16, 0, 0, 0, 0, 0], &[]).0, Response::GOOD);
+    b.good(&cdb10(0x2a, 0, 0, 4), &pattern(4 * 512, 6));
+    let before = b.good(&cdb10(0x28, 0, 0, 4), &[]);
+    let p = list(
+        0,
+        3,
+        &[cscd(&na, 512), cscd(&nb, 512)],
+        &[seg(0, 1, 4, 0, 0)],
+    );
+    assert_eq!(run_b(&b, &map, &xcopy_cdb(p.len()), &p), conflict);
+    assert_eq!(b.good(&cdb10(0x28, 0, 0, 4), &[]), before);
 }
 
 #[test]

@@ -1,0 +1,286 @@
+//! Connection caps (issue 20, item 4): how many TCP connections the portal keeps, in
+//! total and per source address, and how many of them may still be in the login phase
+//! (not yet authenticated). Checked by the accept loop before a thread is spawned, so a
+//! refused connection costs one `accept` and one `close`.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+/// The caps in force (from [`crate::ServerConfig`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Caps {
+    /// Connections in total.
+    pub total: usize,
+    /// Connections from one source address.
+    pub per_source: usize,
+    /// Connections in the login phase, in total.
+    pub pending: usize,
+    /// Connections in the login phase from one source address.
+    pub pending_per_source: usize,
+}
+
+/// Which cap refused a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// `max_connections`.
+    Total(usize),
+    /// `max_connections_per_source`.
+    PerSource(usize),
+    /// `max_pending_logins`.
+    Pending(usize),
+    /// `max_pending_logins_per_source`.
+    PendingPerSource(usize),
+}
+
+impl Refusal {
+    /// The configuration name of the cap and its value, for the log line.
+    pub(crate) fn limit(&self) -> (&'static str, usize) {
+        match *self {
+            Refusal::Total(n) => ("max_connections", n),
+            Refusal::PerSource(n) => ("max_connections_per_source", n),
+            Refusal::Pending(n) => ("max_pending_logins", n),
+            Refusal::PendingPerSource(n) => ("max_pending_logins_per_source", n),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    total: usize,
+    pending: usize,
+    by_source: HashMap<IpAddr, (usize, usize)>,
+}
+
+/// Live connection counts.
+#[derive(Debug, Default)]
+pub(crate) struct ConnTracker {
+    counts: Mutex<Counts>,
+}
+
+/// IPv4-mapped IPv6 sources count as their IPv4 address.
+fn source_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    }
+}
+
+impl ConnTracker {
+    /// Admits a new connection from `source` (in the login phase) or says which cap
+    /// refuses it. The returned slot releases the counts when dropped.
+    pub(crate) fn admit(self: &Arc<Self>, source: IpAddr, caps: Caps) -> Result<ConnSlot, Refusal> {
+        let key = source_key(source);
+        let mut c = self.counts.lock();
+        let (from_src, pending_src) = c.by_source.get(&key).copied().unwrap_or((0, 0));
+        if c.total >= caps.total {
+            return Err(Refusal::Total(caps.total));
+        }
+        if from_src >= caps.per_source {
+            return Err(Refusal::PerSource(caps.per_source));
+        }
+        if c.pending >= caps.pending {
+            return Err(Refusal::Pending(caps.pending));
+        }
+        if pending_src >= caps.pending_per_source {
+            return Err(Refusal::PendingPerSource(caps.pending_per_source));
+        }
+        c.total += 1;
+        c.pending += 1;
+        c.by_source.insert(key, (from_src + 1, pending_src + 1));
+        Ok(ConnSlot {
+            tracker: self.clone(),
+            source: key,
+            pending: true,
+        })
+    }
+
+    /// (connections, connections in login) now.
+    pub(crate) fn counts(&self) -> (usize, usize) {
+        let c = self.counts.lock();
+        (c.total, c.pending)
+    }
+}
+
+/// One admitted connection's place in the counts.
+#[derive(Debug)]
+pub(crate) struct ConnSlot {
+    tracker: Arc<ConnTracker>,
+    source: IpAddr,
+    pending: bool,
+}
+
+impl ConnSlot {
+    /// The login finished: the connection no longer counts as pending.
+    pub(crate) fn logged_in(&mut self) {
+        if std::mem::replace(&mut self.pending, false) {
+            let mut c = self.tracker.counts.lock();
+            c.pending = c.pending.saturating_sub(1);
+            if let Some(e) = c.by_source.get_mut(&self.source) {
+                e.1 = e.1.saturating_sub(1);
+            }
+        }
+    }
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        let mut c = self.tracker.counts.lock();
+        c.total = c.total.saturating_sub(1);
+        if self.pending {
+            c.pending = c.pending.saturating_sub(1);
+        }
+        let gone = match c.by_source.get_mut(&self.source) {
+            Some(e) => {
+                e.0 = e.0.saturating_sub(1);
+                if self.pending {
+                    e.1 = e.1.saturating_sub(1);
+                }
+                e.0 == 0
+            }
+            None => false,
+        };
+        if gone {
+            c.by_source.remove(&self.source);
+        }
+    }
+}
+
+/// Lets one log line through per `every`, counting the ones held back, so that a flood
+/// of refused connections cannot flood the log.
+#[derive(Debug)]
+pub(crate) struct LogLimiter {
+    every: Duration,
+    state: Mutex<(Option<Instant>, u64)>,
+}
+
+impl LogLimiter {
+    /// One line per `every`.
+    pub(crate) fn new(every: Duration) -> LogLimiter {
+        LogLimiter {
+            every,
+            state: Mutex::new((None, 0)),
+        }
+    }
+
+    /// `Some(lines suppressed since the last one)` when a line may be logged now.
+    pub(crate) fn allow(&self, now: Instant) -> Option<u64> {
+        let mut s = self.state.lock();
+        match s.0 {
+            Some(last) if now.saturating_duration_since(last) < self.every => {
+                s.1 += 1;
+                None
+            }
+            _ => {
+                let suppressed = s.1;
+                *s = (Some(now), 0);
+                Some(suppressed)
+            }
+        }
+    }
+}
+
+/// A wall-clock deadline that nothing arriving can push back (RFC 7143 leaves the login
+/// timeout to the implementation; counting it from the accept and checking it before
+/// every read, not only between PDUs, is what stops a client that drips one byte at a
+/// time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Deadline(pub Instant);
+
+impl Deadline {
+    /// `limit` from `start`; a limit too large to represent means no deadline.
+    pub(crate) fn after(start: Instant, limit: Duration) -> Option<Deadline> {
+        start.checked_add(limit).map(Deadline)
+    }
+
+    /// Whether the deadline has passed at `now`.
+    pub(crate) fn passed(&self, now: Instant) -> bool {
+        now >= self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    const CAPS: Caps = Caps {
+        total: 4,
+        per_source: 3,
+        pending: 2,
+        pending_per_source: 2,
+    };
+
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(192, 0, 2, last))
+    }
+
+    #[test]
+    fn pending_cap_refuses_the_next_unauthenticated_connection() {
+        let t = Arc::new(ConnTracker::default());
+        let mut a = t.admit(ip(1), CAPS).unwrap();
+        let _b = t.admit(ip(2), CAPS).unwrap();
+        assert_eq!(t.admit(ip(3), CAPS).unwrap_err(), Refusal::Pending(2));
+        // Once one logs in, there is room for another login.
+        a.logged_in();
+        a.logged_in(); // idempotent
+        assert_eq!(t.counts(), (2, 1));
+        let _c = t.admit(ip(3), CAPS).unwrap();
+    }
+
+    #[test]
+    fn per_source_and_total_caps() {
+        let t = Arc::new(ConnTracker::default());
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            let mut s = t.admit(ip(1), CAPS).unwrap();
+            s.logged_in();
+            held.push(s);
+        }
+        assert_eq!(t.admit(ip(1), CAPS).unwrap_err(), Refusal::PerSource(3));
+        // The same address written as IPv4-mapped IPv6 is the same source.
+        let mapped = IpAddr::V6(Ipv4Addr::new(192, 0, 2, 1).to_ipv6_mapped());
+        assert_eq!(t.admit(mapped, CAPS).unwrap_err(), Refusal::PerSource(3));
+        let mut other = t.admit(IpAddr::V6(Ipv6Addr::LOCALHOST), CAPS).unwrap();
+        other.logged_in();
+        assert_eq!(t.admit(ip(9), CAPS).unwrap_err(), Refusal::Total(4));
+        // Closing releases every count.
+        drop(held);
+        drop(other);
+        assert_eq!(t.counts(), (0, 0));
+        assert!(t.counts.lock().by_source.is_empty());
+    }
+
+    #[test]
+    fn a_slot_dropped_in_login_releases_its_pending_count() {
+        let t = Arc::new(ConnTracker::default());
+        for _ in 0..10 {
+            let s = t.admit(ip(1), CAPS).unwrap();
+            drop(s);
+        }
+        assert_eq!(t.counts(), (0, 0));
+    }
+
+    #[test]
+    fn log_limiter_counts_suppressed_lines() {
+        let l = LogLimiter::new(Duration::from_secs(1));
+        let t0 = Instant::now();
+        assert_eq!(l.allow(t0), Some(0));
+        assert_eq!(l.allow(t0 + Duration::from_millis(10)), None);
+        assert_eq!(l.allow(t0 + Duration::from_millis(20)), None);
+        assert_eq!(l.allow(t0 + Duration::from_millis(1500)), Some(2));
+    }
+
+    #[test]
+    fn deadline_is_wall_clock() {
+        let t0 = Instant::now();
+        let d = Deadline::after(t0, Duration::from_secs(15)).unwrap();
+        assert!(!d.passed(t0 + Duration::from_secs(14)));
+        assert!(d.passed(t0 + Duration::from_secs(15)));
+        // Unrepresentable limits mean no deadline rather than a panic.
+        assert_eq!(Deadline::after(t0, Duration::MAX), None);
+    }
+}
