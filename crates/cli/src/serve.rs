@@ -51,7 +51,8 @@ pub struct ServeArgs {
     /// Serve a RAM LUN 0 behind an auto-named target with an open ACL.
     #[arg(long)]
     pub demo: bool,
-    /// Portal(s) for --demo (default 0.0.0.0:3260); repeat for IPv6, e.g. [::1]:3260.
+    /// Portal(s) for --demo (default 127.0.0.1:3260: the demo ACL is open, so it stays on
+    /// loopback unless you name another address); repeat for IPv6, e.g. [::1]:3260.
     #[arg(long, value_name = "ADDR:PORT")]
     pub listen: Vec<SocketAddr>,
     /// Size of the --demo RAM LUN in bytes (suffixes K, M, G, T).
@@ -110,6 +111,11 @@ pub struct ServeArgs {
     /// Data-Out buffer memory the whole server may hold (bytes; suffixes K, M, G, T).
     #[arg(long, value_name = "SIZE", default_value = "512M", value_parser = parse_size)]
     pub max_write_buffer: u64,
+    /// Slowest transfer rate a peer may keep up (bytes per second; suffixes K, M, G, T):
+    /// a response must be sent within the send timeout plus its size at this rate, a
+    /// write's Data-Out must arrive within the Data-Out timeout plus its size at this rate.
+    #[arg(long, value_name = "SIZE", default_value = "1M", value_parser = parse_size)]
+    pub min_transfer_rate: u64,
 }
 
 impl ServeArgs {
@@ -124,6 +130,7 @@ impl ServeArgs {
         cfg.data_out_timeout = std::time::Duration::from_secs(self.data_out_timeout);
         cfg.max_session_write_buffer = self.max_session_write_buffer;
         cfg.max_write_buffer = self.max_write_buffer;
+        cfg.min_transfer_rate = self.min_transfer_rate;
     }
 }
 
@@ -167,7 +174,8 @@ fn demo_config(args: &ServeArgs) -> anyhow::Result<(ServerConfig, String)> {
     )
     .context("creating the logical unit")?;
     let listen = if args.listen.is_empty() {
-        vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 3260)]
+        // The demo LUN has an open ACL: it listens on loopback unless an address is named.
+        vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 3260)]
     } else {
         args.listen.clone()
     };
@@ -290,4 +298,41 @@ pub fn run(args: ServeArgs, log: &str) -> anyhow::Result<()> {
         let _ = t.join();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Serve {
+        #[command(flatten)]
+        args: super::ServeArgs,
+    }
+
+    #[test]
+    fn demo_listens_on_loopback_unless_an_address_is_named() {
+        let s = Serve::try_parse_from(["serve", "--demo", "--demo-size", "1M"]).unwrap();
+        let (cfg, _) = super::demo_config(&s.args).unwrap();
+        let portals: Vec<_> = cfg.targets[0].tpgs[0]
+            .portals
+            .iter()
+            .map(|p| p.addr)
+            .collect();
+        assert_eq!(portals, vec!["127.0.0.1:3260".parse().unwrap()]);
+        let s = Serve::try_parse_from([
+            "serve",
+            "--demo",
+            "--demo-size",
+            "1M",
+            "--listen",
+            "0.0.0.0:3261",
+        ])
+        .unwrap();
+        let (cfg, _) = super::demo_config(&s.args).unwrap();
+        assert_eq!(
+            cfg.targets[0].tpgs[0].portals[0].addr,
+            "0.0.0.0:3261".parse().unwrap()
+        );
+    }
 }

@@ -1,13 +1,25 @@
-//! Back-off after CHAP failures, per initiator name and per source address.
+//! Back-off after CHAP failures, per source address and per (initiator name, address).
 //!
 //! CHAP over an unencrypted link is open to guessing (RFC 7143 9.2.1 asks for long
 //! random secrets for that reason); without a limit an attacker can try thousands of
-//! responses a second. [`AuthGuard`] counts failures per key (the InitiatorName, and the
-//! peer's IP address so that changing the name does not help) in streaks of failures
-//! less than a window apart; once a
-//! key reaches its threshold, CHAP logins for it are refused without checking the
-//! response for a delay that doubles with each further failure, up to a cap. A success
-//! clears the initiator name's record.
+//! responses a second. [`AuthGuard`] counts failures in streaks of failures less than a
+//! window apart, under two keys:
+//!
+//! * the source address (an IPv6 address per /64, as the connection caps count it), so that
+//!   changing the claimed InitiatorName does not help a guesser;
+//! * the pair (InitiatorName, source address), with a lower threshold.
+//!
+//! Once a key reaches its threshold, CHAP logins under it are refused without checking
+//! the response, for a delay that doubles with each further failure up to a cap. There
+//! is deliberately no key for the initiator name alone: the name is only a claim, and
+//! anyone who can reach the portal can claim it, so a name-wide block would let any
+//! host lock the real initiator out (five wrong answers, then one more each time the
+//! block ends). An address that has not failed is never refused because of another
+//! address's failures. The price is that guessing distributed over many addresses is
+//! slowed per address only; long random secrets are the defence there.
+//!
+//! A success clears its (name, address) record; the address record stays, so one good
+//! initiator behind a NAT does not clear another host's guessing.
 //!
 //! The type is pure: every method takes the current time, so tests drive it with a
 //! synthetic clock. Memory is bounded: at most [`GuardLimits::max_entries`] keys of each
@@ -19,13 +31,16 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+use crate::limits::source_key;
+
 /// The bounds of the back-off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GuardLimits {
     /// A failure continues its key's streak when it comes within this time of the
     /// previous one (or during a back-off); after a quiet window the count restarts.
     pub window: Duration,
-    /// Failures of one initiator name within the window before back-off starts.
+    /// Failures of one initiator name from one source address within the window before
+    /// that pair backs off (other addresses claiming the name are not affected).
     pub max_failures_per_name: u32,
     /// Failures from one IP address within the window before back-off starts (higher:
     /// several initiators may share an address behind NAT).
@@ -39,7 +54,7 @@ pub struct GuardLimits {
 }
 
 impl Default for GuardLimits {
-    /// 5 failures per name or 20 per address within 60 s, then 2 s doubling to 300 s;
+    /// 5 failures per (name, address) or 20 per address within 60 s, then 2 s doubling to 300 s;
     /// 4096 keys per kind.
     fn default() -> Self {
         GuardLimits {
@@ -140,17 +155,37 @@ impl<K: std::hash::Hash + Eq + Clone> Table<K> {
 /// Why a CHAP login is refused without checking it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
-    /// The initiator name is backing off for this long still.
-    Name(Duration),
-    /// The source address is backing off for this long still.
+    /// This initiator name from this source address is backing off for this long still.
+    NameFromAddress(Duration),
+    /// The source address is backing off for this long still (whatever name it claims).
     Address(Duration),
 }
+
+impl Refusal {
+    /// How long the refusal lasts (still).
+    pub fn delay(&self) -> Duration {
+        match *self {
+            Refusal::NameFromAddress(d) | Refusal::Address(d) => d,
+        }
+    }
+
+    /// Who is refused, for the log line.
+    pub fn scope(&self) -> &'static str {
+        match self {
+            Refusal::NameFromAddress(_) => "this initiator from this address",
+            Refusal::Address(_) => "any initiator from this address",
+        }
+    }
+}
+
+/// A (lower-cased initiator name, source key) pair.
+type PairKey = (String, IpAddr);
 
 /// Shared CHAP failure bookkeeping of a server (one per server, used by every login).
 #[derive(Debug, Default)]
 pub struct AuthGuard {
     limits: GuardLimits,
-    names: Mutex<Table<String>>,
+    pairs: Mutex<Table<PairKey>>,
     addrs: Mutex<Table<IpAddr>>,
 }
 
@@ -159,7 +194,7 @@ impl AuthGuard {
     pub fn new(limits: GuardLimits) -> AuthGuard {
         AuthGuard {
             limits,
-            names: Mutex::new(Table::default()),
+            pairs: Mutex::new(Table::default()),
             addrs: Mutex::new(Table::default()),
         }
     }
@@ -169,27 +204,29 @@ impl AuthGuard {
         &self.limits
     }
 
+    /// Initiator names compare case-insensitively (RFC 3722 2.6.2); addresses per
+    /// source (IPv6 per /64).
+    fn pair(initiator: &str, addr: IpAddr) -> PairKey {
+        (initiator.to_ascii_lowercase(), source_key(addr))
+    }
+
     /// Whether a CHAP attempt of `initiator` from `addr` may be checked at `now`.
     pub fn check(&self, initiator: &str, addr: IpAddr, now: Instant) -> Result<(), Refusal> {
-        if let Some(d) = self
-            .names
-            .lock()
-            .blocked(&initiator.to_ascii_lowercase(), now)
-        {
-            return Err(Refusal::Name(d));
-        }
-        if let Some(d) = self.addrs.lock().blocked(&addr, now) {
+        if let Some(d) = self.addrs.lock().blocked(&source_key(addr), now) {
             return Err(Refusal::Address(d));
+        }
+        if let Some(d) = self.pairs.lock().blocked(&Self::pair(initiator, addr), now) {
+            return Err(Refusal::NameFromAddress(d));
         }
         Ok(())
     }
 
-    /// Records a failed CHAP attempt; returns the refusal period that starts now, if
-    /// any (the longer of the name's and the address's).
-    pub fn failure(&self, initiator: &str, addr: IpAddr, now: Instant) -> Option<Duration> {
+    /// Records a failed CHAP attempt; returns the refusal that starts now, if any (the
+    /// longer of the pair's and the address's; the address's when equal).
+    pub fn failure(&self, initiator: &str, addr: IpAddr, now: Instant) -> Option<Refusal> {
         let l = &self.limits;
-        let n = self.names.lock().fail(
-            &initiator.to_ascii_lowercase(),
+        let n = self.pairs.lock().fail(
+            &Self::pair(initiator, addr),
             now,
             l.max_failures_per_name,
             l,
@@ -197,22 +234,25 @@ impl AuthGuard {
         let a = self
             .addrs
             .lock()
-            .fail(&addr, now, l.max_failures_per_address, l);
-        n.max(a)
+            .fail(&source_key(addr), now, l.max_failures_per_address, l);
+        match (n, a) {
+            (Some(n), Some(a)) if n > a => Some(Refusal::NameFromAddress(n)),
+            (_, Some(a)) => Some(Refusal::Address(a)),
+            (n, None) => n.map(Refusal::NameFromAddress),
+        }
     }
 
-    /// Records a successful CHAP login: the initiator name's streak is over. (The
-    /// address keeps its count: one good initiator must not clear another's guessing.)
-    pub fn success(&self, initiator: &str) {
-        self.names
-            .lock()
-            .map
-            .remove(&initiator.to_ascii_lowercase());
+    /// Records a successful CHAP login: the streak of this name from this address is
+    /// over. (The address keeps its count: one good initiator must not clear another's
+    /// guessing from the same address.)
+    pub fn success(&self, initiator: &str, addr: IpAddr) {
+        self.pairs.lock().map.remove(&Self::pair(initiator, addr));
     }
 
-    /// Keys currently remembered (names, addresses); for tests and metrics.
+    /// Keys currently remembered ((name, address) pairs, addresses); for tests and
+    /// metrics.
     pub fn len(&self) -> (usize, usize) {
-        (self.names.lock().map.len(), self.addrs.lock().map.len())
+        (self.pairs.lock().map.len(), self.addrs.lock().map.len())
     }
 
     /// Whether nothing is remembered.
@@ -244,22 +284,85 @@ mod tests {
             assert_eq!(g.failure(NAME, ip(1), t0 + s(i)), None);
             assert_eq!(g.check(NAME, ip(1), t0 + s(i)), Ok(()));
         }
-        // Fifth failure within 60 s: refused for 2 s.
-        assert_eq!(g.failure(NAME, ip(1), t0 + s(4)), Some(s(2)));
-        assert_eq!(g.check(NAME, ip(1), t0 + s(5)), Err(Refusal::Name(s(1))));
-        // Case does not matter (RFC 3722), the address does not help.
-        assert!(g.check("IQN.2026-01.EXAMPLE:I", ip(2), t0 + s(5)).is_err());
+        // Fifth failure within 60 s: this name from this address refused for 2 s.
+        assert_eq!(
+            g.failure(NAME, ip(1), t0 + s(4)),
+            Some(Refusal::NameFromAddress(s(2)))
+        );
+        assert_eq!(
+            g.check(NAME, ip(1), t0 + s(5)),
+            Err(Refusal::NameFromAddress(s(1)))
+        );
+        // Case does not matter (RFC 3722).
+        assert!(g.check("IQN.2026-01.EXAMPLE:I", ip(1), t0 + s(5)).is_err());
         assert_eq!(g.check(NAME, ip(1), t0 + s(6)), Ok(()));
         // Each further failure doubles: 4, 8, 16, ... up to 300 s.
         let mut t = t0 + s(6);
         let mut expect = 4;
         for _ in 0..10 {
-            let d = g.failure(NAME, ip(1), t).unwrap();
+            let d = g.failure(NAME, ip(1), t).unwrap().delay();
             assert_eq!(d, s(expect.min(300)));
             t += d;
             expect *= 2;
         }
-        assert_eq!(g.failure(NAME, ip(1), t), Some(s(300)));
+        assert_eq!(
+            g.failure(NAME, ip(1), t),
+            Some(Refusal::NameFromAddress(s(300)))
+        );
+    }
+
+    #[test]
+    fn an_attacker_claiming_a_name_does_not_lock_out_its_owner() {
+        // The review's attack: address A answers wrongly as N, again and again, one
+        // more time each time its back-off ends.
+        let g = guard();
+        let t0 = Instant::now();
+        let (a, b) = (ip(66), ip(7));
+        let mut t = t0;
+        let mut last = t0;
+        for _ in 0..40 {
+            last = t;
+            if let Some(r) = g.failure(NAME, a, t) {
+                t += r.delay();
+            }
+        }
+        // Just after the last failure.
+        let t = last + Duration::from_millis(1);
+        // A itself is backed off, at the cap by now.
+        assert_eq!(
+            g.check(NAME, a, t),
+            Err(Refusal::NameFromAddress(
+                Duration::from_secs(300) - Duration::from_millis(1)
+            ))
+        );
+        // N from B is checked at every moment of the attack.
+        for i in 0..50 {
+            assert_eq!(g.check(NAME, b, t0 + Duration::from_secs(i * 17)), Ok(()));
+        }
+        // B's own mistakes count for B only; its success clears only its own pair.
+        for _ in 0..4 {
+            assert_eq!(g.failure(NAME, b, t), None);
+        }
+        g.success(NAME, b);
+        assert_eq!(g.check(NAME, b, t), Ok(()));
+        assert!(g.check(NAME, a, t).is_err());
+    }
+
+    #[test]
+    fn ipv6_addresses_count_per_64() {
+        let g = guard();
+        let t0 = Instant::now();
+        let v6 = |host: u16| IpAddr::from([0x2001, 0xdb8, 0, 1, 0, 0, 0, host]);
+        for i in 0..20u16 {
+            // A new address of the same /64 and a new name each time.
+            g.failure(&format!("iqn.2026-01.example:n{i}"), v6(i), t0);
+        }
+        assert!(matches!(
+            g.check("iqn.2026-01.example:fresh", v6(999), t0),
+            Err(Refusal::Address(_))
+        ));
+        let other64 = IpAddr::from([0x2001, 0xdb8, 0, 2, 0, 0, 0, 1]);
+        assert_eq!(g.check("iqn.2026-01.example:fresh", other64, t0), Ok(()));
     }
 
     #[test]
@@ -276,13 +379,13 @@ mod tests {
     }
 
     #[test]
-    fn success_clears_the_name() {
+    fn success_clears_the_pair() {
         let g = guard();
         let t0 = Instant::now();
         for _ in 0..4 {
             g.failure(NAME, ip(1), t0);
         }
-        g.success(NAME);
+        g.success(NAME, ip(1));
         assert_eq!(g.failure(NAME, ip(1), t0), None);
     }
 
@@ -294,7 +397,7 @@ mod tests {
         for i in 0..20 {
             started = g.failure(&format!("iqn.2026-01.example:n{i}"), ip(9), t0);
         }
-        assert_eq!(started, Some(Duration::from_secs(2)));
+        assert_eq!(started, Some(Refusal::Address(Duration::from_secs(2))));
         assert_eq!(
             g.check("iqn.2026-01.example:fresh", ip(9), t0),
             Err(Refusal::Address(Duration::from_secs(2)))
@@ -311,8 +414,9 @@ mod tests {
         let t0 = Instant::now();
         for i in 0..100u8 {
             g.failure(&format!("iqn.2026-01.example:n{i}"), ip(i), t0);
+            g.failure(NAME, ip(i), t0);
         }
         let (n, a) = g.len();
-        assert!(n <= 8 && a <= 8, "{n} names, {a} addresses");
+        assert!(n <= 8 && a <= 8, "{n} pairs, {a} addresses");
     }
 }

@@ -390,6 +390,12 @@ pub struct ServerConfig {
     pub max_session_write_buffer: u64,
     /// Bytes of Data-Out buffers the whole server may hold.
     pub max_write_buffer: u64,
+    /// Slowest transfer rate (bytes per second) a peer may keep up, in both directions:
+    /// one response must be sent within `send_timeout + size ÷ rate` and one write's
+    /// Data-Out must arrive within `data_out_timeout + size ÷ rate`, however the bytes
+    /// trickle (a peer that reads or sends a little at a time never trips the
+    /// no-progress timeouts alone).
+    pub min_transfer_rate: u64,
 }
 
 /// Default [`ServerConfig::max_connections`]: far above what initiators open (one
@@ -415,6 +421,10 @@ pub const DEFAULT_MAX_SESSION_WRITE_BUFFER: u64 = 64 << 20;
 /// Default [`ServerConfig::max_write_buffer`]: eight sessions' full budgets; 16 sessions
 /// of 32 × 1 MiB WRITEs in flight, the benchmark's heaviest load.
 pub const DEFAULT_MAX_WRITE_BUFFER: u64 = 512 << 20;
+/// Default [`ServerConfig::min_transfer_rate`]: 1 MiB/s, far below any working link
+/// (a 16 MiB transfer gets 16 s on top of the timeout), far above a peer that holds
+/// a worker or a buffer by dripping.
+pub const DEFAULT_MIN_TRANSFER_RATE: u64 = 1 << 20;
 
 /// Largest command (expected data transfer length) that [`Execution::Auto`] runs on the
 /// reader thread. Larger transfers go to the pool so that the reader keeps receiving the
@@ -458,6 +468,7 @@ impl Default for ServerConfig {
             data_out_timeout: DEFAULT_DATA_OUT_TIMEOUT,
             max_session_write_buffer: DEFAULT_MAX_SESSION_WRITE_BUFFER,
             max_write_buffer: DEFAULT_MAX_WRITE_BUFFER,
+            min_transfer_rate: DEFAULT_MIN_TRANSFER_RATE,
         }
     }
 }
@@ -557,6 +568,9 @@ impl ServerConfig {
         }
         if self.max_session_write_buffer == 0 || self.max_write_buffer == 0 {
             return bad("write buffer limits must be positive".into());
+        }
+        if self.min_transfer_rate == 0 {
+            return bad("minimum transfer rate must be positive".into());
         }
         for (i, t) in self.targets.iter().enumerate() {
             // The same validator as the LIO side (rustio-config), so both refuse the

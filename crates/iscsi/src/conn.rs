@@ -47,10 +47,9 @@ pub(crate) const PDU_TIME_LIMIT: Duration = Duration::from_secs(60);
 const HANDOFF_WAIT: Duration = Duration::from_millis(20);
 /// Per-connection budget of response bytes handed over and not yet sent.
 const TX_QUEUE_MAX: usize = 16 << 20;
-/// Server-wide budget of response bytes handed over and not yet sent.
-const TX_QUEUE_SERVER_MAX: u64 = 256 << 20;
-/// Handed-over response bytes of the whole server.
-static TX_QUEUED_TOTAL: AtomicU64 = AtomicU64::new(0);
+/// Server-wide budget of response bytes handed over and not yet sent (counted in
+/// `Shared::tx_queued`).
+pub(crate) const TX_QUEUE_SERVER_MAX: u64 = 256 << 20;
 /// Poll tick of the reader (shutdown and NOP-In timers are checked this often).
 pub(crate) const TICK: Duration = Duration::from_millis(500);
 /// ABORTED COMMAND / PROTOCOL SERVICE CRC ERROR (RFC 7143 13.5.2 iSCSI condition).
@@ -203,15 +202,37 @@ pub(crate) fn is_timeout(e: &io::Error) -> bool {
     )
 }
 
-/// Writes all of `bufs`, continuing after partial writes.
+/// Time allowed to move `bytes` at `rate` bytes per second on top of `base` (the
+/// no-progress timeout): the wall-clock bound of one transfer (issue 20 items 2, 3).
+pub(crate) fn transfer_allowance(base: Duration, bytes: u64, rate: u64) -> Duration {
+    let rate = rate.max(1);
+    let secs = bytes / rate;
+    // (bytes % rate) < rate, so this is < 10^9 and fits.
+    let nanos = (u128::from(bytes % rate) * 1_000_000_000 / u128::from(rate)) as u32;
+    base.saturating_add(Duration::new(secs, nanos))
+}
+
+/// Writes all of `bufs`, continuing after partial writes, and fails with `TimedOut`
+/// once `deadline` has passed between two partial writes: `SO_SNDTIMEO` only fires when
+/// a send makes no progress at all, so a peer that reads a little now and then would
+/// otherwise hold the writer for ever. The clock is read only after a partial write.
 pub(crate) fn write_all_vectored(
     w: &mut impl Write,
     mut bufs: &mut [IoSlice<'_>],
+    deadline: Option<Instant>,
 ) -> io::Result<()> {
     while !bufs.is_empty() {
         match w.write_vectored(bufs) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => IoSlice::advance_slices(&mut bufs, n),
+            Ok(n) => {
+                IoSlice::advance_slices(&mut bufs, n);
+                if !bufs.is_empty() && deadline.is_some_and(|d| Instant::now() >= d) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "response not sent by its deadline",
+                    ));
+                }
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
@@ -259,7 +280,7 @@ impl<'a> OutPdu<'a> {
     }
 }
 
-fn write_pdus(w: &mut TcpStream, pdus: &[OutPdu<'_>]) -> io::Result<()> {
+fn write_pdus(w: &mut TcpStream, pdus: &[OutPdu<'_>], deadline: Instant) -> io::Result<()> {
     let mut iov: Vec<IoSlice<'_>> = Vec::with_capacity(pdus.len() * 4);
     for p in pdus {
         iov.push(IoSlice::new(&p.hdr[..p.hdr_len]));
@@ -273,7 +294,7 @@ fn write_pdus(w: &mut TcpStream, pdus: &[OutPdu<'_>]) -> io::Result<()> {
             }
         }
     }
-    write_all_vectored(w, &mut iov)
+    write_all_vectored(w, &mut iov, Some(deadline))
 }
 
 struct Writer {
@@ -343,6 +364,9 @@ pub(crate) struct WriteTask {
     held: bool,
     /// Last R2T sent or Data-Out received (for the Data-Out timeout).
     last_progress: Instant,
+    /// When the command started waiting for budget (`held`) or, once funded, when it
+    /// got its budget: the origin of its wall-clock limits.
+    since: Instant,
     /// Unsolicited data and outstanding R2Ts (RFC 7143 11.7, 11.8).
     seq: DataOutSeq,
 }
@@ -419,6 +443,16 @@ pub(crate) struct Conn {
     tx_pending: AtomicUsize,
     /// ITTs of write commands waiting for buffer budget, oldest first.
     held: Mutex<VecDeque<u32>>,
+    /// Creation time; origin of `send_started`.
+    born: Instant,
+    /// When the write in progress began (nanoseconds since `born`, `| 1`), 0 when none:
+    /// a writer held longer than [`HANDOFF_WAIT`] is stuck, and jobs for this connection
+    /// are parked rather than run (one connection occupies at most one worker).
+    send_started: AtomicU64,
+    /// No-progress send timeout (`SO_SNDTIMEO`), from the configuration at login.
+    send_timeout: Duration,
+    /// Slowest transfer rate a peer may keep up (bytes per second).
+    min_rate: u64,
 }
 
 /// Data-Out buffers of one connection, recycled: without it every large write costs a
@@ -478,6 +512,10 @@ impl Conn {
         session: Arc<Session>,
         shared: Arc<Shared>,
     ) -> io::Result<Conn> {
+        let (send_timeout, min_rate) = {
+            let cfg = shared.config();
+            (cfg.send_timeout, cfg.min_transfer_rate)
+        };
         Ok(Conn {
             id,
             cid,
@@ -503,7 +541,62 @@ impl Conn {
             tx: Mutex::new(TxQueue::default()),
             tx_pending: AtomicUsize::new(0),
             held: Mutex::new(VecDeque::new()),
+            born: Instant::now(),
+            send_started: AtomicU64::new(0),
+            send_timeout,
+            min_rate,
         })
+    }
+
+    /// Writes PDUs within their wall-clock deadline (send timeout + size at the minimum
+    /// rate), marking the writer busy meanwhile for [`run_job`].
+    fn write_out(&self, w: &mut Writer, pdus: &[OutPdu<'_>]) -> io::Result<()> {
+        let now = Instant::now();
+        let bytes: u64 = pdus.iter().map(|p| p.data.len() as u64).sum();
+        let deadline = now + transfer_allowance(self.send_timeout, bytes, self.min_rate);
+        let stamp = (now.duration_since(self.born).as_nanos() as u64) | 1;
+        self.send_started.store(stamp, Ordering::Release);
+        let r = write_pdus(&mut w.stream, pdus, deadline);
+        self.send_started.store(0, Ordering::Release);
+        r
+    }
+
+    /// Whether a write on this connection has been in progress longer than
+    /// [`HANDOFF_WAIT`] (the peer is slow to read).
+    fn writer_stuck(&self) -> bool {
+        let since = self.send_started.load(Ordering::Acquire);
+        if since == 0 {
+            return false;
+        }
+        let now = self.born.elapsed().as_nanos() as u64;
+        now.saturating_sub(since) > HANDOFF_WAIT.as_nanos() as u64
+    }
+
+    /// How long anyone waits for the writer: a holder's own write is bounded by its
+    /// deadline, and the queue it writes after it by the send budget.
+    fn writer_wait(&self) -> Duration {
+        transfer_allowance(self.send_timeout, TX_QUEUE_MAX as u64, self.min_rate)
+    }
+
+    /// Takes the writer lock within [`Conn::writer_wait`], or closes the connection (a
+    /// holder that long is writing to a peer that does not read).
+    fn lock_writer(&self) -> Option<MutexGuard<'_, Writer>> {
+        if let Some(g) = self.writer.try_lock_for(self.writer_wait()) {
+            return Some(g);
+        }
+        self.shared
+            .limit_counters
+            .send_timeouts
+            .fetch_add(1, Ordering::Relaxed);
+        warn!(
+            conn = self.id,
+            peer = %self.peer,
+            initiator = %self.session.initiator,
+            wait_secs = self.writer_wait().as_secs_f64(),
+            "connection's writer stuck behind a peer that does not read; dropping the connection"
+        );
+        self.close();
+        None
     }
 
     /// Closes the socket; the reader thread notices and cleans up.
@@ -534,8 +627,11 @@ impl Conn {
         advance: bool,
         build: impl FnOnce(u32, u32, u32) -> Header,
     ) -> bool {
-        let mut w = self.writer.lock();
+        let Some(mut w) = self.lock_writer() else {
+            return false;
+        };
         if w.broken {
+            self.release(w);
             return false;
         }
         let stat_sn = w.stat_sn;
@@ -545,7 +641,7 @@ impl Conn {
             self.session.max_cmd_sn(),
         );
         let out = [OutPdu::new(&h, data, self.digests)];
-        let ok = match write_pdus(&mut w.stream, &out) {
+        let ok = match self.write_out(&mut w, &out) {
             Ok(()) => {
                 if advance {
                     w.stat_sn = stat_sn.wrapping_add(1);
@@ -575,8 +671,9 @@ impl Conn {
                 conn = self.id,
                 peer = %self.peer,
                 initiator = %self.session.initiator,
-                send_timeout_secs = self.shared.config().send_timeout.as_secs_f64(),
-                "peer stopped reading: no send progress within the send timeout; dropping the connection"
+                send_timeout_secs = self.send_timeout.as_secs_f64(),
+                min_rate = self.min_rate,
+                "peer stopped reading or reads too slowly: no send progress within the send timeout, or a response not sent within the send timeout plus its size at the minimum rate; dropping the connection"
             );
         } else {
             debug!(conn = self.id, error = %e, "write failed");
@@ -596,7 +693,9 @@ impl Conn {
                     let item = tx.items.pop_front();
                     if let Some(i) = &item {
                         tx.bytes -= i.data.len();
-                        TX_QUEUED_TOTAL.fetch_sub(i.data.len() as u64, Ordering::AcqRel);
+                        self.shared
+                            .tx_queued
+                            .fetch_sub(i.data.len() as u64, Ordering::AcqRel);
                         self.tx_pending.store(tx.items.len(), Ordering::Release);
                     }
                     item
@@ -628,9 +727,14 @@ impl Conn {
         if tx.bytes.saturating_add(len) > TX_QUEUE_MAX {
             return false;
         }
-        let total = TX_QUEUED_TOTAL.fetch_add(len as u64, Ordering::AcqRel);
+        let total = self
+            .shared
+            .tx_queued
+            .fetch_add(len as u64, Ordering::AcqRel);
         if total.saturating_add(len as u64) > TX_QUEUE_SERVER_MAX {
-            TX_QUEUED_TOTAL.fetch_sub(len as u64, Ordering::AcqRel);
+            self.shared
+                .tx_queued
+                .fetch_sub(len as u64, Ordering::AcqRel);
             return false;
         }
         tx.bytes += len;
@@ -705,8 +809,12 @@ impl Conn {
                     }
                     return true;
                 }
-                // Over the send budget: wait, bounded by the send timeout.
-                self.writer.lock()
+                // Over the send budget: wait, bounded; a writer held that long means
+                // the peer does not read, and the connection goes.
+                match self.lock_writer() {
+                    Some(w) => w,
+                    None => return false,
+                }
             }
         };
         let ok = self.write_result(&mut w, hdr, resp, data, residual);
@@ -803,7 +911,7 @@ impl Conn {
             pdus.push(OutPdu::new(&h, &sense_seg[..sense_len], self.digests));
             stat_sn = stat_sn.wrapping_add(1);
         }
-        match write_pdus(&mut w.stream, &pdus) {
+        match self.write_out(w, &pdus) {
             Ok(()) => {
                 w.stat_sn = stat_sn;
                 true
@@ -885,15 +993,24 @@ impl ExecBufs {
     }
 }
 
-/// Runs one job: parked on its connection instead while workers are handing that
-/// connection's responses over because its writer is stuck (issue 20 item 3), so that
-/// a peer that stops reading cannot take the pool with it. The writer's holder puts
-/// parked jobs back on the pool once the queue is written.
+/// Runs one job: parked on its connection instead while that connection's writer is
+/// stuck — responses handed over and waiting, or a write in progress for longer than
+/// [`HANDOFF_WAIT`] (issue 20 item 3) — so that a peer that reads slowly or not at all
+/// occupies at most the one worker writing to it. The writer's holder puts parked jobs
+/// back on the pool when it lets go of the writer. A healthy connection's jobs still
+/// run in parallel: a write in progress for less than `HANDOFF_WAIT` parks nothing.
+/// Jobs of a closing connection are not executed: nobody will read their answers.
 pub(crate) fn run_job(job: ExecJob, bufs: &mut ExecBufs) {
-    if job.conn.tx_pending.load(Ordering::Acquire) > 0 {
+    if job.conn.is_closing() {
+        finish_task(&job.sess, &job.cmd);
+        return;
+    }
+    if job.conn.tx_pending.load(Ordering::Acquire) > 0 || job.conn.writer_stuck() {
         let conn = job.conn.clone();
         let mut tx = conn.tx.lock();
-        if !tx.items.is_empty() {
+        // Decided under the queue's lock: the holder takes the parked jobs under it
+        // after its write ends (and clears `send_started` before), so none is stranded.
+        if !tx.items.is_empty() || conn.writer_stuck() {
             tx.parked.push(job);
             return;
         }
@@ -1151,9 +1268,13 @@ impl ConnReader {
         self.cleanup();
     }
 
-    /// Starts writes that were waiting for buffer budget and, at most once per tick,
+    /// Starts writes that were waiting for buffer budget and, at most once per tick:
+    /// answers BUSY to writes that waited for budget longer than the Data-Out timeout;
     /// drops the connection when a write has waited past the Data-Out timeout for data
-    /// it was promised (its budget is released with it). `false`: close.
+    /// it was promised, or has not received all of it within the Data-Out timeout plus
+    /// its size at the minimum rate however the data trickles (its budget is released
+    /// with it); drops it when commands have waited in the CmdSN window longer than the
+    /// Data-Out timeout for a CmdSN that does not come (issue 20 item 2). `false`: close.
     fn housekeeping(&mut self) -> bool {
         retry_held(&self.conn);
         let now = Instant::now();
@@ -1162,12 +1283,32 @@ impl ConnReader {
         }
         self.last_scan = now;
         let limit = self.data_out_timeout;
+        let rate = self.conn.min_rate;
+        expire_held(&self.conn, now, limit);
+        if let Some(stalled) = self.conn.session.window_stalled_for(now) {
+            if stalled >= limit {
+                warn!(
+                    conn = self.conn.id,
+                    peer = %self.conn.peer,
+                    initiator = %self.conn.session.initiator,
+                    exp_cmd_sn = self.conn.session.exp_cmd_sn(),
+                    waited_secs = stalled.as_secs_f64(),
+                    "commands held in the CmdSN window for a CmdSN that did not come within the Data-Out timeout; dropping the connection"
+                );
+                return false;
+            }
+        }
         let stale = self
             .conn
             .writes
             .lock()
             .values()
-            .find(|w| !w.held && now.duration_since(w.last_progress) >= limit)
+            .find(|w| {
+                !w.held
+                    && (now.duration_since(w.last_progress) >= limit
+                        || now.duration_since(w.since)
+                            >= transfer_allowance(limit, u64::from(w.cmd.need), rate))
+            })
             .map(|w| (w.cmd.hdr.itt, w.cmd.need, w.cmd.received));
         if let Some((itt, need, received)) = stale {
             self.conn
@@ -1183,7 +1324,8 @@ impl ConnReader {
                 need,
                 received,
                 data_out_timeout_secs = limit.as_secs_f64(),
-                "promised Data-Out did not arrive within the Data-Out timeout; dropping the connection"
+                min_rate = rate,
+                "promised Data-Out did not arrive within the Data-Out timeout (or not all of it within the timeout plus its size at the minimum rate); dropping the connection"
             );
             return false;
         }
@@ -1426,40 +1568,28 @@ impl ConnReader {
             // Bidirectional commands are not supported.
             fail = Some(SENSE_INVALID_FIELD_CDB);
         }
-        // Data-Out memory (issue 20 item 2): reserve what this command can really
-        // transfer, all or nothing, and allocate only what has arrived.
-        let (need, mut budget, busy) = if c.write {
-            let need =
-                write_transfer_len(&sess, &c, cdb.bytes()).max(unsolicited_end(&c, &params, len));
-            let shared = &self.conn.shared;
-            match Reservation::try_new(&sess.write_budget, &shared.write_budget, u64::from(need)) {
-                Some(r) => (need, Some(r), false),
-                // Only R2T-paced data: the command waits for budget (no R2T meanwhile).
-                None if len == 0 && c.final_bit => (need, None, false),
-                // Data is coming whether we want it or not: discard it, answer BUSY.
-                None => (need, None, true),
-            }
+        // Data-Out memory (issue 20 item 2): what this command can really transfer is
+        // reserved when it is admitted in CmdSN order (`start_command`), so that a
+        // command waiting in the CmdSN window holds no budget. Its immediate data is
+        // read now, outside the budget: at most (MaxCmdSN − ExpCmdSN) commands wait in
+        // the window, each with at most our MaxRecvDataSegmentLength of it.
+        let need = if c.write {
+            write_transfer_len(&sess, &c, cdb.bytes()).max(unsolicited_end(&c, &params, len))
         } else {
-            (0, None, false)
+            0
         };
-        let mut buf = match &budget {
-            Some(_) => self.conn.write_bufs.take(len),
-            None => Vec::new(),
+        let mut buf = if len > 0 {
+            self.conn.write_bufs.take(len)
+        } else {
+            Vec::new()
         };
-        if let Some(r) = budget.as_mut() {
-            r.set_filled(buf.len() as u64);
-        }
         if len > 0 {
-            if busy {
-                self.skip_segment(len)?;
-            } else {
-                let ok = self.read_into(&mut buf[..len])?;
-                if !ok {
-                    // RFC 7143 7.8: Reject with data digest error; the command ends with
-                    // CHECK CONDITION (protocol service CRC error) at ERL 0.
-                    self.conn.reject(RejectReason::DataDigestError, bhs);
-                    fail = Some(SENSE_PROTOCOL_CRC);
-                }
+            let ok = self.read_into(&mut buf[..len])?;
+            if !ok {
+                // RFC 7143 7.8: Reject with data digest error; the command ends with
+                // CHECK CONDITION (protocol service CRC error) at ERL 0.
+                self.conn.reject(RejectReason::DataDigestError, bhs);
+                fail = Some(SENSE_PROTOCOL_CRC);
             }
         }
         let cmd = Box::new(NewCommand {
@@ -1469,8 +1599,8 @@ impl ConnReader {
             received: len as u32,
             fail,
             need,
-            budget,
-            busy,
+            budget: None,
+            busy: false,
         });
         self.admit_or_run(c.immediate, c.cmd_sn, DeferredKind::Scsi(cmd))
     }
@@ -1856,7 +1986,7 @@ fn process(d: Deferred, immediate: bool) -> Flow {
 
 /// Starts a command delivered in CmdSN order: registers the task and either dispatches
 /// it or asks for its Data-Out.
-fn start_command(conn: &Arc<Conn>, cmd: Box<NewCommand>) {
+fn start_command(conn: &Arc<Conn>, mut cmd: Box<NewCommand>) {
     let sess = &conn.session;
     let task = Arc::new(TaskState {
         itt: cmd.hdr.itt,
@@ -1872,6 +2002,27 @@ fn start_command(conn: &Arc<Conn>, cmd: Box<NewCommand>) {
         }
         return;
     }
+    if cmd.hdr.write {
+        // Reserve the command's whole transfer now that it runs in CmdSN order (issue 20
+        // item 2), all or nothing.
+        match Reservation::try_new(
+            &sess.write_budget,
+            &conn.shared.write_budget,
+            u64::from(cmd.need),
+        ) {
+            Some(mut r) => {
+                r.set_filled(cmd.buf.len() as u64);
+                cmd.budget = Some(r);
+            }
+            // Only R2T-paced data: the command waits for budget (no R2T meanwhile).
+            None if cmd.received == 0 && cmd.hdr.final_bit => {}
+            // Data came, or is coming, whether we want it or not: discard it, BUSY.
+            None => {
+                cmd.busy = true;
+                conn.write_bufs.give(std::mem::take(&mut cmd.buf));
+            }
+        }
+    }
     if !cmd.hdr.write || cmd.received >= cmd.need || (cmd.busy && cmd.hdr.final_bit) {
         dispatch(conn, cmd, task);
         return;
@@ -1881,6 +2032,7 @@ fn start_command(conn: &Arc<Conn>, cmd: Box<NewCommand>) {
     let unsol_end = unsolicited_end(&cmd.hdr, &params, cmd.received as usize);
     let itt = cmd.hdr.itt;
     let held = cmd.budget.is_none() && !cmd.busy;
+    let now = Instant::now();
     let mut wt = WriteTask {
         // A BUSY command solicits nothing; it only lets its unsolicited data pass.
         seq: DataOutSeq::new(
@@ -1892,13 +2044,13 @@ fn start_command(conn: &Arc<Conn>, cmd: Box<NewCommand>) {
         cmd,
         task,
         held,
-        last_progress: Instant::now(),
+        last_progress: now,
+        since: now,
     };
     if held {
         // Oldest first: a command funded ahead of earlier waiters could starve them.
         let mut q = conn.held.lock();
         if !q.is_empty() || !try_fund(conn, &mut wt) {
-            q.push_back(itt);
             conn.shared
                 .limit_counters
                 .held
@@ -1909,6 +2061,12 @@ fn start_command(conn: &Arc<Conn>, cmd: Box<NewCommand>) {
                 need = wt.cmd.need,
                 "write waits for buffer budget"
             );
+            // In `writes` before its ITT is queued, both under the queue's lock: this may
+            // run on another connection's reader (CmdSN order across connections), and
+            // this connection's `retry_held` drops a queued ITT it cannot find.
+            conn.writes.lock().insert(itt, wt);
+            q.push_back(itt);
+            return;
         }
     }
     send_r2ts(conn, &mut wt);
@@ -1952,7 +2110,9 @@ fn try_fund(conn: &Conn, wt: &mut WriteTask) -> bool {
             r.set_filled(wt.cmd.buf.len() as u64);
             wt.cmd.budget = Some(r);
             wt.held = false;
-            wt.last_progress = Instant::now();
+            let now = Instant::now();
+            wt.last_progress = now;
+            wt.since = now;
             true
         }
         None => false,
@@ -1980,6 +2140,41 @@ fn retry_held(conn: &Arc<Conn>) {
             conn.writes.lock().insert(itt, wt);
             return;
         }
+    }
+}
+
+/// Answers BUSY (SAM-5 5.3.1) to writes that have waited for buffer budget longer than
+/// `limit`: nothing was solicited from them, so the initiator simply retries later, and
+/// a write is never parked indefinitely behind budget that others keep.
+fn expire_held(conn: &Arc<Conn>, now: Instant, limit: Duration) {
+    let expired: Vec<WriteTask> = {
+        let mut q = conn.held.lock();
+        if q.is_empty() {
+            return;
+        }
+        let mut writes = conn.writes.lock();
+        let mut out = Vec::new();
+        q.retain(|itt| match writes.get(itt) {
+            Some(w) if w.held && now.duration_since(w.since) >= limit => {
+                out.extend(writes.remove(itt));
+                false
+            }
+            Some(_) => true,
+            None => false,
+        });
+        out
+    };
+    for w in expired {
+        warn!(
+            conn = conn.id,
+            peer = %conn.peer,
+            initiator = %conn.session.initiator,
+            itt = w.cmd.hdr.itt,
+            need = w.cmd.need,
+            waited_secs = now.duration_since(w.since).as_secs_f64(),
+            "write waited for buffer budget longer than the Data-Out timeout; BUSY"
+        );
+        answer_busy(conn, w.cmd);
     }
 }
 
@@ -2379,6 +2574,28 @@ mod tests {
             pool.give(vec![1; 4096]);
         }
         assert_eq!(pool.0.lock().len(), BufPool::MAX_BUFS);
+    }
+
+    #[test]
+    fn transfer_allowance_adds_size_at_the_minimum_rate() {
+        let t = Duration::from_secs(30);
+        // 1 MiB at 1 MiB/s: one second on top of the timeout.
+        assert_eq!(
+            transfer_allowance(t, 1 << 20, 1 << 20),
+            Duration::from_secs(31)
+        );
+        // 64 MiB (the largest write) at 1 MiB/s.
+        assert_eq!(
+            transfer_allowance(t, 64 << 20, 1 << 20),
+            Duration::from_secs(94)
+        );
+        // 512 B at 1 KiB/s: half a second.
+        assert_eq!(
+            transfer_allowance(Duration::ZERO, 512, 1024),
+            Duration::from_millis(500)
+        );
+        // A zero rate (refused by validation) and huge sizes do not panic.
+        assert!(transfer_allowance(t, u64::MAX, 0) >= t);
     }
 
     #[test]

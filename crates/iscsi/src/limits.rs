@@ -34,6 +34,9 @@ pub(crate) enum Refusal {
     Pending(usize),
     /// `max_pending_logins_per_source`.
     PendingPerSource(usize),
+    /// The last quarter of `max_pending_logins` is kept for sources with fewer than this
+    /// many logins pending (see [`ConnTracker::admit`]).
+    PendingReserve(usize),
 }
 
 impl Refusal {
@@ -44,6 +47,10 @@ impl Refusal {
             Refusal::PerSource(n) => ("max_connections_per_source", n),
             Refusal::Pending(n) => ("max_pending_logins", n),
             Refusal::PendingPerSource(n) => ("max_pending_logins_per_source", n),
+            Refusal::PendingReserve(n) => (
+                "max_pending_logins_per_source while max_pending_logins is nearly reached",
+                n,
+            ),
         }
     }
 }
@@ -61,10 +68,19 @@ pub(crate) struct ConnTracker {
     counts: Mutex<Counts>,
 }
 
-/// IPv4-mapped IPv6 sources count as their IPv4 address.
-fn source_key(ip: IpAddr) -> IpAddr {
+/// The source a connection counts against: an IPv4 address (IPv4-mapped IPv6 included)
+/// or an IPv6 /64. RFC 4291 2.5.4 gives every IPv6 subnet a 64-bit interface ID, so one
+/// host on a LAN, or one customer of an ISP (RFC 6177 assigns at least a /64), controls
+/// 2^64 addresses: counting per /128 would let it bypass every per-source cap.
+pub(crate) fn source_key(ip: IpAddr) -> IpAddr {
     match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let prefix = u128::from(v6) & !(u128::from(u64::MAX));
+                IpAddr::V6(prefix.into())
+            }
+        },
         v4 => v4,
     }
 }
@@ -72,6 +88,11 @@ fn source_key(ip: IpAddr) -> IpAddr {
 impl ConnTracker {
     /// Admits a new connection from `source` (in the login phase) or says which cap
     /// refuses it. The returned slot releases the counts when dropped.
+    ///
+    /// Besides the four caps, the last quarter of the pending-login slots is kept for
+    /// sources holding fewer than a quarter of their own share: a few sources that each
+    /// fill their share cannot fill the whole table, and a real initiator (which opens
+    /// one login per session and path at a time) still gets in.
     pub(crate) fn admit(self: &Arc<Self>, source: IpAddr, caps: Caps) -> Result<ConnSlot, Refusal> {
         let key = source_key(source);
         let mut c = self.counts.lock();
@@ -87,6 +108,11 @@ impl ConnTracker {
         }
         if pending_src >= caps.pending_per_source {
             return Err(Refusal::PendingPerSource(caps.pending_per_source));
+        }
+        let reserve_from = caps.pending - caps.pending / 4;
+        let few = (caps.pending_per_source / 4).max(1);
+        if c.pending >= reserve_from && pending_src >= few {
+            return Err(Refusal::PendingReserve(few));
         }
         c.total += 1;
         c.pending += 1;
@@ -252,6 +278,81 @@ mod tests {
         drop(other);
         assert_eq!(t.counts(), (0, 0));
         assert!(t.counts.lock().by_source.is_empty());
+    }
+
+    /// The defaults' proportions: 128 logins pending in total, 16 per source.
+    const WIDE: Caps = Caps {
+        total: 1024,
+        per_source: 128,
+        pending: 128,
+        pending_per_source: 16,
+    };
+
+    #[test]
+    fn ipv6_sources_count_per_64() {
+        let t = Arc::new(ConnTracker::default());
+        let v6 = |a: u16, host: u16| IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, a, 0, 0, 0, host));
+        let caps = Caps { pending: 8, ..CAPS };
+        let mut held = Vec::new();
+        // Every connection from a new address of the same /64 (the review's bypass).
+        for host in 0..2 {
+            held.push(t.admit(v6(1, host), caps).unwrap());
+        }
+        assert_eq!(
+            t.admit(v6(1, 0xffff), caps).unwrap_err(),
+            Refusal::PendingPerSource(2)
+        );
+        assert_eq!(source_key(v6(1, 7)), v6(1, 0));
+        // Another /64 is another source; IPv4-mapped addresses stay IPv4.
+        assert_ne!(source_key(v6(2, 7)), source_key(v6(1, 7)));
+        let mapped = IpAddr::V6(Ipv4Addr::new(192, 0, 2, 1).to_ipv6_mapped());
+        assert_eq!(source_key(mapped), ip(1));
+    }
+
+    #[test]
+    fn a_few_sources_cannot_fill_the_pending_logins() {
+        // The review's attack: 4 sources × 32 pending logins filled all 128 slots.
+        let t = Arc::new(ConnTracker::default());
+        let mut held = Vec::new();
+        let mut sources = 0;
+        for src in 1..=200u8 {
+            if t.counts().1 >= WIDE.pending {
+                break;
+            }
+            sources += 1;
+            // Each source opens logins until refused.
+            while let Ok(s) = t.admit(ip(src), WIDE) {
+                held.push(s);
+            }
+            let pending_here = t.counts.lock().by_source[&ip(src)].1;
+            assert!(pending_here <= WIDE.pending_per_source, "{pending_here}");
+        }
+        // Six sources at their share of 16 reach the reserved quarter (96 of 128); the
+        // rest takes eight more sources of four each.
+        assert_eq!(t.counts().1, 128);
+        assert_eq!(sources, 6 + 8);
+    }
+
+    #[test]
+    fn the_reserve_keeps_room_for_a_quiet_source() {
+        let t = Arc::new(ConnTracker::default());
+        let mut held = Vec::new();
+        for src in 1..=6u8 {
+            for _ in 0..16 {
+                held.push(t.admit(ip(src), WIDE).unwrap());
+            }
+        }
+        assert_eq!(t.counts(), (96, 96));
+        // A seventh busy source is held to a quarter of its share in the reserve...
+        for _ in 0..4 {
+            held.push(t.admit(ip(7), WIDE).unwrap());
+        }
+        assert_eq!(
+            t.admit(ip(7), WIDE).unwrap_err(),
+            Refusal::PendingReserve(4)
+        );
+        // ...and a source with nothing pending still gets in.
+        held.push(t.admit(ip(200), WIDE).unwrap());
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use tracing::{debug, error, warn};
 
-use crate::authguard::{AuthGuard, Refusal};
+use crate::authguard::AuthGuard;
 use crate::chap::{self, ChapAlgorithm};
 use crate::config::{ChapCredentials, ServerConfig, TargetConfig, TpgConfig};
 use crate::pdu::{Header, LoginRequest, LoginResponse, Pdu, Stage};
@@ -670,8 +670,8 @@ impl LoginMachine {
             }
             self.chap = ChapState::Idle;
             self.authenticated = true;
-            if let Some((g, _)) = &self.guard {
-                g.success(&self.initiator_name);
+            if let Some((g, peer)) = &self.guard {
+                g.success(&self.initiator_name, peer.ip());
             }
         } else if get("CHAP_R").is_some() || get("CHAP_I").is_some() || get("CHAP_C").is_some() {
             return Err(status::AUTH_FAILURE);
@@ -679,8 +679,9 @@ impl LoginMachine {
         Ok(())
     }
 
-    /// Refuses a CHAP attempt without checking it while its initiator name or source
-    /// address is backing off after failures.
+    /// Refuses a CHAP attempt without checking it while its source address, or its
+    /// initiator name from that address, is backing off after failures (never because
+    /// of failures from other addresses: see [`crate::authguard`]).
     fn chap_guard_check(&self, chap_user: &str) -> StepResult<()> {
         let Some((g, peer)) = &self.guard else {
             return Ok(());
@@ -688,10 +689,7 @@ impl LoginMachine {
         match g.check(&self.initiator_name, peer.ip(), Instant::now()) {
             Ok(()) => Ok(()),
             Err(refusal) => {
-                let (key, left) = match refusal {
-                    Refusal::Name(d) => ("initiator", d),
-                    Refusal::Address(d) => ("address", d),
-                };
+                let (key, left) = (refusal.scope(), refusal.delay());
                 debug!(
                     initiator = ?self.initiator_name,
                     chap_user = ?chap_user,
@@ -746,12 +744,13 @@ impl LoginMachine {
             "CHAP authentication failed"
         );
         if let Some((g, peer)) = &self.guard {
-            if let Some(d) = g.failure(&self.initiator_name, peer.ip(), Instant::now()) {
+            if let Some(r) = g.failure(&self.initiator_name, peer.ip(), Instant::now()) {
                 warn!(
                     initiator = ?self.initiator_name,
                     %peer,
-                    refuse_for_s = d.as_secs(),
-                    "CHAP back-off: further CHAP logins of this initiator or address are refused"
+                    refused = r.scope(),
+                    refuse_for_s = r.delay().as_secs(),
+                    "CHAP back-off: further CHAP logins are refused unchecked for a while"
                 );
             }
         }
@@ -1325,6 +1324,34 @@ mod tests {
         // Backing off: even the right secret is refused (without being checked).
         assert_eq!(attempt(b"secretsecret"), status::AUTH_FAILURE);
         assert!(guard.check(INIT, peer.ip(), Instant::now()).is_err());
+    }
+
+    #[test]
+    fn chap_failures_from_another_address_do_not_lock_the_initiator_out() {
+        // Review of 6246fed: the back-off was keyed by the claimed InitiatorName, so any
+        // host could lock the real initiator out by answering wrongly in its name.
+        let guard = Arc::new(AuthGuard::default());
+        let attacker: SocketAddr = "192.0.2.66:40000".parse().unwrap();
+        let owner: SocketAddr = "192.0.2.7:50000".parse().unwrap();
+        let attempt = |peer: SocketAddr, secret: &[u8]| {
+            let (m, id, c, _) = chap_start(chap_cfg(false), "5");
+            let mut m = m.with_auth_guard(guard.clone(), peer);
+            let r = ChapAlgorithm::Md5.response(id, secret, &c);
+            let s = m.step(
+                &req(Stage::Security, Stage::Operational, true),
+                &kv(&[("CHAP_N", "user"), ("CHAP_R", &text::format_binary(&r))]),
+            );
+            status_of(&s)
+        };
+        for _ in 0..30 {
+            assert_eq!(attempt(attacker, b"guess"), status::AUTH_FAILURE);
+        }
+        // The attacker's address is backing off: even the right secret is refused there.
+        assert!(guard.check(INIT, attacker.ip(), Instant::now()).is_err());
+        assert_eq!(attempt(attacker, b"secretsecret"), status::AUTH_FAILURE);
+        // The owner's correct response is checked and accepted.
+        assert_eq!(guard.check(INIT, owner.ip(), Instant::now()), Ok(()));
+        assert_eq!(attempt(owner, b"secretsecret"), status::SUCCESS);
     }
 
     #[test]

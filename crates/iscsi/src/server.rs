@@ -64,6 +64,9 @@ pub(crate) struct Shared {
     pub(crate) write_budget: Arc<Budget>,
     /// Limits' counters.
     pub(crate) limit_counters: LimitCounters,
+    /// Response bytes handed over between workers and not yet sent, on all of this
+    /// server's connections (bounded by the send budget, see `conn::TX_QUEUE_SERVER_MAX`).
+    pub(crate) tx_queued: AtomicU64,
 }
 
 /// Counters of the resource limits (rendered as metrics, read by tests).
@@ -140,6 +143,9 @@ impl Shared {
             }
         }
         sess.abort_tasks(|_| true);
+        // PDUs waiting in the CmdSN window for a CmdSN that will never come now: drop
+        // them (and what they hold) outside the window's lock.
+        drop(sess.drain_window());
         if sess.session_type == SessionType::Normal {
             let mut seen: Vec<*const rustio_scsi::LogicalUnit> = Vec::new();
             for l in &sess.luns {
@@ -671,6 +677,7 @@ impl Server {
             refusal_log: LogLimiter::new(Duration::from_secs(1)),
             write_budget: Arc::new(Budget::new(write_limit)),
             limit_counters: LimitCounters::default(),
+            tx_queued: AtomicU64::new(0),
         });
         let mut workers = Vec::new();
         for i in 0..workers_n {
@@ -803,6 +810,9 @@ impl ServerHandle {
             *acc = keep;
         }
         self.shared.write_budget.set_limit(new.max_write_buffer);
+        for s in self.shared.sessions_snapshot() {
+            s.write_budget.set_limit(new.max_session_write_buffer);
+        }
         *self.shared.config.write() = new.clone();
         for s in self.shared.sessions_snapshot() {
             let Some((t, tpg)) = &s.target else {

@@ -65,6 +65,8 @@ pub(crate) enum Admit {
 struct Window<T> {
     exp_cmd_sn: u32,
     held: BTreeMap<u32, T>,
+    /// Since when PDUs have been held without ExpCmdSN moving (`None`: nothing held).
+    stalled_since: Option<Instant>,
 }
 
 /// A session.
@@ -146,6 +148,7 @@ impl Session {
             window: Mutex::new(Window {
                 exp_cmd_sn: cmd_sn,
                 held: BTreeMap::new(),
+                stalled_since: None,
             }),
             tasks: Mutex::new(HashMap::new()),
             tasks_changed: Condvar::new(),
@@ -188,10 +191,17 @@ impl Session {
         if cmd_sn == w.exp_cmd_sn {
             w.exp_cmd_sn = w.exp_cmd_sn.wrapping_add(1);
             self.exp_cmd_sn.store(w.exp_cmd_sn, Ordering::Release);
+            if w.stalled_since.is_some() {
+                // The gap moved: what is still held waits afresh.
+                w.stalled_since = (!w.held.is_empty()).then(Instant::now);
+            }
             return (Admit::Now, Some(item));
         }
         if sn_lt(w.exp_cmd_sn, cmd_sn) && sn_le(cmd_sn, max) && !w.held.contains_key(&cmd_sn) {
             w.held.insert(cmd_sn, item);
+            if w.stalled_since.is_none() {
+                w.stalled_since = Some(Instant::now());
+            }
             return (Admit::Held, None);
         }
         (Admit::Drop, None)
@@ -204,7 +214,25 @@ impl Session {
         let item = w.held.remove(&exp)?;
         w.exp_cmd_sn = exp.wrapping_add(1);
         self.exp_cmd_sn.store(w.exp_cmd_sn, Ordering::Release);
+        w.stalled_since = (!w.held.is_empty()).then(Instant::now);
         Some(item)
+    }
+
+    /// How long PDUs have been held in the CmdSN window for a CmdSN that does not come
+    /// (ExpCmdSN not moving); `None` when nothing is held. Held PDUs pin memory (their
+    /// immediate data) and, through their connection, the session itself.
+    pub fn window_stalled_for(&self, now: Instant) -> Option<Duration> {
+        let w = self.window.lock();
+        w.stalled_since.map(|t| now.saturating_duration_since(t))
+    }
+
+    /// Empties the CmdSN window (the session ended: what is held will never run). The
+    /// items are returned so that the caller drops them outside the window's lock; this
+    /// also breaks the Session → window → Deferred → Conn → Session cycle.
+    pub fn drain_window(&self) -> Vec<crate::conn::Deferred> {
+        let mut w = self.window.lock();
+        w.stalled_since = None;
+        std::mem::take(&mut w.held).into_values().collect()
     }
 
     /// Registers a task; `false` if the ITT is already in use.

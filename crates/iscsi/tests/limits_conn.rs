@@ -158,3 +158,84 @@ fn a_peer_that_stops_reading_does_not_starve_other_sessions() {
     drop(stuck);
     h.shutdown();
 }
+
+/// Review of 6246fed, item 2: a peer that reads a little now and then (64 KiB every
+/// 2 s, never a 4 s send timeout without progress) must not hold workers, and is
+/// dropped once a response misses its deadline (send timeout + size at the minimum
+/// rate, here 4 s + 1 s per 1 MiB READ).
+#[test]
+fn a_slow_reader_is_dropped_by_the_response_deadline_and_starves_nobody() {
+    let (h, addr) = start(|cfg, tpg| {
+        cfg.send_timeout = Duration::from_secs(4);
+        cfg.min_transfer_rate = 1 << 20;
+        cfg.queue_depth = 128;
+        cfg.workers = 2;
+        tpg.luns[0].lu = ram_lu(65536, "big");
+    });
+    let mut slow = Initiator::connect(addr);
+    assert!(slow.login(&LoginOpts::default()));
+    let mut good = Initiator::connect(addr);
+    let mut o = LoginOpts::default();
+    o.isid[5] = 9;
+    assert!(good.login(&o));
+    // More 1 MiB READs than workers, and far more than the sockets' buffers hold.
+    for k in 0..32u32 {
+        let (_, pdu) = slow.command(
+            0,
+            &read10((k % 16) * 2048, 2048),
+            true,
+            false,
+            1 << 20,
+            vec![],
+        );
+        slow.send(&pdu);
+    }
+    let mut rd = slow.s.try_clone().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 65536];
+        let end = Instant::now() + Duration::from_secs(40);
+        rd.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+        while Instant::now() < end {
+            let mut got = 0;
+            while got < buf.len() && Instant::now() < end {
+                match rd.read(&mut buf[got..]) {
+                    Ok(0) => return,
+                    Ok(n) => got += n,
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) => {}
+                    Err(_) => return,
+                }
+            }
+            std::thread::sleep(Duration::from_secs(2));
+        }
+    });
+    let t0 = Instant::now();
+    // The other session is served promptly all along, with one of two workers.
+    while h.connection_count() > 1 && t0.elapsed() < Duration::from_secs(25) {
+        let t = Instant::now();
+        let r = good.scsi(0, &read10(0, 2048), 1 << 20, &[], 0);
+        assert_eq!(r.status, 0);
+        assert_eq!(r.data.len(), 1 << 20);
+        assert!(
+            t.elapsed() < Duration::from_secs(3),
+            "READ of another session took {:?}",
+            t.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        h.connection_count(),
+        1,
+        "slow reader not dropped after {:?}",
+        t0.elapsed()
+    );
+    assert!(h.write_buffer_stats().send_timeouts >= 1);
+    let r = good.scsi(0, &read10(0, 2048), 1 << 20, &[], 0);
+    assert_eq!(r.status, 0);
+    drop(slow);
+    reader.join().unwrap();
+    h.shutdown();
+}

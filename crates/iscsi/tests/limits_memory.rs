@@ -166,3 +166,210 @@ fn server_budget_holds_other_sessions_until_budget_frees() {
     assert!(r.data == data);
     h.shutdown();
 }
+
+/// Waits for an R2T for `itt`, skipping anything else.
+fn r2t_for(i: &mut Initiator, itt: u32) -> rustio_iscsi::pdu::R2t {
+    for _ in 0..16 {
+        if let Header::R2t(r) = i.recv().header {
+            if r.itt == itt {
+                return r;
+            }
+        }
+    }
+    panic!("no R2T for {itt:#x}")
+}
+
+/// A 512-byte Data-Out at `offset` of the R2T `r` (F=0: more to come).
+fn drip(i: &mut Initiator, r: &rustio_iscsi::pdu::R2t, k: u32) {
+    let d = DataOut {
+        final_bit: false,
+        lun: r.lun,
+        itt: r.itt,
+        ttt: r.ttt,
+        exp_stat_sn: i.exp_stat_sn,
+        data_sn: k,
+        buffer_offset: r.buffer_offset + k * 512,
+    };
+    i.send(&Pdu::new(Header::DataOut(d), vec![7u8; 512]));
+}
+
+/// Review of 6246fed, item 1: a command waiting in the CmdSN window for a missing CmdSN
+/// held its whole write budget, and the window (never cleared, a reference cycle through
+/// the connection) kept it for ever after the session ended.
+#[test]
+fn out_of_order_write_budget_released_when_session_ends() {
+    let (h, addr) = start(|cfg, _| {
+        cfg.max_write_buffer = 64 << 20;
+    });
+    let mut a = Initiator::connect(addr);
+    assert!(a.login(&LoginOpts::default()));
+    a.cmd_sn = a.cmd_sn.wrapping_add(1); // leave a CmdSN gap
+    let (_, pdu) = a.command(0, &write16(131072), false, true, 64 << 20, vec![]);
+    a.send(&pdu);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        h.write_buffer_stats().reserved,
+        0,
+        "a command waiting in the CmdSN window holds no budget"
+    );
+    drop(a);
+    assert!(wait_until(Duration::from_secs(5), || h.connection_count() == 0));
+    std::thread::sleep(Duration::from_millis(300));
+    let st = h.write_buffer_stats();
+    assert_eq!(st.reserved, 0, "budget leaked by a session that ended");
+    // Another initiator's write gets its R2T at once.
+    let mut b = Initiator::connect(addr);
+    let mut o = LoginOpts::default();
+    o.isid[5] = 2;
+    assert!(b.login(&o));
+    let (_, pdu) = b.command(0, &write10(40, 16), false, true, 8192, vec![]);
+    b.send(&pdu);
+    b.s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let got = b.try_recv();
+    assert!(
+        matches!(got.as_ref().map(|p| &p.header), Some(Header::R2t(_))),
+        "{:?}",
+        got.map(|p| p.header)
+    );
+    h.shutdown();
+}
+
+/// A CmdSN gap that never fills is not a way to park commands (and their immediate
+/// data) for ever: the connection goes after the Data-Out timeout.
+#[test]
+fn cmdsn_gap_that_never_fills_drops_the_connection() {
+    let (h, addr) = start(|cfg, _| {
+        cfg.data_out_timeout = Duration::from_secs(2);
+    });
+    let mut a = Initiator::connect(addr);
+    assert!(a.login(&LoginOpts::default()));
+    a.cmd_sn = a.cmd_sn.wrapping_add(1);
+    let (_, pdu) = a.command(0, &write10(0, 8), false, true, 4096, vec![1u8; 4096]);
+    a.send(&pdu);
+    let t = Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(6), || h.connection_count() == 0),
+        "connection with a CmdSN gap still open after {:?}",
+        t.elapsed()
+    );
+    assert!(
+        t.elapsed() >= Duration::from_millis(1500),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(h.write_buffer_stats().reserved, 0);
+    h.shutdown();
+}
+
+/// Review of 6246fed, item 3: Data-Out dripping in just often enough to beat the
+/// no-progress timeout kept a reservation for ever; a write now has the Data-Out
+/// timeout plus its size at the minimum rate, however its data trickles.
+#[test]
+fn dripping_data_out_is_cut_at_the_wall_clock_limit() {
+    let (h, addr) = start(|cfg, _| {
+        cfg.data_out_timeout = Duration::from_secs(2);
+        cfg.min_transfer_rate = 1 << 20;
+    });
+    let mut i = Initiator::connect(addr);
+    assert!(i.login(&LoginOpts::default()));
+    // 2 MiB: 2 s + 2 MiB at 1 MiB/s = 4 s.
+    let (itt, pdu) = i.command(0, &write16(4096), false, true, 2 << 20, vec![]);
+    i.send(&pdu);
+    let r = r2t_for(&mut i, itt);
+    assert!(r.desired_len >= 512 * 16);
+    let t = Instant::now();
+    let mut k = 0;
+    let mut dropped = false;
+    while t.elapsed() < Duration::from_secs(9) && k < 16 {
+        drip(&mut i, &r, k);
+        k += 1;
+        if wait_until(Duration::from_millis(500), || h.connection_count() == 0) {
+            dropped = true;
+            break;
+        }
+    }
+    assert!(dropped, "dripping write still open after {:?}", t.elapsed());
+    assert!(
+        t.elapsed() >= Duration::from_secs(3),
+        "dropped too early: {:?}",
+        t.elapsed()
+    );
+    assert!(h.write_buffer_stats().data_out_timeouts >= 1);
+    assert!(wait_until(Duration::from_secs(2), || h
+        .write_buffer_stats()
+        .reserved
+        == 0));
+    h.shutdown();
+}
+
+/// Review of 6246fed, item 3: a write waiting for budget was excluded from every
+/// timeout; it is now answered BUSY once it has waited the Data-Out timeout.
+#[test]
+fn write_waiting_for_budget_is_answered_busy_after_the_timeout() {
+    let (h, addr) = start(|cfg, _| {
+        cfg.max_write_buffer = 64 << 20;
+        cfg.data_out_timeout = Duration::from_secs(2);
+    });
+    let mut a = Initiator::connect(addr);
+    assert!(a.login(&LoginOpts::default()));
+    let (a_itt, pdu) = a.command(0, &write16(131072), false, true, 64 << 20, vec![]);
+    a.send(&pdu);
+    let r = r2t_for(&mut a, a_itt);
+    let mut b = Initiator::connect(addr);
+    let mut o = LoginOpts::default();
+    o.isid[5] = 2;
+    assert!(b.login(&o));
+    let (b_itt, pdu) = b.command(0, &write10(40, 16), false, true, 8192, vec![]);
+    b.send(&pdu);
+    b.s.set_read_timeout(Some(Duration::from_millis(400)))
+        .unwrap();
+    let t = Instant::now();
+    let mut got = None;
+    let mut k = 0;
+    // A keeps its budget alive (well within its wall-clock limit) while B waits.
+    while t.elapsed() < Duration::from_secs(6) && got.is_none() {
+        drip(&mut a, &r, k);
+        k += 1;
+        got = b.try_recv();
+    }
+    let p = got.unwrap_or_else(|| panic!("no answer to a held write after {:?}", t.elapsed()));
+    let Header::ScsiResponse(resp) = p.header else {
+        panic!("SCSI Response expected, got {:?}", p.header)
+    };
+    assert_eq!(resp.itt, b_itt);
+    assert_eq!(resp.status, 0x08, "BUSY");
+    assert!(
+        t.elapsed() >= Duration::from_millis(1500),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(h.connection_count(), 2, "both sessions stay");
+    assert_eq!(h.write_buffer_stats().reserved, 64 * MIB);
+    h.shutdown();
+}
+
+/// Review of 6246fed, item 5: a reload changes the per-session budget of sessions
+/// already logged in, not only the server's.
+#[test]
+fn reload_changes_the_session_budget_of_live_sessions() {
+    let (h, addr) = start(|_, _| {});
+    let mut i = Initiator::connect(addr);
+    assert!(i.login(&LoginOpts::default()));
+    let mut cfg = (*h.config()).clone();
+    cfg.max_session_write_buffer = 1 << 20;
+    h.reload(cfg).unwrap();
+    // 1 MiB takes the whole (new) session budget...
+    let (itt, pdu) = i.command(0, &write16(2048), false, true, 1 << 20, vec![]);
+    i.send(&pdu);
+    r2t_for(&mut i, itt);
+    // ...so a write with immediate data finds none: BUSY.
+    let (busy_itt, pdu) = i.command(0, &write10(0, 8), false, true, 4096, vec![1u8; 4096]);
+    i.send(&pdu);
+    let p = i.recv();
+    let Header::ScsiResponse(resp) = p.header else {
+        panic!("SCSI Response expected, got {:?}", p.header)
+    };
+    assert_eq!(resp.itt, busy_itt);
+    assert_eq!(resp.status, 0x08, "BUSY under the reloaded session budget");
+    h.shutdown();
+}

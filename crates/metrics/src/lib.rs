@@ -187,9 +187,36 @@ fn read_head(conn: &mut TcpStream, limits: &Limits) -> io::Result<Result<Vec<u8>
     }
 }
 
-/// Writes `data` within the wall-clock deadline.
-fn write_bounded(conn: &mut TcpStream, data: &[u8], deadline: Instant) -> io::Result<()> {
-    for part in data.chunks(16 * 1024) {
+/// A byte sink whose single `write` can be bounded in time: a TCP stream with
+/// `SO_SNDTIMEO` (see [`write_bounded`]); tests substitute a scripted slow peer.
+trait TimedWrite {
+    /// Bounds the next `write` to `d` (non-zero).
+    fn set_timeout(&mut self, d: Duration) -> io::Result<()>;
+    /// One `send()`: blocks at most the timeout, may accept only part of `buf`.
+    fn write_once(&mut self, buf: &[u8]) -> io::Result<usize>;
+}
+
+impl TimedWrite for TcpStream {
+    fn set_timeout(&mut self, d: Duration) -> io::Result<()> {
+        self.set_write_timeout(Some(d))
+    }
+
+    fn write_once(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write(buf)
+    }
+}
+
+/// Writes `data` before the wall-clock `deadline` or fails with `TimedOut`.
+///
+/// One `write` (one `send()`) per step with `SO_SNDTIMEO` set to the time left, and
+/// the deadline checked before every step. Not `write_all`: it calls `send()` again after
+/// every partial send, each time with the whole timeout, so a peer that reads a little
+/// just before each timeout expires could hold the connection (and one of the few
+/// connection slots) far beyond the deadline. Linux counts `SO_SNDTIMEO` down across
+/// one `send()`'s waits (`sk_stream_wait_memory`), so each step ends by the deadline.
+fn write_bounded<W: TimedWrite>(conn: &mut W, data: &[u8], deadline: Instant) -> io::Result<()> {
+    let mut rest = data;
+    while !rest.is_empty() {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(io::Error::new(
@@ -197,8 +224,25 @@ fn write_bounded(conn: &mut TcpStream, data: &[u8], deadline: Instant) -> io::Re
                 "answer not sent in time",
             ));
         }
-        conn.set_write_timeout(Some(left))?;
-        conn.write_all(part)?;
+        conn.set_timeout(left)?;
+        match conn.write_once(rest) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    "peer accepts no more data",
+                ))
+            }
+            Ok(n) => rest = rest.get(n..).unwrap_or_default(),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // SO_SNDTIMEO expired with nothing sent.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "answer not sent in time",
+                ))
+            }
+            Err(e) => return Err(e),
+        }
     }
     Ok(())
 }
@@ -475,6 +519,101 @@ mod tests {
         }
         assert!(closed, "connection still open after {:?}", t0.elapsed());
         assert!(t0.elapsed() < Duration::from_secs(2));
+    }
+
+    /// A peer that takes `per_write` for each `send()` (never more than the timeout in
+    /// force, as `SO_SNDTIMEO` guarantees) and accepts `bytes` bytes each time: a slow
+    /// reader that keeps making a little progress.
+    struct SlowPeer {
+        per_write: Duration,
+        bytes: usize,
+        timeout: Duration,
+        received: usize,
+    }
+
+    impl TimedWrite for SlowPeer {
+        fn set_timeout(&mut self, d: Duration) -> io::Result<()> {
+            assert!(!d.is_zero());
+            self.timeout = d;
+            Ok(())
+        }
+
+        fn write_once(&mut self, buf: &[u8]) -> io::Result<usize> {
+            std::thread::sleep(self.per_write.min(self.timeout));
+            let n = self.bytes.min(buf.len());
+            self.received += n;
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn a_slowly_reading_peer_gets_the_wall_clock_deadline() {
+        // Review of 6246fed: write_all retried partial sends, each with a fresh timeout,
+        // so 16 KiB at 10 bytes per 20 ms took 33 s instead of the 200 ms allowed.
+        let mut peer = SlowPeer {
+            per_write: Duration::from_millis(20),
+            bytes: 10,
+            timeout: Duration::ZERO,
+            received: 0,
+        };
+        let data = vec![b'x'; 16 * 1024];
+        let t0 = Instant::now();
+        let r = write_bounded(&mut peer, &data, t0 + Duration::from_millis(200));
+        let took = t0.elapsed();
+        assert_eq!(r.unwrap_err().kind(), io::ErrorKind::TimedOut);
+        assert!(took < Duration::from_millis(600), "took {took:?}");
+        assert!(peer.received > 0 && peer.received < data.len());
+        // A peer that keeps up gets everything.
+        let mut fast = SlowPeer {
+            per_write: Duration::ZERO,
+            bytes: 1000,
+            timeout: Duration::ZERO,
+            received: 0,
+        };
+        write_bounded(&mut fast, &data, Instant::now() + Duration::from_secs(5)).unwrap();
+        assert_eq!(fast.received, data.len());
+    }
+
+    #[test]
+    fn peers_that_stop_reading_free_their_slots_at_the_deadline() {
+        // Real sockets: an answer larger than the loopback buffers, never read, by as
+        // many peers as there are connection slots.
+        let body = Arc::new("x".repeat(16 << 20));
+        let srv = MetricsServer::start(
+            TcpListener::bind("127.0.0.1:0").unwrap(),
+            Arc::new(move || body.as_str().to_owned()),
+            Limits {
+                write_timeout: Duration::from_millis(300),
+                ..limits()
+            },
+        )
+        .unwrap();
+        let stuck: Vec<TcpStream> = (0..2)
+            .map(|_| {
+                let mut c = TcpStream::connect(srv.local_addr()).unwrap();
+                c.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
+                c
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(100));
+        // Within the deadline (plus scheduling slack) the slots are free again.
+        let t0 = Instant::now();
+        let served = loop {
+            let mut c = TcpStream::connect(srv.local_addr()).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let _ = c.write_all(b"GET / HTTP/1.1\r\n\r\n");
+            let mut resp = Vec::new();
+            let _ = c.read_to_end(&mut resp);
+            if resp.starts_with(b"HTTP/1.1 404 ") {
+                break true;
+            }
+            if t0.elapsed() > Duration::from_secs(3) {
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(served, "slots still held after {:?}", t0.elapsed());
+        drop(stuck);
     }
 
     #[test]
