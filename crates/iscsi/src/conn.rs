@@ -213,31 +213,53 @@ pub(crate) fn transfer_allowance(base: Duration, bytes: u64, rate: u64) -> Durat
 }
 
 /// Writes all of `bufs`, continuing after partial writes, and fails with `TimedOut`
-/// once `deadline` has passed between two partial writes: `SO_SNDTIMEO` only fires when
-/// a send makes no progress at all, so a peer that reads a little now and then would
-/// otherwise hold the writer for ever. The clock is read only after a partial write.
+/// once `deadline` has passed. `SO_SNDTIMEO` (the send timeout) only fires when a send
+/// makes no progress at all, so a peer that reads a little now and then would otherwise
+/// hold the writer for ever; and one blocked send may itself last the whole send timeout
+/// before it returns a partial count. So after a partial write the socket's send timeout
+/// is lowered to the time left (and restored at the end): the deadline holds to within a
+/// millisecond. The clock and the socket option are touched only after a partial write.
 pub(crate) fn write_all_vectored(
-    w: &mut impl Write,
+    w: &mut TcpStream,
     mut bufs: &mut [IoSlice<'_>],
     deadline: Option<Instant>,
 ) -> io::Result<()> {
-    while !bufs.is_empty() {
+    let mut restore: Option<Option<Duration>> = None;
+    let result = loop {
+        if bufs.is_empty() {
+            break Ok(());
+        }
         match w.write_vectored(bufs) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(0) => break Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => {
                 IoSlice::advance_slices(&mut bufs, n);
-                if !bufs.is_empty() && deadline.is_some_and(|d| Instant::now() >= d) {
-                    return Err(io::Error::new(
+                let Some(d) = deadline.filter(|_| !bufs.is_empty()) else {
+                    continue;
+                };
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break Err(io::Error::new(
                         io::ErrorKind::TimedOut,
                         "response not sent by its deadline",
                     ));
                 }
+                if restore.is_none() {
+                    restore = Some(w.write_timeout()?);
+                }
+                let current = restore.flatten();
+                if current.is_none_or(|t| left < t) {
+                    // A zero timeout would mean "block for ever": at least 1 ms.
+                    w.set_write_timeout(Some(left.max(Duration::from_millis(1))))?;
+                }
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+            Err(e) => break Err(e),
         }
+    };
+    if let Some(t) = restore {
+        let _ = w.set_write_timeout(t);
     }
-    Ok(())
+    result
 }
 
 const ZEROS: [u8; 4] = [0; 4];
