@@ -8,7 +8,7 @@ use std::sync::{Arc, OnceLock};
 
 use libfuzzer_sys::fuzz_target;
 use rustio_backstore::RamBackstore;
-use rustio_scsi::{LogicalUnit, LuConfig, Nexus, Request, Sense, Status, TaskAttr};
+use rustio_scsi::{LogicalUnit, LuConfig, LunMap, Nexus, Request, Sense, Status, TaskAttr};
 
 fn lu() -> &'static Arc<LogicalUnit> {
     static LU: OnceLock<Arc<LogicalUnit>> = OnceLock::new();
@@ -18,6 +18,16 @@ fn lu() -> &'static Arc<LogicalUnit> {
         c.max_write_same_blocks = 256;
         c.max_unmap_blocks = 256;
         LogicalUnit::new(Arc::new(RamBackstore::new(1 << 20, 512).expect("ram")), c).expect("lu")
+    })
+}
+
+/// The nexuses' LUN map: the unit at LUN 0 (EXTENDED COPY reaches only this).
+fn map() -> &'static LunMap {
+    static MAP: OnceLock<LunMap> = OnceLock::new();
+    MAP.get_or_init(|| {
+        let mut m = LunMap::new();
+        m.insert(0, lu().clone(), false);
+        m
     })
 }
 
@@ -42,6 +52,7 @@ fuzz_target!(|input: &[u8]| {
         task_tag: 1,
         task_attr: TaskAttr::Simple,
         write_protected: who & 0x80 != 0,
+        luns: map(),
     };
     let mut data_in = Vec::new();
     let rsp = lu().execute(&req, &mut data_in);
