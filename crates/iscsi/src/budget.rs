@@ -113,6 +113,23 @@ impl Reservation {
         })
     }
 
+    /// Grows the reservation to `n` bytes in both budgets, all or nothing; `false` (and
+    /// the reservation unchanged) when either budget cannot give the difference.
+    pub(crate) fn grow_to(&mut self, n: u64) -> bool {
+        let Some(more) = n.checked_sub(self.amount).filter(|m| *m > 0) else {
+            return true;
+        };
+        if !self.server.try_take(more) {
+            return false;
+        }
+        if !self.session.try_take(more) {
+            self.server.give(more);
+            return false;
+        }
+        self.amount = n;
+        true
+    }
+
     /// Bytes reserved.
     #[cfg(test)]
     pub(crate) fn amount(&self) -> u64 {
@@ -248,5 +265,28 @@ mod tests {
         }
         assert!(peak.load(Ordering::Acquire) <= 9 * MIB);
         assert_eq!(server.reserved(), 0);
+    }
+
+    #[test]
+    fn grow_to_is_all_or_nothing() {
+        let server = Arc::new(Budget::new(100));
+        let sess = Arc::new(Budget::new(60));
+        let mut r = Reservation::try_new(&sess, &server, 10).unwrap();
+        assert!(r.grow_to(60));
+        assert_eq!(
+            (r.amount(), sess.reserved(), server.reserved()),
+            (60, 60, 60)
+        );
+        // The session has nothing left: the reservation stays as it was.
+        assert!(!r.grow_to(61));
+        assert_eq!(
+            (r.amount(), sess.reserved(), server.reserved()),
+            (60, 60, 60)
+        );
+        // Shrinking is not growing: nothing changes.
+        assert!(r.grow_to(5));
+        assert_eq!(r.amount(), 60);
+        drop(r);
+        assert_eq!((sess.reserved(), server.reserved()), (0, 0));
     }
 }

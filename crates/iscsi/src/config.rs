@@ -410,6 +410,9 @@ pub const DEFAULT_MAX_CONNECTIONS_PER_SOURCE: usize = 128;
 pub const DEFAULT_MAX_PENDING_LOGINS: usize = 128;
 /// Default [`ServerConfig::max_pending_logins_per_source`].
 pub const DEFAULT_MAX_PENDING_LOGINS_PER_SOURCE: usize = 32;
+/// Upper bound of every timeout of the configuration (one day).
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(86_400);
+
 /// Default [`ServerConfig::send_timeout`]: longer than any TCP retransmission stall a
 /// live peer recovers from, short enough that a peer that stopped reading is gone soon.
 pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(30);
@@ -561,9 +564,13 @@ impl ServerConfig {
             ("send timeout", self.send_timeout),
             ("Data-Out timeout", self.data_out_timeout),
         ] {
-            // Zero would disable SO_SNDTIMEO / the deadline rather than make it short.
-            if d.is_zero() {
-                return bad(format!("{what} must be positive"));
+            // Zero would disable SO_SNDTIMEO / the deadline rather than make it short;
+            // more than a day is a typo, and deadlines (now + timeout) must not overflow.
+            if d.is_zero() || d > MAX_TIMEOUT {
+                return bad(format!(
+                    "{what} must be between 1 s and {} s",
+                    MAX_TIMEOUT.as_secs()
+                ));
             }
         }
         if self.max_session_write_buffer == 0 || self.max_write_buffer == 0 {
@@ -697,6 +704,31 @@ mod tests {
             Err(crate::Error::Config(m)) => m,
             other => panic!("expected a configuration error, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn timeouts_are_bounded_both_ways() {
+        let ok = one_target("iqn.2026-01.com.example:t", |_| {});
+        assert!(ok.validate().is_ok());
+        for d in [
+            Duration::ZERO,
+            MAX_TIMEOUT + Duration::from_secs(1),
+            Duration::MAX,
+        ] {
+            let c = ServerConfig {
+                send_timeout: d,
+                ..ok.clone()
+            };
+            assert!(
+                config_error(&c).contains("send timeout must be between"),
+                "{d:?}"
+            );
+        }
+        let c = ServerConfig {
+            data_out_timeout: MAX_TIMEOUT,
+            ..ok
+        };
+        assert!(c.validate().is_ok());
     }
 
     #[test]

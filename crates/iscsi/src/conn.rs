@@ -594,10 +594,16 @@ impl Conn {
         now.saturating_sub(since) > HANDOFF_WAIT.as_nanos() as u64
     }
 
-    /// How long anyone waits for the writer: a holder's own write is bounded by its
-    /// deadline, and the queue it writes after it by the send budget.
+    /// How long anyone waits for the writer: a holder's own write (at most the largest
+    /// transfer) is bounded by its deadline, and the queue it writes after it by the send
+    /// budget; waiting less would drop a peer that reads slowly but within the minimum
+    /// rate.
     fn writer_wait(&self) -> Duration {
-        transfer_allowance(self.send_timeout, TX_QUEUE_MAX as u64, self.min_rate)
+        transfer_allowance(
+            self.send_timeout,
+            u64::from(crate::MAX_TRANSFER_BYTES) + TX_QUEUE_MAX as u64,
+            self.min_rate,
+        )
     }
 
     /// Takes the writer lock within [`Conn::writer_wait`], or closes the connection (a
@@ -1592,20 +1598,33 @@ impl ConnReader {
         }
         // Data-Out memory (issue 20 item 2): what this command can really transfer is
         // reserved when it is admitted in CmdSN order (`start_command`), so that a
-        // command waiting in the CmdSN window holds no budget. Its immediate data is
-        // read now, outside the budget: at most (MaxCmdSN − ExpCmdSN) commands wait in
-        // the window, each with at most our MaxRecvDataSegmentLength of it.
+        // command waiting in the CmdSN window holds no more than its immediate data. That
+        // data is read now, so it is reserved now; without budget for it, it is skipped
+        // and the command will be answered BUSY.
         let need = if c.write {
             write_transfer_len(&sess, &c, cdb.bytes()).max(unsolicited_end(&c, &params, len))
         } else {
             0
         };
-        let mut buf = if len > 0 {
+        let mut budget = None;
+        let mut busy = false;
+        if len > 0 && c.write {
+            budget = Reservation::try_new(
+                &sess.write_budget,
+                &self.conn.shared.write_budget,
+                len as u64,
+            );
+            if budget.is_none() {
+                self.skip_segment(len)?;
+                busy = true;
+            }
+        }
+        let mut buf = if len > 0 && !busy {
             self.conn.write_bufs.take(len)
         } else {
             Vec::new()
         };
-        if len > 0 {
+        if len > 0 && !busy {
             let ok = self.read_into(&mut buf[..len])?;
             if !ok {
                 // RFC 7143 7.8: Reject with data digest error; the command ends with
@@ -1621,8 +1640,8 @@ impl ConnReader {
             received: len as u32,
             fail,
             need,
-            budget: None,
-            busy: false,
+            budget,
+            busy,
         });
         self.admit_or_run(c.immediate, c.cmd_sn, DeferredKind::Scsi(cmd))
     }
@@ -2024,14 +2043,21 @@ fn start_command(conn: &Arc<Conn>, mut cmd: Box<NewCommand>) {
         }
         return;
     }
-    if cmd.hdr.write {
+    if cmd.hdr.write && !cmd.busy {
         // Reserve the command's whole transfer now that it runs in CmdSN order (issue 20
-        // item 2), all or nothing.
-        match Reservation::try_new(
-            &sess.write_budget,
-            &conn.shared.write_budget,
-            u64::from(cmd.need),
-        ) {
+        // item 2), all or nothing: grow what its immediate data holds, or (when that
+        // cannot grow, e.g. the transfer alone exceeds a budget that only admits it when
+        // empty) give that back and reserve afresh.
+        let need = u64::from(cmd.need);
+        let mut early = cmd.budget.take();
+        let grown = early.as_mut().is_some_and(|r| r.grow_to(need));
+        let reservation = if grown {
+            early
+        } else {
+            drop(early);
+            Reservation::try_new(&sess.write_budget, &conn.shared.write_budget, need)
+        };
+        match reservation {
             Some(mut r) => {
                 r.set_filled(cmd.buf.len() as u64);
                 cmd.budget = Some(r);

@@ -34,6 +34,10 @@ pub(crate) enum Refusal {
     Pending(usize),
     /// `max_pending_logins_per_source`.
     PendingPerSource(usize),
+    /// [`PREFIX_SHARE`] × `max_connections_per_source`, for one IPv6 /64.
+    PerPrefix(usize),
+    /// [`PREFIX_SHARE`] × `max_pending_logins_per_source`, for one IPv6 /64.
+    PendingPerPrefix(usize),
     /// The last quarter of `max_pending_logins` is kept for sources with fewer than this
     /// many logins pending (see [`ConnTracker::admit`]).
     PendingReserve(usize),
@@ -47,6 +51,10 @@ impl Refusal {
             Refusal::PerSource(n) => ("max_connections_per_source", n),
             Refusal::Pending(n) => ("max_pending_logins", n),
             Refusal::PendingPerSource(n) => ("max_pending_logins_per_source", n),
+            Refusal::PerPrefix(n) => ("max_connections_per_source x 8 for one IPv6 /64", n),
+            Refusal::PendingPerPrefix(n) => {
+                ("max_pending_logins_per_source x 8 for one IPv6 /64", n)
+            }
             Refusal::PendingReserve(n) => (
                 "max_pending_logins_per_source while max_pending_logins is nearly reached",
                 n,
@@ -60,6 +68,30 @@ struct Counts {
     total: usize,
     pending: usize,
     by_source: HashMap<IpAddr, (usize, usize)>,
+    /// The same counts per IPv6 /64 (the address's upper 64 bits).
+    by_prefix: HashMap<IpAddr, (usize, usize)>,
+}
+
+/// How many per-source shares one IPv6 /64 may hold together. The per-source caps count
+/// each address (a storage subnet is one /64 shared by many hosts, each its own source);
+/// the /64 as a whole gets this many shares, so a host that owns the 2^64 addresses of
+/// its subnet (RFC 4291 2.5.4) cannot bypass the per-source caps by rotating addresses.
+pub(crate) const PREFIX_SHARE: usize = 8;
+
+/// The address a connection counts against: IPv4-mapped IPv6 addresses count as IPv4.
+fn address_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// The IPv6 /64 an address belongs to; `None` for IPv4 (and IPv4-mapped) addresses.
+fn prefix_key(ip: IpAddr) -> Option<IpAddr> {
+    match address_key(ip) {
+        IpAddr::V6(_) => Some(source_key(ip)),
+        IpAddr::V4(_) => None,
+    }
 }
 
 /// Live connection counts.
@@ -94,7 +126,8 @@ impl ConnTracker {
     /// fill their share cannot fill the whole table, and a real initiator (which opens
     /// one login per session and path at a time) still gets in.
     pub(crate) fn admit(self: &Arc<Self>, source: IpAddr, caps: Caps) -> Result<ConnSlot, Refusal> {
-        let key = source_key(source);
+        let key = address_key(source);
+        let prefix = prefix_key(source);
         let mut c = self.counts.lock();
         let (from_src, pending_src) = c.by_source.get(&key).copied().unwrap_or((0, 0));
         if c.total >= caps.total {
@@ -109,6 +142,19 @@ impl ConnTracker {
         if pending_src >= caps.pending_per_source {
             return Err(Refusal::PendingPerSource(caps.pending_per_source));
         }
+        let (from_prefix, pending_prefix) = prefix
+            .and_then(|p| c.by_prefix.get(&p).copied())
+            .unwrap_or((0, 0));
+        let prefix_caps = (
+            caps.per_source.saturating_mul(PREFIX_SHARE),
+            caps.pending_per_source.saturating_mul(PREFIX_SHARE),
+        );
+        if from_prefix >= prefix_caps.0 {
+            return Err(Refusal::PerPrefix(prefix_caps.0));
+        }
+        if pending_prefix >= prefix_caps.1 {
+            return Err(Refusal::PendingPerPrefix(prefix_caps.1));
+        }
         let reserve_from = caps.pending - caps.pending / 4;
         let few = (caps.pending_per_source / 4).max(1);
         if c.pending >= reserve_from && pending_src >= few {
@@ -117,9 +163,13 @@ impl ConnTracker {
         c.total += 1;
         c.pending += 1;
         c.by_source.insert(key, (from_src + 1, pending_src + 1));
+        if let Some(p) = prefix {
+            c.by_prefix.insert(p, (from_prefix + 1, pending_prefix + 1));
+        }
         Ok(ConnSlot {
             tracker: self.clone(),
             source: key,
+            prefix,
             pending: true,
         })
     }
@@ -136,7 +186,29 @@ impl ConnTracker {
 pub(crate) struct ConnSlot {
     tracker: Arc<ConnTracker>,
     source: IpAddr,
+    prefix: Option<IpAddr>,
     pending: bool,
+}
+
+/// Takes one connection (and, if `pending`, one pending login) off `map[key]`, removing
+/// the entry when no connection is left.
+fn release(
+    map: &mut HashMap<IpAddr, (usize, usize)>,
+    key: &IpAddr,
+    connection: bool,
+    pending: bool,
+) {
+    if let Some(e) = map.get_mut(key) {
+        if connection {
+            e.0 = e.0.saturating_sub(1);
+        }
+        if pending {
+            e.1 = e.1.saturating_sub(1);
+        }
+        if e.0 == 0 {
+            map.remove(key);
+        }
+    }
 }
 
 impl ConnSlot {
@@ -145,8 +217,9 @@ impl ConnSlot {
         if std::mem::replace(&mut self.pending, false) {
             let mut c = self.tracker.counts.lock();
             c.pending = c.pending.saturating_sub(1);
-            if let Some(e) = c.by_source.get_mut(&self.source) {
-                e.1 = e.1.saturating_sub(1);
+            release(&mut c.by_source, &self.source, false, true);
+            if let Some(p) = &self.prefix {
+                release(&mut c.by_prefix, p, false, true);
             }
         }
     }
@@ -159,18 +232,9 @@ impl Drop for ConnSlot {
         if self.pending {
             c.pending = c.pending.saturating_sub(1);
         }
-        let gone = match c.by_source.get_mut(&self.source) {
-            Some(e) => {
-                e.0 = e.0.saturating_sub(1);
-                if self.pending {
-                    e.1 = e.1.saturating_sub(1);
-                }
-                e.0 == 0
-            }
-            None => false,
-        };
-        if gone {
-            c.by_source.remove(&self.source);
+        release(&mut c.by_source, &self.source, true, self.pending);
+        if let Some(p) = &self.prefix {
+            release(&mut c.by_prefix, p, true, self.pending);
         }
     }
 }
@@ -289,24 +353,49 @@ mod tests {
     };
 
     #[test]
-    fn ipv6_sources_count_per_64() {
+    fn ipv6_addresses_count_alone_and_their_64_together() {
         let t = Arc::new(ConnTracker::default());
         let v6 = |a: u16, host: u16| IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, a, 0, 0, 0, host));
-        let caps = Caps { pending: 8, ..CAPS };
+        let caps = Caps {
+            pending: 100,
+            total: 100,
+            ..CAPS
+        };
         let mut held = Vec::new();
-        // Every connection from a new address of the same /64 (the review's bypass).
+        // Hosts of one storage subnet are sources of their own: each gets its share.
         for host in 0..2 {
+            held.push(t.admit(v6(1, host), caps).unwrap());
             held.push(t.admit(v6(1, host), caps).unwrap());
         }
         assert_eq!(
-            t.admit(v6(1, 0xffff), caps).unwrap_err(),
+            t.admit(v6(1, 0), caps).unwrap_err(),
             Refusal::PendingPerSource(2)
         );
-        assert_eq!(source_key(v6(1, 7)), v6(1, 0));
-        // Another /64 is another source; IPv4-mapped addresses stay IPv4.
-        assert_ne!(source_key(v6(2, 7)), source_key(v6(1, 7)));
+        // One owner of the /64 rotating addresses stops at PREFIX_SHARE shares.
+        let mut host = 2;
+        let refused = loop {
+            match t.admit(v6(1, host), caps) {
+                Ok(slot) => held.push(slot),
+                Err(e) => break e,
+            }
+            host += 1;
+        };
+        assert_eq!(refused, Refusal::PendingPerPrefix(2 * PREFIX_SHARE));
+        assert_eq!(held.len(), 2 * PREFIX_SHARE);
+        // Another /64 is not affected; logins finishing free the /64's pending count.
+        held.push(t.admit(v6(2, 1), caps).unwrap());
+        for s in &mut held {
+            s.logged_in();
+        }
+        held.push(t.admit(v6(1, 0xffff), caps).unwrap());
+        drop(held);
+        assert_eq!(t.counts(), (0, 0));
+        assert!(t.counts.lock().by_prefix.is_empty());
+        // IPv4-mapped addresses stay IPv4 and have no /64.
         let mapped = IpAddr::V6(Ipv4Addr::new(192, 0, 2, 1).to_ipv6_mapped());
-        assert_eq!(source_key(mapped), ip(1));
+        assert_eq!(address_key(mapped), ip(1));
+        assert_eq!(prefix_key(mapped), None);
+        assert_eq!(source_key(v6(1, 7)), v6(1, 0));
     }
 
     #[test]

@@ -373,3 +373,80 @@ fn reload_changes_the_session_budget_of_live_sessions() {
     assert_eq!(resp.status, 0x08, "BUSY under the reloaded session budget");
     h.shutdown();
 }
+
+/// Review of c36f91c, item 2: commands parked in the CmdSN window behind a gap kept their
+/// immediate data outside every budget (about 8 MiB per session for as long as the gap
+/// lasted). Their immediate data is now reserved on arrival; what does not fit is
+/// skipped, and those commands are answered BUSY once the gap fills.
+#[test]
+fn immediate_data_waiting_in_the_cmdsn_window_is_within_the_budget() {
+    // The test initiator's FirstBurstLength is 4096.
+    const IMM: usize = 4096;
+    let (h, addr) = start(|cfg, _| {
+        cfg.max_session_write_buffer = 32 * 1024;
+    });
+    let mut a = Initiator::connect(addr);
+    assert!(a.login(&LoginOpts::default()));
+    let gap = a.cmd_sn;
+    a.cmd_sn = a.cmd_sn.wrapping_add(1); // leave a CmdSN gap
+    let mut itts = Vec::new();
+    // 12 commands: within the test server's CmdSN window (queue depth 16).
+    for k in 0..12u32 {
+        let (itt, pdu) = a.command(
+            0,
+            &write10(k * 32, (IMM / 512) as u16),
+            false,
+            true,
+            IMM as u32,
+            vec![0x5a; IMM],
+        );
+        a.send(&pdu);
+        itts.push(itt);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let st = h.write_buffer_stats();
+    assert!(
+        st.reserved <= 32 * 1024 && st.reserved >= IMM as u64,
+        "held immediate data is reserved within the session budget: {st:?}"
+    );
+    // Fill the gap with a NOP-Out (a non-immediate command consumes the missing CmdSN).
+    let nop = Pdu::new(
+        Header::NopOut(rustio_iscsi::pdu::NopOut {
+            immediate: false,
+            lun: 0,
+            itt: 0x7000_0000,
+            ttt: 0xffff_ffff,
+            cmd_sn: gap,
+            exp_stat_sn: a.exp_stat_sn,
+        }),
+        vec![],
+    );
+    a.send(&nop);
+    a.s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let (mut good, mut busy) = (0, 0);
+    while good + busy < itts.len() {
+        let Some(p) = a.try_recv() else {
+            panic!(
+                "answers missing: {good} GOOD, {busy} BUSY; {:?}",
+                h.write_buffer_stats()
+            );
+        };
+        if let Header::ScsiResponse(r) = p.header {
+            match r.status {
+                0x00 => good += 1,
+                0x08 => busy += 1,
+                s => panic!("status {s:#x}"),
+            }
+        }
+    }
+    assert_eq!(good, 8, "what the 32 KiB session budget holds runs");
+    assert!(
+        busy >= 1,
+        "immediate data beyond the session budget is refused"
+    );
+    assert!(wait_until(Duration::from_secs(3), || h
+        .write_buffer_stats()
+        .reserved
+        == 0));
+    h.shutdown();
+}
