@@ -20,17 +20,6 @@ fn write16(blocks: u32) -> [u8; 16] {
     c
 }
 
-fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + limit;
-    while Instant::now() < end {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    f()
-}
-
 #[test]
 fn edtl_beyond_the_cdb_is_neither_reserved_nor_solicited() {
     let (h, addr) = start(|_, _| {});
