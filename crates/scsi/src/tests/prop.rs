@@ -65,7 +65,10 @@ proptest! {
             Ok(c) => {
                 let info = cdb::lookup(&cdb).unwrap();
                 prop_assert!(cdb.len() >= info.cdb_len());
-                prop_assert!(c.data_out_len(4096) <= 2 * 255 * 4096 + u64::from(u32::MAX));
+                // The largest data-out: a 32-bit TRANSFER LENGTH in blocks (WRITE(16),
+                // WRITE AND VERIFY(16), SBC-4 5.41, 5.45); COMPARE AND WRITE's 2 × 255
+                // blocks and 32-bit parameter list lengths are below it.
+                prop_assert!(c.data_out_len(4096) <= u64::from(u32::MAX) * 4096);
             }
             Err(s) => {
                 prop_assert_eq!(s.key, SenseKey::IllegalRequest);
