@@ -1,16 +1,15 @@
 //! File and block-device backstore (LIO `fileio` / `iblock` style).
 //!
-//! * Buffered I/O by default; `O_DIRECT` on request (unaligned buffers go through an
-//!   aligned bounce buffer so callers need not care).
+//! * Buffered I/O through the page cache (as LIO's fileio). There is no `O_DIRECT` or
+//!   io_uring mode: no configuration (targetcli's saveconfig, `rustio serve`, the TCMU
+//!   runner) could select them, and a synchronous submit-and-wait io_uring per request gave
+//!   no concurrency that `preadv`/`pwritev` on the worker threads do not already have.
 //! * FUA writes go through a second descriptor opened with `O_DSYNC`, so only that write
 //!   is made durable, not the whole file.
 //! * Discard punches holes (`FALLOC_FL_PUNCH_HOLE`), which also works on block devices;
 //!   write-zeroes uses `FALLOC_FL_ZERO_RANGE` and falls back to writing zeros on file
 //!   systems without it (tmpfs).
 //! * GET LBA STATUS is answered from `SEEK_DATA`/`SEEK_HOLE`.
-//! * With the `io-uring` feature and [`IoEngine::IoUring`], reads and writes are submitted
-//!   through a per-thread io_uring; if the kernel refuses io_uring the synchronous path is
-//!   used instead.
 
 use std::fs::{File, OpenOptions};
 use std::io::{IoSlice, IoSliceMut};
@@ -27,19 +26,6 @@ use nix::unistd::{lseek, Whence};
 use crate::{check_range, iov_len, validate_block_size, Backstore, Capabilities, Error, Extent};
 use crate::{Result, WriteFlags};
 
-/// Alignment used for `O_DIRECT` bounce buffers and checks.
-const DIRECT_ALIGN: usize = 4096;
-
-/// Which I/O engine to submit reads and writes with.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum IoEngine {
-    /// `preadv`/`pwritev` system calls.
-    #[default]
-    Sync,
-    /// io_uring (needs the `io-uring` feature; falls back to `Sync` if unavailable).
-    IoUring,
-}
-
 /// How to open a [`FileBackstore`].
 #[derive(Debug, Clone)]
 pub struct FileOptions {
@@ -50,28 +36,22 @@ pub struct FileOptions {
     pub size: Option<u64>,
     /// Logical block size.
     pub block_size: u32,
-    /// Open with `O_DIRECT` (bypass the page cache).
-    pub direct: bool,
     /// Refuse writes.
     pub read_only: bool,
     /// Report a volatile write cache (write-back); if false every write is made durable
     /// before it completes (write-through), as LIO's `emulate_write_cache=0`.
     pub write_back: bool,
-    /// I/O engine.
-    pub engine: IoEngine,
 }
 
 impl FileOptions {
-    /// Defaults for `path`: existing size, 512-byte blocks, buffered, write-back, sync I/O.
+    /// Defaults for `path`: existing size, 512-byte blocks, write-back.
     pub fn new(path: impl Into<PathBuf>) -> Self {
         FileOptions {
             path: path.into(),
             size: None,
             block_size: 512,
-            direct: false,
             read_only: false,
             write_back: true,
-            engine: IoEngine::Sync,
         }
     }
 }
@@ -86,15 +66,12 @@ pub struct FileBackstore {
     capacity: AtomicU64,
     block_size: u32,
     is_block_device: bool,
-    direct: bool,
     read_only: bool,
     write_back: bool,
     /// Cleared when the file system refuses `FALLOC_FL_PUNCH_HOLE`.
     punch_ok: AtomicBool,
     /// Cleared when the file system refuses `FALLOC_FL_ZERO_RANGE`.
     zero_range_ok: AtomicBool,
-    #[cfg_attr(not(feature = "io-uring"), allow(dead_code))]
-    engine: IoEngine,
 }
 
 fn open_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
@@ -109,12 +86,8 @@ impl FileBackstore {
     pub fn open(opts: FileOptions) -> Result<Self> {
         validate_block_size(opts.block_size)?;
         let path = opts.path.clone();
-        let mut flags = 0;
-        if opts.direct {
-            flags |= libc::O_DIRECT;
-        }
         let mut oo = OpenOptions::new();
-        oo.read(true).write(!opts.read_only).custom_flags(flags);
+        oo.read(true).write(!opts.read_only);
         if !opts.read_only && opts.size.is_some() {
             oo.create(true).mode(0o600);
         }
@@ -161,7 +134,7 @@ impl FileBackstore {
             Some(
                 OpenOptions::new()
                     .write(true)
-                    .custom_flags(flags | libc::O_DSYNC)
+                    .custom_flags(libc::O_DSYNC)
                     .open(&path)
                     .map_err(open_err(&path))?,
             )
@@ -173,12 +146,10 @@ impl FileBackstore {
             capacity: AtomicU64::new(capacity),
             block_size: opts.block_size,
             is_block_device,
-            direct: opts.direct,
             read_only: opts.read_only,
             write_back: opts.write_back,
             punch_ok: AtomicBool::new(true),
             zero_range_ok: AtomicBool::new(true),
-            engine: opts.engine,
         })
     }
 
@@ -201,39 +172,7 @@ impl FileBackstore {
         }
     }
 
-    /// Under `O_DIRECT`, whether a request must go through an aligned bounce buffer:
-    /// memory must be page aligned and every segment a multiple of the block size.
-    fn needs_bounce(&self, mut lens_ptrs: impl Iterator<Item = (usize, usize)>) -> bool {
-        let bs = self.block_size as usize;
-        self.direct && lens_ptrs.any(|(p, l)| p % DIRECT_ALIGN != 0 || l % bs != 0)
-    }
-
-    /// Under `O_DIRECT` the device offset and length must be block aligned.
-    fn check_direct_alignment(&self, op: &'static str, offset: u64, len: u64) -> Result<()> {
-        let bs = u64::from(self.block_size);
-        if self.direct && (offset % bs != 0 || len % bs != 0) {
-            return Err(Error::Misaligned {
-                op,
-                offset,
-                len,
-                align: bs,
-            });
-        }
-        Ok(())
-    }
-
     fn read_raw(&self, bufs: &mut [IoSliceMut<'_>], offset: u64) -> Result<()> {
-        #[cfg(feature = "io-uring")]
-        if self.engine == IoEngine::IoUring {
-            if let Some(r) = crate::uring::readv(&self.file, bufs, offset) {
-                return r.map_err(|e| Error::Io {
-                    op: "read",
-                    path: self.path.clone(),
-                    offset,
-                    source: e,
-                });
-            }
-        }
         let mut bufs = bufs;
         let mut pos = offset;
         while !bufs.is_empty() {
@@ -257,17 +196,6 @@ impl FileBackstore {
     }
 
     fn write_raw(&self, file: &File, bufs: &[IoSlice<'_>], offset: u64) -> Result<()> {
-        #[cfg(feature = "io-uring")]
-        if self.engine == IoEngine::IoUring {
-            if let Some(r) = crate::uring::writev(file, bufs, offset) {
-                return r.map_err(|e| Error::Io {
-                    op: "write",
-                    path: self.path.clone(),
-                    offset,
-                    source: e,
-                });
-            }
-        }
         let mut owned: Vec<IoSlice<'_>> = bufs.to_vec();
         let mut bufs = &mut owned[..];
         let mut pos = offset;
@@ -313,32 +241,6 @@ impl FileBackstore {
     }
 }
 
-/// An aligned scratch area carved out of an over-allocated `Vec` (no unsafe needed).
-struct Bounce {
-    storage: Vec<u8>,
-    start: usize,
-    len: usize,
-}
-
-impl Bounce {
-    /// `len` is already a multiple of the block size (checked by the caller).
-    fn new(len: usize) -> Self {
-        let storage = vec![0u8; len + DIRECT_ALIGN];
-        let start = storage.as_ptr().align_offset(DIRECT_ALIGN);
-        Bounce {
-            storage,
-            start,
-            len,
-        }
-    }
-    fn as_mut(&mut self) -> &mut [u8] {
-        &mut self.storage[self.start..self.start + self.len]
-    }
-    fn as_ref(&self) -> &[u8] {
-        &self.storage[self.start..self.start + self.len]
-    }
-}
-
 impl Backstore for FileBackstore {
     fn block_size(&self) -> u32 {
         self.block_size
@@ -368,18 +270,6 @@ impl Backstore for FileBackstore {
         if len == 0 {
             return Ok(());
         }
-        self.check_direct_alignment("read", offset, len)?;
-        if self.needs_bounce(bufs.iter().map(|b| (b.as_ptr() as usize, b.len()))) {
-            let mut bounce = Bounce::new(len as usize);
-            self.read_raw(&mut [IoSliceMut::new(bounce.as_mut())], offset)?;
-            let mut src = bounce.as_ref();
-            for b in bufs.iter_mut() {
-                let (head, rest) = src.split_at(b.len());
-                b.copy_from_slice(head);
-                src = rest;
-            }
-            return Ok(());
-        }
         self.read_raw(bufs, offset)
     }
 
@@ -404,16 +294,6 @@ impl Backstore for FileBackstore {
             (Some(d), true) => d,
             _ => &self.file,
         };
-        self.check_direct_alignment("write", offset, len)?;
-        if self.needs_bounce(bufs.iter().map(|b| (b.as_ptr() as usize, b.len()))) {
-            let mut bounce = Bounce::new(len as usize);
-            let mut pos = 0;
-            for b in bufs {
-                bounce.as_mut()[pos..pos + b.len()].copy_from_slice(b);
-                pos += b.len();
-            }
-            return self.write_raw(file, &[IoSlice::new(bounce.as_ref())], offset);
-        }
         self.write_raw(file, bufs, offset)
     }
 
@@ -456,7 +336,7 @@ impl Backstore for FileBackstore {
         if may_unmap && self.punch_ok.load(Ordering::Relaxed) {
             return self.discard(offset, len);
         }
-        if self.zero_range_ok.load(Ordering::Relaxed) && !self.direct {
+        if self.zero_range_ok.load(Ordering::Relaxed)  {
             let mode = FallocateFlags::FALLOC_FL_ZERO_RANGE | FallocateFlags::FALLOC_FL_KEEP_SIZE;
             match self.fallocate("write zeroes", mode, offset, len) {
                 Ok(()) => return Ok(()),
@@ -606,33 +486,6 @@ mod tests {
         o.write_back = false;
         let b = FileBackstore::open(o).unwrap();
         assert!(!b.capabilities().volatile_cache);
-        conformance::run_all(&b);
-    }
-
-    #[test]
-    fn conformance_file_direct() {
-        // O_DIRECT is refused by tmpfs; skip (loudly) where the temp dir cannot do it.
-        let dir = tempfile::tempdir().unwrap();
-        let mut o = FileOptions::new(dir.path().join("direct.img"));
-        o.size = Some(2 << 20);
-        o.direct = true;
-        match FileBackstore::open(o) {
-            Ok(b) => conformance::run_all(&b),
-            Err(Error::Open { source, .. }) if source.raw_os_error() == Some(libc::EINVAL) => {
-                eprintln!("O_DIRECT not supported on this file system; skipped");
-            }
-            Err(e) => panic!("open O_DIRECT: {e}"),
-        }
-    }
-
-    #[cfg(feature = "io-uring")]
-    #[test]
-    fn conformance_file_io_uring() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut o = FileOptions::new(dir.path().join("uring.img"));
-        o.size = Some(2 << 20);
-        o.engine = IoEngine::IoUring;
-        let b = FileBackstore::open(o).unwrap();
         conformance::run_all(&b);
     }
 

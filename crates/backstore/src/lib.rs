@@ -5,8 +5,8 @@
 //! with vectored reads and writes at an offset, FUA writes, flush, discard (UNMAP),
 //! write-zeroes and resize. Engines:
 //!
-//! * [`file::FileBackstore`] — a regular file or a block device (buffered by default,
-//!   optional `O_DIRECT`, hole punching for discard; io_uring behind the `io-uring` feature).
+//! * [`file::FileBackstore`] — a regular file or a block device (buffered through the
+//!   page cache, `O_DSYNC` for FUA and write-through, hole punching for discard).
 //! * [`ram::RamBackstore`] — a sparse in-memory store, or `nullio` (reads return zeros,
 //!   writes are dropped), like LIO's `rd_mcp`.
 //! * [`qcow2::Qcow2Backstore`] — qcow2 v2/v3 images (backing files, zero and compressed
@@ -18,6 +18,8 @@
 //! already validated them against the capacity, but every engine checks again with checked
 //! arithmetic and answers [`Error::OutOfRange`] rather than trusting its caller.
 
+#![warn(missing_docs)]
+
 use std::fmt;
 use std::io::{IoSlice, IoSliceMut};
 use std::path::PathBuf;
@@ -27,10 +29,8 @@ pub mod conformance;
 pub mod file;
 pub mod qcow2;
 pub mod ram;
-#[cfg(feature = "io-uring")]
-mod uring;
 
-pub use file::{FileBackstore, FileOptions, IoEngine};
+pub use file::{FileBackstore, FileOptions};
 pub use qcow2::{CreateOptions, Qcow2Backstore, Qcow2Options};
 pub use ram::RamBackstore;
 

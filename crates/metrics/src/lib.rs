@@ -18,6 +18,8 @@
 //! [`parse_listen_addr`] turns the `--metrics` argument into an address: a bare port
 //! binds to loopback (127.0.0.1), any other interface must be named explicitly.
 
+#![warn(missing_docs)]
+
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

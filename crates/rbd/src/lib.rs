@@ -18,6 +18,8 @@
 //! the crate still builds, with the same API, and [`RbdBackstore::open`] answers
 //! [`RbdError::NotBuiltIn`].
 
+#![warn(missing_docs)]
+
 use std::time::Duration;
 
 pub mod config;
