@@ -11,9 +11,11 @@
 //! 400 and oversized heads 431 (RFC 9110 15.5, RFC 6585 5). Every answer closes the
 //! connection (`Connection: close`), so there is no keep-alive state to bound.
 //!
-//! A small hand-written responder rather than a general HTTP crate: the well-known
-//! small servers (e.g. `tiny_http` 0.12, unreleased since 2022) offer no read deadline,
-//! header-count limit or connection cap, which are the properties needed here.
+//! The request head is parsed by `httparse` (the parser under hyper: RFC 9112 request
+//! line and header syntax, a caller-sized header array, no allocation). Around it this
+//! crate adds only what the small HTTP servers (e.g. `tiny_http` 0.12, unreleased since
+//! 2022) lack and an untrusted peer requires: a wall-clock read deadline, a size cap on
+//! the head, a connection cap and a bounded send.
 //!
 //! [`parse_listen_addr`] turns the `--metrics` argument into an address: a bare port
 //! binds to loopback (127.0.0.1), any other interface must be named explicitly.
@@ -99,58 +101,38 @@ impl Verdict {
     }
 }
 
-/// Judges a complete request head (without the final blank line's terminator).
-fn judge(head: &[u8], limits: &Limits) -> Verdict {
-    let Ok(text) = std::str::from_utf8(head) else {
-        return Verdict::BadRequest;
+/// Judges a request head: `None` while it is incomplete (read more), else the verdict.
+fn judge(buf: &[u8], limits: &Limits) -> Option<(Verdict, usize)> {
+    // One slot more than allowed, so that "one header too many" is seen as such rather
+    // than as httparse's TooManyHeaders for an array that is merely full.
+    let mut headers = vec![httparse::EMPTY_HEADER; limits.max_headers.saturating_add(1)];
+    let mut req = httparse::Request::new(&mut headers);
+    let end = match req.parse(buf) {
+        Ok(httparse::Status::Partial) => return None,
+        Ok(httparse::Status::Complete(end)) => end,
+        Err(httparse::Error::TooManyHeaders) => return Some((Verdict::TooLarge, buf.len())),
+        Err(_) => return Some((Verdict::BadRequest, buf.len())),
     };
-    let mut lines = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
-    let Some(request_line) = lines.next() else {
-        return Verdict::BadRequest;
+    if req.headers.len() > limits.max_headers {
+        return Some((Verdict::TooLarge, end));
+    }
+    let (Some(method), Some(target)) = (req.method, req.path) else {
+        return Some((Verdict::BadRequest, end));
     };
-    let mut headers = 0usize;
-    for line in lines {
-        if line.is_empty() {
-            break;
-        }
-        headers += 1;
-        if headers > limits.max_headers {
-            return Verdict::TooLarge;
-        }
-        if !line.contains(':') {
-            return Verdict::BadRequest;
-        }
-    }
-    let mut parts = request_line.split(' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Verdict::BadRequest;
-    };
-    if !version.starts_with("HTTP/1.") || method.is_empty() || !target.starts_with('/') {
-        return Verdict::BadRequest;
-    }
-    if method != "GET" {
-        return Verdict::MethodNotAllowed;
-    }
-    let path = target.split_once('?').map_or(target, |(p, _)| p);
-    if path == "/metrics" {
+    let verdict = if !target.starts_with('/') {
+        Verdict::BadRequest
+    } else if method != "GET" {
+        Verdict::MethodNotAllowed
+    } else if target.split_once('?').map_or(target, |(p, _)| p) == "/metrics" {
         Verdict::Metrics
     } else {
         Verdict::NotFound
-    }
+    };
+    Some((verdict, end))
 }
 
-/// Where the head ends (index just past the blank line), if it is complete.
-fn head_end(buf: &[u8]) -> Option<usize> {
-    buf.windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|i| i + 4)
-        .or_else(|| buf.windows(2).position(|w| w == b"\n\n").map(|i| i + 2))
-}
-
-/// Reads the request head within the limits; `Err(verdict)` when it cannot be judged.
-fn read_head(conn: &mut TcpStream, limits: &Limits) -> io::Result<Result<Vec<u8>, Verdict>> {
+/// Reads the request head within the limits and judges it.
+fn read_head(conn: &mut TcpStream, limits: &Limits) -> io::Result<Verdict> {
     let deadline = Instant::now() + limits.read_timeout;
     let mut buf: Vec<u8> = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
@@ -176,15 +158,11 @@ fn read_head(conn: &mut TcpStream, limits: &Limits) -> io::Result<Result<Vec<u8>
             ));
         }
         buf.extend_from_slice(&chunk[..n]);
-        if let Some(end) = head_end(&buf) {
-            if end > limits.max_request_bytes {
-                return Ok(Err(Verdict::TooLarge));
-            }
-            buf.truncate(end);
-            return Ok(Ok(buf));
-        }
-        if buf.len() > limits.max_request_bytes {
-            return Ok(Err(Verdict::TooLarge));
+        match judge(&buf, limits) {
+            Some((_, end)) if end > limits.max_request_bytes => return Ok(Verdict::TooLarge),
+            Some((verdict, _)) => return Ok(verdict),
+            None if buf.len() > limits.max_request_bytes => return Ok(Verdict::TooLarge),
+            None => {}
         }
     }
 }
@@ -251,10 +229,7 @@ fn write_bounded<W: TimedWrite>(conn: &mut W, data: &[u8], deadline: Instant) ->
 
 fn answer(mut conn: TcpStream, render: &Render, limits: &Limits) -> io::Result<()> {
     conn.set_nonblocking(false)?;
-    let verdict = match read_head(&mut conn, limits)? {
-        Ok(head) => judge(&head, limits),
-        Err(v) => v,
-    };
+    let verdict = read_head(&mut conn, limits)?;
     let body = if verdict == Verdict::Metrics {
         render()
     } else {
@@ -416,7 +391,11 @@ mod tests {
     #[test]
     fn judges_requests() {
         let l = limits();
-        let j = |s: &str| judge(s.as_bytes(), &l);
+        let j = |s: &str| {
+            judge(s.as_bytes(), &l)
+                .map(|(v, _)| v)
+                .unwrap_or(Verdict::BadRequest)
+        };
         assert_eq!(
             j("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"),
             Verdict::Metrics
@@ -444,9 +423,39 @@ mod tests {
             Verdict::TooLarge
         );
         assert_eq!(
-            judge(b"GET /\xff HTTP/1.1\r\n\r\n", &l),
-            Verdict::BadRequest
+            judge(b"GET /\xff HTTP/1.1\r\n\r\n", &l).map(|(v, _)| v),
+            Some(Verdict::BadRequest)
         );
+        // Incomplete heads ask for more bytes; the end offset is where the body would start.
+        assert_eq!(judge(b"GET /metrics HTTP/1.1\r\nHost: x\r\n", &l), None);
+        assert_eq!(
+            judge(b"GET /metrics HTTP/1.1\r\n\r\nrest", &l),
+            Some((Verdict::Metrics, 25))
+        );
+    }
+
+    proptest::proptest! {
+        /// Any bytes (as an untrusted peer sends them): no panic, and a verdict's end
+        /// offset never lies beyond the bytes given.
+        #[test]
+        fn judge_never_panics(buf in proptest::collection::vec(proptest::num::u8::ANY, 0..2048)) {
+            if let Some((_, end)) = judge(&buf, &limits()) {
+                proptest::prop_assert!(end <= buf.len());
+            }
+        }
+
+        /// A well-formed GET of any path is judged by its path alone.
+        #[test]
+        fn judge_routes_by_path(path in "/[a-z?=&]{0,40}", n in 0usize..4) {
+            let headers: String = (0..n).map(|i| format!("h{i}: v\r\n")).collect();
+            let req = format!("GET {path} HTTP/1.1\r\n{headers}\r\n");
+            let want = if path.split('?').next() == Some("/metrics") {
+                Verdict::Metrics
+            } else {
+                Verdict::NotFound
+            };
+            proptest::prop_assert_eq!(judge(req.as_bytes(), &limits()), Some((want, req.len())));
+        }
     }
 
     fn start() -> MetricsServer {
