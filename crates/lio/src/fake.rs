@@ -865,6 +865,103 @@ impl FakeKernel {
         fs::write(dev.join("enable"), "1\n")
     }
 
+    /// A storage object's own files: `control` (rejects identity changes once
+    /// enabled) and `enable`.
+    fn write_device_file(&self, path: &Path, file: &str, text: &str) -> io::Result<()> {
+        let dev = path.parent().unwrap_or(Path::new("/"));
+        match file {
+            "control" => {
+                let mut st = Self::load_state(dev)?;
+                for tok in text
+                    .split([',', '\n'])
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                {
+                    let (k, val) = tok.split_once('=').ok_or_else(|| errno(Errno::EINVAL))?;
+                    if st.enabled
+                        && matches!(k, "fd_dev_name" | "udev_path" | "rd_pages" | "dev_config")
+                    {
+                        return Err(errno(Errno::EEXIST));
+                    }
+                    st.params.insert(k.to_owned(), val.to_owned());
+                }
+                Self::save_state(dev, &st)
+            }
+            "enable" => {
+                if !text.trim().contains('1') {
+                    return Err(errno(Errno::EINVAL));
+                }
+                self.enable_device(dev)
+            }
+            _ => store(path, text.trim()),
+        }
+    }
+
+    /// Files in a storage object's `wwn/` and `attrib/`.
+    fn write_device_group_file(
+        &self,
+        path: &Path,
+        group: &str,
+        file: &str,
+        v: &str,
+    ) -> io::Result<()> {
+        let dev = path
+            .parent()
+            .and_then(Path::parent)
+            .unwrap_or(Path::new("/"));
+        match group {
+            "wwn" if file == "vpd_unit_serial" => {
+                // SPC-4 7.8.15: the kernel keeps the serial in a 254-byte buffer.
+                if v.len() >= 254 {
+                    return Err(errno(Errno::EOVERFLOW));
+                }
+                if self.exported(dev) {
+                    return Err(errno(Errno::EINVAL));
+                }
+                store(path, &format!("T10 VPD Unit Serial Number: {v}"))
+            }
+            "attrib" => {
+                let cur = fs::read_to_string(path).unwrap_or_default();
+                if cur.trim().parse::<i64>().is_ok()
+                    || cur.trim().is_empty() && file != "dev_config"
+                {
+                    Self::check_numeric(file, v)?;
+                }
+                store(path, v)
+            }
+            _ => store(path, v),
+        }
+    }
+
+    /// CHAP files (`auth/`, `discovery_auth/`); setting both mutual values turns
+    /// `authenticate_target` on.
+    fn write_auth_file(path: &Path, file: &str, v: &str) -> io::Result<()> {
+        let dir = path.parent().unwrap_or(Path::new("/"));
+        if v.len() > 255 {
+            return Err(errno(Errno::EINVAL));
+        }
+        store(path, v)?;
+        if file == "enforce_discovery_auth" {
+            if v != "0" && v != "1" {
+                return Err(errno(Errno::EINVAL));
+            }
+            return Ok(());
+        }
+        let set = |f: &str| {
+            fs::read_to_string(dir.join(f))
+                .map(|s| {
+                    let s = s.trim().to_owned();
+                    !s.is_empty() && s != "NULL"
+                })
+                .unwrap_or(false)
+        };
+        let mutual = set("userid_mutual") && set("password_mutual");
+        Self::force_write(
+            &dir.join("authenticate_target"),
+            if mutual { "1\n" } else { "0\n" },
+        )
+    }
+
     fn check_numeric(name: &str, value: &str) -> io::Result<()> {
         let v = value.trim();
         let n: i64 = v.parse().map_err(|_| errno(Errno::EINVAL))?;
@@ -875,6 +972,90 @@ impl FakeKernel {
             _ => Ok(()),
         }
     }
+}
+
+/// Stores a value the way configfs shows it, newline-terminated.
+fn store(path: &Path, content: &str) -> io::Result<()> {
+    fs::write(path, format!("{content}\n"))
+}
+
+/// The word for a numeric ALUA value, `EINVAL` when out of the table.
+fn alua_word(table: &[&str], n: u64) -> io::Result<String> {
+    usize::try_from(n)
+        .ok()
+        .and_then(|i| table.get(i))
+        .map(|w| (*w).to_owned())
+        .ok_or_else(|| errno(Errno::EINVAL))
+}
+
+/// An ALUA group's files (SPC-4 6.37): numbers, type and status shown as words.
+fn write_alua_setting(path: &Path, file: &str, v: &str) -> io::Result<()> {
+    let n: u64 = v.parse().map_err(|_| errno(Errno::EINVAL))?;
+    match file {
+        "tg_pt_gp_id" if n > 65535 => Err(errno(Errno::EINVAL)),
+        "alua_access_type" => store(path, &alua_word(&crate::read::ALUA_TYPES, n)?),
+        "alua_access_status" => store(path, &alua_word(&crate::read::ALUA_STATUSES, n)?),
+        // SPC-4 6.37 table 290: the asymmetric access states.
+        "alua_access_state" if ![0, 1, 2, 3, 4, 14, 15].contains(&n) => Err(errno(Errno::EINVAL)),
+        f if (f.starts_with("alua_support_") || f == "preferred" || f == "alua_write_metadata")
+            && n > 1 =>
+        {
+            Err(errno(Errno::EINVAL))
+        }
+        _ => store(path, v),
+    }
+}
+
+/// Flags and one-shot values of TPGs, portals, mapped LUNs, ACLs and LUNs; `None`
+/// when `file` is none of them.
+fn write_object_file(path: &Path, kind: &Kind, file: &str, v: &str) -> Option<io::Result<()>> {
+    Some(match (kind, file) {
+        (Kind::Tpg(_), "enable") | (Kind::Portal, "iser") | (Kind::MappedLun, "write_protect") => {
+            if v != "0" && v != "1" {
+                return Some(Err(errno(Errno::EINVAL)));
+            }
+            store(path, v)
+        }
+        (Kind::Tpg(_), "nexus") => write_nexus(path, v),
+        (Kind::Acl(_), "tag") => store(path, if v == "NULL" { "" } else { v }),
+        (Kind::Lun, "alua_tg_pt_gp") => write_lun_alua_group(path, v),
+        _ => return None,
+    })
+}
+
+/// A TPG's nexus can be set once, to a naa., fc. or iqn. name.
+fn write_nexus(path: &Path, v: &str) -> io::Result<()> {
+    let cur = fs::read_to_string(path).unwrap_or_default();
+    if !cur.trim().is_empty() {
+        return Err(errno(Errno::EEXIST));
+    }
+    if !(v.starts_with("naa.") || v.starts_with("fc.") || v.starts_with("iqn.")) {
+        return Err(errno(Errno::EINVAL));
+    }
+    store(path, v)
+}
+
+/// Moves a LUN to an ALUA group of the storage object it links to (`ENODEV` when
+/// there is no such group).
+fn write_lun_alua_group(path: &Path, v: &str) -> io::Result<()> {
+    let lun = path.parent().unwrap_or(Path::new("/"));
+    let link = fs::read_dir(lun)?
+        .flatten()
+        .find(|e| e.file_type().is_ok_and(|t| t.is_symlink()))
+        .and_then(|e| fs::canonicalize(e.path()).ok())
+        .ok_or_else(|| errno(Errno::ENODEV))?;
+    let gdir = link.join("alua").join(v);
+    if !gdir.is_dir() {
+        return Err(errno(Errno::ENODEV));
+    }
+    let id = fs::read_to_string(gdir.join("tg_pt_gp_id")).unwrap_or_default();
+    store(
+        path,
+        &format!(
+            "TG Port Alias: {v}\nTG Port Group ID: {}\nTG Port Primary Access State: Active/Optimized",
+            id.trim()
+        ),
+    )
 }
 
 impl Backend for FakeKernel {
@@ -993,155 +1174,25 @@ impl Backend for FakeKernel {
             .unwrap_or_default();
         let grandparent = parent.parent().unwrap_or(Path::new("/"));
         let pkind = self.classify(parent);
-        let store = |content: &str| fs::write(path, format!("{content}\n"));
-
         if let Kind::Device(_) = pkind {
-            return match file.as_str() {
-                "control" => {
-                    let mut st = Self::load_state(parent)?;
-                    for tok in text
-                        .split([',', '\n'])
-                        .map(str::trim)
-                        .filter(|t| !t.is_empty())
-                    {
-                        let (k, val) = tok.split_once('=').ok_or_else(|| errno(Errno::EINVAL))?;
-                        if st.enabled
-                            && matches!(k, "fd_dev_name" | "udev_path" | "rd_pages" | "dev_config")
-                        {
-                            return Err(errno(Errno::EEXIST));
-                        }
-                        st.params.insert(k.to_owned(), val.to_owned());
-                    }
-                    Self::save_state(parent, &st)
-                }
-                "enable" => {
-                    if !v.contains('1') {
-                        return Err(errno(Errno::EINVAL));
-                    }
-                    self.enable_device(parent)
-                }
-                _ => store(v),
-            };
+            return self.write_device_file(path, &file, &text);
         }
         if matches!(self.classify(grandparent), Kind::Device(_)) {
-            match parent_name.as_str() {
-                "wwn" if file == "vpd_unit_serial" => {
-                    if v.len() >= 254 {
-                        return Err(errno(Errno::EOVERFLOW));
-                    }
-                    if self.exported(grandparent) {
-                        return Err(errno(Errno::EINVAL));
-                    }
-                    return store(&format!("T10 VPD Unit Serial Number: {v}"));
-                }
-                "attrib" => {
-                    let cur = fs::read_to_string(path).unwrap_or_default();
-                    if cur.trim().parse::<i64>().is_ok()
-                        || cur.trim().is_empty() && file != "dev_config"
-                    {
-                        Self::check_numeric(&file, v)?;
-                    }
-                    return store(v);
-                }
-                _ => return store(v),
-            }
+            return self.write_device_group_file(path, &parent_name, &file, v);
         }
         if let Kind::AluaGroup { .. } = pkind {
-            let n: u64 = v.parse().map_err(|_| errno(Errno::EINVAL))?;
-            return match file.as_str() {
-                "tg_pt_gp_id" if n > 65535 => Err(errno(Errno::EINVAL)),
-                "alua_access_type" => {
-                    let words = ["None", "Implicit", "Explicit", "Implicit and Explicit"];
-                    store(words.get(n as usize).ok_or_else(|| errno(Errno::EINVAL))?)
-                }
-                "alua_access_status" => {
-                    let words = [
-                        "None",
-                        "Altered by Explicit STPG",
-                        "Altered by Implicit ALUA",
-                    ];
-                    store(words.get(n as usize).ok_or_else(|| errno(Errno::EINVAL))?)
-                }
-                "alua_access_state" if ![0, 1, 2, 3, 4, 14, 15].contains(&n) => {
-                    Err(errno(Errno::EINVAL))
-                }
-                f if (f.starts_with("alua_support_")
-                    || f == "preferred"
-                    || f == "alua_write_metadata")
-                    && n > 1 =>
-                {
-                    Err(errno(Errno::EINVAL))
-                }
-                _ => store(v),
-            };
+            return write_alua_setting(path, &file, v);
         }
-        match (&pkind, file.as_str()) {
-            (Kind::Tpg(_), "enable")
-            | (Kind::Portal, "iser")
-            | (Kind::MappedLun, "write_protect") => {
-                if v != "0" && v != "1" {
-                    return Err(errno(Errno::EINVAL));
-                }
-                return store(v);
-            }
-            (Kind::Tpg(_), "nexus") => {
-                let cur = fs::read_to_string(path).unwrap_or_default();
-                if !cur.trim().is_empty() {
-                    return Err(errno(Errno::EEXIST));
-                }
-                if !(v.starts_with("naa.") || v.starts_with("fc.") || v.starts_with("iqn.")) {
-                    return Err(errno(Errno::EINVAL));
-                }
-                return store(v);
-            }
-            (Kind::Acl(_), "tag") => return store(if v == "NULL" { "" } else { v }),
-            (Kind::Lun, "alua_tg_pt_gp") => {
-                let link = fs::read_dir(parent)?
-                    .flatten()
-                    .find(|e| e.file_type().is_ok_and(|t| t.is_symlink()))
-                    .and_then(|e| fs::canonicalize(e.path()).ok())
-                    .ok_or_else(|| errno(Errno::ENODEV))?;
-                let gdir = link.join("alua").join(v);
-                if !gdir.is_dir() {
-                    return Err(errno(Errno::ENODEV));
-                }
-                let id = fs::read_to_string(gdir.join("tg_pt_gp_id")).unwrap_or_default();
-                return store(&format!(
-                    "TG Port Alias: {v}\nTG Port Group ID: {}\nTG Port Primary Access State: Active/Optimized",
-                    id.trim()
-                ));
-            }
-            _ => {}
+        if let Some(r) = write_object_file(path, &pkind, &file, v) {
+            return r;
         }
         if parent_name == "auth" || parent_name == "discovery_auth" {
-            if v.len() > 255 {
-                return Err(errno(Errno::EINVAL));
-            }
-            store(v)?;
-            if file == "enforce_discovery_auth" {
-                if v != "0" && v != "1" {
-                    return Err(errno(Errno::EINVAL));
-                }
-                return Ok(());
-            }
-            let set = |f: &str| {
-                fs::read_to_string(parent.join(f))
-                    .map(|s| {
-                        let s = s.trim().to_owned();
-                        !s.is_empty() && s != "NULL"
-                    })
-                    .unwrap_or(false)
-            };
-            let mutual = set("userid_mutual") && set("password_mutual");
-            return Self::force_write(
-                &parent.join("authenticate_target"),
-                if mutual { "1\n" } else { "0\n" },
-            );
+            return Self::write_auth_file(path, &file, v);
         }
         if parent_name == "attrib" {
             Self::check_numeric(&file, v)?;
         }
-        store(v)
+        store(path, v)
     }
 
     fn symlink(&self, target: &Path, link: &Path) -> io::Result<()> {
@@ -1209,6 +1260,30 @@ impl Backend for FakeKernel {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn alua_words_follow_the_kernel_tables() {
+        // target_core_configfs: alua_access_type 0-3, alua_access_status 0-2 as words.
+        assert_eq!(
+            alua_word(&crate::read::ALUA_TYPES, 3).ok().as_deref(),
+            Some("Implicit and Explicit")
+        );
+        assert_eq!(
+            alua_word(&crate::read::ALUA_STATUSES, 1).ok().as_deref(),
+            Some("Altered by Explicit STPG")
+        );
+        assert!(alua_word(&crate::read::ALUA_TYPES, 4).is_err());
+        assert!(alua_word(&crate::read::ALUA_STATUSES, u64::MAX).is_err());
+    }
+
+    #[test]
+    fn only_object_flags_are_claimed_by_write_object_file() {
+        let p = Path::new("/nonexistent/file");
+        assert!(write_object_file(p, &Kind::Portal, "cxgbit", "1").is_none());
+        assert!(write_object_file(p, &Kind::Other, "enable", "1").is_none());
+        let bad = write_object_file(p, &Kind::MappedLun, "write_protect", "2");
+        assert!(matches!(bad, Some(Err(e)) if e.raw_os_error() == Some(Errno::EINVAL as i32)));
+    }
 
     fn kernel() -> (tempfile::TempDir, Arc<FakeKernel>) {
         let dir = tempfile::tempdir().unwrap();

@@ -17,10 +17,13 @@ use std::fmt;
 use rustio_config::fabric::fabric_info;
 use rustio_config::model::{parse_backstore_path, Settings};
 use rustio_config::validate::fill_defaults;
-use rustio_config::{AluaTpg, Chap, ConfigValue, Plugin, SaveConfig, StorageObject, Tpg};
+use rustio_config::{
+    AluaTpg, Chap, ConfigValue, Lun, MappedLun, NodeAcl, Plugin, Portal, SaveConfig, StorageObject,
+    Tpg,
+};
 
 use crate::addr::{AclRef, AluaRef, LunRef, MappedLunRef, PortalRef, SoRef, TargetRef, TpgRef};
-use crate::ops::{AttrOwner, AuthOwner, Op, PortalFlag, AUTH_FIELDS};
+use crate::ops::{so_write_back, AttrOwner, AuthOwner, Op, PortalFlag, AUTH_FIELDS};
 
 /// An ordered list of steps.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -188,427 +191,442 @@ pub fn diff_with_page_size(current: &SaveConfig, desired: &SaveConfig, page: u64
     fill_defaults(&mut desired);
     let mut current = current.clone();
     fill_defaults(&mut current);
+    let d = Diff::new(Side::index(&current), Side::index(&desired), page);
+    let mut ops = Vec::new();
+    // Deletions, leaves first.
+    d.disable_removed_tpgs(&mut ops);
+    d.delete_removed_objects(&mut ops);
+    let alua_creates = d.alua_group_ops(&mut ops);
+    d.delete_storage_objects(&mut ops);
+    discovery_ops(&current, &desired, &mut ops);
+    // Creations, roots first.
+    d.storage_object_ops(&mut ops);
+    ops.extend(alua_creates);
+    d.create_targets(&mut ops);
+    d.tpg_ops(&mut ops);
+    d.lun_ops(&mut ops);
+    d.acl_ops(&mut ops);
+    d.mapped_lun_ops(&mut ops);
+    d.portal_ops(&mut ops);
+    d.tpg_enable_ops(&mut ops);
+    Plan { ops }
+}
 
-    // ----- index both sides ---------------------------------------------------------
-    let cur_sos: BTreeMap<SoKey, &StorageObject> = current
-        .storage_objects
-        .iter()
-        .map(|s| (so_key(s), s))
-        .collect();
-    let des_sos: BTreeMap<SoKey, &StorageObject> = desired
-        .storage_objects
-        .iter()
-        .map(|s| (so_key(s), s))
-        .collect();
-    let so_recreate: BTreeSet<SoKey> = des_sos
-        .iter()
-        .filter(|(k, d)| {
-            cur_sos
-                .get(*k)
-                .is_some_and(|c| identity_differs(c, d, page))
-        })
-        .map(|(k, _)| k.clone())
-        .collect();
+/// A TPG LUN: (TPG, index).
+type LKey = (GKey, u64);
+/// An ACL: (TPG, initiator name).
+type AKey = (GKey, String);
+/// A mapped LUN: (ACL, index).
+type MKey = (AKey, u64);
+/// A portal: (TPG, address, port).
+type PKey = (GKey, String, u64);
 
-    let targets = |cfg: &SaveConfig| -> BTreeSet<TKey> {
-        cfg.targets
-            .iter()
-            .map(|t| (t.fabric.clone(), t.wwn.clone()))
-            .collect()
-    };
-    let cur_targets = targets(&current);
-    let des_targets = targets(&desired);
+/// Indexes the children of every parent by (parent key, child key).
+fn index_children<'a, K: Ord + Clone, P, C, CK: Ord>(
+    parents: &BTreeMap<K, &'a P>,
+    children: impl Fn(&'a P) -> &'a [C],
+    key: impl Fn(&K, &C) -> CK,
+) -> BTreeMap<CK, &'a C> {
+    let mut out = BTreeMap::new();
+    for (k, p) in parents {
+        for c in children(p) {
+            out.insert(key(k, c), c);
+        }
+    }
+    out
+}
 
-    let tpgs = |cfg: &SaveConfig| -> BTreeMap<GKey, Tpg> {
-        let mut m = BTreeMap::new();
+/// One side of a diff, every object indexed by its identity.
+struct Side<'a> {
+    sos: BTreeMap<SoKey, &'a StorageObject>,
+    targets: BTreeSet<TKey>,
+    tpgs: BTreeMap<GKey, &'a Tpg>,
+    luns: BTreeMap<LKey, &'a Lun>,
+    acls: BTreeMap<AKey, &'a NodeAcl>,
+    mluns: BTreeMap<MKey, &'a MappedLun>,
+    portals: BTreeMap<PKey, &'a Portal>,
+}
+
+impl<'a> Side<'a> {
+    fn index(cfg: &'a SaveConfig) -> Self {
+        let mut tpgs = BTreeMap::new();
         for t in &cfg.targets {
             for g in &t.tpgs {
-                m.insert(
-                    (t.fabric.clone(), t.wwn.clone(), g.tag.unwrap_or(1)),
-                    g.clone(),
-                );
+                tpgs.insert((t.fabric.clone(), t.wwn.clone(), g.tag.unwrap_or(1)), g);
             }
         }
-        m
-    };
-    let cur_tpgs = tpgs(&current);
-    let des_tpgs = tpgs(&desired);
-    let tpg_recreate: BTreeSet<GKey> = des_tpgs
-        .iter()
-        .filter(|(k, d)| {
-            cur_tpgs
-                .get(*k)
-                .is_some_and(|c| d.nexus.is_some() && d.nexus != c.nexus)
-        })
-        .map(|(k, _)| k.clone())
-        .collect();
-    let tpg_kept = |k: &GKey| {
-        cur_tpgs.contains_key(k) && des_tpgs.contains_key(k) && !tpg_recreate.contains(k)
-    };
-
-    // LUNs keyed by (tpg, index).
-    let luns = |m: &BTreeMap<GKey, Tpg>| -> BTreeMap<(GKey, u64), rustio_config::Lun> {
-        let mut out = BTreeMap::new();
-        for (k, g) in m {
-            for l in &g.luns {
-                out.insert((k.clone(), l.index), l.clone());
-            }
+        let luns = index_children(&tpgs, |g| &g.luns, |k, l| (k.clone(), l.index));
+        let acls = index_children(
+            &tpgs,
+            |g| &g.node_acls,
+            |k, a| (k.clone(), a.node_wwn.clone()),
+        );
+        let mluns = index_children(&acls, |a| &a.mapped_luns, |k, m| (k.clone(), m.index));
+        let portals = index_children(
+            &tpgs,
+            |g| &g.portals,
+            |k, p| (k.clone(), p.ip_address.clone(), p.port),
+        );
+        Side {
+            sos: cfg.storage_objects.iter().map(|s| (so_key(s), s)).collect(),
+            targets: cfg
+                .targets
+                .iter()
+                .map(|t| (t.fabric.clone(), t.wwn.clone()))
+                .collect(),
+            tpgs,
+            luns,
+            acls,
+            mluns,
+            portals,
         }
-        out
-    };
-    let cur_luns = luns(&cur_tpgs);
-    let des_luns = luns(&des_tpgs);
-    let lun_recreate: BTreeSet<(GKey, u64)> = des_luns
-        .iter()
-        .filter(|(k, d)| {
-            tpg_kept(&k.0)
-                && cur_luns.get(*k).is_some_and(|c| {
-                    lun_so(&c.storage_object) != lun_so(&d.storage_object)
-                        || lun_so(&d.storage_object).is_some_and(|s| so_recreate.contains(&s))
-                        || (d.alias.is_some() && d.alias != c.alias)
-                })
-        })
-        .map(|(k, _)| k.clone())
-        .collect();
-    let lun_kept = |k: &(GKey, u64)| {
-        tpg_kept(&k.0)
-            && cur_luns.contains_key(k)
-            && des_luns.contains_key(k)
-            && !lun_recreate.contains(k)
-    };
+    }
+}
 
-    // ACLs keyed by (tpg, initiator).
-    let acls = |m: &BTreeMap<GKey, Tpg>| -> BTreeMap<(GKey, String), rustio_config::NodeAcl> {
-        let mut out = BTreeMap::new();
-        for (k, g) in m {
-            for a in &g.node_acls {
-                out.insert((k.clone(), a.node_wwn.clone()), a.clone());
-            }
-        }
-        out
-    };
-    let cur_acls = acls(&cur_tpgs);
-    let des_acls = acls(&des_tpgs);
-    let acl_kept =
-        |k: &(GKey, String)| tpg_kept(&k.0) && cur_acls.contains_key(k) && des_acls.contains_key(k);
-
-    type MKey = ((GKey, String), u64);
-    let mluns = |m: &BTreeMap<(GKey, String), rustio_config::NodeAcl>| -> BTreeMap<MKey, rustio_config::MappedLun> {
-        let mut out = BTreeMap::new();
-        for (k, a) in m {
-            for ml in &a.mapped_luns {
-                out.insert((k.clone(), ml.index), ml.clone());
-            }
-        }
-        out
-    };
-    let cur_mluns = mluns(&cur_acls);
-    let des_mluns = mluns(&des_acls);
-    let mlun_kept = |k: &MKey| {
-        acl_kept(&k.0)
-            && match (cur_mluns.get(k), des_mluns.get(k)) {
-                (Some(c), Some(d)) => {
-                    c.tpg_lun == d.tpg_lun
-                        && !(d.alias.is_some() && d.alias != c.alias)
-                        && lun_kept(&((k.0).0.clone(), d.tpg_lun))
-                }
-                _ => false,
-            }
-    };
-
-    type PKey = (GKey, String, u64);
-    let portals = |m: &BTreeMap<GKey, Tpg>| -> BTreeMap<PKey, rustio_config::Portal> {
-        let mut out = BTreeMap::new();
-        for (k, g) in m {
-            for p in &g.portals {
-                out.insert((k.clone(), p.ip_address.clone(), p.port), p.clone());
-            }
-        }
-        out
-    };
-    let cur_portals = portals(&cur_tpgs);
-    let des_portals = portals(&des_tpgs);
-    let portal_kept =
-        |k: &PKey| tpg_kept(&k.0) && cur_portals.contains_key(k) && des_portals.contains_key(k);
-
-    let aref = |k: &(GKey, String)| AclRef {
+fn aref(k: &AKey) -> AclRef {
+    AclRef {
         tpg: tpg_ref(&k.0),
         node_wwn: k.1.clone(),
-    };
-    let mref = |k: &MKey| MappedLunRef {
+    }
+}
+
+fn mref(k: &MKey) -> MappedLunRef {
+    MappedLunRef {
         acl: aref(&k.0),
         index: k.1,
-    };
-    let lref = |k: &(GKey, u64)| LunRef {
+    }
+}
+
+fn lref(k: &LKey) -> LunRef {
+    LunRef {
         tpg: tpg_ref(&k.0),
         index: k.1,
-    };
-    let pref = |k: &PKey| PortalRef {
+    }
+}
+
+fn pref(k: &PKey) -> PortalRef {
+    PortalRef {
         tpg: tpg_ref(&k.0),
         ip: k.1.clone(),
         port: k.2,
-    };
+    }
+}
 
-    let mut ops = Vec::new();
+fn target_ref(k: &TKey) -> TargetRef {
+    TargetRef {
+        fabric: k.0.clone(),
+        wwn: k.1.clone(),
+    }
+}
 
-    // ----- deletions, leaves first --------------------------------------------------------
-    for (k, g) in &cur_tpgs {
-        if !tpg_kept(k) && g.enable != Some(false) && fabric_has_enable(&k.0) {
-            ops.push(Op::SetTpgEnable {
-                tpg: tpg_ref(k),
-                enable: false,
-            });
-        }
-    }
-    for k in cur_mluns.keys().filter(|k| !mlun_kept(k)) {
-        ops.push(Op::DeleteMappedLun(mref(k)));
-    }
-    for k in cur_acls.keys().filter(|k| !acl_kept(k)) {
-        ops.push(Op::DeleteAcl(aref(k)));
-    }
-    for k in cur_luns.keys().filter(|k| !lun_kept(k)) {
-        ops.push(Op::DeleteLun(lref(k)));
-    }
-    for k in cur_portals.keys().filter(|k| !portal_kept(k)) {
-        ops.push(Op::DeletePortal(pref(k)));
-    }
-    for k in cur_tpgs.keys().filter(|k| !tpg_kept(k)) {
-        ops.push(Op::DeleteTpg(tpg_ref(k)));
-    }
-    for k in cur_targets.difference(&des_targets) {
-        ops.push(Op::DeleteTarget(TargetRef {
-            fabric: k.0.clone(),
-            wwn: k.1.clone(),
-        }));
-    }
-    // ALUA groups of storage objects that stay.
-    let mut alua_creates = Vec::new();
-    for (k, d) in &des_sos {
-        let (Some(c), false) = (cur_sos.get(k), so_recreate.contains(k)) else {
-            continue;
+/// Pushes one step per setting of `des` that `cur` lacks or holds with other text.
+fn settings_ops(
+    cur: &Settings,
+    des: &Settings,
+    step: impl Fn(String, ConfigValue) -> Op,
+    out: &mut Vec<Op>,
+) {
+    out.extend(
+        settings_diff(cur, des)
+            .into_iter()
+            .map(|(name, value)| step(name, value)),
+    );
+}
+
+/// Whether the fabric has CHAP (`auth/` directories); unknown fabrics are assumed to.
+fn fabric_has_auth(fabric: &str) -> bool {
+    !matches!(fabric_info(fabric), Some(i) if !i.auth)
+}
+
+/// Both sides, and which matching objects must be re-created rather than changed.
+struct Diff<'a> {
+    cur: Side<'a>,
+    des: Side<'a>,
+    so_recreate: BTreeSet<SoKey>,
+    tpg_recreate: BTreeSet<GKey>,
+    lun_recreate: BTreeSet<LKey>,
+}
+
+impl<'a> Diff<'a> {
+    fn new(cur: Side<'a>, des: Side<'a>, page: u64) -> Self {
+        let so_recreate = des
+            .sos
+            .iter()
+            .filter(|(k, d)| {
+                cur.sos
+                    .get(*k)
+                    .is_some_and(|c| identity_differs(c, d, page))
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        // A TPG's nexus cannot change in place (loopback/vhost).
+        let tpg_recreate = des
+            .tpgs
+            .iter()
+            .filter(|(k, d)| {
+                cur.tpgs
+                    .get(*k)
+                    .is_some_and(|c| d.nexus.is_some() && d.nexus != c.nexus)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut d = Diff {
+            cur,
+            des,
+            so_recreate,
+            tpg_recreate,
+            lun_recreate: BTreeSet::new(),
         };
-        let so = SoRef::new(k.0.clone(), k.1.clone());
-        let empty = Vec::new();
-        let cur_groups: BTreeMap<&str, &AluaTpg> = c
-            .common()
-            .map(|x| &x.alua_tpgs)
-            .unwrap_or(&empty)
-            .iter()
-            .map(|g| (g.name.as_str(), g))
-            .collect();
-        let des_groups: BTreeMap<&str, &AluaTpg> = d
-            .common()
-            .map(|x| &x.alua_tpgs)
-            .unwrap_or(&empty)
-            .iter()
-            .map(|g| (g.name.as_str(), g))
-            .collect();
-        for (name, cg) in &cur_groups {
-            if *name == "default_tg_pt_gp" {
-                continue;
-            }
-            let keep = des_groups
-                .get(name)
-                .is_some_and(|dg| dg.tg_pt_gp_id == cg.tg_pt_gp_id);
-            if !keep {
-                ops.push(Op::DeleteAluaGroup(AluaRef {
-                    so: so.clone(),
-                    name: (*name).to_owned(),
-                }));
-            }
-        }
-        for (name, dg) in &des_groups {
-            let gref = AluaRef {
-                so: so.clone(),
-                name: (*name).to_owned(),
-            };
-            match cur_groups.get(name) {
-                Some(cg) if *name == "default_tg_pt_gp" || cg.tg_pt_gp_id == dg.tg_pt_gp_id => {
-                    alua_settings_diff(&gref, Some(cg), dg, &mut alua_creates);
-                }
-                _ if *name == "default_tg_pt_gp" => {
-                    alua_settings_diff(&gref, None, dg, &mut alua_creates);
-                }
-                _ => alua_creates.push(Op::CreateAluaGroup {
-                    so: so.clone(),
-                    group: (*dg).clone(),
-                }),
-            }
-        }
-    }
-    for k in cur_sos.keys() {
-        if !des_sos.contains_key(k) || so_recreate.contains(k) {
-            ops.push(Op::DeleteStorageObject(SoRef::new(
-                k.0.clone(),
-                k.1.clone(),
-            )));
-        }
+        d.lun_recreate = d.luns_to_recreate();
+        d
     }
 
-    // ----- discovery authentication ---------------------------------------------------
-    {
-        // Only iSCSI has discovery authentication (rtslib feature "discovery_auth").
-        let fabric = "iscsi";
-        let (ce, cc) = discovery(&current, fabric);
-        let (de, dc) = discovery(&desired, fabric);
-        let owner = AuthOwner::Discovery(fabric.to_owned());
-        if ce && !de {
-            ops.push(Op::SetDiscoveryEnforce {
-                fabric: fabric.to_owned(),
-                enable: false,
-            });
-        }
-        // rtslib only dumps credentials when enforcement is on.
-        if ce || de {
-            auth_diff(&owner, &cc, &dc, &mut ops);
-        }
-        if de && !ce {
-            ops.push(Op::SetDiscoveryEnforce {
-                fabric: fabric.to_owned(),
-                enable: true,
-            });
-        }
+    /// LUNs of kept TPGs whose storage object or alias changes, or whose storage
+    /// object is re-created.
+    fn luns_to_recreate(&self) -> BTreeSet<LKey> {
+        self.des
+            .luns
+            .iter()
+            .filter(|(k, d)| {
+                self.tpg_kept(&k.0)
+                    && self.cur.luns.get(*k).is_some_and(|c| {
+                        lun_so(&c.storage_object) != lun_so(&d.storage_object)
+                            || lun_so(&d.storage_object)
+                                .is_some_and(|s| self.so_recreate.contains(&s))
+                            || (d.alias.is_some() && d.alias != c.alias)
+                    })
+            })
+            .map(|(k, _)| k.clone())
+            .collect()
     }
 
-    // ----- creations, roots first ------------------------------------------------------
-    for (k, d) in &des_sos {
-        if !cur_sos.contains_key(k) || so_recreate.contains(k) {
-            ops.push(Op::CreateStorageObject(Box::new((*d).clone())));
-        } else if let (Some(c), Some(dc)) = (cur_sos.get(k).and_then(|c| c.common()), d.common()) {
-            let owner = AttrOwner::StorageObject(SoRef::new(k.0.clone(), k.1.clone()));
-            let mut want = dc.attributes.clone();
-            let wb = match d {
-                StorageObject::Fileio(f) => f.write_back,
-                StorageObject::Block(b) => b.write_back,
-                _ => None,
-            };
-            if let Some(wb) = wb {
-                want.entry("emulate_write_cache".into())
-                    .or_insert(ConfigValue::Int(i64::from(wb)));
+    fn tpg_kept(&self, k: &GKey) -> bool {
+        self.cur.tpgs.contains_key(k)
+            && self.des.tpgs.contains_key(k)
+            && !self.tpg_recreate.contains(k)
+    }
+
+    fn lun_kept(&self, k: &LKey) -> bool {
+        self.tpg_kept(&k.0)
+            && self.cur.luns.contains_key(k)
+            && self.des.luns.contains_key(k)
+            && !self.lun_recreate.contains(k)
+    }
+
+    fn acl_kept(&self, k: &AKey) -> bool {
+        self.tpg_kept(&k.0) && self.cur.acls.contains_key(k) && self.des.acls.contains_key(k)
+    }
+
+    fn mlun_kept(&self, k: &MKey) -> bool {
+        self.acl_kept(&k.0)
+            && match (self.cur.mluns.get(k), self.des.mluns.get(k)) {
+                (Some(c), Some(d)) => {
+                    c.tpg_lun == d.tpg_lun
+                        && !(d.alias.is_some() && d.alias != c.alias)
+                        && self.lun_kept(&((k.0).0.clone(), d.tpg_lun))
+                }
+                _ => false,
             }
-            for (name, value) in settings_diff(&c.attributes, &want) {
-                ops.push(Op::SetAttribute {
-                    owner: owner.clone(),
-                    name,
-                    value,
+    }
+
+    fn portal_kept(&self, k: &PKey) -> bool {
+        self.tpg_kept(&k.0) && self.cur.portals.contains_key(k) && self.des.portals.contains_key(k)
+    }
+
+    /// TPGs that go away are disabled first, so initiators are logged out before
+    /// their LUNs disappear.
+    fn disable_removed_tpgs(&self, ops: &mut Vec<Op>) {
+        for (k, g) in &self.cur.tpgs {
+            if !self.tpg_kept(k) && g.enable != Some(false) && fabric_has_enable(&k.0) {
+                ops.push(Op::SetTpgEnable {
+                    tpg: tpg_ref(k),
+                    enable: false,
                 });
             }
         }
     }
-    ops.extend(alua_creates);
-    for k in des_targets.difference(&cur_targets) {
-        ops.push(Op::CreateTarget(TargetRef {
-            fabric: k.0.clone(),
-            wwn: k.1.clone(),
-        }));
+
+    /// Deletes mapped LUNs, ACLs, LUNs, portals, TPGs and targets that do not stay.
+    fn delete_removed_objects(&self, ops: &mut Vec<Op>) {
+        let cur = &self.cur;
+        let mluns = cur.mluns.keys().filter(|k| !self.mlun_kept(k));
+        ops.extend(mluns.map(|k| Op::DeleteMappedLun(mref(k))));
+        let acls = cur.acls.keys().filter(|k| !self.acl_kept(k));
+        ops.extend(acls.map(|k| Op::DeleteAcl(aref(k))));
+        let luns = cur.luns.keys().filter(|k| !self.lun_kept(k));
+        ops.extend(luns.map(|k| Op::DeleteLun(lref(k))));
+        let portals = cur.portals.keys().filter(|k| !self.portal_kept(k));
+        ops.extend(portals.map(|k| Op::DeletePortal(pref(k))));
+        let tpgs = cur.tpgs.keys().filter(|k| !self.tpg_kept(k));
+        ops.extend(tpgs.map(|k| Op::DeleteTpg(tpg_ref(k))));
+        let targets = cur.targets.difference(&self.des.targets);
+        ops.extend(targets.map(|k| Op::DeleteTarget(target_ref(k))));
     }
-    for (k, d) in &des_tpgs {
-        let t = tpg_ref(k);
-        if !tpg_kept(k) {
-            ops.push(Op::CreateTpg {
-                tpg: t,
-                attributes: d.attributes.clone(),
-                parameters: d.parameters.clone(),
-                auth: d.auth.clone(),
-                nexus: d.nexus.clone(),
-            });
-            continue;
+
+    /// ALUA groups of storage objects that stay: deletions go to `ops` now, the
+    /// creations and setting changes are returned for after the storage objects.
+    fn alua_group_ops(&self, ops: &mut Vec<Op>) -> Vec<Op> {
+        let mut creates = Vec::new();
+        for (k, d) in &self.des.sos {
+            let (Some(c), false) = (self.cur.sos.get(k), self.so_recreate.contains(k)) else {
+                continue;
+            };
+            let so = SoRef::new(k.0.clone(), k.1.clone());
+            alua_diff(&so, c, d, ops, &mut creates);
         }
-        let c = &cur_tpgs[k];
-        for (name, value) in settings_diff(&c.attributes, &d.attributes) {
-            ops.push(Op::SetAttribute {
-                owner: AttrOwner::Tpg(t.clone()),
-                name,
-                value,
-            });
+        creates
+    }
+
+    fn delete_storage_objects(&self, ops: &mut Vec<Op>) {
+        for k in self.cur.sos.keys() {
+            if !self.des.sos.contains_key(k) || self.so_recreate.contains(k) {
+                ops.push(Op::DeleteStorageObject(SoRef::new(
+                    k.0.clone(),
+                    k.1.clone(),
+                )));
+            }
         }
-        for (name, value) in settings_diff(&c.parameters, &d.parameters) {
-            ops.push(Op::SetParameter {
+    }
+
+    /// Creates new or re-created storage objects; changes the attributes of the others.
+    fn storage_object_ops(&self, ops: &mut Vec<Op>) {
+        for (k, d) in &self.des.sos {
+            if !self.cur.sos.contains_key(k) || self.so_recreate.contains(k) {
+                ops.push(Op::CreateStorageObject(Box::new((*d).clone())));
+            } else if let (Some(c), Some(dc)) =
+                (self.cur.sos.get(k).and_then(|c| c.common()), d.common())
+            {
+                let owner = AttrOwner::StorageObject(SoRef::new(k.0.clone(), k.1.clone()));
+                let mut want = dc.attributes.clone();
+                if let Some(wb) = so_write_back(d) {
+                    want.entry("emulate_write_cache".into())
+                        .or_insert(ConfigValue::Int(i64::from(wb)));
+                }
+                settings_ops(&c.attributes, &want, attribute_step(&owner), ops);
+            }
+        }
+    }
+
+    fn create_targets(&self, ops: &mut Vec<Op>) {
+        let targets = self.des.targets.difference(&self.cur.targets);
+        ops.extend(targets.map(|k| Op::CreateTarget(target_ref(k))));
+    }
+
+    /// Creates TPGs; changes attributes, parameters and CHAP of the kept ones.
+    fn tpg_ops(&self, ops: &mut Vec<Op>) {
+        for (k, d) in &self.des.tpgs {
+            let t = tpg_ref(k);
+            if !self.tpg_kept(k) {
+                ops.push(Op::CreateTpg {
+                    tpg: t,
+                    attributes: d.attributes.clone(),
+                    parameters: d.parameters.clone(),
+                    auth: d.auth.clone(),
+                    nexus: d.nexus.clone(),
+                });
+                continue;
+            }
+            let c = self.cur.tpgs[k];
+            let owner = AttrOwner::Tpg(t.clone());
+            settings_ops(&c.attributes, &d.attributes, attribute_step(&owner), ops);
+            let param = |name, value| Op::SetParameter {
                 tpg: t.clone(),
                 name,
                 value,
-            });
-        }
-        let info = fabric_info(&k.0);
-        if !matches!(info, Some(i) if !i.auth) {
-            auth_diff(&AuthOwner::Tpg(t.clone()), &c.auth, &d.auth, &mut ops);
+            };
+            settings_ops(&c.parameters, &d.parameters, param, ops);
+            if fabric_has_auth(&k.0) {
+                auth_diff(&AuthOwner::Tpg(t.clone()), &c.auth, &d.auth, ops);
+            }
         }
     }
-    for (k, d) in &des_luns {
-        if !lun_kept(k) {
-            if let Some((plugin, name)) = lun_so(&d.storage_object) {
-                ops.push(Op::CreateLun {
-                    lun: lref(k),
-                    so: SoRef::new(plugin, name),
+
+    /// Creates LUNs; moves kept ones to their ALUA group.
+    fn lun_ops(&self, ops: &mut Vec<Op>) {
+        for (k, d) in &self.des.luns {
+            if !self.lun_kept(k) {
+                if let Some((plugin, name)) = lun_so(&d.storage_object) {
+                    ops.push(Op::CreateLun {
+                        lun: lref(k),
+                        so: SoRef::new(plugin, name),
+                        alias: d.alias.clone(),
+                        alua_group: d
+                            .alua_tg_pt_gp_name
+                            .clone()
+                            .filter(|g| g != "default_tg_pt_gp"),
+                    });
+                }
+            } else if let Some(g) = &d.alua_tg_pt_gp_name {
+                if self.cur.luns[k].alua_tg_pt_gp_name.as_ref() != Some(g) {
+                    ops.push(Op::SetLunAluaGroup {
+                        lun: lref(k),
+                        group: g.clone(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Creates ACLs; changes attributes, CHAP and tag of the kept ones.
+    fn acl_ops(&self, ops: &mut Vec<Op>) {
+        for (k, d) in &self.des.acls {
+            let a = aref(k);
+            if !self.acl_kept(k) {
+                ops.push(Op::CreateAcl {
+                    acl: a,
+                    attributes: d.attributes.clone(),
+                    auth: d.auth.clone(),
+                    tag: d.tag.clone(),
+                });
+                continue;
+            }
+            let c = self.cur.acls[k];
+            let owner = AttrOwner::Acl(a.clone());
+            settings_ops(&c.attributes, &d.attributes, attribute_step(&owner), ops);
+            if fabric_has_auth(&(k.0).0) {
+                auth_diff(&AuthOwner::Acl(a.clone()), &c.auth, &d.auth, ops);
+            }
+            if c.tag != d.tag {
+                ops.push(Op::SetAclTag {
+                    acl: a,
+                    tag: d.tag.clone(),
+                });
+            }
+        }
+    }
+
+    /// Creates mapped LUNs; changes write protection of the kept ones.
+    fn mapped_lun_ops(&self, ops: &mut Vec<Op>) {
+        for (k, d) in &self.des.mluns {
+            let want = d.write_protect.unwrap_or(false);
+            if !self.mlun_kept(k) {
+                ops.push(Op::CreateMappedLun {
+                    mlun: mref(k),
+                    tpg_lun: d.tpg_lun,
+                    write_protect: want,
                     alias: d.alias.clone(),
-                    alua_group: d
-                        .alua_tg_pt_gp_name
-                        .clone()
-                        .filter(|g| g != "default_tg_pt_gp"),
                 });
-            }
-        } else if let Some(g) = &d.alua_tg_pt_gp_name {
-            if cur_luns[k].alua_tg_pt_gp_name.as_ref() != Some(g) {
-                ops.push(Op::SetLunAluaGroup {
-                    lun: lref(k),
-                    group: g.clone(),
+            } else if self.cur.mluns[k].write_protect.unwrap_or(false) != want {
+                ops.push(Op::SetWriteProtect {
+                    mlun: mref(k),
+                    on: want,
                 });
             }
         }
     }
-    for (k, d) in &des_acls {
-        let a = aref(k);
-        if !acl_kept(k) {
-            ops.push(Op::CreateAcl {
-                acl: a,
-                attributes: d.attributes.clone(),
-                auth: d.auth.clone(),
-                tag: d.tag.clone(),
-            });
-            continue;
-        }
-        let c = &cur_acls[k];
-        for (name, value) in settings_diff(&c.attributes, &d.attributes) {
-            ops.push(Op::SetAttribute {
-                owner: AttrOwner::Acl(a.clone()),
-                name,
-                value,
-            });
-        }
-        if !matches!(fabric_info(&(k.0).0), Some(i) if !i.auth) {
-            auth_diff(&AuthOwner::Acl(a.clone()), &c.auth, &d.auth, &mut ops);
-        }
-        if c.tag != d.tag {
-            ops.push(Op::SetAclTag {
-                acl: a,
-                tag: d.tag.clone(),
-            });
-        }
-    }
-    for (k, d) in &des_mluns {
-        if !mlun_kept(k) {
-            ops.push(Op::CreateMappedLun {
-                mlun: mref(k),
-                tpg_lun: d.tpg_lun,
-                write_protect: d.write_protect.unwrap_or(false),
-                alias: d.alias.clone(),
-            });
-        } else if cur_mluns[k].write_protect.unwrap_or(false) != d.write_protect.unwrap_or(false) {
-            ops.push(Op::SetWriteProtect {
-                mlun: mref(k),
-                on: d.write_protect.unwrap_or(false),
-            });
-        }
-    }
-    for (k, d) in &des_portals {
-        if !portal_kept(k) {
-            ops.push(Op::CreatePortal {
-                portal: pref(k),
-                iser: d.iser.unwrap_or(false),
-                offload: d.offload.unwrap_or(false),
-            });
-        } else {
-            let c = &cur_portals[k];
+
+    /// Creates portals; changes the iSER and offload flags of the kept ones.
+    fn portal_ops(&self, ops: &mut Vec<Op>) {
+        for (k, d) in &self.des.portals {
+            if !self.portal_kept(k) {
+                ops.push(Op::CreatePortal {
+                    portal: pref(k),
+                    iser: d.iser.unwrap_or(false),
+                    offload: d.offload.unwrap_or(false),
+                });
+                continue;
+            }
+            let c = self.cur.portals[k];
             for (flag, cv, dv) in [
                 (PortalFlag::Iser, c.iser, d.iser),
                 (PortalFlag::Offload, c.offload, d.offload),
@@ -623,24 +641,112 @@ pub fn diff_with_page_size(current: &SaveConfig, desired: &SaveConfig, page: u64
             }
         }
     }
-    for (k, d) in &des_tpgs {
-        if !fabric_has_enable(&k.0) {
-            continue;
-        }
-        let want = d.enable.unwrap_or(true);
-        let have = if tpg_kept(k) {
-            cur_tpgs[k].enable.unwrap_or(true)
-        } else {
-            false
-        };
-        if want != have {
-            ops.push(Op::SetTpgEnable {
-                tpg: tpg_ref(k),
-                enable: want,
-            });
+
+    /// Enables (or disables) TPGs last, once everything they export exists.
+    fn tpg_enable_ops(&self, ops: &mut Vec<Op>) {
+        for (k, d) in &self.des.tpgs {
+            if !fabric_has_enable(&k.0) {
+                continue;
+            }
+            let want = d.enable.unwrap_or(true);
+            let have = self.tpg_kept(k) && self.cur.tpgs[k].enable.unwrap_or(true);
+            if want != have {
+                ops.push(Op::SetTpgEnable {
+                    tpg: tpg_ref(k),
+                    enable: want,
+                });
+            }
         }
     }
-    Plan { ops }
+}
+
+/// Makes `SetAttribute` steps for `owner`.
+fn attribute_step(owner: &AttrOwner) -> impl Fn(String, ConfigValue) -> Op + '_ {
+    move |name, value| Op::SetAttribute {
+        owner: owner.clone(),
+        name,
+        value,
+    }
+}
+
+/// A storage object's ALUA groups by name.
+fn alua_groups(so: &StorageObject) -> BTreeMap<&str, &AluaTpg> {
+    so.common()
+        .map(|x| x.alua_tpgs.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .map(|g| (g.name.as_str(), g))
+        .collect()
+}
+
+/// ALUA group steps of one kept storage object: groups that go or change id are
+/// deleted (`ops`), new ones created and settings changed (`creates`). The kernel's
+/// `default_tg_pt_gp` is never deleted or created, only changed.
+fn alua_diff(
+    so: &SoRef,
+    cur: &StorageObject,
+    des: &StorageObject,
+    ops: &mut Vec<Op>,
+    creates: &mut Vec<Op>,
+) {
+    let cur_groups = alua_groups(cur);
+    let des_groups = alua_groups(des);
+    for (name, cg) in &cur_groups {
+        if *name == "default_tg_pt_gp" {
+            continue;
+        }
+        let keep = des_groups
+            .get(name)
+            .is_some_and(|dg| dg.tg_pt_gp_id == cg.tg_pt_gp_id);
+        if !keep {
+            ops.push(Op::DeleteAluaGroup(AluaRef {
+                so: so.clone(),
+                name: (*name).to_owned(),
+            }));
+        }
+    }
+    for (name, dg) in &des_groups {
+        let gref = AluaRef {
+            so: so.clone(),
+            name: (*name).to_owned(),
+        };
+        match cur_groups.get(name) {
+            Some(cg) if *name == "default_tg_pt_gp" || cg.tg_pt_gp_id == dg.tg_pt_gp_id => {
+                alua_settings_diff(&gref, Some(cg), dg, creates);
+            }
+            _ if *name == "default_tg_pt_gp" => {
+                alua_settings_diff(&gref, None, dg, creates);
+            }
+            _ => creates.push(Op::CreateAluaGroup {
+                so: so.clone(),
+                group: (*dg).clone(),
+            }),
+        }
+    }
+}
+
+/// Discovery authentication; only iSCSI has it (rtslib feature "discovery_auth").
+fn discovery_ops(current: &SaveConfig, desired: &SaveConfig, ops: &mut Vec<Op>) {
+    let fabric = "iscsi";
+    let (ce, cc) = discovery(current, fabric);
+    let (de, dc) = discovery(desired, fabric);
+    let owner = AuthOwner::Discovery(fabric.to_owned());
+    if ce && !de {
+        ops.push(Op::SetDiscoveryEnforce {
+            fabric: fabric.to_owned(),
+            enable: false,
+        });
+    }
+    // rtslib only dumps credentials when enforcement is on.
+    if ce || de {
+        auth_diff(&owner, &cc, &dc, ops);
+    }
+    if de && !ce {
+        ops.push(Op::SetDiscoveryEnforce {
+            fabric: fabric.to_owned(),
+            enable: true,
+        });
+    }
 }
 
 /// Steps that create everything in `desired` from nothing.
@@ -656,6 +762,91 @@ pub fn delete_all(current: &SaveConfig) -> Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn children_are_keyed_by_parent_and_own_key() {
+        let a = vec![1u64, 2];
+        let b = vec![7u64];
+        let parents: BTreeMap<&str, &Vec<u64>> = [("a", &a), ("b", &b)].into_iter().collect();
+        let idx = index_children(&parents, |p| p.as_slice(), |k, c| (k.to_string(), *c));
+        let keys: Vec<(String, u64)> = idx.keys().cloned().collect();
+        assert_eq!(
+            keys,
+            [("a".into(), 1), ("a".into(), 2), ("b".into(), 7)].to_vec()
+        );
+    }
+
+    #[test]
+    fn settings_steps_only_for_changed_text() {
+        let cur: Settings = [
+            ("a".to_owned(), ConfigValue::Int(1)),
+            ("b".to_owned(), ConfigValue::Int(2)),
+            ("s".to_owned(), ConfigValue::Str("1".into())),
+        ]
+        .into_iter()
+        .collect();
+        let des: Settings = [
+            ("a".to_owned(), ConfigValue::Int(1)),
+            ("b".to_owned(), ConfigValue::Int(3)),
+            // Same configfs text as the integer 1: no step.
+            ("s".to_owned(), ConfigValue::Int(1)),
+            ("c".to_owned(), ConfigValue::Str("x".into())),
+        ]
+        .into_iter()
+        .collect();
+        let tpg = tpg_ref(&("iscsi".into(), T.into(), 1));
+        let mut ops = Vec::new();
+        let param = |name, value| Op::SetParameter {
+            tpg: tpg.clone(),
+            name,
+            value,
+        };
+        settings_ops(&cur, &des, param, &mut ops);
+        let names: Vec<String> = ops
+            .iter()
+            .map(|op| match op {
+                Op::SetParameter { name, .. } => name.clone(),
+                other => other.to_string(),
+            })
+            .collect();
+        assert_eq!(names, ["b", "c"]);
+    }
+
+    #[test]
+    fn chap_only_where_the_fabric_has_auth() {
+        // rtslib fabric features: iSCSI has "auth", loopback and vhost do not.
+        assert!(fabric_has_auth("iscsi"));
+        assert!(!fabric_has_auth("loopback"));
+        assert!(!fabric_has_auth("vhost"));
+        assert!(fabric_has_auth("no-such-fabric"));
+    }
+
+    #[test]
+    fn alua_group_id_change_is_delete_then_create() {
+        let so_with = |groups: &str| -> StorageObject {
+            let c = cfg(&format!(
+                r#"{{"storage_objects": [{{"plugin": "ramdisk", "name": "a", "size": 8192,
+                     "alua_tpgs": [{groups}]}}]}}"#
+            ));
+            c.storage_objects[0].clone()
+        };
+        let cur = so_with(
+            r#"{"name": "default_tg_pt_gp", "tg_pt_gp_id": 0}, {"name": "g", "tg_pt_gp_id": 5}"#,
+        );
+        let des = so_with(r#"{"name": "g", "tg_pt_gp_id": 6}"#);
+        let so = SoRef::new(Plugin::Ramdisk, "a");
+        let (mut ops, mut creates) = (Vec::new(), Vec::new());
+        alua_diff(&so, &cur, &des, &mut ops, &mut creates);
+        // default_tg_pt_gp belongs to the kernel: never deleted.
+        assert_eq!(
+            lines(&Plan { ops }),
+            ["delete ALUA group /backstores/ramdisk/a/alua/g"]
+        );
+        assert_eq!(
+            lines(&Plan { ops: creates }),
+            ["create ALUA group /backstores/ramdisk/a/alua/g (tg_pt_gp_id=6)"]
+        );
+    }
 
     fn cfg(text: &str) -> SaveConfig {
         SaveConfig::from_json(text).expect("test config parses")

@@ -119,8 +119,10 @@ fn parse_bool(s: Option<String>) -> Option<bool> {
     }
 }
 
-const ALUA_TYPES: [&str; 4] = ["None", "Implicit", "Explicit", "Implicit and Explicit"];
-const ALUA_STATUSES: [&str; 3] = [
+/// Words the kernel shows for `alua_access_type` 0-3.
+pub(crate) const ALUA_TYPES: [&str; 4] = ["None", "Implicit", "Explicit", "Implicit and Explicit"];
+/// Words the kernel shows for `alua_access_status` 0-2.
+pub(crate) const ALUA_STATUSES: [&str; 3] = [
     "None",
     "Altered by Explicit STPG",
     "Altered by Implicit ALUA",
@@ -146,6 +148,95 @@ pub fn alua_value(name: &str, text: &str) -> Option<u64> {
 
 fn is_null(s: &str) -> bool {
     s.is_empty() || s == "NULL"
+}
+
+/// What the plugin-specific part of a storage object is read from.
+struct SoFacts<'a> {
+    /// The `info` file's text.
+    info: &'a str,
+    /// `udev_path`, when set.
+    udev: Option<String>,
+    /// The writable attributes.
+    attributes: &'a Settings,
+}
+
+/// Whether attribute `k` is `1`.
+fn attr_flag(attributes: &Settings, k: &str) -> bool {
+    attributes
+        .get(k)
+        .map(|v| v.to_configfs().trim() == "1")
+        .unwrap_or(false)
+}
+
+/// A number from the `info` text.
+fn info_num(info: &str, k: &str) -> Option<u64> {
+    info_value(info, k).and_then(|v| v.parse::<u64>().ok())
+}
+
+fn fileio_from(f: &SoFacts<'_>, common: Common) -> (StorageObject, Option<u64>) {
+    let size = info_num(f.info, "Size");
+    let so = StorageObject::Fileio(FileioObject {
+        dev: f
+            .udev
+            .clone()
+            .or_else(|| info_value(f.info, "File").map(str::to_owned))
+            .unwrap_or_default(),
+        size,
+        write_back: Some(attr_flag(f.attributes, "emulate_write_cache")),
+        aio: Some(info_value(f.info, "Async") == Some("1")),
+        common,
+        extra: Default::default(),
+    });
+    (so, size)
+}
+
+fn block_from(f: &SoFacts<'_>, common: Common) -> (StorageObject, Option<u64>) {
+    let size = info_value(f.info, "iBlock device").and_then(block_size_bytes);
+    let so = StorageObject::Block(BlockObject {
+        dev: f.udev.clone().unwrap_or_default(),
+        readonly: Some(info_value(f.info, "readonly") == Some("1")),
+        write_back: Some(attr_flag(f.attributes, "emulate_write_cache")),
+        exclusive: info_value(f.info, "exclusive").map(|v| v == "1"),
+        common,
+        extra: Default::default(),
+    });
+    (so, size)
+}
+
+/// A RAM disk's size is pages times page size (`PAGES/PAGE_SIZE: <n>*<size>`).
+fn ramdisk_from(f: &SoFacts<'_>, common: Common) -> (StorageObject, Option<u64>) {
+    let pages = info_value(f.info, "PAGES/PAGE_SIZE").and_then(|v| {
+        let (p, s) = v.split_once('*')?;
+        p.parse::<u64>().ok()?.checked_mul(s.parse::<u64>().ok()?)
+    });
+    let so = StorageObject::Ramdisk(RamdiskObject {
+        size: pages.unwrap_or(0),
+        nullio: (info_value(f.info, "nullio") == Some("1")).then_some(true),
+        common,
+        extra: Default::default(),
+    });
+    (so, pages)
+}
+
+/// The group name in the first line of a LUN's `alua_tg_pt_gp`
+/// ("TG Port Alias: <name>").
+pub(crate) fn alua_group_of(text: &str) -> Option<String> {
+    text.lines()
+        .next()
+        .and_then(|first| first.split_once(':'))
+        .map(|(_, v)| v.trim().to_owned())
+}
+
+/// The TPG LUN index a mapped LUN's link points at (`.../lun/lun_<N>`).
+pub(crate) fn tpg_lun_of(target: &Path) -> Option<u64> {
+    let name = target.file_name()?.to_string_lossy().into_owned();
+    name.strip_prefix("lun_")?.parse::<u64>().ok()
+}
+
+/// The index in a `lun_<N>` directory name.
+pub(crate) fn lun_index(name: &str) -> Option<u64> {
+    name.strip_prefix("lun_")
+        .and_then(|n| n.parse::<u64>().ok())
 }
 
 impl Lio {
@@ -237,101 +328,33 @@ impl Lio {
         } else {
             Vec::new()
         };
-        let attr_flag = |k: &str| {
-            attributes
-                .get(k)
-                .map(|v| v.to_configfs().trim() == "1")
-                .unwrap_or(false)
-        };
-        let num = |k: &str| info_value(&info, k).and_then(|v| v.parse::<u64>().ok());
         let common = Common {
             name: so.name.clone(),
             wwn,
             attributes: attributes.clone(),
             alua_tpgs,
         };
-        let mut size = None;
-        let config = match &so.plugin {
-            Plugin::Fileio => {
-                size = num("Size");
-                StorageObject::Fileio(FileioObject {
-                    dev: udev
-                        .clone()
-                        .or_else(|| info_value(&info, "File").map(str::to_owned))
-                        .unwrap_or_default(),
-                    size,
-                    write_back: Some(attr_flag("emulate_write_cache")),
-                    aio: Some(info_value(&info, "Async") == Some("1")),
-                    common,
+        let facts = SoFacts {
+            info: &info,
+            udev,
+            attributes: &attributes,
+        };
+        let (config, size) = match &so.plugin {
+            Plugin::Fileio => fileio_from(&facts, common),
+            Plugin::Block => block_from(&facts, common),
+            Plugin::Ramdisk => ramdisk_from(&facts, common),
+            Plugin::Pscsi => (
+                StorageObject::Pscsi(PscsiObject {
+                    dev: facts.udev.clone().unwrap_or_default(),
+                    common: Common {
+                        wwn: None,
+                        ..common
+                    },
                     extra: Default::default(),
-                })
-            }
-            Plugin::Block => {
-                let dev_name = info_value(&info, "iBlock device");
-                size = dev_name.and_then(block_size_bytes);
-                StorageObject::Block(BlockObject {
-                    dev: udev.clone().unwrap_or_default(),
-                    readonly: Some(info_value(&info, "readonly") == Some("1")),
-                    write_back: Some(attr_flag("emulate_write_cache")),
-                    exclusive: info_value(&info, "exclusive").map(|v| v == "1"),
-                    common,
-                    extra: Default::default(),
-                })
-            }
-            Plugin::Ramdisk => {
-                let pages = info_value(&info, "PAGES/PAGE_SIZE").and_then(|v| {
-                    let (p, s) = v.split_once('*')?;
-                    p.parse::<u64>().ok()?.checked_mul(s.parse::<u64>().ok()?)
-                });
-                size = pages;
-                StorageObject::Ramdisk(RamdiskObject {
-                    size: pages.unwrap_or(0),
-                    nullio: (info_value(&info, "nullio") == Some("1")).then_some(true),
-                    common,
-                    extra: Default::default(),
-                })
-            }
-            Plugin::Pscsi => StorageObject::Pscsi(PscsiObject {
-                dev: udev.clone().unwrap_or_default(),
-                common: Common {
-                    wwn: None,
-                    ..common
-                },
-                extra: Default::default(),
-            }),
-            Plugin::User => {
-                size = num("Size");
-                let mut control = Vec::new();
-                if let Some(v) = info_value(&info, "MaxDataAreaMB").filter(|v| *v != "NULL") {
-                    control.push(format!("max_data_area_mb={v}"));
-                }
-                // attrib/hw_block_size is read-only for TCMU devices, so it is not in
-                // `attributes` (writable ones only); rtslib reads the file itself.
-                if let Some(v) = attributes
-                    .get("hw_block_size")
-                    .map(|v| v.to_configfs().trim().to_owned())
-                    .or_else(|| self.read_trim(&dir.join("attrib/hw_block_size")))
-                    .filter(|v| !v.is_empty() && v != "NULL")
-                {
-                    control.push(format!("hw_block_size={v}"));
-                }
-                if let Some(v) = info_value(&info, "DataPagesPerBlk").filter(|v| *v != "NULL") {
-                    let digits: String = v.chars().take_while(char::is_ascii_digit).collect();
-                    if !digits.is_empty() {
-                        control.push(format!("data_pages_per_blk={digits}"));
-                    }
-                }
-                StorageObject::User(UserObject {
-                    config: info_value(&info, "Config")
-                        .filter(|v| *v != "NULL")
-                        .map(str::to_owned),
-                    size,
-                    hw_max_sectors: num("HwMaxSectors"),
-                    control: (!control.is_empty()).then(|| control.join(",")),
-                    common,
-                    extra: Default::default(),
-                })
-            }
+                }),
+                None,
+            ),
+            Plugin::User => self.user_from(&dir, &facts, common),
             Plugin::Other(p) => {
                 return Err(crate::error::Error::Unexpected {
                     path: dir,
@@ -353,6 +376,48 @@ impl Lio {
             size,
             users: Vec::new(),
         })
+    }
+
+    /// A TCMU backstore: its `control` string is rebuilt from `info` like rtslib.
+    fn user_from(
+        &self,
+        dir: &Path,
+        f: &SoFacts<'_>,
+        common: Common,
+    ) -> (StorageObject, Option<u64>) {
+        let size = info_num(f.info, "Size");
+        let mut control = Vec::new();
+        if let Some(v) = info_value(f.info, "MaxDataAreaMB").filter(|v| *v != "NULL") {
+            control.push(format!("max_data_area_mb={v}"));
+        }
+        // attrib/hw_block_size is read-only for TCMU devices, so it is not in
+        // `attributes` (writable ones only); rtslib reads the file itself.
+        if let Some(v) = f
+            .attributes
+            .get("hw_block_size")
+            .map(|v| v.to_configfs().trim().to_owned())
+            .or_else(|| self.read_trim(&dir.join("attrib/hw_block_size")))
+            .filter(|v| !v.is_empty() && v != "NULL")
+        {
+            control.push(format!("hw_block_size={v}"));
+        }
+        if let Some(v) = info_value(f.info, "DataPagesPerBlk").filter(|v| *v != "NULL") {
+            let digits: String = v.chars().take_while(char::is_ascii_digit).collect();
+            if !digits.is_empty() {
+                control.push(format!("data_pages_per_blk={digits}"));
+            }
+        }
+        let so = StorageObject::User(UserObject {
+            config: info_value(f.info, "Config")
+                .filter(|v| *v != "NULL")
+                .map(str::to_owned),
+            size,
+            hw_max_sectors: info_num(f.info, "HwMaxSectors"),
+            control: (!control.is_empty()).then(|| control.join(",")),
+            common,
+            extra: Default::default(),
+        });
+        (so, size)
     }
 
     /// Reads every storage object.
@@ -414,121 +479,18 @@ impl Lio {
         if info.nexus {
             cfg.nexus = self.read_trim(&dir.join("nexus")).filter(|s| !s.is_empty());
         }
-        for l in self.list_dirs(&dir.join("lun"))? {
-            let Some(index) = l.strip_prefix("lun_").and_then(|n| n.parse::<u64>().ok()) else {
-                continue;
-            };
-            let lun_ref = LunRef {
-                tpg: tpg.clone(),
-                index,
-            };
-            let ldir = dir.join("lun").join(&l);
-            let target = self.links(&ldir)?.into_iter().find_map(|(alias, t)| {
-                t.and_then(|t| self.so_from_core_path(&t))
-                    .map(|(so, _)| (alias, so))
-            });
-            let Some((alias, so)) = target else {
-                live.broken
-                    .push(format!("{lun_ref}: no link to a storage object"));
-                continue;
-            };
-            let so_dir = self.find_so(&so)?.map(|(_, d)| d);
-            let group = match so_dir {
-                Some(d) if self.alua_supported(&d, &so.plugin) => self
-                    .read_trim(&ldir.join("alua_tg_pt_gp"))
-                    .and_then(|t| {
-                        t.lines()
-                            .next()
-                            .and_then(|first| first.split_once(':'))
-                            .map(|(_, v)| v.trim().to_owned())
-                    })
-                    .filter(|s| !s.is_empty()),
-                _ => None,
-            };
-            cfg.luns.push(Lun {
-                index,
-                storage_object: so.to_string(),
-                alias: Some(alias),
-                alua_tg_pt_gp_name: group,
-                extra: Default::default(),
-            });
-        }
+        cfg.luns = self.read_tpg_luns(tpg, &dir, &mut live.broken)?;
         if info.nps {
-            for p in self.list_dirs(&dir.join("np"))? {
-                let Some((ip, port)) = crate::addr::parse_portal(&p) else {
-                    continue;
-                };
-                let pdir = dir.join("np").join(&p);
-                cfg.portals.push(Portal {
-                    ip_address: ip,
-                    port,
-                    iser: Some(parse_bool(self.read_trim(&pdir.join("iser"))).unwrap_or(false)),
-                    offload: Some(
-                        parse_bool(self.read_trim(&pdir.join("cxgbit"))).unwrap_or(false),
-                    ),
-                    extra: Default::default(),
-                });
-            }
+            cfg.portals = self.read_portals(&dir)?;
         }
         if info.acls {
             for w in self.list_dirs(&dir.join("acls"))? {
                 let acl_ref = AclRef {
                     tpg: tpg.clone(),
-                    node_wwn: w.clone(),
+                    node_wwn: w,
                 };
-                let adir = self.acl_dir(&acl_ref);
-                let mut acl = NodeAcl {
-                    node_wwn: w.clone(),
-                    attributes: self.read_settings(&adir.join("attrib"), false)?,
-                    tag: self.read_trim(&adir.join("tag")).filter(|s| !is_null(s)),
-                    ..NodeAcl::default()
-                };
-                if info.auth {
-                    acl.auth = self.read_chap(&adir.join("auth"));
-                    if let Some(m) =
-                        parse_bool(self.read_trim(&adir.join("auth/authenticate_target")))
-                    {
-                        live.acl_mutual.insert(w.clone(), m);
-                    }
-                }
-                for m in self.list_dirs(&adir)? {
-                    let Some(index) = m.strip_prefix("lun_").and_then(|n| n.parse::<u64>().ok())
-                    else {
-                        continue;
-                    };
-                    let mref = MappedLunRef {
-                        acl: acl_ref.clone(),
-                        index,
-                    };
-                    let mdir = adir.join(&m);
-                    let link = self.links(&mdir)?.into_iter().find_map(|(alias, t)| {
-                        let t = t?;
-                        let name = t.file_name()?.to_string_lossy().into_owned();
-                        let tpg_lun = name.strip_prefix("lun_")?.parse::<u64>().ok()?;
-                        Some((alias, tpg_lun))
-                    });
-                    let Some((alias, tpg_lun)) = link else {
-                        live.broken.push(format!("{mref}: no link to a TPG LUN"));
-                        continue;
-                    };
-                    acl.mapped_luns.push(MappedLun {
-                        index,
-                        tpg_lun,
-                        write_protect: Some(
-                            parse_bool(self.read_trim(&mdir.join("write_protect")))
-                                .unwrap_or(false),
-                        ),
-                        alias: Some(alias),
-                        extra: Default::default(),
-                    });
-                }
-                acl.mapped_luns.sort_by_key(|m| m.index);
-                if let Some(text) = self.read_trim(&adir.join("info")) {
-                    if let Some(s) = parse_acl_info(&text) {
-                        live.sessions.push(s);
-                    }
-                }
-                cfg.node_acls.push(acl);
+                cfg.node_acls
+                    .push(self.read_acl(&acl_ref, info, &mut live)?);
             }
         }
         if let Some(d) = self.read_trim(&dir.join("dynamic_sessions")) {
@@ -545,6 +507,134 @@ impl Lio {
         cfg.node_acls.sort_by(|a, b| a.node_wwn.cmp(&b.node_wwn));
         live.config = cfg;
         Ok(live)
+    }
+
+    /// Reads a TPG's LUNs; a LUN without a storage-object link goes to `broken`.
+    fn read_tpg_luns(
+        &self,
+        tpg: &TpgRef,
+        dir: &Path,
+        broken: &mut Vec<String>,
+    ) -> Result<Vec<Lun>> {
+        let mut out = Vec::new();
+        for l in self.list_dirs(&dir.join("lun"))? {
+            let Some(index) = lun_index(&l) else {
+                continue;
+            };
+            let lun_ref = LunRef {
+                tpg: tpg.clone(),
+                index,
+            };
+            let ldir = dir.join("lun").join(&l);
+            let target = self.links(&ldir)?.into_iter().find_map(|(alias, t)| {
+                t.and_then(|t| self.so_from_core_path(&t))
+                    .map(|(so, _)| (alias, so))
+            });
+            let Some((alias, so)) = target else {
+                broken.push(format!("{lun_ref}: no link to a storage object"));
+                continue;
+            };
+            let so_dir = self.find_so(&so)?.map(|(_, d)| d);
+            let group = match so_dir {
+                Some(d) if self.alua_supported(&d, &so.plugin) => self
+                    .read_trim(&ldir.join("alua_tg_pt_gp"))
+                    .and_then(|t| alua_group_of(&t))
+                    .filter(|s| !s.is_empty()),
+                _ => None,
+            };
+            out.push(Lun {
+                index,
+                storage_object: so.to_string(),
+                alias: Some(alias),
+                alua_tg_pt_gp_name: group,
+                extra: Default::default(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Reads a TPG's network portals (`np/<ip>:<port>`).
+    fn read_portals(&self, dir: &Path) -> Result<Vec<Portal>> {
+        let mut out = Vec::new();
+        for p in self.list_dirs(&dir.join("np"))? {
+            let Some((ip, port)) = crate::addr::parse_portal(&p) else {
+                continue;
+            };
+            let pdir = dir.join("np").join(&p);
+            let flag = |f: &str| Some(parse_bool(self.read_trim(&pdir.join(f))).unwrap_or(false));
+            out.push(Portal {
+                ip_address: ip,
+                port,
+                iser: flag("iser"),
+                offload: flag("cxgbit"),
+                extra: Default::default(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Reads one ACL; its session and mutual-auth state go to `live`.
+    fn read_acl(&self, acl_ref: &AclRef, info: &FabricInfo, live: &mut LiveTpg) -> Result<NodeAcl> {
+        let w = &acl_ref.node_wwn;
+        let adir = self.acl_dir(acl_ref);
+        let mut acl = NodeAcl {
+            node_wwn: w.clone(),
+            attributes: self.read_settings(&adir.join("attrib"), false)?,
+            tag: self.read_trim(&adir.join("tag")).filter(|s| !is_null(s)),
+            ..NodeAcl::default()
+        };
+        if info.auth {
+            acl.auth = self.read_chap(&adir.join("auth"));
+            if let Some(m) = parse_bool(self.read_trim(&adir.join("auth/authenticate_target"))) {
+                live.acl_mutual.insert(w.clone(), m);
+            }
+        }
+        acl.mapped_luns = self.read_mapped_luns(acl_ref, &adir, &mut live.broken)?;
+        acl.mapped_luns.sort_by_key(|m| m.index);
+        if let Some(text) = self.read_trim(&adir.join("info")) {
+            if let Some(s) = parse_acl_info(&text) {
+                live.sessions.push(s);
+            }
+        }
+        Ok(acl)
+    }
+
+    /// Reads an ACL's mapped LUNs; one without a TPG LUN link goes to `broken`.
+    fn read_mapped_luns(
+        &self,
+        acl_ref: &AclRef,
+        adir: &Path,
+        broken: &mut Vec<String>,
+    ) -> Result<Vec<MappedLun>> {
+        let mut out = Vec::new();
+        for m in self.list_dirs(adir)? {
+            let Some(index) = lun_index(&m) else {
+                continue;
+            };
+            let mref = MappedLunRef {
+                acl: acl_ref.clone(),
+                index,
+            };
+            let mdir = adir.join(&m);
+            let link = self
+                .links(&mdir)?
+                .into_iter()
+                .find_map(|(alias, t)| Some((alias, tpg_lun_of(&t?)?)));
+            let Some((alias, tpg_lun)) = link else {
+                broken.push(format!("{mref}: no link to a TPG LUN"));
+                continue;
+            };
+            out.push(MappedLun {
+                index,
+                tpg_lun,
+                write_protect: Some(
+                    parse_bool(self.read_trim(&mdir.join("write_protect"))).unwrap_or(false),
+                ),
+                alias: Some(alias),
+                extra: Default::default(),
+            });
+        }
+        Ok(out)
     }
 
     /// Reads the whole tree.
@@ -768,6 +858,33 @@ impl LiveTree {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn alua_group_is_the_first_line_after_the_colon() {
+        // The kernel's alua_tg_pt_gp shows "TG Port Alias: <name>" then the group id.
+        let text = "TG Port Alias: fast\nTG Port Group ID: 7\n";
+        assert_eq!(alua_group_of(text).as_deref(), Some("fast"));
+        assert_eq!(alua_group_of("no colon here"), None);
+        assert_eq!(alua_group_of(""), None);
+    }
+
+    #[test]
+    fn mapped_lun_links_name_their_tpg_lun() {
+        assert_eq!(
+            tpg_lun_of(Path::new("target/iscsi/x/tpgt_1/lun/lun_12")),
+            Some(12)
+        );
+        assert_eq!(tpg_lun_of(Path::new("lun/lun_x")), None);
+        assert_eq!(tpg_lun_of(Path::new("core/fileio_0/disk")), None);
+    }
+
+    #[test]
+    fn lun_directories_are_lun_underscore_index() {
+        assert_eq!(lun_index("lun_0"), Some(0));
+        assert_eq!(lun_index("lun_65535"), Some(65535));
+        assert_eq!(lun_index("lun0"), None);
+        assert_eq!(lun_index("info"), None);
+    }
 
     #[test]
     fn info_values_like_rtslib() {

@@ -42,10 +42,14 @@ macro_rules! say {
 }
 
 fn run(ctx: &mut Ctx<'_>, ops: Vec<Op>) -> Result<usize> {
-    let plan = Plan { ops };
+    run_plan(ctx, &Plan { ops })
+}
+
+/// Runs a plan (rolled back on failure); returns how many steps were applied.
+fn run_plan(ctx: &mut Ctx<'_>, plan: &Plan) -> Result<usize> {
     let applied = ctx
         .lio
-        .run_plan(&plan, &mut |i, op| tracing::debug!(step = i, "{op}"))?;
+        .run_plan(plan, &mut |i, op| tracing::debug!(step = i, "{op}"))?;
     Ok(applied.steps)
 }
 
@@ -241,6 +245,17 @@ fn dev_in_use(live: &SaveConfig, dev: &str) -> Option<String> {
         .map(|s| s.path())
 }
 
+/// The on/off choices of `create backstore fileio`.
+#[derive(Debug, Clone, Copy)]
+struct FileioFlags {
+    /// Buffered I/O with write cache (targetcli's default).
+    write_back: bool,
+    /// Create a new backing file sparse.
+    sparse: bool,
+    /// Asynchronous I/O.
+    aio: bool,
+}
+
 fn create_backstore(ctx: &mut Ctx<'_>, kind: BackstoreKind) -> Result<()> {
     let live = ctx.lio.dump()?;
     match kind {
@@ -253,166 +268,26 @@ fn create_backstore(ctx: &mut Ctx<'_>, kind: BackstoreKind) -> Result<()> {
             aio,
             wwn,
         } => {
-            check_name(&name)?;
-            let file = absolute(&file)?;
-            let dev = file.to_string_lossy().into_owned();
-            if let Some(other) = dev_in_use(&live, &dev) {
-                return Err(Error::rule(
-                    "two storage objects must not share a backing file or device",
-                    format!("{dev} is already used by {other}"),
-                ));
-            }
-            let wanted = size.as_deref().map(parse_size).transpose()?;
-            let mut created = false;
-            let size = match fs::metadata(&file) {
-                Ok(m) if m.file_type().is_block_device() => {
-                    if wanted.is_some() {
-                        say!(ctx, "Block device, size parameter ignored.");
-                    }
-                    None
-                }
-                Ok(m) if m.is_file() => {
-                    if m.len() == 0 {
-                        let s = wanted.ok_or_else(|| {
-                            Error::rule(
-                                "a fileio backstore needs a size when its file is empty",
-                                format!("{dev} is empty; give a size"),
-                            )
-                        })?;
-                        fs::OpenOptions::new()
-                            .write(true)
-                            .open(&file)
-                            .and_then(|f| f.set_len(s))
-                            .map_err(|source| Error::Io {
-                                op: "extend",
-                                path: file.clone(),
-                                source,
-                            })?;
-                        Some(s)
-                    } else {
-                        if wanted.is_some_and(|w| w != m.len()) {
-                            say!(
-                                ctx,
-                                "{dev} exists, using its size ({} bytes) instead.",
-                                m.len()
-                            );
-                        }
-                        Some(m.len())
-                    }
-                }
-                Ok(_) => {
-                    return Err(Error::rule(
-                        "a fileio backstore needs a regular file or a block device",
-                        format!("{dev} exists but is neither"),
-                    ))
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    let s = wanted.ok_or_else(|| {
-                        Error::rule(
-                            "creating the backing file of a fileio backstore needs a size",
-                            format!("{dev} does not exist and no size was given"),
-                        )
-                    })?;
-                    if let Some(parent) = file.parent() {
-                        if !parent.is_dir() {
-                            return Err(Error::rule(
-                                "the directory of a fileio backing file must exist",
-                                format!("{} does not exist", parent.display()),
-                            ));
-                        }
-                    }
-                    create_backing_file(&file, s, !no_sparse)?;
-                    created = true;
-                    Some(s)
-                }
-                Err(source) => {
-                    return Err(Error::Io {
-                        op: "inspect",
-                        path: file,
-                        source,
-                    })
-                }
+            let flags = FileioFlags {
+                write_back: !write_thru,
+                sparse: !no_sparse,
+                aio,
             };
-            let so = StorageObject::Fileio(FileioObject {
-                common: common(&name, wwn),
-                dev: dev.clone(),
-                size,
-                write_back: Some(!write_thru),
-                aio: aio.then_some(true),
-                extra: Default::default(),
-            });
-            if let Err(e) = run(ctx, vec![Op::CreateStorageObject(Box::new(so))]) {
-                if created {
-                    let _ = fs::remove_file(&file);
-                }
-                return Err(e);
-            }
-            let shown = size
-                .map(format_size)
-                .unwrap_or_else(|| "block device".into());
-            say!(ctx, "Created fileio {name} with size {shown}.");
+            create_fileio(ctx, &live, &name, &file, size.as_deref(), flags, wwn)
         }
         BackstoreKind::Block {
             name,
             dev,
             readonly,
             wwn,
-        } => {
-            check_name(&name)?;
-            let dev = absolute(&dev)?.to_string_lossy().into_owned();
-            if let Some(other) = dev_in_use(&live, &dev) {
-                return Err(Error::rule(
-                    "two storage objects must not share a backing file or device",
-                    format!("{dev} is already used by {other}"),
-                ));
-            }
-            let so = StorageObject::Block(BlockObject {
-                common: common(&name, wwn),
-                dev: dev.clone(),
-                readonly: Some(readonly),
-                write_back: None,
-                exclusive: None,
-                extra: Default::default(),
-            });
-            run(ctx, vec![Op::CreateStorageObject(Box::new(so))])?;
-            say!(ctx, "Created block storage object {name} using {dev}.");
-        }
+        } => create_block(ctx, &live, &name, &dev, readonly, wwn),
         BackstoreKind::Ramdisk {
             name,
             size,
             nullio,
             wwn,
-        } => {
-            check_name(&name)?;
-            let bytes = parse_size(&size)?;
-            let so = StorageObject::Ramdisk(RamdiskObject {
-                common: common(&name, wwn),
-                size: bytes,
-                nullio: nullio.then_some(true),
-                extra: Default::default(),
-            });
-            run(ctx, vec![Op::CreateStorageObject(Box::new(so))])?;
-            say!(
-                ctx,
-                "Created ramdisk {name} with size {}.",
-                format_size(bytes)
-            );
-        }
-        BackstoreKind::Pscsi { name, dev } => {
-            check_name(&name)?;
-            let dev = if dev.contains(':') && !dev.starts_with('/') {
-                dev
-            } else {
-                absolute(Path::new(&dev))?.to_string_lossy().into_owned()
-            };
-            let so = StorageObject::Pscsi(PscsiObject {
-                common: common(&name, None),
-                dev: dev.clone(),
-                extra: Default::default(),
-            });
-            run(ctx, vec![Op::CreateStorageObject(Box::new(so))])?;
-            say!(ctx, "Created pscsi storage object {name} using {dev}.");
-        }
+        } => create_ramdisk(ctx, &name, &size, nullio, wwn),
+        BackstoreKind::Pscsi { name, dev } => create_pscsi(ctx, &name, dev),
         BackstoreKind::User {
             name,
             size,
@@ -431,13 +306,208 @@ fn create_backstore(ctx: &mut Ctx<'_>, kind: BackstoreKind) -> Result<()> {
                 control,
                 extra: Default::default(),
             });
-            run(ctx, vec![Op::CreateStorageObject(Box::new(so))])?;
+            run_create_so(ctx, so)?;
             say!(
                 ctx,
                 "Created user-backed storage object {name} size {bytes}."
             );
+            Ok(())
         }
     }
+}
+
+/// Refuses a backing file or device another storage object already uses.
+fn refuse_shared_dev(live: &SaveConfig, dev: &str) -> Result<()> {
+    match dev_in_use(live, dev) {
+        Some(other) => Err(Error::rule(
+            "two storage objects must not share a backing file or device",
+            format!("{dev} is already used by {other}"),
+        )),
+        None => Ok(()),
+    }
+}
+
+fn run_create_so(ctx: &mut Ctx<'_>, so: StorageObject) -> Result<usize> {
+    run(ctx, vec![Op::CreateStorageObject(Box::new(so))])
+}
+
+fn create_fileio(
+    ctx: &mut Ctx<'_>,
+    live: &SaveConfig,
+    name: &str,
+    file: &Path,
+    size: Option<&str>,
+    flags: FileioFlags,
+    wwn: Option<String>,
+) -> Result<()> {
+    check_name(name)?;
+    let file = absolute(file)?;
+    let dev = file.to_string_lossy().into_owned();
+    refuse_shared_dev(live, &dev)?;
+    let wanted = size.map(parse_size).transpose()?;
+    let (size, created) = fileio_backing(ctx, &file, wanted, flags.sparse)?;
+    let so = StorageObject::Fileio(FileioObject {
+        common: common(name, wwn),
+        dev,
+        size,
+        write_back: Some(flags.write_back),
+        aio: flags.aio.then_some(true),
+        extra: Default::default(),
+    });
+    if let Err(e) = run_create_so(ctx, so) {
+        if created {
+            let _ = fs::remove_file(&file);
+        }
+        return Err(e);
+    }
+    let shown = size
+        .map(format_size)
+        .unwrap_or_else(|| "block device".into());
+    say!(ctx, "Created fileio {name} with size {shown}.");
+    Ok(())
+}
+
+/// The size of a fileio backstore's file (`None` for a block device), creating or
+/// extending the file like targetcli; `true` when the file was created here.
+fn fileio_backing(
+    ctx: &mut Ctx<'_>,
+    file: &Path,
+    wanted: Option<u64>,
+    sparse: bool,
+) -> Result<(Option<u64>, bool)> {
+    let dev = file.display();
+    match fs::metadata(file) {
+        Ok(m) if m.file_type().is_block_device() => {
+            if wanted.is_some() {
+                say!(ctx, "Block device, size parameter ignored.");
+            }
+            Ok((None, false))
+        }
+        Ok(m) if m.is_file() => Ok((Some(existing_file_size(ctx, file, m.len(), wanted)?), false)),
+        Ok(_) => Err(Error::rule(
+            "a fileio backstore needs a regular file or a block device",
+            format!("{dev} exists but is neither"),
+        )),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let s = wanted.ok_or_else(|| {
+                Error::rule(
+                    "creating the backing file of a fileio backstore needs a size",
+                    format!("{dev} does not exist and no size was given"),
+                )
+            })?;
+            if let Some(parent) = file.parent() {
+                if !parent.is_dir() {
+                    return Err(Error::rule(
+                        "the directory of a fileio backing file must exist",
+                        format!("{} does not exist", parent.display()),
+                    ));
+                }
+            }
+            create_backing_file(file, s, sparse)?;
+            Ok((Some(s), true))
+        }
+        Err(source) => Err(Error::Io {
+            op: "inspect",
+            path: file.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// An existing file keeps its size; an empty one is extended to the size asked for.
+fn existing_file_size(
+    ctx: &mut Ctx<'_>,
+    file: &Path,
+    len: u64,
+    wanted: Option<u64>,
+) -> Result<u64> {
+    let dev = file.display();
+    if len != 0 {
+        if wanted.is_some_and(|w| w != len) {
+            say!(ctx, "{dev} exists, using its size ({len} bytes) instead.");
+        }
+        return Ok(len);
+    }
+    let s = wanted.ok_or_else(|| {
+        Error::rule(
+            "a fileio backstore needs a size when its file is empty",
+            format!("{dev} is empty; give a size"),
+        )
+    })?;
+    fs::OpenOptions::new()
+        .write(true)
+        .open(file)
+        .and_then(|f| f.set_len(s))
+        .map_err(|source| Error::Io {
+            op: "extend",
+            path: file.to_path_buf(),
+            source,
+        })?;
+    Ok(s)
+}
+
+fn create_block(
+    ctx: &mut Ctx<'_>,
+    live: &SaveConfig,
+    name: &str,
+    dev: &Path,
+    readonly: bool,
+    wwn: Option<String>,
+) -> Result<()> {
+    check_name(name)?;
+    let dev = absolute(dev)?.to_string_lossy().into_owned();
+    refuse_shared_dev(live, &dev)?;
+    let so = StorageObject::Block(BlockObject {
+        common: common(name, wwn),
+        dev: dev.clone(),
+        readonly: Some(readonly),
+        write_back: None,
+        exclusive: None,
+        extra: Default::default(),
+    });
+    run_create_so(ctx, so)?;
+    say!(ctx, "Created block storage object {name} using {dev}.");
+    Ok(())
+}
+
+fn create_ramdisk(
+    ctx: &mut Ctx<'_>,
+    name: &str,
+    size: &str,
+    nullio: bool,
+    wwn: Option<String>,
+) -> Result<()> {
+    check_name(name)?;
+    let bytes = parse_size(size)?;
+    let so = StorageObject::Ramdisk(RamdiskObject {
+        common: common(name, wwn),
+        size: bytes,
+        nullio: nullio.then_some(true),
+        extra: Default::default(),
+    });
+    run_create_so(ctx, so)?;
+    say!(
+        ctx,
+        "Created ramdisk {name} with size {}.",
+        format_size(bytes)
+    );
+    Ok(())
+}
+
+fn create_pscsi(ctx: &mut Ctx<'_>, name: &str, dev: String) -> Result<()> {
+    check_name(name)?;
+    let dev = if dev.contains(':') && !dev.starts_with('/') {
+        dev
+    } else {
+        absolute(Path::new(&dev))?.to_string_lossy().into_owned()
+    };
+    let so = StorageObject::Pscsi(PscsiObject {
+        common: common(name, None),
+        dev: dev.clone(),
+        extra: Default::default(),
+    });
+    run_create_so(ctx, so)?;
+    say!(ctx, "Created pscsi storage object {name} using {dev}.");
     Ok(())
 }
 
@@ -490,256 +560,297 @@ pub(crate) fn create(ctx: &mut Ctx<'_>, what: CreateWhat) -> Result<()> {
             fabric,
             no_tpg,
             no_portal,
-        } => {
-            let info = managed_fabric(&fabric)?;
-            let wwn = match wwn {
-                Some(w) => normalize_wwn(&fabric, &w),
-                None => generate_wwn(info)?,
-            };
-            let target = TargetRef {
-                fabric: fabric.clone(),
-                wwn: wwn.clone(),
-            };
-            let live = ctx.lio.dump()?;
-            let mut ops = vec![Op::CreateTarget(target.clone())];
-            let mut notes = Vec::new();
-            if !no_tpg {
-                ops.extend(tpg_create_ops(
-                    &live,
-                    info,
-                    &TpgRef { target, tag: 1 },
-                    !no_portal,
-                    true,
-                    &mut notes,
-                ));
-            }
-            run(ctx, ops)?;
-            say!(ctx, "Created target {wwn}.");
-            if !no_tpg {
-                say!(ctx, "Created TPG 1.");
-            }
-            for n in notes {
-                say!(ctx, "{n}");
-            }
-            Ok(())
-        }
+        } => create_target(ctx, wwn, &fabric, !no_tpg, !no_portal),
         CreateWhat::Tpg {
             target,
             tag,
             no_portal,
             disabled,
-        } => {
-            let t = match parse_path(&target)? {
-                ObjectPath::Target(t) => t,
-                _ => return Err(wrong_kind(&target, "a target (/<fabric>/<wwn>)")),
-            };
-            let info = managed_fabric(&t.fabric)?;
-            let live = ctx.lio.dump()?;
-            let existing = live
-                .target(&t.fabric, &t.wwn)
-                .ok_or_else(|| Error::NotFound {
-                    what: "target",
-                    name: t.to_string(),
-                })?;
-            let tag =
-                tag.unwrap_or_else(|| lowest_free(existing.tpgs.iter().filter_map(|g| g.tag), 1));
-            let tpg = TpgRef { target: t, tag };
-            let mut notes = Vec::new();
-            let ops = tpg_create_ops(&live, info, &tpg, !no_portal, !disabled, &mut notes);
-            run(ctx, ops)?;
-            say!(ctx, "Created TPG {tag}.");
-            for n in notes {
-                say!(ctx, "{n}");
-            }
-            Ok(())
-        }
+        } => create_tpg(ctx, &target, tag, !no_portal, !disabled),
         CreateWhat::Lun {
             tpg,
             storage_object,
             lun,
             alias,
             no_mapped_luns,
-        } => {
-            let tref = tpg_of(&tpg)?;
-            let so = so_of(&storage_object)?;
-            let live = ctx.lio.dump()?;
-            if live.storage_object(so.plugin.as_str(), &so.name).is_none() {
-                return Err(Error::NotFound {
-                    what: "storage object",
-                    name: so.to_string(),
-                });
-            }
-            let g = find_tpg(&live, &tref)?;
-            if let Some(l) = g.luns.iter().find(|l| l.storage_object == so.to_string()) {
-                return Err(Error::rule(
-                    "a TPG exports a storage object through one LUN only (targetcli)",
-                    format!("{so} is already LUN {} of {tref}", l.index),
-                ));
-            }
-            let index = lun.unwrap_or_else(|| lowest_free(g.luns.iter().map(|l| l.index), 0));
-            let lref = LunRef {
-                tpg: tref.clone(),
-                index,
-            };
-            let mut ops = vec![Op::CreateLun {
-                lun: lref.clone(),
-                so: so.clone(),
-                alias,
-                alua_group: None,
-            }];
-            let mut mapped = Vec::new();
-            if !no_mapped_luns {
-                for acl in &g.node_acls {
-                    let used: Vec<u64> = acl.mapped_luns.iter().map(|m| m.index).collect();
-                    let m = if used.contains(&index) {
-                        lowest_free(used.into_iter(), 0)
-                    } else {
-                        index
-                    };
-                    ops.push(Op::CreateMappedLun {
-                        mlun: MappedLunRef {
-                            acl: AclRef {
-                                tpg: tref.clone(),
-                                node_wwn: acl.node_wwn.clone(),
-                            },
-                            index: m,
-                        },
-                        tpg_lun: index,
-                        write_protect: false,
-                        alias: None,
-                    });
-                    mapped.push(format!(
-                        "Created LUN {index}->{m} mapping in node ACL {}",
-                        acl.node_wwn
-                    ));
-                }
-            }
-            run(ctx, ops)?;
-            say!(ctx, "Created LUN {index}.");
-            for m in mapped {
-                say!(ctx, "{m}");
-            }
-            Ok(())
-        }
+        } => create_lun(ctx, &tpg, &storage_object, lun, alias, !no_mapped_luns),
         CreateWhat::Portal {
             tpg,
             ip,
             port,
             iser,
-        } => {
-            let tref = tpg_of(&tpg)?;
-            if !fabric_info(&tref.target.fabric).is_some_and(|i| i.nps) {
-                return Err(Error::rule(
-                    "the fabric does not support this object",
-                    format!("fabric {} has no network portals", tref.target.fabric),
-                ));
-            }
-            let ip = if ip.contains(':') && !ip.starts_with('[') {
-                format!("[{ip}]")
-            } else {
-                ip
-            };
-            let portal = PortalRef {
-                tpg: tref,
-                ip,
-                port,
-            };
-            run(
-                ctx,
-                vec![Op::CreatePortal {
-                    portal: portal.clone(),
-                    iser,
-                    offload: false,
-                }],
-            )?;
-            say!(ctx, "Created network portal {}:{}.", portal.ip, portal.port);
-            Ok(())
-        }
+        } => create_portal(ctx, &tpg, ip, port, iser),
         CreateWhat::Acl {
             tpg,
             wwn,
             no_mapped_luns,
-        } => {
-            let tref = tpg_of(&tpg)?;
-            let wwn = normalize_wwn(&tref.target.fabric, &wwn);
-            let live = ctx.lio.dump()?;
-            let g = find_tpg(&live, &tref)?;
-            let acl = AclRef {
-                tpg: tref.clone(),
-                node_wwn: wwn.clone(),
-            };
-            let mut ops = vec![Op::CreateAcl {
-                acl: acl.clone(),
-                attributes: Default::default(),
-                auth: Chap::default(),
-                tag: None,
-            }];
-            if !no_mapped_luns {
-                for l in &g.luns {
-                    ops.push(Op::CreateMappedLun {
-                        mlun: MappedLunRef {
-                            acl: acl.clone(),
-                            index: l.index,
-                        },
-                        tpg_lun: l.index,
-                        write_protect: false,
-                        alias: None,
-                    });
-                }
-            }
-            let n = ops.len() - 1;
-            run(ctx, ops)?;
-            say!(ctx, "Created Node ACL for {wwn}.");
-            if n > 0 {
-                say!(ctx, "Created {n} mapped LUN(s).");
-            }
-            Ok(())
-        }
+        } => create_acl(ctx, &tpg, &wwn, !no_mapped_luns),
         CreateWhat::MappedLun {
             acl,
             mapped_lun,
             tpg_lun,
             write_protect,
-        } => {
-            let aref = match parse_path(&acl)? {
-                ObjectPath::Acl(a) => a,
-                _ => return Err(wrong_kind(&acl, "an ACL (.../tpg<N>/acls/<initiator>)")),
-            };
-            let tpg_lun = parse_lun_component(&tpg_lun).ok_or_else(|| {
-                Error::rule("TPG LUNs are written lun<N> or <N>", format!("{tpg_lun:?}"))
-            })?;
-            let mlun = MappedLunRef {
-                acl: aref,
-                index: mapped_lun,
-            };
-            run(
-                ctx,
-                vec![Op::CreateMappedLun {
-                    mlun,
-                    tpg_lun,
-                    write_protect,
-                    alias: None,
-                }],
-            )?;
-            say!(ctx, "Created mapped LUN {mapped_lun} -> lun{tpg_lun}.");
-            Ok(())
-        }
+        } => create_mapped_lun(ctx, &acl, mapped_lun, &tpg_lun, write_protect),
         CreateWhat::AluaGroup {
             storage_object,
             name,
             id,
-        } => {
-            let so = so_of(&storage_object)?;
-            let group = AluaTpg {
-                name: name.clone(),
-                tg_pt_gp_id: id,
-                ..AluaTpg::default()
-            };
-            run(ctx, vec![Op::CreateAluaGroup { so, group }])?;
-            say!(ctx, "Created ALUA group {name} (id {id}).");
-            Ok(())
-        }
+        } => create_alua_group(ctx, &storage_object, name, id),
     }
+}
+
+fn say_notes(ctx: &mut Ctx<'_>, notes: Vec<String>) -> Result<()> {
+    for n in notes {
+        say!(ctx, "{n}");
+    }
+    Ok(())
+}
+
+fn create_target(
+    ctx: &mut Ctx<'_>,
+    wwn: Option<String>,
+    fabric: &str,
+    with_tpg: bool,
+    with_portal: bool,
+) -> Result<()> {
+    let info = managed_fabric(fabric)?;
+    let wwn = match wwn {
+        Some(w) => normalize_wwn(fabric, &w),
+        None => generate_wwn(info)?,
+    };
+    let target = TargetRef {
+        fabric: fabric.to_owned(),
+        wwn: wwn.clone(),
+    };
+    let live = ctx.lio.dump()?;
+    let mut ops = vec![Op::CreateTarget(target.clone())];
+    let mut notes = Vec::new();
+    if with_tpg {
+        let tpg = TpgRef { target, tag: 1 };
+        ops.extend(tpg_create_ops(
+            &live,
+            info,
+            &tpg,
+            with_portal,
+            true,
+            &mut notes,
+        ));
+    }
+    run(ctx, ops)?;
+    say!(ctx, "Created target {wwn}.");
+    if with_tpg {
+        say!(ctx, "Created TPG 1.");
+    }
+    say_notes(ctx, notes)
+}
+
+fn create_tpg(
+    ctx: &mut Ctx<'_>,
+    target: &str,
+    tag: Option<u64>,
+    with_portal: bool,
+    enable: bool,
+) -> Result<()> {
+    let ObjectPath::Target(t) = parse_path(target)? else {
+        return Err(wrong_kind(target, "a target (/<fabric>/<wwn>)"));
+    };
+    let info = managed_fabric(&t.fabric)?;
+    let live = ctx.lio.dump()?;
+    let existing = live
+        .target(&t.fabric, &t.wwn)
+        .ok_or_else(|| not_found("target", &t))?;
+    let tag = tag.unwrap_or_else(|| lowest_free(existing.tpgs.iter().filter_map(|g| g.tag), 1));
+    let tpg = TpgRef { target: t, tag };
+    let mut notes = Vec::new();
+    let ops = tpg_create_ops(&live, info, &tpg, with_portal, enable, &mut notes);
+    run(ctx, ops)?;
+    say!(ctx, "Created TPG {tag}.");
+    say_notes(ctx, notes)
+}
+
+fn create_lun(
+    ctx: &mut Ctx<'_>,
+    tpg: &str,
+    storage_object: &str,
+    lun: Option<u64>,
+    alias: Option<String>,
+    map_into_acls: bool,
+) -> Result<()> {
+    let tref = tpg_of(tpg)?;
+    let so = so_of(storage_object)?;
+    let live = ctx.lio.dump()?;
+    if live.storage_object(so.plugin.as_str(), &so.name).is_none() {
+        return Err(not_found("storage object", &so));
+    }
+    let g = find_tpg(&live, &tref)?;
+    if let Some(l) = g.luns.iter().find(|l| l.storage_object == so.to_string()) {
+        return Err(Error::rule(
+            "a TPG exports a storage object through one LUN only (targetcli)",
+            format!("{so} is already LUN {} of {tref}", l.index),
+        ));
+    }
+    let index = lun.unwrap_or_else(|| lowest_free(g.luns.iter().map(|l| l.index), 0));
+    let lref = LunRef {
+        tpg: tref.clone(),
+        index,
+    };
+    let mut ops = vec![Op::CreateLun {
+        lun: lref,
+        so,
+        alias,
+        alua_group: None,
+    }];
+    let mut mapped = Vec::new();
+    if map_into_acls {
+        mapped = map_lun_into_acls(g, &tref, index, &mut ops);
+    }
+    run(ctx, ops)?;
+    say!(ctx, "Created LUN {index}.");
+    say_notes(ctx, mapped)
+}
+
+/// Maps a new TPG LUN into every ACL of the TPG (targetcli's auto-add), at the same
+/// index or the ACL's lowest free one; returns what to tell the user.
+fn map_lun_into_acls(
+    g: &rustio_config::Tpg,
+    tref: &TpgRef,
+    index: u64,
+    ops: &mut Vec<Op>,
+) -> Vec<String> {
+    let mut mapped = Vec::new();
+    for acl in &g.node_acls {
+        let used: Vec<u64> = acl.mapped_luns.iter().map(|m| m.index).collect();
+        let m = if used.contains(&index) {
+            lowest_free(used.into_iter(), 0)
+        } else {
+            index
+        };
+        ops.push(Op::CreateMappedLun {
+            mlun: MappedLunRef {
+                acl: AclRef {
+                    tpg: tref.clone(),
+                    node_wwn: acl.node_wwn.clone(),
+                },
+                index: m,
+            },
+            tpg_lun: index,
+            write_protect: false,
+            alias: None,
+        });
+        mapped.push(format!(
+            "Created LUN {index}->{m} mapping in node ACL {}",
+            acl.node_wwn
+        ));
+    }
+    mapped
+}
+
+fn create_portal(ctx: &mut Ctx<'_>, tpg: &str, ip: String, port: u64, iser: bool) -> Result<()> {
+    let tref = tpg_of(tpg)?;
+    if !fabric_info(&tref.target.fabric).is_some_and(|i| i.nps) {
+        return Err(Error::rule(
+            "the fabric does not support this object",
+            format!("fabric {} has no network portals", tref.target.fabric),
+        ));
+    }
+    let ip = if ip.contains(':') && !ip.starts_with('[') {
+        format!("[{ip}]")
+    } else {
+        ip
+    };
+    let portal = PortalRef {
+        tpg: tref,
+        ip,
+        port,
+    };
+    run(
+        ctx,
+        vec![Op::CreatePortal {
+            portal: portal.clone(),
+            iser,
+            offload: false,
+        }],
+    )?;
+    say!(ctx, "Created network portal {}:{}.", portal.ip, portal.port);
+    Ok(())
+}
+
+fn create_acl(ctx: &mut Ctx<'_>, tpg: &str, wwn: &str, map_luns: bool) -> Result<()> {
+    let tref = tpg_of(tpg)?;
+    let wwn = normalize_wwn(&tref.target.fabric, wwn);
+    let live = ctx.lio.dump()?;
+    let g = find_tpg(&live, &tref)?;
+    let acl = AclRef {
+        tpg: tref.clone(),
+        node_wwn: wwn.clone(),
+    };
+    let mut ops = vec![Op::CreateAcl {
+        acl: acl.clone(),
+        attributes: Default::default(),
+        auth: Chap::default(),
+        tag: None,
+    }];
+    // targetcli maps every TPG LUN into a new ACL at its own index.
+    let mapped = if map_luns { g.luns.as_slice() } else { &[] };
+    for l in mapped {
+        ops.push(Op::CreateMappedLun {
+            mlun: MappedLunRef {
+                acl: acl.clone(),
+                index: l.index,
+            },
+            tpg_lun: l.index,
+            write_protect: false,
+            alias: None,
+        });
+    }
+    let n = mapped.len();
+    run(ctx, ops)?;
+    say!(ctx, "Created Node ACL for {wwn}.");
+    if n > 0 {
+        say!(ctx, "Created {n} mapped LUN(s).");
+    }
+    Ok(())
+}
+
+fn create_mapped_lun(
+    ctx: &mut Ctx<'_>,
+    acl: &str,
+    mapped_lun: u64,
+    tpg_lun: &str,
+    write_protect: bool,
+) -> Result<()> {
+    let ObjectPath::Acl(aref) = parse_path(acl)? else {
+        return Err(wrong_kind(acl, "an ACL (.../tpg<N>/acls/<initiator>)"));
+    };
+    let tpg_lun = parse_lun_component(tpg_lun)
+        .ok_or_else(|| Error::rule("TPG LUNs are written lun<N> or <N>", format!("{tpg_lun:?}")))?;
+    let mlun = MappedLunRef {
+        acl: aref,
+        index: mapped_lun,
+    };
+    run(
+        ctx,
+        vec![Op::CreateMappedLun {
+            mlun,
+            tpg_lun,
+            write_protect,
+            alias: None,
+        }],
+    )?;
+    say!(ctx, "Created mapped LUN {mapped_lun} -> lun{tpg_lun}.");
+    Ok(())
+}
+
+fn create_alua_group(ctx: &mut Ctx<'_>, storage_object: &str, name: String, id: u64) -> Result<()> {
+    let so = so_of(storage_object)?;
+    let group = AluaTpg {
+        name: name.clone(),
+        tg_pt_gp_id: id,
+        ..AluaTpg::default()
+    };
+    run(ctx, vec![Op::CreateAluaGroup { so, group }])?;
+    say!(ctx, "Created ALUA group {name} (id {id}).");
+    Ok(())
 }
 
 fn find_tpg<'a>(live: &'a SaveConfig, t: &TpgRef) -> Result<&'a rustio_config::Tpg> {
@@ -777,128 +888,142 @@ fn remove_lun(g: &mut rustio_config::Tpg, index: u64) -> bool {
     g.luns.len() != before
 }
 
+/// Removes the items `gone` matches from `v`; `NotFound` when there was none.
+fn remove_matching<T>(
+    v: &mut Vec<T>,
+    gone: impl Fn(&T) -> bool,
+    what: &'static str,
+    name: &dyn std::fmt::Display,
+) -> Result<()> {
+    let before = v.len();
+    v.retain(|x| !gone(x));
+    if v.len() == before {
+        Err(not_found(what, name))
+    } else {
+        Ok(())
+    }
+}
+
 pub(crate) fn delete(ctx: &mut Ctx<'_>, args: &DeleteArgs) -> Result<()> {
     let path = parse_path(&args.path)?;
     let current = ctx.lio.dump()?;
     let mut desired = current.clone();
-    match &path {
-        ObjectPath::StorageObject(so) => {
-            let spath = so.to_string();
-            let before = desired.storage_objects.len();
-            desired
-                .storage_objects
-                .retain(|s| !(s.plugin() == so.plugin && s.name() == so.name));
-            if desired.storage_objects.len() == before {
-                return Err(not_found("storage object", so));
-            }
-            let mut users = Vec::new();
-            for t in &mut desired.targets {
-                for g in &mut t.tpgs {
-                    let idx: Vec<u64> = g.luns.iter().filter(|l| l.storage_object == spath).map(|l| l.index).collect();
-                    for i in idx {
-                        users.push(format!("/{}/{}/tpg{}/luns/lun{i}", t.fabric, t.wwn, g.tag.unwrap_or(0)));
-                        remove_lun(g, i);
-                    }
-                }
-            }
-            if !users.is_empty() && !args.force {
-                return Err(Error::InUse {
-                    what: "storage object",
-                    name: spath,
-                    users: users.join(", "),
-                    hint: "delete those LUNs first, or use --force to delete them with it",
-                });
-            }
-        }
-        ObjectPath::AluaGroup(a) => {
-            if a.name == "default_tg_pt_gp" {
-                return Err(Error::rule("default_tg_pt_gp belongs to the kernel and cannot be deleted", a.to_string()));
-            }
-            let so = desired
-                .storage_objects
-                .iter_mut()
-                .find(|s| s.plugin() == a.so.plugin && s.name() == a.so.name)
-                .and_then(|s| s.common_mut())
-                .ok_or_else(|| not_found("storage object", &a.so))?;
-            let before = so.alua_tpgs.len();
-            so.alua_tpgs.retain(|g| g.name != a.name);
-            if so.alua_tpgs.len() == before {
-                return Err(not_found("ALUA group", a));
-            }
-        }
-        ObjectPath::Target(t) => {
-            let before = desired.targets.len();
-            desired.targets.retain(|x| !(x.fabric == t.fabric && x.wwn == t.wwn));
-            if desired.targets.len() == before {
-                return Err(not_found("target", t));
-            }
-        }
-        ObjectPath::Tpg(t) => {
-            let target = desired
-                .targets
-                .iter_mut()
-                .find(|x| x.fabric == t.target.fabric && x.wwn == t.target.wwn)
-                .ok_or_else(|| not_found("target", &t.target))?;
-            let before = target.tpgs.len();
-            target.tpgs.retain(|g| g.tag != Some(t.tag));
-            if target.tpgs.len() == before {
-                return Err(not_found("TPG", t));
-            }
-        }
-        ObjectPath::Lun(l) => {
-            let g = find_tpg_mut(&mut desired, &l.tpg).ok_or_else(|| not_found("TPG", &l.tpg))?;
-            if !remove_lun(g, l.index) {
-                return Err(not_found("LUN", l));
-            }
-        }
-        ObjectPath::Portal(p) => {
-            let g = find_tpg_mut(&mut desired, &p.tpg).ok_or_else(|| not_found("TPG", &p.tpg))?;
-            let before = g.portals.len();
-            g.portals.retain(|x| !(x.ip_address == p.ip && x.port == p.port));
-            if g.portals.len() == before {
-                return Err(not_found("portal", p));
-            }
-        }
-        ObjectPath::Acl(a) => {
-            let g = find_tpg_mut(&mut desired, &a.tpg).ok_or_else(|| not_found("TPG", &a.tpg))?;
-            let before = g.node_acls.len();
-            g.node_acls.retain(|x| x.node_wwn != a.node_wwn);
-            if g.node_acls.len() == before {
-                return Err(not_found("ACL", a));
-            }
-        }
-        ObjectPath::MappedLun(m) => {
-            let g = find_tpg_mut(&mut desired, &m.acl.tpg).ok_or_else(|| not_found("TPG", &m.acl.tpg))?;
-            let acl = g
-                .node_acls
-                .iter_mut()
-                .find(|x| x.node_wwn == m.acl.node_wwn)
-                .ok_or_else(|| not_found("ACL", &m.acl))?;
-            let before = acl.mapped_luns.len();
-            acl.mapped_luns.retain(|x| x.index != m.index);
-            if acl.mapped_luns.len() == before {
-                return Err(not_found("mapped LUN", m));
-            }
-        }
-        other => {
-            return Err(Error::rule(
-                "delete takes one object (backstore, target, TPG, LUN, portal, ACL, mapped LUN, ALUA group); \
-                 `rustio clear --confirm` deletes everything",
-                format!("{other} is a group, not an object"),
-            ))
-        }
-    }
+    remove_object(&mut desired, &path, args.force)?;
     let plan = diff(&current, &desired);
-    let n = ctx
-        .lio
-        .run_plan(&plan, &mut |i, op| tracing::debug!(step = i, "{op}"))?
-        .steps;
+    let n = run_plan(ctx, &plan)?;
     say!(
         ctx,
         "Deleted {path} ({n} step{}).",
         if n == 1 { "" } else { "s" }
     );
     Ok(())
+}
+
+/// Removes the object at `path` from `cfg`, with what hangs below it; the plan from
+/// the old to the new configuration then deletes them in order.
+fn remove_object(cfg: &mut SaveConfig, path: &ObjectPath, force: bool) -> Result<()> {
+    match path {
+        ObjectPath::StorageObject(so) => remove_storage_object(cfg, so, force),
+        ObjectPath::AluaGroup(a) => remove_alua_group(cfg, a),
+        ObjectPath::Target(t) => remove_matching(
+            &mut cfg.targets,
+            |x| x.fabric == t.fabric && x.wwn == t.wwn,
+            "target",
+            t,
+        ),
+        ObjectPath::Tpg(t) => {
+            let target = cfg
+                .targets
+                .iter_mut()
+                .find(|x| x.fabric == t.target.fabric && x.wwn == t.target.wwn)
+                .ok_or_else(|| not_found("target", &t.target))?;
+            remove_matching(&mut target.tpgs, |g| g.tag == Some(t.tag), "TPG", t)
+        }
+        ObjectPath::Lun(l) => {
+            let g = find_tpg_mut(cfg, &l.tpg).ok_or_else(|| not_found("TPG", &l.tpg))?;
+            if !remove_lun(g, l.index) {
+                return Err(not_found("LUN", l));
+            }
+            Ok(())
+        }
+        ObjectPath::Portal(p) => {
+            let g = find_tpg_mut(cfg, &p.tpg).ok_or_else(|| not_found("TPG", &p.tpg))?;
+            let gone = |x: &rustio_config::Portal| x.ip_address == p.ip && x.port == p.port;
+            remove_matching(&mut g.portals, gone, "portal", p)
+        }
+        ObjectPath::Acl(a) => {
+            let g = find_tpg_mut(cfg, &a.tpg).ok_or_else(|| not_found("TPG", &a.tpg))?;
+            let gone = |x: &rustio_config::NodeAcl| x.node_wwn == a.node_wwn;
+            remove_matching(&mut g.node_acls, gone, "ACL", a)
+        }
+        ObjectPath::MappedLun(m) => {
+            let g = find_tpg_mut(cfg, &m.acl.tpg).ok_or_else(|| not_found("TPG", &m.acl.tpg))?;
+            let acl = g
+                .node_acls
+                .iter_mut()
+                .find(|x| x.node_wwn == m.acl.node_wwn)
+                .ok_or_else(|| not_found("ACL", &m.acl))?;
+            remove_matching(&mut acl.mapped_luns, |x| x.index == m.index, "mapped LUN", m)
+        }
+        other => Err(Error::rule(
+            "delete takes one object (backstore, target, TPG, LUN, portal, ACL, mapped LUN, ALUA group); \
+             `rustio clear --confirm` deletes everything",
+            format!("{other} is a group, not an object"),
+        )),
+    }
+}
+
+/// Removes a storage object; its LUNs (and their mapped LUNs) go with it only when
+/// `force` is given (targetcli refuses otherwise).
+fn remove_storage_object(cfg: &mut SaveConfig, so: &SoRef, force: bool) -> Result<()> {
+    let spath = so.to_string();
+    remove_matching(
+        &mut cfg.storage_objects,
+        |s| s.plugin() == so.plugin && s.name() == so.name,
+        "storage object",
+        so,
+    )?;
+    let mut users = Vec::new();
+    for t in &mut cfg.targets {
+        for g in &mut t.tpgs {
+            let idx: Vec<u64> = g
+                .luns
+                .iter()
+                .filter(|l| l.storage_object == spath)
+                .map(|l| l.index)
+                .collect();
+            for i in idx {
+                let tag = g.tag.unwrap_or(0);
+                users.push(format!("/{}/{}/tpg{tag}/luns/lun{i}", t.fabric, t.wwn));
+                remove_lun(g, i);
+            }
+        }
+    }
+    if !users.is_empty() && !force {
+        return Err(Error::InUse {
+            what: "storage object",
+            name: spath,
+            users: users.join(", "),
+            hint: "delete those LUNs first, or use --force to delete them with it",
+        });
+    }
+    Ok(())
+}
+
+fn remove_alua_group(cfg: &mut SaveConfig, a: &AluaRef) -> Result<()> {
+    if a.name == "default_tg_pt_gp" {
+        return Err(Error::rule(
+            "default_tg_pt_gp belongs to the kernel and cannot be deleted",
+            a.to_string(),
+        ));
+    }
+    let so = cfg
+        .storage_objects
+        .iter_mut()
+        .find(|s| s.plugin() == a.so.plugin && s.name() == a.so.name)
+        .and_then(|s| s.common_mut())
+        .ok_or_else(|| not_found("storage object", &a.so))?;
+    remove_matching(&mut so.alua_tpgs, |g| g.name == a.name, "ALUA group", a)
 }
 
 fn auth_field(key: &str) -> Result<&'static str> {
@@ -914,129 +1039,54 @@ fn auth_field(key: &str) -> Result<&'static str> {
     }
 }
 
+/// One step per `name=value` setting.
+fn each_setting(
+    settings: &[String],
+    step: impl Fn(String, String) -> Result<Op>,
+) -> Result<Vec<Op>> {
+    key_values(settings)?
+        .into_iter()
+        .map(|(k, v)| step(k, v))
+        .collect()
+}
+
 pub(crate) fn set(ctx: &mut Ctx<'_>, what: SetWhat) -> Result<()> {
-    let mut ops = Vec::new();
-    let shown;
-    match what {
-        SetWhat::Attribute { path, settings } => {
-            let owner = match parse_path(&path)? {
-                ObjectPath::StorageObject(s) => AttrOwner::StorageObject(s),
-                ObjectPath::Tpg(t) => AttrOwner::Tpg(t),
-                ObjectPath::Acl(a) => AttrOwner::Acl(a),
-                _ => return Err(wrong_kind(&path, "a backstore, TPG or ACL")),
-            };
-            for (k, v) in key_values(&settings)? {
-                ops.push(Op::SetAttribute {
-                    owner: owner.clone(),
-                    name: k,
-                    value: ConfigValue::from_configfs(&v),
-                });
-            }
-            shown = path;
-        }
+    let (ops, shown) = match what {
+        SetWhat::Attribute { path, settings } => (attribute_ops(&path, &settings)?, path),
         SetWhat::Parameter { path, settings } => {
             let tpg = tpg_of(&path)?;
-            for (k, v) in key_values(&settings)? {
-                ops.push(Op::SetParameter {
+            let ops = each_setting(&settings, |name, v| {
+                Ok(Op::SetParameter {
                     tpg: tpg.clone(),
-                    name: k,
+                    name,
                     value: ConfigValue::Str(v),
-                });
-            }
-            shown = path;
+                })
+            })?;
+            (ops, path)
         }
-        SetWhat::Auth { path, settings } => {
-            let owner = match parse_path(&path)? {
-                ObjectPath::Tpg(t) => AuthOwner::Tpg(t),
-                ObjectPath::Acl(a) => AuthOwner::Acl(a),
-                ObjectPath::Fabric(f) if fabric_info(&f).is_some_and(|i| i.discovery_auth) => {
-                    AuthOwner::Discovery(f)
-                }
-                _ => return Err(wrong_kind(&path, "a TPG, an ACL or /iscsi (discovery)")),
-            };
-            let mut enable = None;
-            for (k, v) in key_values(&settings)? {
-                if k == "enable" {
-                    let AuthOwner::Discovery(_) = owner else {
-                        return Err(Error::rule(
-                            "enable= applies to discovery authentication (/iscsi); TPG authentication is the attribute 'authentication'",
-                            path.to_string(),
-                        ));
-                    };
-                    enable = Some(toggle(&v)?);
-                    continue;
-                }
-                ops.push(Op::SetAuth {
-                    owner: owner.clone(),
-                    field: auth_field(&k)?,
-                    value: (!v.is_empty() && v != "NULL").then_some(v),
-                });
-            }
-            if let (Some(e), AuthOwner::Discovery(f)) = (enable, &owner) {
-                let op = Op::SetDiscoveryEnforce {
-                    fabric: f.clone(),
-                    enable: e,
-                };
-                if e {
-                    ops.push(op);
-                } else {
-                    ops.insert(0, op);
-                }
-            }
-            shown = path;
-        }
+        SetWhat::Auth { path, settings } => (auth_ops(&path, &settings)?, path),
         SetWhat::Enable { path, value } => {
             let tpg = tpg_of(&path)?;
-            ops.push(Op::SetTpgEnable {
-                tpg,
-                enable: toggle(&value)?,
-            });
-            shown = path;
+            let enable = toggle(&value)?;
+            (vec![Op::SetTpgEnable { tpg, enable }], path)
         }
         SetWhat::WriteProtect { path, value } => {
-            let mlun = match parse_path(&path)? {
-                ObjectPath::MappedLun(m) => m,
-                _ => return Err(wrong_kind(&path, "a mapped LUN")),
+            let ObjectPath::MappedLun(mlun) = parse_path(&path)? else {
+                return Err(wrong_kind(&path, "a mapped LUN"));
             };
-            ops.push(Op::SetWriteProtect {
-                mlun,
-                on: toggle(&value)?,
-            });
-            shown = path;
+            let on = toggle(&value)?;
+            (vec![Op::SetWriteProtect { mlun, on }], path)
         }
         SetWhat::Iser { path, value } => {
-            let portal = match parse_path(&path)? {
-                ObjectPath::Portal(p) => p,
-                _ => return Err(wrong_kind(&path, "a portal")),
+            let ObjectPath::Portal(portal) = parse_path(&path)? else {
+                return Err(wrong_kind(&path, "a portal"));
             };
-            ops.push(Op::SetPortalFlag {
-                portal,
-                flag: PortalFlag::Iser,
-                on: toggle(&value)?,
-            });
-            shown = path;
+            let on = toggle(&value)?;
+            let flag = PortalFlag::Iser;
+            (vec![Op::SetPortalFlag { portal, flag, on }], path)
         }
-        SetWhat::Alua { path, settings } => {
-            let group = match parse_path(&path)? {
-                ObjectPath::AluaGroup(a) => a,
-                _ => return Err(wrong_kind(&path, "an ALUA group")),
-            };
-            for (k, v) in key_values(&settings)? {
-                let value = crate::read::alua_value(&k, &v).ok_or_else(|| {
-                    Error::rule("ALUA settings are numbers (SPC-4 6.37)", format!("{k}={v}"))
-                })?;
-                ops.push(Op::SetAluaSetting {
-                    group: AluaRef {
-                        so: group.so.clone(),
-                        name: group.name.clone(),
-                    },
-                    name: k,
-                    value,
-                });
-            }
-            shown = path;
-        }
-    }
+        SetWhat::Alua { path, settings } => (alua_ops(&path, &settings)?, path),
+    };
     let lines: Vec<String> = ops.iter().map(ToString::to_string).collect();
     run(ctx, ops)?;
     for l in lines {
@@ -1044,6 +1094,88 @@ pub(crate) fn set(ctx: &mut Ctx<'_>, what: SetWhat) -> Result<()> {
     }
     say!(ctx, "Updated {shown}.");
     Ok(())
+}
+
+fn attribute_ops(path: &str, settings: &[String]) -> Result<Vec<Op>> {
+    let owner = match parse_path(path)? {
+        ObjectPath::StorageObject(s) => AttrOwner::StorageObject(s),
+        ObjectPath::Tpg(t) => AttrOwner::Tpg(t),
+        ObjectPath::Acl(a) => AttrOwner::Acl(a),
+        _ => return Err(wrong_kind(path, "a backstore, TPG or ACL")),
+    };
+    each_setting(settings, |name, v| {
+        Ok(Op::SetAttribute {
+            owner: owner.clone(),
+            name,
+            value: ConfigValue::from_configfs(&v),
+        })
+    })
+}
+
+/// CHAP settings; `enable=` turns discovery authentication enforcement on (after the
+/// credentials are set) or off (before they are changed).
+fn auth_ops(path: &str, settings: &[String]) -> Result<Vec<Op>> {
+    let owner = match parse_path(path)? {
+        ObjectPath::Tpg(t) => AuthOwner::Tpg(t),
+        ObjectPath::Acl(a) => AuthOwner::Acl(a),
+        ObjectPath::Fabric(f) if fabric_info(&f).is_some_and(|i| i.discovery_auth) => {
+            AuthOwner::Discovery(f)
+        }
+        _ => return Err(wrong_kind(path, "a TPG, an ACL or /iscsi (discovery)")),
+    };
+    let mut ops = Vec::new();
+    let mut enable = None;
+    for (k, v) in key_values(settings)? {
+        if k == "enable" {
+            let AuthOwner::Discovery(_) = owner else {
+                return Err(Error::rule(
+                    "enable= applies to discovery authentication (/iscsi); TPG authentication is the attribute 'authentication'",
+                    path.to_string(),
+                ));
+            };
+            enable = Some(toggle(&v)?);
+            continue;
+        }
+        ops.push(Op::SetAuth {
+            owner: owner.clone(),
+            field: auth_field(&k)?,
+            value: (!v.is_empty() && v != "NULL").then_some(v),
+        });
+    }
+    if let (Some(e), AuthOwner::Discovery(f)) = (enable, &owner) {
+        let op = Op::SetDiscoveryEnforce {
+            fabric: f.clone(),
+            enable: e,
+        };
+        if e {
+            ops.push(op);
+        } else {
+            ops.insert(0, op);
+        }
+    }
+    Ok(ops)
+}
+
+fn alua_ops(path: &str, settings: &[String]) -> Result<Vec<Op>> {
+    let ObjectPath::AluaGroup(group) = parse_path(path)? else {
+        return Err(wrong_kind(path, "an ALUA group"));
+    };
+    each_setting(settings, |name, v| {
+        let value = crate::read::alua_value(&name, &v).ok_or_else(|| {
+            Error::rule(
+                "ALUA settings are numbers (SPC-4 6.37)",
+                format!("{name}={v}"),
+            )
+        })?;
+        Ok(Op::SetAluaSetting {
+            group: AluaRef {
+                so: group.so.clone(),
+                name: group.name.clone(),
+            },
+            name,
+            value,
+        })
+    })
 }
 
 fn report_warnings(ctx: &mut Ctx<'_>, cfg: &SaveConfig) -> Result<()> {
@@ -1079,10 +1211,7 @@ pub(crate) fn restore(ctx: &mut Ctx<'_>, args: &RestoreArgs) -> Result<()> {
         say!(ctx, "(dry run: nothing changed)");
         return Ok(());
     }
-    let n = ctx
-        .lio
-        .run_plan(&plan, &mut |i, op| tracing::debug!(step = i, "{op}"))?
-        .steps;
+    let n = run_plan(ctx, &plan)?;
     say!(
         ctx,
         "Configuration restored from {} ({n} steps).",
@@ -1117,10 +1246,89 @@ pub(crate) fn apply(ctx: &mut Ctx<'_>, args: &ApplyArgs) -> Result<()> {
     if plan.is_empty() {
         return Ok(());
     }
-    let n = ctx
-        .lio
-        .run_plan(&plan, &mut |i, op| tracing::debug!(step = i, "{op}"))?
-        .steps;
+    let n = run_plan(ctx, &plan)?;
     say!(ctx, "Applied {n} step{}.", if n == 1 { "" } else { "s" });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: &str = "iqn.2003-01.org.example:t";
+
+    fn tpg_with_acls(acls: &str) -> rustio_config::Tpg {
+        let cfg = SaveConfig::from_json(&format!(
+            r#"{{"targets": [{{"fabric": "iscsi", "wwn": "{T}",
+                 "tpgs": [{{"tag": 1, "node_acls": [{acls}]}}]}}]}}"#
+        ))
+        .expect("test config parses");
+        cfg.targets[0].tpgs[0].clone()
+    }
+
+    #[test]
+    fn remove_matching_says_what_was_not_found() {
+        let mut v = vec![1, 2, 3];
+        assert!(remove_matching(&mut v, |x| *x == 2, "LUN", &"lun2").is_ok());
+        assert_eq!(v, [1, 3]);
+        let e = remove_matching(&mut v, |x| *x == 9, "LUN", &"lun9");
+        assert!(matches!(e, Err(Error::NotFound { what: "LUN", .. })));
+        assert_eq!(v, [1, 3]);
+    }
+
+    #[test]
+    fn each_setting_makes_one_step_per_pair_and_refuses_no_equals() {
+        let tpg = TpgRef::new("iscsi", T, 1);
+        let step = |name, v| {
+            Ok(Op::SetParameter {
+                tpg: tpg.clone(),
+                name,
+                value: ConfigValue::Str(v),
+            })
+        };
+        let ops = each_setting(&["MaxRecvDataSegmentLength = 8192".into()], step);
+        let ops = ops.expect("valid setting");
+        assert_eq!(ops.len(), 1);
+        assert!(
+            matches!(&ops[0], Op::SetParameter { name, .. } if name == "MaxRecvDataSegmentLength")
+        );
+        assert!(each_setting(&["novalue".into()], step).is_err());
+    }
+
+    #[test]
+    fn new_lun_maps_at_its_index_or_the_acls_lowest_free() {
+        // targetcli: a new LUN is mapped into every ACL, at the same index when free.
+        let g = tpg_with_acls(
+            r#"{"node_wwn": "iqn.1993-08.org.debian:01:a", "mapped_luns": []},
+               {"node_wwn": "iqn.1993-08.org.debian:01:b",
+                "mapped_luns": [{"index": 0, "tpg_lun": 5}, {"index": 2, "tpg_lun": 6}]}"#,
+        );
+        let tref = TpgRef::new("iscsi", T, 1);
+        let mut ops = Vec::new();
+        let said = map_lun_into_acls(&g, &tref, 0, &mut ops);
+        let got: Vec<(u64, u64)> = ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::CreateMappedLun { mlun, tpg_lun, .. } => Some((mlun.index, *tpg_lun)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(got, [(0, 0), (1, 0)]);
+        assert_eq!(
+            said[1],
+            "Created LUN 0->1 mapping in node ACL iqn.1993-08.org.debian:01:b"
+        );
+    }
+
+    #[test]
+    fn a_backing_file_serves_one_storage_object() {
+        let live = SaveConfig::from_json(
+            r#"{"storage_objects": [{"plugin": "fileio", "name": "d", "dev": "/tmp/d.img",
+                 "size": 4096}]}"#,
+        )
+        .expect("test config parses");
+        assert!(refuse_shared_dev(&live, "/tmp/other.img").is_ok());
+        let e = refuse_shared_dev(&live, "/tmp/d.img");
+        assert!(matches!(e, Err(Error::Rule(_))));
+    }
 }

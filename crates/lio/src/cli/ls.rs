@@ -138,6 +138,21 @@ fn json<T: serde::Serialize>(v: &T) -> Value {
 
 fn build(tree: &LiveTree) -> Node {
     let mut root = node("/", "...", "/".into(), json(tree));
+    root.children.push(backstores_node(tree));
+    let mut fabric_names: Vec<String> = MANAGED_FABRICS.iter().map(|f| f.name.to_owned()).collect();
+    for f in &tree.fabrics {
+        if !fabric_names.contains(&f.name) {
+            fabric_names.push(f.name.clone());
+        }
+    }
+    for fname in fabric_names {
+        root.children.push(fabric_node(tree, &fname));
+    }
+    root
+}
+
+/// `/backstores`: one node per known plugin, its storage objects below.
+fn backstores_node(tree: &LiveTree) -> Node {
     let mut bs = node(
         "backstores",
         "...",
@@ -158,187 +173,217 @@ fn build(tree: &LiveTree) -> Node {
             json(&objs),
         );
         for so in objs {
-            let spath = so.config.path();
-            let mut sn = node(so.config.name(), so_summary(so), spath.clone(), json(so));
-            if let Some(c) = so.config.common() {
-                if !c.alua_tpgs.is_empty() {
-                    let mut an = node(
-                        "alua",
-                        format!("ALUA Groups: {}", c.alua_tpgs.len()),
-                        format!("{spath}/alua"),
-                        json(&c.alua_tpgs),
-                    );
-                    for g in &c.alua_tpgs {
-                        let state = g
-                            .alua_access_state
-                            .and_then(|s| ALUA_STATES.iter().find(|(n, _)| *n == s))
-                            .map(|(_, w)| *w)
-                            .unwrap_or("?");
-                        an.children.push(node(
-                            g.name.clone(),
-                            format!("ALUA state: {state}"),
-                            format!("{spath}/alua/{}", g.name),
-                            json(g),
-                        ));
-                    }
-                    sn.children.push(an);
-                }
-            }
-            pn.children.push(sn);
+            pn.children.push(storage_object_node(so));
         }
         bs.children.push(pn);
     }
-    root.children.push(bs);
+    bs
+}
 
-    let mut fabric_names: Vec<String> = MANAGED_FABRICS.iter().map(|f| f.name.to_owned()).collect();
-    for f in &tree.fabrics {
-        if !fabric_names.contains(&f.name) {
-            fabric_names.push(f.name.clone());
-        }
+fn storage_object_node(so: &LiveStorageObject) -> Node {
+    let spath = so.config.path();
+    let mut sn = node(so.config.name(), so_summary(so), spath.clone(), json(so));
+    let Some(c) = so.config.common().filter(|c| !c.alua_tpgs.is_empty()) else {
+        return sn;
+    };
+    let mut an = node(
+        "alua",
+        format!("ALUA Groups: {}", c.alua_tpgs.len()),
+        format!("{spath}/alua"),
+        json(&c.alua_tpgs),
+    );
+    for g in &c.alua_tpgs {
+        // SPC-4 6.37 REPORT TARGET PORT GROUPS, asymmetric access state.
+        let state = g
+            .alua_access_state
+            .and_then(|s| ALUA_STATES.iter().find(|(n, _)| *n == s))
+            .map(|(_, w)| *w)
+            .unwrap_or("?");
+        an.children.push(node(
+            g.name.clone(),
+            format!("ALUA state: {state}"),
+            format!("{spath}/alua/{}", g.name),
+            json(g),
+        ));
     }
-    for fname in fabric_names {
-        let fabric = tree.fabric(&fname);
-        let targets = fabric.map(|f| f.targets.as_slice()).unwrap_or(&[]);
-        let mut msg = Vec::new();
-        if let Some(d) = fabric
-            .and_then(|f| f.discovery.as_ref())
-            .filter(|d| d.enforce)
-        {
-            msg.push(
-                if d.authenticate_target {
-                    "mutual disc auth"
-                } else {
-                    "1-way disc auth"
-                }
-                .to_owned(),
-            );
-        }
-        msg.push(format!("Targets: {}", targets.len()));
-        let fpath = format!("/{fname}");
-        let mut fnode = node(fname.clone(), msg.join(", "), fpath.clone(), json(&fabric));
-        for t in targets {
-            let tpath = format!("{fpath}/{}", t.wwn);
-            let mut tn = node(
-                t.wwn.clone(),
-                format!("TPGs: {}", t.tpgs.len()),
-                tpath.clone(),
-                json(t),
-            );
-            for g in &t.tpgs {
-                let tag = g.config.tag.unwrap_or(0);
-                let gpath = format!("{tpath}/tpg{tag}");
-                let (summary, _) = tpg_summary(g, &fname);
-                let mut gn = node(format!("tpg{tag}"), summary, gpath.clone(), json(g));
-                let info = fabric_info(&fname);
-                let luns_by_index: BTreeMap<u64, &rustio_config::Lun> =
-                    g.config.luns.iter().map(|l| (l.index, l)).collect();
-                if !matches!(info, Some(i) if !i.acls) {
-                    let mut an = node(
-                        "acls",
-                        format!("ACLs: {}", g.config.node_acls.len()),
-                        format!("{gpath}/acls"),
-                        json(&g.config.node_acls),
-                    );
-                    for a in &g.config.node_acls {
-                        let apath = format!("{gpath}/acls/{}", a.node_wwn);
-                        let mut msg = Vec::new();
-                        if info.is_some_and(|i| i.auth) && !attr_is(g, "authentication", "0") {
-                            if attr_is(g, "generate_node_acls", "1") {
-                                msg.push("auth via tpg".to_owned());
-                            } else if g.acl_mutual.get(&a.node_wwn) == Some(&true) {
-                                msg.push("mutual auth".to_owned());
-                            } else {
-                                msg.push("1-way auth".to_owned());
-                            }
-                        }
-                        msg.push(format!("Mapped LUNs: {}", a.mapped_luns.len()));
-                        let mut acl_node =
-                            node(a.node_wwn.clone(), msg.join(", "), apath.clone(), json(a));
-                        for m in &a.mapped_luns {
-                            let target = luns_by_index
-                                .get(&m.tpg_lun)
-                                .map(|l| {
-                                    l.storage_object
-                                        .trim_start_matches("/backstores/")
-                                        .to_owned()
-                                })
-                                .unwrap_or_else(|| "BROKEN LUN LINK".into());
-                            let mode = if m.write_protect == Some(true) {
-                                "ro"
-                            } else {
-                                "rw"
-                            };
-                            acl_node.children.push(node(
-                                format!("mapped_lun{}", m.index),
-                                format!("lun{} {target} ({mode})", m.tpg_lun),
-                                format!("{apath}/mapped_lun{}", m.index),
-                                json(m),
-                            ));
-                        }
-                        an.children.push(acl_node);
-                    }
-                    gn.children.push(an);
-                }
-                let mut ln = node(
-                    "luns",
-                    format!("LUNs: {}", g.config.luns.len()),
-                    format!("{gpath}/luns"),
-                    json(&g.config.luns),
-                );
-                for l in &g.config.luns {
-                    let so = tree
-                        .storage_objects
-                        .iter()
-                        .find(|s| s.config.path() == l.storage_object);
-                    let mut d = l
-                        .storage_object
-                        .trim_start_matches("/backstores/")
-                        .to_owned();
-                    if let Some(dev) = so.and_then(|s| s.config.dev()) {
-                        d.push_str(&format!(" ({dev})"));
-                    }
-                    if let Some(grp) = &l.alua_tg_pt_gp_name {
-                        d.push_str(&format!(" ({grp})"));
-                    }
-                    ln.children.push(node(
-                        format!("lun{}", l.index),
-                        d,
-                        format!("{gpath}/luns/lun{}", l.index),
-                        json(l),
-                    ));
-                }
-                gn.children.push(ln);
-                if !matches!(info, Some(i) if !i.nps) {
-                    let mut pn = node(
-                        "portals",
-                        format!("Portals: {}", g.config.portals.len()),
-                        format!("{gpath}/portals"),
-                        json(&g.config.portals),
-                    );
-                    for p in &g.config.portals {
-                        let s = if p.iser == Some(true) {
-                            "iser"
-                        } else if p.offload == Some(true) {
-                            "offload"
-                        } else {
-                            "OK"
-                        };
-                        pn.children.push(node(
-                            p.dir_name(),
-                            s,
-                            format!("{gpath}/portals/{}", p.dir_name()),
-                            json(p),
-                        ));
-                    }
-                    gn.children.push(pn);
-                }
-                tn.children.push(gn);
+    sn.children.push(an);
+    sn
+}
+
+/// `/<fabric>`: discovery authentication and the targets.
+fn fabric_node(tree: &LiveTree, fname: &str) -> Node {
+    let fabric = tree.fabric(fname);
+    let targets = fabric.map(|f| f.targets.as_slice()).unwrap_or(&[]);
+    let mut msg = Vec::new();
+    if let Some(d) = fabric
+        .and_then(|f| f.discovery.as_ref())
+        .filter(|d| d.enforce)
+    {
+        msg.push(
+            if d.authenticate_target {
+                "mutual disc auth"
+            } else {
+                "1-way disc auth"
             }
-            fnode.children.push(tn);
-        }
-        root.children.push(fnode);
+            .to_owned(),
+        );
     }
-    root
+    msg.push(format!("Targets: {}", targets.len()));
+    let fpath = format!("/{fname}");
+    let mut fnode = node(
+        fname.to_owned(),
+        msg.join(", "),
+        fpath.clone(),
+        json(&fabric),
+    );
+    for t in targets {
+        let tpath = format!("{fpath}/{}", t.wwn);
+        let mut tn = node(
+            t.wwn.clone(),
+            format!("TPGs: {}", t.tpgs.len()),
+            tpath.clone(),
+            json(t),
+        );
+        for g in &t.tpgs {
+            tn.children.push(tpg_node(tree, fname, &tpath, g));
+        }
+        fnode.children.push(tn);
+    }
+    fnode
+}
+
+/// `.../tpg<N>`: ACLs (when the fabric has them), LUNs, portals (when it has them).
+fn tpg_node(tree: &LiveTree, fname: &str, tpath: &str, g: &LiveTpg) -> Node {
+    let tag = g.config.tag.unwrap_or(0);
+    let gpath = format!("{tpath}/tpg{tag}");
+    let (summary, _) = tpg_summary(g, fname);
+    let mut gn = node(format!("tpg{tag}"), summary, gpath.clone(), json(g));
+    let info = fabric_info(fname);
+    if !matches!(info, Some(i) if !i.acls) {
+        let with_auth = info.is_some_and(|i| i.auth);
+        gn.children.push(acls_node(g, &gpath, with_auth));
+    }
+    gn.children.push(luns_node(tree, g, &gpath));
+    if !matches!(info, Some(i) if !i.nps) {
+        gn.children.push(portals_node(g, &gpath));
+    }
+    gn
+}
+
+fn acls_node(g: &LiveTpg, gpath: &str, with_auth: bool) -> Node {
+    let luns_by_index: BTreeMap<u64, &rustio_config::Lun> =
+        g.config.luns.iter().map(|l| (l.index, l)).collect();
+    let mut an = node(
+        "acls",
+        format!("ACLs: {}", g.config.node_acls.len()),
+        format!("{gpath}/acls"),
+        json(&g.config.node_acls),
+    );
+    for a in &g.config.node_acls {
+        let apath = format!("{gpath}/acls/{}", a.node_wwn);
+        let mut msg = Vec::new();
+        if with_auth && !attr_is(g, "authentication", "0") {
+            if attr_is(g, "generate_node_acls", "1") {
+                msg.push("auth via tpg".to_owned());
+            } else if g.acl_mutual.get(&a.node_wwn) == Some(&true) {
+                msg.push("mutual auth".to_owned());
+            } else {
+                msg.push("1-way auth".to_owned());
+            }
+        }
+        msg.push(format!("Mapped LUNs: {}", a.mapped_luns.len()));
+        let mut acl_node = node(a.node_wwn.clone(), msg.join(", "), apath.clone(), json(a));
+        for m in &a.mapped_luns {
+            acl_node
+                .children
+                .push(mapped_lun_node(m, &apath, &luns_by_index));
+        }
+        an.children.push(acl_node);
+    }
+    an
+}
+
+fn mapped_lun_node(
+    m: &rustio_config::MappedLun,
+    apath: &str,
+    luns_by_index: &BTreeMap<u64, &rustio_config::Lun>,
+) -> Node {
+    let target = luns_by_index
+        .get(&m.tpg_lun)
+        .map(|l| {
+            l.storage_object
+                .trim_start_matches("/backstores/")
+                .to_owned()
+        })
+        .unwrap_or_else(|| "BROKEN LUN LINK".into());
+    let mode = if m.write_protect == Some(true) {
+        "ro"
+    } else {
+        "rw"
+    };
+    node(
+        format!("mapped_lun{}", m.index),
+        format!("lun{} {target} ({mode})", m.tpg_lun),
+        format!("{apath}/mapped_lun{}", m.index),
+        json(m),
+    )
+}
+
+fn luns_node(tree: &LiveTree, g: &LiveTpg, gpath: &str) -> Node {
+    let mut ln = node(
+        "luns",
+        format!("LUNs: {}", g.config.luns.len()),
+        format!("{gpath}/luns"),
+        json(&g.config.luns),
+    );
+    for l in &g.config.luns {
+        let so = tree
+            .storage_objects
+            .iter()
+            .find(|s| s.config.path() == l.storage_object);
+        let mut d = l
+            .storage_object
+            .trim_start_matches("/backstores/")
+            .to_owned();
+        if let Some(dev) = so.and_then(|s| s.config.dev()) {
+            d.push_str(&format!(" ({dev})"));
+        }
+        if let Some(grp) = &l.alua_tg_pt_gp_name {
+            d.push_str(&format!(" ({grp})"));
+        }
+        ln.children.push(node(
+            format!("lun{}", l.index),
+            d,
+            format!("{gpath}/luns/lun{}", l.index),
+            json(l),
+        ));
+    }
+    ln
+}
+
+fn portals_node(g: &LiveTpg, gpath: &str) -> Node {
+    let mut pn = node(
+        "portals",
+        format!("Portals: {}", g.config.portals.len()),
+        format!("{gpath}/portals"),
+        json(&g.config.portals),
+    );
+    for p in &g.config.portals {
+        let s = if p.iser == Some(true) {
+            "iser"
+        } else if p.offload == Some(true) {
+            "offload"
+        } else {
+            "OK"
+        };
+        pn.children.push(node(
+            p.dir_name(),
+            s,
+            format!("{gpath}/portals/{}", p.dir_name()),
+            json(p),
+        ));
+    }
+    pn
 }
 
 const WIDTH: usize = 100;
@@ -410,8 +455,11 @@ pub(crate) fn ls(ctx: &mut Ctx<'_>, args: &LsArgs) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn sessions(ctx: &mut Ctx<'_>, args: &SessionsArgs) -> Result<()> {
-    let tree = ctx.lio.live()?;
+/// One session to show: TPG path, session, demo-mode (no ACL), its TPG.
+type SessionRow<'a> = (String, crate::sessions::Session, bool, &'a LiveTpg);
+
+/// Every open session, ACL sessions of a TPG before its demo-mode ones.
+fn session_rows(tree: &LiveTree) -> Vec<SessionRow<'_>> {
     let mut rows = Vec::new();
     for f in &tree.fabrics {
         for t in &f.targets {
@@ -430,6 +478,12 @@ pub(crate) fn sessions(ctx: &mut Ctx<'_>, args: &SessionsArgs) -> Result<()> {
             }
         }
     }
+    rows
+}
+
+pub(crate) fn sessions(ctx: &mut Ctx<'_>, args: &SessionsArgs) -> Result<()> {
+    let tree = ctx.lio.live()?;
+    let rows = session_rows(&tree);
     if args.json {
         let v: Vec<Value> = rows
             .iter()
@@ -457,55 +511,85 @@ pub(crate) fn sessions(ctx: &mut Ctx<'_>, args: &SessionsArgs) -> Result<()> {
         };
         writeln!(ctx.out, "{line}").map_err(out_err)?;
         if args.detail && !dynamic {
-            let auth = if g.acl_mutual.get(&s.initiator) == Some(&true) {
-                " (mutual auth)"
-            } else {
-                ""
-            };
-            writeln!(ctx.out, "    name: {}{auth}", s.initiator).map_err(out_err)?;
-            if let Some(acl) = g
-                .config
-                .node_acls
-                .iter()
-                .find(|a| a.node_wwn == s.initiator)
-            {
-                for m in &acl.mapped_luns {
-                    let so = g
-                        .config
-                        .luns
-                        .iter()
-                        .find(|l| l.index == m.tpg_lun)
-                        .map(|l| {
-                            l.storage_object
-                                .trim_start_matches("/backstores/")
-                                .to_owned()
-                        })
-                        .unwrap_or_default();
-                    let mode = if m.write_protect == Some(true) {
-                        "r"
-                    } else {
-                        "rw"
-                    };
-                    writeln!(
-                        ctx.out,
-                        "    mapped-lun: {} backstore: {so} mode: {mode}",
-                        m.index
-                    )
-                    .map_err(out_err)?;
-                }
-            }
-            for c in &s.connections {
-                writeln!(
-                    ctx.out,
-                    "    address: {} ({})  cid: {} connection-state: {}",
-                    c.address.as_deref().unwrap_or("?"),
-                    c.transport.as_deref().unwrap_or("?"),
-                    c.cid,
-                    c.state
-                )
-                .map_err(out_err)?;
-            }
+            session_detail(ctx, &s, g)?;
         }
     }
     Ok(())
+}
+
+/// `sessions --detail`: the initiator, its mapped LUNs and its connections.
+fn session_detail(ctx: &mut Ctx<'_>, s: &crate::sessions::Session, g: &LiveTpg) -> Result<()> {
+    let auth = if g.acl_mutual.get(&s.initiator) == Some(&true) {
+        " (mutual auth)"
+    } else {
+        ""
+    };
+    writeln!(ctx.out, "    name: {}{auth}", s.initiator).map_err(out_err)?;
+    if let Some(acl) = g
+        .config
+        .node_acls
+        .iter()
+        .find(|a| a.node_wwn == s.initiator)
+    {
+        for m in &acl.mapped_luns {
+            let so = g
+                .config
+                .luns
+                .iter()
+                .find(|l| l.index == m.tpg_lun)
+                .map(|l| {
+                    l.storage_object
+                        .trim_start_matches("/backstores/")
+                        .to_owned()
+                })
+                .unwrap_or_default();
+            let mode = if m.write_protect == Some(true) {
+                "r"
+            } else {
+                "rw"
+            };
+            writeln!(
+                ctx.out,
+                "    mapped-lun: {} backstore: {so} mode: {mode}",
+                m.index
+            )
+            .map_err(out_err)?;
+        }
+    }
+    for c in &s.connections {
+        writeln!(
+            ctx.out,
+            "    address: {} ({})  cid: {} connection-state: {}",
+            c.address.as_deref().unwrap_or("?"),
+            c.transport.as_deref().unwrap_or("?"),
+            c.cid,
+            c.state
+        )
+        .map_err(out_err)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mapped_luns_show_their_backstore_and_mode() {
+        let lun: rustio_config::Lun =
+            serde_json::from_str(r#"{"index": 3, "storage_object": "/backstores/fileio/d"}"#)
+                .expect("test LUN parses");
+        let luns: BTreeMap<u64, &rustio_config::Lun> = [(3, &lun)].into_iter().collect();
+        let m: rustio_config::MappedLun =
+            serde_json::from_str(r#"{"index": 0, "tpg_lun": 3, "write_protect": true}"#)
+                .expect("test mapped LUN parses");
+        let n = mapped_lun_node(&m, "/iscsi/t/tpg1/acls/i", &luns);
+        assert_eq!(n.name, "mapped_lun0");
+        assert_eq!(n.summary, "lun3 fileio/d (ro)");
+        assert_eq!(n.path, "/iscsi/t/tpg1/acls/i/mapped_lun0");
+        let dangling: rustio_config::MappedLun =
+            serde_json::from_str(r#"{"index": 1, "tpg_lun": 9}"#).expect("parses");
+        let n = mapped_lun_node(&dangling, "/a", &luns);
+        assert_eq!(n.summary, "lun9 BROKEN LUN LINK (rw)");
+    }
 }
