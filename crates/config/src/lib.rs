@@ -10,6 +10,7 @@
 //! * [`validate`]: semantic checks, each naming the rule it enforces.
 //! * [`wwn`] and [`fabric`]: naming rules (RFC 3720 3.2.6, RFC 3722, RFC 3980) and
 //!   per-fabric capabilities.
+//! * [`size`]: the one size parser (`1G`, `512M`, kernel `0x…`), shared by every crate.
 //! * [`store`]: atomic save with targetcli-style rotating gzip backups.
 //!
 //! ```
@@ -26,6 +27,7 @@ use std::path::{Path, PathBuf};
 pub mod fabric;
 pub mod model;
 pub mod parse;
+pub mod size;
 pub mod store;
 pub mod validate;
 pub mod value;
@@ -36,6 +38,7 @@ pub use model::{
     OtherObject, Plugin, Portal, PscsiObject, RamdiskObject, SaveConfig, StorageObject, Target,
     Tpg, UserObject,
 };
+pub use size::{parse_size, SizeError};
 pub use value::ConfigValue;
 
 fn file_prefix(file: &Option<PathBuf>) -> String {

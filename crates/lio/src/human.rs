@@ -3,29 +3,18 @@
 use crate::error::{Error, Result};
 
 /// Parses a size like targetcli's `human_to_bytes`: a number with an optional
-/// `k`/`m`/`g`/`t` unit (powers of 1024), an optional `B`, and an optional `i`.
+/// `k`/`m`/`g`/`t` unit (powers of 1024), an optional `B`, and an optional `i` — with
+/// rustio's one size parser, [`rustio_config::parse_size`].
 pub fn parse_size(text: &str) -> Result<u64> {
-    let err = || {
+    rustio_config::parse_size(text).map_err(|e| {
         Error::rule(
             "sizes are a number with an optional unit k, M, G or T (powers of 1024), e.g. 1G",
-            format!("cannot read size {text:?}"),
+            match e {
+                rustio_config::SizeError::Syntax(_) => format!("cannot read size {text:?}"),
+                rustio_config::SizeError::Overflow(_) => e.to_string(),
+            },
         )
-    };
-    let s: String = text.trim().to_ascii_lowercase().replace('i', "");
-    let s = s.strip_suffix('b').unwrap_or(&s);
-    let (digits, power) = match s.chars().last() {
-        Some('k') => (&s[..s.len() - 1], 1),
-        Some('m') => (&s[..s.len() - 1], 2),
-        Some('g') => (&s[..s.len() - 1], 3),
-        Some('t') => (&s[..s.len() - 1], 4),
-        _ => (s, 0),
-    };
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(err());
-    }
-    let n: u64 = digits.parse().map_err(|_| err())?;
-    let mult = 1024u64.checked_pow(power).ok_or_else(err)?;
-    n.checked_mul(mult).ok_or_else(err)
+    })
 }
 
 /// Formats bytes like targetcli's `bytes_to_human`: `512 bytes`, `1.0KiB`, `4.5GiB`.

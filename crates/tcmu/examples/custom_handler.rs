@@ -27,9 +27,8 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use rustio_backstore::{Backstore, Capabilities, FileBackstore, FileOptions, WriteFlags};
-use rustio_tcmu::handler::{DeviceInfo, Handler, Handlers};
+use rustio_tcmu::handler::{ConfigError, Handler, Handlers, OpenError, StoreSpec};
 use rustio_tcmu::runner::{Runner, RunnerConfig};
-use rustio_tcmu::HandlerError;
 
 /// Two backing stores written together; reads come from the first.
 #[derive(Debug)]
@@ -85,17 +84,19 @@ impl Backstore for Mirror {
 struct MirrorHandler;
 
 impl MirrorHandler {
-    fn paths(cfg: &str) -> Result<(&str, &str), String> {
+    fn paths(cfg: &str) -> Result<(&str, &str), ConfigError> {
         let (a, b) = cfg
             .split_once(',')
-            .ok_or_else(|| format!("{cfg:?} is not <path1>,<path2>"))?;
+            .ok_or_else(|| ConfigError::Invalid(format!("{cfg:?} is not <path1>,<path2>")))?;
         for p in [a, b] {
             if !p.starts_with('/') {
-                return Err(format!("{p:?} is not an absolute path"));
+                return Err(ConfigError::NotAbsolute { path: p.into() });
             }
         }
         if a == b {
-            return Err("the two legs must be different files".into());
+            return Err(ConfigError::Invalid(
+                "the two legs must be different files".into(),
+            ));
         }
         Ok((a, b))
     }
@@ -110,16 +111,16 @@ impl Handler for MirrorHandler {
         "Two absolute paths separated by a comma; both files are kept identical."
     }
 
-    fn check_config(&self, cfg: &str) -> Result<(), String> {
+    fn check_config(&self, cfg: &str) -> Result<(), ConfigError> {
         Self::paths(cfg).map(|_| ())
     }
 
-    fn open(&self, cfg: &str, dev: &DeviceInfo) -> Result<Arc<dyn Backstore>, HandlerError> {
+    fn open(&self, cfg: &str, spec: &StoreSpec) -> Result<Arc<dyn Backstore>, OpenError> {
         let (a, b) = Self::paths(cfg)?;
         let leg = |path: &str| {
             let mut o = FileOptions::new(path);
-            o.size = Some(dev.size);
-            o.block_size = dev.block_size;
+            o.size = spec.size;
+            o.block_size = spec.block_size;
             FileBackstore::open(o)
         };
         Ok(Arc::new(Mirror {

@@ -64,7 +64,8 @@ impl HandlerObject {
             .unwrap_or(configstr);
         match self.handler.check_config(cfg) {
             Ok(()) => (true, "success".into()),
-            Err(reason) => {
+            Err(e) => {
+                let reason = e.to_string();
                 tracing::info!(subtype, configstr = ?configstr, reason, "D-Bus CheckConfig refused");
                 (false, reason)
             }

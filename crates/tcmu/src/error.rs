@@ -4,8 +4,9 @@ use std::path::PathBuf;
 
 use crate::ring::RingError;
 
-/// Errors returned by a [`crate::handler::Handler`] when opening a device.
-pub type HandlerError = Box<dyn std::error::Error + Send + Sync + 'static>;
+/// Errors returned by a [`crate::handler::Handler`] when opening a device (the shared
+/// `rustio_stores` error; kept under this name for handlers written against it).
+pub type HandlerError = rustio_stores::OpenError;
 
 /// Errors of the TCMU runner.
 #[derive(Debug, thiserror::Error)]
@@ -66,8 +67,8 @@ pub enum Error {
         subtype: String,
         /// The handler part of `dev_config`.
         cfg: String,
-        /// The handler's explanation.
-        reason: String,
+        /// The handler's explanation (boxed: kept out of every `Result` of this crate).
+        reason: Box<rustio_stores::ConfigError>,
     },
     /// The handler failed to open the backing store.
     #[error("device {device}: handler {subtype} failed to open {cfg:?}")]
@@ -78,9 +79,9 @@ pub enum Error {
         subtype: String,
         /// The handler part of `dev_config`.
         cfg: String,
-        /// The handler's error.
+        /// The handler's error (boxed: kept out of every `Result` of this crate).
         #[source]
-        source: HandlerError,
+        source: Box<HandlerError>,
     },
     /// Mapping the device's shared memory failed.
     #[error("mmap of {path} ({len} bytes)")]
@@ -184,7 +185,9 @@ mod tests {
             device: "q1".into(),
             subtype: "qcow".into(),
             cfg: "/tmp/q1.qcow2".into(),
-            source: "size misconfigured: dev_size is 16777216 bytes".into(),
+            source: Box::new(rustio_stores::OpenError::other(
+                "size misconfigured: dev_size is 16777216 bytes",
+            )),
         };
         assert_eq!(
             Chain(&e).to_string(),

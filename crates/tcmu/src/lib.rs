@@ -11,8 +11,9 @@
 //!   flight per device, completing them out of order ([`device`]);
 //! * answers `ADDED`/`REMOVED`/`RECONFIG_DEVICE` events ([`netlink`]), recovers rings left
 //!   by a dead runner and stops cleanly ([`runner`]);
-//! * opens backing stores through [`handler::Handler`]s selected by the tcmu-runner
-//!   configuration string (`file/<path>`, `ram/`, `qcow/<path>`, or your own);
+//! * opens backing stores through the [`handler::Handler`]s of `rustio-stores` (shared
+//!   with `rustio serve`) selected by the tcmu-runner configuration string
+//!   (`file/<path>`, `ram/`, `qcow/<path>`, `rbd/<pool>/<image>`, or your own);
 //! * offers tcmu-runner's `org.kernel.TCMUService1` D-Bus service for targetcli
 //!   (feature `dbus`), and Prometheus counters ([`metrics`]).
 //!
@@ -44,13 +45,11 @@ pub mod handler;
 pub mod metrics;
 pub mod mmap;
 pub mod netlink;
-mod qcow;
-mod rbd;
 pub mod ring;
 pub mod runner;
 pub mod target;
 pub mod uio;
 
 pub use error::{Error, HandlerError, Result};
-pub use handler::{DeviceInfo, Handler, Handlers};
+pub use handler::{DeviceInfo, Handler, Handlers, StoreSpec};
 pub use runner::{Execution, Runner, RunnerConfig};

@@ -57,26 +57,19 @@ pub struct RunnerConfig {
     pub execution: Execution,
 }
 
-/// Largest command (data bytes) that [`Execution::Auto`] runs on the poller thread.
+/// Largest command (data bytes) that [`Execution::Auto`] runs on the poller thread:
+/// larger ones go to the pool, whose data copy then uses every CPU (measured in
+/// bench/README.md).
 pub const AUTO_INLINE_MAX: usize = 128 << 10;
 
-/// Where a device's commands execute.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Execution {
-    /// For handlers whose stores are local ([`Handler::local`]: file, ram, qcow),
-    /// commands of up to [`AUTO_INLINE_MAX`] bytes run inline and larger ones on the pool
-    /// (their data copy then uses every CPU: measured in bench/README.md); for the
-    /// others (rbd) everything runs on the pool.
-    #[default]
-    Auto,
-    /// On the device's poller thread, in ring order, with one kernel notification per
-    /// batch: no thread hand-off per command (measured in bench/README.md), but one
-    /// command at a time per device, like tcmu-runner's single I/O thread per device.
-    Inline,
-    /// On the shared worker pool: many commands in flight per device, for stores with
-    /// latency (network, slow disks).
-    Pool,
-}
+/// Where a device's commands execute, shared with `rustio serve`. Inline means on the
+/// device's poller thread, in ring order, with one kernel notification per batch: no
+/// thread hand-off per command (measured in bench/README.md), but one command at a time
+/// per device, like tcmu-runner's single I/O thread per device. Pool means the shared
+/// workers: many commands in flight per device, for stores with latency. `Auto` sends
+/// everything of a store that waits on the network (its
+/// [`rustio_backstore::Capabilities::network`], i.e. rbd) to the pool.
+pub use rustio_stores::Execution;
 
 impl Default for RunnerConfig {
     fn default() -> Self {
@@ -108,6 +101,9 @@ struct Served {
     minor: u32,
     name: Mutex<UioName>,
     handler: Arc<dyn Handler>,
+    /// The open store waits on the network ([`rustio_backstore::Capabilities::network`]);
+    /// updated when `dev_config` is reconfigured.
+    network: AtomicBool,
     info: Mutex<DeviceInfo>,
     config: DeviceConfig,
     device: Arc<Device>,
@@ -234,7 +230,7 @@ impl Runner {
                 device: name.device.clone(),
                 subtype: name.subtype().to_owned(),
                 cfg: cfg.clone(),
-                reason,
+                reason: Box::new(reason),
             })?;
         if self.inner.devices.lock().contains_key(&minor) {
             tracing::debug!(minor, "device already served");
@@ -298,26 +294,29 @@ impl Runner {
         })
     }
 
+    /// Opens the store and its logical unit; also returns whether the store waits on
+    /// the network.
     fn open_target(
         handler: &Arc<dyn Handler>,
         name: &UioName,
         cfg: &str,
         info: &DeviceInfo,
-    ) -> Result<Arc<dyn ScsiTarget>> {
+    ) -> Result<(Arc<dyn ScsiTarget>, bool)> {
         let backstore = handler
-            .open(cfg, info)
+            .open(cfg, &info.spec())
             .map_err(|source| Error::HandlerOpen {
                 device: name.device.clone(),
                 subtype: name.subtype().to_owned(),
                 cfg: cfg.to_owned(),
-                source,
+                source: Box::new(source),
             })?;
+        let network = backstore.capabilities().network;
         let target =
             LuTarget::new(&name.device, backstore, lu_config(info)).map_err(|e| Error::Target {
                 device: name.device.clone(),
                 reason: e.to_string(),
             })?;
-        Ok(Arc::new(target))
+        Ok((Arc::new(target), network))
     }
 
     fn setup(
@@ -330,7 +329,7 @@ impl Runner {
         uio: UioDevice,
     ) -> Result<()> {
         let info = self.device_info(&name, &config)?;
-        let target = Self::open_target(&handler, &name, cfg, &info)?;
+        let (target, network) = Self::open_target(&handler, &name, cfg, &info)?;
         let uio = Arc::new(uio);
         let ring = Ring::new(uio.mapping().clone()).map_err(|source| Error::Ring {
             device: name.device.clone(),
@@ -348,6 +347,7 @@ impl Runner {
             minor,
             name: Mutex::new(name.clone()),
             handler,
+            network: AtomicBool::new(network),
             info: Mutex::new(info.clone()),
             config,
             device: device.clone(),
@@ -472,11 +472,12 @@ impl Runner {
                         device: dev_name.clone(),
                         subtype: new_name.subtype().to_owned(),
                         cfg: cfg.clone(),
-                        reason,
+                        reason: Box::new(reason),
                     })?;
                 let info = served.info.lock().clone();
-                let target = Self::open_target(&served.handler, &new_name, &cfg, &info)?;
+                let (target, network) = Self::open_target(&served.handler, &new_name, &cfg, &info)?;
                 served.device.set_target(target);
+                served.network.store(network, Ordering::Release);
                 *served.name.lock() = new_name;
                 tracing::info!(device = %dev_name, dev_config, "backing store reopened");
             }
@@ -710,15 +711,14 @@ fn poller(inner: &Inner, s: &Served, jobs: &Sender<Job>) {
     let dev_name = s.name.lock().device.clone();
     let mut work = Vec::new();
     let mut bufs = Buffers::default();
-    // Commands of up to this many data bytes run on this thread.
-    let inline_max = match inner.cfg.execution {
-        Execution::Inline => Some(usize::MAX),
-        Execution::Pool => None,
-        Execution::Auto => s.handler.local().then_some(AUTO_INLINE_MAX),
-    };
+    // Commands of up to this many data bytes run on this thread; re-read each round
+    // because a reconfigured `dev_config` may open a store of another kind.
+    let auto_max = u64::try_from(AUTO_INLINE_MAX).unwrap_or(u64::MAX);
+    let inline_max = |network: bool| inner.cfg.execution.inline_max(network, auto_max);
     let mut inline = Vec::new();
-    tracing::debug!(device = %dev_name, ?inline_max, "poller started");
+    tracing::debug!(device = %dev_name, inline_max = ?inline_max(s.network.load(Ordering::Acquire)), "poller started");
     while !s.stop.load(Ordering::Acquire) {
+        let inline_max = inline_max(s.network.load(Ordering::Acquire));
         if let Err(e) = s.uio.wait(inner.cfg.poll_interval) {
             tracing::error!(device = %dev_name, error = %e, "waiting on the UIO device failed");
             std::thread::sleep(inner.cfg.poll_interval);
@@ -729,7 +729,8 @@ fn poller(inner: &Inner, s: &Served, jobs: &Sender<Job>) {
         }
         // Pool work first, so that it overlaps with the inline batch.
         for w in work.drain(..) {
-            if inline_max.is_some_and(|max| w.data_len() <= max) {
+            let len = u64::try_from(w.data_len()).unwrap_or(u64::MAX);
+            if inline_max.is_some_and(|max| len <= max) {
                 inline.push(w);
             } else if jobs.send((s.device.clone(), w)).is_err() {
                 return;

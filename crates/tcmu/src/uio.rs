@@ -158,13 +158,10 @@ impl UioPaths {
     }
 }
 
-/// Parses a number written as `0x…` hex or decimal, surrounded by whitespace.
+/// Parses a number the kernel wrote (`0x…` hex or decimal, surrounded by whitespace)
+/// with rustio's one size parser, [`rustio_config::parse_size`].
 pub fn parse_size(s: &str) -> Option<u64> {
-    let t = s.trim();
-    match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
-        Some(hex) => u64::from_str_radix(hex, 16).ok(),
-        None => t.parse().ok(),
-    }
+    rustio_config::parse_size(s).ok()
 }
 
 /// An open `/dev/uioN` with its shared mapping.

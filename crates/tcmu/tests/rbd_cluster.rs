@@ -6,7 +6,7 @@
 use std::process::Command;
 
 use rustio_backstore::{Backstore, WriteFlags};
-use rustio_tcmu::handler::{DeviceInfo, Handler, RbdHandler};
+use rustio_tcmu::handler::{DeviceInfo, Handler, RbdHandler, StoreSpec};
 
 fn rbd(conf: &str, args: &[&str]) {
     let out = Command::new("timeout")
@@ -21,7 +21,7 @@ fn rbd(conf: &str, args: &[&str]) {
     );
 }
 
-fn dev(size: u64) -> DeviceInfo {
+fn dev(size: u64) -> StoreSpec {
     DeviceInfo {
         name: "rbd-test".into(),
         size,
@@ -30,6 +30,7 @@ fn dev(size: u64) -> DeviceInfo {
         write_cache: true,
         unit_serial: None,
     }
+    .spec()
 }
 
 #[test]
