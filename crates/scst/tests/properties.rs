@@ -88,7 +88,14 @@ fn generate(seed: u64) -> Generated {
     if r.chance(30) {
         w.line(0, &format!("setup_id {:#x}", r.below(0x10000)));
     }
-    // Devices: (name, kind).
+    let devices = generate_devices(&mut r, &mut w);
+    let targets = generate_targets(&mut r, &mut w, &devices);
+    generate_alua(&mut r, &mut w, &devices, &targets);
+    Generated { lines: w.lines }
+}
+
+/// HANDLER sections with 1-6 devices: (name, handler).
+fn generate_devices(r: &mut Rng, w: &mut Writer) -> Vec<(String, &'static str)> {
     let handlers = [
         "vdisk_fileio",
         "vdisk_blockio",
@@ -98,7 +105,7 @@ fn generate(seed: u64) -> Generated {
         "vcdrom",
     ];
     let ndev = 1 + r.below(6);
-    let mut devices: Vec<(String, &str)> = Vec::new();
+    let mut devices: Vec<(String, &'static str)> = Vec::new();
     for i in 0..ndev {
         let h = r.pick(&handlers);
         let name = match h {
@@ -115,34 +122,7 @@ fn generate(seed: u64) -> Generated {
         }
         w.line(0, &format!("HANDLER {h} {{"));
         for (name, _) in mine {
-            let mut attrs: Vec<String> = Vec::new();
-            match h {
-                "vdisk_fileio" | "vcdrom" => attrs.push(format!("filename /srv/{name}.img")),
-                "vdisk_blockio" => attrs.push(format!("filename /dev/vg/{name}")),
-                "vdisk_nullio" if r.chance(50) => {
-                    attrs.push(format!("size_mb {}", 1 + r.below(4096)))
-                }
-                _ => {}
-            }
-            if !h.starts_with("dev_") && h != "vcdrom" {
-                if r.chance(40) {
-                    attrs.push(format!("blocksize {}", 512 << r.below(5)));
-                }
-                for a in BOOL_ATTRS {
-                    if r.chance(20) {
-                        attrs.push(format!("{a} {}", r.below(2)));
-                    }
-                }
-                if r.chance(20) {
-                    attrs.push(format!("usn {:x}", r.next() % 0xffff_ffff));
-                }
-                if r.chance(20) {
-                    attrs.push(format!("t10_dev_id \"id {name}\""));
-                }
-            }
-            if r.chance(10) {
-                attrs.push("threads_num 2".into());
-            }
+            let attrs = device_attrs(r, name, h);
             if attrs.is_empty() && r.chance(50) {
                 w.line(1, &format!("DEVICE {name}"));
             } else {
@@ -158,18 +138,42 @@ fn generate(seed: u64) -> Generated {
         }
         w.line(0, "}");
     }
+    devices
+}
 
-    // iSCSI targets.
-    let pool = [
-        "iqn.1994-05.com.redhat:a",
-        "iqn.1994-05.com.redhat:b",
-        "iqn.1991-05.com.microsoft:c",
-        "iqn.1994-05.com.redhat:*",
-        "*",
-        "IQN.1994-05.COM.REDHAT:D",
-        "iqn.1994-05.com.redhat:e?",
-        "!iqn.1991-05.com.microsoft:*",
-    ];
+/// Valid attributes of a device of handler `h`.
+fn device_attrs(r: &mut Rng, name: &str, h: &str) -> Vec<String> {
+    let mut attrs: Vec<String> = Vec::new();
+    match h {
+        "vdisk_fileio" | "vcdrom" => attrs.push(format!("filename /srv/{name}.img")),
+        "vdisk_blockio" => attrs.push(format!("filename /dev/vg/{name}")),
+        "vdisk_nullio" if r.chance(50) => attrs.push(format!("size_mb {}", 1 + r.below(4096))),
+        _ => {}
+    }
+    if !h.starts_with("dev_") && h != "vcdrom" {
+        if r.chance(40) {
+            attrs.push(format!("blocksize {}", 512 << r.below(5)));
+        }
+        for a in BOOL_ATTRS {
+            if r.chance(20) {
+                attrs.push(format!("{a} {}", r.below(2)));
+            }
+        }
+        if r.chance(20) {
+            attrs.push(format!("usn {:x}", r.next() % 0xffff_ffff));
+        }
+        if r.chance(20) {
+            attrs.push(format!("t10_dev_id \"id {name}\""));
+        }
+    }
+    if r.chance(10) {
+        attrs.push("threads_num 2".into());
+    }
+    attrs
+}
+
+/// The iSCSI driver with 0-3 targets; returns their names.
+fn generate_targets(r: &mut Rng, w: &mut Writer, devices: &[(String, &str)]) -> Vec<String> {
     let ntgt = r.below(4);
     let mut targets = Vec::new();
     w.line(0, "TARGET_DRIVER iscsi {");
@@ -183,30 +187,7 @@ fn generate(seed: u64) -> Generated {
         let name = format!("iqn.2024-01.com.example:t{t}");
         targets.push(name.clone());
         w.line(1, &format!("TARGET {name} {{"));
-        if r.chance(80) {
-            w.line(2, &format!("enabled {}", r.below(2)));
-        }
-        if r.chance(20) {
-            w.line(2, &format!("rel_tgt_id {}", 1 + r.below(100)));
-        }
-        if r.chance(30) {
-            w.line(2, &format!("allowed_portal 10.0.{t}.{}", 1 + r.below(200)));
-        }
-        if r.chance(20) {
-            w.line(2, "IncomingUser \"joe 12charsecret\"");
-        }
-        if r.chance(10) {
-            w.line(2, "OutgoingUser \"tgt mutualSecret12\"");
-        }
-        if r.chance(30) {
-            w.line(2, "HeaderDigest CRC32C,None # digests");
-        }
-        if r.chance(20) {
-            w.line(2, &format!("QueuedCommands {}", 1 + r.below(2048)));
-        }
-        if r.chance(20) {
-            w.line(2, &format!("NopInInterval {}", r.below(120)));
-        }
+        target_attrs(r, w, t);
         let mut luns = BTreeSet::new();
         for _ in 0..r.below(4) {
             let n = r.below(8);
@@ -221,36 +202,82 @@ fn generate(seed: u64) -> Generated {
                 }
             }
         }
-        // Each pool initiator goes to at most one group of this target.
-        let ngroups = r.below(4);
-        let mut members: Vec<Vec<&str>> = vec![Vec::new(); ngroups];
-        if ngroups > 0 {
-            for ini in pool {
-                if r.chance(40) {
-                    members[r.below(ngroups)].push(ini);
-                }
-            }
-        }
-        for (g, inis) in members.iter().enumerate() {
-            w.line(2, &format!("GROUP grp{} {{", r.below(3) * 10 + g));
-            let mut gl = BTreeSet::new();
-            for _ in 0..r.below(3) {
-                let n = r.below(4);
-                if gl.insert(n) {
-                    let d = &devices[r.below(devices.len())].0;
-                    w.line(3, &format!("LUN {n} {d}"));
-                }
-            }
-            for ini in inis {
-                w.line(3, &format!("INITIATOR {ini}"));
-            }
-            w.line(2, "}");
-        }
+        generate_groups(r, w, devices);
         w.line(1, "}");
     }
     w.line(0, "}");
+    targets
+}
 
-    // ALUA: each device in at most one device group.
+/// Valid attributes of target number `t`.
+fn target_attrs(r: &mut Rng, w: &mut Writer, t: usize) {
+    if r.chance(80) {
+        w.line(2, &format!("enabled {}", r.below(2)));
+    }
+    if r.chance(20) {
+        w.line(2, &format!("rel_tgt_id {}", 1 + r.below(100)));
+    }
+    if r.chance(30) {
+        w.line(2, &format!("allowed_portal 10.0.{t}.{}", 1 + r.below(200)));
+    }
+    if r.chance(20) {
+        w.line(2, "IncomingUser \"joe 12charsecret\"");
+    }
+    if r.chance(10) {
+        w.line(2, "OutgoingUser \"tgt mutualSecret12\"");
+    }
+    if r.chance(30) {
+        w.line(2, "HeaderDigest CRC32C,None # digests");
+    }
+    if r.chance(20) {
+        w.line(2, &format!("QueuedCommands {}", 1 + r.below(2048)));
+    }
+    if r.chance(20) {
+        w.line(2, &format!("NopInInterval {}", r.below(120)));
+    }
+}
+
+/// 0-3 initiator groups of a target, each with LUNs and initiators from a fixed pool.
+fn generate_groups(r: &mut Rng, w: &mut Writer, devices: &[(String, &str)]) {
+    let pool = [
+        "iqn.1994-05.com.redhat:a",
+        "iqn.1994-05.com.redhat:b",
+        "iqn.1991-05.com.microsoft:c",
+        "iqn.1994-05.com.redhat:*",
+        "*",
+        "IQN.1994-05.COM.REDHAT:D",
+        "iqn.1994-05.com.redhat:e?",
+        "!iqn.1991-05.com.microsoft:*",
+    ];
+    // Each pool initiator goes to at most one group of this target.
+    let ngroups = r.below(4);
+    let mut members: Vec<Vec<&str>> = vec![Vec::new(); ngroups];
+    if ngroups > 0 {
+        for ini in pool {
+            if r.chance(40) {
+                members[r.below(ngroups)].push(ini);
+            }
+        }
+    }
+    for (g, inis) in members.iter().enumerate() {
+        w.line(2, &format!("GROUP grp{} {{", r.below(3) * 10 + g));
+        let mut gl = BTreeSet::new();
+        for _ in 0..r.below(3) {
+            let n = r.below(4);
+            if gl.insert(n) {
+                let d = &devices[r.below(devices.len())].0;
+                w.line(3, &format!("LUN {n} {d}"));
+            }
+        }
+        for ini in inis {
+            w.line(3, &format!("INITIATOR {ini}"));
+        }
+        w.line(2, "}");
+    }
+}
+
+/// 0-2 device groups; each device in at most one.
+fn generate_alua(r: &mut Rng, w: &mut Writer, devices: &[(String, &str)], targets: &[String]) {
     let mut free: Vec<&String> = devices.iter().map(|(n, _)| n).collect();
     for dg in 0..r.below(3) {
         w.line(0, &format!("DEVICE_GROUP dg{dg} {{"));
@@ -262,44 +289,55 @@ fn generate(seed: u64) -> Generated {
             w.line(1, &format!("DEVICE {d}"));
         }
         let mut ids = BTreeSet::new();
+        // Targets already in a group of this device group.
         let mut used = BTreeSet::new();
         for tg in 0..r.below(3) {
             let id = r.below(5);
             if !ids.insert(id) {
                 continue;
             }
-            w.line(1, &format!("TARGET_GROUP tg{tg} {{"));
-            w.line(2, &format!("group_id {id}"));
-            let state = r.pick(&[
-                "active",
-                "nonoptimized",
-                "standby",
-                "unavailable",
-                "offline",
-                "transitioning",
-            ]);
-            w.line(2, &format!("state {state}"));
-            if r.chance(30) {
-                w.line(2, &format!("preferred {}", r.below(2)));
-            }
-            for _ in 0..r.below(3) {
-                let t = if !targets.is_empty() && r.chance(70) {
-                    targets[r.below(targets.len())].clone()
-                } else {
-                    format!("iqn.2024-01.com.example:remote{}", r.below(3))
-                };
-                if !used.insert(t.clone()) {
-                    continue;
-                }
-                w.line(2, &format!("TARGET {t} {{"));
-                w.line(3, &format!("rel_tgt_id {}", 1 + r.below(100)));
-                w.line(2, "}");
-            }
-            w.line(1, "}");
+            generate_target_group(r, w, (tg, id), targets, &mut used);
         }
         w.line(0, "}");
     }
-    Generated { lines: w.lines }
+}
+
+/// TARGET_GROUP `tg` with group_id `id` and up to 2 member targets not `used` yet.
+fn generate_target_group(
+    r: &mut Rng,
+    w: &mut Writer,
+    (tg, id): (usize, usize),
+    targets: &[String],
+    used: &mut BTreeSet<String>,
+) {
+    w.line(1, &format!("TARGET_GROUP tg{tg} {{"));
+    w.line(2, &format!("group_id {id}"));
+    let state = r.pick(&[
+        "active",
+        "nonoptimized",
+        "standby",
+        "unavailable",
+        "offline",
+        "transitioning",
+    ]);
+    w.line(2, &format!("state {state}"));
+    if r.chance(30) {
+        w.line(2, &format!("preferred {}", r.below(2)));
+    }
+    for _ in 0..r.below(3) {
+        let t = if !targets.is_empty() && r.chance(70) {
+            targets[r.below(targets.len())].clone()
+        } else {
+            format!("iqn.2024-01.com.example:remote{}", r.below(3))
+        };
+        if !used.insert(t.clone()) {
+            continue;
+        }
+        w.line(2, &format!("TARGET {t} {{"));
+        w.line(3, &format!("rel_tgt_id {}", 1 + r.below(100)));
+        w.line(2, "}");
+    }
+    w.line(1, "}");
 }
 
 /// LUN number → (device name, read-only).

@@ -8,6 +8,7 @@ use rustio_config::{
     StorageObject,
 };
 
+use super::rules::{Rule, Test};
 use super::{bad_value, boolean, ulong, Converter, Dev, DevState};
 use crate::ast::{self, Attribute};
 use crate::error::{Error, ErrorKind};
@@ -139,13 +140,15 @@ impl<'a> Converter<'a> {
     }
 
     /// Why a device cannot be imported, if it cannot.
-    fn device_blocker(
-        &self,
-        kind: Kind,
-        d: &ast::Device,
-        block_size: Option<u64>,
-        path: Option<&str>,
-    ) -> Option<String> {
+    fn device_blocker(&self, kind: Kind, d: &ast::Device, v: &DevValues) -> Option<String> {
+        if let Some((rounded, _)) = v.nullio_size {
+            // rd_mcp counts pages in 32 bits (rd_page_count).
+            if rounded / PAGE > u64::from(u32::MAX) {
+                return Some(format!(
+                    "LIO RAM disks hold at most 2^32 pages of 4096 bytes; {rounded} bytes do not fit"
+                ));
+            }
+        }
         if kind == Kind::Passthrough && !is_hctl(&d.name) {
             return Some(format!(
                 "pass-through device name {:?} is not an H:C:I:L address",
@@ -155,7 +158,7 @@ impl<'a> Converter<'a> {
         if let Err(e) = check_storage_object_name(&d.name) {
             return Some(format!("LIO cannot use this name: {e}"));
         }
-        if let Some(bs) = block_size {
+        if let Some(bs) = v.block_size {
             if !matches!(bs, 512 | 1024 | 2048 | 4096) {
                 return Some(format!(
                     "LIO presents 512, 1024, 2048 or 4096-byte blocks only; exporting this \
@@ -163,7 +166,7 @@ impl<'a> Converter<'a> {
                 ));
             }
         }
-        if let Some(p) = path {
+        if let Some(p) = v.filename.as_deref() {
             if p.chars().any(char::is_control) {
                 return Some(format!("the path {p:?} contains a control character"));
             }
@@ -180,27 +183,73 @@ impl<'a> Converter<'a> {
     fn device(&mut self, handler: &str, kind: Kind, d: &'a ast::Device) -> Result<DevState, Error> {
         let attrs = self.dedupe(&d.attributes, &[])?;
         let construct = format!("DEVICE {}", d.name);
+        let v = self.device_values(handler, kind, d, &attrs)?;
+        if let Some(why) = self.device_blocker(kind, d, &v) {
+            self.push(d.pos, Fidelity::Unsupported, construct, why.clone());
+            let not = format!("DEVICE {} is not imported", d.name);
+            self.not_imported_attrs(&d.attributes, &not);
+            return Ok(DevState::NotImported(why));
+        }
 
-        // What SCST itself validates when it creates the device.
-        let filename = match kind {
-            Kind::Fileio | Kind::Blockio => {
-                let a = find(&attrs, "filename").ok_or_else(|| {
-                    Error::new(
-                        d.pos,
-                        ErrorKind::MissingAttribute {
-                            attribute: "filename",
-                            reason: format!("SCST refuses to create {handler} devices without one"),
-                        },
-                    )
-                })?;
-                if !a.value_str().starts_with('/') {
-                    return Err(bad_value(a, "the path must be absolute"));
-                }
-                Some(a.value_str().to_owned())
-            }
-            _ => None,
+        // The storage object.
+        let (common, serial_note) = common(kind, d, &attrs);
+        let (so, detail) = storage_object(kind, d, &attrs, &v, common)?;
+        let so_index = self.out.storage_objects.len();
+        self.out.storage_objects.push(so);
+        if let Some(p) = &v.filename {
+            self.used_paths.insert(p.clone(), d.name.clone());
+        }
+        self.device_findings(kind, d, so_index, detail, serial_note.as_deref());
+
+        // One finding per attribute.
+        let mut attributes = Settings::new();
+        if let Some(bs) = v.block_size {
+            attributes.insert("block_size".into(), int(bs));
+        }
+        if kind == Kind::Fileio && v.nv_cache {
+            // Buffered writes with the write cache reported off (see nv_cache_attr).
+            attributes.insert("emulate_write_cache".into(), ConfigValue::Int(0));
+        }
+        let f = DevFlags {
+            nv_cache: v.nv_cache,
+            block_size: v.block_size.unwrap_or(512),
+            opt_sectors: v.opt_sectors,
+            nullio_size: v.nullio_size,
+            in_dg: self
+                .dg_of_device
+                .get(d.name.as_str())
+                .map(|dg| dg.name.clone()),
         };
-        let block_size = match find(&attrs, "blocksize") {
+        for a in attrs {
+            self.device_attr(kind, handler, a, &mut attributes, &f)?;
+        }
+        if let Some(c) = self
+            .out
+            .storage_objects
+            .get_mut(so_index)
+            .and_then(StorageObject::common_mut)
+        {
+            c.attributes = attributes;
+        }
+        Ok(DevState::Imported {
+            so: so_index,
+            read_only: v.read_only,
+            passthrough: kind == Kind::Passthrough,
+            disk: kind != Kind::Passthrough || handler == "dev_disk",
+            expl_alua: v.expl_alua,
+        })
+    }
+
+    /// What SCST itself validates when it creates the device; its values are errors.
+    fn device_values(
+        &self,
+        handler: &str,
+        kind: Kind,
+        d: &ast::Device,
+        attrs: &[&Attribute],
+    ) -> Result<DevValues, Error> {
+        let filename = filename(handler, kind, d, attrs)?;
+        let block_size = match find(attrs, "blocksize") {
             Some(a) if kind != Kind::Passthrough => {
                 let v = ulong(a)?;
                 if v < 512 || !v.is_power_of_two() {
@@ -210,17 +259,17 @@ impl<'a> Converter<'a> {
             }
             _ => None,
         };
-        let nv_cache = flag(&attrs, "nv_cache")?;
-        let write_through = flag(&attrs, "write_through")?;
-        let o_direct = flag(&attrs, "o_direct")?;
-        let read_only = flag(&attrs, "read_only")?;
-        let expl_alua = flag(&attrs, "expl_alua")?;
+        let nv_cache = flag(attrs, "nv_cache")?;
+        let write_through = flag(attrs, "write_through")?;
+        let o_direct = flag(attrs, "o_direct")?;
+        let read_only = flag(attrs, "read_only")?;
+        let expl_alua = flag(attrs, "expl_alua")?;
         let nullio_size = if kind == Kind::Nullio {
-            Some(self.nullio_size(&attrs)?)
+            Some(self.nullio_size(attrs)?)
         } else {
             None
         };
-        let opt_sectors = match find(&attrs, "opt_trans_len") {
+        let opt_sectors = match find(attrs, "opt_trans_len") {
             Some(a) if matches!(kind, Kind::Fileio | Kind::Blockio | Kind::Nullio) => {
                 let v = ulong(a)?;
                 let bs = block_size.unwrap_or(512);
@@ -234,122 +283,38 @@ impl<'a> Converter<'a> {
             }
             _ => None,
         };
+        Ok(DevValues {
+            filename,
+            block_size,
+            nv_cache,
+            write_through,
+            o_direct,
+            read_only,
+            expl_alua,
+            nullio_size,
+            opt_sectors,
+        })
+    }
 
-        let mut blocker = self.device_blocker(kind, d, block_size, filename.as_deref());
-        if let Some((rounded, _)) = nullio_size {
-            // rd_mcp counts pages in 32 bits (rd_page_count).
-            if rounded / PAGE > u64::from(u32::MAX) {
-                blocker = Some(format!(
-                    "LIO RAM disks hold at most 2^32 pages of 4096 bytes; {rounded} bytes do not fit"
-                ));
-            }
-        }
-        if let Some(why) = blocker {
-            self.push(d.pos, Fidelity::Unsupported, construct, why.clone());
-            let not = format!("DEVICE {} is not imported", d.name);
-            self.not_imported_attrs(&d.attributes, &not);
-            return Ok(DevState::NotImported(why));
-        }
-
-        // The storage object.
-        let mut common = Common {
-            name: d.name.clone(),
-            ..Common::default()
-        };
-        let mut attributes = Settings::new();
-        if let Some(bs) = block_size {
-            attributes.insert("block_size".into(), int(bs));
-        }
-        let vdisk = kind != Kind::Passthrough;
-        let mut serial_note: Option<String> = None;
-        if vdisk {
-            match find(&attrs, "usn") {
-                Some(a) => {
-                    if validate_unit_serial(a.value_str()).is_ok() {
-                        common.wwn = Some(a.value_str().to_owned());
-                    }
-                }
-                None => {
-                    let usn = scst_default_usn(&d.name, 0);
-                    serial_note = Some(usn.clone());
-                    common.wwn = Some(usn);
-                }
-            }
-        }
-        let mut detail;
-        let so = match kind {
-            Kind::Fileio => {
-                let write_back = nv_cache || !(write_through || o_direct);
-                if nv_cache {
-                    attributes.insert("emulate_write_cache".into(), ConfigValue::Int(0));
-                }
-                let path = filename.clone().unwrap_or_default();
-                detail = format!(
-                    "fileio storage object on {path}, write_back={write_back}; its size is taken from the file, as SCST does"
-                );
-                StorageObject::Fileio(FileioObject {
-                    common,
-                    dev: path,
-                    size: None,
-                    write_back: Some(write_back),
-                    aio: if flag(&attrs, "async")? {
-                        Some(true)
-                    } else {
-                        None
-                    },
-                    extra: Default::default(),
-                })
-            }
-            Kind::Blockio => {
-                let path = filename.clone().unwrap_or_default();
-                detail = format!("block storage object on {path}");
-                StorageObject::Block(BlockObject {
-                    common,
-                    dev: path,
-                    readonly: if read_only { Some(true) } else { None },
-                    write_back: None,
-                    exclusive: None,
-                    extra: Default::default(),
-                })
-            }
-            Kind::Nullio => {
-                let (size, _) = nullio_size.unwrap_or((SCST_NULLIO_SIZE, SCST_NULLIO_SIZE));
-                detail = format!(
-                    "ramdisk storage object with nullio=true (no backing memory; reads return zeroes), size {size} bytes"
-                );
-                StorageObject::Ramdisk(RamdiskObject {
-                    common,
-                    size,
-                    nullio: Some(true),
-                    extra: Default::default(),
-                })
-            }
-            Kind::Passthrough => {
-                detail = format!(
-                    "pscsi storage object passing commands through to SCSI device {}",
-                    d.name
-                );
-                StorageObject::Pscsi(PscsiObject {
-                    common,
-                    dev: d.name.clone(),
-                    extra: Default::default(),
-                })
-            }
-        };
-        let so_index = self.out.storage_objects.len();
-        self.out.storage_objects.push(so);
-        if let Some(p) = &filename {
-            self.used_paths.insert(p.clone(), d.name.clone());
-        }
+    /// The findings of an imported device: what it became, and how initiators see it.
+    fn device_findings(
+        &mut self,
+        kind: Kind,
+        d: &ast::Device,
+        so_index: usize,
+        detail: String,
+        serial_note: Option<&str>,
+    ) {
+        let construct = format!("DEVICE {}", d.name);
         let path = self.so_path(so_index);
-        detail = format!("{path}: {detail}");
-        if let Some(usn) = &serial_note {
+        let mut detail = format!("{path}: {detail}");
+        if let Some(usn) = serial_note {
             detail.push_str(&format!(
                 "; unit serial {usn}, the usn SCST generates for this name (crc32c of the name, setup_id 0)"
             ));
         }
         self.push(d.pos, Fidelity::Exact, construct.clone(), detail);
-        if let (Some(usn), Some((setup_id, _))) = (&serial_note, self.setup_id) {
+        if let (Some(usn), Some((setup_id, _))) = (serial_note, self.setup_id) {
             self.push(
                 d.pos,
                 Fidelity::Approximate,
@@ -365,7 +330,7 @@ impl<'a> Converter<'a> {
                 ),
             );
         }
-        if vdisk {
+        if kind != Kind::Passthrough {
             self.push(
                 d.pos,
                 Fidelity::Note,
@@ -375,42 +340,6 @@ impl<'a> Converter<'a> {
                  multipath WWIDs and /dev/disk/by-id names change, the unit serial (VPD page 0x80) does not",
             );
         }
-
-        // One finding per attribute.
-        let in_dg = self
-            .dg_of_device
-            .get(d.name.as_str())
-            .map(|dg| dg.name.clone());
-        for a in attrs {
-            self.device_attr(
-                kind,
-                handler,
-                a,
-                &mut attributes,
-                DevFlags {
-                    nv_cache,
-                    block_size: block_size.unwrap_or(512),
-                    opt_sectors,
-                    nullio_size,
-                    in_dg: in_dg.clone(),
-                },
-            )?;
-        }
-        if let Some(c) = self
-            .out
-            .storage_objects
-            .get_mut(so_index)
-            .and_then(StorageObject::common_mut)
-        {
-            c.attributes = attributes;
-        }
-        Ok(DevState::Imported {
-            so: so_index,
-            read_only,
-            passthrough: kind == Kind::Passthrough,
-            disk: kind != Kind::Passthrough || handler == "dev_disk",
-            expl_alua,
-        })
     }
 
     /// `(size in bytes after rounding to pages, size as written)`.
@@ -453,279 +382,397 @@ impl<'a> Converter<'a> {
         }
     }
 
+    /// One attribute of an imported device.
     fn device_attr(
         &mut self,
         kind: Kind,
         handler: &str,
         a: &Attribute,
         attributes: &mut Settings,
-        f: DevFlags,
+        f: &DevFlags,
     ) -> Result<(), Error> {
-        use Fidelity::*;
         let vdisk = kind != Kind::Passthrough;
-        let name = a.name.as_str();
-        match name {
-            "filename" if matches!(kind, Kind::Fileio | Kind::Blockio) => {
-                self.attr(a, Exact, format!("dev {}", a.value_str()));
+        let files = matches!(kind, Kind::Fileio | Kind::Blockio);
+        match a.name.as_str() {
+            "filename" if files => {
+                self.attr(a, Fidelity::Exact, format!("dev {}", a.value_str()));
             }
             "blocksize" if vdisk => {
-                self.attr(a, Exact, format!("attribute block_size {}", f.block_size));
+                let detail = format!("attribute block_size {}", f.block_size);
+                self.attr(a, Fidelity::Exact, detail);
             }
-            "nv_cache" if matches!(kind, Kind::Fileio | Kind::Blockio) => {
-                if boolean(a)? {
-                    let what = if kind == Kind::Fileio {
-                        "write_back=true with attribute emulate_write_cache 0 (buffered writes, write cache reported off)"
-                    } else {
-                        "LIO reports the block device's own write cache state"
-                    };
-                    self.attr(
-                        a,
-                        Approximate,
-                        format!(
-                            "{what}; unlike SCST's NV_CACHE mode LIO still executes SYNCHRONIZE CACHE and FUA \
-                             writes (safer, slower when initiators send them)"
-                        ),
-                    );
-                } else {
-                    self.attr(a, Exact, "no NV cache, the default");
-                }
-            }
-            "write_through" if matches!(kind, Kind::Fileio | Kind::Blockio) => {
-                let wt = boolean(a)?;
-                if wt && f.nv_cache {
-                    self.attr(a, Ignored, "nv_cache overrides write_through, in SCST as well");
-                } else if !wt {
-                    self.attr(a, Exact, "write-back caching, the default");
-                } else if kind == Kind::Fileio {
-                    self.attr(a, Exact, "write_back=false (O_DSYNC writes, write cache reported off)");
-                } else {
-                    self.attr(
-                        a,
-                        Approximate,
-                        "LIO reports the block device's own write cache state (WCE bit) and cannot force it \
-                         off; writes still reach the device and flushes are passed down",
-                    );
-                }
-            }
-            "o_direct" if kind == Kind::Fileio => {
-                if boolean(a)? {
-                    let d = if f.nv_cache {
-                        "LIO FILEIO has no O_DIRECT mode; with nv_cache the file is opened buffered"
-                    } else {
-                        "LIO FILEIO has no O_DIRECT mode; imported as write_back=false (O_DSYNC writes, reads \
-                         still go through the page cache)"
-                    };
-                    self.attr(a, Approximate, d);
-                } else {
-                    self.attr(a, Exact, "buffered I/O, the default");
-                }
-            }
-            "async" if kind == Kind::Fileio => {
-                if boolean(a)? {
-                    self.attr(a, Exact, "aio=true (asynchronous file I/O)");
-                } else {
-                    self.attr(a, Exact, "synchronous file I/O, the default");
-                }
-            }
-            "read_only" => {
-                if boolean(a)? {
-                    let d = match kind {
-                        Kind::Blockio => "readonly=true, and every LUN of this device is write-protected",
-                        _ => "every LUN of this device is write-protected (mapped LUN write_protect / demo_mode_write_protect)",
-                    };
-                    self.attr(a, Exact, d);
-                } else {
-                    self.attr(a, Exact, "writable, the default");
-                }
-            }
+            "nv_cache" if files => self.nv_cache_attr(kind, a)?,
+            "write_through" if files => self.write_through_attr(kind, a, f.nv_cache)?,
+            "o_direct" if kind == Kind::Fileio => self.o_direct_attr(a, f.nv_cache)?,
+            "read_only" => self.read_only_attr(kind, a)?,
             "rotational" if vdisk => {
-                let rot = boolean(a)?;
-                attributes.insert("is_nonrot".into(), ConfigValue::Int(i64::from(!rot)));
+                let nonrot = i64::from(!boolean(a)?);
+                attributes.insert("is_nonrot".into(), ConfigValue::Int(nonrot));
                 self.attr(
                     a,
-                    Exact,
-                    format!("attribute is_nonrot {} (Block Device Characteristics VPD page, SBC-4 6.6.2)", i64::from(!rot)),
+                    Fidelity::Exact,
+                    format!("attribute is_nonrot {nonrot} (Block Device Characteristics VPD page, SBC-4 6.6.2)"),
                 );
             }
-            "thin_provisioned" if matches!(kind, Kind::Fileio | Kind::Blockio) => {
+            "thin_provisioned" if files => {
                 let tp = i64::from(boolean(a)?);
                 attributes.insert("emulate_tpu".into(), ConfigValue::Int(tp));
                 attributes.insert("emulate_tpws".into(), ConfigValue::Int(tp));
                 self.attr(
                     a,
-                    Exact,
+                    Fidelity::Exact,
                     format!("attributes emulate_tpu {tp} and emulate_tpws {tp} (UNMAP and WRITE SAME with UNMAP, SBC-4 5.27, 5.50)"),
                 );
             }
-            "usn" if vdisk => {
-                if validate_unit_serial(a.value_str()).is_ok() {
-                    self.attr(a, Exact, "wwn: the unit serial number (VPD page 0x80, SPC-4 7.8.16)");
-                } else {
-                    self.attr(
-                        a,
-                        Unsupported,
-                        "LIO unit serials are 1-253 printable ASCII characters without blanks; LIO generates one instead",
-                    );
-                }
+            "usn" if vdisk => self.usn_attr(a),
+            "size" | "size_mb" if kind == Kind::Nullio => self.nullio_size_attr(a, f),
+            "opt_trans_len" if vdisk => self.opt_trans_len_attr(kind, a, attributes, f),
+            "bind_alua_state" if files => self.bind_alua_state_attr(a, f)?,
+            "expl_alua" if vdisk => self.expl_alua_attr(a, f)?,
+            _ => {
+                let rules = DEVICE_RULES
+                    .iter()
+                    .filter(|(kinds, _)| kinds.covers(kind))
+                    .map(|(_, rule)| rule);
+                self.by_rules(a, rules, format!("unknown attribute of {handler} devices"))?;
             }
-            "t10_dev_id" if vdisk => {
-                self.attr(
-                    a,
-                    Approximate,
-                    "LIO builds the T10 vendor ID designator of VPD page 0x83 from 'LIO-ORG' and the unit serial; \
-                     this identifier is not reproduced",
-                );
-            }
-            "removable" if vdisk => {
-                if boolean(a)? {
-                    self.attr(a, Unsupported, "LIO always reports a non-removable medium (RMB=0)");
-                } else {
-                    self.attr(a, Exact, "non-removable, as LIO reports");
-                }
-            }
-            "size" | "size_mb" if kind == Kind::Nullio => {
-                let (rounded, written) = f.nullio_size.unwrap_or((SCST_NULLIO_SIZE, SCST_NULLIO_SIZE));
-                if rounded == written {
-                    self.attr(a, Exact, format!("size {rounded} bytes"));
-                } else {
-                    self.attr(
-                        a,
-                        Approximate,
-                        format!("LIO RAM disks are whole 4096-byte pages: size {written} rounded up to {rounded} bytes"),
-                    );
-                }
-            }
-            "size" | "size_mb" if kind == Kind::Fileio => {
-                self.attr(a, Ignored, "read-only for vdisk_fileio; SCST and LIO both use the file's size");
-            }
-            "size" | "size_mb" if kind == Kind::Blockio => {
-                self.attr(a, Unsupported, "LIO exports the whole block device; a smaller size is not reproduced");
-            }
-            "dummy" if kind == Kind::Nullio => {
-                if boolean(a)? {
-                    self.attr(
-                        a,
-                        Unsupported,
-                        "LIO has no placeholder LUN that reports 'no device' (peripheral qualifier 1); it is a \
-                         normal empty-reading disk",
-                    );
-                } else {
-                    self.attr(a, Exact, "a normal device, the default");
-                }
-            }
-            "read_zero" if kind == Kind::Nullio => {
-                if boolean(a)? {
-                    self.attr(a, Exact, "LIO's nullio RAM disk reads return zeroes");
-                } else {
-                    self.attr(
-                        a,
-                        Approximate,
-                        "LIO's nullio RAM disk reads return zeroes instead of an uncleared buffer",
-                    );
-                }
-            }
-            "opt_trans_len" if vdisk => {
-                let (sectors, bytes) = f.opt_sectors.unwrap_or((0, 0));
-                if kind == Kind::Fileio && bytes > FD_MAX_BYTES {
-                    self.attr(
-                        a,
-                        Unsupported,
-                        format!("LIO FILEIO transfers at most {FD_MAX_BYTES} bytes; the optimal length cannot exceed it"),
-                    );
-                } else {
-                    attributes.insert("optimal_sectors".into(), int(sectors));
-                    self.attr(
-                        a,
-                        Exact,
-                        format!("attribute optimal_sectors {sectors} (OPTIMAL TRANSFER LENGTH, Block Limits VPD page, SBC-4 6.6.4)"),
-                    );
-                }
-            }
-            "active" if matches!(kind, Kind::Fileio | Kind::Blockio) => {
-                if boolean(a)? {
-                    self.attr(a, Exact, "the backing store is opened at once, the default");
-                } else {
-                    self.attr(
-                        a,
-                        Unsupported,
-                        "LIO opens the backing store when the storage object is created; passive (active 0) \
-                         devices do not exist",
-                    );
-                }
-            }
-            "bind_alua_state" if matches!(kind, Kind::Fileio | Kind::Blockio) => {
-                if boolean(a)? && f.in_dg.is_none() {
-                    self.attr(a, Ignored, "no effect outside a DEVICE_GROUP, in SCST as well");
-                } else if boolean(a)? {
-                    self.attr(
-                        a,
-                        Unsupported,
-                        "LIO never opens or closes the backing store on ALUA state changes",
-                    );
-                } else {
-                    self.attr(a, Exact, "ALUA state changes leave the backing store open, as in LIO");
-                }
-            }
-            "expl_alua" if vdisk => {
-                let on = boolean(a)?;
-                match (&f.in_dg, on) {
-                    (None, _) => self.attr(a, Ignored, "no effect outside a DEVICE_GROUP, in SCST as well"),
-                    (Some(dg), false) => self.attr(
-                        a,
-                        Exact,
-                        format!("implicit ALUA only: alua_access_type 1 on the groups of DEVICE_GROUP {dg}"),
-                    ),
-                    (Some(dg), true) => self.attr(
-                        a,
-                        Approximate,
-                        format!(
-                            "alua_access_type 3 (implicit and explicit) on the groups of DEVICE_GROUP {dg}: LIO \
-                             changes the state itself on SET TARGET PORT GROUPS, where SCST ran stpgd's script"
-                        ),
-                    ),
-                }
-            }
-            "cluster_mode" if vdisk => {
-                if boolean(a)? {
-                    self.attr(a, Unsupported, "LIO has no cluster-wide persistent reservations (SCST DLM mode)");
-                } else {
-                    self.attr(a, Exact, "local reservations, the default");
-                }
-            }
-            "dif_type" if vdisk => {
-                if ulong(a)? == 0 {
-                    self.attr(a, Exact, "no protection information, the default");
-                } else {
-                    self.attr(a, Unsupported, "T10 protection information settings are not imported");
-                }
-            }
-            "dif_mode" | "dif_static_app_tag" | "dif_filename" if vdisk => {
-                self.attr(a, Unsupported, "T10 protection information settings are not imported");
-            }
-            "tst" => self.attr(a, Unsupported, "LIO does not make the TST field of the Control mode page configurable"),
-            "lb_per_pb_exp" => self.attr(
-                a,
-                Unsupported,
-                "LIO does not make the LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT configurable",
-            ),
-            "pr_file_name" | "pr_state" => self.attr(
-                a,
-                Unsupported,
-                "LIO keeps persistent reservations under its own dbroot; reservation state is not migrated",
-            ),
-            "threads_num" | "threads_pool_type" | "numa_node_id" | "max_tgt_dev_commands" => {
-                self.attr(a, Unsupported, "SCST performance tuning without an LIO counterpart")
-            }
-            "prod_id" | "t10_vend_id" | "vend_specific_id" | "prod_rev_lvl" | "inq_vend_specific" | "scsi_device_name"
-            | "naa_id" | "eui64_id" => self.attr(
-                a,
-                Unsupported,
-                "INQUIRY / VPD identification setting; LIO reports its own (vendor LIO-ORG, designators from the unit serial)",
-            ),
-            _ => self.attr(a, Unsupported, format!("unknown attribute of {handler} devices")),
         }
         Ok(())
     }
+
+    /// `nv_cache`: LIO has no mode that skips SYNCHRONIZE CACHE and FUA.
+    fn nv_cache_attr(&mut self, kind: Kind, a: &Attribute) -> Result<(), Error> {
+        if !boolean(a)? {
+            self.attr(a, Fidelity::Exact, "no NV cache, the default");
+            return Ok(());
+        }
+        let what = if kind == Kind::Fileio {
+            "write_back=true with attribute emulate_write_cache 0 (buffered writes, write cache reported off)"
+        } else {
+            "LIO reports the block device's own write cache state"
+        };
+        self.attr(
+            a,
+            Fidelity::Approximate,
+            format!(
+                "{what}; unlike SCST's NV_CACHE mode LIO still executes SYNCHRONIZE CACHE and FUA \
+                 writes (safer, slower when initiators send them)"
+            ),
+        );
+        Ok(())
+    }
+
+    /// `write_through`: FILEIO write_back=false; BLOCK has no switch.
+    fn write_through_attr(
+        &mut self,
+        kind: Kind,
+        a: &Attribute,
+        nv_cache: bool,
+    ) -> Result<(), Error> {
+        let wt = boolean(a)?;
+        if wt && nv_cache {
+            self.attr(
+                a,
+                Fidelity::Ignored,
+                "nv_cache overrides write_through, in SCST as well",
+            );
+        } else if !wt {
+            self.attr(a, Fidelity::Exact, "write-back caching, the default");
+        } else if kind == Kind::Fileio {
+            self.attr(
+                a,
+                Fidelity::Exact,
+                "write_back=false (O_DSYNC writes, write cache reported off)",
+            );
+        } else {
+            self.attr(
+                a,
+                Fidelity::Approximate,
+                "LIO reports the block device's own write cache state (WCE bit) and cannot force it \
+                 off; writes still reach the device and flushes are passed down",
+            );
+        }
+        Ok(())
+    }
+
+    /// `o_direct` of vdisk_fileio.
+    fn o_direct_attr(&mut self, a: &Attribute, nv_cache: bool) -> Result<(), Error> {
+        if !boolean(a)? {
+            self.attr(a, Fidelity::Exact, "buffered I/O, the default");
+        } else if nv_cache {
+            self.attr(
+                a,
+                Fidelity::Approximate,
+                "LIO FILEIO has no O_DIRECT mode; with nv_cache the file is opened buffered",
+            );
+        } else {
+            self.attr(
+                a,
+                Fidelity::Approximate,
+                "LIO FILEIO has no O_DIRECT mode; imported as write_back=false (O_DSYNC writes, reads \
+                 still go through the page cache)",
+            );
+        }
+        Ok(())
+    }
+
+    /// `read_only`: every LUN of the device is write-protected.
+    fn read_only_attr(&mut self, kind: Kind, a: &Attribute) -> Result<(), Error> {
+        let detail = match (boolean(a)?, kind) {
+            (false, _) => "writable, the default",
+            (true, Kind::Blockio) => "readonly=true, and every LUN of this device is write-protected",
+            (true, _) => {
+                "every LUN of this device is write-protected (mapped LUN write_protect / demo_mode_write_protect)"
+            }
+        };
+        self.attr(a, Fidelity::Exact, detail);
+        Ok(())
+    }
+
+    /// `usn`: the unit serial number (VPD page 0x80, SPC-4 7.8.16).
+    fn usn_attr(&mut self, a: &Attribute) {
+        if validate_unit_serial(a.value_str()).is_ok() {
+            self.attr(
+                a,
+                Fidelity::Exact,
+                "wwn: the unit serial number (VPD page 0x80, SPC-4 7.8.16)",
+            );
+        } else {
+            self.attr(
+                a,
+                Fidelity::Unsupported,
+                "LIO unit serials are 1-253 printable ASCII characters without blanks; LIO generates one instead",
+            );
+        }
+    }
+
+    /// `size` / `size_mb` of vdisk_nullio: LIO RAM disks are whole pages.
+    fn nullio_size_attr(&mut self, a: &Attribute, f: &DevFlags) {
+        let (rounded, written) = f
+            .nullio_size
+            .unwrap_or((SCST_NULLIO_SIZE, SCST_NULLIO_SIZE));
+        if rounded == written {
+            self.attr(a, Fidelity::Exact, format!("size {rounded} bytes"));
+        } else {
+            self.attr(
+                a,
+                Fidelity::Approximate,
+                format!("LIO RAM disks are whole 4096-byte pages: size {written} rounded up to {rounded} bytes"),
+            );
+        }
+    }
+
+    /// `opt_trans_len` → attribute `optimal_sectors` (OPTIMAL TRANSFER LENGTH, Block
+    /// Limits VPD page, SBC-4 6.6.4).
+    fn opt_trans_len_attr(
+        &mut self,
+        kind: Kind,
+        a: &Attribute,
+        attributes: &mut Settings,
+        f: &DevFlags,
+    ) {
+        let (sectors, bytes) = f.opt_sectors.unwrap_or((0, 0));
+        if kind == Kind::Fileio && bytes > FD_MAX_BYTES {
+            self.attr(
+                a,
+                Fidelity::Unsupported,
+                format!("LIO FILEIO transfers at most {FD_MAX_BYTES} bytes; the optimal length cannot exceed it"),
+            );
+        } else {
+            attributes.insert("optimal_sectors".into(), int(sectors));
+            self.attr(
+                a,
+                Fidelity::Exact,
+                format!("attribute optimal_sectors {sectors} (OPTIMAL TRANSFER LENGTH, Block Limits VPD page, SBC-4 6.6.4)"),
+            );
+        }
+    }
+
+    /// `bind_alua_state`: SCST closes the backing store in some ALUA states; LIO never.
+    fn bind_alua_state_attr(&mut self, a: &Attribute, f: &DevFlags) -> Result<(), Error> {
+        if !boolean(a)? {
+            self.attr(
+                a,
+                Fidelity::Exact,
+                "ALUA state changes leave the backing store open, as in LIO",
+            );
+        } else if f.in_dg.is_none() {
+            self.attr(
+                a,
+                Fidelity::Ignored,
+                "no effect outside a DEVICE_GROUP, in SCST as well",
+            );
+        } else {
+            self.attr(
+                a,
+                Fidelity::Unsupported,
+                "LIO never opens or closes the backing store on ALUA state changes",
+            );
+        }
+        Ok(())
+    }
+
+    /// `expl_alua`: the ALUA access type of the device's target port groups.
+    fn expl_alua_attr(&mut self, a: &Attribute, f: &DevFlags) -> Result<(), Error> {
+        let on = boolean(a)?;
+        match (&f.in_dg, on) {
+            (None, _) => self.attr(a, Fidelity::Ignored, "no effect outside a DEVICE_GROUP, in SCST as well"),
+            (Some(dg), false) => self.attr(
+                a,
+                Fidelity::Exact,
+                format!("implicit ALUA only: alua_access_type 1 on the groups of DEVICE_GROUP {dg}"),
+            ),
+            (Some(dg), true) => self.attr(
+                a,
+                Fidelity::Approximate,
+                format!(
+                    "alua_access_type 3 (implicit and explicit) on the groups of DEVICE_GROUP {dg}: LIO \
+                     changes the state itself on SET TARGET PORT GROUPS, where SCST ran stpgd's script"
+                ),
+            ),
+        }
+        Ok(())
+    }
+}
+
+/// The backing path of a FILEIO or BLOCK device; SCST refuses to create one without an
+/// absolute path.
+fn filename(
+    handler: &str,
+    kind: Kind,
+    d: &ast::Device,
+    attrs: &[&Attribute],
+) -> Result<Option<String>, Error> {
+    if !matches!(kind, Kind::Fileio | Kind::Blockio) {
+        return Ok(None);
+    }
+    let a = find(attrs, "filename").ok_or_else(|| {
+        Error::new(
+            d.pos,
+            ErrorKind::MissingAttribute {
+                attribute: "filename",
+                reason: format!("SCST refuses to create {handler} devices without one"),
+            },
+        )
+    })?;
+    if !a.value_str().starts_with('/') {
+        return Err(bad_value(a, "the path must be absolute"));
+    }
+    Ok(Some(a.value_str().to_owned()))
+}
+
+/// The storage object's name and unit serial; for a vdisk without `usn`, the serial SCST
+/// generates (returned as well, for the findings).
+fn common(kind: Kind, d: &ast::Device, attrs: &[&Attribute]) -> (Common, Option<String>) {
+    let mut common = Common {
+        name: d.name.clone(),
+        ..Common::default()
+    };
+    if kind == Kind::Passthrough {
+        return (common, None);
+    }
+    match find(attrs, "usn") {
+        Some(a) => {
+            if validate_unit_serial(a.value_str()).is_ok() {
+                common.wwn = Some(a.value_str().to_owned());
+            }
+            (common, None)
+        }
+        None => {
+            let usn = scst_default_usn(&d.name, 0);
+            common.wwn = Some(usn.clone());
+            (common, Some(usn))
+        }
+    }
+}
+
+/// The storage object of an importable device, and what it is (for its finding).
+fn storage_object(
+    kind: Kind,
+    d: &ast::Device,
+    attrs: &[&Attribute],
+    v: &DevValues,
+    common: Common,
+) -> Result<(StorageObject, String), Error> {
+    let path = v.filename.clone().unwrap_or_default();
+    Ok(match kind {
+        Kind::Fileio => {
+            let write_back = v.nv_cache || !(v.write_through || v.o_direct);
+            let detail = format!(
+                "fileio storage object on {path}, write_back={write_back}; its size is taken from the file, as SCST does"
+            );
+            let aio = if flag(attrs, "async")? {
+                Some(true)
+            } else {
+                None
+            };
+            let so = FileioObject {
+                common,
+                dev: path,
+                size: None,
+                write_back: Some(write_back),
+                aio,
+                extra: Default::default(),
+            };
+            (StorageObject::Fileio(so), detail)
+        }
+        Kind::Blockio => {
+            let detail = format!("block storage object on {path}");
+            let so = BlockObject {
+                common,
+                dev: path,
+                readonly: if v.read_only { Some(true) } else { None },
+                write_back: None,
+                exclusive: None,
+                extra: Default::default(),
+            };
+            (StorageObject::Block(so), detail)
+        }
+        Kind::Nullio => {
+            let (size, _) = v
+                .nullio_size
+                .unwrap_or((SCST_NULLIO_SIZE, SCST_NULLIO_SIZE));
+            let detail = format!(
+                "ramdisk storage object with nullio=true (no backing memory; reads return zeroes), size {size} bytes"
+            );
+            let so = RamdiskObject {
+                common,
+                size,
+                nullio: Some(true),
+                extra: Default::default(),
+            };
+            (StorageObject::Ramdisk(so), detail)
+        }
+        Kind::Passthrough => {
+            let detail = format!(
+                "pscsi storage object passing commands through to SCSI device {}",
+                d.name
+            );
+            let so = PscsiObject {
+                common,
+                dev: d.name.clone(),
+                extra: Default::default(),
+            };
+            (StorageObject::Pscsi(so), detail)
+        }
+    })
+}
+
+/// What SCST validates when it creates a device, read from its attributes.
+#[derive(Debug, Clone, Default)]
+struct DevValues {
+    /// The backing path (FILEIO and BLOCK).
+    filename: Option<String>,
+    block_size: Option<u64>,
+    nv_cache: bool,
+    write_through: bool,
+    o_direct: bool,
+    read_only: bool,
+    expl_alua: bool,
+    /// `(size in bytes after rounding to pages, size as written)` of a NULLIO device.
+    nullio_size: Option<(u64, u64)>,
+    /// `opt_trans_len` as `(sectors, bytes)`.
+    opt_sectors: Option<(u64, u64)>,
 }
 
 /// Device-wide facts an attribute finding depends on.
@@ -738,9 +785,211 @@ struct DevFlags {
     in_dg: Option<String>,
 }
 
+/// The handlers a device attribute rule applies to.
+#[derive(Debug, Clone, Copy)]
+enum Kinds {
+    Any,
+    /// Every handler but pass-through.
+    Vdisk,
+    /// vdisk_fileio and vdisk_blockio.
+    Files,
+    Only(Kind),
+}
+
+impl Kinds {
+    fn covers(self, kind: Kind) -> bool {
+        match self {
+            Kinds::Any => true,
+            Kinds::Vdisk => kind != Kind::Passthrough,
+            Kinds::Files => matches!(kind, Kind::Fileio | Kind::Blockio),
+            Kinds::Only(k) => k == kind,
+        }
+    }
+}
+
+/// Detail for T10 protection information settings (SBC-4 4.22).
+const NO_DIF: &str = "T10 protection information settings are not imported";
+
+/// Device attributes whose finding depends only on the handler and a simple test of the
+/// value; `device_attr` handles the others.
+const DEVICE_RULES: &[(Kinds, Rule)] = &[
+    (
+        Kinds::Only(Kind::Fileio),
+        Rule::when(
+            &["async"],
+            Test::On,
+            (Fidelity::Exact, "aio=true (asynchronous file I/O)"),
+            (Fidelity::Exact, "synchronous file I/O, the default"),
+        ),
+    ),
+    (
+        Kinds::Vdisk,
+        Rule::fixed(
+            &["t10_dev_id"],
+            Fidelity::Approximate,
+            "LIO builds the T10 vendor ID designator of VPD page 0x83 from 'LIO-ORG' and the unit serial; \
+             this identifier is not reproduced",
+        ),
+    ),
+    (
+        Kinds::Vdisk,
+        Rule::when(
+            &["removable"],
+            Test::Off,
+            (Fidelity::Exact, "non-removable, as LIO reports"),
+            (
+                Fidelity::Unsupported,
+                "LIO always reports a non-removable medium (RMB=0)",
+            ),
+        ),
+    ),
+    (
+        Kinds::Only(Kind::Fileio),
+        Rule::fixed(
+            &["size", "size_mb"],
+            Fidelity::Ignored,
+            "read-only for vdisk_fileio; SCST and LIO both use the file's size",
+        ),
+    ),
+    (
+        Kinds::Only(Kind::Blockio),
+        Rule::fixed(
+            &["size", "size_mb"],
+            Fidelity::Unsupported,
+            "LIO exports the whole block device; a smaller size is not reproduced",
+        ),
+    ),
+    (
+        Kinds::Only(Kind::Nullio),
+        Rule::when(
+            &["dummy"],
+            Test::Off,
+            (Fidelity::Exact, "a normal device, the default"),
+            (
+                Fidelity::Unsupported,
+                "LIO has no placeholder LUN that reports 'no device' (peripheral qualifier 1); it is a \
+                 normal empty-reading disk",
+            ),
+        ),
+    ),
+    (
+        Kinds::Only(Kind::Nullio),
+        Rule::when(
+            &["read_zero"],
+            Test::On,
+            (Fidelity::Exact, "LIO's nullio RAM disk reads return zeroes"),
+            (
+                Fidelity::Approximate,
+                "LIO's nullio RAM disk reads return zeroes instead of an uncleared buffer",
+            ),
+        ),
+    ),
+    (
+        Kinds::Files,
+        Rule::when(
+            &["active"],
+            Test::On,
+            (
+                Fidelity::Exact,
+                "the backing store is opened at once, the default",
+            ),
+            (
+                Fidelity::Unsupported,
+                "LIO opens the backing store when the storage object is created; passive (active 0) \
+                 devices do not exist",
+            ),
+        ),
+    ),
+    (
+        Kinds::Vdisk,
+        Rule::when(
+            &["cluster_mode"],
+            Test::Off,
+            (Fidelity::Exact, "local reservations, the default"),
+            (
+                Fidelity::Unsupported,
+                "LIO has no cluster-wide persistent reservations (SCST DLM mode)",
+            ),
+        ),
+    ),
+    (
+        Kinds::Vdisk,
+        Rule::when(
+            &["dif_type"],
+            Test::Zero,
+            (Fidelity::Exact, "no protection information, the default"),
+            (Fidelity::Unsupported, NO_DIF),
+        ),
+    ),
+    (
+        Kinds::Vdisk,
+        Rule::fixed(
+            &["dif_mode", "dif_static_app_tag", "dif_filename"],
+            Fidelity::Unsupported,
+            NO_DIF,
+        ),
+    ),
+    (
+        Kinds::Any,
+        Rule::fixed(
+            &["tst"],
+            Fidelity::Unsupported,
+            "LIO does not make the TST field of the Control mode page configurable",
+        ),
+    ),
+    (
+        Kinds::Any,
+        Rule::fixed(
+            &["lb_per_pb_exp"],
+            Fidelity::Unsupported,
+            "LIO does not make the LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT configurable",
+        ),
+    ),
+    (
+        Kinds::Any,
+        Rule::fixed(
+            &["pr_file_name", "pr_state"],
+            Fidelity::Unsupported,
+            "LIO keeps persistent reservations under its own dbroot; reservation state is not migrated",
+        ),
+    ),
+    (
+        Kinds::Any,
+        Rule::fixed(
+            &[
+                "threads_num",
+                "threads_pool_type",
+                "numa_node_id",
+                "max_tgt_dev_commands",
+            ],
+            Fidelity::Unsupported,
+            "SCST performance tuning without an LIO counterpart",
+        ),
+    ),
+    (
+        Kinds::Any,
+        Rule::fixed(
+            &[
+                "prod_id",
+                "t10_vend_id",
+                "vend_specific_id",
+                "prod_rev_lvl",
+                "inq_vend_specific",
+                "scsi_device_name",
+                "naa_id",
+                "eui64_id",
+            ],
+            Fidelity::Unsupported,
+            "INQUIRY / VPD identification setting; LIO reports its own (vendor LIO-ORG, designators from the unit serial)",
+        ),
+    ),
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::convert::rules::lookup;
+    use crate::convert::rules::test_attr as attr;
 
     #[test]
     fn handler_kinds() {
@@ -762,6 +1011,79 @@ mod tests {
         assert!(!is_hctl("1:0:0"));
         assert!(!is_hctl("1:0:0:x"));
         assert!(!is_hctl("1::0:0"));
+    }
+
+    fn rule_for(kind: Kind, name: &str) -> Option<&'static Rule> {
+        lookup(
+            DEVICE_RULES
+                .iter()
+                .filter(|(kinds, _)| kinds.covers(kind))
+                .map(|(_, r)| r),
+            name,
+        )
+    }
+
+    #[test]
+    fn device_rules_apply_per_handler() {
+        assert!(Kinds::Files.covers(Kind::Blockio) && !Kinds::Files.covers(Kind::Nullio));
+        assert!(Kinds::Vdisk.covers(Kind::Nullio) && !Kinds::Vdisk.covers(Kind::Passthrough));
+        assert!(Kinds::Only(Kind::Fileio).covers(Kind::Fileio));
+        assert!(!Kinds::Only(Kind::Fileio).covers(Kind::Blockio));
+        // size: the file's size for FILEIO, lost for BLOCK, a real setting for NULLIO
+        // (device_attr's own arm), unknown for pass-through.
+        let fileio = rule_for(Kind::Fileio, "size").unwrap();
+        assert_eq!(fileio.pass.0, Fidelity::Ignored);
+        let blockio = rule_for(Kind::Blockio, "size_mb").unwrap();
+        assert_eq!(blockio.pass.0, Fidelity::Unsupported);
+        assert!(rule_for(Kind::Nullio, "size").is_none());
+        assert!(rule_for(Kind::Passthrough, "size").is_none());
+        // RMB (SPC-4 6.6.2 standard INQUIRY data): LIO always reports 0.
+        let removable = rule_for(Kind::Nullio, "removable").unwrap();
+        assert_eq!(removable.test, Test::Off);
+        assert_eq!(removable.fail.0, Fidelity::Unsupported);
+        assert!(rule_for(Kind::Passthrough, "tst").is_some());
+        assert!(rule_for(Kind::Blockio, "async").is_none());
+        // Names device_attr handles itself are not in the table.
+        for name in [
+            "filename",
+            "blocksize",
+            "nv_cache",
+            "read_only",
+            "usn",
+            "expl_alua",
+        ] {
+            assert!(rule_for(Kind::Fileio, name).is_none(), "{name}");
+        }
+    }
+
+    #[test]
+    fn filenames_and_serials() {
+        let d = ast::Device {
+            name: "disk1".into(),
+            pos: crate::error::Pos::new(2, 1),
+            attributes: Vec::new(),
+        };
+        let abs = attr("filename", "/dev/sdb");
+        assert_eq!(
+            filename("vdisk_blockio", Kind::Blockio, &d, &[&abs]).unwrap(),
+            Some("/dev/sdb".into())
+        );
+        let rel = attr("filename", "disk.img");
+        assert!(filename("vdisk_fileio", Kind::Fileio, &d, &[&rel]).is_err());
+        assert!(filename("vdisk_fileio", Kind::Fileio, &d, &[]).is_err());
+        assert_eq!(
+            filename("vdisk_nullio", Kind::Nullio, &d, &[]).unwrap(),
+            None
+        );
+        // Without usn a vdisk gets the serial SCST generates (VPD page 0x80).
+        let (c, note) = common(Kind::Nullio, &d, &[]);
+        assert_eq!(c.wwn, note);
+        assert_eq!(note, Some(scst_default_usn("disk1", 0)));
+        let usn = attr("usn", "abc123");
+        let (c, note) = common(Kind::Fileio, &d, &[&usn]);
+        assert_eq!((c.wwn.as_deref(), note), (Some("abc123"), None));
+        let (c, note) = common(Kind::Passthrough, &d, &[]);
+        assert_eq!((c.wwn, note), (None, None));
     }
 
     #[test]

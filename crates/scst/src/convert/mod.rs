@@ -11,6 +11,7 @@
 mod alua;
 mod devices;
 mod iscsi;
+mod rules;
 
 use std::collections::HashMap;
 
