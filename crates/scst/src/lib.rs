@@ -24,6 +24,8 @@
 //! assert!(!import.report.is_lossy());
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod ast;
 mod convert;
 pub mod error;
