@@ -8,7 +8,10 @@ use std::sync::{Arc, OnceLock};
 
 use libfuzzer_sys::fuzz_target;
 use rustio_backstore::RamBackstore;
-use rustio_scsi::{LogicalUnit, LuConfig, LunMap, Nexus, Request, Sense, Status, TaskAttr};
+use rustio_scsi::{
+    LogicalUnit, LuConfig, LunMap, Nexus, Request, Sense, Status, TargetPort, TargetPortName,
+    TaskAttr, TransportId,
+};
 
 fn lu() -> &'static Arc<LogicalUnit> {
     static LU: OnceLock<Arc<LogicalUnit>> = OnceLock::new();
@@ -42,8 +45,18 @@ fuzz_target!(|input: &[u8]| {
     let cdb_len = usize::from(cdb_len % 33).min(rest.len());
     let (cdb, data_out) = rest.split_at(cdb_len);
     let nexus = Nexus::new(
-        format!("iqn.2024-01.fuzz:i{},i,0x{:02x}", who % 4, who % 4),
-        "iqn.2024-01.fuzz:t,t,0x1",
+        TransportId::iscsi_port(
+            format!("iqn.2024-01.fuzz:i{}", who % 4),
+            [0, 0, 0, 0, 0, who % 4],
+        ),
+        TargetPort::new(
+            1,
+            1,
+            TargetPortName::Iscsi {
+                name: "iqn.2024-01.fuzz:t".into(),
+                tpgt: 1,
+            },
+        ),
     );
     let req = Request {
         nexus: &nexus,

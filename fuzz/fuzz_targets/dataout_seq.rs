@@ -22,7 +22,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use rustio_iscsi::dataout::{Accepted, DataOutSeq, UNSOLICITED_TTT};
-use rustio_iscsi::pdu::{DataOut, Digests, Header, Pdu, R2t, BHS_LEN};
+use rustio_iscsi_proto::pdu::{DataOut, Digests, Header, Pdu, R2t, BHS_LEN};
 
 struct Input<'a> {
     d: &'a [u8],

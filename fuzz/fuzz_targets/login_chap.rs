@@ -38,12 +38,12 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
 use libfuzzer_sys::fuzz_target;
-use rustio_iscsi::chap::ChapAlgorithm;
 use rustio_iscsi::config::{ChapCredentials, DiscoveryAuth, PortalConfig, TargetConfig, TpgConfig};
 use rustio_iscsi::login::{LoginMachine, Step};
-use rustio_iscsi::pdu::{Header, LoginRequest, Pdu, Stage};
-use rustio_iscsi::text;
 use rustio_iscsi::ServerConfig;
+use rustio_iscsi_proto::chap::ChapAlgorithm;
+use rustio_iscsi_proto::pdu::{Header, LoginRequest, Pdu, Stage};
+use rustio_iscsi_proto::text;
 
 /// Largest login data segment either side may send (RFC 7143 11.12.3, 11.13).
 const LOGIN_DATA_MAX: usize = 8192;

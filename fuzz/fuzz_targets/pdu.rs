@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use rustio_iscsi::pdu::{parse_ahs, Digests, Header, Pdu, BHS_LEN};
+use rustio_iscsi_proto::pdu::{parse_ahs, Digests, Header, Pdu, BHS_LEN};
 
 fuzz_target!(|data: &[u8]| {
     for digests in [

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use rustio_iscsi::text::{
+use rustio_iscsi_proto::text::{
     encode, negotiate_operational, parse, parse_binary, parse_number, Negotiated, NegotiationScope,
     TargetOffer,
 };

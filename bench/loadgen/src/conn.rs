@@ -8,7 +8,13 @@ use std::io::{self, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use crate::pdu::{self, Incoming, LoginReq, ScsiCmd, BHS_LEN};
+use rustio_iscsi_proto::pdu::{
+    pad_len, BhsInfo, Header, LoginRequest, LogoutRequest, NopOut, ScsiCommand, Stage, TaskAttribute, BHS_LEN,
+    MAX_DATA_SEGMENT, RESERVED_TAG,
+};
+use rustio_iscsi_proto::text;
+
+use crate::scsi;
 
 /// What the load generator declares as its MaxRecvDataSegmentLength.
 pub const OUR_MAX_RECV: u32 = 262_144;
@@ -89,7 +95,7 @@ impl Negotiated {
             _ => default,
         };
         Negotiated {
-            max_xmit: num("MaxRecvDataSegmentLength", 8192).min(pdu::MAX_DSL as u32),
+            max_xmit: num("MaxRecvDataSegmentLength", 8192).min(MAX_DATA_SEGMENT),
             first_burst: num("FirstBurstLength", 65536).min(OUR_BURST),
             max_burst: num("MaxBurstLength", 262_144).min(OUR_BURST),
             // We offer No; the result is Yes if the target says Yes or did not answer.
@@ -104,14 +110,21 @@ impl Negotiated {
 pub fn read_pdu(r: &mut impl Read, data: &mut Vec<u8>) -> io::Result<[u8; BHS_LEN]> {
     let mut bhs = [0u8; BHS_LEN];
     r.read_exact(&mut bhs)?;
-    let ahs = pdu::ahs_len(&bhs);
-    let dsl = pdu::data_segment_len(&bhs);
-    let total = ahs + dsl + pdu::pad(dsl);
+    let info = BhsInfo::of(&bhs);
+    let ahs = info.ahs_len;
+    let dsl = info.data_len as usize;
+    let total = ahs + dsl + pad_len(dsl);
     data.resize(total, 0);
     r.read_exact(&mut data[..total])?;
     data.drain(..ahs);
     data.truncate(dsl);
     Ok(bhs)
+}
+
+/// The BHS of `h` for a data segment of `len` bytes and no AHS (lengths beyond the 24-bit
+/// DataSegmentLength are clamped by the codec; callers never send that much).
+pub fn bhs(h: Header, len: usize) -> [u8; BHS_LEN] {
+    h.encode(0, u32::try_from(len).unwrap_or(u32::MAX))
 }
 
 /// Sense key, ASC and ASCQ from a SCSI Response data segment (RFC 7143 11.4.7: 2-byte
@@ -141,8 +154,8 @@ pub struct Conn {
     pub max_cmd_sn: u32,
     /// ExpStatSN to send.
     pub exp_stat_sn: u32,
-    /// Encoded LUN of the workload.
-    pub lun: [u8; 8],
+    /// LUN field of the workload (the 8-byte SAM encoding as a big-endian number).
+    pub lun: u64,
     /// Connection ID.
     pub cid: u16,
     next_itt: u32,
@@ -180,7 +193,7 @@ impl Conn {
             cmd_sn: 1,
             max_cmd_sn: 1,
             exp_stat_sn: 0,
-            lun: pdu::encode_lun(spec.lun),
+            lun: u64::from_be_bytes(scsi::encode_lun(spec.lun)),
             cid: 1,
             next_itt: 1,
             scratch: Vec::new(),
@@ -227,73 +240,64 @@ impl Conn {
         .map(|(k, v)| (k.to_string(), v.clone()))
         .collect();
         let mut answers: HashMap<String, String> = HashMap::new();
-        let mut stage = 0u8;
+        let mut stage = Stage::Security;
         let mut to_send = security;
         let mut tsih = 0u16;
         // Bounded: a target needing more than 8 exchanges is not worth benchmarking.
         for _ in 0..8 {
-            let nsg = if stage == 0 { 1 } else { 3 };
-            let text = pdu::encode_text(&to_send);
-            let bhs = LoginReq {
+            let nsg = if stage == Stage::Security { Stage::Operational } else { Stage::FullFeature };
+            let text = text::encode(&to_send);
+            let req = LoginRequest {
                 transit: true,
+                cont: false,
                 csg: stage,
                 nsg,
+                version_max: 0,
+                version_min: 0,
                 isid,
                 tsih,
                 itt: 0,
                 cid: self.cid,
                 cmd_sn: self.cmd_sn,
                 exp_stat_sn: self.exp_stat_sn,
-            }
-            .encode(text.len());
-            self.send(&bhs, &text)?;
+            };
+            self.send(&bhs(Header::LoginRequest(req), text.len()), &text)?;
             let mut resp_text = Vec::new();
-            let (transit, rnsg, class, detail, sns, rtsih) = loop {
+            let resp = loop {
                 let b = read_pdu(&mut self.reader, &mut self.scratch)
                     .map_err(|e| Error::io("reading the login response", e))?;
-                match Incoming::decode(&b) {
-                    Incoming::LoginResp {
-                        transit,
-                        cont,
-                        nsg,
-                        tsih,
-                        class,
-                        detail,
-                        sns,
-                    } => {
+                match Header::parse(&b) {
+                    Header::LoginResponse(r) => {
                         resp_text.extend_from_slice(&self.scratch);
-                        if cont {
+                        if r.cont {
                             // Text continues (RFC 7143 6.7): ask for the rest.
-                            let more = LoginReq {
+                            let more = LoginRequest {
                                 transit: false,
-                                csg: stage,
-                                nsg: 0,
-                                isid,
-                                tsih,
-                                itt: 0,
-                                cid: self.cid,
-                                cmd_sn: self.cmd_sn,
-                                exp_stat_sn: sns.stat_sn.wrapping_add(1),
-                            }
-                            .encode(0);
-                            self.send(&more, &[])?;
+                                nsg: Stage::Security,
+                                tsih: r.tsih,
+                                exp_stat_sn: r.stat_sn.wrapping_add(1),
+                                ..req
+                            };
+                            self.send(&bhs(Header::LoginRequest(more), 0), &[])?;
                             continue;
                         }
-                        break (transit, nsg, class, detail, sns, tsih);
+                        break r;
                     }
                     other => return Err(Error::msg(format!("unexpected PDU during login: {other:?}"))),
                 }
             };
+            let (class, detail) = (resp.status_class, resp.status_detail);
             if class != 0 {
                 return Err(Error::msg(format!(
                     "login to {} rejected: status class {class:#04x} detail {detail:#04x}",
                     spec.target
                 )));
             }
-            tsih = rtsih;
-            self.exp_stat_sn = sns.stat_sn.wrapping_add(1);
-            self.max_cmd_sn = sns.max_cmd_sn;
-            let got = pdu::parse_text(&resp_text);
+            tsih = resp.tsih;
+            self.exp_stat_sn = resp.stat_sn.wrapping_add(1);
+            self.max_cmd_sn = resp.max_cmd_sn;
+            let got =
+                text::parse(&resp_text).map_err(|e| Error::msg(format!("malformed login response text: {e}")))?;
             let offered: Vec<String> = to_send.iter().map(|(k, _)| k.clone()).collect();
             to_send = Vec::new();
             for (k, v) in got {
@@ -308,13 +312,13 @@ impl Conn {
                 }
                 answers.insert(k, v);
             }
-            if transit && rnsg == 3 {
+            if resp.transit && resp.nsg == Stage::FullFeature {
                 self.params = Negotiated::from_answers(&answers);
-                self.cmd_sn = sns.exp_cmd_sn;
+                self.cmd_sn = resp.exp_cmd_sn;
                 return Ok(());
             }
-            if transit && rnsg == 1 && stage == 0 {
-                stage = 1;
+            if resp.transit && resp.nsg == Stage::Operational && stage == Stage::Security {
+                stage = Stage::Operational;
                 to_send.extend(operational.iter().cloned());
             }
         }
@@ -326,7 +330,7 @@ impl Conn {
         let mut buf = Vec::with_capacity(BHS_LEN + data.len() + 3);
         buf.extend_from_slice(bhs);
         buf.extend_from_slice(data);
-        buf.resize(buf.len() + pdu::pad(data.len()), 0);
+        buf.resize(buf.len() + pad_len(data.len()), 0);
         self.stream.write_all(&buf).map_err(|e| Error::io("sending a PDU", e))
     }
 
@@ -334,33 +338,27 @@ impl Conn {
     pub fn exec(&mut self, cdb: [u8; 16], read_len: u32) -> Result<(u8, Vec<u8>, Option<(u8, u8, u8)>)> {
         let itt = self.next_itt;
         self.next_itt = self.next_itt.wrapping_add(1) & 0x7fff_ffff;
-        let bhs = ScsiCmd {
-            final_: true,
+        let cmd = ScsiCommand {
+            immediate: false,
+            final_bit: true,
             read: read_len > 0,
             write: false,
-            dsl: 0,
+            attr: TaskAttribute::Simple,
             lun: self.lun,
             itt,
             edtl: read_len,
             cmd_sn: self.cmd_sn,
             exp_stat_sn: self.exp_stat_sn,
             cdb,
-        }
-        .encode();
+        };
         self.cmd_sn = self.cmd_sn.wrapping_add(1);
-        self.send(&bhs, &[])?;
+        self.send(&bhs(Header::ScsiCommand(cmd), 0), &[])?;
         let mut data = Vec::new();
         for _ in 0..10_000 {
             let b = read_pdu(&mut self.reader, &mut self.scratch).map_err(|e| Error::io("reading a response", e))?;
-            match Incoming::decode(&b) {
-                Incoming::DataIn {
-                    itt: t,
-                    has_status,
-                    status,
-                    offset,
-                    sns,
-                } if t == itt => {
-                    let off = offset as usize;
+            match Header::parse(&b) {
+                Header::DataIn(d) if d.itt == itt => {
+                    let off = d.buffer_offset as usize;
                     let end = off.saturating_add(self.scratch.len()).min(read_len as usize);
                     if off < end {
                         if data.len() < end {
@@ -368,32 +366,27 @@ impl Conn {
                         }
                         data[off..end].copy_from_slice(&self.scratch[..end - off]);
                     }
-                    self.max_cmd_sn = sns.max_cmd_sn;
-                    if has_status {
-                        self.exp_stat_sn = sns.stat_sn.wrapping_add(1);
-                        return Ok((status, data, None));
+                    self.max_cmd_sn = d.max_cmd_sn;
+                    if d.status_present {
+                        self.exp_stat_sn = d.stat_sn.wrapping_add(1);
+                        return Ok((d.status, data, None));
                     }
                 }
-                Incoming::ScsiResp {
-                    itt: t,
-                    response,
-                    status,
-                    sns,
-                } if t == itt => {
-                    self.exp_stat_sn = sns.stat_sn.wrapping_add(1);
-                    self.max_cmd_sn = sns.max_cmd_sn;
-                    if response != 0 {
-                        return Err(Error::msg(format!("iSCSI response {response:#04x}")));
+                Header::ScsiResponse(r) if r.itt == itt => {
+                    self.exp_stat_sn = r.stat_sn.wrapping_add(1);
+                    self.max_cmd_sn = r.max_cmd_sn;
+                    if r.response != 0 {
+                        return Err(Error::msg(format!("iSCSI response {:#04x}", r.response)));
                     }
-                    return Ok((status, data, sense_of(&self.scratch)));
+                    return Ok((r.status, data, sense_of(&self.scratch)));
                 }
-                Incoming::NopIn { lun, ttt, .. } => {
-                    if ttt != pdu::RESERVED_TAG {
-                        let r = pdu::nop_out_reply(lun, ttt, self.cmd_sn, self.exp_stat_sn);
-                        self.send(&r, &[])?;
+                Header::NopIn(ping) => {
+                    if ping.ttt != RESERVED_TAG {
+                        let r = NopOut::reply_to(&ping, self.cmd_sn, self.exp_stat_sn);
+                        self.send(&bhs(Header::NopOut(r), 0), &[])?;
                     }
                 }
-                Incoming::Async { .. } => {}
+                Header::AsyncMessage(_) => {}
                 other => return Err(Error::msg(format!("unexpected PDU: {other:?}"))),
             }
         }
@@ -406,7 +399,7 @@ impl Conn {
         let mut last = None;
         let mut ready = false;
         for _ in 0..8 {
-            let (st, _, sense) = self.exec(pdu::tur_cdb(), 0)?;
+            let (st, _, sense) = self.exec(scsi::tur_cdb(), 0)?;
             if st == 0 {
                 ready = true;
                 break;
@@ -417,10 +410,10 @@ impl Conn {
             return Err(Error::msg(format!("LUN not ready; last sense {last:02x?}")));
         }
         for _ in 0..4 {
-            let (st, data, sense) = self.exec(pdu::read_capacity16_cdb(), 32)?;
+            let (st, data, sense) = self.exec(scsi::read_capacity16_cdb(), 32)?;
             if st == 0 {
                 let (blocks, bl) =
-                    pdu::parse_capacity16(&data).ok_or_else(|| Error::msg("short READ CAPACITY (16) data"))?;
+                    scsi::parse_capacity16(&data).ok_or_else(|| Error::msg("short READ CAPACITY (16) data"))?;
                 if bl == 0 || blocks == 0 {
                     return Err(Error::msg("target reports an empty LUN"));
                 }
@@ -433,14 +426,14 @@ impl Conn {
 
     /// Logs out (bounded wait) and closes the socket.
     pub fn logout(mut self) -> Result<()> {
-        let b = pdu::logout_req(0x7fff_fff0, self.cid, self.cmd_sn, self.exp_stat_sn);
-        self.send(&b, &[])?;
+        let lo = LogoutRequest::close_session(0x7fff_fff0, self.cid, self.cmd_sn, self.exp_stat_sn);
+        self.send(&bhs(Header::LogoutRequest(lo), 0), &[])?;
         for _ in 0..1000 {
             let b = match read_pdu(&mut self.reader, &mut self.scratch) {
                 Ok(b) => b,
                 Err(_) => return Ok(()),
             };
-            if let Incoming::LogoutResp { .. } = Incoming::decode(&b) {
+            if let Header::LogoutResponse(_) = Header::parse(&b) {
                 break;
             }
         }

@@ -11,8 +11,13 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::conn::{read_pdu, sense_of, Conn, Error, Negotiated, Result};
-use crate::pdu::{self, DataOut, Incoming, ScsiCmd, BHS_LEN};
+use rustio_iscsi_proto::pdu::{
+    pad_len, DataOut, Header, LogoutRequest, NopIn, NopOut, ScsiCommand, TaskAttribute, BHS_LEN, RESERVED_TAG,
+};
+use rustio_iscsi_proto::serial;
+
+use crate::conn::{bhs, read_pdu, sense_of, Conn, Error, Negotiated, Result};
+use crate::scsi;
 use crate::stats::Histogram;
 
 /// Read/write mix.
@@ -79,10 +84,8 @@ enum Event {
         offset: u32,
         len: u32,
     },
-    Ping {
-        lun: [u8; 8],
-        ttt: u32,
-    },
+    /// A target's NOP-In ping that wants a NOP-Out back (RFC 7143 11.19).
+    Ping(NopIn),
     LoggedOut,
     Fatal(String),
 }
@@ -96,7 +99,7 @@ struct Shared {
 
 fn advance(a: &AtomicU32, v: u32) {
     let cur = a.load(Ordering::Acquire);
-    if pdu::sn_lt(cur, v) {
+    if serial::lt(cur, v) {
         a.store(v, Ordering::Release);
     }
 }
@@ -111,71 +114,59 @@ fn reader_loop(mut r: BufReader<TcpStream>, sh: Arc<Shared>, tx: Sender<Event>) 
                 return;
             }
         };
-        let ev = match Incoming::decode(&b) {
-            Incoming::DataIn {
-                itt,
-                has_status,
-                status,
-                sns,
-                ..
-            } => {
-                advance(&sh.max_cmd_sn, sns.max_cmd_sn);
-                if !has_status {
+        let ev = match Header::parse(&b) {
+            Header::DataIn(d) => {
+                advance(&sh.max_cmd_sn, d.max_cmd_sn);
+                if !d.status_present {
                     continue;
                 }
-                advance(&sh.exp_stat_sn, sns.stat_sn.wrapping_add(1));
+                advance(&sh.exp_stat_sn, d.stat_sn.wrapping_add(1));
                 Event::Done {
-                    itt,
+                    itt: d.itt,
                     response: 0,
-                    status,
+                    status: d.status,
                     sense: None,
                 }
             }
-            Incoming::ScsiResp {
-                itt,
-                response,
-                status,
-                sns,
-            } => {
-                advance(&sh.max_cmd_sn, sns.max_cmd_sn);
-                advance(&sh.exp_stat_sn, sns.stat_sn.wrapping_add(1));
+            Header::ScsiResponse(r) => {
+                advance(&sh.max_cmd_sn, r.max_cmd_sn);
+                advance(&sh.exp_stat_sn, r.stat_sn.wrapping_add(1));
                 Event::Done {
-                    itt,
-                    response,
-                    status,
+                    itt: r.itt,
+                    response: r.response,
+                    status: r.status,
                     sense: sense_of(&data),
                 }
             }
-            Incoming::R2t {
-                itt,
-                ttt,
-                offset,
-                len,
-                sns,
-            } => {
-                advance(&sh.max_cmd_sn, sns.max_cmd_sn);
-                Event::R2t { itt, ttt, offset, len }
+            Header::R2t(r) => {
+                advance(&sh.max_cmd_sn, r.max_cmd_sn);
+                Event::R2t {
+                    itt: r.itt,
+                    ttt: r.ttt,
+                    offset: r.buffer_offset,
+                    len: r.desired_len,
+                }
             }
-            Incoming::NopIn { lun, ttt, sns, .. } => {
-                advance(&sh.max_cmd_sn, sns.max_cmd_sn);
-                if ttt == pdu::RESERVED_TAG {
+            Header::NopIn(ping) => {
+                advance(&sh.max_cmd_sn, ping.max_cmd_sn);
+                if ping.ttt == RESERVED_TAG {
                     continue;
                 }
-                Event::Ping { lun, ttt }
+                Event::Ping(ping)
             }
-            Incoming::LogoutResp { .. } => {
+            Header::LogoutResponse(_) => {
                 let _ = tx.send(Event::LoggedOut);
                 return;
             }
-            Incoming::Async { event, sns } => {
-                advance(&sh.max_cmd_sn, sns.max_cmd_sn);
-                if event == 0 {
+            Header::AsyncMessage(a) => {
+                advance(&sh.max_cmd_sn, a.max_cmd_sn);
+                if a.event == 0 {
                     // A SCSI asynchronous event (sense data only).
                     continue;
                 }
-                Event::Fatal(format!("target sent asynchronous event {event}"))
+                Event::Fatal(format!("target sent asynchronous event {}", a.event))
             }
-            Incoming::Reject { reason, .. } => Event::Fatal(format!("target rejected a PDU (reason {reason:#04x})")),
+            Header::Reject(r) => Event::Fatal(format!("target rejected a PDU (reason {:#04x})", r.reason)),
             other => Event::Fatal(format!("unexpected PDU {other:?}")),
         };
         let fatal = matches!(ev, Event::Fatal(_));
@@ -223,7 +214,7 @@ impl Rng {
 struct Issuer<'a> {
     stream: &'a mut TcpStream,
     params: Negotiated,
-    lun: [u8; 8],
+    lun: u64,
     sh: &'a Shared,
     cmd_sn: u32,
     slots: Vec<Option<Task>>,
@@ -246,13 +237,13 @@ const SLOT_MASK: u32 = (1 << SLOT_BITS) - 1;
 
 impl Issuer<'_> {
     fn window_open(&self) -> bool {
-        pdu::sn_le(self.cmd_sn, self.sh.max_cmd_sn.load(Ordering::Acquire))
+        serial::le(self.cmd_sn, self.sh.max_cmd_sn.load(Ordering::Acquire))
     }
 
     fn push_pdu(&mut self, bhs: &[u8; BHS_LEN], from: usize, len: usize) {
         self.out.extend_from_slice(bhs);
         self.out.extend_from_slice(&self.payload[from..from + len]);
-        let pad = pdu::pad(len);
+        let pad = pad_len(len);
         self.out.extend(std::iter::repeat_n(0u8, pad));
     }
 
@@ -265,18 +256,16 @@ impl Issuer<'_> {
         while done < len {
             let n = (len - done).min(self.params.max_xmit);
             let off = offset + done;
-            let bhs = DataOut {
-                final_: done + n == len,
-                dsl: n as usize,
+            let out = DataOut {
+                final_bit: done + n == len,
                 lun: self.lun,
                 itt,
                 ttt,
                 exp_stat_sn: exp,
                 data_sn: sn,
-                offset: off,
-            }
-            .encode();
-            self.push_pdu(&bhs, off as usize, n as usize);
+                buffer_offset: off,
+            };
+            self.push_pdu(&bhs(Header::DataOut(out), n as usize), off as usize, n as usize);
             done += n;
             sn = sn.wrapping_add(1);
         }
@@ -328,23 +317,23 @@ impl Issuer<'_> {
         } else {
             (0, 0)
         };
-        let bhs = ScsiCmd {
-            final_: unsolicited_end == imm,
+        let cmd = ScsiCommand {
+            immediate: false,
+            final_bit: unsolicited_end == imm,
             read: !write,
             write,
-            dsl: imm as usize,
+            attr: TaskAttribute::Simple,
             lun: self.lun,
             itt,
             edtl: bs,
             cmd_sn: self.cmd_sn,
             exp_stat_sn: exp,
-            cdb: pdu::rw_cdb(write, lba, (self.blocks_per_io) as u32),
-        }
-        .encode();
+            cdb: scsi::rw_cdb(write, lba, (self.blocks_per_io) as u32),
+        };
         self.cmd_sn = self.cmd_sn.wrapping_add(1);
-        self.push_pdu(&bhs, 0, imm as usize);
+        self.push_pdu(&bhs(Header::ScsiCommand(cmd), imm as usize), 0, imm as usize);
         if unsolicited_end > imm {
-            self.push_data_out(itt, pdu::RESERVED_TAG, imm, unsolicited_end - imm);
+            self.push_data_out(itt, RESERVED_TAG, imm, unsolicited_end - imm);
         }
         self.slots[slot] = Some(Task {
             itt,
@@ -484,7 +473,7 @@ pub fn run(conn: Conn, wl: &Workload, blocks: u64, block_len: u32) -> Result<Out
                             return Err(Error::msg(format!(
                                 "{} failed: response {response:#04x}, status {}, sense {sense:02x?}",
                                 if t.write { "write" } else { "read" },
-                                pdu::Status(status)
+                                scsi::Status(status)
                             )));
                         }
                         let now = Instant::now();
@@ -514,9 +503,9 @@ pub fn run(conn: Conn, wl: &Workload, blocks: u64, block_len: u32) -> Result<Out
                         is.r2ts += 1;
                         is.push_data_out(itt, ttt, offset, len);
                     }
-                    Event::Ping { lun, ttt } => {
-                        let r = pdu::nop_out_reply(lun, ttt, is.cmd_sn, is.sh.exp_stat_sn.load(Ordering::Acquire));
-                        is.out.extend_from_slice(&r);
+                    Event::Ping(ping) => {
+                        let r = NopOut::reply_to(&ping, is.cmd_sn, is.sh.exp_stat_sn.load(Ordering::Acquire));
+                        is.out.extend_from_slice(&bhs(Header::NopOut(r), 0));
                     }
                     Event::LoggedOut => return Err(Error::msg("target logged us out")),
                     Event::Fatal(m) => return Err(Error::msg(m)),
@@ -548,7 +537,8 @@ pub fn run(conn: Conn, wl: &Workload, blocks: u64, block_len: u32) -> Result<Out
     let exp = sh.exp_stat_sn.load(Ordering::Acquire);
     // Logout (RFC 7143 11.14), then wait (bounded) for the reader to see the response.
     let mut lo = Vec::with_capacity(BHS_LEN);
-    lo.extend_from_slice(&pdu::logout_req(0x7fff_fff0, cid, final_cmd_sn, exp));
+    let logout = LogoutRequest::close_session(0x7fff_fff0, cid, final_cmd_sn, exp);
+    lo.extend_from_slice(&bhs(Header::LogoutRequest(logout), 0));
     let _ = stream.write_all(&lo);
     let wait_until = Instant::now() + Duration::from_secs(5);
     while Instant::now() < wait_until {

@@ -1,5 +1,6 @@
 //! `loadgen`: a minimal iSCSI initiator that drives any target identically, for the
-//! writes and mixed loads of rustio's benchmark (`bench/run`). Standard library only.
+//! writes and mixed loads of rustio's benchmark (`bench/run`). Standard library plus the
+//! target's own protocol crate, `rustio_iscsi_proto` (PDU codec, text keys).
 //!
 //! ```text
 //! loadgen probe --portal 127.0.0.1:3260 --target IQN [--lun 0]
@@ -12,7 +13,7 @@
 
 mod conn;
 mod engine;
-mod pdu;
+mod scsi;
 mod stats;
 
 use std::net::SocketAddr;

@@ -10,21 +10,11 @@ use std::time::Duration;
 use anyhow::Context;
 use rustio_tcmu::handler::Handlers;
 use rustio_tcmu::metrics::MetricsServer;
-use rustio_tcmu::runner::{Execution, Runner, RunnerConfig};
+use rustio_tcmu::runner::{Runner, RunnerConfig};
 use rustio_tcmu::uio::UioPaths;
 use signal_hook::consts::{SIGINT, SIGTERM};
 
-/// `--execution`: where commands run (see [`Execution`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ExecutionArg {
-    /// Local stores (file, ram, qcow): commands up to 128 KiB inline, larger ones on the
-    /// worker pool; rbd: the worker pool.
-    Auto,
-    /// On each device's ring poller thread.
-    Inline,
-    /// On the shared worker threads.
-    Pool,
-}
+use crate::serve::ExecutionArg;
 
 /// Initial write cache (WCE) of served devices.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -47,8 +37,8 @@ pub struct RunnerArgs {
     /// Where commands execute: `inline` on each device's ring poller thread (one kernel
     /// notification per batch, no thread hand-off; one command at a time per device),
     /// `pool` on the worker threads (many in flight; for stores with latency), `auto` =
-    /// file, ram and qcow commands up to 128 KiB inline and larger ones on the pool, rbd
-    /// on the pool.
+    /// commands up to 128 KiB inline and larger ones on the pool, except on stores that
+    /// wait on the network (rbd), whose commands all go to the pool.
     #[arg(long, value_enum, default_value_t = ExecutionArg::Auto)]
     pub execution: ExecutionArg,
     /// Seconds after which a command stuck in its handler is completed with ABORTED
@@ -104,11 +94,7 @@ pub fn run(args: RunnerArgs, log: &str) -> anyhow::Result<()> {
         core_root: args.configfs,
         uio: UioPaths::default(),
         workers: worker_threads(args.threads),
-        execution: match args.execution {
-            ExecutionArg::Auto => Execution::Auto,
-            ExecutionArg::Inline => Execution::Inline,
-            ExecutionArg::Pool => Execution::Pool,
-        },
+        execution: args.execution.into(),
         cmd_timeout: Duration::from_secs(args.cmd_timeout.max(1)),
         drain_timeout: Duration::from_secs(args.drain_timeout),
         tmr_notification: !args.no_tmr_notification,

@@ -11,15 +11,27 @@ use rustio_iscsi::config::{Execution, PortalConfig, ServerConfig, TargetConfig, 
 use rustio_iscsi::LunConfig;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
-/// `--execution`: where SCSI commands run (see [`Execution`]).
+/// `--execution` of `rustio serve` and `rustio runner`: where SCSI commands run (see
+/// [`Execution`], the one type both share; clap stays out of the library crates).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ExecutionArg {
-    /// Small commands on local stores inline, the rest on the worker pool.
+    /// Small commands on stores that do not wait on the network inline, the rest (and
+    /// every rbd command) on the worker pool.
     Auto,
-    /// On the connection's reader thread whenever it is idle.
+    /// On the thread that received the command (connection reader, ring poller).
     Inline,
     /// On the worker pool.
     Pool,
+}
+
+impl From<ExecutionArg> for Execution {
+    fn from(a: ExecutionArg) -> Execution {
+        match a {
+            ExecutionArg::Auto => Execution::Auto,
+            ExecutionArg::Inline => Execution::Inline,
+            ExecutionArg::Pool => Execution::Pool,
+        }
+    }
 }
 
 impl ServeArgs {
@@ -27,11 +39,7 @@ impl ServeArgs {
         if self.inline_execution {
             return Execution::Inline;
         }
-        match self.execution {
-            ExecutionArg::Auto => Execution::Auto,
-            ExecutionArg::Inline => Execution::Inline,
-            ExecutionArg::Pool => Execution::Pool,
-        }
+        self.execution.into()
     }
 }
 
@@ -134,17 +142,9 @@ impl ServeArgs {
     }
 }
 
-fn parse_size(s: &str) -> anyhow::Result<u64> {
-    let s = s.trim();
-    let (num, mult) = match s.chars().last() {
-        Some('K' | 'k') => (&s[..s.len() - 1], 1u64 << 10),
-        Some('M' | 'm') => (&s[..s.len() - 1], 1 << 20),
-        Some('G' | 'g') => (&s[..s.len() - 1], 1 << 30),
-        Some('T' | 't') => (&s[..s.len() - 1], 1 << 40),
-        _ => (s, 1),
-    };
-    let n: u64 = num.parse().with_context(|| format!("bad size {s:?}"))?;
-    n.checked_mul(mult).context("size overflows")
+/// Sizes of the command line, with rustio's one size parser (targetcli's syntax).
+fn parse_size(s: &str) -> Result<u64, rustio_config::SizeError> {
+    rustio_config::parse_size(s)
 }
 
 fn init_logging(filter: &str, json: bool) {
@@ -163,7 +163,7 @@ fn init_logging(filter: &str, json: bool) {
 fn demo_config(args: &ServeArgs) -> anyhow::Result<(ServerConfig, String)> {
     let size = parse_size(&args.demo_size)?;
     let mut id = [0u8; 3];
-    rustio_iscsi::chap::random_bytes(&mut id).context("reading the OS random generator")?;
+    rustio_iscsi_proto::chap::random_bytes(&mut id).context("reading the OS random generator")?;
     let short = hex::encode(id);
     let iqn = format!("iqn.2003-01.org.rustio:demo-{short}");
     let store = rustio_backstore::RamBackstore::new(size, 512).context("creating the RAM LUN")?;

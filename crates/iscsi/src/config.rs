@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use rustio_scsi::LogicalUnit;
 
-use crate::chap::ChapAlgorithm;
-use crate::text::TargetOffer;
+use rustio_iscsi_proto::chap::ChapAlgorithm;
+use rustio_iscsi_proto::text::TargetOffer;
 
 /// CHAP credentials: the initiator proves `userid`/`password`; with `mutual` the target
 /// proves itself back (RFC 7143 12.1.3).
@@ -83,15 +83,15 @@ impl ChapCredentials {
         }
     }
 
-    /// Secrets shorter than RFC 7143 9.2.1's 96 bits ([`crate::chap::MIN_SECRET_LEN`]):
+    /// Secrets shorter than RFC 7143 9.2.1's 96 bits ([`rustio_iscsi_proto::chap::MIN_SECRET_LEN`]):
     /// `(field, length)`. Served anyway, as LIO serves them, but reported at load.
     pub fn short_secrets(&self) -> Vec<(&'static str, usize)> {
         let mut v = Vec::new();
-        if self.password.len() < crate::chap::MIN_SECRET_LEN {
+        if self.password.len() < rustio_iscsi_proto::chap::MIN_SECRET_LEN {
             v.push(("chap_password", self.password.len()));
         }
         if let Some((_, p)) = &self.mutual {
-            if p.len() < crate::chap::MIN_SECRET_LEN {
+            if p.len() < rustio_iscsi_proto::chap::MIN_SECRET_LEN {
                 v.push(("chap_mutual_password", p.len()));
             }
         }
@@ -434,23 +434,12 @@ pub const DEFAULT_MIN_TRANSFER_RATE: u64 = 1 << 20;
 /// next PDUs while the data is copied (measured in `bench/README.md`).
 pub const AUTO_INLINE_MAX: u32 = 64 << 10;
 
-/// Where a SCSI command is executed once it is ready (all its Data-Out received).
-///
-/// Running a command on the connection's reader thread saves a thread hand-off (two
-/// context switches) per command; running it on the pool lets the reader parse the next
-/// PDUs meanwhile. Either way a command only runs inline when no further received bytes
-/// are waiting to be parsed, so a pipelined burst still spreads over the pool.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Execution {
-    /// Commands of up to [`AUTO_INLINE_MAX`] bytes on LUNs whose backstore is local run
-    /// inline; larger ones, and every command on a network backstore (RBD), on the pool.
-    #[default]
-    Auto,
-    /// Every command runs inline when the reader is idle (RAM and fast local stores).
-    Inline,
-    /// Every command runs on the worker pool.
-    Pool,
-}
+/// Where a SCSI command is executed once it is ready (all its Data-Out received): the
+/// type shared with the TCMU runner. Inline here means on the connection's reader
+/// thread, and only when no further received bytes are waiting to be parsed, so a
+/// pipelined burst still spreads over the pool; `Auto` runs commands of up to
+/// [`AUTO_INLINE_MAX`] bytes inline on LUNs whose backstore does not wait on the network.
+pub use rustio_stores::Execution;
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -533,7 +522,7 @@ impl ServerConfig {
                 v.push(format!(
                     "{path}: {field} is {len} bytes; RFC 7143 9.2.1 asks for at least {} \
                      (96 bits)",
-                    crate::chap::MIN_SECRET_LEN
+                    rustio_iscsi_proto::chap::MIN_SECRET_LEN
                 ));
             }
         }
@@ -543,21 +532,22 @@ impl ServerConfig {
     /// Checks cross-references, value ranges, names (with the LIO side's validator) and
     /// CHAP credentials (no user name without its secret, RFC 7143 12.1.3).
     pub fn validate(&self) -> crate::Result<()> {
-        let bad = |m: String| Err(crate::Error::Config(m));
+        use crate::ConfigError as E;
+        let bad = |e: E| Err(crate::Error::Config(e));
         for (path, c) in self.chap_credentials() {
-            if let Some(why) = c.problem() {
-                return bad(format!("{path}: {why}"));
+            if let Some(problem) = c.problem() {
+                return bad(E::ChapIncomplete { path, problem });
             }
         }
         if self.queue_depth == 0 || self.queue_depth > 65536 {
-            return bad(format!("queue depth {} not in 1..=65536", self.queue_depth));
+            return bad(E::QueueDepth(self.queue_depth));
         }
         if self.max_connections == 0
             || self.max_connections_per_source == 0
             || self.max_pending_logins == 0
             || self.max_pending_logins_per_source == 0
         {
-            return bad("connection limits must be at least 1".into());
+            return bad(E::ConnectionLimits);
         }
         for (what, d) in [
             ("login timeout", self.login_timeout),
@@ -567,54 +557,57 @@ impl ServerConfig {
             // Zero would disable SO_SNDTIMEO / the deadline rather than make it short;
             // more than a day is a typo, and deadlines (now + timeout) must not overflow.
             if d.is_zero() || d > MAX_TIMEOUT {
-                return bad(format!(
-                    "{what} must be between 1 s and {} s",
-                    MAX_TIMEOUT.as_secs()
-                ));
+                return bad(E::Timeout { what });
             }
         }
         if self.max_session_write_buffer == 0 || self.max_write_buffer == 0 {
-            return bad("write buffer limits must be positive".into());
+            return bad(E::WriteBufferLimits);
         }
         if self.min_transfer_rate == 0 {
-            return bad("minimum transfer rate must be positive".into());
+            return bad(E::MinTransferRate);
         }
         for (i, t) in self.targets.iter().enumerate() {
             // The same validator as the LIO side (rustio-config), so both refuse the
             // same names (RFC 3720 3.2.6, RFC 3722).
-            if let Err(e) = rustio_config::wwn::validate_iscsi_name(&t.iqn) {
-                return bad(format!(
-                    "target name {:?} is not a valid iSCSI name: {e}",
-                    t.iqn
-                ));
+            if let Err(reason) = rustio_config::wwn::validate_iscsi_name(&t.iqn) {
+                return bad(E::TargetName {
+                    iqn: t.iqn.clone(),
+                    reason,
+                });
             }
             if self.targets[..i]
                 .iter()
                 .any(|o| o.iqn.eq_ignore_ascii_case(&t.iqn))
             {
-                return bad(format!("target {} defined twice", t.iqn));
+                return bad(E::DuplicateTarget(t.iqn.clone()));
             }
             for (j, tpg) in t.tpgs.iter().enumerate() {
                 if tpg.tag == 0 {
-                    return bad(format!("{}: TPG tag 0 is reserved", t.iqn));
+                    return bad(E::TpgTagReserved { iqn: t.iqn.clone() });
                 }
                 if t.tpgs[..j].iter().any(|o| o.tag == tpg.tag) {
-                    return bad(format!("{}: TPG {} defined twice", t.iqn, tpg.tag));
+                    return bad(E::DuplicateTpg {
+                        iqn: t.iqn.clone(),
+                        tag: tpg.tag,
+                    });
                 }
                 for acl in &tpg.acls {
-                    if let Err(e) = rustio_config::wwn::validate_iscsi_name(&acl.initiator) {
-                        return bad(format!(
-                            "{}: {:?} is not a valid iSCSI name: {e}",
-                            acl_path(&t.iqn, tpg.tag, &acl.initiator),
-                            acl.initiator
-                        ));
+                    if let Err(reason) = rustio_config::wwn::validate_iscsi_name(&acl.initiator) {
+                        return bad(E::InitiatorName {
+                            path: acl_path(&t.iqn, tpg.tag, &acl.initiator),
+                            initiator: acl.initiator.clone(),
+                            reason,
+                        });
                     }
                     for m in &acl.mapped_luns {
                         if !tpg.luns.iter().any(|l| l.index == m.tpg_lun) {
-                            return bad(format!(
-                                "{} tpg {}: ACL {} maps LUN {} to missing TPG LUN {}",
-                                t.iqn, tpg.tag, acl.initiator, m.index, m.tpg_lun
-                            ));
+                            return bad(E::MappedLunMissing {
+                                iqn: t.iqn.clone(),
+                                tag: tpg.tag,
+                                initiator: acl.initiator.clone(),
+                                index: m.index,
+                                tpg_lun: m.tpg_lun,
+                            });
                         }
                     }
                 }
@@ -623,10 +616,10 @@ impl ServerConfig {
                     || !(512..(1 << 24)).contains(&o.max_burst_length)
                     || !(512..(1 << 24)).contains(&o.first_burst_length)
                 {
-                    return bad(format!(
-                        "{} tpg {}: segment/burst lengths must be in 512..16777215",
-                        t.iqn, tpg.tag
-                    ));
+                    return bad(E::SegmentLengths {
+                        iqn: t.iqn.clone(),
+                        tag: tpg.tag,
+                    });
                 }
             }
         }
@@ -701,7 +694,7 @@ mod tests {
 
     fn config_error(c: &ServerConfig) -> String {
         match c.validate() {
-            Err(crate::Error::Config(m)) => m,
+            Err(crate::Error::Config(e)) => e.to_string(),
             other => panic!("expected a configuration error, got {other:?}"),
         }
     }

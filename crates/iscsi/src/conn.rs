@@ -18,20 +18,21 @@ use parking_lot::{Mutex, MutexGuard};
 use rustio_scsi::{DirectIn, Response, Sense, Status, TaskAttr, Tmf};
 use tracing::{debug, info, warn};
 
-use crate::budget::Reservation;
-use crate::config::{target_address, Execution, AUTO_INLINE_MAX};
-use crate::dataout::DataOutSeq;
-use crate::limits::Deadline;
-use crate::login::SessionType;
-use crate::pdu::{
+use rustio_iscsi_proto::login::SessionType;
+use rustio_iscsi_proto::pdu::{
     self, ahs, BhsInfo, DataIn, DataOut, Digests, Header, LogoutReason, LogoutRequest,
     LogoutResponse, LogoutResponseCode, NopIn, NopOut, R2t, Reject, RejectReason, ScsiCommand,
     ScsiResponse, TaskAttribute, TaskMgmtRequest, TaskMgmtResponse, TextRequest, TextResponse,
     TmfFunction, TmfResponse, BHS_LEN, RESERVED_TAG,
 };
+use rustio_iscsi_proto::text;
+
+use crate::budget::Reservation;
+use crate::config::{target_address, Execution, AUTO_INLINE_MAX};
+use crate::dataout::DataOutSeq;
+use crate::limits::Deadline;
 use crate::server::Shared;
 use crate::session::{Admit, Session, TaskState};
-use crate::text;
 
 /// Largest Expected Data Transfer Length we allocate a Data-Out buffer for.
 const MAX_WRITE_EDTL: u32 = crate::MAX_TRANSFER_BYTES;

@@ -5,7 +5,9 @@
 //! connection, or — when both sides agree to enter the full feature phase — a
 //! [`LoginDone`] that the server turns into a session (assigning or checking the TSIH)
 //! and then completes with [`LoginMachine::finish`]. No sockets are involved, so every
-//! rule is unit-tested below.
+//! rule is unit-tested below. The protocol vocabulary it speaks — status codes, session
+//! types, stage-transition rules, text keys, CHAP — is `rustio_iscsi_proto`; what is
+//! decided here is the target's policy (which targets, ACLs and credentials apply).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,47 +15,13 @@ use std::time::Instant;
 
 use tracing::{debug, error, warn};
 
-use crate::authguard::AuthGuard;
-use crate::chap::{self, ChapAlgorithm};
-use crate::config::{ChapCredentials, ServerConfig, TargetConfig, TpgConfig};
-use crate::pdu::{Header, LoginRequest, LoginResponse, Pdu, Stage};
-use crate::text::{self, Answer, Negotiated, NegotiationScope};
+use rustio_iscsi_proto::chap::{self, ChapAlgorithm};
+use rustio_iscsi_proto::login::{stages_valid, status, SessionType};
+use rustio_iscsi_proto::pdu::{Header, LoginRequest, LoginResponse, Pdu, Stage};
+use rustio_iscsi_proto::text::{self, Answer, Negotiated, NegotiationScope};
 
-/// Login status codes (RFC 7143 11.13.5), as `(class, detail)`.
-pub mod status {
-    /// Success.
-    pub const SUCCESS: (u8, u8) = (0x00, 0x00);
-    /// Initiator error (malformed request, protocol violation).
-    pub const INITIATOR_ERROR: (u8, u8) = (0x02, 0x00);
-    /// Authentication failure.
-    pub const AUTH_FAILURE: (u8, u8) = (0x02, 0x01);
-    /// Authorization failure (initiator not allowed on this target).
-    pub const AUTHORIZATION_FAILURE: (u8, u8) = (0x02, 0x02);
-    /// Target not found.
-    pub const NOT_FOUND: (u8, u8) = (0x02, 0x03);
-    /// Target removed.
-    pub const TARGET_REMOVED: (u8, u8) = (0x02, 0x04);
-    /// Unsupported version.
-    pub const UNSUPPORTED_VERSION: (u8, u8) = (0x02, 0x05);
-    /// Too many connections.
-    pub const TOO_MANY_CONNECTIONS: (u8, u8) = (0x02, 0x06);
-    /// Missing parameter.
-    pub const MISSING_PARAMETER: (u8, u8) = (0x02, 0x07);
-    /// Can't include in session.
-    pub const CANT_INCLUDE_IN_SESSION: (u8, u8) = (0x02, 0x08);
-    /// Session type not supported.
-    pub const SESSION_TYPE_NOT_SUPPORTED: (u8, u8) = (0x02, 0x09);
-    /// Session does not exist.
-    pub const SESSION_DOES_NOT_EXIST: (u8, u8) = (0x02, 0x0a);
-    /// Invalid request during login.
-    pub const INVALID_DURING_LOGIN: (u8, u8) = (0x02, 0x0b);
-    /// Target error.
-    pub const TARGET_ERROR: (u8, u8) = (0x03, 0x00);
-    /// Service unavailable.
-    pub const SERVICE_UNAVAILABLE: (u8, u8) = (0x03, 0x01);
-    /// Out of resources.
-    pub const OUT_OF_RESOURCES: (u8, u8) = (0x03, 0x02);
-}
+use crate::authguard::AuthGuard;
+use crate::config::{ChapCredentials, ServerConfig, TargetConfig, TpgConfig};
 
 /// Most Login Request PDUs we accept in one login before giving up.
 const MAX_LOGIN_PDUS: u32 = 64;
@@ -64,15 +32,6 @@ const MAX_LOGIN_TEXT: usize = 64 * 1024;
 /// replies over continued (C bit) responses, so a reply that would not fit fails the
 /// login instead.
 pub const MAX_LOGIN_REPLY: usize = 8192;
-
-/// Session type (RFC 7143 13.21).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SessionType {
-    /// Normal session to one target.
-    Normal,
-    /// Discovery session (SendTargets only).
-    Discovery,
-}
 
 /// What the login produced once both sides agreed to enter full feature phase.
 #[derive(Debug, Clone)]
@@ -332,10 +291,7 @@ impl LoginMachine {
         let text = std::mem::take(&mut self.pending_text);
         let pairs = text::parse(&text).map_err(|_| status::INITIATOR_ERROR)?;
 
-        if req.csg == Stage::Reserved || req.csg == Stage::FullFeature {
-            return Err(status::INITIATOR_ERROR);
-        }
-        if req.transit && (req.nsg <= req.csg || req.nsg == Stage::Reserved) {
+        if !stages_valid(req.csg, req.nsg, req.transit) {
             return Err(status::INITIATOR_ERROR);
         }
         if req.csg < self.stage {
@@ -485,7 +441,7 @@ impl LoginMachine {
         )))
     }
 
-    fn offer(&self) -> crate::text::TargetOffer {
+    fn offer(&self) -> text::TargetOffer {
         match &self.target {
             Some((_, tpg)) => tpg.params.offer.clone(),
             None => self
@@ -512,11 +468,8 @@ impl LoginMachine {
             return Err(status::INITIATOR_ERROR);
         }
         self.initiator_name = initiator.to_string();
-        self.session_type = match get("SessionType") {
-            None | Some("Normal") => SessionType::Normal,
-            Some("Discovery") => SessionType::Discovery,
-            Some(_) => return Err(status::SESSION_TYPE_NOT_SUPPORTED),
-        };
+        self.session_type =
+            SessionType::from_key(get("SessionType")).ok_or(status::SESSION_TYPE_NOT_SUPPORTED)?;
         match self.session_type {
             SessionType::Discovery => {
                 if self.first.map(|f| f.tsih != 0).unwrap_or(false) {
@@ -778,8 +731,8 @@ impl LoginMachine {
 mod tests {
     use super::*;
     use crate::config::{AclConfig, ChapCredentials, PortalConfig, TpgConfig};
-    use crate::pdu::LoginResponse;
-    use crate::text;
+    use rustio_iscsi_proto::pdu::LoginResponse;
+    use rustio_iscsi_proto::text;
 
     const TARGET: &str = "iqn.2024-01.org.rustio:t";
     const INIT: &str = "iqn.2024-01.org.rustio:i";
@@ -1289,7 +1242,7 @@ mod tests {
     fn rng_failure_fails_the_login_closed() {
         // The old code fell back to a time-seeded xorshift challenge.
         let mut m = LoginMachine::new(chap_cfg(false), local());
-        m.rng = |_| Err(crate::chap::RngError::for_test());
+        m.rng = |_| Err(chap::RngError::for_test());
         let mut keys = first_keys();
         keys.push(("AuthMethod", "CHAP"));
         m.step(&req(Stage::Security, Stage::Operational, false), &kv(&keys));

@@ -4,12 +4,13 @@
 //! * `fileio` → [`rustio_backstore::FileBackstore`] on `dev` (created at `size` when
 //!   missing), `block` → `FileBackstore` on the device, `ramdisk` →
 //!   [`rustio_backstore::RamBackstore`] (`nullio` → its null variant).
-//! * `user` (TCMU) objects by their `config` string `<handler>/<handler config>`, the
-//!   handlers of tcmu-runner (see [`parse_user_config`]): `qcow/<path>` (or `qcow2/`) →
-//!   [`rustio_backstore::Qcow2Backstore`], `file/<path>` → `FileBackstore` (created at
-//!   `size` when missing), `rbd/<pool>/<image>[;option...]` → `rustio_rbd::RbdBackstore`
-//!   (needs the `rbd` cargo feature). Like tcmu-runner, a qcow2 or RBD image whose size
-//!   differs from the object's `size` is refused.
+//! * `user` (TCMU) objects by their `config` string `<handler>/<handler config>`, through
+//!   the same handlers as the TCMU runner ([`rustio_stores::Handlers`]): `qcow/<path>`
+//!   (or `qcow2/`) → [`rustio_backstore::Qcow2Backstore`], `file/<path>` →
+//!   `FileBackstore` (created at `size` when missing), `ram/` → `RamBackstore`,
+//!   `rbd/<pool>/<image>[;option...]` → `rustio_rbd::RbdBackstore` (needs the `rbd`
+//!   cargo feature). Like tcmu-runner, a qcow2 or RBD image whose size differs from the
+//!   object's `size` is refused.
 //! * iSCSI targets, TPGs (attributes `authentication`, `generate_node_acls`,
 //!   `demo_mode_write_protect`, `nopin_timeout`, `nopin_response_timeout`; parameters
 //!   = the RFC 7143 keys), LUNs, portals, node ACLs with CHAP and mapped LUNs, and the
@@ -19,25 +20,24 @@
 //! reused, so sessions using them are unaffected.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustio_backstore::{
-    Backstore, FileBackstore, FileOptions, Qcow2Backstore, Qcow2Options, RamBackstore,
-};
-use rustio_config::{ConfigValue, SaveConfig, StorageObject, UserObject};
-use rustio_rbd::RbdConfig;
+use rustio_config::{ConfigValue, SaveConfig, StorageObject};
 use rustio_scsi::{LogicalUnit, LuConfig};
+use rustio_stores::Handlers;
+
+use rustio_iscsi_proto::text::{parse_bool, parse_number};
 
 use crate::config::{
     AclConfig, ChapCredentials, DiscoveryAuth, LunConfig, MappedLunConfig, PortalConfig,
     ServerConfig, StorageObjectRuntime, TargetConfig, TpgConfig, TpgParams,
 };
-use crate::text::{parse_bool, parse_number};
-use crate::{Error, Result};
+use crate::{ConfigError, Error, Result};
 
-/// Worker threads of a server whose configuration has RBD LUNs (see [`from_model`]).
+/// Worker threads of a server whose configuration has LUNs on stores that wait on the
+/// network (RBD; see [`from_model`]).
 pub const RBD_WORKERS: usize = 32;
 
 /// Reads and maps a saveconfig.json file; `previous` lends its unchanged logical units.
@@ -46,8 +46,7 @@ pub fn load(path: &Path, previous: Option<&ServerConfig>) -> Result<ServerConfig
         path: path.to_path_buf(),
         source,
     })?;
-    let model = rustio_config::parse::from_str(&text)
-        .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+    let model = rustio_config::parse::from_str(&text).map_err(|e| e.in_file(path))?;
     from_model(&model, previous)
 }
 
@@ -81,162 +80,21 @@ fn fingerprint(so: &StorageObject) -> String {
     serde_json::to_string(so).unwrap_or_else(|_| so.path())
 }
 
-/// What the `config` of a `user` (TCMU) storage object designates, as `rustio serve`
-/// opens it (the same strings tcmu-runner's handlers and the TCMU runner accept).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum UserBacking {
-    /// `qcow/<absolute path>` or `qcow2/<absolute path>`: an existing qcow2 image.
-    Qcow2(PathBuf),
-    /// `file/<path>`: a file or block device; a relative path is taken relative to the
-    /// working directory, a missing file is created with the object's `size`.
-    File(PathBuf),
-    /// `rbd/<pool>/<image>[;osd_op_timeout=N][;conf=PATH][;id=USER]`: a Ceph RBD image.
-    Rbd(RbdConfig),
-}
-
-/// Parses a `user` storage object's `config` (`<handler>/<handler config>`, as targetcli
-/// writes it, e.g. `qcow//var/lib/images/vm.qcow2`). `name` is the object's name, used in
-/// error messages.
-pub fn parse_user_config(name: &str, config: Option<&str>) -> Result<UserBacking> {
-    let bad = |why: String| Error::Config(format!("storage object user/{name}: {why}"));
-    let cfg = config.ok_or_else(|| bad("no \"config\" (expected <handler>/<config>)".into()))?;
-    if cfg.contains('\0') {
-        return Err(bad("config contains a NUL byte".into()));
-    }
-    let (handler, rest) = cfg.split_once('/').ok_or_else(|| {
-        bad(format!(
-            "config {cfg:?} names no handler (expected <handler>/<config>)"
-        ))
-    })?;
-    match handler {
-        "qcow" | "qcow2" => {
-            if !rest.starts_with('/') {
-                return Err(bad(format!(
-                    "config {cfg:?}: the qcow2 image path must be absolute \
-                     (e.g. qcow//var/lib/images/vm.qcow2)"
-                )));
-            }
-            Ok(UserBacking::Qcow2(PathBuf::from(rest)))
-        }
-        "file" => {
-            if rest.is_empty() {
-                return Err(bad(format!("config {cfg:?}: a file path is required")));
-            }
-            Ok(UserBacking::File(PathBuf::from(rest)))
-        }
-        "rbd" => RbdConfig::parse_handler_config(rest)
-            .map(UserBacking::Rbd)
-            .map_err(|e| bad(format!("config {cfg:?}: {e}"))),
-        other => Err(bad(format!(
-            "handler {other:?} (config {cfg:?}) is not supported by rustio serve \
-             (supported: qcow, qcow2, file, rbd)"
-        ))),
-    }
-}
-
-/// Refuses an image whose capacity differs from the object's `size`, as tcmu-runner's
-/// `qcow` and `rbd` handlers do.
-fn check_user_size(u: &UserObject, what: &str, capacity: u64) -> Result<()> {
-    match u.size {
-        Some(size) if size != capacity => Err(Error::Config(format!(
-            "storage object user/{}: size is {size} bytes but {what} is {capacity} bytes",
-            u.common.name
-        ))),
-        _ => Ok(()),
-    }
-}
-
-/// Opens the engine of a `user` storage object.
-fn open_user(u: &UserObject, block_size: u32) -> Result<Arc<dyn Backstore>> {
-    let name = &u.common.name;
-    let storage_err = |e: Box<dyn std::error::Error + Send + Sync>| Error::Storage {
-        name: name.clone(),
-        source: e,
-    };
-    match parse_user_config(name, u.config.as_deref())? {
-        UserBacking::Qcow2(path) => {
-            let opts = Qcow2Options {
-                block_size,
-                ..Qcow2Options::default()
-            };
-            let b =
-                Qcow2Backstore::open_with(&path, &opts).map_err(|e| storage_err(Box::new(e)))?;
-            check_user_size(u, &format!("qcow2 image {}", path.display()), b.capacity())?;
-            Ok(Arc::new(b))
-        }
-        UserBacking::File(path) => {
-            let mut o = FileOptions::new(path);
-            o.size = u.size;
-            o.block_size = block_size;
-            let b = FileBackstore::open(o).map_err(|e| storage_err(Box::new(e)))?;
-            Ok(Arc::new(b))
-        }
-        UserBacking::Rbd(config) => {
-            let spec = config.spec();
-            let mut o = rustio_rbd::OpenOptions::new(config);
-            o.block_size = block_size;
-            let b = rustio_rbd::RbdBackstore::open(&o).map_err(|e| storage_err(Box::new(e)))?;
-            check_user_size(u, &format!("RBD image {spec}"), b.capacity())?;
-            Ok(Arc::new(b))
-        }
-    }
-}
-
-fn open_storage(so: &StorageObject) -> Result<Arc<LogicalUnit>> {
+/// Opens a storage object through the shared registry and builds its logical unit.
+fn open_storage(so: &StorageObject, stores: &Handlers) -> Result<Arc<LogicalUnit>> {
     let name = so.name().to_string();
-    let storage_err = |e: Box<dyn std::error::Error + Send + Sync>| Error::Storage {
-        name: name.clone(),
-        source: e,
-    };
-    let common = so
+    let block_size = so
         .common()
-        .ok_or_else(|| Error::Config(format!("storage object {name}: unsupported plugin")))?;
-    let block_size = setting_u64(&common.attributes, "block_size")
+        .and_then(|c| setting_u64(&c.attributes, "block_size"))
         .and_then(|v| u32::try_from(v).ok())
         .unwrap_or(512);
-    let (store, write_cache, read_only): (Arc<dyn Backstore>, bool, bool) = match so {
-        StorageObject::Fileio(f) => {
-            let wb = f.write_back.unwrap_or(true);
-            let mut o = FileOptions::new(&f.dev);
-            o.size = f.size;
-            o.block_size = block_size;
-            o.write_back = wb;
-            let b = FileBackstore::open(o).map_err(|e| storage_err(Box::new(e)))?;
-            (Arc::new(b), wb, false)
-        }
-        StorageObject::Block(b) => {
-            let ro = b.readonly.unwrap_or(false);
-            let wb = b.write_back.unwrap_or(false);
-            let mut o = FileOptions::new(&b.dev);
-            o.block_size = block_size;
-            o.read_only = ro;
-            o.write_back = wb;
-            let s = FileBackstore::open(o).map_err(|e| storage_err(Box::new(e)))?;
-            (Arc::new(s), wb, ro)
-        }
-        StorageObject::Ramdisk(r) => {
-            let s = if r.nullio.unwrap_or(false) {
-                RamBackstore::nullio(r.size, block_size)
-            } else {
-                RamBackstore::new(r.size, block_size)
-            }
-            .map_err(|e| storage_err(Box::new(e)))?;
-            (Arc::new(s), true, false)
-        }
-        StorageObject::User(u) => {
-            let s = open_user(u, block_size)?;
-            let wc = s.capabilities().volatile_cache;
-            (s, wc, false)
-        }
-        other => {
-            return Err(Error::Config(format!(
-                "storage object {name}: plugin {} is not supported by rustio serve",
-                other.plugin()
-            )))
-        }
-    };
-    let write_cache =
-        setting_flag(&common.attributes, "emulate_write_cache").unwrap_or(write_cache);
+    let opened = stores.open_object(so, block_size)?;
+    let (store, write_cache, read_only) = (opened.store, opened.write_cache, opened.read_only);
+    // `open_object` refuses objects without the common part (unknown plugins).
+    let attributes = so.common().map(|c| &c.attributes);
+    let write_cache = attributes
+        .and_then(|a| setting_flag(a, "emulate_write_cache"))
+        .unwrap_or(write_cache);
     // The unit serial: the saved wwn (a UUID) or one derived from the name.
     let serial = so
         .wwn()
@@ -253,16 +111,15 @@ fn open_storage(so: &StorageObject) -> Result<Arc<LogicalUnit>> {
     // MAXIMUM TRANSFER LENGTH: what one iSCSI command may carry (LIO's hw_max_sectors
     // describes a kernel device queue and does not apply to a userspace target).
     lc = lc.with_max_transfer_blocks(crate::MAX_TRANSFER_BYTES / block_size.max(512));
-    LogicalUnit::new(store, lc).map_err(|e| storage_err(Box::new(e)))
+    LogicalUnit::new(store, lc).map_err(|source| Error::Unit { name, source })
 }
 
 fn parse_portal(ip: &str, port: u64) -> Result<SocketAddr> {
     let trimmed = ip.trim_start_matches('[').trim_end_matches(']');
     let ip: IpAddr = trimmed
         .parse()
-        .map_err(|_| Error::Config(format!("portal address {ip:?} is not an IP address")))?;
-    let port = u16::try_from(port)
-        .map_err(|_| Error::Config(format!("portal port {port} out of range")))?;
+        .map_err(|_| ConfigError::PortalAddress(ip.to_owned()))?;
+    let port = u16::try_from(port).map_err(|_| ConfigError::PortalPort(port))?;
     Ok(SocketAddr::new(ip, port))
 }
 
@@ -292,9 +149,13 @@ fn tpg_params(
         match setting_u64(p, k) {
             None => Ok(None),
             Some(v) if (lo..=hi).contains(&v) => Ok(Some(v as u32)),
-            Some(v) => Err(Error::Config(format!(
-                "parameter {k}={v} outside {lo}..={hi}"
-            ))),
+            Some(value) => Err(ConfigError::Parameter {
+                key: k.to_owned(),
+                value,
+                lo,
+                hi,
+            }
+            .into()),
         }
     };
     let seg = (512, (1 << 24) - 1);
@@ -345,18 +206,18 @@ fn tpg_params(
     Ok(out)
 }
 
-/// Maps a parsed saveconfig model.
+/// Maps a parsed saveconfig model, opening stores with the built-in handlers.
 pub fn from_model(model: &SaveConfig, previous: Option<&ServerConfig>) -> Result<ServerConfig> {
+    from_model_with(model, previous, &Handlers::builtin())
+}
+
+/// Maps a parsed saveconfig model, opening stores through `stores`.
+pub fn from_model_with(
+    model: &SaveConfig,
+    previous: Option<&ServerConfig>,
+    stores: &Handlers,
+) -> Result<ServerConfig> {
     let mut cfg = ServerConfig::default();
-    // An RBD command holds its worker for a network round trip to the OSDs: with the
-    // CPU-sized default pool, a session could only keep a handful of requests in flight
-    // (measured in bench/README.md, RBD stage). Callers may still override `workers`.
-    if model.storage_objects.iter().any(|so| {
-        matches!(so, StorageObject::User(u)
-            if u.config.as_deref().is_some_and(|c| c.starts_with("rbd/")))
-    }) {
-        cfg.workers = RBD_WORKERS;
-    }
     for fm in &model.fabric_modules {
         if fm.name == "iscsi" {
             cfg.discovery_auth = DiscoveryAuth {
@@ -372,16 +233,16 @@ pub fn from_model(model: &SaveConfig, previous: Option<&ServerConfig>) -> Result
     }
     let mut storage: Vec<StorageObjectRuntime> = Vec::new();
     let mut get_lu = |path: &str| -> Result<(Arc<LogicalUnit>, String)> {
-        let so = model.storage_object_by_path(path).ok_or_else(|| {
-            Error::Config(format!("LUN references missing storage object {path}"))
-        })?;
+        let so = model
+            .storage_object_by_path(path)
+            .ok_or_else(|| ConfigError::MissingStorageObject(path.to_owned()))?;
         let key = fingerprint(so);
         if let Some(s) = storage.iter().find(|s| s.key == key) {
             return Ok((s.lu.clone(), s.name.clone()));
         }
         let lu = match previous.and_then(|p| p.storage_objects.iter().find(|s| s.key == key)) {
             Some(s) => s.lu.clone(),
-            None => open_storage(so)?,
+            None => open_storage(so, stores)?,
         };
         storage.push(StorageObjectRuntime {
             key,
@@ -398,8 +259,10 @@ pub fn from_model(model: &SaveConfig, previous: Option<&ServerConfig>) -> Result
         let mut tpgs = Vec::new();
         for tpg in &t.tpgs {
             let tag = tpg.tag.unwrap_or(1);
-            let tag = u16::try_from(tag)
-                .map_err(|_| Error::Config(format!("{}: TPG tag {tag} out of range", t.wwn)))?;
+            let tag = u16::try_from(tag).map_err(|_| ConfigError::TpgTagOutOfRange {
+                iqn: t.wwn.clone(),
+                tag,
+            })?;
             let mut tc = TpgConfig::new(tag);
             tc.enabled = tpg.enable.unwrap_or(true);
             tc.authentication = setting_flag(&tpg.attributes, "authentication").unwrap_or(false);
@@ -467,6 +330,16 @@ pub fn from_model(model: &SaveConfig, previous: Option<&ServerConfig>) -> Result
             tpgs,
         }));
     }
+    // A command on a store that waits on the network holds its worker for a round trip
+    // (RBD: to the OSDs): with the CPU-sized default pool, a session could only keep a
+    // handful of requests in flight (measured in bench/README.md, RBD stage). The
+    // opened store says so (`Capabilities::network`). Callers may still override it.
+    if storage
+        .iter()
+        .any(|s| s.lu.backstore().capabilities().network)
+    {
+        cfg.workers = RBD_WORKERS;
+    }
     cfg.storage_objects = storage;
     cfg.validate()?;
     for w in cfg.chap_warnings() {
@@ -478,6 +351,7 @@ pub fn from_model(model: &SaveConfig, previous: Option<&ServerConfig>) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustio_backstore::Backstore as _;
 
     const SAMPLE: &str = r#"{
       "fabric_modules": [{"name": "iscsi", "discovery_enable_auth": true,
@@ -569,8 +443,8 @@ mod tests {
             let text = SAMPLE.replace(r#""chap_userid": "u", "chap_password": "p""#, auth);
             let model = rustio_config::parse::from_str(&text).unwrap();
             match from_model(&model, None) {
-                Err(Error::Config(m)) => assert_eq!(
-                    m,
+                Err(Error::Config(e @ ConfigError::ChapIncomplete { .. })) => assert_eq!(
+                    e.to_string(),
                     "/iscsi/iqn.2003-01.org.example:t1/tpg1/acls/\
                      iqn.1994-05.com.redhat:client: chap_userid set but chap_password empty"
                 ),
@@ -583,7 +457,7 @@ mod tests {
         );
         let model = rustio_config::parse::from_str(&text).unwrap();
         assert!(
-            matches!(from_model(&model, None), Err(Error::Config(m)) if m.ends_with("chap_mutual_userid set but chap_mutual_password empty"))
+            matches!(from_model(&model, None), Err(Error::Config(e @ ConfigError::ChapIncomplete { .. })) if e.to_string().ends_with("chap_mutual_userid set but chap_mutual_password empty"))
         );
     }
 
@@ -621,14 +495,24 @@ mod tests {
     fn missing_storage_object_is_an_error() {
         let bad = SAMPLE.replace("/backstores/ramdisk/n0", "/backstores/ramdisk/nope");
         let model = rustio_config::parse::from_str(&bad).unwrap();
-        assert!(matches!(from_model(&model, None), Err(Error::Config(_))));
+        assert!(matches!(
+            from_model(&model, None),
+            Err(Error::Config(ConfigError::MissingStorageObject(p))) if p == "/backstores/ramdisk/nope"
+        ));
     }
 
     #[test]
     fn bad_parameter_is_an_error() {
         let bad = SAMPLE.replace("\"65536\"", "\"100\"");
         let model = rustio_config::parse::from_str(&bad).unwrap();
-        assert!(matches!(from_model(&model, None), Err(Error::Config(_))));
+        assert!(matches!(
+            from_model(&model, None),
+            Err(Error::Config(ConfigError::Parameter {
+                value: 100,
+                lo: 512,
+                ..
+            }))
+        ));
     }
 
     /// A one-LUN saveconfig around a `user` storage object.
@@ -644,50 +528,128 @@ mod tests {
         .to_string()
     }
 
-    #[test]
-    fn rbd_objects_raise_the_default_worker_pool() {
-        let unused = |config: &str| {
-            let so = serde_json::json!({"plugin": "user", "name": "u0", "config": config,
-                                        "size": 1048576});
-            let text = serde_json::json!({"storage_objects": [so], "targets": []}).to_string();
-            from_model(&rustio_config::parse::from_str(&text).unwrap(), None)
-                .unwrap()
-                .workers
-        };
-        assert_eq!(unused("rbd/pool/img"), RBD_WORKERS);
-        assert_eq!(unused("qcow//tmp/x.qcow2"), 0);
-    }
+    /// A RAM store that says it waits on the network, as `RbdBackstore` does (RBD
+    /// itself needs a cluster to open).
+    #[derive(Debug)]
+    struct NetworkRam(rustio_backstore::RamBackstore);
 
-    fn config_message(r: Result<UserBacking>) -> String {
-        match r {
-            Err(Error::Config(m)) => m,
-            other => panic!("expected a configuration error, got {other:?}"),
+    impl rustio_backstore::Backstore for NetworkRam {
+        fn block_size(&self) -> u32 {
+            self.0.block_size()
+        }
+        fn capacity(&self) -> u64 {
+            self.0.capacity()
+        }
+        fn capabilities(&self) -> rustio_backstore::Capabilities {
+            rustio_backstore::Capabilities {
+                network: true,
+                ..self.0.capabilities()
+            }
+        }
+        fn read_vectored_at(
+            &self,
+            bufs: &mut [std::io::IoSliceMut<'_>],
+            offset: u64,
+        ) -> rustio_backstore::Result<()> {
+            self.0.read_vectored_at(bufs, offset)
+        }
+        fn write_vectored_at(
+            &self,
+            bufs: &[std::io::IoSlice<'_>],
+            offset: u64,
+            flags: rustio_backstore::WriteFlags,
+        ) -> rustio_backstore::Result<()> {
+            self.0.write_vectored_at(bufs, offset, flags)
+        }
+        fn flush(&self) -> rustio_backstore::Result<()> {
+            self.0.flush()
         }
     }
 
+    /// Serves `rbd/...` with [`NetworkRam`].
+    #[derive(Debug)]
+    struct FakeRbd;
+
+    impl rustio_stores::Handler for FakeRbd {
+        fn subtype(&self) -> &str {
+            "rbd"
+        }
+        fn check_config(&self, _: &str) -> std::result::Result<(), rustio_stores::ConfigError> {
+            Ok(())
+        }
+        fn open(
+            &self,
+            _: &str,
+            spec: &rustio_stores::StoreSpec,
+        ) -> std::result::Result<Arc<dyn rustio_backstore::Backstore>, rustio_stores::OpenError>
+        {
+            let ram = rustio_backstore::RamBackstore::new(spec.size.unwrap_or(0), spec.block_size)?;
+            Ok(Arc::new(NetworkRam(ram)))
+        }
+    }
+
+    /// The worker pool follows the opened stores' `Capabilities::network`, not the
+    /// configuration text.
+    #[test]
+    fn rbd_objects_raise_the_default_worker_pool() {
+        let mut stores = Handlers::builtin();
+        stores.register(Arc::new(FakeRbd));
+        let workers = |config: &str| {
+            let model = rustio_config::parse::from_str(&user_config(config, 1048576)).unwrap();
+            from_model_with(&model, None, &stores).unwrap().workers
+        };
+        assert_eq!(workers("rbd/pool/img"), RBD_WORKERS);
+        assert_eq!(workers("ram/"), 0);
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("a.qcow2");
+        rustio_backstore::Qcow2Backstore::create(&img, 1048576, 16, &Default::default()).unwrap();
+        assert_eq!(workers(&format!("qcow/{}", img.display())), 0);
+        // Reused units on reload keep the answer.
+        let model = rustio_config::parse::from_str(&user_config("rbd/p/i", 1048576)).unwrap();
+        let a = from_model_with(&model, None, &stores).unwrap();
+        let b = from_model_with(&model, Some(&a), &stores).unwrap();
+        assert_eq!(b.workers, RBD_WORKERS);
+    }
+
+    /// The configuration error of loading a one-LUN saveconfig around a `user` object
+    /// named `name` whose config is `config`.
+    fn config_message(name: &str, config: Option<&str>) -> String {
+        let mut so = serde_json::json!({"plugin": "user", "name": name, "size": 1048576});
+        if let Some(c) = config {
+            so["config"] = c.into();
+        }
+        let text = serde_json::json!({
+            "storage_objects": [so],
+            "targets": [{"wwn": "iqn.2003-01.org.example:u", "fabric": "iscsi",
+                "tpgs": [{"tag": 1, "luns": [{"index": 0,
+                                              "storage_object": format!("/backstores/user/{name}")}]}]}]
+        })
+        .to_string();
+        match from_model(&rustio_config::parse::from_str(&text).unwrap(), None) {
+            Err(Error::Config(e @ ConfigError::StorageObject(_))) => e.to_string(),
+            other => panic!("expected a configuration error, got {:?}", other.err()),
+        }
+    }
+
+    /// Which handler and handler configuration a `user` object's config selects (was
+    /// `parse_user_config`, now the registry shared with the TCMU runner).
     #[test]
     fn user_config_handlers() {
-        assert_eq!(
-            parse_user_config("a", Some("qcow//var/lib/vm.qcow2")).unwrap(),
-            UserBacking::Qcow2("/var/lib/vm.qcow2".into())
-        );
-        assert_eq!(
-            parse_user_config("a", Some("qcow2//x.qcow2")).unwrap(),
-            UserBacking::Qcow2("/x.qcow2".into())
-        );
-        assert_eq!(
-            parse_user_config("a", Some("file//tmp/d.img")).unwrap(),
-            UserBacking::File("/tmp/d.img".into())
-        );
-        assert_eq!(
-            parse_user_config("a", Some("file/rel/d.img")).unwrap(),
-            UserBacking::File("rel/d.img".into())
-        );
-        let UserBacking::Rbd(r) =
-            parse_user_config("a", Some("rbd/pool1/img1;osd_op_timeout=30;id=cinder")).unwrap()
-        else {
-            panic!("not rbd")
+        let h = Handlers::builtin();
+        let resolved = |c: &'static str| {
+            let (handler, cfg) = h.resolve(c).unwrap();
+            (handler.subtype().to_owned(), cfg)
         };
+        assert_eq!(
+            resolved("qcow//var/lib/vm.qcow2"),
+            ("qcow".into(), "/var/lib/vm.qcow2")
+        );
+        assert_eq!(resolved("qcow2//x.qcow2"), ("qcow".into(), "/x.qcow2"));
+        assert_eq!(resolved("file//tmp/d.img"), ("file".into(), "/tmp/d.img"));
+        assert_eq!(resolved("file/rel/d.img"), ("file".into(), "rel/d.img"));
+        let (handler, cfg) = resolved("rbd/pool1/img1;osd_op_timeout=30;id=cinder");
+        assert_eq!(handler, "rbd");
+        let r = rustio_rbd::RbdConfig::parse_handler_config(cfg).unwrap();
         assert_eq!(
             (r.pool.as_str(), r.image.as_str(), r.id.as_deref()),
             ("pool1", "img1", Some("cinder"))
@@ -702,11 +664,13 @@ mod tests {
             (Some("nohandler"), "names no handler"),
             (Some("glfs/vol@host/img"), "handler \"glfs\""),
             (Some("qcow/relative.qcow2"), "must be absolute"),
-            (Some("file/"), "a file path is required"),
+            // The TCMU runner's wording ("a file path is required" before the registry
+            // was shared).
+            (Some("file/"), "a path is required"),
             (Some("rbd/pool"), "rbd/pool"),
             (Some("qcow//a\0b"), "NUL"),
         ] {
-            let m = config_message(parse_user_config("disk7", cfg));
+            let m = config_message("disk7", cfg);
             assert!(m.starts_with("storage object user/disk7: "), "{m}");
             assert!(m.contains(needle), "{m} lacks {needle}");
         }
@@ -716,7 +680,7 @@ mod tests {
     fn serves_a_qcow2_user_object() {
         let dir = tempfile::tempdir().unwrap();
         let img = dir.path().join("a.qcow2");
-        Qcow2Backstore::create(&img, 4 << 20, 16, &Default::default()).unwrap();
+        rustio_backstore::Qcow2Backstore::create(&img, 4 << 20, 16, &Default::default()).unwrap();
         let text = user_config(&format!("qcow/{}", img.display()), 4 << 20);
         let model = rustio_config::parse::from_str(&text).unwrap();
         let cfg = from_model(&model, None).unwrap();
@@ -729,7 +693,7 @@ mod tests {
             .write_at(&[0x5a; 512], 4096, Default::default())
             .unwrap();
         drop(cfg);
-        let again = Qcow2Backstore::open(&img, true).unwrap();
+        let again = rustio_backstore::Qcow2Backstore::open(&img, true).unwrap();
         let mut b = [0u8; 512];
         again.read_at(&mut b, 4096).unwrap();
         assert_eq!(b, [0x5a; 512]);
@@ -739,11 +703,14 @@ mod tests {
     fn qcow2_size_mismatch_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let img = dir.path().join("a.qcow2");
-        Qcow2Backstore::create(&img, 4 << 20, 16, &Default::default()).unwrap();
+        rustio_backstore::Qcow2Backstore::create(&img, 4 << 20, 16, &Default::default()).unwrap();
         let text = user_config(&format!("qcow2/{}", img.display()), 8 << 20);
         let model = rustio_config::parse::from_str(&text).unwrap();
         match from_model(&model, None) {
-            Err(Error::Config(m)) => {
+            Err(Error::Config(
+                e @ ConfigError::StorageObject(rustio_stores::ObjectError::Mismatch { .. }),
+            )) => {
+                let m = e.to_string();
                 assert!(m.contains("user/u0") && m.contains("8388608"), "{m}")
             }
             other => panic!("expected a size error, got {:?}", other.err()),
@@ -768,7 +735,12 @@ mod tests {
     fn unknown_user_handler_fails_the_load() {
         let model = rustio_config::parse::from_str(&user_config("zbc/x", 1 << 20)).unwrap();
         match from_model(&model, None) {
-            Err(Error::Config(m)) => assert!(m.contains("user/u0") && m.contains("\"zbc\""), "{m}"),
+            Err(Error::Config(
+                e @ ConfigError::StorageObject(rustio_stores::ObjectError::Handler { .. }),
+            )) => {
+                let m = e.to_string();
+                assert!(m.contains("user/u0") && m.contains("\"zbc\""), "{m}")
+            }
             other => panic!("expected a configuration error, got {:?}", other.err()),
         }
     }
@@ -778,7 +750,7 @@ mod tests {
     fn rbd_without_the_feature_says_so() {
         let model = rustio_config::parse::from_str(&user_config("rbd/p/i", 1 << 20)).unwrap();
         match from_model(&model, None) {
-            Err(e @ Error::Storage { .. }) => {
+            Err(e @ Error::Storage(_)) => {
                 let chain = format!("{e} / {}", std::error::Error::source(&e).unwrap());
                 assert!(chain.contains("u0"), "{chain}");
                 assert!(chain.contains("built without rbd support"), "{chain}");
@@ -790,23 +762,29 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn user_config_never_panics(cfg in "\\PC{0,40}") {
-            let _ = parse_user_config("x", Some(&cfg));
+            let h = Handlers::builtin();
+            if let Ok((handler, rest)) = h.resolve(&cfg) {
+                let _ = handler.check_config(rest);
+            }
         }
 
         #[test]
         fn qcow_paths_round_trip(path in "(/[a-zA-Z0-9._-]{1,12}){1,4}") {
-            let got = parse_user_config("x", Some(&format!("qcow/{path}"))).unwrap();
-            proptest::prop_assert_eq!(got, UserBacking::Qcow2(PathBuf::from(&path)));
-            let got = parse_user_config("x", Some(&format!("file/{path}"))).unwrap();
-            proptest::prop_assert_eq!(got, UserBacking::File(PathBuf::from(&path)));
+            let h = Handlers::builtin();
+            let qcow = format!("qcow/{path}");
+            let (handler, cfg) = h.resolve(&qcow).unwrap();
+            proptest::prop_assert_eq!((handler.subtype(), cfg), ("qcow", path.as_str()));
+            let file = format!("file/{path}");
+            let (handler, cfg) = h.resolve(&file).unwrap();
+            proptest::prop_assert_eq!((handler.subtype(), cfg), ("file", path.as_str()));
         }
 
         #[test]
         fn other_handlers_are_refused(h in "[a-z]{1,8}", rest in "[a-z/]{0,10}") {
-            proptest::prop_assume!(!["qcow", "qcow2", "file", "rbd"].contains(&h.as_str()));
-            let r = parse_user_config("obj", Some(&format!("{h}/{rest}")));
-            let is_named_error = matches!(&r, Err(Error::Config(m)) if m.contains("user/obj"));
-            proptest::prop_assert!(is_named_error, "{:?}", r);
+            // `ram` is served since the registry is the TCMU runner's too.
+            proptest::prop_assume!(!["qcow", "qcow2", "file", "rbd", "ram"].contains(&h.as_str()));
+            let m = config_message("obj", Some(&format!("{h}/{rest}")));
+            proptest::prop_assert!(m.contains("user/obj"), "{}", m);
         }
     }
 }

@@ -14,16 +14,18 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Mutex, RwLock};
-use rustio_scsi::{LunMap, Nexus};
+use rustio_scsi::{LunMap, Nexus, TargetPort, TargetPortName, TransportId};
 use tracing::{debug, info, warn};
+
+use rustio_iscsi_proto::login::{self, SessionType};
+use rustio_iscsi_proto::pdu::{self, BhsInfo, Digests, Header, BHS_LEN};
 
 use crate::budget::Budget;
 use crate::config::{ServerConfig, TpgConfig};
 use crate::conn::{self, Conn, ConnReader, ExecJob, Reader, TICK};
 use crate::limits::{Caps, ConnSlot, ConnTracker, Deadline, LogLimiter};
-use crate::login::{self, LoginDone, LoginMachine, SessionType, Step};
+use crate::login::{LoginDone, LoginMachine, Step};
 use crate::metrics::{self, Metrics, Series};
-use crate::pdu::{self, BhsInfo, Digests, Header, BHS_LEN};
 use crate::session::{Session, SessionLun};
 use crate::{Error, Result};
 
@@ -246,15 +248,23 @@ impl Shared {
             s.wait_idle(Duration::from_secs(5));
             self.end_session(&s);
         }
-        let isid_hex = hex::encode(done.isid);
+        // The I_T nexus: initiator port = initiator name + ISID (RFC 7143 4.2.7.1), target
+        // port = target name + TPGT; the TPG's tag is also the relative target port
+        // identifier and the target port group (one group per TPG).
+        let initiator = TransportId::iscsi_port(done.initiator_name.clone(), done.isid);
         let (nexus, lun_map, luns) = match &done.target {
             Some((t, tpg)) => {
-                let mut nexus = Nexus::new(
-                    format!("{},i,0x{}", done.initiator_name, isid_hex),
-                    format!("{},t,0x{:04x}", t.iqn, tpg.tag),
+                let nexus = Nexus::new(
+                    initiator,
+                    TargetPort::new(
+                        tpg.tag,
+                        tpg.tag,
+                        TargetPortName::Iscsi {
+                            name: t.iqn.clone(),
+                            tpgt: tpg.tag,
+                        },
+                    ),
                 );
-                nexus.relative_target_port_id = tpg.tag;
-                nexus.target_port_group = tpg.tag;
                 let mut map = LunMap::new();
                 let mut luns = Vec::new();
                 for (lun, lu, wp) in tpg.luns_for(&done.initiator_name) {
@@ -269,8 +279,8 @@ impl Shared {
             }
             None => (
                 Nexus::new(
-                    format!("{},i,0x{}", done.initiator_name, isid_hex),
-                    "discovery".to_string(),
+                    initiator,
+                    TargetPort::new(1, 1, TargetPortName::Local("discovery".into())),
                 ),
                 LunMap::new(),
                 Vec::new(),

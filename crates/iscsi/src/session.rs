@@ -9,11 +9,12 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 use rustio_scsi::{LogicalUnit, LunMap, Nexus};
 
+use rustio_iscsi_proto::login::SessionType;
+use rustio_iscsi_proto::text::Negotiated;
+
 use crate::config::{TargetConfig, TpgConfig};
 use crate::conn::Conn;
-use crate::login::SessionType;
 use crate::metrics::IoCounters;
-use crate::text::Negotiated;
 
 /// Serial number arithmetic (RFC 1982, as RFC 7143 4.2.2.1 requires): `a < b`.
 #[inline]
@@ -365,7 +366,10 @@ mod tests {
             "iqn.2024-01.org.example:i".into(),
             SessionType::Normal,
             None,
-            Nexus::new("i", "t"),
+            Nexus::new(
+                rustio_scsi::TransportId::iscsi_port("iqn.2024-01.org.example:i", [0; 6]),
+                rustio_scsi::TargetPort::new(1, 1, rustio_scsi::TargetPortName::Local("t".into())),
+            ),
             LunMap::new(),
             Vec::new(),
             crate::text::Negotiated::default(),

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use common::*;
 use rustio_iscsi::config::{AclConfig, ChapCredentials};
-use rustio_iscsi::pdu::{Header, LoginRequest, Pdu, Stage};
+use rustio_iscsi_proto::pdu::{Header, LoginRequest, Pdu, Stage};
 
 /// Everything the server logs in this test binary (one global subscriber: the server's
 /// threads are not the test's).
@@ -72,12 +72,14 @@ fn acl_user_without_secret_is_refused_at_start() {
         ..rustio_iscsi::ServerConfig::default()
     };
     match rustio_iscsi::Server::start(cfg, vec![l]) {
-        Err(rustio_iscsi::Error::Config(m)) => assert_eq!(
-            m,
-            format!(
+        Err(rustio_iscsi::Error::Config(e @ rustio_iscsi::ConfigError::ChapIncomplete { .. })) => {
+            assert_eq!(
+                e.to_string(),
+                format!(
                 "/iscsi/{TARGET}/tpg1/acls/{INITIATOR}: chap_userid set but chap_password empty"
             )
-        ),
+            )
+        }
         Err(e) => panic!("{e}"),
         Ok(_) => panic!("started with an empty CHAP secret"),
     }
@@ -95,7 +97,9 @@ fn target_name_refused_by_lio_is_refused_by_serve() {
     };
     assert!(matches!(
         rustio_iscsi::Server::start(cfg, vec![l]),
-        Err(rustio_iscsi::Error::Config(_))
+        Err(rustio_iscsi::Error::Config(
+            rustio_iscsi::ConfigError::TargetName { .. }
+        ))
     ));
 }
 
@@ -162,7 +166,7 @@ fn login_req(csg: Stage, nsg: Stage, transit: bool, cont: bool) -> LoginRequest 
     }
 }
 
-fn response(i: &mut Initiator) -> (rustio_iscsi::pdu::LoginResponse, Vec<u8>) {
+fn response(i: &mut Initiator) -> (rustio_iscsi_proto::pdu::LoginResponse, Vec<u8>) {
     let p = i.recv();
     let Header::LoginResponse(h) = p.header else {
         panic!("{:?}", p.header)
@@ -175,7 +179,7 @@ fn login_reply_stays_within_8k() {
     let (h, addr) = start(|_, _| {});
     let mut i = Initiator::connect(addr);
     let mut text =
-        rustio_iscsi::text::encode(&[("InitiatorName", INITIATOR), ("TargetName", TARGET)]);
+        rustio_iscsi_proto::text::encode(&[("InitiatorName", INITIATOR), ("TargetName", TARGET)]);
     for n in 0..200 {
         text.extend(format!("X-com.example.{n:0>40}=1\0").into_bytes());
     }
@@ -204,7 +208,7 @@ fn login_reply_stays_within_8k() {
 fn invalid_mrdsl_is_answered_once() {
     let (h, addr) = start(|_, _| {});
     let mut i = Initiator::connect(addr);
-    let keys = rustio_iscsi::text::encode(&[
+    let keys = rustio_iscsi_proto::text::encode(&[
         ("InitiatorName", INITIATOR),
         ("TargetName", TARGET),
         ("MaxRecvDataSegmentLength", "17"),
@@ -216,7 +220,7 @@ fn invalid_mrdsl_is_answered_once() {
         keys,
     ));
     let (r, data) = response(&mut i);
-    let pairs = rustio_iscsi::text::parse(&data).unwrap();
+    let pairs = rustio_iscsi_proto::text::parse(&data).unwrap();
     let mrdsl: Vec<&str> = pairs
         .iter()
         .filter(|(k, _)| k == "MaxRecvDataSegmentLength")
@@ -230,7 +234,7 @@ fn invalid_mrdsl_is_answered_once() {
     ));
     let (r, data) = response(&mut i);
     assert!(r.transit && r.status_class == 0);
-    let pairs = rustio_iscsi::text::parse(&data).unwrap();
+    let pairs = rustio_iscsi_proto::text::parse(&data).unwrap();
     assert_eq!(
         pairs
             .iter()

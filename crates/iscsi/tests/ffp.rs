@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use common::*;
 use rustio_iscsi::config::{AclConfig, ChapCredentials, Execution, MappedLunConfig};
-use rustio_iscsi::pdu::{
+use rustio_iscsi_proto::pdu::{
     BhsInfo, Header, LogoutReason, NopOut, Pdu, SnackRequest, TmfFunction, BHS_LEN, RESERVED_TAG,
 };
 
@@ -180,7 +180,7 @@ fn bad_pdus_get_rejects() {
     assert_eq!(r.reason, 0x04);
     // Data-Out for a task that does not exist: invalid PDU field.
     i.send(&Pdu::new(
-        Header::DataOut(rustio_iscsi::pdu::DataOut {
+        Header::DataOut(rustio_iscsi_proto::pdu::DataOut {
             final_bit: true,
             lun: 0,
             itt: 4242,
@@ -585,7 +585,7 @@ fn immediate_command_and_unsolicited_data() {
     for (k, off) in [2048usize, 6144].iter().enumerate() {
         let n = if k == 0 { 4096 } else { 2048 };
         i.send(&Pdu::new(
-            Header::DataOut(rustio_iscsi::pdu::DataOut {
+            Header::DataOut(rustio_iscsi_proto::pdu::DataOut {
                 final_bit: k == 1,
                 lun: 0,
                 itt,
@@ -628,7 +628,7 @@ fn data_sn_error_terminates_the_task() {
     };
     for (k, sn) in [0u32, 0].iter().enumerate() {
         i.send(&Pdu::new(
-            Header::DataOut(rustio_iscsi::pdu::DataOut {
+            Header::DataOut(rustio_iscsi_proto::pdu::DataOut {
                 final_bit: k == 1,
                 lun: 0,
                 itt,

@@ -8,7 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use rustio_iscsi::pdu::{DataOut, Header, Pdu};
+use rustio_iscsi_proto::pdu::{DataOut, Header, Pdu};
 
 const MIB: u64 = 1 << 20;
 
@@ -157,7 +157,7 @@ fn server_budget_holds_other_sessions_until_budget_frees() {
 }
 
 /// Waits for an R2T for `itt`, skipping anything else.
-fn r2t_for(i: &mut Initiator, itt: u32) -> rustio_iscsi::pdu::R2t {
+fn r2t_for(i: &mut Initiator, itt: u32) -> rustio_iscsi_proto::pdu::R2t {
     for _ in 0..16 {
         if let Header::R2t(r) = i.recv().header {
             if r.itt == itt {
@@ -169,7 +169,7 @@ fn r2t_for(i: &mut Initiator, itt: u32) -> rustio_iscsi::pdu::R2t {
 }
 
 /// A 512-byte Data-Out at `offset` of the R2T `r` (F=0: more to come).
-fn drip(i: &mut Initiator, r: &rustio_iscsi::pdu::R2t, k: u32) {
+fn drip(i: &mut Initiator, r: &rustio_iscsi_proto::pdu::R2t, k: u32) {
     let d = DataOut {
         final_bit: false,
         lun: r.lun,
@@ -400,7 +400,7 @@ fn immediate_data_waiting_in_the_cmdsn_window_is_within_the_budget() {
     );
     // Fill the gap with a NOP-Out (a non-immediate command consumes the missing CmdSN).
     let nop = Pdu::new(
-        Header::NopOut(rustio_iscsi::pdu::NopOut {
+        Header::NopOut(rustio_iscsi_proto::pdu::NopOut {
             immediate: false,
             lun: 0,
             itt: 0x7000_0000,

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use rustio_iscsi::config::{AclConfig, MappedLunConfig};
-use rustio_iscsi::pdu::TmfFunction;
+use rustio_iscsi_proto::pdu::TmfFunction;
 
 const B: &str = "iqn.2024-01.org.rustio.test:b";
 

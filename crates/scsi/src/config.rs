@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use crate::tpg::{AluaMode, TargetPortGroup};
+
 /// Default IEEE company identifier used in NAA-6 designators (the OUI Linux LIO uses,
 /// so initiators recognise the format).
 pub const DEFAULT_IEEE_COMPANY_ID: u32 = 0x00_14_05;
@@ -50,6 +52,12 @@ pub struct LuConfig {
     pub max_compare_write_blocks: u8,
     /// LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT (READ CAPACITY(16)).
     pub physical_block_exponent: u8,
+    /// Asymmetric access support reported in the TPGS field of INQUIRY (SPC-4 6.6.2).
+    pub alua: AluaMode,
+    /// The target port groups REPORT TARGET PORT GROUPS describes (SPC-4 6.37). Empty:
+    /// one preferred active/optimized group holding the port the command came through,
+    /// which is right for a unit exported by a single target.
+    pub target_port_groups: Vec<TargetPortGroup>,
 }
 
 impl Default for LuConfig {
@@ -72,6 +80,8 @@ impl Default for LuConfig {
             max_write_same_blocks: 8192 * 1024,
             max_compare_write_blocks: 1,
             physical_block_exponent: 0,
+            alua: AluaMode::Implicit,
+            target_port_groups: Vec::new(),
         }
     }
 }

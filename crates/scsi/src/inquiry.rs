@@ -13,9 +13,6 @@ const VERSION_DESCRIPTORS: [u16; 4] = [0x00a0, 0x0960, 0x0460, 0x04c0];
 /// Length of our standard INQUIRY data: through the last version descriptor slot.
 const STD_INQUIRY_LEN: usize = 74;
 
-/// Protocol identifier for iSCSI (SPC-4 7.6.1 table 362).
-const PROTOCOL_ISCSI: u8 = 0x5;
-
 /// Copies `s` into `dst`, space padded (SPC-4 4.3.1: ASCII fields are left aligned and
 /// padded with spaces).
 fn put_ascii(dst: &mut [u8], s: &str) {
@@ -85,8 +82,9 @@ impl LogicalUnit {
         d[2] = 0x06; // VERSION: SPC-4
         d[3] = 0x10 | 0x02; // HISUP, RESPONSE DATA FORMAT 2
         d[4] = (STD_INQUIRY_LEN - 5) as u8;
-        // TPGS = 01b (implicit ALUA), 3PC (EXTENDED COPY).
-        d[5] = 0x10 | 0x08;
+        // TPGS from the unit's ALUA mode (01b, implicit, by default), 3PC (EXTENDED
+        // COPY).
+        d[5] = (self.config.alua.tpgs() << 4) | 0x08;
         d[6] = 0x00;
         d[7] = 0x02; // CMDQUE
         put_ascii(&mut d[8..16], &self.config.vendor);
@@ -110,21 +108,20 @@ impl LogicalUnit {
         t10.extend_from_slice(self.config.unit_serial.as_bytes());
         t10.truncate(255);
         designator(&mut body, None, 0x2, 0b00, 0x1, &t10);
-        // Target port designators carry the protocol identifier when we know it.
-        let proto = nexus
-            .target_port
-            .contains(",t,0x")
-            .then_some(PROTOCOL_ISCSI);
+        // Target port designators carry the protocol identifier of the port's transport
+        // when it has one (SPC-4 7.8.6.1 PIV).
+        let port = &nexus.target;
+        let proto = port.name.protocol().map(|p| p.code());
         let mut rtp = [0u8; 4];
-        rtp[2..].copy_from_slice(&nexus.relative_target_port_id.to_be_bytes());
+        rtp[2..].copy_from_slice(&port.relative_id.to_be_bytes());
         designator(&mut body, proto, 0x1, 0b01, 0x4, &rtp);
         let mut tpg = [0u8; 4];
-        tpg[2..].copy_from_slice(&nexus.target_port_group.to_be_bytes());
+        tpg[2..].copy_from_slice(&port.group.0.to_be_bytes());
         designator(&mut body, proto, 0x1, 0b01, 0x5, &tpg);
         // SCSI name string of the target port: UTF-8, null terminated, padded to a
         // multiple of 4 (SPC-4 7.8.6.11).
-        if !nexus.target_port.is_empty() {
-            let mut name = nexus.target_port.as_bytes().to_vec();
+        if let Some(name) = port.name.scsi_name() {
+            let mut name = name.into_bytes();
             name.truncate(251);
             name.push(0);
             while name.len() % 4 != 0 {

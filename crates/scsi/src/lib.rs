@@ -31,7 +31,10 @@
 //! ```
 //! use std::sync::Arc;
 //! use rustio_backstore::RamBackstore;
-//! use rustio_scsi::{LogicalUnit, LuConfig, LunMap, Nexus, Request, Status, TaskAttr};
+//! use rustio_scsi::{
+//!     LogicalUnit, LuConfig, LunMap, Nexus, Request, Status, TargetPort, TargetPortName, TaskAttr,
+//!     TransportId,
+//! };
 //!
 //! let lu = LogicalUnit::new(
 //!     Arc::new(RamBackstore::new(1 << 20, 512).unwrap()),
@@ -41,7 +44,10 @@
 //! // What this nexus may access (EXTENDED COPY reaches no other unit).
 //! let mut map = LunMap::new();
 //! map.insert(0, lu.clone(), false);
-//! let nexus = Nexus::new("iqn.2024-01.test:init,i,0x23d000000001", "iqn.2024-01.test:tgt,t,0x1");
+//! let nexus = Nexus::new(
+//!     TransportId::iscsi_port("iqn.2024-01.test:init", [0x23, 0xd0, 0, 0, 0, 1]),
+//!     TargetPort::new(1, 1, TargetPortName::Iscsi { name: "iqn.2024-01.test:tgt".into(), tpgt: 1 }),
+//! );
 //! let mut data_in = Vec::new();
 //! let inquiry = [0x12, 0, 0, 0, 96, 0];
 //! let req = Request {
@@ -75,6 +81,8 @@ mod rsoc;
 mod sbc;
 pub mod sense;
 mod status;
+mod tpg;
+mod transport;
 mod ua;
 mod xcopy;
 
@@ -84,8 +92,13 @@ pub use error::Error;
 pub use lu::LogicalUnit;
 pub use lunmap::{decode_lun, decode_lun_u64, encode_lun, LunAccess, LunMap, MappedLun, MAX_LUN};
 pub use nexus::{Nexus, Request, TaskAttr, Tmf};
+pub use pr::{MemoryStore, ReservationState, ReservationStore, StoreError, Versioned};
 pub use sense::{FieldPointer, Sense, SenseKey, FIXED_SENSE_LEN};
 pub use status::{Response, Status};
+pub use tpg::{
+    AluaMode, AluaState, TargetPort, TargetPortGroup, TargetPortGroupId, TargetPortName,
+};
+pub use transport::{Isid, ProtocolId, TransportId, TransportIdError};
 
 #[cfg(test)]
 mod tests;

@@ -23,10 +23,11 @@ use crate::direct::DirectIn;
 use crate::error::Error;
 use crate::mode::ModeState;
 use crate::nexus::{Nexus, Request, Tmf};
-use crate::pr::{PrState, ReservationCheck};
+use crate::pr::{MemoryStore, PrState, ReservationCheck, ReservationStore};
 use crate::rangelock::RangeLocks;
 use crate::sense::Sense;
 use crate::status::{Response, Status};
+use crate::tpg::TargetPortGroup;
 use crate::ua::UaTable;
 use crate::xcopy::CopyState;
 
@@ -114,6 +115,18 @@ impl LogicalUnit {
     /// `config.aptpl_file` if it exists. There is no process-wide registry of units:
     /// a unit is reachable only through the LUN maps it is inserted in.
     pub fn new(backstore: Arc<dyn Backstore>, config: LuConfig) -> Result<Arc<Self>, Error> {
+        let store = MemoryStore::open(config.aptpl_file.as_deref())?;
+        Self::with_reservation_store(backstore, config, Arc::new(store))
+    }
+
+    /// Creates a logical unit whose reservation state lives in `store` (for instance
+    /// one shared by several gateways); `config.aptpl_file` is then not used, the store
+    /// decides what persists.
+    pub fn with_reservation_store(
+        backstore: Arc<dyn Backstore>,
+        config: LuConfig,
+        store: Arc<dyn ReservationStore>,
+    ) -> Result<Arc<Self>, Error> {
         config.validate()?;
         let block_size = backstore.block_size();
         rustio_backstore::validate_block_size(block_size).map_err(|source| Error::Backstore {
@@ -121,7 +134,7 @@ impl LogicalUnit {
             source,
         })?;
         let blocks = backstore.capacity() / u64::from(block_size);
-        let pr = PrState::load(config.aptpl_file.as_deref())?;
+        let pr = PrState::new(store);
         let naa = naa_designator(&config);
         Ok(Arc::new(LogicalUnit {
             mode: ModeState::new(&config),
@@ -430,31 +443,28 @@ impl LogicalUnit {
         }
     }
 
-    /// REPORT TARGET PORT GROUPS (SPC-4 6.37): one group containing the port the
-    /// command came through, active/optimized, implicit ALUA.
+    /// REPORT TARGET PORT GROUPS (SPC-4 6.37): the configured target port groups, or
+    /// one preferred active/optimized group containing the port the command came
+    /// through (implicit ALUA).
     fn report_target_port_groups(&self, req: &Request<'_>, extended: bool, out: &mut Vec<u8>) {
-        let nexus = req.nexus;
         let mut desc = Vec::with_capacity(12);
-        // PREF = 1, ASYMMETRIC ACCESS STATE = 0 (active/optimized).
-        desc.push(0x80);
-        // Supported states: T_SUP | O_SUP | U_SUP | S_SUP | AN_SUP | AO_SUP (what we can
-        // report; we only ever are active/optimized).
-        desc.push(0x80 | 0x08 | 0x04 | 0x02 | 0x01);
-        desc.extend_from_slice(&nexus.target_port_group.to_be_bytes());
-        desc.push(0);
-        desc.push(0); // STATUS CODE: no status available
-        desc.push(0); // vendor specific
-        desc.push(1); // TARGET PORT COUNT
-        desc.extend_from_slice(&[0, 0]);
-        desc.extend_from_slice(&nexus.relative_target_port_id.to_be_bytes());
+        if self.config.target_port_groups.is_empty() {
+            TargetPortGroup::of_port(&req.nexus.target).descriptor(&mut desc);
+        } else {
+            for g in &self.config.target_port_groups {
+                g.descriptor(&mut desc);
+            }
+        }
+        // RETURN DATA LENGTH: bounded by the group list of the configuration; saturate
+        // rather than wrap.
+        let len = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         if extended {
-            let len = (desc.len() + 4) as u32;
-            out.extend_from_slice(&len.to_be_bytes());
+            out.extend_from_slice(&len(desc.len().saturating_add(4)).to_be_bytes());
             out.push(0x10); // FORMAT TYPE 001b
             out.push(0); // IMPLICIT TRANSITION TIME
             out.extend_from_slice(&[0, 0]);
         } else {
-            out.extend_from_slice(&(desc.len() as u32).to_be_bytes());
+            out.extend_from_slice(&len(desc.len()).to_be_bytes());
         }
         out.extend_from_slice(&desc);
     }

@@ -1,38 +1,40 @@
 //! I_T nexus, task attributes, the request of one command and task management functions.
 
+use std::fmt;
+
 use crate::lunmap::LunAccess;
+use crate::tpg::TargetPort;
+use crate::transport::TransportId;
 
 /// An I_T nexus (SAM-5 4.7): the initiator port and target port a command came through.
+/// Both are typed identities; nothing parses port name strings.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Nexus {
-    /// Initiator port name, for iSCSI `"<iqn>,i,0x<isid>"` (RFC 7143 13.3 / SPC-4 7.8.6).
-    pub initiator_port: String,
-    /// Target port name, for iSCSI `"<iqn>,t,0x<tpgt>"`.
-    pub target_port: String,
-    /// RELATIVE TARGET PORT IDENTIFIER reported in VPD 0x83 (SPC-4 7.8.6.5).
-    pub relative_target_port_id: u16,
-    /// TARGET PORT GROUP reported in VPD 0x83 and REPORT TARGET PORT GROUPS.
-    pub target_port_group: u16,
+    /// The initiator port (SPC-4 7.6.4), for iSCSI the initiator name plus ISID.
+    pub initiator: TransportId,
+    /// The target port: relative port identifier, target port group and name.
+    pub target: TargetPort,
 }
 
 impl Nexus {
-    /// A nexus from its port names, with relative target port 1 in target port group 1.
-    pub fn new(initiator_port: impl Into<String>, target_port: impl Into<String>) -> Nexus {
-        Nexus {
-            initiator_port: initiator_port.into(),
-            target_port: target_port.into(),
-            relative_target_port_id: 1,
-            target_port_group: 1,
-        }
+    /// A nexus from its initiator and target ports.
+    pub fn new(initiator: TransportId, target: TargetPort) -> Nexus {
+        Nexus { initiator, target }
     }
 
-    /// The initiator device name: the initiator port name without its `,i,0x…` suffix
-    /// (iSCSI initiator name).
-    pub fn initiator_name(&self) -> &str {
-        match self.initiator_port.find(",i,") {
-            Some(i) => &self.initiator_port[..i],
-            None => &self.initiator_port,
-        }
+    /// The initiator device name (SPC-4 3.1): for iSCSI the initiator name without the
+    /// ISID.
+    pub fn initiator_name(&self) -> String {
+        self.initiator.device_name()
+    }
+}
+
+/// The port names as they always appeared in logs and APTPL files:
+/// `"<initiator port> -> <target port>"`, e.g. `"iqn.a,i,0x23d000000001 ->
+/// iqn.t,t,0x0001"`.
+impl fmt::Display for Nexus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} -> {}", self.initiator, self.target.name)
     }
 }
 
@@ -101,4 +103,27 @@ pub enum Tmf {
     QueryTaskSet,
     /// QUERY ASYNCHRONOUS EVENT.
     QueryAsyncEvent,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tpg::TargetPortName;
+
+    #[test]
+    fn names_come_from_the_types() {
+        let n = Nexus::new(
+            TransportId::iscsi_port("iqn.a", [0x23, 0xd0, 0, 0, 0, 1]),
+            TargetPort::new(
+                1,
+                1,
+                TargetPortName::Iscsi {
+                    name: "iqn.t".into(),
+                    tpgt: 1,
+                },
+            ),
+        );
+        assert_eq!(n.initiator_name(), "iqn.a");
+        assert_eq!(n.to_string(), "iqn.a,i,0x23d000000001 -> iqn.t,t,0x0001");
+    }
 }

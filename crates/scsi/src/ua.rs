@@ -175,7 +175,19 @@ mod tests {
     use super::*;
 
     fn n(i: u32) -> Nexus {
-        Nexus::new(format!("iqn.x:i,i,0x{i}"), "iqn.x:t,t,0x1")
+        let mut isid = [0u8; 6];
+        isid[2..].copy_from_slice(&i.to_be_bytes());
+        Nexus::new(
+            crate::TransportId::iscsi_port("iqn.x:i", isid),
+            crate::TargetPort::new(
+                1,
+                1,
+                crate::TargetPortName::Iscsi {
+                    name: "iqn.x:t".into(),
+                    tpgt: 1,
+                },
+            ),
+        )
     }
 
     #[test]

@@ -182,7 +182,14 @@ impl LuTarget {
     ) -> Result<LuTarget, rustio_scsi::Error> {
         let lu = LogicalUnit::new(backstore, config)?;
         // The kernel hides the initiator; one synthetic nexus per device.
-        let nexus = Nexus::new("tcmu.kernel,i,0x0", format!("tcmu.{name},t,0x1"));
+        let nexus = Nexus::new(
+            rustio_scsi::TransportId::Local("tcmu.kernel".into()),
+            rustio_scsi::TargetPort::new(
+                1,
+                1,
+                rustio_scsi::TargetPortName::Local(format!("tcmu.{name}")),
+            ),
+        );
         let own = MappedLun {
             lu: lu.clone(),
             write_protected: false,

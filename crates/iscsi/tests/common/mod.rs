@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use rustio_backstore::RamBackstore;
 use rustio_iscsi::config::{PortalConfig, ServerConfig, TargetConfig, TpgConfig};
-use rustio_iscsi::pdu::{
+use rustio_iscsi::{LunConfig, Server, ServerHandle};
+use rustio_iscsi_proto::pdu::{
     read_pdu, DataOut, Digests, Header, LoginRequest, LogoutReason, LogoutRequest, NopOut, Pdu,
     ScsiCommand, Stage, TaskAttribute, TaskMgmtRequest, TextRequest, TmfFunction, RESERVED_TAG,
 };
-use rustio_iscsi::{LunConfig, Server, ServerHandle};
 use rustio_scsi::{LogicalUnit, LuConfig};
 
 pub const TARGET: &str = "iqn.2024-01.org.rustio.test:disk";
@@ -123,7 +123,7 @@ pub struct Initiator {
 }
 
 fn kv(pairs: &[(String, String)]) -> Vec<u8> {
-    rustio_iscsi::text::encode(pairs)
+    rustio_iscsi_proto::text::encode(pairs)
 }
 
 impl Initiator {
@@ -240,15 +240,19 @@ impl Initiator {
                     .unwrap()
             };
             let id: u8 = get("CHAP_I").parse().unwrap();
-            let c = rustio_iscsi::text::parse_binary(&get("CHAP_C")).unwrap();
-            let resp = rustio_iscsi::chap::ChapAlgorithm::Md5.response(id, secret.as_bytes(), &c);
+            let c = rustio_iscsi_proto::text::parse_binary(&get("CHAP_C")).unwrap();
+            let resp =
+                rustio_iscsi_proto::chap::ChapAlgorithm::Md5.response(id, secret.as_bytes(), &c);
             req.transit = true;
             if self
                 .login_step(
                     req,
                     &[
                         ("CHAP_N".into(), user.clone()),
-                        ("CHAP_R".into(), rustio_iscsi::text::format_binary(&resp)),
+                        (
+                            "CHAP_R".into(),
+                            rustio_iscsi_proto::text::format_binary(&resp),
+                        ),
                     ],
                 )
                 .is_none()
@@ -300,7 +304,7 @@ impl Initiator {
         self.exp_cmd_sn = h.exp_cmd_sn;
         self.max_cmd_sn = h.max_cmd_sn;
         self.tsih = h.tsih;
-        Some(rustio_iscsi::text::parse(&p.data).unwrap())
+        Some(rustio_iscsi_proto::text::parse(&p.data).unwrap())
     }
 
     /// Sends TEST UNIT READY until it returns GOOD (unit attentions are reported once).
@@ -484,14 +488,14 @@ impl Initiator {
         self.cmd_sn += 1;
         self.send(&Pdu::new(
             Header::TextRequest(h),
-            rustio_iscsi::text::encode(pairs),
+            rustio_iscsi_proto::text::encode(pairs),
         ));
         let p = self.recv();
         let Header::TextResponse(r) = p.header else {
             panic!("{:?}", p.header)
         };
         assert!(r.final_bit && !r.cont);
-        rustio_iscsi::text::parse(&p.data).unwrap()
+        rustio_iscsi_proto::text::parse(&p.data).unwrap()
     }
 
     pub fn logout(&mut self, reason: LogoutReason, cid: u16) -> u8 {

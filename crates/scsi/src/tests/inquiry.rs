@@ -179,3 +179,74 @@ fn inquiry_does_not_consume_unit_attention() {
     let s = check_of(h.run_as(&n2, &[0, 0, 0, 0, 0, 0], &[]).0);
     assert_eq!(s, Sense::UA_POWER_ON_RESET);
 }
+
+/// Several target port groups (gateways) from the configuration: REPORT TARGET PORT
+/// GROUPS lists them all (SPC-4 6.37 table 242/243), whatever port asks.
+#[test]
+fn configured_target_port_groups() {
+    use crate::{AluaState, TargetPortGroup, TargetPortGroupId};
+    let mut config = LuConfig::new("t", "sn");
+    config.target_port_groups = vec![
+        TargetPortGroup {
+            id: TargetPortGroupId(1),
+            state: AluaState::ActiveOptimized,
+            preferred: true,
+            ports: vec![1],
+        },
+        TargetPortGroup {
+            id: TargetPortGroupId(2),
+            state: AluaState::ActiveNonOptimized,
+            preferred: false,
+            ports: vec![2, 3],
+        },
+    ];
+    let h = H::with(config);
+    let d = h.good(&cdb12(0xa3, 0x0a, 0, 1024), &[]);
+    assert_eq!(&d[0..4], &28u32.to_be_bytes());
+    assert_eq!(&d[4..16], &[0x80, 0x8f, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1]);
+    assert_eq!(
+        &d[16..32],
+        &[0x01, 0x8f, 0, 2, 0, 0, 0, 2, 0, 0, 0, 2, 0, 0, 0, 3]
+    );
+    assert_eq!(d.len(), 32);
+}
+
+/// TPGS follows the unit's ALUA mode (SPC-4 6.6.2).
+#[test]
+fn tpgs_from_alua_mode() {
+    let mut config = LuConfig::new("t", "sn");
+    config.alua = crate::AluaMode::None;
+    let h = H::with(config);
+    let d = h.good(&[0x12, 0, 0, 0, 0xff, 0], &[]);
+    assert_eq!(d[5] & 0x30, 0x00);
+    assert_eq!(d[5] & 0x08, 0x08, "3PC");
+}
+
+/// The protocol identifier of the target port designators comes from the port: SAS
+/// (6h) for a SAS port, PIV = 0 and no SCSI name string for a local (TCMU) port
+/// (SPC-4 7.8.6.1).
+#[test]
+fn vpd_83_protocol_from_the_port() {
+    use crate::{TargetPort, TargetPortName, TransportId};
+    // Serial "sn42": the port designators start at byte 40 as in the test above.
+    let h = H::with(LuConfig::new("t", "sn42").with_identity("RUSTIO", "p", "1"));
+    let sas = Nexus::new(
+        TransportId::Sas(0x5001_4050_0000_0001),
+        TargetPort::new(2, 3, TargetPortName::Sas(0x5001_4050_0000_0002)),
+    );
+    h.clear_ua(&sas);
+    let (r, d) = h.run_as(&sas, &[0x12, 1, 0x83, 0, 0xff, 0], &[]);
+    assert_eq!(r, Response::GOOD);
+    assert_eq!(&d[40..48], &[0x61, 0x94, 0, 4, 0, 0, 0, 2]);
+    assert_eq!(&d[48..56], &[0x61, 0x95, 0, 4, 0, 0, 0, 3]);
+    assert_eq!(d.len(), 56);
+    let local = Nexus::new(
+        TransportId::Local("tcmu.kernel".into()),
+        TargetPort::new(1, 1, TargetPortName::Local("tcmu.d".into())),
+    );
+    h.clear_ua(&local);
+    let (_, d) = h.run_as(&local, &[0x12, 1, 0x83, 0, 0xff, 0], &[]);
+    assert_eq!(&d[40..48], &[0x01, 0x14, 0, 4, 0, 0, 0, 1]);
+    assert_eq!(&d[48..56], &[0x01, 0x15, 0, 4, 0, 0, 0, 1]);
+    assert_eq!(d.len(), 56);
+}

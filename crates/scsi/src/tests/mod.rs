@@ -22,12 +22,23 @@ pub(crate) const BS: u32 = 512;
 pub(crate) const BLOCKS: u64 = 2048;
 
 pub(crate) fn nexus(i: u32) -> Nexus {
-    Nexus {
-        initiator_port: format!("iqn.1994-05.com.redhat:init{i},i,0x23d00000000{i}"),
-        target_port: "iqn.2024-01.io.rustio:tgt,t,0x0001".into(),
-        relative_target_port_id: 1,
-        target_port_group: 1,
-    }
+    // Initiator port "iqn.1994-05.com.redhat:init{i},i,0x23d00000000{i}", target port
+    // "iqn.2024-01.io.rustio:tgt,t,0x0001", relative port 1 in group 1.
+    let isid = crate::Isid::parse_hex(&format!("23d00000000{i}")).unwrap();
+    Nexus::new(
+        crate::TransportId::Iscsi {
+            name: format!("iqn.1994-05.com.redhat:init{i}"),
+            isid: Some(isid),
+        },
+        crate::TargetPort::new(
+            1,
+            1,
+            crate::TargetPortName::Iscsi {
+                name: "iqn.2024-01.io.rustio:tgt".into(),
+                tpgt: 1,
+            },
+        ),
+    )
 }
 
 /// A logical unit plus a default nexus.

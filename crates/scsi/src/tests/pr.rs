@@ -296,7 +296,8 @@ fn report_capabilities_and_full_status() {
     assert_eq!(&d[26..28], &[0, 1]);
     let tid_len = u32::from_be_bytes(d[28..32].try_into().unwrap()) as usize;
     assert_eq!(d[32], 0x45);
-    let name = h.n.initiator_port.as_bytes();
+    let name = h.n.initiator.to_string();
+    let name = name.as_bytes();
     assert_eq!(&d[36..36 + name.len()], name);
     let second = 32 + tid_len;
     assert_eq!(&d[second..second + 8], &2u64.to_be_bytes());
@@ -320,7 +321,7 @@ fn register_and_move() {
     pr_out(&h, &h.n, 0, 0, 0, 0x1);
     pr_out(&h, &h.n, 1, 1, 0x1, 0);
     let tid = {
-        let mut name = n2.initiator_port.as_bytes().to_vec();
+        let mut name = n2.initiator.to_string().into_bytes();
         name.push(0);
         while name.len() % 4 != 0 {
             name.push(0);
@@ -384,4 +385,49 @@ fn aptpl_persists_across_restart() {
     // A corrupt file fails LogicalUnit::new.
     std::fs::write(&path, "garbage").unwrap();
     assert!(crate::LogicalUnit::new(b, LuConfig::new("t", "s").with_aptpl_file(&path)).is_err());
+}
+
+/// A TCMU-style nexus (initiator the transport cannot name) registers like any other;
+/// READ FULL STATUS reports its TransportID with protocol identifier Fh.
+#[test]
+fn local_initiator_in_full_status() {
+    use crate::{TargetPort, TargetPortName, TransportId};
+    let h = H::new();
+    let local = Nexus::new(
+        TransportId::Local("tcmu.kernel".into()),
+        TargetPort::new(1, 1, TargetPortName::Local("tcmu.d".into())),
+    );
+    h.clear_ua(&local);
+    assert_eq!(pr_out(&h, &local, 0, 0, 0, 0x7), Response::GOOD);
+    let d = prin(&h, &local, 3);
+    assert_eq!(&d[8..16], &7u64.to_be_bytes());
+    assert_eq!(d[32], 0x0f);
+    let (id, _) = TransportId::parse(&d[32..]).unwrap();
+    assert_eq!(id, local.initiator);
+}
+
+/// A unit over a caller's store commits through it (the store version moves).
+#[test]
+fn logical_unit_over_a_given_store() {
+    use crate::{MemoryStore, ReservationStore};
+    let store = Arc::new(MemoryStore::new());
+    let lu = crate::LogicalUnit::with_reservation_store(
+        Arc::new(rustio_backstore::RamBackstore::new(1 << 20, 512).unwrap()),
+        LuConfig::new("t", "s"),
+        store.clone(),
+    )
+    .unwrap();
+    let mut map = LunMap::new();
+    map.insert(0, lu.clone(), false);
+    let h = H {
+        lu,
+        n: nexus(1),
+        wp: false,
+        map,
+    };
+    h.clear_ua(&h.n);
+    assert_eq!(pr_out(&h, &h.n, 0, 0, 0, 0xaa), Response::GOOD);
+    let v = store.load();
+    assert_eq!(v.version, 1);
+    assert_eq!(keys(&h), (1, vec![0xaa]));
 }

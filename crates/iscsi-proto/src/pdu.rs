@@ -7,7 +7,7 @@
 //! opcodes stay data in [`Header::Unknown`] — and [`Header::encode`] writes it back.
 //! [`read_pdu`] / [`Pdu::encode`] handle a whole PDU with digests for the login path,
 //! tests and fuzzing; the full-feature-phase connection code reads data segments straight
-//! into task buffers instead (see `conn.rs`).
+//! into task buffers instead (see `rustio-iscsi`'s `conn.rs`).
 
 use std::io::Read;
 
@@ -694,6 +694,38 @@ pub struct Reject {
     pub max_cmd_sn: u32,
     /// DataSN/R2TSN (only for SNACK rejects).
     pub data_sn: u32,
+}
+
+impl NopOut {
+    /// The NOP-Out an initiator sends to answer a target's ping `ping` (a NOP-In whose
+    /// TTT is not the reserved tag): RFC 7143 11.18 — immediate, ITT `0xffffffff`, LUN
+    /// and TTT copied from the NOP-In. An immediate PDU does not advance CmdSN, so
+    /// `cmd_sn` is the session's next CmdSN as is (RFC 7143 3.2.2.1).
+    pub fn reply_to(ping: &NopIn, cmd_sn: u32, exp_stat_sn: u32) -> NopOut {
+        NopOut {
+            immediate: true,
+            lun: ping.lun,
+            itt: RESERVED_TAG,
+            ttt: ping.ttt,
+            cmd_sn,
+            exp_stat_sn,
+        }
+    }
+}
+
+impl LogoutRequest {
+    /// An immediate Logout Request closing the whole session (reason code 0, RFC 7143
+    /// 11.14.1), sent on connection `cid`.
+    pub fn close_session(itt: u32, cid: u16, cmd_sn: u32, exp_stat_sn: u32) -> LogoutRequest {
+        LogoutRequest {
+            immediate: true,
+            reason: LogoutReason::CloseSession,
+            itt,
+            cid,
+            cmd_sn,
+            exp_stat_sn,
+        }
+    }
 }
 
 /// A typed Basic Header Segment.
@@ -1521,6 +1553,154 @@ mod tests {
         );
         assert_eq!(c.cdb[0], 0x28);
         assert_eq!(h.encode(0, 0), b);
+    }
+
+    /// The PDUs an initiator sends (RFC 7143 11.12 Login Request, 11.3 SCSI Command, 11.7
+    /// Data-Out, 11.18 NOP-Out, 11.14 Logout Request): the bytes land at the offsets of
+    /// the RFC's figures and decode back to the same value.
+    #[test]
+    fn initiator_pdus_round_trip_at_rfc_offsets() {
+        let login = Header::LoginRequest(LoginRequest {
+            transit: true,
+            cont: false,
+            csg: Stage::Operational,
+            nsg: Stage::FullFeature,
+            version_max: 0,
+            version_min: 0,
+            isid: [0x80, 0, 1, 2, 3, 4],
+            tsih: 0x0506,
+            itt: 0x0708_090a,
+            cid: 0x0b0c,
+            cmd_sn: 0x0d0e_0f10,
+            exp_stat_sn: 0x1112_1314,
+        });
+        let b = login.encode(0, 20);
+        // 11.12: byte 0 = I (always 1 for login) | 0x03; byte 1 = T | C | CSG<<2 | NSG.
+        assert_eq!(b[0], 0x43);
+        assert_eq!(b[1], 0x80 | (1 << 2) | 3);
+        assert_eq!(&b[5..8], &[0, 0, 20]);
+        assert_eq!(&b[8..14], &[0x80, 0, 1, 2, 3, 4]);
+        assert_eq!(&b[14..16], &[5, 6]);
+        assert_eq!(&b[16..20], &[7, 8, 9, 0x0a]);
+        assert_eq!(&b[20..22], &[0x0b, 0x0c]);
+        assert_eq!(&b[24..28], &[0x0d, 0x0e, 0x0f, 0x10]);
+        assert_eq!(&b[28..32], &[0x11, 0x12, 0x13, 0x14]);
+        assert_eq!(Header::parse(&b), login);
+
+        let cmd = Header::ScsiCommand(ScsiCommand {
+            immediate: false,
+            final_bit: true,
+            read: false,
+            write: true,
+            attr: TaskAttribute::Simple,
+            lun: 0x0003_0000_0000_0000,
+            itt: 0x0102_0304,
+            edtl: 0x1000,
+            cmd_sn: 7,
+            exp_stat_sn: 9,
+            cdb: [0x2a, 0, 0, 0, 0, 0x10, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0],
+        });
+        let b = cmd.encode(0, 4096);
+        // 11.3: byte 1 = F | R | W | ATTR; EDTL at 20, CmdSN 24, ExpStatSN 28, CDB 32.
+        assert_eq!(b[0], 0x01);
+        assert_eq!(b[1], 0x80 | 0x20 | 0x01);
+        assert_eq!(&b[4..8], &[0, 0, 0x10, 0x00]);
+        assert_eq!(&b[8..16], &[0, 3, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(&b[16..20], &[1, 2, 3, 4]);
+        assert_eq!(&b[20..24], &[0, 0, 0x10, 0]);
+        assert_eq!(&b[24..28], &[0, 0, 0, 7]);
+        assert_eq!(&b[28..32], &[0, 0, 0, 9]);
+        assert_eq!(&b[32..42], &[0x2a, 0, 0, 0, 0, 0x10, 0, 0, 8, 0]);
+        assert_eq!(Header::parse(&b), cmd);
+
+        let out = Header::DataOut(DataOut {
+            final_bit: true,
+            lun: 0x0003_0000_0000_0000,
+            itt: 0x0102_0304,
+            ttt: 0x0a0b_0c0d,
+            exp_stat_sn: 9,
+            data_sn: 2,
+            buffer_offset: 0x2_0000,
+        });
+        let b = out.encode(0, 8192);
+        // 11.7.1: no I bit; TTT at 20, ExpStatSN 28, DataSN 36, Buffer Offset 40.
+        assert_eq!((b[0], b[1]), (0x05, 0x80));
+        assert_eq!(&b[20..24], &[0x0a, 0x0b, 0x0c, 0x0d]);
+        assert_eq!(&b[24..28], &[0; 4]);
+        assert_eq!(&b[36..40], &[0, 0, 0, 2]);
+        assert_eq!(&b[40..44], &[0, 2, 0, 0]);
+        assert_eq!(Header::parse(&b), out);
+
+        let ping = NopIn {
+            lun: 0x0001_0000_0000_0000,
+            itt: RESERVED_TAG,
+            ttt: 0x55,
+            stat_sn: 4,
+            exp_cmd_sn: 5,
+            max_cmd_sn: 6,
+        };
+        let nop = Header::NopOut(NopOut::reply_to(&ping, 11, 12));
+        let b = nop.encode(0, 0);
+        // 11.18: I | 0x00, F always 1; ITT reserved, TTT and LUN copied from the NOP-In.
+        assert_eq!((b[0], b[1]), (0x40, 0x80));
+        assert_eq!(&b[8..16], &[0, 1, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(&b[16..20], &[0xff; 4]);
+        assert_eq!(&b[20..24], &[0, 0, 0, 0x55]);
+        assert_eq!(&b[24..28], &[0, 0, 0, 11]);
+        assert_eq!(&b[28..32], &[0, 0, 0, 12]);
+        assert_eq!(Header::parse(&b), nop);
+
+        let logout = Header::LogoutRequest(LogoutRequest::close_session(0x7fff_fff0, 1, 20, 21));
+        let b = logout.encode(0, 0);
+        // 11.14: I | 0x06; byte 1 = F | reason code (0 = close the session); CID at 20.
+        assert_eq!((b[0], b[1]), (0x46, 0x80));
+        assert_eq!(&b[16..20], &[0x7f, 0xff, 0xff, 0xf0]);
+        assert_eq!(&b[20..22], &[0, 1]);
+        assert_eq!(&b[24..28], &[0, 0, 0, 20]);
+        assert_eq!(&b[28..32], &[0, 0, 0, 21]);
+        assert_eq!(Header::parse(&b), logout);
+    }
+
+    /// What an initiator reads (RFC 7143 11.8 R2T, 11.7.2 Data-In): fields decoded from
+    /// the offsets of the RFC's figures (moved here with bench/loadgen's own decoder).
+    #[test]
+    fn r2t_and_data_in_decode_at_rfc_offsets() {
+        let mut b = [0u8; BHS_LEN];
+        b[0] = 0x31;
+        b[16..20].copy_from_slice(&5u32.to_be_bytes());
+        b[20..24].copy_from_slice(&0xabu32.to_be_bytes());
+        b[32..36].copy_from_slice(&40u32.to_be_bytes());
+        b[40..44].copy_from_slice(&65536u32.to_be_bytes());
+        b[44..48].copy_from_slice(&8192u32.to_be_bytes());
+        match Header::parse(&b) {
+            Header::R2t(r) => {
+                assert_eq!(
+                    (r.itt, r.ttt, r.buffer_offset, r.desired_len, r.max_cmd_sn),
+                    (5, 0xab, 65536, 8192, 40)
+                );
+            }
+            o => panic!("{o:?}"),
+        }
+        b[0] = 0x25;
+        b[1] = 0x81;
+        b[3] = 0x02;
+        match Header::parse(&b) {
+            Header::DataIn(d) => assert!(d.status_present && d.status == 2),
+            o => panic!("{o:?}"),
+        }
+    }
+
+    #[test]
+    fn parse_never_panics_on_any_opcode() {
+        for opc in 0..=255u8 {
+            let mut b = [0xffu8; BHS_LEN];
+            b[0] = opc;
+            let h = Header::parse(&b);
+            assert_eq!(h.opcode(), opc & 0x3f);
+        }
+        // RFC 7143 11.2.3: segments are padded to a multiple of 4 bytes.
+        assert_eq!(pad_len(5), 3);
+        assert_eq!(pad_len(8), 0);
     }
 
     #[test]

@@ -763,6 +763,20 @@ mod tests {
         assert_eq!(parse(b"A=1\0\0B=2\0\0").unwrap().len(), 2);
     }
 
+    /// Moved with bench/loadgen's own text codec, which this module replaces there.
+    #[test]
+    fn encode_then_parse_keeps_values_with_equals() {
+        let pairs = vec![
+            ("A".to_string(), "1".to_string()),
+            ("B".to_string(), "x=y".to_string()),
+        ];
+        let t = encode(&pairs);
+        assert_eq!(t, b"A=1\0B=x=y\0");
+        assert_eq!(parse(&t).unwrap(), pairs);
+        // loadgen's codec skipped malformed pairs; RFC 7143 6.1 framing is enforced here.
+        assert!(parse(b"\0\0junk\0K=v").is_err());
+    }
+
     #[test]
     fn parse_errors() {
         assert_eq!(parse(b"A=1"), Err(TextError::MissingTerminator));
