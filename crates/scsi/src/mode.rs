@@ -14,7 +14,7 @@ use parking_lot::Mutex;
 use crate::cdb::Command;
 use crate::config::LuConfig;
 use crate::lu::{Fail, LogicalUnit, Outcome};
-use crate::nexus::Request;
+use crate::nexus::{Nexus, Request};
 use crate::sense::Sense;
 use crate::status::Status;
 
@@ -124,6 +124,18 @@ impl ModeState {
 }
 
 impl LogicalUnit {
+    /// Sets WCE of the caching page (SBC-4 6.5.5) from outside the SCSI command set — a
+    /// fabric's own configuration, e.g. LIO's `emulate_write_cache` reconfigured for a
+    /// TCMU device. Same effect as a MODE SELECT through nexus `by`: a change raises MODE
+    /// PARAMETERS CHANGED for every other I_T nexus (SPC-4 7.5.2).
+    pub fn set_write_cache(&self, enabled: bool, by: &Nexus) {
+        let _guard = self.mode.select.lock();
+        if self.mode.wce.swap(enabled, Ordering::Relaxed) != enabled {
+            self.ua
+                .raise_all(Sense::UA_MODE_PARAMETERS_CHANGED, Some(by));
+        }
+    }
+
     /// MODE SENSE(6)/(10) (SPC-4 6.11, 6.12).
     pub(crate) fn mode_sense(&self, req: &Request<'_>, cmd: Command, out: &mut Vec<u8>) -> Outcome {
         let Command::ModeSense {

@@ -132,6 +132,9 @@ sense_consts! {
     UNRECOVERED_READ_ERROR = MediumError, 0x11, 0x00;
     /// HARDWARE ERROR, INTERNAL TARGET FAILURE (44h/00h).
     INTERNAL_TARGET_FAILURE = HardwareError, 0x44, 0x00;
+    /// ABORTED COMMAND, COMMAND TIMEOUT DURING PROCESSING (2Eh/02h, SPC-4 annex D):
+    /// the command did not finish in time; initiators retry ABORTED COMMAND.
+    COMMAND_TIMEOUT_DURING_PROCESSING = AbortedCommand, 0x2e, 0x02;
     /// ILLEGAL REQUEST, PARAMETER LIST LENGTH ERROR (1Ah/00h).
     PARAMETER_LIST_LENGTH_ERROR = IllegalRequest, 0x1a, 0x00;
     /// ILLEGAL REQUEST, INVALID FIELD IN INFORMATION UNIT (0Eh/03h): the data-out buffer

@@ -26,7 +26,7 @@ pub enum Status {
 
 impl Status {
     /// The status byte.
-    pub fn as_u8(self) -> u8 {
+    pub const fn as_u8(self) -> u8 {
         self as u8
     }
 }

@@ -38,10 +38,8 @@ use crate::ring::{
 };
 use rustio_scsi::DirectIn;
 
-use crate::target::{
-    sense_command_timeout, sense_internal_target_failure, ScsiTarget, TaskManagement,
-    STATUS_CHECK_CONDITION,
-};
+use crate::target::{ScsiTarget, TaskManagement};
+use rustio_scsi::{Sense, Status};
 
 /// How the device tells the kernel that responses are ready.
 pub trait Notify: Send + Sync + fmt::Debug {
@@ -246,7 +244,7 @@ impl Device {
                         "malformed ring entry; failing the command");
                     completed += self.complete_now(
                         slot,
-                        CmdResponse::check_condition(sense_internal_target_failure()),
+                        CmdResponse::check_condition(Sense::INTERNAL_TARGET_FAILURE.to_fixed()),
                     );
                 }
                 RingEvent::UnknownOp { slot, op } => {
@@ -256,7 +254,7 @@ impl Device {
                     completed += self.complete_now(
                         slot,
                         CmdResponse {
-                            status: STATUS_CHECK_CONDITION,
+                            status: Status::CheckCondition.as_u8(),
                             sense: None,
                             read_len: None,
                             unknown_op: true,
@@ -445,7 +443,7 @@ impl Device {
                         return self.finish_quiet(
                             &record,
                             slot,
-                            CmdResponse::check_condition(sense_internal_target_failure()),
+                            CmdResponse::check_condition(Sense::INTERNAL_TARGET_FAILURE.to_fixed()),
                         );
                     }
                     self.stats
@@ -498,7 +496,7 @@ impl Device {
                 }
                 Err(e) => {
                     tracing::error!(device = %self.name, error = %e, "cannot write data-in");
-                    rsp = CmdResponse::check_condition(sense_internal_target_failure());
+                    rsp = CmdResponse::check_condition(Sense::INTERNAL_TARGET_FAILURE.to_fixed());
                 }
             }
         }
@@ -553,7 +551,7 @@ impl Device {
                 "command timed out in the handler; completing it with ABORTED COMMAND");
             written += self.complete_now(
                 r.slot,
-                CmdResponse::check_condition(sense_command_timeout()),
+                CmdResponse::check_condition(Sense::COMMAND_TIMEOUT_DURING_PROCESSING.to_fixed()),
             );
             drop(phase);
             self.inflight.lock().remove(&r.slot.seq);
@@ -608,7 +606,7 @@ mod tests {
     use crate::abi;
     use crate::mmap::SharedMemory;
     use crate::ring::fake::FakeKernel;
-    use crate::target::{ScsiOutcome, STATUS_GOOD};
+    use crate::target::ScsiOutcome;
     use std::sync::atomic::AtomicUsize;
 
     #[derive(Debug, Default)]
@@ -662,10 +660,7 @@ mod tests {
                     }
                 }
                 _ => {
-                    return ScsiOutcome {
-                        status: STATUS_CHECK_CONDITION,
-                        sense: Some(crate::target::fixed_sense(5, 0x20, 0)),
-                    }
+                    return ScsiOutcome::check(Sense::invalid_opcode());
                 }
             }
             ScsiOutcome::GOOD
@@ -680,12 +675,10 @@ mod tests {
         fn task_management(&self, tmf: TaskManagement) {
             self.tmfs.lock().push(tmf);
         }
-        fn resize(&self, _bytes: u64) -> Result<(), String> {
-            Err("no".into())
+        fn resize(&self, _bytes: u64) -> Result<(), rustio_backstore::Error> {
+            Err(rustio_backstore::Error::ReadOnly)
         }
-        fn set_write_cache(&self, _enabled: bool) -> Result<(), String> {
-            Ok(())
-        }
+        fn set_write_cache(&self, _enabled: bool) {}
     }
 
     fn rw10(op: u8, lba: u32, blocks: u16) -> Vec<u8> {
@@ -725,7 +718,7 @@ mod tests {
         let (done, pos) = k.reap(0);
         assert_eq!(
             done.iter().map(|d| (d.0, d.1)).collect::<Vec<_>>(),
-            vec![(1, STATUS_GOOD)]
+            vec![(1, Status::Good.as_u8())]
         );
         // Read it back into fresh buffers.
         let c = k.alloc_data(2048, 0xff);
@@ -782,8 +775,8 @@ mod tests {
         assert!(work.is_empty());
         let (done, _) = k.reap(0);
         assert_eq!(done.len(), 2);
-        assert_eq!((done[0].0, done[0].1), (9, STATUS_CHECK_CONDITION));
-        assert_eq!(done[0].4, sense_internal_target_failure());
+        assert_eq!((done[0].0, done[0].1), (9, Status::CheckCondition.as_u8()));
+        assert_eq!(done[0].4, Sense::INTERNAL_TARGET_FAILURE.to_fixed());
         assert_eq!((done[1].0, done[1].2), (10, abi::UFLAG_UNKNOWN_OP));
         assert_eq!(notify.0.load(Ordering::SeqCst), 1);
         assert_eq!(dev.stats().malformed.load(Ordering::Relaxed), 1);
@@ -815,8 +808,11 @@ mod tests {
         assert_eq!(dev.expire(Duration::ZERO), 1);
         let (done, pos) = k.reap(0);
         assert_eq!(done.len(), 1);
-        assert_eq!((done[0].0, done[0].1), (5, STATUS_CHECK_CONDITION));
-        assert_eq!(done[0].4, sense_command_timeout());
+        assert_eq!((done[0].0, done[0].1), (5, Status::CheckCondition.as_u8()));
+        assert_eq!(
+            done[0].4,
+            Sense::COMMAND_TIMEOUT_DURING_PROCESSING.to_fixed()
+        );
         // The handler finally returns: nothing more is written.
         let before = k.mem.snapshot();
         tx.send(()).unwrap();
@@ -859,7 +855,10 @@ mod tests {
         worker.join().unwrap();
         assert!(dev.wait_unlent(Duration::ZERO));
         let (done, _) = k.reap(0);
-        assert_eq!((done.len(), done[0].0, done[0].1), (1, 6, STATUS_GOOD));
+        assert_eq!(
+            (done.len(), done[0].0, done[0].1),
+            (1, 6, Status::Good.as_u8())
+        );
         assert_eq!(dev.stats().timeouts.load(Ordering::Relaxed), 0);
     }
 
@@ -938,7 +937,11 @@ mod tests {
         pos = p;
         assert_eq!(
             done.iter().map(|d| (d.0, d.1)).collect::<Vec<_>>(),
-            vec![(10, STATUS_GOOD), (11, STATUS_GOOD), (12, STATUS_GOOD)]
+            vec![
+                (10, Status::Good.as_u8()),
+                (11, Status::Good.as_u8()),
+                (12, Status::Good.as_u8())
+            ]
         );
         let mut stored = vec![0u8; 4096];
         rustio_backstore::Backstore::read_at(&*ram, &mut stored, 8 * 512).unwrap();
@@ -983,7 +986,7 @@ mod tests {
         let (done, _) = k.reap(0);
         assert_eq!(
             done.iter().map(|d| (d.0, d.1)).collect::<Vec<_>>(),
-            vec![(1, STATUS_GOOD), (2, STATUS_GOOD)]
+            vec![(1, Status::Good.as_u8()), (2, Status::Good.as_u8())]
         );
         dev.poll(&mut Vec::new()).unwrap();
         assert!(dev.is_drained());

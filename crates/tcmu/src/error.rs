@@ -114,6 +114,17 @@ pub enum Error {
         /// The SCSI engine's error, rendered.
         reason: String,
     },
+    /// The store refused to resize to the reconfigured `dev_size`.
+    #[error("device {device}: cannot resize to {bytes} bytes")]
+    Resize {
+        /// The LIO device name.
+        device: String,
+        /// The size asked for.
+        bytes: u64,
+        /// Why the store refused.
+        #[source]
+        source: rustio_backstore::Error,
+    },
     /// The reconfiguration is not supported.
     #[error("device {device}: {what} cannot be reconfigured")]
     Unsupported {
@@ -139,7 +150,7 @@ impl Error {
             Error::HandlerOpen { .. } | Error::Target { .. } => libc::EIO,
             Error::Ring { .. } => libc::EIO,
             Error::NoSuchDevice(_) => libc::ENODEV,
-            Error::Unsupported { .. } => libc::EOPNOTSUPP,
+            Error::Unsupported { .. } | Error::Resize { .. } => libc::EOPNOTSUPP,
             Error::NetlinkProtocol(_) | Error::FamilyNotFound | Error::Dbus(_) => libc::EIO,
         };
         -code

@@ -442,16 +442,16 @@ impl Runner {
                     .device
                     .target()
                     .resize(*bytes)
-                    .map_err(|r| unsupported(format!("dev_size={bytes}"), r))?;
+                    .map_err(|source| Error::Resize {
+                        device: dev_name.clone(),
+                        bytes: *bytes,
+                        source,
+                    })?;
                 served.info.lock().size = *bytes;
                 tracing::info!(device = %dev_name, size = bytes, "capacity changed");
             }
             Reconfig::WriteCache(on) => {
-                served
-                    .device
-                    .target()
-                    .set_write_cache(*on)
-                    .map_err(|r| unsupported(format!("emulate_write_cache={on}"), r))?;
+                served.device.target().set_write_cache(*on);
                 served.info.lock().write_cache = *on;
                 tracing::info!(device = %dev_name, write_cache = on, "write cache changed");
             }

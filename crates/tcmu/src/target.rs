@@ -11,46 +11,9 @@ use std::fmt;
 use std::sync::Arc;
 
 use rustio_scsi::{
-    DirectIn, LogicalUnit, LuConfig, MappedLun, Nexus, Request, Response, TaskAttr, Tmf,
+    DirectIn, LogicalUnit, LuConfig, MappedLun, Nexus, Request, Response, Sense, Status, TaskAttr,
+    Tmf,
 };
-
-/// SCSI status GOOD (SAM-5 5.3.1).
-pub const STATUS_GOOD: u8 = 0x00;
-/// SCSI status CHECK CONDITION.
-pub const STATUS_CHECK_CONDITION: u8 = 0x02;
-/// SCSI status BUSY.
-pub const STATUS_BUSY: u8 = 0x08;
-/// SCSI status TASK ABORTED.
-pub const STATUS_TASK_ABORTED: u8 = 0x40;
-
-/// Sense key HARDWARE ERROR (SPC-4 4.5.6, table 27).
-pub const KEY_HARDWARE_ERROR: u8 = 0x04;
-/// Sense key ABORTED COMMAND.
-pub const KEY_ABORTED_COMMAND: u8 = 0x0b;
-
-/// Builds fixed-format sense data (SPC-4 4.5.3): response code 70h, `key`, additional
-/// sense length 10, ASC/ASCQ.
-pub fn fixed_sense(key: u8, asc: u8, ascq: u8) -> [u8; 18] {
-    let mut s = [0u8; 18];
-    s[0] = 0x70;
-    s[2] = key & 0x0f;
-    s[7] = 10;
-    s[12] = asc;
-    s[13] = ascq;
-    s
-}
-
-/// HARDWARE ERROR / INTERNAL TARGET FAILURE (44h/00h): used for ring entries the kernel
-/// built wrongly, which no retry will fix.
-pub fn sense_internal_target_failure() -> [u8; 18] {
-    fixed_sense(KEY_HARDWARE_ERROR, 0x44, 0x00)
-}
-
-/// ABORTED COMMAND / COMMAND TIMEOUT DURING PROCESSING (2Eh/02h, SPC-4 annex D): used
-/// when a handler did not finish in time; initiators retry ABORTED COMMAND.
-pub fn sense_command_timeout() -> [u8; 18] {
-    fixed_sense(KEY_ABORTED_COMMAND, 0x2e, 0x02)
-}
 
 /// Outcome of one command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,9 +27,18 @@ pub struct ScsiOutcome {
 impl ScsiOutcome {
     /// GOOD.
     pub const GOOD: ScsiOutcome = ScsiOutcome {
-        status: STATUS_GOOD,
+        status: Status::Good.as_u8(),
         sense: None,
     };
+
+    /// CHECK CONDITION with `sense` in fixed format (the ring carries fixed-format sense,
+    /// TCMU_SENSE_BUFFERSIZE = 96 bytes, of which the kernel forwards the first 18).
+    pub fn check(sense: Sense) -> ScsiOutcome {
+        ScsiOutcome {
+            status: Status::CheckCondition.as_u8(),
+            sense: Some(sense.to_fixed()),
+        }
+    }
 }
 
 impl From<Response> for ScsiOutcome {
@@ -150,10 +122,10 @@ pub trait ScsiTarget: Send + Sync + fmt::Debug {
 
     /// The device size changed (`dev_size` reconfigured): resize the store to `bytes` and
     /// report CAPACITY DATA HAS CHANGED (SBC-4 4.6).
-    fn resize(&self, bytes: u64) -> Result<(), String>;
+    fn resize(&self, bytes: u64) -> Result<(), rustio_backstore::Error>;
 
     /// `emulate_write_cache` was reconfigured: set the WCE bit (SBC-4 6.5.5).
-    fn set_write_cache(&self, enabled: bool) -> Result<(), String>;
+    fn set_write_cache(&self, enabled: bool);
 }
 
 /// A [`ScsiTarget`] over a rustio [`LogicalUnit`].
@@ -212,10 +184,6 @@ impl LuTarget {
             write_protected: false,
             luns: &self.own,
         }
-    }
-
-    fn run(&self, cdb: &[u8], data_out: &[u8], data_in: &mut Vec<u8>) -> Response {
-        self.lu.execute(&self.request(cdb, data_out, 0), data_in)
     }
 }
 
@@ -291,42 +259,14 @@ impl ScsiTarget for LuTarget {
         self.lu.task_management(&self.nexus, tmf);
     }
 
-    fn resize(&self, bytes: u64) -> Result<(), String> {
-        self.lu
-            .backstore()
-            .resize(bytes)
-            .map_err(|e| e.to_string())?;
+    fn resize(&self, bytes: u64) -> Result<(), rustio_backstore::Error> {
+        self.lu.backstore().resize(bytes)?;
         self.lu.capacity_changed();
         Ok(())
     }
 
-    fn set_write_cache(&self, enabled: bool) -> Result<(), String> {
-        // MODE SENSE(6) of the caching page (08h), flip WCE, MODE SELECT(6) it back with
-        // PF=1 (SPC-4 6.11, 6.13; SBC-4 6.5.5) so the engine's own validation applies.
-        let mut page = Vec::new();
-        let rsp = self.run(&[0x1a, 0x08, 0x08, 0, 0xff, 0], &[], &mut page);
-        if rsp.status.as_u8() != STATUS_GOOD || page.len() < 4 {
-            return Err(format!("MODE SENSE of the caching page failed: {rsp:?}"));
-        }
-        let bd_len = usize::from(page[3]);
-        let start = 4 + bd_len;
-        if page.len() < start + 3 || page[start] & 0x3f != 0x08 {
-            return Err("MODE SENSE returned no caching page".into());
-        }
-        let mut param = vec![0u8; 4];
-        param.extend_from_slice(&page[start..]);
-        param[4] &= 0x3f; // PS is reserved in MODE SELECT
-        if enabled {
-            param[4 + 2] |= 0x04;
-        } else {
-            param[4 + 2] &= !0x04;
-        }
-        let len = u8::try_from(param.len()).map_err(|_| "caching page too long".to_string())?;
-        let rsp = self.run(&[0x15, 0x10, 0, 0, len, 0], &param, &mut Vec::new());
-        if rsp.status.as_u8() != STATUS_GOOD {
-            return Err(format!("MODE SELECT of the caching page failed: {rsp:?}"));
-        }
-        Ok(())
+    fn set_write_cache(&self, enabled: bool) {
+        self.lu.set_write_cache(enabled, &self.nexus);
     }
 }
 
@@ -356,19 +296,22 @@ mod tests {
     fn wce(t: &LuTarget) -> bool {
         let mut d = Vec::new();
         let r = t.execute(&[0x1a, 0x08, 0x08, 0, 0xff, 0], &[], 1, &mut d);
-        assert_eq!(r.status, STATUS_GOOD);
+        assert_eq!(r.status, Status::Good.as_u8());
         let start = 4 + usize::from(d[3]);
         d[start + 2] & 0x04 != 0
     }
 
     #[test]
     fn sense_layout() {
+        // The ring's sense is fixed format (SPC-4 4.5.3): response code 70h, key, additional
+        // length 10, ASC/ASCQ at 12/13.
         assert_eq!(
-            sense_command_timeout(),
-            [0x70, 0, 0x0b, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x2e, 0x02, 0, 0, 0, 0]
+            ScsiOutcome::check(Sense::COMMAND_TIMEOUT_DURING_PROCESSING).sense,
+            Some([0x70, 0, 0x0b, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x2e, 0x02, 0, 0, 0, 0])
         );
-        assert_eq!(sense_internal_target_failure()[2], 0x04);
-        assert_eq!(sense_internal_target_failure()[12], 0x44);
+        let hw = ScsiOutcome::check(Sense::INTERNAL_TARGET_FAILURE);
+        assert_eq!(hw.status, 0x02);
+        assert_eq!(hw.sense.map(|s| (s[2], s[12])), Some((0x04, 0x44)));
     }
 
     #[test]
@@ -394,9 +337,9 @@ mod tests {
         let mut d = Vec::new();
         t.execute(&[0, 0, 0, 0, 0, 0], &[], 1, &mut d);
         assert!(wce(&t));
-        t.set_write_cache(false).unwrap();
+        t.set_write_cache(false);
         assert!(!wce(&t));
-        t.set_write_cache(true).unwrap();
+        t.set_write_cache(true);
         assert!(wce(&t));
     }
 
@@ -407,7 +350,7 @@ mod tests {
         t.execute(&[0, 0, 0, 0, 0, 0], &[], 1, &mut d);
         t.resize(2 << 20).unwrap();
         let r = t.execute(&[0, 0, 0, 0, 0, 0], &[], 2, &mut d);
-        assert_eq!(r.status, STATUS_CHECK_CONDITION);
+        assert_eq!(r.status, Status::CheckCondition.as_u8());
         let s = r.sense.unwrap();
         assert_eq!((s[2] & 0x0f, s[12], s[13]), (0x06, 0x2a, 0x09));
         let r = t.execute(&[0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0], &[], 3, &mut d);
@@ -455,7 +398,7 @@ mod tests {
         x[10..14].copy_from_slice(&(p.len() as u32).to_be_bytes());
         // Sent to device 2: reads device 1.
         let r = t2.execute(&x, &p, 3, &mut d);
-        assert_eq!(r.status, STATUS_CHECK_CONDITION);
+        assert_eq!(r.status, Status::CheckCondition.as_u8());
         let s = r.sense.unwrap();
         assert_eq!((s[2] & 0x0f, s[12], s[13]), (0x0a, 0x0d, 0x02));
         let r = t2.execute(&[0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0], &[], 4, &mut d);
@@ -463,7 +406,7 @@ mod tests {
         assert_eq!(d, [0x22; 512]);
         // Sent to device 1: writes device 2.
         let r = t1.execute(&x, &p, 5, &mut d);
-        assert_eq!(r.status, STATUS_CHECK_CONDITION);
+        assert_eq!(r.status, Status::CheckCondition.as_u8());
         let r = t2.execute(&[0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0], &[], 6, &mut d);
         assert_eq!(r, ScsiOutcome::GOOD);
         assert_eq!(d, [0x22; 512]);

@@ -129,6 +129,31 @@ fn mode_select_changes_wce_and_raises_ua_for_others() {
     assert_eq!(h.run_as(&n2, &[0, 0, 0, 0, 0, 0], &[]).0, Response::GOOD);
 }
 
+/// WCE set by the fabric's configuration (LIO `emulate_write_cache` for TCMU) acts as a
+/// MODE SELECT through the given nexus: the caching page follows, other nexuses get MODE
+/// PARAMETERS CHANGED (SPC-4 7.5.2), the changing nexus and unchanged values get none.
+#[test]
+fn set_write_cache_acts_like_mode_select() {
+    let h = H::new();
+    let n2 = nexus(2);
+    h.clear_ua(&n2);
+    h.good(&[0, 0, 0, 0, 0, 0], &[]);
+    let me = h.n.clone();
+    h.lu.set_write_cache(false, &me);
+    assert_eq!(
+        find_page(&h.good(&sense6(0x08, 0), &[]), 0x08).unwrap()[2] & 0x04,
+        0
+    );
+    assert_eq!(
+        check_of(h.run_as(&n2, &[0, 0, 0, 0, 0, 0], &[]).0),
+        Sense::UA_MODE_PARAMETERS_CHANGED
+    );
+    h.lu.set_write_cache(false, &me);
+    assert_eq!(h.run_as(&n2, &[0, 0, 0, 0, 0, 0], &[]).0, Response::GOOD);
+    h.lu.set_write_cache(true, &me);
+    assert!(h.lu.mode.wce());
+}
+
 #[test]
 fn mode_select_swp_write_protects() {
     let h = H::new();
