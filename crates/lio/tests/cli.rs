@@ -331,8 +331,11 @@ fn create_list_and_delete_every_object_type() {
     assert_eq!(sub.lines().count(), 4, "{sub}");
     let json: serde_json::Value =
         serde_json::from_str(&ok(&env, &["ls", "--json", "/backstores/fileio/disk1"])).unwrap();
-    assert_eq!(json["config"]["name"], "disk1");
-    assert_eq!(json["status"], "activated");
+    assert_eq!(json["schema"], 1);
+    assert_eq!(json["kind"], "ls");
+    assert_eq!(json["path"], "/backstores/fileio/disk1");
+    assert_eq!(json["object"]["config"]["name"], "disk1");
+    assert_eq!(json["object"]["status"], "activated");
 
     // Deleting, leaves first.
     ok(&env, &["delete", &format!("{acl}/mapped_lun5")]);
@@ -871,8 +874,12 @@ fn sessions_are_listed() {
     );
     assert_eq!(out, expected);
     let json: serde_json::Value = serde_json::from_str(&ok(&env, &["sessions", "--json"])).unwrap();
-    assert_eq!(json[0]["session"]["sid"], 3);
-    assert_eq!(json[1]["dynamic"], true);
+    assert_eq!(
+        (json["schema"].as_u64(), json["kind"].as_str()),
+        (Some(1), Some("sessions"))
+    );
+    assert_eq!(json["sessions"][0]["session"]["sid"], 3);
+    assert_eq!(json["sessions"][1]["dynamic"], true);
 }
 
 #[test]

@@ -422,6 +422,21 @@ fn find<'a>(n: &'a Node, path: &str) -> Option<&'a Node> {
     n.children.iter().find_map(|c| find(c, path))
 }
 
+fn flatten(n: &Node, out: &mut Vec<(String, Value)>) {
+    out.push((n.path.clone(), n.json.clone()));
+    for c in &n.children {
+        flatten(c, out);
+    }
+}
+
+/// Every node `ls` shows: its path and JSON, parents before children (the targetcli
+/// shell walks and completes paths over this list).
+pub(crate) fn node_list(tree: &LiveTree) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    flatten(&build(tree), &mut out);
+    out
+}
+
 /// Renders the tree at `path` (targetcli `ls` layout).
 pub(crate) fn render_tree(tree: &LiveTree, path: &ObjectPath) -> Result<Vec<String>> {
     let root = build(tree);
@@ -435,6 +450,11 @@ pub(crate) fn render_tree(tree: &LiveTree, path: &ObjectPath) -> Result<Vec<Stri
     Ok(out)
 }
 
+/// Version of the `--json` documents of `ls` and `sessions` (docs/lio.md, "Machine
+/// interface"): raised when a field is removed or changes meaning; new fields may appear
+/// without a change.
+pub const JSON_SCHEMA: u32 = 1;
+
 pub(crate) fn ls(ctx: &mut Ctx<'_>, args: &LsArgs) -> Result<()> {
     let path: ObjectPath = args.path.parse()?;
     let tree = ctx.lio.live()?;
@@ -445,7 +465,13 @@ pub(crate) fn ls(ctx: &mut Ctx<'_>, args: &LsArgs) -> Result<()> {
             what: "object",
             name: key.clone(),
         })?;
-        let text = serde_json::to_string_pretty(&n.json).unwrap_or_default();
+        let doc = serde_json::json!({
+            "schema": JSON_SCHEMA,
+            "kind": "ls",
+            "path": key,
+            "object": n.json,
+        });
+        let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
         writeln!(ctx.out, "{text}").map_err(out_err)?;
         return Ok(());
     }
@@ -489,7 +515,8 @@ pub(crate) fn sessions(ctx: &mut Ctx<'_>, args: &SessionsArgs) -> Result<()> {
             .iter()
             .map(|(tpg, s, dynamic, _)| serde_json::json!({"tpg": tpg, "dynamic": dynamic, "session": s}))
             .collect();
-        let text = serde_json::to_string_pretty(&v).unwrap_or_default();
+        let doc = serde_json::json!({"schema": JSON_SCHEMA, "kind": "sessions", "sessions": v});
+        let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
         writeln!(ctx.out, "{text}").map_err(out_err)?;
         return Ok(());
     }

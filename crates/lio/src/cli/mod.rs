@@ -15,6 +15,7 @@ use crate::Lio;
 
 mod exec;
 mod ls;
+pub mod targetcli;
 
 /// Options every LIO subcommand accepts.
 #[derive(Debug, Clone, Default, Args)]
