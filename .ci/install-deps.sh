@@ -7,7 +7,10 @@
 #                  tools, and what the guest scripts run (targetcli, open-iscsi, fio, tcmu-runner)
 #           ceph   a throwaway single-node Ceph cluster (tests/ceph/)
 #           bench  the benchmark anchors (tgt, iperf3)
-#           ci     base + vm + ceph: everything `bash .ci/run` needs (the default)
+#           pkg    the Debian package suite (tests/pkg/): systemd-analyze, man/groff, zsh and
+#                  fish (completion syntax checks), script(1), and cargo-deb (cargo install,
+#                  pinned version: it is not a Debian package)
+#           ci     base + vm + ceph + pkg: everything `bash .ci/run` needs (the default)
 #   --check only report; exit 1 naming what is missing
 #
 # Every package of every requested set goes into ONE apt-get call, so apt resolves them as
@@ -24,12 +27,12 @@ sets=()
 for a in "$@"; do
     case "$a" in
         --check) check_only=1 ;;
-        base | vm | ceph | bench) sets+=("$a") ;;
-        ci) sets+=(base vm ceph) ;;
-        *) echo "install-deps: unknown set '$a' (base, vm, ceph, bench, ci)" >&2; exit 2 ;;
+        base | vm | ceph | bench | pkg) sets+=("$a") ;;
+        ci) sets+=(base vm ceph pkg) ;;
+        *) echo "install-deps: unknown set '$a' (base, vm, ceph, bench, pkg, ci)" >&2; exit 2 ;;
     esac
 done
-((${#sets[@]})) || sets=(base vm ceph)
+((${#sets[@]})) || sets=(base vm ceph pkg)
 
 # Packages per set, and the commands (or files) each set must leave behind.
 declare -A PKGS TOOLS
@@ -45,6 +48,10 @@ PKGS[ceph]="ceph-mon ceph-osd ceph-mgr ceph-common librbd-dev"
 TOOLS[ceph]="ceph-mon ceph-osd ceph-mgr ceph rbd /usr/include/rbd/librbd.h"
 PKGS[bench]="tgt tgt-rbd iperf3 python3"
 TOOLS[bench]="tgtd tgtadm iperf3 python3 /usr/lib/tgt/backing-store/bs_rbd.so"
+PKGS[pkg]="systemd man-db groff-base zsh fish bsdutils"
+TOOLS[pkg]="systemd-analyze man groff zsh fish script dpkg-deb cargo-deb"
+# Installed with cargo for the pkg set (not packaged by Debian 12); pinned.
+CARGO_DEB_VERSION=3.8.0
 # The packages that must carry one version (see above).
 # (qemu-system-data is arch-all with its own version string and a loose >> dependency.)
 QEMU_SET=(qemu-utils qemu-block-extra qemu-system-x86 qemu-system-common)
@@ -153,6 +160,14 @@ if ((${#missing[@]})) || qemu_mismatch; then
         echo "install-deps: apt-get install failed" >&2
         exit 1
     fi
+fi
+
+# cargo-deb for the pkg set: a cargo tool, installed where cargo puts binaries (on PATH
+# wherever cargo is). (--check has exited above, naming it among the missing tools.)
+if [[ " ${sets[*]} " == *" pkg "* ]] && ! command -v cargo-deb >/dev/null 2>&1; then
+    echo "install-deps: cargo install cargo-deb --version $CARGO_DEB_VERSION --locked"
+    timeout 1800 cargo install cargo-deb --version "$CARGO_DEB_VERSION" --locked ||
+        { echo "install-deps: cargo install cargo-deb failed" >&2; exit 1; }
 fi
 
 # Verify: every tool the suites call must be here now, before any test runs.

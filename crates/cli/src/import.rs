@@ -44,7 +44,8 @@ pub enum ImportCommand {
 }
 
 /// Runs one import command.
-pub fn run(cmd: ImportCommand, _log: &str) -> Result<()> {
+pub fn run(cmd: ImportCommand, log: &str) -> Result<()> {
+    crate::logging::init(log, false);
     match cmd {
         ImportCommand::Scst {
             file,

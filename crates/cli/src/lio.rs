@@ -10,18 +10,9 @@ pub enum LioCommand {
     Lio(rustio_lio::cli::Command),
 }
 
-fn init_logging(filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
-}
-
 /// Runs one LIO management command.
 pub fn run(cmd: LioCommand, log: &str) -> anyhow::Result<()> {
-    init_logging(log);
+    crate::logging::init(log, false);
     let LioCommand::Lio(cmd) = cmd;
     let mut out = std::io::stdout().lock();
     let mut err = std::io::stderr();

@@ -1,6 +1,5 @@
 //! `rustio runner`: the TCMU runner daemon (foreground), serving LIO `user` backstores.
 
-use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -69,23 +68,9 @@ pub struct RunnerArgs {
     pub log_json: bool,
 }
 
-fn init_logging(filter: &str, json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    let _ = if json {
-        b.json().try_init()
-    } else {
-        b.try_init()
-    };
-}
-
 /// Runs the TCMU runner until SIGTERM or SIGINT, then stops every device cleanly.
 pub fn run(args: RunnerArgs, log: &str) -> anyhow::Result<()> {
-    init_logging(log, args.log_json);
+    crate::logging::init(log, args.log_json);
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [SIGTERM, SIGINT] {
         signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;

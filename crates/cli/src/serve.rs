@@ -147,19 +147,6 @@ fn parse_size(s: &str) -> Result<u64, rustio_config::SizeError> {
     rustio_config::parse_size(s)
 }
 
-fn init_logging(filter: &str, json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = if json {
-        b.json().try_init()
-    } else {
-        b.try_init()
-    };
-}
-
 fn demo_config(args: &ServeArgs) -> anyhow::Result<(ServerConfig, String)> {
     let size = parse_size(&args.demo_size)?;
     let mut id = [0u8; 3];
@@ -237,7 +224,7 @@ fn print_demo_banner(iqn: &str, addrs: &[SocketAddr], size: &str) {
 
 /// Runs the userspace iSCSI target until SIGINT/SIGTERM; SIGHUP reloads `--config`.
 pub fn run(args: ServeArgs, log: &str) -> anyhow::Result<()> {
-    init_logging(log, args.log_json);
+    crate::logging::init(log, args.log_json);
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
         .context("installing signal handlers")?;
     let (cfg, demo_iqn) = if args.demo {
