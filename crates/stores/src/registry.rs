@@ -263,6 +263,31 @@ mod tests {
             h.check_dev_config("qcow//no/such.qcow2"),
             Err(ConfigError::NotAFile(_))
         ));
+        // Messages a TCMU `dev_config` refusal logs (moved from rustio-tcmu's tests).
+        assert!(h.check_dev_config("file/relative.img").is_ok());
+        assert_eq!(
+            h.check_dev_config("file/no-such-dir/x.img")
+                .unwrap_err()
+                .to_string(),
+            format!(
+                "directory {} does not exist",
+                std::env::current_dir()
+                    .unwrap()
+                    .join("no-such-dir")
+                    .display()
+            )
+        );
+        assert_eq!(
+            h.check_dev_config("file/").unwrap_err().to_string(),
+            "a path is required"
+        );
+        assert_eq!(
+            h.check_dev_config("file//no/such/dir/x.img")
+                .unwrap_err()
+                .to_string(),
+            "directory /no/such/dir does not exist"
+        );
+        assert!(h.check_dev_config("file//tmp").is_err());
         let (q, cfg) = h.resolve("qcow2//x.qcow2").unwrap();
         assert_eq!((q.subtype(), cfg), ("qcow", "/x.qcow2"));
     }
