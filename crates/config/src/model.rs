@@ -561,6 +561,13 @@ pub struct Target {
     pub wwn: String,
     /// Fabric module name (`iscsi`, `loopback`, `vhost`, ...).
     pub fabric: String,
+    /// `<wwn>/attrib/*` values (rtslib `CFSNode.dump`; no fabric has any in 6.1).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attributes: Settings,
+    /// `<wwn>/param/*` values, as text like rtslib: `cmd_completion_affinity`
+    /// (kernel 5.14+, every fabric) is the one the kernel has today.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub parameters: Settings,
     /// Target portal groups.
     #[serde(default)]
     pub tpgs: Vec<Tpg>,
@@ -651,8 +658,10 @@ pub struct Tpg {
     /// TPG-wide CHAP (used with `generate_node_acls=1`).
     #[serde(flatten)]
     pub auth: Chap,
-    /// Initiator-side nexus WWN of loopback/vhost TPGs (rustio extension that rtslib's
-    /// restore also honours through `TPG.nexus`).
+    /// Initiator-side nexus WWN of loopback/vhost TPGs. rtslib's `TPG.dump` never
+    /// writes it (a saved configuration has none and each restore generates a new
+    /// one), but `TPG.setup` accepts the key; rustio uses it when a file has it and
+    /// `rustio save` leaves it out like targetcli.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nexus: Option<String>,
     /// Unknown keys.
@@ -795,6 +804,48 @@ mod tests {
         let err =
             serde_json::from_str::<StorageObject>(r#"{"plugin":"fileio","name":"x"}"#).unwrap_err();
         assert!(err.to_string().contains("dev"), "{err}");
+    }
+
+    #[test]
+    fn target_parameters_are_a_known_key_kept_as_text() {
+        // rtslib 2.1.75 Target.dump = CFSNode.dump (node.py): `parameters` holds every
+        // readable+writable file of <wwn>/param as text (get_parameter is fread), so a
+        // 6.1 kernel's iSCSI target saves {"cmd_completion_affinity": "-1"}.
+        let text = r#"{"wwn":"iqn.2003-01.org.example:t","fabric":"iscsi",
+            "parameters":{"cmd_completion_affinity":"-1"},"tpgs":[]}"#;
+        let t: Target = serde_json::from_str(text).unwrap();
+        assert_eq!(
+            t.parameters.get("cmd_completion_affinity"),
+            Some(&ConfigValue::Str("-1".into()))
+        );
+        assert!(
+            t.extra.is_empty(),
+            "parameters is a model key: {:?}",
+            t.extra
+        );
+        let back = serde_json::to_value(&t).unwrap();
+        assert_eq!(back["parameters"]["cmd_completion_affinity"], "-1");
+        // Empty maps are left out, like rtslib (`if params: d['parameters'] = params`).
+        let bare: Target =
+            serde_json::from_str(r#"{"wwn":"naa.5001405000000001","fabric":"loopback"}"#).unwrap();
+        let v = serde_json::to_value(&bare).unwrap();
+        assert!(
+            v.get("parameters").is_none() && v.get("attributes").is_none(),
+            "{v}"
+        );
+    }
+
+    #[test]
+    fn a_files_nexus_round_trips_through_the_model() {
+        // rtslib's TPG.setup accepts a `nexus` key (setattr); the model keeps it so a
+        // loaded file survives parse -> serialize unchanged. Only the configfs reader
+        // (rustio save) leaves it out, as rtslib's TPG.dump does.
+        let g: Tpg = serde_json::from_str(r#"{"tag":1,"nexus":"naa.5001405000000002"}"#).unwrap();
+        assert_eq!(g.nexus.as_deref(), Some("naa.5001405000000002"));
+        assert_eq!(
+            serde_json::to_value(&g).unwrap()["nexus"],
+            "naa.5001405000000002"
+        );
     }
 
     #[test]

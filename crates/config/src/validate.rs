@@ -644,6 +644,8 @@ pub fn validate(cfg: &SaveConfig) -> Report {
     for (ti, t) in cfg.targets.iter().enumerate() {
         let tp = format!("targets[{ti}]");
         ctx.extra(&tp, &t.extra);
+        ctx.settings(&tp, "attribute", &t.attributes);
+        ctx.settings(&tp, "parameter", &t.parameters);
         let info = match fabric_info(&t.fabric) {
             Some(i) => i,
             None => {
@@ -1119,6 +1121,28 @@ mod tests {
         assert!(
             shown.contains("warning: targets[0].tpgs[0]: unknown key \"foo\""),
             "{shown}"
+        );
+    }
+
+    #[test]
+    fn target_parameters_are_known_and_need_file_names() {
+        // What targetcli saves for a 6.1 kernel's target (rtslib Target.dump): no
+        // warning about an unknown key any more.
+        let good = r#"{"targets":[{"fabric":"iscsi","wwn":"iqn.2003-01.a.b:c",
+            "parameters":{"cmd_completion_affinity":"-1"},"tpgs":[]}]}"#;
+        let cfg = from_str(good).unwrap();
+        assert!(validate(&cfg).issues.is_empty(), "{}", validate(&cfg));
+        let bad = r#"{"targets":[{"fabric":"iscsi","wwn":"iqn.2003-01.a.b:c",
+            "parameters":{"../enable":"1"},"attributes":{"":1},"tpgs":[]}]}"#;
+        let r = validate(&from_str(bad).unwrap());
+        let names: Vec<_> = r
+            .errors()
+            .filter(|i| i.rule == Rule::SettingName)
+            .map(|i| i.path.clone())
+            .collect();
+        assert_eq!(
+            names,
+            vec!["targets[0]".to_owned(), "targets[0]".to_owned()]
         );
     }
 

@@ -303,6 +303,26 @@ const ISCSI_PARAMS: [(&str, &str); 21] = [
     ("OFMarkInt", "2048~65535"),
 ];
 
+/// A target's `param/` group (every fabric, kernel 5.14+,
+/// `target_fabric_wwn_param_attrs`): `cmd_completion_affinity` defaults to -1
+/// (`SE_COMPL_AFFINITY_CPUID`, complete on the submitting CPU).
+fn target_param_spec() -> Spec {
+    Spec::default().rw("cmd_completion_affinity", "-1")
+}
+
+/// The online CPUs the fake kernel pretends to have (for `cmd_completion_affinity`).
+const FAKE_CPUS: i64 = 4;
+
+/// `cmd_completion_affinity` takes -1 (`SE_COMPL_AFFINITY_CPUID`), -2
+/// (`SE_COMPL_AFFINITY_CURR_CPU`) or an online CPU number; anything else is
+/// `EINVAL` (`target_fabric_wwn_cmd_completion_affinity_store`).
+fn write_completion_affinity(path: &Path, v: &str) -> io::Result<()> {
+    match v.parse::<i64>() {
+        Ok(n) if n == -1 || n == -2 || (0..FAKE_CPUS).contains(&n) => store(path, &n.to_string()),
+        _ => Err(errno(Errno::EINVAL)),
+    }
+}
+
 fn auth_spec() -> Spec {
     Spec::default()
         .rw("userid", "")
@@ -423,10 +443,10 @@ fn spec_for(kind: &Kind, name: &str) -> Spec {
                 auth_spec().rw("enforce_discovery_auth", "0"),
             ),
         Kind::Fabric(_) => Spec::default().ro("version", "v1.0"),
-        Kind::Target(f) if f == "iscsi" => {
-            Spec::default().dir("fabric_statistics", Spec::default())
-        }
-        Kind::Target(_) => Spec::default(),
+        Kind::Target(f) if f == "iscsi" => Spec::default()
+            .dir("fabric_statistics", Spec::default())
+            .dir("param", target_param_spec()),
+        Kind::Target(_) => Spec::default().dir("param", target_param_spec()),
         Kind::Tpg(f) => tpg_spec(f),
         Kind::Lun => Spec::default()
             .rw("alua_tg_pt_gp", "")
@@ -1186,6 +1206,12 @@ impl Backend for FakeKernel {
         if let Some(r) = write_object_file(path, &pkind, &file, v) {
             return r;
         }
+        if parent_name == "param"
+            && file == "cmd_completion_affinity"
+            && matches!(self.classify(grandparent), Kind::Target(_))
+        {
+            return write_completion_affinity(path, v);
+        }
         if parent_name == "auth" || parent_name == "discovery_auth" {
             return Self::write_auth_file(path, &file, v);
         }
@@ -1274,6 +1300,21 @@ mod tests {
         );
         assert!(alua_word(&crate::read::ALUA_TYPES, 4).is_err());
         assert!(alua_word(&crate::read::ALUA_STATUSES, u64::MAX).is_err());
+    }
+
+    #[test]
+    fn completion_affinity_takes_the_kernels_values_only() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("cmd_completion_affinity");
+        // -1 SE_COMPL_AFFINITY_CPUID, -2 SE_COMPL_AFFINITY_CURR_CPU, or an online CPU.
+        for ok in ["-1", "-2", "0", "3"] {
+            write_completion_affinity(&p, ok).unwrap();
+            assert_eq!(fs::read_to_string(&p).unwrap().trim(), ok);
+        }
+        for bad in ["-3", "4", "x", ""] {
+            let e = write_completion_affinity(&p, bad).unwrap_err();
+            assert_eq!(e.raw_os_error(), Some(Errno::EINVAL as i32), "{bad}");
+        }
     }
 
     #[test]

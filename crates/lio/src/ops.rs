@@ -29,6 +29,8 @@ pub(crate) use backstore::so_write_back;
 pub enum AttrOwner {
     /// A storage object.
     StorageObject(SoRef),
+    /// A target (`<wwn>/attrib`; rtslib dumps it, no 6.1 fabric has one).
+    Target(TargetRef),
     /// A TPG.
     Tpg(TpgRef),
     /// An initiator ACL.
@@ -39,6 +41,7 @@ impl fmt::Display for AttrOwner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             AttrOwner::StorageObject(s) => write!(f, "{s}"),
+            AttrOwner::Target(t) => write!(f, "{t}"),
             AttrOwner::Tpg(t) => write!(f, "{t}"),
             AttrOwner::Acl(a) => write!(f, "{a}"),
         }
@@ -107,6 +110,16 @@ pub enum Op {
     SetParameter {
         /// TPG.
         tpg: TpgRef,
+        /// Parameter file.
+        name: String,
+        /// Value.
+        value: ConfigValue,
+    },
+    /// Write a target-level parameter (`<wwn>/param/<name>`, e.g.
+    /// `cmd_completion_affinity`); skipped with a warning when this kernel lacks it.
+    SetTargetParameter {
+        /// Target.
+        target: TargetRef,
         /// Parameter file.
         name: String,
         /// Value.
@@ -322,6 +335,11 @@ impl fmt::Display for Op {
             Op::SetParameter { tpg, name, value } => {
                 write!(f, "set parameter {tpg} {name}={value}")
             }
+            Op::SetTargetParameter {
+                target,
+                name,
+                value,
+            } => write!(f, "set parameter {target} {name}={value}"),
             Op::CreateAluaGroup { so, group } => write!(
                 f,
                 "create ALUA group {so}/alua/{} (tg_pt_gp_id={})",
@@ -467,6 +485,7 @@ impl Lio {
     fn attr_dir(&self, owner: &AttrOwner) -> Result<PathBuf> {
         Ok(match owner {
             AttrOwner::StorageObject(s) => self.so_dir(s)?.join("attrib"),
+            AttrOwner::Target(t) => self.target_dir(t).join("attrib"),
             AttrOwner::Tpg(t) => self.tpg_dir(t).join("attrib"),
             AttrOwner::Acl(a) => self.acl_dir(a).join("attrib"),
         })
@@ -529,6 +548,11 @@ impl Lio {
             Op::SetParameter { tpg, name, value } => {
                 self.exec_set_parameter(tpg, name, value, undo)
             }
+            Op::SetTargetParameter {
+                target,
+                name,
+                value,
+            } => self.exec_set_target_parameter(target, name, value, undo),
             Op::CreateAluaGroup { so, group } => self.exec_create_alua_group(so, group, undo),
             Op::DeleteAluaGroup(a) => self.exec_delete_alua_group(a, undo),
             Op::SetAluaSetting { group, name, value } => {

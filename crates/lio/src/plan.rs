@@ -19,7 +19,7 @@ use rustio_config::model::{parse_backstore_path, Settings};
 use rustio_config::validate::fill_defaults;
 use rustio_config::{
     AluaTpg, Chap, ConfigValue, Lun, MappedLun, NodeAcl, Plugin, Portal, SaveConfig, StorageObject,
-    Tpg,
+    Target, Tpg,
 };
 
 use crate::addr::{AclRef, AluaRef, LunRef, MappedLunRef, PortalRef, SoRef, TargetRef, TpgRef};
@@ -239,7 +239,7 @@ fn index_children<'a, K: Ord + Clone, P, C, CK: Ord>(
 /// One side of a diff, every object indexed by its identity.
 struct Side<'a> {
     sos: BTreeMap<SoKey, &'a StorageObject>,
-    targets: BTreeSet<TKey>,
+    targets: BTreeMap<TKey, &'a Target>,
     tpgs: BTreeMap<GKey, &'a Tpg>,
     luns: BTreeMap<LKey, &'a Lun>,
     acls: BTreeMap<AKey, &'a NodeAcl>,
@@ -272,7 +272,7 @@ impl<'a> Side<'a> {
             targets: cfg
                 .targets
                 .iter()
-                .map(|t| (t.fabric.clone(), t.wwn.clone()))
+                .map(|t| ((t.fabric.clone(), t.wwn.clone()), t))
                 .collect(),
             tpgs,
             luns,
@@ -459,8 +459,9 @@ impl<'a> Diff<'a> {
         ops.extend(portals.map(|k| Op::DeletePortal(pref(k))));
         let tpgs = cur.tpgs.keys().filter(|k| !self.tpg_kept(k));
         ops.extend(tpgs.map(|k| Op::DeleteTpg(tpg_ref(k))));
-        let targets = cur.targets.difference(&self.des.targets);
-        ops.extend(targets.map(|k| Op::DeleteTarget(target_ref(k))));
+        let targets = cur.targets.keys();
+        let gone = targets.filter(|k| !self.des.targets.contains_key(*k));
+        ops.extend(gone.map(|k| Op::DeleteTarget(target_ref(k))));
     }
 
     /// ALUA groups of storage objects that stay: deletions go to `ops` now, the
@@ -507,9 +508,26 @@ impl<'a> Diff<'a> {
         }
     }
 
+    /// Creates new targets; writes the target-level attributes and parameters
+    /// (`<wwn>/attrib`, `<wwn>/param`) that differ, of new and kept targets alike.
     fn create_targets(&self, ops: &mut Vec<Op>) {
-        let targets = self.des.targets.difference(&self.cur.targets);
-        ops.extend(targets.map(|k| Op::CreateTarget(target_ref(k))));
+        let none = Settings::new();
+        for (k, d) in &self.des.targets {
+            let t = target_ref(k);
+            let cur = self.cur.targets.get(k);
+            if cur.is_none() {
+                ops.push(Op::CreateTarget(t.clone()));
+            }
+            let (c_attr, c_param) = cur.map_or((&none, &none), |c| (&c.attributes, &c.parameters));
+            let owner = AttrOwner::Target(t.clone());
+            settings_ops(c_attr, &d.attributes, attribute_step(&owner), ops);
+            let param = |name, value| Op::SetTargetParameter {
+                target: t.clone(),
+                name,
+                value,
+            };
+            settings_ops(c_param, &d.parameters, param, ops);
+        }
     }
 
     /// Creates TPGs; changes attributes, parameters and CHAP of the kept ones.

@@ -68,6 +68,11 @@ pub struct Discovery {
 pub struct LiveTarget {
     /// Target WWN.
     pub wwn: String,
+    /// `<wwn>/attrib/*` (readable and writable files).
+    pub attributes: Settings,
+    /// `<wwn>/param/*` (readable and writable files, as text), e.g.
+    /// `cmd_completion_affinity` on kernels 5.14+.
+    pub parameters: Settings,
     /// Its TPGs, sorted by tag.
     pub tpgs: Vec<LiveTpg>,
 }
@@ -75,7 +80,8 @@ pub struct LiveTarget {
 /// A TPG with live-only facts.
 #[derive(Debug, Clone, Serialize)]
 pub struct LiveTpg {
-    /// Its saveconfig form.
+    /// Its configuration, with the `nexus` of a loopback/vhost TPG (which the
+    /// saveconfig form, [`LiveTree::to_config`], leaves out like rtslib).
     pub config: Tpg,
     /// Mutual CHAP configured on the TPG.
     pub authenticate_target: Option<bool>,
@@ -225,6 +231,18 @@ pub(crate) fn alua_group_of(text: &str) -> Option<String> {
         .next()
         .and_then(|first| first.split_once(':'))
         .map(|(_, v)| v.trim().to_owned())
+}
+
+/// rtslib's `LUN.dump` writes `alua_tg_pt_gp_name` whatever the storage object
+/// (target.py: `d['alua_tg_pt_gp_name'] = self.alua_tg_pt_gp_name`), `null` when
+/// it has no ALUA (pscsi, or a passthrough-ALUA TCMU device): the model skips a
+/// `None` field, so the `null` is kept in the LUN's `extra` map instead.
+pub(crate) fn lun_group_extra(group: &Option<String>) -> rustio_config::model::Extra {
+    let mut extra = rustio_config::model::Extra::new();
+    if group.is_none() {
+        extra.insert("alua_tg_pt_gp_name".into(), serde_json::Value::Null);
+    }
+    extra
 }
 
 /// The TPG LUN index a mapped LUN's link points at (`.../lun/lun_<N>`).
@@ -546,8 +564,8 @@ impl Lio {
                 index,
                 storage_object: so.to_string(),
                 alias: Some(alias),
+                extra: lun_group_extra(&group),
                 alua_tg_pt_gp_name: group,
-                extra: Default::default(),
             });
         }
         Ok(out)
@@ -693,7 +711,13 @@ impl Lio {
                     )?);
                 }
                 tpgs.sort_by_key(|t| t.config.tag);
-                targets.push(LiveTarget { wwn, tpgs });
+                let tdir = self.target_dir(&tref);
+                targets.push(LiveTarget {
+                    wwn,
+                    attributes: self.read_settings(&tdir.join("attrib"), false)?,
+                    parameters: self.read_settings(&tdir.join("param"), true)?,
+                    tpgs,
+                });
             }
             fabrics.push(LiveFabric {
                 name,
@@ -730,9 +754,16 @@ impl Lio {
         })
     }
 
-    /// The live configuration in saveconfig form (rtslib `RTSRoot.dump()`).
+    /// The live configuration in saveconfig form (rtslib `RTSRoot.dump()`): what
+    /// `rustio save` writes, key for key what targetcli saves.
     pub fn dump(&self) -> Result<SaveConfig> {
         Ok(self.live()?.to_config())
+    }
+
+    /// The live configuration with what the saveconfig form leaves out but a plan
+    /// must know (the nexus of loopback/vhost TPGs), for diffs and undo.
+    pub fn state(&self) -> Result<SaveConfig> {
+        Ok(self.live()?.to_state())
     }
 
     /// LUNs linking to a storage object.
@@ -793,8 +824,20 @@ fn block_size_bytes(name: &str) -> Option<u64> {
 }
 
 impl LiveTree {
-    /// The saveconfig form of this tree.
+    /// The saveconfig form of this tree, as rtslib's `RTSRoot.dump()` has it: like
+    /// [`LiveTree::to_state`] without TPG nexus WWNs (rtslib's `TPG.dump` writes
+    /// `tag`, `enable`, `luns`, `portals`, `node_acls`, `chap_*`, `attributes`,
+    /// `parameters`; never `nexus`).
     pub fn to_config(&self) -> SaveConfig {
+        let mut cfg = self.to_state();
+        for g in cfg.targets.iter_mut().flat_map(|t| t.tpgs.iter_mut()) {
+            g.nexus = None;
+        }
+        cfg
+    }
+
+    /// The whole configuration of this tree, TPG nexus WWNs included.
+    pub fn to_state(&self) -> SaveConfig {
         let mut cfg = SaveConfig {
             storage_objects: self
                 .storage_objects
@@ -821,6 +864,8 @@ impl LiveTree {
                 cfg.targets.push(Target {
                     wwn: t.wwn.clone(),
                     fabric: f.name.clone(),
+                    attributes: t.attributes.clone(),
+                    parameters: t.parameters.clone(),
                     tpgs: t.tpgs.iter().map(|g| g.config.clone()).collect(),
                     extra: Default::default(),
                 });
@@ -866,6 +911,18 @@ mod tests {
         assert_eq!(alua_group_of(text).as_deref(), Some("fast"));
         assert_eq!(alua_group_of("no colon here"), None);
         assert_eq!(alua_group_of(""), None);
+    }
+
+    #[test]
+    fn a_lun_without_group_keeps_rtslibs_null() {
+        // rtslib LUN.dump: d['alua_tg_pt_gp_name'] = self.alua_tg_pt_gp_name (None ->
+        // null); a named group is the model field, nothing extra.
+        let none = lun_group_extra(&None);
+        assert_eq!(
+            none.get("alua_tg_pt_gp_name"),
+            Some(&serde_json::Value::Null)
+        );
+        assert!(lun_group_extra(&Some("default_tg_pt_gp".into())).is_empty());
     }
 
     #[test]

@@ -59,7 +59,7 @@ impl Lio {
     /// The steps that would turn the live configuration into `desired`.
     pub fn plan_apply(&self, desired: &SaveConfig) -> Result<Plan> {
         desired.check()?;
-        Ok(diff(&self.dump()?, desired))
+        Ok(diff(&self.state()?, desired))
     }
 
     /// Turns the live configuration into `desired` with the minimal plan; all or nothing.

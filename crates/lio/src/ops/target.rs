@@ -56,6 +56,34 @@ impl Lio {
         Ok(())
     }
 
+    /// [`Op::SetTargetParameter`]. rtslib's restore never writes these (target.py
+    /// `Target.setup` only creates the TPGs) and a file saved on a 5.14+ kernel
+    /// has `cmd_completion_affinity`, so a parameter this kernel does not have is
+    /// skipped with a warning rather than failing the restore.
+    pub(super) fn exec_set_target_parameter(
+        &self,
+        target: &TargetRef,
+        name: &str,
+        value: &ConfigValue,
+        undo: &mut Vec<Op>,
+    ) -> Result<()> {
+        let dir = self.target_dir(target);
+        self.require_dir(&dir, "target", target)?;
+        let path = dir.join("param").join(name);
+        if !path.is_file() {
+            tracing::warn!(%target, parameter = name, "this kernel has no such target parameter; skipped");
+            return Ok(());
+        }
+        if let Some(old) = self.set_if_differs(&path, &value.to_configfs())? {
+            undo.push(Op::SetTargetParameter {
+                target: target.clone(),
+                name: name.to_owned(),
+                value: ConfigValue::Str(old),
+            });
+        }
+        Ok(())
+    }
+
     /// [`Op::CreateTarget`].
     pub(super) fn exec_create_target(&self, t: &TargetRef, undo: &mut Vec<Op>) -> Result<()> {
         let info = fabric_info(&t.fabric).ok_or_else(|| {

@@ -1727,7 +1727,7 @@ impl<'a> Converter<'a> {
             wwn,
             fabric: "iscsi".into(),
             tpgs: vec![tpg],
-            extra: Default::default(),
+            ..Default::default()
         });
         self.targets.insert(
             t.name.as_str(),
