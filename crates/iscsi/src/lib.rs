@@ -19,6 +19,7 @@
 
 pub mod authguard;
 mod budget;
+mod command;
 pub mod config;
 pub mod dataout;
 pub mod login;
@@ -26,14 +27,9 @@ pub mod metrics;
 pub mod saveconfig;
 pub mod server;
 
-// Crate-private name for the protocol module, so that
-// `crate::text::…` paths in bodies edited concurrently by other helpers of the issue #21
-// wave keep resolving. Not re-exported; TODO(#21): drop once those bodies import from
-// `rustio_iscsi_proto` directly.
-use rustio_iscsi_proto::text;
-
 mod conn;
 mod limits;
+mod services;
 mod session;
 
 pub use config::{

@@ -13,19 +13,22 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 use rustio_scsi::{LunMap, Nexus, TargetPort, TargetPortName, TransportId};
 use tracing::{debug, info, warn};
 
 use rustio_iscsi_proto::login::{self, SessionType};
 use rustio_iscsi_proto::pdu::{self, BhsInfo, Digests, Header, BHS_LEN};
 
-use crate::budget::Budget;
 use crate::config::{ServerConfig, TpgConfig};
-use crate::conn::{self, Conn, ConnReader, ExecJob, Reader, TICK};
+use crate::conn::exec::{run_job, ExecBufs};
+use crate::conn::io::{Reader, TICK};
+use crate::conn::recv::ConnReader;
+use crate::conn::{Conn, ExecJob, Registry};
 use crate::limits::{Caps, ConnSlot, ConnTracker, Deadline, LogLimiter};
 use crate::login::{LoginDone, LoginMachine, Step};
-use crate::metrics::{self, Metrics, Series};
+use crate::metrics::{self, Series};
+use crate::services::Services;
 use crate::session::{Session, SessionLun};
 use crate::{Error, Result};
 
@@ -47,12 +50,11 @@ struct SessionTable {
 
 /// State shared by every thread of the server.
 pub(crate) struct Shared {
-    config: RwLock<Arc<ServerConfig>>,
+    /// What connections are lent: configuration, counters, budgets.
+    services: Arc<Services>,
     sessions: Mutex<SessionTable>,
     conns: Mutex<HashMap<u64, Arc<Conn>>>,
     jobs: Sender<Job>,
-    /// Counters.
-    pub metrics: Metrics,
     shutting_down: AtomicBool,
     next_conn_id: AtomicU64,
     conn_threads: AtomicUsize,
@@ -62,30 +64,6 @@ pub(crate) struct Shared {
     conn_tracker: Arc<ConnTracker>,
     /// Rate limit of the "connection refused" log line.
     refusal_log: LogLimiter,
-    /// Data-Out buffer memory of the whole server (issue 20 item 2).
-    pub(crate) write_budget: Arc<Budget>,
-    /// Limits' counters.
-    pub(crate) limit_counters: LimitCounters,
-    /// Response bytes handed over between workers and not yet sent, on all of this
-    /// server's connections (bounded by the send budget, see `conn::TX_QUEUE_SERVER_MAX`).
-    pub(crate) tx_queued: AtomicU64,
-}
-
-/// Counters of the resource limits (rendered as metrics, read by tests).
-#[derive(Debug, Default)]
-pub(crate) struct LimitCounters {
-    /// Connections closed at accept by a cap.
-    pub refused: AtomicU64,
-    /// Logins closed by the login deadline.
-    pub login_timeouts: AtomicU64,
-    /// Connections dropped because a send made no progress for the send timeout.
-    pub send_timeouts: AtomicU64,
-    /// Connections dropped because promised Data-Out did not come.
-    pub data_out_timeouts: AtomicU64,
-    /// Write commands answered BUSY for want of buffer budget.
-    pub busy: AtomicU64,
-    /// Write commands that had to wait for buffer budget before their R2Ts.
-    pub held: AtomicU64,
 }
 
 impl std::fmt::Debug for Shared {
@@ -97,37 +75,12 @@ impl std::fmt::Debug for Shared {
 impl Shared {
     /// The configuration in force.
     pub(crate) fn config(&self) -> Arc<ServerConfig> {
-        self.config.read().clone()
-    }
-
-    /// Where commands run.
-    pub(crate) fn execution(&self) -> crate::config::Execution {
-        self.config.read().execution
-    }
-
-    /// Queues a command for execution.
-    pub(crate) fn submit(&self, job: ExecJob) {
-        if let Err(e) = self.jobs.send(Job::Exec(job)) {
-            // Only after shutdown: finish the task without running it.
-            if let Job::Exec(job) = e.into_inner() {
-                drop(job);
-            }
-        }
+        self.services.config()
     }
 
     /// Every session (normal and discovery).
     pub(crate) fn sessions_snapshot(&self) -> Vec<Arc<Session>> {
         self.sessions.lock().by_tsih.values().cloned().collect()
-    }
-
-    /// Ends and closes every session of `target`.
-    pub(crate) fn close_target_sessions(&self, target: &str) {
-        for s in self.sessions_snapshot() {
-            if s.target_name() == target {
-                self.end_session(&s);
-                s.close();
-            }
-        }
     }
 
     /// Removes a session from the table and signals I_T nexus loss (SAM-5 6.3.4) to its
@@ -166,67 +119,41 @@ impl Shared {
         );
     }
 
-    /// Called by a connection's reader thread when it exits.
-    pub(crate) fn connection_ended(&self, conn: &Arc<Conn>) {
-        self.conns.lock().remove(&conn.id);
-        let sess = conn.session.clone();
-        let last = {
-            let mut conns = sess.conns.lock();
-            conns.retain(|c| !Arc::ptr_eq(c, conn));
-            conns.is_empty()
+    /// A connection added to the existing session `done.tsih` (RFC 7143 5.3.x: same
+    /// ISID, initiator and target, and room for one more connection, or a connection
+    /// reinstatement when its CID is in use).
+    fn join_session(&self, done: &LoginDone) -> std::result::Result<Arc<Session>, (u8, u8)> {
+        let sess = self
+            .sessions
+            .lock()
+            .by_tsih
+            .get(&done.tsih)
+            .cloned()
+            .ok_or(login::status::SESSION_DOES_NOT_EXIST)?;
+        let same_target = match (&sess.target, &done.target) {
+            (Some((a, _)), Some((b, _))) => a.iqn.eq_ignore_ascii_case(&b.iqn),
+            _ => false,
         };
-        debug!(conn = conn.id, peer = %conn.peer, "connection closed");
-        if last {
-            // ErrorRecoveryLevel 0: the session ends with its last connection.
-            self.end_session(&sess);
+        if sess.isid != done.isid
+            || !sess.initiator.eq_ignore_ascii_case(&done.initiator_name)
+            || !same_target
+            || sess.closed.load(Ordering::Acquire)
+        {
+            return Err(login::status::SESSION_DOES_NOT_EXIST);
         }
+        let conns = sess.conns.lock().clone();
+        if let Some(old) = conns.iter().find(|c| c.cid() == done.cid) {
+            // Connection reinstatement (RFC 7143 6.3.4): the old one goes.
+            old.close();
+        } else if conns.len() >= sess.params.max_connections as usize {
+            return Err(login::status::TOO_MANY_CONNECTIONS);
+        }
+        Ok(sess)
     }
 
-    fn alloc_tsih(t: &mut SessionTable) -> u16 {
-        loop {
-            t.next_tsih = t.next_tsih.wrapping_add(1);
-            if t.next_tsih != 0 && !t.by_tsih.contains_key(&t.next_tsih) {
-                return t.next_tsih;
-            }
-        }
-    }
-
-    /// Binds a finished login to a session (RFC 7143 6.3.5 / 5.3.x): new session (with
-    /// reinstatement of a session with the same ISID/initiator/target), or a connection
-    /// added to an existing session (TSIH != 0).
-    fn bind_session(
-        &self,
-        done: &LoginDone,
-        cfg: &ServerConfig,
-    ) -> std::result::Result<(Arc<Session>, bool), (u8, u8)> {
-        if done.tsih != 0 {
-            let sess = self
-                .sessions
-                .lock()
-                .by_tsih
-                .get(&done.tsih)
-                .cloned()
-                .ok_or(login::status::SESSION_DOES_NOT_EXIST)?;
-            let same_target = match (&sess.target, &done.target) {
-                (Some((a, _)), Some((b, _))) => a.iqn.eq_ignore_ascii_case(&b.iqn),
-                _ => false,
-            };
-            if sess.isid != done.isid
-                || !sess.initiator.eq_ignore_ascii_case(&done.initiator_name)
-                || !same_target
-                || sess.closed.load(Ordering::Acquire)
-            {
-                return Err(login::status::SESSION_DOES_NOT_EXIST);
-            }
-            let conns = sess.conns.lock().clone();
-            if let Some(old) = conns.iter().find(|c| c.cid == done.cid) {
-                // Connection reinstatement (RFC 7143 6.3.4): the old one goes.
-                old.close();
-            } else if conns.len() >= sess.params.max_connections as usize {
-                return Err(login::status::TOO_MANY_CONNECTIONS);
-            }
-            return Ok((sess, false));
-        }
+    /// Session reinstatement (RFC 7143 6.3.5): a new session of the same initiator port
+    /// and target ends the old one.
+    fn reinstate(&self, done: &LoginDone) {
         // Session reinstatement (RFC 7143 6.3.5): same initiator port and target.
         let target_name = done.target.as_ref().map(|(t, _)| t.iqn.clone());
         let old: Vec<Arc<Session>> = self
@@ -248,11 +175,15 @@ impl Shared {
             s.wait_idle(Duration::from_secs(5));
             self.end_session(&s);
         }
+    }
+
+    /// The I_T nexus of a new session and the LUNs its initiator may access.
+    fn nexus_of(&self, done: &LoginDone) -> (Nexus, LunMap, Vec<SessionLun>) {
         // The I_T nexus: initiator port = initiator name + ISID (RFC 7143 4.2.7.1), target
         // port = target name + TPGT; the TPG's tag is also the relative target port
         // identifier and the target port group (one group per TPG).
         let initiator = TransportId::iscsi_port(done.initiator_name.clone(), done.isid);
-        let (nexus, lun_map, luns) = match &done.target {
+        match &done.target {
             Some((t, tpg)) => {
                 let nexus = Nexus::new(
                     initiator,
@@ -271,7 +202,7 @@ impl Shared {
                     map.insert(lun, lu.clone(), wp);
                     luns.push(SessionLun {
                         lun,
-                        counters: self.metrics.lun_counters(&lu),
+                        counters: self.services.metrics.lun_counters(&lu),
                         lu,
                     });
                 }
@@ -285,7 +216,31 @@ impl Shared {
                 LunMap::new(),
                 Vec::new(),
             ),
-        };
+        }
+    }
+
+    fn alloc_tsih(t: &mut SessionTable) -> u16 {
+        loop {
+            t.next_tsih = t.next_tsih.wrapping_add(1);
+            if t.next_tsih != 0 && !t.by_tsih.contains_key(&t.next_tsih) {
+                return t.next_tsih;
+            }
+        }
+    }
+
+    /// Binds a finished login to a session (RFC 7143 6.3.5 / 5.3.x): new session (with
+    /// reinstatement of a session with the same ISID/initiator/target), or a connection
+    /// added to an existing session (TSIH != 0).
+    fn bind_session(
+        &self,
+        done: &LoginDone,
+        cfg: &ServerConfig,
+    ) -> std::result::Result<(Arc<Session>, bool), (u8, u8)> {
+        if done.tsih != 0 {
+            return self.join_session(done).map(|s| (s, false));
+        }
+        self.reinstate(done);
+        let (nexus, lun_map, luns) = self.nexus_of(done);
         let mut table = self.sessions.lock();
         let tsih = Self::alloc_tsih(&mut table);
         let sess = Arc::new(Session::new(
@@ -304,6 +259,46 @@ impl Shared {
         ));
         table.by_tsih.insert(tsih, sess.clone());
         Ok((sess, true))
+    }
+}
+
+/// The operations connections need of the server: the pool and the session table.
+impl Registry for Shared {
+    fn submit(&self, job: ExecJob) {
+        if let Err(e) = self.jobs.send(Job::Exec(job)) {
+            // Only after shutdown: finish the task without running it.
+            if let Job::Exec(job) = e.into_inner() {
+                drop(job);
+            }
+        }
+    }
+
+    fn sessions(&self) -> Vec<Arc<Session>> {
+        self.sessions_snapshot()
+    }
+
+    fn close_target_sessions(&self, target: &str) {
+        for s in self.sessions_snapshot() {
+            if s.target_name() == target {
+                self.end_session(&s);
+                s.close();
+            }
+        }
+    }
+
+    fn connection_ended(&self, conn: &Arc<Conn>) {
+        self.conns.lock().remove(&conn.id);
+        let sess = conn.session.clone();
+        let last = {
+            let mut conns = sess.conns.lock();
+            conns.retain(|c| c.id() != conn.id);
+            conns.is_empty()
+        };
+        debug!(conn = conn.id, peer = %conn.peer, "connection closed");
+        if last {
+            // ErrorRecoveryLevel 0: the session ends with its last connection.
+            self.end_session(&sess);
+        }
     }
 }
 
@@ -332,7 +327,8 @@ fn read_login_pdu(
     Ok(Some((bhs, data)))
 }
 
-fn handle_connection(shared: Arc<Shared>, stream: TcpStream, mut slot: ConnSlot) {
+/// Serves one accepted connection: login, then the full feature phase until it ends.
+fn handle_connection(shared: Arc<Shared>, stream: TcpStream, slot: ConnSlot) {
     let _ = stream.set_nodelay(true);
     let _ = stream.set_read_timeout(Some(TICK));
     // Bounded-time sends (issue 20 item 3): SO_SNDTIMEO applies to every clone of the
@@ -342,7 +338,11 @@ fn handle_connection(shared: Arc<Shared>, stream: TcpStream, mut slot: ConnSlot)
         return;
     };
     debug!(%peer, %local, "connection accepted");
-    shared.metrics.connections.fetch_add(1, Ordering::Relaxed);
+    shared
+        .services
+        .metrics
+        .connections
+        .fetch_add(1, Ordering::Relaxed);
     let Ok(read_half) = stream.try_clone() else {
         return;
     };
@@ -351,6 +351,29 @@ fn handle_connection(shared: Arc<Shared>, stream: TcpStream, mut slot: ConnSlot)
         Ok(w) => w,
         Err(_) => return,
     };
+    let Some(login) = login_phase(&shared, &mut reader, &mut w, local, peer) else {
+        return;
+    };
+    full_feature_phase(&shared, &stream, reader, w, slot, login, peer);
+}
+
+/// A login that completed: the machine (for the final response) and what was agreed.
+struct CompletedLogin {
+    machine: LoginMachine,
+    done: LoginDone,
+    /// The configuration the login was checked against.
+    cfg: Arc<ServerConfig>,
+}
+
+/// The login phase (RFC 7143 6): Login Requests through the login state machine within
+/// the login timeout; `None` when the login failed or the connection ended (logged).
+fn login_phase(
+    shared: &Arc<Shared>,
+    reader: &mut Reader,
+    w: &mut TcpStream,
+    local: SocketAddr,
+    peer: SocketAddr,
+) -> Option<CompletedLogin> {
     let cfg = shared.config();
     // One wall-clock deadline for the whole login phase, checked on every read (not
     // only between PDUs), so bytes dripping in do not extend it.
@@ -361,124 +384,157 @@ fn handle_connection(shared: Arc<Shared>, stream: TcpStream, mut slot: ConnSlot)
         LoginMachine::new(cfg.clone(), local).with_auth_guard(shared.auth_guard.clone(), peer);
     let sh = shared.clone();
     let abort = move || sh.shutting_down.load(Ordering::Acquire);
-    let fail = |shared: &Shared, why: &str| {
-        shared
-            .metrics
-            .login_failures
-            .fetch_add(1, Ordering::Relaxed);
-        info!(%peer, reason = why, "login failed");
-    };
+    let fail = |shared: &Shared, why: &str| login_failed(shared, peer, why);
     loop {
         if abort() {
-            fail(&shared, "shutdown");
-            return;
+            fail(shared, "shutdown");
+            return None;
         }
         if Instant::now() >= deadline {
-            login_deadline_passed(&shared, peer, cfg.login_timeout);
-            return;
+            login_deadline_passed(shared, peer, cfg.login_timeout);
+            return None;
         }
-        let (bhs, data) = match read_login_pdu(&mut reader, &abort) {
+        let (bhs, data) = match read_login_pdu(reader, &abort) {
             Ok(Some(x)) => x,
             Ok(None) => continue,
             Err(e) if e.kind() == io::ErrorKind::TimedOut && Instant::now() >= deadline => {
-                login_deadline_passed(&shared, peer, cfg.login_timeout);
-                return;
+                login_deadline_passed(shared, peer, cfg.login_timeout);
+                return None;
             }
             Err(e) => {
                 debug!(%peer, error = %e, "connection closed during login");
-                return;
+                return None;
             }
         };
         let Header::LoginRequest(req) = Header::parse(&bhs) else {
             // RFC 7143 6.3: only Login Requests before full feature phase.
-            fail(&shared, "non-login PDU during login");
-            return;
+            fail(shared, "non-login PDU during login");
+            return None;
         };
         match machine.step(&req, &data) {
             Step::Respond(pdu) => {
                 if w.write_all(&pdu.encode(Digests::default())).is_err() {
-                    return;
+                    return None;
                 }
             }
             Step::Fail(pdu) => {
                 let _ = w.write_all(&pdu.encode(Digests::default()));
                 if let Header::LoginResponse(h) = &pdu.header {
                     fail(
-                        &shared,
+                        shared,
                         &format!("status {:#04x}{:02x}", h.status_class, h.status_detail),
                     );
                 }
                 let _ = w.flush();
-                return;
+                return None;
             }
             Step::Complete(done) => {
-                let bound = shared.bind_session(&done, &cfg);
-                let (sess, _new) = match bound {
-                    Ok(x) => x,
-                    Err(st) => {
-                        let pdu = machine.fail(st);
-                        let _ = w.write_all(&pdu.encode(Digests::default()));
-                        fail(&shared, &format!("status {:#04x}{:02x}", st.0, st.1));
-                        return;
-                    }
-                };
-                let final_pdu = machine.finish(sess.tsih, sess.exp_cmd_sn(), sess.max_cmd_sn());
-                let digests = Digests {
-                    header: done.negotiated.header_digest,
-                    data: done.negotiated.data_digest,
-                };
-                let id = shared.next_conn_id.fetch_add(1, Ordering::Relaxed);
-                let conn = match Conn::new(
-                    id,
-                    done.cid,
-                    &stream,
-                    digests,
-                    done.negotiated.initiator_mrdsl,
-                    done.negotiated.target_mrdsl.max(LOGIN_MAX_DATA),
-                    done.stat_sn.wrapping_add(1),
-                    sess.clone(),
-                    shared.clone(),
-                ) {
-                    Ok(c) => Arc::new(c),
-                    Err(_) => return,
-                };
-                sess.conns.lock().push(conn.clone());
-                shared.conns.lock().insert(id, conn.clone());
-                slot.logged_in();
-                reader.set_deadline(None);
-                if w.write_all(&final_pdu.encode(Digests::default())).is_err() {
-                    conn.close();
-                    shared.connection_ended(&conn);
-                    return;
-                }
-                shared.metrics.logins.fetch_add(1, Ordering::Relaxed);
-                info!(
-                    %peer,
-                    initiator = %done.initiator_name,
-                    target = sess.target_name(),
-                    tsih = sess.tsih,
-                    cid = done.cid,
-                    discovery = (done.session_type == SessionType::Discovery),
-                    header_digest = digests.header,
-                    data_digest = digests.data,
-                    "login complete"
-                );
-                if shared.shutting_down.load(Ordering::Acquire) {
-                    conn.request_logout(1);
-                }
-                ConnReader::new(conn, reader).run();
-                return;
+                return Some(CompletedLogin {
+                    machine,
+                    done: *done,
+                    cfg,
+                });
             }
         }
     }
 }
 
+/// Binds a completed login to its session, sends the final Login Response and runs the
+/// connection's full feature phase until it ends.
+fn full_feature_phase(
+    shared: &Arc<Shared>,
+    stream: &TcpStream,
+    mut reader: Reader,
+    mut w: TcpStream,
+    mut slot: ConnSlot,
+    login: CompletedLogin,
+    peer: SocketAddr,
+) {
+    let CompletedLogin {
+        mut machine,
+        done,
+        cfg,
+    } = login;
+    let bound = shared.bind_session(&done, &cfg);
+    let (sess, _new) = match bound {
+        Ok(x) => x,
+        Err(st) => {
+            let pdu = machine.fail(st);
+            let _ = w.write_all(&pdu.encode(Digests::default()));
+            login_failed(shared, peer, &format!("status {:#04x}{:02x}", st.0, st.1));
+            return;
+        }
+    };
+    let final_pdu = machine.finish(sess.tsih, sess.exp_cmd_sn(), sess.max_cmd_sn());
+    let digests = Digests {
+        header: done.negotiated.header_digest,
+        data: done.negotiated.data_digest,
+    };
+    let id = shared.next_conn_id.fetch_add(1, Ordering::Relaxed);
+    let conn = match Conn::new(
+        id,
+        done.cid,
+        stream,
+        digests,
+        done.negotiated.initiator_mrdsl,
+        done.negotiated.target_mrdsl.max(LOGIN_MAX_DATA),
+        done.stat_sn.wrapping_add(1),
+        sess.clone(),
+        shared.services.clone(),
+        shared.clone(),
+    ) {
+        Ok(c) => Arc::new(c),
+        Err(_) => return,
+    };
+    sess.conns.lock().push(conn.clone());
+    shared.conns.lock().insert(id, conn.clone());
+    slot.logged_in();
+    reader.set_deadline(None);
+    if w.write_all(&final_pdu.encode(Digests::default())).is_err() {
+        conn.close();
+        shared.connection_ended(&conn);
+        return;
+    }
+    shared
+        .services
+        .metrics
+        .logins
+        .fetch_add(1, Ordering::Relaxed);
+    info!(
+        %peer,
+        initiator = %done.initiator_name,
+        target = sess.target_name(),
+        tsih = sess.tsih,
+        cid = done.cid,
+        discovery = (done.session_type == SessionType::Discovery),
+        header_digest = digests.header,
+        data_digest = digests.data,
+        "login complete"
+    );
+    if shared.shutting_down.load(Ordering::Acquire) {
+        conn.request_logout(1);
+    }
+    ConnReader::new(conn, reader).run();
+}
+
+/// Counts and logs a failed login.
+fn login_failed(shared: &Shared, peer: SocketAddr, why: &str) {
+    shared
+        .services
+        .metrics
+        .login_failures
+        .fetch_add(1, Ordering::Relaxed);
+    info!(%peer, reason = why, "login failed");
+}
+
 fn login_deadline_passed(shared: &Shared, peer: SocketAddr, limit: Duration) {
     shared
+        .services
         .metrics
         .login_failures
         .fetch_add(1, Ordering::Relaxed);
     shared
+        .services
         .limit_counters
         .login_timeouts
         .fetch_add(1, Ordering::Relaxed);
@@ -502,6 +558,7 @@ fn admit(shared: &Shared, peer: SocketAddr) -> Option<ConnSlot> {
         Ok(slot) => Some(slot),
         Err(r) => {
             shared
+                .services
                 .limit_counters
                 .refused
                 .fetch_add(1, Ordering::Relaxed);
@@ -663,7 +720,6 @@ impl Server {
     /// Starts serving on already-bound `listeners` (tests bind `127.0.0.1:0`).
     pub fn start(config: ServerConfig, listeners: Vec<TcpListener>) -> Result<ServerHandle> {
         config.validate()?;
-        let write_limit = config.max_write_buffer;
         let (tx, rx) = crossbeam_channel::unbounded::<Job>();
         let workers_n = if config.workers == 0 {
             std::thread::available_parallelism()
@@ -674,20 +730,16 @@ impl Server {
             config.workers
         };
         let shared = Arc::new(Shared {
-            config: RwLock::new(Arc::new(config)),
+            services: Arc::new(Services::new(config)),
             sessions: Mutex::new(SessionTable::default()),
             conns: Mutex::new(HashMap::new()),
             jobs: tx,
-            metrics: Metrics::default(),
             shutting_down: AtomicBool::new(false),
             next_conn_id: AtomicU64::new(1),
             conn_threads: AtomicUsize::new(0),
             auth_guard: Arc::default(),
             conn_tracker: Arc::new(ConnTracker::default()),
             refusal_log: LogLimiter::new(Duration::from_secs(1)),
-            write_budget: Arc::new(Budget::new(write_limit)),
-            limit_counters: LimitCounters::default(),
-            tx_queued: AtomicU64::new(0),
         });
         let mut workers = Vec::new();
         for i in 0..workers_n {
@@ -696,11 +748,11 @@ impl Server {
                 std::thread::Builder::new()
                     .name(format!("rustio-worker-{i}"))
                     .spawn(move || {
-                        let mut bufs = conn::ExecBufs::default();
+                        let mut bufs = ExecBufs::default();
                         while let Ok(job) = rx.recv() {
                             match job {
                                 Job::Exec(j) => {
-                                    conn::run_job(j, &mut bufs);
+                                    run_job(j, &mut bufs);
                                     bufs.trim();
                                 }
                                 Job::Stop => break,
@@ -773,11 +825,11 @@ impl ServerHandle {
     /// Data-Out buffer accounting and the limits' counters (issue 20).
     pub fn write_buffer_stats(&self) -> WriteBufferStats {
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let c = &self.shared.limit_counters;
+        let c = &self.shared.services.limit_counters;
         WriteBufferStats {
-            limit: self.shared.write_budget.limit(),
-            reserved: self.shared.write_budget.reserved(),
-            filled: self.shared.write_budget.filled(),
+            limit: self.shared.services.write_budget.limit(),
+            reserved: self.shared.services.write_budget.reserved(),
+            filled: self.shared.services.write_budget.filled(),
             held: l(&c.held),
             busy: l(&c.busy),
             refused_connections: l(&c.refused),
@@ -819,11 +871,14 @@ impl ServerHandle {
             }
             *acc = keep;
         }
-        self.shared.write_budget.set_limit(new.max_write_buffer);
+        self.shared
+            .services
+            .write_budget
+            .set_limit(new.max_write_buffer);
         for s in self.shared.sessions_snapshot() {
             s.write_budget.set_limit(new.max_session_write_buffer);
         }
-        *self.shared.config.write() = new.clone();
+        self.shared.services.set_config(new.clone());
         for s in self.shared.sessions_snapshot() {
             let Some((t, tpg)) = &s.target else {
                 report.sessions_kept += 1;
@@ -910,67 +965,12 @@ impl ServerHandle {
     }
 }
 
+/// Prometheus text of the server's counters, per LUN and per session.
 fn render_metrics(shared: &Shared) -> String {
     let cfg = shared.config();
     let sessions = shared.sessions_snapshot();
-    let m = &shared.metrics;
-    let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
-    let globals = [
-        ("rustio_iscsi_sessions", "gauge", sessions.len() as u64),
-        (
-            "rustio_iscsi_connections",
-            "gauge",
-            shared.conns.lock().len() as u64,
-        ),
-        (
-            "rustio_iscsi_connections_accepted_total",
-            "counter",
-            l(&m.connections),
-        ),
-        ("rustio_iscsi_logins_total", "counter", l(&m.logins)),
-        (
-            "rustio_iscsi_login_failures_total",
-            "counter",
-            l(&m.login_failures),
-        ),
-        ("rustio_iscsi_pdus_received_total", "counter", l(&m.pdus_in)),
-        ("rustio_iscsi_rejects_total", "counter", l(&m.rejects)),
-        (
-            "rustio_iscsi_write_buffer_reserved_bytes",
-            "gauge",
-            shared.write_budget.reserved(),
-        ),
-        (
-            "rustio_iscsi_write_buffer_filled_bytes",
-            "gauge",
-            shared.write_budget.filled(),
-        ),
-        (
-            "rustio_iscsi_connections_refused_total",
-            "counter",
-            l(&shared.limit_counters.refused),
-        ),
-        (
-            "rustio_iscsi_login_timeouts_total",
-            "counter",
-            l(&shared.limit_counters.login_timeouts),
-        ),
-        (
-            "rustio_iscsi_send_timeouts_total",
-            "counter",
-            l(&shared.limit_counters.send_timeouts),
-        ),
-        (
-            "rustio_iscsi_data_out_timeouts_total",
-            "counter",
-            l(&shared.limit_counters.data_out_timeouts),
-        ),
-        (
-            "rustio_iscsi_write_busy_total",
-            "counter",
-            l(&shared.limit_counters.busy),
-        ),
-    ];
+    let m = &shared.services.metrics;
+    let globals = global_metrics(shared, sessions.len());
     let mut lun_series = Vec::new();
     for t in &cfg.targets {
         for tpg in &t.tpgs {
@@ -1004,4 +1004,66 @@ fn render_metrics(shared: &Shared) -> String {
         &globals,
         &[("rustio_lun", lun_series), ("rustio_session", sess_series)],
     )
+}
+
+/// The server-wide series: name, type, value (a table, one row per series).
+fn global_metrics(shared: &Shared, sessions: usize) -> [(&'static str, &'static str, u64); 14] {
+    let m = &shared.services.metrics;
+    let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    [
+        ("rustio_iscsi_sessions", "gauge", sessions as u64),
+        (
+            "rustio_iscsi_connections",
+            "gauge",
+            shared.conns.lock().len() as u64,
+        ),
+        (
+            "rustio_iscsi_connections_accepted_total",
+            "counter",
+            l(&m.connections),
+        ),
+        ("rustio_iscsi_logins_total", "counter", l(&m.logins)),
+        (
+            "rustio_iscsi_login_failures_total",
+            "counter",
+            l(&m.login_failures),
+        ),
+        ("rustio_iscsi_pdus_received_total", "counter", l(&m.pdus_in)),
+        ("rustio_iscsi_rejects_total", "counter", l(&m.rejects)),
+        (
+            "rustio_iscsi_write_buffer_reserved_bytes",
+            "gauge",
+            shared.services.write_budget.reserved(),
+        ),
+        (
+            "rustio_iscsi_write_buffer_filled_bytes",
+            "gauge",
+            shared.services.write_budget.filled(),
+        ),
+        (
+            "rustio_iscsi_connections_refused_total",
+            "counter",
+            l(&shared.services.limit_counters.refused),
+        ),
+        (
+            "rustio_iscsi_login_timeouts_total",
+            "counter",
+            l(&shared.services.limit_counters.login_timeouts),
+        ),
+        (
+            "rustio_iscsi_send_timeouts_total",
+            "counter",
+            l(&shared.services.limit_counters.send_timeouts),
+        ),
+        (
+            "rustio_iscsi_data_out_timeouts_total",
+            "counter",
+            l(&shared.services.limit_counters.data_out_timeouts),
+        ),
+        (
+            "rustio_iscsi_write_busy_total",
+            "counter",
+            l(&shared.services.limit_counters.busy),
+        ),
+    ]
 }

@@ -1,7 +1,12 @@
 //! Sessions: identity, the CmdSN window (RFC 7143 4.2.2.1), the task table used by task
 //! management, the LUN table of the I_T nexus and the connections of the session.
+//!
+//! A session knows its connections and the PDUs waiting in its window only through the
+//! [`Link`] and [`Pending`] traits, which the connection layer implements: the session
+//! module stays below the connection module that uses it.
 
 use std::collections::{BTreeMap, HashMap};
+use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,22 +15,32 @@ use parking_lot::{Condvar, Mutex};
 use rustio_scsi::{LogicalUnit, LunMap, Nexus};
 
 use rustio_iscsi_proto::login::SessionType;
+use rustio_iscsi_proto::serial;
 use rustio_iscsi_proto::text::Negotiated;
 
 use crate::config::{TargetConfig, TpgConfig};
-use crate::conn::Conn;
 use crate::metrics::IoCounters;
 
-/// Serial number arithmetic (RFC 1982, as RFC 7143 4.2.2.1 requires): `a < b`.
-#[inline]
-pub(crate) fn sn_lt(a: u32, b: u32) -> bool {
-    a != b && (b.wrapping_sub(a) as i32) > 0
+/// One connection of a session, as the session and the session table see it.
+pub(crate) trait Link: Send + Sync + fmt::Debug {
+    /// Server-wide connection id.
+    fn id(&self) -> u64;
+    /// iSCSI CID (RFC 7143 11.14.3: Logout names a connection by it).
+    fn cid(&self) -> u16;
+    /// Closes the connection; its reader ends it.
+    fn close(&self);
+    /// Ends the write task `itt` if it is still collecting Data-Out on this connection
+    /// (task management aborted it; it gets no response).
+    fn abandon_write(&self, itt: u32);
+    /// Ends every write task still collecting Data-Out (the session logs out).
+    fn abandon_writes(&self);
 }
 
-/// `a <= b` in serial number arithmetic.
-#[inline]
-pub(crate) fn sn_le(a: u32, b: u32) -> bool {
-    a == b || sn_lt(a, b)
+/// A PDU held in the CmdSN window until the gap before it fills (RFC 7143 4.2.2.1).
+pub(crate) trait Pending: Send + fmt::Debug {
+    /// Processes it, in CmdSN order; `false` when the connection processing it is to
+    /// close.
+    fn run(self: Box<Self>) -> bool;
 }
 
 /// One LUN as the session sees it.
@@ -99,12 +114,12 @@ pub(crate) struct Session {
     completed: AtomicU32,
     /// Mirror of the window's ExpCmdSN for lock-free reads when building responses.
     exp_cmd_sn: AtomicU32,
-    window: Mutex<Window<crate::conn::Deferred>>,
+    window: Mutex<Window<Box<dyn Pending>>>,
     /// Tasks by ITT.
     pub tasks: Mutex<HashMap<u32, Arc<TaskState>>>,
     tasks_changed: Condvar,
     /// Connections.
-    pub conns: Mutex<Vec<Arc<Conn>>>,
+    pub conns: Mutex<Vec<Arc<dyn Link>>>,
     /// The session is over (logout, reinstatement, fatal error).
     pub closed: AtomicBool,
     /// End-of-session processing (table removal, nexus loss) has run.
@@ -181,12 +196,9 @@ impl Session {
         self.completed.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// Decides about a non-immediate PDU with `cmd_sn`; `Now` advances ExpCmdSN.
-    pub fn admit(
-        &self,
-        cmd_sn: u32,
-        item: crate::conn::Deferred,
-    ) -> (Admit, Option<crate::conn::Deferred>) {
+    /// Decides about a non-immediate PDU with `cmd_sn`; `Now` advances ExpCmdSN and
+    /// gives the item back to be processed at once (only a held item is boxed).
+    pub fn admit<P: Pending + 'static>(&self, cmd_sn: u32, item: P) -> (Admit, Option<P>) {
         let mut w = self.window.lock();
         let max = self.max_cmd_sn();
         if cmd_sn == w.exp_cmd_sn {
@@ -198,8 +210,11 @@ impl Session {
             }
             return (Admit::Now, Some(item));
         }
-        if sn_lt(w.exp_cmd_sn, cmd_sn) && sn_le(cmd_sn, max) && !w.held.contains_key(&cmd_sn) {
-            w.held.insert(cmd_sn, item);
+        if serial::lt(w.exp_cmd_sn, cmd_sn)
+            && serial::le(cmd_sn, max)
+            && !w.held.contains_key(&cmd_sn)
+        {
+            w.held.insert(cmd_sn, Box::new(item));
             if w.stalled_since.is_none() {
                 w.stalled_since = Some(Instant::now());
             }
@@ -209,7 +224,7 @@ impl Session {
     }
 
     /// Takes the next held item if its CmdSN is now ExpCmdSN (advancing it).
-    pub fn next_held(&self) -> Option<crate::conn::Deferred> {
+    pub fn next_held(&self) -> Option<Box<dyn Pending>> {
         let mut w = self.window.lock();
         let exp = w.exp_cmd_sn;
         let item = w.held.remove(&exp)?;
@@ -229,8 +244,8 @@ impl Session {
 
     /// Empties the CmdSN window (the session ended: what is held will never run). The
     /// items are returned so that the caller drops them outside the window's lock; this
-    /// also breaks the Session → window → Deferred → Conn → Session cycle.
-    pub fn drain_window(&self) -> Vec<crate::conn::Deferred> {
+    /// also breaks the Session → window → pending PDU → connection → Session cycle.
+    pub fn drain_window(&self) -> Vec<Box<dyn Pending>> {
         let mut w = self.window.lock();
         w.stalled_since = None;
         std::mem::take(&mut w.held).into_values().collect()
@@ -331,7 +346,7 @@ impl Session {
     /// Closes every connection of the session.
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
-        let conns: Vec<Arc<Conn>> = self.conns.lock().clone();
+        let conns: Vec<Arc<dyn Link>> = self.conns.lock().clone();
         for c in conns {
             c.close();
         }
@@ -352,6 +367,8 @@ mod tests {
 
     #[test]
     fn serial_arithmetic() {
+        // The window's comparisons are the protocol crate's RFC 1982 ones.
+        use serial::{le as sn_le, lt as sn_lt};
         assert!(sn_lt(1, 2));
         assert!(!sn_lt(2, 1));
         assert!(sn_lt(u32::MAX, 0));
@@ -372,7 +389,7 @@ mod tests {
             ),
             LunMap::new(),
             Vec::new(),
-            crate::text::Negotiated::default(),
+            Negotiated::default(),
             32,
             0,
             64 << 20,
@@ -383,6 +400,56 @@ mod tests {
             aborted: AtomicBool::new(false),
         })));
         s
+    }
+
+    /// A held PDU that records that it ran.
+    #[derive(Debug)]
+    struct Probe(u32, Arc<Mutex<Vec<u32>>>);
+
+    impl Pending for Probe {
+        fn run(self: Box<Self>) -> bool {
+            self.1.lock().push(self.0);
+            true
+        }
+    }
+
+    #[test]
+    fn window_orders_pending_pdus_by_cmd_sn() {
+        // RFC 7143 4.2.2.1: CmdSN = ExpCmdSN runs now; ExpCmdSN < CmdSN <= MaxCmdSN waits
+        // for the gap; anything else (a duplicate, or beyond MaxCmdSN) is ignored.
+        let s = session_with_task(1);
+        let ran = Arc::new(Mutex::new(Vec::new()));
+        let p = |n| Probe(n, ran.clone());
+        let (a, held) = s.admit(2, p(2));
+        assert_eq!((a, held.is_none()), (Admit::Held, true));
+        assert_eq!(s.admit(2, p(2)).0, Admit::Drop, "duplicate CmdSN");
+        assert_eq!(
+            s.admit(32, p(32)).0,
+            Admit::Drop,
+            "beyond MaxCmdSN (depth 32)"
+        );
+        assert!(s.window_stalled_for(Instant::now()).is_some());
+        let (a, now) = s.admit(0, p(0));
+        assert_eq!(a, Admit::Now);
+        now.expect("in order: handed back").run_direct();
+        assert!(s.next_held().is_none(), "1 still missing");
+        let (a, now) = s.admit(1, p(1));
+        assert_eq!(a, Admit::Now);
+        now.expect("in order").run_direct();
+        s.next_held().expect("2 is next").run();
+        assert_eq!(*ran.lock(), vec![0, 1, 2]);
+        assert_eq!(s.exp_cmd_sn(), 3);
+        assert!(s.window_stalled_for(Instant::now()).is_none());
+        // What a session still holds when it ends is handed back, not run.
+        assert_eq!(s.admit(5, p(5)).0, Admit::Held);
+        assert_eq!(s.drain_window().len(), 1);
+        assert!(s.next_held().is_none());
+    }
+
+    impl Probe {
+        fn run_direct(self) {
+            assert!(Box::new(self).run());
+        }
     }
 
     #[test]

@@ -1131,10 +1131,325 @@ impl Command {
     }
 }
 
+// ---------------------------------------------------------------------------
+// What a command needs of its transport.
+
+/// Which way a command's data moves (SAM-5 5.1: data-in is sent by the device server,
+/// data-out received by it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// No data (or a CDB this engine cannot parse).
+    None,
+    /// Data-in only.
+    In,
+    /// Data-out only.
+    Out,
+    /// Both (no command of this engine; kept for transports that carry them).
+    Bidi,
+}
+
+/// What a command counts as in a transport's I/O statistics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoClass {
+    /// READ(6/10/12/16) (SBC-4 5.13-5.16).
+    Read,
+    /// WRITE(6/10/12/16) and WRITE AND VERIFY(10/12/16) (SBC-4 5.40-5.46).
+    Write,
+    /// Everything else.
+    Other,
+}
+
+/// Where a write's TRANSFER LENGTH field is (SBC-4 5.40-5.46 CDB tables), for
+/// [`Transfer::truncated_cdb`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LengthField {
+    /// WRITE(6): byte 4, where 0 means 256 blocks (SBC-4 5.40).
+    Byte4Of6,
+    /// WRITE(10), WRITE AND VERIFY(10): bytes 7-8.
+    Be16At7Of10,
+    /// WRITE(12), WRITE AND VERIFY(12): bytes 6-9.
+    Be32At6Of12,
+    /// WRITE(16), WRITE AND VERIFY(16): bytes 10-13.
+    Be32At10Of16,
+}
+
+impl LengthField {
+    fn of(opcode: u8) -> Option<LengthField> {
+        match opcode {
+            op::WRITE_6 => Some(LengthField::Byte4Of6),
+            op::WRITE_10 | op::WRITE_AND_VERIFY_10 => Some(LengthField::Be16At7Of10),
+            op::WRITE_12 | op::WRITE_AND_VERIFY_12 => Some(LengthField::Be32At6Of12),
+            op::WRITE_16 | op::WRITE_AND_VERIFY_16 => Some(LengthField::Be32At10Of16),
+            _ => None,
+        }
+    }
+
+    /// The CDB length the field belongs to.
+    fn cdb_len(self) -> usize {
+        match self {
+            LengthField::Byte4Of6 => 6,
+            LengthField::Be16At7Of10 => 10,
+            LengthField::Be32At6Of12 => 12,
+            LengthField::Be32At10Of16 => 16,
+        }
+    }
+}
+
+/// A write CDB cut to fewer blocks ([`Transfer::truncated_cdb`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Truncation {
+    /// Zero blocks are left: nothing to write (the command completes without the device
+    /// server; WRITE(6) could not say it anyway, its 0 means 256 blocks).
+    Nothing,
+    /// The CDB with its TRANSFER LENGTH rewritten.
+    Cdb(Vec<u8>),
+    /// Not a WRITE / WRITE AND VERIFY, or the count does not fit the field: the device
+    /// server gets the CDB as it came and judges the short data-out itself.
+    NotTruncatable,
+}
+
+/// What a command needs of its transport, as the engine sees it: where the data goes,
+/// how many data-out bytes the CDB transfers, whether the device server must see all of
+/// the data-out the initiator announced, and what the command counts as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transfer {
+    /// Which way data moves.
+    pub direction: Direction,
+    /// Data-out bytes the CDB transfers (SBC-4 TRANSFER LENGTH times the block size,
+    /// parameter list lengths); `None` when the CDB does not parse or the count does
+    /// not fit 32 bits.
+    pub data_out_len: Option<u32>,
+    /// The device server must see every data-out byte the initiator announced, not
+    /// only [`Transfer::data_out_len`]: COMPARE AND WRITE rejects a buffer whose length
+    /// does not match its two halves (SBC-4 5.3).
+    pub whole_data_out: bool,
+    /// Statistics class (by operation code, valid CDB or not).
+    pub class: IoClass,
+    /// Logical block size the lengths are counted in.
+    pub block_size: u32,
+    field: Option<LengthField>,
+}
+
+/// What `cdb` needs of its transport on a unit of `block_size`-byte blocks.
+pub fn transfer(cdb: &[u8], block_size: u32) -> Transfer {
+    let opcode = cdb.first().copied();
+    let class = match opcode {
+        Some(op::READ_6 | op::READ_10 | op::READ_12 | op::READ_16) => IoClass::Read,
+        Some(o) if LengthField::of(o).is_some() => IoClass::Write,
+        _ => IoClass::Other,
+    };
+    let parsed = parse(cdb).ok();
+    let out = parsed.map(|c| c.data_out_len(block_size));
+    Transfer {
+        direction: match (
+            parsed.is_some_and(|c| c.has_data_in()),
+            out.unwrap_or(0) > 0,
+        ) {
+            (true, true) => Direction::Bidi,
+            (true, false) => Direction::In,
+            (false, true) => Direction::Out,
+            (false, false) => Direction::None,
+        },
+        data_out_len: out.and_then(|n| u32::try_from(n).ok()),
+        whole_data_out: opcode == Some(op::COMPARE_AND_WRITE),
+        class,
+        block_size,
+        field: opcode.and_then(LengthField::of),
+    }
+}
+
+impl Transfer {
+    /// `cdb` (the one this was made from) with its TRANSFER LENGTH set to `blocks`, for
+    /// a transport that must not transfer more than the initiator expects (RFC 7143
+    /// 11.4.5.1 after FCP-4 9.4.2: data beyond the expected length is not transferred).
+    pub fn truncated_cdb(&self, cdb: &[u8], blocks: u32) -> Truncation {
+        let Some(field) = self.field.filter(|f| cdb.len() >= f.cdb_len()) else {
+            return Truncation::NotTruncatable;
+        };
+        if blocks == 0 {
+            return Truncation::Nothing;
+        }
+        let mut c = cdb.to_vec();
+        let fits = match field {
+            LengthField::Byte4Of6 => u8::try_from(blocks).map(|b| c[4] = b).is_ok(),
+            LengthField::Be16At7Of10 => u16::try_from(blocks)
+                .map(|b| c[7..9].copy_from_slice(&b.to_be_bytes()))
+                .is_ok(),
+            LengthField::Be32At6Of12 => {
+                c[6..10].copy_from_slice(&blocks.to_be_bytes());
+                true
+            }
+            LengthField::Be32At10Of16 => {
+                c[10..14].copy_from_slice(&blocks.to_be_bytes());
+                true
+            }
+        };
+        if fits {
+            Truncation::Cdb(c)
+        } else {
+            Truncation::NotTruncatable
+        }
+    }
+}
+
+impl Command {
+    /// Whether the device server returns data-in for this command.
+    fn has_data_in(&self) -> bool {
+        matches!(
+            self,
+            Command::Read { .. }
+                | Command::RequestSense { .. }
+                | Command::Inquiry { .. }
+                | Command::ModeSense { .. }
+                | Command::ReadCapacity10
+                | Command::ReadCapacity16 { .. }
+                | Command::GetLbaStatus { .. }
+                | Command::ReportLuns { .. }
+                | Command::ReportSupportedOpcodes { .. }
+                | Command::ReportSupportedTmfs { .. }
+                | Command::ReportTargetPortGroups { .. }
+                | Command::PersistentReserveIn { .. }
+                | Command::ReceiveCopyResults { .. }
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::sense::{FieldPointer, SenseKey};
+
+    /// A CDB of `len` bytes with `opcode` and the given bytes set.
+    fn cdb_with(opcode: u8, len: usize, set: &[(usize, u8)]) -> Vec<u8> {
+        let mut c = vec![0u8; len];
+        c[0] = opcode;
+        for &(i, b) in set {
+            c[i] = b;
+        }
+        c
+    }
+
+    #[test]
+    fn transfer_classes_follow_sbc4_opcodes() {
+        // READ(6/10/12/16): SBC-4 5.13-5.16.
+        for (o, len) in [(0x08, 6), (0x28, 10), (0xa8, 12), (0x88, 16)] {
+            let t = transfer(&cdb_with(o, len, &[]), 512);
+            assert_eq!(t.class, IoClass::Read, "{o:#x}");
+            assert_eq!(t.direction, Direction::In, "{o:#x}");
+            assert_eq!(t.data_out_len, Some(0));
+        }
+        // WRITE(6/10/12/16) and WRITE AND VERIFY(10/12/16).
+        for o in [0x0a, 0x2a, 0xaa, 0x8a, 0x2e, 0xae, 0x8e] {
+            assert_eq!(transfer(&[o; 16], 512).class, IoClass::Write, "{o:#x}");
+        }
+        // COMPARE AND WRITE and WRITE SAME are neither; the class does not need a valid
+        // CDB (an unparseable READ(10) still counts as a read).
+        assert_eq!(
+            transfer(&cdb_with(0x89, 16, &[]), 512).class,
+            IoClass::Other
+        );
+        assert_eq!(
+            transfer(&cdb_with(0x41, 10, &[]), 512).class,
+            IoClass::Other
+        );
+        let bad_read = transfer(&[0x28, 0, 0], 512);
+        assert_eq!(bad_read.class, IoClass::Read);
+        assert_eq!(bad_read.data_out_len, None);
+        assert_eq!(bad_read.direction, Direction::None);
+        assert_eq!(transfer(&[], 512).class, IoClass::Other);
+        // TEST UNIT READY moves nothing; INQUIRY is data-in.
+        assert_eq!(transfer(&[0; 6], 512).direction, Direction::None);
+        assert_eq!(
+            transfer(&cdb_with(0x12, 6, &[(4, 36)]), 512).direction,
+            Direction::In
+        );
+    }
+
+    #[test]
+    fn transfer_lengths_in_blocks_of_the_unit() {
+        // WRITE(10) of 4 blocks (TRANSFER LENGTH bytes 7-8, SBC-4 5.41).
+        let w10 = cdb_with(0x2a, 10, &[(8, 4)]);
+        let t = transfer(&w10, 4096);
+        assert_eq!(
+            (t.direction, t.data_out_len, t.whole_data_out, t.block_size),
+            (Direction::Out, Some(16384), false, 4096)
+        );
+        // WRITE(6) TRANSFER LENGTH 0 means 256 blocks (SBC-4 5.40).
+        assert_eq!(
+            transfer(&cdb_with(0x0a, 6, &[]), 512).data_out_len,
+            Some(256 * 512)
+        );
+        // COMPARE AND WRITE of 1 block: both halves, and the device server sees all of
+        // EDTL (SBC-4 5.3: NUMBER OF LOGICAL BLOCKS byte 13).
+        let caw = transfer(&cdb_with(0x89, 16, &[(13, 1)]), 512);
+        assert_eq!((caw.data_out_len, caw.whole_data_out), (Some(1024), true));
+        assert_eq!(caw.direction, Direction::Out);
+        // An invalid COMPARE AND WRITE still needs its whole data-out.
+        assert!(transfer(&[0x89, 0xff], 512).whole_data_out);
+        // WRITE(16) of 2^32-1 blocks of 4096 bytes does not fit 32 bits.
+        let huge = cdb_with(0x8a, 16, &[(10, 0xff), (11, 0xff), (12, 0xff), (13, 0xff)]);
+        assert_eq!(transfer(&huge, 4096).data_out_len, None);
+    }
+
+    #[test]
+    fn truncated_cdb_rewrites_the_sbc4_transfer_length_fields() {
+        // (opcode, CDB length, first byte of TRANSFER LENGTH, field width): SBC-4
+        // WRITE(10) 5.41, WRITE(12) 5.42, WRITE(16) 5.43, WRITE AND VERIFY(10/12/16)
+        // 5.44-5.46.
+        for (o, len, at, width) in [
+            (0x2a, 10, 7, 2),
+            (0x2e, 10, 7, 2),
+            (0xaa, 12, 6, 4),
+            (0xae, 12, 6, 4),
+            (0x8a, 16, 10, 4),
+            (0x8e, 16, 10, 4),
+        ] {
+            let c = cdb_with(o, len, &[(at + width - 1, 8)]);
+            let t = transfer(&c, 512);
+            let Truncation::Cdb(cut) = t.truncated_cdb(&c, 3) else {
+                panic!("{o:#x} not truncated");
+            };
+            assert_eq!(cut[at + width - 1], 3, "{o:#x}");
+            assert_eq!(cut.len(), len);
+            assert_eq!(&cut[..at], &c[..at], "{o:#x}: bytes before the field");
+            assert_eq!(
+                &cut[at + width..],
+                &c[at + width..],
+                "{o:#x}: bytes after it"
+            );
+            assert_eq!(t.truncated_cdb(&c, 0), Truncation::Nothing, "{o:#x}");
+        }
+        // WRITE(10)'s 16-bit field cannot say 65536 blocks.
+        let w10 = cdb_with(0x2a, 10, &[]);
+        assert_eq!(
+            transfer(&w10, 512).truncated_cdb(&w10, 65536),
+            Truncation::NotTruncatable
+        );
+        // WRITE(6): byte 4; zero blocks cannot be written as 0 (that is 256).
+        let w6 = cdb_with(0x0a, 6, &[(4, 8)]);
+        let t6 = transfer(&w6, 512);
+        assert_eq!(
+            t6.truncated_cdb(&w6, 5),
+            Truncation::Cdb(cdb_with(0x0a, 6, &[(4, 5)]))
+        );
+        assert_eq!(t6.truncated_cdb(&w6, 0), Truncation::Nothing);
+        assert_eq!(t6.truncated_cdb(&w6, 256), Truncation::NotTruncatable);
+        // COMPARE AND WRITE, READ and a short CDB are not cut.
+        for c in [
+            cdb_with(0x89, 16, &[(13, 1)]),
+            cdb_with(0x28, 10, &[]),
+            vec![0x2a; 9],
+        ] {
+            assert_eq!(
+                transfer(&c, 512).truncated_cdb(&c, 1),
+                Truncation::NotTruncatable
+            );
+            assert_eq!(
+                transfer(&c, 512).truncated_cdb(&c, 0),
+                Truncation::NotTruncatable
+            );
+        }
+    }
 
     #[test]
     fn table_is_sorted_and_unique_and_usage_starts_with_opcode() {

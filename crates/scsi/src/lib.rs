@@ -86,6 +86,7 @@ mod transport;
 mod ua;
 mod xcopy;
 
+pub use cdb::{Direction, IoClass, Transfer, Truncation};
 pub use config::{LuConfig, DEFAULT_IEEE_COMPANY_ID};
 pub use direct::DirectIn;
 pub use error::Error;

@@ -184,13 +184,15 @@ impl LunMap {
 
     /// Expected data-out length of `cdb` for `lun` (see [`LogicalUnit::data_out_len`]).
     pub fn data_out_len(&self, lun: u64, cdb: &[u8]) -> Option<u32> {
-        match self.luns.get(&lun) {
-            Some(m) => m.lu.data_out_len(cdb),
-            None => {
-                let c = cdb::parse(cdb).ok()?;
-                u32::try_from(c.data_out_len(512)).ok()
-            }
-        }
+        self.transfer(lun, cdb).data_out_len
+    }
+
+    /// What `cdb` addressed to `lun` needs of the transport ([`cdb::transfer`]), in the
+    /// unit's block size; a LUN that is not mapped counts in 512-byte blocks (its
+    /// commands fail, but the transport still has to receive their data-out).
+    pub fn transfer(&self, lun: u64, cdb: &[u8]) -> cdb::Transfer {
+        let block_size = self.luns.get(&lun).map_or(512, |m| m.lu.block_size());
+        cdb::transfer(cdb, block_size)
     }
 
     /// Executes one command addressed to `lun`.

@@ -1,0 +1,296 @@
+//! Running a command: on the connection's reader (inline) or on the worker pool, on the
+//! engine, which says what the command transfers ([`rustio_scsi::Transfer`]); the answer
+//! goes back through [`super::send`]. Writes that found no buffer budget are answered
+//! BUSY here without running.
+
+use std::io::IoSliceMut;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use rustio_iscsi_proto::pdu::{ScsiCommand, TaskAttribute};
+use rustio_scsi::{DirectIn, IoClass, Response, Status, TaskAttr, Transfer, Truncation};
+use tracing::debug;
+
+use super::io::reader_busy;
+use super::{Conn, ExecJob};
+use crate::command::{finish_task, NewCommand, Residual};
+use crate::config::AUTO_INLINE_MAX;
+use crate::session::{Session, TaskState};
+
+/// READs up to this long are read in place into [`ExecBufs::read`].
+const DIRECT_READ_MAX: usize = 1 << 20;
+
+thread_local! {
+    /// Data-In buffer of a reader thread executing commands inline.
+    static INLINE_BUF: std::cell::RefCell<ExecBufs> = std::cell::RefCell::new(ExecBufs::default());
+}
+
+/// Reusable buffers of a thread executing commands.
+#[derive(Debug, Default)]
+pub(crate) struct ExecBufs {
+    /// Data-in the engine builds: control commands, READs of another length than the
+    /// initiator expects (residuals), READs above [`DIRECT_READ_MAX`].
+    staged: Vec<u8>,
+    /// READ data, read in place by the backstore (see `rustio_scsi::direct`). Kept at
+    /// its largest length, so it is zero-filled once per thread rather than per READ.
+    read: Vec<u8>,
+}
+
+impl ExecBufs {
+    /// Gives back memory after an unusually large command.
+    pub(crate) fn trim(&mut self) {
+        if self.staged.capacity() > 16 << 20 {
+            self.staged = Vec::new();
+        }
+    }
+}
+
+/// Runs one job: parked on its connection instead while that connection's writer is
+/// stuck — responses handed over and waiting, or a write in progress for longer than
+/// [`super::HANDOFF_WAIT`] (issue 20 item 3) — so that a peer that reads slowly or not at all
+/// occupies at most the one worker writing to it. The writer's holder puts parked jobs
+/// back on the pool when it lets go of the writer. A healthy connection's jobs still
+/// run in parallel: a write in progress for less than `HANDOFF_WAIT` parks nothing.
+/// Jobs of a closing connection are not executed: nobody will read their answers.
+pub(crate) fn run_job(job: ExecJob, bufs: &mut ExecBufs) {
+    if job.conn.is_closing() {
+        finish_task(&job.sess, &job.cmd);
+        return;
+    }
+    if job.conn.tx_pending.load(Ordering::Acquire) > 0 || job.conn.writer_stuck() {
+        let conn = job.conn.clone();
+        let mut tx = conn.tx.lock();
+        // Decided under the queue's lock: the holder takes the parked jobs under it
+        // after its write ends (and clears `send_started` before), so none is stranded.
+        if !tx.items.is_empty() || conn.writer_stuck() {
+            tx.parked.push(job);
+            return;
+        }
+    }
+    execute(job, bufs);
+}
+
+/// Executes one job on a worker thread and sends the result.
+pub(crate) fn execute(job: ExecJob, bufs: &mut ExecBufs) {
+    let ExecJob {
+        sess,
+        conn,
+        mut cmd,
+        task,
+    } = job;
+    bufs.staged.clear();
+    if task.aborted.load(Ordering::Acquire) {
+        finish_task(&sess, &cmd);
+        return;
+    }
+    let lun = rustio_scsi::decode_lun_u64(cmd.hdr.lun).unwrap_or(u64::MAX);
+    let xfer = sess.lun_map.transfer(lun, cmd.cdb.bytes());
+    let (resp, in_place) = match cmd.fail {
+        Some(s) => (Response::check(s), false),
+        None => run_engine(&sess, &cmd, &xfer, lun, bufs),
+    };
+    let data_in: &[u8] = if in_place {
+        &bufs.read[..cmd.hdr.edtl as usize]
+    } else {
+        &bufs.staged
+    };
+    let needed_out = xfer.data_out_len.filter(|_| cmd.hdr.write);
+    let residual = residual(&cmd.hdr, needed_out, data_in.len());
+    count(&sess, &cmd, xfer.class, &resp, data_in.len());
+    if !cmd.hdr.immediate {
+        sess.complete_one();
+    }
+    if sess.claim_response(cmd.hdr.itt) {
+        conn.send_scsi_result(&cmd, &resp, data_in, residual);
+    }
+    conn.write_bufs.give(std::mem::take(&mut cmd.buf));
+}
+
+/// Runs a command on the engine; `true` with the response when its data-in was read in
+/// place into [`ExecBufs::read`] rather than staged.
+fn run_engine(
+    sess: &Session,
+    cmd: &NewCommand,
+    xfer: &Transfer,
+    lun: u64,
+    bufs: &mut ExecBufs,
+) -> (Response, bool) {
+    let hdr = &cmd.hdr;
+    let needed_out = xfer.data_out_len.filter(|_| hdr.write);
+    let block_size = xfer.block_size.max(1) as usize;
+    // EDTL shorter than the CDB's transfer: write only what EDTL covers and report
+    // the overflow (RFC 7143 11.4.5.1, following FCP-4 9.4.2 "data beyond the
+    // expected length shall not be transferred").
+    let truncation = match needed_out {
+        Some(n) if n > hdr.edtl => {
+            xfer.truncated_cdb(cmd.cdb.bytes(), hdr.edtl / block_size as u32)
+        }
+        _ => Truncation::NotTruncatable,
+    };
+    let (cdb, out_len): (&[u8], usize) = match &truncation {
+        Truncation::Nothing => return (Response::GOOD, false),
+        Truncation::Cdb(c) => (c, cmd.buf.len() / block_size * block_size),
+        // The device server must see all of a COMPARE AND WRITE's data-out to reject a
+        // length that does not match (SBC-4 5.3).
+        Truncation::NotTruncatable if xfer.whole_data_out => (cmd.cdb.bytes(), cmd.buf.len()),
+        Truncation::NotTruncatable => (
+            cmd.cdb.bytes(),
+            needed_out.map_or(cmd.buf.len(), |n| n as usize),
+        ),
+    };
+    let data_out: &[u8] = if hdr.write {
+        &cmd.buf[..out_len.min(cmd.buf.len())]
+    } else {
+        &[]
+    };
+    let direct_len = if hdr.read && !hdr.write {
+        hdr.edtl as usize
+    } else {
+        0
+    };
+    let direct_ok = direct_len > 0 && direct_len <= DIRECT_READ_MAX;
+    if direct_ok && bufs.read.len() < direct_len {
+        bufs.read.resize(direct_len, 0);
+    }
+    let lent = if direct_ok { direct_len } else { 0 };
+    let mut slices = [IoSliceMut::new(&mut bufs.read[..lent])];
+    let mut direct = DirectIn::new(&mut slices);
+    let resp = sess.lun_map.execute_direct(
+        &sess.nexus,
+        lun,
+        cdb,
+        data_out,
+        u64::from(hdr.itt),
+        task_attr(hdr.attr),
+        &mut bufs.staged,
+        direct_ok.then_some(&mut direct),
+    );
+    (resp, direct.used())
+}
+
+/// The residual of a command's response (RFC 7143 11.4.5): a write against the CDB's
+/// transfer (`needed_out`, when the engine could size it), anything else against the
+/// data-in it returned.
+fn residual(hdr: &ScsiCommand, needed_out: Option<u32>, data_in_len: usize) -> Residual {
+    if hdr.write {
+        match needed_out {
+            Some(n) => Residual::of(hdr.edtl, u64::from(n)),
+            None => Residual::default(),
+        }
+    } else if hdr.read || data_in_len > 0 {
+        Residual::of(hdr.edtl, data_in_len as u64)
+    } else {
+        Residual::default()
+    }
+}
+
+/// Counts a command on its session and LUN (relaxed atomics; no lock on the I/O path).
+fn count(sess: &Session, cmd: &NewCommand, class: IoClass, resp: &Response, data_in_len: usize) {
+    let ok = matches!(resp.status, Status::Good | Status::ConditionMet);
+    let read_bytes = if cmd.hdr.read {
+        data_in_len.min(cmd.hdr.edtl as usize) as u64
+    } else {
+        0
+    };
+    let write_bytes = if cmd.hdr.write {
+        cmd.buf.len() as u64
+    } else {
+        0
+    };
+    let lun_entry = sess.lun(cmd.hdr.lun);
+    for c in [Some(&sess.counters), lun_entry.map(|l| &l.counters)]
+        .into_iter()
+        .flatten()
+    {
+        c.record(
+            class == IoClass::Read,
+            class == IoClass::Write,
+            read_bytes,
+            write_bytes,
+            ok,
+        );
+    }
+}
+
+/// The engine's task attribute for an iSCSI one (RFC 7143 11.3.1, SAM-5 8.6).
+fn task_attr(a: TaskAttribute) -> TaskAttr {
+    match a {
+        TaskAttribute::Ordered => TaskAttr::Ordered,
+        TaskAttribute::HeadOfQueue => TaskAttr::HeadOfQueue,
+        TaskAttribute::Aca => TaskAttr::Aca,
+        _ => TaskAttr::Simple,
+    }
+}
+
+/// Whether a ready command runs on this (reader) thread rather than on the pool: the
+/// store-wide [`crate::config::Execution`] policy with the iSCSI threshold, and never
+/// while more received PDUs wait behind it.
+fn runs_inline(conn: &Conn, cmd: &NewCommand) -> bool {
+    let network = conn
+        .session
+        .lun(cmd.hdr.lun)
+        .is_some_and(|l| l.lu.backstore().capabilities().network);
+    conn.services.execution().runs_inline(
+        u64::from(cmd.hdr.edtl),
+        network,
+        u64::from(AUTO_INLINE_MAX),
+    ) && !reader_busy()
+}
+
+/// Runs a command whose data is complete: inline or on the pool, or answers BUSY when
+/// it found no buffer budget.
+pub(super) fn dispatch(conn: &Arc<Conn>, mut cmd: Box<NewCommand>, task: Arc<TaskState>) {
+    if cmd.busy {
+        drop(task);
+        answer_busy(conn, cmd);
+        return;
+    }
+    if cmd.hdr.write && cmd.fail.is_none() {
+        // Sequences ended short of the transfer: the rest reads as zeros, as before
+        // buffers were grown lazily (the budget for it is reserved).
+        let need = cmd.need;
+        cmd.grow_buf(need);
+    }
+    let inline = runs_inline(conn, &cmd);
+    let job = ExecJob {
+        sess: conn.session.clone(),
+        conn: conn.clone(),
+        cmd,
+        task,
+    };
+    if inline {
+        INLINE_BUF.with(|b| {
+            let mut bufs = b.borrow_mut();
+            run_job(job, &mut bufs);
+            bufs.trim();
+        });
+    } else {
+        conn.registry.submit(job);
+    }
+}
+
+/// Answers a write that found no buffer budget with BUSY (SAM-5 5.3.1: the initiator
+/// retries later), without executing it.
+pub(super) fn answer_busy(conn: &Arc<Conn>, cmd: Box<NewCommand>) {
+    let sess = &conn.session;
+    conn.services
+        .limit_counters
+        .busy
+        .fetch_add(1, Ordering::Relaxed);
+    debug!(
+        conn = conn.id,
+        itt = cmd.hdr.itt,
+        "no write buffer budget; BUSY"
+    );
+    if !cmd.hdr.immediate {
+        sess.complete_one();
+    }
+    if sess.claim_response(cmd.hdr.itt) {
+        conn.send_scsi_result(
+            &cmd,
+            &Response::status(Status::Busy),
+            &[],
+            Residual::default(),
+        );
+    }
+}

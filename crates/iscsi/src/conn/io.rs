@@ -1,0 +1,461 @@
+//! The socket side of a connection: a buffered reader with deadlines, bounded-time
+//! vectored writes, PDUs framed for the wire (header and data digests, padding), and the
+//! recycled Data-Out buffers.
+
+use std::io::{self, IoSlice, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use rustio_iscsi_proto::pdu::{self, Digests, Header, BHS_LEN};
+
+use crate::limits::Deadline;
+
+/// How long a PDU may stall half-received (no byte arriving) before the connection is
+/// dropped.
+const STALL_LIMIT: Duration = Duration::from_secs(30);
+/// How long one PDU may take to arrive from its first byte to its last, however the
+/// bytes trickle in (issue 20 item 4): the largest data segment (16 MiB, RFC 7143 13.12)
+/// at 1 MB/s still fits, a peer dripping a byte at a time does not hold the reader.
+pub(crate) const PDU_TIME_LIMIT: Duration = Duration::from_secs(60);
+/// Poll tick of the reader (shutdown and NOP-In timers are checked this often).
+pub(crate) const TICK: Duration = Duration::from_millis(500);
+
+thread_local! {
+    /// Set by the reader while more received bytes are waiting to be parsed.
+    static READER_BUSY: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+}
+
+/// Whether this (reader) thread has more received bytes waiting to be parsed: work
+/// found now goes to the pool rather than delaying them.
+pub(crate) fn reader_busy() -> bool {
+    READER_BUSY.with(|b| b.get())
+}
+
+/// A buffered reader that survives read timeouts without losing partial PDUs.
+pub(crate) struct Reader {
+    stream: TcpStream,
+    buf: Box<[u8]>,
+    pos: usize,
+    end: usize,
+    /// Reads fail with `TimedOut` once this passes (login phase; one PDU in FFP).
+    deadline: Option<Deadline>,
+}
+
+impl Reader {
+    pub(crate) fn new(stream: TcpStream, cap: usize) -> Reader {
+        Reader {
+            stream,
+            buf: vec![0u8; cap].into_boxed_slice(),
+            pos: 0,
+            end: 0,
+            deadline: None,
+        }
+    }
+
+    /// Sets (or clears) the wall-clock deadline of every following read.
+    pub(crate) fn set_deadline(&mut self, deadline: Option<Deadline>) {
+        self.deadline = deadline;
+    }
+
+    /// `TimedOut` once the deadline has passed: checked before every socket read, so a
+    /// byte arriving now and then cannot postpone it.
+    fn check_deadline(&self) -> io::Result<()> {
+        match self.deadline {
+            Some(d) if d.passed(Instant::now()) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "deadline passed while receiving",
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    fn buffered(&self) -> usize {
+        self.end - self.pos
+    }
+
+    /// Reads more bytes into the buffer. `Ok(0)` means EOF.
+    fn fill(&mut self) -> io::Result<usize> {
+        if self.pos == self.end {
+            self.pos = 0;
+            self.end = 0;
+        } else if self.end == self.buf.len() {
+            self.buf.copy_within(self.pos..self.end, 0);
+            self.end -= self.pos;
+            self.pos = 0;
+        }
+        let n = self.stream.read(&mut self.buf[self.end..])?;
+        self.end += n;
+        Ok(n)
+    }
+
+    /// Waits until at least one byte of the next PDU is available. `Ok(false)` on a
+    /// timeout tick with nothing buffered.
+    pub(crate) fn wait_pdu(&mut self) -> io::Result<bool> {
+        if self.buffered() > 0 {
+            return Ok(true);
+        }
+        self.check_deadline()?;
+        match self.fill() {
+            Ok(0) => Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(_) => Ok(true),
+            Err(e) if is_timeout(&e) => Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Reads exactly `dst.len()` bytes, retrying over timeouts; large reads bypass the
+    /// buffer. `abort` is polled on every timeout.
+    pub(crate) fn read_exact(
+        &mut self,
+        dst: &mut [u8],
+        abort: &dyn Fn() -> bool,
+    ) -> io::Result<()> {
+        let mut done = 0;
+        let mut stalled = Duration::ZERO;
+        while done < dst.len() {
+            let avail = self.buffered();
+            if avail > 0 {
+                let n = avail.min(dst.len() - done);
+                dst[done..done + n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+                self.pos += n;
+                done += n;
+                continue;
+            }
+            self.check_deadline()?;
+            let want = dst.len() - done;
+            let res = if want >= self.buf.len() / 2 {
+                match self.stream.read(&mut dst[done..]) {
+                    Ok(n) => {
+                        done += n;
+                        Ok(n)
+                    }
+                    Err(e) => Err(e),
+                }
+            } else {
+                self.fill()
+            };
+            match res {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(_) => stalled = Duration::ZERO,
+                Err(e) if is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => {
+                    if abort() {
+                        return Err(io::ErrorKind::ConnectionAborted.into());
+                    }
+                    stalled += TICK;
+                    if stalled >= STALL_LIMIT {
+                        return Err(io::ErrorKind::TimedOut.into());
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        // More bytes already received means more PDUs waiting: work found now goes to
+        // the pool rather than delaying them (see `dispatch`).
+        let busy = self.buffered() > 0;
+        READER_BUSY.with(|b| b.set(busy));
+        Ok(())
+    }
+
+    /// Discards `n` bytes.
+    pub(crate) fn skip(&mut self, mut n: usize, abort: &dyn Fn() -> bool) -> io::Result<()> {
+        let mut scratch = [0u8; 4096];
+        while n > 0 {
+            let k = n.min(scratch.len());
+            self.read_exact(&mut scratch[..k], abort)?;
+            n -= k;
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+/// Time allowed to move `bytes` at `rate` bytes per second on top of `base` (the
+/// no-progress timeout): the wall-clock bound of one transfer (issue 20 items 2, 3).
+pub(crate) fn transfer_allowance(base: Duration, bytes: u64, rate: u64) -> Duration {
+    let rate = rate.max(1);
+    let secs = bytes / rate;
+    // (bytes % rate) < rate, so this is < 10^9 and fits.
+    let nanos = (u128::from(bytes % rate) * 1_000_000_000 / u128::from(rate)) as u32;
+    base.saturating_add(Duration::new(secs, nanos))
+}
+
+/// Writes all of `bufs`, continuing after partial writes, and fails with `TimedOut`
+/// once `deadline` has passed. `SO_SNDTIMEO` (the send timeout) only fires when a send
+/// makes no progress at all, so a peer that reads a little now and then would otherwise
+/// hold the writer for ever; and one blocked send may itself last the whole send timeout
+/// before it returns a partial count. So after a partial write the socket's send timeout
+/// is lowered to the time left (and restored at the end): the deadline holds to within a
+/// millisecond. The clock and the socket option are touched only after a partial write.
+pub(crate) fn write_all_vectored(
+    w: &mut TcpStream,
+    mut bufs: &mut [IoSlice<'_>],
+    deadline: Option<Instant>,
+) -> io::Result<()> {
+    let mut restore: Option<Option<Duration>> = None;
+    let result = loop {
+        if bufs.is_empty() {
+            break Ok(());
+        }
+        match w.write_vectored(bufs) {
+            Ok(0) => break Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                IoSlice::advance_slices(&mut bufs, n);
+                let Some(d) = deadline.filter(|_| !bufs.is_empty()) else {
+                    continue;
+                };
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "response not sent by its deadline",
+                    ));
+                }
+                if restore.is_none() {
+                    restore = Some(w.write_timeout()?);
+                }
+                let current = restore.flatten();
+                if current.is_none_or(|t| left < t) {
+                    // A zero timeout would mean "block for ever": at least 1 ms.
+                    w.set_write_timeout(Some(left.max(Duration::from_millis(1))))?;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => break Err(e),
+        }
+    };
+    if let Some(t) = restore {
+        let _ = w.set_write_timeout(t);
+    }
+    result
+}
+
+const ZEROS: [u8; 4] = [0; 4];
+
+/// One PDU ready for the wire: header (+digest) and a borrowed data slice.
+pub(super) struct OutPdu<'a> {
+    hdr: [u8; BHS_LEN + 4],
+    hdr_len: usize,
+    pub(super) data: &'a [u8],
+    pad: usize,
+    dd: [u8; 4],
+    dd_len: usize,
+}
+
+impl<'a> OutPdu<'a> {
+    pub(super) fn new(h: &Header, data: &'a [u8], digests: Digests) -> OutPdu<'a> {
+        let bhs = h.encode(0, data.len() as u32);
+        let mut hdr = [0u8; BHS_LEN + 4];
+        hdr[..BHS_LEN].copy_from_slice(&bhs);
+        let mut hdr_len = BHS_LEN;
+        if digests.header {
+            hdr[BHS_LEN..].copy_from_slice(&pdu::digest_bytes(pdu::crc32c(&bhs)));
+            hdr_len += 4;
+        }
+        let pad = pdu::pad_len(data.len());
+        let (dd, dd_len) = if digests.data && !data.is_empty() {
+            let crc = pdu::crc32c_append(pdu::crc32c(data), &ZEROS[..pad]);
+            (pdu::digest_bytes(crc), 4)
+        } else {
+            ([0; 4], 0)
+        };
+        OutPdu {
+            hdr,
+            hdr_len,
+            data,
+            pad,
+            dd,
+            dd_len,
+        }
+    }
+}
+
+pub(super) fn write_pdus(
+    w: &mut TcpStream,
+    pdus: &[OutPdu<'_>],
+    deadline: Instant,
+) -> io::Result<()> {
+    let mut iov: Vec<IoSlice<'_>> = Vec::with_capacity(pdus.len() * 4);
+    for p in pdus {
+        iov.push(IoSlice::new(&p.hdr[..p.hdr_len]));
+        if !p.data.is_empty() {
+            iov.push(IoSlice::new(p.data));
+            if p.pad > 0 {
+                iov.push(IoSlice::new(&ZEROS[..p.pad]));
+            }
+            if p.dd_len > 0 {
+                iov.push(IoSlice::new(&p.dd));
+            }
+        }
+    }
+    write_all_vectored(w, &mut iov, Some(deadline))
+}
+
+/// The writing half of a connection, under the connection's writer lock: whoever holds
+/// it assigns StatSN, so StatSN order is wire order.
+pub(super) struct Writer {
+    pub(super) stream: TcpStream,
+    pub(super) stat_sn: u32,
+    pub(super) broken: bool,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer")
+            .field("stat_sn", &self.stat_sn)
+            .finish()
+    }
+}
+
+/// fresh allocation, which glibc serves from newly mapped pages (page faults and zeroing
+/// of cold memory per command; measured in `bench/README.md`).
+#[derive(Debug, Default)]
+pub(super) struct BufPool(Mutex<Vec<Vec<u8>>>);
+
+impl BufPool {
+    /// Most buffers kept.
+    const MAX_BUFS: usize = 16;
+    /// Most bytes (capacity) kept, so that an idle connection holds little memory.
+    const MAX_BYTES: usize = 4 << 20;
+    /// Largest single buffer kept.
+    const MAX_BUF: usize = Self::MAX_BYTES / 4;
+
+    /// A zero-filled buffer of `len` bytes (a recycled one when there is one). Write
+    /// commands take only what has arrived and grow the buffer as data is solicited.
+    pub(super) fn take(&self, len: usize) -> Vec<u8> {
+        let mut v = self.0.lock().pop().unwrap_or_default();
+        v.clear();
+        v.resize(len, 0);
+        v
+    }
+
+    /// Returns a buffer for reuse (dropped when the pool is full or it is too large).
+    pub(super) fn give(&self, v: Vec<u8>) {
+        if v.capacity() == 0 || v.capacity() > Self::MAX_BUF {
+            return;
+        }
+        let mut pool = self.0.lock();
+        let held: usize = pool.iter().map(Vec::capacity).sum();
+        if pool.len() < Self::MAX_BUFS && held + v.capacity() <= Self::MAX_BYTES {
+            pool.push(v);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recycled_write_buffers_come_back_zeroed() {
+        let pool = BufPool::default();
+        let mut v = pool.take(8192);
+        assert_eq!(v.len(), 8192);
+        assert!(v.iter().all(|&b| b == 0));
+        v.fill(0xab);
+        let cap = v.capacity();
+        pool.give(v);
+        let w = pool.take(4096);
+        assert_eq!(w.len(), 4096);
+        assert!(w.capacity() >= cap, "the buffer was not reused");
+        assert!(w.iter().all(|&b| b == 0), "stale data in a recycled buffer");
+        // Too large to keep.
+        pool.give(vec![0; BufPool::MAX_BUF + 1]);
+        assert!(pool.0.lock().is_empty());
+        // At most MAX_BUFS kept.
+        for _ in 0..BufPool::MAX_BUFS + 4 {
+            pool.give(vec![1; 4096]);
+        }
+        assert_eq!(pool.0.lock().len(), BufPool::MAX_BUFS);
+    }
+
+    #[test]
+    fn transfer_allowance_adds_size_at_the_minimum_rate() {
+        let t = Duration::from_secs(30);
+        // 1 MiB at 1 MiB/s: one second on top of the timeout.
+        assert_eq!(
+            transfer_allowance(t, 1 << 20, 1 << 20),
+            Duration::from_secs(31)
+        );
+        // 64 MiB (the largest write) at 1 MiB/s.
+        assert_eq!(
+            transfer_allowance(t, 64 << 20, 1 << 20),
+            Duration::from_secs(94)
+        );
+        // 512 B at 1 KiB/s: half a second.
+        assert_eq!(
+            transfer_allowance(Duration::ZERO, 512, 1024),
+            Duration::from_millis(500)
+        );
+        // A zero rate (refused by validation) and huge sizes do not panic.
+        assert!(transfer_allowance(t, u64::MAX, 0) >= t);
+    }
+
+    #[test]
+    fn reader_deadline_is_not_pushed_back_by_dripping_bytes() {
+        use std::net::TcpListener;
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let t = std::thread::spawn(move || {
+            let mut c = TcpStream::connect(addr).unwrap();
+            // One byte every 20 ms (more often than the read timeout): 48 bytes would
+            // take ~1 s; the deadline is 300 ms.
+            for b in 0..48u8 {
+                if c.write_all(&[b]).is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        let (s, _) = l.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let mut r = Reader::new(s, 64);
+        let start = Instant::now();
+        r.set_deadline(Deadline::after(start, Duration::from_millis(300)));
+        let mut bhs = [0u8; BHS_LEN];
+        let e = r.read_exact(&mut bhs, &|| false).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        let took = start.elapsed();
+        assert!(
+            took < Duration::from_millis(600),
+            "deadline overran: {took:?}"
+        );
+        // Without a deadline the same reader carries on.
+        r.set_deadline(None);
+        let mut one = [0u8; 1];
+        r.read_exact(&mut one, &|| false).unwrap();
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn reader_handles_split_input() {
+        use std::net::TcpListener;
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let t = std::thread::spawn(move || {
+            let mut c = TcpStream::connect(addr).unwrap();
+            c.write_all(&[1, 2, 3]).unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+            c.write_all(&(4u8..=200).collect::<Vec<_>>()).unwrap();
+        });
+        let (s, _) = l.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+        let mut r = Reader::new(s, 64);
+        let mut a = [0u8; 5];
+        r.read_exact(&mut a, &|| false).unwrap();
+        assert_eq!(a, [1, 2, 3, 4, 5]);
+        let mut b = vec![0u8; 195];
+        r.read_exact(&mut b, &|| false).unwrap();
+        assert_eq!(b[0], 6);
+        assert_eq!(b[194], 200);
+        t.join().unwrap();
+    }
+}
