@@ -17,6 +17,8 @@
 //!   injectable entry point is [`server::Server::start`].
 //! * [`metrics`] — per-LUN and per-session counters rendered as Prometheus text.
 
+#![warn(missing_docs)]
+
 pub mod authguard;
 mod budget;
 mod command;
