@@ -20,6 +20,21 @@ pub type Extra = Map<String, Value>;
 /// An `attributes` or `parameters` map (configfs file name → value).
 pub type Settings = BTreeMap<String, ConfigValue>;
 
+/// Node ACL attributes that `rustio serve` honours but LIO's configfs has no file for:
+/// `tmr_warm_reset` / `tmr_cold_reset` allow an initiator TARGET WARM / COLD RESET (the
+/// kernel keeps these in `struct iscsi_node_attrib` without exposing them). A kernel
+/// plan leaves them out, so a saveconfig written for `rustio serve` restores into LIO.
+pub const SERVE_ONLY_ACL_ATTRIBUTES: [&str; 2] = ["tmr_warm_reset", "tmr_cold_reset"];
+
+/// `attributes` of a node ACL without [`SERVE_ONLY_ACL_ATTRIBUTES`]: what the kernel has.
+pub fn kernel_acl_attributes(attributes: &Settings) -> Settings {
+    attributes
+        .iter()
+        .filter(|(k, _)| !SERVE_ONLY_ACL_ATTRIBUTES.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
 /// The whole saved configuration: `{fabric_modules, storage_objects, targets}`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SaveConfig {

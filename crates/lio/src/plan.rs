@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use rustio_config::fabric::fabric_info;
-use rustio_config::model::{parse_backstore_path, Settings};
+use rustio_config::model::{kernel_acl_attributes, parse_backstore_path, Settings};
 use rustio_config::validate::fill_defaults;
 use rustio_config::{
     AluaTpg, Chap, ConfigValue, Lun, MappedLun, NodeAcl, Plugin, Portal, SaveConfig, StorageObject,
@@ -592,7 +592,7 @@ impl<'a> Diff<'a> {
             if !self.acl_kept(k) {
                 ops.push(Op::CreateAcl {
                     acl: a,
-                    attributes: d.attributes.clone(),
+                    attributes: kernel_acl_attributes(&d.attributes),
                     auth: d.auth.clone(),
                     tag: d.tag.clone(),
                 });
@@ -600,7 +600,8 @@ impl<'a> Diff<'a> {
             }
             let c = self.cur.acls[k];
             let owner = AttrOwner::Acl(a.clone());
-            settings_ops(&c.attributes, &d.attributes, attribute_step(&owner), ops);
+            let want = kernel_acl_attributes(&d.attributes);
+            settings_ops(&c.attributes, &want, attribute_step(&owner), ops);
             if fabric_has_auth(&(k.0).0) {
                 auth_diff(&AuthOwner::Acl(a.clone()), &c.auth, &d.auth, ops);
             }
@@ -1036,6 +1037,49 @@ mod tests {
                 format!("set auth {tpg} userid=new"),
                 format!("disable TPG {tpg}"),
             ]
+        );
+    }
+
+    /// ACL attributes only `rustio serve` has (`tmr_warm_reset`, `tmr_cold_reset`) are no
+    /// step of a kernel plan: LIO has no configfs file for them (a restore used to fail
+    /// with ENOENT and roll back), new ACLs are created without them and a kept ACL is
+    /// not "changed" by them on every apply.
+    #[test]
+    fn serve_only_acl_attributes_are_not_written_to_the_kernel() {
+        let acl = |attrs: &str| {
+            one_target(
+                r#"{"index": 0, "storage_object": "/backstores/ramdisk/a"}"#,
+                &format!(
+                    r#"{{"node_wwn": "iqn.1993-08.org.debian:01:x", "attributes": {{{attrs}}}}}"#
+                ),
+                "",
+            )
+        };
+        let des = acl(r#""tmr_warm_reset": 1, "tmr_cold_reset": 1, "dataout_timeout": 5"#);
+        let created = diff_with_page_size(&SaveConfig::default(), &des, 4096);
+        let attrs: Vec<_> = created
+            .ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::CreateAcl { attributes, .. } => {
+                    Some(attributes.keys().cloned().collect::<Vec<_>>())
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(attrs, vec![vec!["dataout_timeout".to_owned()]]);
+        let cur = acl(r#""dataout_timeout": 5"#);
+        assert!(diff_with_page_size(&cur, &des, 4096).is_empty());
+        let tpg = format!("/iscsi/{T}/tpg1");
+        assert_eq!(
+            lines(&diff_with_page_size(
+                &cur,
+                &acl(r#""tmr_warm_reset": 1, "dataout_timeout": 6"#),
+                4096
+            )),
+            vec![format!(
+                "set attribute {tpg}/acls/iqn.1993-08.org.debian:01:x dataout_timeout=6"
+            )]
         );
     }
 
