@@ -86,6 +86,8 @@ pub struct DataOutSeq {
     unsol_next: u32,
     unsol_end: u32,
     unsol_data_sn: u32,
+    /// The initiator closed the unsolicited burst (F bit) before its end.
+    unsol_cut: bool,
     next_r2t: u32,
     r2t_sn: u32,
     r2ts: Vec<OutstandingR2t>,
@@ -103,6 +105,7 @@ impl DataOutSeq {
             unsol_next: immediate.min(edtl),
             unsol_end,
             unsol_data_sn: 0,
+            unsol_cut: false,
             next_r2t: first_r2t,
             r2t_sn: 0,
             r2ts: Vec::new(),
@@ -133,6 +136,7 @@ impl DataOutSeq {
             self.unsol_next = end;
             self.unsol_data_sn = self.unsol_data_sn.wrapping_add(1);
             if final_bit {
+                self.unsol_cut |= self.unsol_next < self.unsol_end;
                 self.unsol_end = self.unsol_next;
             }
             ok
@@ -197,12 +201,19 @@ impl DataOutSeq {
     }
 
     /// Every sequence has ended (no R2T outstanding, nothing more to solicit for `need`
-    /// bytes, the unsolicited burst closed): the task runs with what it has, even if the
-    /// initiator ended a sequence short.
+    /// bytes, the unsolicited burst closed). If the initiator ended a sequence short, the
+    /// caller fails the task (see [`DataOutSeq::unsolicited_cut_short`]).
     pub fn all_ended(&self, need: u32) -> bool {
         self.r2ts.is_empty()
             && self.next_r2t >= need.min(self.edtl)
             && self.unsol_next >= self.unsol_end
+    }
+
+    /// Whether the initiator closed its unsolicited burst (F bit) before the end it was
+    /// entitled to (FirstBurstLength or EDTL, RFC 7143 13.14): LIO answers WRITE ERROR -
+    /// NOT ENOUGH UNSOLICITED DATA; a short solicited sequence is a DATA PHASE ERROR.
+    pub fn unsolicited_cut_short(&self) -> bool {
+        self.unsol_cut
     }
 
     /// Where the next R2T would start (the caller sizes the buffer to it).
@@ -300,11 +311,16 @@ mod tests {
         // The initiator closes its unsolicited burst early (F bit) and the one R2T early.
         let mut s = DataOutSeq::new(8192, 0, 4096, 4096);
         s.accept(UNSOLICITED_TTT, 0, 1024, 0, true).unwrap();
+        assert!(s.unsolicited_cut_short());
         let g = s.next_r2t(8192, 1, 8192, || 3).unwrap();
         assert_eq!((g.offset, g.len), (4096, 4096));
         assert!(!s.all_ended(8192));
         s.accept(3, 4096, 512, 0, true).unwrap();
         assert!(s.all_ended(8192));
+        // A burst closed exactly at its end is not short.
+        let mut s = DataOutSeq::new(8192, 0, 4096, 4096);
+        s.accept(UNSOLICITED_TTT, 0, 4096, 0, true).unwrap();
+        assert!(!s.unsolicited_cut_short());
     }
 
     #[test]

@@ -651,6 +651,73 @@ fn data_sn_error_terminates_the_task() {
     h.shutdown();
 }
 
+/// An initiator that ends its Data-Out early (F bit) before the data the command
+/// transfers has arrived: the command fails with CHECK CONDITION, ABORTED COMMAND, and the
+/// blocks keep their contents — no zeros written for the bytes never sent. A short
+/// solicited sequence is DATA PHASE ERROR (4Bh/00h); a short unsolicited burst is WRITE
+/// ERROR - NOT ENOUGH UNSOLICITED DATA (0Ch/0Dh), as LIO answers.
+#[test]
+fn data_out_ended_early_fails_and_writes_nothing() {
+    let (h, addr) = start(|_, tpg| {
+        tpg.params.offer.initial_r2t = false;
+        tpg.params.offer.first_burst_length = 8192;
+    });
+    let mut i = Initiator::connect(addr);
+    let mut o = LoginOpts::default();
+    o.keys[3].1 = "No".into(); // InitialR2T=No
+    o.keys[6].1 = "8192".into(); // FirstBurstLength
+    assert!(i.login(&o));
+    let before = pattern(8192, 3);
+    assert_eq!(i.scsi(0, &write10(300, 16), 0, &before, 8192).status, 0);
+    let data_out = |i: &mut Initiator, itt, ttt, offset: u32, data: Vec<u8>| {
+        let pdu = Pdu::new(
+            Header::DataOut(rustio_iscsi_proto::pdu::DataOut {
+                final_bit: true,
+                lun: 0,
+                itt,
+                ttt,
+                exp_stat_sn: i.exp_stat_sn,
+                data_sn: 0,
+                buffer_offset: offset,
+            }),
+            data,
+        );
+        i.send(&pdu);
+    };
+    let sense_of = |r: &ScsiResult| (r.status, r.sense[2] & 0x0f, r.sense[12], r.sense[13]);
+
+    // Unsolicited burst closed after 2 KiB of the 8 KiB it was entitled to.
+    let (itt, mut pdu) = i.command(0, &write10(300, 16), false, true, 8192, vec![]);
+    if let Header::ScsiCommand(c) = &mut pdu.header {
+        c.final_bit = false;
+    }
+    i.send(&pdu);
+    data_out(&mut i, itt, RESERVED_TAG, 0, vec![0xee; 2048]);
+    let r = i.collect(itt, &[], 8192);
+    assert_eq!(sense_of(&r), (2, 0x0b, 0x0c, 0x0d));
+
+    // A solicited sequence closed after 512 of the 8 KiB its R2T asked for: 16 KiB write,
+    // all 8 KiB unsolicited sent in full, then the R2T for the rest answered short.
+    let (itt, mut pdu) = i.command(0, &write10(300, 32), false, true, 16384, vec![]);
+    if let Header::ScsiCommand(c) = &mut pdu.header {
+        c.final_bit = false;
+    }
+    i.send(&pdu);
+    data_out(&mut i, itt, RESERVED_TAG, 0, vec![0xee; 8192]);
+    let Header::R2t(r2t) = i.recv().header else {
+        panic!("expected an R2T")
+    };
+    assert_eq!((r2t.buffer_offset, r2t.desired_len), (8192, 8192));
+    data_out(&mut i, itt, r2t.ttt, 8192, vec![0xee; 512]);
+    let r = i.collect(itt, &[], 8192);
+    assert_eq!(sense_of(&r), (2, 0x0b, 0x4b, 0x00));
+
+    // Nothing of either short write reached the blocks.
+    let r = i.scsi(0, &read10(300, 16), 8192, &[], 0);
+    assert!(r.data == before, "a short write changed the blocks");
+    h.shutdown();
+}
+
 #[test]
 fn nop_in_keepalive() {
     let (h, addr) = start(|_, tpg| {

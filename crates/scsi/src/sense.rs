@@ -135,6 +135,13 @@ sense_consts! {
     /// ABORTED COMMAND, COMMAND TIMEOUT DURING PROCESSING (2Eh/02h, SPC-4 annex D):
     /// the command did not finish in time; initiators retry ABORTED COMMAND.
     COMMAND_TIMEOUT_DURING_PROCESSING = AbortedCommand, 0x2e, 0x02;
+    /// ABORTED COMMAND, WRITE ERROR - NOT ENOUGH UNSOLICITED DATA (0Ch/0Dh): the
+    /// initiator ended its unsolicited Data-Out early (what LIO answers,
+    /// TCM_INCORRECT_AMOUNT_OF_DATA).
+    NOT_ENOUGH_UNSOLICITED_DATA = AbortedCommand, 0x0c, 0x0d;
+    /// ABORTED COMMAND, DATA PHASE ERROR (4Bh/00h): a solicited Data-Out sequence ended
+    /// before the data the command transfers had arrived.
+    DATA_PHASE_ERROR = AbortedCommand, 0x4b, 0x00;
     /// ILLEGAL REQUEST, PARAMETER LIST LENGTH ERROR (1Ah/00h).
     PARAMETER_LIST_LENGTH_ERROR = IllegalRequest, 0x1a, 0x00;
     /// ILLEGAL REQUEST, INVALID FIELD IN INFORMATION UNIT (0Eh/03h): the data-out buffer

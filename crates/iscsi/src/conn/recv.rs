@@ -482,7 +482,23 @@ impl ConnReader {
         }
         send_r2ts(&conn, &mut wt);
         if wt.seq.all_ended(need) {
-            // The initiator ended every sequence short of EDTL: run with what we have.
+            // The initiator ended every sequence before the data the command transfers
+            // had arrived: the command must not run on a buffer with holes (they would be
+            // written as zeros). CHECK CONDITION, ABORTED COMMAND, which initiators retry;
+            // LIO answers a short unsolicited burst the same way.
+            let short = if wt.seq.unsolicited_cut_short() {
+                Sense::NOT_ENOUGH_UNSOLICITED_DATA
+            } else {
+                Sense::DATA_PHASE_ERROR
+            };
+            debug!(
+                conn = conn.id,
+                itt = d.itt,
+                received = wt.cmd.received,
+                need,
+                "Data-Out ended short"
+            );
+            wt.cmd.fail.get_or_insert(short);
             let WriteTask { cmd, task, .. } = wt;
             dispatch(&conn, cmd, task);
             return Ok(Flow::Continue);
