@@ -9,8 +9,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use rustio_iscsi_proto::pdu::{
-    pad_len, BhsInfo, Header, LoginRequest, LogoutRequest, NopOut, ScsiCommand, Stage, TaskAttribute, BHS_LEN,
-    MAX_DATA_SEGMENT, RESERVED_TAG,
+    pad_len, BhsInfo, Header, LoginRequest, LoginResponse, LogoutRequest, NopOut, ScsiCommand,
+    Stage, TaskAttribute, BHS_LEN, MAX_DATA_SEGMENT, RESERVED_TAG,
 };
 use rustio_iscsi_proto::text;
 
@@ -33,7 +33,10 @@ pub struct Error {
 impl Error {
     /// A protocol or usage error.
     pub fn msg(m: impl Into<String>) -> Error {
-        Error { msg: m.into(), source: None }
+        Error {
+            msg: m.into(),
+            source: None,
+        }
     }
 
     /// An I/O error with context.
@@ -62,6 +65,9 @@ impl std::error::Error for Error {
 
 /// Result alias.
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// What [`Conn::exec`] returns: SCSI status, data-in, and sense key/ASC/ASCQ if any.
+pub type Executed = (u8, Vec<u8>, Option<(u8, u8, u8)>);
 
 /// Session parameters after negotiation (RFC 7143 13).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,12 +186,16 @@ impl Conn {
     pub fn login(spec: &LoginSpec) -> Result<Conn> {
         let stream = TcpStream::connect_timeout(&spec.portal, Duration::from_secs(10))
             .map_err(|e| Error::io(format!("connecting to {}", spec.portal), e))?;
-        stream.set_nodelay(true).map_err(|e| Error::io("TCP_NODELAY", e))?;
+        stream
+            .set_nodelay(true)
+            .map_err(|e| Error::io("TCP_NODELAY", e))?;
         stream
             .set_read_timeout(Some(IO_TIMEOUT))
             .and_then(|()| stream.set_write_timeout(Some(IO_TIMEOUT)))
             .map_err(|e| Error::io("socket timeouts", e))?;
-        let rd = stream.try_clone().map_err(|e| Error::io("cloning the socket", e))?;
+        let rd = stream
+            .try_clone()
+            .map_err(|e| Error::io("cloning the socket", e))?;
         let mut c = Conn {
             stream,
             reader: BufReader::with_capacity(256 * 1024, rd),
@@ -202,50 +212,21 @@ impl Conn {
         Ok(c)
     }
 
+    /// Logs in (security stage with AuthMethod=None, then the operational stage) and
+    /// takes over what the target negotiated (RFC 7143 6.3, 13).
     fn do_login(&mut self, spec: &LoginSpec) -> Result<()> {
-        // ISID type 0x80 ("random", RFC 7143 11.12.5) from the pid and clock.
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let salt = std::process::id() ^ nanos;
-        let s = salt.to_be_bytes();
-        let isid = [0x80, 0x00, s[0], s[1], s[2], s[3]];
-        let security: Vec<(String, String)> = [
-            ("InitiatorName", spec.initiator.as_str()),
-            ("SessionType", "Normal"),
-            ("TargetName", spec.target.as_str()),
-            ("AuthMethod", "None"),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        let operational: Vec<(String, String)> = [
-            ("HeaderDigest", "None".to_string()),
-            ("DataDigest", "None".to_string()),
-            ("MaxConnections", "1".to_string()),
-            ("InitialR2T", "No".to_string()),
-            ("ImmediateData", "Yes".to_string()),
-            ("MaxRecvDataSegmentLength", OUR_MAX_RECV.to_string()),
-            ("MaxBurstLength", OUR_BURST.to_string()),
-            ("FirstBurstLength", OUR_BURST.to_string()),
-            ("DefaultTime2Wait", "0".to_string()),
-            ("DefaultTime2Retain", "0".to_string()),
-            ("MaxOutstandingR2T", "1".to_string()),
-            ("DataPDUInOrder", "Yes".to_string()),
-            ("DataSequenceInOrder", "Yes".to_string()),
-            ("ErrorRecoveryLevel", "0".to_string()),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.clone()))
-        .collect();
+        let isid = random_isid();
         let mut answers: HashMap<String, String> = HashMap::new();
         let mut stage = Stage::Security;
-        let mut to_send = security;
+        let mut to_send = security_keys(spec);
         let mut tsih = 0u16;
         // Bounded: a target needing more than 8 exchanges is not worth benchmarking.
         for _ in 0..8 {
-            let nsg = if stage == Stage::Security { Stage::Operational } else { Stage::FullFeature };
+            let nsg = if stage == Stage::Security {
+                Stage::Operational
+            } else {
+                Stage::FullFeature
+            };
             let text = text::encode(&to_send);
             let req = LoginRequest {
                 transit: true,
@@ -261,31 +242,7 @@ impl Conn {
                 cmd_sn: self.cmd_sn,
                 exp_stat_sn: self.exp_stat_sn,
             };
-            self.send(&bhs(Header::LoginRequest(req), text.len()), &text)?;
-            let mut resp_text = Vec::new();
-            let resp = loop {
-                let b = read_pdu(&mut self.reader, &mut self.scratch)
-                    .map_err(|e| Error::io("reading the login response", e))?;
-                match Header::parse(&b) {
-                    Header::LoginResponse(r) => {
-                        resp_text.extend_from_slice(&self.scratch);
-                        if r.cont {
-                            // Text continues (RFC 7143 6.7): ask for the rest.
-                            let more = LoginRequest {
-                                transit: false,
-                                nsg: Stage::Security,
-                                tsih: r.tsih,
-                                exp_stat_sn: r.stat_sn.wrapping_add(1),
-                                ..req
-                            };
-                            self.send(&bhs(Header::LoginRequest(more), 0), &[])?;
-                            continue;
-                        }
-                        break r;
-                    }
-                    other => return Err(Error::msg(format!("unexpected PDU during login: {other:?}"))),
-                }
-            };
+            let (resp, resp_text) = self.login_exchange(req, &text)?;
             let (class, detail) = (resp.status_class, resp.status_detail);
             if class != 0 {
                 return Err(Error::msg(format!(
@@ -296,22 +253,9 @@ impl Conn {
             tsih = resp.tsih;
             self.exp_stat_sn = resp.stat_sn.wrapping_add(1);
             self.max_cmd_sn = resp.max_cmd_sn;
-            let got =
-                text::parse(&resp_text).map_err(|e| Error::msg(format!("malformed login response text: {e}")))?;
-            let offered: Vec<String> = to_send.iter().map(|(k, _)| k.clone()).collect();
-            to_send = Vec::new();
-            for (k, v) in got {
-                // Answer keys the target offers on its own (accept its value), except
-                // declarative ones (RFC 7143 6.2).
-                let declarative = matches!(
-                    k.as_str(),
-                    "TargetAlias" | "TargetPortalGroupTag" | "TargetAddress" | "MaxRecvDataSegmentLength"
-                );
-                if !offered.contains(&k) && !declarative && !answers.contains_key(&k) {
-                    to_send.push((k.clone(), v.clone()));
-                }
-                answers.insert(k, v);
-            }
+            let got = text::parse(&resp_text)
+                .map_err(|e| Error::msg(format!("malformed login response text: {e}")))?;
+            to_send = answer_target_keys(got, &to_send, &mut answers);
             if resp.transit && resp.nsg == Stage::FullFeature {
                 self.params = Negotiated::from_answers(&answers);
                 self.cmd_sn = resp.exp_cmd_sn;
@@ -319,10 +263,48 @@ impl Conn {
             }
             if resp.transit && resp.nsg == Stage::Operational && stage == Stage::Security {
                 stage = Stage::Operational;
-                to_send.extend(operational.iter().cloned());
+                to_send.extend(operational_keys());
             }
         }
         Err(Error::msg("login did not finish within 8 exchanges"))
+    }
+
+    /// Sends one Login Request and reads its response, asking for the rest of a
+    /// continued (C bit) response text (RFC 7143 6.7). Returns the response and its text.
+    fn login_exchange(
+        &mut self,
+        req: LoginRequest,
+        text: &[u8],
+    ) -> Result<(LoginResponse, Vec<u8>)> {
+        self.send(&bhs(Header::LoginRequest(req), text.len()), text)?;
+        let mut resp_text = Vec::new();
+        loop {
+            let b = read_pdu(&mut self.reader, &mut self.scratch)
+                .map_err(|e| Error::io("reading the login response", e))?;
+            match Header::parse(&b) {
+                Header::LoginResponse(r) => {
+                    resp_text.extend_from_slice(&self.scratch);
+                    if r.cont {
+                        // Text continues (RFC 7143 6.7): ask for the rest.
+                        let more = LoginRequest {
+                            transit: false,
+                            nsg: Stage::Security,
+                            tsih: r.tsih,
+                            exp_stat_sn: r.stat_sn.wrapping_add(1),
+                            ..req
+                        };
+                        self.send(&bhs(Header::LoginRequest(more), 0), &[])?;
+                        continue;
+                    }
+                    return Ok((r, resp_text));
+                }
+                other => {
+                    return Err(Error::msg(format!(
+                        "unexpected PDU during login: {other:?}"
+                    )))
+                }
+            }
+        }
     }
 
     /// Writes a BHS and a data segment (padded).
@@ -331,11 +313,13 @@ impl Conn {
         buf.extend_from_slice(bhs);
         buf.extend_from_slice(data);
         buf.resize(buf.len() + pad_len(data.len()), 0);
-        self.stream.write_all(&buf).map_err(|e| Error::io("sending a PDU", e))
+        self.stream
+            .write_all(&buf)
+            .map_err(|e| Error::io("sending a PDU", e))
     }
 
     /// Runs one non-data-out command synchronously: (status, data-in, sense).
-    pub fn exec(&mut self, cdb: [u8; 16], read_len: u32) -> Result<(u8, Vec<u8>, Option<(u8, u8, u8)>)> {
+    pub fn exec(&mut self, cdb: [u8; 16], read_len: u32) -> Result<Executed> {
         let itt = self.next_itt;
         self.next_itt = self.next_itt.wrapping_add(1) & 0x7fff_ffff;
         let cmd = ScsiCommand {
@@ -355,11 +339,14 @@ impl Conn {
         self.send(&bhs(Header::ScsiCommand(cmd), 0), &[])?;
         let mut data = Vec::new();
         for _ in 0..10_000 {
-            let b = read_pdu(&mut self.reader, &mut self.scratch).map_err(|e| Error::io("reading a response", e))?;
+            let b = read_pdu(&mut self.reader, &mut self.scratch)
+                .map_err(|e| Error::io("reading a response", e))?;
             match Header::parse(&b) {
                 Header::DataIn(d) if d.itt == itt => {
                     let off = d.buffer_offset as usize;
-                    let end = off.saturating_add(self.scratch.len()).min(read_len as usize);
+                    let end = off
+                        .saturating_add(self.scratch.len())
+                        .min(read_len as usize);
                     if off < end {
                         if data.len() < end {
                             data.resize(end, 0);
@@ -412,8 +399,8 @@ impl Conn {
         for _ in 0..4 {
             let (st, data, sense) = self.exec(scsi::read_capacity16_cdb(), 32)?;
             if st == 0 {
-                let (blocks, bl) =
-                    scsi::parse_capacity16(&data).ok_or_else(|| Error::msg("short READ CAPACITY (16) data"))?;
+                let (blocks, bl) = scsi::parse_capacity16(&data)
+                    .ok_or_else(|| Error::msg("short READ CAPACITY (16) data"))?;
                 if bl == 0 || blocks == 0 {
                     return Err(Error::msg("target reports an empty LUN"));
                 }
@@ -421,7 +408,9 @@ impl Conn {
             }
             last = sense;
         }
-        Err(Error::msg(format!("READ CAPACITY (16) failed; sense {last:02x?}")))
+        Err(Error::msg(format!(
+            "READ CAPACITY (16) failed; sense {last:02x?}"
+        )))
     }
 
     /// Logs out (bounded wait) and closes the socket.
@@ -442,12 +431,85 @@ impl Conn {
     }
 }
 
+/// An ISID of type 0x80 ("random", RFC 7143 11.12.5) from the pid and clock.
+fn random_isid() -> [u8; 6] {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let salt = std::process::id() ^ nanos;
+    let s = salt.to_be_bytes();
+    [0x80, 0x00, s[0], s[1], s[2], s[3]]
+}
+
+/// The keys of the first (security stage) Login Request.
+fn security_keys(spec: &LoginSpec) -> Vec<(String, String)> {
+    [
+        ("InitiatorName", spec.initiator.as_str()),
+        ("SessionType", "Normal"),
+        ("TargetName", spec.target.as_str()),
+        ("AuthMethod", "None"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// The operational keys we offer: no digests, immediate data, large bursts.
+fn operational_keys() -> Vec<(String, String)> {
+    [
+        ("HeaderDigest", "None".to_string()),
+        ("DataDigest", "None".to_string()),
+        ("MaxConnections", "1".to_string()),
+        ("InitialR2T", "No".to_string()),
+        ("ImmediateData", "Yes".to_string()),
+        ("MaxRecvDataSegmentLength", OUR_MAX_RECV.to_string()),
+        ("MaxBurstLength", OUR_BURST.to_string()),
+        ("FirstBurstLength", OUR_BURST.to_string()),
+        ("DefaultTime2Wait", "0".to_string()),
+        ("DefaultTime2Retain", "0".to_string()),
+        ("MaxOutstandingR2T", "1".to_string()),
+        ("DataPDUInOrder", "Yes".to_string()),
+        ("DataSequenceInOrder", "Yes".to_string()),
+        ("ErrorRecoveryLevel", "0".to_string()),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.clone()))
+    .collect()
+}
+
+/// Records the target's answers in `answers` and returns the keys to send next: those
+/// the target offered on its own (accepting its value), except declarative ones and
+/// keys already settled (RFC 7143 6.2). `sent` is what we just sent.
+fn answer_target_keys(
+    got: Vec<(String, String)>,
+    sent: &[(String, String)],
+    answers: &mut HashMap<String, String>,
+) -> Vec<(String, String)> {
+    let mut to_send = Vec::new();
+    for (k, v) in got {
+        let declarative = matches!(
+            k.as_str(),
+            "TargetAlias" | "TargetPortalGroupTag" | "TargetAddress" | "MaxRecvDataSegmentLength"
+        );
+        let offered = sent.iter().any(|(s, _)| *s == k);
+        if !offered && !declarative && !answers.contains_key(&k) {
+            to_send.push((k.clone(), v.clone()));
+        }
+        answers.insert(k, v);
+    }
+    to_send
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn keys(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -492,7 +554,10 @@ mod tests {
         fixed.extend_from_slice(&[0x29, 0x00, 0, 0, 0, 0]);
         assert_eq!(sense_of(&fixed), Some((6, 0x29, 0)));
         // Descriptor format: key/ASC/ASCQ in 1..4 (SPC-4 4.5.2).
-        assert_eq!(sense_of(&[0, 8, 0x72, 0x05, 0x24, 0x00, 0, 0, 0, 0]), Some((5, 0x24, 0)));
+        assert_eq!(
+            sense_of(&[0, 8, 0x72, 0x05, 0x24, 0x00, 0, 0, 0, 0]),
+            Some((5, 0x24, 0))
+        );
         assert_eq!(sense_of(&[0, 40, 0x70]), None);
         assert_eq!(sense_of(&[]), None);
     }
@@ -512,5 +577,43 @@ mod tests {
         assert_eq!(b[0], 0x25);
         assert_eq!(data, vec![1, 2, 3, 4, 5]);
         assert_eq!(r.len(), 48);
+    }
+
+    #[test]
+    fn target_offers_are_answered_once_and_declarations_never() {
+        let sent = vec![("HeaderDigest".to_string(), "None".to_string())];
+        let got = vec![
+            ("HeaderDigest".to_string(), "None".to_string()),
+            ("TargetPortalGroupTag".to_string(), "1".to_string()),
+            ("MaxRecvDataSegmentLength".to_string(), "65536".to_string()),
+            ("ErrorRecoveryLevel".to_string(), "0".to_string()),
+        ];
+        let mut answers = HashMap::new();
+        let next = answer_target_keys(got.clone(), &sent, &mut answers);
+        // RFC 7143 6.2: a key the target offers on its own is answered (with its value);
+        // answers to our offers and declarative keys are not.
+        assert_eq!(
+            next,
+            vec![("ErrorRecoveryLevel".to_string(), "0".to_string())]
+        );
+        assert_eq!(answers.len(), 4);
+        assert_eq!(answers["MaxRecvDataSegmentLength"], "65536");
+        // Settled keys are not answered again.
+        assert!(answer_target_keys(got, &[], &mut answers).is_empty());
+        let isid = random_isid();
+        assert_eq!(&isid[..2], &[0x80, 0x00], "ISID type 0x80 (random)");
+        assert_eq!(operational_keys().len(), 14);
+        let spec = LoginSpec {
+            portal: "127.0.0.1:3260".parse().unwrap(),
+            target: "iqn.2024-01.org.rustio:t".into(),
+            initiator: "iqn.2024-01.org.rustio:i".into(),
+            lun: 0,
+        };
+        let sec = security_keys(&spec);
+        assert_eq!(
+            sec[0],
+            ("InitiatorName".to_string(), spec.initiator.clone())
+        );
+        assert_eq!(sec[3], ("AuthMethod".to_string(), "None".to_string()));
     }
 }

@@ -12,7 +12,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use rustio_iscsi_proto::pdu::{
-    pad_len, DataOut, Header, LogoutRequest, NopIn, NopOut, ScsiCommand, TaskAttribute, BHS_LEN, RESERVED_TAG,
+    pad_len, DataOut, Header, LogoutRequest, NopIn, NopOut, ScsiCommand, TaskAttribute, BHS_LEN,
+    RESERVED_TAG,
 };
 use rustio_iscsi_proto::serial;
 
@@ -166,7 +167,9 @@ fn reader_loop(mut r: BufReader<TcpStream>, sh: Arc<Shared>, tx: Sender<Event>) 
                 }
                 Event::Fatal(format!("target sent asynchronous event {}", a.event))
             }
-            Header::Reject(r) => Event::Fatal(format!("target rejected a PDU (reason {:#04x})", r.reason)),
+            Header::Reject(r) => {
+                Event::Fatal(format!("target rejected a PDU (reason {:#04x})", r.reason))
+            }
             other => Event::Fatal(format!("unexpected PDU {other:?}")),
         };
         let fatal = matches!(ev, Event::Fatal(_));
@@ -191,7 +194,11 @@ pub struct Rng(u64);
 impl Rng {
     /// Seeded generator (0 is mapped to a fixed non-zero seed).
     pub fn new(seed: u64) -> Rng {
-        Rng(if seed == 0 { 0x9e37_79b9_7f4a_7c15 } else { seed })
+        Rng(if seed == 0 {
+            0x9e37_79b9_7f4a_7c15
+        } else {
+            seed
+        })
     }
 
     /// Next value.
@@ -265,7 +272,11 @@ impl Issuer<'_> {
                 data_sn: sn,
                 buffer_offset: off,
             };
-            self.push_pdu(&bhs(Header::DataOut(out), n as usize), off as usize, n as usize);
+            self.push_pdu(
+                &bhs(Header::DataOut(out), n as usize),
+                off as usize,
+                n as usize,
+            );
             done += n;
             sn = sn.wrapping_add(1);
         }
@@ -331,7 +342,11 @@ impl Issuer<'_> {
             cdb: scsi::rw_cdb(write, lba, (self.blocks_per_io) as u32),
         };
         self.cmd_sn = self.cmd_sn.wrapping_add(1);
-        self.push_pdu(&bhs(Header::ScsiCommand(cmd), imm as usize), 0, imm as usize);
+        self.push_pdu(
+            &bhs(Header::ScsiCommand(cmd), imm as usize),
+            0,
+            imm as usize,
+        );
         if unsolicited_end > imm {
             self.push_data_out(itt, RESERVED_TAG, imm, unsolicited_end - imm);
         }
@@ -373,12 +388,152 @@ impl Issuer<'_> {
     }
 }
 
-/// Runs `wl` on a logged-in connection whose LUN has `blocks` blocks of `block_len`.
-pub fn run(conn: Conn, wl: &Workload, blocks: u64, block_len: u32) -> Result<Outcome> {
+/// What the completions add up to while a run goes on.
+struct Tally {
+    latency: Histogram,
+    reads: u64,
+    writes: u64,
+    bytes: u64,
+    /// When the latest command completed.
+    last_done: Instant,
+}
+
+impl Tally {
+    fn new(start: Instant) -> Tally {
+        Tally {
+            latency: Histogram::new(),
+            reads: 0,
+            writes: 0,
+            bytes: 0,
+            last_done: start,
+        }
+    }
+
+    /// Counts task `t`, completed at `now`.
+    fn record(&mut self, t: &Task, now: Instant) {
+        self.latency.record(now.duration_since(t.start));
+        self.last_done = now;
+        if t.write {
+            self.writes += 1;
+        } else {
+            self.reads += 1;
+        }
+        self.bytes += u64::from(t.bytes);
+    }
+}
+
+impl Issuer<'_> {
+    /// Handles one event from the reader: a completion frees its slot, an R2T is
+    /// answered with Data-Out (RFC 7143 11.8), a ping with a NOP-Out (11.18, 11.19).
+    fn handle(&mut self, ev: Event, tally: &mut Tally) -> Result<()> {
+        match ev {
+            Event::Done {
+                itt,
+                response,
+                status,
+                sense,
+            } => {
+                let Some((slot, t)) = self.task(itt) else {
+                    return Err(Error::msg(format!("completion for unknown ITT {itt:#x}")));
+                };
+                if response != 0 || status != 0 {
+                    return Err(Error::msg(format!(
+                        "{} failed: response {response:#04x}, status {}, sense {sense:02x?}",
+                        if t.write { "write" } else { "read" },
+                        scsi::Status(status)
+                    )));
+                }
+                tally.record(&t, Instant::now());
+                self.slots[slot] = None;
+                self.free.push(slot);
+            }
+            Event::R2t {
+                itt,
+                ttt,
+                offset,
+                len,
+            } => {
+                let Some((_, t)) = self.task(itt) else {
+                    return Err(Error::msg(format!("R2T for unknown ITT {itt:#x}")));
+                };
+                let end = u64::from(offset) + u64::from(len);
+                if !t.write || len == 0 || end > u64::from(t.bytes) {
+                    return Err(Error::msg(format!(
+                        "bad R2T: offset {offset} length {len} for a {}-byte {}",
+                        t.bytes,
+                        if t.write { "write" } else { "read" }
+                    )));
+                }
+                self.r2ts += 1;
+                self.push_data_out(itt, ttt, offset, len);
+            }
+            Event::Ping(ping) => {
+                let r = NopOut::reply_to(
+                    &ping,
+                    self.cmd_sn,
+                    self.sh.exp_stat_sn.load(Ordering::Acquire),
+                );
+                self.out.extend_from_slice(&bhs(Header::NopOut(r), 0));
+            }
+            Event::LoggedOut => return Err(Error::msg("target logged us out")),
+            Event::Fatal(m) => return Err(Error::msg(m)),
+        }
+        Ok(())
+    }
+
+    /// Keeps the queue full until the workload's time is up (or its one pass is done),
+    /// then drains what is in flight, giving up 20 s after the end.
+    fn drive(&mut self, rx: &Receiver<Event>, tally: &mut Tally, deadline: Instant) -> Result<()> {
+        let qd = self.wl.qd;
+        let mut stopping = false;
+        let mut drain_deadline: Option<Instant> = None;
+        loop {
+            let inflight = qd - self.free.len();
+            if (stopping || self.pass_done) && inflight == 0 {
+                return Ok(());
+            }
+            let mut next = match rx.recv_timeout(Duration::from_millis(50)) {
+                Ok(e) => Some(e),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(Error::msg("reader thread ended"))
+                }
+            };
+            // Up to 256 events per batch before issuing again.
+            let mut batch = 0;
+            while let Some(ev) = next.take() {
+                self.handle(ev, tally)?;
+                batch += 1;
+                if batch < 256 {
+                    next = rx.try_recv().ok();
+                }
+            }
+            let now = Instant::now();
+            if !stopping && now >= deadline {
+                stopping = true;
+            }
+            if stopping || self.pass_done {
+                let dl = *drain_deadline.get_or_insert(now + Duration::from_secs(20));
+                if now >= dl {
+                    return Err(Error::msg(format!(
+                        "{} commands still outstanding 20 s after the end",
+                        qd - self.free.len()
+                    )));
+                }
+            }
+            self.fill(stopping);
+            self.flush()?;
+        }
+    }
+}
+
+/// Checks the workload against the LUN; returns blocks per command and the number of
+/// `bs`-sized extents in the LUN.
+fn check_workload(wl: &Workload, blocks: u64, block_len: u32) -> Result<(u64, u64)> {
     if wl.qd == 0 || wl.qd > SLOT_MASK as usize {
         return Err(Error::msg(format!("queue depth must be 1..={SLOT_MASK}")));
     }
-    if wl.bs == 0 || wl.bs % block_len != 0 {
+    if wl.bs == 0 || !wl.bs.is_multiple_of(block_len) {
         return Err(Error::msg(format!(
             "transfer size {} is not a multiple of the block length {block_len}",
             wl.bs
@@ -389,6 +544,54 @@ pub fn run(conn: Conn, wl: &Workload, blocks: u64, block_len: u32) -> Result<Out
     if extents == 0 {
         return Err(Error::msg("LUN smaller than one transfer"));
     }
+    Ok((blocks_per_io, extents))
+}
+
+/// A pseudo-random write payload: non-zero so no target can take a zero-detection
+/// shortcut.
+fn make_payload(bs: u32, seed: u64) -> Vec<u8> {
+    let mut payload = vec![0u8; bs as usize];
+    let mut prng = Rng::new(seed ^ 0x5555);
+    for c in payload.chunks_mut(8) {
+        let v = prng.next().to_le_bytes();
+        c.copy_from_slice(&v[..c.len()]);
+    }
+    payload
+}
+
+/// Logout (RFC 7143 11.14), then waits (bounded) for the reader to see the response.
+fn logout(stream: &mut TcpStream, rx: &Receiver<Event>, cid: u16, cmd_sn: u32, exp_stat_sn: u32) {
+    let mut lo = Vec::with_capacity(BHS_LEN);
+    let logout = LogoutRequest::close_session(0x7fff_fff0, cid, cmd_sn, exp_stat_sn);
+    lo.extend_from_slice(&bhs(Header::LogoutRequest(logout), 0));
+    let _ = stream.write_all(&lo);
+    let wait_until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < wait_until {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(Event::LoggedOut) | Ok(Event::Fatal(_)) | Err(RecvTimeoutError::Disconnected) => {
+                break
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Starts the reader thread, which decodes responses into events for the issuer.
+fn spawn_reader(
+    reader: BufReader<TcpStream>,
+    sh: Arc<Shared>,
+) -> Result<(thread::JoinHandle<()>, Receiver<Event>)> {
+    let (tx, rx): (Sender<Event>, Receiver<Event>) = mpsc::channel();
+    let handle = thread::Builder::new()
+        .name("loadgen-rx".into())
+        .spawn(move || reader_loop(reader, sh, tx))
+        .map_err(|e| Error::io("spawning the reader", e))?;
+    Ok((handle, rx))
+}
+
+/// Runs `wl` on a logged-in connection whose LUN has `blocks` blocks of `block_len`.
+pub fn run(conn: Conn, wl: &Workload, blocks: u64, block_len: u32) -> Result<Outcome> {
+    let (blocks_per_io, extents) = check_workload(wl, blocks, block_len)?;
     let Conn {
         mut stream,
         reader,
@@ -404,19 +607,7 @@ pub fn run(conn: Conn, wl: &Workload, blocks: u64, block_len: u32) -> Result<Out
         max_cmd_sn: AtomicU32::new(max_cmd_sn),
         exp_stat_sn: AtomicU32::new(exp_stat_sn),
     });
-    let (tx, rx): (Sender<Event>, Receiver<Event>) = mpsc::channel();
-    let rsh = sh.clone();
-    let reader_thread = thread::Builder::new()
-        .name("loadgen-rx".into())
-        .spawn(move || reader_loop(reader, rsh, tx))
-        .map_err(|e| Error::io("spawning the reader", e))?;
-    // Non-zero payload so no target can take a zero-detection shortcut.
-    let mut payload = vec![0u8; wl.bs as usize];
-    let mut prng = Rng::new(wl.seed ^ 0x5555);
-    for c in payload.chunks_mut(8) {
-        let v = prng.next().to_le_bytes();
-        c.copy_from_slice(&v[..c.len()]);
-    }
+    let (reader_thread, rx) = spawn_reader(reader, sh.clone())?;
     let mut is = Issuer {
         stream: &mut stream,
         params,
@@ -427,7 +618,7 @@ pub fn run(conn: Conn, wl: &Workload, blocks: u64, block_len: u32) -> Result<Out
         free: (0..wl.qd).rev().collect(),
         gen: 0,
         out: Vec::with_capacity(1 << 20),
-        payload,
+        payload: make_payload(wl.bs, wl.seed),
         wl,
         rng: Rng::new(wl.seed),
         blocks_per_io,
@@ -436,126 +627,28 @@ pub fn run(conn: Conn, wl: &Workload, blocks: u64, block_len: u32) -> Result<Out
         pass_done: false,
         r2ts: 0,
     };
-    let mut latency = Histogram::new();
-    let (mut reads, mut writes, mut bytes) = (0u64, 0u64, 0u64);
     let start = Instant::now();
-    let deadline = start + wl.duration;
-    let mut last_done = start;
-    let mut stopping = false;
-    let mut drain_deadline: Option<Instant> = None;
+    let mut tally = Tally::new(start);
     is.fill(false);
     is.flush()?;
-    let result: Result<()> = (|| {
-        loop {
-            let inflight = wl.qd - is.free.len();
-            if (stopping || is.pass_done) && inflight == 0 {
-                return Ok(());
-            }
-            let first = match rx.recv_timeout(Duration::from_millis(50)) {
-                Ok(e) => Some(e),
-                Err(RecvTimeoutError::Timeout) => None,
-                Err(RecvTimeoutError::Disconnected) => return Err(Error::msg("reader thread ended")),
-            };
-            let mut next = first;
-            let mut batch = 0;
-            while let Some(ev) = next.take() {
-                match ev {
-                    Event::Done {
-                        itt,
-                        response,
-                        status,
-                        sense,
-                    } => {
-                        let Some((slot, t)) = is.task(itt) else {
-                            return Err(Error::msg(format!("completion for unknown ITT {itt:#x}")));
-                        };
-                        if response != 0 || status != 0 {
-                            return Err(Error::msg(format!(
-                                "{} failed: response {response:#04x}, status {}, sense {sense:02x?}",
-                                if t.write { "write" } else { "read" },
-                                scsi::Status(status)
-                            )));
-                        }
-                        let now = Instant::now();
-                        latency.record(now.duration_since(t.start));
-                        last_done = now;
-                        if t.write {
-                            writes += 1;
-                        } else {
-                            reads += 1;
-                        }
-                        bytes += u64::from(t.bytes);
-                        is.slots[slot] = None;
-                        is.free.push(slot);
-                    }
-                    Event::R2t { itt, ttt, offset, len } => {
-                        let Some((_, t)) = is.task(itt) else {
-                            return Err(Error::msg(format!("R2T for unknown ITT {itt:#x}")));
-                        };
-                        let end = u64::from(offset) + u64::from(len);
-                        if !t.write || len == 0 || end > u64::from(t.bytes) {
-                            return Err(Error::msg(format!(
-                                "bad R2T: offset {offset} length {len} for a {}-byte {}",
-                                t.bytes,
-                                if t.write { "write" } else { "read" }
-                            )));
-                        }
-                        is.r2ts += 1;
-                        is.push_data_out(itt, ttt, offset, len);
-                    }
-                    Event::Ping(ping) => {
-                        let r = NopOut::reply_to(&ping, is.cmd_sn, is.sh.exp_stat_sn.load(Ordering::Acquire));
-                        is.out.extend_from_slice(&bhs(Header::NopOut(r), 0));
-                    }
-                    Event::LoggedOut => return Err(Error::msg("target logged us out")),
-                    Event::Fatal(m) => return Err(Error::msg(m)),
-                }
-                batch += 1;
-                if batch < 256 {
-                    next = rx.try_recv().ok();
-                }
-            }
-            let now = Instant::now();
-            if !stopping && now >= deadline {
-                stopping = true;
-            }
-            if stopping || is.pass_done {
-                let dl = *drain_deadline.get_or_insert(now + Duration::from_secs(20));
-                if now >= dl {
-                    return Err(Error::msg(format!(
-                        "{} commands still outstanding 20 s after the end",
-                        wl.qd - is.free.len()
-                    )));
-                }
-            }
-            is.fill(stopping);
-            is.flush()?;
-        }
-    })();
-    let r2ts = is.r2ts;
-    let final_cmd_sn = is.cmd_sn;
-    let exp = sh.exp_stat_sn.load(Ordering::Acquire);
-    // Logout (RFC 7143 11.14), then wait (bounded) for the reader to see the response.
-    let mut lo = Vec::with_capacity(BHS_LEN);
-    let logout = LogoutRequest::close_session(0x7fff_fff0, cid, final_cmd_sn, exp);
-    lo.extend_from_slice(&bhs(Header::LogoutRequest(logout), 0));
-    let _ = stream.write_all(&lo);
-    let wait_until = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < wait_until {
-        match rx.recv_timeout(Duration::from_millis(100)) {
-            Ok(Event::LoggedOut) | Ok(Event::Fatal(_)) | Err(RecvTimeoutError::Disconnected) => break,
-            _ => {}
-        }
-    }
+    let result = is.drive(&rx, &mut tally, start + wl.duration);
+    let (r2ts, final_cmd_sn) = (is.r2ts, is.cmd_sn);
+    logout(
+        &mut stream,
+        &rx,
+        cid,
+        final_cmd_sn,
+        sh.exp_stat_sn.load(Ordering::Acquire),
+    );
     let _ = stream.shutdown(std::net::Shutdown::Both);
     let _ = reader_thread.join();
     result?;
     Ok(Outcome {
-        reads,
-        writes,
-        bytes,
-        elapsed: last_done.duration_since(start),
-        latency,
+        reads: tally.reads,
+        writes: tally.writes,
+        bytes: tally.bytes,
+        elapsed: tally.last_done.duration_since(start),
+        latency: tally.latency,
         r2ts,
     })
 }
@@ -583,5 +676,56 @@ mod tests {
         assert_eq!(a.load(Ordering::Relaxed), 10);
         advance(&a, 12);
         assert_eq!(a.load(Ordering::Relaxed), 12);
+    }
+
+    fn workload(bs: u32, qd: usize) -> Workload {
+        Workload {
+            mix: Mix::Read,
+            random: false,
+            bs,
+            qd,
+            duration: Duration::from_secs(1),
+            one_pass: false,
+            seed: 7,
+        }
+    }
+
+    #[test]
+    fn workload_must_fit_the_lun_and_the_itt_slots() {
+        // 8 blocks of 512 per 4 KiB command; a 1000-block LUN holds 125 such extents.
+        assert_eq!(
+            check_workload(&workload(4096, 32), 1000, 512).unwrap(),
+            (8, 125)
+        );
+        assert!(check_workload(&workload(4096, 0), 1000, 512).is_err());
+        assert!(check_workload(&workload(4096, SLOT_MASK as usize + 1), 1000, 512).is_err());
+        assert!(check_workload(&workload(1000, 1), 1000, 512).is_err());
+        assert!(check_workload(&workload(4096, 1), 7, 512).is_err());
+    }
+
+    #[test]
+    fn payload_is_seeded_and_never_all_zero() {
+        let a = make_payload(4100, 7);
+        assert_eq!(a.len(), 4100);
+        assert_eq!(a, make_payload(4100, 7));
+        assert_ne!(a, make_payload(4100, 8));
+        assert!(a.chunks(8).all(|c| c.iter().any(|&b| b != 0)));
+    }
+
+    #[test]
+    fn tally_counts_reads_writes_and_bytes() {
+        let start = Instant::now();
+        let mut t = Tally::new(start);
+        let task = |write| Task {
+            itt: 1,
+            write,
+            bytes: 4096,
+            start,
+        };
+        let later = start + Duration::from_millis(3);
+        t.record(&task(true), later);
+        t.record(&task(false), later);
+        assert_eq!((t.reads, t.writes, t.bytes), (1, 1, 8192));
+        assert_eq!(t.last_done, later);
     }
 }

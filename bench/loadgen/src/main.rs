@@ -87,9 +87,25 @@ fn parse_args(argv: &[String]) -> Result<Args> {
                     _ => return Err(bad()),
                 }
             }
-            "--bs" => bs = parse_size(val).filter(|&b| b > 0 && b <= 16 << 20).ok_or_else(bad)?,
-            "--qd" => qd = val.parse().ok().filter(|&q| q > 0 && q <= 4000).ok_or_else(bad)?,
-            "--time" => time = val.parse().ok().filter(|&t: &f64| t > 0.0 && t <= 3600.0).ok_or_else(bad)?,
+            "--bs" => {
+                bs = parse_size(val)
+                    .filter(|&b| b > 0 && b <= 16 << 20)
+                    .ok_or_else(bad)?
+            }
+            "--qd" => {
+                qd = val
+                    .parse()
+                    .ok()
+                    .filter(|&q| q > 0 && q <= 4000)
+                    .ok_or_else(bad)?
+            }
+            "--time" => {
+                time = val
+                    .parse()
+                    .ok()
+                    .filter(|&t: &f64| t > 0.0 && t <= 3600.0)
+                    .ok_or_else(bad)?
+            }
             "--seed" => seed = val.parse().map_err(|_| bad())?,
             _ => return Err(Error::msg(format!("unknown flag {flag}\n{USAGE}"))),
         }
@@ -101,7 +117,9 @@ fn parse_args(argv: &[String]) -> Result<Args> {
         _ => return Err(Error::msg(format!("bad --rw {rw:?}"))),
     };
     if fill && (mix != Mix::Write || random) {
-        return Err(Error::msg("fill writes sequentially; --rw/--pattern do not apply"));
+        return Err(Error::msg(
+            "fill writes sequentially; --rw/--pattern do not apply",
+        ));
     }
     Ok(Args {
         mode,

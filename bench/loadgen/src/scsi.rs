@@ -87,7 +87,10 @@ mod tests {
         assert_eq!(rw_cdb(false, 0, 0x1_0000)[0], 0x88);
         assert_eq!(rw_cdb(false, 5, 8)[0], 0x28);
         // SBC-4 5.40: WRITE (10) = 0x2a, LBA in 2..6, length in 7..9.
-        assert_eq!(&rw_cdb(true, 0x10, 8)[..10], &[0x2a, 0, 0, 0, 0, 0x10, 0, 0, 8, 0]);
+        assert_eq!(
+            &rw_cdb(true, 0x10, 8)[..10],
+            &[0x2a, 0, 0, 0, 0, 0x10, 0, 0, 8, 0]
+        );
     }
 
     #[test]

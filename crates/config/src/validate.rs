@@ -10,7 +10,8 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::fabric::{fabric_info, validate_fabric_wwn, FabricInfo};
 use crate::model::{
-    parse_backstore_path, AluaTpg, Chap, Extra, Plugin, SaveConfig, Settings, StorageObject,
+    parse_backstore_path, AluaTpg, Chap, Extra, FabricModule, Lun, NodeAcl, Plugin, Portal,
+    SaveConfig, Settings, StorageObject, Target, Tpg,
 };
 use crate::wwn::validate_unit_serial;
 
@@ -572,50 +573,71 @@ fn check_storage_object(ctx: &mut Ctx, path: &str, so: &StorageObject) {
     }
 }
 
+/// Storage objects by plugin and name, for resolving LUN references.
+type SoIndex<'a> = BTreeMap<(Plugin, String), &'a StorageObject>;
+
 /// Validates a whole configuration.
 pub fn validate(cfg: &SaveConfig) -> Report {
     let mut ctx = Ctx { issues: Vec::new() };
     ctx.extra("", &cfg.extra);
-
     for (i, fm) in cfg.fabric_modules.iter().enumerate() {
-        let p = format!("fabric_modules[{i}]");
-        ctx.extra(&p, &fm.extra);
-        match fabric_info(&fm.name) {
-            None => ctx.error(
-                &p,
-                Rule::UnknownFabric,
-                format!("fabric {:?} is unknown", fm.name),
-            ),
-            Some(info) if !info.discovery_auth => {
-                let has = fm.discovery_enable_auth == Some(true)
-                    || fm.discovery_userid.is_some()
-                    || fm.discovery_password.is_some();
-                if has {
-                    ctx.error(
-                        &p,
-                        Rule::FabricFeature,
-                        format!("fabric {} has no discovery authentication", fm.name),
-                    );
-                }
-            }
-            Some(_) => {
-                let chap = Chap {
-                    chap_userid: fm.discovery_userid.clone(),
-                    chap_password: fm.discovery_password.clone(),
-                    chap_mutual_userid: fm.discovery_mutual_userid.clone(),
-                    chap_mutual_password: fm.discovery_mutual_password.clone(),
-                };
-                check_chap(&mut ctx, &p, &chap);
+        check_fabric_module(&mut ctx, &format!("fabric_modules[{i}]"), fm);
+    }
+    let so_index = check_storage_objects(&mut ctx, &cfg.storage_objects);
+    let mut targets = BTreeSet::new();
+    for (ti, t) in cfg.targets.iter().enumerate() {
+        check_target(
+            &mut ctx,
+            &format!("targets[{ti}]"),
+            t,
+            &so_index,
+            &mut targets,
+        );
+    }
+    Report { issues: ctx.issues }
+}
+
+/// A fabric module: known, and discovery authentication only where the fabric has it.
+fn check_fabric_module(ctx: &mut Ctx, p: &str, fm: &FabricModule) {
+    ctx.extra(p, &fm.extra);
+    match fabric_info(&fm.name) {
+        None => ctx.error(
+            p,
+            Rule::UnknownFabric,
+            format!("fabric {:?} is unknown", fm.name),
+        ),
+        Some(info) if !info.discovery_auth => {
+            let has = fm.discovery_enable_auth == Some(true)
+                || fm.discovery_userid.is_some()
+                || fm.discovery_password.is_some();
+            if has {
+                ctx.error(
+                    p,
+                    Rule::FabricFeature,
+                    format!("fabric {} has no discovery authentication", fm.name),
+                );
             }
         }
+        Some(_) => {
+            let chap = Chap {
+                chap_userid: fm.discovery_userid.clone(),
+                chap_password: fm.discovery_password.clone(),
+                chap_mutual_userid: fm.discovery_mutual_userid.clone(),
+                chap_mutual_password: fm.discovery_mutual_password.clone(),
+            };
+            check_chap(ctx, p, &chap);
+        }
     }
+}
 
-    // Storage objects: syntax, uniqueness per plugin, shared devices.
-    let mut so_index: BTreeMap<(Plugin, String), &StorageObject> = BTreeMap::new();
+/// Storage objects: syntax, uniqueness per plugin, shared devices. Returns the index
+/// LUNs are resolved against (the first of two objects with the same name wins).
+fn check_storage_objects<'a>(ctx: &mut Ctx, sos: &'a [StorageObject]) -> SoIndex<'a> {
+    let mut so_index = SoIndex::new();
     let mut devs: BTreeMap<&str, String> = BTreeMap::new();
-    for (i, so) in cfg.storage_objects.iter().enumerate() {
+    for (i, so) in sos.iter().enumerate() {
         let p = format!("storage_objects[{i}]");
-        check_storage_object(&mut ctx, &p, so);
+        check_storage_object(ctx, &p, so);
         let key = (so.plugin(), so.name().to_owned());
         match so_index.entry(key) {
             std::collections::btree_map::Entry::Occupied(_) => ctx.error(
@@ -639,82 +661,71 @@ pub fn validate(cfg: &SaveConfig) -> Report {
             }
         }
     }
+    so_index
+}
 
-    let mut targets = BTreeSet::new();
-    for (ti, t) in cfg.targets.iter().enumerate() {
-        let tp = format!("targets[{ti}]");
-        ctx.extra(&tp, &t.extra);
-        ctx.settings(&tp, "attribute", &t.attributes);
-        ctx.settings(&tp, "parameter", &t.parameters);
-        let info = match fabric_info(&t.fabric) {
-            Some(i) => i,
-            None => {
-                ctx.error(
-                    &tp,
-                    Rule::UnknownFabric,
-                    format!("fabric {:?} is unknown", t.fabric),
-                );
-                continue;
-            }
-        };
-        if let Err(e) = validate_fabric_wwn(info, &t.wwn) {
-            ctx.error(
-                &tp,
-                Rule::TargetWwn,
-                format!("{:?} is not a valid {} target name: {e}", t.wwn, info.name),
-            );
-        }
-        if !targets.insert((t.fabric.clone(), t.wwn.clone())) {
-            ctx.error(
-                &tp,
-                Rule::DuplicateTarget,
-                format!("{}/{} is defined twice", t.fabric, t.wwn),
-            );
-        }
-        if !info.tpgts && t.tpgs.len() > 1 {
-            ctx.error(
-                &tp,
-                Rule::SingleTpg,
-                format!("{} TPGs given for a {} target", t.tpgs.len(), info.name),
-            );
-        }
-        let mut tags = BTreeSet::new();
-        for (gi, tpg) in t.tpgs.iter().enumerate() {
-            let gp = format!("{tp}.tpgs[{gi}]");
-            check_tpg(&mut ctx, &gp, info, tpg, &so_index);
-            if let Some(tag) = tpg.tag {
-                if tag > 65535 {
-                    ctx.error(&gp, Rule::TpgTag, format!("tag {tag} is outside 0-65535"));
-                } else if !tags.insert(tag) {
-                    ctx.error(&gp, Rule::DuplicateTpg, format!("tag {tag} is used twice"));
-                }
+/// A target: known fabric, valid and unique name (recorded in `seen`), TPG count and
+/// unique tags, then each TPG.
+fn check_target(
+    ctx: &mut Ctx,
+    tp: &str,
+    t: &Target,
+    so_index: &SoIndex<'_>,
+    seen: &mut BTreeSet<(String, String)>,
+) {
+    ctx.extra(tp, &t.extra);
+    ctx.settings(tp, "attribute", &t.attributes);
+    ctx.settings(tp, "parameter", &t.parameters);
+    let Some(info) = fabric_info(&t.fabric) else {
+        ctx.error(
+            tp,
+            Rule::UnknownFabric,
+            format!("fabric {:?} is unknown", t.fabric),
+        );
+        return;
+    };
+    if let Err(e) = validate_fabric_wwn(info, &t.wwn) {
+        ctx.error(
+            tp,
+            Rule::TargetWwn,
+            format!("{:?} is not a valid {} target name: {e}", t.wwn, info.name),
+        );
+    }
+    if !seen.insert((t.fabric.clone(), t.wwn.clone())) {
+        ctx.error(
+            tp,
+            Rule::DuplicateTarget,
+            format!("{}/{} is defined twice", t.fabric, t.wwn),
+        );
+    }
+    if !info.tpgts && t.tpgs.len() > 1 {
+        ctx.error(
+            tp,
+            Rule::SingleTpg,
+            format!("{} TPGs given for a {} target", t.tpgs.len(), info.name),
+        );
+    }
+    let mut tags = BTreeSet::new();
+    for (gi, tpg) in t.tpgs.iter().enumerate() {
+        let gp = format!("{tp}.tpgs[{gi}]");
+        check_tpg(ctx, &gp, info, tpg, so_index);
+        if let Some(tag) = tpg.tag {
+            if tag > 65535 {
+                ctx.error(&gp, Rule::TpgTag, format!("tag {tag} is outside 0-65535"));
+            } else if !tags.insert(tag) {
+                ctx.error(&gp, Rule::DuplicateTpg, format!("tag {tag} is used twice"));
             }
         }
     }
-    Report { issues: ctx.issues }
 }
 
-fn check_tpg(
-    ctx: &mut Ctx,
-    gp: &str,
-    info: &FabricInfo,
-    tpg: &crate::model::Tpg,
-    so_index: &BTreeMap<(Plugin, String), &StorageObject>,
-) {
+/// A TPG: its settings, authentication and nexus as the fabric allows, then its LUNs,
+/// portals and ACLs (whose mapped LUNs must name its LUNs).
+fn check_tpg(ctx: &mut Ctx, gp: &str, info: &FabricInfo, tpg: &Tpg, so_index: &SoIndex<'_>) {
     ctx.extra(gp, &tpg.extra);
     ctx.settings(gp, "attribute", &tpg.attributes);
     ctx.settings(gp, "parameter", &tpg.parameters);
-    if !tpg.auth.is_empty() {
-        if info.auth {
-            check_chap(ctx, gp, &tpg.auth);
-        } else {
-            ctx.error(
-                gp,
-                Rule::FabricFeature,
-                format!("fabric {} has no CHAP authentication", info.name),
-            );
-        }
-    }
+    check_auth(ctx, gp, info, &tpg.auth);
     if let Some(n) = &tpg.nexus {
         if !info.nexus {
             ctx.error(
@@ -728,62 +739,100 @@ fn check_tpg(
     }
     let mut luns = BTreeSet::new();
     for (li, lun) in tpg.luns.iter().enumerate() {
-        let lp = format!("{gp}.luns[{li}]");
-        ctx.extra(&lp, &lun.extra);
-        if lun.index > 65535 {
-            ctx.error(
-                &lp,
-                Rule::LunIndex,
-                format!("index {} is outside 0-65535", lun.index),
-            );
-        }
-        if !luns.insert(lun.index) {
-            ctx.error(
-                &lp,
-                Rule::DuplicateLun,
-                format!("LUN {} is defined twice", lun.index),
-            );
-        }
-        if let Some(a) = &lun.alias {
-            if let Err(e) = check_alias(a) {
-                ctx.error(&lp, Rule::Alias, e);
-            }
-        }
-        let so = parse_backstore_path(&lun.storage_object)
-            .and_then(|(pl, name)| so_index.get(&(Plugin::from_name(pl), name.to_owned())));
-        match so {
-            None => ctx.error(
-                &lp,
-                Rule::LunStorageObject,
-                format!(
-                    "storage_object {:?} names no storage object of this configuration",
-                    lun.storage_object
-                ),
-            ),
-            Some(so) => {
-                if let (Some(group), Some(common)) = (&lun.alua_tg_pt_gp_name, so.common()) {
-                    let known = group == "default_tg_pt_gp"
-                        || common.alua_tpgs.iter().any(|g| &g.name == group);
-                    if !known {
-                        ctx.error(
-                            &lp,
-                            Rule::LunAluaGroup,
-                            format!("ALUA group {group:?} is not defined on {}", so.path()),
-                        );
-                    }
-                }
-            }
+        check_lun(ctx, &format!("{gp}.luns[{li}]"), lun, so_index, &mut luns);
+    }
+    check_portals(ctx, gp, info, &tpg.portals);
+    if !tpg.node_acls.is_empty() && !info.acls {
+        ctx.error(
+            gp,
+            Rule::FabricFeature,
+            format!("fabric {} has no initiator ACLs", info.name),
+        );
+    }
+    let mut acls = BTreeSet::new();
+    for (ai, acl) in tpg.node_acls.iter().enumerate() {
+        let ap = format!("{gp}.node_acls[{ai}]");
+        let duplicate = !acls.insert(acl.node_wwn.as_str());
+        check_acl(ctx, &ap, info, acl, &luns, duplicate);
+    }
+}
+
+/// CHAP credentials of a TPG or ACL, where the fabric has CHAP at all.
+fn check_auth(ctx: &mut Ctx, path: &str, info: &FabricInfo, auth: &Chap) {
+    if auth.is_empty() {
+        return;
+    }
+    if info.auth {
+        check_chap(ctx, path, auth);
+    } else {
+        ctx.error(
+            path,
+            Rule::FabricFeature,
+            format!("fabric {} has no CHAP authentication", info.name),
+        );
+    }
+}
+
+/// A LUN: index in range and unique (recorded in `seen`), alias, and a storage object of
+/// this configuration with the ALUA group it names.
+fn check_lun(ctx: &mut Ctx, lp: &str, lun: &Lun, so_index: &SoIndex<'_>, seen: &mut BTreeSet<u64>) {
+    ctx.extra(lp, &lun.extra);
+    if lun.index > 65535 {
+        ctx.error(
+            lp,
+            Rule::LunIndex,
+            format!("index {} is outside 0-65535", lun.index),
+        );
+    }
+    if !seen.insert(lun.index) {
+        ctx.error(
+            lp,
+            Rule::DuplicateLun,
+            format!("LUN {} is defined twice", lun.index),
+        );
+    }
+    if let Some(a) = &lun.alias {
+        if let Err(e) = check_alias(a) {
+            ctx.error(lp, Rule::Alias, e);
         }
     }
-    if !tpg.portals.is_empty() && !info.nps {
+    let so = parse_backstore_path(&lun.storage_object)
+        .and_then(|(pl, name)| so_index.get(&(Plugin::from_name(pl), name.to_owned())));
+    let Some(so) = so else {
+        ctx.error(
+            lp,
+            Rule::LunStorageObject,
+            format!(
+                "storage_object {:?} names no storage object of this configuration",
+                lun.storage_object
+            ),
+        );
+        return;
+    };
+    if let (Some(group), Some(common)) = (&lun.alua_tg_pt_gp_name, so.common()) {
+        let known =
+            group == "default_tg_pt_gp" || common.alua_tpgs.iter().any(|g| &g.name == group);
+        if !known {
+            ctx.error(
+                lp,
+                Rule::LunAluaGroup,
+                format!("ALUA group {group:?} is not defined on {}", so.path()),
+            );
+        }
+    }
+}
+
+/// Network portals: only on fabrics that have them; address, port, no duplicates.
+fn check_portals(ctx: &mut Ctx, gp: &str, info: &FabricInfo, portals: &[Portal]) {
+    if !portals.is_empty() && !info.nps {
         ctx.error(
             gp,
             Rule::FabricFeature,
             format!("fabric {} has no network portals", info.name),
         );
     }
-    let mut portals = BTreeSet::new();
-    for (pi, portal) in tpg.portals.iter().enumerate() {
+    let mut seen = BTreeSet::new();
+    for (pi, portal) in portals.iter().enumerate() {
         let pp = format!("{gp}.portals[{pi}]");
         ctx.extra(&pp, &portal.extra);
         if let Err(e) = check_portal_address(&portal.ip_address) {
@@ -796,7 +845,7 @@ fn check_tpg(
                 format!("port {} is outside 1-65535", portal.port),
             );
         }
-        if !portals.insert((portal.ip_address.clone(), portal.port)) {
+        if !seen.insert((portal.ip_address.clone(), portal.port)) {
             ctx.error(
                 &pp,
                 Rule::DuplicatePortal,
@@ -804,68 +853,59 @@ fn check_tpg(
             );
         }
     }
-    if !tpg.node_acls.is_empty() && !info.acls {
+}
+
+/// An initiator ACL (`duplicate`: its name was seen before in this TPG): valid name,
+/// CHAP, and mapped LUNs that are unique and name LUNs of the TPG (`luns`).
+fn check_acl(
+    ctx: &mut Ctx,
+    ap: &str,
+    info: &FabricInfo,
+    acl: &NodeAcl,
+    luns: &BTreeSet<u64>,
+    duplicate: bool,
+) {
+    ctx.extra(ap, &acl.extra);
+    ctx.settings(ap, "attribute", &acl.attributes);
+    if let Err(e) = validate_fabric_wwn(info, &acl.node_wwn) {
         ctx.error(
-            gp,
-            Rule::FabricFeature,
-            format!("fabric {} has no initiator ACLs", info.name),
+            ap,
+            Rule::AclWwn,
+            format!(
+                "{:?} is not a valid {} initiator name: {e}",
+                acl.node_wwn, info.name
+            ),
         );
     }
-    let mut acls = BTreeSet::new();
-    for (ai, acl) in tpg.node_acls.iter().enumerate() {
-        let ap = format!("{gp}.node_acls[{ai}]");
-        ctx.extra(&ap, &acl.extra);
-        ctx.settings(&ap, "attribute", &acl.attributes);
-        if let Err(e) = validate_fabric_wwn(info, &acl.node_wwn) {
+    if duplicate {
+        ctx.error(
+            ap,
+            Rule::DuplicateAcl,
+            format!("ACL {} is defined twice", acl.node_wwn),
+        );
+    }
+    check_auth(ctx, ap, info, &acl.auth);
+    let mut mluns = BTreeSet::new();
+    for (mi, m) in acl.mapped_luns.iter().enumerate() {
+        let mp = format!("{ap}.mapped_luns[{mi}]");
+        ctx.extra(&mp, &m.extra);
+        if !mluns.insert(m.index) {
             ctx.error(
-                &ap,
-                Rule::AclWwn,
-                format!(
-                    "{:?} is not a valid {} initiator name: {e}",
-                    acl.node_wwn, info.name
-                ),
+                &mp,
+                Rule::DuplicateMappedLun,
+                format!("mapped LUN {} is defined twice", m.index),
             );
         }
-        if !acls.insert(acl.node_wwn.as_str()) {
+        if !luns.contains(&m.tpg_lun) {
             ctx.error(
-                &ap,
-                Rule::DuplicateAcl,
-                format!("ACL {} is defined twice", acl.node_wwn),
+                &mp,
+                Rule::MappedLunTarget,
+                format!("tpg_lun {} is not a LUN of this TPG", m.tpg_lun),
             );
         }
-        if !acl.auth.is_empty() {
-            if info.auth {
-                check_chap(ctx, &ap, &acl.auth);
-            } else {
-                ctx.error(
-                    &ap,
-                    Rule::FabricFeature,
-                    format!("fabric {} has no CHAP authentication", info.name),
-                );
-            }
-        }
-        let mut mluns = BTreeSet::new();
-        for (mi, m) in acl.mapped_luns.iter().enumerate() {
-            let mp = format!("{ap}.mapped_luns[{mi}]");
-            ctx.extra(&mp, &m.extra);
-            if !mluns.insert(m.index) {
-                ctx.error(
-                    &mp,
-                    Rule::DuplicateMappedLun,
-                    format!("mapped LUN {} is defined twice", m.index),
-                );
-            }
-            if !luns.contains(&m.tpg_lun) {
-                ctx.error(
-                    &mp,
-                    Rule::MappedLunTarget,
-                    format!("tpg_lun {} is not a LUN of this TPG", m.tpg_lun),
-                );
-            }
-            if let Some(a) = &m.alias {
-                if let Err(e) = check_alias(a) {
-                    ctx.error(&mp, Rule::Alias, e);
-                }
+        if let Some(a) = &m.alias {
+            if let Err(e) = check_alias(a) {
+                ctx.error(&mp, Rule::Alias, e);
             }
         }
     }
@@ -1158,5 +1198,35 @@ mod tests {
         fill_defaults(&mut cfg);
         let tags: Vec<_> = cfg.targets[0].tpgs.iter().map(|g| g.tag).collect();
         assert_eq!(tags, vec![Some(2), Some(1), Some(3)]);
+    }
+
+    #[test]
+    fn issues_come_in_document_order() {
+        // One TPG breaking a rule in each of its parts: LUNs, then portals, then ACLs
+        // and their mapped LUNs, then the TPG tag (checked after the TPG's contents).
+        let text = r#"{"storage_objects":[{"plugin":"ramdisk","name":"r","size":4096}],
+            "targets":[{"fabric":"iscsi","wwn":"iqn.2003-01.a.b:c","tpgs":[{"tag":70000,
+              "luns":[{"index":0,"storage_object":"/backstores/ramdisk/r"},
+                      {"index":0,"storage_object":"/backstores/ramdisk/r"}],
+              "portals":[{"ip_address":"0.0.0.0","port":0}],
+              "node_acls":[{"node_wwn":"iqn.1993-08.org.debian:01:x",
+                            "mapped_luns":[{"index":0,"tpg_lun":5}]},
+                           {"node_wwn":"iqn.1993-08.org.debian:01:x"}]}]},
+              {"fabric":"iscsi","wwn":"iqn.2003-01.a.b:c","tpgs":[]}]}"#;
+        let g = "targets[0].tpgs[0]";
+        assert_eq!(
+            rules(text),
+            vec![
+                (format!("{g}.luns[1]"), Rule::DuplicateLun),
+                (format!("{g}.portals[0]"), Rule::PortalPort),
+                (
+                    format!("{g}.node_acls[0].mapped_luns[0]"),
+                    Rule::MappedLunTarget
+                ),
+                (format!("{g}.node_acls[1]"), Rule::DuplicateAcl),
+                (g.to_owned(), Rule::TpgTag),
+                ("targets[1]".to_owned(), Rule::DuplicateTarget),
+            ]
+        );
     }
 }

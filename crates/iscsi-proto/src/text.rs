@@ -629,6 +629,9 @@ fn pick_digest(offer: &str, none_ok: bool, crc_ok: bool) -> Option<bool> {
 /// Negotiates one operational key offered by the initiator (RFC 7143 6.2 and 13),
 /// updating `out`. `Special` and security keys are not handled here (the caller does);
 /// unknown keys, including `X-` extensions, are answered `NotUnderstood` (6.2).
+///
+/// The dispatch below is a flat table, one arm per key naming its result function
+/// (RFC 7143 13: minimum, maximum, OR or AND), which is why it stays in one piece.
 pub fn negotiate_operational(
     name: &str,
     value: &str,
@@ -636,7 +639,6 @@ pub fn negotiate_operational(
     scope: NegotiationScope,
     out: &mut Negotiated,
 ) -> Answer {
-    let reply = |s: &str| Answer::Reply(s.to_string());
     let Some(def) = lookup(name) else {
         return reply("NotUnderstood");
     };
@@ -650,43 +652,24 @@ pub fn negotiate_operational(
     if !scope.leading && def.usage == KeyUse::LeadingOnly {
         return reply("Irrelevant");
     }
-    let num = |out_field: &mut u32, ours: u32, min_wins: bool| -> Answer {
-        match parse_number(value) {
-            Some(v) if v >= def.range.0 && v <= def.range.1 => {
-                let v = u32::try_from(v).unwrap_or(u32::MAX);
-                let r = if min_wins { v.min(ours) } else { v.max(ours) };
-                *out_field = r;
-                Answer::Reply(r.to_string())
-            }
-            _ => Answer::Reply("Reject".to_string()),
-        }
+    let num = |out_field: &mut u32, ours: u32, min_wins: bool| {
+        negotiate_number(value, def.range, out_field, ours, min_wins)
     };
-    let boolean = |out_field: &mut bool, ours: bool, or: bool| -> Answer {
-        match parse_bool(value) {
-            Some(v) => {
-                let r = if or { v || ours } else { v && ours };
-                *out_field = r;
-                Answer::Reply(yes_no(r).to_string())
-            }
-            None => Answer::Reply("Reject".to_string()),
-        }
-    };
+    let boolean =
+        |out_field: &mut bool, ours: bool, or: bool| negotiate_bool(value, out_field, ours, or);
     match name {
-        "HeaderDigest" => match pick_digest(value, ours.header_digest_none, ours.header_digest_crc)
-        {
-            Some(crc) => {
-                out.header_digest = crc;
-                reply(if crc { "CRC32C" } else { "None" })
-            }
-            None => reply("Reject"),
-        },
-        "DataDigest" => match pick_digest(value, ours.data_digest_none, ours.data_digest_crc) {
-            Some(crc) => {
-                out.data_digest = crc;
-                reply(if crc { "CRC32C" } else { "None" })
-            }
-            None => reply("Reject"),
-        },
+        "HeaderDigest" => negotiate_digest(
+            value,
+            ours.header_digest_none,
+            ours.header_digest_crc,
+            &mut out.header_digest,
+        ),
+        "DataDigest" => negotiate_digest(
+            value,
+            ours.data_digest_none,
+            ours.data_digest_crc,
+            &mut out.data_digest,
+        ),
         "MaxRecvDataSegmentLength" => match parse_number(value) {
             Some(v) if v >= def.range.0 && v <= def.range.1 => {
                 out.initiator_mrdsl = u32::try_from(v).unwrap_or(SEG.1 as u32);
@@ -713,6 +696,62 @@ pub fn negotiate_operational(
             ours.data_sequence_in_order,
             true,
         ),
+        _ => negotiate_fixed(name, value),
+    }
+}
+
+/// `Answer::Reply(s)`.
+fn reply(s: &str) -> Answer {
+    Answer::Reply(s.to_string())
+}
+
+/// A list-valued digest key (RFC 7143 13.1): the first of the initiator's choices we
+/// allow, `Reject` if none.
+fn negotiate_digest(value: &str, none_ok: bool, crc_ok: bool, out_field: &mut bool) -> Answer {
+    match pick_digest(value, none_ok, crc_ok) {
+        Some(crc) => {
+            *out_field = crc;
+            reply(if crc { "CRC32C" } else { "None" })
+        }
+        None => reply("Reject"),
+    }
+}
+
+/// A numerical key (RFC 7143 6.2.2): the minimum (or maximum) of the offer and ours;
+/// an offer outside `range` is rejected.
+fn negotiate_number(
+    value: &str,
+    range: (u64, u64),
+    out_field: &mut u32,
+    ours: u32,
+    min_wins: bool,
+) -> Answer {
+    match parse_number(value) {
+        Some(v) if v >= range.0 && v <= range.1 => {
+            let v = u32::try_from(v).unwrap_or(u32::MAX);
+            let r = if min_wins { v.min(ours) } else { v.max(ours) };
+            *out_field = r;
+            Answer::Reply(r.to_string())
+        }
+        _ => reply("Reject"),
+    }
+}
+
+/// A Boolean key (RFC 7143 6.2.2): the OR (or AND) of the offer and ours.
+fn negotiate_bool(value: &str, out_field: &mut bool, ours: bool, or: bool) -> Answer {
+    match parse_bool(value) {
+        Some(v) => {
+            let r = if or { v || ours } else { v && ours };
+            *out_field = r;
+            reply(yes_no(r))
+        }
+        None => reply("Reject"),
+    }
+}
+
+/// Keys whose answer does not depend on our offer and sets nothing.
+fn negotiate_fixed(name: &str, value: &str) -> Answer {
+    match name {
         "iSCSIProtocolLevel" => match parse_number(value) {
             // RFC 7144 2.1: we implement RFC 7143, protocol level 1.
             Some(v) if v <= 31 => Answer::Reply(v.min(1).to_string()),
@@ -948,5 +987,60 @@ mod tests {
             }
             let _ = negotiate_operational(&k, &v, &TargetOffer::default(), NegotiationScope { discovery: true, leading: false }, &mut n);
         }
+    }
+
+    #[test]
+    fn result_functions_follow_rfc7143() {
+        // RFC 7143 13.13 MaxBurstLength: minimum; 13.15 DefaultTime2Wait: maximum.
+        let mut f = 0u32;
+        let r = negotiate_number("65536", (512, (1 << 24) - 1), &mut f, 262_144, true);
+        assert_eq!((r, f), (Answer::Reply("65536".into()), 65536));
+        let r = negotiate_number("1", (0, 3600), &mut f, 2, false);
+        assert_eq!((r, f), (Answer::Reply("2".into()), 2));
+        let r = negotiate_number("100", (512, 1024), &mut f, 600, true);
+        assert_eq!((r, f), (Answer::Reply("Reject".into()), 2));
+        // 13.10 InitialR2T: OR; 13.11 ImmediateData: AND.
+        let mut b = false;
+        assert_eq!(
+            negotiate_bool("No", &mut b, true, true),
+            Answer::Reply("Yes".into())
+        );
+        assert!(b);
+        assert_eq!(
+            negotiate_bool("Yes", &mut b, false, false),
+            Answer::Reply("No".into())
+        );
+        assert!(!b);
+        assert_eq!(
+            negotiate_bool("Maybe", &mut b, true, true),
+            Answer::Reply("Reject".into())
+        );
+        // 13.1 digests: the first choice we allow.
+        assert_eq!(
+            negotiate_digest("CRC32C,None", true, false, &mut b),
+            Answer::Reply("None".into())
+        );
+        assert_eq!(
+            negotiate_digest("CRC32C", true, false, &mut b),
+            Answer::Reply("Reject".into())
+        );
+        // Keys that set nothing.
+        assert_eq!(
+            negotiate_fixed("iSCSIProtocolLevel", "2"),
+            Answer::Reply("1".into())
+        );
+        assert_eq!(
+            negotiate_fixed("IFMarker", "Yes"),
+            Answer::Reply("No".into())
+        );
+        assert_eq!(
+            negotiate_fixed("OFMarkInt", "2048~8192"),
+            Answer::Reply("Reject".into())
+        );
+        assert_eq!(negotiate_fixed("TargetAlias", "x"), Answer::Silent);
+        assert_eq!(
+            negotiate_fixed("X-foo", "1"),
+            Answer::Reply("NotUnderstood".into())
+        );
     }
 }

@@ -255,42 +255,86 @@ impl LoginMachine {
         }
     }
 
+    /// One Login Request, in the order RFC 7143 11.12 and 6.2 prescribe: the request's
+    /// own checks, continued text, the stage, the keys, our declarations, the reply.
     fn step_inner(&mut self, req: &LoginRequest, data: &[u8]) -> StepResult<Step> {
-        // RFC 7143 11.12.4: only version 0x00 exists.
+        self.check_request(req)?;
+        if let Some(step) = self.continued_text(req, data)? {
+            return Ok(step);
+        }
+        let text = std::mem::take(&mut self.pending_text);
+        let pairs = text::parse(&text).map_err(|_| status::INITIATOR_ERROR)?;
+        self.enter_stage(req, &pairs)?;
+
+        let mut reply = Reply { pairs: Vec::new() };
+        let saw_operational = self.answer_keys(req, &pairs, &mut reply)?;
+        if req.csg == Stage::Security {
+            self.security(&pairs, &mut reply)?;
+        }
+        let transit = self.declare(req, saw_operational, &mut reply);
+        let entering_ffp = transit && req.nsg == Stage::FullFeature;
+        if transit {
+            self.stage = req.nsg;
+        }
+        let data = self.encode_reply(&reply)?;
+        if entering_ffp {
+            return Ok(self.complete(req, data));
+        }
+        let tsih = req.tsih;
+        Ok(Step::Respond(self.response(
+            req,
+            transit,
+            req.nsg,
+            status::SUCCESS,
+            tsih,
+            data,
+        )))
+    }
+
+    /// Header checks: version (RFC 7143 11.12.4: only 0x00 exists) and the fields that
+    /// stay the same throughout the login (11.12.5-8). The first request sets StatSN.
+    fn check_request(&mut self, req: &LoginRequest) -> StepResult<()> {
         if req.version_min > 0 {
             return Err(status::UNSUPPORTED_VERSION);
         }
         if let Some(first) = &self.first {
-            // ISID, TSIH, CID and ITT stay the same throughout the login (11.12.5-8).
             if first.isid != req.isid || first.tsih != req.tsih || first.cid != req.cid {
                 return Err(status::INITIATOR_ERROR);
             }
         } else {
             self.stat_sn = req.exp_stat_sn;
         }
-        // Continued text (C bit): collect, answer with an empty response (11.12.2).
+        Ok(())
+    }
+
+    /// Continued text (C bit): collects `data`, and while more is to come answers with
+    /// an empty response (RFC 7143 11.12.2). `None` once the text is complete.
+    fn continued_text(&mut self, req: &LoginRequest, data: &[u8]) -> StepResult<Option<Step>> {
         if self.pending_text.len() + data.len() > MAX_LOGIN_TEXT {
             return Err(status::INITIATOR_ERROR);
         }
         self.pending_text.extend_from_slice(data);
-        if req.cont {
-            if req.transit {
-                // T and C both set is a protocol error (11.12.2).
-                return Err(status::INITIATOR_ERROR);
-            }
-            let tsih = req.tsih;
-            return Ok(Step::Respond(self.response(
-                req,
-                false,
-                Stage::Security,
-                status::SUCCESS,
-                tsih,
-                Vec::new(),
-            )));
+        if !req.cont {
+            return Ok(None);
         }
-        let text = std::mem::take(&mut self.pending_text);
-        let pairs = text::parse(&text).map_err(|_| status::INITIATOR_ERROR)?;
+        if req.transit {
+            // T and C both set is a protocol error (11.12.2).
+            return Err(status::INITIATOR_ERROR);
+        }
+        let tsih = req.tsih;
+        Ok(Some(Step::Respond(self.response(
+            req,
+            false,
+            Stage::Security,
+            status::SUCCESS,
+            tsih,
+            Vec::new(),
+        ))))
+    }
 
+    /// Stage rules (RFC 7143 6.3): a valid transition, never backwards; the first
+    /// request's checks; skipping security only when no authentication is required.
+    fn enter_stage(&mut self, req: &LoginRequest, pairs: &[(String, String)]) -> StepResult<()> {
         if !stages_valid(req.csg, req.nsg, req.transit) {
             return Err(status::INITIATOR_ERROR);
         }
@@ -300,7 +344,7 @@ impl LoginMachine {
         }
         if self.first.is_none() {
             self.first = Some(*req);
-            self.leading_checks(&pairs)?;
+            self.leading_checks(pairs)?;
         }
         if req.csg == Stage::Operational && self.stage == Stage::Security {
             // Skipping security: only allowed when no authentication is required.
@@ -310,14 +354,23 @@ impl LoginMachine {
             self.authenticated = true;
             self.stage = Stage::Operational;
         }
+        Ok(())
+    }
 
-        let mut reply = Reply { pairs: Vec::new() };
+    /// Answers every key but the security ones (which [`Self::security`] handles).
+    /// Returns whether an operational key was among them.
+    fn answer_keys(
+        &mut self,
+        req: &LoginRequest,
+        pairs: &[(String, String)],
+        reply: &mut Reply,
+    ) -> StepResult<bool> {
         let scope = NegotiationScope {
             discovery: self.session_type == SessionType::Discovery,
             leading: self.first.map(|f| f.tsih == 0).unwrap_or(true),
         };
         let mut saw_operational = false;
-        for (k, v) in &pairs {
+        for (k, v) in pairs {
             match k.as_str() {
                 "InitiatorName" | "TargetName" | "SessionType" => {
                     // Only meaningful in the first request; later repeats must agree.
@@ -337,22 +390,24 @@ impl LoginMachine {
                 }
                 _ => {
                     saw_operational = true;
-                    if let Answer::Reply(a) = text::negotiate_operational(
-                        k,
-                        v,
-                        &self.offer(),
-                        scope,
-                        &mut self.negotiated,
-                    ) {
+                    let offer = self.offer();
+                    let answer =
+                        text::negotiate_operational(k, v, &offer, scope, &mut self.negotiated);
+                    if let Answer::Reply(a) = answer {
                         reply.push(k, a);
                     }
                 }
             }
         }
-        if req.csg == Stage::Security {
-            self.security(&pairs, &mut reply)?;
-        }
-        if !self.declared_tpgt && self.session_type == SessionType::Normal {
+        Ok(saw_operational)
+    }
+
+    /// Adds the keys the target declares (TargetPortalGroupTag, MaxRecvDataSegmentLength,
+    /// TargetAlias), each once per connection, and decides whether this response
+    /// transits to the next stage.
+    fn declare(&mut self, req: &LoginRequest, saw_operational: bool, reply: &mut Reply) -> bool {
+        let normal = self.session_type == SessionType::Normal;
+        if !self.declared_tpgt && normal {
             // RFC 7143 13.9: returned in the first Login Response of every connection.
             if let Some((_, tpg)) = &self.target {
                 reply.push("TargetPortalGroupTag", tpg.tag.to_string());
@@ -372,10 +427,8 @@ impl LoginMachine {
             .any(|(k, _)| k == "MaxRecvDataSegmentLength");
         let transit = req.transit && stage_done && !mrdsl_rejected;
         let entering_ffp = transit && req.nsg == Stage::FullFeature;
-        if (saw_operational || req.csg == Stage::Operational || entering_ffp)
-            && !self.declared_mrdsl
-            && !mrdsl_rejected
-        {
+        let operational = req.csg == Stage::Operational || entering_ffp;
+        if (saw_operational || operational) && !self.declared_mrdsl && !mrdsl_rejected {
             // Declarative (RFC 7143 13.12): tell the initiator what we accept.
             reply.push(
                 "MaxRecvDataSegmentLength",
@@ -383,10 +436,7 @@ impl LoginMachine {
             );
             self.declared_mrdsl = true;
         }
-        if (req.csg == Stage::Operational || entering_ffp)
-            && !self.declared_alias
-            && self.session_type == SessionType::Normal
-        {
+        if operational && !self.declared_alias && normal {
             if let Some(alias) = self
                 .target
                 .as_ref()
@@ -396,9 +446,12 @@ impl LoginMachine {
             }
             self.declared_alias = true;
         }
-        if transit {
-            self.stage = req.nsg;
-        }
+        transit
+    }
+
+    /// Encodes the reply; one that would not fit a single Login Response fails the
+    /// login (see [`MAX_LOGIN_REPLY`]).
+    fn encode_reply(&self, reply: &Reply) -> StepResult<Vec<u8>> {
         let data = text::encode(&reply.pairs);
         if data.len() > MAX_LOGIN_REPLY {
             warn!(
@@ -409,36 +462,31 @@ impl LoginMachine {
             );
             return Err(status::INITIATOR_ERROR);
         }
-        if entering_ffp {
-            if self.declared_mrdsl {
-                self.negotiated.target_mrdsl = self.offer().max_recv_data_segment_length;
-            }
-            self.negotiated.finish();
-            let first = self.first.unwrap_or(*req);
-            let done = LoginDone {
-                initiator_name: self.initiator_name.clone(),
-                initiator_alias: self.initiator_alias.clone(),
-                isid: first.isid,
-                tsih: first.tsih,
-                cid: first.cid,
-                session_type: self.session_type,
-                target: self.target.clone(),
-                negotiated: self.negotiated,
-                cmd_sn: req.cmd_sn,
-                stat_sn: self.stat_sn,
-            };
-            self.pending_final = Some((*req, data));
-            return Ok(Step::Complete(Box::new(done)));
+        Ok(data)
+    }
+
+    /// Both sides agreed to enter full feature phase: hands the result to the caller and
+    /// keeps the final request and reply text for [`LoginMachine::finish`].
+    fn complete(&mut self, req: &LoginRequest, data: Vec<u8>) -> Step {
+        if self.declared_mrdsl {
+            self.negotiated.target_mrdsl = self.offer().max_recv_data_segment_length;
         }
-        let tsih = req.tsih;
-        Ok(Step::Respond(self.response(
-            req,
-            transit,
-            req.nsg,
-            status::SUCCESS,
-            tsih,
-            data,
-        )))
+        self.negotiated.finish();
+        let first = self.first.unwrap_or(*req);
+        let done = LoginDone {
+            initiator_name: self.initiator_name.clone(),
+            initiator_alias: self.initiator_alias.clone(),
+            isid: first.isid,
+            tsih: first.tsih,
+            cid: first.cid,
+            session_type: self.session_type,
+            target: self.target.clone(),
+            negotiated: self.negotiated,
+            cmd_sn: req.cmd_sn,
+            stat_sn: self.stat_sn,
+        };
+        self.pending_final = Some((*req, data));
+        Step::Complete(Box::new(done))
     }
 
     fn offer(&self) -> text::TargetOffer {
@@ -517,117 +565,125 @@ impl LoginMachine {
                 .find(|(pk, _)| pk == k)
                 .map(|(_, v)| v.as_str())
         };
-        if let Some(methods) = get("AuthMethod") {
-            if self.auth_method_agreed {
-                return Err(status::INITIATOR_ERROR);
-            }
-            let offered: Vec<&str> = methods.split(',').collect();
-            // Never offer CHAP with a missing or empty secret (validation refuses such
-            // configurations; this is the second line of defence).
-            let chap_possible = self
-                .creds
-                .as_ref()
-                .is_some_and(|c| !c.userid.is_empty() && !c.password.is_empty());
-            // The first method in the initiator's list that we accept (RFC 7143 6.2).
-            let choice = offered.iter().find(|m| match **m {
-                "None" => !self.auth_required,
-                "CHAP" => chap_possible,
-                _ => false,
-            });
-            match choice {
-                Some(&"None") => {
-                    self.authenticated = true;
-                    reply.push("AuthMethod", "None");
-                }
-                Some(_) => {
-                    self.chap = ChapState::WantAlgorithm;
-                    reply.push("AuthMethod", "CHAP");
-                }
-                None => return Err(status::AUTH_FAILURE),
-            }
-            self.auth_method_agreed = true;
-        } else if !self.auth_method_agreed {
-            if self.auth_required {
-                // Security stage without AuthMethod while CHAP is required.
-                return Err(status::AUTH_FAILURE);
-            }
-            // AuthMethod defaults to None (RFC 7143 12.1).
-            self.authenticated = true;
-        }
+        self.auth_method(get("AuthMethod"), reply)?;
         if let Some(a) = get("CHAP_A") {
-            if self.chap != ChapState::WantAlgorithm {
-                return Err(status::INITIATOR_ERROR);
-            }
-            let Some(alg) = chap::choose_algorithm(a, &self.chap_algorithms()) else {
-                // RFC 7143 12.1.3: no acceptable algorithm; authentication cannot succeed.
-                return Err(status::AUTH_FAILURE);
-            };
-            let mut idb = [0u8; 1];
-            let mut challenge = vec![0u8; alg.digest_len().max(16)];
-            // Fail closed: no challenge without the OS generator (RFC 7143 11.13.5
-            // class 3 "target error").
-            if let Err(e) = (self.rng)(&mut idb).and_then(|()| (self.rng)(&mut challenge)) {
-                error!(
-                    initiator = ?self.initiator_name,
-                    peer = ?self.peer(),
-                    error = %e,
-                    "login failed: no CHAP challenge without the OS random generator"
-                );
-                return Err(status::TARGET_ERROR);
-            }
-            reply.push("CHAP_A", alg.code().to_string());
-            reply.push("CHAP_I", idb[0].to_string());
-            reply.push("CHAP_C", text::format_binary(&challenge));
-            self.chap = ChapState::WantResponse {
-                alg,
-                id: idb[0],
-                challenge,
-            };
+            self.chap_challenge(a, reply)
         } else if let Some(n) = get("CHAP_N") {
-            let ChapState::WantResponse { alg, id, challenge } = self.chap.clone() else {
-                return Err(status::INITIATOR_ERROR);
-            };
-            self.chap_guard_check(n)?;
-            let verdict = self.verify_response(n, get("CHAP_R"), alg, id, &challenge);
-            let creds = match verdict {
-                Ok(c) => c,
-                Err(reason) => {
-                    self.chap_failed(n, reason);
+            let mutual = (get("CHAP_I"), get("CHAP_C"));
+            self.chap_response(n, get("CHAP_R"), mutual, reply)
+        } else if get("CHAP_R").is_some() || get("CHAP_I").is_some() || get("CHAP_C").is_some() {
+            Err(status::AUTH_FAILURE)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// AuthMethod (RFC 7143 12.1): the first method in the initiator's list that we
+    /// accept, once; absent, it defaults to None where no authentication is required.
+    fn auth_method(&mut self, methods: Option<&str>, reply: &mut Reply) -> StepResult<()> {
+        let Some(methods) = methods else {
+            if !self.auth_method_agreed {
+                if self.auth_required {
+                    // Security stage without AuthMethod while CHAP is required.
                     return Err(status::AUTH_FAILURE);
                 }
-            };
-            // Mutual CHAP: the initiator challenges us (CHAP_I + CHAP_C).
-            match (get("CHAP_I"), get("CHAP_C")) {
-                (None, None) => {}
-                (Some(i), Some(c)) => {
-                    let (mu, mp) = creds
-                        .mutual
-                        .clone()
-                        .filter(|(u, p)| !u.is_empty() && !p.is_empty())
-                        .ok_or(status::AUTH_FAILURE)?;
-                    let i = text::parse_number(i)
-                        .and_then(|v| u8::try_from(v).ok())
-                        .ok_or(status::AUTH_FAILURE)?;
-                    let c = text::parse_binary(c).ok_or(status::AUTH_FAILURE)?;
-                    // RFC 7143 12.1.3: a reflected challenge must be refused.
-                    if c == challenge || c.is_empty() {
-                        return Err(status::AUTH_FAILURE);
-                    }
-                    reply.push("CHAP_N", mu);
-                    reply.push(
-                        "CHAP_R",
-                        text::format_binary(&alg.response(i, mp.as_bytes(), &c)),
-                    );
-                }
-                _ => return Err(status::AUTH_FAILURE),
+                // AuthMethod defaults to None (RFC 7143 12.1).
+                self.authenticated = true;
             }
-            self.chap = ChapState::Idle;
-            self.authenticated = true;
-            if let Some((g, peer)) = &self.guard {
-                g.success(&self.initiator_name, peer.ip());
+            return Ok(());
+        };
+        if self.auth_method_agreed {
+            return Err(status::INITIATOR_ERROR);
+        }
+        // Never offer CHAP with a missing or empty secret (validation refuses such
+        // configurations; this is the second line of defence).
+        let chap_possible = self
+            .creds
+            .as_ref()
+            .is_some_and(|c| !c.userid.is_empty() && !c.password.is_empty());
+        // The first method in the initiator's list that we accept (RFC 7143 6.2).
+        let choice = methods.split(',').find(|m| match *m {
+            "None" => !self.auth_required,
+            "CHAP" => chap_possible,
+            _ => false,
+        });
+        match choice {
+            Some("None") => {
+                self.authenticated = true;
+                reply.push("AuthMethod", "None");
             }
-        } else if get("CHAP_R").is_some() || get("CHAP_I").is_some() || get("CHAP_C").is_some() {
+            Some(_) => {
+                self.chap = ChapState::WantAlgorithm;
+                reply.push("AuthMethod", "CHAP");
+            }
+            None => return Err(status::AUTH_FAILURE),
+        }
+        self.auth_method_agreed = true;
+        Ok(())
+    }
+
+    /// CHAP_A (RFC 7143 12.1.3): picks an algorithm and sends CHAP_I and CHAP_C.
+    fn chap_challenge(&mut self, offered: &str, reply: &mut Reply) -> StepResult<()> {
+        if self.chap != ChapState::WantAlgorithm {
+            return Err(status::INITIATOR_ERROR);
+        }
+        let Some(alg) = chap::choose_algorithm(offered, &self.chap_algorithms()) else {
+            // RFC 7143 12.1.3: no acceptable algorithm; authentication cannot succeed.
             return Err(status::AUTH_FAILURE);
+        };
+        let mut idb = [0u8; 1];
+        let mut challenge = vec![0u8; alg.digest_len().max(16)];
+        // Fail closed: no challenge without the OS generator (RFC 7143 11.13.5
+        // class 3 "target error").
+        if let Err(e) = (self.rng)(&mut idb).and_then(|()| (self.rng)(&mut challenge)) {
+            error!(
+                initiator = ?self.initiator_name,
+                peer = ?self.peer(),
+                error = %e,
+                "login failed: no CHAP challenge without the OS random generator"
+            );
+            return Err(status::TARGET_ERROR);
+        }
+        reply.push("CHAP_A", alg.code().to_string());
+        reply.push("CHAP_I", idb[0].to_string());
+        reply.push("CHAP_C", text::format_binary(&challenge));
+        self.chap = ChapState::WantResponse {
+            alg,
+            id: idb[0],
+            challenge,
+        };
+        Ok(())
+    }
+
+    /// CHAP_N and CHAP_R (RFC 7143 12.1.3): checks the initiator's response, then
+    /// answers its own challenge (`mutual`: CHAP_I, CHAP_C) if it sent one.
+    fn chap_response(
+        &mut self,
+        user: &str,
+        response: Option<&str>,
+        mutual: (Option<&str>, Option<&str>),
+        reply: &mut Reply,
+    ) -> StepResult<()> {
+        let ChapState::WantResponse { alg, id, challenge } = self.chap.clone() else {
+            return Err(status::INITIATOR_ERROR);
+        };
+        self.chap_guard_check(user)?;
+        let creds = match self.verify_response(user, response, alg, id, &challenge) {
+            Ok(c) => c,
+            Err(reason) => {
+                self.chap_failed(user, reason);
+                return Err(status::AUTH_FAILURE);
+            }
+        };
+        match mutual {
+            (None, None) => {}
+            (Some(i), Some(c)) => mutual_response(&creds, alg, &challenge, i, c, reply)?,
+            _ => return Err(status::AUTH_FAILURE),
+        }
+        self.chap = ChapState::Idle;
+        self.authenticated = true;
+        if let Some((g, peer)) = &self.guard {
+            g.success(&self.initiator_name, peer.ip());
         }
         Ok(())
     }
@@ -725,6 +781,37 @@ impl LoginMachine {
         let (req, _) = self.final_request();
         self.failure_pdu(&req, st)
     }
+}
+
+/// Mutual CHAP: answers the initiator's challenge (identifier `i`, challenge `c`) with
+/// our mutual credentials. A reflected (our own) or empty challenge is refused (RFC 7143
+/// 12.1.3), as is a missing mutual secret.
+fn mutual_response(
+    creds: &ChapCredentials,
+    alg: ChapAlgorithm,
+    our_challenge: &[u8],
+    i: &str,
+    c: &str,
+    reply: &mut Reply,
+) -> StepResult<()> {
+    let (mu, mp) = creds
+        .mutual
+        .clone()
+        .filter(|(u, p)| !u.is_empty() && !p.is_empty())
+        .ok_or(status::AUTH_FAILURE)?;
+    let i = text::parse_number(i)
+        .and_then(|v| u8::try_from(v).ok())
+        .ok_or(status::AUTH_FAILURE)?;
+    let c = text::parse_binary(c).ok_or(status::AUTH_FAILURE)?;
+    if c == our_challenge || c.is_empty() {
+        return Err(status::AUTH_FAILURE);
+    }
+    reply.push("CHAP_N", mu);
+    reply.push(
+        "CHAP_R",
+        text::format_binary(&alg.response(i, mp.as_bytes(), &c)),
+    );
+    Ok(())
 }
 
 #[cfg(test)]
@@ -1377,5 +1464,45 @@ mod tests {
             let _ = m.step(&r, &kv(&first_keys()));
             let _ = m.step(&r, &data);
         }
+    }
+
+    #[test]
+    fn mutual_response_answers_the_initiators_challenge() {
+        let creds = ChapCredentials {
+            userid: "u".into(),
+            password: "secretsecret12".into(),
+            mutual: Some(("target".into(), "mutualsecret12".into())),
+        };
+        let ours = [0x22u8; 16];
+        let theirs = format!("0x{}", "11".repeat(16));
+        let mut reply = Reply { pairs: Vec::new() };
+        mutual_response(&creds, ChapAlgorithm::Md5, &ours, "1", &theirs, &mut reply).unwrap();
+        // RFC 1994 4.1: MD5(identifier || secret || challenge).
+        assert_eq!(
+            reply.pairs,
+            vec![
+                ("CHAP_N".to_string(), "target".to_string()),
+                (
+                    "CHAP_R".to_string(),
+                    "0x4550e47c7eb8c4178e3f6a4091a08c22".to_string()
+                ),
+            ]
+        );
+        let fails = |creds: &ChapCredentials, i: &str, c: &str| {
+            let mut r = Reply { pairs: Vec::new() };
+            mutual_response(creds, ChapAlgorithm::Md5, &ours, i, c, &mut r)
+        };
+        // RFC 7143 12.1.3: our own challenge reflected back is refused, as is an empty one.
+        let reflected = format!("0x{}", "22".repeat(16));
+        assert_eq!(fails(&creds, "1", &reflected), Err(status::AUTH_FAILURE));
+        assert_eq!(fails(&creds, "1", "0x"), Err(status::AUTH_FAILURE));
+        // CHAP_I is one octet.
+        assert_eq!(fails(&creds, "256", &theirs), Err(status::AUTH_FAILURE));
+        // No (or an empty) mutual secret: nothing to answer with.
+        let one_way = ChapCredentials {
+            mutual: Some(("target".into(), String::new())),
+            ..creds.clone()
+        };
+        assert_eq!(fails(&one_way, "1", &theirs), Err(status::AUTH_FAILURE));
     }
 }

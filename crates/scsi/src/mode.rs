@@ -241,91 +241,23 @@ impl LogicalUnit {
         if len == 0 {
             return Ok(Status::Good);
         }
-        let len = len as usize;
         let p = req
             .data_out
-            .get(..len)
+            .get(..len as usize)
             .ok_or(Fail::Check(Sense::PARAMETER_LIST_LENGTH_ERROR))?;
-        let hdr = if ten { 8 } else { 4 };
-        if len < hdr {
-            return Err(Sense::PARAMETER_LIST_LENGTH_ERROR.into());
-        }
-        let (bd_len, longlba, bd_len_at) = if ten {
-            (
-                usize::from(u16::from_be_bytes([p[6], p[7]])),
-                p[4] & 1 != 0,
-                6u16,
-            )
-        } else {
-            (usize::from(p[3]), false, 3u16)
-        };
-        let bd_size = if longlba { 16 } else { 8 };
-        if bd_len != 0 && bd_len != bd_size {
-            return Err(Sense::invalid_field_in_param(bd_len_at, None).into());
-        }
-        if hdr + bd_len > len {
-            return Err(Sense::PARAMETER_LIST_LENGTH_ERROR.into());
-        }
-        if bd_len != 0 {
-            let d = &p[hdr..hdr + bd_len];
-            let (bs, at) = if longlba {
-                (u32::from_be_bytes([d[12], d[13], d[14], d[15]]), 12)
-            } else {
-                (u32::from_be_bytes([0, d[5], d[6], d[7]]), 5)
-            };
-            if bs != self.block_size {
-                return Err(Sense::invalid_field_in_param((hdr + at) as u16, None).into());
-            }
-        }
+        let mut pos = select_header(p, ten, self.block_size)?;
 
         let _guard = self.mode.select.lock();
         let mut new_wce = self.mode.wce();
         let mut new_swp = self.mode.swp();
-        let mut pos = hdr + bd_len;
-        while pos < len {
-            if len - pos < 2 {
-                return Err(Sense::PARAMETER_LIST_LENGTH_ERROR.into());
-            }
-            let code = p[pos] & 0x3f;
-            if p[pos] & 0x40 != 0 {
-                // SPF: subpage format; we have no subpages.
-                return Err(Sense::invalid_field_in_param(pos as u16, Some(6)).into());
-            }
-            let page_len = 2 + usize::from(p[pos + 1]);
-            if pos + page_len > len {
-                return Err(Sense::PARAMETER_LIST_LENGTH_ERROR.into());
-            }
-            let cur = self
-                .mode
-                .page(code, PageControl::Current)
-                .ok_or(Fail::Check(Sense::invalid_field_in_param(
-                    pos as u16,
-                    Some(5),
-                )))?;
-            let chg = self
-                .mode
-                .page(code, PageControl::Changeable)
-                .ok_or(Fail::Check(Sense::invalid_field_in_param(
-                    pos as u16,
-                    Some(5),
-                )))?;
-            if page_len != cur.len() {
-                return Err(Sense::invalid_field_in_param((pos + 1) as u16, None).into());
-            }
-            let new = &p[pos..pos + page_len];
-            for i in 2..page_len {
-                let diff = (new[i] ^ cur[i]) & !chg[i];
-                if diff != 0 {
-                    let bit = 7 - diff.leading_zeros() as u8;
-                    return Err(Sense::invalid_field_in_param((pos + i) as u16, Some(bit)).into());
-                }
-            }
-            match code {
+        while pos < p.len() {
+            let new = self.select_page(p, pos)?;
+            match new[0] & 0x3f {
                 0x08 => new_wce = new[2] & 0x04 != 0,
                 0x0a => new_swp = new[4] & 0x08 != 0,
                 _ => {}
             }
-            pos += page_len;
+            pos += new.len();
         }
         let changed = new_wce != self.mode.wce() || new_swp != self.mode.swp();
         self.mode.wce.store(new_wce, Ordering::Relaxed);
@@ -335,5 +267,146 @@ impl LogicalUnit {
                 .raise_all(Sense::UA_MODE_PARAMETERS_CHANGED, Some(req.nexus));
         }
         Ok(Status::Good)
+    }
+
+    /// Checks the mode page at `pos` of parameter list `p`: a page we have, of its
+    /// length, changing only changeable bits (SPC-4 6.9.1). Returns the page's bytes.
+    fn select_page<'p>(&self, p: &'p [u8], pos: usize) -> Result<&'p [u8], Fail> {
+        let len = p.len();
+        if len - pos < 2 {
+            return Err(Sense::PARAMETER_LIST_LENGTH_ERROR.into());
+        }
+        let code = p[pos] & 0x3f;
+        if p[pos] & 0x40 != 0 {
+            // SPF: subpage format; we have no subpages.
+            return Err(Sense::invalid_field_in_param(pos as u16, Some(6)).into());
+        }
+        let page_len = 2 + usize::from(p[pos + 1]);
+        if pos + page_len > len {
+            return Err(Sense::PARAMETER_LIST_LENGTH_ERROR.into());
+        }
+        let unknown = || Fail::Check(Sense::invalid_field_in_param(pos as u16, Some(5)));
+        let cur = self
+            .mode
+            .page(code, PageControl::Current)
+            .ok_or_else(unknown)?;
+        let chg = self
+            .mode
+            .page(code, PageControl::Changeable)
+            .ok_or_else(unknown)?;
+        if page_len != cur.len() {
+            return Err(Sense::invalid_field_in_param((pos + 1) as u16, None).into());
+        }
+        let new = &p[pos..pos + page_len];
+        if let Some((i, bit)) = unchangeable_bit(new, &cur, &chg) {
+            return Err(Sense::invalid_field_in_param((pos + i) as u16, Some(bit)).into());
+        }
+        Ok(new)
+    }
+}
+
+/// Checks the mode parameter header and the optional block descriptor of a MODE SELECT
+/// parameter list `p` (SPC-4 7.5.5, 7.5.6; SBC-4 6.5.2): a descriptor, if any, must be
+/// of the size LONGLBA says and repeat our block size. Returns where the pages start.
+fn select_header(p: &[u8], ten: bool, block_size: u32) -> Result<usize, Fail> {
+    let len = p.len();
+    let hdr = if ten { 8 } else { 4 };
+    if len < hdr {
+        return Err(Sense::PARAMETER_LIST_LENGTH_ERROR.into());
+    }
+    let (bd_len, longlba, bd_len_at) = if ten {
+        (
+            usize::from(u16::from_be_bytes([p[6], p[7]])),
+            p[4] & 1 != 0,
+            6u16,
+        )
+    } else {
+        (usize::from(p[3]), false, 3u16)
+    };
+    let bd_size = if longlba { 16 } else { 8 };
+    if bd_len != 0 && bd_len != bd_size {
+        return Err(Sense::invalid_field_in_param(bd_len_at, None).into());
+    }
+    if hdr + bd_len > len {
+        return Err(Sense::PARAMETER_LIST_LENGTH_ERROR.into());
+    }
+    if bd_len != 0 {
+        let d = &p[hdr..hdr + bd_len];
+        let (bs, at) = if longlba {
+            (u32::from_be_bytes([d[12], d[13], d[14], d[15]]), 12)
+        } else {
+            (u32::from_be_bytes([0, d[5], d[6], d[7]]), 5)
+        };
+        if bs != block_size {
+            return Err(Sense::invalid_field_in_param((hdr + at) as u16, None).into());
+        }
+    }
+    Ok(hdr + bd_len)
+}
+
+/// The first byte (from byte 2, after the page header) and its highest bit where `new`
+/// differs from `cur` in a bit `chg` does not mark changeable.
+fn unchangeable_bit(new: &[u8], cur: &[u8], chg: &[u8]) -> Option<(usize, u8)> {
+    (2..new.len()).find_map(|i| {
+        let diff = (new[i] ^ cur[i]) & !chg[i];
+        (diff != 0).then(|| (i, 7 - diff.leading_zeros() as u8))
+    })
+}
+
+#[cfg(test)]
+mod unit {
+    use super::*;
+
+    #[test]
+    fn select_header_finds_the_pages_after_the_block_descriptor() {
+        // MODE SELECT(6) header (SPC-4 7.5.5, 4 bytes), BLOCK DESCRIPTOR LENGTH at byte 3;
+        // short block descriptor (SBC-4 6.5.2) with the block length in bytes 5-7.
+        let mut p = vec![0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0x02, 0x00, 0x08, 0x06];
+        assert_eq!(select_header(&p, false, 512), Ok(12));
+        let e = select_header(&p, false, 4096);
+        assert_eq!(e, Err(Sense::invalid_field_in_param(9, None).into()));
+        p[3] = 4;
+        let e = select_header(&p, false, 512);
+        assert_eq!(e, Err(Sense::invalid_field_in_param(3, None).into()));
+        // MODE SELECT(10) (8-byte header) with LONGLBA and a 16-byte descriptor whose
+        // block length is in bytes 12-15.
+        let mut q = vec![0u8; 24];
+        q[4] = 1;
+        q[7] = 16;
+        q[8 + 12..8 + 16].copy_from_slice(&4096u32.to_be_bytes());
+        assert_eq!(select_header(&q, true, 4096), Ok(24));
+        assert_eq!(
+            select_header(&q[..20], true, 4096),
+            Err(Fail::Check(Sense::PARAMETER_LIST_LENGTH_ERROR))
+        );
+        assert_eq!(select_header(&[0, 0, 0, 0], false, 512), Ok(4));
+        assert_eq!(
+            select_header(&[0, 0, 0], false, 512),
+            Err(Fail::Check(Sense::PARAMETER_LIST_LENGTH_ERROR))
+        );
+    }
+
+    #[test]
+    fn unchangeable_bit_points_at_the_highest_differing_bit() {
+        // Caching page (SBC-4 6.5.5): only WCE (byte 2 bit 2) changeable.
+        let cur = [0x08, 0x12, 0x04, 0x00];
+        let chg = [0x00, 0x00, 0x04, 0x00];
+        assert_eq!(
+            unchangeable_bit(&[0x08, 0x12, 0x00, 0x00], &cur, &chg),
+            None
+        );
+        assert_eq!(
+            unchangeable_bit(&[0x08, 0x12, 0x05, 0x00], &cur, &chg),
+            Some((2, 0))
+        );
+        assert_eq!(
+            unchangeable_bit(&[0x08, 0x12, 0x04, 0x90], &cur, &chg),
+            Some((3, 7))
+        );
+        // The page header (bytes 0-1) is not compared.
+        assert_eq!(
+            unchangeable_bit(&[0x48, 0x00, 0x04, 0x00], &cur, &chg),
+            None
+        );
     }
 }

@@ -92,164 +92,28 @@ fn copy_aborted(asc: u8, ascq: u8) -> Fail {
 }
 
 impl LogicalUnit {
-    /// EXTENDED COPY (LID1).
+    /// EXTENDED COPY (LID1): parse the whole parameter list, check every segment as the
+    /// copy targets would, and only then move data (SPC-4 6.4).
     pub(crate) fn extended_copy(&self, req: &Request<'_>, len: u32) -> Outcome {
         if len == 0 {
             return Ok(Status::Good);
         }
-        let len = len as usize;
-        let p = req
-            .data_out
-            .get(..len)
-            .ok_or(Fail::Check(Sense::PARAMETER_LIST_LENGTH_ERROR))?;
-        if len < 16 {
-            return Err(Sense::PARAMETER_LIST_LENGTH_ERROR.into());
-        }
-        let list_id = p[0];
-        let list_id_usage = (p[1] >> 3) & 0x03;
-        let cscd_len = usize::from(u16::from_be_bytes([p[2], p[3]]));
-        let seg_len = u32::from_be_bytes([p[8], p[9], p[10], p[11]]) as usize;
-        let inline_len = u32::from_be_bytes([p[12], p[13], p[14], p[15]]) as usize;
-        let total = 16usize
-            .checked_add(cscd_len)
-            .and_then(|t| t.checked_add(seg_len))
-            .and_then(|t| t.checked_add(inline_len))
-            .ok_or(Fail::Check(Sense::PARAMETER_LIST_LENGTH_ERROR))?;
-        if total > len {
-            return Err(Sense::PARAMETER_LIST_LENGTH_ERROR.into());
-        }
-        if cscd_len + seg_len > MAX_DESC_LIST_LEN as usize {
-            return Err(Sense::PARAMETER_LIST_LENGTH_ERROR.into());
-        }
-        if list_id_usage == 0b01 {
-            // LIST ID USAGE 01b is reserved (SPC-4 6.4.3.2).
-            return Err(Sense::invalid_field_in_param(1, Some(4)).into());
-        }
-        if inline_len != 0 {
-            return Err(Sense::invalid_field_in_param(12, None).into());
-        }
-        let cscds = &p[16..16 + cscd_len];
-        let segs = &p[16 + cscd_len..16 + cscd_len + seg_len];
-
-        // CSCD descriptors: all 32 bytes for the types we know.
-        if cscd_len % 32 != 0 {
-            return Err(Sense::PARAMETER_LIST_LENGTH_ERROR.into());
-        }
-        if cscd_len / 32 > usize::from(MAX_CSCD) {
-            return Err(Sense::TOO_MANY_TARGET_DESCRIPTORS.into());
-        }
-        let mut targets: Vec<MappedLun> = Vec::new();
-        for (i, d) in cscds.chunks(32).enumerate() {
-            let at = (16 + i * 32) as u16;
-            targets.push(resolve_cscd(req, d, at)?);
-        }
-
-        // Segment descriptors.
-        let mut segments = Vec::new();
-        let mut pos = 0usize;
-        while pos < segs.len() {
-            let at = 16 + cscd_len + pos;
-            let d = &segs[pos..];
-            if d.len() < 4 {
-                return Err(Sense::PARAMETER_LIST_LENGTH_ERROR.into());
-            }
-            if segments.len() >= usize::from(MAX_SEGMENTS) {
-                return Err(Sense::TOO_MANY_SEGMENT_DESCRIPTORS.into());
-            }
-            if d[0] != SEG_BLOCK_TO_BLOCK {
-                return Err(Sense::UNSUPPORTED_SEGMENT_DESCRIPTOR_TYPE_CODE
-                    .with_field_pointer(false, at as u16, None)
-                    .into());
-            }
-            let dlen = 4 + usize::from(u16::from_be_bytes([d[2], d[3]]));
-            if dlen != 28 {
-                return Err(Sense::invalid_field_in_param((at + 2) as u16, None).into());
-            }
-            if d.len() < dlen {
-                return Err(Sense::PARAMETER_LIST_LENGTH_ERROR.into());
-            }
-            let src = usize::from(u16::from_be_bytes([d[4], d[5]]));
-            let dst = usize::from(u16::from_be_bytes([d[6], d[7]]));
-            let blocks = u64::from(u16::from_be_bytes([d[10], d[11]]));
-            let src_lba = u64::from_be_bytes(d[12..20].try_into().unwrap_or([0; 8]));
-            let dst_lba = u64::from_be_bytes(d[20..28].try_into().unwrap_or([0; 8]));
-            segments.push(Segment {
-                src,
-                dst,
-                blocks,
-                src_lba,
-                dst_lba,
-            });
-            pos += dlen;
-        }
-
+        let list = ParamList::parse(req.data_out, len as usize)?;
+        let targets = resolve_targets(req, list.cscds)?;
+        let segments = parse_segments(list.segs, 16 + list.cscds.len())?;
         // Validate everything before moving a byte.
         for s in &segments {
-            let (Some(src_map), Some(dst_map)) = (targets.get(s.src), targets.get(s.dst)) else {
-                return Err(copy_aborted(0x0d, 0x02));
-            };
-            let (src, dst) = (&src_map.lu, &dst_map.lu);
-            if src.block_size != dst.block_size {
-                return Err(copy_aborted(0x0d, 0x02));
-            }
-            let in_range = |lu: &LogicalUnit, lba: u64| {
-                lba.checked_add(s.blocks)
-                    .is_some_and(|end| end <= lu.capacity_blocks())
-            };
-            if !in_range(src, s.src_lba) || !in_range(dst, s.dst_lba) {
-                // The copy target would answer LBA OUT OF RANGE; the copy manager reports
-                // COPY ABORTED (SPC-4 6.4.5).
-                return Err(copy_aborted(0x00, 0x00));
-            }
-            // The source is read and the destination written as by a READ and a
-            // WRITE from this nexus: the same reservation and write-protect checks.
-            // `blocks` came from a 16-bit field, so it fits the commands' u32.
-            let blocks = u32::try_from(s.blocks).unwrap_or(u32::MAX);
-            let read = Command::Read {
-                lba: s.src_lba,
-                blocks,
-                fua: false,
-                dpo: false,
-            };
-            let write = Command::Write {
-                lba: s.dst_lba,
-                blocks,
-                fua: false,
-                dpo: false,
-            };
-            src.admit(req.nexus, &read, src_map.write_protected)?;
-            // The command's own LUN mapping counts too if it is the destination.
-            let dst_wp = dst_map.write_protected
-                || (std::ptr::eq(Arc::as_ptr(dst), self) && req.write_protected);
-            dst.admit(req.nexus, &write, dst_wp)?;
+            self.admit_segment(req, &targets, s)?;
         }
-
         let mut result = CopyResult {
             nexus: req.nexus.clone(),
-            list_id,
+            list_id: list.list_id,
             status: 0x01,
             segments_processed: 0,
             bytes: 0,
             sense: None,
         };
-        let mut outcome = Ok(Status::Good);
-        for s in &segments {
-            let (Some(src), Some(dst)) = (targets.get(s.src), targets.get(s.dst)) else {
-                outcome = Err(copy_aborted(0x0d, 0x02));
-                break;
-            };
-            let (src, dst) = (&src.lu, &dst.lu);
-            match copy_segment(src, dst, s) {
-                Ok(n) => {
-                    result.bytes += n;
-                    result.segments_processed += 1;
-                }
-                Err(f) => {
-                    outcome = Err(f);
-                    break;
-                }
-            }
-        }
+        let outcome = run_segments(&targets, &segments, &mut result);
         if let Err(f) = &outcome {
             result.status = 0x02;
             result.sense = match f {
@@ -257,10 +121,59 @@ impl LogicalUnit {
                 Fail::Status(_) => None,
             };
         }
-        if list_id_usage == 0 {
+        if list.list_id_usage == 0 {
             self.copies.hold(result);
         }
         outcome
+    }
+
+    /// Checks one segment before any data moves: both copy targets named, equal block
+    /// sizes, both ranges inside the units, and the source read and the destination
+    /// written as by a READ and a WRITE from this nexus.
+    fn admit_segment(
+        &self,
+        req: &Request<'_>,
+        targets: &[MappedLun],
+        s: &Segment,
+    ) -> Result<(), Fail> {
+        let (Some(src_map), Some(dst_map)) = (targets.get(s.src), targets.get(s.dst)) else {
+            return Err(copy_aborted(0x0d, 0x02));
+        };
+        let (src, dst) = (&src_map.lu, &dst_map.lu);
+        if src.block_size != dst.block_size {
+            return Err(copy_aborted(0x0d, 0x02));
+        }
+        let in_range = |lu: &LogicalUnit, lba: u64| {
+            lba.checked_add(s.blocks)
+                .is_some_and(|end| end <= lu.capacity_blocks())
+        };
+        if !in_range(src, s.src_lba) || !in_range(dst, s.dst_lba) {
+            // The copy target would answer LBA OUT OF RANGE; the copy manager reports
+            // COPY ABORTED (SPC-4 6.4.5).
+            return Err(copy_aborted(0x00, 0x00));
+        }
+        // The source is read and the destination written as by a READ and a
+        // WRITE from this nexus: the same reservation and write-protect checks.
+        // `blocks` came from a 16-bit field, so it fits the commands' u32.
+        let blocks = u32::try_from(s.blocks).unwrap_or(u32::MAX);
+        let read = Command::Read {
+            lba: s.src_lba,
+            blocks,
+            fua: false,
+            dpo: false,
+        };
+        let write = Command::Write {
+            lba: s.dst_lba,
+            blocks,
+            fua: false,
+            dpo: false,
+        };
+        src.admit(req.nexus, &read, src_map.write_protected)?;
+        // The command's own LUN mapping counts too if it is the destination.
+        let dst_wp = dst_map.write_protected
+            || (std::ptr::eq(Arc::as_ptr(dst), self) && req.write_protected);
+        dst.admit(req.nexus, &write, dst_wp)?;
+        Ok(())
     }
 
     /// RECEIVE COPY RESULTS (SPC-4 6.18).
@@ -364,6 +277,129 @@ impl LogicalUnit {
     }
 }
 
+/// The parameter list header of EXTENDED COPY (LID1) (SPC-4 6.4.3.1, table 102) and the
+/// two descriptor lists it frames.
+#[derive(Debug)]
+struct ParamList<'a> {
+    list_id: u8,
+    /// LIST ID USAGE (byte 1 bits 4-3).
+    list_id_usage: u8,
+    /// CSCD descriptors, from byte 16.
+    cscds: &'a [u8],
+    /// Segment descriptors, after the CSCD descriptors.
+    segs: &'a [u8],
+}
+
+impl<'a> ParamList<'a> {
+    /// Parses the 16-byte header of the first `len` bytes of `data` and checks the
+    /// lengths it gives against `len` and our limits.
+    fn parse(data: &'a [u8], len: usize) -> Result<Self, Fail> {
+        let p = data
+            .get(..len)
+            .ok_or(Fail::Check(Sense::PARAMETER_LIST_LENGTH_ERROR))?;
+        if len < 16 {
+            return Err(Sense::PARAMETER_LIST_LENGTH_ERROR.into());
+        }
+        let list_id_usage = (p[1] >> 3) & 0x03;
+        let cscd_len = usize::from(u16::from_be_bytes([p[2], p[3]]));
+        let seg_len = u32::from_be_bytes([p[8], p[9], p[10], p[11]]) as usize;
+        let inline_len = u32::from_be_bytes([p[12], p[13], p[14], p[15]]) as usize;
+        let total = 16usize
+            .checked_add(cscd_len)
+            .and_then(|t| t.checked_add(seg_len))
+            .and_then(|t| t.checked_add(inline_len))
+            .ok_or(Fail::Check(Sense::PARAMETER_LIST_LENGTH_ERROR))?;
+        if total > len {
+            return Err(Sense::PARAMETER_LIST_LENGTH_ERROR.into());
+        }
+        if cscd_len + seg_len > MAX_DESC_LIST_LEN as usize {
+            return Err(Sense::PARAMETER_LIST_LENGTH_ERROR.into());
+        }
+        if list_id_usage == 0b01 {
+            // LIST ID USAGE 01b is reserved (SPC-4 6.4.3.2).
+            return Err(Sense::invalid_field_in_param(1, Some(4)).into());
+        }
+        if inline_len != 0 {
+            return Err(Sense::invalid_field_in_param(12, None).into());
+        }
+        Ok(ParamList {
+            list_id: p[0],
+            list_id_usage,
+            cscds: &p[16..16 + cscd_len],
+            segs: &p[16 + cscd_len..16 + cscd_len + seg_len],
+        })
+    }
+}
+
+/// Resolves the CSCD descriptors (all 32 bytes for the types we know), in order: a
+/// segment names its copy targets by index into this list.
+fn resolve_targets(req: &Request<'_>, cscds: &[u8]) -> Result<Vec<MappedLun>, Fail> {
+    if cscds.len() % 32 != 0 {
+        return Err(Sense::PARAMETER_LIST_LENGTH_ERROR.into());
+    }
+    if cscds.len() / 32 > usize::from(MAX_CSCD) {
+        return Err(Sense::TOO_MANY_TARGET_DESCRIPTORS.into());
+    }
+    let mut targets = Vec::new();
+    for (i, d) in cscds.chunks(32).enumerate() {
+        let at = (16 + i * 32) as u16;
+        targets.push(resolve_cscd(req, d, at)?);
+    }
+    Ok(targets)
+}
+
+/// Parses the segment descriptors; only block → block (02h, SPC-4 6.4.6.2) is supported.
+/// `base` is the byte offset of `segs` in the parameter list, for sense field pointers.
+fn parse_segments(segs: &[u8], base: usize) -> Result<Vec<Segment>, Fail> {
+    let mut segments = Vec::new();
+    let mut pos = 0usize;
+    while pos < segs.len() {
+        let at = base + pos;
+        let d = &segs[pos..];
+        if d.len() < 4 {
+            return Err(Sense::PARAMETER_LIST_LENGTH_ERROR.into());
+        }
+        if segments.len() >= usize::from(MAX_SEGMENTS) {
+            return Err(Sense::TOO_MANY_SEGMENT_DESCRIPTORS.into());
+        }
+        if d[0] != SEG_BLOCK_TO_BLOCK {
+            return Err(Sense::UNSUPPORTED_SEGMENT_DESCRIPTOR_TYPE_CODE
+                .with_field_pointer(false, at as u16, None)
+                .into());
+        }
+        let dlen = 4 + usize::from(u16::from_be_bytes([d[2], d[3]]));
+        if dlen != 28 {
+            return Err(Sense::invalid_field_in_param((at + 2) as u16, None).into());
+        }
+        if d.len() < dlen {
+            return Err(Sense::PARAMETER_LIST_LENGTH_ERROR.into());
+        }
+        segments.push(Segment {
+            src: usize::from(u16::from_be_bytes([d[4], d[5]])),
+            dst: usize::from(u16::from_be_bytes([d[6], d[7]])),
+            blocks: u64::from(u16::from_be_bytes([d[10], d[11]])),
+            src_lba: u64::from_be_bytes(d[12..20].try_into().unwrap_or([0; 8])),
+            dst_lba: u64::from_be_bytes(d[20..28].try_into().unwrap_or([0; 8])),
+        });
+        pos += dlen;
+    }
+    Ok(segments)
+}
+
+/// Copies the segments in order, stopping at the first failure; `result` counts what
+/// was done (SPC-4 6.18.3: SEGMENTS PROCESSED, TRANSFER COUNT).
+fn run_segments(targets: &[MappedLun], segments: &[Segment], result: &mut CopyResult) -> Outcome {
+    for s in segments {
+        let (Some(src), Some(dst)) = (targets.get(s.src), targets.get(s.dst)) else {
+            return Err(copy_aborted(0x0d, 0x02));
+        };
+        let n = copy_segment(&src.lu, &dst.lu, s)?;
+        result.bytes += n;
+        result.segments_processed += 1;
+    }
+    Ok(Status::Good)
+}
+
 /// Resolves an identification CSCD descriptor (SPC-4 6.4.5.6) to a logical unit the
 /// requesting nexus may access: only units in its LUN map are reachable (SPC-4 6.4.5:
 /// an unreachable copy target is COPY ABORTED, COPY TARGET DEVICE NOT REACHABLE).
@@ -422,4 +458,73 @@ fn copy_segment(src: &LogicalUnit, dst: &LogicalUnit, s: &Segment) -> Result<u64
         done += n;
     }
     Ok(total)
+}
+
+#[cfg(test)]
+mod unit {
+    use super::*;
+
+    /// A parameter list header (SPC-4 6.4.3.1) with the given lengths, padded to `total`.
+    fn header(list_id: u8, usage: u8, cscd: u16, seg: u32, inline: u32, total: usize) -> Vec<u8> {
+        let mut p = vec![0u8; total.max(16)];
+        p[0] = list_id;
+        p[1] = usage << 3;
+        p[2..4].copy_from_slice(&cscd.to_be_bytes());
+        p[8..12].copy_from_slice(&seg.to_be_bytes());
+        p[12..16].copy_from_slice(&inline.to_be_bytes());
+        p
+    }
+
+    #[test]
+    fn param_list_header_frames_the_descriptor_lists() {
+        let p = header(7, 0b10, 32, 28, 0, 16 + 32 + 28);
+        let l = ParamList::parse(&p, p.len()).unwrap();
+        assert_eq!((l.list_id, l.list_id_usage), (7, 0b10));
+        assert_eq!((l.cscds.len(), l.segs.len()), (32, 28));
+        let len_err = Err(Fail::Check(Sense::PARAMETER_LIST_LENGTH_ERROR));
+        // Shorter than the header, shorter than the lists, past the descriptor limit.
+        assert_eq!(ParamList::parse(&p, 15).map(|_| ()), len_err);
+        assert_eq!(ParamList::parse(&p, 16 + 32).map(|_| ()), len_err);
+        assert_eq!(ParamList::parse(&p, p.len() + 1).map(|_| ()), len_err);
+        let big = header(0, 0, 0, MAX_DESC_LIST_LEN + 1, 0, 16 + 4097);
+        assert_eq!(ParamList::parse(&big, big.len()).map(|_| ()), len_err);
+        // LIST ID USAGE 01b is reserved (SPC-4 6.4.3.2): byte 1 bit 4.
+        let r = header(0, 0b01, 0, 0, 0, 16);
+        let e = ParamList::parse(&r, 16).map(|_| ());
+        assert_eq!(e, Err(Sense::invalid_field_in_param(1, Some(4)).into()));
+        // Inline data is not supported: INLINE DATA LENGTH at byte 12.
+        let i = header(0, 0, 0, 0, 4, 20);
+        let e = ParamList::parse(&i, 20).map(|_| ());
+        assert_eq!(e, Err(Sense::invalid_field_in_param(12, None).into()));
+    }
+
+    #[test]
+    fn block_to_block_segments_are_decoded() {
+        // SPC-4 6.4.6.2: type 02h, DESCRIPTOR LENGTH 0018h, source/destination CSCD
+        // indexes, BLOCK DEVICE NUMBER OF BLOCKS, source and destination LBAs.
+        let mut d = vec![0u8; 28];
+        d[0] = SEG_BLOCK_TO_BLOCK;
+        d[2..4].copy_from_slice(&0x18u16.to_be_bytes());
+        d[4..6].copy_from_slice(&1u16.to_be_bytes());
+        d[10..12].copy_from_slice(&8u16.to_be_bytes());
+        d[12..20].copy_from_slice(&100u64.to_be_bytes());
+        d[20..28].copy_from_slice(&200u64.to_be_bytes());
+        let s = parse_segments(&d, 48).unwrap();
+        assert_eq!(s.len(), 1);
+        let s = &s[0];
+        assert_eq!(
+            (s.src, s.dst, s.blocks, s.src_lba, s.dst_lba),
+            (1, 0, 8, 100, 200)
+        );
+        // A wrong descriptor length is pointed at (byte 2 of the descriptor).
+        d[3] = 0x10;
+        let e = parse_segments(&d, 48).map(|_| ());
+        assert_eq!(e, Err(Sense::invalid_field_in_param(50, None).into()));
+        // Any other type is UNSUPPORTED SEGMENT DESCRIPTOR TYPE CODE at its first byte.
+        d[0] = 0x01;
+        let e = parse_segments(&d, 48).map(|_| ());
+        let want =
+            Sense::UNSUPPORTED_SEGMENT_DESCRIPTOR_TYPE_CODE.with_field_pointer(false, 48, None);
+        assert_eq!(e, Err(want.into()));
+    }
 }

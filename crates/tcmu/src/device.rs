@@ -30,15 +30,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Mutex, MutexGuard, RwLock};
 
 use crate::mmap::SharedMemory;
 use crate::ring::{
-    self, iovs_len, CmdResponse, CommandEntry, Ring, RingError, RingEvent, RingLayout, Slot,
+    self, iovs_len, CmdResponse, CommandEntry, Iov, Ring, RingError, RingEvent, RingLayout, Slot,
 };
 use rustio_scsi::DirectIn;
 
-use crate::target::{ScsiTarget, TaskManagement};
+use crate::target::{ScsiOutcome, ScsiTarget, TaskManagement};
 use rustio_scsi::{Sense, Status};
 
 /// How the device tells the kernel that responses are ready.
@@ -357,11 +357,6 @@ impl Device {
     fn run_quiet(&self, work: Work, bufs: &mut Buffers) -> usize {
         let Work { slot, cmd, record } = work;
         let target = self.target();
-        let data_in_iovs = if cmd.bidi_iovs.is_empty() {
-            &cmd.iovs
-        } else {
-            &cmd.bidi_iovs
-        };
         // The kernel does not say which way the data goes; the CDB does. Data-out is
         // read only for commands that can carry it.
         let wants_out =
@@ -380,43 +375,12 @@ impl Device {
         bufs.data_out.clear();
         bufs.data_in.clear();
         let tag = u64::from(slot.cmd_id);
-        let mut executed = None;
-        let mut in_place = false;
-        if lend {
-            if !wants_out {
-                let ranges: Vec<(usize, usize)> =
-                    cmd.iovs.iter().map(|i| (i.offset, i.len)).collect();
-                let lent = self.mem.lend_mut(&ranges, &mut |slices| {
-                    let mut direct = DirectIn::new(slices);
-                    executed = Some(target.execute_direct(
-                        &cmd.cdb,
-                        &[],
-                        tag,
-                        &mut bufs.data_in,
-                        &mut direct,
-                    ));
-                    in_place = direct.used();
-                });
-                if let Err(e) = lent {
-                    tracing::error!(device = %self.name, error = %e, "cannot lend data-in blocks");
-                }
-            } else if let [iov] = cmd.iovs.as_slice() {
-                let lent = self.mem.lend(iov.offset, iov.len, &mut |data_out| {
-                    executed = Some(target.execute(&cmd.cdb, data_out, tag, &mut bufs.data_in));
-                });
-                match lent {
-                    Ok(()) => {
-                        self.stats
-                            .bytes_out
-                            .fetch_add(iov.len as u64, Ordering::Relaxed);
-                    }
-                    Err(e) => {
-                        tracing::error!(device = %self.name, error = %e, "cannot lend data-out blocks");
-                    }
-                }
-            }
-        }
-        let outcome = match executed {
+        let (executed, in_place) = if lend {
+            self.execute_lent(&*target, &cmd, tag, wants_out, bufs)
+        } else {
+            (None, false)
+        };
+        let (mut phase, outcome) = match executed {
             Some(o) => {
                 phase = record.phase.lock();
                 if *phase != Phase::Lent {
@@ -425,84 +389,157 @@ impl Device {
                         "zero-copy command lost its state; result dropped");
                     return 0;
                 }
-                o
+                (phase, o)
             }
-            None => {
-                phase = record.phase.lock();
-                if *phase == Phase::Lent {
-                    *phase = Phase::Running;
-                } else if *phase != Phase::Running {
-                    return 0;
-                }
-                if wants_out && !cmd.iovs.is_empty() {
-                    if let Err(e) = ring::gather(&*self.mem, &cmd.iovs, &mut bufs.data_out) {
-                        // Impossible after parsing checked the iovecs; fail the command.
-                        tracing::error!(device = %self.name, error = %e, "cannot read data-out");
-                        *phase = Phase::Done;
-                        drop(phase);
-                        return self.finish_quiet(
-                            &record,
-                            slot,
-                            CmdResponse::check_condition(Sense::INTERNAL_TARGET_FAILURE.to_fixed()),
-                        );
-                    }
-                    self.stats
-                        .bytes_out
-                        .fetch_add(bufs.data_out.len() as u64, Ordering::Relaxed);
-                }
-                // Copied: execute with no lock held, so a stuck handler can be expired.
-                drop(phase);
-                let o = target.execute(&cmd.cdb, &bufs.data_out, tag, &mut bufs.data_in);
-                phase = record.phase.lock();
-                if *phase != Phase::Running {
-                    tracing::warn!(device = %self.name, cmd_id = slot.cmd_id,
-                        "command finished after it was timed out or the ring was reset; result dropped");
-                    return 0;
-                }
-                o
-            }
+            None => match self.execute_copied(&*target, &record, slot, &cmd, wants_out, bufs) {
+                Ok(done) => done,
+                Err(written) => return written,
+            },
         };
-        let mut rsp = CmdResponse {
+        let rsp = CmdResponse {
             status: outcome.status,
             sense: outcome.sense,
             read_len: None,
             unknown_op: false,
         };
-        let capacity = iovs_len(data_in_iovs);
+        let data_in_iovs = if cmd.bidi_iovs.is_empty() {
+            &cmd.iovs
+        } else {
+            &cmd.bidi_iovs
+        };
+        let rsp = self.deliver_data_in(data_in_iovs, &bufs.data_in, in_place, rsp);
+        *phase = Phase::Done;
+        drop(phase);
+        self.finish_quiet(&record, slot, rsp)
+    }
+
+    /// Zero copy: executes `cmd` on the data area itself, a READ on its data-in blocks
+    /// or a WRITE on its one data-out iovec. Returns the outcome (`None` if the blocks
+    /// could not be lent) and whether the data-in went straight into the blocks.
+    fn execute_lent(
+        &self,
+        target: &dyn ScsiTarget,
+        cmd: &CommandEntry,
+        tag: u64,
+        wants_out: bool,
+        bufs: &mut Buffers,
+    ) -> (Option<ScsiOutcome>, bool) {
+        let mut executed = None;
+        let mut in_place = false;
+        if !wants_out {
+            let ranges: Vec<(usize, usize)> = cmd.iovs.iter().map(|i| (i.offset, i.len)).collect();
+            let lent = self.mem.lend_mut(&ranges, &mut |slices| {
+                let mut direct = DirectIn::new(slices);
+                executed =
+                    Some(target.execute_direct(&cmd.cdb, &[], tag, &mut bufs.data_in, &mut direct));
+                in_place = direct.used();
+            });
+            if let Err(e) = lent {
+                tracing::error!(device = %self.name, error = %e, "cannot lend data-in blocks");
+            }
+        } else if let [iov] = cmd.iovs.as_slice() {
+            let lent = self.mem.lend(iov.offset, iov.len, &mut |data_out| {
+                executed = Some(target.execute(&cmd.cdb, data_out, tag, &mut bufs.data_in));
+            });
+            match lent {
+                Ok(()) => {
+                    self.stats
+                        .bytes_out
+                        .fetch_add(iov.len as u64, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    tracing::error!(device = %self.name, error = %e, "cannot lend data-out blocks");
+                }
+            }
+        }
+        (executed, in_place)
+    }
+
+    /// Copies the data-out in, executes `cmd` with no lock held (so a stuck handler can
+    /// be expired) and retakes the command's state. `Err(written)` ends the command here
+    /// (`written` completions were written: it failed, was timed out or was reset).
+    fn execute_copied<'r>(
+        &self,
+        target: &dyn ScsiTarget,
+        record: &'r InFlight,
+        slot: Slot,
+        cmd: &CommandEntry,
+        wants_out: bool,
+        bufs: &mut Buffers,
+    ) -> Result<(MutexGuard<'r, Phase>, ScsiOutcome), usize> {
+        let mut phase = record.phase.lock();
+        if *phase == Phase::Lent {
+            *phase = Phase::Running;
+        } else if *phase != Phase::Running {
+            return Err(0);
+        }
+        if wants_out && !cmd.iovs.is_empty() {
+            if let Err(e) = ring::gather(&*self.mem, &cmd.iovs, &mut bufs.data_out) {
+                // Impossible after parsing checked the iovecs; fail the command.
+                tracing::error!(device = %self.name, error = %e, "cannot read data-out");
+                *phase = Phase::Done;
+                drop(phase);
+                return Err(self.finish_quiet(
+                    record,
+                    slot,
+                    CmdResponse::check_condition(Sense::INTERNAL_TARGET_FAILURE.to_fixed()),
+                ));
+            }
+            self.stats
+                .bytes_out
+                .fetch_add(bufs.data_out.len() as u64, Ordering::Relaxed);
+        }
+        drop(phase);
+        let o = target.execute(
+            &cmd.cdb,
+            &bufs.data_out,
+            u64::from(slot.cmd_id),
+            &mut bufs.data_in,
+        );
+        let phase = record.phase.lock();
+        if *phase != Phase::Running {
+            tracing::warn!(device = %self.name, cmd_id = slot.cmd_id,
+                "command finished after it was timed out or the ring was reset; result dropped");
+            return Err(0);
+        }
+        Ok((phase, o))
+    }
+
+    /// Scatters the data-in (unless it was produced in place) into `iovs` and counts it;
+    /// a short transfer is reported as a residual where the ring layout supports it.
+    fn deliver_data_in(
+        &self,
+        iovs: &[Iov],
+        data_in: &[u8],
+        in_place: bool,
+        mut rsp: CmdResponse,
+    ) -> CmdResponse {
+        let capacity = iovs_len(iovs);
         if in_place {
             self.stats
                 .bytes_in
                 .fetch_add(capacity as u64, Ordering::Relaxed);
+            return rsp;
         }
-        let n = if in_place {
-            0
-        } else {
-            bufs.data_in.len().min(capacity)
-        };
-        if n > 0 {
-            let short = n < capacity;
-            let report = short && self.layout.read_len();
-            match ring::scatter(
-                &*self.mem,
-                data_in_iovs,
-                &bufs.data_in[..n],
-                short && !report,
-            ) {
-                Ok(_) => {
-                    if report {
-                        rsp.read_len = Some(n as u32);
-                    }
-                    self.stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+        let n = data_in.len().min(capacity);
+        if n == 0 {
+            return rsp;
+        }
+        let short = n < capacity;
+        let report = short && self.layout.read_len();
+        match ring::scatter(&*self.mem, iovs, &data_in[..n], short && !report) {
+            Ok(_) => {
+                if report {
+                    rsp.read_len = Some(n as u32);
                 }
-                Err(e) => {
-                    tracing::error!(device = %self.name, error = %e, "cannot write data-in");
-                    rsp = CmdResponse::check_condition(Sense::INTERNAL_TARGET_FAILURE.to_fixed());
-                }
+                self.stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+            }
+            Err(e) => {
+                tracing::error!(device = %self.name, error = %e, "cannot write data-in");
+                rsp = CmdResponse::check_condition(Sense::INTERNAL_TARGET_FAILURE.to_fixed());
             }
         }
-        *phase = Phase::Done;
-        drop(phase);
-        self.finish_quiet(&record, slot, rsp)
+        rsp
     }
 
     fn finish_quiet(&self, record: &InFlight, slot: Slot, rsp: CmdResponse) -> usize {

@@ -591,110 +591,135 @@ impl Runner {
     pub fn render_metrics(&self) -> String {
         let mut out = String::new();
         let devices: Vec<Arc<Served>> = self.inner.devices.lock().values().cloned().collect();
-        let _ = writeln!(out, "# HELP rustio_tcmu_devices Devices being served.");
-        let _ = writeln!(out, "# TYPE rustio_tcmu_devices gauge");
-        let _ = writeln!(out, "rustio_tcmu_devices {}", devices.len());
-        let _ = writeln!(
-            out,
-            "# HELP rustio_tcmu_netlink_events_total Device events received from the kernel."
-        );
-        let _ = writeln!(out, "# TYPE rustio_tcmu_netlink_events_total counter");
-        for (i, kind) in ["added", "removed", "reconfig"].iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "rustio_tcmu_netlink_events_total{{kind=\"{kind}\"}} {}",
-                self.inner.stats.events[i].load(Ordering::Relaxed)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP rustio_tcmu_refused_total Device events or devices refused."
-        );
-        let _ = writeln!(out, "# TYPE rustio_tcmu_refused_total counter");
-        let _ = writeln!(
-            out,
-            "rustio_tcmu_refused_total {}",
-            self.inner.stats.refused.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP rustio_tcmu_recoveries_total Ring resets after a corrupt ring."
-        );
-        let _ = writeln!(out, "# TYPE rustio_tcmu_recoveries_total counter");
-        let _ = writeln!(
-            out,
-            "rustio_tcmu_recoveries_total {}",
-            self.inner.stats.recoveries.load(Ordering::Relaxed)
-        );
-        type Getter = fn(&crate::device::DeviceStats) -> &AtomicU64;
-        let per_device: [(&str, &str, Getter); 9] = [
-            ("commands_total", "SCSI commands read from the ring.", |s| {
-                &s.commands
-            }),
-            (
-                "failed_total",
-                "Commands completed with a status other than GOOD.",
-                |s| &s.failed,
-            ),
-            (
-                "read_bytes_total",
-                "Data-in bytes returned to the kernel.",
-                |s| &s.bytes_in,
-            ),
-            (
-                "written_bytes_total",
-                "Data-out bytes received from the kernel.",
-                |s| &s.bytes_out,
-            ),
-            ("malformed_total", "Malformed ring entries refused.", |s| {
-                &s.malformed
-            }),
-            (
-                "unknown_ops_total",
-                "Ring entries with an unknown opcode.",
-                |s| &s.unknown_ops,
-            ),
-            (
-                "timeouts_total",
-                "Commands completed by the watchdog.",
-                |s| &s.timeouts,
-            ),
-            ("tmr_total", "Task management notifications.", |s| &s.tmrs),
-            (
-                "aborted_total",
-                "Commands the kernel aborted by task management (still executed).",
-                |s| &s.aborted,
-            ),
-        ];
-        for (metric, help, get) in per_device {
-            let _ = writeln!(out, "# HELP rustio_tcmu_{metric} {help}");
-            let _ = writeln!(out, "# TYPE rustio_tcmu_{metric} counter");
+        self.render_runner_metrics(&mut out, devices.len());
+        for (metric, help, get) in per_device_counters() {
+            metric_head(&mut out, &format!("rustio_tcmu_{metric}"), help, "counter");
             for s in &devices {
-                let name = s.name.lock().device.replace(['\\', '"', '\n'], "_");
                 let _ = writeln!(
                     out,
-                    "rustio_tcmu_{metric}{{device=\"{name}\",uio=\"uio{}\"}} {}",
-                    s.minor,
+                    "rustio_tcmu_{metric}{{{}}} {}",
+                    device_labels(&s.name.lock().device, s.minor),
                     get(s.device.stats()).load(Ordering::Relaxed)
                 );
             }
         }
-        let _ = writeln!(
-            out,
-            "# HELP rustio_tcmu_in_flight Commands read and not yet completed."
+        metric_head(
+            &mut out,
+            "rustio_tcmu_in_flight",
+            "Commands read and not yet completed.",
+            "gauge",
         );
-        let _ = writeln!(out, "# TYPE rustio_tcmu_in_flight gauge");
         for s in &devices {
-            let name = s.name.lock().device.replace(['\\', '"', '\n'], "_");
             let _ = writeln!(
                 out,
-                "rustio_tcmu_in_flight{{device=\"{name}\",uio=\"uio{}\"}} {}",
-                s.minor,
+                "rustio_tcmu_in_flight{{{}}} {}",
+                device_labels(&s.name.lock().device, s.minor),
                 s.device.in_flight()
             );
         }
         out
     }
+
+    /// The runner-wide metrics: devices served, netlink events, refusals, recoveries.
+    fn render_runner_metrics(&self, out: &mut String, devices: usize) {
+        let stats = &self.inner.stats;
+        metric_head(out, "rustio_tcmu_devices", "Devices being served.", "gauge");
+        let _ = writeln!(out, "rustio_tcmu_devices {devices}");
+        metric_head(
+            out,
+            "rustio_tcmu_netlink_events_total",
+            "Device events received from the kernel.",
+            "counter",
+        );
+        for (i, kind) in ["added", "removed", "reconfig"].iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "rustio_tcmu_netlink_events_total{{kind=\"{kind}\"}} {}",
+                stats.events[i].load(Ordering::Relaxed)
+            );
+        }
+        metric_head(
+            out,
+            "rustio_tcmu_refused_total",
+            "Device events or devices refused.",
+            "counter",
+        );
+        let _ = writeln!(
+            out,
+            "rustio_tcmu_refused_total {}",
+            stats.refused.load(Ordering::Relaxed)
+        );
+        metric_head(
+            out,
+            "rustio_tcmu_recoveries_total",
+            "Ring resets after a corrupt ring.",
+            "counter",
+        );
+        let _ = writeln!(
+            out,
+            "rustio_tcmu_recoveries_total {}",
+            stats.recoveries.load(Ordering::Relaxed)
+        );
+    }
+}
+
+/// Reads one per-device counter.
+type Getter = fn(&crate::device::DeviceStats) -> &AtomicU64;
+
+/// The per-device counters: metric name (after `rustio_tcmu_`), help text, field.
+fn per_device_counters() -> [(&'static str, &'static str, Getter); 9] {
+    [
+        ("commands_total", "SCSI commands read from the ring.", |s| {
+            &s.commands
+        }),
+        (
+            "failed_total",
+            "Commands completed with a status other than GOOD.",
+            |s| &s.failed,
+        ),
+        (
+            "read_bytes_total",
+            "Data-in bytes returned to the kernel.",
+            |s| &s.bytes_in,
+        ),
+        (
+            "written_bytes_total",
+            "Data-out bytes received from the kernel.",
+            |s| &s.bytes_out,
+        ),
+        ("malformed_total", "Malformed ring entries refused.", |s| {
+            &s.malformed
+        }),
+        (
+            "unknown_ops_total",
+            "Ring entries with an unknown opcode.",
+            |s| &s.unknown_ops,
+        ),
+        (
+            "timeouts_total",
+            "Commands completed by the watchdog.",
+            |s| &s.timeouts,
+        ),
+        ("tmr_total", "Task management notifications.", |s| &s.tmrs),
+        (
+            "aborted_total",
+            "Commands the kernel aborted by task management (still executed).",
+            |s| &s.aborted,
+        ),
+    ]
+}
+
+/// Writes the `# HELP` and `# TYPE` lines of a metric family (Prometheus text format).
+fn metric_head(out: &mut String, name: &str, help: &str, kind: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// The `device` and `uio` labels of a served device; the name's backslashes, quotes and
+/// newlines (which the text format would need escaped) become `_`.
+fn device_labels(device: &str, minor: u32) -> String {
+    let name = device.replace(['\\', '"', '\n'], "_");
+    format!("device=\"{name}\",uio=\"uio{minor}\"")
 }
 
 impl Drop for Runner {
@@ -794,5 +819,38 @@ fn watchdog(inner: &Inner) {
         for s in devices {
             s.device.expire(inner.cfg.cmd_timeout);
         }
+    }
+}
+
+#[cfg(test)]
+mod metrics_tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    #[test]
+    fn metric_text_follows_the_prometheus_exposition_format() {
+        let mut out = String::new();
+        metric_head(
+            &mut out,
+            "rustio_tcmu_devices",
+            "Devices being served.",
+            "gauge",
+        );
+        assert_eq!(
+            out,
+            "# HELP rustio_tcmu_devices Devices being served.\n# TYPE rustio_tcmu_devices gauge\n"
+        );
+        // Label values may not hold raw quotes, backslashes or newlines.
+        assert_eq!(
+            device_labels("a\"b\\c\nd", 3),
+            "device=\"a_b_c_d\",uio=\"uio3\""
+        );
+        let names: BTreeSet<&str> = per_device_counters().iter().map(|c| c.0).collect();
+        assert_eq!(names.len(), 9, "metric names are unique");
+        assert!(
+            names.iter().all(|n| n.ends_with("_total")),
+            "all are counters"
+        );
     }
 }

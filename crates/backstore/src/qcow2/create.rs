@@ -63,8 +63,45 @@ fn invalid(path: &Path, why: impl std::fmt::Display) -> Error {
     Error::InvalidConfig(format!("cannot create {}: {why}", path.display()))
 }
 
+/// Where a new image puts its metadata, in clusters (qemu-img's order: header, refcount
+/// table, refcount blocks, L1 table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Layout {
+    /// Cluster size in bytes.
+    cs: u64,
+    /// Entries in the L1 table.
+    l1_size: u64,
+    /// Clusters of the refcount table.
+    t: u64,
+    /// Refcount blocks.
+    k: u64,
+    /// First cluster of the refcount table.
+    table_at: u64,
+    /// First refcount block.
+    blocks_at: u64,
+    /// First cluster of the L1 table.
+    l1_at: u64,
+    /// Clusters in use (all of the above).
+    used: u64,
+    /// Refcounts per refcount block.
+    per_block: u64,
+}
+
 /// Writes a new, empty image at `path` (which must not exist).
 pub fn create(path: &Path, size: u64, cluster_bits: u32, opts: &CreateOptions) -> Result<()> {
+    let order = check_params(path, size, cluster_bits, opts)?;
+    let v3 = opts.version == Version::V3;
+    let extensions = new_extensions(path, opts, v3)?;
+    let lay = layout(path, size, cluster_bits, order)?;
+    let h = new_header(&lay, size, cluster_bits, order, opts);
+    let hdr = build_header_cluster(&h, &extensions, opts.backing_file.as_deref())
+        .map_err(|e| invalid(path, e))?;
+    let (table, blocks) = refcount_structures(&lay, order);
+    write_image(path, &lay, &hdr, table, &blocks)
+}
+
+/// Checks the requested geometry and options; returns the refcount order.
+fn check_params(path: &Path, size: u64, cluster_bits: u32, opts: &CreateOptions) -> Result<u32> {
     validate_block_size(opts.open.block_size)?;
     if !(MIN_CLUSTER_BITS..=MAX_CLUSTER_BITS).contains(&cluster_bits) {
         return Err(invalid(
@@ -89,14 +126,18 @@ pub fn create(path: &Path, size: u64, cluster_bits: u32, opts: &CreateOptions) -
         ));
     }
     let order = opts.refcount_bits.trailing_zeros();
-    let v3 = opts.version == Version::V3;
-    if !v3 && (order != 4 || opts.lazy_refcounts) {
+    if opts.version == Version::V2 && (order != 4 || opts.lazy_refcounts) {
         return Err(invalid(
             path,
             "version 2 images need refcount_bits=16 and no lazy_refcounts",
         ));
     }
+    Ok(order)
+}
 
+/// The header extensions of a new image: the backing format (probed if not given) and,
+/// for version 3, the feature name table.
+fn new_extensions(path: &Path, opts: &CreateOptions, v3: bool) -> Result<Vec<HeaderExtension>> {
     let mut extensions = Vec::new();
     if let Some(name) = &opts.backing_file {
         if name.len() > MAX_BACKING_NAME as usize {
@@ -115,7 +156,11 @@ pub fn create(path: &Path, size: u64, cluster_bits: u32, opts: &CreateOptions) -
     if v3 {
         extensions.push(default_feature_table());
     }
+    Ok(extensions)
+}
 
+/// Sizes the L1 table and the refcount structures, which must count themselves.
+fn layout(path: &Path, size: u64, cluster_bits: u32, order: u32) -> Result<Layout> {
     let cs = 1u64 << cluster_bits;
     let l2_entries = cs / 8;
     let l1_size = size.div_ceil(cs * l2_entries);
@@ -136,19 +181,39 @@ pub fn create(path: &Path, size: u64, cluster_bits: u32, opts: &CreateOptions) -
     let table_at = 1u64;
     let blocks_at = table_at + t;
     let l1_at = blocks_at + k;
-    let used = l1_at + l1_clusters;
+    Ok(Layout {
+        cs,
+        l1_size,
+        t,
+        k,
+        table_at,
+        blocks_at,
+        l1_at,
+        used: l1_at + l1_clusters,
+        per_block,
+    })
+}
 
-    let h = Header {
+/// The fixed header fields of a new image laid out as `lay`.
+fn new_header(
+    lay: &Layout,
+    size: u64,
+    cluster_bits: u32,
+    order: u32,
+    opts: &CreateOptions,
+) -> Header {
+    let v3 = opts.version == Version::V3;
+    Header {
         version: if v3 { 3 } else { 2 },
         backing_file_offset: 0,
         backing_file_size: 0,
         cluster_bits,
         size,
         crypt_method: 0,
-        l1_size: l1_size as u32,
-        l1_table_offset: l1_at * cs,
-        refcount_table_offset: table_at * cs,
-        refcount_table_clusters: t as u32,
+        l1_size: lay.l1_size as u32,
+        l1_table_offset: lay.l1_at * lay.cs,
+        refcount_table_offset: lay.table_at * lay.cs,
+        refcount_table_clusters: lay.t as u32,
         nb_snapshots: 0,
         snapshots_offset: 0,
         incompatible_features: 0,
@@ -161,21 +226,34 @@ pub fn create(path: &Path, size: u64, cluster_bits: u32, opts: &CreateOptions) -
         refcount_order: order,
         header_length: if v3 { V3_HEADER_LEN } else { 72 },
         compression_type: CompressionType::Zlib,
-    };
-    let hdr = build_header_cluster(&h, &extensions, opts.backing_file.as_deref())
-        .map_err(|e| invalid(path, e))?;
-
-    let mut table = vec![0u64; (t * per_table_cluster) as usize];
-    let mut blocks = vec![0u8; (k * cs) as usize];
-    for j in 0..k {
-        table[j as usize] = (blocks_at + j) * cs;
     }
-    for c in 0..used {
-        let b = (c / per_block) as usize;
+}
+
+/// The refcount table and blocks: every cluster of the metadata counted once.
+fn refcount_structures(lay: &Layout, order: u32) -> (Vec<u64>, Vec<u8>) {
+    let cs = lay.cs;
+    let mut table = vec![0u64; (lay.t * (cs / 8)) as usize];
+    let mut blocks = vec![0u8; (lay.k * cs) as usize];
+    for j in 0..lay.k {
+        table[j as usize] = (lay.blocks_at + j) * cs;
+    }
+    for c in 0..lay.used {
+        let b = (c / lay.per_block) as usize;
         let block = &mut blocks[b * cs as usize..(b + 1) * cs as usize];
-        refcount_set(block, order, c % per_block, 1);
+        refcount_set(block, order, c % lay.per_block, 1);
     }
+    (table, blocks)
+}
 
+/// Creates the file and writes the metadata; a half-written file is removed again.
+fn write_image(
+    path: &Path,
+    lay: &Layout,
+    hdr: &[u8],
+    table: Vec<u64>,
+    blocks: &[u8],
+) -> Result<()> {
+    let cs = lay.cs;
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -188,11 +266,11 @@ pub fn create(path: &Path, size: u64, cluster_bits: u32, opts: &CreateOptions) -
         })?;
     let io = ImageFile::new(file, path.to_owned());
     let result = (|| {
-        io.write_at(&hdr, 0)?;
-        io.write_at(&table_bytes(table), table_at * cs)?;
-        io.write_at(&blocks, blocks_at * cs)?;
+        io.write_at(hdr, 0)?;
+        io.write_at(&table_bytes(table), lay.table_at * cs)?;
+        io.write_at(blocks, lay.blocks_at * cs)?;
         // The L1 table is all zeros: write it so the file covers it.
-        io.write_at(&vec![0u8; (l1_size * 8) as usize], l1_at * cs)?;
+        io.write_at(&vec![0u8; (lay.l1_size * 8) as usize], lay.l1_at * cs)?;
         io.sync()
     })();
     if result.is_err() {
@@ -294,5 +372,49 @@ mod tests {
         };
         assert!(create(&p, 1 << 20, 16, &missing).is_err());
         assert!(!p.exists(), "failed creates leave nothing behind");
+    }
+
+    #[test]
+    fn layout_counts_its_own_refcount_blocks() {
+        let p = Path::new("x.qcow2");
+        // 1 GiB, 64 KiB clusters, 16-bit refcounts: one L2 table maps 8192 clusters
+        // (512 MiB), so L1 has 2 entries in one cluster; one refcount block (32768
+        // entries) and one refcount table cluster suffice (qemu-img: L1 at 0x30000).
+        let lay = layout(p, 1 << 30, 16, 4).unwrap();
+        assert_eq!((lay.l1_size, lay.t, lay.k), (2, 1, 1));
+        assert_eq!(
+            (lay.table_at, lay.blocks_at, lay.l1_at, lay.used),
+            (1, 2, 3, 4)
+        );
+        assert_eq!(lay.per_block, 32768);
+        // 512-byte clusters with 1-bit refcounts: 4096 refcounts per block, and the L1
+        // table of 2 TiB / (512 * 64) = 67 108 864 entries (512 MiB) exceeds qemu's limit.
+        assert!(layout(p, 2 << 40, 9, 0).is_err());
+        let (table, blocks) = refcount_structures(&lay, 4);
+        assert_eq!(table.len(), 8192);
+        assert_eq!(table[0], 2 * 65536);
+        assert_eq!(&blocks[..10], &[0, 1, 0, 1, 0, 1, 0, 1, 0, 0]);
+    }
+
+    #[test]
+    fn parameters_are_checked_before_anything_is_written() {
+        let p = Path::new("/nonexistent/x.qcow2");
+        let opts = CreateOptions::default();
+        assert_eq!(check_params(p, 1 << 20, 16, &opts).unwrap(), 4);
+        assert!(check_params(p, 1 << 20, 8, &opts).is_err());
+        assert!(check_params(p, 1 << 20, 22, &opts).is_err());
+        assert!(check_params(p, 1000, 16, &opts).is_err());
+        let bits = |refcount_bits| CreateOptions {
+            refcount_bits,
+            ..CreateOptions::default()
+        };
+        assert_eq!(check_params(p, 1 << 20, 16, &bits(64)).unwrap(), 6);
+        assert!(check_params(p, 1 << 20, 16, &bits(12)).is_err());
+        let v2 = CreateOptions {
+            version: Version::V2,
+            refcount_bits: 8,
+            ..CreateOptions::default()
+        };
+        assert!(check_params(p, 1 << 20, 16, &v2).is_err());
     }
 }

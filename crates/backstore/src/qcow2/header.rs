@@ -282,87 +282,208 @@ fn known_incompat_name(bit: u32) -> Option<&'static str> {
     })
 }
 
+/// Parses the fields every version has (qcow2.txt "Header", bytes 0-71); the version 3
+/// fields get their version 2 defaults.
+fn parse_fixed(buf: &[u8]) -> Result<Header, FormatError> {
+    if buf.len() < V2_HEADER_LEN as usize {
+        return bad(format!(
+            "file is {} bytes, too short for a qcow2 header (72 bytes)",
+            buf.len()
+        ));
+    }
+    let magic = be32(buf, 0);
+    if magic != MAGIC {
+        return bad(format!("bad magic {magic:#010x}, not a qcow2 image"));
+    }
+    let version = be32(buf, 4);
+    if version != 2 && version != 3 {
+        return bad(format!("unsupported qcow2 version {version}"));
+    }
+    let cluster_bits = be32(buf, 20);
+    if !(MIN_CLUSTER_BITS..=MAX_CLUSTER_BITS).contains(&cluster_bits) {
+        return bad(format!(
+            "cluster_bits {cluster_bits} outside {MIN_CLUSTER_BITS}..={MAX_CLUSTER_BITS}"
+        ));
+    }
+    Ok(Header {
+        version,
+        backing_file_offset: be64(buf, 8),
+        backing_file_size: be32(buf, 16),
+        cluster_bits,
+        size: be64(buf, 24),
+        crypt_method: be32(buf, 32),
+        l1_size: be32(buf, 36),
+        l1_table_offset: be64(buf, 40),
+        refcount_table_offset: be64(buf, 48),
+        refcount_table_clusters: be32(buf, 56),
+        nb_snapshots: be32(buf, 60),
+        snapshots_offset: be64(buf, 64),
+        incompatible_features: 0,
+        compatible_features: 0,
+        autoclear_features: 0,
+        refcount_order: 4,
+        header_length: V2_HEADER_LEN,
+        compression_type: CompressionType::Zlib,
+    })
+}
+
+/// Parses the version 3 fields (bytes 72-104 and the optional compression type byte).
+fn parse_v3_fields(buf: &[u8], h: &mut Header, cluster_size: usize) -> Result<(), FormatError> {
+    if buf.len() < V3_MIN_HEADER_LEN as usize {
+        return bad(format!(
+            "file is {} bytes, too short for a version 3 header (104 bytes)",
+            buf.len()
+        ));
+    }
+    h.incompatible_features = be64(buf, 72);
+    h.compatible_features = be64(buf, 80);
+    h.autoclear_features = be64(buf, 88);
+    h.refcount_order = be32(buf, 96);
+    h.header_length = be32(buf, 100);
+    if h.header_length < V3_MIN_HEADER_LEN || h.header_length % 8 != 0 {
+        return bad(format!(
+            "header_length {} must be a multiple of 8 and at least 104",
+            h.header_length
+        ));
+    }
+    if h.header_length as usize > cluster_size {
+        return bad(format!(
+            "header_length {} exceeds the cluster size {cluster_size}",
+            h.header_length
+        ));
+    }
+    if buf.len() < h.header_length as usize {
+        return bad(format!(
+            "file is {} bytes, shorter than header_length {}",
+            buf.len(),
+            h.header_length
+        ));
+    }
+    if h.header_length > 104 {
+        h.compression_type = CompressionType::from_byte(buf[104]);
+    }
+    Ok(())
+}
+
+/// Walks the header extensions (qcow2.txt "Header extensions"). They run from the end of
+/// the header to the backing file name (if it is stored inside the first cluster) or to
+/// the end of the first cluster.
+fn parse_extensions(
+    buf: &[u8],
+    h: &Header,
+    cluster_size: usize,
+) -> Result<Vec<HeaderExtension>, FormatError> {
+    let mut ext_end = cluster_size;
+    if h.backing_file_offset > u64::from(h.header_length)
+        && h.backing_file_offset < cluster_size as u64
+    {
+        ext_end = h.backing_file_offset as usize;
+    }
+    let avail = buf.len().min(ext_end);
+    let mut extensions = Vec::new();
+    let mut pos = h.header_length as usize;
+    while pos < ext_end {
+        if pos + 8 > avail {
+            if avail < ext_end {
+                return bad("header extension area is truncated");
+            }
+            break;
+        }
+        let kind = be32(buf, pos);
+        let len = be32(buf, pos + 4) as usize;
+        if kind == ext::END {
+            break;
+        }
+        let data_start = pos + 8;
+        let data_end = match data_start.checked_add(len) {
+            Some(e) if e <= avail => e,
+            _ => {
+                return bad(format!(
+                "header extension {kind:#010x} of {len} bytes at {pos} runs past the header area"
+            ))
+            }
+        };
+        extensions.push(HeaderExtension {
+            kind,
+            data: buf[data_start..data_end].to_vec(),
+        });
+        // Data is padded to a multiple of 8.
+        pos = data_start + len.div_ceil(8) * 8;
+    }
+    Ok(extensions)
+}
+
+/// Decodes the extensions we interpret: the backing file format name and the feature
+/// name table (the last of each wins).
+fn known_extensions(
+    extensions: &[HeaderExtension],
+) -> Result<(Option<String>, Vec<FeatureName>), FormatError> {
+    let mut backing_format = None;
+    let mut feature_names = Vec::new();
+    for e in extensions {
+        match e.kind {
+            ext::BACKING_FORMAT => {
+                if e.data.len() > MAX_BACKING_NAME as usize {
+                    return bad(format!(
+                        "backing format name of {} bytes is too long",
+                        e.data.len()
+                    ));
+                }
+                backing_format = Some(lossy(&e.data));
+            }
+            ext::FEATURE_TABLE => feature_names = parse_feature_table(&e.data),
+            _ => {}
+        }
+    }
+    Ok((backing_format, feature_names))
+}
+
+/// Reads the backing file name, which must lie in the first cluster after the header
+/// (qcow2.txt "Header", bytes 8-19).
+fn parse_backing_name(
+    buf: &[u8],
+    h: &Header,
+    cluster_size: usize,
+) -> Result<Option<String>, FormatError> {
+    if h.backing_file_offset == 0 {
+        return Ok(None);
+    }
+    if h.backing_file_size > MAX_BACKING_NAME {
+        return bad(format!(
+            "backing file name of {} bytes is longer than {MAX_BACKING_NAME}",
+            h.backing_file_size
+        ));
+    }
+    let start = h.backing_file_offset;
+    // The offset is file input: near u64::MAX the sum would wrap to a small end
+    // and slice `buf[start..end]` backwards (found by fuzz/qcow2_header).
+    let Some(end) = start.checked_add(u64::from(h.backing_file_size)) else {
+        return bad(format!(
+            "backing file name offset {start} plus size {} overflows",
+            h.backing_file_size
+        ));
+    };
+    if end > cluster_size as u64 || start < u64::from(h.header_length) {
+        return bad(format!(
+            "backing file name at {start}..{end} is not inside the first cluster after the header"
+        ));
+    }
+    if end > buf.len() as u64 {
+        return bad("backing file name lies past the end of the file");
+    }
+    Ok(Some(lossy(&buf[start as usize..end as usize])))
+}
+
 impl ImageHeader {
     /// Parses the header and header extensions from the start of the image.
     ///
     /// `buf` holds the first bytes of the file: the whole first cluster, or the whole file
     /// if it is shorter. Extensions must lie within the first cluster.
     pub fn parse(buf: &[u8]) -> Result<Self, FormatError> {
-        if buf.len() < V2_HEADER_LEN as usize {
-            return bad(format!(
-                "file is {} bytes, too short for a qcow2 header (72 bytes)",
-                buf.len()
-            ));
-        }
-        let magic = be32(buf, 0);
-        if magic != MAGIC {
-            return bad(format!("bad magic {magic:#010x}, not a qcow2 image"));
-        }
-        let version = be32(buf, 4);
-        if version != 2 && version != 3 {
-            return bad(format!("unsupported qcow2 version {version}"));
-        }
-        let cluster_bits = be32(buf, 20);
-        if !(MIN_CLUSTER_BITS..=MAX_CLUSTER_BITS).contains(&cluster_bits) {
-            return bad(format!(
-                "cluster_bits {cluster_bits} outside {MIN_CLUSTER_BITS}..={MAX_CLUSTER_BITS}"
-            ));
-        }
-        let cluster_size = 1usize << cluster_bits;
-        let mut h = Header {
-            version,
-            backing_file_offset: be64(buf, 8),
-            backing_file_size: be32(buf, 16),
-            cluster_bits,
-            size: be64(buf, 24),
-            crypt_method: be32(buf, 32),
-            l1_size: be32(buf, 36),
-            l1_table_offset: be64(buf, 40),
-            refcount_table_offset: be64(buf, 48),
-            refcount_table_clusters: be32(buf, 56),
-            nb_snapshots: be32(buf, 60),
-            snapshots_offset: be64(buf, 64),
-            incompatible_features: 0,
-            compatible_features: 0,
-            autoclear_features: 0,
-            refcount_order: 4,
-            header_length: V2_HEADER_LEN,
-            compression_type: CompressionType::Zlib,
-        };
-        if version == 3 {
-            if buf.len() < V3_MIN_HEADER_LEN as usize {
-                return bad(format!(
-                    "file is {} bytes, too short for a version 3 header (104 bytes)",
-                    buf.len()
-                ));
-            }
-            h.incompatible_features = be64(buf, 72);
-            h.compatible_features = be64(buf, 80);
-            h.autoclear_features = be64(buf, 88);
-            h.refcount_order = be32(buf, 96);
-            h.header_length = be32(buf, 100);
-            if h.header_length < V3_MIN_HEADER_LEN || h.header_length % 8 != 0 {
-                return bad(format!(
-                    "header_length {} must be a multiple of 8 and at least 104",
-                    h.header_length
-                ));
-            }
-            if h.header_length as usize > cluster_size {
-                return bad(format!(
-                    "header_length {} exceeds the cluster size {cluster_size}",
-                    h.header_length
-                ));
-            }
-            if buf.len() < h.header_length as usize {
-                return bad(format!(
-                    "file is {} bytes, shorter than header_length {}",
-                    buf.len(),
-                    h.header_length
-                ));
-            }
-            if h.header_length > 104 {
-                h.compression_type = CompressionType::from_byte(buf[104]);
-            }
+        let mut h = parse_fixed(buf)?;
+        let cluster_size = 1usize << h.cluster_bits;
+        if h.version == 3 {
+            parse_v3_fields(buf, &mut h, cluster_size)?;
         }
         if h.refcount_order > MAX_REFCOUNT_ORDER {
             return bad(format!(
@@ -370,93 +491,9 @@ impl ImageHeader {
                 h.refcount_order
             ));
         }
-
-        // Header extensions run from the end of the header to the backing file name (if it
-        // is stored inside the first cluster) or to the end of the first cluster.
-        let mut ext_end = cluster_size;
-        if h.backing_file_offset > u64::from(h.header_length)
-            && h.backing_file_offset < cluster_size as u64
-        {
-            ext_end = h.backing_file_offset as usize;
-        }
-        let avail = buf.len().min(ext_end);
-        let mut extensions = Vec::new();
-        let mut pos = h.header_length as usize;
-        while pos < ext_end {
-            if pos + 8 > avail {
-                if avail < ext_end {
-                    return bad("header extension area is truncated");
-                }
-                break;
-            }
-            let kind = be32(buf, pos);
-            let len = be32(buf, pos + 4) as usize;
-            if kind == ext::END {
-                break;
-            }
-            let data_start = pos + 8;
-            let data_end = match data_start.checked_add(len) {
-                Some(e) if e <= avail => e,
-                _ => {
-                    return bad(format!(
-                        "header extension {kind:#010x} of {len} bytes at {pos} runs past the header area"
-                    ))
-                }
-            };
-            extensions.push(HeaderExtension {
-                kind,
-                data: buf[data_start..data_end].to_vec(),
-            });
-            // Data is padded to a multiple of 8.
-            pos = data_start + len.div_ceil(8) * 8;
-        }
-
-        let mut backing_format = None;
-        let mut feature_names = Vec::new();
-        for e in &extensions {
-            match e.kind {
-                ext::BACKING_FORMAT => {
-                    if e.data.len() > MAX_BACKING_NAME as usize {
-                        return bad(format!(
-                            "backing format name of {} bytes is too long",
-                            e.data.len()
-                        ));
-                    }
-                    backing_format = Some(lossy(&e.data));
-                }
-                ext::FEATURE_TABLE => feature_names = parse_feature_table(&e.data),
-                _ => {}
-            }
-        }
-
-        let mut backing_file = None;
-        if h.backing_file_offset != 0 {
-            if h.backing_file_size > MAX_BACKING_NAME {
-                return bad(format!(
-                    "backing file name of {} bytes is longer than {MAX_BACKING_NAME}",
-                    h.backing_file_size
-                ));
-            }
-            let start = h.backing_file_offset;
-            // The offset is file input: near u64::MAX the sum would wrap to a small end
-            // and slice `buf[start..end]` backwards (found by fuzz/qcow2_header).
-            let Some(end) = start.checked_add(u64::from(h.backing_file_size)) else {
-                return bad(format!(
-                    "backing file name offset {start} plus size {} overflows",
-                    h.backing_file_size
-                ));
-            };
-            if end > cluster_size as u64 || start < u64::from(h.header_length) {
-                return bad(format!(
-                    "backing file name at {start}..{end} is not inside the first cluster after the header"
-                ));
-            }
-            if end > buf.len() as u64 {
-                return bad("backing file name lies past the end of the file");
-            }
-            backing_file = Some(lossy(&buf[start as usize..end as usize]));
-        }
-
+        let extensions = parse_extensions(buf, &h, cluster_size)?;
+        let (backing_format, feature_names) = known_extensions(&extensions)?;
+        let backing_file = parse_backing_name(buf, &h, cluster_size)?;
         Ok(ImageHeader {
             header: h,
             extensions,

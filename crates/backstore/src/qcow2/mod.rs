@@ -50,14 +50,13 @@ pub mod entry;
 pub mod header;
 mod io;
 mod lock;
+mod open;
 mod refcount;
 mod repair;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::fs::OpenOptions;
 use std::io::{IoSlice, IoSliceMut};
 use std::ops::Range;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -69,14 +68,12 @@ pub use create::{CreateOptions, Version};
 
 use backing::Backing;
 use cache::{L2Cache, L2Table};
-use entry::{
-    L1Entry, L2Entry, L2Format, SubclusterBitmap, L1E_OFFSET_MASK, OFLAG_COPIED, SUBCLUSTERS,
-};
-use header::{ext, incompat, CompressionType, ImageHeader, OFF_AUTOCLEAR, OFF_L1_SIZE, OFF_SIZE};
+use entry::{L2Entry, L2Format, SubclusterBitmap, L1E_OFFSET_MASK, OFLAG_COPIED, SUBCLUSTERS};
+use header::{CompressionType, OFF_L1_SIZE, OFF_SIZE};
 use io::{table_bytes, ImageFile};
 use refcount::Refcounts;
 
-use crate::{check_range, iov_len, validate_block_size, Backstore, Capabilities, Error, Extent};
+use crate::{check_range, iov_len, Backstore, Capabilities, Error, Extent};
 use crate::{Result, WriteFlags};
 
 /// Largest run of guest bytes handled by one host I/O.
@@ -290,217 +287,6 @@ impl Qcow2Backstore {
 
     fn corrupt(&self, reason: impl Into<String>) -> Error {
         Self::corrupt_at(self.io.path(), reason)
-    }
-
-    pub(crate) fn open_inner(path: &Path, opts: &Qcow2Options, depth: u32) -> Result<Self> {
-        validate_block_size(opts.block_size)?;
-        // O_NONBLOCK so that a FIFO named as an image cannot hang us; it has no effect on
-        // the regular files we accept.
-        let file = OpenOptions::new()
-            .read(true)
-            .write(!opts.read_only)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(path)
-            .map_err(|source| Error::Open {
-                path: path.to_owned(),
-                source,
-            })?;
-        let meta = file.metadata().map_err(|source| Error::Open {
-            path: path.to_owned(),
-            source,
-        })?;
-        if !meta.is_file() {
-            return Err(Error::InvalidConfig(format!(
-                "{} is not a regular file",
-                path.display()
-            )));
-        }
-        lock::lock_image(&file, path, !opts.read_only)?;
-        let io = ImageFile::new(file, path.to_owned());
-        let file_len = io.len()?;
-        let mut first = vec![0u8; file_len.min(1 << header::MAX_CLUSTER_BITS) as usize];
-        io.read_at(&mut first, 0)?;
-        let ih = ImageHeader::parse(&first).map_err(|e| Self::corrupt_at(path, e.0))?;
-        drop(first);
-        ih.validate(file_len)
-            .map_err(|e| Self::corrupt_at(path, e.0))?;
-        let h = &ih.header;
-
-        // Features we refuse outright (qcow2.txt "Header": crypt_method, incompatible bits).
-        match h.crypt_method {
-            0 => {}
-            m => {
-                let what = if m == 1 {
-                    "AES"
-                } else if m == 2 {
-                    "LUKS"
-                } else {
-                    "unknown"
-                };
-                return Err(Self::corrupt_at(
-                    path,
-                    format!("encrypted images are not supported (crypt_method {m}, {what})"),
-                ));
-            }
-        }
-        if h.incompatible_features & incompat::EXTERNAL_DATA != 0 {
-            return Err(Self::corrupt_at(
-                path,
-                "external data files are not supported (incompatible feature bit 2)",
-            ));
-        }
-        if let CompressionType::Unknown(x) = h.compression_type {
-            return Err(Self::corrupt_at(
-                path,
-                format!("compression type {x} is not supported"),
-            ));
-        }
-        let extended = ih.extended_l2();
-        if !opts.read_only {
-            let refuse = |why: &str| {
-                Err(Self::corrupt_at(
-                    path,
-                    format!("{why}; open the image read-only"),
-                ))
-            };
-            if h.incompatible_features & incompat::CORRUPT != 0 {
-                return refuse("the image is marked corrupt (run `qemu-img check -r all`)");
-            }
-            if extended {
-                return refuse(
-                    "writing images with extended L2 entries (subclusters) is not supported",
-                );
-            }
-            if h.nb_snapshots > 0 {
-                return refuse("writing images with internal snapshots is not supported");
-            }
-            if h.incompatible_features & incompat::DIRTY != 0 {
-                if ih.extensions.iter().any(|e| e.kind == ext::BITMAPS) {
-                    return refuse("the image is dirty and has persistent bitmaps (run `qemu-img check -r all`)");
-                }
-                if depth > 0 {
-                    return refuse("the image is still dirty after repair");
-                }
-            }
-        }
-
-        let cs = ih.cluster_size();
-        let g = Geometry {
-            version: h.version,
-            cluster_bits: h.cluster_bits,
-            cluster_size: cs,
-            l2_entries: ih.l2_entries(),
-            slot: if extended { 2 } else { 1 },
-            fmt: L2Format {
-                cluster_bits: h.cluster_bits,
-                zero_flag: h.version >= 3 && !extended,
-                extended,
-            },
-            compression: h.compression_type,
-        };
-
-        // L1 table: every entry must point to an aligned cluster inside the file that is
-        // neither the header, the L1 table nor the refcount table.
-        let l1_range = h.l1_table_offset..h.l1_table_offset + u64::from(h.l1_size) * 8;
-        let rt_range = h.refcount_table_offset
-            ..h.refcount_table_offset + u64::from(h.refcount_table_clusters) * cs;
-        let l1 = io.read_table(h.l1_table_offset, h.l1_size as usize)?;
-        for (i, &raw) in l1.iter().enumerate() {
-            let e = L1Entry::decode(raw, cs)
-                .map_err(|e| Self::corrupt_at(path, format!("L1 entry {i}: {}", e.0)))?;
-            let Some(e) = e else { continue };
-            let t = e.l2_offset..e.l2_offset + cs;
-            if e.l2_offset >= file_len {
-                return Err(Self::corrupt_at(
-                    path,
-                    format!(
-                        "L1 entry {i}: L2 table at {:#x} is beyond the end of the file",
-                        e.l2_offset
-                    ),
-                ));
-            }
-            let overlaps = |r: &Range<u64>| t.start < r.end && r.start < t.end;
-            if e.l2_offset < cs || overlaps(&l1_range) || overlaps(&rt_range) {
-                return Err(Self::corrupt_at(
-                    path,
-                    format!(
-                        "L1 entry {i}: L2 table at {:#x} overlaps other metadata",
-                        e.l2_offset
-                    ),
-                ));
-            }
-            if !opts.read_only && !e.copied {
-                return Err(Self::corrupt_at(
-                    path,
-                    format!("L1 entry {i}: shared L2 table (copied flag clear); open the image read-only"),
-                ));
-            }
-        }
-
-        // Everything is validated: only now may a dirty image be repaired (which writes).
-        if !opts.read_only && h.incompatible_features & incompat::DIRTY != 0 {
-            repair::rebuild_refcounts(&io, &ih, file_len)?;
-            drop(io); // releases our locks before the file is opened again
-            return Self::open_inner(path, opts, depth + 1);
-        }
-
-        let backing = match &ih.backing_file {
-            Some(name) => Some(Backing::open(
-                path,
-                name,
-                ih.backing_format.as_deref(),
-                depth,
-            )?),
-            None => None,
-        };
-
-        let rc = if opts.read_only {
-            None
-        } else {
-            let rc = Refcounts::load(
-                &io,
-                h.cluster_bits,
-                h.refcount_order,
-                h.refcount_table_offset,
-                u64::from(h.refcount_table_clusters),
-                file_len,
-            )?;
-            rc.check_disjoint(&io, &[0..cs, l1_range.clone()])?;
-            Some(rc)
-        };
-        let alloc_end = rc.as_ref().map_or(u64::MAX, |r| r.alloc_end());
-
-        // We maintain none of the auto-clear features (bitmaps), so clear them before the
-        // first write as the specification requires.
-        if !opts.read_only && h.autoclear_features != 0 {
-            io.write_at(&0u64.to_be_bytes(), OFF_AUTOCLEAR)?;
-            io.sync()?;
-        }
-
-        let bs = u64::from(opts.block_size);
-        let tables = (opts.l2_cache_bytes / cs).max(16) as usize;
-        Ok(Qcow2Backstore {
-            read_only: opts.read_only,
-            block_size: opts.block_size,
-            g,
-            size: AtomicU64::new(h.size),
-            capacity: AtomicU64::new(h.size - h.size % bs),
-            backing,
-            backing_name: ih.backing_file.clone(),
-            l1: RwLock::new(l1),
-            cache: L2Cache::new(tables),
-            meta: Mutex::new(Meta {
-                rc,
-                l1_offset: h.l1_table_offset,
-                dirty_l2: BTreeMap::new(),
-                dirty_l1: BTreeSet::new(),
-                pending_frees: Vec::new(),
-            }),
-            io_gate: RwLock::new(()),
-            alloc_end: AtomicU64::new(alloc_end),
-            guarded: RwLock::new(vec![l1_range, rt_range]),
-            io,
-        })
     }
 
     /// Path of the image file.

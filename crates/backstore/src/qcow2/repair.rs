@@ -29,30 +29,62 @@ fn corrupt(io: &ImageFile, reason: String) -> Error {
     }
 }
 
-/// Rebuilds the refcounts of a dirty image and clears its dirty bit.
-pub fn rebuild_refcounts(io: &ImageFile, ih: &ImageHeader, file_len: u64) -> Result<()> {
-    let h = &ih.header;
-    let cb = h.cluster_bits;
-    let cs = 1u64 << cb;
-    let order = h.refcount_order;
-    let fmt = L2Format {
-        cluster_bits: cb,
-        zero_flag: h.version >= 3 && !ih.extended_l2(),
-        extended: ih.extended_l2(),
-    };
-    let mut refs: BTreeMap<u64, u64> = BTreeMap::new();
-    let mut add = |r: Range<u64>| {
+/// References per host cluster, counted from scratch.
+struct Counter {
+    cluster_bits: u32,
+    refs: BTreeMap<u64, u64>,
+}
+
+impl Counter {
+    /// Counts one reference to every cluster `r` touches.
+    fn add(&mut self, r: Range<u64>) {
         if r.is_empty() {
             return;
         }
+        let cb = self.cluster_bits;
         for c in r.start >> cb..=(r.end - 1) >> cb {
-            *refs.entry(c).or_insert(0) += 1;
+            *self.refs.entry(c).or_insert(0) += 1;
         }
+    }
+}
+
+/// New refcount structures, placed past everything in use.
+struct NewRefcounts {
+    /// First cluster of the new refcount table (the blocks follow it).
+    base: u64,
+    /// Clusters of the new refcount table.
+    t: u64,
+    /// The new refcount table: host offsets of the blocks.
+    table: Vec<u64>,
+    /// New refcount blocks by refcount table index.
+    blocks: BTreeMap<u64, Vec<u8>>,
+}
+
+/// Rebuilds the refcounts of a dirty image and clears its dirty bit.
+pub fn rebuild_refcounts(io: &ImageFile, ih: &ImageHeader, file_len: u64) -> Result<()> {
+    let mut refs = count_references(io, ih, file_len)?;
+    let mut new = place(&mut refs, ih, file_len);
+    fill_blocks(io, &refs, ih, &mut new)?;
+    switch_to(io, ih, &new)
+}
+
+/// Counts every reference from the header cluster, the L1 table, the L2 tables and the
+/// data clusters they map.
+fn count_references(io: &ImageFile, ih: &ImageHeader, file_len: u64) -> Result<BTreeMap<u64, u64>> {
+    let h = &ih.header;
+    let cs = 1u64 << h.cluster_bits;
+    let fmt = L2Format {
+        cluster_bits: h.cluster_bits,
+        zero_flag: h.version >= 3 && !ih.extended_l2(),
+        extended: ih.extended_l2(),
     };
-    add(0..cs);
-    add(h.l1_table_offset..h.l1_table_offset + u64::from(h.l1_size) * 8);
+    let mut n = Counter {
+        cluster_bits: h.cluster_bits,
+        refs: BTreeMap::new(),
+    };
+    n.add(0..cs);
+    n.add(h.l1_table_offset..h.l1_table_offset + u64::from(h.l1_size) * 8);
     let l1 = io.read_table(h.l1_table_offset, h.l1_size as usize)?;
-    let slot = if fmt.extended { 2 } else { 1 };
     let mut seen_l2 = BTreeSet::new();
     for (i, raw) in l1.into_iter().enumerate() {
         let e =
@@ -64,26 +96,41 @@ pub fn rebuild_refcounts(io: &ImageFile, ih: &ImageHeader, file_len: u64) -> Res
                 format!("L1 entry {i}: bad or shared L2 table at {:#x}", e.l2_offset),
             ));
         }
-        add(e.l2_offset..e.l2_offset + cs);
-        let table = io.read_table(e.l2_offset, (cs / 8) as usize)?;
-        for (j, raw) in table.into_iter().step_by(slot).enumerate() {
-            let entry = L2Entry::decode(raw, fmt).map_err(|e2| {
-                corrupt(
-                    io,
-                    format!("L2 table at {:#x}, entry {j}: {}", e.l2_offset, e2.0),
-                )
-            })?;
-            if let Some(r) = entry.host_ranges() {
-                let r = match entry {
-                    L2Entry::Compressed { .. } => r,
-                    _ => r.start..r.start + cs,
-                };
-                add(r);
-            }
+        n.add(e.l2_offset..e.l2_offset + cs);
+        count_l2_table(io, e.l2_offset, fmt, &mut n)?;
+    }
+    Ok(n.refs)
+}
+
+/// Counts the data clusters one L2 table maps (a compressed cluster counts every cluster
+/// its bytes touch; qcow2.txt "Compressed Clusters Descriptor").
+fn count_l2_table(io: &ImageFile, l2_offset: u64, fmt: L2Format, n: &mut Counter) -> Result<()> {
+    let cs = 1u64 << fmt.cluster_bits;
+    let slot = if fmt.extended { 2 } else { 1 };
+    let table = io.read_table(l2_offset, (cs / 8) as usize)?;
+    for (j, raw) in table.into_iter().step_by(slot).enumerate() {
+        let entry = L2Entry::decode(raw, fmt).map_err(|e2| {
+            corrupt(
+                io,
+                format!("L2 table at {l2_offset:#x}, entry {j}: {}", e2.0),
+            )
+        })?;
+        if let Some(r) = entry.host_ranges() {
+            let r = match entry {
+                L2Entry::Compressed { .. } => r,
+                _ => r.start..r.start + cs,
+            };
+            n.add(r);
         }
     }
+    Ok(())
+}
 
-    let per_block = refcount_entries(cs, order);
+/// Sizes and places the new refcount table and blocks past the end of the file and of
+/// every referenced cluster; they must count themselves, so `refs` gains their clusters.
+fn place(refs: &mut BTreeMap<u64, u64>, ih: &ImageHeader, file_len: u64) -> NewRefcounts {
+    let cs = ih.cluster_size();
+    let per_block = refcount_entries(cs, ih.header.refcount_order);
     let per_table_cluster = cs / 8;
     let max_used = refs.keys().next_back().copied().unwrap_or(0);
     let base = file_len.div_ceil(cs).max(max_used + 1);
@@ -101,36 +148,81 @@ pub fn rebuild_refcounts(io: &ImageFile, ih: &ImageHeader, file_len: u64) -> Res
     for c in base..base + t + k {
         *refs.entry(c).or_insert(0) += 1;
     }
-    let ranges: Vec<u64> = ranges_for(t, k).into_iter().collect();
     let mut table = vec![0u64; (t * per_table_cluster) as usize];
-    let mut blocks: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
-    for (j, &ri) in ranges.iter().enumerate() {
+    let mut blocks = BTreeMap::new();
+    for (j, ri) in ranges_for(t, k).into_iter().enumerate() {
         table[ri as usize] = (base + t + j as u64) * cs;
         blocks.insert(ri, vec![0u8; cs as usize]);
     }
+    NewRefcounts {
+        base,
+        t,
+        table,
+        blocks,
+    }
+}
+
+/// Writes the counts into the new blocks, refusing counts the refcount width cannot hold.
+fn fill_blocks(
+    io: &ImageFile,
+    refs: &BTreeMap<u64, u64>,
+    ih: &ImageHeader,
+    new: &mut NewRefcounts,
+) -> Result<()> {
+    let order = ih.header.refcount_order;
+    let per_block = refcount_entries(ih.cluster_size(), order);
     let max = refcount_max(order);
-    for (&c, &n) in &refs {
+    for (&c, &n) in refs {
         if n > max {
             return Err(corrupt(
                 io,
                 format!("cluster {c} has {n} references, more than {order}-order refcounts hold"),
             ));
         }
-        if let Some(b) = blocks.get_mut(&(c / per_block)) {
+        if let Some(b) = new.blocks.get_mut(&(c / per_block)) {
             refcount_set(b, order, c % per_block, n);
         }
     }
-    for (ri, b) in &blocks {
-        io.write_at(b, table[*ri as usize])?;
+    Ok(())
+}
+
+/// Writes the new structures, syncs, points the header at them, syncs, and only then
+/// clears the dirty bit (so a crash in between leaves the image dirty and repairable).
+fn switch_to(io: &ImageFile, ih: &ImageHeader, new: &NewRefcounts) -> Result<()> {
+    let cs = ih.cluster_size();
+    for (ri, b) in &new.blocks {
+        io.write_at(b, new.table[*ri as usize])?;
     }
-    io.write_at(&table_bytes(table.iter().copied()), base * cs)?;
+    io.write_at(&table_bytes(new.table.iter().copied()), new.base * cs)?;
     io.sync()?;
     let mut hdr = [0u8; 12];
-    hdr[..8].copy_from_slice(&(base * cs).to_be_bytes());
-    hdr[8..].copy_from_slice(&(t as u32).to_be_bytes());
+    hdr[..8].copy_from_slice(&(new.base * cs).to_be_bytes());
+    hdr[8..].copy_from_slice(&(new.t as u32).to_be_bytes());
     io.write_at(&hdr, OFF_REFCOUNT_TABLE)?;
     io.sync()?;
-    let features = h.incompatible_features & !incompat::DIRTY;
+    let features = ih.header.incompatible_features & !incompat::DIRTY;
     io.write_at(&features.to_be_bytes(), OFF_INCOMPATIBLE)?;
     io.sync()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counter_counts_every_cluster_a_range_touches() {
+        let mut n = Counter {
+            cluster_bits: 16,
+            refs: BTreeMap::new(),
+        };
+        n.add(0..65536);
+        // A compressed cluster straddling clusters 1 and 2 references both.
+        n.add(65536 + 100..2 * 65536 + 10);
+        n.add(65536..65537);
+        n.add(5..5);
+        assert_eq!(
+            n.refs.into_iter().collect::<Vec<_>>(),
+            [(0, 1), (1, 2), (2, 1)]
+        );
+    }
 }

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use proptest::prelude::*;
 
+use super::header::incompat;
 use super::*;
 use crate::conformance::{self, pattern};
 
