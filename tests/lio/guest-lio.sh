@@ -14,6 +14,9 @@
 #      inquiry, CHAP right/wrong, ACL, iscsi-test-cu subset (LIO reference numbers)
 #   5. bad input: refused with a clear error, configfs unchanged
 #   6. SCST import (tests/scst/10-chap.conf) restored into the kernel and logged into
+#   7. targetcli's grammar and shell (tests/lio/guest-targetcli.sh): the seed report's
+#      targetcli session as `rustio` one-liners and through real targetcli (same tree),
+#      an initiator on its target, the interactive shell driven through tmux
 #
 # Environment: RUSTIO_BIN (the rustio binary, default
 #   ${CARGO_TARGET_DIR:-/work/target-lio}/release/rustio), RUSTIO_LIO_CU_TESTS
@@ -329,7 +332,7 @@ tc_build() {
     "saveconfig $W/tc2.json" \
     "ls" "exit" | tc >"$W/tc2.out" || { cat "$W/tc2.out"; return 1; }
   cat "$W/tc2.out"
-  sed -n '/^o- \//,$p' "$W/tc2.out" | grep -v '^Global pref\|^exit' >"$W/tcls1.txt"
+  sed -E 's#^(/[^ >]*> )+##' "$W/tc2.out" | sed -n '/^o- \//,$p' | grep -v '^Global pref\|^exit' >"$W/tcls1.txt"
   snap >"$W/tc2.snap"
   R save "$W/r2.json" --no-backup && jq_same "$W/tc2.json" "$W/r2.json" "$TC_NORM"
 }
@@ -341,7 +344,7 @@ tc_restore() {
   # targetcli too) generates a new one: the only difference allowed.
   same_snap "$W/tc2.snap" '^loopback/.*/nexus:' || return 1
   printf '%s\n' ls exit | tc >"$W/tc3.out"
-  sed -n '/^o- \//,$p' "$W/tc3.out" | grep -v '^Global pref\|^exit' >"$W/tcls2.txt"
+  sed -E 's#^(/[^ >]*> )+##' "$W/tc3.out" | sed -n '/^o- \//,$p' | grep -v '^Global pref\|^exit' >"$W/tcls2.txt"
   diff <(sed -E 's/naa\.5001405[0-9a-f]{9}\]/NEXUS]/' "$W/tcls1.txt") \
        <(sed -E 's/naa\.5001405[0-9a-f]{9}\]/NEXUS]/' "$W/tcls2.txt") || { echo "targetcli ls differs"; return 1; }
 }
@@ -588,6 +591,11 @@ scst_luns() {
   ! it iscsi-inq -i iqn.1994-05.com.redhat:bob "iscsi://$p/$T:chap-groups/1" >/dev/null || { echo "bob lun1"; return 1; }
 }
 vm_check "SCST: CHAP accounts/groups from the conf log in; wrong secret and outsiders refused" scst_luns
+
+# ===================================================================== 7. targetcli grammar + shell
+# shellcheck source=guest-targetcli.sh
+TC_SECTION_SOURCED=1
+. "$HERE/guest-targetcli.sh"
 
 final_clear() {
   R clear --confirm || return 1

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Real-kernel test of rustio's LIO management (issue 5) and SCST import (issue 8):
-# builds rustio (release), boots ONE VM (tests/vm/run.sh) and runs
-# tests/lio/guest-lio.sh in it against the kernel's LIO, tcm_loop, TCMU and iSCSI
-# target, with targetcli and libiscsi as cross-checks.
+# Real-kernel test of rustio's LIO management (issue 5), SCST import (issue 8) and
+# targetcli grammar and shell (issue 23): builds rustio (release), boots ONE VM
+# (tests/vm/run.sh) and runs tests/lio/guest-lio.sh in it (its section 7 is
+# tests/lio/guest-targetcli.sh) against the kernel's LIO, tcm_loop, TCMU and iSCSI
+# target, with targetcli, libiscsi, open-iscsi and tmux as cross-checks.
+# Section 7 alone (~2 min): RUSTIO_BIN=... tests/vm/run.sh --timeout 600 tests/lio/guest-targetcli.sh
 #
 # Usage (from anywhere, as root): tests/lio/run-vm.sh [--timeout SECS] [--out DIR]
 #   RUSTIO_BIN=/path/to/rustio   use this binary instead of building one
