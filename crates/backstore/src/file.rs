@@ -336,7 +336,7 @@ impl Backstore for FileBackstore {
         if may_unmap && self.punch_ok.load(Ordering::Relaxed) {
             return self.discard(offset, len);
         }
-        if self.zero_range_ok.load(Ordering::Relaxed)  {
+        if self.zero_range_ok.load(Ordering::Relaxed) {
             let mode = FallocateFlags::FALLOC_FL_ZERO_RANGE | FallocateFlags::FALLOC_FL_KEEP_SIZE;
             match self.fallocate("write zeroes", mode, offset, len) {
                 Ok(()) => return Ok(()),
