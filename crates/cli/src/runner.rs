@@ -1,16 +1,18 @@
 //! `rustio runner`: the TCMU runner daemon (foreground), serving LIO `user` backstores.
 
+use std::io::Write;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use rustio_tcmu::configfs::DeviceConfig;
 use rustio_tcmu::handler::Handlers;
 use rustio_tcmu::metrics::MetricsServer;
 use rustio_tcmu::runner::{Runner, RunnerConfig};
-use rustio_tcmu::uio::UioPaths;
+use rustio_tcmu::uio::{UioName, UioPaths};
 use signal_hook::consts::{SIGINT, SIGTERM};
 
 use crate::serve::ExecutionArg;
@@ -66,11 +68,44 @@ pub struct RunnerArgs {
     /// Log as JSON lines instead of text.
     #[arg(long)]
     pub log_json: bool,
+    /// Instead of serving: another runner action (`rustio runner list`).
+    #[command(subcommand)]
+    pub action: Option<RunnerAction>,
+}
+
+/// What `rustio runner` does instead of serving.
+#[derive(Debug, clap::Subcommand)]
+pub enum RunnerAction {
+    /// List the TCMU (`user`) devices the kernel has in configfs, with the UIO device
+    /// each one maps to (docs/tcmu.md, "Listing devices").
+    List(ListArgs),
+}
+
+/// Arguments of `rustio runner list`.
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    /// Print `{"schema": 1, "kind": "tcmu-devices", "devices": [...]}` instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// configfs directory of LIO backstores.
+    #[arg(long, value_name = "DIR", default_value = rustio_tcmu::configfs::DEFAULT_CORE_ROOT)]
+    pub configfs: PathBuf,
+    /// sysfs directory of the UIO class (tests point it at a fake tree).
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/sys/class/uio",
+        hide = true
+    )]
+    pub uio_class: PathBuf,
 }
 
 /// Runs the TCMU runner until SIGTERM or SIGINT, then stops every device cleanly.
 pub fn run(args: RunnerArgs, log: &str) -> anyhow::Result<()> {
     crate::logging::init(log, args.log_json);
+    if let Some(RunnerAction::List(list)) = &args.action {
+        return list_devices(list, &mut std::io::stdout().lock());
+    }
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [SIGTERM, SIGINT] {
         signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
@@ -121,6 +156,157 @@ pub fn run(args: RunnerArgs, log: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Version of the `rustio runner list --json` document; raised only when a field is
+/// removed or changes meaning (the rule of `rustio ls --json`, docs/lio.md).
+pub const DEVICES_JSON_SCHEMA: u32 = rustio_lio::cli::JSON_SCHEMA;
+
+/// One TCMU device as `rustio runner list` shows it. Facts the kernel does not give (a
+/// file missing or unreadable) are `None`: a listing never fails on one odd device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct DeviceInfo {
+    hba: u32,
+    name: String,
+    /// `<subtype>/<handler config>` as the device was created with.
+    dev_config: Option<String>,
+    size: Option<u64>,
+    hw_block_size: Option<u32>,
+    enabled: Option<bool>,
+    /// `uio<minor>` the kernel registered for the device.
+    uio: Option<String>,
+}
+
+impl DeviceInfo {
+    /// The handler subtype and configuration, split as the runner does
+    /// ([`UioName::subtype`], [`UioName::handler_config`]).
+    fn handler(&self) -> (Option<String>, Option<String>) {
+        let Some(dc) = &self.dev_config else {
+            return (None, None);
+        };
+        let n = UioName {
+            hba: self.hba,
+            device: self.name.clone(),
+            dev_config: dc.clone(),
+        };
+        (
+            Some(n.subtype().to_owned()).filter(|s| !s.is_empty()),
+            Some(n.handler_config().to_owned()).filter(|s| !s.is_empty()),
+        )
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        let (handler, config) = self.handler();
+        serde_json::json!({
+            "name": self.name,
+            "hba": self.hba,
+            "path": format!("/backstores/user/{}", self.name),
+            "dev_config": self.dev_config,
+            "handler": handler,
+            "config": config,
+            "size": self.size,
+            "hw_block_size": self.hw_block_size,
+            "enabled": self.enabled,
+            "uio": self.uio,
+        })
+    }
+}
+
+/// Reads every `user_<hba>/<device>` under `core_root` with the runner's own configfs
+/// and UIO readers, and pairs each with its UIO device by `(hba, name)`.
+fn collect_devices(core_root: &Path, uio: &UioPaths) -> anyhow::Result<Vec<DeviceInfo>> {
+    let devices = rustio_tcmu::configfs::user_devices(core_root)
+        .with_context(|| format!("listing {}", core_root.display()))?;
+    // No UIO class (no TCMU loaded, or a test tree without one): nothing is mapped.
+    let uios = uio.discover().unwrap_or_default();
+    Ok(devices
+        .into_iter()
+        .map(|(hba, name)| {
+            let cfg = DeviceConfig::new(
+                core_root,
+                &UioName {
+                    hba,
+                    device: name.clone(),
+                    dev_config: String::new(),
+                },
+            );
+            let uio = uios
+                .iter()
+                .find(|(_, u)| u.hba == hba && u.device == name)
+                .map(|(minor, _)| format!("uio{minor}"));
+            DeviceInfo {
+                hba,
+                dev_config: cfg.dev_config().ok(),
+                size: cfg.dev_size().ok(),
+                hw_block_size: cfg.block_size().ok(),
+                enabled: cfg.enabled().ok(),
+                uio,
+                name,
+            }
+        })
+        .collect())
+}
+
+/// `rustio runner list [--json]`.
+fn list_devices(args: &ListArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    let uio = UioPaths {
+        class_dir: args.uio_class.clone(),
+        ..UioPaths::default()
+    };
+    let devices = collect_devices(&args.configfs, &uio)?;
+    if args.json {
+        let doc = serde_json::json!({
+            "schema": DEVICES_JSON_SCHEMA,
+            "kind": "tcmu-devices",
+            "devices": devices.iter().map(DeviceInfo::to_json).collect::<Vec<_>>(),
+        });
+        let text = serde_json::to_string_pretty(&doc).context("encoding JSON")?;
+        writeln!(out, "{text}")?;
+    } else {
+        out.write_all(render_table(&devices).as_bytes())?;
+    }
+    Ok(())
+}
+
+/// The text table: a header and one row per device, columns padded to their widest
+/// cell; `-` for what is unknown.
+fn render_table(devices: &[DeviceInfo]) -> String {
+    let dash = || "-".to_owned();
+    let mut rows = vec![[
+        "NAME", "HBA", "HANDLER", "CONFIG", "SIZE", "BLOCK", "ENABLED", "UIO",
+    ]
+    .map(str::to_owned)];
+    for d in devices {
+        let (handler, config) = d.handler();
+        rows.push([
+            d.name.clone(),
+            d.hba.to_string(),
+            handler.unwrap_or_else(dash),
+            config.unwrap_or_else(dash),
+            d.size.map_or_else(dash, |s| s.to_string()),
+            d.hw_block_size.map_or_else(dash, |b| b.to_string()),
+            d.enabled
+                .map_or_else(dash, |e| if e { "yes" } else { "no" }.to_owned()),
+            d.uio.clone().unwrap_or_else(dash),
+        ]);
+    }
+    let mut width = [0usize; 8];
+    for r in &rows {
+        for (w, c) in width.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut text = String::new();
+    for r in &rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(width)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        text.push_str(line.join("  ").trim_end());
+        text.push('\n');
+    }
+    text
+}
+
 /// The worker count for `--threads N`: N itself, or for 0 one per CPU, clamped to 2..=16.
 /// The commands of a page-cache or RAM backstore are CPU-bound, so threads beyond the
 /// CPUs only add scheduling (measured in bench/README.md, TCMU stage: 2 threads instead of
@@ -146,6 +332,58 @@ mod tests {
         assert_eq!(worker_threads(32), 32);
         let auto = worker_threads(0);
         assert!((2..=16).contains(&auto), "auto = {auto}");
+    }
+
+    #[test]
+    fn device_table_pads_columns_and_dashes_what_is_unknown() {
+        use super::{render_table, DeviceInfo};
+        let known = DeviceInfo {
+            hba: 1,
+            name: "disk1".into(),
+            dev_config: Some("file//srv/d.img".into()),
+            size: Some(1 << 30),
+            hw_block_size: Some(512),
+            enabled: Some(true),
+            uio: Some("uio0".into()),
+        };
+        let unknown = DeviceInfo {
+            hba: 12,
+            name: "x".into(),
+            dev_config: None,
+            size: None,
+            hw_block_size: None,
+            enabled: None,
+            uio: None,
+        };
+        assert_eq!(
+            render_table(&[known.clone(), unknown]),
+            "NAME   HBA  HANDLER  CONFIG      SIZE        BLOCK  ENABLED  UIO\n\
+             disk1  1    file     /srv/d.img  1073741824  512    yes      uio0\n\
+             x      12   -        -           -           -      -        -\n"
+        );
+        // `file//srv/d.img`: subtype `file`, handler config `/srv/d.img` (libtcmu).
+        let j = known.to_json();
+        assert_eq!(j["handler"], "file");
+        assert_eq!(j["config"], "/srv/d.img");
+        assert_eq!(j["path"], "/backstores/user/disk1");
+    }
+
+    #[test]
+    fn list_is_a_runner_action_with_its_own_configfs() {
+        let r = Runner::try_parse_from(["runner", "list", "--json", "--configfs", "/x"]).unwrap();
+        match r.args.action {
+            Some(super::RunnerAction::List(l)) => {
+                assert!(l.json);
+                assert_eq!(l.configfs, std::path::Path::new("/x"));
+                assert_eq!(l.uio_class, std::path::Path::new("/sys/class/uio"));
+            }
+            None => panic!("no action"),
+        }
+        assert!(Runner::try_parse_from(["runner"])
+            .unwrap()
+            .args
+            .action
+            .is_none());
     }
 
     #[derive(Debug, clap::Parser)]

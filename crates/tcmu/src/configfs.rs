@@ -126,15 +126,72 @@ impl DeviceConfig {
     pub fn has_actions(&self) -> bool {
         self.dir.join("action/block_dev").exists()
     }
+
+    /// The device's `<subtype>/<handler config>` string: `attrib/dev_config` (the
+    /// `dev_config=` written to `control`), else the `Config:` field of `info` on kernels
+    /// without that attribute; empty when neither has one.
+    pub fn dev_config(&self) -> Result<String> {
+        if let Ok((_, s)) = self.read("attrib/dev_config") {
+            return Ok(s.trim_end_matches('\n').to_owned());
+        }
+        let (_, info) = self.read("info")?;
+        Ok(info_field(&info, "Config").unwrap_or("").to_owned())
+    }
+
+    /// `enable`: whether the device is configured (the kernel has set it up and, for a
+    /// `user` device, registered its UIO device).
+    pub fn enabled(&self) -> Result<bool> {
+        Ok(self.read_number("enable")? != 0)
+    }
+}
+
+/// The `user` (TCMU) devices under `core_root`, as `(hba, device name)` from the
+/// `user_<hba>/<device>/` directories, sorted. Files beside the devices (`hba_info`,
+/// `hba_mode`) and directories not named `user_<number>` are skipped; a missing
+/// `core_root` (no LIO loaded) has no devices.
+pub fn user_devices(core_root: &Path) -> Result<Vec<(u32, String)>> {
+    let mut found = Vec::new();
+    let rd = match std::fs::read_dir(core_root) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(found),
+        Err(e) => return Err(io_err("read directory", core_root)(e)),
+    };
+    for hba_entry in rd.flatten() {
+        let Some(hba) = hba_entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.strip_prefix("user_"))
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let hba_dir = hba_entry.path();
+        let devs = std::fs::read_dir(&hba_dir).map_err(io_err("read directory", &hba_dir))?;
+        for dev in devs.flatten() {
+            if !dev.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            if let Some(name) = dev.file_name().to_str() {
+                found.push((hba, name.to_owned()));
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
 }
 
 /// Finds `" <name>: <number>"` in an `info` file and parses the number.
 pub fn parse_info_field(info: &str, name: &str) -> Option<u64> {
+    parse_size(info_field(info, name)?)
+}
+
+/// The word after `" <name>: "` in an `info` file (up to the next whitespace).
+fn info_field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
     let pat = format!(" {name}: ");
     let at = info.find(&pat)? + pat.len();
     let rest = &info[at..];
     let end = rest.find(|c: char| c.is_whitespace()).unwrap_or(rest.len());
-    parse_size(&rest[..end])
+    Some(&rest[..end])
 }
 
 /// Extracts the serial from `T10 VPD Unit Serial Number: <serial>`.
@@ -215,5 +272,46 @@ mod tests {
             missing.block_size(),
             Err(Error::Io { op: "read", .. })
         ));
+    }
+
+    #[test]
+    fn user_devices_lists_user_hba_directories_only() {
+        let root = tempfile::tempdir().unwrap();
+        assert!(user_devices(&root.path().join("absent"))
+            .unwrap()
+            .is_empty());
+        for d in [
+            "user_3/b",
+            "user_3/a",
+            "user_10/z",
+            "fileio_0/f",
+            "user_x/y",
+            "alua",
+        ] {
+            std::fs::create_dir_all(root.path().join(d)).unwrap();
+        }
+        // The kernel's HBA files beside the devices are not devices.
+        std::fs::write(root.path().join("user_3/hba_info"), "HBA Index: 3\n").unwrap();
+        std::fs::write(root.path().join("user_3/hba_mode"), "0\n").unwrap();
+        assert_eq!(
+            user_devices(root.path()).unwrap(),
+            vec![(3, "a".into()), (3, "b".into()), (10, "z".into())]
+        );
+    }
+
+    #[test]
+    fn dev_config_from_the_attribute_or_info_and_enable() {
+        let root = tempfile::tempdir().unwrap();
+        let dev = DeviceConfig::new(root.path(), &UioName::parse("tcm-user/1/d").unwrap());
+        std::fs::create_dir_all(dev.dir().join("attrib")).unwrap();
+        std::fs::write(dev.dir().join("info"), INFO).unwrap();
+        // Older kernels: only the `Config:` field of `info`.
+        assert_eq!(dev.dev_config().unwrap(), "file//tmp/x.img");
+        std::fs::write(dev.dir().join("attrib/dev_config"), "rbd/pool/img\n").unwrap();
+        assert_eq!(dev.dev_config().unwrap(), "rbd/pool/img");
+        std::fs::write(dev.dir().join("enable"), "1\n").unwrap();
+        assert!(dev.enabled().unwrap());
+        std::fs::write(dev.dir().join("enable"), "0\n").unwrap();
+        assert!(!dev.enabled().unwrap());
     }
 }

@@ -14,6 +14,7 @@ use rustio_config::{
     StorageObject, UserObject,
 };
 
+use super::progress::Progress;
 use super::{
     out_err, ApplyArgs, BackstoreKind, ClearArgs, CreateWhat, DeleteArgs, RestoreArgs, SaveArgs,
     SetWhat,
@@ -47,9 +48,18 @@ fn run(ctx: &mut Ctx<'_>, ops: Vec<Op>) -> Result<usize> {
 
 /// Runs a plan (rolled back on failure); returns how many steps were applied.
 fn run_plan(ctx: &mut Ctx<'_>, plan: &Plan) -> Result<usize> {
-    let applied = ctx
-        .lio
-        .run_plan(plan, &mut |i, op| tracing::debug!(step = i, "{op}"))?;
+    run_plan_shown(ctx, plan, "applying")
+}
+
+/// [`run_plan`] with a bar of steps done out of the plan's length on a terminal
+/// ([`Progress::steps`]; `what` labels it), for the long plans of restore and apply.
+fn run_plan_shown(ctx: &mut Ctx<'_>, plan: &Plan, what: &str) -> Result<usize> {
+    let bar = Progress::steps(plan.ops.len(), what);
+    let applied = ctx.lio.run_plan(plan, &mut |i, op| {
+        // `i` is the 1-based step about to run: the ones before it are done.
+        bar.set(u64::try_from(i.saturating_sub(1)).unwrap_or(u64::MAX));
+        tracing::debug!(step = i, "{op}")
+    })?;
     Ok(applied.steps)
 }
 
@@ -525,6 +535,13 @@ fn create_backing_file(path: &Path, size: u64, sparse: bool) -> Result<()> {
     let r = if sparse {
         f.set_len(size)
     } else {
+        let what = format!(
+            "allocating {}",
+            path.file_name()
+                .unwrap_or(path.as_os_str())
+                .to_string_lossy()
+        );
+        let bar = Progress::bytes(size, &what);
         (|| {
             let chunk = vec![0u8; 1 << 20];
             let mut left = size;
@@ -532,6 +549,7 @@ fn create_backing_file(path: &Path, size: u64, sparse: bool) -> Result<()> {
                 let n = usize::try_from(left.min(chunk.len() as u64)).unwrap_or(chunk.len());
                 f.write_all(&chunk[..n])?;
                 left -= n as u64;
+                bar.inc(n as u64);
             }
             f.sync_all()
         })()
@@ -1211,7 +1229,7 @@ pub(crate) fn restore(ctx: &mut Ctx<'_>, args: &RestoreArgs) -> Result<()> {
         say!(ctx, "(dry run: nothing changed)");
         return Ok(());
     }
-    let n = run_plan(ctx, &plan)?;
+    let n = run_plan_shown(ctx, &plan, "restoring")?;
     say!(
         ctx,
         "Configuration restored from {} ({n} steps).",
@@ -1246,7 +1264,7 @@ pub(crate) fn apply(ctx: &mut Ctx<'_>, args: &ApplyArgs) -> Result<()> {
     if plan.is_empty() {
         return Ok(());
     }
-    let n = run_plan(ctx, &plan)?;
+    let n = run_plan_shown(ctx, &plan, "applying")?;
     say!(ctx, "Applied {n} step{}.", if n == 1 { "" } else { "s" });
     Ok(())
 }

@@ -15,6 +15,9 @@ use crate::Lio;
 
 mod exec;
 mod ls;
+pub mod progress;
+
+pub use ls::JSON_SCHEMA;
 pub mod targetcli;
 
 /// Options every LIO subcommand accepts.
