@@ -2,7 +2,8 @@
 # Tests the rbd engine against a real single-node Ceph cluster on 127.0.0.1:
 # installs the Ceph packages if missing (as root), starts a throwaway cluster (start.sh)
 # under a fresh temp dir on free ports, runs `cargo test -p rustio-rbd --features rbd`
-# (unit tests and crates/rbd/tests/cluster.rs), `rustio serve` of RBD LUNs checked with
+# (unit tests, crates/rbd/tests/cluster.rs and the cross-gateway reservation tests of
+# crates/rbd/tests/prstore.rs), `rustio serve` of RBD LUNs checked with
 # iscsi-test-cu and qemu-img (serve.sh; RUSTIO_CEPH_NO_SERVE=1 skips it), plus clippy with
 # the feature, stops the
 # cluster (only its own PIDs), and prints one PASS/FAIL line per test and a summary.
@@ -99,7 +100,7 @@ if [ "${RUSTIO_CEPH_NO_SERVE:-0}" != 1 ]; then
     t=$(date +%s)
     before=$failed
     SLOG=$(mktemp "${TMPDIR:-/tmp}/rustio-rbd-serve.XXXXXX")
-    "$HERE/serve.sh" >"$SLOG" 2>&1
+    ( "$HERE/serve.sh"; r=$?; "$HERE/gateways.sh" || r=1; exit $r ) >"$SLOG" 2>&1  # + the gateway group
     rc=$?
     while IFS= read -r line; do
         case "$line" in

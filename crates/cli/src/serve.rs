@@ -56,6 +56,12 @@ pub struct ServeArgs {
         conflicts_with = "demo"
     )]
     pub config: Option<PathBuf>,
+    /// Serve this gateway's part of the gateway group the --config file defines
+    /// (`rustio_gateway_group`: its portals, its target port group, every gateway's
+    /// groups in REPORT TARGET PORT GROUPS, RBD exclusive-lock ownership; see
+    /// docs/ceph.md).
+    #[arg(long, value_name = "NAME", requires = "config")]
+    pub gateway: Option<String>,
     /// Serve a RAM LUN 0 behind an auto-named target with an open ACL.
     #[arg(long)]
     pub demo: bool,
@@ -191,7 +197,7 @@ fn demo_config(args: &ServeArgs) -> anyhow::Result<(ServerConfig, String)> {
 
 fn load_config(args: &ServeArgs, previous: Option<&ServerConfig>) -> anyhow::Result<ServerConfig> {
     let path = args.config.as_ref().context("no --config given")?;
-    let mut cfg = rustio_iscsi::saveconfig::load(path, previous)
+    let mut cfg = rustio_iscsi::saveconfig::load_gateway(path, previous, args.gateway.as_deref())
         .with_context(|| format!("loading {}", path.display()))?;
     cfg.queue_depth = args.queue_depth;
     if args.workers != 0 {

@@ -36,6 +36,11 @@ use crate::config::{
 };
 use crate::{ConfigError, Error, Result};
 
+#[path = "group.rs"]
+pub mod group;
+
+use group::{GatewayGroup, GroupError};
+
 /// Worker threads of a server whose configuration has LUNs on stores that wait on the
 /// network (RBD; see [`from_model`]).
 pub const RBD_WORKERS: usize = 32;
@@ -48,6 +53,82 @@ pub fn load(path: &Path, previous: Option<&ServerConfig>) -> Result<ServerConfig
     })?;
     let model = rustio_config::parse::from_str(&text).map_err(|e| e.in_file(path))?;
     from_model(&model, previous)
+}
+
+/// [`load`] for a member of a gateway group (`rustio serve --gateway NAME`): the file's
+/// `rustio_gateway_group` section says which part `gateway` serves (see [`group`]).
+/// Without `gateway`, a file that defines a group is refused (which member?).
+pub fn load_gateway(
+    path: &Path,
+    previous: Option<&ServerConfig>,
+    gateway: Option<&str>,
+) -> std::result::Result<ServerConfig, GroupError> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::ConfigFile {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let model = rustio_config::parse::from_str(&text).map_err(|e| Error::from(e.in_file(path)))?;
+    from_model_gateway(&model, previous, gateway)
+}
+
+/// Maps `model` for `gateway` of its group (see [`load_gateway`]).
+pub fn from_model_gateway(
+    model: &SaveConfig,
+    previous: Option<&ServerConfig>,
+    gateway: Option<&str>,
+) -> std::result::Result<ServerConfig, GroupError> {
+    let group = GatewayGroup::from_model(model)?;
+    let (group, gw) = match (group, gateway) {
+        (None, None) => return Ok(from_model(model, previous)?),
+        (None, Some(g)) => return Err(GroupError::NoGroup(g.to_string())),
+        (Some(group), None) => {
+            let names = group
+                .gateways
+                .iter()
+                .map(|g| g.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(GroupError::GatewayNotGiven(group.name, names));
+        }
+        (Some(group), Some(name)) => {
+            let gw = group.gateway(name)?.clone();
+            (group, gw)
+        }
+    };
+    group.check_model(model)?;
+    let opener = |so: &StorageObject| -> std::result::Result<Arc<LogicalUnit>, GroupError> {
+        open_group_lun(so, &group, &gw)
+    };
+    map_model(model, previous, &opener, Some(&gw))
+}
+
+#[cfg(feature = "rbd")]
+fn open_group_lun(
+    so: &StorageObject,
+    group: &GatewayGroup,
+    gw: &group::Gateway,
+) -> std::result::Result<Arc<LogicalUnit>, GroupError> {
+    group::open_lun(so, group, gw, object_block_size(so))
+}
+
+#[cfg(not(feature = "rbd"))]
+fn open_group_lun(
+    so: &StorageObject,
+    _group: &GatewayGroup,
+    _gw: &group::Gateway,
+) -> std::result::Result<Arc<LogicalUnit>, GroupError> {
+    Err(GroupError::Open {
+        name: so.path(),
+        source: Box::new(rustio_rbd::RbdError::NotBuiltIn),
+    })
+}
+
+/// The `block_size` attribute of a storage object (512 when unset).
+fn object_block_size(so: &StorageObject) -> u32 {
+    so.common()
+        .and_then(|c| setting_u64(&c.attributes, "block_size"))
+        .and_then(|v| u32::try_from(v).ok())
+        .unwrap_or(512)
 }
 
 fn setting_u64(map: &rustio_config::model::Settings, key: &str) -> Option<u64> {
@@ -83,11 +164,7 @@ fn fingerprint(so: &StorageObject) -> String {
 /// Opens a storage object through the shared registry and builds its logical unit.
 fn open_storage(so: &StorageObject, stores: &Handlers) -> Result<Arc<LogicalUnit>> {
     let name = so.name().to_string();
-    let block_size = so
-        .common()
-        .and_then(|c| setting_u64(&c.attributes, "block_size"))
-        .and_then(|v| u32::try_from(v).ok())
-        .unwrap_or(512);
+    let block_size = object_block_size(so);
     let opened = stores.open_object(so, block_size)?;
     let (store, write_cache, read_only) = (opened.store, opened.write_cache, opened.read_only);
     // `open_object` refuses objects without the common part (unknown plugins).
@@ -217,6 +294,18 @@ pub fn from_model_with(
     previous: Option<&ServerConfig>,
     stores: &Handlers,
 ) -> Result<ServerConfig> {
+    map_model(model, previous, &|so| open_storage(so, stores), None)
+}
+
+/// The mapping itself: `open` opens a storage object's logical unit; with `gateway`,
+/// each target's one TPG becomes the gateway's (tag = its target port group, its
+/// portals).
+fn map_model<E: From<Error> + From<ConfigError>>(
+    model: &SaveConfig,
+    previous: Option<&ServerConfig>,
+    open: &dyn Fn(&StorageObject) -> std::result::Result<Arc<LogicalUnit>, E>,
+    gateway: Option<&group::Gateway>,
+) -> std::result::Result<ServerConfig, E> {
     let mut cfg = ServerConfig::default();
     for fm in &model.fabric_modules {
         if fm.name == "iscsi" {
@@ -232,7 +321,7 @@ pub fn from_model_with(
         }
     }
     let mut storage: Vec<StorageObjectRuntime> = Vec::new();
-    let mut get_lu = |path: &str| -> Result<(Arc<LogicalUnit>, String)> {
+    let mut get_lu = |path: &str| -> std::result::Result<(Arc<LogicalUnit>, String), E> {
         let so = model
             .storage_object_by_path(path)
             .ok_or_else(|| ConfigError::MissingStorageObject(path.to_owned()))?;
@@ -242,7 +331,7 @@ pub fn from_model_with(
         }
         let lu = match previous.and_then(|p| p.storage_objects.iter().find(|s| s.key == key)) {
             Some(s) => s.lu.clone(),
-            None => open_storage(so, stores)?,
+            None => open(so)?,
         };
         storage.push(StorageObjectRuntime {
             key,
@@ -259,10 +348,14 @@ pub fn from_model_with(
         let mut tpgs = Vec::new();
         for tpg in &t.tpgs {
             let tag = tpg.tag.unwrap_or(1);
-            let tag = u16::try_from(tag).map_err(|_| ConfigError::TpgTagOutOfRange {
+            let mut tag = u16::try_from(tag).map_err(|_| ConfigError::TpgTagOutOfRange {
                 iqn: t.wwn.clone(),
                 tag,
             })?;
+            if let Some(gw) = gateway {
+                // The gateway's target port: TPGT = relative port id = port group.
+                tag = gw.port_group;
+            }
             let mut tc = TpgConfig::new(tag);
             tc.enabled = tpg.enable.unwrap_or(true);
             tc.authentication = setting_flag(&tpg.attributes, "authentication").unwrap_or(false);
@@ -283,10 +376,21 @@ pub fn from_model_with(
                     tc.authentication = true;
                 }
             }
-            for p in &tpg.portals {
-                tc.portals.push(PortalConfig {
-                    addr: parse_portal(&p.ip_address, p.port)?,
-                });
+            match gateway {
+                Some(gw) => {
+                    tc.portals = gw
+                        .portals
+                        .iter()
+                        .map(|&addr| PortalConfig { addr })
+                        .collect()
+                }
+                None => {
+                    for p in &tpg.portals {
+                        tc.portals.push(PortalConfig {
+                            addr: parse_portal(&p.ip_address, p.port)?,
+                        });
+                    }
+                }
             }
             for l in &tpg.luns {
                 let (lu, name) = get_lu(&l.storage_object)?;

@@ -12,7 +12,7 @@ use rustio_backstore::{
 
 use crate::config::effective_osd_op_timeout;
 use crate::error::io_error;
-use crate::ffi::{CawOutcome, Cluster, Errno, Image};
+use crate::ffi::{CawOutcome, Cluster, Errno, Image, IoCtx};
 use crate::{OpenOptions, RbdError};
 
 /// At most this many objects are examined by one [`Backstore::block_status`] call; the
@@ -73,11 +73,6 @@ impl RbdBackstore {
         for o in &cfg.ignored {
             tracing::warn!(image = %spec, option = %o, "unknown rbd option ignored");
         }
-        let user = cfg.user();
-        let conf = cfg.conf.as_ref().map_or_else(
-            || "default ceph.conf search".to_owned(),
-            |p| p.display().to_string(),
-        );
         let ceph = |op: &'static str| {
             let spec = spec.clone();
             move |errno: Errno| RbdError::Ceph {
@@ -86,71 +81,16 @@ impl RbdBackstore {
                 source: os(errno),
             }
         };
-
-        let mut cluster = Cluster::create(cfg.id.as_deref()).map_err(ceph("rados_create"))?;
-        if let Err(errno) = cluster.read_conf_file(cfg.conf.as_deref()) {
-            if let Some(path) = &cfg.conf {
-                return Err(RbdError::ConfRead {
-                    path: path.clone(),
-                    source: os(errno),
-                });
-            }
-        }
-        let set = |k: &str, v: &str| cluster.conf_set(k, v).map_err(ceph("rados_conf_set"));
-        set("rbd_cache", "false")?;
-        let connect_secs = opts.connect_timeout.as_secs().max(1).to_string();
-        set("client_mount_timeout", &connect_secs)?;
-        set("rados_mon_op_timeout", &connect_secs)?;
-        let get = |k: &str| cluster.conf_get(k).unwrap_or_default();
-        let timeout = effective_osd_op_timeout(
-            cfg.osd_op_timeout,
-            &get("rados_osd_op_timeout"),
-            &get("osd_heartbeat_grace"),
-            &get("osd_heartbeat_interval"),
-        );
-        if timeout.raised {
-            tracing::warn!(
-                image = %spec,
-                requested = ?cfg.osd_op_timeout,
-                used = timeout.secs,
-                "osd_op_timeout must exceed osd_heartbeat_grace + osd_heartbeat_interval; raised"
-            );
-        }
-        set("rados_osd_op_timeout", &timeout.secs.to_string())?;
-        let osd_op_timeout = Duration::from_secs(timeout.secs);
-
-        cluster.connect().map_err(|errno| match errno {
-            libc::ETIMEDOUT => RbdError::ConnectTimeout {
-                conf: conf.clone(),
-                user: user.clone(),
-                timeout: Duration::from_secs(opts.connect_timeout.as_secs().max(1)),
-                source: os(errno),
-            },
-            libc::EACCES | libc::EPERM => RbdError::Auth {
-                user: user.clone(),
-                conf: conf.clone(),
-                source: os(errno),
-            },
-            // librados answers ENOENT when it finds no monitor address.
-            libc::ENOENT => RbdError::NoMonitors { conf: conf.clone() },
-            _ => RbdError::Connect {
-                conf: conf.clone(),
-                user: user.clone(),
-                source: os(errno),
-            },
-        })?;
+        let Connection {
+            ioctx,
+            osd_op_timeout,
+            user,
+        } = connect_pool(opts)?;
         let denied = |what: String, errno: Errno| RbdError::PermissionDenied {
             user: user.clone(),
             what,
             source: os(errno),
         };
-        let ioctx = cluster.into_ioctx(&cfg.pool).map_err(|errno| match errno {
-            libc::ENOENT => RbdError::PoolNotFound {
-                pool: cfg.pool.clone(),
-            },
-            libc::EACCES | libc::EPERM => denied(format!("use pool {:?}", cfg.pool), errno),
-            _ => ceph("rados_ioctx_create")(errno),
-        })?;
         let mut image =
             ioctx
                 .into_image(&cfg.image, opts.read_only)
@@ -179,7 +119,7 @@ impl RbdBackstore {
             user = %user,
             size,
             object_size,
-            osd_op_timeout = timeout.secs,
+            osd_op_timeout = osd_op_timeout.as_secs(),
             read_only = opts.read_only,
             "rbd image open"
         );
@@ -334,6 +274,107 @@ impl RbdBackstore {
         self.capacity.store(capacity, Ordering::Release);
         capacity
     }
+}
+
+/// A connected cluster handle's pool context and what was negotiated on the way.
+pub(crate) struct Connection {
+    /// The I/O context of the configured pool.
+    pub(crate) ioctx: IoCtx,
+    /// The `rados_osd_op_timeout` in force.
+    pub(crate) osd_op_timeout: Duration,
+    /// `client.<id>`.
+    pub(crate) user: String,
+}
+
+/// Connects to the cluster of `opts` and opens its pool, with the settings every client
+/// of this crate uses (the image engine and the reservation store): `rbd_cache` off,
+/// monitor connection and requests bounded by [`OpenOptions::connect_timeout`], the OSD
+/// op timeout of [`crate::config::effective_osd_op_timeout`].
+pub(crate) fn connect_pool(opts: &OpenOptions) -> Result<Connection, RbdError> {
+    let cfg = &opts.config;
+    let spec = cfg.spec();
+    let user = cfg.user();
+    let conf = cfg.conf.as_ref().map_or_else(
+        || "default ceph.conf search".to_owned(),
+        |p| p.display().to_string(),
+    );
+    let ceph = |op: &'static str| {
+        let spec = spec.clone();
+        move |errno: Errno| RbdError::Ceph {
+            op,
+            spec,
+            source: os(errno),
+        }
+    };
+    let mut cluster = Cluster::create(cfg.id.as_deref()).map_err(ceph("rados_create"))?;
+    if let Err(errno) = cluster.read_conf_file(cfg.conf.as_deref()) {
+        if let Some(path) = &cfg.conf {
+            return Err(RbdError::ConfRead {
+                path: path.clone(),
+                source: os(errno),
+            });
+        }
+    }
+    let set = |k: &str, v: &str| cluster.conf_set(k, v).map_err(ceph("rados_conf_set"));
+    set("rbd_cache", "false")?;
+    let connect_secs = opts.connect_timeout.as_secs().max(1).to_string();
+    set("client_mount_timeout", &connect_secs)?;
+    set("rados_mon_op_timeout", &connect_secs)?;
+    let get = |k: &str| cluster.conf_get(k).unwrap_or_default();
+    let timeout = effective_osd_op_timeout(
+        cfg.osd_op_timeout,
+        &get("rados_osd_op_timeout"),
+        &get("osd_heartbeat_grace"),
+        &get("osd_heartbeat_interval"),
+    );
+    if timeout.raised {
+        tracing::warn!(
+            image = %spec,
+            requested = ?cfg.osd_op_timeout,
+            used = timeout.secs,
+            "osd_op_timeout must exceed osd_heartbeat_grace + osd_heartbeat_interval; raised"
+        );
+    }
+    set("rados_osd_op_timeout", &timeout.secs.to_string())?;
+    let osd_op_timeout = Duration::from_secs(timeout.secs);
+
+    cluster.connect().map_err(|errno| match errno {
+        libc::ETIMEDOUT => RbdError::ConnectTimeout {
+            conf: conf.clone(),
+            user: user.clone(),
+            timeout: Duration::from_secs(opts.connect_timeout.as_secs().max(1)),
+            source: os(errno),
+        },
+        libc::EACCES | libc::EPERM => RbdError::Auth {
+            user: user.clone(),
+            conf: conf.clone(),
+            source: os(errno),
+        },
+        // librados answers ENOENT when it finds no monitor address.
+        libc::ENOENT => RbdError::NoMonitors { conf: conf.clone() },
+        _ => RbdError::Connect {
+            conf: conf.clone(),
+            user: user.clone(),
+            source: os(errno),
+        },
+    })?;
+    let denied = |what: String, errno: Errno| RbdError::PermissionDenied {
+        user: user.clone(),
+        what,
+        source: os(errno),
+    };
+    let ioctx = cluster.into_ioctx(&cfg.pool).map_err(|errno| match errno {
+        libc::ENOENT => RbdError::PoolNotFound {
+            pool: cfg.pool.clone(),
+        },
+        libc::EACCES | libc::EPERM => denied(format!("use pool {:?}", cfg.pool), errno),
+        _ => ceph("rados_ioctx_create")(errno),
+    })?;
+    Ok(Connection {
+        ioctx,
+        osd_op_timeout,
+        user,
+    })
 }
 
 impl Backstore for RbdBackstore {
@@ -526,6 +567,50 @@ fn extents_from_allocated(offset: u64, len: u64, allocated: &[(u64, u64)]) -> Ve
     }
     push(pos, end, false);
     out
+}
+
+/// Gateway groups (`crate::lock`): identity, lock owners, lock breaking, metadata.
+impl RbdBackstore {
+    /// The image's pool id and immutable image id: the same on every gateway, whatever
+    /// the host or the configuration's names (the seed of the LUN identity).
+    pub(crate) fn pool_and_image_id(&self) -> Result<(i64, String)> {
+        let id = self
+            .image
+            .id()
+            .map_err(|e| self.io_err("rbd_get_id", 0, e))?;
+        Ok((self.image.pool_id(), id))
+    }
+
+    /// Clients holding the exclusive lock; `Err(errno)` as librbd answered (EBLOCKLISTED
+    /// = ESHUTDOWN when this client was fenced).
+    pub(crate) fn lock_owners(&self) -> std::result::Result<Vec<String>, Errno> {
+        self.image.lock_owners()
+    }
+
+    /// Breaks (and blocklists) `owner`'s exclusive lock.
+    pub(crate) fn break_lock(&self, owner: &str) -> std::result::Result<(), Errno> {
+        self.image.lock_break(owner)
+    }
+
+    /// Raw exclusive-lock ownership query.
+    pub(crate) fn lock_owner_raw(&self) -> std::result::Result<bool, Errno> {
+        self.image.is_exclusive_lock_owner()
+    }
+
+    /// Raw `rbd_lock_acquire(EXCLUSIVE)`.
+    pub(crate) fn lock_acquire_raw(&self) -> std::result::Result<(), Errno> {
+        self.image.lock_acquire_exclusive()
+    }
+
+    /// Image metadata `key`.
+    pub(crate) fn metadata_get(&self, key: &str) -> std::result::Result<Option<String>, Errno> {
+        self.image.metadata_get(key)
+    }
+
+    /// Sets image metadata `key`.
+    pub(crate) fn metadata_set(&self, key: &str, value: &str) -> std::result::Result<(), Errno> {
+        self.image.metadata_set(key, value)
+    }
 }
 
 #[cfg(test)]

@@ -29,6 +29,12 @@ type rados_t = *mut c_void;
 #[allow(non_camel_case_types)]
 type rados_ioctx_t = *mut c_void;
 #[allow(non_camel_case_types)]
+type rados_write_op_t = *mut c_void;
+#[allow(non_camel_case_types)]
+type rados_watchcb2_t = Option<extern "C" fn(*mut c_void, u64, u64, u64, *mut c_void, usize)>;
+#[allow(non_camel_case_types)]
+type rados_watcherrcb_t = Option<extern "C" fn(*mut c_void, u64, c_int)>;
+#[allow(non_camel_case_types)]
 type rbd_image_t = *mut c_void;
 #[allow(non_camel_case_types)]
 type rbd_completion_t = *mut c_void;
@@ -55,6 +61,11 @@ struct rbd_image_info_t {
 const RBD_WRITE_ZEROES_FLAG_THICK_PROVISION: c_int = 1;
 /// `RBD_LOCK_MODE_EXCLUSIVE` (librbd.h, `rbd_lock_mode_t`).
 const RBD_LOCK_MODE_EXCLUSIVE: c_int = 0;
+/// `LIBRADOS_CREATE_EXCLUSIVE` (librados.h): the create fails with EEXIST if the object
+/// exists.
+const LIBRADOS_CREATE_EXCLUSIVE: c_int = 1;
+/// `LIBRADOS_CMPXATTR_OP_EQ` (librados.h): string comparison for equality.
+const LIBRADOS_CMPXATTR_OP_EQ: u8 = 1;
 
 #[link(name = "rados")]
 extern "C" {
@@ -71,6 +82,68 @@ extern "C" {
     fn rados_shutdown(cluster: rados_t);
     fn rados_ioctx_create(cluster: rados_t, pool: *const c_char, io: *mut rados_ioctx_t) -> c_int;
     fn rados_ioctx_destroy(io: rados_ioctx_t);
+
+    fn rados_read(
+        io: rados_ioctx_t,
+        oid: *const c_char,
+        buf: *mut c_char,
+        len: usize,
+        off: u64,
+    ) -> c_int;
+    fn rados_create_write_op() -> rados_write_op_t;
+    fn rados_release_write_op(op: rados_write_op_t);
+    fn rados_write_op_create(op: rados_write_op_t, exclusive: c_int, category: *const c_char);
+    fn rados_write_op_cmpxattr(
+        op: rados_write_op_t,
+        name: *const c_char,
+        comparison_operator: u8,
+        value: *const c_char,
+        value_len: usize,
+    );
+    fn rados_write_op_setxattr(
+        op: rados_write_op_t,
+        name: *const c_char,
+        value: *const c_char,
+        value_len: usize,
+    );
+    fn rados_write_op_write_full(op: rados_write_op_t, buffer: *const c_char, len: usize);
+    fn rados_write_op_operate(
+        op: rados_write_op_t,
+        io: rados_ioctx_t,
+        oid: *const c_char,
+        mtime: *mut libc::time_t,
+        flags: c_int,
+    ) -> c_int;
+    fn rados_watch3(
+        io: rados_ioctx_t,
+        o: *const c_char,
+        cookie: *mut u64,
+        watchcb: rados_watchcb2_t,
+        watcherrcb: rados_watcherrcb_t,
+        timeout: u32,
+        arg: *mut c_void,
+    ) -> c_int;
+    fn rados_watch_check(io: rados_ioctx_t, cookie: u64) -> c_int;
+    fn rados_unwatch2(io: rados_ioctx_t, cookie: u64) -> c_int;
+    fn rados_watch_flush(cluster: rados_t) -> c_int;
+    fn rados_notify2(
+        io: rados_ioctx_t,
+        o: *const c_char,
+        buf: *const c_char,
+        buf_len: c_int,
+        timeout_ms: u64,
+        reply_buffer: *mut *mut c_char,
+        reply_buffer_len: *mut usize,
+    ) -> c_int;
+    fn rados_notify_ack(
+        io: rados_ioctx_t,
+        o: *const c_char,
+        notify_id: u64,
+        cookie: u64,
+        buf: *const c_char,
+        buf_len: c_int,
+    ) -> c_int;
+    fn rados_buffer_free(buf: *mut c_char);
 }
 
 #[link(name = "rbd")]
@@ -287,6 +360,273 @@ impl IoCtx {
             slow_after: Duration::from_secs(60),
         })
     }
+}
+
+// SAFETY: librados I/O contexts are thread-safe for object operations, watch and notify
+// (librados' IoCtxImpl serialises internally); only rados_ioctx_destroy needs exclusive
+// access, which `Drop` guarantees. The store shares one context through an `Arc`.
+unsafe impl Send for IoCtx {}
+// SAFETY: as above; every `&self` method below is one thread-safe librados call.
+unsafe impl Sync for IoCtx {}
+
+/// How a compare-and-set write ([`IoCtx::write_full_if`]) is guarded.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum WriteGuard<'a> {
+    /// The object must not exist yet (exclusive create; EEXIST otherwise).
+    Create,
+    /// The object's extended attribute must hold exactly this value (ECANCELED
+    /// otherwise, also when the object or the attribute is missing).
+    XattrEquals(&'a [u8]),
+}
+
+/// What a watch reports (see [`IoCtx::watch`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WatchEvent<'a> {
+    /// A notification and its payload (already acknowledged).
+    Notify(&'a [u8]),
+    /// The watch broke (disconnect, timeout, object gone): re-watch before trusting it.
+    Error(Errno),
+}
+
+/// The callback of a watch: runs on a librados thread, must return quickly.
+pub(crate) type WatchFn = Box<dyn Fn(WatchEvent<'_>) + Send + Sync>;
+
+/// What the watch callbacks get as `arg`: owned by the [`Watch`], freed after
+/// rados_unwatch2 and rados_watch_flush guarantee no callback runs any more.
+struct WatchCtx {
+    io: rados_ioctx_t,
+    oid: CString,
+    on_event: WatchFn,
+}
+
+impl IoCtx {
+    /// `rados_read` of the whole object: reads up to `max` bytes, growing the buffer
+    /// (64 KiB, doubling) while the object fills it, so each read is one consistent
+    /// snapshot. `Err(EFBIG)` when the object is larger than `max`.
+    pub(crate) fn read_whole(&self, oid: &str, max: usize) -> Result<Vec<u8>, Errno> {
+        let o = cstring(oid)?;
+        let mut len = (64 * 1024).min(max.max(1));
+        loop {
+            let mut buf = vec![0u8; len.saturating_add(1)];
+            // SAFETY: the context is live; `o` is NUL-terminated; `buf` is writable for
+            // `buf.len()` bytes and librados writes at most that many.
+            let r = unsafe {
+                rados_read(
+                    self.io,
+                    o.as_ptr(),
+                    buf.as_mut_ptr().cast::<c_char>(),
+                    buf.len(),
+                    0,
+                )
+            };
+            let n = usize::try_from(check(r as isize)?).map_err(|_| libc::EIO)?;
+            if n <= len {
+                buf.truncate(n);
+                return Ok(buf);
+            }
+            if len >= max {
+                return Err(libc::EFBIG);
+            }
+            len = len.saturating_mul(2).min(max);
+        }
+    }
+
+    /// One atomic write operation (`rados_write_op_operate`): `guard`, then
+    /// `rados_write_op_write_full(data)` and `rados_write_op_setxattr(xattr, value)`.
+    /// The OSD applies all or nothing.
+    pub(crate) fn write_full_if(
+        &self,
+        oid: &str,
+        guard: WriteGuard<'_>,
+        xattr: &str,
+        value: &[u8],
+        data: &[u8],
+    ) -> Result<(), Errno> {
+        let o = cstring(oid)?;
+        let x = cstring(xattr)?;
+        // SAFETY: creating a write op has no preconditions; it is released below on
+        // every path.
+        let op = unsafe { rados_create_write_op() };
+        if op.is_null() {
+            return Err(libc::ENOMEM);
+        }
+        // SAFETY: `op` is a live write op; every pointer handed in (names, values, data)
+        // stays valid until rados_write_op_operate returns, which is when librados has
+        // copied or sent them; the op is released exactly once, after the operation.
+        let r = unsafe {
+            match guard {
+                WriteGuard::Create => {
+                    rados_write_op_create(op, LIBRADOS_CREATE_EXCLUSIVE, ptr::null());
+                }
+                WriteGuard::XattrEquals(expect) => rados_write_op_cmpxattr(
+                    op,
+                    x.as_ptr(),
+                    LIBRADOS_CMPXATTR_OP_EQ,
+                    expect.as_ptr().cast::<c_char>(),
+                    expect.len(),
+                ),
+            }
+            rados_write_op_write_full(op, data.as_ptr().cast::<c_char>(), data.len());
+            rados_write_op_setxattr(op, x.as_ptr(), value.as_ptr().cast::<c_char>(), value.len());
+            let r = rados_write_op_operate(op, self.io, o.as_ptr(), ptr::null_mut(), 0);
+            rados_release_write_op(op);
+            r
+        };
+        check(r as isize).map(drop)
+    }
+
+    /// `rados_notify2`: tells every watcher of `oid` (this client's own watches too)
+    /// and waits until all acknowledged or `timeout` passed (ETIMEDOUT).
+    pub(crate) fn notify(&self, oid: &str, payload: &[u8], timeout: Duration) -> Result<(), Errno> {
+        let o = cstring(oid)?;
+        let len = c_int::try_from(payload.len()).map_err(|_| libc::EINVAL)?;
+        let ms = u64::try_from(timeout.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let mut reply: *mut c_char = ptr::null_mut();
+        let mut reply_len: usize = 0;
+        // SAFETY: the context is live; `o` and `payload` are valid for the call; the
+        // reply out-pointers are valid; a reply buffer librados hands back is freed with
+        // rados_buffer_free exactly once.
+        let r = unsafe {
+            let r = rados_notify2(
+                self.io,
+                o.as_ptr(),
+                payload.as_ptr().cast::<c_char>(),
+                len,
+                ms,
+                &mut reply,
+                &mut reply_len,
+            );
+            if !reply.is_null() {
+                rados_buffer_free(reply);
+            }
+            r
+        };
+        check(r as isize).map(drop)
+    }
+
+    /// `rados_watch3` on `oid` (which must exist) with `timeout_secs` (after which the
+    /// OSD drops a silent watcher); `on_event` runs for every notification (acknowledged
+    /// right after it returns) and on errors. The watch ends when the [`Watch`] drops.
+    pub(crate) fn watch(
+        self: &Arc<Self>,
+        oid: &str,
+        timeout_secs: u32,
+        on_event: WatchFn,
+    ) -> Result<Watch, Errno> {
+        let ctx = Box::new(WatchCtx {
+            io: self.io,
+            oid: cstring(oid)?,
+            on_event,
+        });
+        let ctx = Box::into_raw(ctx);
+        let mut cookie = 0u64;
+        // SAFETY: the context is live (and outlives the watch: the Watch holds an Arc);
+        // `ctx` stays valid until the Watch's drop has unwatched and flushed callbacks;
+        // the oid string lives inside `ctx`.
+        let r = unsafe {
+            rados_watch3(
+                self.io,
+                (*ctx).oid.as_ptr(),
+                &mut cookie,
+                Some(on_watch_notify),
+                Some(on_watch_error),
+                timeout_secs,
+                ctx.cast::<c_void>(),
+            )
+        };
+        if let Err(e) = check(r as isize) {
+            // SAFETY: the watch was not registered, so librados holds no pointer to
+            // `ctx`; reclaimed once.
+            drop(unsafe { Box::from_raw(ctx) });
+            return Err(e);
+        }
+        Ok(Watch {
+            io: Arc::clone(self),
+            cookie,
+            ctx,
+        })
+    }
+}
+
+/// An established watch (`rados_watch3`), unregistered on drop.
+pub(crate) struct Watch {
+    io: Arc<IoCtx>,
+    cookie: u64,
+    ctx: *mut WatchCtx,
+}
+
+// SAFETY: `ctx` is only dereferenced by librados callbacks (it holds a Send + Sync
+// closure and a thread-safe context handle) and freed in `Drop`; the cookie is plain data.
+unsafe impl Send for Watch {}
+// SAFETY: as above; `check` is one thread-safe librados call.
+unsafe impl Sync for Watch {}
+
+impl Watch {
+    /// `rados_watch_check`: milliseconds since the watch was last confirmed by the OSD,
+    /// or the error that broke it.
+    pub(crate) fn check(&self) -> Result<u64, Errno> {
+        // SAFETY: the context is live and the cookie belongs to a registered watch.
+        let r = unsafe { rados_watch_check(self.io.io, self.cookie) };
+        check(r as isize).map(|ms| u64::try_from(ms).unwrap_or(u64::MAX))
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        // SAFETY: the cookie is ours; after rados_unwatch2 no new callback starts and
+        // rados_watch_flush waits for those in flight, so `ctx` is then unreferenced and
+        // freed exactly once. Never called from a callback (that would deadlock the
+        // flush): the store drops watches only on its own threads.
+        unsafe {
+            let r = rados_unwatch2(self.io.io, self.cookie);
+            if r < 0 {
+                tracing::debug!(errno = -r, "rados_unwatch2 failed (watch already broken)");
+            }
+            rados_watch_flush(self.io._cluster.handle);
+            drop(Box::from_raw(self.ctx));
+        }
+    }
+}
+
+/// `rados_watchcb2_t`: hands the payload to the watch's closure, then acknowledges (the
+/// notifier's rados_notify2 returns once every watcher acknowledged).
+extern "C" fn on_watch_notify(
+    arg: *mut c_void,
+    notify_id: u64,
+    cookie: u64,
+    _notifier_id: u64,
+    data: *mut c_void,
+    data_len: usize,
+) {
+    // SAFETY: `arg` is the WatchCtx registered with this watch, alive until the Watch's
+    // drop has flushed all callbacks; only shared access happens here.
+    let ctx = unsafe { &*arg.cast_const().cast::<WatchCtx>() };
+    let payload: &[u8] = if data.is_null() || data_len == 0 {
+        &[]
+    } else {
+        // SAFETY: librados passes `data_len` readable bytes at `data`, valid for the
+        // duration of the callback.
+        unsafe { std::slice::from_raw_parts(data.cast_const().cast::<u8>(), data_len) }
+    };
+    (ctx.on_event)(WatchEvent::Notify(payload));
+    // SAFETY: the context and oid are live (see above); a NULL reply of length 0 is
+    // allowed.
+    let r =
+        unsafe { rados_notify_ack(ctx.io, ctx.oid.as_ptr(), notify_id, cookie, ptr::null(), 0) };
+    if r < 0 {
+        tracing::debug!(errno = -r, "rados_notify_ack failed");
+    }
+}
+
+/// `rados_watcherrcb_t`: the watch broke.
+extern "C" fn on_watch_error(arg: *mut c_void, _cookie: u64, err: c_int) {
+    // SAFETY: as in `on_watch_notify`.
+    let ctx = unsafe { &*arg.cast_const().cast::<WatchCtx>() };
+    (ctx.on_event)(WatchEvent::Error(
+        err.unsigned_abs().try_into().unwrap_or(libc::EIO),
+    ));
 }
 
 impl Drop for IoCtx {
@@ -620,4 +960,125 @@ extern "C" fn on_complete(c: rbd_completion_t, arg: *mut c_void) {
         r
     };
     waiter.finish(r);
+}
+
+// --- Gateway groups: image identity, lock owners and lock breaking, image metadata
+// (librbd.h / librados.h of Ceph 16.2; used by `crate::lock`).
+
+#[link(name = "rados")]
+extern "C" {
+    fn rados_ioctx_get_id(io: rados_ioctx_t) -> i64;
+}
+
+#[link(name = "rbd")]
+extern "C" {
+    fn rbd_get_id(image: rbd_image_t, id: *mut c_char, id_len: usize) -> c_int;
+    fn rbd_lock_get_owners(
+        image: rbd_image_t,
+        lock_mode: *mut c_int,
+        lock_owners: *mut *mut c_char,
+        max_lock_owners: *mut usize,
+    ) -> c_int;
+    fn rbd_lock_get_owners_cleanup(lock_owners: *mut *mut c_char, lock_owner_count: usize);
+    fn rbd_lock_break(image: rbd_image_t, lock_mode: c_int, lock_owner: *const c_char) -> c_int;
+    fn rbd_metadata_get(
+        image: rbd_image_t,
+        key: *const c_char,
+        value: *mut c_char,
+        val_len: *mut usize,
+    ) -> c_int;
+    fn rbd_metadata_set(image: rbd_image_t, key: *const c_char, value: *const c_char) -> c_int;
+}
+
+/// Most lock owners [`Image::lock_owners`] reads (an exclusive lock has one).
+const MAX_LOCK_OWNERS: usize = 8;
+
+impl Image {
+    /// `rados_ioctx_get_id`: the id of the image's pool.
+    pub(crate) fn pool_id(&self) -> i64 {
+        // SAFETY: the I/O context is live for as long as the image.
+        unsafe { rados_ioctx_get_id(self._ioctx.io) }
+    }
+
+    /// `rbd_get_id`: the image's immutable id (format 2 images), unique in its pool.
+    pub(crate) fn id(&self) -> Result<String, Errno> {
+        let mut buf = vec![0u8; 64];
+        loop {
+            // SAFETY: the image is open; `buf` is writable for `buf.len()` bytes.
+            let r = unsafe { rbd_get_id(self.image, buf.as_mut_ptr().cast(), buf.len()) };
+            if r == -libc::ERANGE && buf.len() < 4096 {
+                buf.resize(buf.len() * 2, 0);
+                continue;
+            }
+            check(r as isize)?;
+            let s = CStr::from_bytes_until_nul(&buf).map_err(|_| libc::EINVAL)?;
+            return Ok(s.to_string_lossy().into_owned());
+        }
+    }
+
+    /// `rbd_lock_get_owners`: the clients holding the exclusive lock (empty: none).
+    pub(crate) fn lock_owners(&self) -> Result<Vec<String>, Errno> {
+        let mut mode: c_int = 0;
+        let mut owners: [*mut c_char; MAX_LOCK_OWNERS] = [ptr::null_mut(); MAX_LOCK_OWNERS];
+        let mut n = MAX_LOCK_OWNERS;
+        // SAFETY: the image is open; `owners` has room for `n` pointers, which librbd
+        // fills with strdup'ed strings and counts in `n`.
+        let r = unsafe { rbd_lock_get_owners(self.image, &mut mode, owners.as_mut_ptr(), &mut n) };
+        if r == -libc::ENOENT {
+            return Ok(Vec::new());
+        }
+        check(r as isize)?;
+        let n = n.min(MAX_LOCK_OWNERS);
+        let out = owners[..n]
+            .iter()
+            .filter(|p| !p.is_null())
+            // SAFETY: each non-null entry is a NUL-terminated string from librbd.
+            .map(|&p| unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
+            .collect();
+        // SAFETY: frees exactly the `n` strings librbd allocated above, once.
+        unsafe { rbd_lock_get_owners_cleanup(owners.as_mut_ptr(), n) };
+        Ok(out)
+    }
+
+    /// `rbd_lock_break(EXCLUSIVE, owner)`: breaks `owner`'s exclusive lock; with
+    /// `rbd_blocklist_on_break_lock` (default true) librbd first blocklists the owner's
+    /// client, so its in-flight and later writes cannot land.
+    pub(crate) fn lock_break(&self, owner: &str) -> Result<(), Errno> {
+        let o = cstring(owner)?;
+        // SAFETY: the image is open; `o` is NUL-terminated.
+        let r = unsafe { rbd_lock_break(self.image, RBD_LOCK_MODE_EXCLUSIVE, o.as_ptr()) };
+        check(r as isize).map(drop)
+    }
+
+    /// `rbd_metadata_get`: the value of image metadata `key`, `None` if unset.
+    pub(crate) fn metadata_get(&self, key: &str) -> Result<Option<String>, Errno> {
+        let k = cstring(key)?;
+        let mut buf = vec![0u8; 256];
+        loop {
+            let mut len = buf.len();
+            // SAFETY: the image is open; `k` is NUL-terminated; `buf` is writable for
+            // `len` bytes and librbd writes at most that (else ERANGE with the need).
+            let r = unsafe {
+                rbd_metadata_get(self.image, k.as_ptr(), buf.as_mut_ptr().cast(), &mut len)
+            };
+            if r == -libc::ENOENT {
+                return Ok(None);
+            }
+            if r == -libc::ERANGE && len > buf.len() && len <= 65536 {
+                buf.resize(len, 0);
+                continue;
+            }
+            check(r as isize)?;
+            let s = CStr::from_bytes_until_nul(&buf).map_err(|_| libc::EINVAL)?;
+            return Ok(Some(s.to_string_lossy().into_owned()));
+        }
+    }
+
+    /// `rbd_metadata_set`.
+    pub(crate) fn metadata_set(&self, key: &str, value: &str) -> Result<(), Errno> {
+        let (k, v) = (cstring(key)?, cstring(value)?);
+        // SAFETY: the image is open; both strings are NUL-terminated.
+        let r = unsafe { rbd_metadata_set(self.image, k.as_ptr(), v.as_ptr()) };
+        check(r as isize).map(drop)
+    }
 }

@@ -14,6 +14,10 @@
 //! cluster is unreachable past them, requests fail with an error whose
 //! [`rustio_backstore::ErrorKind`] is `Busy`, never hang.
 //!
+//! [`CephReservationStore`] (module [`prstore`]) keeps SCSI persistent reservations in a
+//! RADOS object next to the image, so every gateway exporting it enforces the same
+//! reservations and hears of each other's changes (watch/notify).
+//!
 //! librbd is linked only with the `rbd` cargo feature (Debian: `librbd-dev`). Without it
 //! the crate still builds, with the same API, and [`RbdBackstore::open`] answers
 //! [`RbdError::NotBuiltIn`].
@@ -32,10 +36,16 @@ mod engine;
 mod engine;
 #[cfg(feature = "rbd")]
 mod ffi;
+#[cfg(feature = "rbd")]
+pub mod lock;
+#[cfg(feature = "rbd")]
+pub mod prstore;
 
 pub use config::{ConfigError, RbdConfig};
 pub use engine::RbdBackstore;
 pub use error::RbdError;
+#[cfg(feature = "rbd")]
+pub use prstore::{CephReservationStore, PrStoreError};
 
 /// Whether this build links librbd (the `rbd` feature).
 pub const BUILT_WITH_RBD: bool = cfg!(feature = "rbd");

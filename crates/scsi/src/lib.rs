@@ -66,6 +66,7 @@
 
 #![warn(missing_docs)]
 
+pub mod alua;
 pub mod cdb;
 mod config;
 pub mod direct;
@@ -93,7 +94,10 @@ pub use error::Error;
 pub use lu::LogicalUnit;
 pub use lunmap::{decode_lun, decode_lun_u64, encode_lun, LunAccess, LunMap, MappedLun, MAX_LUN};
 pub use nexus::{Nexus, Request, TaskAttr, Tmf};
-pub use pr::{MemoryStore, ReservationState, ReservationStore, StoreError, Versioned};
+pub use pr::{
+    ChangeCallback, DecodeError, MemoryStore, ReservationState, ReservationStore, StoreError,
+    Versioned, EVENT_WINDOW, STORE_UNAVAILABLE,
+};
 pub use sense::{FieldPointer, Sense, SenseKey, FIXED_SENSE_LEN};
 pub use status::{Response, Status};
 pub use tpg::{

@@ -2,15 +2,21 @@
 //!
 //! For each command [`LogicalUnit::execute`]:
 //! 1. notices a capacity change of the backstore (CAPACITY DATA HAS CHANGED, SBC-4 4.6),
+//!    and, when another unit of a shared reservation store committed a change, re-reads
+//!    the reservation state and raises the unit attentions it logged for this unit's
+//!    nexuses (SPC-4 5.13.11, [`crate::ReservationStore`]),
 //! 2. reports a pending unit attention unless the command is INQUIRY, REPORT LUNS or
 //!    REQUEST SENSE (SAM-5 5.14),
 //! 3. parses the CDB ([`crate::cdb`]),
-//! 4. checks reservations (SPC-2 RESERVE and SPC-4 5.13 persistent reservations),
-//! 5. checks write protection, then executes.
+//! 4. checks reservations (SPC-2 RESERVE and SPC-4 5.13 persistent reservations; NOT
+//!    READY while the store cannot be read),
+//! 5. checks ALUA access in a gateway group ([`crate::alua`]) and write protection,
+//!    then executes.
 //!
 //! Nothing here takes a logical-unit-wide mutex on the READ/WRITE path: unit attention
 //! lookup is a read lock on the nexus table plus an atomic, reservations are an atomic
-//! fast path, mode parameters that I/O needs (WCE, SWP) are atomics.
+//! fast path (plus an atomic "changed elsewhere" flag, read-only unless set), mode
+//! parameters that I/O needs (WCE, SWP) are atomics.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -23,7 +29,7 @@ use crate::direct::DirectIn;
 use crate::error::Error;
 use crate::mode::ModeState;
 use crate::nexus::{Nexus, Request, Tmf};
-use crate::pr::{MemoryStore, PrState, ReservationCheck, ReservationStore};
+use crate::pr::{MemoryStore, PrState, ReservationCheck, ReservationStore, STORE_UNAVAILABLE};
 use crate::rangelock::RangeLocks;
 use crate::sense::Sense;
 use crate::status::{Response, Status};
@@ -78,6 +84,10 @@ pub struct LogicalUnit {
     pub(crate) pr: PrState,
     pub(crate) locks: RangeLocks,
     pub(crate) copies: CopyState,
+    /// Gateway-group ALUA (see [`crate::alua`]); unset for a unit with one target.
+    pub(crate) group_alua: std::sync::OnceLock<Arc<crate::alua::GroupAlua>>,
+    /// The [`crate::alua::GroupAlua::generation`] last reported as a unit attention.
+    pub(crate) alua_seen: AtomicU64,
 }
 
 /// Derives the NAA-6 IEEE Registered Extended designator (SPC-4 7.8.6.6.5): NAA = 6,
@@ -146,6 +156,8 @@ impl LogicalUnit {
             pr,
             locks: RangeLocks::default(),
             copies: CopyState::default(),
+            group_alua: std::sync::OnceLock::new(),
+            alua_seen: AtomicU64::new(0),
             config,
         }))
     }
@@ -257,6 +269,10 @@ impl LogicalUnit {
         direct: Option<&mut DirectIn<'_, '_>>,
     ) -> Response {
         self.check_capacity(None);
+        // Before unit attentions are reported: a reservation change made through
+        // another unit of a shared store may have left some for this nexus.
+        self.raise_reservation_events();
+        self.raise_alua_events();
         let opcode = req.cdb.first().copied();
         if opcode.is_some_and(reports_unit_attention) || opcode.is_none() {
             if let Some(ua) = self.ua.take(req.nexus) {
@@ -282,10 +298,14 @@ impl LogicalUnit {
                 Fail::Status(s) => Response::status(s),
             };
         }
+        let needed_access = crate::alua::needs_access(&cmd);
         match self.dispatch(req, cmd, data_in, direct) {
             Ok(status) => Response::status(status),
-            Err(Fail::Check(s)) => Response::check(s),
-            Err(Fail::Status(s)) => Response::status(s),
+            // A gateway that lost ownership fails the command retryably (fencing).
+            Err(f) => match (self.alua_access_failed(needed_access, &f), f) {
+                (Some(s), _) | (None, Fail::Check(s)) => Response::check(s),
+                (None, Fail::Status(s)) => Response::status(s),
+            },
         }
     }
 
@@ -294,8 +314,8 @@ impl LogicalUnit {
     /// reservations) → RESERVATION CONFLICT, then write protection (SBC-4 4.11) → DATA
     /// PROTECT, WRITE PROTECTED. Every command passes here, and EXTENDED COPY passes its
     /// copy targets here as the READ and WRITE they stand for, so a copy gets no access
-    /// a direct command would not. There is no ALUA state to check: every target port
-    /// group is active/optimized (REPORT TARGET PORT GROUPS).
+    /// a direct command would not. In a gateway group, commands that need the medium
+    /// are then admitted only on the owning gateway ([`crate::alua`]).
     pub(crate) fn admit(
         &self,
         nexus: &Nexus,
@@ -305,7 +325,9 @@ impl LogicalUnit {
         match self.pr.check(nexus, cmd) {
             ReservationCheck::Allowed => {}
             ReservationCheck::Conflict => return Err(Fail::Status(Status::ReservationConflict)),
+            ReservationCheck::Unavailable => return Err(Fail::Check(STORE_UNAVAILABLE)),
         }
+        self.alua_admit(cmd)?;
         // EXTENDED COPY is checked per destination (see `extended_copy`).
         if cmd.writes_medium()
             && !matches!(cmd, Command::ExtendedCopy { .. })
@@ -448,7 +470,11 @@ impl LogicalUnit {
     /// through (implicit ALUA).
     fn report_target_port_groups(&self, req: &Request<'_>, extended: bool, out: &mut Vec<u8>) {
         let mut desc = Vec::with_capacity(12);
-        if self.config.target_port_groups.is_empty() {
+        if let Some(groups) = self.alua_groups() {
+            for g in &groups {
+                g.descriptor(&mut desc);
+            }
+        } else if self.config.target_port_groups.is_empty() {
             TargetPortGroup::of_port(&req.nexus.target).descriptor(&mut desc);
         } else {
             for g in &self.config.target_port_groups {
@@ -503,6 +529,15 @@ impl LogicalUnit {
             | Tmf::QueryTask(_)
             | Tmf::QueryTaskSet
             | Tmf::QueryAsyncEvent => {}
+        }
+    }
+
+    /// Re-reads a reservation state another writer changed and raises the unit
+    /// attentions its commits logged for this unit's nexuses (SPC-4 5.13.11; see
+    /// [`crate::ReservationStore`]). Two atomic loads when nothing changed.
+    pub(crate) fn raise_reservation_events(&self) {
+        for (r, sense) in self.pr.refresh() {
+            self.ua.raise_where(sense, |n| r.matches(n));
         }
     }
 

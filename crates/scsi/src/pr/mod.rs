@@ -8,12 +8,18 @@
 //! APTPL file (or a concurrent change through a shared store) leaves the state
 //! consistent.
 //!
+//! A store shared by several units (gateways) tells each unit of the others' commits
+//! ([`ReservationStore::watch`]); the unit then re-reads before its next command
+//! ([`PrState::refresh`]) and raises the unit attentions the state's event log holds for
+//! its nexuses (see [`store`] for the design). A store that cannot be read fails the
+//! commands that need it with [`STORE_UNAVAILABLE`], which initiators retry.
+//!
 //! * [`state`]: the state and its APTPL text form;
 //! * [`store`]: the store trait and the in-memory store;
 //! * `pr_in`: PERSISTENT RESERVE IN;
 //! * `out`: PERSISTENT RESERVE OUT, one function per service action.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -21,16 +27,32 @@ use parking_lot::Mutex;
 use crate::cdb::{Command, PrOutAction};
 use crate::lu::{Fail, Outcome};
 use crate::nexus::Nexus;
-use crate::sense::Sense;
+use crate::sense::{Sense, SenseKey};
 use crate::status::Status;
+
+use self::state::Registration;
 
 mod out;
 mod pr_in;
 pub(crate) mod state;
 pub(crate) mod store;
 
-pub use state::ReservationState;
-pub use store::{MemoryStore, ReservationStore, StoreError, Versioned};
+pub use state::{DecodeError, ReservationState};
+pub use store::{
+    ChangeCallback, MemoryStore, ReservationStore, StoreError, Versioned, EVENT_WINDOW,
+};
+
+/// What a command that needs the reservation state gets while the store cannot be read
+/// ([`StoreError::Unavailable`]): CHECK CONDITION, NOT READY, LOGICAL UNIT IS IN PROCESS
+/// OF BECOMING READY (04h/01h, SPC-4 4.5.6 table 28 and annex D). Why this one: the
+/// logical unit cannot decide access without its reservation state but expects to get
+/// it back (the cluster store reconnects, re-reads and re-watches), which is exactly
+/// "becoming ready"; initiators retry it on the same path (Linux `scsi_check_sense`
+/// NEEDS_RETRY, Windows and ESXi likewise) instead of failing the I/O or the path, as
+/// they would for LOGICAL UNIT NOT READY, CAUSE NOT REPORTABLE or a HARDWARE ERROR.
+/// BUSY would be retried too, but it says the task set is full (SAM-5 5.3.1), and it
+/// stays reserved for compare-and-set contention ([`MAX_CAS_ATTEMPTS`]).
+pub const STORE_UNAVAILABLE: Sense = Sense::new(SenseKey::NotReady, 0x04, 0x01);
 
 /// How often a change is recomputed when the store reports a concurrent change before
 /// giving up with BUSY (the initiator retries).
@@ -89,6 +111,8 @@ pub(crate) enum ReservationCheck {
     Allowed,
     /// RESERVATION CONFLICT.
     Conflict,
+    /// The state cannot be read: [`STORE_UNAVAILABLE`].
+    Unavailable,
 }
 
 /// Reservation front of one logical unit: the store plus the fast-path flag.
@@ -97,6 +121,16 @@ pub(crate) struct PrState {
     store: Arc<dyn ReservationStore>,
     /// Any SPC-2 or persistent reservation exists (fast path for every command).
     active: AtomicBool,
+    /// Another writer committed (the store's change callback set it): re-read before
+    /// trusting `active`.
+    stale: Arc<AtomicBool>,
+    /// The highest store version this unit has looked at (own commits and re-reads);
+    /// events up to it have been raised, notifications up to it are ignored.
+    seen: Arc<AtomicU64>,
+    /// Unit attentions of other writers' commits, for [`crate::LogicalUnit`] to raise.
+    pending: Mutex<Vec<(Registration, Sense)>>,
+    /// `pending` is not empty (spares the lock on every command).
+    has_pending: AtomicBool,
     /// Serialises this unit's own changes so they do not make each other retry; the
     /// store's compare-and-set still catches changes made elsewhere.
     out: Mutex<()>,
@@ -169,14 +203,103 @@ fn spc2_allowed(cmd: &Command) -> bool {
 }
 
 impl PrState {
-    /// Reservation handling over `store`.
+    /// Reservation handling over `store`; registers for its change notifications. A
+    /// store that cannot be read now is read again on the next command (until then
+    /// commands that need it end with [`STORE_UNAVAILABLE`]).
     pub(crate) fn new(store: Arc<dyn ReservationStore>) -> PrState {
-        let active = store.load().state.is_active();
+        let (active, version, stale) = match store.load() {
+            Ok(v) => (v.state.is_active(), v.version, false),
+            Err(_) => (true, 0, true),
+        };
+        let stale = Arc::new(AtomicBool::new(stale));
+        let seen = Arc::new(AtomicU64::new(version));
+        {
+            let (stale, seen) = (stale.clone(), seen.clone());
+            // Runs on the store's notification thread: flag only.
+            store.watch(Box::new(move |v: Option<u64>| {
+                if v.is_none_or(|v| v > seen.load(Ordering::Acquire)) {
+                    stale.store(true, Ordering::Release);
+                }
+            }));
+        }
         PrState {
             store,
             active: AtomicBool::new(active),
+            stale,
+            seen,
+            pending: Mutex::new(Vec::new()),
+            has_pending: AtomicBool::new(false),
             out: Mutex::new(()),
         }
+    }
+
+    /// The current state, or [`STORE_UNAVAILABLE`].
+    pub(crate) fn load(&self) -> Result<Versioned, Fail> {
+        self.store
+            .load()
+            .map_err(|_| Fail::Check(STORE_UNAVAILABLE))
+    }
+
+    /// Takes note of `cur`: the events of versions this unit has not seen yet become
+    /// pending unit attentions. Each version is claimed once (compare-and-swap on
+    /// `seen`), so concurrent observers do not raise an event twice.
+    fn observe(&self, cur: &Versioned) {
+        let mut seen = self.seen.load(Ordering::Acquire);
+        loop {
+            if cur.version <= seen {
+                return;
+            }
+            match self
+                .seen
+                .compare_exchange(seen, cur.version, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => break,
+                Err(now) => seen = now,
+            }
+        }
+        let mut p = self.pending.lock();
+        for e in &cur.state.events {
+            if e.version > seen && e.version <= cur.version {
+                p.push((e.to.clone(), e.sense));
+            }
+        }
+        if !p.is_empty() {
+            self.has_pending.store(true, Ordering::Release);
+        }
+    }
+
+    /// Called before every command: after another writer's commit, re-reads the state
+    /// (fast-path flag, events) and returns the unit attentions to raise, each for the
+    /// nexuses matching its registration. Nothing to do (two atomic loads) otherwise. A
+    /// failed re-read keeps the unit stale and the fast path off, so the reservation
+    /// check reads again and answers [`STORE_UNAVAILABLE`] until the store is back.
+    pub(crate) fn refresh(&self) -> Vec<(Registration, Sense)> {
+        // A plain load first: the I/O path stays read-only on the shared flag.
+        if self.stale.load(Ordering::Acquire) && self.stale.swap(false, Ordering::AcqRel) {
+            // Under `out`, so a re-read cannot overwrite the flag of a newer own commit.
+            let _g = self.out.lock();
+            match self.store.load() {
+                Ok(cur) => {
+                    self.observe(&cur);
+                    self.active.store(cur.state.is_active(), Ordering::Release);
+                }
+                Err(_) => {
+                    self.active.store(true, Ordering::Release);
+                    self.stale.store(true, Ordering::Release);
+                }
+            }
+        }
+        self.take_pending()
+    }
+
+    /// The pending unit attentions (see [`Self::refresh`]).
+    pub(crate) fn take_pending(&self) -> Vec<(Registration, Sense)> {
+        if !self.has_pending.load(Ordering::Acquire)
+            || !self.has_pending.swap(false, Ordering::AcqRel)
+        {
+            return Vec::new();
+        }
+        std::mem::take(&mut *self.pending.lock())
     }
 
     /// Whether APTPL can be honoured (PTPL_C).
@@ -190,20 +313,28 @@ impl PrState {
     /// be built inside it). A state that cannot be made persistent fails with
     /// INSUFFICIENT REGISTRATION RESOURCES (SPC-4 6.16.1: report it rather than
     /// pretending).
+    ///
+    /// Events `f` logs ([`ReservationState::log_events`]) are stamped with the version
+    /// of the commit, for the other units of a shared store; events of foreign commits
+    /// met on the way become pending ([`Self::take_pending`]). A store that cannot be
+    /// read or written fails with [`STORE_UNAVAILABLE`], nothing changed.
     pub(crate) fn update<R>(
         &self,
         mut f: impl FnMut(&mut ReservationState) -> Result<Option<R>, Fail>,
     ) -> Result<Option<R>, Fail> {
         let _g = self.out.lock();
-        let mut cur = self.store.load();
+        let mut cur = self.load()?;
         for _ in 0..MAX_CAS_ATTEMPTS {
+            self.observe(&cur);
             let mut new = (*cur.state).clone();
             let Some(r) = f(&mut new)? else {
                 return Ok(None);
             };
+            new.stamp_events(cur.version.wrapping_add(1));
             let active = new.is_active();
             match self.store.compare_and_set(cur.version, new) {
-                Ok(_) => {
+                Ok(v) => {
+                    self.seen.fetch_max(v, Ordering::AcqRel);
                     self.active.store(active, Ordering::Release);
                     return Ok(Some(r));
                 }
@@ -211,6 +342,7 @@ impl PrState {
                 Err(StoreError::Persist(_)) => {
                     return Err(Fail::Check(Sense::INSUFFICIENT_REGISTRATION_RESOURCES))
                 }
+                Err(StoreError::Unavailable(_)) => return Err(Fail::Check(STORE_UNAVAILABLE)),
             }
         }
         Err(Fail::Status(Status::Busy))
@@ -219,10 +351,17 @@ impl PrState {
     /// Reservation check for a command from `nexus` (SPC-4 5.13.1, SBC-4 4.17).
     pub(crate) fn check(&self, nexus: &Nexus, cmd: &Command) -> ReservationCheck {
         use ReservationCheck::{Allowed, Conflict};
-        if !self.active.load(Ordering::Acquire) {
+        if !self.active.load(Ordering::Acquire) && !self.stale.load(Ordering::Acquire) {
             return Allowed;
         }
-        let cur = self.store.load();
+        let Ok(cur) = self.store.load() else {
+            // Commands every reservation lets through need no state.
+            return if spc2_allowed(cmd) {
+                Allowed
+            } else {
+                ReservationCheck::Unavailable
+            };
+        };
         let inner = &*cur.state;
         if let Some(h) = &inner.spc2 {
             if h != nexus && !spc2_allowed(cmd) {

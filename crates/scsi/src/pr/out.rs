@@ -287,7 +287,7 @@ impl LogicalUnit {
             if s.spc2.as_ref().is_some_and(|h| h != nexus) {
                 return Err(CONFLICT);
             }
-            match action {
+            let ua = match action {
                 PrOutAction::Register => register(s, nexus, &params, false),
                 PrOutAction::RegisterAndIgnore => register(s, nexus, &params, true),
                 PrOutAction::Reserve => reserve(s, nexus, &params, ty),
@@ -296,9 +296,17 @@ impl LogicalUnit {
                 PrOutAction::Preempt => preempt_action(s, nexus, &params, ty),
                 PrOutAction::PreemptAndAbort => preempt_and_abort(s, nexus, &params, ty),
                 PrOutAction::RegisterAndMove => Err(Sense::INVALID_FIELD_IN_CDB.into()),
+            }?;
+            // Logged in the committed state too: the other units of a shared store
+            // raise them for their nexuses.
+            if let Some(ua) = &ua {
+                s.log_events(ua);
             }
-        })?;
-        for (r, sense) in ua.unwrap_or_default() {
+            Ok(ua)
+        });
+        // Attentions of other writers' commits met while retrying, then ours.
+        self.raise_reservation_events();
+        for (r, sense) in ua?.unwrap_or_default() {
             self.ua.raise_where(sense, |n| r.matches(n) && n != nexus);
         }
         Ok(Status::Good)

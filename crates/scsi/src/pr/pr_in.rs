@@ -14,7 +14,7 @@ impl PrState {
         action: PrInAction,
         out: &mut Vec<u8>,
     ) -> Result<(), Fail> {
-        let cur = self.store.load();
+        let cur = self.load()?;
         let inner = &*cur.state;
         match action {
             PrInAction::ReadKeys => {

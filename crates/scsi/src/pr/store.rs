@@ -4,7 +4,21 @@
 //! The PR logic never mutates shared state in place: it loads a [`Versioned`] snapshot,
 //! computes the new state and commits it with [`ReservationStore::compare_and_set`],
 //! starting over when another writer (another gateway, through a shared store) got in
-//! first. A store backed by a cluster (e.g. a Ceph object) implements the same trait.
+//! first. A store backed by a cluster (e.g. a Ceph object, `rustio_rbd`'s
+//! `CephReservationStore`) implements the same trait.
+//!
+//! Several writers, one design: every unit over a shared store registers a
+//! [`ReservationStore::watch`] callback. A commit made elsewhere calls it; the callback
+//! only marks the unit's cached view stale, and the unit re-reads the state before its
+//! next command (reservation fast-path flag, unit attentions). Unit attentions a change
+//! establishes for nexuses of *other* units (RESERVATIONS PREEMPTED, RESERVATIONS
+//! RELEASED, REGISTRATIONS PREEMPTED, SPC-4 5.13.11) travel in the committed state itself
+//! ([`ReservationState`]'s event log, each event stamped with the version that raised
+//! it), so a unit that re-reads raises those of the versions it has not seen, for the
+//! nexuses it knows that match the event's registration (initiator port and, unless
+//! ALL_TG_PT, target port). A notification therefore carries nothing but the new version
+//! and may be lost or merged without losing an attention, as long as the unit re-reads
+//! within [`EVENT_WINDOW`] versions.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -15,6 +29,14 @@ use parking_lot::RwLock;
 use crate::error::Error;
 
 use super::state::{format_aptpl, parse_aptpl, ReservationState};
+
+pub use super::state::EVENT_WINDOW;
+
+/// Called after a commit by another writer with the new store version, or `None` when
+/// the store lost track of changes (e.g. its cluster watch broke) and everything must be
+/// re-read. Runs on whatever thread notices the change (a librados callback thread for
+/// a Ceph store, the committing thread for [`MemoryStore`]): it must only flip flags.
+pub type ChangeCallback = Box<dyn Fn(Option<u64>) + Send + Sync>;
 
 /// A reservation state and the store version it was read at.
 ///
@@ -38,17 +60,24 @@ pub enum StoreError {
     /// The new state could not be made persistent; nothing changed.
     #[error("persisting the reservation state")]
     Persist(#[source] std::io::Error),
+    /// The store cannot be read or written right now (cluster unreachable, object
+    /// corrupt or missing). Commands that need the state end with a retryable sense
+    /// (NOT READY, LOGICAL UNIT IS IN PROCESS OF BECOMING READY) and nothing changed.
+    #[error("reservation store unavailable")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
 }
 
 /// Storage of one logical unit's reservation state.
 ///
-/// Limit for shared stores: a unit consults the store on the I/O path only while its own
-/// last commit left a reservation in place (a local fast-path flag); a store whose state
-/// also changes elsewhere needs a change notification to reset that flag, which is left
-/// to the gateway-group work (issue #22).
+/// A unit consults the store on the I/O path only while the state it last saw holds a
+/// reservation (a local fast-path flag). A store whose state also changes elsewhere must
+/// therefore call the [`Self::watch`] callbacks on every foreign commit; the unit then
+/// re-reads before its next command. `load` is on the I/O path while a reservation
+/// exists: a remote store serves it from a cache that its own notifications invalidate.
 pub trait ReservationStore: Send + Sync + std::fmt::Debug {
-    /// The current state and its version.
-    fn load(&self) -> Versioned;
+    /// The current state and its version; [`StoreError::Unavailable`] when it cannot be
+    /// read (the caller retries later, it never assumes an empty state).
+    fn load(&self) -> Result<Versioned, StoreError>;
 
     /// Replaces the state with `new` if the store is still at `version`; returns the
     /// new version (`version + 1`). A store that persists (APTPL) writes the persistent
@@ -58,13 +87,33 @@ pub trait ReservationStore: Send + Sync + std::fmt::Debug {
     /// Whether APTPL state survives a restart (PTPL_C of REPORT CAPABILITIES, SPC-4
     /// 6.15.4); without it APTPL = 1 is refused.
     fn persists(&self) -> bool;
+
+    /// Registers `on_change`, called whenever a writer commits a change (this store's
+    /// own commits may call it too; the unit ignores versions it has seen). Stores whose
+    /// state nobody else changes keep the default, which drops the callback.
+    fn watch(&self, on_change: ChangeCallback) {
+        drop(on_change);
+    }
 }
 
 /// The in-memory store, optionally backed by an APTPL file (`LuConfig::aptpl_file`).
-#[derive(Debug)]
+///
+/// Units sharing one `MemoryStore` (one process, several logical units over the same
+/// state) are notified of each other's commits through [`ReservationStore::watch`].
 pub struct MemoryStore {
     current: RwLock<Versioned>,
     aptpl_file: Option<PathBuf>,
+    watchers: RwLock<Vec<ChangeCallback>>,
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("current", &self.current)
+            .field("aptpl_file", &self.aptpl_file)
+            .field("watchers", &self.watchers.read().len())
+            .finish()
+    }
 }
 
 impl MemoryStore {
@@ -76,6 +125,7 @@ impl MemoryStore {
                 version: 0,
             }),
             aptpl_file: None,
+            watchers: RwLock::new(Vec::new()),
         }
     }
 
@@ -101,6 +151,7 @@ impl MemoryStore {
                 version: 0,
             }),
             aptpl_file: path.map(Path::to_path_buf),
+            watchers: RwLock::new(Vec::new()),
         })
     }
 
@@ -126,30 +177,42 @@ impl Default for MemoryStore {
 }
 
 impl ReservationStore for MemoryStore {
-    fn load(&self) -> Versioned {
-        self.current.read().clone()
+    fn load(&self) -> Result<Versioned, StoreError> {
+        Ok(self.current.read().clone())
     }
 
     fn compare_and_set(&self, version: u64, new: ReservationState) -> Result<u64, StoreError> {
-        let mut cur = self.current.write();
-        if cur.version != version {
-            return Err(StoreError::Conflict(cur.clone()));
-        }
-        // Only changes of the persistent part touch the file (SPC-2 reservations are
-        // not persistent).
-        if !cur.state.same_persistent_part(&new) {
-            self.persist(&new).map_err(StoreError::Persist)?;
-        }
-        let next = version.wrapping_add(1);
-        *cur = Versioned {
-            state: Arc::new(new),
-            version: next,
+        let next = {
+            let mut cur = self.current.write();
+            if cur.version != version {
+                return Err(StoreError::Conflict(cur.clone()));
+            }
+            // Only changes of the persistent part touch the file (SPC-2 reservations
+            // and the event log are not persistent).
+            if !cur.state.same_persistent_part(&new) {
+                self.persist(&new).map_err(StoreError::Persist)?;
+            }
+            let next = version.wrapping_add(1);
+            *cur = Versioned {
+                state: Arc::new(new),
+                version: next,
+            };
+            next
         };
+        // Outside the state lock: a callback only flips flags, but must not be able to
+        // deadlock against a load.
+        for w in self.watchers.read().iter() {
+            w(Some(next));
+        }
         Ok(next)
     }
 
     fn persists(&self) -> bool {
         self.aptpl_file.is_some()
+    }
+
+    fn watch(&self, on_change: ChangeCallback) {
+        self.watchers.write().push(on_change);
     }
 }
 
@@ -182,14 +245,14 @@ mod tests {
     #[test]
     fn version_increases_by_one_per_change() {
         let s = MemoryStore::new();
-        let v0 = s.load();
+        let v0 = s.load().unwrap();
         assert_eq!(v0.version, 0);
         let mut st = (*v0.state).clone();
         st.aptpl = false;
         st.generation = 5; // PRgeneration moves independently of the version
         assert_eq!(s.compare_and_set(0, st.clone()).unwrap(), 1);
         assert_eq!(s.compare_and_set(1, st).unwrap(), 2);
-        let v = s.load();
+        let v = s.load().unwrap();
         assert_eq!(v.version, 2);
         assert_eq!(v.state.generation, 5);
     }
@@ -210,7 +273,7 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(s.load().state.generation, 1);
+        assert_eq!(s.load().unwrap().state.generation, 1);
     }
 
     #[test]
@@ -225,6 +288,7 @@ mod tests {
                 version: 0,
             }),
             aptpl_file: Some(path),
+            watchers: RwLock::new(Vec::new()),
         };
         assert!(s.persists());
         let st = ReservationState {
@@ -236,6 +300,27 @@ mod tests {
             s.compare_and_set(0, st),
             Err(StoreError::Persist(_))
         ));
-        assert_eq!(s.load().version, 0);
+        assert_eq!(s.load().unwrap().version, 0);
+    }
+
+    /// Every watcher hears of every commit, with the new version.
+    #[test]
+    fn watchers_hear_each_commit() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let s = MemoryStore::new();
+        let heard = Arc::new(AtomicU64::new(0));
+        for _ in 0..2 {
+            let h = heard.clone();
+            s.watch(Box::new(move |v| {
+                h.fetch_add(v.unwrap_or(1000), Ordering::SeqCst);
+            }));
+        }
+        s.compare_and_set(0, ReservationState::default()).unwrap();
+        s.compare_and_set(1, ReservationState::default()).unwrap();
+        // Two watchers, versions 1 and 2: 2 * (1 + 2).
+        assert_eq!(heard.load(Ordering::SeqCst), 6);
+        // A refused compare-and-set notifies nobody.
+        assert!(s.compare_and_set(0, ReservationState::default()).is_err());
+        assert_eq!(heard.load(Ordering::SeqCst), 6);
     }
 }

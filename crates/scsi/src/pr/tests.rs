@@ -34,7 +34,7 @@ struct Contended {
 }
 
 impl ReservationStore for Contended {
-    fn load(&self) -> Versioned {
+    fn load(&self) -> Result<Versioned, StoreError> {
         self.inner.load()
     }
 
@@ -44,7 +44,7 @@ impl ReservationStore for Contended {
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             .is_ok()
         {
-            let cur = self.inner.load();
+            let cur = self.inner.load().unwrap();
             let mut theirs = (*cur.state).clone();
             theirs.bump();
             self.inner.compare_and_set(cur.version, theirs).unwrap();
@@ -77,7 +77,7 @@ fn conflict_is_retried_on_the_new_state() {
     assert_eq!(r, Ok(Some(())));
     // Ran on generation 0, then on each foreign change.
     assert_eq!(seen, [0, 1, 2]);
-    let now = store.load();
+    let now = store.load().unwrap();
     assert_eq!(now.state.generation, 3);
     // Store version: +1 per committed change, ours and the two foreign ones.
     assert_eq!(now.version, 3);
@@ -102,5 +102,218 @@ fn no_change_does_not_commit() {
     let store = contended(0);
     let pr = PrState::new(store.clone());
     assert_eq!(pr.update::<()>(|_| Ok(None)), Ok(None));
-    assert_eq!(store.load().version, 0);
+    assert_eq!(store.load().unwrap().version, 0);
+}
+
+/// Two units (two gateways) over one shared store.
+mod shared {
+    use std::sync::atomic::AtomicBool;
+
+    use rustio_backstore::RamBackstore;
+
+    use super::*;
+    use crate::tests::{nexus, H};
+    use crate::{LogicalUnit, LuConfig, LunMap, Response, TargetPort, TargetPortName};
+
+    fn unit_over(store: Arc<dyn ReservationStore>, n: Nexus) -> H {
+        let lu = LogicalUnit::with_reservation_store(
+            Arc::new(RamBackstore::new(1 << 20, 512).unwrap()),
+            LuConfig::new("t", "s"),
+            store,
+        )
+        .unwrap();
+        let mut map = LunMap::new();
+        map.insert(0, lu.clone(), false);
+        let h = H {
+            lu,
+            n,
+            wp: false,
+            map,
+        };
+        h.clear_ua(&h.n);
+        h
+    }
+
+    /// `nexus(i)` through the target port of gateway `port` (its own relative port
+    /// identifier and portal group tag, as the gateways of a group have).
+    fn via(i: u32, port: u16) -> Nexus {
+        let mut n = nexus(i);
+        n.target = TargetPort::new(
+            port,
+            port,
+            TargetPortName::Iscsi {
+                name: "iqn.2024-01.io.rustio:tgt".into(),
+                tpgt: port,
+            },
+        );
+        n
+    }
+
+    fn pr_out(h: &H, sa: u8, ty: u8, key: u64, sa_key: u64) -> Response {
+        let mut p = vec![0u8; 24];
+        p[0..8].copy_from_slice(&key.to_be_bytes());
+        p[8..16].copy_from_slice(&sa_key.to_be_bytes());
+        let mut c = [0u8; 10];
+        c[0] = 0x5f;
+        c[1] = sa;
+        c[2] = ty;
+        c[5..9].copy_from_slice(&24u32.to_be_bytes());
+        h.run_as(&h.n, &c, &p).0
+    }
+
+    fn write(h: &H) -> Response {
+        h.run_as(&h.n, &[0x2a, 0, 0, 0, 0, 0, 0, 0, 1, 0], &[0; 512])
+            .0
+    }
+
+    fn read(h: &H) -> Response {
+        h.run_as(&h.n, &[0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0], &[]).0
+    }
+
+    fn tur(h: &H) -> Response {
+        h.run_as(&h.n, &[0; 6], &[]).0
+    }
+
+    const CONFLICT: Response = Response {
+        status: Status::ReservationConflict,
+        sense: None,
+    };
+
+    /// SPC-4 5.13.11.4 across units: a reservation made through unit A binds unit B's
+    /// nexuses at once, a PREEMPT through A raises REGISTRATIONS PREEMPTED (2Ah/05h) for
+    /// the preempted initiator on B, a holder unregistering a registrants-only
+    /// reservation raises RESERVATIONS RELEASED (2Ah/04h, SPC-4 5.13.11.2.3) on B, and
+    /// releasing gives B's writes back.
+    #[test]
+    fn change_through_one_unit_binds_and_notifies_the_other() {
+        let store: Arc<dyn ReservationStore> = Arc::new(MemoryStore::new());
+        let a = unit_over(store.clone(), via(1, 1));
+        let b = unit_over(store.clone(), via(2, 2));
+        assert_eq!(pr_out(&b, 0, 0, 0, 0xbb), Response::GOOD); // Y registers via B
+        assert_eq!(pr_out(&a, 0, 0, 0, 0xaa), Response::GOOD); // X registers via A
+        assert_eq!(pr_out(&a, 1, 1, 0xaa, 0), Response::GOOD); // X: WRITE EXCLUSIVE
+        assert_eq!(write(&b), CONFLICT);
+        assert_eq!(read(&b), Response::GOOD);
+        assert_eq!(write(&a), Response::GOOD);
+        // PREEMPT Y's key.
+        assert_eq!(pr_out(&a, 4, 1, 0xaa, 0xbb), Response::GOOD);
+        assert_eq!(tur(&b), Response::check(Sense::UA_REGISTRATIONS_PREEMPTED));
+        assert_eq!(tur(&b), Response::GOOD);
+        assert_eq!(tur(&a), Response::GOOD);
+        // Y registers again; X moves to WRITE EXCLUSIVE – REGISTRANTS ONLY and leaves.
+        assert_eq!(pr_out(&b, 0, 0, 0, 0xbb), Response::GOOD);
+        assert_eq!(pr_out(&a, 2, 1, 0xaa, 0), Response::GOOD); // RELEASE
+        assert_eq!(write(&b), Response::GOOD);
+        assert_eq!(pr_out(&a, 1, 5, 0xaa, 0), Response::GOOD);
+        assert_eq!(write(&b), Response::GOOD); // registrant
+        assert_eq!(pr_out(&a, 0, 0, 0xaa, 0), Response::GOOD); // unregister
+        assert_eq!(tur(&b), Response::check(Sense::UA_RESERVATIONS_RELEASED));
+        assert_eq!(write(&b), Response::GOOD);
+        // SPC-2 RESERVE through B binds A as well.
+        assert_eq!(pr_out(&b, 0, 0, 0xbb, 0), Response::GOOD); // Y unregisters
+        assert_eq!(
+            b.run_as(&b.n, &[0x16, 0, 0, 0, 0, 0], &[]).0,
+            Response::GOOD
+        );
+        assert_eq!(write(&a), CONFLICT);
+        assert_eq!(
+            b.run_as(&b.n, &[0x17, 0, 0, 0, 0, 0], &[]).0,
+            Response::GOOD
+        );
+        assert_eq!(write(&a), Response::GOOD);
+    }
+
+    /// A store that can be switched off (a cluster out of reach).
+    #[derive(Debug)]
+    struct Flaky {
+        inner: MemoryStore,
+        down: AtomicBool,
+    }
+
+    impl Flaky {
+        fn err(&self) -> Result<(), StoreError> {
+            if self.down.load(Ordering::SeqCst) {
+                Err(StoreError::Unavailable("cluster out of reach".into()))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    impl ReservationStore for Flaky {
+        fn load(&self) -> Result<Versioned, StoreError> {
+            self.err()?;
+            self.inner.load()
+        }
+
+        fn compare_and_set(&self, version: u64, new: ReservationState) -> Result<u64, StoreError> {
+            self.err()?;
+            self.inner.compare_and_set(version, new)
+        }
+
+        fn persists(&self) -> bool {
+            false
+        }
+
+        fn watch(&self, on_change: ChangeCallback) {
+            self.inner.watch(on_change);
+        }
+    }
+
+    /// While the store cannot be read, commands that need the reservation state end
+    /// with NOT READY, LOGICAL UNIT IS IN PROCESS OF BECOMING READY (02h/04h/01h),
+    /// INQUIRY still answers, nothing changes; afterwards everything is as before.
+    #[test]
+    fn unavailable_store_is_retryable_not_ready() {
+        assert_eq!(
+            (
+                STORE_UNAVAILABLE.key,
+                STORE_UNAVAILABLE.asc,
+                STORE_UNAVAILABLE.ascq
+            ),
+            (crate::SenseKey::NotReady, 0x04, 0x01)
+        );
+        let store = Arc::new(Flaky {
+            inner: MemoryStore::new(),
+            down: AtomicBool::new(false),
+        });
+        let a = unit_over(store.clone(), via(1, 1));
+        assert_eq!(pr_out(&a, 0, 0, 0, 0xaa), Response::GOOD);
+        assert_eq!(pr_out(&a, 1, 1, 0xaa, 0), Response::GOOD);
+        store.down.store(true, Ordering::SeqCst);
+        let not_ready = Response::check(STORE_UNAVAILABLE);
+        assert_eq!(write(&a), not_ready);
+        assert_eq!(read(&a), not_ready);
+        assert_eq!(pr_out(&a, 2, 1, 0xaa, 0), not_ready);
+        let (r, _) = a.run_as(&a.n, &[0x5e, 0, 0, 0, 0, 0, 0, 0x10, 0, 0], &[]);
+        assert_eq!(r, not_ready);
+        let (r, _) = a.run_as(&a.n, &[0x12, 0, 0, 0, 36, 0], &[]);
+        assert_eq!(r, Response::GOOD);
+        store.down.store(false, Ordering::SeqCst);
+        assert_eq!(write(&a), Response::GOOD);
+        assert_eq!(store.load().unwrap().version, 2);
+
+        // A unit opened while the store is down answers NOT READY, also without a
+        // reservation (it cannot know), and recovers by itself.
+        store.down.store(true, Ordering::SeqCst);
+        let lu = LogicalUnit::with_reservation_store(
+            Arc::new(RamBackstore::new(1 << 20, 512).unwrap()),
+            LuConfig::new("t", "s"),
+            store.clone(),
+        )
+        .unwrap();
+        let mut map = LunMap::new();
+        map.insert(0, lu.clone(), false);
+        let b = H {
+            lu,
+            n: via(2, 2),
+            wp: false,
+            map,
+        };
+        let _ = tur(&b); // POWER ON
+        assert_eq!(write(&b), not_ready);
+        store.down.store(false, Ordering::SeqCst);
+        assert_eq!(write(&b), CONFLICT);
+        assert_eq!(read(&b), Response::GOOD);
+    }
 }

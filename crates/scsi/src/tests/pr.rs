@@ -427,7 +427,7 @@ fn logical_unit_over_a_given_store() {
     };
     h.clear_ua(&h.n);
     assert_eq!(pr_out(&h, &h.n, 0, 0, 0, 0xaa), Response::GOOD);
-    let v = store.load();
+    let v = store.load().unwrap();
     assert_eq!(v.version, 1);
     assert_eq!(keys(&h), (1, vec![0xaa]));
 }

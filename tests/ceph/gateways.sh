@@ -1,0 +1,262 @@
+#!/usr/bin/env bash
+# A gateway group of two `rustio serve --gateway` processes (gw-a, gw-b) on 127.0.0.1
+# exporting one RBD image of the running test cluster (start.sh), checked with
+# tests/ceph/gw-initiator.py (a minimal iSCSI initiator printing sense codes) and
+# iscsi-inq:
+#   * identity: VPD 0x80 and the logical-unit designators of VPD 0x83 (NAA, T10) are
+#     equal through both gateways, the target port designators differ, TPGS = implicit;
+#   * RTPG through each gateway lists both groups, exactly one active/optimized;
+#   * implicit takeover: a write through the standby gateway is answered NOT READY,
+#     ASYMMETRIC ACCESS STATE TRANSITION (04h/0Ah), then GOOD, and RTPG flips on both;
+#   * fencing: gw-a owns, is SIGSTOPped, gw-b takes over and writes a marker, gw-a is
+#     SIGCONTed: its write is refused and the image holds gw-b's data;
+#   * failover: gw-a owns and is killed with SIGKILL; the time until a write through gw-b
+#     is GOOD again is printed.
+# Called by run-tests.sh; standalone: CEPH_DIR=<cluster dir of start.sh> tests/ceph/gateways.sh
+# Prints PASS/FAIL lines; exits non-zero on failure. Every wait is bounded; the script
+# stops only the processes it started.
+#
+# Env: CEPH_DIR (required), RUSTIO_RBD_BIN, PORT_A/PORT_B (23381/23382),
+#      GW_DEBOUNCE (takeover debounce, seconds, default 2), RUSTIO_CEPH_POOL (rbd).
+set -uo pipefail
+cd "$(dirname "$0")/../.." || exit 2
+ROOT=$PWD
+: "${CEPH_DIR:?CEPH_DIR must name the cluster dir of tests/ceph/start.sh}"
+CONF=$CEPH_DIR/ceph.conf
+POOL=${RUSTIO_CEPH_POOL:-rbd}
+PORT_A=${PORT_A:-23381}
+PORT_B=${PORT_B:-23382}
+DEBOUNCE=${GW_DEBOUNCE:-2}
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/rustio-gateways.XXXXXX")
+T0=$(date +%s)
+passed=0
+failed=0
+PID_A=""
+PID_B=""
+pass() { echo "PASS $*"; passed=$((passed + 1)); }
+fail() { echo "FAIL $*"; failed=$((failed + 1)); }
+RBD() { timeout 120 rbd --conf "$CONF" "$@"; }
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+now_ms() { date +%s%3N; }
+
+IMAGE=rustio-gw-$$
+TGT=iqn.2024-01.org.rustio.test:gw
+INIT=iqn.2024-01.org.rustio.test:gw-client
+stop_pid() { # pid: SIGCONT (it may be stopped), SIGTERM, SIGKILL after 10 s
+    local p=$1
+    [ -n "$p" ] || return 0
+    kill -CONT "$p" 2>/dev/null
+    kill -TERM "$p" 2>/dev/null
+    for _ in $(seq 1 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$p" 2>/dev/null
+    wait "$p" 2>/dev/null
+}
+cleanup() {
+    stop_pid "$PID_A"
+    stop_pid "$PID_B"
+    RBD rm --no-progress "$POOL/$IMAGE" >/dev/null 2>&1
+    if [ "$failed" -ne 0 ]; then
+        for g in a b; do
+            [ -f "$WORK/gw-$g.log" ] && { echo "--- gw-$g log (tail)"; tail -25 "$WORK/gw-$g.log"; }
+        done
+    fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+[ -r "$CONF" ] || { fail "gateways (no $CONF)"; exit 1; }
+for t in iscsi-inq python3 rbd; do
+    command -v "$t" >/dev/null || { fail "gateways ($t not installed)"; exit 1; }
+done
+if [ -z "${RUSTIO_RBD_BIN:-}" ]; then
+    if (cargo build --release -q -p rustio --features rbd); then :; else
+        fail "gateways: build rustio --features rbd"; exit 1
+    fi
+    RUSTIO_RBD_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/rustio"
+fi
+
+SIZE=67108864
+RBD create --size $((SIZE >> 20))M "$POOL/$IMAGE" || { fail "gateways: create image"; exit 1; }
+cat >"$WORK/group.json" <<EOF
+{
+  "storage_objects": [
+    {"plugin": "user", "name": "gw", "config": "rbd/$POOL/$IMAGE;conf=$CONF", "size": $SIZE}
+  ],
+  "targets": [
+    {"wwn": "$TGT", "fabric": "iscsi", "tpgs": [{"tag": 1, "enable": true,
+      "attributes": {"authentication": 0, "generate_node_acls": 1, "demo_mode_write_protect": 0},
+      "luns": [{"index": 0, "storage_object": "/backstores/user/gw"}],
+      "portals": [], "node_acls": []}]}
+  ],
+  "rustio_gateway_group": {
+    "name": "test-group", "non_owner_state": "standby", "takeover_debounce_secs": $DEBOUNCE,
+    "gateways": [
+      {"name": "gw-a", "portals": ["127.0.0.1:$PORT_A"]},
+      {"name": "gw-b", "portals": ["127.0.0.1:$PORT_B"]}
+    ]
+  }
+}
+EOF
+
+# Configuration errors are clear.
+if "$RUSTIO_RBD_BIN" serve --config "$WORK/group.json" --gateway gw-c >"$WORK/bad.log" 2>&1; then
+    fail "gateways: unknown gateway refused"
+elif grep -q 'gateway "gw-c" is not a member of group "test-group" (members: gw-a, gw-b)' "$WORK/bad.log"; then
+    pass "gateways: unknown gateway refused with the member list"
+else
+    fail "gateways: unknown gateway message"; tail -3 "$WORK/bad.log"
+fi
+
+start_gw() { # name port → sets LAST_PID
+    local name=$1 port=$2
+    if port_open "$port"; then fail "gateways: port $port in use"; return 1; fi
+    RUST_LOG=info "$RUSTIO_RBD_BIN" serve --config "$WORK/group.json" --gateway "$name" --log info \
+        >"$WORK/$name.log" 2>&1 &
+    LAST_PID=$!
+    for _ in $(seq 1 600); do
+        port_open "$port" && return 0
+        kill -0 "$LAST_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    tail -5 "$WORK/$name.log"
+    return 1
+}
+start_gw gw-a "$PORT_A" && PID_A=$LAST_PID && start_gw gw-b "$PORT_B" && PID_B=$LAST_PID ||
+    { fail "gateways: both gateways start"; exit 1; }
+pass "gateways: both gateways start"
+
+C() { # port command... (through the initiator; 120 s bound per call)
+    local port=$1; shift
+    timeout 120 python3 "$ROOT/tests/ceph/gw-initiator.py" "127.0.0.1:$port" "$TGT" "$INIT" "$@"
+}
+rtpg_is() { # port expected [seconds]: polls RTPG until it prints expected
+    local port=$1 want=$2 secs=${3:-20} got=""
+    for _ in $(seq 1 $((secs * 5))); do
+        got=$(C "$port" rtpg 2>&1 | tail -1)
+        [ "$got" = "$want" ] && return 0
+        sleep 0.2
+    done
+    echo "    RTPG through $port: '$got', expected '$want'"
+    return 1
+}
+
+# --- identity ---
+s_a=$(iscsi-inq -e 1 -c 128 "iscsi://127.0.0.1:$PORT_A/$TGT/0" 2>&1)
+s_b=$(iscsi-inq -e 1 -c 128 "iscsi://127.0.0.1:$PORT_B/$TGT/0" 2>&1)
+if [ "$s_a" = "$s_b" ] && echo "$s_a" | grep -q '\[rbd\.[0-9]*\.[0-9a-f]*\]'; then
+    pass "gateways: same VPD 0x80 serial through both ($s_a)"
+else
+    fail "gateways: same VPD 0x80 serial (a: $s_a; b: $s_b)"
+fi
+# VPD 0x83: logical-unit designators equal, target port designators differ.
+designators() { # hex of page 0x83, association: prints "type:value" per designator
+    python3 -c '
+import sys
+d = bytes.fromhex(sys.argv[1]); i = 4; want = int(sys.argv[2])
+while i + 4 <= len(d):
+    n = d[i + 3]
+    if (d[i + 1] >> 4) & 3 == want: print("%d:%s" % (d[i + 1] & 0xf, d[i + 4:i + 4 + n].hex()))
+    i += 4 + n' "$1" "$2"
+}
+v_a=$(C "$PORT_A" inq 0x83 | tail -1)
+v_b=$(C "$PORT_B" inq 0x83 | tail -1)
+lu_a=$(designators "$v_a" 0 2>/dev/null)
+lu_b=$(designators "$v_b" 0 2>/dev/null)
+if [ -n "$lu_a" ] && [ "$lu_a" = "$lu_b" ] && echo "$lu_a" | grep -q '^3:6'; then
+    pass "gateways: same NAA and T10 designators (VPD 0x83) through both"
+else
+    fail "gateways: same VPD 0x83 identity (a: $lu_a; b: $lu_b)"
+fi
+tp_a=$(designators "$v_a" 1 2>/dev/null | grep -E '^(4|5):' | tr '\n' ' ')
+tp_b=$(designators "$v_b" 1 2>/dev/null | grep -E '^(4|5):' | tr '\n' ' ')
+if [ "$tp_a" = "4:00000001 5:00000001 " ] && [ "$tp_b" = "4:00000002 5:00000002 " ]; then
+    pass "gateways: relative port / port group designators 1 and 2"
+else
+    fail "gateways: target port designators (a: $tp_a; b: $tp_b)"
+fi
+std=$(C "$PORT_B" inq std | tail -1)
+if [ $(( (0x${std:10:2} >> 4) & 3 )) -eq 1 ]; then pass "gateways: INQUIRY TPGS = implicit"; else fail "gateways: TPGS (byte 5 = ${std:10:2})"; fi
+
+# --- ownership: the first write through gw-a takes the lock ---
+if C "$PORT_A" write 0 0xa0 60 >"$WORK/w0" 2>&1 && rtpg_is "$PORT_A" "1:AO 2:S" && rtpg_is "$PORT_B" "1:AO 2:S"; then
+    pass "gateways: gw-a owns after a write; RTPG through both: 1 AO, 2 standby"
+else
+    fail "gateways: gw-a owns after a write"; sed 's/^/    /' "$WORK/w0" | tail -5
+fi
+
+# --- implicit takeover through gw-b while gw-a lives ---
+t=$(now_ms)
+C "$PORT_B" write 16 0xb1 60 >"$WORK/w1" 2>&1; rc=$?
+ms=$(( $(now_ms) - t ))
+if [ $rc -eq 0 ] && grep -q 'retry: CHECK CONDITION 2/04/0a' "$WORK/w1"; then
+    pass "gateways: write through gw-b: ASYMMETRIC ACCESS STATE TRANSITION, then GOOD (${ms} ms)"
+else
+    fail "gateways: takeover through gw-b"; sed 's/^/    /' "$WORK/w1" | tail -5
+fi
+echo "gateways: takeover from a live owner: ${ms} ms"
+if rtpg_is "$PORT_B" "1:S 2:AO" && rtpg_is "$PORT_A" "1:S 2:AO" 30; then
+    pass "gateways: RTPG flipped through both (gw-a noticed it lost the lock)"
+else
+    fail "gateways: RTPG flipped through both"
+fi
+
+# --- fencing: gw-a owns again, is paused, gw-b takes over, gw-a resumes ---
+sleep $((DEBOUNCE + 1))
+if C "$PORT_A" write 32 0xa1 60 >"$WORK/w2" 2>&1 && rtpg_is "$PORT_A" "1:AO 2:S"; then
+    pass "gateways: gw-a takes the lock back after the debounce"
+else
+    fail "gateways: gw-a takes the lock back"; sed 's/^/    /' "$WORK/w2" | tail -5
+fi
+kill -STOP "$PID_A"
+t=$(now_ms)
+C "$PORT_B" write 32 0xb2 90 >"$WORK/w3" 2>&1; rc=$?
+ms=$(( $(now_ms) - t ))
+[ $rc -eq 0 ] && pass "gateways: gw-b writes while gw-a is stopped (${ms} ms)" ||
+    { fail "gateways: gw-b writes while gw-a is stopped"; sed 's/^/    /' "$WORK/w3" | tail -5; }
+reopened_before=$(grep -c 'image reopened with a new client' "$WORK/gw-a.log")
+kill -CONT "$PID_A"
+# One attempt (unit attentions of the new session aside): refused with a retryable
+# NOT READY, ASYMMETRIC ACCESS STATE TRANSITION.
+C "$PORT_A" write 32 0xa2 0 >"$WORK/w4" 2>&1; rc=$?
+if [ $rc -ne 0 ] && [ "$(tail -1 "$WORK/w4")" = "CHECK CONDITION 2/04/0a" ]; then
+    pass "gateways: resumed gw-a's write refused (NOT READY, ASYMMETRIC ACCESS STATE TRANSITION)"
+else
+    fail "gateways: resumed gw-a's write refused"; sed 's/^/    /' "$WORK/w4" | tail -5
+fi
+r=$(C "$PORT_B" read 32 | tail -1)
+[ "$r" = "b2 uniform" ] && pass "gateways: the image holds gw-b's data, not gw-a's stale write" ||
+    fail "gateways: image data after fencing ($r)"
+reopened=0
+for _ in $(seq 1 300); do
+    [ "$(grep -c 'image reopened with a new client' "$WORK/gw-a.log")" -gt "$reopened_before" ] && { reopened=1; break; }
+    sleep 0.1
+done
+[ $reopened = 1 ] && pass "gateways: fenced gw-a reopened the image with a new client" ||
+    fail "gateways: fenced gw-a reopened the image"
+
+# --- failover: the owner is killed ---
+sleep $((DEBOUNCE + 1))
+if C "$PORT_A" write 48 0xa3 90 >"$WORK/w5" 2>&1 && rtpg_is "$PORT_A" "1:AO 2:S" && rtpg_is "$PORT_B" "1:AO 2:S" 30; then
+    pass "gateways: gw-a owns again"
+else
+    fail "gateways: gw-a owns again"; sed 's/^/    /' "$WORK/w5" | tail -5
+fi
+# gw-b lost the lock just now (it noticed through RTPG); wait out its debounce so the
+# time below is the takeover of a dead owner, not the anti-ping-pong window.
+sleep $((DEBOUNCE + 1))
+kill -KILL "$PID_A"; wait "$PID_A" 2>/dev/null; PID_A=""
+t=$(now_ms)
+C "$PORT_B" write 48 0xb3 90 >"$WORK/w6" 2>&1; rc=$?
+ms=$(( $(now_ms) - t ))
+echo "gateways: I/O through gw-b resumed ${ms} ms after kill -9 of the owner"
+[ $rc -eq 0 ] && pass "gateways: I/O resumes through gw-b after kill -9 of gw-a (${ms} ms)" ||
+    { fail "gateways: I/O resumes through gw-b after kill -9"; sed 's/^/    /' "$WORK/w6" | tail -5; }
+r=$(C "$PORT_B" read 48 | tail -1)
+[ "$r" = "b3 uniform" ] && pass "gateways: data written after failover reads back" || fail "gateways: read after failover ($r)"
+r=$(C "$PORT_B" read 16 | tail -1)
+[ "$r" = "b1 uniform" ] && pass "gateways: data of the first takeover intact" || fail "gateways: data of the first takeover ($r)"
+
+kill -0 "$PID_B" 2>/dev/null && pass "gateways: gw-b alive" || fail "gateways: gw-b alive"
+if grep -qi panic "$WORK"/gw-*.log; then fail "gateways: no panic in the logs"; fi
+echo "gateways: total $(( $(date +%s) - T0 ))s, $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
