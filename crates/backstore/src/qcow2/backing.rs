@@ -45,7 +45,7 @@ impl BackingFormat {
     /// Guesses the format from the first bytes of the file, as qemu does without a
     /// backing format extension.
     pub fn probe(path: &Path) -> Result<Self> {
-        let io = ImageFile::new(open_regular(path)?, path.to_owned());
+        let io = ImageFile::new(open_regular(path, false, "backing file ")?, path.to_owned());
         let mut magic = [0u8; 4];
         io.read_at(&mut magic, 0)?;
         Ok(if u32::from_be_bytes(magic) == super::header::MAGIC {
@@ -56,11 +56,14 @@ impl BackingFormat {
     }
 }
 
-/// Opens `path` read-only, refusing anything but a regular file (a FIFO or device named
-/// by a hostile image must not hang or surprise us).
-fn open_regular(path: &Path) -> Result<File> {
+/// Opens `path` (read-write if `write`), refusing anything but a regular file: a FIFO or
+/// device named by a hostile image (or configuration) must not hang or surprise us, and
+/// `O_NONBLOCK` keeps the open itself from blocking on a FIFO. `what` prefixes the error
+/// ("backing file ").
+pub(super) fn open_regular(path: &Path, write: bool, what: &str) -> Result<File> {
     let f = OpenOptions::new()
         .read(true)
+        .write(write)
         .custom_flags(libc::O_NONBLOCK)
         .open(path)
         .map_err(|source| Error::Open {
@@ -73,7 +76,7 @@ fn open_regular(path: &Path) -> Result<File> {
     })?;
     if !meta.is_file() {
         return Err(Error::InvalidConfig(format!(
-            "backing file {} is not a regular file",
+            "{what}{} is not a regular file",
             path.display()
         )));
     }
@@ -130,7 +133,7 @@ impl Backing {
         };
         match fmt {
             BackingFormat::Raw => {
-                let io = ImageFile::new(open_regular(&path)?, path);
+                let io = ImageFile::new(open_regular(&path, false, "backing file ")?, path);
                 let size = io.len()?;
                 Ok(Backing::Raw { io, size })
             }

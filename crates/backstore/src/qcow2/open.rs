@@ -2,9 +2,7 @@
 //! each step its own function (qcow2.txt "Header", "Host cluster management").
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::OpenOptions;
 use std::ops::Range;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
 
@@ -17,7 +15,7 @@ use super::header::{self, ext, incompat, CompressionType, ImageHeader, OFF_AUTOC
 use super::io::ImageFile;
 use super::refcount::Refcounts;
 use super::{lock, repair, Geometry, Meta, Qcow2Backstore, Qcow2Options};
-use crate::{validate_block_size, Error, Result};
+use crate::{validate_block_size, Result};
 
 /// The L1 table as read and checked, with the two metadata ranges data must never touch.
 struct L1Table {
@@ -105,25 +103,7 @@ impl Qcow2Backstore {
     fn open_file(path: &Path, opts: &Qcow2Options) -> Result<ImageFile> {
         // O_NONBLOCK so that a FIFO named as an image cannot hang us; it has no effect on
         // the regular files we accept.
-        let file = OpenOptions::new()
-            .read(true)
-            .write(!opts.read_only)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(path)
-            .map_err(|source| Error::Open {
-                path: path.to_owned(),
-                source,
-            })?;
-        let meta = file.metadata().map_err(|source| Error::Open {
-            path: path.to_owned(),
-            source,
-        })?;
-        if !meta.is_file() {
-            return Err(Error::InvalidConfig(format!(
-                "{} is not a regular file",
-                path.display()
-            )));
-        }
+        let file = super::backing::open_regular(path, !opts.read_only, "")?;
         lock::lock_image(&file, path, !opts.read_only)?;
         Ok(ImageFile::new(file, path.to_owned()))
     }
