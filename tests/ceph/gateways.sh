@@ -11,7 +11,15 @@
 #   * fencing: gw-a owns, is SIGSTOPped, gw-b takes over and writes a marker, gw-a is
 #     SIGCONTed: its write is refused and the image holds gw-b's data;
 #   * failover: gw-a owns and is killed with SIGKILL; the time until a write through gw-b
-#     is GOOD again is printed.
+#     is GOOD again is printed;
+#   * reservations across gateways (SPC-4 5.13): X registers and reserves through gw-a,
+#     Y's WRITE through gw-b gets RESERVATION CONFLICT while its READ passes, READ
+#     RESERVATION through gw-b shows X's key and type, the release through gw-a is seen
+#     on gw-b (and raises RESERVATIONS RELEASED for registered Y when the type is
+#     registrants-only, not for WRITE EXCLUSIVE), registrations and the reservation
+#     survive kill -9 and restart of both gateways, PREEMPT and CLEAR through gw-b raise REGISTRATIONS /
+#     RESERVATIONS PREEMPTED on gw-a; the times until the other gateway sees each
+#     change are printed.
 # Called by run-tests.sh; standalone: CEPH_DIR=<cluster dir of start.sh> tests/ceph/gateways.sh
 # Prints PASS/FAIL lines; exits non-zero on failure. Every wait is bounded; the script
 # stops only the processes it started.
@@ -255,6 +263,166 @@ r=$(C "$PORT_B" read 48 | tail -1)
 [ "$r" = "b3 uniform" ] && pass "gateways: data written after failover reads back" || fail "gateways: read after failover ($r)"
 r=$(C "$PORT_B" read 16 | tail -1)
 [ "$r" = "b1 uniform" ] && pass "gateways: data of the first takeover intact" || fail "gateways: data of the first takeover ($r)"
+
+# --- reservations across gateways (SPC-4 5.13, issue #22 item 4) ---
+# Initiator X uses gw-a, initiator Y gw-b; the state lives in the cluster's reservation
+# object. Only PERSISTENT RESERVE commands go through gw-a, so gw-b stays the owner and
+# no takeover (or its debounce) is involved.
+X=$INIT-x
+Y=$INIT-y
+KX=abcd0000000000a1
+KY=abcd0000000000b2
+CI() { # port initiator command...
+    local port=$1 init=$2; shift 2
+    timeout 120 python3 "$ROOT/tests/ceph/gw-initiator.py" "127.0.0.1:$port" "$TGT" "$init" "$@"
+}
+is() { # file expected-last-line
+    [ "$(tail -1 "$1")" = "$2" ]
+}
+visible_ms() { # poll-output-file start-ms: ms from start to the poll's "at" stamp
+    local at
+    at=$(sed -nE 's/^after [0-9]+ ms at ([0-9]+)$/\1/p' "$1" | tail -1)
+    [ -n "$at" ] && echo $((at - $2)) || echo "?"
+}
+if start_gw gw-a "$PORT_A"; then PID_A=$LAST_PID; pass "gateways: gw-a restarts after kill -9"; else fail "gateways: gw-a restarts"; fi
+CI "$PORT_A" "$X" prout register 0 0 "$KX" >"$WORK/r1" 2>&1 && is "$WORK/r1" GOOD &&
+    CI "$PORT_A" "$X" prout reserve 1 "$KX" 0 >"$WORK/r2" 2>&1 && is "$WORK/r2" GOOD; rc=$?
+t=$(now_ms)
+if [ $rc -eq 0 ]; then
+    pass "gateways: X registers and reserves WRITE EXCLUSIVE through gw-a"
+else
+    fail "gateways: X registers and reserves through gw-a"; tail -n 3 "$WORK/r1" "$WORK/r2" 2>/dev/null | sed 's/^/    /'
+fi
+CI "$PORT_B" "$Y" poll 30 "RESERVATION CONFLICT" write 64 0xc1 >"$WORK/r3" 2>&1; rc=$?
+ms=$(visible_ms "$WORK/r3" "$t")
+echo "gateways: reservation made through gw-a enforced on gw-b ${ms} ms after it was granted (a new session: Python start and login included)"
+[ $rc -eq 0 ] && pass "gateways: Y's WRITE through gw-b: RESERVATION CONFLICT (${ms} ms)" ||
+    { fail "gateways: Y's WRITE through gw-b: RESERVATION CONFLICT"; tail -3 "$WORK/r3" | sed 's/^/    /'; }
+r=$(CI "$PORT_B" "$Y" read 64 2>&1 | tail -1)
+case "$r" in
+    *uniform | *mixed) pass "gateways: Y's READ through gw-b not refused under WRITE EXCLUSIVE ($r)" ;;
+    *) fail "gateways: Y's READ through gw-b ($r)" ;;
+esac
+r=$(CI "$PORT_B" "$Y" prin resv 2>&1 | tail -1)
+[ "$r" = "resv $KX 1" ] && pass "gateways: READ RESERVATION through gw-b: X's key, WRITE EXCLUSIVE" ||
+    fail "gateways: READ RESERVATION through gw-b ($r, expected resv $KX 1)"
+CI "$PORT_A" "$X" prout release 1 "$KX" 0 >"$WORK/r4" 2>&1 && is "$WORK/r4" GOOD; rc=$?
+t=$(now_ms)
+[ $rc -eq 0 ] && pass "gateways: X releases through gw-a" || { fail "gateways: X releases through gw-a"; tail -3 "$WORK/r4" | sed 's/^/    /'; }
+CI "$PORT_B" "$Y" poll 30 "resv none" prin resv >"$WORK/r5" 2>&1; rc=$?
+ms=$(visible_ms "$WORK/r5" "$t")
+echo "gateways: release through gw-a visible on gw-b ${ms} ms after it was done (a new session: Python start and login included)"
+[ $rc -eq 0 ] && pass "gateways: the reservation is gone through gw-b (${ms} ms)" ||
+    { fail "gateways: reservation gone through gw-b"; tail -3 "$WORK/r5" | sed 's/^/    /'; }
+CI "$PORT_B" "$Y" write 64 0xc2 30 >"$WORK/r6" 2>&1 && pass "gateways: Y's WRITE through gw-b GOOD after the release" ||
+    { fail "gateways: Y's WRITE through gw-b after the release"; tail -3 "$WORK/r6" | sed 's/^/    /'; }
+
+# RESERVATIONS RELEASED (2Ah/04h) goes only to the other registrants, and only when a
+# registrants-only or all-registrants reservation is released (SPC-4 5.13.11.2):
+# Y registers through gw-b, X reserves WRITE EXCLUSIVE - REGISTRANTS ONLY (type 5).
+CI "$PORT_B" "$Y" prout register 0 0 "$KY" >"$WORK/r7" 2>&1 && is "$WORK/r7" GOOD &&
+    CI "$PORT_A" "$X" prout reserve 5 "$KX" 0 >"$WORK/r8" 2>&1 && is "$WORK/r8" GOOD; rc=$?
+[ $rc -eq 0 ] && pass "gateways: Y registers through gw-b, X reserves WRITE EXCLUSIVE - REGISTRANTS ONLY through gw-a" ||
+    { fail "gateways: Y registers, X reserves registrants-only"; tail -n 3 "$WORK/r7" "$WORK/r8" 2>/dev/null | sed 's/^/    /'; }
+CI "$PORT_B" "$Y" write 64 0xc3 30 >"$WORK/r9" 2>&1 && pass "gateways: registered Y writes through gw-b under REGISTRANTS ONLY" ||
+    { fail "gateways: registered Y writes under REGISTRANTS ONLY"; tail -3 "$WORK/r9" | sed 's/^/    /'; }
+# Y's session stays logged in (a unit attention belongs to an I_T nexus) and polls
+# with TEST UNIT READY while X changes the reservation through gw-a.
+ua_poll() { # file secs want [port initiator] (gw-b, Y): starts the poller (POLLER),
+    # returns once it is polling
+    CI "${4:-$PORT_B}" "${5:-$Y}" poll "$2" "$3" tur >"$1" 2>&1 &
+    POLLER=$!
+    for _ in $(seq 1 50); do grep -qs '^seen:' "$1" && break; sleep 0.1; done
+    sleep 0.5
+}
+since() { # poll-output-file start-ms end-ms: when the poller saw it, relative to the
+    # command's process (the other gateway is told before the command's status is sent,
+    # so "after it exited" can be negative)
+    local at
+    at=$(sed -nE 's/^after [0-9]+ ms at ([0-9]+)$/\1/p' "$1" | tail -1)
+    [ -n "$at" ] || { echo "?"; return; }
+    echo "$((at - $2)) ms after the start (login included; $((at - $3)) ms after the exit)"
+}
+ua_poll "$WORK/r10" 30 "ua 2a/04"
+t0=$(now_ms)
+CI "$PORT_A" "$X" prout release 5 "$KX" 0 >"$WORK/r11" 2>&1 && is "$WORK/r11" GOOD; rc=$?
+t=$(now_ms)
+wait "$POLLER"; prc=$?
+echo "gateways: RESERVATIONS RELEASED seen on gw-b $(since "$WORK/r10" "$t0" "$t") of the release through gw-a"
+if [ $rc -eq 0 ] && [ $prc -eq 0 ]; then
+    pass "gateways: X's release of REGISTRANTS ONLY through gw-a raises RESERVATIONS RELEASED (2Ah/04h) for Y on gw-b"
+else
+    fail "gateways: RESERVATIONS RELEASED on gw-b"; tail -n 3 "$WORK/r11" "$WORK/r10" 2>/dev/null | sed 's/^/    /'
+fi
+
+# The registrations and a reservation survive kill -9 of the gateway they were made
+# through.
+CI "$PORT_A" "$X" prout reserve 1 "$KX" 0 >"$WORK/r12" 2>&1 && is "$WORK/r12" GOOD ||
+    { fail "gateways: X reserves again through gw-a"; tail -3 "$WORK/r12" | sed 's/^/    /'; }
+kill -KILL "$PID_A"; wait "$PID_A" 2>/dev/null; PID_A=""
+r=$(CI "$PORT_B" "$Y" prin keys 2>&1 | tail -1)
+[ "$r" = "keys $KX $KY" ] && pass "gateways: READ KEYS through gw-b with gw-a dead: both keys" ||
+    fail "gateways: READ KEYS through gw-b with gw-a dead ($r)"
+if start_gw gw-a "$PORT_A"; then PID_A=$LAST_PID; else fail "gateways: gw-a restarts again"; fi
+r=$(CI "$PORT_A" "$X" prin keys 2>&1 | tail -1)
+r2=$(CI "$PORT_A" "$X" prin resv 2>&1 | tail -1)
+[ "$r" = "keys $KX $KY" ] && [ "$r2" = "resv $KX 1" ] &&
+    pass "gateways: after kill -9 and restart of gw-a, READ KEYS / READ RESERVATION through it unchanged" ||
+    fail "gateways: state through restarted gw-a ($r; $r2)"
+r=$(CI "$PORT_B" "$Y" prin keys 2>&1 | tail -1)
+[ "$r" = "keys $KX $KY" ] && pass "gateways: READ KEYS through gw-b after the restart: both keys" ||
+    fail "gateways: READ KEYS through gw-b after the restart ($r)"
+# Both gateways restarted: gw-b too.
+kill -KILL "$PID_B"; wait "$PID_B" 2>/dev/null; PID_B=""
+if start_gw gw-b "$PORT_B"; then PID_B=$LAST_PID; else fail "gateways: gw-b restarts"; fi
+r=$(CI "$PORT_B" "$Y" prin resv 2>&1 | tail -1)
+[ "$r" = "resv $KX 1" ] && pass "gateways: after kill -9 and restart of gw-b too, READ RESERVATION through it: X's key, WRITE EXCLUSIVE" ||
+    fail "gateways: READ RESERVATION through restarted gw-b ($r)"
+CI "$PORT_B" "$Y" write 64 0xc4 30 >"$WORK/r13" 2>&1; is "$WORK/r13" "RESERVATION CONFLICT" &&
+    pass "gateways: after the restart, X's reservation refuses Y's write through gw-b" ||
+    { fail "gateways: X's reservation after the restart"; tail -3 "$WORK/r13" | sed 's/^/    /'; }
+# Releasing a WRITE EXCLUSIVE reservation raises nothing for the other registrants
+# (SPC-4 5.13.11.2 names only registrants-only and all-registrants types).
+ua_poll "$WORK/r14" 3 "ua 2a/04"
+CI "$PORT_A" "$X" prout release 1 "$KX" 0 >"$WORK/r15" 2>&1 && is "$WORK/r15" GOOD; rc=$?
+wait "$POLLER"; prc=$?
+if [ $rc -eq 0 ] && [ $prc -ne 0 ] && ! grep -q 'seen: ua 2a/' "$WORK/r14"; then
+    pass "gateways: X's release of WRITE EXCLUSIVE through gw-a raises no unit attention for Y on gw-b"
+else
+    fail "gateways: release of WRITE EXCLUSIVE and unit attentions"; tail -n 3 "$WORK/r15" "$WORK/r14" 2>/dev/null | sed 's/^/    /'
+fi
+# PREEMPT through gw-b (SPC-4 5.13.11.4): Y takes over X's reservation, X's registration
+# goes and X's nexus on gw-a gets REGISTRATIONS PREEMPTED (2Ah/05h).
+CI "$PORT_A" "$X" prout reserve 1 "$KX" 0 >"$WORK/r16" 2>&1 && is "$WORK/r16" GOOD ||
+    { fail "gateways: X reserves once more through gw-a"; tail -n 3 "$WORK/r16" | sed 's/^/    /'; }
+ua_poll "$WORK/r17" 30 "ua 2a/05" "$PORT_A" "$X"
+t0=$(now_ms)
+CI "$PORT_B" "$Y" prout preempt 1 "$KY" "$KX" >"$WORK/r18" 2>&1 && is "$WORK/r18" GOOD; rc=$?
+t=$(now_ms)
+wait "$POLLER"; prc=$?
+echo "gateways: REGISTRATIONS PREEMPTED seen on gw-a $(since "$WORK/r17" "$t0" "$t") of the PREEMPT through gw-b"
+r=$(CI "$PORT_A" "$X" prin resv 2>&1 | tail -1)
+r2=$(CI "$PORT_A" "$X" prin keys 2>&1 | tail -1)
+if [ $rc -eq 0 ] && [ $prc -eq 0 ] && [ "$r" = "resv $KY 1" ] && [ "$r2" = "keys $KY" ]; then
+    pass "gateways: PREEMPT through gw-b: X sees REGISTRATIONS PREEMPTED (2Ah/05h) on gw-a, Y holds the reservation"
+else
+    fail "gateways: PREEMPT through gw-b ($r; $r2)"; tail -n 3 "$WORK/r18" "$WORK/r17" 2>/dev/null | sed 's/^/    /'
+fi
+# CLEAR (SPC-4 5.13.11.3) through gw-b removes every key; the other registrant (X,
+# registered again through gw-a) gets RESERVATIONS PREEMPTED (2Ah/03h).
+CI "$PORT_A" "$X" prout register 0 0 "$KX" >"$WORK/r19" 2>&1 && is "$WORK/r19" GOOD ||
+    { fail "gateways: X registers again through gw-a"; tail -n 3 "$WORK/r19" | sed 's/^/    /'; }
+ua_poll "$WORK/r20" 30 "ua 2a/03" "$PORT_A" "$X"
+t0=$(now_ms)
+CI "$PORT_B" "$Y" prout clear 0 "$KY" 0 >"$WORK/r21" 2>&1 && is "$WORK/r21" GOOD; rc=$?
+t=$(now_ms)
+wait "$POLLER"; prc=$?
+echo "gateways: RESERVATIONS PREEMPTED seen on gw-a $(since "$WORK/r20" "$t0" "$t") of the CLEAR through gw-b"
+if [ $rc -eq 0 ] && [ $prc -eq 0 ] && [ "$(CI "$PORT_A" "$X" prin keys 2>&1 | tail -1)" = "keys" ]; then
+    pass "gateways: CLEAR through gw-b: RESERVATIONS PREEMPTED (2Ah/03h) for X on gw-a, no keys left"
+else
+    fail "gateways: CLEAR through gw-b"; tail -n 3 "$WORK/r21" "$WORK/r20" 2>/dev/null | sed 's/^/    /'
+fi
 
 kill -0 "$PID_B" 2>/dev/null && pass "gateways: gw-b alive" || fail "gateways: gw-b alive"
 if grep -qi panic "$WORK"/gw-*.log; then fail "gateways: no panic in the logs"; fi
