@@ -840,6 +840,10 @@ pub fn pad_len(len: usize) -> usize {
 impl Header {
     /// Parses a BHS into its typed form. Unknown opcodes give [`Header::Unknown`]; field
     /// values are not judged here (that is the connection's job, which knows the state).
+    ///
+    /// One match arm per opcode of RFC 7143 11.2.1.2, each reading that PDU's fields at
+    /// the offsets of its section: kept as one function so the whole opcode table reads
+    /// side by side with the RFC (the arms share nothing to factor out).
     pub fn parse(b: &[u8; BHS_LEN]) -> Header {
         let imm = b[0] & 0x40 != 0;
         let f = b[1] & 0x80 != 0;
@@ -1092,6 +1096,9 @@ impl Header {
 
     /// Encodes the BHS with the given TotalAHSLength (bytes, multiple of 4) and
     /// DataSegmentLength. Fields not carried by the typed value are zero.
+    ///
+    /// The mirror of [`Header::parse`]: one arm per PDU type, kept together for the same
+    /// reason.
     pub fn encode(&self, ahs_len: usize, data_len: u32) -> [u8; BHS_LEN] {
         let mut b = [0u8; BHS_LEN];
         if let Header::Unknown { raw, .. } = self {

@@ -124,6 +124,71 @@ fn invalid<T>(m: impl Into<String>) -> Result<T, GroupError> {
     Err(GroupError::Invalid(m.into()))
 }
 
+/// Names, target port groups and portals already used by earlier gateways of the list.
+#[derive(Default)]
+struct Seen {
+    names: BTreeSet<String>,
+    ids: BTreeSet<u16>,
+    addrs: BTreeSet<SocketAddr>,
+}
+
+/// Gateway `i` (0-based position) of the `gateways` list.
+fn gateway_from_json(i: usize, g: &Value, seen: &mut Seen) -> Result<Gateway, GroupError> {
+    let Some(g) = g.as_object() else {
+        return invalid(format!("gateway {} must be an object", i + 1));
+    };
+    let gname = match g.get("name") {
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        _ => return invalid(format!("gateway {} needs a \"name\"", i + 1)),
+    };
+    for k in g.keys() {
+        if !matches!(k.as_str(), "name" | "portals" | "port_group") {
+            return invalid(format!("gateway {gname}: unknown key {k:?}"));
+        }
+    }
+    if !seen.names.insert(gname.clone()) {
+        return invalid(format!("gateway name {gname:?} used twice"));
+    }
+    // Derived from the position so every gateway computes the same ids.
+    let default_id = u64::try_from(i).ok().and_then(|i| i.checked_add(1));
+    let id = match g.get("port_group") {
+        None => default_id,
+        Some(v) => v.as_u64(),
+    };
+    let port_group = match id.and_then(|v| u16::try_from(v).ok()) {
+        Some(v) if v != 0 => v,
+        _ => return invalid(format!("gateway {gname}: \"port_group\" must be 1..=65535")),
+    };
+    if !seen.ids.insert(port_group) {
+        return invalid(format!(
+            "gateway {gname}: target port group {port_group} used twice"
+        ));
+    }
+    let Some(pl) = g.get("portals").and_then(Value::as_array) else {
+        return invalid(format!("gateway {gname}: \"portals\" must be a list"));
+    };
+    if pl.is_empty() {
+        return invalid(format!("gateway {gname}: no portals"));
+    }
+    let mut portals = Vec::with_capacity(pl.len());
+    for p in pl {
+        let Some(addr) = p.as_str().and_then(|s| s.parse::<SocketAddr>().ok()) else {
+            return invalid(format!(
+                "gateway {gname}: portal {p} is not ADDR:PORT ([v6]:PORT)"
+            ));
+        };
+        if !seen.addrs.insert(addr) {
+            return invalid(format!("gateway {gname}: portal {addr} used twice"));
+        }
+        portals.push(addr);
+    }
+    Ok(Gateway {
+        name: gname,
+        portals,
+        port_group,
+    })
+}
+
 impl GatewayGroup {
     /// Reads the group section of `model`, if any.
     pub fn from_model(model: &SaveConfig) -> Result<Option<GatewayGroup>, GroupError> {
@@ -173,63 +238,12 @@ impl GatewayGroup {
         if list.is_empty() {
             return invalid("\"gateways\" is empty");
         }
-        let mut gateways = Vec::with_capacity(list.len());
-        let (mut names, mut ids, mut addrs) = (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
-        for (i, g) in list.iter().enumerate() {
-            let Some(g) = g.as_object() else {
-                return invalid(format!("gateway {} must be an object", i + 1));
-            };
-            let gname = match g.get("name") {
-                Some(Value::String(s)) if !s.is_empty() => s.clone(),
-                _ => return invalid(format!("gateway {} needs a \"name\"", i + 1)),
-            };
-            for k in g.keys() {
-                if !matches!(k.as_str(), "name" | "portals" | "port_group") {
-                    return invalid(format!("gateway {gname}: unknown key {k:?}"));
-                }
-            }
-            if !names.insert(gname.clone()) {
-                return invalid(format!("gateway name {gname:?} used twice"));
-            }
-            // Derived from the position so every gateway computes the same ids.
-            let default_id = u64::try_from(i).ok().and_then(|i| i.checked_add(1));
-            let id = match g.get("port_group") {
-                None => default_id,
-                Some(v) => v.as_u64(),
-            };
-            let port_group = match id.and_then(|v| u16::try_from(v).ok()) {
-                Some(v) if v != 0 => v,
-                _ => return invalid(format!("gateway {gname}: \"port_group\" must be 1..=65535")),
-            };
-            if !ids.insert(port_group) {
-                return invalid(format!(
-                    "gateway {gname}: target port group {port_group} used twice"
-                ));
-            }
-            let Some(pl) = g.get("portals").and_then(Value::as_array) else {
-                return invalid(format!("gateway {gname}: \"portals\" must be a list"));
-            };
-            if pl.is_empty() {
-                return invalid(format!("gateway {gname}: no portals"));
-            }
-            let mut portals = Vec::with_capacity(pl.len());
-            for p in pl {
-                let Some(addr) = p.as_str().and_then(|s| s.parse::<SocketAddr>().ok()) else {
-                    return invalid(format!(
-                        "gateway {gname}: portal {p} is not ADDR:PORT ([v6]:PORT)"
-                    ));
-                };
-                if !addrs.insert(addr) {
-                    return invalid(format!("gateway {gname}: portal {addr} used twice"));
-                }
-                portals.push(addr);
-            }
-            gateways.push(Gateway {
-                name: gname,
-                portals,
-                port_group,
-            });
-        }
+        let mut seen = Seen::default();
+        let gateways = list
+            .iter()
+            .enumerate()
+            .map(|(i, g)| gateway_from_json(i, g, &mut seen))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(GatewayGroup {
             name,
             gateways,

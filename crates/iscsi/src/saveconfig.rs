@@ -306,20 +306,10 @@ fn map_model<E: From<Error> + From<ConfigError>>(
     open: &dyn Fn(&StorageObject) -> std::result::Result<Arc<LogicalUnit>, E>,
     gateway: Option<&group::Gateway>,
 ) -> std::result::Result<ServerConfig, E> {
-    let mut cfg = ServerConfig::default();
-    for fm in &model.fabric_modules {
-        if fm.name == "iscsi" {
-            cfg.discovery_auth = DiscoveryAuth {
-                enforce: fm.discovery_enable_auth.unwrap_or(false),
-                chap: ChapCredentials::from_fields(
-                    fm.discovery_userid.as_deref(),
-                    fm.discovery_password.as_deref(),
-                    fm.discovery_mutual_userid.as_deref(),
-                    fm.discovery_mutual_password.as_deref(),
-                ),
-            };
-        }
-    }
+    let mut cfg = ServerConfig {
+        discovery_auth: discovery_auth(model),
+        ..ServerConfig::default()
+    };
     let mut storage: Vec<StorageObjectRuntime> = Vec::new();
     let mut get_lu = |path: &str| -> std::result::Result<(Arc<LogicalUnit>, String), E> {
         let so = model
@@ -341,93 +331,10 @@ fn map_model<E: From<Error> + From<ConfigError>>(
         });
         Ok((lu, so.name().to_string()))
     };
-    for t in &model.targets {
-        if t.fabric != "iscsi" {
-            continue;
-        }
+    for t in model.targets.iter().filter(|t| t.fabric == "iscsi") {
         let mut tpgs = Vec::new();
         for tpg in &t.tpgs {
-            let tag = tpg.tag.unwrap_or(1);
-            let mut tag = u16::try_from(tag).map_err(|_| ConfigError::TpgTagOutOfRange {
-                iqn: t.wwn.clone(),
-                tag,
-            })?;
-            if let Some(gw) = gateway {
-                // The gateway's target port: TPGT = relative port id = port group.
-                tag = gw.port_group;
-            }
-            let mut tc = TpgConfig::new(tag);
-            tc.enabled = tpg.enable.unwrap_or(true);
-            tc.authentication = setting_flag(&tpg.attributes, "authentication").unwrap_or(false);
-            tc.generate_node_acls =
-                setting_flag(&tpg.attributes, "generate_node_acls").unwrap_or(false);
-            tc.demo_mode_write_protect =
-                setting_flag(&tpg.attributes, "demo_mode_write_protect").unwrap_or(false);
-            tc.chap = ChapCredentials::from_fields(
-                tpg.auth.chap_userid.as_deref(),
-                tpg.auth.chap_password.as_deref(),
-                tpg.auth.chap_mutual_userid.as_deref(),
-                tpg.auth.chap_mutual_password.as_deref(),
-            );
-            tc.params = tpg_params(&tpg.parameters, &tpg.attributes)?;
-            if let Some(methods) = setting_str(&tpg.parameters, "AuthMethod") {
-                // AuthMethod=CHAP alone means CHAP is required.
-                if methods.split(',').all(|m| m.trim() == "CHAP") {
-                    tc.authentication = true;
-                }
-            }
-            match gateway {
-                Some(gw) => {
-                    tc.portals = gw
-                        .portals
-                        .iter()
-                        .map(|&addr| PortalConfig { addr })
-                        .collect()
-                }
-                None => {
-                    for p in &tpg.portals {
-                        tc.portals.push(PortalConfig {
-                            addr: parse_portal(&p.ip_address, p.port)?,
-                        });
-                    }
-                }
-            }
-            for l in &tpg.luns {
-                let (lu, name) = get_lu(&l.storage_object)?;
-                tc.luns.push(LunConfig {
-                    index: l.index,
-                    lu,
-                    name,
-                });
-            }
-            for acl in &tpg.node_acls {
-                tc.acls.push(AclConfig {
-                    initiator: acl.node_wwn.clone(),
-                    chap: ChapCredentials::from_fields(
-                        acl.auth.chap_userid.as_deref(),
-                        acl.auth.chap_password.as_deref(),
-                        acl.auth.chap_mutual_userid.as_deref(),
-                        acl.auth.chap_mutual_password.as_deref(),
-                    ),
-                    authentication: setting_flag(&acl.attributes, "authentication"),
-                    mapped_luns: acl
-                        .mapped_luns
-                        .iter()
-                        .map(|m| MappedLunConfig {
-                            index: m.index,
-                            tpg_lun: m.tpg_lun,
-                            write_protect: m.write_protect.unwrap_or(false),
-                        })
-                        .collect(),
-                    // rustio extensions (LIO keeps these in iscsi_node_attrib without a
-                    // configfs file): may this initiator reset the whole target?
-                    tmr_warm_reset: setting_flag(&acl.attributes, "tmr_warm_reset")
-                        .unwrap_or(false),
-                    tmr_cold_reset: setting_flag(&acl.attributes, "tmr_cold_reset")
-                        .unwrap_or(false),
-                });
-            }
-            tpgs.push(Arc::new(tc));
+            tpgs.push(Arc::new(tpg_config(&t.wwn, tpg, gateway, &mut get_lu)?));
         }
         cfg.targets.push(Arc::new(TargetConfig {
             iqn: t.wwn.clone(),
@@ -450,6 +357,117 @@ fn map_model<E: From<Error> + From<ConfigError>>(
         tracing::warn!("{w}");
     }
     Ok(cfg)
+}
+
+/// Discovery authentication from the `iscsi` fabric module's settings.
+fn discovery_auth(model: &SaveConfig) -> DiscoveryAuth {
+    let Some(fm) = model.fabric_modules.iter().rfind(|fm| fm.name == "iscsi") else {
+        return DiscoveryAuth::default();
+    };
+    DiscoveryAuth {
+        enforce: fm.discovery_enable_auth.unwrap_or(false),
+        chap: ChapCredentials::from_fields(
+            fm.discovery_userid.as_deref(),
+            fm.discovery_password.as_deref(),
+            fm.discovery_mutual_userid.as_deref(),
+            fm.discovery_mutual_password.as_deref(),
+        ),
+    }
+}
+
+/// Opens (or reuses) the unit behind a LUN's storage object path: the unit and its name.
+type OpenLu<'a, E> = dyn FnMut(&str) -> std::result::Result<(Arc<LogicalUnit>, String), E> + 'a;
+
+/// One TPG of target `iqn`; `get_lu` opens (or reuses) the unit behind a LUN. With
+/// `gateway`, the TPG becomes the gateway's (tag = its target port group, its portals).
+fn tpg_config<E: From<Error> + From<ConfigError>>(
+    iqn: &str,
+    tpg: &rustio_config::Tpg,
+    gateway: Option<&group::Gateway>,
+    get_lu: &mut OpenLu<'_, E>,
+) -> std::result::Result<TpgConfig, E> {
+    let tag = tpg.tag.unwrap_or(1);
+    let mut tag = u16::try_from(tag).map_err(|_| ConfigError::TpgTagOutOfRange {
+        iqn: iqn.to_owned(),
+        tag,
+    })?;
+    if let Some(gw) = gateway {
+        // The gateway's target port: TPGT = relative port id = port group.
+        tag = gw.port_group;
+    }
+    let mut tc = TpgConfig::new(tag);
+    tc.enabled = tpg.enable.unwrap_or(true);
+    tc.authentication = setting_flag(&tpg.attributes, "authentication").unwrap_or(false);
+    tc.generate_node_acls = setting_flag(&tpg.attributes, "generate_node_acls").unwrap_or(false);
+    tc.demo_mode_write_protect =
+        setting_flag(&tpg.attributes, "demo_mode_write_protect").unwrap_or(false);
+    tc.chap = ChapCredentials::from_fields(
+        tpg.auth.chap_userid.as_deref(),
+        tpg.auth.chap_password.as_deref(),
+        tpg.auth.chap_mutual_userid.as_deref(),
+        tpg.auth.chap_mutual_password.as_deref(),
+    );
+    tc.params = tpg_params(&tpg.parameters, &tpg.attributes)?;
+    if let Some(methods) = setting_str(&tpg.parameters, "AuthMethod") {
+        // AuthMethod=CHAP alone means CHAP is required.
+        if methods.split(',').all(|m| m.trim() == "CHAP") {
+            tc.authentication = true;
+        }
+    }
+    match gateway {
+        Some(gw) => {
+            tc.portals = gw
+                .portals
+                .iter()
+                .map(|&addr| PortalConfig { addr })
+                .collect()
+        }
+        None => {
+            for p in &tpg.portals {
+                tc.portals.push(PortalConfig {
+                    addr: parse_portal(&p.ip_address, p.port)?,
+                });
+            }
+        }
+    }
+    for l in &tpg.luns {
+        let (lu, name) = get_lu(&l.storage_object)?;
+        tc.luns.push(LunConfig {
+            index: l.index,
+            lu,
+            name,
+        });
+    }
+    tc.acls = tpg.node_acls.iter().map(acl_config).collect();
+    Ok(tc)
+}
+
+/// One node ACL.
+fn acl_config(acl: &rustio_config::NodeAcl) -> AclConfig {
+    AclConfig {
+        initiator: acl.node_wwn.clone(),
+        chap: ChapCredentials::from_fields(
+            acl.auth.chap_userid.as_deref(),
+            acl.auth.chap_password.as_deref(),
+            acl.auth.chap_mutual_userid.as_deref(),
+            acl.auth.chap_mutual_password.as_deref(),
+        ),
+        authentication: setting_flag(&acl.attributes, "authentication"),
+        mapped_luns: acl
+            .mapped_luns
+            .iter()
+            .map(|m| MappedLunConfig {
+                index: m.index,
+                tpg_lun: m.tpg_lun,
+                write_protect: m.write_protect.unwrap_or(false),
+            })
+            .collect(),
+        // rustio extensions (LIO keeps these in iscsi_node_attrib without a configfs
+        // file, see rustio_config::model::SERVE_ONLY_ACL_ATTRIBUTES): may this initiator
+        // reset the whole target?
+        tmr_warm_reset: setting_flag(&acl.attributes, "tmr_warm_reset").unwrap_or(false),
+        tmr_cold_reset: setting_flag(&acl.attributes, "tmr_cold_reset").unwrap_or(false),
+    }
 }
 
 #[cfg(test)]
