@@ -319,6 +319,9 @@ fn show_secret(field: &str, v: &Option<String>) -> String {
     }
 }
 
+/// The one-line description of a step that plans print (`rustio apply` shows them, tests
+/// compare them): one short arm per [`Op`] variant, kept in one place so the wording of
+/// every step reads together.
 impl fmt::Display for Op {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
