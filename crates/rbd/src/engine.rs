@@ -55,6 +55,19 @@ fn os(errno: Errno) -> io::Error {
     io::Error::from_raw_os_error(errno)
 }
 
+/// The `map_err` of a failed librados/librbd call `op` on image `spec`:
+/// `.map_err(ceph_error("rados_connect", &spec))`.
+pub(crate) fn ceph_error<'a>(
+    op: &'static str,
+    spec: &'a str,
+) -> impl FnOnce(Errno) -> RbdError + 'a {
+    move |errno| RbdError::Ceph {
+        op,
+        spec: spec.to_owned(),
+        source: os(errno),
+    }
+}
+
 impl RbdBackstore {
     /// Connects to the cluster and opens the image.
     ///
@@ -73,14 +86,7 @@ impl RbdBackstore {
         for o in &cfg.ignored {
             tracing::warn!(image = %spec, option = %o, "unknown rbd option ignored");
         }
-        let ceph = |op: &'static str| {
-            let spec = spec.clone();
-            move |errno: Errno| RbdError::Ceph {
-                op,
-                spec,
-                source: os(errno),
-            }
-        };
+        let ceph = |op: &'static str| ceph_error(op, &spec);
         let Connection {
             ioctx,
             osd_op_timeout,
@@ -298,14 +304,7 @@ pub(crate) fn connect_pool(opts: &OpenOptions) -> Result<Connection, RbdError> {
         || "default ceph.conf search".to_owned(),
         |p| p.display().to_string(),
     );
-    let ceph = |op: &'static str| {
-        let spec = spec.clone();
-        move |errno: Errno| RbdError::Ceph {
-            op,
-            spec,
-            source: os(errno),
-        }
-    };
+    let ceph = |op: &'static str| ceph_error(op, &spec);
     let mut cluster = Cluster::create(cfg.id.as_deref()).map_err(ceph("rados_create"))?;
     if let Err(errno) = cluster.read_conf_file(cfg.conf.as_deref()) {
         if let Some(path) = &cfg.conf {

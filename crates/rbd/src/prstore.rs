@@ -213,14 +213,7 @@ impl CephReservationStore {
     /// [`Self::open`] with an explicit object name in `opts`' pool.
     pub fn open_object(opts: &OpenOptions, object: &str) -> Result<CephReservationStore, RbdError> {
         let spec = opts.config.spec();
-        let ceph = |op: &'static str| {
-            let spec = spec.clone();
-            move |errno: Errno| RbdError::Ceph {
-                op,
-                spec,
-                source: std::io::Error::from_raw_os_error(errno),
-            }
-        };
+        let ceph = |op: &'static str| crate::engine::ceph_error(op, &spec);
         let Connection { ioctx, .. } = connect_pool(opts)?;
         let io = Arc::new(ioctx);
         let empty = ReservationState::default().encode_shared(0);
