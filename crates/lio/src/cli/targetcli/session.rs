@@ -716,18 +716,31 @@ impl<'a> Session<'a> {
         }
     }
 
-    fn set(&mut self, path: &str, line: &Line, out: &mut dyn Write) -> R {
+    /// The configuration group `get` and `set` name first: `None` once the groups of
+    /// `path` are listed (no group given); an unknown group is configshell's error.
+    fn config_group<'l>(path: &str, line: &'l Line, out: &mut dyn Write) -> R<Option<&'l str>> {
         let groups = groups(path);
         let Some(group) = line.pparams.first() else {
-            return Self::say(
+            Self::say(
                 out,
                 format!(
                     "AVAILABLE CONFIGURATION GROUPS\n==============================\n{}",
                     groups.join(" ")
                 ),
-            );
+            )?;
+            return Ok(None);
         };
-        if !groups.contains(&group.as_str()) || line.pparams.len() > 1 {
+        if !groups.contains(&group.as_str()) {
+            return Err(Fail(format!("Unknown configuration group: {group}")));
+        }
+        Ok(Some(group))
+    }
+
+    fn set(&mut self, path: &str, line: &Line, out: &mut dyn Write) -> R {
+        let Some(group) = Self::config_group(path, line, out)? else {
+            return Ok(());
+        };
+        if line.pparams.len() > 1 {
             return Err(Fail(format!("Unknown configuration group: {group}")));
         }
         if line.kparams.is_empty() {
@@ -739,7 +752,7 @@ impl<'a> Session<'a> {
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
         let p = path.to_owned();
-        let what = match group.as_str() {
+        let what = match group {
             "global" => {
                 for (k, v) in &line.kparams {
                     self.prefs.set(k, v)?;
@@ -843,19 +856,9 @@ impl<'a> Session<'a> {
     }
 
     fn get(&self, path: &str, line: &Line, out: &mut dyn Write) -> R {
-        let groups = groups(path);
-        let Some(group) = line.pparams.first() else {
-            return Self::say(
-                out,
-                format!(
-                    "AVAILABLE CONFIGURATION GROUPS\n==============================\n{}",
-                    groups.join(" ")
-                ),
-            );
+        let Some(group) = Self::config_group(path, line, out)? else {
+            return Ok(());
         };
-        if !groups.contains(&group.as_str()) {
-            return Err(Fail(format!("Unknown configuration group: {group}")));
-        }
         let values = self.group_values(path, group)?;
         let names: Vec<String> = if line.pparams.len() > 1 {
             line.pparams[1..].to_vec()
