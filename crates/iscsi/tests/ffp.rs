@@ -557,8 +557,9 @@ fn reload_keeps_unaffected_sessions() {
     h.shutdown();
 }
 
-#[test]
-fn immediate_command_and_unsolicited_data() {
+/// A server offering InitialR2T=No and FirstBurstLength 8 KiB, and a session logged in
+/// with them (unsolicited Data-Out allowed, RFC 7143 13.10, 13.14).
+fn unsolicited_session() -> (rustio_iscsi::ServerHandle, Initiator) {
     let (h, addr) = start(|_, tpg| {
         tpg.params.offer.initial_r2t = false;
         tpg.params.offer.first_burst_length = 8192;
@@ -568,6 +569,12 @@ fn immediate_command_and_unsolicited_data() {
     o.keys[3].1 = "No".into(); // InitialR2T=No
     o.keys[6].1 = "8192".into(); // FirstBurstLength
     assert!(i.login(&o));
+    (h, i)
+}
+
+#[test]
+fn immediate_command_and_unsolicited_data() {
+    let (h, mut i) = unsolicited_session();
     // 16 KiB write: 2 KiB immediate + 6 KiB unsolicited Data-Out, then one R2T.
     let data = pattern(16384, 9);
     let (itt, mut pdu) = i.command(
@@ -658,15 +665,7 @@ fn data_sn_error_terminates_the_task() {
 /// ERROR - NOT ENOUGH UNSOLICITED DATA (0Ch/0Dh), as LIO answers.
 #[test]
 fn data_out_ended_early_fails_and_writes_nothing() {
-    let (h, addr) = start(|_, tpg| {
-        tpg.params.offer.initial_r2t = false;
-        tpg.params.offer.first_burst_length = 8192;
-    });
-    let mut i = Initiator::connect(addr);
-    let mut o = LoginOpts::default();
-    o.keys[3].1 = "No".into(); // InitialR2T=No
-    o.keys[6].1 = "8192".into(); // FirstBurstLength
-    assert!(i.login(&o));
+    let (h, mut i) = unsolicited_session();
     let before = pattern(8192, 3);
     assert_eq!(i.scsi(0, &write10(300, 16), 0, &before, 8192).status, 0);
     let data_out = |i: &mut Initiator, itt, ttt, offset: u32, data: Vec<u8>| {
