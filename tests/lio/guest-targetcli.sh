@@ -273,6 +273,9 @@ shell_again() {
     typed '^/> exit$' Up &&
     TM send-keys -t rsh C-u &&
     step "Parameter auto_save_on_exit is now 'false'" 'set global auto_save_on_exit=false' Enter &&
+    # Ctrl-D only once the prompt is back (the editor in raw mode again): typed earlier,
+    # the tty's cooked mode would take it as EOF and the shell would never see it
+    vm_wait 10 last_line_is '^/> ?$' &&
     step 'SHELL-EXIT=0' C-d &&
     ! pane_has 'Configuration saved'
   } || rc=1

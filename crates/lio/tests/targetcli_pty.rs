@@ -86,10 +86,17 @@ fn shell_in_a_terminal_completes_runs_and_auto_saves() {
     wait_for(&s, "/backstores/fileio>");
     let img = d.join("d1.img");
     keys(&s, &[&format!("create d1 {} 1M", img.display()), "Enter"]);
-    wait_for(&s, "Created fileio d1 with size 1048576");
+    wait_for(
+        &s,
+        "Created fileio d1 with size 1048576\n/backstores/fileio>",
+    );
     keys(&s, &["ls", "Enter"]);
     wait_for(&s, "o- d1");
+    wait_for(&s, "[ALUA state: Active/optimized]\n/backstores/fileio>");
     keys(&s, &["pwd", "Enter"]);
+    // The answer, then the next prompt: only then is the line editor back in raw mode.
+    // A Ctrl-D typed before that reaches the tty's cooked mode, which eats it as EOF.
+    wait_for(&s, "/backstores/fileio\n/backstores/fileio>");
     // Ctrl-D leaves; auto_save_on_exit saves.
     keys(&s, &["C-d"]);
     let p = wait_for(&s, "Configuration saved to");
