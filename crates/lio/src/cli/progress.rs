@@ -12,22 +12,37 @@ use std::io::IsTerminal as _;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// Environment variables that turn bars off when set to a non-empty value: `NO_COLOR`
-/// (no-color.org: plain output for people who asked for it) and rustio's own
-/// `RUSTIO_QUIET` / `RUSTIO_NO_PROGRESS`.
+/// (no-color.org: plain output for people who asked for it; see [`decorate`]) and
+/// rustio's own `RUSTIO_QUIET` / `RUSTIO_NO_PROGRESS`.
 pub const QUIET_ENV: [&str; 3] = ["NO_COLOR", "RUSTIO_QUIET", "RUSTIO_NO_PROGRESS"];
 
 /// Plans shorter than this run without a bar: they finish before a bar would be seen.
 pub const MIN_PLAN_STEPS: usize = 8;
 
-/// Whether to draw progress bars: only when standard error is a terminal, `TERM` is not
-/// `dumb`, and none of [`QUIET_ENV`] is set to a non-empty value (an empty `NO_COLOR` is
-/// "unset" per no-color.org). `env` looks up one variable (`std::env::var_os` in the
-/// binary; a table in tests).
-pub fn draw_bars(stderr_is_terminal: bool, env: impl Fn(&str) -> Option<OsString>) -> bool {
-    let set = |name: &str| env(name).is_some_and(|v| !v.is_empty());
+/// Whether standard error may carry terminal decorations at all — ANSI colour in log
+/// lines (the binary's log setup asks this) and progress bars ([`draw_bars`]): only when
+/// it is a terminal, `TERM` is not `dumb`, and `NO_COLOR` is unset or empty
+/// (no-color.org: "when present and not an empty string"). A file, a pipe or the journal
+/// (systemd hands services a socket or a pipe, never a terminal) gets plain bytes.
+/// `env` looks up one variable (`std::env::var_os` in the binary; a table in tests).
+pub fn decorate(stderr_is_terminal: bool, env: impl Fn(&str) -> Option<OsString>) -> bool {
     stderr_is_terminal
         && env("TERM").is_none_or(|t| t != "dumb")
-        && !QUIET_ENV.iter().any(|n| set(n))
+        && env("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// [`decorate`] for this process: its standard error and environment.
+pub fn decorate_here() -> bool {
+    decorate(std::io::stderr().is_terminal(), |n: &str| {
+        std::env::var_os(n)
+    })
+}
+
+/// Whether to draw progress bars: where [`decorate`] allows decorations and none of
+/// [`QUIET_ENV`] is set to a non-empty value.
+pub fn draw_bars(stderr_is_terminal: bool, env: impl Fn(&str) -> Option<OsString>) -> bool {
+    let set = |name: &str| env(name).is_some_and(|v| !v.is_empty());
+    decorate(stderr_is_terminal, &env) && !QUIET_ENV.iter().any(|n| set(n))
 }
 
 /// [`draw_bars`] for this process: its standard error and environment.
@@ -131,6 +146,21 @@ mod tests {
         // A pipe, a file, the journal: never.
         assert!(!draw_bars(false, env(&[])));
         assert!(!draw_bars(false, env(&[("TERM", "xterm")])));
+    }
+
+    #[test]
+    fn decorations_need_a_terminal_that_takes_them() {
+        assert!(decorate(true, env(&[])));
+        assert!(
+            decorate(true, env(&[("NO_COLOR", "")])),
+            "empty NO_COLOR is unset"
+        );
+        assert!(!decorate(true, env(&[("NO_COLOR", "1")])));
+        assert!(!decorate(true, env(&[("TERM", "dumb")])));
+        assert!(!decorate(false, env(&[])));
+        // Quiet is about bars, not colour.
+        assert!(decorate(true, env(&[("RUSTIO_QUIET", "1")])));
+        assert!(!draw_bars(true, env(&[("RUSTIO_QUIET", "1")])));
     }
 
     #[test]
