@@ -88,16 +88,20 @@ qemu_round_trip() {
     log "    qemu round trip: $(( $(date +%s) - t ))s"
 }
 
-# run_iscsi_test_cu NAME URL INIT INIT2 [TIMEOUT]: libiscsi's conformance suite with
-# --dataloss (filter CU_FILTER, default ALL); one check NAME that passes only when tests
-# ran and none failed. The full log is kept in /tmp/rustio-<NAME>.log on failure.
+# run_iscsi_test_cu NAME URL INIT INIT2 [TIMEOUT [URL2]]: libiscsi's conformance suite
+# with --dataloss (filter CU_FILTER, default ALL); one check NAME that passes only when
+# tests ran and none failed. With URL2, a second path to the same logical unit: the
+# multipath mode (libiscsi checks both report the same identifiers, runs MultipathIO and
+# uses URL2 as the second initiator's path). The full log is kept in
+# /tmp/rustio-<NAME>.log on failure.
 run_iscsi_test_cu() {
-    local name=$1 url=$2 init=$3 init2=$4 limit=${5:-0} t rc summary cu_ran cu_passed cu_failed
-    local filter=()
+    local name=$1 url=$2 init=$3 init2=$4 limit=${5:-0} url2=${6:-} t rc summary cu_ran cu_passed cu_failed
+    local filter=() urls=("$url")
+    [ -n "$url2" ] && urls+=("$url2")
     [ "${CU_FILTER:-ALL}" != ALL ] && filter=(-t "$CU_FILTER")
     log "running iscsi-test-cu (${CU_FILTER:-ALL}) for $name"
     t=$(date +%s)
-    timeout "$limit" iscsi-test-cu --dataloss -n -i "$init" -I "$init2" "${filter[@]}" "$url" >"$WORK/cu.log" 2>&1
+    timeout "$limit" iscsi-test-cu --dataloss -n -i "$init" -I "$init2" "${filter[@]}" "${urls[@]}" >"$WORK/cu.log" 2>&1
     rc=$?
     summary=$(grep -A3 "Run Summary" "$WORK/cu.log" | awk '$1 == "tests" {print $3, $4, $5}')
     read -r cu_ran cu_passed cu_failed <<<"$summary"
