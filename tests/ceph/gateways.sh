@@ -12,6 +12,11 @@
 #     SIGCONTed: its write is refused and the image holds gw-b's data;
 #   * failover: gw-a owns and is killed with SIGKILL; the time until a write through gw-b
 #     is GOOD again is printed;
+#   * failover under load: gw-initiator.py's writer (numbered, checksummed 4 KiB blocks,
+#     several writes in flight) writes through gw-a, gw-a is killed with SIGKILL
+#     mid-stream, the writer logs in through gw-b, re-issues what was not acknowledged
+#     and goes on; then every acknowledged block is read back through gw-b and verified,
+#     and the time to resume (goal <= 10 s) is checked and printed with the timeouts;
 #   * reservations across gateways (SPC-4 5.13): X registers and reserves through gw-a,
 #     Y's WRITE through gw-b gets RESERVATION CONFLICT while its READ passes, READ
 #     RESERVATION through gw-b shows X's key and type, the release through gw-a is seen
@@ -263,6 +268,72 @@ r=$(C "$PORT_B" read 48 | tail -1)
 [ "$r" = "b3 uniform" ] && pass "gateways: data written after failover reads back" || fail "gateways: read after failover ($r)"
 r=$(C "$PORT_B" read 16 | tail -1)
 [ "$r" = "b1 uniform" ] && pass "gateways: data of the first takeover intact" || fail "gateways: data of the first takeover ($r)"
+
+# --- failover under load (issue #22): a checksummed writer through gw-a, kill -9 of gw-a
+# mid-stream, the writer continues through gw-b and verifies every acknowledged block ---
+# The region is the image's upper half (the other sections use its first LBAs), 8 MiB,
+# rewritten about once a second, so blocks written through gw-b overwrite blocks gw-a
+# acknowledged: a late write of the dead owner landing after them would show as a block
+# older than acknowledged.
+T_LOAD=$(date +%s)
+if start_gw gw-a "$PORT_A"; then PID_A=$LAST_PID; else fail "gateways: gw-a restarts for the writer"; fi
+if [ -n "$PID_A" ] && C "$PORT_A" write 8 0xa4 90 >"$WORK/l0" 2>&1 && rtpg_is "$PORT_A" "1:AO 2:S" &&
+    rtpg_is "$PORT_B" "1:AO 2:S" 30; then
+    pass "gateways: under load: gw-a restarted and owns"
+else
+    fail "gateways: under load: gw-a restarted and owns"; sed 's/^/    /' "$WORK/l0" | tail -5
+fi
+# As above: gw-b lost the image just now; a takeover by gw-b inside its debounce window
+# would be answered 04h/0Bh until the window ends, which is not what a dead owner costs.
+sleep $((DEBOUNCE + 1))
+W_TIMEOUT=30  # the writer's I/O timeout: how long a silent (not closed) path is waited for
+timeout 300 python3 "$ROOT/tests/ceph/gw-initiator.py" "127.0.0.1:$PORT_A" "$TGT" "$INIT" writer \
+    "127.0.0.1:$PORT_B" $((SIZE / 512 / 2)) 2048 6 after=4 qd=8 timeout=$W_TIMEOUT deadline=150 \
+    >"$WORK/load" 2>&1 &
+WPID=$!
+for _ in $(seq 1 300); do # its first acknowledged write, at most 30 s
+    grep -q '^started ' "$WORK/load" && break
+    kill -0 "$WPID" 2>/dev/null || break
+    sleep 0.1
+done
+sleep 3
+kill_ms=$(now_ms)
+if [ -n "$PID_A" ]; then kill -KILL "$PID_A"; wait "$PID_A" 2>/dev/null; PID_A=""; fi
+wait "$WPID"; wrc=$?
+wval() { sed -nE "s/^$1 (-?[0-9.]+)\$/\1/p" "$WORK/load" | tail -1; }
+w_bad=$(wval blocks_bad); w_ver=$(wval blocks_verified); w_acked=$(wval blocks_acknowledged_distinct)
+w_written=$(wval blocks_written); w_ack=$(wval blocks_acknowledged); w_new=$(wval blocks_newer_than_acknowledged)
+w_fo=$(wval failovers); w_resume=$(wval resume_ms)
+w_before=$(sed -nE 's/^writes_before ([0-9]+) writes_after ([0-9]+)$/\1/p' "$WORK/load")
+w_after=$(sed -nE 's/^writes_before ([0-9]+) writes_after ([0-9]+)$/\2/p' "$WORK/load")
+resumed_at=$(sed -nE 's/^resumed [^ ]+ at ([0-9]+) .*/\1/p' "$WORK/load" | head -1)
+if grep -q "^failed_path 127.0.0.1:$PORT_A\$" "$WORK/load" && [ "${w_fo:-0}" -ge 1 ] &&
+    [ "${w_before:-0}" -gt 0 ] && [ "${w_after:-0}" -gt 0 ]; then
+    pass "gateways: under load: the writer lost gw-a mid-stream and went on through gw-b ($w_before writes acknowledged through gw-a, $w_after through gw-b)"
+else
+    fail "gateways: under load: the writer went on through gw-b after kill -9 of gw-a"
+fi
+if [ "$wrc" -eq 0 ] && [ "${w_bad:-1}" -eq 0 ] && [ "${w_acked:-0}" -gt 0 ] && [ "$w_ver" = "$w_acked" ]; then
+    pass "gateways: under load: every acknowledged block verified through gw-b ($w_ver blocks, $w_new of them rewritten later; $w_written written, $w_ack acknowledged, 0 bad)"
+else
+    fail "gateways: under load: acknowledged blocks verified (writer exit $wrc, bad ${w_bad:-?}, verified ${w_ver:-?} of ${w_acked:-?})"
+fi
+[ "$wrc" -eq 0 ] && [ "${w_bad:-1}" -eq 0 ] || sed 's/^/    /' "$WORK/load" | tail -40
+osd_to=$(sed -nE 's/.*osd_op_timeout=([0-9]+).*/\1/p' "$WORK/gw-b.log" | head -1)
+echo "gateways: under load: resume_ms ${w_resume:-?} (first failed I/O through gw-a to the first GOOD write through gw-b);" \
+    "kill -9 to that write: $([ -n "$resumed_at" ] && echo $((resumed_at - kill_ms)) || echo '?') ms;" \
+    "IOPS before $(wval iops_before), after $(wval iops_after); retries: $(sed -n 's/^retries //p' "$WORK/load")"
+echo "gateways: under load: timeouts in force: takeover debounce ${DEBOUNCE} s (GW_DEBOUNCE; gw-b lost the image" \
+    "longer ago, so it does not delay this takeover); the lock handover: gw-b breaks the dead owner's lock" \
+    "(rbd_lock_break, blocklisting it first) without waiting for its watch to expire;" \
+    "rados_osd_op_timeout ${osd_to:-?} s (engine, bounds each OSD request); the writer: re-login at once on" \
+    "EOF/reset, ${W_TIMEOUT} s I/O timeout for a silent path, 04h/0Ah and 04h/0Bh retried every 0.1 s, UA at once"
+if [ -n "$w_resume" ] && [ "$w_resume" -ge 0 ] && [ "$w_resume" -le 10000 ]; then
+    pass "gateways: under load: I/O resumed through gw-b within 10 s of the failure (${w_resume} ms)"
+else
+    fail "gateways: under load: I/O resumed through gw-b within 10 s (resume_ms ${w_resume:-?})"
+fi
+echo "gateways: under load: section $(( $(date +%s) - T_LOAD ))s"
 
 # --- reservations across gateways (SPC-4 5.13, issue #22 item 4) ---
 # Initiator X uses gw-a, initiator Y gw-b; the state lives in the cluster's reservation
