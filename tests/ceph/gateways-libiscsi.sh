@@ -130,12 +130,12 @@ handovers() { # gateway log → number of completed takeovers it logged
     grep -c "took over the exclusive lock" "$WORK/$1.log" 2>/dev/null || true
 }
 
-CU_FILTER=$CU_MP_FILTER run_iscsi_test_cu "gateways-libiscsi: iscsi-test-cu two paths (gw-a, gw-b)" \
+CU_FILTER=$CU_MP_FILTER run_iscsi_test_cu "gateways-libiscsi-two-paths-gw-a-gw-b" \
     "$URL_A" "$INIT" "$INIT2" "$CU_TIMEOUT" "$URL_B"
 log "    takeovers logged: gw-a $(handovers gw-a), gw-b $(handovers gw-b)"
 
 if [ "${CU_SKIP_ALL:-0}" != 1 ]; then
-    CU_FILTER=ALL run_iscsi_test_cu "gateways-libiscsi: iscsi-test-cu ALL through gw-a" \
+    CU_FILTER=ALL run_iscsi_test_cu "gateways-libiscsi-ALL-through-gw-a" \
         "$URL_A" "$INIT" "$INIT2" "$CU_TIMEOUT"
 fi
 
