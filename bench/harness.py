@@ -8,6 +8,7 @@ Stages, in order:
             (tmpfs-file LUN), every workload against every target, interleaved per run
   profile   (--profile) perf record of rustio serve under 4 KiB random reads
   tcmu      (--tcmu) VM stage: rustio runner vs tcmu-runner vs kernel fileio (bench/tcmu/run.sh)
+  lio       (--lio) VM stage: rustio serve vs LIO's in-kernel iSCSI target (bench/lio/run.sh)
   report    table on stdout, JSON + SVG + text in the output directory
 
 Only the Python standard library is used. Every process started is recorded (and killed
@@ -159,7 +160,26 @@ def reset_hwm(pid: int) -> bool:
         return False
 
 
+# --port-range LO-HI: the ports this run may listen on (empty: any the kernel hands out).
+PORT_RANGE: list[int] = []
+_PORTS_GIVEN: set[int] = set()
+
+
 def free_port() -> int:
+    """A free 127.0.0.1 TCP port: from --port-range when given (each handed out once per
+    run, since the process that will listen on it may not have bound it yet)."""
+    for port in PORT_RANGE:
+        if port in _PORTS_GIVEN:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _PORTS_GIVEN.add(port)
+        return port
+    if PORT_RANGE:
+        raise BenchError(f"no free port left in --port-range {PORT_RANGE[0]}-{PORT_RANGE[-1]}")
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -469,6 +489,7 @@ class Workload:
     qd: int
     read_pct: int = 100
     desc: str = ""
+    sessions: int = 1  # loadgen --sessions: that many sessions, each with qd in flight
 
 
 WORKLOADS = [
@@ -481,7 +502,18 @@ WORKLOADS = [
     Workload("randwrite-4k-qd32", "loadgen", "write", True, 4096, 32, 0, desc="4 KiB random write, QD 32"),
     Workload("seqwrite-128k-qd32", "loadgen", "write", False, 131072, 32, 0, desc="128 KiB sequential write, QD 32"),
     Workload("randrw70-4k-qd32", "loadgen", "mix", True, 4096, 32, 70, desc="4 KiB random 70% read / 30% write, QD 32"),
-]
+    # QD 1 latency (issue 24 item 4): loadgen's inline driver, so a sample is the target's
+    # round trip plus one send and one receive, with no thread hand-off in the client.
+    Workload("lat-randread-4k-qd1", "loadgen", "read", True, 4096, 1,
+             desc="4 KiB random read, QD 1: latency p50/p99/p99.9"),
+    Workload("lat-randwrite-4k-qd1", "loadgen", "write", True, 4096, 1, 0,
+             desc="4 KiB random write, QD 1: latency p50/p99/p99.9"),
+    # 16 sessions (one initiator name, 16 ISIDs) × QD 8 against one target.
+    Workload("randread-4k-16x8", "loadgen", "read", True, 4096, 8,
+             desc="4 KiB random read, 16 sessions × QD 8", sessions=16),
+    Workload("randrw70-4k-16x8", "loadgen", "mix", True, 4096, 8, 70,
+             desc="4 KiB random 70% read / 30% write, 16 sessions × QD 8", sessions=16),
+]  # fmt: skip
 
 
 def run_iscsi_perf(ctx: "Ctx", t: Target, w: Workload, secs: int) -> dict:
@@ -507,9 +539,9 @@ def run_loadgen(ctx: "Ctx", t: Target, w: Workload, secs: float, seed: int) -> d
         ctx.loadgen, "run", "--portal", f"127.0.0.1:{t.port}", "--target", t.iqn, "--lun", str(t.lun),
         "--initiator", INITIATOR, "--rw", w.rw, "--read-pct", str(w.read_pct),
         "--pattern", "rand" if w.random else "seq", "--bs", str(w.bs), "--qd", str(w.qd),
-        "--time", str(secs), "--seed", str(seed),
+        "--time", str(secs), "--seed", str(seed), "--sessions", str(w.sessions),
     ]  # fmt: skip
-    r = run_client(argv, secs + 90)
+    r = run_client(argv, secs + 90 + 5 * w.sessions)
     if r.returncode != 0:
         raise BenchError(f"loadgen: {r.stderr.strip()[-300:]}")
     j = json.loads(r.stdout)
@@ -521,6 +553,8 @@ def run_loadgen(ctx: "Ctx", t: Target, w: Workload, secs: float, seed: int) -> d
         "lat_us": j["lat_us"],
         "r2ts": j["r2ts"],
         "negotiated": j["negotiated"],
+        "sessions": j.get("sessions", 1),
+        "driver": j.get("driver"),
     }
 
 
@@ -712,7 +746,7 @@ def stage_loopback(ctx: Ctx) -> None:
                 try:
                     m = measure(ctx, t, w, a.time, seed=1000 * run + 7)
                     per[t.name]["runs"].append(m)
-                    extra = f", p99 {m['lat_us']['p99']} µs" if "lat_us" in m else ""
+                    extra = f", p50 {m['lat_us']['p50']} p99 {m['lat_us']['p99']} µs" if "lat_us" in m else ""
                     ctx.progress.finish_step(
                         f"{fmt_si(m['iops'])} IOPS, {m['mb_per_s']:.0f} MB/s, "
                         f"{m.get('target_cpu_us_per_io', 0):.1f} µs CPU/IO{extra}"
@@ -735,6 +769,8 @@ def stage_loopback(ctx: Ctx) -> None:
             med["p99_us"] = median(lats) if lats else None
             lat50 = [r["lat_us"]["p50"] for r in ok if "lat_us" in r]
             med["p50_us"] = median(lat50) if lat50 else None
+            lat999 = [r["lat_us"]["p999"] for r in ok if "lat_us" in r]
+            med["p999_us"] = median(lat999) if lat999 else None
             per[t.name]["median"] = med
             per[t.name]["ok_runs"] = len(ok)
         wl_out.append(
@@ -747,6 +783,7 @@ def stage_loopback(ctx: Ctx) -> None:
                 "rw": w.rw,
                 "read_pct": w.read_pct,
                 "random": w.random,
+                "sessions": w.sessions,
                 "targets": per,
             }
         )
@@ -836,6 +873,45 @@ def stage_tcmu(ctx: Ctx) -> None:
     ctx.progress.note(f"tcmu stage: {stage.get('status')}; {out}/tcmu.txt")
 
 
+def stage_lio(ctx: Ctx) -> None:
+    """LIO VM stage: bench/lio/run.sh (see bench/README.md, "LIO stage").
+
+    One VM boot (tests/vm/run.sh): inside the guest, LIO's own iSCSI target (RAM rd_mcp and
+    fileio LUNs, configured with `rustio restore`) and `rustio serve` (RAM and file LUNs)
+    on the guest's 127.0.0.1, the same loadgen workloads against each; bench/lio/report.py's
+    JSON is merged into result["stages"]["lio"] and its table is printed here.
+    """
+    script = os.path.join(BENCH, "lio", "run.sh")
+    out = os.path.join(ctx.out, "lio")
+    argv = [script, "--out", out] + (["--quick"] if ctx.args.quick else ["--runs", str(ctx.args.runs)])
+    env = dict(os.environ, RUSTIO_BIN=ctx.rustio, LOADGEN_BIN=ctx.loadgen)
+    ctx.progress.note("lio stage: bench/lio/run.sh (one VM boot; several minutes under TCG)")
+    with open(os.path.join(ctx.out, "logs", "lio.log"), "wb") as log:
+        # With --nice the VM (QEMU inherits it) gets the same priority as the loopback stage.
+        p = subprocess.Popen(shim(argv), stdout=subprocess.PIPE, stderr=log, env=env, start_new_session=True)
+        try:
+            stdout, _ = p.communicate(timeout=1800)
+        except BaseException as e:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)  # run.sh's trap stops QEMU
+                p.wait(timeout=60)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+            if isinstance(e, subprocess.TimeoutExpired):
+                raise BenchError(f"lio stage: bench/lio/run.sh still running after 1800 s; see {out}") from e
+            raise
+    stage: dict = {"status": f"bench/lio/run.sh exit {p.returncode}", "out": out}
+    try:
+        with open(os.path.join(out, "lio.json"), encoding="utf-8") as f:
+            stage.update(json.load(f))
+        stage["run_sh_exit"] = p.returncode
+    except (OSError, ValueError) as e:
+        ctx.failures.append(f"lio stage: no results ({e}); see {out}")
+    ctx.result["stages"]["lio"] = stage
+    sys.stdout.write("\n" + stdout.decode("utf-8", "replace"))
+    ctx.progress.note(f"lio stage: {stage.get('status')}; {out}/lio.txt")
+
+
 # ---------------------------------------------------------------------------- report
 
 
@@ -870,6 +946,15 @@ def evaluate(ctx: Ctx) -> None:
             r = ratio(med(w, t), med(w, anchor))
             goals.append({"goal": f"writes ≥ 1.5× {anchor} [{w}]", "target": t, "value": r, "unit": "×",
                           "met": None if r is None else r >= 1.5})  # fmt: skip
+        for w in ("lat-randread-4k-qd1", "lat-randwrite-4k-qd1"):
+            for k in ("p50_us", "p99_us"):
+                r = ratio(med(w, t, k), med(w, anchor, k))
+                goals.append({"goal": f"QD 1 latency {k[:3]} ≤ 0.7× {anchor} [{w}]", "target": t, "value": r,
+                              "unit": "×", "met": None if r is None else r <= 0.7})  # fmt: skip
+        for w in ("randread-4k-16x8", "randrw70-4k-16x8"):
+            r = ratio(med(w, t), med(w, anchor))
+            goals.append({"goal": f"16 sessions × QD 8 IOPS ≥ 2.0× {anchor} [{w}]", "target": t, "value": r,
+                          "unit": "×", "met": None if r is None else r >= 2.0})  # fmt: skip
         beyond = [
             med(w, t, "rss_beyond_store_kib") for w in wl if med(w, t, "rss_beyond_store_kib") is not None
         ]
@@ -877,6 +962,40 @@ def evaluate(ctx: Ctx) -> None:
         goals.append({"goal": "peak RSS under load beyond the configured store ≤ 64 MiB", "target": t,
                       "value": mx, "unit": "MiB", "met": None if mx is None else mx <= 64})  # fmt: skip
     res["goals"] = goals
+
+
+def render_latency(res: dict) -> list[str]:
+    """The QD 1 latency rows (loadgen, inline driver): p50/p99/p99.9 per target and the
+    ratios to the anchor (< 1 = faster than the anchor)."""
+    anchor = res["anchor"]
+    lines = []
+    for w in res.get("workloads", []):
+        if w.get("qd") != 1 or w.get("client") != "loadgen":
+            continue
+        if not lines:
+            lines.append(f"QD 1 latency (loadgen, µs; ratio to {anchor}: < 1 = lower latency)")
+            lines.append(f"{'workload':<22} {'target':<12} {'IOPS':>8} {'p50':>7} {'p99':>7} {'p99.9':>7} "
+                         f"{'p50 ×':>7} {'p99 ×':>7}")  # fmt: skip
+        base = (w["targets"].get(anchor) or {}).get("median") or {}
+        first = True
+        for tname, d in w["targets"].items():
+            m = d.get("median") or {}
+            if not d.get("ok_runs"):
+                continue
+
+            def us(k: str) -> str:
+                return "-" if m.get(k) is None else f"{m[k]:.0f}"
+
+            def rel(k: str) -> str:
+                r = ratio(m.get(k), base.get(k)) if tname != anchor else None
+                return "" if r is None else f"{r:.2f}×"
+
+            lines.append(
+                f"{w['name'] if first else '':<22} {tname:<12} {fmt_si(m.get('iops')):>8} {us('p50_us'):>7} "
+                f"{us('p99_us'):>7} {us('p999_us'):>7} {rel('p50_us'):>7} {rel('p99_us'):>7}"
+            )
+            first = False
+    return lines
 
 
 def render_table(ctx: Ctx) -> str:
@@ -930,6 +1049,10 @@ def render_table(ctx: Ctx) -> str:
                 f"{(rss / 1024) if rss else 0:>9.1f} {('%.2f×' % r) if r else '':>8}"
             )
             first = False
+    lat = render_latency(res)
+    if lat:
+        lines.append("")
+        lines.extend(lat)
     lines.append("")
     if res.get("goals"):
         lines.append("issue targets (measured, not asserted):")
@@ -972,6 +1095,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--profile", action="store_true", help="also perf-record a rustio target under 4 KiB random reads")
     p.add_argument("--profile-target", default="rustio-ram", help="target to profile (default rustio-ram)")
     p.add_argument("--tcmu", action="store_true", help="also run the TCMU VM stage (bench/tcmu/run.sh)")
+    p.add_argument("--lio", action="store_true",
+                   help="also run the LIO VM stage: rustio serve vs the kernel's iSCSI target (bench/lio/run.sh)")
+    p.add_argument("--port-range", default="", metavar="LO-HI",
+                   help="listen only on 127.0.0.1 ports LO..HI (default: any free port), e.g. 23400-23420")
     p.add_argument("--rustio-bin", help="rustio binary to use instead of building")
     p.add_argument("--loadgen-bin", help="loadgen binary to use instead of building")
     p.add_argument("--rustio-args", default="", help="extra arguments for rustio serve, e.g. '--workers 2'")
@@ -998,6 +1125,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         p.error("--runs must be 1..50")
     if not 1 <= a.time <= 600:
         p.error("--time must be 1..600 s")
+    if a.port_range:
+        m = re.fullmatch(r"(\d+)-(\d+)", a.port_range.strip())
+        if not m or not 1024 <= int(m.group(1)) <= int(m.group(2)) <= 65535:
+            p.error(f"bad --port-range {a.port_range!r}; expected LO-HI, e.g. 23400-23420")
+        PORT_RANGE[:] = range(int(m.group(1)), int(m.group(2)) + 1)
     a.targets = [t.strip() for t in a.targets.split(",") if t.strip()]
     for t in a.targets:
         if t not in TARGETS:
@@ -1082,6 +1214,8 @@ def main(argv: list[str]) -> int:
             stage_profile(ctx)
         if a.tcmu:
             stage_tcmu(ctx)
+        if a.lio:
+            stage_lio(ctx)
     except BenchError as e:
         ctx.failures.append(str(e))
         print(f"bench: {e}", file=sys.stderr)

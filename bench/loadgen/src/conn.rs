@@ -179,6 +179,9 @@ pub struct LoginSpec {
     pub initiator: String,
     /// LUN used for commands.
     pub lun: u16,
+    /// Index of this session among the run's sessions (part of the ISID, so that the
+    /// sessions of one initiator name are distinct I_T nexuses, RFC 7143 4.4.1).
+    pub session: u16,
 }
 
 impl Conn {
@@ -215,7 +218,7 @@ impl Conn {
     /// Logs in (security stage with AuthMethod=None, then the operational stage) and
     /// takes over what the target negotiated (RFC 7143 6.3, 13).
     fn do_login(&mut self, spec: &LoginSpec) -> Result<()> {
-        let isid = random_isid();
+        let isid = random_isid(spec.session);
         let mut answers: HashMap<String, String> = HashMap::new();
         let mut stage = Stage::Security;
         let mut to_send = security_keys(spec);
@@ -431,15 +434,18 @@ impl Conn {
     }
 }
 
-/// An ISID of type 0x80 ("random", RFC 7143 11.12.5) from the pid and clock.
-fn random_isid() -> [u8; 6] {
+/// An ISID of type 0x80 ("random", RFC 7143 11.12.5): B and C from the pid and clock
+/// (a new value per run), D the session's index, so the sessions of one run never share
+/// an ISID (same initiator name and ISID would be one session, RFC 7143 4.4.1).
+fn random_isid(session: u16) -> [u8; 6] {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
     let salt = std::process::id() ^ nanos;
     let s = salt.to_be_bytes();
-    [0x80, 0x00, s[0], s[1], s[2], s[3]]
+    let d = session.to_be_bytes();
+    [0x80, 0x00, s[2], s[3], d[0], d[1]]
 }
 
 /// The keys of the first (security stage) Login Request.
@@ -600,14 +606,18 @@ mod tests {
         assert_eq!(answers["MaxRecvDataSegmentLength"], "65536");
         // Settled keys are not answered again.
         assert!(answer_target_keys(got, &[], &mut answers).is_empty());
-        let isid = random_isid();
+        let isid = random_isid(0);
         assert_eq!(&isid[..2], &[0x80, 0x00], "ISID type 0x80 (random)");
+        // The D field (bytes 4-5) carries the session index: distinct sessions, distinct ISIDs.
+        assert_eq!(&random_isid(0x0102)[4..], &[0x01, 0x02]);
+        assert_ne!(random_isid(1)[4..], random_isid(2)[4..]);
         assert_eq!(operational_keys().len(), 14);
         let spec = LoginSpec {
             portal: "127.0.0.1:3260".parse().unwrap(),
             target: "iqn.2024-01.org.rustio:t".into(),
             initiator: "iqn.2024-01.org.rustio:i".into(),
             lun: 0,
+            session: 0,
         };
         let sec = security_keys(&spec);
         assert_eq!(

@@ -1,7 +1,9 @@
 //! The pipelined workload: a reader thread decodes responses and hands events to the
 //! issuing thread, which keeps `qd` commands in flight, answers R2Ts with Data-Out
 //! (RFC 7143 11.8 / 11.7) and target pings with NOP-Out, and honours the CmdSN window
-//! (RFC 7143 4.2.2.1).
+//! (RFC 7143 4.2.2.1). The inline driver does the same on one thread (no hand-off between
+//! the socket and the issuer, so a QD 1 latency is the target's plus one syscall pair), and
+//! [`run_sessions`] runs one session per thread against the same target.
 
 use std::io::{BufReader, Write};
 use std::net::TcpStream;
@@ -35,6 +37,16 @@ pub enum Mix {
     },
 }
 
+/// How a session's commands are driven.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Driver {
+    /// A reader thread decodes responses and hands them to the issuing thread.
+    Threaded,
+    /// One thread issues, then reads every response already received before issuing
+    /// again: no thread hand-off per completion.
+    Inline,
+}
+
 /// A workload description.
 #[derive(Debug, Clone)]
 pub struct Workload {
@@ -52,6 +64,8 @@ pub struct Workload {
     pub one_pass: bool,
     /// RNG seed.
     pub seed: u64,
+    /// How commands are driven.
+    pub driver: Driver,
 }
 
 /// What a run measured.
@@ -69,6 +83,19 @@ pub struct Outcome {
     pub latency: Histogram,
     /// R2Ts answered.
     pub r2ts: u64,
+}
+
+impl Outcome {
+    /// Adds another session's outcome to this one: counts and latencies add up; the
+    /// elapsed time is the longest session's (the sessions ran side by side).
+    pub fn merge(&mut self, o: &Outcome) {
+        self.reads = self.reads.saturating_add(o.reads);
+        self.writes = self.writes.saturating_add(o.writes);
+        self.bytes = self.bytes.saturating_add(o.bytes);
+        self.r2ts = self.r2ts.saturating_add(o.r2ts);
+        self.elapsed = self.elapsed.max(o.elapsed);
+        self.latency.merge(&o.latency);
+    }
 }
 
 enum Event {
@@ -105,6 +132,67 @@ fn advance(a: &AtomicU32, v: u32) {
     }
 }
 
+/// Turns one PDU from the target into an event for the issuer, publishing the sequence
+/// numbers it carries; `None` for PDUs that need no action (Data-In without status, a
+/// NOP-In that is not a ping, a SCSI asynchronous event).
+fn decode(b: &[u8; BHS_LEN], data: &[u8], sh: &Shared) -> Option<Event> {
+    let ev = match Header::parse(b) {
+        Header::DataIn(d) => {
+            advance(&sh.max_cmd_sn, d.max_cmd_sn);
+            if !d.status_present {
+                return None;
+            }
+            advance(&sh.exp_stat_sn, d.stat_sn.wrapping_add(1));
+            Event::Done {
+                itt: d.itt,
+                response: 0,
+                status: d.status,
+                sense: None,
+            }
+        }
+        Header::ScsiResponse(r) => {
+            advance(&sh.max_cmd_sn, r.max_cmd_sn);
+            advance(&sh.exp_stat_sn, r.stat_sn.wrapping_add(1));
+            Event::Done {
+                itt: r.itt,
+                response: r.response,
+                status: r.status,
+                sense: sense_of(data),
+            }
+        }
+        Header::R2t(r) => {
+            advance(&sh.max_cmd_sn, r.max_cmd_sn);
+            Event::R2t {
+                itt: r.itt,
+                ttt: r.ttt,
+                offset: r.buffer_offset,
+                len: r.desired_len,
+            }
+        }
+        Header::NopIn(ping) => {
+            advance(&sh.max_cmd_sn, ping.max_cmd_sn);
+            if ping.ttt == RESERVED_TAG {
+                return None;
+            }
+            Event::Ping(ping)
+        }
+        Header::LogoutResponse(_) => Event::LoggedOut,
+        Header::AsyncMessage(a) => {
+            advance(&sh.max_cmd_sn, a.max_cmd_sn);
+            if a.event == 0 {
+                // A SCSI asynchronous event (sense data only).
+                return None;
+            }
+            Event::Fatal(format!("target sent asynchronous event {}", a.event))
+        }
+        Header::Reject(r) => {
+            Event::Fatal(format!("target rejected a PDU (reason {:#04x})", r.reason))
+        }
+        other => Event::Fatal(format!("unexpected PDU {other:?}")),
+    };
+    Some(ev)
+}
+
 fn reader_loop(mut r: BufReader<TcpStream>, sh: Arc<Shared>, tx: Sender<Event>) {
     let mut data = Vec::with_capacity(512 * 1024);
     loop {
@@ -115,65 +203,11 @@ fn reader_loop(mut r: BufReader<TcpStream>, sh: Arc<Shared>, tx: Sender<Event>) 
                 return;
             }
         };
-        let ev = match Header::parse(&b) {
-            Header::DataIn(d) => {
-                advance(&sh.max_cmd_sn, d.max_cmd_sn);
-                if !d.status_present {
-                    continue;
-                }
-                advance(&sh.exp_stat_sn, d.stat_sn.wrapping_add(1));
-                Event::Done {
-                    itt: d.itt,
-                    response: 0,
-                    status: d.status,
-                    sense: None,
-                }
-            }
-            Header::ScsiResponse(r) => {
-                advance(&sh.max_cmd_sn, r.max_cmd_sn);
-                advance(&sh.exp_stat_sn, r.stat_sn.wrapping_add(1));
-                Event::Done {
-                    itt: r.itt,
-                    response: r.response,
-                    status: r.status,
-                    sense: sense_of(&data),
-                }
-            }
-            Header::R2t(r) => {
-                advance(&sh.max_cmd_sn, r.max_cmd_sn);
-                Event::R2t {
-                    itt: r.itt,
-                    ttt: r.ttt,
-                    offset: r.buffer_offset,
-                    len: r.desired_len,
-                }
-            }
-            Header::NopIn(ping) => {
-                advance(&sh.max_cmd_sn, ping.max_cmd_sn);
-                if ping.ttt == RESERVED_TAG {
-                    continue;
-                }
-                Event::Ping(ping)
-            }
-            Header::LogoutResponse(_) => {
-                let _ = tx.send(Event::LoggedOut);
-                return;
-            }
-            Header::AsyncMessage(a) => {
-                advance(&sh.max_cmd_sn, a.max_cmd_sn);
-                if a.event == 0 {
-                    // A SCSI asynchronous event (sense data only).
-                    continue;
-                }
-                Event::Fatal(format!("target sent asynchronous event {}", a.event))
-            }
-            Header::Reject(r) => {
-                Event::Fatal(format!("target rejected a PDU (reason {:#04x})", r.reason))
-            }
-            other => Event::Fatal(format!("unexpected PDU {other:?}")),
+        let Some(ev) = decode(&b, &data, &sh) else {
+            continue;
         };
-        let fatal = matches!(ev, Event::Fatal(_));
-        if tx.send(ev).is_err() || fatal {
+        let last = matches!(ev, Event::Fatal(_) | Event::LoggedOut);
+        if tx.send(ev).is_err() || last {
             return;
         }
     }
@@ -527,6 +561,54 @@ impl Issuer<'_> {
     }
 }
 
+impl Issuer<'_> {
+    /// The inline driver: keeps the queue full until the workload's time is up, reading
+    /// the responses on this thread (each read bounded by the socket's timeout), and
+    /// handling every PDU already buffered before issuing again; then drains what is in
+    /// flight, giving up 20 s after the end.
+    fn drive_inline(
+        &mut self,
+        reader: &mut BufReader<TcpStream>,
+        tally: &mut Tally,
+        deadline: Instant,
+    ) -> Result<()> {
+        let qd = self.wl.qd;
+        let mut data = Vec::with_capacity(512 * 1024);
+        let mut stopping = false;
+        let mut drain_deadline: Option<Instant> = None;
+        loop {
+            let now = Instant::now();
+            if !stopping && now >= deadline {
+                stopping = true;
+            }
+            if stopping || self.pass_done {
+                let dl = *drain_deadline.get_or_insert(now + Duration::from_secs(20));
+                if now >= dl {
+                    return Err(Error::msg(format!(
+                        "{} commands still outstanding 20 s after the end",
+                        qd - self.free.len()
+                    )));
+                }
+            }
+            self.fill(stopping);
+            self.flush()?;
+            if (stopping || self.pass_done) && self.free.len() == qd {
+                return Ok(());
+            }
+            loop {
+                let b = read_pdu(reader, &mut data)
+                    .map_err(|e| Error::io("reading from the target", e))?;
+                if let Some(ev) = decode(&b, &data, self.sh) {
+                    self.handle(ev, tally)?;
+                }
+                if reader.buffer().is_empty() {
+                    break;
+                }
+            }
+        }
+    }
+}
+
 /// Checks the workload against the LUN; returns blocks per command and the number of
 /// `bs`-sized extents in the LUN.
 fn check_workload(wl: &Workload, blocks: u64, block_len: u32) -> Result<(u64, u64)> {
@@ -576,6 +658,33 @@ fn logout(stream: &mut TcpStream, rx: &Receiver<Event>, cid: u16, cmd_sn: u32, e
     }
 }
 
+/// Logout (RFC 7143 11.14) on the inline driver's connection: reads (bounded in PDUs
+/// and by the socket timeout) until the Logout Response.
+fn logout_inline(
+    stream: &mut TcpStream,
+    reader: &mut BufReader<TcpStream>,
+    cid: u16,
+    cmd_sn: u32,
+    exp_stat_sn: u32,
+) {
+    let logout = LogoutRequest::close_session(0x7fff_fff0, cid, cmd_sn, exp_stat_sn);
+    if stream
+        .write_all(&bhs(Header::LogoutRequest(logout), 0))
+        .is_err()
+    {
+        return;
+    }
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut data = Vec::new();
+    for _ in 0..10_000 {
+        match read_pdu(reader, &mut data) {
+            Ok(b) if matches!(Header::parse(&b), Header::LogoutResponse(_)) => return,
+            Ok(_) => {}
+            Err(_) => return,
+        }
+    }
+}
+
 /// Starts the reader thread, which decodes responses into events for the issuer.
 fn spawn_reader(
     reader: BufReader<TcpStream>,
@@ -607,7 +716,6 @@ pub fn run(conn: Conn, wl: &Workload, blocks: u64, block_len: u32) -> Result<Out
         max_cmd_sn: AtomicU32::new(max_cmd_sn),
         exp_stat_sn: AtomicU32::new(exp_stat_sn),
     });
-    let (reader_thread, rx) = spawn_reader(reader, sh.clone())?;
     let mut is = Issuer {
         stream: &mut stream,
         params,
@@ -629,19 +737,41 @@ pub fn run(conn: Conn, wl: &Workload, blocks: u64, block_len: u32) -> Result<Out
     };
     let start = Instant::now();
     let mut tally = Tally::new(start);
-    is.fill(false);
-    is.flush()?;
-    let result = is.drive(&rx, &mut tally, start + wl.duration);
-    let (r2ts, final_cmd_sn) = (is.r2ts, is.cmd_sn);
-    logout(
-        &mut stream,
-        &rx,
-        cid,
-        final_cmd_sn,
-        sh.exp_stat_sn.load(Ordering::Acquire),
-    );
-    let _ = stream.shutdown(std::net::Shutdown::Both);
-    let _ = reader_thread.join();
+    let deadline = start + wl.duration;
+    let (result, r2ts) = match wl.driver {
+        Driver::Inline => {
+            let mut reader = reader;
+            let result = is.drive_inline(&mut reader, &mut tally, deadline);
+            let (r2ts, final_cmd_sn) = (is.r2ts, is.cmd_sn);
+            logout_inline(
+                &mut stream,
+                &mut reader,
+                cid,
+                final_cmd_sn,
+                sh.exp_stat_sn.load(Ordering::Acquire),
+            );
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+            (result, r2ts)
+        }
+        Driver::Threaded => {
+            let (reader_thread, rx) = spawn_reader(reader, sh.clone())?;
+            is.fill(false);
+            let result = is
+                .flush()
+                .and_then(|()| is.drive(&rx, &mut tally, deadline));
+            let (r2ts, final_cmd_sn) = (is.r2ts, is.cmd_sn);
+            logout(
+                &mut stream,
+                &rx,
+                cid,
+                final_cmd_sn,
+                sh.exp_stat_sn.load(Ordering::Acquire),
+            );
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+            let _ = reader_thread.join();
+            (result, r2ts)
+        }
+    };
     result?;
     Ok(Outcome {
         reads: tally.reads,
@@ -653,9 +783,53 @@ pub fn run(conn: Conn, wl: &Workload, blocks: u64, block_len: u32) -> Result<Out
     })
 }
 
+/// Runs `wl` on every connection at once, one thread per session (`wl.qd` commands in
+/// flight on each, seeds `wl.seed + i`), and adds their outcomes up. All sessions were
+/// logged in before the first command, so they run side by side.
+pub fn run_sessions(
+    conns: Vec<Conn>,
+    wl: &Workload,
+    blocks: u64,
+    block_len: u32,
+) -> Result<Outcome> {
+    check_workload(wl, blocks, block_len)?;
+    let results: Vec<Result<Outcome>> = thread::scope(|scope| {
+        let handles: Vec<_> = conns
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let mut w = wl.clone();
+                w.seed = wl.seed.wrapping_add(i as u64);
+                thread::Builder::new()
+                    .name(format!("loadgen-s{i}"))
+                    .spawn_scoped(scope, move || run(c, &w, blocks, block_len))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| match h {
+                Ok(h) => h
+                    .join()
+                    .unwrap_or_else(|_| Err(Error::msg("a session thread panicked"))),
+                Err(e) => Err(Error::io("spawning a session thread", e)),
+            })
+            .collect()
+    });
+    let mut total: Option<Outcome> = None;
+    for (i, r) in results.into_iter().enumerate() {
+        let o = r.map_err(|e| Error::msg(format!("session {i}: {e}")))?;
+        match total.as_mut() {
+            Some(t) => t.merge(&o),
+            None => total = Some(o),
+        }
+    }
+    total.ok_or_else(|| Error::msg("no sessions"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustio_iscsi_proto::pdu::ScsiResponse;
 
     #[test]
     fn rng_below_is_bounded_and_spread() {
@@ -687,6 +861,7 @@ mod tests {
             duration: Duration::from_secs(1),
             one_pass: false,
             seed: 7,
+            driver: Driver::Threaded,
         }
     }
 
@@ -710,6 +885,82 @@ mod tests {
         assert_eq!(a, make_payload(4100, 7));
         assert_ne!(a, make_payload(4100, 8));
         assert!(a.chunks(8).all(|c| c.iter().any(|&b| b != 0)));
+    }
+
+    fn shared(max_cmd_sn: u32, exp_stat_sn: u32) -> Shared {
+        Shared {
+            max_cmd_sn: AtomicU32::new(max_cmd_sn),
+            exp_stat_sn: AtomicU32::new(exp_stat_sn),
+        }
+    }
+
+    #[test]
+    fn decode_completions_and_pings() {
+        let sh = shared(10, 5);
+        let resp = ScsiResponse {
+            bidi_overflow: false,
+            bidi_underflow: false,
+            overflow: false,
+            underflow: false,
+            response: 0,
+            status: 0,
+            itt: 0x1001,
+            snack_tag: 0,
+            stat_sn: 7,
+            exp_cmd_sn: 11,
+            max_cmd_sn: 42,
+            exp_data_sn: 0,
+            bidi_residual: 0,
+            residual: 0,
+        };
+        let b = bhs(Header::ScsiResponse(resp), 0);
+        // A SCSI Response completes its task and moves ExpStatSN past its StatSN and
+        // MaxCmdSN forward (RFC 7143 11.4, 4.2.2.1).
+        match decode(&b, &[], &sh) {
+            Some(Event::Done { itt, status, .. }) => assert_eq!((itt, status), (0x1001, 0)),
+            _ => panic!("a SCSI Response is a completion"),
+        }
+        assert_eq!(sh.exp_stat_sn.load(Ordering::Relaxed), 8);
+        assert_eq!(sh.max_cmd_sn.load(Ordering::Relaxed), 42);
+        // A NOP-In with the reserved TTT wants no answer (RFC 7143 11.19); one with a
+        // TTT is a ping.
+        let nop = NopIn {
+            lun: 0,
+            itt: RESERVED_TAG,
+            ttt: RESERVED_TAG,
+            stat_sn: 8,
+            exp_cmd_sn: 11,
+            max_cmd_sn: 43,
+        };
+        assert!(decode(&bhs(Header::NopIn(nop), 0), &[], &sh).is_none());
+        assert_eq!(sh.max_cmd_sn.load(Ordering::Relaxed), 43);
+        let ping = NopIn { ttt: 9, ..nop };
+        assert!(matches!(
+            decode(&bhs(Header::NopIn(ping), 0), &[], &sh),
+            Some(Event::Ping(_))
+        ));
+    }
+
+    #[test]
+    fn outcomes_of_sessions_add_up() {
+        let one = |reads, writes, ms| {
+            let mut latency = Histogram::new();
+            latency.record(Duration::from_micros(ms * 10));
+            Outcome {
+                reads,
+                writes,
+                bytes: (reads + writes) * 4096,
+                elapsed: Duration::from_millis(ms),
+                latency,
+                r2ts: 1,
+            }
+        };
+        let mut t = one(10, 2, 1000);
+        t.merge(&one(5, 1, 1200));
+        assert_eq!((t.reads, t.writes, t.bytes, t.r2ts), (15, 3, 18 * 4096, 2));
+        // Side by side: the run took as long as its longest session.
+        assert_eq!(t.elapsed, Duration::from_millis(1200));
+        assert_eq!(t.latency.max_us(), 12_000);
     }
 
     #[test]

@@ -7,7 +7,15 @@
 //! loadgen fill  --portal ... --target ... [--bs 256k] [--qd 8] [--time 600]
 //! loadgen run   --portal ... --target ... --rw read|write|mix [--read-pct 70]
 //!               --pattern rand|seq --bs 4k --qd 32 --time 10 [--seed N]
+//!               [--sessions N] [--driver threaded|inline]
 //! ```
+//!
+//! `--sessions N` (1..=64) logs in N sessions (same initiator name, ISIDs differing in
+//! the D field), then runs the workload on all of them at once, `--qd` commands in flight
+//! on each, one thread per session; the output adds them up. `--driver` picks how a session
+//! is driven: `threaded` (a reader thread hands completions to the issuer) or `inline`
+//! (one thread; no hand-off per completion); the default is inline at QD 1 (so a latency
+//! holds no thread wake-up) and with several sessions (one thread each), threaded otherwise.
 //!
 //! Every mode prints one JSON object on stdout; errors go to stderr with exit status 1.
 
@@ -20,11 +28,14 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use conn::{Conn, Error, LoginSpec, Result};
-use engine::{Mix, Workload};
+use engine::{Driver, Mix, Workload};
 
 const USAGE: &str = "usage: loadgen probe|fill|run --portal ADDR:PORT --target IQN [--lun N] \
 [--initiator IQN] [--rw read|write|mix] [--read-pct P] [--pattern rand|seq] [--bs SIZE] \
-[--qd N] [--time SECS] [--seed N]";
+[--qd N] [--time SECS] [--seed N] [--sessions N] [--driver threaded|inline]";
+
+/// Most sessions one run logs in (each is a thread and a connection).
+const MAX_SESSIONS: u16 = 64;
 
 #[derive(Debug)]
 struct Args {
@@ -36,6 +47,8 @@ struct Args {
     qd: usize,
     time: f64,
     seed: u64,
+    sessions: u16,
+    driver: Driver,
 }
 
 /// "4096", "4k", "128K", "1m" → bytes.
@@ -67,6 +80,8 @@ fn parse_args(argv: &[String]) -> Result<Args> {
     let mut qd = if fill { 8 } else { 32 };
     let mut time = if fill { 600.0 } else { 10.0 };
     let mut seed = 1u64;
+    let mut sessions = 1u16;
+    let mut driver: Option<Driver> = None;
     let mut it = argv[1..].iter();
     while let Some(flag) = it.next() {
         let val = it
@@ -107,6 +122,20 @@ fn parse_args(argv: &[String]) -> Result<Args> {
                     .ok_or_else(bad)?
             }
             "--seed" => seed = val.parse().map_err(|_| bad())?,
+            "--sessions" => {
+                sessions = val
+                    .parse()
+                    .ok()
+                    .filter(|&n| n > 0 && n <= MAX_SESSIONS)
+                    .ok_or_else(bad)?
+            }
+            "--driver" => {
+                driver = Some(match val.as_str() {
+                    "threaded" => Driver::Threaded,
+                    "inline" => Driver::Inline,
+                    _ => return Err(bad()),
+                })
+            }
             _ => return Err(Error::msg(format!("unknown flag {flag}\n{USAGE}"))),
         }
     }
@@ -116,6 +145,9 @@ fn parse_args(argv: &[String]) -> Result<Args> {
         "mix" | "mixed" | "rw" => Mix::Mixed { read_pct },
         _ => return Err(Error::msg(format!("bad --rw {rw:?}"))),
     };
+    if mode != "run" && sessions != 1 {
+        return Err(Error::msg("--sessions applies to run only"));
+    }
     if fill && (mix != Mix::Write || random) {
         return Err(Error::msg(
             "fill writes sequentially; --rw/--pattern do not apply",
@@ -128,6 +160,7 @@ fn parse_args(argv: &[String]) -> Result<Args> {
             target: target.ok_or_else(|| Error::msg(format!("--target is required\n{USAGE}")))?,
             initiator,
             lun,
+            session: 0,
         },
         mix,
         random,
@@ -135,6 +168,12 @@ fn parse_args(argv: &[String]) -> Result<Args> {
         qd,
         time,
         seed,
+        sessions,
+        driver: driver.unwrap_or(if qd == 1 || sessions > 1 {
+            Driver::Inline
+        } else {
+            Driver::Threaded
+        }),
     })
 }
 
@@ -178,15 +217,32 @@ fn main_inner() -> Result<String> {
         duration: Duration::from_secs_f64(a.time),
         one_pass: a.mode == "fill",
         seed: a.seed,
+        driver: a.driver,
     };
-    let o = engine::run(c, &wl, blocks, block_len)?;
+    let o = if a.sessions == 1 {
+        engine::run(c, &wl, blocks, block_len)?
+    } else {
+        // Every session logs in (and clears its unit attentions) before any runs.
+        let mut conns = vec![c];
+        for i in 1..a.sessions {
+            let spec = LoginSpec {
+                session: i,
+                ..a.spec.clone()
+            };
+            let mut ci = Conn::login(&spec).map_err(|e| Error::msg(format!("session {i}: {e}")))?;
+            ci.prepare()
+                .map_err(|e| Error::msg(format!("session {i}: {e}")))?;
+            conns.push(ci);
+        }
+        engine::run_sessions(conns, &wl, blocks, block_len)?
+    };
     let secs = o.elapsed.as_secs_f64().max(1e-9);
     let ios = o.reads + o.writes;
     let h = &o.latency;
     Ok(format!(
         "{{\"mode\":{},\"ios\":{ios},\"reads\":{},\"writes\":{},\"bytes\":{},\"secs\":{secs:.6},\
 \"iops\":{:.1},\"mb_per_s\":{:.2},\"lat_us\":{{\"mean\":{:.1},\"p50\":{},\"p99\":{},\"p999\":{},\"max\":{}}},\
-\"r2ts\":{},\"bs\":{},\"qd\":{},\"block_len\":{block_len},\"blocks\":{blocks},\"negotiated\":{neg}}}",
+\"r2ts\":{},\"bs\":{},\"qd\":{},\"sessions\":{},\"driver\":\"{}\",\"block_len\":{block_len},\"blocks\":{blocks},\"negotiated\":{neg}}}",
         json_str(&a.mode),
         o.reads,
         o.writes,
@@ -201,6 +257,11 @@ fn main_inner() -> Result<String> {
         o.r2ts,
         a.bs,
         a.qd,
+        a.sessions,
+        match a.driver {
+            Driver::Threaded => "threaded",
+            Driver::Inline => "inline",
+        },
     ))
 }
 
@@ -243,6 +304,23 @@ mod tests {
         assert!(a.random);
         assert_eq!((a.bs, a.qd), (4096, 32));
         assert_eq!(a.spec.lun, 0);
+        assert_eq!((a.sessions, a.driver), (1, Driver::Threaded));
+    }
+
+    #[test]
+    fn args_sessions_and_driver() {
+        let base = "run --portal 127.0.0.1:3260 --target iqn.x";
+        // QD 1 and several sessions default to the inline driver.
+        let a = parse_args(&argv(&format!("{base} --qd 1"))).unwrap();
+        assert_eq!(a.driver, Driver::Inline);
+        let a = parse_args(&argv(&format!("{base} --sessions 16 --qd 8"))).unwrap();
+        assert_eq!((a.sessions, a.qd, a.driver), (16, 8, Driver::Inline));
+        let a = parse_args(&argv(&format!("{base} --sessions 16 --driver threaded"))).unwrap();
+        assert_eq!(a.driver, Driver::Threaded);
+        assert!(parse_args(&argv(&format!("{base} --sessions 0"))).is_err());
+        assert!(parse_args(&argv(&format!("{base} --sessions 65"))).is_err());
+        assert!(parse_args(&argv(&format!("{base} --driver poll"))).is_err());
+        assert!(parse_args(&argv("probe --portal 127.0.0.1:1 --target t --sessions 2")).is_err());
     }
 
     #[test]

@@ -44,6 +44,17 @@ impl Histogram {
         self.max_us = self.max_us.max(us);
     }
 
+    /// Adds another histogram's samples to this one (the sessions of one run).
+    pub fn merge(&mut self, o: &Histogram) {
+        for (a, b) in self.counts.iter_mut().zip(&o.counts) {
+            *a = a.saturating_add(*b);
+        }
+        self.overflow = self.overflow.saturating_add(o.overflow);
+        self.n = self.n.saturating_add(o.n);
+        self.sum_us = self.sum_us.saturating_add(o.sum_us);
+        self.max_us = self.max_us.max(o.max_us);
+    }
+
     /// Samples recorded (tests check the histogram with it).
     #[cfg(test)]
     pub fn count(&self) -> u64 {
@@ -101,5 +112,22 @@ mod tests {
         assert_eq!(h.max_us(), 1_000_000);
         assert_eq!(h.quantile_us(1.0), 1_000_000);
         assert_eq!(Histogram::new().quantile_us(0.5), 0);
+    }
+
+    #[test]
+    fn merge_adds_samples() {
+        // Two sessions: 1..=50 µs and 51..=100 µs merge into the same histogram as one
+        // session recording 1..=100 µs.
+        let (mut a, mut b) = (Histogram::new(), Histogram::new());
+        for us in 1..=50u64 {
+            a.record(Duration::from_micros(us));
+            b.record(Duration::from_micros(us + 50));
+        }
+        b.record(Duration::from_secs(1));
+        a.merge(&b);
+        assert_eq!(a.count(), 101);
+        assert_eq!(a.quantile_us(0.5), 51);
+        assert_eq!(a.quantile_us(0.99), 100);
+        assert_eq!(a.max_us(), 1_000_000);
     }
 }
