@@ -1,40 +1,63 @@
 #!/usr/bin/env bash
 # bench/rbd/run.sh — Ceph RBD: `rustio serve` (rbd LUN) vs tgtd's bs_rbd vs `rbd bench`
-# directly, on one throwaway single-node Ceph 16.2 cluster on 127.0.0.1, in one run.
+# directly, on one single-node Ceph 16.2 cluster on 127.0.0.1, in one run.
 #
-#   bench/rbd/run.sh [--quick] [--out DIR]
+#   bench/rbd/run.sh [--quick] [--runs N] [--no-tgt] [--out DIR]
 #
 # Same image for every contender (pre-filled, so no read hits unallocated space), same
-# client (bench/loadgen, our iSCSI load generator) for both iSCSI targets; `rbd bench`
-# is the librbd ceiling without any iSCSI in between. Prints a table with the ratios
-# rustio/tgt and rustio/rbd-bench, and writes rbd.json. Env: RUSTIO_BIN (a rustio built
-# with --features rbd; default: build it), RUSTIO_ARGS (extra `rustio serve` options),
-# CEPH_DIR (default: a temp dir), TIME (s per job).
+# client (bench/loadgen, our iSCSI load generator) for both iSCSI targets, same queue
+# depth (32); `rbd bench` is the librbd ceiling without any iSCSI in between, run twice:
+# with librbd's defaults (rbd_cache on, pacific's write-around cache policy) and with
+# --rbd_cache=false, the cache mode rustio's engine and tcmu-runner use (a completed
+# write is on the OSDs; 4 KiB random writes measure 1.4-1.5x slower that way). Rounds are
+# interleaved (round 1: every workload on every contender, then round 2, ...) and the
+# table shows medians of --runs rounds (default 3, --quick 1) with the ratios
+# rustio/tgt and rustio/rbd-bench; rbd.json has every run and the load average.
+# Env: RUSTIO_BIN (a rustio built with --features rbd; default: build it), RUSTIO_ARGS
+# (extra `rustio serve` options), TIME (s per job), CEPH_DIR (a running cluster there,
+# e.g. a shared /tmp/shared-ceph, is reused and left running; otherwise one is started
+# in it, default a temp dir, and stopped at the end), BENCH_IMAGE (default
+# rbd/bench-<pid>, removed at the end), PORT_RUSTIO / PORT_TGT (23470 / 23471).
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-QUICK=0
+QUICK=0 RUNS= TGT=1
 OUT=
 while (($#)); do
     case "$1" in
         --quick) QUICK=1; shift ;;
+        --runs) RUNS=$2; shift 2 ;;
+        --no-tgt) TGT=0; shift ;;
         --out) OUT=$2; shift 2 ;;
-        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
         *) echo "bench/rbd: unknown argument $1" >&2; exit 2 ;;
     esac
 done
 TIME=${TIME:-$([ "$QUICK" = 1 ] && echo 3 || echo 10)}
+RUNS=${RUNS:-$([ "$QUICK" = 1 ] && echo 1 || echo 3)}
 SIZE_MB=$([ "$QUICK" = 1 ] && echo 256 || echo 1024)
 OUT=${OUT:-$ROOT/bench/out/rbd-$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$OUT"
 export CEPH_DIR=${CEPH_DIR:-$(mktemp -d /tmp/rustio-bench-ceph.XXXXXX)}
 export CEPH_MON_PORT=${CEPH_MON_PORT:-3420} CEPH_MON_PORT_V1=${CEPH_MON_PORT_V1:-6820}
-TGTD= RUSTIO= CTL=
+CONF=$CEPH_DIR/ceph.conf
+IMG=${BENCH_IMAGE:-rbd/bench-$$}
+PR=${PORT_RUSTIO:-23470} PT=${PORT_TGT:-23471}
+TGTD= RUSTIO= CTL= OWN_CLUSTER=0 MADE_IMAGE=0
 cleanup() {
     [ -n "$RUSTIO" ] && kill "$RUSTIO" 2>/dev/null && wait "$RUSTIO" 2>/dev/null
     [ -n "$TGTD" ] && kill -9 "$TGTD" 2>/dev/null && wait "$TGTD" 2>/dev/null
     [ -n "$CTL" ] && rm -f "/var/run/tgtd/socket.$CTL" "/var/run/tgtd/socket.$CTL.lock"
-    bash "$ROOT/tests/ceph/stop.sh" >/dev/null 2>&1
+    # The targets' watches on the image outlive them by up to 30 s (rbd rm refuses
+    # while the image has watchers): retry for a minute.
+    if [ "$MADE_IMAGE" = 1 ] && [ "$OWN_CLUSTER" = 0 ]; then
+        for _ in $(seq 30); do
+            rbd --conf "$CONF" rm --no-progress "$IMG" >/dev/null 2>&1 && break
+            sleep 2
+        done
+    fi
+    # Only a cluster this run started is stopped (never a shared one it reused).
+    [ "$OWN_CLUSTER" = 1 ] && bash "$ROOT/tests/ceph/stop.sh" >/dev/null 2>&1
 }
 trap cleanup EXIT
 say() { printf '[rbd bench %5ss] %s\n' "$SECONDS" "$*" >&2; }
@@ -55,26 +78,31 @@ if [ ! -x "$LOADGEN" ]; then
 fi
 
 # --- cluster and image ---------------------------------------------------------------------------
-say "starting Ceph in $CEPH_DIR"
-bash "$ROOT/tests/ceph/start.sh" >"$OUT/ceph-start.log" 2>&1 || { tail -20 "$OUT/ceph-start.log" >&2; exit 2; }
-CONF=$CEPH_DIR/ceph.conf
-IMG=rbd/bench
+if [ -f "$CONF" ] && timeout 30 ceph --conf "$CONF" health >/dev/null 2>&1; then
+    say "reusing the running Ceph cluster in $CEPH_DIR (left running)"
+elif [ -n "$(ls -A "$CEPH_DIR" 2>/dev/null)" ]; then
+    echo "bench/rbd: $CEPH_DIR is not empty but holds no reachable cluster" >&2; exit 2
+else
+    say "starting Ceph in $CEPH_DIR"
+    OWN_CLUSTER=1
+    bash "$ROOT/tests/ceph/start.sh" >"$OUT/ceph-start.log" 2>&1 || { tail -20 "$OUT/ceph-start.log" >&2; exit 2; }
+fi
 rbd --conf "$CONF" create --size "${SIZE_MB}M" "$IMG" || exit 2
+MADE_IMAGE=1
 say "pre-filling $IMG (${SIZE_MB} MiB)"
 rbd --conf "$CONF" bench --io-type write --io-pattern seq --io-size 4M --io-threads 8 \
     --io-total "${SIZE_MB}M" "$IMG" >"$OUT/prefill.log" 2>&1 || exit 2
 
 # --- rbd bench (librbd directly) ----------------------------------------------------------------
-rbd_bench() { # type pattern size threads → IOPS
-    local total=$(( SIZE_MB / 4 ))M
-    [ "$3" != 4K ] && total=${SIZE_MB}M
-    rbd --conf "$CONF" bench --io-type "$1" --io-pattern "$2" --io-size "$3" --io-threads "$4" \
-        --io-total "$total" "$IMG" 2>&1 | tee -a "$OUT/rbd-bench.log" |
+rbd_bench() { # type pattern size threads ops [rbd options] → IOPS (ops: ≈ TIME s of the iSCSI run)
+    local ops=$5 kib=$(( ${3%K} ))
+    ((ops < 2000)) && ops=2000
+    rbd --conf "$CONF" ${6:-} bench --io-type "$1" --io-pattern "$2" --io-size "$3" --io-threads "$4" \
+        --io-total "$(( ops * kib ))K" "$IMG" 2>&1 | tee -a "$OUT/rbd-bench.log" |
         awk '/^elapsed:/ { for (i = 1; i <= NF; i++) if ($i == "ops/sec:") print $(i + 1) }'
 }
 
 # --- iSCSI targets ------------------------------------------------------------------------------------
-PR=23470 PT=23471
 BYTES=$((SIZE_MB << 20))
 cat >"$OUT/rustio.json" <<EOF
 {"storage_objects": [{"plugin": "user", "name": "bench", "size": $BYTES,
@@ -86,17 +114,21 @@ cat >"$OUT/rustio.json" <<EOF
 EOF
 "$RUSTIO_BIN" serve --config "$OUT/rustio.json" --log warn ${RUSTIO_ARGS:-} >"$OUT/rustio.log" 2>&1 &
 RUSTIO=$!
-mkdir -p /var/run/tgtd
-CTL=$((20000 + RANDOM % 9000))
-tgtd -f -C "$CTL" --iscsi "portal=127.0.0.1:$PT" >"$OUT/tgtd.log" 2>&1 &
-TGTD=$!
-for _ in $(seq 100); do [ -S "/var/run/tgtd/socket.$CTL" ] && break; sleep 0.1; done
-tgtadm -C "$CTL" --lld iscsi --op new --mode target --tid 1 -T iqn.2024-01.org.rustio.bench:tgt-rbd &&
-    tgtadm -C "$CTL" --lld iscsi --op new --mode logicalunit --tid 1 --lun 1 --bstype rbd \
-        --backing-store "$IMG" --bsopts "conf=$CONF" &&
-    tgtadm -C "$CTL" --lld iscsi --op bind --mode target --tid 1 --initiator-address ALL ||
-    { echo "bench/rbd: tgtd setup failed (see $OUT/tgtd.log)" >&2; exit 2; }
-for p in $PR $PT; do
+PORTS=$PR
+if [ "$TGT" = 1 ]; then
+    mkdir -p /var/run/tgtd
+    CTL=$((20000 + RANDOM % 9000))
+    tgtd -f -C "$CTL" --iscsi "portal=127.0.0.1:$PT" >"$OUT/tgtd.log" 2>&1 &
+    TGTD=$!
+    for _ in $(seq 100); do [ -S "/var/run/tgtd/socket.$CTL" ] && break; sleep 0.1; done
+    tgtadm -C "$CTL" --lld iscsi --op new --mode target --tid 1 -T iqn.2024-01.org.rustio.bench:tgt-rbd &&
+        tgtadm -C "$CTL" --lld iscsi --op new --mode logicalunit --tid 1 --lun 1 --bstype rbd \
+            --backing-store "$IMG" --bsopts "conf=$CONF" &&
+        tgtadm -C "$CTL" --lld iscsi --op bind --mode target --tid 1 --initiator-address ALL ||
+        { echo "bench/rbd: tgtd setup failed (see $OUT/tgtd.log)" >&2; exit 2; }
+    PORTS="$PR $PT"
+fi
+for p in $PORTS; do
     for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && break; sleep 0.2; done
 done
 kill -0 "$RUSTIO" 2>/dev/null || { cat "$OUT/rustio.log" >&2; exit 2; }
@@ -107,32 +139,54 @@ lg() { # port iqn lun rw pattern bs → IOPS
         tee -a "$OUT/loadgen.jsonl" | python3 -c 'import json,sys; print(json.load(sys.stdin)["iops"])'
 }
 
-# --- the runs: each workload against each contender, back to back ------------------------------------
-declare -A R
-WL=("randread-4k:read:rand:4k:4K" "randwrite-4k:write:rand:4k:4K" "seqread-128k:read:seq:128k:128K")
-for w in "${WL[@]}"; do
-    IFS=: read -r name rw pat bs rbs <<<"$w"
-    say "$name: rustio"; R[$name,rustio]=$(lg $PR iqn.2024-01.org.rustio.bench:rbd 0 "$rw" "$pat" "$bs")
-    say "$name: tgt";    R[$name,tgt]=$(lg $PT iqn.2024-01.org.rustio.bench:tgt-rbd 1 "$rw" "$pat" "$bs")
-    say "$name: rbd bench"; R[$name,rbd]=$(rbd_bench "$rw" "$pat" "$rbs" 32)
+# --- the runs: rounds of every workload against every contender, back to back -----------------------
+WL=("randread-4k:read:rand:4k:4K" "randwrite-4k:write:rand:4k:4K"
+    "seqread-128k:read:seq:128k:128K" "seqwrite-128k:write:seq:128k:128K")
+RAW="$OUT/runs.txt"
+: >"$RAW"
+for run in $(seq "$RUNS"); do
+    for w in "${WL[@]}"; do
+        IFS=: read -r name rw pat bs rbs <<<"$w"
+        say "run $run $name: rustio (load $(cut -d' ' -f1-3 /proc/loadavg))"
+        r=$(lg $PR iqn.2024-01.org.rustio.bench:rbd 0 "$rw" "$pat" "$bs")
+        echo "$run $name rustio ${r:--} $(cut -d' ' -f1 /proc/loadavg)" >>"$RAW"
+        if [ "$TGT" = 1 ]; then
+            say "run $run $name: tgt"
+            t=$(lg $PT iqn.2024-01.org.rustio.bench:tgt-rbd 1 "$rw" "$pat" "$bs")
+            echo "$run $name tgt ${t:--} $(cut -d' ' -f1 /proc/loadavg)" >>"$RAW"
+        fi
+        say "run $run $name: rbd bench"
+        ops=$(python3 -c "import sys; v=sys.argv[1]; print(int(float(v) * $TIME) if v not in ('', '-') else 0)" "${r:-}")
+        b=$(rbd_bench "$rw" "$pat" "$rbs" 32 "$ops")
+        echo "$run $name rbd ${b:--} $(cut -d' ' -f1 /proc/loadavg)" >>"$RAW"
+        say "run $run $name: rbd bench --rbd_cache=false"
+        b=$(rbd_bench "$rw" "$pat" "$rbs" 32 "$ops" --rbd_cache=false)
+        echo "$run $name rbd-nocache ${b:--} $(cut -d' ' -f1 /proc/loadavg)" >>"$RAW"
+    done
 done
 
 # --- report ------------------------------------------------------------------------------------------
-python3 - "$OUT" "$TIME" "$SIZE_MB" "$(cat /proc/loadavg)" <<EOF | tee "$OUT/rbd.txt"
-import json, sys
-out, secs, size, load = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-raw = {$(for w in "${WL[@]}"; do n=${w%%:*}; printf '"%s": {"rustio": "%s", "tgt": "%s", "rbd": "%s"},' "$n" "${R[$n,rustio]}" "${R[$n,tgt]}" "${R[$n,rbd]}"; done)}
+python3 - "$OUT" "$TIME" "$SIZE_MB" "$RUNS" "$(cat /proc/loadavg)" <<'EOF' | tee "$OUT/rbd.txt"
+import json, statistics, sys
+out, secs, size, runs, load = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+rows = [l.split() for l in open(f"{out}/runs.txt") if l.strip()]
 def num(v):
     try: return float(v)
     except ValueError: return None
-res = {w: {k: num(v) for k, v in d.items()} for w, d in raw.items()}
-print(f"RBD stage: single-node Ceph 16.2 on 127.0.0.1, image {size} MiB pre-filled, QD 32, {secs:.0f} s per job; load {load.split()[0:3]}")
-print(f"{'workload':15} {'rustio serve':>13} {'tgt bs_rbd':>11} {'rbd bench':>10} {'rustio/tgt':>11} {'rustio/rbd':>11}   (IOPS)")
+res, loads = {}, [float(r[4]) for r in rows]
+for run, w, who, v, _ in rows:
+    res.setdefault(w, {}).setdefault(who, []).append(num(v))
+med = lambda vs: None if not [v for v in vs if v is not None] else statistics.median([v for v in vs if v is not None])
+print(f"RBD stage: single-node Ceph 16.2 on 127.0.0.1, image {size} MiB pre-filled, QD 32, "
+      f"{secs:.0f} s per job, medians of {runs} interleaved runs; load 1-min {min(loads):.1f}-{max(loads):.1f}, at end {load.split()[0:3]}")
+print(f"{'workload':15} {'rustio serve':>13} {'tgt bs_rbd':>11} {'rbd bench':>10} {'(no cache)':>11} {'rustio/tgt':>11} {'rustio/rbd':>11} {'(no cache)':>11}   (IOPS)  per-run rustio/rbd (no cache)")
+f = lambda v: "-" if v is None else f"{v:.0f}"
+q = lambda a, c: "-" if a is None or not c else f"{a / c:.2f}x"
 for w, d in res.items():
-    r, t, b = d["rustio"], d["tgt"], d["rbd"]
-    f = lambda v: "-" if v is None else f"{v:.0f}"
-    q = lambda a, c: "-" if a is None or not c else f"{a / c:.2f}x"
-    print(f"{w:15} {f(r):>13} {f(t):>11} {f(b):>10} {q(r, t):>11} {q(r, b):>11}")
-json.dump({"secs": secs, "size_mib": size, "load": load, "iops": res}, open(f"{out}/rbd.json", "w"), indent=1)
+    r, t, b, n = (med(d.get(k, [])) for k in ("rustio", "tgt", "rbd", "rbd-nocache"))
+    per = " ".join(f"{q(a, c)} ({q(a, e)})" for a, c, e in zip(d.get("rustio", []), d.get("rbd", []), d.get("rbd-nocache", [])))
+    print(f"{w:15} {f(r):>13} {f(t):>11} {f(b):>10} {f(n):>11} {q(r, t):>11} {q(r, b):>11} {q(r, n):>11}   {per}")
+json.dump({"secs": secs, "size_mib": size, "runs": runs, "load_end": load, "load_1min": loads,
+           "iops": res}, open(f"{out}/rbd.json", "w"), indent=1)
 EOF
 echo "results: $OUT/rbd.{txt,json}" >&2
