@@ -4,6 +4,7 @@
 use clap::{CommandFactory as _, Parser};
 
 mod gen;
+mod group;
 mod import;
 mod lio;
 mod logging;
@@ -30,6 +31,10 @@ enum Command {
     /// Convert another target's configuration (SCST) into rustio/targetcli JSON.
     #[command(subcommand)]
     Import(import::ImportCommand),
+    /// Define or change a gateway group's configuration in the Ceph cluster (push,
+    /// show, pull); `rustio serve --group` gateways apply it.
+    #[command(subcommand)]
+    Group(group::GroupCommand),
     #[command(flatten)]
     Lio(lio::LioCommand),
 }
@@ -115,6 +120,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve::run(args, &cli.log),
         Command::Runner(args) => runner::run(args, &cli.log),
         Command::Import(cmd) => import::run(cmd, &cli.log),
+        Command::Group(cmd) => group::run(cmd, &cli.log),
         Command::Lio(cmd) => lio::run(cmd, &cli.log),
     }
 }

@@ -4,12 +4,17 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use rustio_iscsi::config::{Execution, PortalConfig, ServerConfig, TargetConfig, TpgConfig};
 use rustio_iscsi::LunConfig;
+use rustio_rbd::groupconf::GroupEvent;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+
+use crate::group::Member;
 
 /// `--execution` of `rustio serve` and `rustio runner`: where SCSI commands run (see
 /// [`Execution`], the one type both share; clap stays out of the library crates).
@@ -45,6 +50,7 @@ impl ServeArgs {
 
 /// Arguments of `rustio serve`.
 #[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("source").args(["config", "group"])))]
 pub struct ServeArgs {
     /// targetcli `saveconfig.json` to serve (reloaded on SIGHUP). Serves fileio, block and
     /// ramdisk objects, and user objects whose config is qcow/<path>, file/<path> or
@@ -52,16 +58,40 @@ pub struct ServeArgs {
     #[arg(
         long,
         value_name = "FILE",
-        required_unless_present = "demo",
+        required_unless_present_any = ["demo", "group"],
         conflicts_with = "demo"
     )]
     pub config: Option<PathBuf>,
-    /// Serve this gateway's part of the gateway group the --config file defines
-    /// (`rustio_gateway_group`: its portals, its target port group, every gateway's
-    /// groups in REPORT TARGET PORT GROUPS, RBD exclusive-lock ownership; see
+    /// Serve this gateway's part of the gateway group the --config file (or the --group
+    /// object) defines (`rustio_gateway_group`: its portals, its target port group, every
+    /// gateway's groups in REPORT TARGET PORT GROUPS, RBD exclusive-lock ownership; see
     /// docs/ceph.md).
-    #[arg(long, value_name = "NAME", requires = "config")]
+    #[arg(long, value_name = "NAME", requires = "source")]
     pub gateway: Option<String>,
+    /// Serve gateway --gateway of the group whose configuration `rustio group push`
+    /// stored in the Ceph cluster (object rustio.group.NAME in --pool) instead of a
+    /// --config file; every new version pushed is applied as SIGHUP applies a file
+    /// (docs/ceph.md, "One configuration for the whole group").
+    #[arg(
+        long,
+        value_name = "NAME",
+        conflicts_with_all = ["config", "demo"],
+        requires_all = ["gateway", "pool"]
+    )]
+    pub group: Option<String>,
+    /// RADOS pool holding the --group object.
+    #[arg(long, value_name = "POOL", requires = "group")]
+    pub pool: Option<String>,
+    /// Ceph configuration file for --group (default: librados' search).
+    #[arg(long, value_name = "PATH", requires = "group")]
+    pub ceph_conf: Option<PathBuf>,
+    /// Ceph user for --group, without the `client.` prefix (default admin).
+    #[arg(long = "id", value_name = "USER", requires = "group")]
+    pub ceph_id: Option<String>,
+    /// Seconds between two reads of the --group object besides its watch notifications
+    /// (a backstop for a missed notification or a broken watch).
+    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub group_poll: u64,
     /// Serve a RAM LUN 0 behind an auto-named target with an open ACL.
     #[arg(long)]
     pub demo: bool,
@@ -197,15 +227,20 @@ fn demo_config(args: &ServeArgs) -> anyhow::Result<(ServerConfig, String)> {
 
 fn load_config(args: &ServeArgs, previous: Option<&ServerConfig>) -> anyhow::Result<ServerConfig> {
     let path = args.config.as_ref().context("no --config given")?;
-    let mut cfg = rustio_iscsi::saveconfig::load_gateway(path, previous, args.gateway.as_deref())
+    let cfg = rustio_iscsi::saveconfig::load_gateway(path, previous, args.gateway.as_deref())
         .with_context(|| format!("loading {}", path.display()))?;
+    Ok(tune(args, cfg))
+}
+
+/// The command line's settings on a mapped configuration (file or group object).
+fn tune(args: &ServeArgs, mut cfg: ServerConfig) -> ServerConfig {
     cfg.queue_depth = args.queue_depth;
     if args.workers != 0 {
         cfg.workers = args.workers;
     }
     cfg.execution = args.execution();
     args.apply_limits(&mut cfg);
-    Ok(cfg)
+    cfg
 }
 
 fn print_demo_banner(iqn: &str, addrs: &[SocketAddr], size: &str) {
@@ -228,18 +263,205 @@ fn print_demo_banner(iqn: &str, addrs: &[SocketAddr], size: &str) {
     let _ = std::io::stdout().flush();
 }
 
-/// Runs the userspace iSCSI target until SIGINT/SIGTERM; SIGHUP reloads `--config`.
-pub fn run(args: ServeArgs, log: &str) -> anyhow::Result<()> {
-    crate::logging::init(log, args.log_json);
+/// What the serving loop reacts to; each source (signals, the group object's watch)
+/// feeds one channel, so the loop sleeps until something happens.
+enum Event {
+    /// SIGHUP: re-read the configuration (file or group object).
+    Reload,
+    /// SIGINT or SIGTERM.
+    Stop(i32),
+    /// The group object's watch: a push was notified, or the watch broke.
+    Group(GroupEvent),
+}
+
+/// Forwards signals to the loop until the returned handle is closed.
+fn forward_signals(
+    tx: Sender<Event>,
+) -> anyhow::Result<(signal_hook::iterator::Handle, std::thread::JoinHandle<()>)> {
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
         .context("installing signal handlers")?;
+    let handle = signals.handle();
+    let thread = std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                let ev = if sig == SIGHUP {
+                    Event::Reload
+                } else {
+                    Event::Stop(sig)
+                };
+                if tx.send(ev).is_err() {
+                    break;
+                }
+            }
+        })
+        .context("starting the signal thread")?;
+    Ok((handle, thread))
+}
+
+/// Connects to the --group object as --gateway, its watch feeding `tx`.
+fn connect_group(args: &ServeArgs, name: &str, tx: &Sender<Event>) -> anyhow::Result<Member> {
+    let pool = args.pool.as_deref().context("--group needs --pool")?;
+    let gateway = args.gateway.as_deref().context("--group needs --gateway")?;
+    let store = crate::group::open_store(
+        pool,
+        args.ceph_conf.as_deref(),
+        args.ceph_id.as_deref(),
+        name,
+    )?;
+    // The librados callback only queues the event: it must return quickly.
+    let tx = tx.clone();
+    let on_event = Arc::new(move |ev: GroupEvent| {
+        let _ = tx.send(Event::Group(ev));
+    });
+    Member::connect(store, name, gateway, on_event)
+}
+
+/// The first configuration of a --group gateway and its version; a failure is recorded
+/// before it is returned.
+fn first_group_config(
+    args: &ServeArgs,
+    member: &mut Member,
+) -> anyhow::Result<(ServerConfig, u64)> {
+    let cfg = member.fetch(true)?.context("no configuration stored")?;
+    match member.map(&cfg, None) {
+        Ok(c) => Ok((tune(args, c), cfg.version)),
+        Err(e) => {
+            member.record(cfg.version, Err(format!("{e:#}")));
+            Err(e.context(format!("group configuration version {}", cfg.version)))
+        }
+    }
+}
+
+/// Logs the outcome of a reload.
+fn log_reload(what: &str, r: &anyhow::Result<rustio_iscsi::server::ReloadReport>) {
+    match r {
+        Ok(r) => tracing::info!(
+            added = ?r.listeners_added,
+            removed = ?r.listeners_removed,
+            closed = r.sessions_closed,
+            kept = r.sessions_kept,
+            "{what} reloaded"
+        ),
+        Err(e) => tracing::error!(
+            error = format!("{e:#}"),
+            "{what}: reload failed; keeping the old configuration"
+        ),
+    }
+}
+
+/// SIGHUP with --config: re-reads the file.
+fn reload_file(args: &ServeArgs, handle: &rustio_iscsi::ServerHandle) {
+    let current = handle.config();
+    let r = load_config(args, Some(&current)).and_then(|c| Ok(handle.reload(c)?));
+    log_reload("configuration", &r);
+}
+
+/// With --group: applies the object's version if it was not tried yet (any version when
+/// `force`, i.e. SIGHUP), through the same reload as SIGHUP with a file, and records the
+/// outcome. A version that fails keeps the old configuration running.
+fn reload_group(
+    args: &ServeArgs,
+    handle: &rustio_iscsi::ServerHandle,
+    member: &mut Member,
+    force: bool,
+) {
+    let cfg = match member.fetch(force) {
+        Ok(Some(c)) => c,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(error = format!("{e:#}"), "reading the group configuration");
+            return;
+        }
+    };
+    let current = handle.config();
+    let r = member
+        .map(&cfg, Some(&current))
+        .and_then(|c| Ok(handle.reload(tune(args, c))?));
+    log_reload(&format!("group configuration version {}", cfg.version), &r);
+    member.record(cfg.version, r.map(drop).map_err(|e| format!("{e:#}")));
+}
+
+/// Serves until SIGINT/SIGTERM: SIGHUP reloads the file or the group object; with
+/// --group also every notification of its watch and every `--group-poll` seconds.
+fn serve_loop(
+    args: &ServeArgs,
+    handle: &rustio_iscsi::ServerHandle,
+    rx: &Receiver<Event>,
+    mut member: Option<&mut Member>,
+) {
+    let poll = Duration::from_secs(args.group_poll);
+    loop {
+        let ev = match &member {
+            Some(_) => rx.recv_timeout(poll),
+            None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        };
+        match (ev, member.as_deref_mut()) {
+            (Ok(Event::Stop(sig)), _) => {
+                tracing::info!(signal = sig, "shutting down");
+                return;
+            }
+            (Ok(Event::Reload), Some(m)) => reload_group(args, handle, m, true),
+            (Ok(Event::Reload), None) if args.config.is_some() => reload_file(args, handle),
+            (Ok(Event::Reload), None) => {
+                tracing::info!("SIGHUP ignored: no --config to reload");
+            }
+            (Ok(Event::Group(GroupEvent::WatchBroken(errno))), Some(m)) => {
+                tracing::warn!(errno, "group configuration watch broke; re-watching");
+                m.check_watch();
+                reload_group(args, handle, m, false);
+            }
+            (Ok(Event::Group(GroupEvent::Changed(v))), Some(m)) => {
+                tracing::info!(version = ?v, "group configuration change notified");
+                reload_group(args, handle, m, false);
+            }
+            (Err(RecvTimeoutError::Timeout), Some(m)) => {
+                m.check_watch();
+                reload_group(args, handle, m, false);
+            }
+            (Ok(Event::Group(_)), None) | (Err(RecvTimeoutError::Timeout), None) => {}
+            (Err(RecvTimeoutError::Disconnected), _) => return,
+        }
+    }
+}
+
+/// Runs the userspace iSCSI target until SIGINT/SIGTERM; SIGHUP reloads `--config` (or
+/// the `--group` object, which is also watched).
+pub fn run(args: ServeArgs, log: &str) -> anyhow::Result<()> {
+    crate::logging::init(log, args.log_json);
+    let (tx, rx) = mpsc::channel();
+    let (signals, signal_thread) = forward_signals(tx.clone())?;
+    let mut member = match &args.group {
+        Some(name) => Some(connect_group(&args, name, &tx)?),
+        None => None,
+    };
+    drop(tx);
+    // The group version being started (0: not a group gateway).
+    let mut version = 0;
     let (cfg, demo_iqn) = if args.demo {
         let (c, iqn) = demo_config(&args)?;
         (c, Some(iqn))
+    } else if let Some(m) = member.as_mut() {
+        let (c, v) = first_group_config(&args, m)?;
+        version = v;
+        (c, None)
     } else {
         (load_config(&args, None)?, None)
     };
-    let handle = rustio_iscsi::Server::bind(cfg).context("starting the target")?;
+    let bound = rustio_iscsi::Server::bind(cfg).context("starting the target");
+    if let Some(m) = member.as_mut() {
+        m.record(
+            version,
+            bound.as_ref().map(drop).map_err(|e| format!("{e:#}")),
+        );
+        tracing::info!(
+            gateway = m.gateway(),
+            version,
+            ok = bound.is_ok(),
+            "first group configuration"
+        );
+    }
+    let handle = bound?;
     if let Some(iqn) = &demo_iqn {
         print_demo_banner(iqn, &handle.local_addrs(), &args.demo_size);
     }
@@ -257,35 +479,11 @@ pub fn run(args: ServeArgs, log: &str) -> anyhow::Result<()> {
         }
         None => None,
     };
-    for sig in signals.forever() {
-        match sig {
-            SIGHUP => {
-                if args.config.is_none() {
-                    tracing::info!("SIGHUP ignored: no --config to reload");
-                    continue;
-                }
-                let current = handle.config();
-                match load_config(&args, Some(&current)).and_then(|c| Ok(handle.reload(c)?)) {
-                    Ok(r) => tracing::info!(
-                        added = ?r.listeners_added,
-                        removed = ?r.listeners_removed,
-                        closed = r.sessions_closed,
-                        kept = r.sessions_kept,
-                        "configuration reloaded"
-                    ),
-                    Err(e) => tracing::error!(
-                        error = format!("{e:#}"),
-                        "reload failed; keeping the old configuration"
-                    ),
-                }
-            }
-            _ => {
-                tracing::info!(signal = sig, "shutting down");
-                break;
-            }
-        }
-    }
+    serve_loop(&args, &handle, &rx, member.as_mut());
     handle.shutdown();
+    drop(member);
+    signals.close();
+    let _ = signal_thread.join();
     metrics_stop.store(true, std::sync::atomic::Ordering::Release);
     if let Some(t) = metrics_thread {
         let _ = t.join();
@@ -301,6 +499,59 @@ mod tests {
     struct Serve {
         #[command(flatten)]
         args: super::ServeArgs,
+    }
+
+    #[test]
+    fn group_replaces_config_and_needs_gateway_and_pool() {
+        let ok = Serve::try_parse_from([
+            "serve",
+            "--group",
+            "g",
+            "--pool",
+            "rbd",
+            "--gateway",
+            "gw-a",
+            "--id",
+            "gw",
+        ])
+        .unwrap();
+        assert_eq!(ok.args.group.as_deref(), Some("g"));
+        assert_eq!(ok.args.ceph_id.as_deref(), Some("gw"));
+        assert_eq!(ok.args.group_poll, 30);
+        for bad in [
+            // --group and --config conflict.
+            &[
+                "serve",
+                "--group",
+                "g",
+                "--pool",
+                "rbd",
+                "--gateway",
+                "a",
+                "--config",
+                "f",
+            ][..],
+            // --group needs --gateway and --pool.
+            &["serve", "--group", "g", "--pool", "rbd"],
+            &["serve", "--group", "g", "--gateway", "a"],
+            // --pool and --id only with --group; --gateway only with a source.
+            &["serve", "--config", "f", "--pool", "rbd"],
+            &["serve", "--demo", "--gateway", "a"],
+            &[
+                "serve",
+                "--group",
+                "g",
+                "--pool",
+                "p",
+                "--gateway",
+                "a",
+                "--group-poll",
+                "0",
+            ],
+        ] {
+            assert!(Serve::try_parse_from(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(Serve::try_parse_from(["serve", "--config", "f", "--gateway", "a"]).is_ok());
     }
 
     #[test]

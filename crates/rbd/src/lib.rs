@@ -28,6 +28,7 @@ use std::time::Duration;
 
 pub mod config;
 mod error;
+pub mod groupconf;
 
 #[cfg(feature = "rbd")]
 mod engine;
