@@ -100,8 +100,9 @@ if [ "${RUSTIO_CEPH_NO_SERVE:-0}" != 1 ]; then
     t=$(date +%s)
     before=$failed
     SLOG=$(mktemp "${TMPDIR:-/tmp}/rustio-rbd-serve.XXXXXX")
-    # + the gateway group: its own checks, then libiscsi through two gateways
-    ( "$HERE/serve.sh"; r=$?; "$HERE/gateways.sh" || r=1; "$HERE/gateways-libiscsi.sh" || r=1; exit $r ) >"$SLOG" 2>&1
+    # + the gateway group: its own checks, the group configuration object, then libiscsi
+    # through two gateways
+    ( "$HERE/serve.sh"; r=$?; "$HERE/gateways.sh" || r=1; "$HERE/group-config.sh" || r=1; "$HERE/gateways-libiscsi.sh" || r=1; exit $r ) >"$SLOG" 2>&1
     rc=$?
     while IFS= read -r line; do
         case "$line" in
