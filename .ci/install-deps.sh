@@ -5,6 +5,7 @@
 #   SET     base   iSCSI clients, qemu-img with iscsi://, sg3-utils, jq, librbd-dev (build)
 #           vm     the real-kernel VM harness (tests/vm/): QEMU, the Debian kernel, initramfs
 #                  tools, and what the guest scripts run (targetcli, open-iscsi, fio, tcmu-runner,
+#                  multipath-tools for dm-multipath,
 #                  tmux for the shell tests)
 #           ceph   a throwaway single-node Ceph cluster (tests/ceph/)
 #           bench  the benchmark anchors (tgt, iperf3)
@@ -42,9 +43,9 @@ TOOLS[base]="iscsi-test-cu iscsi-ls iscsi-inq iscsi-perf qemu-img qemu-io sg_inq
              /usr/lib/x86_64-linux-gnu/qemu/block-iscsi.so /usr/include/rbd/librbd.h"
 PKGS[vm]="qemu-system-x86 qemu-utils linux-image-amd64 busybox-static kmod cpio xz-utils zstd
           targetcli-fb python3-rtslib-fb dbus open-iscsi libiscsi-bin fio sg3-utils e2fsprogs
-          util-linux procps tcmu-runner lsscsi jq tmux"
+          util-linux procps tcmu-runner lsscsi jq tmux multipath-tools"
 TOOLS[vm]="qemu-system-x86_64 qemu-img busybox modinfo cpio xz zstd targetcli dbus-daemon
-           iscsiadm iscsid iscsi-ls fio sg_inq mkfs.ext4 tcmu-runner lsscsi jq tmux"
+           iscsiadm iscsid iscsi-ls fio sg_inq mkfs.ext4 tcmu-runner lsscsi jq tmux multipath multipathd"
 PKGS[ceph]="ceph-mon ceph-osd ceph-mgr ceph-common librbd-dev"
 TOOLS[ceph]="ceph-mon ceph-osd ceph-mgr ceph rbd /usr/include/rbd/librbd.h"
 PKGS[bench]="tgt tgt-rbd iperf3 python3"
