@@ -19,7 +19,8 @@
 #
 # Env: CEPH_DIR (required), RUSTIO_RBD_BIN, PORT_A/PORT_B (23389/23390), CU_TIMEOUT
 #      (seconds per iscsi-test-cu run, default 1200), CU_MP_FILTER (the two-URL test list),
-#      CU_SKIP_ALL=1 (only the two-URL run), GW_DEBOUNCE (default 1), RUSTIO_CEPH_POOL (rbd).
+#      CU_SKIP_ALL=1 (only the two-URL run), GW_DEBOUNCE (default 0: libiscsi writes through
+#      both paths on purpose; a debounce would delay every move of the lock), RUSTIO_CEPH_POOL (rbd).
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 2
 ROOT=$PWD
@@ -29,7 +30,7 @@ POOL=${RUSTIO_CEPH_POOL:-rbd}
 PORT_A=${PORT_A:-23389}
 PORT_B=${PORT_B:-23390}
 CU_TIMEOUT=${CU_TIMEOUT:-1200}
-DEBOUNCE=${GW_DEBOUNCE:-1}
+DEBOUNCE=${GW_DEBOUNCE:-0}
 # The tests that use a second path: libiscsi's mpath_sd2_get_or_clone() gives them the
 # second URL's device instead of a second login to the first URL.
 CU_MP_FILTER=${CU_MP_FILTER:-SCSI.MultipathIO.*,SCSI.ProutReserve.*,SCSI.ProutPreempt.*,SCSI.ProutRegister.*,SCSI.ProutClear.*,SCSI.PrinReadKeys.*,SCSI.PrinServiceactionRange.*,SCSI.Reserve6.*,SCSI.PreventAllow.2ITNexuses,SCSI.Sanitize.Readonly,SCSI.Sanitize.Reservations}
@@ -65,7 +66,7 @@ cleanup() {
     RBD rm --no-progress "$POOL/$IMAGE" >/dev/null 2>&1
     if [ "$failed" -ne 0 ]; then
         for g in gw-a gw-b; do
-            [ -f "$WORK/$g.log" ] && { echo "--- $g log (tail)"; tail -25 "$WORK/$g.log"; }
+            [ -f "$WORK/$g.log" ] && { echo "--- $g log (tail; whole: /tmp/rustio-gateways-libiscsi-$g.log)"; tail -25 "$WORK/$g.log"; cp "$WORK/$g.log" "/tmp/rustio-gateways-libiscsi-$g.log"; }
         done
     fi
     rm -rf "$WORK"
@@ -109,7 +110,7 @@ EOF
 start_gw() { # name port → sets LAST_PID
     local name=$1 port=$2
     if port_open "$port"; then fail "gateways-libiscsi: port $port in use"; return 1; fi
-    "$RUSTIO_RBD_BIN" serve --config "$WORK/group.json" --gateway "$name" --log info \
+    "$RUSTIO_RBD_BIN" serve --config "$WORK/group.json" --gateway "$name" --log "${GW_LOG:-info}" \
         >"$WORK/$name.log" 2>&1 &
     LAST_PID=$!
     for _ in $(seq 1 600); do

@@ -10,6 +10,7 @@
 //!   "name": "ceph-gw",
 //!   "non_owner_state": "standby",
 //!   "takeover_debounce_secs": 5,
+//!   "handover_timeout_secs": 3,
 //!   "gateways": [
 //!     {"name": "gw-a", "portals": ["192.0.2.1:3260"]},
 //!     {"name": "gw-b", "portals": ["192.0.2.2:3260"], "port_group": 2}
@@ -33,7 +34,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use rustio_config::SaveConfig;
-use rustio_scsi::alua::{AluaGroupConfig, GroupMember, DEFAULT_TAKEOVER_DEBOUNCE};
+use rustio_scsi::alua::{
+    AluaGroupConfig, GroupMember, DEFAULT_HANDOVER_TIMEOUT, DEFAULT_TAKEOVER_DEBOUNCE,
+};
 use rustio_scsi::{AluaState, TargetPortGroupId};
 use serde_json::Value;
 
@@ -42,6 +45,12 @@ pub const GROUP_KEY: &str = "rustio_gateway_group";
 
 /// Longest takeover debounce accepted, in seconds.
 pub const MAX_DEBOUNCE_SECS: u64 = 3600;
+
+/// Accepted `handover_timeout_secs`: at least 1 s (a live owner needs a cluster round
+/// trip and a flush of its writes in flight to hand the lock over), at most 20 s (a
+/// command waiting for a synchronous takeover waits this plus 5 s and must stay well
+/// below initiators' command timeouts, Linux 30 s).
+pub const HANDOVER_TIMEOUT_SECS: std::ops::RangeInclusive<u64> = 1..=20;
 
 /// A gateway group configuration that cannot be served.
 #[derive(Debug, thiserror::Error)]
@@ -118,6 +127,8 @@ pub struct GatewayGroup {
     pub non_owner: AluaState,
     /// Least time between two takeovers of one image by one gateway.
     pub debounce: Duration,
+    /// How long a takeover waits for the owner to hand the lock over before breaking it.
+    pub handover_timeout: Duration,
 }
 
 fn invalid<T>(m: impl Into<String>) -> Result<T, GroupError> {
@@ -203,7 +214,11 @@ impl GatewayGroup {
         for k in o.keys() {
             if !matches!(
                 k.as_str(),
-                "name" | "gateways" | "non_owner_state" | "takeover_debounce_secs"
+                "name"
+                    | "gateways"
+                    | "non_owner_state"
+                    | "takeover_debounce_secs"
+                    | "handover_timeout_secs"
             ) {
                 return invalid(format!("unknown key {k:?}"));
             }
@@ -232,6 +247,19 @@ impl GatewayGroup {
                 }
             },
         };
+        let handover_timeout = match o.get("handover_timeout_secs") {
+            None => DEFAULT_HANDOVER_TIMEOUT,
+            Some(v) => match v.as_u64() {
+                Some(s) if HANDOVER_TIMEOUT_SECS.contains(&s) => Duration::from_secs(s),
+                _ => {
+                    return invalid(format!(
+                        "\"handover_timeout_secs\" must be {}..={}",
+                        HANDOVER_TIMEOUT_SECS.start(),
+                        HANDOVER_TIMEOUT_SECS.end()
+                    ))
+                }
+            },
+        };
         let Some(list) = o.get("gateways").and_then(Value::as_array) else {
             return invalid("\"gateways\" must be a list");
         };
@@ -249,6 +277,7 @@ impl GatewayGroup {
             gateways,
             non_owner,
             debounce,
+            handover_timeout,
         })
     }
 
@@ -289,6 +318,7 @@ impl GatewayGroup {
                 .collect(),
             non_owner: self.non_owner,
             debounce: self.debounce,
+            handover_timeout: self.handover_timeout,
         }
     }
 
@@ -399,10 +429,12 @@ mod tests {
         assert_eq!(g.gateways[1].port_group, 2);
         assert_eq!(g.non_owner, AluaState::Standby);
         assert_eq!(g.debounce, DEFAULT_TAKEOVER_DEBOUNCE);
+        assert_eq!(g.handover_timeout, Duration::from_secs(3));
         let b = g.gateway("b").unwrap();
         assert_eq!(b.portals.len(), 2);
         let a = g.alua_config(b);
         assert_eq!(a.local, TargetPortGroupId(2));
+        assert_eq!(a.handover_timeout, DEFAULT_HANDOVER_TIMEOUT);
         assert_eq!(
             a.members,
             vec![
@@ -432,6 +464,36 @@ mod tests {
         assert_eq!(g.gateways[1].port_group, 20);
         assert_eq!(g.non_owner, AluaState::ActiveNonOptimized);
         assert_eq!(g.debounce, Duration::ZERO);
+    }
+
+    /// `handover_timeout_secs`: 1..=20, default 3.
+    #[test]
+    fn handover_timeout_key() {
+        let with = |t: Value| {
+            let mut v = two();
+            v["handover_timeout_secs"] = t;
+            group(v)
+        };
+        assert_eq!(
+            with(json!(10)).unwrap().handover_timeout,
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            with(json!(1)).unwrap().handover_timeout,
+            Duration::from_secs(1)
+        );
+        let g = with(json!(20)).unwrap();
+        assert_eq!(
+            g.alua_config(&g.gateways[0]).handover_timeout,
+            Duration::from_secs(20)
+        );
+        for bad in [json!(0), json!(21), json!(-1), json!("3"), json!(2.5)] {
+            let e = with(bad).unwrap_err().to_string();
+            assert!(
+                e.contains("\"handover_timeout_secs\" must be 1..=20"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -391,12 +391,56 @@ pub(crate) enum WatchEvent<'a> {
 /// The callback of a watch: runs on a librados thread, must return quickly.
 pub(crate) type WatchFn = Box<dyn Fn(WatchEvent<'_>) + Send + Sync>;
 
+/// The callback of a watch whose notifications are acknowledged later
+/// ([`IoCtx::watch_deferred`]): runs on a librados thread, must return quickly; it gets
+/// the payload and the acknowledgement to send when the work is done, or `Err` when
+/// the watch broke.
+pub(crate) type DeferredWatchFn = Box<dyn Fn(Result<(&[u8], PendingNotify), Errno>) + Send + Sync>;
+
+/// How a watch's notifications are handled.
+enum Handler {
+    /// Acknowledged right after the callback returned ([`IoCtx::watch`]).
+    Auto(WatchFn),
+    /// Acknowledged by the callback's receiver ([`IoCtx::watch_deferred`]).
+    Deferred(Arc<IoCtx>, DeferredWatchFn),
+}
+
 /// What the watch callbacks get as `arg`: owned by the [`Watch`], freed after
 /// rados_unwatch2 and rados_watch_flush guarantee no callback runs any more.
 struct WatchCtx {
     io: rados_ioctx_t,
     oid: CString,
-    on_event: WatchFn,
+    handler: Handler,
+}
+
+/// A received notification not acknowledged yet ([`IoCtx::watch_deferred`]). The
+/// notifier's `rados_notify2` waits for [`PendingNotify::ack`] (or its own timeout: a
+/// notification dropped without an acknowledgement looks like a dead watcher).
+pub(crate) struct PendingNotify {
+    io: Arc<IoCtx>,
+    oid: CString,
+    notify_id: u64,
+    cookie: u64,
+}
+
+impl PendingNotify {
+    /// `rados_notify_ack` without a reply payload; callable from any thread, also
+    /// after the watch ended (librados then answers an error, which is returned).
+    pub(crate) fn ack(self) -> Result<(), Errno> {
+        // SAFETY: the context is live (held by the Arc); the oid is NUL-terminated; a
+        // NULL reply of length 0 is allowed.
+        let r = unsafe {
+            rados_notify_ack(
+                self.io.io,
+                self.oid.as_ptr(),
+                self.notify_id,
+                self.cookie,
+                ptr::null(),
+                0,
+            )
+        };
+        check(r as isize).map(drop)
+    }
 }
 
 impl IoCtx {
@@ -515,10 +559,35 @@ impl IoCtx {
         timeout_secs: u32,
         on_event: WatchFn,
     ) -> Result<Watch, Errno> {
+        self.watch_with(oid, timeout_secs, Handler::Auto(on_event))
+    }
+
+    /// [`IoCtx::watch`], but each notification is handed to `on_notify` with a
+    /// [`PendingNotify`] that the receiver acknowledges when its work is done, on its
+    /// own thread (the callback itself must not block librados).
+    pub(crate) fn watch_deferred(
+        self: &Arc<Self>,
+        oid: &str,
+        timeout_secs: u32,
+        on_notify: DeferredWatchFn,
+    ) -> Result<Watch, Errno> {
+        self.watch_with(
+            oid,
+            timeout_secs,
+            Handler::Deferred(Arc::clone(self), on_notify),
+        )
+    }
+
+    fn watch_with(
+        self: &Arc<Self>,
+        oid: &str,
+        timeout_secs: u32,
+        handler: Handler,
+    ) -> Result<Watch, Errno> {
         let ctx = Box::new(WatchCtx {
             io: self.io,
             oid: cstring(oid)?,
-            on_event,
+            handler,
         });
         let ctx = Box::into_raw(ctx);
         let mut cookie = 0u64;
@@ -610,7 +679,22 @@ extern "C" fn on_watch_notify(
         // duration of the callback.
         unsafe { std::slice::from_raw_parts(data.cast_const().cast::<u8>(), data_len) }
     };
-    (ctx.on_event)(WatchEvent::Notify(payload));
+    let on_event = match &ctx.handler {
+        Handler::Auto(f) => f,
+        Handler::Deferred(io, f) => {
+            f(Ok((
+                payload,
+                PendingNotify {
+                    io: Arc::clone(io),
+                    oid: ctx.oid.clone(),
+                    notify_id,
+                    cookie,
+                },
+            )));
+            return;
+        }
+    };
+    on_event(WatchEvent::Notify(payload));
     // SAFETY: the context and oid are live (see above); a NULL reply of length 0 is
     // allowed.
     let r =
@@ -624,9 +708,11 @@ extern "C" fn on_watch_notify(
 extern "C" fn on_watch_error(arg: *mut c_void, _cookie: u64, err: c_int) {
     // SAFETY: as in `on_watch_notify`.
     let ctx = unsafe { &*arg.cast_const().cast::<WatchCtx>() };
-    (ctx.on_event)(WatchEvent::Error(
-        err.unsigned_abs().try_into().unwrap_or(libc::EIO),
-    ));
+    let errno = err.unsigned_abs().try_into().unwrap_or(libc::EIO);
+    match &ctx.handler {
+        Handler::Auto(f) => f(WatchEvent::Error(errno)),
+        Handler::Deferred(_, f) => f(Err(errno)),
+    }
 }
 
 impl Drop for IoCtx {

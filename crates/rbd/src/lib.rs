@@ -38,6 +38,8 @@ mod engine;
 #[cfg(feature = "rbd")]
 mod ffi;
 #[cfg(feature = "rbd")]
+pub mod handover;
+#[cfg(feature = "rbd")]
 pub mod lock;
 #[cfg(feature = "rbd")]
 pub mod prstore;

@@ -1,20 +1,28 @@
 //! An RBD image exported by a gateway group: the LUN identity derived from the image,
-//! write ownership = the RBD exclusive lock, takeover with fencing, reopening after
-//! being fenced.
+//! write ownership = the RBD exclusive lock, cooperative handover, takeover with
+//! fencing, reopening after being fenced.
 //!
 //! [`GatewayImage`] is the backstore one gateway serves for the image. It implements
-//! [`rustio_scsi::alua::Ownership`] for the SCSI engine's implicit ALUA
+//! [`rustio_scsi::alua::Ownership`] for the SCSI engine's ALUA
 //! ([`rustio_scsi::alua::GroupAlua`]):
 //!
-//! * **take over** (the initiator sent I/O to this gateway): like tcmu-runner's
-//!   `tcmu_rbd_lock`, read the lock owners (`rbd_lock_get_owners`) and break the
-//!   current owner's lock (`rbd_lock_break`). With `rbd_blocklist_on_break_lock` (on by
-//!   default) librbd first blocklists the owner's client on the OSDs, so a paused or
-//!   partitioned owner's in-flight and later writes fail instead of landing. Then
+//! * **take over** (the initiator sent I/O to this gateway, or SET TARGET PORT GROUPS):
+//!   first ask the current holder to hand the lock over ([`crate::handover`]: RADOS
+//!   notify on `rustio.owner.<image id>`, waiting at most the group's handover
+//!   timeout). A live holder releases it (`rbd_lock_release`, after its writes in
+//!   flight) and stays a healthy non-owner: nothing is blocklisted. Only if the lock is
+//!   still held by the same owner afterwards (dead, paused, partitioned) is it broken
+//!   like tcmu-runner's `tcmu_rbd_lock`: `rbd_lock_break`, which with
+//!   `rbd_blocklist_on_break_lock` (on by default) first blocklists the owner's client
+//!   on the OSDs, so its in-flight and later writes fail instead of landing. Then
 //!   `rbd_lock_acquire(EXCLUSIVE)`, which also keeps librbd from handing the lock over
 //!   on another client's request, and record the owner's target port group in the image
 //!   metadata key [`OWNER_GROUP_KEY`] so the other gateways report it in REPORT TARGET
-//!   PORT GROUPS.
+//!   PORT GROUPS. Which path was taken and how long it took is logged and kept
+//!   ([`GatewayImage::last_takeover`]).
+//! * **release** (another gateway asked, or SET TARGET PORT GROUPS): `rbd_lock_release`.
+//!   librbd first completes the writes in flight; later writes of this client fail
+//!   (EROFS) until it takes the lock again, and the engine answers them 04h/0Ah.
 //! * **check** (an admitted command failed): this client still owns the lock only if
 //!   librbd says so and the cluster still answers it (a blocklisted client gets
 //!   `EBLOCKLISTED`, which Linux spells `ESHUTDOWN`).
@@ -23,13 +31,14 @@
 //!   swapped in; requests that still hold the old handle fail and are retried.
 
 use std::io::{IoSlice, IoSliceMut};
-use std::sync::{Arc, PoisonError, RwLock};
-use std::time::Instant;
+use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
+use std::time::{Duration, Instant};
 
 use rustio_backstore::{Backstore, Capabilities, Extent, Result, WriteFlags};
-use rustio_scsi::alua::{OwnerCheck, Ownership};
+use rustio_scsi::alua::{GroupAlua, OwnerCheck, Ownership};
 use rustio_scsi::TargetPortGroupId;
 
+use crate::handover::{Handover, TakeoverPath, TakeoverReport};
 use crate::{OpenOptions, RbdBackstore, RbdError};
 
 /// Image metadata key holding the owning gateway's target port group (decimal).
@@ -66,19 +75,55 @@ impl ImageIdentity {
 pub struct GatewayImage {
     opts: OpenOptions,
     current: RwLock<Arc<RbdBackstore>>,
+    /// The handover channel (its own cluster connection, never fenced with the image's).
+    handover: Handover,
+    last_takeover: Mutex<Option<TakeoverReport>>,
+}
+
+/// Attempts of `rbd_lock_acquire` on a lock that was just seen free (its former holder
+/// may still be finishing the release in librbd's view), 100 ms apart.
+const ACQUIRE_ATTEMPTS: u32 = 3;
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// `EBLOCKLISTED` as librados reports it on Linux.
 const EBLOCKLISTED: i32 = libc::ESHUTDOWN;
 
 impl GatewayImage {
-    /// Connects and opens the image (see [`RbdBackstore::open`]); takes no lock.
+    /// Connects and opens the image (see [`RbdBackstore::open`]) and its handover
+    /// channel ([`crate::handover`]: a second connection that watches
+    /// `rustio.owner.<image id>`, created if missing); takes no lock.
     pub fn open(opts: OpenOptions) -> std::result::Result<GatewayImage, RbdError> {
         let image = RbdBackstore::open(&opts)?;
+        let (_, image_id) = image.pool_and_image_id().map_err(|e| RbdError::Ceph {
+            op: "rbd_get_id",
+            spec: image.spec().to_string(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        let handover = Handover::open(&opts, &image_id)?;
         Ok(GatewayImage {
             opts,
             current: RwLock::new(Arc::new(image)),
+            handover,
+            last_takeover: Mutex::new(None),
         })
+    }
+
+    /// How the last [`Ownership::take_over`] got the lock, and how long it took.
+    pub fn last_takeover(&self) -> Option<TakeoverReport> {
+        *self
+            .last_takeover
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Stops (`true`) or resumes answering other gateways' handover requests, as a
+    /// paused or partitioned gateway would not answer them: they then break the lock
+    /// after their timeout. For fault tests.
+    pub fn pause_handover(&self, paused: bool) {
+        self.handover.set_paused(paused);
     }
 
     fn image(&self) -> Arc<RbdBackstore> {
@@ -121,31 +166,125 @@ impl Ownership for GatewayImage {
         }
     }
 
-    fn take_over(&self, group: TargetPortGroupId) -> std::result::Result<(), String> {
+    fn take_over(
+        &self,
+        group: TargetPortGroupId,
+        handover_timeout: Duration,
+    ) -> std::result::Result<(), String> {
         let t0 = Instant::now();
-        let image = self.image();
+        let mut image = self.image();
+        if matches!(image.lock_owners(), Err(e) if Self::fenced_errno(e)) {
+            // This client was blocklisted while the engine saw no owner change (e.g. a
+            // handover request that arrived after a break was answered with a release):
+            // a new client first, or no takeover can ever work.
+            tracing::warn!(image = %image.spec(), "the image client is blocklisted: reopening before the takeover");
+            self.recover()?;
+            image = self.image();
+        }
         let spec = image.spec().to_string();
-        if image.lock_owner_raw() != Ok(true) {
-            let owners = image
-                .lock_owners()
-                .map_err(|e| format!("{spec}: rbd_lock_get_owners: errno {e}"))?;
-            for owner in &owners {
-                tracing::warn!(image = %spec, %owner, "breaking the exclusive lock (the owner is blocklisted)");
-                match image.break_lock(owner) {
-                    Ok(()) | Err(libc::ENOENT) => {}
-                    Err(e) => return Err(format!("{spec}: rbd_lock_break {owner}: errno {e}")),
+        let mut asked = Duration::ZERO;
+        let path = if image.lock_owner_raw() == Ok(true) {
+            TakeoverPath::AlreadyOwner
+        } else {
+            let owners = |when: &str| {
+                image
+                    .lock_owners()
+                    .map_err(|e| format!("{spec}: rbd_lock_get_owners ({when}): errno {e}"))
+            };
+            let before = owners("before asking")?;
+            if before.is_empty() {
+                TakeoverPath::Free
+            } else {
+                // Ask first: a live owner hands the lock over without being fenced.
+                let t = Instant::now();
+                let answer = self.handover.request(group, handover_timeout);
+                asked = t.elapsed();
+                let after = owners("after asking")?;
+                if after.is_empty() {
+                    TakeoverPath::Handover
+                } else if after == before {
+                    for owner in &after {
+                        tracing::warn!(image = %spec, %owner, asked_ms = ms(asked), answer = ?answer,
+                            "the owner did not hand the exclusive lock over: breaking it (the owner is blocklisted)");
+                        match image.break_lock(owner) {
+                            Ok(()) | Err(libc::ENOENT) => {}
+                            Err(e) => {
+                                return Err(format!("{spec}: rbd_lock_break {owner}: errno {e}"))
+                            }
+                        }
+                    }
+                    TakeoverPath::Break
+                } else {
+                    // Another gateway got it meanwhile: nothing to break, try later.
+                    return Err(format!(
+                        "{spec}: the exclusive lock went to {after:?} while asking {before:?} for it"
+                    ));
                 }
             }
-            image
-                .lock_acquire_raw()
-                .map_err(|e| format!("{spec}: rbd_lock_acquire: errno {e}"))?;
+        };
+        if path != TakeoverPath::AlreadyOwner {
+            let mut attempt = 1;
+            loop {
+                match image.lock_acquire_raw() {
+                    Ok(()) => break,
+                    Err(e) if attempt < ACQUIRE_ATTEMPTS && path != TakeoverPath::Break => {
+                        tracing::debug!(image = %spec, errno = e, attempt, "rbd_lock_acquire failed; retrying");
+                        attempt += 1;
+                        if matches!(image.lock_owners(), Ok(o) if !o.is_empty()) {
+                            // The owner took the lock back before we got it (its own
+                            // writes were waiting): ask again, it hands over once they
+                            // are done.
+                            let _ = self.handover.request(group, handover_timeout);
+                        } else {
+                            std::thread::sleep(Duration::from_millis(100));
+                        }
+                    }
+                    Err(e) => {
+                        return Err(format!("{spec}: rbd_lock_acquire ({path:?}): errno {e}"))
+                    }
+                }
+            }
         }
         if let Err(e) = image.metadata_set(OWNER_GROUP_KEY, &group.0.to_string()) {
             // The lock is ours; other gateways just cannot name the owner in RTPG.
             tracing::warn!(image = %spec, errno = e, "recording the owner group failed");
         }
-        tracing::info!(image = %spec, group = group.0, elapsed_ms = t0.elapsed().as_millis() as u64, "took over the exclusive lock");
+        let elapsed = t0.elapsed();
+        *self
+            .last_takeover
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(TakeoverReport {
+            path,
+            elapsed,
+            asked,
+        });
+        tracing::info!(image = %spec, group = group.0, path = ?path, elapsed_ms = ms(elapsed),
+            asked_ms = ms(asked), "took over the exclusive lock");
         Ok(())
+    }
+
+    fn release(&self) -> std::result::Result<(), String> {
+        let t0 = Instant::now();
+        let image = self.image();
+        // A lock that was broken meanwhile (this gateway was paused or partitioned and
+        // hears an old request late) is not released but fenced: the engine then
+        // recovers the access path (reopens the image with a new client).
+        if self.check() == OwnerCheck::NotOwner {
+            return Err(format!(
+                "{}: the exclusive lock is no longer ours (broken, this client fenced)",
+                image.spec()
+            ));
+        }
+        image
+            .release_exclusive_lock()
+            .map_err(|e| format!("{}: rbd_lock_release: {e}", image.spec()))?;
+        tracing::info!(image = %image.spec(), elapsed_ms = ms(t0.elapsed()),
+            "released the exclusive lock (handover)");
+        Ok(())
+    }
+
+    fn attach(&self, alua: Weak<GroupAlua>) {
+        self.handover.attach(alua);
     }
 
     fn recover(&self) -> std::result::Result<(), String> {

@@ -54,6 +54,7 @@ pub mod op {
     pub const SERVICE_ACTION_IN_16: u8 = 0x9e;
     pub const REPORT_LUNS: u8 = 0xa0;
     pub const MAINTENANCE_IN: u8 = 0xa3;
+    pub const MAINTENANCE_OUT: u8 = 0xa4;
     pub const READ_12: u8 = 0xa8;
     pub const WRITE_12: u8 = 0xaa;
     pub const WRITE_AND_VERIFY_12: u8 = 0xae;
@@ -69,6 +70,8 @@ pub mod op {
     pub const MI_REPORT_SUPPORTED_OPCODES: u16 = 0x0c;
     /// MAINTENANCE IN: REPORT SUPPORTED TASK MANAGEMENT FUNCTIONS.
     pub const MI_REPORT_SUPPORTED_TMFS: u16 = 0x0d;
+    /// MAINTENANCE OUT: SET TARGET PORT GROUPS.
+    pub const MO_SET_TARGET_PORT_GROUPS: u16 = 0x0a;
 }
 
 /// PERSISTENT RESERVE IN service actions (SPC-4 6.15.1).
@@ -319,6 +322,11 @@ pub enum Command {
         extended: bool,
         /// ALLOCATION LENGTH.
         alloc: u32,
+    },
+    /// SET TARGET PORT GROUPS (SPC-4 6.36, SPC-5 6.44).
+    SetTargetPortGroups {
+        /// PARAMETER LIST LENGTH.
+        len: u32,
     },
     /// PERSISTENT RESERVE IN (SPC-4 6.15).
     PersistentReserveIn {
@@ -869,6 +877,13 @@ fn p_rtpg(c: &[u8]) -> Result<Command, Sense> {
     })
 }
 
+/// SET TARGET PORT GROUPS (SPC-4 6.36 table 264): bytes 2-5 reserved, PARAMETER LIST
+/// LENGTH in bytes 6-9, byte 10 reserved.
+fn p_stpg(c: &[u8]) -> Result<Command, Sense> {
+    ctl12(c)?;
+    Ok(Command::SetTargetPortGroups { len: be32(c, 6) })
+}
+
 fn p_rsoc(c: &[u8]) -> Result<Command, Sense> {
     ctl12(c)?;
     let options = c[2] & 0x07;
@@ -1025,6 +1040,7 @@ ops! {
     op::MAINTENANCE_IN, Some(op::MI_REPORT_TARGET_PORT_GROUPS), "REPORT TARGET PORT GROUPS", 1, [0xa3, 0xff, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0x00, 0x07], p_rtpg;
     op::MAINTENANCE_IN, Some(op::MI_REPORT_SUPPORTED_OPCODES), "REPORT SUPPORTED OPERATION CODES", 1, [0xa3, 0x1f, 0x87, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00, 0x07], p_rsoc;
     op::MAINTENANCE_IN, Some(op::MI_REPORT_SUPPORTED_TMFS), "REPORT SUPPORTED TASK MANAGEMENT FUNCTIONS", 1, [0xa3, 0x1f, 0x80, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0x00, 0x07], p_rstmf;
+    op::MAINTENANCE_OUT, Some(op::MO_SET_TARGET_PORT_GROUPS), "SET TARGET PORT GROUPS", 10, [0xa4, 0x0a, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0x00, 0x07], p_stpg;
     op::READ_12, None, "READ(12)", 30, [0xa8, 0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x3f, 0x07], p_read12;
     op::WRITE_12, None, "WRITE(12)", 30, [0xaa, 0xfa, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x3f, 0x07], p_write12;
     op::WRITE_AND_VERIFY_12, None, "WRITE AND VERIFY(12)", 30, [0xae, 0xf6, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x3f, 0x07], p_wav12;
@@ -1109,6 +1125,7 @@ impl Command {
             Command::ModeSelect { len, .. }
             | Command::Unmap { len, .. }
             | Command::PersistentReserveOut { len, .. }
+            | Command::SetTargetPortGroups { len }
             | Command::ExtendedCopy { len } => u64::from(len),
             // FORMAT UNIT's parameter list length is in the header; transports send
             // what the initiator gives.

@@ -82,9 +82,15 @@ impl LogicalUnit {
         d[2] = 0x06; // VERSION: SPC-4
         d[3] = 0x10 | 0x02; // HISUP, RESPONSE DATA FORMAT 2
         d[4] = (STD_INQUIRY_LEN - 5) as u8;
-        // TPGS from the unit's ALUA mode (01b, implicit, by default), 3PC (EXTENDED
-        // COPY).
-        d[5] = (self.config.alua.tpgs() << 4) | 0x08;
+        // TPGS from the unit's ALUA mode (01b, implicit, by default; 11b, implicit and
+        // explicit, in a gateway group, which supports SET TARGET PORT GROUPS), 3PC
+        // (EXTENDED COPY).
+        let tpgs = if self.group_alua().is_some() {
+            crate::tpg::TPGS_IMPLICIT_AND_EXPLICIT
+        } else {
+            self.config.alua.tpgs()
+        };
+        d[5] = (tpgs << 4) | 0x08;
         d[6] = 0x00;
         d[7] = 0x02; // CMDQUE
         put_ascii(&mut d[8..16], &self.config.vendor);

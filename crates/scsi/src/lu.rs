@@ -283,6 +283,11 @@ impl LogicalUnit {
         }
         let info = match cdb::lookup(req.cdb) {
             Ok(i) => i,
+            // MAINTENANCE OUT exists only for SET TARGET PORT GROUPS of a gateway
+            // group: elsewhere the operation code is unsupported as a whole.
+            Err(_) if opcode == Some(op::MAINTENANCE_OUT) && self.group_alua().is_none() => {
+                return Response::check(Sense::invalid_opcode())
+            }
             Err(s) => return Response::check(s),
         };
         if !self.op_supported(info) {
@@ -298,11 +303,28 @@ impl LogicalUnit {
                 Fail::Status(s) => Response::status(s),
             };
         }
-        let needed_access = crate::alua::needs_access(&cmd);
-        match self.dispatch(req, cmd, data_in, direct) {
+        let access = crate::alua::AccessTaken {
+            needed: crate::alua::needs_access(&cmd),
+            modifies: crate::alua::modifies_medium(&cmd),
+            moves: self.group_alua().map(|a| a.moves()),
+        };
+        // In a gateway group, a command that modifies the medium holds off a handover
+        // of the token until it is done (see `GroupAlua::begin_write`).
+        let writer = match self.group_alua() {
+            Some(a) if access.needed && access.modifies => match a.begin_write() {
+                Ok(()) => Some(a.clone()),
+                Err(s) => return Response::check(s),
+            },
+            _ => None,
+        };
+        let done = self.dispatch(req, cmd, data_in, direct);
+        if let Some(a) = writer {
+            a.end_write();
+        }
+        match done {
             Ok(status) => Response::status(status),
-            // A gateway that lost ownership fails the command retryably (fencing).
-            Err(f) => match (self.alua_access_failed(needed_access, &f), f) {
+            // A gateway that lost or handed over ownership fails the command retryably.
+            Err(f) => match (self.alua_access_failed(&access, &f), f) {
                 (Some(s), _) | (None, Fail::Check(s)) => Response::check(s),
                 (None, Fail::Status(s)) => Response::status(s),
             },
@@ -374,6 +396,12 @@ impl LogicalUnit {
                 bytchk,
                 ..
             } => self.verify(req, lba, blocks, bytchk),
+            // A gateway-group non-owner: the range is checked, there is nothing to flush
+            // (see `alua_nothing_to_flush`).
+            Command::SynchronizeCache { lba, blocks, .. } if self.alua_nothing_to_flush() => {
+                self.check_lba_range(lba, u64::from(blocks))?;
+                Ok(Status::Good)
+            }
             Command::SynchronizeCache { lba, blocks, .. } => self.synchronize_cache(lba, blocks),
             Command::PreFetch { lba, blocks, .. } => self.pre_fetch(lba, blocks),
             Command::Unmap { anchor, len } => self.unmap(req, anchor, len),
@@ -415,6 +443,7 @@ impl LogicalUnit {
                 data_in.truncate(alloc as usize);
                 Ok(Status::Good)
             }
+            Command::SetTargetPortGroups { len } => self.set_target_port_groups(req, len),
             Command::PersistentReserveIn { action, alloc } => {
                 self.pr.reserve_in(req.nexus, action, data_in)?;
                 data_in.truncate(alloc as usize);
@@ -511,7 +540,7 @@ impl LogicalUnit {
                 };
                 self.ua.touch(nexus);
                 self.ua.raise_all(sense, None);
-                self.pr.reset();
+                self.pr.reset(sense);
                 if tmf == Tmf::TargetColdReset {
                     // Power on: mode parameters return to their defaults (SPC-4 7.5.1).
                     self.mode.reset();
@@ -537,7 +566,11 @@ impl LogicalUnit {
     /// [`crate::ReservationStore`]). Two atomic loads when nothing changed.
     pub(crate) fn raise_reservation_events(&self) {
         for (r, sense) in self.pr.refresh() {
-            self.ua.raise_where(sense, |n| r.matches(n));
+            match r {
+                Some(r) => self.ua.raise_where(sense, |n| r.matches(n)),
+                // A reset made through another unit of the store (SAM-5 6.3.3).
+                None => self.ua.raise_all(sense, None),
+            }
         }
     }
 

@@ -18,9 +18,14 @@ fn push_timeouts(out: &mut Vec<u8>, info: &OpInfo) {
 }
 
 impl LogicalUnit {
-    /// Whether this unit executes `info` (UNMAP needs a backstore that can discard).
+    /// Whether this unit executes `info`: UNMAP needs a backstore that can discard, SET
+    /// TARGET PORT GROUPS (explicit ALUA) a gateway group ([`crate::alua`]).
     pub(crate) fn op_supported(&self, info: &OpInfo) -> bool {
-        info.opcode != cdb::op::UNMAP || self.supports_unmap()
+        match info.opcode {
+            cdb::op::UNMAP => self.supports_unmap(),
+            cdb::op::MAINTENANCE_OUT => self.group_alua().is_some(),
+            _ => true,
+        }
     }
 
     /// REPORT SUPPORTED OPERATION CODES.

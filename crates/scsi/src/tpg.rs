@@ -166,6 +166,10 @@ impl AluaMode {
     }
 }
 
+/// TPGS = 11b (SPC-4 6.6.2 table 146): implicit and explicit asymmetric access, what a
+/// unit of a gateway group reports ([`crate::alua`]).
+pub const TPGS_IMPLICIT_AND_EXPLICIT: u8 = 0b11;
+
 /// A target port group: ports that share one asymmetric access state.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TargetPortGroup {

@@ -262,6 +262,16 @@ impl Conn {
         residual: Residual,
     ) -> bool {
         let hdr = &cmd.hdr;
+        if resp.status != Status::Good {
+            tracing::trace!(
+                conn = self.id,
+                itt = hdr.itt,
+                opcode = cmd.cdb.bytes().first().copied().unwrap_or(0),
+                status = ?resp.status,
+                sense = ?resp.sense,
+                "command ended"
+            );
+        }
         let send_len = if hdr.read {
             data_in.len().min(hdr.edtl as usize)
         } else {

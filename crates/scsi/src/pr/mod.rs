@@ -128,7 +128,7 @@ pub(crate) struct PrState {
     /// events up to it have been raised, notifications up to it are ignored.
     seen: Arc<AtomicU64>,
     /// Unit attentions of other writers' commits, for [`crate::LogicalUnit`] to raise.
-    pending: Mutex<Vec<(Registration, Sense)>>,
+    pending: Mutex<Vec<(Option<Registration>, Sense)>>,
     /// `pending` is not empty (spares the lock on every command).
     has_pending: AtomicBool,
     /// Serialises this unit's own changes so they do not make each other retry; the
@@ -182,6 +182,10 @@ fn access(cmd: &Command) -> Access {
         | Command::ModeSelect { .. }
         | Command::StartStopUnit { .. }
         | Command::PreventAllowMediumRemoval { .. }
+        // SPC-4 5.13.1 table 66: SET TARGET PORT GROUPS conflicts like MODE SELECT
+        // (allowed for registrants of a registrants-only or all-registrants
+        // reservation, conflict otherwise).
+        | Command::SetTargetPortGroups { .. }
         | Command::ExtendedCopy { .. } => Access::Write,
     }
 }
@@ -273,7 +277,7 @@ impl PrState {
     /// nexuses matching its registration. Nothing to do (two atomic loads) otherwise. A
     /// failed re-read keeps the unit stale and the fast path off, so the reservation
     /// check reads again and answers [`STORE_UNAVAILABLE`] until the store is back.
-    pub(crate) fn refresh(&self) -> Vec<(Registration, Sense)> {
+    pub(crate) fn refresh(&self) -> Vec<(Option<Registration>, Sense)> {
         // A plain load first: the I/O path stays read-only on the shared flag.
         if self.stale.load(Ordering::Acquire) && self.stale.swap(false, Ordering::AcqRel) {
             // Under `out`, so a re-read cannot overwrite the flag of a newer own commit.
@@ -293,7 +297,7 @@ impl PrState {
     }
 
     /// The pending unit attentions (see [`Self::refresh`]).
-    pub(crate) fn take_pending(&self) -> Vec<(Registration, Sense)> {
+    pub(crate) fn take_pending(&self) -> Vec<(Option<Registration>, Sense)> {
         if !self.has_pending.load(Ordering::Acquire)
             || !self.has_pending.swap(false, Ordering::AcqRel)
         {
@@ -437,11 +441,21 @@ impl PrState {
     }
 
     /// Logical unit or target reset: SPC-2 reservations are released, persistent ones
-    /// are not (SAM-5 6.3.3, SPC-4 5.13.1).
-    pub(crate) fn reset(&self) {
+    /// are not (SAM-5 6.3.3, SPC-4 5.13.1). The reset's unit attention `sense` is
+    /// logged for every nexus of the other units sharing the store (the gateways of a
+    /// group exporting one image): the logical unit is one, whichever gateway the reset
+    /// came through. A shared store notifies them before the commit returns, so the
+    /// initiator's next command through another gateway already sees it; this unit
+    /// raised it itself and ignores its own commit.
+    pub(crate) fn reset(&self, sense: Sense) {
         // Nothing persistent changes, so the only failure is a store that keeps
-        // changing under us; the reset then leaves the reservation to the next one.
-        let _ = self.drop_spc2(None);
+        // changing under us (or is unreachable); the reset then leaves the reservation
+        // to the next one, and the other units without the attention.
+        let _ = self.update(|new| {
+            new.spc2 = None;
+            new.log_event_for_all(sense);
+            Ok(Some(()))
+        });
     }
 
     /// I_T nexus loss releases an SPC-2 reservation held through it.

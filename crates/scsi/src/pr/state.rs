@@ -35,9 +35,10 @@ pub(crate) struct UaEvent {
     /// Store version of the commit that raised it; 0 until [`super::PrState::update`]
     /// stamps it at commit time.
     pub(crate) version: u64,
-    /// Whose nexuses get it ([`Registration::matches`]).
-    pub(crate) to: Registration,
-    /// One of the three reservation unit attentions.
+    /// Whose nexuses get it ([`Registration::matches`]); `None`: every nexus of the
+    /// logical unit (a reset made through one unit, SAM-5 6.3.3).
+    pub(crate) to: Option<Registration>,
+    /// One of the three reservation unit attentions, or a reset's.
     pub(crate) sense: Sense,
 }
 
@@ -193,9 +194,18 @@ impl ReservationState {
     pub(crate) fn log_events(&mut self, uas: &[(Registration, Sense)]) {
         self.events.extend(uas.iter().map(|(to, sense)| UaEvent {
             version: 0,
-            to: to.clone(),
+            to: Some(to.clone()),
             sense: *sense,
         }));
+    }
+
+    /// Logs a unit attention for every nexus of the logical unit (a reset's).
+    pub(crate) fn log_event_for_all(&mut self, sense: Sense) {
+        self.events.push(UaEvent {
+            version: 0,
+            to: None,
+            sense,
+        });
     }
 
     /// Stamps the events logged for this commit with its store `version` and forgets
@@ -263,14 +273,12 @@ impl ReservationState {
             );
         }
         for e in &self.events {
-            let _ = writeln!(
-                s,
-                "ua {} {} {} {}",
-                e.version,
-                ua_name(e.sense),
-                pct(&e.to.initiator.to_string()),
-                target(&e.to.target)
-            );
+            // `* *`: every nexus (`pct` never writes a bare `*`).
+            let (ini, tgt) = match &e.to {
+                Some(to) => (pct(&to.initiator.to_string()), target(&to.target)),
+                None => ("*".to_string(), "*".to_string()),
+            };
+            let _ = writeln!(s, "ua {} {} {ini} {tgt}", e.version, ua_name(e.sense));
         }
         s
     }
@@ -344,16 +352,20 @@ impl ReservationState {
                     if st.events.len() >= MAX_EVENTS {
                         return Err(bad(n, "too many events"));
                     }
-                    st.events.push(UaEvent {
-                        version: v.parse().map_err(|_| bad(n, "bad event version"))?,
-                        sense: ua_from_name(kind).ok_or_else(|| bad(n, "bad event"))?,
-                        to: Registration {
+                    let to = match (*ini, *tgt) {
+                        ("*", "*") => None,
+                        _ => Some(Registration {
                             initiator: shared_initiator(ini)
                                 .ok_or_else(|| bad(n, "bad initiator"))?,
                             target: shared_target(tgt).ok_or_else(|| bad(n, "bad target port"))?,
                             relative_target_port_id: 0,
                             key: 0,
-                        },
+                        }),
+                    };
+                    st.events.push(UaEvent {
+                        version: v.parse().map_err(|_| bad(n, "bad event version"))?,
+                        sense: ua_from_name(kind).ok_or_else(|| bad(n, "bad event"))?,
+                        to,
                     });
                 }
                 _ => return Err(bad(n, "unknown record")),
@@ -377,24 +389,28 @@ impl ReservationState {
 }
 
 /// The name of a reservation unit attention in the shared format.
+/// The unit attentions the shared format carries, with their names: the reservation
+/// ones (SPC-4 5.13.11) and the resets' (SAM-5 6.3.3).
+const UA_NAMES: [(&str, Sense); 6] = [
+    ("reservations-preempted", Sense::UA_RESERVATIONS_PREEMPTED),
+    ("reservations-released", Sense::UA_RESERVATIONS_RELEASED),
+    ("registrations-preempted", Sense::UA_REGISTRATIONS_PREEMPTED),
+    ("bus-device-reset", Sense::UA_BUS_DEVICE_RESET),
+    ("power-on-reset", Sense::UA_POWER_ON_RESET),
+    ("power-on", Sense::UA_POWER_ON),
+];
+
+/// The name of a logged unit attention in the shared format.
 fn ua_name(s: Sense) -> &'static str {
-    if s == Sense::UA_RESERVATIONS_PREEMPTED {
-        "reservations-preempted"
-    } else if s == Sense::UA_RESERVATIONS_RELEASED {
-        "reservations-released"
-    } else {
-        // The only other attention the PR code logs.
-        "registrations-preempted"
-    }
+    UA_NAMES
+        .iter()
+        .find(|(_, u)| *u == s)
+        // Nothing else is ever logged (`log_events` callers).
+        .map_or("registrations-preempted", |(n, _)| n)
 }
 
 fn ua_from_name(s: &str) -> Option<Sense> {
-    Some(match s {
-        "reservations-preempted" => Sense::UA_RESERVATIONS_PREEMPTED,
-        "reservations-released" => Sense::UA_RESERVATIONS_RELEASED,
-        "registrations-preempted" => Sense::UA_REGISTRATIONS_PREEMPTED,
-        _ => return None,
-    })
+    UA_NAMES.iter().find(|(n, _)| *n == s).map(|(_, u)| *u)
 }
 
 fn shared_initiator(s: &str) -> Option<TransportId> {
@@ -659,32 +675,38 @@ mod tests {
             events: vec![
                 UaEvent {
                     version: 41,
-                    to: Registration {
+                    to: Some(Registration {
                         relative_target_port_id: 0,
                         key: 0,
                         ..a.clone()
-                    },
+                    }),
                     sense: Sense::UA_REGISTRATIONS_PREEMPTED,
                 },
                 UaEvent {
                     version: 42,
-                    to: Registration {
+                    to: Some(Registration {
                         initiator: iscsi("iqn.d", 4),
                         target: None,
                         relative_target_port_id: 0,
                         key: 0,
-                    },
+                    }),
                     sense: Sense::UA_RESERVATIONS_RELEASED,
                 },
                 UaEvent {
                     version: 42,
-                    to: Registration {
+                    to: Some(Registration {
                         initiator: TransportId::Sas(0x5001_4050_0000_0001),
                         target: None,
                         relative_target_port_id: 0,
                         key: 0,
-                    },
+                    }),
                     sense: Sense::UA_RESERVATIONS_PREEMPTED,
+                },
+                // A reset made through another unit: every nexus.
+                UaEvent {
+                    version: 42,
+                    to: None,
+                    sense: Sense::UA_BUS_DEVICE_RESET,
                 },
             ],
         }
@@ -700,7 +722,9 @@ mod tests {
             text.starts_with("rustio-pr-shared 1\nversion 43\ngeneration 4294967295\naptpl 0\n")
         );
         // One record per line whatever the names hold.
-        assert_eq!(text.lines().count(), 4 + 2 + 1 + 1 + 3);
+        assert_eq!(text.lines().count(), 4 + 2 + 1 + 1 + 4);
+        // Every nexus: `* *`, which no percent-encoded name can be.
+        assert!(text.ends_with("ua 42 bus-device-reset * *\n"), "{text}");
         assert!(
             text.contains(" iqn.b%20with%20space%25%2A%C3%A9,i,0x010203040506 *\n"),
             "{text}"
@@ -807,7 +831,7 @@ mod tests {
                     .enumerate()
                     .map(|(i, r)| UaEvent {
                         version: i as u64,
-                        to: Registration { key: 0, relative_target_port_id: 0, ..r.clone() },
+                        to: (i % 3 != 2).then(|| Registration { key: 0, relative_target_port_id: 0, ..r.clone() }),
                         sense: Sense::UA_REGISTRATIONS_PREEMPTED,
                     })
                     .collect();

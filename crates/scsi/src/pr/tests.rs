@@ -223,6 +223,39 @@ mod shared {
         assert_eq!(write(&a), Response::GOOD);
     }
 
+    /// SAM-5 6.3.3 across units: a LOGICAL UNIT RESET through unit A is one reset of the
+    /// one logical unit — B's nexus gets BUS DEVICE RESET FUNCTION OCCURRED (29h/03h)
+    /// too (libiscsi's MultipathIO.Reset checks every path), once, and an SPC-2
+    /// reservation held through B is released; a target reset likewise gives 29h/00h.
+    #[test]
+    fn reset_through_one_unit_reaches_the_others() {
+        let store: Arc<dyn ReservationStore> = Arc::new(MemoryStore::new());
+        let a = unit_over(store.clone(), via(1, 1));
+        let b = unit_over(store.clone(), via(2, 2));
+        for h in [&a, &b] {
+            h.clear_ua(&h.n);
+        }
+        assert_eq!(
+            b.run_as(&b.n, &[0x16, 0, 0, 0, 0, 0], &[]).0,
+            Response::GOOD
+        );
+        assert_eq!(write(&a), CONFLICT);
+        a.lu.task_management(&a.n, crate::Tmf::LogicalUnitReset);
+        assert_eq!(tur(&a), Response::check(Sense::UA_BUS_DEVICE_RESET));
+        assert_eq!(
+            tur(&a),
+            Response::GOOD,
+            "raised once on the unit it came through"
+        );
+        assert_eq!(tur(&b), Response::check(Sense::UA_BUS_DEVICE_RESET));
+        assert_eq!(tur(&b), Response::GOOD);
+        assert_eq!(write(&a), Response::GOOD, "the SPC-2 reservation is gone");
+        b.lu.task_management(&b.n, crate::Tmf::TargetWarmReset);
+        assert_eq!(tur(&a), Response::check(Sense::UA_POWER_ON_RESET));
+        assert_eq!(tur(&b), Response::check(Sense::UA_POWER_ON_RESET));
+        assert_eq!((tur(&a), tur(&b)), (Response::GOOD, Response::GOOD));
+    }
+
     /// A store that can be switched off (a cluster out of reach).
     #[derive(Debug)]
     struct Flaky {
