@@ -130,6 +130,9 @@ struct Shared {
 /// The handover channel of one gateway's image (see the module documentation).
 pub(crate) struct Handover {
     shared: Arc<Shared>,
+    /// Joined on drop: a worker still using the cluster connection while the process
+    /// exits (librados' globals torn down under it) crashes it.
+    worker: Option<std::thread::JoinHandle<()>>,
 }
 
 impl fmt::Debug for Handover {
@@ -204,7 +207,7 @@ impl Handover {
         let w = watch(&shared).map_err(ceph("rados_watch3"))?;
         *shared.watch.lock().unwrap_or_else(PoisonError::into_inner) = Some(w);
         let worker = shared.clone();
-        std::thread::Builder::new()
+        let worker = std::thread::Builder::new()
             .name("rbd-handover".into())
             .spawn(move || work(&worker, &rx))
             .map_err(|source| RbdError::Ceph {
@@ -212,7 +215,10 @@ impl Handover {
                 spec: spec.clone(),
                 source,
             })?;
-        Ok(Handover { shared })
+        Ok(Handover {
+            shared,
+            worker: Some(worker),
+        })
     }
 
     /// Where requests of other gateways go.
@@ -256,6 +262,14 @@ impl Drop for Handover {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .send(Msg::Stop);
+        // The worker ends after the requests queued before Stop (each bounded by the
+        // handover timeout). Dropped on the worker itself (it held the last reference
+        // to the engine), it is ending anyway: no join.
+        if let Some(w) = self.worker.take() {
+            if w.thread().id() != std::thread::current().id() {
+                let _ = w.join();
+            }
+        }
     }
 }
 

@@ -21,6 +21,11 @@ pub(super) fn logout(conn: &Arc<Conn>, l: &LogoutRequest, immediate: bool) -> Fl
                 c.abandon_writes();
             }
             sess.wait_idle(grace);
+            // The nexus is lost before the initiator hears that the logout succeeded:
+            // what it held (an SPC-2 reservation, in a gateway group one kept in the
+            // cluster) is released by then, so another initiator's next command finds
+            // it free (libiscsi Reserve6.Logout).
+            conn.registry.end_session(&sess);
             (LogoutResponseCode::Success, true)
         }
         LogoutReason::CloseConnection => {

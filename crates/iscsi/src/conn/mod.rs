@@ -71,6 +71,9 @@ pub(crate) trait Registry: Send + Sync + fmt::Debug {
     /// The reader of `conn` is exiting: forget the connection, and end its session when
     /// it was the last one (ErrorRecoveryLevel 0).
     fn connection_ended(&self, conn: &Arc<Conn>);
+    /// Ends `sess` now (idempotent): out of the table, I_T nexus loss signalled to its
+    /// logical units (SAM-5 6.3.4).
+    fn end_session(&self, sess: &Arc<Session>);
 }
 
 /// Whether the reader goes on after a PDU.

@@ -234,6 +234,10 @@ impl Registry for Shared {
         }
     }
 
+    fn end_session(&self, sess: &Arc<Session>) {
+        Shared::end_session(self, sess);
+    }
+
     fn connection_ended(&self, conn: &Arc<Conn>) {
         self.conns.lock().remove(&conn.id);
         let sess = conn.session.clone();
