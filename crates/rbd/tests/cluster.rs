@@ -13,7 +13,7 @@
 //! test running beside them.
 
 use std::io::{IoSlice, IoSliceMut};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -23,46 +23,15 @@ use rustio_backstore::conformance::{self, pattern};
 use rustio_backstore::{Backstore, ErrorKind, WriteFlags};
 use rustio_rbd::{OpenOptions, RbdBackstore, RbdConfig, RbdError};
 
+mod common;
+use common::{cluster, Cluster};
+
 const MIB: u64 = 1 << 20;
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-struct Cluster {
-    conf: PathBuf,
-    dir: PathBuf,
-    pool: String,
-}
-
-fn cluster() -> Cluster {
-    let conf = std::env::var_os("RUSTIO_CEPH_CONF")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            panic!(
-                "RUSTIO_CEPH_CONF is not set: the `rbd` feature's tests need a Ceph cluster. \
-             Run tests/ceph/run-tests.sh (starts one), or start one with tests/ceph/start.sh \
-             and export RUSTIO_CEPH_CONF=$CEPH_DIR/ceph.conf"
-            )
-        });
-    assert!(
-        conf.is_file(),
-        "RUSTIO_CEPH_CONF={} is not a file",
-        conf.display()
-    );
-    let dir = conf.parent().expect("conf has a directory").to_path_buf();
-    assert!(
-        dir.join(".ceph-single").exists(),
-        "{} was not made by tests/ceph/start.sh (no .ceph-single marker)",
-        dir.display()
-    );
-    Cluster {
-        conf,
-        dir,
-        pool: std::env::var("RUSTIO_CEPH_POOL").unwrap_or_else(|_| "rbd".into()),
-    }
 }
 
 impl Cluster {
@@ -94,19 +63,8 @@ impl Cluster {
         name.to_owned()
     }
 
-    fn options(&self, image: &str, extra: &str) -> OpenOptions {
-        let s = format!(
-            "rbd/{}/{image};conf={}{extra}",
-            self.pool,
-            self.conf.display()
-        );
-        let mut o = OpenOptions::new(RbdConfig::parse(&s).expect("valid cfgstring"));
-        o.connect_timeout = Duration::from_secs(10);
-        o
-    }
-
     fn open(&self, image: &str, extra: &str) -> RbdBackstore {
-        RbdBackstore::open(&self.options(image, extra))
+        RbdBackstore::open(&self.options_with(image, extra))
             .unwrap_or_else(|e| panic!("open {image}: {}", chain(&e)))
     }
 
@@ -166,7 +124,7 @@ fn conformance_suite() {
     conformance::run_all(&b);
 
     // The same with 4096-byte blocks.
-    let mut o = c.options(&name, "");
+    let mut o = c.options(&name);
     o.block_size = 4096;
     let b4k = RbdBackstore::open(&o).expect("open with 4k blocks");
     assert_eq!(b4k.block_size(), 4096);
@@ -462,7 +420,7 @@ fn open_errors_are_clear() {
     assert_eq!(e.into_backstore("rbd/x/y").kind(), ErrorKind::Busy);
 
     // Read-only opens refuse writes.
-    let mut o = c.options(&name, "");
+    let mut o = c.options(&name);
     o.read_only = true;
     let ro = RbdBackstore::open(&o).unwrap();
     assert!(ro.capabilities().read_only);
@@ -601,7 +559,7 @@ fn cluster_down_fails_busy_in_bounded_time() {
     );
 
     // Opening fails within the connect timeout, as Busy.
-    let mut o = c.options(&name, "");
+    let mut o = c.options(&name);
     o.connect_timeout = Duration::from_secs(3);
     let t = Instant::now();
     let e = RbdBackstore::open(&o).unwrap_err();

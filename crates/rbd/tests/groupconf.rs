@@ -3,13 +3,12 @@
 //! gateway.
 //!
 //! Needs the `rbd` feature and `RUSTIO_CEPH_CONF` (a cluster of `tests/ceph/start.sh`);
-//! without `RUSTIO_CEPH_CONF` each test says so and passes without doing anything.
+//! without it they fail, saying how to start one (as every cluster test here does).
 //! Groups are named after the process id, so runs against a kept cluster do not collide,
 //! and their objects are removed at the end.
 
 #![cfg(feature = "rbd")]
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -21,27 +20,8 @@ use rustio_rbd::groupconf::{
 };
 use rustio_rbd::{OpenOptions, RbdConfig};
 
-struct Cluster {
-    conf: PathBuf,
-    pool: String,
-}
-
-/// The cluster, or `None` (the test is skipped) when `RUSTIO_CEPH_CONF` is unset.
-fn cluster() -> Option<Cluster> {
-    let Some(conf) = std::env::var_os("RUSTIO_CEPH_CONF").map(PathBuf::from) else {
-        eprintln!("RUSTIO_CEPH_CONF is not set: skipped (see tests/ceph/run-tests.sh)");
-        return None;
-    };
-    assert!(
-        conf.is_file(),
-        "RUSTIO_CEPH_CONF={} is not a file",
-        conf.display()
-    );
-    Some(Cluster {
-        conf,
-        pool: std::env::var("RUSTIO_CEPH_POOL").unwrap_or_else(|_| "rbd".into()),
-    })
-}
+mod common;
+use common::{cluster, Cluster};
 
 fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
@@ -84,7 +64,7 @@ impl Cluster {
 
 #[test]
 fn push_creates_version_1_then_each_push_adds_one() {
-    let Some(c) = cluster() else { return };
+    let c = cluster();
     let g = c.group("push");
     let s = c.store(&g);
     assert_eq!(s.object(), format!("rustio.group.{g}"));
@@ -109,7 +89,7 @@ fn push_creates_version_1_then_each_push_adds_one() {
 
 #[test]
 fn of_two_pushes_based_on_one_version_exactly_one_wins() {
-    let Some(c) = cluster() else { return };
+    let c = cluster();
     let g = c.group("conflict");
     let (a, b) = (c.store(&g), c.store(&g));
     // Both base the first push on "no configuration".
@@ -156,7 +136,7 @@ fn of_two_pushes_based_on_one_version_exactly_one_wins() {
 
 #[test]
 fn a_watcher_hears_of_a_push_before_the_push_returns() {
-    let Some(c) = cluster() else { return };
+    let c = cluster();
     let g = c.group("watch");
     let admin = c.store(&g);
     admin.push(b"v1", "admin").unwrap();
@@ -195,7 +175,7 @@ fn a_watcher_hears_of_a_push_before_the_push_returns() {
 
 #[test]
 fn applied_records_are_per_gateway_and_overwritten() {
-    let Some(c) = cluster() else { return };
+    let c = cluster();
     let g = c.group("applied");
     let s = c.store(&g);
     assert!(s.applied("gw-a").unwrap().is_none());

@@ -11,7 +11,6 @@
 #![cfg(feature = "rbd")]
 
 use std::io::{IoSlice, IoSliceMut};
-use std::path::PathBuf;
 use std::process::Command;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -19,7 +18,6 @@ use std::time::{Duration, Instant};
 use rustio_backstore::{Backstore, WriteFlags};
 use rustio_rbd::handover::TakeoverPath;
 use rustio_rbd::lock::GatewayImage;
-use rustio_rbd::{OpenOptions, RbdConfig};
 use rustio_scsi::alua::{
     AluaGroupConfig, GroupAlua, GroupMember, Ownership, NOT_READY_ALUA_TRANSITION,
 };
@@ -28,36 +26,13 @@ use rustio_scsi::{
     TargetPortGroupId, TargetPortName, TaskAttr, TransportId,
 };
 
+mod common;
+use common::{cluster, Cluster};
+
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-struct Cluster {
-    conf: PathBuf,
-    pool: String,
-}
-
-fn cluster() -> Cluster {
-    let conf = std::env::var_os("RUSTIO_CEPH_CONF")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            panic!(
-                "RUSTIO_CEPH_CONF is not set: run tests/ceph/run-tests.sh (starts a cluster), \
-                 or start one with tests/ceph/start.sh and export \
-                 RUSTIO_CEPH_CONF=$CEPH_DIR/ceph.conf"
-            )
-        });
-    assert!(
-        conf.is_file(),
-        "RUSTIO_CEPH_CONF={} is not a file",
-        conf.display()
-    );
-    Cluster {
-        conf,
-        pool: std::env::var("RUSTIO_CEPH_POOL").unwrap_or_else(|_| "rbd".into()),
-    }
 }
 
 impl Cluster {
@@ -105,13 +80,6 @@ impl Cluster {
         self.tool("ceph", &["osd", "blocklist", "ls"])
             .lines()
             .any(|l| l.split_whitespace().next() == Some(addr))
-    }
-
-    fn options(&self, image: &str) -> OpenOptions {
-        let s = format!("rbd/{}/{image};conf={}", self.pool, self.conf.display());
-        let mut o = OpenOptions::new(RbdConfig::parse(&s).expect("valid cfgstring"));
-        o.connect_timeout = Duration::from_secs(10);
-        o
     }
 }
 

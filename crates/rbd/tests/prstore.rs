@@ -9,7 +9,6 @@
 //! the cluster's only OSD (`tests/ceph/daemon.sh`), so the other tests of this file wait
 //! for it (a read-write lock).
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard};
@@ -17,17 +16,15 @@ use std::time::{Duration, Instant};
 
 use rustio_backstore::{Backstore, RamBackstore};
 use rustio_rbd::prstore::{object_name, NOTIFY_TIMEOUT};
-use rustio_rbd::{CephReservationStore, OpenOptions, RbdBackstore, RbdConfig};
+use rustio_rbd::{CephReservationStore, RbdBackstore};
 use rustio_scsi::{
     LogicalUnit, LuConfig, LunMap, Nexus, Request, ReservationState, ReservationStore, Response,
     Sense, Status, StoreError, TargetPort, TargetPortName, TaskAttr, TransportId,
     STORE_UNAVAILABLE,
 };
 
-struct Cluster {
-    conf: PathBuf,
-    pool: String,
-}
+mod common;
+use common::{cluster, Cluster};
 
 /// Read: a test that needs the cluster up; write: one that stops daemons.
 static FAULTS: RwLock<()> = RwLock::new(());
@@ -36,35 +33,7 @@ fn shared() -> RwLockReadGuard<'static, ()> {
     FAULTS.read().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn cluster() -> Cluster {
-    let conf = std::env::var_os("RUSTIO_CEPH_CONF")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            panic!(
-                "RUSTIO_CEPH_CONF is not set: run tests/ceph/run-tests.sh (starts a cluster), \
-                 or start one with tests/ceph/start.sh and export \
-                 RUSTIO_CEPH_CONF=$CEPH_DIR/ceph.conf"
-            )
-        });
-    assert!(
-        conf.is_file(),
-        "RUSTIO_CEPH_CONF={} is not a file",
-        conf.display()
-    );
-    Cluster {
-        conf,
-        pool: std::env::var("RUSTIO_CEPH_POOL").unwrap_or_else(|_| "rbd".into()),
-    }
-}
-
 impl Cluster {
-    fn options(&self, image: &str) -> OpenOptions {
-        let s = format!("rbd/{}/{image};conf={}", self.pool, self.conf.display());
-        let mut o = OpenOptions::new(RbdConfig::parse(&s).expect("valid cfgstring"));
-        o.connect_timeout = Duration::from_secs(10);
-        o
-    }
-
     fn tool(&self, tool: &str, args: &[&str]) -> Vec<u8> {
         let out = Command::new("timeout")
             .args(["60", tool, "--conf"])
