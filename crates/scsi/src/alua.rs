@@ -779,6 +779,37 @@ impl crate::LogicalUnit {
         self.raise_alua_events_except(None);
     }
 
+    /// The I_T nexus of initiator port `initiator` through relative target port `rtpi`
+    /// of another gateway of this unit's group (REGISTER AND MOVE to a nexus that never
+    /// talked to this gateway, SPC-4 5.13.8): a gateway's target port is this target
+    /// with the gateway's port group as portal group tag and relative port identifier.
+    /// `None` without a group, for a port of no member, for a TransportID that names no
+    /// single port (iSCSI without ISID) and for non-iSCSI target ports.
+    pub(crate) fn group_nexus(
+        &self,
+        initiator: &crate::TransportId,
+        rtpi: u16,
+        local: &crate::TargetPort,
+    ) -> Option<crate::Nexus> {
+        let a = self.group_alua.get()?;
+        let member = a.config.members.iter().find(|m| m.ports.contains(&rtpi))?;
+        if matches!(initiator, crate::TransportId::Iscsi { isid: None, .. }) {
+            return None;
+        }
+        let crate::TargetPortName::Iscsi { name, .. } = &local.name else {
+            return None;
+        };
+        let port = crate::TargetPort::new(
+            rtpi,
+            member.id.0,
+            crate::TargetPortName::Iscsi {
+                name: name.clone(),
+                tpgt: rtpi,
+            },
+        );
+        Some(crate::Nexus::new(initiator.clone(), port))
+    }
+
     /// ALUA admission of `cmd` (after reservations): only the owner serves commands
     /// that modify the medium; an active/non-optimized non-owner also serves those
     /// that only read it.
@@ -1444,6 +1475,92 @@ mod tests {
         assert_eq!(a.begin_write(), Ok(()));
         assert_eq!(c.holder(), Some(1));
         a.end_write();
+    }
+
+    /// REGISTER AND MOVE through gateway A to an initiator port that only ever used
+    /// gateway B (SPC-4 5.13.8): the destination nexus is named from the group (B's
+    /// port 2, TPGT 2), the reservation moves there, B's nexus may write and the old
+    /// holder through A conflicts.
+    #[test]
+    fn register_and_move_to_another_gateways_nexus() {
+        use crate::pr::{MemoryStore, ReservationStore};
+        use crate::{LogicalUnit, LuConfig, LunMap, Response, Status};
+        let c = Arc::new(Cluster::default());
+        let t = Duration::from_secs(1);
+        let ano = AluaState::ActiveNonOptimized;
+        let store: Arc<dyn ReservationStore> = Arc::new(MemoryStore::new());
+        let unit = |group: u16, n: crate::Nexus| {
+            let lu = LogicalUnit::with_reservation_store(
+                Arc::new(rustio_backstore::RamBackstore::new(1 << 20, 512).unwrap()),
+                LuConfig::new("t", "s"),
+                store.clone(),
+            )
+            .unwrap();
+            assert!(lu.set_group_alua(gateway(&c, group, ano, Duration::ZERO, t).0));
+            let mut map = LunMap::new();
+            map.insert(0, lu.clone(), false);
+            let h = crate::tests::H {
+                lu,
+                n,
+                wp: false,
+                map,
+            };
+            h.clear_ua(&h.n);
+            h
+        };
+        let via = |i: u32, port: u16| {
+            let mut n = crate::tests::nexus(i);
+            n.target = crate::TargetPort::new(
+                port,
+                port,
+                crate::TargetPortName::Iscsi {
+                    name: "iqn.2024-01.io.rustio:tgt".into(),
+                    tpgt: port,
+                },
+            );
+            n
+        };
+        let a = unit(1, via(1, 1));
+        let b = unit(2, via(2, 2));
+        let pr_out = |h: &crate::tests::H, sa: u8, ty: u8, p: &[u8]| {
+            let mut cdb = [0u8; 10];
+            cdb[0] = 0x5f;
+            cdb[1] = sa;
+            cdb[2] = ty;
+            cdb[5..9].copy_from_slice(&(p.len() as u32).to_be_bytes());
+            h.run_as(&h.n, &cdb, p).0
+        };
+        let basic = |key: u64, sa_key: u64| {
+            let mut p = vec![0u8; 24];
+            p[0..8].copy_from_slice(&key.to_be_bytes());
+            p[8..16].copy_from_slice(&sa_key.to_be_bytes());
+            p
+        };
+        let write = |h: &crate::tests::H| {
+            h.run_as(&h.n, &[0x2a, 0, 0, 0, 0, 0, 0, 0, 1, 0], &[0; 512])
+                .0
+        };
+        // X registers and reserves (WRITE EXCLUSIVE) through A.
+        assert_eq!(pr_out(&a, 0, 0, &basic(0, 0xaa)), Response::GOOD);
+        assert_eq!(pr_out(&a, 1, 1, &basic(0xaa, 0)), Response::GOOD);
+        assert_eq!(write(&b).status, Status::ReservationConflict);
+        // REGISTER AND MOVE to Y's port through relative port 2 (gateway B), which this
+        // gateway has never seen.
+        let tid = b.n.initiator.to_bytes();
+        let mut p = vec![0u8; 24];
+        p[0..8].copy_from_slice(&0xaau64.to_be_bytes());
+        p[8..16].copy_from_slice(&0xbbu64.to_be_bytes());
+        p[18..20].copy_from_slice(&2u16.to_be_bytes());
+        p[20..24].copy_from_slice(&(tid.len() as u32).to_be_bytes());
+        p.extend_from_slice(&tid);
+        assert_eq!(pr_out(&a, 7, 1, &p), Response::GOOD);
+        assert_eq!(write(&b), Response::GOOD, "Y holds the reservation now");
+        assert_eq!(write(&a).status, Status::ReservationConflict);
+        // A port of no member is still refused (INVALID FIELD IN PARAMETER LIST).
+        p[18..20].copy_from_slice(&9u16.to_be_bytes());
+        p[0..8].copy_from_slice(&0xbbu64.to_be_bytes());
+        let r = pr_out(&b, 7, 1, &p);
+        assert_eq!(r.status, Status::CheckCondition);
     }
 
     /// Fencing is the one state an active/non-optimized gateway reports as

@@ -343,8 +343,11 @@ impl LogicalUnit {
                 .map_err(|_| Fail::Check(Sense::invalid_field_in_param(24, None)))?;
             // Find the destination I_T nexus among those that have talked to us through
             // the given relative target port.
+            // In a gateway group, the port may be another gateway's: its nexus is named
+            // from the group's configuration (it may never have talked to this one).
             let dest = self
                 .known_nexus(|n| n.target.relative_id == rtpi && dest_port.designates(&n.initiator))
+                .or_else(|| self.group_nexus(&dest_port, rtpi, &nexus.target))
                 .ok_or(Fail::Check(Sense::invalid_field_in_param(18, None)))?;
             if &dest == nexus {
                 return Err(Sense::invalid_field_in_param(24, None).into());
