@@ -2,7 +2,7 @@
 # bench/rbd/run.sh — Ceph RBD: `rustio serve` (rbd LUN) vs tgtd's bs_rbd vs `rbd bench`
 # directly, on one single-node Ceph 16.2 cluster on 127.0.0.1, in one run.
 #
-#   bench/rbd/run.sh [--quick] [--runs N] [--no-tgt] [--out DIR]
+#   bench/rbd/run.sh [--quick] [--runs N] [--no-tgt] [--no-group] [--out DIR]
 #
 # Same image for every contender (pre-filled, so no read hits unallocated space), same
 # client (bench/loadgen, our iSCSI load generator) for both iSCSI targets, same queue
@@ -13,23 +13,30 @@
 # interleaved (round 1: every workload on every contender, then round 2, ...) and the
 # table shows medians of --runs rounds (default 3, --quick 1) with the ratios
 # rustio/tgt and rustio/rbd-bench; rbd.json has every run and the load average.
+# A fourth contender (unless --no-group): a two-gateway group (`rustio serve --gateway`
+# gw-a and gw-b, `active_non_optimized`), measured through its active/optimized path
+# (gw-a, which owns the lock after the first write) — what a gateway group costs over
+# one gateway. It serves its own image of the same size, pre-filled the same way (two
+# targets writing one image would fight over its exclusive lock).
 # Env: RUSTIO_BIN (a rustio built with --features rbd; default: build it), RUSTIO_ARGS
 # (extra `rustio serve` options), TIME (s per job), CEPH_DIR (a running cluster there,
 # e.g. a shared /tmp/shared-ceph, is reused and left running; otherwise one is started
 # in it, default a temp dir, and stopped at the end), BENCH_IMAGE (default
-# rbd/bench-<pid>, removed at the end), PORT_RUSTIO / PORT_TGT (23470 / 23471).
+# rbd/bench-<pid>, removed at the end), PORT_RUSTIO / PORT_TGT / PORT_GROUP
+# (23470 / 23471 / 23472 and 23473).
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-QUICK=0 RUNS= TGT=1
+QUICK=0 RUNS= TGT=1 GROUP=1
 OUT=
 while (($#)); do
     case "$1" in
         --quick) QUICK=1; shift ;;
         --runs) RUNS=$2; shift 2 ;;
         --no-tgt) TGT=0; shift ;;
+        --no-group) GROUP=0; shift ;;
         --out) OUT=$2; shift 2 ;;
-        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
         *) echo "bench/rbd: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -42,18 +49,22 @@ export CEPH_DIR=${CEPH_DIR:-$(mktemp -d /tmp/rustio-bench-ceph.XXXXXX)}
 export CEPH_MON_PORT=${CEPH_MON_PORT:-3420} CEPH_MON_PORT_V1=${CEPH_MON_PORT_V1:-6820}
 CONF=$CEPH_DIR/ceph.conf
 IMG=${BENCH_IMAGE:-rbd/bench-$$}
-PR=${PORT_RUSTIO:-23470} PT=${PORT_TGT:-23471}
-TGTD= RUSTIO= CTL= OWN_CLUSTER=0 MADE_IMAGE=0
+IMG_G=$IMG-group
+PR=${PORT_RUSTIO:-23470} PT=${PORT_TGT:-23471} PG=${PORT_GROUP:-23472}
+TGTD= RUSTIO= CTL= OWN_CLUSTER=0 MADE_IMAGE=0 GW_A= GW_B=
 cleanup() {
     [ -n "$RUSTIO" ] && kill "$RUSTIO" 2>/dev/null && wait "$RUSTIO" 2>/dev/null
+    for g in $GW_A $GW_B; do kill "$g" 2>/dev/null && wait "$g" 2>/dev/null; done
     [ -n "$TGTD" ] && kill -9 "$TGTD" 2>/dev/null && wait "$TGTD" 2>/dev/null
     [ -n "$CTL" ] && rm -f "/var/run/tgtd/socket.$CTL" "/var/run/tgtd/socket.$CTL.lock"
     # The targets' watches on the image outlive them by up to 30 s (rbd rm refuses
     # while the image has watchers): retry for a minute.
     if [ "$MADE_IMAGE" = 1 ] && [ "$OWN_CLUSTER" = 0 ]; then
-        for _ in $(seq 30); do
-            rbd --conf "$CONF" rm --no-progress "$IMG" >/dev/null 2>&1 && break
-            sleep 2
+        for i in $IMG $([ "$GROUP" = 1 ] && echo "$IMG_G"); do
+            for _ in $(seq 30); do
+                rbd --conf "$CONF" rm --no-progress "$i" >/dev/null 2>&1 && break
+                sleep 2
+            done
         done
     fi
     # Only a cluster this run started is stopped (never a shared one it reused).
@@ -92,6 +103,12 @@ MADE_IMAGE=1
 say "pre-filling $IMG (${SIZE_MB} MiB)"
 rbd --conf "$CONF" bench --io-type write --io-pattern seq --io-size 4M --io-threads 8 \
     --io-total "${SIZE_MB}M" "$IMG" >"$OUT/prefill.log" 2>&1 || exit 2
+if [ "$GROUP" = 1 ]; then
+    rbd --conf "$CONF" create --size "${SIZE_MB}M" "$IMG_G" || exit 2
+    say "pre-filling $IMG_G (${SIZE_MB} MiB)"
+    rbd --conf "$CONF" bench --io-type write --io-pattern seq --io-size 4M --io-threads 8 \
+        --io-total "${SIZE_MB}M" "$IMG_G" >>"$OUT/prefill.log" 2>&1 || exit 2
+fi
 
 # --- rbd bench (librbd directly) ----------------------------------------------------------------
 rbd_bench() { # type pattern size threads ops [rbd options] → IOPS (ops: ≈ TIME s of the iSCSI run)
@@ -128,10 +145,30 @@ if [ "$TGT" = 1 ]; then
         { echo "bench/rbd: tgtd setup failed (see $OUT/tgtd.log)" >&2; exit 2; }
     PORTS="$PR $PT"
 fi
+if [ "$GROUP" = 1 ]; then
+    cat >"$OUT/group.json" <<EOF
+{"storage_objects": [{"plugin": "user", "name": "bench", "size": $BYTES,
+   "config": "rbd/$IMG_G;conf=$CONF"}],
+ "targets": [{"wwn": "iqn.2024-01.org.rustio.bench:rbd-group", "fabric": "iscsi", "tpgs": [{"tag": 1, "enable": true,
+   "attributes": {"authentication": 0, "generate_node_acls": 1, "demo_mode_write_protect": 0},
+   "luns": [{"index": 0, "storage_object": "/backstores/user/bench"}], "portals": []}]}],
+ "rustio_gateway_group": {"name": "bench", "non_owner_state": "active_non_optimized",
+   "gateways": [{"name": "gw-a", "portals": ["127.0.0.1:$PG"]},
+                {"name": "gw-b", "portals": ["127.0.0.1:$((PG + 1))"]}]}}
+EOF
+    "$RUSTIO_BIN" serve --config "$OUT/group.json" --gateway gw-a --log warn ${RUSTIO_ARGS:-} >"$OUT/gw-a.log" 2>&1 &
+    GW_A=$!
+    "$RUSTIO_BIN" serve --config "$OUT/group.json" --gateway gw-b --log warn ${RUSTIO_ARGS:-} >"$OUT/gw-b.log" 2>&1 &
+    GW_B=$!
+    PORTS="$PORTS $PG $((PG + 1))"
+fi
 for p in $PORTS; do
     for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && break; sleep 0.2; done
 done
 kill -0 "$RUSTIO" 2>/dev/null || { cat "$OUT/rustio.log" >&2; exit 2; }
+for g in $GW_A $GW_B; do
+    kill -0 "$g" 2>/dev/null || { cat "$OUT/gw-a.log" "$OUT/gw-b.log" >&2; exit 2; }
+done
 
 lg() { # port iqn lun rw pattern bs → IOPS
     "$LOADGEN" run --portal "127.0.0.1:$1" --target "$2" --lun "$3" --initiator iqn.2024-01.org.rustio:bench \
@@ -150,6 +187,11 @@ for run in $(seq "$RUNS"); do
         say "run $run $name: rustio (load $(cut -d' ' -f1-3 /proc/loadavg))"
         r=$(lg $PR iqn.2024-01.org.rustio.bench:rbd 0 "$rw" "$pat" "$bs")
         echo "$run $name rustio ${r:--} $(cut -d' ' -f1 /proc/loadavg)" >>"$RAW"
+        if [ "$GROUP" = 1 ]; then
+            say "run $run $name: two-gateway group, active/optimized path (gw-a)"
+            g=$(lg $PG iqn.2024-01.org.rustio.bench:rbd-group 0 "$rw" "$pat" "$bs")
+            echo "$run $name group ${g:--} $(cut -d' ' -f1 /proc/loadavg)" >>"$RAW"
+        fi
         if [ "$TGT" = 1 ]; then
             say "run $run $name: tgt"
             t=$(lg $PT iqn.2024-01.org.rustio.bench:tgt-rbd 1 "$rw" "$pat" "$bs")
@@ -179,13 +221,13 @@ for run, w, who, v, _ in rows:
 med = lambda vs: None if not [v for v in vs if v is not None] else statistics.median([v for v in vs if v is not None])
 print(f"RBD stage: single-node Ceph 16.2 on 127.0.0.1, image {size} MiB pre-filled, QD 32, "
       f"{secs:.0f} s per job, medians of {runs} interleaved runs; load 1-min {min(loads):.1f}-{max(loads):.1f}, at end {load.split()[0:3]}")
-print(f"{'workload':15} {'rustio serve':>13} {'tgt bs_rbd':>11} {'rbd bench':>10} {'(no cache)':>11} {'rustio/tgt':>11} {'rustio/rbd':>11} {'(no cache)':>11}   (IOPS)  per-run rustio/rbd (no cache)")
+print(f"{'workload':15} {'rustio serve':>13} {'2-gw group':>11} {'tgt bs_rbd':>11} {'rbd bench':>10} {'(no cache)':>11} {'rustio/tgt':>11} {'rustio/rbd':>11} {'(no cache)':>11} {'group/rustio':>13} {'group/rbd':>10}   (IOPS)  per-run rustio/rbd (no cache)")
 f = lambda v: "-" if v is None else f"{v:.0f}"
 q = lambda a, c: "-" if a is None or not c else f"{a / c:.2f}x"
 for w, d in res.items():
-    r, t, b, n = (med(d.get(k, [])) for k in ("rustio", "tgt", "rbd", "rbd-nocache"))
+    r, g, t, b, n = (med(d.get(k, [])) for k in ("rustio", "group", "tgt", "rbd", "rbd-nocache"))
     per = " ".join(f"{q(a, c)} ({q(a, e)})" for a, c, e in zip(d.get("rustio", []), d.get("rbd", []), d.get("rbd-nocache", [])))
-    print(f"{w:15} {f(r):>13} {f(t):>11} {f(b):>10} {f(n):>11} {q(r, t):>11} {q(r, b):>11} {q(r, n):>11}   {per}")
+    print(f"{w:15} {f(r):>13} {f(g):>11} {f(t):>11} {f(b):>10} {f(n):>11} {q(r, t):>11} {q(r, b):>11} {q(r, n):>11} {q(g, r):>13} {q(g, b):>10}   {per}")
 json.dump({"secs": secs, "size_mib": size, "runs": runs, "load_end": load, "load_1min": loads,
            "iops": res}, open(f"{out}/rbd.json", "w"), indent=1)
 EOF
