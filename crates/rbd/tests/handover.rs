@@ -36,21 +36,6 @@ fn serial() -> MutexGuard<'static, ()> {
 }
 
 impl Cluster {
-    fn tool(&self, tool: &str, args: &[&str]) -> String {
-        let out = Command::new("timeout")
-            .args(["60", tool, "--conf"])
-            .arg(&self.conf)
-            .args(args)
-            .output()
-            .expect("run the ceph CLI");
-        assert!(
-            out.status.success(),
-            "{tool} {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
     /// A fresh 64 MiB image.
     fn image(&self, name: &str) -> Image<'_> {
         let name = format!("ho-{}-{name}", std::process::id());
@@ -60,7 +45,7 @@ impl Cluster {
             .arg(&self.conf)
             .args(["rm", "--no-progress", &spec])
             .output();
-        self.tool("rbd", &["create", &spec, "--size", "64M"]);
+        self.tool_text("rbd", &["create", &spec, "--size", "64M"]);
         Image {
             cluster: self,
             name,
@@ -70,14 +55,14 @@ impl Cluster {
 
     /// The address of the exclusive lock's holder (`rbd lock ls`).
     fn locker_address(&self, spec: &str) -> Option<String> {
-        let out = self.tool("rbd", &["lock", "ls", "--format", "json", spec]);
+        let out = self.tool_text("rbd", &["lock", "ls", "--format", "json", spec]);
         let at = out.find("\"address\":\"")? + "\"address\":\"".len();
         let len = out[at..].find('"')?;
         Some(out[at..at + len].to_string())
     }
 
     fn blocklisted(&self, addr: &str) -> bool {
-        self.tool("ceph", &["osd", "blocklist", "ls"])
+        self.tool_text("ceph", &["osd", "blocklist", "ls"])
             .lines()
             .any(|l| l.split_whitespace().next() == Some(addr))
     }
@@ -274,7 +259,7 @@ fn silent_owner_is_broken_after_the_handover_timeout() {
     assert_eq!(a.img.check(), rustio_scsi::alua::OwnerCheck::NotOwner);
     assert_eq!(b.read(), 0xb2);
     // Leave the shared cluster's blocklist as it was.
-    let _ = c.tool("ceph", &["osd", "blocklist", "rm", &a_addr]);
+    let _ = c.tool_text("ceph", &["osd", "blocklist", "rm", &a_addr]);
 }
 
 /// Initiator 1 through the target port of gateway `port`.

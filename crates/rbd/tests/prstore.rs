@@ -34,21 +34,6 @@ fn shared() -> RwLockReadGuard<'static, ()> {
 }
 
 impl Cluster {
-    fn tool(&self, tool: &str, args: &[&str]) -> Vec<u8> {
-        let out = Command::new("timeout")
-            .args(["60", tool, "--conf"])
-            .arg(&self.conf)
-            .args(args)
-            .output()
-            .expect("run the ceph CLI");
-        assert!(
-            out.status.success(),
-            "{tool} {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out.stdout
-    }
-
     /// A fresh image name (and, with `size_mib`, the image) whose reservation object
     /// does not exist yet.
     fn image(&self, name: &str, size_mib: Option<u64>) -> String {

@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
+use std::process::Command;
 use std::time::Duration;
 
 use rustio_rbd::{OpenOptions, RbdConfig};
@@ -54,6 +55,28 @@ impl Cluster {
     /// The engine's options for `image` of the test pool (10 s connect timeout).
     pub fn options(&self, image: &str) -> OpenOptions {
         self.options_with(image, "")
+    }
+
+    /// Runs a Ceph CLI (`rbd`, `rados`, `ceph`) against the cluster (60 s bound) and
+    /// returns its standard output; panics with its standard error when it fails.
+    pub fn tool(&self, tool: &str, args: &[&str]) -> Vec<u8> {
+        let out = Command::new("timeout")
+            .args(["60", tool, "--conf"])
+            .arg(&self.conf)
+            .args(args)
+            .output()
+            .expect("run the ceph CLI");
+        assert!(
+            out.status.success(),
+            "{tool} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+
+    /// [`Self::tool`]'s output as text.
+    pub fn tool_text(&self, tool: &str, args: &[&str]) -> String {
+        String::from_utf8_lossy(&self.tool(tool, args)).into_owned()
     }
 
     /// [`Self::options`] with `extra` appended to the cfgstring (`;key=value…`).
