@@ -542,19 +542,7 @@ impl Issuer<'_> {
                     next = rx.try_recv().ok();
                 }
             }
-            let now = Instant::now();
-            if !stopping && now >= deadline {
-                stopping = true;
-            }
-            if stopping || self.pass_done {
-                let dl = *drain_deadline.get_or_insert(now + Duration::from_secs(20));
-                if now >= dl {
-                    return Err(Error::msg(format!(
-                        "{} commands still outstanding 20 s after the end",
-                        qd - self.free.len()
-                    )));
-                }
-            }
+            stopping = self.past_end(stopping, deadline, &mut drain_deadline)?;
             self.fill(stopping);
             self.flush()?;
         }
@@ -562,6 +550,29 @@ impl Issuer<'_> {
 }
 
 impl Issuer<'_> {
+    /// The end of a run, for both drivers: whether to stop issuing (the workload's time
+    /// is up, or already `stopping`), and once stopping or past the single pass, an
+    /// error when commands are still outstanding 20 s later.
+    fn past_end(
+        &self,
+        stopping: bool,
+        deadline: Instant,
+        drain_deadline: &mut Option<Instant>,
+    ) -> Result<bool> {
+        let now = Instant::now();
+        let stopping = stopping || now >= deadline;
+        if stopping || self.pass_done {
+            let dl = *drain_deadline.get_or_insert(now + Duration::from_secs(20));
+            if now >= dl {
+                return Err(Error::msg(format!(
+                    "{} commands still outstanding 20 s after the end",
+                    self.wl.qd - self.free.len()
+                )));
+            }
+        }
+        Ok(stopping)
+    }
+
     /// The inline driver: keeps the queue full until the workload's time is up, reading
     /// the responses on this thread (each read bounded by the socket's timeout), and
     /// handling every PDU already buffered before issuing again; then drains what is in
@@ -577,19 +588,7 @@ impl Issuer<'_> {
         let mut stopping = false;
         let mut drain_deadline: Option<Instant> = None;
         loop {
-            let now = Instant::now();
-            if !stopping && now >= deadline {
-                stopping = true;
-            }
-            if stopping || self.pass_done {
-                let dl = *drain_deadline.get_or_insert(now + Duration::from_secs(20));
-                if now >= dl {
-                    return Err(Error::msg(format!(
-                        "{} commands still outstanding 20 s after the end",
-                        qd - self.free.len()
-                    )));
-                }
-            }
+            stopping = self.past_end(stopping, deadline, &mut drain_deadline)?;
             self.fill(stopping);
             self.flush()?;
             if (stopping || self.pass_done) && self.free.len() == qd {
