@@ -46,20 +46,12 @@ ok() { pass "$@"; }
 bad() { fail "$@"; }
 log() { printf '%s\n' "$*"; }
 RBD() { timeout 120 rbd --conf "$CONF" "$@"; }
-. "$ROOT/tests/lib/iscsi-checks.sh"
+. "$ROOT/tests/ceph/gw-lib.sh"  # + port_open and the iscsi-checks helpers
 
 IMAGE=rustio-gw-cu-$$
 TGT=iqn.2024-01.org.rustio.test:gwcu
 INIT=iqn.2024-01.org.rustio.test:gwcu-client
 INIT2=iqn.2024-01.org.rustio.test:gwcu-client2
-stop_pid() { # pid: SIGTERM, SIGKILL after 10 s
-    local p=$1
-    [ -n "$p" ] || return 0
-    kill -TERM "$p" 2>/dev/null
-    for _ in $(seq 1 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$p" 2>/dev/null
-    wait "$p" 2>/dev/null
-}
 cleanup() {
     stop_pid "$PID_A"
     stop_pid "$PID_B"
@@ -107,19 +99,9 @@ cat >"$WORK/group.json" <<EOF
 }
 EOF
 
-start_gw() { # name port → sets LAST_PID
-    local name=$1 port=$2
-    if port_open "$port"; then fail "gateways-libiscsi: port $port in use"; return 1; fi
-    "$RUSTIO_RBD_BIN" serve --config "$WORK/group.json" --gateway "$name" --log "${GW_LOG:-info}" \
-        >"$WORK/$name.log" 2>&1 &
-    LAST_PID=$!
-    for _ in $(seq 1 600); do
-        port_open "$port" && return 0
-        kill -0 "$LAST_PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    tail -5 "$WORK/$name.log"
-    return 1
+start_gw() { # name port → sets LAST_PID (tests/ceph/gw-lib.sh)
+    gw_spawn "$2" "$WORK/$1.log" "$RUSTIO_RBD_BIN" serve --config "$WORK/group.json" \
+        --gateway "$1" --log "${GW_LOG:-info}"
 }
 start_gw gw-a "$PORT_A" && PID_A=$LAST_PID && start_gw gw-b "$PORT_B" && PID_B=$LAST_PID ||
     { fail "gateways-libiscsi: both gateways start"; exit 1; }

@@ -48,22 +48,13 @@ PID_A=""
 PID_B=""
 pass() { echo "PASS $*"; passed=$((passed + 1)); }
 fail() { echo "FAIL $*"; failed=$((failed + 1)); }
+. "$ROOT/tests/ceph/gw-lib.sh"
 RBD() { timeout 120 rbd --conf "$CONF" "$@"; }
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 now_ms() { date +%s%3N; }
 
 IMAGE=rustio-gw-$$
 TGT=iqn.2024-01.org.rustio.test:gw
 INIT=iqn.2024-01.org.rustio.test:gw-client
-stop_pid() { # pid: SIGCONT (it may be stopped), SIGTERM, SIGKILL after 10 s
-    local p=$1
-    [ -n "$p" ] || return 0
-    kill -CONT "$p" 2>/dev/null
-    kill -TERM "$p" 2>/dev/null
-    for _ in $(seq 1 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$p" 2>/dev/null
-    wait "$p" 2>/dev/null
-}
 cleanup() {
     stop_pid "$PID_A"
     stop_pid "$PID_B"
@@ -120,19 +111,9 @@ else
     fail "gateways: unknown gateway message"; tail -3 "$WORK/bad.log"
 fi
 
-start_gw() { # name port → sets LAST_PID
-    local name=$1 port=$2
-    if port_open "$port"; then fail "gateways: port $port in use"; return 1; fi
-    RUST_LOG=info "$RUSTIO_RBD_BIN" serve --config "$WORK/group.json" --gateway "$name" --log info \
-        >"$WORK/$name.log" 2>&1 &
-    LAST_PID=$!
-    for _ in $(seq 1 600); do
-        port_open "$port" && return 0
-        kill -0 "$LAST_PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    tail -5 "$WORK/$name.log"
-    return 1
+start_gw() { # name port → sets LAST_PID (tests/ceph/gw-lib.sh)
+    gw_spawn "$2" "$WORK/$1.log" env RUST_LOG=info "$RUSTIO_RBD_BIN" serve --config "$WORK/group.json" \
+        --gateway "$1" --log info
 }
 start_gw gw-a "$PORT_A" && PID_A=$LAST_PID && start_gw gw-b "$PORT_B" && PID_B=$LAST_PID ||
     { fail "gateways: both gateways start"; exit 1; }

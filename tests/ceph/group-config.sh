@@ -39,8 +39,8 @@ PID_B=""
 PID_POLL=""
 pass() { echo "PASS $*"; passed=$((passed + 1)); }
 fail() { echo "FAIL $*"; failed=$((failed + 1)); }
+. "$ROOT/tests/ceph/gw-lib.sh"
 RBD() { timeout 120 rbd --conf "$CONF" "$@"; }
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 now_ms() { date +%s%3N; }
 
 GROUP=rustio-gc-$$
@@ -52,14 +52,6 @@ T3=iqn.2024-01.org.rustio.test:gc-chap
 INIT=iqn.2024-01.org.rustio.test:gc-client
 INIT2=iqn.2024-01.org.rustio.test:gc-client2
 CHAP_INIT=iqn.2024-01.org.rustio.test:gc-chap-client
-stop_pid() { # pid: SIGTERM, SIGKILL after 10 s
-    local p=$1
-    [ -n "$p" ] || return 0
-    kill -TERM "$p" 2>/dev/null
-    for _ in $(seq 1 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$p" 2>/dev/null
-    wait "$p" 2>/dev/null
-}
 cleanup() {
     stop_pid "$PID_POLL"
     stop_pid "$PID_A"
@@ -162,19 +154,9 @@ else
     fail "group-config: push v1: $out"; exit 1
 fi
 
-start_gw() { # name port → sets LAST_PID
-    local name=$1 port=$2
-    if port_open "$port"; then fail "group-config: port $port in use"; return 1; fi
-    "$RUSTIO_RBD_BIN" serve --group "$GROUP" "${CEPH[@]}" --gateway "$name" --group-poll 5 \
-        --log info >>"$WORK/$name.log" 2>&1 &
-    LAST_PID=$!
-    for _ in $(seq 1 600); do
-        port_open "$port" && return 0
-        kill -0 "$LAST_PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    tail -5 "$WORK/$name.log"
-    return 1
+start_gw() { # name port → sets LAST_PID (tests/ceph/gw-lib.sh)
+    gw_spawn "$2" "$WORK/$1.log" "$RUSTIO_RBD_BIN" serve --group "$GROUP" "${CEPH[@]}" \
+        --gateway "$1" --group-poll 5 --log info
 }
 start_gw gw-a "$PORT_A" && PID_A=$LAST_PID && start_gw gw-b "$PORT_B" && PID_B=$LAST_PID ||
     { fail "group-config: both gateways start with --group"; exit 1; }
