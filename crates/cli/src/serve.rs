@@ -119,6 +119,12 @@ pub struct ServeArgs {
     /// the reader when it is idle; pool = always on the worker pool.
     #[arg(long, value_enum, default_value_t = ExecutionArg::Auto)]
     pub execution: ExecutionArg,
+    /// Microseconds a connection's reader keeps polling its socket after it went empty,
+    /// before it sleeps (0, the default: never poll). On a host otherwise idle this
+    /// saves the thread wake-up on the next command (QD 1 latency); on a busy host it
+    /// costs throughput (bench/README.md). At most half the CPUs poll at once.
+    #[arg(long, value_name = "MICROSECONDS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    pub busy_poll_us: u64,
     /// Same as --execution inline (kept for existing scripts).
     #[arg(long, hide = true, conflicts_with = "execution")]
     pub inline_execution: bool,
@@ -175,6 +181,7 @@ impl ServeArgs {
         cfg.max_session_write_buffer = self.max_session_write_buffer;
         cfg.max_write_buffer = self.max_write_buffer;
         cfg.min_transfer_rate = self.min_transfer_rate;
+        cfg.busy_poll = std::time::Duration::from_micros(self.busy_poll_us);
     }
 }
 

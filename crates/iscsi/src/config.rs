@@ -367,6 +367,9 @@ pub struct ServerConfig {
     pub workers: usize,
     /// Where SCSI commands run: the connection's reader thread or the worker pool.
     pub execution: Execution,
+    /// How long a connection's reader, having found its socket empty, keeps polling it
+    /// before it sleeps (zero: never polls). See `conn::io::Reader::wait_pdu`.
+    pub busy_poll: Duration,
     /// Login must finish within this time.
     pub login_timeout: Duration,
     /// How long shutdown waits for in-flight commands and logouts.
@@ -441,6 +444,11 @@ pub const AUTO_INLINE_MAX: u32 = 64 << 10;
 /// [`AUTO_INLINE_MAX`] bytes inline on LUNs whose backstore does not wait on the network.
 pub use rustio_stores::Execution;
 
+/// Default [`ServerConfig::busy_poll`]: off. Polling wins latency only on a host with
+/// CPU to spare and costs throughput on a busy one (bench/README.md), so it is the
+/// operator's choice (`rustio serve --busy-poll-us`).
+pub const DEFAULT_BUSY_POLL: Duration = Duration::ZERO;
+
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
@@ -450,6 +458,7 @@ impl Default for ServerConfig {
             queue_depth: 128,
             workers: 0,
             execution: Execution::Auto,
+            busy_poll: DEFAULT_BUSY_POLL,
             login_timeout: Duration::from_secs(15),
             shutdown_grace: Duration::from_secs(3),
             max_connections: DEFAULT_MAX_CONNECTIONS,

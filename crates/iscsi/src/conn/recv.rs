@@ -59,12 +59,14 @@ pub(crate) struct ConnReader {
 
 impl ConnReader {
     /// The reader of `conn`, taking over the login phase's `reader`.
-    pub(crate) fn new(conn: Arc<Conn>, reader: Reader) -> ConnReader {
+    pub(crate) fn new(conn: Arc<Conn>, mut reader: Reader) -> ConnReader {
         let (nop_interval, nop_timeout) = match &conn.session.target {
             Some((_, tpg)) => (tpg.params.nopin_interval, tpg.params.nopin_response_timeout),
             None => (Duration::from_secs(15), Duration::from_secs(30)),
         };
-        let data_out_timeout = conn.services.config().data_out_timeout;
+        let config = conn.services.config();
+        let data_out_timeout = config.data_out_timeout;
+        reader.set_busy_poll(config.busy_poll);
         ConnReader {
             conn,
             reader,
