@@ -2,7 +2,7 @@
 # bench/rbd/run.sh — Ceph RBD: `rustio serve` (rbd LUN) vs tgtd's bs_rbd vs `rbd bench`
 # directly, on one single-node Ceph 16.2 cluster on 127.0.0.1, in one run.
 #
-#   bench/rbd/run.sh [--quick] [--runs N] [--no-tgt] [--no-group] [--out DIR]
+#   bench/rbd/run.sh [--quick] [--runs N] [--no-tgt] [--no-group] [--pin] [--out DIR]
 #
 # Same image for every contender (pre-filled, so no read hits unallocated space), same
 # client (bench/loadgen, our iSCSI load generator) for both iSCSI targets, same queue
@@ -18,6 +18,11 @@
 # (gw-a, which owns the lock after the first write) — what a gateway group costs over
 # one gateway. It serves its own image of the same size, pre-filled the same way (two
 # targets writing one image would fight over its exclusive lock).
+# --pin: the cluster's daemons on the first half of the CPUs, every contender (targets,
+# their client, rbd bench) on the other half — the layout of a deployment, where the
+# gateway host is not the OSD host, so that what a contender spends per I/O is not taken
+# from the OSD (on 2 CPUs: the cluster on CPU 0, the rest on CPU 1). A shared cluster's
+# affinity is put back at the end.
 # Env: RUSTIO_BIN (a rustio built with --features rbd; default: build it), RUSTIO_ARGS
 # (extra `rustio serve` options), TIME (s per job), CEPH_DIR (a running cluster there,
 # e.g. a shared /tmp/shared-ceph, is reused and left running; otherwise one is started
@@ -27,7 +32,7 @@
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-QUICK=0 RUNS= TGT=1 GROUP=1
+QUICK=0 RUNS= TGT=1 GROUP=1 PIN=0
 OUT=
 while (($#)); do
     case "$1" in
@@ -35,8 +40,9 @@ while (($#)); do
         --runs) RUNS=$2; shift 2 ;;
         --no-tgt) TGT=0; shift ;;
         --no-group) GROUP=0; shift ;;
+        --pin) PIN=1; shift ;;
         --out) OUT=$2; shift 2 ;;
-        -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
         *) echo "bench/rbd: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -52,11 +58,21 @@ IMG=${BENCH_IMAGE:-rbd/bench-$$}
 IMG_G=$IMG-group
 PR=${PORT_RUSTIO:-23470} PT=${PORT_TGT:-23471} PG=${PORT_GROUP:-23472}
 TGTD= RUSTIO= CTL= OWN_CLUSTER=0 MADE_IMAGE=0 GW_A= GW_B=
+pin_cluster() { # CPU list: every thread of every daemon of the cluster in CEPH_DIR
+    local name pid n=0
+    [ -r "$CEPH_DIR/pids" ] || return 1
+    while read -r name pid; do
+        kill -0 "$pid" 2>/dev/null || continue
+        taskset -a -p -c "$1" "$pid" >/dev/null && n=$((n + 1))
+    done <"$CEPH_DIR/pids"
+    ((n > 0))
+}
 cleanup() {
     [ -n "$RUSTIO" ] && kill "$RUSTIO" 2>/dev/null && wait "$RUSTIO" 2>/dev/null
     for g in $GW_A $GW_B; do kill "$g" 2>/dev/null && wait "$g" 2>/dev/null; done
     [ -n "$TGTD" ] && kill -9 "$TGTD" 2>/dev/null && wait "$TGTD" 2>/dev/null
     [ -n "$CTL" ] && rm -f "/var/run/tgtd/socket.$CTL" "/var/run/tgtd/socket.$CTL.lock"
+    [ "$PIN" = 1 ] && pin_cluster "0-$(($(nproc) - 1))"
     # The targets' watches on the image outlive them by up to 30 s (rbd rm refuses
     # while the image has watchers): retry for a minute.
     if [ "$MADE_IMAGE" = 1 ] && [ "$OWN_CLUSTER" = 0 ]; then
@@ -98,6 +114,16 @@ else
     OWN_CLUSTER=1
     bash "$ROOT/tests/ceph/start.sh" >"$OUT/ceph-start.log" 2>&1 || { tail -20 "$OUT/ceph-start.log" >&2; exit 2; }
 fi
+# --pin: the cluster on CPUs 0..N/2-1, the contenders (ON_CLIENT) on the rest.
+ON_CLIENT=()
+if [ "$PIN" = 1 ]; then
+    NCPU=$(nproc)
+    ((NCPU >= 2)) || { echo "bench/rbd: --pin needs at least 2 CPUs" >&2; exit 2; }
+    CLUSTER_CPUS="0-$((NCPU / 2 - 1))" CLIENT_CPUS="$((NCPU / 2))-$((NCPU - 1))"
+    ON_CLIENT=(taskset -c "$CLIENT_CPUS")
+    pin_cluster "$CLUSTER_CPUS" || { echo "bench/rbd: could not pin the cluster (no $CEPH_DIR/pids?)" >&2; exit 2; }
+    say "pinned: cluster on CPUs $CLUSTER_CPUS, contenders on $CLIENT_CPUS"
+fi
 rbd --conf "$CONF" create --size "${SIZE_MB}M" "$IMG" || exit 2
 MADE_IMAGE=1
 say "pre-filling $IMG (${SIZE_MB} MiB)"
@@ -114,7 +140,7 @@ fi
 rbd_bench() { # type pattern size threads ops [rbd options] → IOPS (ops: ≈ TIME s of the iSCSI run)
     local ops=$5 kib=$(( ${3%K} ))
     ((ops < 2000)) && ops=2000
-    rbd --conf "$CONF" ${6:-} bench --io-type "$1" --io-pattern "$2" --io-size "$3" --io-threads "$4" \
+    "${ON_CLIENT[@]}" rbd --conf "$CONF" ${6:-} bench --io-type "$1" --io-pattern "$2" --io-size "$3" --io-threads "$4" \
         --io-total "$(( ops * kib ))K" "$IMG" 2>&1 | tee -a "$OUT/rbd-bench.log" |
         awk '/^elapsed:/ { for (i = 1; i <= NF; i++) if ($i == "ops/sec:") print $(i + 1) }'
 }
@@ -129,13 +155,13 @@ cat >"$OUT/rustio.json" <<EOF
    "luns": [{"index": 0, "storage_object": "/backstores/user/bench"}],
    "portals": [{"ip_address": "127.0.0.1", "port": $PR}]}]}]}
 EOF
-"$RUSTIO_BIN" serve --config "$OUT/rustio.json" --log warn ${RUSTIO_ARGS:-} >"$OUT/rustio.log" 2>&1 &
+"${ON_CLIENT[@]}" "$RUSTIO_BIN" serve --config "$OUT/rustio.json" --log warn ${RUSTIO_ARGS:-} >"$OUT/rustio.log" 2>&1 &
 RUSTIO=$!
 PORTS=$PR
 if [ "$TGT" = 1 ]; then
     mkdir -p /var/run/tgtd
     CTL=$((20000 + RANDOM % 9000))
-    tgtd -f -C "$CTL" --iscsi "portal=127.0.0.1:$PT" >"$OUT/tgtd.log" 2>&1 &
+    "${ON_CLIENT[@]}" tgtd -f -C "$CTL" --iscsi "portal=127.0.0.1:$PT" >"$OUT/tgtd.log" 2>&1 &
     TGTD=$!
     for _ in $(seq 100); do [ -S "/var/run/tgtd/socket.$CTL" ] && break; sleep 0.1; done
     tgtadm -C "$CTL" --lld iscsi --op new --mode target --tid 1 -T iqn.2024-01.org.rustio.bench:tgt-rbd &&
@@ -156,9 +182,9 @@ if [ "$GROUP" = 1 ]; then
    "gateways": [{"name": "gw-a", "portals": ["127.0.0.1:$PG"]},
                 {"name": "gw-b", "portals": ["127.0.0.1:$((PG + 1))"]}]}}
 EOF
-    "$RUSTIO_BIN" serve --config "$OUT/group.json" --gateway gw-a --log warn ${RUSTIO_ARGS:-} >"$OUT/gw-a.log" 2>&1 &
+    "${ON_CLIENT[@]}" "$RUSTIO_BIN" serve --config "$OUT/group.json" --gateway gw-a --log warn ${RUSTIO_ARGS:-} >"$OUT/gw-a.log" 2>&1 &
     GW_A=$!
-    "$RUSTIO_BIN" serve --config "$OUT/group.json" --gateway gw-b --log warn ${RUSTIO_ARGS:-} >"$OUT/gw-b.log" 2>&1 &
+    "${ON_CLIENT[@]}" "$RUSTIO_BIN" serve --config "$OUT/group.json" --gateway gw-b --log warn ${RUSTIO_ARGS:-} >"$OUT/gw-b.log" 2>&1 &
     GW_B=$!
     PORTS="$PORTS $PG $((PG + 1))"
 fi
@@ -171,7 +197,7 @@ for g in $GW_A $GW_B; do
 done
 
 lg() { # port iqn lun rw pattern bs → IOPS
-    "$LOADGEN" run --portal "127.0.0.1:$1" --target "$2" --lun "$3" --initiator iqn.2024-01.org.rustio:bench \
+    "${ON_CLIENT[@]}" "$LOADGEN" run --portal "127.0.0.1:$1" --target "$2" --lun "$3" --initiator iqn.2024-01.org.rustio:bench \
         --rw "$4" --pattern "$5" --bs "$6" --qd 32 --time "$TIME" 2>>"$OUT/loadgen.err" |
         tee -a "$OUT/loadgen.jsonl" | python3 -c 'import json,sys; print(json.load(sys.stdin)["iops"])'
 }
@@ -208,9 +234,11 @@ for run in $(seq "$RUNS"); do
 done
 
 # --- report ------------------------------------------------------------------------------------------
-python3 - "$OUT" "$TIME" "$SIZE_MB" "$RUNS" "$(cat /proc/loadavg)" <<'EOF' | tee "$OUT/rbd.txt"
+python3 - "$OUT" "$TIME" "$SIZE_MB" "$RUNS" "$(cat /proc/loadavg)" "${CLUSTER_CPUS:-}" "${CLIENT_CPUS:-}" <<'EOF' | tee "$OUT/rbd.txt"
 import json, statistics, sys
 out, secs, size, runs, load = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+cluster_cpus, client_cpus = sys.argv[6], sys.argv[7]
+layout = f"cluster on CPUs {cluster_cpus}, contenders on {client_cpus}" if cluster_cpus else "cluster and contenders on every CPU"
 rows = [l.split() for l in open(f"{out}/runs.txt") if l.strip()]
 def num(v):
     try: return float(v)
@@ -220,7 +248,7 @@ for run, w, who, v, _ in rows:
     res.setdefault(w, {}).setdefault(who, []).append(num(v))
 med = lambda vs: None if not [v for v in vs if v is not None] else statistics.median([v for v in vs if v is not None])
 print(f"RBD stage: single-node Ceph 16.2 on 127.0.0.1, image {size} MiB pre-filled, QD 32, "
-      f"{secs:.0f} s per job, medians of {runs} interleaved runs; load 1-min {min(loads):.1f}-{max(loads):.1f}, at end {load.split()[0:3]}")
+      f"{secs:.0f} s per job, medians of {runs} interleaved runs; {layout}; load 1-min {min(loads):.1f}-{max(loads):.1f}, at end {load.split()[0:3]}")
 print(f"{'workload':15} {'rustio serve':>13} {'2-gw group':>11} {'tgt bs_rbd':>11} {'rbd bench':>10} {'(no cache)':>11} {'rustio/tgt':>11} {'rustio/rbd':>11} {'(no cache)':>11} {'group/rustio':>13} {'group/rbd':>10}   (IOPS)  per-run rustio/rbd (no cache)")
 f = lambda v: "-" if v is None else f"{v:.0f}"
 q = lambda a, c: "-" if a is None or not c else f"{a / c:.2f}x"
@@ -229,6 +257,6 @@ for w, d in res.items():
     per = " ".join(f"{q(a, c)} ({q(a, e)})" for a, c, e in zip(d.get("rustio", []), d.get("rbd", []), d.get("rbd-nocache", [])))
     print(f"{w:15} {f(r):>13} {f(g):>11} {f(t):>11} {f(b):>10} {f(n):>11} {q(r, t):>11} {q(r, b):>11} {q(r, n):>11} {q(g, r):>13} {q(g, b):>10}   {per}")
 json.dump({"secs": secs, "size_mib": size, "runs": runs, "load_end": load, "load_1min": loads,
-           "iops": res}, open(f"{out}/rbd.json", "w"), indent=1)
+           "layout": layout, "iops": res}, open(f"{out}/rbd.json", "w"), indent=1)
 EOF
 echo "results: $OUT/rbd.{txt,json}" >&2
