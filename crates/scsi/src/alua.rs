@@ -48,8 +48,9 @@
 //!   on every I_T nexus but the one it came from (SPC-4 6.36).
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError, Weak};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::cdb::Command;
@@ -262,6 +263,10 @@ pub struct GroupAlua {
     /// in active/non-optimized mode changes no reported state): whether the token moved
     /// while a command ran.
     moves: AtomicU64,
+    /// Set by [`GroupAlua::stop`]: no new background work; recovery gives up.
+    stopping: AtomicBool,
+    /// Takeover and recovery threads started and not yet joined.
+    threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl GroupAlua {
@@ -286,6 +291,8 @@ impl GroupAlua {
             changed: Condvar::new(),
             generation: AtomicU64::new(0),
             moves: AtomicU64::new(0),
+            stopping: AtomicBool::new(false),
+            threads: Mutex::new(Vec::new()),
         });
         a.ownership.attach(Arc::downgrade(&a));
         a
@@ -666,7 +673,10 @@ impl GroupAlua {
                 if a.ownership.recover().is_ok() {
                     break;
                 }
-                std::thread::sleep(delay);
+                if !a.pause_unless_stopping(delay) {
+                    // Shutting down: stay fenced (nothing is served any more).
+                    return;
+                }
                 delay = delay.saturating_mul(2).min(Duration::from_secs(10));
             }
             let mut inner = a.lock();
@@ -675,16 +685,73 @@ impl GroupAlua {
         });
     }
 
-    /// Runs `f` on its own thread; if no thread can be started, runs it here (bounded
-    /// by the ownership's own timeouts).
+    /// Runs `f` on its own thread, kept for [`Self::stop`] to join; if no thread can be
+    /// started, runs it here (bounded by the ownership's own timeouts).
     fn spawn(self: &Arc<Self>, name: &str, f: fn(&Arc<GroupAlua>)) {
+        if self.stopping.load(Ordering::Acquire) {
+            // The unit is going away: nothing is served any more.
+            return;
+        }
         let me = self.clone();
         let spawned = std::thread::Builder::new()
             .name(name.to_string())
             .spawn(move || f(&me));
-        if spawned.is_err() {
-            f(self);
+        match spawned {
+            Ok(h) => {
+                let mut threads = self.threads.lock().unwrap_or_else(PoisonError::into_inner);
+                threads.retain(|t| !t.is_finished());
+                threads.push(h);
+            }
+            Err(_) => f(self),
         }
+    }
+
+    /// Sleeps `delay` unless [`Self::stop`] is called meanwhile; `false` if it was.
+    fn pause_unless_stopping(&self, delay: Duration) -> bool {
+        let deadline = Instant::now() + delay;
+        let mut inner = self.lock();
+        loop {
+            if self.stopping.load(Ordering::Acquire) {
+                return false;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return true;
+            }
+            inner = self
+                .changed
+                .wait_timeout(inner, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    /// Stops the background work before the process lets go of the unit (server
+    /// shutdown): recovery gives up, and every takeover or recovery thread is joined
+    /// within `timeout` (a takeover is bounded by the ownership's own timeouts), so
+    /// none still uses the cluster connection while the process tears it down. `true`
+    /// when every thread ended in time; the others are left detached.
+    pub fn stop(&self, timeout: Duration) -> bool {
+        self.stopping.store(true, Ordering::Release);
+        {
+            let _inner = self.lock();
+            self.changed.notify_all();
+        }
+        let threads =
+            std::mem::take(&mut *self.threads.lock().unwrap_or_else(PoisonError::into_inner));
+        let deadline = Instant::now() + timeout;
+        let mut all = true;
+        for t in threads {
+            while !t.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            } else {
+                all = false;
+            }
+        }
+        all
     }
 
     /// Waits until no takeover, handover or recovery runs (at most `timeout`); `true`
@@ -982,6 +1049,7 @@ mod tests {
         recoveries: AtomicU32,
         owner: Mutex<Option<TargetPortGroupId>>,
         fail_takeover: AtomicBool,
+        fail_recover: AtomicBool,
     }
 
     impl Ownership for Token {
@@ -1008,6 +1076,9 @@ mod tests {
         }
         fn recover(&self) -> Result<(), String> {
             self.recoveries.fetch_add(1, Ordering::SeqCst);
+            if self.fail_recover.load(Ordering::SeqCst) {
+                return Err("cluster unreachable".into());
+            }
             Ok(())
         }
         fn owner_group(&self) -> Option<TargetPortGroupId> {
@@ -1152,6 +1223,47 @@ mod tests {
         // Debounced: no immediate takeover back.
         assert_eq!(a.admit(), Err(NOT_READY_ALUA_TRANSITION));
         assert_eq!(token.takeovers.load(Ordering::SeqCst), 0);
+    }
+
+    /// Shutdown: a recovery that keeps failing (cluster gone) is stopped and its thread
+    /// joined, in far less than its back-off; afterwards nothing new is started.
+    #[test]
+    fn stop_joins_a_recovery_that_keeps_failing() {
+        let token = Arc::new(Token::default());
+        token.held.store(true, Ordering::SeqCst);
+        token.fail_recover.store(true, Ordering::SeqCst);
+        let a = GroupAlua::new(config(AluaState::Standby, Duration::ZERO), token.clone());
+        token.held.store(false, Ordering::SeqCst);
+        assert_eq!(a.access_failed(), Some(NOT_READY_ALUA_TRANSITION));
+        // Recovery is retrying (200 ms, 400 ms, ... back-off).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while token.recoveries.load(Ordering::SeqCst) < 2 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(token.recoveries.load(Ordering::SeqCst) >= 2);
+        assert!(a.stop(Duration::from_secs(5)), "recovery thread not joined");
+        assert!(a.threads.lock().unwrap().is_empty());
+        let tries = token.recoveries.load(Ordering::SeqCst);
+        // Still fenced (never served again), and no takeover starts after stop.
+        assert!(!a.wait_settled(Duration::from_millis(50)));
+        assert_eq!(a.admit(), Err(NOT_READY_ALUA_TRANSITION));
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(token.recoveries.load(Ordering::SeqCst), tries);
+        assert_eq!(token.takeovers.load(Ordering::SeqCst), 0);
+    }
+
+    /// A finished takeover's thread is joined by stop as well.
+    #[test]
+    fn stop_joins_finished_takeovers() {
+        let token = Arc::new(Token::default());
+        let a = GroupAlua::new(config(AluaState::Standby, Duration::ZERO), token.clone());
+        assert_eq!(a.admit(), Err(NOT_READY_ALUA_TRANSITION));
+        assert!(a.wait_settled(Duration::from_secs(5)));
+        assert_eq!(a.threads.lock().unwrap().len(), 1);
+        assert!(a.stop(Duration::from_secs(5)));
+        assert!(a.threads.lock().unwrap().is_empty());
+        // Only the controller itself is left holding the token's owner.
+        assert_eq!(Arc::strong_count(&a), 1);
     }
 
     /// An owner whose token was taken without it noticing must not keep reporting

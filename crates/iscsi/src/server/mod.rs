@@ -377,12 +377,23 @@ impl ServerHandle {
                     if let Err(e) = l.lu.backstore().flush() {
                         warn!(lun = %l.name, error = %e, "flush at shutdown failed");
                     }
+                    // A gateway group's takeover or recovery thread must not outlive the
+                    // cluster connection the process is about to tear down.
+                    if let Some(a) = l.lu.group_alua() {
+                        if !a.stop(ALUA_STOP_WAIT) {
+                            warn!(lun = %l.name, "ALUA takeover or recovery still running at exit");
+                        }
+                    }
                 }
             }
         }
         info!("shutdown complete");
     }
 }
+
+/// How long shutdown waits for a gateway group's takeover or recovery thread: a takeover
+/// is bounded by the handover timeout plus the OSD op timeout (3 + 10 s by default).
+const ALUA_STOP_WAIT: Duration = Duration::from_secs(15);
 
 /// Prometheus text of the server's counters, per LUN and per session.
 fn render_metrics(shared: &Shared) -> String {
