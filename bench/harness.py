@@ -843,34 +843,7 @@ def stage_tcmu(ctx: Ctx) -> None:
     the same fio jobs on each; bench/tcmu/report.py's JSON is merged into
     result["stages"]["tcmu"] and its table is printed here.
     """
-    script = os.path.join(BENCH, "tcmu", "run.sh")
-    out = os.path.join(ctx.out, "tcmu")
-    argv = [script, "--out", out] + (["--quick"] if ctx.args.quick else ["--runs", str(ctx.args.runs)])
-    env = dict(os.environ, RUSTIO_BIN=ctx.rustio)
-    ctx.progress.note("tcmu stage: bench/tcmu/run.sh (one VM boot; several minutes under TCG)")
-    with open(os.path.join(ctx.out, "logs", "tcmu.log"), "wb") as log:
-        p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, env=env, start_new_session=True)
-        try:
-            stdout, _ = p.communicate(timeout=2400)
-        except BaseException as e:
-            try:
-                os.killpg(p.pid, signal.SIGTERM)  # run.sh's trap stops QEMU
-                p.wait(timeout=60)
-            except (OSError, subprocess.TimeoutExpired):
-                pass
-            if isinstance(e, subprocess.TimeoutExpired):
-                raise BenchError(f"tcmu stage: bench/tcmu/run.sh still running after 2400 s; see {out}") from e
-            raise
-    stage: dict = {"status": f"bench/tcmu/run.sh exit {p.returncode}", "out": out}
-    try:
-        with open(os.path.join(out, "tcmu.json"), encoding="utf-8") as f:
-            stage.update(json.load(f))
-        stage["run_sh_exit"] = p.returncode
-    except (OSError, ValueError) as e:
-        ctx.failures.append(f"tcmu stage: no results ({e}); see {out}")
-    ctx.result["stages"]["tcmu"] = stage
-    sys.stdout.write("\n" + stdout.decode("utf-8", "replace"))
-    ctx.progress.note(f"tcmu stage: {stage.get('status')}; {out}/tcmu.txt")
+    run_vm_stage(ctx, "tcmu", 2400, {"RUSTIO_BIN": ctx.rustio})
 
 
 def stage_lio(ctx: Ctx) -> None:
@@ -881,16 +854,22 @@ def stage_lio(ctx: Ctx) -> None:
     on the guest's 127.0.0.1, the same loadgen workloads against each; bench/lio/report.py's
     JSON is merged into result["stages"]["lio"] and its table is printed here.
     """
-    script = os.path.join(BENCH, "lio", "run.sh")
-    out = os.path.join(ctx.out, "lio")
+    run_vm_stage(ctx, "lio", 1800, {"RUSTIO_BIN": ctx.rustio, "LOADGEN_BIN": ctx.loadgen})
+
+
+def run_vm_stage(ctx: Ctx, name: str, timeout: int, env_extra: dict) -> None:
+    """Runs bench/NAME/run.sh (one VM boot) within `timeout` seconds, merges its NAME.json
+    into result["stages"][NAME] and prints its table."""
+    script = os.path.join(BENCH, name, "run.sh")
+    out = os.path.join(ctx.out, name)
     argv = [script, "--out", out] + (["--quick"] if ctx.args.quick else ["--runs", str(ctx.args.runs)])
-    env = dict(os.environ, RUSTIO_BIN=ctx.rustio, LOADGEN_BIN=ctx.loadgen)
-    ctx.progress.note("lio stage: bench/lio/run.sh (one VM boot; several minutes under TCG)")
-    with open(os.path.join(ctx.out, "logs", "lio.log"), "wb") as log:
+    env = dict(os.environ, **env_extra)
+    ctx.progress.note(f"{name} stage: bench/{name}/run.sh (one VM boot; several minutes under TCG)")
+    with open(os.path.join(ctx.out, "logs", f"{name}.log"), "wb") as log:
         # With --nice the VM (QEMU inherits it) gets the same priority as the loopback stage.
         p = subprocess.Popen(shim(argv), stdout=subprocess.PIPE, stderr=log, env=env, start_new_session=True)
         try:
-            stdout, _ = p.communicate(timeout=1800)
+            stdout, _ = p.communicate(timeout=timeout)
         except BaseException as e:
             try:
                 os.killpg(p.pid, signal.SIGTERM)  # run.sh's trap stops QEMU
@@ -898,18 +877,18 @@ def stage_lio(ctx: Ctx) -> None:
             except (OSError, subprocess.TimeoutExpired):
                 pass
             if isinstance(e, subprocess.TimeoutExpired):
-                raise BenchError(f"lio stage: bench/lio/run.sh still running after 1800 s; see {out}") from e
+                raise BenchError(f"{name} stage: bench/{name}/run.sh still running after {timeout} s; see {out}") from e
             raise
-    stage: dict = {"status": f"bench/lio/run.sh exit {p.returncode}", "out": out}
+    stage: dict = {"status": f"bench/{name}/run.sh exit {p.returncode}", "out": out}
     try:
-        with open(os.path.join(out, "lio.json"), encoding="utf-8") as f:
+        with open(os.path.join(out, f"{name}.json"), encoding="utf-8") as f:
             stage.update(json.load(f))
         stage["run_sh_exit"] = p.returncode
     except (OSError, ValueError) as e:
-        ctx.failures.append(f"lio stage: no results ({e}); see {out}")
-    ctx.result["stages"]["lio"] = stage
+        ctx.failures.append(f"{name} stage: no results ({e}); see {out}")
+    ctx.result["stages"][name] = stage
     sys.stdout.write("\n" + stdout.decode("utf-8", "replace"))
-    ctx.progress.note(f"lio stage: {stage.get('status')}; {out}/lio.txt")
+    ctx.progress.note(f"{name} stage: {stage.get('status')}; {out}/{name}.txt")
 
 
 # ---------------------------------------------------------------------------- report
