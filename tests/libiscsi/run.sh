@@ -12,6 +12,7 @@
 #   RUSTIO_BIN   rustio binary (default: build it with cargo in release mode)
 #   PORT         first TCP port to use (default 23260; PORT+1 is used too)
 #   CU_FILTER    iscsi-test-cu test filter (default ALL)
+#   RUSTIO_SERVE_ARGS extra `rustio serve` arguments (e.g. "--sendfile-min 512")
 #   CU_BACKSTORE ramdisk (default) or fileio: the LUN iscsi-test-cu runs on (fileio: a
 #                256 MiB file in the work directory; READs of it are sent from the page
 #                cache with sendfile(2))

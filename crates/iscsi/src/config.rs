@@ -435,7 +435,7 @@ pub const DEFAULT_MAX_WRITE_BUFFER: u64 = 512 << 20;
 pub const DEFAULT_MIN_TRANSFER_RATE: u64 = 1 << 20;
 
 /// Default [`ServerConfig::sendfile_min`] (measured in bench/README.md, "Optimisations").
-pub const DEFAULT_SENDFILE_MIN: u64 = 1;
+pub const DEFAULT_SENDFILE_MIN: u64 = 64 << 10;
 
 /// Largest command (expected data transfer length) that [`Execution::Auto`] runs on the
 /// reader thread. Larger transfers go to the pool so that the reader keeps receiving the

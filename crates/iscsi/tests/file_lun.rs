@@ -21,7 +21,9 @@ fn start_file(path: &Path, content: &[u8]) -> (rustio_iscsi::ServerHandle, std::
     std::fs::write(path, content).unwrap();
     let store = FileBackstore::open(FileOptions::new(path)).unwrap();
     let lu = LogicalUnit::new(Arc::new(store), LuConfig::new("file0", "file0")).unwrap();
-    start(move |_, tpg| {
+    start(move |cfg, tpg| {
+        // Every READ length from the page cache (the default keeps small ones copied).
+        cfg.sendfile_min = Some(1);
         tpg.params.offer.max_recv_data_segment_length = 262_144;
         tpg.luns[0] = LunConfig {
             index: 0,
