@@ -58,11 +58,6 @@ impl Services {
     pub(crate) fn execution(&self) -> Execution {
         self.config.read().execution
     }
-
-    /// [`ServerConfig::sendfile_min`].
-    pub(crate) fn sendfile_min(&self) -> Option<u64> {
-        self.config.read().sendfile_min
-    }
 }
 
 /// Counters of the resource limits (rendered as metrics, read by tests).

@@ -134,8 +134,7 @@ fn file_send_ok(conn: &Conn, cmd: &NewCommand) -> bool {
         && cmd.hdr.read
         && !cmd.hdr.write
         && conn
-            .services
-            .sendfile_min()
+            .sendfile_min
             .is_some_and(|min| u64::from(cmd.hdr.edtl) >= min)
         && matches!(
             cmd.hdr.attr,
