@@ -30,13 +30,15 @@ need_rustio_bin() {
 # True once something accepts connections on 127.0.0.1:PORT.
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-# start_server BIN CONFIG PORT LOG [TENTHS]: starts `BIN serve --config CONFIG` in the
+# start_server BIN CONFIG PORT LOG [TENTHS]: starts `BIN serve --config CONFIG` (plus
+# $RUSTIO_SERVE_ARGS, split on spaces, e.g. "--sendfile-min 512") in the
 # background (its PID in SERVER) and waits up to TENTHS/10 s (default 10 s) for the port.
 # Fails (returns 1) if the port was already taken, the server died, or it never listened.
 start_server() {
     local bin=$1 config=$2 port=$3 out=$4 tenths=${5:-100}
     if port_open "$port"; then log "127.0.0.1:$port is in use (set PORT)"; return 1; fi
-    "$bin" serve --config "$config" --log warn >"$out" 2>&1 &
+    # shellcheck disable=SC2086 # word splitting of the extra arguments is wanted
+    "$bin" serve --config "$config" --log warn ${RUSTIO_SERVE_ARGS:-} >"$out" 2>&1 &
     SERVER=$!
     for _ in $(seq 1 "$tenths"); do
         port_open "$port" && return 0

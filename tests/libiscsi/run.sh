@@ -12,6 +12,10 @@
 #   RUSTIO_BIN   rustio binary (default: build it with cargo in release mode)
 #   PORT         first TCP port to use (default 23260; PORT+1 is used too)
 #   CU_FILTER    iscsi-test-cu test filter (default ALL)
+#   RUSTIO_SERVE_ARGS extra `rustio serve` arguments (e.g. "--sendfile-min 512")
+#   CU_BACKSTORE ramdisk (default) or fileio: the LUN iscsi-test-cu runs on (fileio: a
+#                256 MiB file in the work directory; READs of it are sent from the page
+#                cache with sendfile(2))
 #   KEEP_LOGS=1  keep the work directory
 set -uo pipefail
 
@@ -50,6 +54,13 @@ ACL=iqn.2024-01.org.rustio.test:acl
 INIT=iqn.2024-01.org.rustio.test:client
 INIT2=iqn.2024-01.org.rustio.test:client2
 
+CU_BACKSTORE=${CU_BACKSTORE:-ramdisk}
+case "$CU_BACKSTORE" in
+ramdisk) CU_SO='{"plugin": "ramdisk", "name": "cu", "size": 268435456, "wwn": "5c3d2a10-0001-4000-8000-000000000001"}' ;;
+fileio) CU_SO='{"plugin": "fileio", "name": "cu", "dev": "'"$WORK"'/cu.img", "size": 268435456, "write_back": true, "wwn": "5c3d2a10-0001-4000-8000-000000000001"}' ;;
+*) log "CU_BACKSTORE must be ramdisk or fileio"; exit 2 ;;
+esac
+
 write_config() { # $1 = file, $2 = port, $3 = discovery auth (0/1)
     cat >"$1" <<EOF
 {
@@ -57,7 +68,7 @@ write_config() { # $1 = file, $2 = port, $3 = discovery auth (0/1)
      "discovery_userid": "disco", "discovery_password": "discosecret1",
      "discovery_mutual_userid": "discotarget", "discovery_mutual_password": "discotsecret"}],
   "storage_objects": [
-    {"plugin": "ramdisk", "name": "cu", "size": 268435456, "wwn": "5c3d2a10-0001-4000-8000-000000000001"},
+    $CU_SO,
     {"plugin": "ramdisk", "name": "qemu", "size": 67108864, "wwn": "5c3d2a10-0002-4000-8000-000000000002"},
     {"plugin": "ramdisk", "name": "chap", "size": 16777216},
     {"plugin": "ramdisk", "name": "acl", "size": 16777216}
@@ -66,7 +77,7 @@ write_config() { # $1 = file, $2 = port, $3 = discovery auth (0/1)
     {"wwn": "$OPEN", "fabric": "iscsi", "tpgs": [{"tag": 1, "enable": true,
       "attributes": {"authentication": 0, "generate_node_acls": 1, "demo_mode_write_protect": 0},
       "parameters": {"MaxRecvDataSegmentLength": "262144", "MaxBurstLength": "1048576"},
-      "luns": [{"index": 0, "storage_object": "/backstores/ramdisk/cu"},
+      "luns": [{"index": 0, "storage_object": "/backstores/$CU_BACKSTORE/cu"},
                {"index": 1, "storage_object": "/backstores/ramdisk/qemu"}],
       "portals": [{"ip_address": "127.0.0.1", "port": $2}, {"ip_address": "::1", "port": $2}],
       "node_acls": []}]},

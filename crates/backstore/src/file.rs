@@ -17,13 +17,16 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 
 use nix::errno::Errno;
 use nix::fcntl::{fallocate, FallocateFlags};
 use nix::sys::uio::{preadv, pwritev};
 use nix::unistd::{lseek, Whence};
 
-use crate::{check_range, iov_len, validate_block_size, Backstore, Capabilities, Error, Extent};
+use crate::{
+    check_range, iov_len, validate_block_size, Backstore, Capabilities, Error, Extent, FileRange,
+};
 use crate::{Result, WriteFlags};
 
 /// How to open a [`FileBackstore`].
@@ -60,7 +63,8 @@ impl FileOptions {
 #[derive(Debug)]
 pub struct FileBackstore {
     path: PathBuf,
-    file: File,
+    /// Shared with the [`FileRange`]s lent to transports.
+    file: Arc<File>,
     /// Same file opened with `O_DSYNC`, for FUA writes and write-through mode.
     dsync: Option<File>,
     capacity: AtomicU64,
@@ -141,7 +145,7 @@ impl FileBackstore {
         };
         Ok(FileBackstore {
             path,
-            file,
+            file: Arc::new(file),
             dsync,
             capacity: AtomicU64::new(capacity),
             block_size: opts.block_size,
@@ -397,6 +401,16 @@ impl Backstore for FileBackstore {
             self.capacity.store(size, Ordering::Release);
         }
         Ok(self.capacity())
+    }
+
+    /// Regular files only: a block device's page cache is not where its data lives when
+    /// something else writes the device directly.
+    fn file_range(&self, offset: u64, len: usize) -> Option<FileRange> {
+        if self.is_block_device {
+            return None;
+        }
+        check_range("read", offset, len as u64, self.capacity()).ok()?;
+        FileRange::new(self.file.clone(), offset, len)
     }
 
     fn block_status(&self, offset: u64, len: u64) -> Result<Vec<Extent>> {

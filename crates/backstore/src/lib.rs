@@ -21,8 +21,12 @@
 #![warn(missing_docs)]
 
 use std::fmt;
+use std::fs::File;
 use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 #[cfg(any(test, feature = "test-utils"))]
 pub mod conformance;
@@ -210,6 +214,86 @@ pub struct Extent {
     pub mapped: bool,
 }
 
+/// A byte range of an open regular file that holds what a read of the same range of the
+/// store returns, lent by [`Backstore::file_range`] so that a transport can send it
+/// straight from the page cache (`sendfile(2)`) instead of reading it into a buffer and
+/// copying that buffer into its socket again.
+///
+/// The bytes are those in the file when the transport sends them, not when the range was
+/// lent. A file shortened in between ends early: [`FileRange::read_into`] reads zeros
+/// past its end (as [`file::FileBackstore`]'s reads do); a sender of the range itself
+/// must not frame a short payload.
+#[derive(Debug, Clone)]
+pub struct FileRange {
+    file: Arc<File>,
+    offset: u64,
+    len: usize,
+}
+
+impl FileRange {
+    /// `len` bytes of `file` from byte `offset`; `None` when the range does not fit the
+    /// file offsets the kernel takes (`off_t`, 63 bits).
+    pub fn new(file: Arc<File>, offset: u64, len: usize) -> Option<FileRange> {
+        let end = offset.checked_add(u64::try_from(len).ok()?)?;
+        i64::try_from(end).ok()?;
+        Some(FileRange { file, offset, len })
+    }
+
+    /// The file's descriptor, for `sendfile(2)` or `splice(2)`.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+
+    /// First byte of the range in the file.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Length of the range in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the range is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The `len` bytes from `start` into the range (both clamped to it).
+    pub fn sub(&self, start: usize, len: usize) -> FileRange {
+        let start = start.min(self.len);
+        FileRange {
+            file: self.file.clone(),
+            offset: self.offset + start as u64,
+            len: len.min(self.len - start),
+        }
+    }
+
+    /// Reads the first `buf.len()` bytes of the range (at most [`Self::len`]) into
+    /// `buf`: the copy a transport falls back to when it needs the bytes themselves (a
+    /// data digest, a response queued for later). Past the end of a file that shrank
+    /// underneath, zeros, like [`file::FileBackstore`]'s reads.
+    pub fn read_into(&self, buf: &mut [u8]) -> std::io::Result<()> {
+        let want = buf.len().min(self.len);
+        let mut done = 0usize;
+        while done < want {
+            match self
+                .file
+                .read_at(&mut buf[done..want], self.offset + done as u64)
+            {
+                Ok(0) => {
+                    buf[done..want].fill(0);
+                    return Ok(());
+                }
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A block store.
 ///
 /// Implementations are shared between many connections and threads (`&self` methods);
@@ -272,6 +356,15 @@ pub trait Backstore: Send + Sync + fmt::Debug {
             len,
             mapped: true,
         }])
+    }
+
+    /// The bytes `[offset, offset+len)` of the store as a range of a regular file, for a
+    /// transport that sends READ data straight from the page cache ([`FileRange`]).
+    /// `None` (the default) when the store is not a plain file, or the range is not all
+    /// in it.
+    fn file_range(&self, offset: u64, len: usize) -> Option<FileRange> {
+        let _ = (offset, len);
+        None
     }
 
     /// Reads into one buffer.
@@ -351,6 +444,9 @@ impl<B: Backstore + ?Sized> Backstore for std::sync::Arc<B> {
     }
     fn block_status(&self, offset: u64, len: u64) -> Result<Vec<Extent>> {
         (**self).block_status(offset, len)
+    }
+    fn file_range(&self, offset: u64, len: usize) -> Option<FileRange> {
+        (**self).file_range(offset, len)
     }
 }
 

@@ -166,6 +166,14 @@ pub struct ServeArgs {
     /// write's Data-Out must arrive within the Data-Out timeout plus its size at this rate.
     #[arg(long, value_name = "SIZE", default_value = "1M", value_parser = parse_size)]
     pub min_transfer_rate: u64,
+    /// READs of at least this size from plain-file LUNs are sent straight from the page
+    /// cache (sendfile) instead of being read into a buffer and copied into the socket
+    /// (not on connections with DataDigest=CRC32C).
+    #[arg(long, value_name = "SIZE", default_value_t = rustio_iscsi::config::DEFAULT_SENDFILE_MIN, value_parser = parse_size)]
+    pub sendfile_min: u64,
+    /// Never send READ data from the page cache (always read it into a buffer first).
+    #[arg(long)]
+    pub no_sendfile: bool,
 }
 
 impl ServeArgs {
@@ -182,6 +190,7 @@ impl ServeArgs {
         cfg.max_write_buffer = self.max_write_buffer;
         cfg.min_transfer_rate = self.min_transfer_rate;
         cfg.busy_poll = std::time::Duration::from_micros(self.busy_poll_us);
+        cfg.sendfile_min = (!self.no_sendfile).then_some(self.sendfile_min);
     }
 }
 

@@ -399,6 +399,11 @@ pub struct ServerConfig {
     /// trickle (a peer that reads or sends a little at a time never trips the
     /// no-progress timeouts alone).
     pub min_transfer_rate: u64,
+    /// READs of at least this many bytes from plain-file LUNs send their Data-In
+    /// straight from the page cache (`sendfile(2)`) instead of reading it into a buffer
+    /// and copying that into the socket; `None`: never. Connections with a data digest
+    /// always copy (the digest needs the bytes).
+    pub sendfile_min: Option<u64>,
 }
 
 /// Default [`ServerConfig::max_connections`]: far above what initiators open (one
@@ -431,6 +436,9 @@ pub const DEFAULT_MAX_WRITE_BUFFER: u64 = 512 << 20;
 /// (a 16 MiB transfer gets 16 s on top of the timeout), far above a peer that holds
 /// a worker or a buffer by dripping.
 pub const DEFAULT_MIN_TRANSFER_RATE: u64 = 1 << 20;
+
+/// Default [`ServerConfig::sendfile_min`] (measured in bench/README.md, "Optimisations").
+pub const DEFAULT_SENDFILE_MIN: u64 = 64 << 10;
 
 /// Largest command (expected data transfer length) that [`Execution::Auto`] runs on the
 /// reader thread. Larger transfers go to the pool so that the reader keeps receiving the
@@ -470,6 +478,7 @@ impl Default for ServerConfig {
             max_session_write_buffer: DEFAULT_MAX_SESSION_WRITE_BUFFER,
             max_write_buffer: DEFAULT_MAX_WRITE_BUFFER,
             min_transfer_rate: DEFAULT_MIN_TRANSFER_RATE,
+            sendfile_min: Some(DEFAULT_SENDFILE_MIN),
         }
     }
 }

@@ -122,6 +122,12 @@ pub(crate) struct Session {
     pub conns: Mutex<Vec<Arc<dyn Link>>>,
     /// The session is over (logout, reinstatement, fatal error).
     pub closed: AtomicBool,
+    /// A command with a task attribute other than SIMPLE (ORDERED, HEAD OF QUEUE, ACA)
+    /// has arrived. READ data is then always read before the READ completes, never
+    /// sent later from the page cache: an ORDERED task must not see its predecessors'
+    /// data still unread (SAM-5 8.6), and initiators that use these attributes are rare
+    /// (Linux and libiscsi send SIMPLE).
+    pub non_simple_seen: AtomicBool,
     /// End-of-session processing (table removal, nexus loss) has run.
     pub ended: AtomicBool,
     /// Per-session counters.
@@ -170,6 +176,7 @@ impl Session {
             tasks_changed: Condvar::new(),
             conns: Mutex::new(Vec::new()),
             closed: AtomicBool::new(false),
+            non_simple_seen: AtomicBool::new(false),
             ended: AtomicBool::new(false),
             counters: Arc::new(IoCounters::default()),
             write_budget: Arc::new(crate::budget::Budget::new(write_limit)),

@@ -8,8 +8,19 @@
 //! is read by the backstore straight into it. Every other command, and a READ of any
 //! other length (an initiator whose expected length differs from the CDB), still uses the
 //! staging `Vec`, so the transport handles residuals as before.
+//!
+//! A transport that can send straight from a file (iSCSI over TCP: `sendfile(2)`) also
+//! says so with [`DirectIn::accept_file_range`]: a READ of exactly that length on a store
+//! that lends its data as a [`FileRange`] (a plain file, [`Backstore::file_range`]) then
+//! reads nothing at all and answers with the range, [`DirectIn::file_range`]; the data
+//! is read from the page cache when the transport sends it, saving the copy into the
+//! lent buffers.
+//!
+//! [`Backstore::file_range`]: rustio_backstore::Backstore::file_range
 
 use std::io::IoSliceMut;
+
+use rustio_backstore::FileRange;
 
 /// Destination buffers for one command's data-in. See the module documentation.
 #[derive(Debug)]
@@ -17,6 +28,8 @@ pub struct DirectIn<'a, 'b> {
     bufs: &'a mut [IoSliceMut<'b>],
     len: usize,
     used: bool,
+    accept_file: bool,
+    file: Option<FileRange>,
 }
 
 impl<'a, 'b> DirectIn<'a, 'b> {
@@ -27,7 +40,27 @@ impl<'a, 'b> DirectIn<'a, 'b> {
             bufs,
             len,
             used: false,
+            accept_file: false,
+            file: None,
         }
+    }
+
+    /// Lets a READ of exactly [`Self::len`] bytes answer with a [`FileRange`] instead of
+    /// filling the buffers, when its store lends one (see the module documentation).
+    pub fn accept_file_range(&mut self) {
+        self.accept_file = true;
+    }
+
+    /// The range of a file holding the command's data-in (all [`Self::len`] bytes, and
+    /// the command ended with GOOD), when the READ answered with one; the lent buffers
+    /// and the staging `Vec` are then untouched.
+    pub fn file_range(&self) -> Option<&FileRange> {
+        self.file.as_ref()
+    }
+
+    /// Takes the [`Self::file_range`] out.
+    pub fn take_file_range(&mut self) -> Option<FileRange> {
+        self.file.take()
     }
 
     /// Total bytes of the lent buffers.
@@ -54,6 +87,21 @@ impl<'a, 'b> DirectIn<'a, 'b> {
     pub(crate) fn set_used(&mut self, used: bool) {
         self.used = used;
     }
+
+    /// Whether a transfer of `len` bytes may answer with a file range.
+    pub(crate) fn wants_file_for(&self, len: usize) -> bool {
+        self.accept_file && len > 0 && len == self.len
+    }
+
+    pub(crate) fn set_file(&mut self, file: FileRange) {
+        self.file = Some(file);
+    }
+
+    /// Forgets any data-in placed so far (before a command runs, and after it failed).
+    pub(crate) fn reset(&mut self) {
+        self.used = false;
+        self.file = None;
+    }
 }
 
 #[cfg(test)]
@@ -74,6 +122,14 @@ mod tests {
         assert!(!d.used());
         d.set_used(true);
         assert!(d.used());
+        // No file range unless the transport accepts one, and then only for the exact length.
+        assert!(!d.wants_file_for(8));
+        d.accept_file_range();
+        assert!(d.wants_file_for(8));
+        assert!(!d.wants_file_for(7));
+        d.reset();
+        assert!(!d.used());
+        assert!(d.file_range().is_none());
     }
 
     #[test]

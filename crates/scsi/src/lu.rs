@@ -250,13 +250,13 @@ impl LogicalUnit {
     ) -> Response {
         data_in.clear();
         if let Some(d) = direct.as_deref_mut() {
-            d.set_used(false);
+            d.reset();
         }
         let resp = self.execute_inner(req, data_in, direct.as_deref_mut());
         if resp.status != Status::Good && resp.status != Status::ConditionMet {
             data_in.clear();
             if let Some(d) = direct {
-                d.set_used(false);
+                d.reset();
             }
         }
         resp

@@ -233,7 +233,7 @@ impl LunMap {
     ) -> Response {
         data_in.clear();
         if let Some(d) = direct.as_deref_mut() {
-            d.set_used(false);
+            d.reset();
         }
         if cdb.first() == Some(&op::REPORT_LUNS) {
             return self.report_luns(nexus, lun, cdb, data_in);

@@ -109,7 +109,8 @@ impl LogicalUnit {
     }
 
     /// READ(6/10/12/16) (SBC-4 5.13-5.16): reads straight into the transport's buffers
-    /// when they fit exactly (`direct`), otherwise into `data_in`.
+    /// when they fit exactly (`direct`), or lends the range of a plain file when the
+    /// transport accepts one, otherwise into `data_in`.
     pub(crate) fn read(
         &self,
         req: &Request<'_>,
@@ -133,6 +134,14 @@ impl LogicalUnit {
         let len = self.byte_len(u64::from(blocks))?;
         let offset = self.byte_offset(lba)?;
         if let Some(d) = direct {
+            // Nothing read now: the transport sends the range from the page cache
+            // (`crate::direct`).
+            if d.wants_file_for(len) {
+                if let Some(r) = self.backstore.file_range(offset, len) {
+                    d.set_file(r);
+                    return Ok(Status::Good);
+                }
+            }
             if let Some(bufs) = d.take_for(len) {
                 self.backstore
                     .read_vectored_at(bufs, offset)

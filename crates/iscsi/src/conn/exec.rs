@@ -7,11 +7,12 @@ use std::io::IoSliceMut;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use rustio_backstore::FileRange;
 use rustio_iscsi_proto::pdu::{ScsiCommand, TaskAttribute};
 use rustio_scsi::{DirectIn, IoClass, Response, Status, TaskAttr, Transfer, Truncation};
 use tracing::debug;
 
-use super::io::reader_busy;
+use super::io::{reader_busy, Payload};
 use super::{Conn, ExecJob};
 use crate::command::{finish_task, NewCommand, Residual};
 use crate::config::AUTO_INLINE_MAX;
@@ -19,6 +20,16 @@ use crate::session::{Session, TaskState};
 
 /// READs up to this long are read in place into [`ExecBufs::read`].
 const DIRECT_READ_MAX: usize = 1 << 20;
+
+/// Where a command's data-in is after the engine ran it.
+enum DataIn {
+    /// In [`ExecBufs::staged`].
+    Staged,
+    /// In [`ExecBufs::read`], EDTL bytes.
+    Read,
+    /// In a range of the LUN's backing file, read when it is sent.
+    File(FileRange),
+}
 
 thread_local! {
     /// Data-In buffer of a reader thread executing commands inline.
@@ -85,14 +96,15 @@ pub(crate) fn execute(job: ExecJob, bufs: &mut ExecBufs) {
     }
     let lun = rustio_scsi::decode_lun_u64(cmd.hdr.lun).unwrap_or(u64::MAX);
     let xfer = sess.lun_map.transfer(lun, cmd.cdb.bytes());
-    let (resp, in_place) = match cmd.fail {
-        Some(s) => (Response::check(s), false),
-        None => run_engine(&sess, &cmd, &xfer, lun, bufs),
+    let file_ok = file_send_ok(&conn, &cmd);
+    let (resp, placed) = match cmd.fail {
+        Some(s) => (Response::check(s), DataIn::Staged),
+        None => run_engine(&sess, &cmd, &xfer, lun, bufs, file_ok),
     };
-    let data_in: &[u8] = if in_place {
-        &bufs.read[..cmd.hdr.edtl as usize]
-    } else {
-        &bufs.staged
+    let data_in = match &placed {
+        DataIn::Staged => Payload::Mem(&bufs.staged),
+        DataIn::Read => Payload::Mem(&bufs.read[..cmd.hdr.edtl as usize]),
+        DataIn::File(f) => Payload::File(f),
     };
     let needed_out = xfer.data_out_len.filter(|_| cmd.hdr.write);
     let residual = residual(&cmd.hdr, needed_out, data_in.len());
@@ -106,15 +118,41 @@ pub(crate) fn execute(job: ExecJob, bufs: &mut ExecBufs) {
     conn.write_bufs.give(std::mem::take(&mut cmd.buf));
 }
 
-/// Runs a command on the engine; `true` with the response when its data-in was read in
-/// place into [`ExecBufs::read`] rather than staged.
+/// Whether a READ's data may be sent from its LUN's backing file after the READ
+/// completed, instead of being read into [`ExecBufs::read`] before: not with a data
+/// digest (it needs the bytes), not below `--sendfile-min`
+/// ([`crate::config::ServerConfig::sendfile_min`]), not for a task that is not SIMPLE, nor once the session
+/// has seen one (SAM-5 8.6, see `Session::non_simple_seen`). Whether the LUN is a plain
+/// file is the engine's and the backstore's call ([`rustio_scsi::DirectIn`]).
+///
+/// The order the initiator sees is kept: the data is sent (`sendfile(2)` returned)
+/// before the status that completes the READ, by the thread that ran it — on the
+/// reader (inline) before it reads the next PDU; a result handed over to a busy
+/// writer's holder is read into memory first (`Conn::send_scsi_result`).
+fn file_send_ok(conn: &Conn, cmd: &NewCommand) -> bool {
+    !conn.digests.data
+        && cmd.hdr.read
+        && !cmd.hdr.write
+        && conn
+            .sendfile_min
+            .is_some_and(|min| u64::from(cmd.hdr.edtl) >= min)
+        && matches!(
+            cmd.hdr.attr,
+            TaskAttribute::Simple | TaskAttribute::Untagged
+        )
+        && !conn.session.non_simple_seen.load(Ordering::Acquire)
+}
+
+/// Runs a command on the engine; says where its data-in went: read in place into
+/// [`ExecBufs::read`], left in the backing file (`file_ok`), or staged.
 fn run_engine(
     sess: &Session,
     cmd: &NewCommand,
     xfer: &Transfer,
     lun: u64,
     bufs: &mut ExecBufs,
-) -> (Response, bool) {
+    file_ok: bool,
+) -> (Response, DataIn) {
     let hdr = &cmd.hdr;
     let needed_out = xfer.data_out_len.filter(|_| hdr.write);
     let block_size = xfer.block_size.max(1) as usize;
@@ -128,7 +166,7 @@ fn run_engine(
         _ => Truncation::NotTruncatable,
     };
     let (cdb, out_len): (&[u8], usize) = match &truncation {
-        Truncation::Nothing => return (Response::GOOD, false),
+        Truncation::Nothing => return (Response::GOOD, DataIn::Staged),
         Truncation::Cdb(c) => (c, cmd.buf.len() / block_size * block_size),
         // The device server must see all of a COMPARE AND WRITE's data-out to reject a
         // length that does not match (SBC-4 5.3).
@@ -155,6 +193,9 @@ fn run_engine(
     let lent = if direct_ok { direct_len } else { 0 };
     let mut slices = [IoSliceMut::new(&mut bufs.read[..lent])];
     let mut direct = DirectIn::new(&mut slices);
+    if file_ok {
+        direct.accept_file_range();
+    }
     let resp = sess.lun_map.execute_direct(
         &sess.nexus,
         lun,
@@ -165,7 +206,12 @@ fn run_engine(
         &mut bufs.staged,
         direct_ok.then_some(&mut direct),
     );
-    (resp, direct.used())
+    let placed = match direct.take_file_range() {
+        Some(f) => DataIn::File(f),
+        None if direct.used() => DataIn::Read,
+        None => DataIn::Staged,
+    };
+    (resp, placed)
 }
 
 /// The residual of a command's response (RFC 7143 11.4.5): a write against the CDB's
@@ -289,7 +335,7 @@ pub(super) fn answer_busy(conn: &Arc<Conn>, cmd: Box<NewCommand>) {
         conn.send_scsi_result(
             &cmd,
             &Response::status(Status::Busy),
-            &[],
+            Payload::Mem(&[]),
             Residual::default(),
         );
     }

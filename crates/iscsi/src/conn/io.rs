@@ -13,6 +13,7 @@ use nix::errno::Errno;
 use nix::sys::socket::{recv, MsgFlags};
 
 use parking_lot::Mutex;
+use rustio_backstore::FileRange;
 use rustio_iscsi_proto::pdu::{self, Digests, Header, BHS_LEN};
 
 use crate::limits::Deadline;
@@ -286,63 +287,171 @@ pub(crate) fn transfer_allowance(base: Duration, bytes: u64, rate: u64) -> Durat
     base.saturating_add(Duration::new(secs, nanos))
 }
 
-/// Writes all of `bufs`, continuing after partial writes, and fails with `TimedOut`
-/// once `deadline` has passed. `SO_SNDTIMEO` (the send timeout) only fires when a send
-/// makes no progress at all, so a peer that reads a little now and then would otherwise
-/// hold the writer for ever; and one blocked send may itself last the whole send timeout
-/// before it returns a partial count. So after a partial write the socket's send timeout
-/// is lowered to the time left (and restored at the end): the deadline holds to within a
-/// millisecond. The clock and the socket option are touched only after a partial write.
-pub(crate) fn write_all_vectored(
+/// The wall-clock bound of one response's writes. `SO_SNDTIMEO` (the send timeout) only
+/// fires when a send makes no progress at all, so a peer that reads a little now and
+/// then would otherwise hold the writer for ever; and one blocked send may itself last
+/// the whole send timeout before it returns a partial count. So after a partial write
+/// the socket's send timeout is lowered to the time left (and restored at the end): the
+/// deadline holds to within a millisecond. The clock and the socket option are touched
+/// only after a partial write.
+struct Bounded {
+    deadline: Option<Instant>,
+    /// The socket's own send timeout, once lowered.
+    restore: Option<Option<Duration>>,
+}
+
+impl Bounded {
+    fn new(deadline: Option<Instant>) -> Bounded {
+        Bounded {
+            deadline,
+            restore: None,
+        }
+    }
+
+    /// After a write that left more to send: `TimedOut` once the deadline has passed,
+    /// otherwise the socket's send timeout lowered to the time left.
+    fn partial(&mut self, w: &TcpStream) -> io::Result<()> {
+        let Some(d) = self.deadline else {
+            return Ok(());
+        };
+        let left = d.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "response not sent by its deadline",
+            ));
+        }
+        if self.restore.is_none() {
+            self.restore = Some(w.write_timeout()?);
+        }
+        let current = self.restore.flatten();
+        if current.is_none_or(|t| left < t) {
+            // A zero timeout would mean "block for ever": at least 1 ms.
+            w.set_write_timeout(Some(left.max(Duration::from_millis(1))))?;
+        }
+        Ok(())
+    }
+
+    /// Puts the socket's send timeout back.
+    fn finish(self, w: &TcpStream) {
+        if let Some(t) = self.restore {
+            let _ = w.set_write_timeout(t);
+        }
+    }
+}
+
+/// Sends all of `bufs`; with `more`, flagged `MSG_MORE` (a file payload follows, so the
+/// kernel need not push a short segment with only the header).
+fn send_iov(
     w: &mut TcpStream,
     mut bufs: &mut [IoSlice<'_>],
-    deadline: Option<Instant>,
+    more: bool,
+    b: &mut Bounded,
 ) -> io::Result<()> {
-    let mut restore: Option<Option<Duration>> = None;
-    let result = loop {
+    use nix::sys::socket::{sendmsg, MsgFlags};
+    use std::os::fd::AsRawFd;
+    loop {
         if bufs.is_empty() {
-            break Ok(());
+            return Ok(());
         }
-        match w.write_vectored(bufs) {
-            Ok(0) => break Err(io::ErrorKind::WriteZero.into()),
+        let r = if more {
+            sendmsg::<()>(
+                w.as_raw_fd(),
+                bufs,
+                &[],
+                // nix 0.29 names no MSG_MORE.
+                MsgFlags::from_bits_retain(libc::MSG_MORE) | MsgFlags::MSG_NOSIGNAL,
+                None,
+            )
+            .map_err(io::Error::from)
+        } else {
+            w.write_vectored(bufs)
+        };
+        match r {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => {
                 IoSlice::advance_slices(&mut bufs, n);
-                let Some(d) = deadline.filter(|_| !bufs.is_empty()) else {
-                    continue;
-                };
-                let left = d.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    break Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "response not sent by its deadline",
-                    ));
-                }
-                if restore.is_none() {
-                    restore = Some(w.write_timeout()?);
-                }
-                let current = restore.flatten();
-                if current.is_none_or(|t| left < t) {
-                    // A zero timeout would mean "block for ever": at least 1 ms.
-                    w.set_write_timeout(Some(left.max(Duration::from_millis(1))))?;
+                if !bufs.is_empty() {
+                    b.partial(w)?;
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => break Err(e),
+            Err(e) => return Err(e),
         }
-    };
-    if let Some(t) = restore {
-        let _ = w.set_write_timeout(t);
     }
-    result
+}
+
+/// Sends a whole file range with `sendfile(2)`: the kernel takes the bytes from the page
+/// cache, no copy through userspace. `sendfile` on this blocking socket obeys
+/// `SO_SNDTIMEO` like `write`, so the slow-peer rules hold unchanged. A file that ends
+/// before the range does (shortened underneath) fails with `UnexpectedEof`: the PDU
+/// whose header is already on the wire cannot be completed, and the caller drops the
+/// connection rather than send wrong framing.
+fn send_file(w: &mut TcpStream, f: &FileRange, b: &mut Bounded) -> io::Result<()> {
+    let mut off = i64::try_from(f.offset())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "file offset too large"))?;
+    let mut left = f.len();
+    while left > 0 {
+        match nix::sys::sendfile::sendfile64(&*w, f.fd(), Some(&mut off), left) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "backing file ended inside a READ's Data-In (shortened underneath)",
+                ))
+            }
+            Ok(n) => {
+                left = left.saturating_sub(n);
+                if left > 0 {
+                    b.partial(w)?;
+                }
+            }
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 const ZEROS: [u8; 4] = [0; 4];
 
-/// One PDU ready for the wire: header (+digest) and a borrowed data slice.
+/// The data segment of an outgoing PDU: bytes in memory, or a range of a file sent from
+/// the page cache (a READ's Data-In from a plain-file LUN, see `rustio_scsi::direct`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Payload<'a> {
+    /// Bytes in memory.
+    Mem(&'a [u8]),
+    /// A file range (never with a data digest: the digest needs the bytes).
+    File(&'a FileRange),
+}
+
+impl Payload<'_> {
+    /// Length in bytes.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Payload::Mem(d) => d.len(),
+            Payload::File(f) => f.len(),
+        }
+    }
+
+    /// Whether there is no data.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A PDU's data segment, owned by the PDU being built.
+enum Body<'a> {
+    Mem(&'a [u8]),
+    File(FileRange),
+}
+
+/// One PDU ready for the wire: header (+digest) and a borrowed data slice (or a file
+/// range).
 pub(super) struct OutPdu<'a> {
     hdr: [u8; BHS_LEN + 4],
     hdr_len: usize,
-    pub(super) data: &'a [u8],
+    data: Body<'a>,
+    len: usize,
     pad: usize,
     dd: [u8; 4],
     dd_len: usize,
@@ -350,7 +459,24 @@ pub(super) struct OutPdu<'a> {
 
 impl<'a> OutPdu<'a> {
     pub(super) fn new(h: &Header, data: &'a [u8], digests: Digests) -> OutPdu<'a> {
-        let bhs = h.encode(0, data.len() as u32);
+        let mut p = OutPdu::framed(h, data.len(), digests, Body::Mem(data));
+        if digests.data && !data.is_empty() {
+            let crc = pdu::crc32c_append(pdu::crc32c(data), &ZEROS[..p.pad]);
+            p.dd = pdu::digest_bytes(crc);
+            p.dd_len = 4;
+        }
+        p
+    }
+
+    /// A PDU whose data segment is `f`, sent from the page cache. Only without a data
+    /// digest (the caller reads the bytes into memory when one is in force).
+    pub(super) fn from_file(h: &Header, f: FileRange, digests: Digests) -> OutPdu<'a> {
+        debug_assert!(!digests.data, "a data digest needs the bytes in memory");
+        OutPdu::framed(h, f.len(), digests, Body::File(f))
+    }
+
+    fn framed(h: &Header, len: usize, digests: Digests, data: Body<'a>) -> OutPdu<'a> {
+        let bhs = h.encode(0, len as u32);
         let mut hdr = [0u8; BHS_LEN + 4];
         hdr[..BHS_LEN].copy_from_slice(&bhs);
         let mut hdr_len = BHS_LEN;
@@ -358,34 +484,57 @@ impl<'a> OutPdu<'a> {
             hdr[BHS_LEN..].copy_from_slice(&pdu::digest_bytes(pdu::crc32c(&bhs)));
             hdr_len += 4;
         }
-        let pad = pdu::pad_len(data.len());
-        let (dd, dd_len) = if digests.data && !data.is_empty() {
-            let crc = pdu::crc32c_append(pdu::crc32c(data), &ZEROS[..pad]);
-            (pdu::digest_bytes(crc), 4)
-        } else {
-            ([0; 4], 0)
-        };
         OutPdu {
             hdr,
             hdr_len,
             data,
-            pad,
-            dd,
-            dd_len,
+            len,
+            pad: pdu::pad_len(len),
+            dd: [0; 4],
+            dd_len: 0,
         }
+    }
+
+    /// Length of the data segment.
+    pub(super) fn data_len(&self) -> usize {
+        self.len
     }
 }
 
+/// Writes `pdus` in order within `deadline`: memory parts gathered into vectored
+/// writes, file payloads with `sendfile(2)` between them (the header before one sent
+/// with `MSG_MORE`). Any error leaves the stream in an unknown state (a PDU may be cut
+/// anywhere): the caller must close the connection.
 pub(super) fn write_pdus(
     w: &mut TcpStream,
     pdus: &[OutPdu<'_>],
     deadline: Instant,
 ) -> io::Result<()> {
+    let mut b = Bounded::new(Some(deadline));
+    let r = write_pdus_bounded(w, pdus, &mut b);
+    b.finish(w);
+    r
+}
+
+fn write_pdus_bounded(w: &mut TcpStream, pdus: &[OutPdu<'_>], b: &mut Bounded) -> io::Result<()> {
     let mut iov: Vec<IoSlice<'_>> = Vec::with_capacity(pdus.len() * 4);
     for p in pdus {
         iov.push(IoSlice::new(&p.hdr[..p.hdr_len]));
-        if !p.data.is_empty() {
-            iov.push(IoSlice::new(p.data));
+        match &p.data {
+            Body::Mem(d) => {
+                if !d.is_empty() {
+                    iov.push(IoSlice::new(d));
+                }
+            }
+            Body::File(f) => {
+                if !f.is_empty() {
+                    send_iov(w, &mut iov, true, b)?;
+                    iov.clear();
+                    send_file(w, f, b)?;
+                }
+            }
+        }
+        if p.len > 0 {
             if p.pad > 0 {
                 iov.push(IoSlice::new(&ZEROS[..p.pad]));
             }
@@ -394,7 +543,7 @@ pub(super) fn write_pdus(
             }
         }
     }
-    write_all_vectored(w, &mut iov, Some(deadline))
+    send_iov(w, &mut iov, false, b)
 }
 
 /// The writing half of a connection, under the connection's writer lock: whoever holds

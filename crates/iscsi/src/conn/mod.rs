@@ -161,6 +161,9 @@ pub(crate) struct Conn {
     send_timeout: Duration,
     /// Slowest transfer rate a peer may keep up (bytes per second).
     min_rate: u64,
+    /// READs at least this long from plain-file LUNs are sent from the page cache
+    /// (`ServerConfig::sendfile_min`, read at login like the timeouts: no lock per READ).
+    sendfile_min: Option<u64>,
 }
 
 impl Conn {
@@ -178,9 +181,9 @@ impl Conn {
         services: Arc<Services>,
         registry: Arc<dyn Registry>,
     ) -> std::io::Result<Conn> {
-        let (send_timeout, min_rate) = {
+        let (send_timeout, min_rate, sendfile_min) = {
             let cfg = services.config();
-            (cfg.send_timeout, cfg.min_transfer_rate)
+            (cfg.send_timeout, cfg.min_transfer_rate, cfg.sendfile_min)
         };
         Ok(Conn {
             id,
@@ -212,6 +215,7 @@ impl Conn {
             send_started: AtomicU64::new(0),
             send_timeout,
             min_rate,
+            sendfile_min,
         })
     }
 

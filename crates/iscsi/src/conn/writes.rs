@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rustio_iscsi_proto::pdu::{Header, R2t, RejectReason, ScsiCommand};
+use rustio_iscsi_proto::pdu::{Header, R2t, RejectReason, ScsiCommand, TaskAttribute};
 use tracing::{debug, warn};
 
 use super::exec::{answer_busy, dispatch};
@@ -20,6 +20,14 @@ use crate::session::{Link, Session, TaskState};
 /// it or asks for its Data-Out.
 pub(super) fn start_command(conn: &Arc<Conn>, mut cmd: Box<NewCommand>) {
     let sess = &conn.session;
+    if !matches!(
+        cmd.hdr.attr,
+        TaskAttribute::Simple | TaskAttribute::Untagged
+    ) {
+        // Before this command can run anywhere: from now on READ data is read before
+        // its READ completes (see `Session::non_simple_seen`).
+        sess.non_simple_seen.store(true, Ordering::Release);
+    }
     let task = Arc::new(TaskState {
         itt: cmd.hdr.itt,
         lun_field: cmd.hdr.lun,

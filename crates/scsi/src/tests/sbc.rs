@@ -761,3 +761,65 @@ fn failed_direct_read_is_not_reported_as_used() {
     assert!(!d.used());
     assert!(staged.is_empty());
 }
+
+#[test]
+fn direct_read_of_a_plain_file_answers_with_its_range() {
+    use rustio_backstore::{FileBackstore, FileOptions};
+    use std::io::IoSliceMut;
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = FileOptions::new(dir.path().join("lun.img"));
+    o.size = Some(BLOCKS * u64::from(BS));
+    let f: Arc<dyn Backstore> = Arc::new(FileBackstore::open(o).unwrap());
+    let h = H::with_backstore(f, LuConfig::new("t", "s"));
+    h.clear_ua(&h.n);
+    let data = pattern(3 * BS as usize, 9);
+    h.good(&cdb10(0x2a, 0, 40, 3), &data);
+    let mut buf = vec![0u8; 3 * BS as usize];
+    let mut bufs = [IoSliceMut::new(&mut buf)];
+    let mut d = crate::DirectIn::new(&mut bufs);
+    // Without the transport's consent, the buffers are filled as before.
+    let (r, _) = run_direct(&h, &cdb10(0x28, 0, 40, 3), &mut d);
+    assert_eq!(r, Response::GOOD);
+    assert!(d.used() && d.file_range().is_none());
+    d.accept_file_range();
+    let (r, staged) = run_direct(&h, &cdb10(0x28, 0, 40, 3), &mut d);
+    assert_eq!(r, Response::GOOD);
+    assert!(!d.used());
+    assert!(staged.is_empty());
+    let range = d.file_range().expect("a file range").clone();
+    assert_eq!(range.offset(), 40 * u64::from(BS));
+    assert_eq!(range.len(), data.len());
+    let mut got = vec![0u8; data.len()];
+    range.read_into(&mut got).unwrap();
+    assert_eq!(got, data);
+    // Another length is staged; a failed READ leaves no range behind.
+    let (r, staged) = run_direct(&h, &cdb10(0x28, 0, 40, 2), &mut d);
+    assert_eq!(r, Response::GOOD);
+    assert!(d.file_range().is_none());
+    assert_eq!(staged, data[..2 * BS as usize]);
+    let (r, _) = run_direct(&h, &cdb10(0x28, 0, BLOCKS as u32, 3), &mut d);
+    assert_sense(check_of(r), SenseKey::IllegalRequest, 0x21, 0x00);
+    assert!(d.file_range().is_none() && !d.used());
+    drop(d);
+    assert!(
+        buf[..BS as usize] == data[..BS as usize],
+        "first READ filled it"
+    );
+}
+
+#[test]
+fn direct_read_of_a_ram_store_ignores_file_consent() {
+    use std::io::IoSliceMut;
+    let h = H::new();
+    let data = pattern(BS as usize, 3);
+    h.good(&cdb10(0x2a, 0, 50, 1), &data);
+    let mut buf = vec![0u8; BS as usize];
+    let mut bufs = [IoSliceMut::new(&mut buf)];
+    let mut d = crate::DirectIn::new(&mut bufs);
+    d.accept_file_range();
+    let (r, _) = run_direct(&h, &cdb10(0x28, 0, 50, 1), &mut d);
+    assert_eq!(r, Response::GOOD);
+    assert!(d.used() && d.file_range().is_none());
+    drop(d);
+    assert_eq!(buf, data);
+}
