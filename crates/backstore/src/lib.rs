@@ -294,6 +294,10 @@ impl FileRange {
     }
 }
 
+/// How a request started with [`Backstore::submit_read`] or [`Backstore::submit_write`]
+/// ends: called once, with the request's buffer back and its result.
+pub type IoDone = Box<dyn FnOnce(Vec<u8>, Result<()>) + Send>;
+
 /// A block store.
 ///
 /// Implementations are shared between many connections and threads (`&self` methods);
@@ -365,6 +369,30 @@ pub trait Backstore: Send + Sync + fmt::Debug {
     fn file_range(&self, offset: u64, len: usize) -> Option<FileRange> {
         let _ = (offset, len);
         None
+    }
+
+    /// Whether [`Backstore::submit_read`] and [`Backstore::submit_write`] return before
+    /// the I/O completed (a store whose I/O is a network round trip, with an
+    /// asynchronous client library: Ceph RBD). A caller can then keep many requests in
+    /// flight without a thread waiting for each.
+    fn submits_async(&self) -> bool {
+        false
+    }
+
+    /// Reads `buf.len()` bytes at `offset` into `buf`; `done` gets the buffer back with
+    /// the result, on a thread of the store's when [`Backstore::submits_async`] (after
+    /// this call returned, or during it), otherwise on this thread before it returns.
+    /// `done` must not block: it runs where the store completes its other requests.
+    fn submit_read(&self, offset: u64, mut buf: Vec<u8>, done: IoDone) {
+        let r = self.read_at(&mut buf, offset);
+        done(buf, r);
+    }
+
+    /// Writes the first `len` bytes of `buf` at `offset` (all of `buf` if it is shorter);
+    /// `done` as for [`Backstore::submit_read`].
+    fn submit_write(&self, offset: u64, buf: Vec<u8>, len: usize, flags: WriteFlags, done: IoDone) {
+        let r = self.write_at(&buf[..len.min(buf.len())], offset, flags);
+        done(buf, r);
     }
 
     /// Reads into one buffer.
@@ -447,6 +475,15 @@ impl<B: Backstore + ?Sized> Backstore for std::sync::Arc<B> {
     }
     fn file_range(&self, offset: u64, len: usize) -> Option<FileRange> {
         (**self).file_range(offset, len)
+    }
+    fn submits_async(&self) -> bool {
+        (**self).submits_async()
+    }
+    fn submit_read(&self, offset: u64, buf: Vec<u8>, done: IoDone) {
+        (**self).submit_read(offset, buf, done)
+    }
+    fn submit_write(&self, offset: u64, buf: Vec<u8>, len: usize, flags: WriteFlags, done: IoDone) {
+        (**self).submit_write(offset, buf, len, flags, done)
     }
 }
 

@@ -185,6 +185,20 @@ extern "C" {
     ) -> c_int;
     fn rbd_aio_get_return_value(c: rbd_completion_t) -> isize;
     fn rbd_aio_release(c: rbd_completion_t);
+    fn rbd_aio_read(
+        image: rbd_image_t,
+        off: u64,
+        len: usize,
+        buf: *mut c_char,
+        c: rbd_completion_t,
+    ) -> c_int;
+    fn rbd_aio_write(
+        image: rbd_image_t,
+        off: u64,
+        len: usize,
+        buf: *const c_char,
+        c: rbd_completion_t,
+    ) -> c_int;
     fn rbd_aio_readv(
         image: rbd_image_t,
         iov: *const libc::iovec,
@@ -943,41 +957,114 @@ impl Image {
     /// Submits one asynchronous request and waits for its completion.
     ///
     /// `submit` gets a fresh completion and must hand it to exactly one `rbd_aio_*` call,
-    /// returning that call's result. If the call fails, librbd never runs the callback (the
-    /// `rbd_aio_*` entry points only fail before queueing the request), so the waiter's
-    /// reference is reclaimed here.
+    /// returning that call's result.
     fn aio(
         &self,
         op: &'static str,
         submit: impl FnOnce(rbd_completion_t) -> isize,
     ) -> Result<isize, Errno> {
         let waiter = Arc::new(Waiter::default());
-        let arg = Arc::into_raw(Arc::clone(&waiter))
-            .cast_mut()
-            .cast::<c_void>();
+        let w = Arc::clone(&waiter);
+        self.submit_aio(submit, Box::new(move |r| w.finish(r)))
+            .map_err(|(e, _)| e)?;
+        check(waiter.wait(op, self.slow_after))
+    }
+
+    /// Submits one asynchronous request; `done` runs with its result on a librbd thread
+    /// when it completes. If the request cannot be queued (the `rbd_aio_*` entry points
+    /// only fail before queueing, and then never run the callback), `done` comes back
+    /// unrun with the error.
+    fn submit_aio(
+        &self,
+        submit: impl FnOnce(rbd_completion_t) -> isize,
+        done: OnDone,
+    ) -> Result<(), (Errno, OnDone)> {
+        let arg = Box::into_raw(Box::new(done)).cast::<c_void>();
         let mut c: rbd_completion_t = ptr::null_mut();
         // SAFETY: `c` is a valid out-pointer; `arg` stays valid until `on_complete`
         // reclaims it (or we do below if the request is never submitted).
         let r = unsafe { rbd_aio_create_completion(arg, Some(on_complete), &mut c) };
         if let Err(e) = check(r as isize) {
             // SAFETY: the completion was not created, so the callback will never run and
-            // this is the only reclaim of the reference leaked by into_raw above.
-            drop(unsafe { Arc::from_raw(arg.cast_const().cast::<Waiter>()) });
-            return Err(e);
+            // this is the only reclaim of the box leaked by into_raw above.
+            let done = unsafe { *Box::from_raw(arg.cast::<OnDone>()) };
+            return Err((e, done));
         }
         if let Err(e) = check(submit(c)) {
             // SAFETY: the request was refused before being queued: the callback will not
-            // run, so we release the completion and reclaim the waiter reference once.
-            unsafe {
+            // run, so we release the completion and reclaim the box once.
+            let done = unsafe {
                 rbd_aio_release(c);
-                drop(Arc::from_raw(arg.cast_const().cast::<Waiter>()));
-            }
-            return Err(e);
+                *Box::from_raw(arg.cast::<OnDone>())
+            };
+            return Err((e, done));
         }
         // The callback releases the completion; `c` is not touched again here.
-        check(waiter.wait(op, self.slow_after))
+        Ok(())
+    }
+
+    /// Reads `buf.len()` bytes at `off` into `buf` without waiting: `done` gets the buffer
+    /// back with the bytes read (short only at the image end) or the error, on a librbd
+    /// thread (or on this one, if the request could not be queued). The image stays open
+    /// until then (`self` is an `Arc` the request holds).
+    pub(crate) fn read_owned(
+        self: &Arc<Self>,
+        off: u64,
+        mut buf: Vec<u8>,
+        done: impl FnOnce(Vec<u8>, Result<usize, Errno>) + Send + 'static,
+    ) {
+        let ptr = buf.as_mut_ptr().cast::<c_char>();
+        let len = buf.len();
+        let image = Arc::clone(self);
+        let cb: OnDone = Box::new(move |r| {
+            drop(image);
+            done(buf, check(r).map(isize::unsigned_abs));
+        });
+        if let Err((e, cb)) = self.submit_aio(
+            |c| {
+                // SAFETY: `ptr` points at `len` bytes of the Vec that `cb` owns; librbd
+                // holds `cb` (through the completion's argument) until it has written the
+                // buffer and run the callback, so the memory outlives the request. The
+                // Vec's heap block does not move when the Vec value moves into `cb`.
+                unsafe { rbd_aio_read(self.image, off, len, ptr, c) as isize }
+            },
+            cb,
+        ) {
+            cb(-(e as isize));
+        }
+    }
+
+    /// Writes the first `len` bytes of `buf` at `off` without waiting (librbd clips writes
+    /// at the image end); `done` as for [`Image::read_owned`], with the buffer back.
+    pub(crate) fn write_owned(
+        self: &Arc<Self>,
+        off: u64,
+        buf: Vec<u8>,
+        len: usize,
+        done: impl FnOnce(Vec<u8>, Result<(), Errno>) + Send + 'static,
+    ) {
+        let len = len.min(buf.len());
+        let ptr = buf.as_ptr().cast::<c_char>();
+        let image = Arc::clone(self);
+        let cb: OnDone = Box::new(move |r| {
+            drop(image);
+            done(buf, check(r).map(drop));
+        });
+        if let Err((e, cb)) = self.submit_aio(
+            |c| {
+                // SAFETY: as in `read_owned`: the Vec owned by `cb` outlives the request
+                // (librbd may send straight from it without copying).
+                unsafe { rbd_aio_write(self.image, off, len, ptr, c) as isize }
+            },
+            cb,
+        ) {
+            cb(-(e as isize));
+        }
     }
 }
+
+/// What runs when an asynchronous request completes, with librbd's return value.
+type OnDone = Box<dyn FnOnce(isize) + Send>;
 
 impl Drop for Image {
     fn drop(&mut self) {
@@ -1033,10 +1120,10 @@ impl Waiter {
 
 /// The completion callback (runs on a librbd thread, once per completion).
 extern "C" fn on_complete(c: rbd_completion_t, arg: *mut c_void) {
-    // SAFETY: `arg` is the pointer Arc::into_raw produced in `Image::aio` for this
-    // completion, and librbd invokes the callback exactly once, so the reference is
-    // reclaimed exactly once.
-    let waiter = unsafe { Arc::from_raw(arg.cast_const().cast::<Waiter>()) };
+    // SAFETY: `arg` is the pointer Box::into_raw produced in `Image::submit_aio` for this
+    // completion, and librbd invokes the callback exactly once, so the box is reclaimed
+    // exactly once.
+    let done = unsafe { *Box::from_raw(arg.cast::<OnDone>()) };
     // SAFETY: `c` is the live completion this callback reports and nobody else uses it:
     // we read its result and release it here, as qemu's and tcmu-runner's rbd drivers do
     // in their callbacks (librbd keeps its own reference while running the callback).
@@ -1045,7 +1132,7 @@ extern "C" fn on_complete(c: rbd_completion_t, arg: *mut c_void) {
         rbd_aio_release(c);
         r
     };
-    waiter.finish(r);
+    done(r);
 }
 
 // --- Gateway groups: image identity, lock owners and lock breaking, image metadata

@@ -82,6 +82,7 @@ mod rsoc;
 mod sbc;
 pub mod sense;
 mod status;
+mod submit;
 mod tpg;
 mod transport;
 mod ua;
@@ -100,6 +101,7 @@ pub use pr::{
 };
 pub use sense::{FieldPointer, Sense, SenseKey, FIXED_SENSE_LEN};
 pub use status::{Response, Status};
+pub use submit::AsyncEnd;
 pub use tpg::{
     AluaMode, AluaState, TargetPort, TargetPortGroup, TargetPortGroupId, TargetPortName,
 };

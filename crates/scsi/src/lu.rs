@@ -66,6 +66,16 @@ impl Fail {
 /// Result of executing one command: the success status (GOOD or CONDITION MET).
 pub(crate) type Outcome = Result<Status, Fail>;
 
+/// A command past [`LogicalUnit::begin`]: parsed, admitted, ready to run.
+pub(crate) struct Begun {
+    /// The parsed command.
+    pub(crate) cmd: Command,
+    /// What it takes of a gateway group's access path (for [`LogicalUnit::finish`]).
+    pub(crate) access: crate::alua::AccessTaken,
+    /// The group controller whose writer count it holds, if any.
+    pub(crate) writer: Option<Arc<crate::alua::GroupAlua>>,
+}
+
 /// A SCSI logical unit (direct access block device) backed by a [`Backstore`].
 ///
 /// Shared as `Arc<LogicalUnit>` by every connection that maps it; all methods take
@@ -268,6 +278,19 @@ impl LogicalUnit {
         data_in: &mut Vec<u8>,
         direct: Option<&mut DirectIn<'_, '_>>,
     ) -> Response {
+        let begun = match self.begin(req) {
+            Ok(b) => b,
+            Err(r) => return r,
+        };
+        let done = self.dispatch(req, begun.cmd, data_in, direct);
+        self.finish(&begun.access, begun.writer, done)
+    }
+
+    /// What every command passes before it runs: capacity and reservation/ALUA events,
+    /// unit attention (SPC-4 5.14), lookup and parse of the CDB, [`Self::admit`], and in a
+    /// gateway group the writer count of a command that modifies the medium. `Err` is the
+    /// command's response when it ends here.
+    pub(crate) fn begin(&self, req: &Request<'_>) -> Result<Begun, Response> {
         self.check_capacity(None);
         // Before unit attentions are reported: a reservation change made through
         // another unit of a shared store may have left some for this nexus.
@@ -276,7 +299,7 @@ impl LogicalUnit {
         let opcode = req.cdb.first().copied();
         if opcode.is_some_and(reports_unit_attention) || opcode.is_none() {
             if let Some(ua) = self.ua.take(req.nexus) {
-                return Response::check(ua);
+                return Err(Response::check(ua));
             }
         } else {
             self.ua.touch(req.nexus);
@@ -286,22 +309,19 @@ impl LogicalUnit {
             // MAINTENANCE OUT exists only for SET TARGET PORT GROUPS of a gateway
             // group: elsewhere the operation code is unsupported as a whole.
             Err(_) if opcode == Some(op::MAINTENANCE_OUT) && self.group_alua().is_none() => {
-                return Response::check(Sense::invalid_opcode())
+                return Err(Response::check(Sense::invalid_opcode()))
             }
-            Err(s) => return Response::check(s),
+            Err(s) => return Err(Response::check(s)),
         };
         if !self.op_supported(info) {
-            return Response::check(Sense::invalid_opcode());
+            return Err(Response::check(Sense::invalid_opcode()));
         }
-        let cmd = match cdb::parse_with(info, req.cdb) {
-            Ok(c) => c,
-            Err(s) => return Response::check(s),
-        };
+        let cmd = cdb::parse_with(info, req.cdb).map_err(Response::check)?;
         if let Err(f) = self.admit(req.nexus, &cmd, req.write_protected) {
-            return match f {
+            return Err(match f {
                 Fail::Check(s) => Response::check(s),
                 Fail::Status(s) => Response::status(s),
-            };
+            });
         }
         let access = crate::alua::AccessTaken {
             needed: crate::alua::needs_access(&cmd),
@@ -313,18 +333,32 @@ impl LogicalUnit {
         let writer = match self.group_alua() {
             Some(a) if access.needed && access.modifies => match a.begin_write() {
                 Ok(()) => Some(a.clone()),
-                Err(s) => return Response::check(s),
+                Err(s) => return Err(Response::check(s)),
             },
             _ => None,
         };
-        let done = self.dispatch(req, cmd, data_in, direct);
+        Ok(Begun {
+            cmd,
+            access,
+            writer,
+        })
+    }
+
+    /// The response of a command that [`Self::begin`] let run and that ended with
+    /// `done`: the writer count given back, a gateway that lost or handed over
+    /// ownership failing the command retryably.
+    pub(crate) fn finish(
+        &self,
+        access: &crate::alua::AccessTaken,
+        writer: Option<Arc<crate::alua::GroupAlua>>,
+        done: Outcome,
+    ) -> Response {
         if let Some(a) = writer {
             a.end_write();
         }
         match done {
             Ok(status) => Response::status(status),
-            // A gateway that lost or handed over ownership fails the command retryably.
-            Err(f) => match (self.alua_access_failed(&access, &f), f) {
+            Err(f) => match (self.alua_access_failed(access, &f), f) {
                 (Some(s), _) | (None, Fail::Check(s)) => Response::check(s),
                 (None, Fail::Status(s)) => Response::status(s),
             },

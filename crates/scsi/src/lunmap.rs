@@ -255,6 +255,11 @@ impl LunMap {
         }
     }
 
+    /// The mapping of `lun`, if mapped.
+    pub(crate) fn mapped_lun(&self, lun: u64) -> Option<&MappedLun> {
+        self.luns.get(&lun)
+    }
+
     fn report_luns(&self, nexus: &Nexus, lun: u64, cdb: &[u8], data_in: &mut Vec<u8>) -> Response {
         let (select, alloc) = match cdb::parse(cdb) {
             Ok(Command::ReportLuns { select, alloc }) => (select, alloc),

@@ -8,7 +8,9 @@
 //! *exclusive*. Locks are always taken in ascending table index order, so two commands
 //! can never deadlock.
 
-use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::Arc;
+
+use parking_lot::{ArcRwLockReadGuard, RawRwLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// Number of lock stripes (a power of two, at most 64 so a `u64` can hold the set).
 const STRIPES: usize = 64;
@@ -18,7 +20,7 @@ const STRIPE_SHIFT: u32 = 11;
 /// The lock table of one logical unit.
 #[derive(Debug)]
 pub(crate) struct RangeLocks {
-    stripes: [RwLock<()>; STRIPES],
+    stripes: [Arc<RwLock<()>>; STRIPES],
 }
 
 /// Held shared locks of a write; released on drop.
@@ -26,6 +28,21 @@ pub(crate) struct RangeLocks {
 #[must_use = "the range is unlocked when the guard is dropped"]
 pub(crate) struct SharedRange<'a> {
     _guards: Vec<RwLockReadGuard<'a, ()>>,
+}
+
+/// Held shared locks of a write running asynchronously: owned, so they stay held until
+/// the write completes on whatever thread that is, and released on drop there.
+#[must_use = "the range is unlocked when the guard is dropped"]
+pub(crate) struct OwnedSharedRange {
+    _guards: Vec<ArcRwLockReadGuard<RawRwLock, ()>>,
+}
+
+impl std::fmt::Debug for OwnedSharedRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OwnedSharedRange")
+            .field("stripes", &self._guards.len())
+            .finish()
+    }
 }
 
 /// Held exclusive locks of a COMPARE AND WRITE; released on drop.
@@ -38,7 +55,7 @@ pub(crate) struct ExclusiveRange<'a> {
 impl Default for RangeLocks {
     fn default() -> Self {
         RangeLocks {
-            stripes: std::array::from_fn(|_| RwLock::new(())),
+            stripes: std::array::from_fn(|_| Arc::new(RwLock::new(()))),
         }
     }
 }
@@ -76,6 +93,20 @@ impl RangeLocks {
             }
         }
         SharedRange { _guards: guards }
+    }
+
+    /// Locks `[lba, lba+blocks)` for an ordinary write that completes later, elsewhere,
+    /// without waiting: `None` when a COMPARE AND WRITE holds part of it (the caller
+    /// then runs the write the synchronous way, which waits).
+    pub(crate) fn try_shared_owned(&self, lba: u64, blocks: u64) -> Option<OwnedSharedRange> {
+        let set = stripe_set(lba, blocks);
+        let mut guards = Vec::with_capacity(set.count_ones() as usize);
+        for (i, l) in self.stripes.iter().enumerate() {
+            if set & (1 << i) != 0 {
+                guards.push(l.try_read_arc()?);
+            }
+        }
+        Some(OwnedSharedRange { _guards: guards })
     }
 
     /// Locks `[lba, lba+blocks)` exclusively for COMPARE AND WRITE.
@@ -119,5 +150,24 @@ mod tests {
         drop(x);
         let _a = l.shared(0, 10);
         let _b = l.shared(0, 10);
+    }
+
+    #[test]
+    fn owned_shared_locks_wait_for_nothing_and_hold_off_compare_and_write() {
+        let l = RangeLocks::default();
+        let a = l.try_shared_owned(0, 4096).expect("free range");
+        let b = l.try_shared_owned(2048, 1).expect("writers share");
+        // Released on another thread: the write completed there.
+        std::thread::spawn(move || drop(b)).join().unwrap();
+        // A COMPARE AND WRITE over the range waits while `a` is held.
+        assert!(l.stripes[0].try_write().is_none());
+        assert!(l.stripes[1].try_write().is_none());
+        drop(a);
+        let x = l.exclusive(5000, 1);
+        // Under a COMPARE AND WRITE, no owned lock is taken, nothing waits.
+        assert!(l.try_shared_owned(4096, 2048).is_none());
+        assert!(l.try_shared_owned(0, 1).is_some());
+        drop(x);
+        assert!(l.try_shared_owned(4096, 2048).is_some());
     }
 }

@@ -62,7 +62,7 @@ impl LogicalUnit {
 
     /// Write flags honouring the caching mode page: with WCE = 0 every write is
     /// write-through (SBC-4 6.5.5).
-    fn write_flags(&self, fua: bool) -> WriteFlags {
+    pub(crate) fn write_flags(&self, fua: bool) -> WriteFlags {
         WriteFlags {
             fua: fua || !self.mode.wce(),
         }
@@ -70,7 +70,11 @@ impl LogicalUnit {
 
     /// The data-out bytes a command needs, or INVALID FIELD IN INFORMATION UNIT if the
     /// initiator sent fewer (the transport computes the residual).
-    fn need_data_out<'d>(&self, req: &Request<'d>, len: usize) -> Result<&'d [u8], Fail> {
+    pub(crate) fn need_data_out<'d>(
+        &self,
+        req: &Request<'d>,
+        len: usize,
+    ) -> Result<&'d [u8], Fail> {
         req.data_out
             .get(..len)
             .ok_or(Fail::Check(Sense::INVALID_FIELD_IN_INFORMATION_UNIT))
@@ -108,6 +112,31 @@ impl LogicalUnit {
         Ok(Status::Good)
     }
 
+    /// The checks of a READ or WRITE of `blocks` at `lba` and where it goes: the byte
+    /// offset and length, or `None` for a transfer of zero blocks (GOOD, nothing moved).
+    pub(crate) fn plan_transfer(
+        &self,
+        req: &Request<'_>,
+        lba: u64,
+        blocks: u32,
+    ) -> Result<Option<(u64, usize)>, Fail> {
+        self.check_lba_range(lba, u64::from(blocks))?;
+        self.check_transfer_length(req, blocks)?;
+        if blocks == 0 {
+            // SBC-4 5.3: zero blocks is not an error, but data sent with it has no
+            // defined split into verify and write halves (e.g. an initiator that
+            // stored 256 in the one-byte NUMBER OF LOGICAL BLOCKS field); the field is
+            // inconsistent with the command, as LIO also rejects such a data-out.
+            if !req.data_out.is_empty() {
+                return Err(Sense::invalid_field_in_cdb(13, None).into());
+            }
+            return Ok(None);
+        }
+        let len = self.byte_len(u64::from(blocks))?;
+        let offset = self.byte_offset(lba)?;
+        Ok(Some((offset, len)))
+    }
+
     /// READ(6/10/12/16) (SBC-4 5.13-5.16): reads straight into the transport's buffers
     /// when they fit exactly (`direct`), or lends the range of a plain file when the
     /// transport accepts one, otherwise into `data_in`.
@@ -119,20 +148,9 @@ impl LogicalUnit {
         data_in: &mut Vec<u8>,
         direct: Option<&mut DirectIn<'_, '_>>,
     ) -> Outcome {
-        self.check_lba_range(lba, u64::from(blocks))?;
-        self.check_transfer_length(req, blocks)?;
-        if blocks == 0 {
-            // SBC-4 5.3: zero blocks is not an error, but data sent with it has no
-            // defined split into verify and write halves (e.g. an initiator that
-            // stored 256 in the one-byte NUMBER OF LOGICAL BLOCKS field); the field is
-            // inconsistent with the command, as LIO also rejects such a data-out.
-            if !req.data_out.is_empty() {
-                return Err(Sense::invalid_field_in_cdb(13, None).into());
-            }
+        let Some((offset, len)) = self.plan_transfer(req, lba, blocks)? else {
             return Ok(Status::Good);
-        }
-        let len = self.byte_len(u64::from(blocks))?;
-        let offset = self.byte_offset(lba)?;
+        };
         if let Some(d) = direct {
             // Nothing read now: the transport sends the range from the page cache
             // (`crate::direct`).
@@ -161,21 +179,10 @@ impl LogicalUnit {
     /// data-out buffer. WRITE AND VERIFY writes with FUA; the verification against the
     /// medium then cannot fail short of a medium error, which the write reports.
     pub(crate) fn write(&self, req: &Request<'_>, lba: u64, blocks: u32, fua: bool) -> Outcome {
-        self.check_lba_range(lba, u64::from(blocks))?;
-        self.check_transfer_length(req, blocks)?;
-        if blocks == 0 {
-            // SBC-4 5.3: zero blocks is not an error, but data sent with it has no
-            // defined split into verify and write halves (e.g. an initiator that
-            // stored 256 in the one-byte NUMBER OF LOGICAL BLOCKS field); the field is
-            // inconsistent with the command, as LIO also rejects such a data-out.
-            if !req.data_out.is_empty() {
-                return Err(Sense::invalid_field_in_cdb(13, None).into());
-            }
+        let Some((offset, len)) = self.plan_transfer(req, lba, blocks)? else {
             return Ok(Status::Good);
-        }
-        let len = self.byte_len(u64::from(blocks))?;
+        };
         let data = self.need_data_out(req, len)?;
-        let offset = self.byte_offset(lba)?;
         let _range = self.locks.shared(lba, u64::from(blocks));
         self.backstore
             .write_at(data, offset, self.write_flags(fua))

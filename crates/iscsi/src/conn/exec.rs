@@ -29,6 +29,8 @@ enum DataIn {
     Read,
     /// In a range of the LUN's backing file, read when it is sent.
     File(FileRange),
+    /// In the buffer the store filled asynchronously ([`submit_async`]).
+    Async,
 }
 
 thread_local! {
@@ -88,6 +90,7 @@ pub(crate) fn execute(job: ExecJob, bufs: &mut ExecBufs) {
         conn,
         mut cmd,
         task,
+        finished,
     } = job;
     bufs.staged.clear();
     if task.aborted.load(Ordering::Acquire) {
@@ -97,14 +100,20 @@ pub(crate) fn execute(job: ExecJob, bufs: &mut ExecBufs) {
     let lun = rustio_scsi::decode_lun_u64(cmd.hdr.lun).unwrap_or(u64::MAX);
     let xfer = sess.lun_map.transfer(lun, cmd.cdb.bytes());
     let file_ok = file_send_ok(&conn, &cmd);
-    let (resp, placed) = match cmd.fail {
-        Some(s) => (Response::check(s), DataIn::Staged),
-        None => run_engine(&sess, &cmd, &xfer, lun, bufs, file_ok),
+    let mut async_data = Vec::new();
+    let (resp, placed) = match (finished, cmd.fail) {
+        (Some(end), _) => {
+            async_data = end.data_in;
+            (end.response, DataIn::Async)
+        }
+        (None, Some(s)) => (Response::check(s), DataIn::Staged),
+        (None, None) => run_engine(&sess, &cmd, &xfer, lun, bufs, file_ok),
     };
     let data_in = match &placed {
         DataIn::Staged => Payload::Mem(&bufs.staged),
         DataIn::Read => Payload::Mem(&bufs.read[..cmd.hdr.edtl as usize]),
         DataIn::File(f) => Payload::File(f),
+        DataIn::Async => Payload::Mem(&async_data),
     };
     let needed_out = xfer.data_out_len.filter(|_| cmd.hdr.write);
     let residual = residual(&cmd.hdr, needed_out, data_in.len());
@@ -297,12 +306,17 @@ pub(super) fn dispatch(conn: &Arc<Conn>, mut cmd: Box<NewCommand>, task: Arc<Tas
         let need = cmd.need;
         cmd.grow_buf(need);
     }
+    if submits_async(conn, &cmd) {
+        submit_async(conn, cmd, task);
+        return;
+    }
     let inline = runs_inline(conn, &cmd);
     let job = ExecJob {
         sess: conn.session.clone(),
         conn: conn.clone(),
         cmd,
         task,
+        finished: None,
     };
     if inline {
         INLINE_BUF.with(|b| {
@@ -313,6 +327,78 @@ pub(super) fn dispatch(conn: &Arc<Conn>, mut cmd: Box<NewCommand>, task: Arc<Tas
     } else {
         conn.registry.submit(job);
     }
+}
+
+/// Whether a ready command goes to its store without a thread waiting for it
+/// ([`rustio_scsi::LunMap::submit`]: READ and WRITE on an RBD LUN): a SIMPLE task whose
+/// direction and expected length are the CDB's own (anything else — residuals, a
+/// truncated write — runs the synchronous way, which handles it).
+fn submits_async(conn: &Conn, cmd: &NewCommand) -> bool {
+    if cmd.fail.is_some()
+        || !matches!(
+            cmd.hdr.attr,
+            TaskAttribute::Simple | TaskAttribute::Untagged
+        )
+        || cmd.hdr.read == cmd.hdr.write
+    {
+        return false;
+    }
+    let Some(entry) = conn.session.lun(cmd.hdr.lun) else {
+        return false;
+    };
+    if !entry.lu.submits_async(cmd.cdb.bytes()) {
+        return false;
+    }
+    // A write whose EDTL differs from the CDB's transfer is truncated or reports a
+    // residual: the synchronous path's business (a READ's length the engine checks).
+    !cmd.hdr.write
+        || entry.lu.data_out_len(cmd.cdb.bytes()) == Some(cmd.hdr.edtl)
+            && cmd.buf.len() == cmd.hdr.edtl as usize
+}
+
+/// Hands a command to its store ([`submits_async`]); its result is sent by a worker of
+/// the pool once the store completed it — never on the store's completion thread, where
+/// a peer slow to read would hold up every other LUN's completions. A command the
+/// engine sends back (`retry`) runs on the pool the synchronous way.
+fn submit_async(conn: &Arc<Conn>, mut cmd: Box<NewCommand>, task: Arc<TaskState>) {
+    let sess = conn.session.clone();
+    if task.aborted.load(Ordering::Acquire) {
+        finish_task(&sess, &cmd);
+        return;
+    }
+    let lun = rustio_scsi::decode_lun_u64(cmd.hdr.lun).unwrap_or(u64::MAX);
+    let cdb = cmd.cdb.clone();
+    let data_out = std::mem::take(&mut cmd.buf);
+    let out_len = if cmd.hdr.write { data_out.len() } else { 0 };
+    let data_in_len = if cmd.hdr.read {
+        cmd.hdr.edtl as usize
+    } else {
+        0
+    };
+    let itt = u64::from(cmd.hdr.itt);
+    let attr = task_attr(cmd.hdr.attr);
+    let to = conn.clone();
+    sess.lun_map.submit(
+        &sess.nexus,
+        lun,
+        cdb.bytes(),
+        data_out,
+        out_len,
+        itt,
+        attr,
+        data_in_len,
+        move |mut end| {
+            cmd.buf = std::mem::take(&mut end.data_out);
+            let finished = (!end.retry).then_some(end);
+            to.registry.submit(ExecJob {
+                sess: to.session.clone(),
+                conn: to.clone(),
+                cmd,
+                task,
+                finished,
+            });
+        },
+    );
 }
 
 /// Answers a write that found no buffer budget with BUSY (SAM-5 5.3.1: the initiator

@@ -91,6 +91,9 @@ pub(crate) struct ExecJob {
     conn: Arc<Conn>,
     cmd: Box<NewCommand>,
     task: Arc<TaskState>,
+    /// The command already ran (asynchronously, `exec::submit_async`): only its result
+    /// is to be sent.
+    finished: Option<rustio_scsi::AsyncEnd>,
 }
 
 /// A SCSI result handed over by a worker that found the writer busy; written (and given

@@ -16,6 +16,7 @@ mod mode;
 mod pr;
 mod prop;
 mod sbc;
+mod submit;
 mod xcopy;
 
 pub(crate) const BS: u32 = 512;
