@@ -20,6 +20,16 @@
 #   tcmu-runner-qcow   tcmu-runner, Debian's handler_qcow.so, same kind of image on ext4
 #                      (tcmu-runner's qcow handler opens the image O_DIRECT: not on tmpfs)
 # RUSTIO_BENCH_RUNNER_ARGS: extra `rustio runner` options (e.g. "--threads 2").
+# More rustio binaries or option sets in the same boot: backends rustio-b-file and
+# rustio-b-qcow run RUSTIO_BIN_B (default: the same binary) with RUSTIO_BENCH_RUNNER_ARGS_B,
+# rustio-c-file and rustio-c-qcow RUSTIO_BIN_C with RUSTIO_BENCH_RUNNER_ARGS_C.
+# RUSTIO_BENCH_PROFILE: comma list of profilers, one extra round each after the clean
+# runs, for the daemon backends in RUSTIO_BENCH_PROFILE_BACKENDS (comma list; default all):
+# strace (strace -c -f of the daemon: <tag>.strace, system calls per I/O in the report) or
+# perf (perf record -g: <tag>.perf.txt, <tag>.perf-callers.txt). report.py keeps profiled
+# rounds out of the medians (the profiler's own cost is in their figures).
+# Per-thread CPU ticks and context switches of the daemon before/after every job:
+# <tag>.threads0 / <tag>.threads1 ("tid comm utime stime voluntary nonvoluntary").
 # Both userspace daemons get the same device attributes (hw_max_sectors=2048,
 # max_data_area_mb=64) and write-back caching (tcmu-runner's file handler forces WCE on;
 # rustio's default is --write-cache on). The disk's I/O scheduler is set to none.
@@ -125,9 +135,10 @@ create_fileio_dev() { # HBA NAME
 }
 
 DAEMON_PID=
-start_rustio() { # LOG
-  # shellcheck disable=SC2086 # RUSTIO_BENCH_RUNNER_ARGS: extra options, split on spaces
-  (cd /var/tmp && exec "$RUSTIO" --log info runner --no-dbus ${RUSTIO_BENCH_RUNNER_ARGS:-}) >>"$1" 2>&1 &
+start_rustio() { # LOG [BIN ARGS]: BIN/ARGS default to $RUSTIO / $RUSTIO_BENCH_RUNNER_ARGS
+  local bin=${2:-$RUSTIO} args=${3-${RUSTIO_BENCH_RUNNER_ARGS:-}}
+  # shellcheck disable=SC2086 # the runner arguments: extra options, split on spaces
+  (cd /var/tmp && exec "$bin" --log info runner --no-dbus $args) >>"$1" 2>&1 &
   DAEMON_PID=$!
   vm_wait 60 grep -q "listening for TCMU netlink events" "$1" || { tail -20 "$1"; return 1; }
   vm_wait 30 grep -q "existing devices opened" "$1" || true
@@ -160,10 +171,54 @@ teardown() {
   rm -f "$RAWIMG" "$QIMG"
 }
 
+thread_stats() { # PID -> per thread: "tid comm utime stime voluntary nonvoluntary" (ticks, switches)
+  local t s v n
+  for t in /proc/"$1"/task/*; do
+    s=$(cat "$t/stat" 2>/dev/null) || continue
+    v=$(awk '/^voluntary_ctxt_switches/ {print $2}' "$t/status" 2>/dev/null)
+    n=$(awk '/^nonvoluntary_ctxt_switches/ {print $2}' "$t/status" 2>/dev/null)
+    local comm=${s#*(}; comm=${comm%%)*}; s=${s##*) }
+    # shellcheck disable=SC2086 # word splitting of the stat fields is the point
+    set -- $s
+    echo "${t##*/} ${comm// /_} ${12} ${13} ${v:-0} ${n:-0}"
+  done
+}
+
+PROF_PID=
+PROF_TOOL=
+prof_start() { # BACKEND_OUT TAG: per-thread stats, and the profiler of this run (see the header)
+  [[ -n $DAEMON_PID ]] || return 0
+  thread_stats "$DAEMON_PID" >"$1/$2.threads0"
+  local run=${2##*.} tools
+  IFS=, read -r -a tools <<<"${RUSTIO_BENCH_PROFILE:-}"
+  PROF_TOOL=
+  [[ $run =~ ^[0-9]+$ ]] && ((run > RUNS)) && PROF_TOOL=${tools[run - RUNS - 1]:-}
+  case $PROF_TOOL in
+    strace) strace -c -f -q -p "$DAEMON_PID" -o "$1/$2.strace" & PROF_PID=$! ;;
+    perf) perf record -e cpu-clock -g -F 250 -p "$DAEMON_PID" -o "/tmp/$2.perf.data" >"$1/$2.perf.err" 2>&1 & PROF_PID=$! ;;
+  esac
+  [[ -n $PROF_PID ]] && sleep 1
+  return 0
+}
+prof_stop() { # BACKEND_OUT TAG
+  [[ -n $DAEMON_PID ]] || return 0
+  thread_stats "$DAEMON_PID" >"$1/$2.threads1"
+  [[ -n $PROF_PID ]] || return 0
+  kill -INT "$PROF_PID" 2>/dev/null
+  wait "$PROF_PID" 2>/dev/null
+  PROF_PID=
+  if [[ $PROF_TOOL == perf && -s /tmp/$2.perf.data ]]; then
+    perf report -i "/tmp/$2.perf.data" --stdio --no-children -g none --sort comm,dso,sym 2>>"$1/$2.perf.err" | head -150 >"$1/$2.perf.txt"
+    perf report -i "/tmp/$2.perf.data" --stdio --no-children --sort sym -g caller,0.5,callee --percent-limit 2 2>>"$1/$2.perf.err" | head -400 >"$1/$2.perf-callers.txt"
+    rm -f "/tmp/$2.perf.data"
+  fi
+}
+
 run_fio() { # BACKEND_OUT NAME RW BS QD DEV
   local bo=$1 name=$2 rw=$3 bs=$4 qd=$5 dev=$6 t0 t1 c0 c1 rc=0 ramp=()
   ((RAMP > 0)) && ramp=(--ramp_time="$RAMP")
   t0=0; t1=0
+  prof_start "$bo" "$name"
   [[ -n $DAEMON_PID ]] && t0=$(proc_ticks "$DAEMON_PID")
   c0=$(cpu_busy_total)
   (cd /tmp && timeout $((RUNTIME + RAMP + 120)) fio --name="$name" --filename="$dev" \
@@ -172,6 +227,7 @@ run_fio() { # BACKEND_OUT NAME RW BS QD DEV
     --group_reporting --output-format=json --output="$bo/$name.json") >"$bo/$name.fio.err" 2>&1 || rc=$?
   c1=$(cpu_busy_total)
   [[ -n $DAEMON_PID ]] && t1=$(proc_ticks "$DAEMON_PID")
+  prof_stop "$bo" "$name"
   echo "$t0 $t1 $CLK_TCK $c0 $c1" | awk '{print $1, $2, $3, $4, $6, $5, $7}' >"$bo/$name.cpu"
   echo "$rc" >"$bo/$name.rc"
   [[ -s $bo/$name.fio.err ]] && sed 's/^/    fio: /' "$bo/$name.fio.err" | head -5
@@ -200,9 +256,17 @@ bench_backend() { # NAME
     kernel-fileio)
       create_fileio_dev 9 bench || { meta status error; meta error "fileio backstore refused"; teardown; return 1; }
       d=$CORE/fileio_9/bench ;;
-    rustio-file|rustio-qcow)
-      start_rustio "$bo/daemon.log" || { meta status error; meta error "rustio runner did not start"; teardown; return 1; }
-      if [[ $b == rustio-file ]]; then cfg="file/$RAWIMG"; else cfg="qcow/$QIMG"; fi
+    rustio-file|rustio-qcow|rustio-[bc]-file|rustio-[bc]-qcow)
+      if [[ $b == rustio-[bc]-* ]]; then
+        local v=${b#rustio-}; v=${v%%-*}; v=${v^^}
+        local vbin=RUSTIO_BIN_$v vargs=RUSTIO_BENCH_RUNNER_ARGS_$v
+        meta variant "${!vbin:-$RUSTIO} ${!vargs:-}"
+        start_rustio "$bo/daemon.log" "${!vbin:-$RUSTIO}" "${!vargs:-}" ||
+          { meta status error; meta error "rustio runner (variant $v) did not start"; teardown; return 1; }
+      else
+        start_rustio "$bo/daemon.log" || { meta status error; meta error "rustio runner did not start"; teardown; return 1; }
+      fi
+      if [[ $b == *-file ]]; then cfg="file/$RAWIMG"; else cfg="qcow/$QIMG"; fi
       create_user_dev 7 bench "$cfg" || { meta status error; meta error "user backstore $cfg refused"; tail -5 "$bo/daemon.log"; teardown; return 1; }
       d=$CORE/user_7/bench ;;
     tcmu-runner-file|tcmu-runner-qcow)
@@ -236,8 +300,11 @@ bench_backend() { # NAME
   [[ -n $DAEMON_PID ]] && meta pid "$DAEMON_PID"
   meta setup_s $(($(date +%s) - t0))
   log "$b: $dev ready ($(($(date +%s) - t0)) s setup)"
-  local w name rw bs qd run tag failed=0
-  for ((run = 1; run <= RUNS; run++)); do
+  local w name rw bs qd run tag failed=0 nprof=0 tools only=${RUSTIO_BENCH_PROFILE_BACKENDS:-}
+  # Profiled rounds come after the clean ones (see the header).
+  IFS=, read -r -a tools <<<"${RUSTIO_BENCH_PROFILE:-}"
+  [[ -n $DAEMON_PID && ( -z $only || ,$only, == *",$b,"* ) ]] && nprof=${#tools[@]}
+  for ((run = 1; run <= RUNS + nprof; run++)); do
     for w in "${WORKLOADS[@]}"; do
       IFS=: read -r name rw bs qd <<<"$w"
       tag=$name.$run

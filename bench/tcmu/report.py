@@ -16,6 +16,9 @@ import sys
 from typing import Optional
 
 BACKENDS = ["kernel-fileio", "rustio-file", "tcmu-runner-file", "rustio-qcow", "tcmu-runner-qcow"]
+# Other rustio binaries / option sets (RUSTIO_BIN_B, RUSTIO_BENCH_RUNNER_ARGS_B; _C),
+# reported only when they ran.
+OPTIONAL = ["rustio-b-file", "rustio-b-qcow", "rustio-c-file", "rustio-c-qcow"]
 WORKLOADS = [
     ("randread-4k-qd32", "iops"),
     ("randwrite-4k-qd32", "iops"),
@@ -26,6 +29,14 @@ RATIOS = [
     ("rustio-file / tcmu-runner-file", "rustio-file", "tcmu-runner-file"),
     ("rustio-file / kernel-fileio", "rustio-file", "kernel-fileio"),
     ("rustio-qcow / tcmu-runner-qcow", "rustio-qcow", "tcmu-runner-qcow"),
+    ("rustio-b-file / tcmu-runner-file", "rustio-b-file", "tcmu-runner-file"),
+    ("rustio-b-file / rustio-file", "rustio-b-file", "rustio-file"),
+    ("rustio-b-qcow / tcmu-runner-qcow", "rustio-b-qcow", "tcmu-runner-qcow"),
+    ("rustio-b-qcow / rustio-qcow", "rustio-b-qcow", "rustio-qcow"),
+    ("rustio-c-file / tcmu-runner-file", "rustio-c-file", "tcmu-runner-file"),
+    ("rustio-c-file / rustio-file", "rustio-c-file", "rustio-file"),
+    ("rustio-c-qcow / tcmu-runner-qcow", "rustio-c-qcow", "tcmu-runner-qcow"),
+    ("rustio-c-qcow / rustio-qcow", "rustio-c-qcow", "rustio-qcow"),
 ]
 MiB = 1 << 20
 
@@ -74,8 +85,20 @@ def run_tags(bdir: str, name: str) -> list[str]:
 
 def workload_result(bdir: str, name: str, unit: str) -> dict:
     """The median run of workload NAME (by UNIT), with every run's value in "runs"."""
-    runs = [single_run(bdir, t) for t in run_tags(bdir, name)]
+    tags = run_tags(bdir, name)
+    # Runs under a profiler (guest-bench.sh RUSTIO_BENCH_PROFILE) are reported apart and
+    # never count towards the median: the profiler's own cost is in their figures.
+    profiled = [t for t in tags if any(
+        os.path.exists(os.path.join(bdir, t + ext)) for ext in (".strace", ".perf.err"))]
+    runs = [single_run(bdir, t) for t in tags if t not in profiled]
+    prof = {t: single_run(bdir, t) for t in profiled}
+    for t, r in prof.items():
+        sc = strace_counts(os.path.join(bdir, t + ".strace"), r.get("total_ios", 0))
+        if sc:
+            r["syscalls_per_io"] = sc
     if not runs:
+        if prof:
+            return {"status": "profiled runs only", "profiled": prof}
         return {"status": "missing"}
     good = [r for r in runs if r.get(unit) is not None]
     if not good:
@@ -86,7 +109,28 @@ def workload_result(bdir: str, name: str, unit: str) -> dict:
     med["runs"] = [r.get(unit) for r in runs]
     if len(good) < len(runs) and med.get("status") == "ok":
         med["status"] = f"{len(runs) - len(good)} of {len(runs)} runs failed"
+    if prof:
+        med["profiled"] = prof
     return med
+
+
+def strace_counts(path: str, ios: int) -> Optional[dict]:
+    """System calls per I/O by name, from an `strace -c -f` summary."""
+    if ios <= 0:
+        return None
+    out = {}
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                p = line.split()
+                # "% time seconds usecs/call calls [errors] syscall"
+                if len(p) >= 5 and p[-1] != "total" and p[0][0].isdigit() and p[3].isdigit():
+                    out[p[-1]] = round(int(p[3]) / ios, 3)
+    except OSError:
+        return None
+    if out:
+        out["all"] = round(sum(out.values()), 3)
+    return out
 
 
 def single_run(bdir: str, name: str) -> dict:
@@ -123,9 +167,46 @@ def single_run(bdir: str, name: str) -> dict:
             r["guest_cpu_us_per_io"] = round((b1 - b0) / tck * 1e6 / ios, 2)
             if tot1 > tot0:
                 r["guest_busy_pct"] = round(100.0 * (b1 - b0) / (tot1 - tot0), 1)
+            th = thread_table(bdir, name, ios, tck)
+            if th:
+                r["threads"] = th
     except (OSError, ValueError):
         pass
     return r
+
+
+def thread_table(bdir: str, tag: str, ios: int, tck: int) -> Optional[dict]:
+    """Per thread group (name without its trailing number): CPU us and context switches
+    per I/O over one run, from TAG.threads0/TAG.threads1 (guest-bench.sh thread_stats)."""
+    def load(path: str) -> dict:
+        out = {}
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                p = line.split()
+                if len(p) == 6:
+                    out[p[0]] = (p[1], *(int(x) for x in p[2:]))
+        return out
+    try:
+        a = load(os.path.join(bdir, tag + ".threads0"))
+        b = load(os.path.join(bdir, tag + ".threads1"))
+    except (OSError, ValueError):
+        return None
+    if ios <= 0 or tck <= 0:
+        return None
+    groups: dict = {}
+    for tid, (comm, ut, st, vol, inv) in b.items():
+        ut0, st0, vol0, inv0 = a.get(tid, (comm, 0, 0, 0, 0))[1:]
+        g = groups.setdefault(comm.rstrip("0123456789-_") or comm, [0, 0, 0, 0, 0])
+        g[0] += 1
+        g[1] += ut - ut0
+        g[2] += st - st0
+        g[3] += vol - vol0
+        g[4] += inv - inv0
+    return {name: {"threads": g[0],
+                   "user_us_per_io": round(g[1] / tck * 1e6 / ios, 2),
+                   "sys_us_per_io": round(g[2] / tck * 1e6 / ios, 2),
+                   "vol_cs_per_io": round(g[3] / ios, 3),
+                   "invol_cs_per_io": round(g[4] / ios, 3)} for name, g in sorted(groups.items())}
 
 
 def read_kv_line(path: str) -> Optional[str]:
@@ -139,10 +220,11 @@ def read_kv_line(path: str) -> Optional[str]:
 def collect(vm_out: str) -> dict:
     guest = read_kv(os.path.join(vm_out, "guest.env"))
     res: dict = {"guest": guest, "backends": {}, "ratios": {}}
-    for b in BACKENDS:
+    for b in BACKENDS + OPTIONAL:
         bdir = os.path.join(vm_out, b)
         if not os.path.isdir(bdir):
-            res["backends"][b] = {"status": "not run"}
+            if b not in OPTIONAL:
+                res["backends"][b] = {"status": "not run"}
             continue
         meta = read_kv(os.path.join(bdir, "meta"))
         entry: dict = {"status": meta.get("status", "incomplete")}
@@ -156,6 +238,8 @@ def collect(vm_out: str) -> dict:
         entry["workloads"] = {w: workload_result(bdir, w, u) for w, u in WORKLOADS}
         res["backends"][b] = entry
     for label, a, b in RATIOS:
+        if a not in res["backends"] or b not in res["backends"]:
+            continue
         per: dict = {}
         for w, unit in WORKLOADS:
             va = res["backends"].get(a, {}).get("workloads", {}).get(w, {}).get(unit)
@@ -184,7 +268,7 @@ def render(res: dict) -> str:
     head = f"{'backend':<18}" + "".join(f"{w:>20}" for w, _ in WORKLOADS)
     head += f"{'daemon CPU us/IO rr/rw/sr':>30}{'peak RSS':>11}"
     lines += [head, "-" * len(head)]
-    for b in BACKENDS:
+    for b in [b for b in BACKENDS + OPTIONAL if b in res["backends"]]:
         e = res["backends"].get(b, {})
         wl = e.get("workloads")
         if not wl or all(wl[w].get("iops") is None for w, _ in WORKLOADS):
@@ -205,12 +289,26 @@ def render(res: dict) -> str:
             f"{(f'{v:.2f}x' if v is not None else 'n/a'):>20}" for v in (per[w] for w, _ in WORKLOADS)))
     lines.append("")
     lines.append("guest CPU us/IO (all vCPUs, busy time incl. fio + kernel):")
-    for b in BACKENDS:
+    for b in BACKENDS + OPTIONAL:
         wl = res["backends"].get(b, {}).get("workloads")
         if wl:
             lines.append(f"  {b:<18}" + " / ".join(
                 "-" if wl[w].get("guest_cpu_us_per_io") is None else f"{wl[w]['guest_cpu_us_per_io']:.0f}"
                 for w, _ in WORKLOADS))
+    sc_lines = []
+    for b in BACKENDS + OPTIONAL:
+        wl = res["backends"].get(b, {}).get("workloads") or {}
+        cells = []
+        for w, _ in WORKLOADS:
+            sc = [p.get("syscalls_per_io") for p in (wl.get(w, {}).get("profiled") or {}).values()]
+            sc = [x for x in sc if x]
+            cells.append(f"{sc[0]['all']:.2f}" if sc else "-")
+        if any(c != "-" for c in cells):
+            sc_lines.append(f"  {b:<18}" + " / ".join(cells))
+    if sc_lines:
+        lines.append("")
+        lines.append("daemon system calls per I/O (strace -c -f round, not in the medians):")
+        lines += sc_lines
     return "\n".join(lines) + "\n"
 
 
@@ -223,7 +321,7 @@ def main(argv: list[str]) -> int:
     if len(argv) >= 4 and argv[2] == "--host-info":
         res["host"] = read_kv(argv[3])
     res["status"] = "ok" if all(
-        res["backends"][b].get("status") == "ok" for b in BACKENDS) else "partial"
+        res["backends"][b].get("status") == "ok" for b in res["backends"]) else "partial"
     table = render(res)
     res["table"] = table
     sys.stdout.write(table)
