@@ -31,7 +31,9 @@ const CAW_SECTOR: u64 = 512;
 pub struct RbdBackstore {
     /// Shared with the asynchronous requests in flight, which keep it open.
     image: Arc<Image>,
-    spec: String,
+    /// `pool/image`, shared with the completions of asynchronous requests (their errors
+    /// name it) without a copy per request.
+    spec: Arc<str>,
     block_size: u32,
     /// Image size rounded down to the block size; updated by resize and refresh.
     capacity: AtomicU64,
@@ -133,7 +135,7 @@ impl RbdBackstore {
         );
         Ok(RbdBackstore {
             image: Arc::new(image),
-            spec,
+            spec: spec.into(),
             block_size: opts.block_size,
             capacity: AtomicU64::new(capacity),
             object_size,
@@ -480,7 +482,7 @@ impl Backstore for RbdBackstore {
         if let Err(e) = check_range("read", offset, len, self.capacity()) {
             return done(buf, Err(e));
         }
-        let spec = self.spec.clone();
+        let spec = Arc::clone(&self.spec);
         let read_only = self.read_only;
         let capacity = self.capacity();
         self.image.read_owned(offset, buf, move |buf, r| {
@@ -510,7 +512,7 @@ impl Backstore for RbdBackstore {
         if let Err(e) = check_range("write", offset, len as u64, self.capacity()) {
             return done(buf, Err(e));
         }
-        let spec = self.spec.clone();
+        let spec = Arc::clone(&self.spec);
         let read_only = self.read_only;
         self.image.write_owned(offset, buf, len, move |buf, r| {
             done(

@@ -1010,28 +1010,19 @@ impl Image {
     pub(crate) fn read_owned(
         self: &Arc<Self>,
         off: u64,
-        mut buf: Vec<u8>,
+        buf: Vec<u8>,
         done: impl FnOnce(Vec<u8>, Result<usize, Errno>) + Send + 'static,
     ) {
-        let ptr = buf.as_mut_ptr().cast::<c_char>();
         let len = buf.len();
-        let image = Arc::clone(self);
-        let cb: OnDone = Box::new(move |r| {
-            drop(image);
-            done(buf, check(r).map(isize::unsigned_abs));
-        });
-        if let Err((e, cb)) = self.submit_aio(
-            |c| {
-                // SAFETY: `ptr` points at `len` bytes of the Vec that `cb` owns; librbd
-                // holds `cb` (through the completion's argument) until it has written the
-                // buffer and run the callback, so the memory outlives the request. The
-                // Vec's heap block does not move when the Vec value moves into `cb`.
+        self.submit_owned(
+            buf,
+            |ptr, c| {
+                // SAFETY: `ptr` points at the `len` bytes of the request's buffer, which
+                // outlives the request (`submit_owned`).
                 unsafe { rbd_aio_read(self.image, off, len, ptr, c) as isize }
             },
-            cb,
-        ) {
-            cb(-(e as isize));
-        }
+            move |buf, r| done(buf, check(r).map(isize::unsigned_abs)),
+        );
     }
 
     /// Writes the first `len` bytes of `buf` at `off` without waiting (librbd clips writes
@@ -1044,20 +1035,37 @@ impl Image {
         done: impl FnOnce(Vec<u8>, Result<(), Errno>) + Send + 'static,
     ) {
         let len = len.min(buf.len());
-        let ptr = buf.as_ptr().cast::<c_char>();
+        self.submit_owned(
+            buf,
+            |ptr, c| {
+                // SAFETY: `ptr` points at the request's buffer, at least `len` bytes,
+                // which outlives the request (`submit_owned`; librbd may send straight
+                // from it without copying).
+                unsafe { rbd_aio_write(self.image, off, len, ptr.cast_const(), c) as isize }
+            },
+            move |buf, r| done(buf, check(r).map(drop)),
+        );
+    }
+
+    /// Submits a request on `buf` without waiting: `submit` gets the buffer's address and
+    /// a fresh completion; `done` gets the buffer back with librbd's return value (or
+    /// `-errno` if the request could not be queued). The buffer and this image live in
+    /// the completion's callback until librbd has run it, so the memory `submit` hands to
+    /// librbd outlives the request (the Vec's heap block does not move when the Vec value
+    /// moves into the callback) and the image is not closed under it.
+    fn submit_owned(
+        self: &Arc<Self>,
+        mut buf: Vec<u8>,
+        submit: impl FnOnce(*mut c_char, rbd_completion_t) -> isize,
+        done: impl FnOnce(Vec<u8>, isize) + Send + 'static,
+    ) {
+        let ptr = buf.as_mut_ptr().cast::<c_char>();
         let image = Arc::clone(self);
         let cb: OnDone = Box::new(move |r| {
             drop(image);
-            done(buf, check(r).map(drop));
+            done(buf, r);
         });
-        if let Err((e, cb)) = self.submit_aio(
-            |c| {
-                // SAFETY: as in `read_owned`: the Vec owned by `cb` outlives the request
-                // (librbd may send straight from it without copying).
-                unsafe { rbd_aio_write(self.image, off, len, ptr, c) as isize }
-            },
-            cb,
-        ) {
+        if let Err((e, cb)) = self.submit_aio(|c| submit(ptr, c), cb) {
             cb(-(e as isize));
         }
     }

@@ -16,13 +16,11 @@
 //!
 //! [`Backstore::submits_async`]: rustio_backstore::Backstore::submits_async
 
-use std::sync::Arc;
-
 use crate::cdb::{self, Command};
 use crate::lu::{Begun, LogicalUnit};
 use crate::lunmap::LunMap;
 use crate::nexus::{Nexus, Request, TaskAttr};
-use crate::status::{Response, Status};
+use crate::status::Response;
 
 /// How a command given to [`LunMap::submit`] ended.
 #[derive(Debug)]
@@ -58,19 +56,12 @@ impl AsyncEnd {
     }
 }
 
-/// What a command to submit is, from its CDB alone (no state touched).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Read,
-    Write,
-}
-
-fn kind(cdb: &[u8]) -> Option<Kind> {
-    match cdb::parse(cdb).ok()? {
-        Command::Read { .. } => Some(Kind::Read),
-        Command::Write { .. } => Some(Kind::Write),
-        _ => None,
-    }
+/// Whether `cdb` is a READ or WRITE, from the CDB alone (no state touched).
+fn is_read_or_write(cdb: &[u8]) -> bool {
+    matches!(
+        cdb::parse(cdb),
+        Ok(Command::Read { .. } | Command::Write { .. })
+    )
 }
 
 impl LogicalUnit {
@@ -78,18 +69,12 @@ impl LogicalUnit {
     /// WRITE, on a store that submits asynchronously, outside a gateway group (whose
     /// handovers and fencing wait on the synchronous path).
     pub fn submits_async(&self, cdb: &[u8]) -> bool {
-        self.backstore().submits_async() && self.group_alua().is_none() && kind(cdb).is_some()
+        self.backstore().submits_async() && self.group_alua().is_none() && is_read_or_write(cdb)
     }
 
-    /// See [`LunMap::submit`]; `req.data_out` is `data_out[..out_len]`.
-    fn submit(
-        self: &Arc<Self>,
-        req: &Request<'_>,
-        data_in_len: usize,
-    ) -> Result<Planned, Response> {
-        let Some(kind) = kind(req.cdb) else {
-            return Ok(Planned::Retry);
-        };
+    /// See [`LunMap::submit`] (which checked [`Self::submits_async`]); `req.data_out` is
+    /// `data_out[..out_len]`.
+    fn submit(&self, req: &Request<'_>, data_in_len: usize) -> Result<Planned, Response> {
         let Begun {
             cmd,
             access,
@@ -97,8 +82,8 @@ impl LogicalUnit {
         } = self.begin(req)?;
         // Outside a gateway group (`submits_async`): no writer count to give back.
         debug_assert!(writer.is_none());
-        let plan = match (&cmd, kind) {
-            (Command::Read { lba, blocks, .. }, Kind::Read) => {
+        let plan = match &cmd {
+            Command::Read { lba, blocks, .. } => {
                 match self.plan_transfer(req, *lba, *blocks) {
                     Ok(None) => return Err(Response::GOOD),
                     // Another length than the initiator expects: the synchronous path
@@ -108,12 +93,9 @@ impl LogicalUnit {
                     Err(f) => return Err(self.finish(&access, writer, Err(f))),
                 }
             }
-            (
-                Command::Write {
-                    lba, blocks, fua, ..
-                },
-                Kind::Write,
-            ) => {
+            Command::Write {
+                lba, blocks, fua, ..
+            } => {
                 let planned = self
                     .plan_transfer(req, *lba, *blocks)
                     .and_then(|p| match p {
@@ -139,8 +121,8 @@ impl LogicalUnit {
                     Err(f) => return Err(self.finish(&access, writer, Err(f))),
                 }
             }
-            // The CDB parsed one way before `begin` and another after it: cannot happen
-            // (the same parser), but never guess.
+            // Not a READ or WRITE, which `submits_async` ruled out: never guess, run it
+            // the synchronous way.
             _ => return Ok(Planned::Retry),
         };
         Ok(plan)
@@ -202,21 +184,19 @@ impl LunMap {
             };
             m.lu.submit(&req, data_in_len)
         };
-        let lu = m.lu.clone();
+        // The store keeps what its request needs until the completion (the RBD engine its
+        // image); the range lock is owned by the completion.
+        let store = m.lu.backstore();
         match planned {
             Err(response) => done(AsyncEnd::ended(response, Vec::new(), data_out)),
             Ok(Planned::Retry) => done(AsyncEnd::retry(data_out)),
             Ok(Planned::Read { offset, len }) => {
-                let store = lu.backstore().clone();
                 store.submit_read(
                     offset,
                     vec![0u8; len],
                     Box::new(move |buf, r| {
-                        drop(lu);
                         done(match r {
-                            Ok(()) => {
-                                AsyncEnd::ended(Response::status(Status::Good), buf, data_out)
-                            }
+                            Ok(()) => AsyncEnd::ended(Response::GOOD, buf, data_out),
                             Err(_) => AsyncEnd::retry(data_out),
                         })
                     }),
@@ -228,7 +208,6 @@ impl LunMap {
                 flags,
                 range,
             }) => {
-                let store = lu.backstore().clone();
                 store.submit_write(
                     offset,
                     data_out,
@@ -236,11 +215,8 @@ impl LunMap {
                     flags,
                     Box::new(move |buf, r| {
                         drop(range);
-                        drop(lu);
                         done(match r {
-                            Ok(()) => {
-                                AsyncEnd::ended(Response::status(Status::Good), Vec::new(), buf)
-                            }
+                            Ok(()) => AsyncEnd::ended(Response::GOOD, Vec::new(), buf),
                             Err(_) => AsyncEnd::retry(buf),
                         })
                     }),

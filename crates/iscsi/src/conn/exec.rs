@@ -99,7 +99,6 @@ pub(crate) fn execute(job: ExecJob, bufs: &mut ExecBufs) {
     }
     let lun = rustio_scsi::decode_lun_u64(cmd.hdr.lun).unwrap_or(u64::MAX);
     let xfer = sess.lun_map.transfer(lun, cmd.cdb.bytes());
-    let file_ok = file_send_ok(&conn, &cmd);
     let mut async_data = Vec::new();
     let (resp, placed) = match (finished, cmd.fail) {
         (Some(end), _) => {
@@ -107,7 +106,10 @@ pub(crate) fn execute(job: ExecJob, bufs: &mut ExecBufs) {
             (end.response, DataIn::Async)
         }
         (None, Some(s)) => (Response::check(s), DataIn::Staged),
-        (None, None) => run_engine(&sess, &cmd, &xfer, lun, bufs, file_ok),
+        (None, None) => {
+            let file_ok = file_send_ok(&conn, &cmd);
+            run_engine(&sess, &cmd, &xfer, lun, bufs, file_ok)
+        }
     };
     let data_in = match &placed {
         DataIn::Staged => Payload::Mem(&bufs.staged),
