@@ -35,31 +35,15 @@ fn serial() -> MutexGuard<'static, ()> {
 }
 
 impl Cluster {
-    fn rbd(&self, args: &[&str]) {
-        let out = Command::new("timeout")
-            .arg("120")
-            .arg("rbd")
-            .arg("--conf")
-            .arg(&self.conf)
-            .args(args)
-            .output()
-            .expect("run the rbd CLI");
-        assert!(
-            out.status.success(),
-            "rbd {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
     /// Creates a fresh image (removing a leftover of an earlier run) and returns its name.
     fn image(&self, name: &str, size_mib: u64) -> String {
         let spec = format!("{}/{name}", self.pool);
-        let _ = Command::new("timeout")
-            .args(["60", "rbd", "--conf"])
-            .arg(&self.conf)
-            .args(["rm", "--no-progress", &spec])
-            .output();
-        self.rbd(&["create", &spec, "--size", &format!("{size_mib}M")]);
+        self.remove_image(&spec);
+        self.tool_within(
+            120,
+            "rbd",
+            &["create", &spec, "--size", &format!("{size_mib}M")],
+        );
         name.to_owned()
     }
 
@@ -297,13 +281,17 @@ fn resize_is_noticed() {
     assert_eq!(b.refresh().unwrap(), 32 * MIB);
 
     // Grown by an administrator elsewhere: refresh() re-reads the size.
-    c.rbd(&[
-        "resize",
-        "--no-progress",
-        &format!("{}/{name}", c.pool),
-        "--size",
-        "48M",
-    ]);
+    c.tool_within(
+        120,
+        "rbd",
+        &[
+            "resize",
+            "--no-progress",
+            &format!("{}/{name}", c.pool),
+            "--size",
+            "48M",
+        ],
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     while b.refresh().unwrap() != 48 * MIB {
         assert!(
@@ -330,14 +318,18 @@ fn resize_is_noticed() {
     assert_eq!(b.resize(0).unwrap_err().kind(), ErrorKind::InvalidRequest);
 
     // Shrunk elsewhere: a request past the new end fails as out of range once noticed.
-    c.rbd(&[
-        "resize",
-        "--no-progress",
-        "--allow-shrink",
-        &format!("{}/{name}", c.pool),
-        "--size",
-        "16M",
-    ]);
+    c.tool_within(
+        120,
+        "rbd",
+        &[
+            "resize",
+            "--no-progress",
+            "--allow-shrink",
+            &format!("{}/{name}", c.pool),
+            "--size",
+            "16M",
+        ],
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     while b.refresh().unwrap() != 16 * MIB {
         assert!(Instant::now() < deadline, "refresh() never saw the shrink");

@@ -22,8 +22,8 @@ use rustio_scsi::alua::{
     AluaGroupConfig, GroupAlua, GroupMember, Ownership, NOT_READY_ALUA_TRANSITION,
 };
 use rustio_scsi::{
-    AluaState, LogicalUnit, LuConfig, LunMap, Nexus, Request, Response, TargetPort,
-    TargetPortGroupId, TargetPortName, TaskAttr, TransportId,
+    AluaState, LogicalUnit, LuConfig, LunMap, Nexus, Response, TargetPort, TargetPortGroupId,
+    TargetPortName, TransportId,
 };
 
 mod common;
@@ -40,11 +40,7 @@ impl Cluster {
     fn image(&self, name: &str) -> Image<'_> {
         let name = format!("ho-{}-{name}", std::process::id());
         let spec = format!("{}/{name}", self.pool);
-        let _ = Command::new("timeout")
-            .args(["60", "rbd", "--conf"])
-            .arg(&self.conf)
-            .args(["rm", "--no-progress", &spec])
-            .output();
+        self.remove_image(&spec);
         self.tool_text("rbd", &["create", &spec, "--size", "64M"]);
         Image {
             cluster: self,
@@ -300,18 +296,7 @@ impl Unit {
     }
 
     fn run(&self, cdb: &[u8], data_out: &[u8]) -> (Response, Vec<u8>) {
-        let req = Request {
-            nexus: &self.n,
-            cdb,
-            data_out,
-            task_tag: 1,
-            task_attr: TaskAttr::Simple,
-            write_protected: false,
-            luns: &self.map,
-        };
-        let mut d = Vec::new();
-        let r = self.lu.execute(&req, &mut d);
-        (r, d)
+        common::execute(&self.lu, &self.map, &self.n, cdb, data_out)
     }
 
     /// Consumes unit attentions (POWER ON, ASYMMETRIC ACCESS STATE CHANGED).

@@ -18,9 +18,8 @@ use rustio_backstore::{Backstore, RamBackstore};
 use rustio_rbd::prstore::{object_name, NOTIFY_TIMEOUT};
 use rustio_rbd::{CephReservationStore, RbdBackstore};
 use rustio_scsi::{
-    LogicalUnit, LuConfig, LunMap, Nexus, Request, ReservationState, ReservationStore, Response,
-    Sense, Status, StoreError, TargetPort, TargetPortName, TaskAttr, TransportId,
-    STORE_UNAVAILABLE,
+    LogicalUnit, LuConfig, LunMap, Nexus, ReservationState, ReservationStore, Response, Sense,
+    Status, StoreError, TargetPort, TargetPortName, TransportId, STORE_UNAVAILABLE,
 };
 
 mod common;
@@ -39,11 +38,7 @@ impl Cluster {
     fn image(&self, name: &str, size_mib: Option<u64>) -> String {
         let name = format!("pr-{}-{name}", std::process::id());
         let spec = format!("{}/{name}", self.pool);
-        let _ = Command::new("timeout")
-            .args(["60", "rbd", "--conf"])
-            .arg(&self.conf)
-            .args(["rm", "--no-progress", &spec])
-            .output();
+        self.remove_image(&spec);
         let _ = Command::new("timeout")
             .args(["60", "rados", "--conf"])
             .arg(&self.conf)
@@ -145,18 +140,7 @@ impl Gw {
     }
 
     fn run(&self, n: &Nexus, cdb: &[u8], data_out: &[u8]) -> (Response, Vec<u8>) {
-        let req = Request {
-            nexus: n,
-            cdb,
-            data_out,
-            task_tag: 1,
-            task_attr: TaskAttr::Simple,
-            write_protected: false,
-            luns: &self.map,
-        };
-        let mut d = Vec::new();
-        let r = self.lu.execute(&req, &mut d);
-        (r, d)
+        common::execute(&self.lu, &self.map, n, cdb, data_out)
     }
 
     /// Consumes unit attentions (POWER ON for a new nexus), like an initiator's TUR loop.

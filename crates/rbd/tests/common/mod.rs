@@ -60,8 +60,14 @@ impl Cluster {
     /// Runs a Ceph CLI (`rbd`, `rados`, `ceph`) against the cluster (60 s bound) and
     /// returns its standard output; panics with its standard error when it fails.
     pub fn tool(&self, tool: &str, args: &[&str]) -> Vec<u8> {
+        self.tool_within(60, tool, args)
+    }
+
+    /// [`Self::tool`] bounded by `secs` seconds.
+    pub fn tool_within(&self, secs: u32, tool: &str, args: &[&str]) -> Vec<u8> {
         let out = Command::new("timeout")
-            .args(["60", tool, "--conf"])
+            .arg(secs.to_string())
+            .args([tool, "--conf"])
             .arg(&self.conf)
             .args(args)
             .output()
@@ -72,6 +78,16 @@ impl Cluster {
             String::from_utf8_lossy(&out.stderr)
         );
         out.stdout
+    }
+
+    /// Removes the image `spec` (`pool/name`) if an earlier run left it (60 s bound;
+    /// whether there was one is not checked).
+    pub fn remove_image(&self, spec: &str) {
+        let _ = Command::new("timeout")
+            .args(["60", "rbd", "--conf"])
+            .arg(&self.conf)
+            .args(["rm", "--no-progress", spec])
+            .output();
     }
 
     /// [`Self::tool`]'s output as text.
@@ -90,4 +106,26 @@ impl Cluster {
         o.connect_timeout = Duration::from_secs(10);
         o
     }
+}
+
+/// Runs `cdb` on `lu` from `n` through `map` (the nexus's LUN map), as a transport does.
+pub fn execute(
+    lu: &rustio_scsi::LogicalUnit,
+    map: &rustio_scsi::LunMap,
+    n: &rustio_scsi::Nexus,
+    cdb: &[u8],
+    data_out: &[u8],
+) -> (rustio_scsi::Response, Vec<u8>) {
+    let req = rustio_scsi::Request {
+        nexus: n,
+        cdb,
+        data_out,
+        task_tag: 1,
+        task_attr: rustio_scsi::TaskAttr::Simple,
+        write_protected: false,
+        luns: map,
+    };
+    let mut d = Vec::new();
+    let r = lu.execute(&req, &mut d);
+    (r, d)
 }
