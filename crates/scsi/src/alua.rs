@@ -315,6 +315,11 @@ impl GroupAlua {
         self.moves.load(Ordering::Acquire)
     }
 
+    /// Whether the local state changed since a command was admitted with `access`.
+    pub(crate) fn moved_since(&self, access: &AccessTaken) -> bool {
+        access.needed && access.moves.is_some_and(|g| g != self.moves())
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -912,7 +917,7 @@ impl crate::LogicalUnit {
         if !access.needed || !from_medium {
             return None;
         }
-        if access.moves.is_some_and(|g| g != a.moves()) {
+        if a.moved_since(access) {
             // The local state changed while the command ran (the token was handed over
             // and maybe taken back: librbd refused the write of the released lock with
             // EROFS): the command was not acknowledged, the initiator retries it.
@@ -1992,6 +1997,222 @@ mod tests {
         fn flush(&self) -> rustio_backstore::Result<()> {
             Ok(())
         }
+    }
+
+    /// A RAM store whose submitted I/O completes on a thread of its own (like librbd's
+    /// completion thread) once `gate` (if set) lets it; a write fails (EBUSY) when `fail`
+    /// is set, or after handing the token of `during` over and back, as
+    /// [`HandedOverMidWrite`] does.
+    #[derive(Debug)]
+    struct Completing {
+        inner: rustio_backstore::RamBackstore,
+        gate: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+        fail: AtomicBool,
+        during: Mutex<Option<Arc<GroupAlua>>>,
+    }
+
+    impl Completing {
+        fn new() -> Arc<Completing> {
+            Arc::new(Completing {
+                inner: rustio_backstore::RamBackstore::new(1 << 20, 512).unwrap(),
+                gate: Mutex::new(None),
+                fail: AtomicBool::new(false),
+                during: Mutex::new(None),
+            })
+        }
+    }
+
+    impl rustio_backstore::Backstore for Completing {
+        fn block_size(&self) -> u32 {
+            self.inner.block_size()
+        }
+        fn capacity(&self) -> u64 {
+            self.inner.capacity()
+        }
+        fn capabilities(&self) -> rustio_backstore::Capabilities {
+            self.inner.capabilities()
+        }
+        fn read_vectored_at(
+            &self,
+            bufs: &mut [std::io::IoSliceMut<'_>],
+            offset: u64,
+        ) -> rustio_backstore::Result<()> {
+            self.inner.read_vectored_at(bufs, offset)
+        }
+        fn write_vectored_at(
+            &self,
+            bufs: &[std::io::IoSlice<'_>],
+            offset: u64,
+            flags: rustio_backstore::WriteFlags,
+        ) -> rustio_backstore::Result<()> {
+            self.inner.write_vectored_at(bufs, offset, flags)
+        }
+        fn flush(&self) -> rustio_backstore::Result<()> {
+            Ok(())
+        }
+        fn submits_async(&self) -> bool {
+            true
+        }
+        fn submit_read(&self, offset: u64, mut buf: Vec<u8>, done: rustio_backstore::IoDone) {
+            let r = self.inner.read_at(&mut buf, offset);
+            let gate = self.gate.lock().unwrap().take();
+            std::thread::spawn(move || {
+                if let Some(g) = gate {
+                    let _ = g.recv();
+                }
+                done(buf, r)
+            });
+        }
+        fn submit_write(
+            &self,
+            offset: u64,
+            buf: Vec<u8>,
+            len: usize,
+            flags: rustio_backstore::WriteFlags,
+            done: rustio_backstore::IoDone,
+        ) {
+            let gate = self.gate.lock().unwrap().take();
+            let during = self.during.lock().unwrap().take();
+            let r = if during.is_some() || self.fail.load(Ordering::SeqCst) {
+                Err(rustio_backstore::Error::Io {
+                    op: "write",
+                    path: "rbd/p/i".into(),
+                    offset,
+                    source: std::io::Error::from_raw_os_error(16), // EBUSY
+                })
+            } else {
+                self.inner.write_at(&buf[..len], offset, flags)
+            };
+            std::thread::spawn(move || {
+                if let Some(g) = gate {
+                    let _ = g.recv();
+                }
+                if let Some(a) = during {
+                    // The write holds the writer count: the release waits for it until
+                    // its deadline, then hands the token over anyway.
+                    assert!(a.release_requested());
+                    assert_eq!(a.take_over_sync(), Ok(()));
+                }
+                done(buf, r)
+            });
+        }
+    }
+
+    /// Submits `cdb` through `h`'s LUN map asynchronously; the end arrives on the receiver.
+    fn submit_async(
+        h: &crate::tests::H,
+        cdb: &[u8],
+        data_out: Vec<u8>,
+        data_in_len: usize,
+    ) -> std::sync::mpsc::Receiver<crate::AsyncEnd> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let len = data_out.len();
+        h.map.submit(
+            &h.n,
+            0,
+            cdb,
+            data_out,
+            len,
+            1,
+            crate::TaskAttr::Simple,
+            data_in_len,
+            move |end| {
+                let _ = tx.send(end);
+            },
+        );
+        rx
+    }
+
+    /// A gateway group's unit on a store with asynchronous I/O, gateway `group` of `c`.
+    fn async_unit(
+        c: &Arc<Cluster>,
+        group: u16,
+    ) -> (crate::tests::H, Arc<GroupAlua>, Arc<Completing>) {
+        let t = Duration::from_secs(1);
+        let (a, _) = gateway(c, group, AluaState::ActiveNonOptimized, Duration::ZERO, t);
+        let store = Completing::new();
+        let h = crate::tests::H::with_backstore(store.clone(), crate::LuConfig::new("t", "s"));
+        assert!(h.lu.set_group_alua(a.clone()));
+        h.clear_ua(&h.n);
+        (h, a, store)
+    }
+
+    /// On the owner, READ and WRITE complete on the store's thread; a write holds the
+    /// writer count until its completion (a handover waits for it, as for a synchronous
+    /// one), a read holds none.
+    #[test]
+    fn async_writes_hold_the_writer_count_until_they_complete() {
+        let c = Arc::new(Cluster::default());
+        *c.holder.lock().unwrap() = Some(1);
+        let (h, a, store) = async_unit(&c, 1);
+        let write = [0x2a, 0, 0, 0, 0, 0, 0, 0, 1, 0];
+        assert!(h.lu.submits_async(&write));
+        let (open, gate) = std::sync::mpsc::channel();
+        *store.gate.lock().unwrap() = Some(gate);
+        let end = submit_async(&h, &write, vec![7; 512], 0);
+        assert_eq!(a.lock().writers, 1, "in flight");
+        open.send(()).unwrap();
+        let end = end.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert!(!end.retry);
+        assert_eq!(end.response, crate::Response::GOOD);
+        assert_eq!(a.lock().writers, 0, "given back at the completion");
+        let (open, gate) = std::sync::mpsc::channel();
+        *store.gate.lock().unwrap() = Some(gate);
+        let read = [0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0];
+        let end = submit_async(&h, &read, Vec::new(), 512);
+        assert_eq!(a.lock().writers, 0, "a read holds no writer count");
+        open.send(()).unwrap();
+        let end = end.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(end.response, crate::Response::GOOD);
+        assert_eq!(end.data_in, vec![7; 512]);
+    }
+
+    /// An asynchronous write that fails because the token moved while it was in flight
+    /// is answered 04h/0Ah (the initiator retries it), never re-run here; one that fails
+    /// without a move goes back to the synchronous path, which judges the failure.
+    #[test]
+    fn an_async_write_failing_across_a_handover_is_transitioning() {
+        let c = Arc::new(Cluster::default());
+        *c.holder.lock().unwrap() = Some(1);
+        let (h, a, store) = async_unit(&c, 1);
+        let write = [0x2a, 0, 0, 0, 0, 0, 0, 0, 1, 0];
+        *store.during.lock().unwrap() = Some(a.clone());
+        let end = submit_async(&h, &write, vec![1; 512], 0);
+        let end = end.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert!(!end.retry);
+        assert_eq!(
+            end.response,
+            crate::Response::check(NOT_READY_ALUA_TRANSITION)
+        );
+        assert_eq!(end.data_out, vec![1; 512], "the buffer comes back");
+        assert!(a.is_owner());
+        assert_eq!(a.lock().writers, 0);
+        store.fail.store(true, Ordering::SeqCst);
+        let end = submit_async(&h, &write, vec![2; 512], 0);
+        let end = end.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert!(end.retry);
+        assert_eq!(a.lock().writers, 0);
+    }
+
+    /// A non-owner's write waits for a takeover at admission: never on the caller's
+    /// thread, so it is the synchronous path's; its reads (active/non-optimized) are not.
+    #[test]
+    fn a_non_owners_writes_take_the_synchronous_path() {
+        let c = Arc::new(Cluster::default());
+        *c.holder.lock().unwrap() = Some(1);
+        let (h, b, _) = async_unit(&c, 2);
+        assert!(!b.is_owner());
+        let write = [0x2a, 0, 0, 0, 0, 0, 0, 0, 1, 0];
+        assert!(!h.lu.submits_async(&write));
+        let end = submit_async(&h, &write, vec![3; 512], 0);
+        let end = end.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert!(end.retry);
+        assert_eq!(b.lock().writers, 0);
+        assert!(
+            !b.is_owner(),
+            "no takeover started from the caller's thread"
+        );
+        assert!(h.lu.submits_async(&[0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0]));
     }
 
     /// A write admitted on the owner fails because the token moved while it ran (even

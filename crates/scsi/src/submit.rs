@@ -8,16 +8,27 @@
 //! [`LogicalUnit::plan_transfer`]) on the caller's thread, hands the transfer to the store
 //! and returns; the store's completion builds the response and calls the transport's
 //! `done`. Everything else — another command, another length than the initiator
-//! expects, a gateway-group LUN, a range a COMPARE AND WRITE holds — is
-//! [`AsyncEnd::retry`]: the transport runs the command the synchronous way, as before.
-//! So is a failed transfer: the synchronous path re-reads the image size after a short
-//! read and reports errors with all their detail, which a completion (on the store's
-//! thread, where no further store call may block) does not.
+//! expects, a range a COMPARE AND WRITE holds, a write to a gateway group's unit that this
+//! gateway does not own (its admission waits for a takeover) — is [`AsyncEnd::retry`]:
+//! the transport runs the command the synchronous way, as before. So is a failed
+//! transfer: the synchronous path re-reads the image size after a short read and reports
+//! errors with all their detail, which a completion (on the store's thread, where no
+//! further store call may block) does not.
+//!
+//! In a gateway group a write holds the writer count ([`GroupAlua::begin_write`]) until
+//! its completion, so a handover waits for it as it waits for a synchronous one; and a
+//! transfer that fails after the group's state moved is answered NOT READY, ASYMMETRIC
+//! ACCESS STATE TRANSITION (never retried here: the initiator retries it, as after a
+//! synchronous one — [`LogicalUnit::alua_access_failed`]).
 //!
 //! [`Backstore::submits_async`]: rustio_backstore::Backstore::submits_async
+//! [`GroupAlua::begin_write`]: crate::alua::GroupAlua::begin_write
 
+use std::sync::Arc;
+
+use crate::alua::{AccessTaken, GroupAlua};
 use crate::cdb::{self, Command};
-use crate::lu::{Begun, LogicalUnit};
+use crate::lu::{Begun, Fail, LogicalUnit};
 use crate::lunmap::LunMap;
 use crate::nexus::{Nexus, Request, TaskAttr};
 use crate::status::Response;
@@ -56,82 +67,104 @@ impl AsyncEnd {
     }
 }
 
-/// Whether `cdb` is a READ or WRITE, from the CDB alone (no state touched).
-fn is_read_or_write(cdb: &[u8]) -> bool {
-    matches!(
-        cdb::parse(cdb),
-        Ok(Command::Read { .. } | Command::Write { .. })
-    )
-}
-
 impl LogicalUnit {
     /// Whether [`LunMap::submit`] can run `cdb` on this unit asynchronously: a READ or
-    /// WRITE, on a store that submits asynchronously, outside a gateway group (whose
-    /// handovers and fencing wait on the synchronous path).
+    /// WRITE, on a store that submits asynchronously; in a gateway group, a WRITE only
+    /// while this gateway owns the unit (elsewhere its admission waits for a takeover,
+    /// which the synchronous path does on a worker, not on the caller's thread).
     pub fn submits_async(&self, cdb: &[u8]) -> bool {
-        self.backstore().submits_async() && self.group_alua().is_none() && is_read_or_write(cdb)
+        if !self.backstore().submits_async() {
+            return false;
+        }
+        match cdb::parse(cdb) {
+            Ok(Command::Read { .. }) => true,
+            Ok(Command::Write { .. }) => self.group_alua().is_none_or(|a| a.is_owner()),
+            _ => false,
+        }
     }
 
     /// See [`LunMap::submit`] (which checked [`Self::submits_async`]); `req.data_out` is
-    /// `data_out[..out_len]`.
+    /// `data_out[..out_len]`. (Ownership may still move between that check and
+    /// [`Self::begin`]: then a write's admission waits for the takeover here, bounded by
+    /// the group's handover timeout, as it would on a worker.)
     fn submit(&self, req: &Request<'_>, data_in_len: usize) -> Result<Planned, Response> {
         let Begun {
             cmd,
             access,
             writer,
         } = self.begin(req)?;
-        // Outside a gateway group (`submits_async`): no writer count to give back.
-        debug_assert!(writer.is_none());
         let plan = match &cmd {
             Command::Read { lba, blocks, .. } => {
-                match self.plan_transfer(req, *lba, *blocks) {
-                    Ok(None) => return Err(Response::GOOD),
+                self.plan_transfer(req, *lba, *blocks).map(|p| match p {
+                    None => Plan::Good,
                     // Another length than the initiator expects: the synchronous path
                     // stages it and the transport reports the residual.
-                    Ok(Some((_, len))) if len != data_in_len => return Ok(Planned::Retry),
-                    Ok(Some((offset, len))) => Planned::Read { offset, len },
-                    Err(f) => return Err(self.finish(&access, writer, Err(f))),
-                }
+                    Some((_, len)) if len != data_in_len => Plan::Retry,
+                    Some((offset, len)) => Plan::Read { offset, len },
+                })
             }
             Command::Write {
                 lba, blocks, fua, ..
-            } => {
-                let planned = self
-                    .plan_transfer(req, *lba, *blocks)
-                    .and_then(|p| match p {
-                        Some((offset, len)) => {
-                            self.need_data_out(req, len).map(|_| Some((offset, len)))
-                        }
-                        None => Ok(None),
-                    });
-                match planned {
-                    Ok(None) => return Err(Response::GOOD),
-                    Ok(Some((offset, len))) => {
-                        let Some(range) = self.locks.try_shared_owned(*lba, u64::from(*blocks))
-                        else {
-                            return Ok(Planned::Retry);
-                        };
-                        Planned::Write {
-                            offset,
-                            len,
-                            flags: self.write_flags(*fua),
-                            range,
+            } => self
+                .plan_transfer(req, *lba, *blocks)
+                .and_then(|p| match p {
+                    Some((offset, len)) => {
+                        self.need_data_out(req, len).map(|_| Some((offset, len)))
+                    }
+                    None => Ok(None),
+                })
+                .map(|p| match p {
+                    None => Plan::Good,
+                    Some((offset, len)) => {
+                        match self.locks.try_shared_owned(*lba, u64::from(*blocks)) {
+                            // A COMPARE AND WRITE holds the range: never wait here.
+                            None => Plan::Retry,
+                            Some(range) => Plan::Write {
+                                offset,
+                                len,
+                                flags: self.write_flags(*fua),
+                                range,
+                            },
                         }
                     }
-                    Err(f) => return Err(self.finish(&access, writer, Err(f))),
-                }
-            }
+                }),
             // Not a READ or WRITE, which `submits_async` ruled out: never guess, run it
             // the synchronous way.
-            _ => return Ok(Planned::Retry),
+            _ => Ok(Plan::Retry),
         };
-        Ok(plan)
+        let hold = Hold {
+            group: self.group_alua().cloned(),
+            access,
+            writer,
+        };
+        match plan {
+            Ok(Plan::Good) => Err(self.finish(&hold.access, hold.writer, Ok(crate::Status::Good))),
+            Ok(Plan::Retry) => {
+                hold.end(false);
+                Ok(Planned::Retry)
+            }
+            Ok(Plan::Read { offset, len }) => Ok(Planned::Read { offset, len, hold }),
+            Ok(Plan::Write {
+                offset,
+                len,
+                flags,
+                range,
+            }) => Ok(Planned::Write {
+                offset,
+                len,
+                flags,
+                range,
+                hold,
+            }),
+            Err(f) => Err(self.finish(&hold.access, hold.writer, Err::<crate::Status, Fail>(f))),
+        }
     }
 }
 
-/// A transfer [`LogicalUnit::submit`] checked and admitted.
-enum Planned {
-    /// Not for the asynchronous path (see [`AsyncEnd::retry`]).
+/// What [`LogicalUnit::submit`] made of a command, before anything is held for it.
+enum Plan {
+    /// Nothing to transfer: GOOD.
+    Good,
     Retry,
     Read {
         offset: u64,
@@ -143,6 +176,49 @@ enum Planned {
         flags: rustio_backstore::WriteFlags,
         range: crate::rangelock::OwnedSharedRange,
     },
+}
+
+/// A transfer [`LogicalUnit::submit`] checked and admitted.
+enum Planned {
+    /// Not for the asynchronous path (see [`AsyncEnd::retry`]).
+    Retry,
+    Read {
+        offset: u64,
+        len: usize,
+        hold: Hold,
+    },
+    Write {
+        offset: u64,
+        len: usize,
+        flags: rustio_backstore::WriteFlags,
+        range: crate::rangelock::OwnedSharedRange,
+        hold: Hold,
+    },
+}
+
+/// What an admitted command holds of its unit's gateway group until it completes.
+struct Hold {
+    /// The unit's group, if any.
+    group: Option<Arc<GroupAlua>>,
+    /// What it took of the access path at admission.
+    access: AccessTaken,
+    /// The group whose writer count it holds ([`GroupAlua::begin_write`]).
+    writer: Option<Arc<GroupAlua>>,
+}
+
+impl Hold {
+    /// Gives the writer count back; for a transfer that `failed`, the answer when the
+    /// group's state moved while it ran (the store refused it because the token was
+    /// handed over: not acknowledged, the initiator retries it). Never blocks (it runs on
+    /// the store's completion thread).
+    fn end(self, failed: bool) -> Option<Response> {
+        if let Some(a) = self.writer {
+            a.end_write();
+        }
+        let a = self.group?;
+        (failed && a.moved_since(&self.access))
+            .then(|| Response::check(crate::alua::NOT_READY_ALUA_TRANSITION))
+    }
 }
 
 impl LunMap {
@@ -185,19 +261,20 @@ impl LunMap {
             m.lu.submit(&req, data_in_len)
         };
         // The store keeps what its request needs until the completion (the RBD engine its
-        // image); the range lock is owned by the completion.
+        // image); the range lock and the group's hold are owned by the completion.
         let store = m.lu.backstore();
         match planned {
             Err(response) => done(AsyncEnd::ended(response, Vec::new(), data_out)),
             Ok(Planned::Retry) => done(AsyncEnd::retry(data_out)),
-            Ok(Planned::Read { offset, len }) => {
+            Ok(Planned::Read { offset, len, hold }) => {
                 store.submit_read(
                     offset,
                     vec![0u8; len],
                     Box::new(move |buf, r| {
-                        done(match r {
-                            Ok(()) => AsyncEnd::ended(Response::GOOD, buf, data_out),
-                            Err(_) => AsyncEnd::retry(data_out),
+                        done(match (hold.end(r.is_err()), r) {
+                            (_, Ok(())) => AsyncEnd::ended(Response::GOOD, buf, data_out),
+                            (Some(moved), Err(_)) => AsyncEnd::ended(moved, Vec::new(), data_out),
+                            (None, Err(_)) => AsyncEnd::retry(data_out),
                         })
                     }),
                 );
@@ -207,6 +284,7 @@ impl LunMap {
                 len,
                 flags,
                 range,
+                hold,
             }) => {
                 store.submit_write(
                     offset,
@@ -215,9 +293,10 @@ impl LunMap {
                     flags,
                     Box::new(move |buf, r| {
                         drop(range);
-                        done(match r {
-                            Ok(()) => AsyncEnd::ended(Response::GOOD, Vec::new(), buf),
-                            Err(_) => AsyncEnd::retry(buf),
+                        done(match (hold.end(r.is_err()), r) {
+                            (_, Ok(())) => AsyncEnd::ended(Response::GOOD, Vec::new(), buf),
+                            (Some(moved), Err(_)) => AsyncEnd::ended(moved, Vec::new(), buf),
+                            (None, Err(_)) => AsyncEnd::retry(buf),
                         })
                     }),
                 );
