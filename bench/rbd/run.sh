@@ -23,12 +23,20 @@
 # gateway host is not the OSD host, so that what a contender spends per I/O is not taken
 # from the OSD (on 2 CPUs: the cluster on CPU 0, the rest on CPU 1). A shared cluster's
 # affinity is put back at the end.
+# CPU per I/O: every job also records the CPU time (user + system) of the target process,
+# of its client (loadgen, or rbd bench itself) and of the cluster's daemons, and the
+# report adds a table of microseconds per I/O for each — what the iSCSI hop costs on top
+# of librbd, and on which side of it.
+# RUSTIO_B_BIN / RUSTIO_B_PARAMS: a second `rustio serve` (contender rustio-b) serving the
+# same image, from another binary and/or with these iSCSI parameters in its TPG (JSON
+# members, e.g. '"InitialR2T": "No", "FirstBurstLength": "262144"'), interleaved with the
+# others — to measure a change or a setting in the same run.
 # Env: RUSTIO_BIN (a rustio built with --features rbd; default: build it), RUSTIO_ARGS
 # (extra `rustio serve` options), TIME (s per job), CEPH_DIR (a running cluster there,
 # e.g. a shared /tmp/shared-ceph, is reused and left running; otherwise one is started
 # in it, default a temp dir, and stopped at the end), BENCH_IMAGE (default
 # rbd/bench-<pid>, removed at the end), PORT_RUSTIO / PORT_TGT / PORT_GROUP
-# (23470 / 23471 / 23472 and 23473).
+# (23470 / 23471 / 23472 and 23473), PORT_RUSTIO_B (23474).
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -42,7 +50,7 @@ while (($#)); do
         --no-group) GROUP=0; shift ;;
         --pin) PIN=1; shift ;;
         --out) OUT=$2; shift 2 ;;
-        -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,39p' "$0"; exit 0 ;;
         *) echo "bench/rbd: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -56,8 +64,10 @@ export CEPH_MON_PORT=${CEPH_MON_PORT:-3420} CEPH_MON_PORT_V1=${CEPH_MON_PORT_V1:
 CONF=$CEPH_DIR/ceph.conf
 IMG=${BENCH_IMAGE:-rbd/bench-$$}
 IMG_G=$IMG-group
-PR=${PORT_RUSTIO:-23470} PT=${PORT_TGT:-23471} PG=${PORT_GROUP:-23472}
-TGTD= RUSTIO= CTL= OWN_CLUSTER=0 MADE_IMAGE=0 GW_A= GW_B=
+PR=${PORT_RUSTIO:-23470} PT=${PORT_TGT:-23471} PG=${PORT_GROUP:-23472} PB=${PORT_RUSTIO_B:-23474}
+B_PARAMS=${RUSTIO_B_PARAMS:-} B_BIN=${RUSTIO_B_BIN:-}
+B=$([ -n "$B_PARAMS$B_BIN" ] && echo 1 || echo 0)
+TGTD= RUSTIO= RUSTIO_B= CTL= OWN_CLUSTER=0 MADE_IMAGE=0 GW_A= GW_B=
 pin_cluster() { # CPU list: every thread of every daemon of the cluster in CEPH_DIR
     local name pid n=0
     [ -r "$CEPH_DIR/pids" ] || return 1
@@ -69,6 +79,7 @@ pin_cluster() { # CPU list: every thread of every daemon of the cluster in CEPH_
 }
 cleanup() {
     [ -n "$RUSTIO" ] && kill "$RUSTIO" 2>/dev/null && wait "$RUSTIO" 2>/dev/null
+    [ -n "$RUSTIO_B" ] && kill "$RUSTIO_B" 2>/dev/null && wait "$RUSTIO_B" 2>/dev/null
     for g in $GW_A $GW_B; do kill "$g" 2>/dev/null && wait "$g" 2>/dev/null; done
     [ -n "$TGTD" ] && kill -9 "$TGTD" 2>/dev/null && wait "$TGTD" 2>/dev/null
     [ -n "$CTL" ] && rm -f "/var/run/tgtd/socket.$CTL" "/var/run/tgtd/socket.$CTL.lock"
@@ -146,9 +157,41 @@ rbd_bench() { # type pattern size threads ops [rbd options] → IOPS (ops: ≈ T
     [ "$pat" = seq ] && pat=full-seq
     local ops=$5 kib=$(( ${3%K} ))
     ((ops < 2000)) && ops=2000
-    "${ON_CLIENT[@]}" rbd --conf "$CONF" ${6:-} bench --io-type "$1" --io-pattern "$pat" --io-size "$3" --io-threads "$4" \
+    /usr/bin/time -f "%U %S" -o "$OUT/client.cpu" \
+        "${ON_CLIENT[@]}" rbd --conf "$CONF" ${6:-} bench --io-type "$1" --io-pattern "$pat" --io-size "$3" --io-threads "$4" \
         --io-total "$(( ops * kib ))K" "$IMG" 2>&1 | tee -a "$OUT/rbd-bench.log" |
-        awk '/^elapsed:/ { for (i = 1; i <= NF; i++) if ($i == "ops/sec:") print $(i + 1) }'
+        awk '/^elapsed:/ { for (i = 1; i <= NF; i++) { if ($i == "ops:") n = $(i + 1); if ($i == "ops/sec:") r = $(i + 1) } print r, n }'
+}
+
+# --- CPU accounting --------------------------------------------------------------------------------
+# Clock ticks (user + system) the given processes used so far, every thread included
+# (/proc/PID/stat; a process gone counts 0).
+ticks() {
+    local p t total=0
+    for p in "$@"; do
+        t=$(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$p/stat" 2>/dev/null) || continue
+        total=$((total + ${t:-0}))
+    done
+    echo "$total"
+}
+HZ=$(getconf CLK_TCK)
+CLUSTER_PIDS=$(awk '{ print $2 }' "$CEPH_DIR/pids" 2>/dev/null)
+# job TARGET_PID FUNCTION ARGS... → "IOPS IOS TARGET_S CLIENT_S CLUSTER_S": FUNCTION prints
+# "IOPS IOS" and leaves its client's "user system" seconds in $OUT/client.cpu; TARGET_PID
+# is the target process ("-" for none: rbd bench).
+job() {
+    local tp=$1 t0 c0 t1 c1 r u s
+    shift
+    [ "$tp" = - ] && tp=
+    : >"$OUT/client.cpu"
+    t0=$(ticks $tp) c0=$(ticks $CLUSTER_PIDS)
+    r=$("$@")
+    t1=$(ticks $tp) c1=$(ticks $CLUSTER_PIDS)
+    # time(1) puts a line about a failed command first: the figures are the last line.
+    read -r u s < <(tail -n 1 "$OUT/client.cpu")
+    [ -n "$r" ] || r="- -"
+    echo "$r $(awk -v hz="$HZ" -v t=$((t1 - t0)) -v c=$((c1 - c0)) -v u="${u:-0}" -v s="${s:-0}" \
+        'BEGIN { printf "%.2f %.2f %.2f", t / hz, u + s, c / hz }')"
 }
 
 # --- iSCSI targets ------------------------------------------------------------------------------------
@@ -164,6 +207,13 @@ EOF
 "${ON_CLIENT[@]}" "$RUSTIO_BIN" serve --config "$OUT/rustio.json" --log warn ${RUSTIO_ARGS:-} >"$OUT/rustio.log" 2>&1 &
 RUSTIO=$!
 PORTS=$PR
+if [ "$B" = 1 ]; then
+    sed -e "s/:rbd\"/:rbd-b\"/" -e "s/\"port\": $PR}/\"port\": $PB}/" \
+        -e "s/\"enable\": true,/\"enable\": true, \"parameters\": {$B_PARAMS},/" "$OUT/rustio.json" >"$OUT/rustio-b.json"
+    "${ON_CLIENT[@]}" "${B_BIN:-$RUSTIO_BIN}" serve --config "$OUT/rustio-b.json" --log warn ${RUSTIO_ARGS:-} >"$OUT/rustio-b.log" 2>&1 &
+    RUSTIO_B=$!
+    PORTS="$PORTS $PB"
+fi
 if [ "$TGT" = 1 ]; then
     mkdir -p /var/run/tgtd
     CTL=$((20000 + RANDOM % 9000))
@@ -198,14 +248,16 @@ for p in $PORTS; do
     for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && break; sleep 0.2; done
 done
 kill -0 "$RUSTIO" 2>/dev/null || { cat "$OUT/rustio.log" >&2; exit 2; }
+[ "$B" = 0 ] || kill -0 "$RUSTIO_B" 2>/dev/null || { cat "$OUT/rustio-b.log" >&2; exit 2; }
 for g in $GW_A $GW_B; do
     kill -0 "$g" 2>/dev/null || { cat "$OUT/gw-a.log" "$OUT/gw-b.log" >&2; exit 2; }
 done
 
-lg() { # port iqn lun rw pattern bs → IOPS
-    "${ON_CLIENT[@]}" "$LOADGEN" run --portal "127.0.0.1:$1" --target "$2" --lun "$3" --initiator iqn.2024-01.org.rustio:bench \
+lg() { # port iqn lun rw pattern bs → "IOPS IOS" (loadgen's CPU in $OUT/client.cpu)
+    /usr/bin/time -f "%U %S" -o "$OUT/client.cpu" \
+        "${ON_CLIENT[@]}" "$LOADGEN" run --portal "127.0.0.1:$1" --target "$2" --lun "$3" --initiator iqn.2024-01.org.rustio:bench \
         --rw "$4" --pattern "$5" --bs "$6" --qd 32 --time "$TIME" 2>>"$OUT/loadgen.err" |
-        tee -a "$OUT/loadgen.jsonl" | python3 -c 'import json,sys; print(json.load(sys.stdin)["iops"])'
+        tee -a "$OUT/loadgen.jsonl" | python3 -c 'import json,sys; j = json.load(sys.stdin); print(j["iops"], j["ios"])'
 }
 
 # --- the runs: rounds of every workload against every contender, back to back -----------------------
@@ -213,56 +265,81 @@ WL=("randread-4k:read:rand:4k:4K" "randwrite-4k:write:rand:4k:4K"
     "seqread-128k:read:seq:128k:128K" "seqwrite-128k:write:seq:128k:128K")
 RAW="$OUT/runs.txt"
 : >"$RAW"
+rec() { # run workload contender "IOPS IOS TARGET_S CLIENT_S CLUSTER_S" → a line of runs.txt
+    local iops ios rest
+    read -r iops ios rest <<<"$4"
+    echo "$1 $2 $3 ${iops:--} $(cut -d' ' -f1 /proc/loadavg) ${ios:--} $rest" >>"$RAW"
+    echo "${iops:--}"
+}
 for run in $(seq "$RUNS"); do
     for w in "${WL[@]}"; do
         IFS=: read -r name rw pat bs rbs <<<"$w"
         say "run $run $name: rustio (load $(cut -d' ' -f1-3 /proc/loadavg))"
-        r=$(lg $PR iqn.2024-01.org.rustio.bench:rbd 0 "$rw" "$pat" "$bs")
-        echo "$run $name rustio ${r:--} $(cut -d' ' -f1 /proc/loadavg)" >>"$RAW"
+        r=$(rec "$run" "$name" rustio "$(job "$RUSTIO" lg $PR iqn.2024-01.org.rustio.bench:rbd 0 "$rw" "$pat" "$bs")")
+        if [ "$B" = 1 ]; then
+            say "run $run $name: rustio-b (${B_BIN:-same binary}; ${B_PARAMS:-same parameters})"
+            rec "$run" "$name" rustio-b "$(job "$RUSTIO_B" lg $PB iqn.2024-01.org.rustio.bench:rbd-b 0 "$rw" "$pat" "$bs")" >/dev/null
+        fi
         if [ "$GROUP" = 1 ]; then
             say "run $run $name: two-gateway group, active/optimized path (gw-a)"
-            g=$(lg $PG iqn.2024-01.org.rustio.bench:rbd-group 0 "$rw" "$pat" "$bs")
-            echo "$run $name group ${g:--} $(cut -d' ' -f1 /proc/loadavg)" >>"$RAW"
+            rec "$run" "$name" group "$(job "$GW_A $GW_B" lg $PG iqn.2024-01.org.rustio.bench:rbd-group 0 "$rw" "$pat" "$bs")" >/dev/null
         fi
         if [ "$TGT" = 1 ]; then
             say "run $run $name: tgt"
-            t=$(lg $PT iqn.2024-01.org.rustio.bench:tgt-rbd 1 "$rw" "$pat" "$bs")
-            echo "$run $name tgt ${t:--} $(cut -d' ' -f1 /proc/loadavg)" >>"$RAW"
+            rec "$run" "$name" tgt "$(job "$TGTD" lg $PT iqn.2024-01.org.rustio.bench:tgt-rbd 1 "$rw" "$pat" "$bs")" >/dev/null
         fi
         say "run $run $name: rbd bench"
         ops=$(python3 -c "import sys; v=sys.argv[1]; print(int(float(v) * $TIME) if v not in ('', '-') else 0)" "${r:-}")
-        b=$(rbd_bench "$rw" "$pat" "$rbs" 32 "$ops")
-        echo "$run $name rbd ${b:--} $(cut -d' ' -f1 /proc/loadavg)" >>"$RAW"
+        rec "$run" "$name" rbd "$(job - rbd_bench "$rw" "$pat" "$rbs" 32 "$ops")" >/dev/null
         say "run $run $name: rbd bench --rbd_cache=false"
-        b=$(rbd_bench "$rw" "$pat" "$rbs" 32 "$ops" --rbd_cache=false)
-        echo "$run $name rbd-nocache ${b:--} $(cut -d' ' -f1 /proc/loadavg)" >>"$RAW"
+        rec "$run" "$name" rbd-nocache "$(job - rbd_bench "$rw" "$pat" "$rbs" 32 "$ops" --rbd_cache=false)" >/dev/null
     done
 done
 
 # --- report ------------------------------------------------------------------------------------------
-python3 - "$OUT" "$TIME" "$SIZE_MB" "$RUNS" "$(cat /proc/loadavg)" "${CLUSTER_CPUS:-}" "${CLIENT_CPUS:-}" <<'EOF' | tee "$OUT/rbd.txt"
+python3 - "$OUT" "$TIME" "$SIZE_MB" "$RUNS" "$(cat /proc/loadavg)" "${CLUSTER_CPUS:-}" "${CLIENT_CPUS:-}" "$B_PARAMS" "$B_BIN" <<'EOF' | tee "$OUT/rbd.txt"
 import json, statistics, sys
 out, secs, size, runs, load = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
-cluster_cpus, client_cpus = sys.argv[6], sys.argv[7]
+cluster_cpus, client_cpus, b_params, b_bin = sys.argv[6], sys.argv[7], sys.argv[8], sys.argv[9]
 layout = f"cluster on CPUs {cluster_cpus}, contenders on {client_cpus}" if cluster_cpus else "cluster and contenders on every CPU"
+# run workload contender IOPS load [IOS TARGET_S CLIENT_S CLUSTER_S]
 rows = [l.split() for l in open(f"{out}/runs.txt") if l.strip()]
 def num(v):
     try: return float(v)
     except ValueError: return None
-res, loads = {}, [float(r[4]) for r in rows]
-for run, w, who, v, _ in rows:
+res, cpu, loads = {}, {}, [float(r[4]) for r in rows]
+for r in rows:
+    run, w, who, v = r[:4]
     res.setdefault(w, {}).setdefault(who, []).append(num(v))
+    ios, t, c, k = (num(x) for x in (r[5:9] + ["-"] * 4)[:4])
+    if ios:  # µs of CPU per I/O: target process, its client (loadgen; rbd bench is its own), cluster
+        cpu.setdefault(w, {}).setdefault(who, []).append((t / ios * 1e6 if t is not None else None, c / ios * 1e6, k / ios * 1e6))
 med = lambda vs: None if not [v for v in vs if v is not None] else statistics.median([v for v in vs if v is not None])
 print(f"RBD stage: single-node Ceph 16.2 on 127.0.0.1, image {size} MiB pre-filled, QD 32, "
       f"{secs:.0f} s per job, medians of {runs} interleaved runs; {layout}; load 1-min {min(loads):.1f}-{max(loads):.1f}, at end {load.split()[0:3]}")
-print(f"{'workload':15} {'rustio serve':>13} {'2-gw group':>11} {'tgt bs_rbd':>11} {'rbd bench':>10} {'(no cache)':>11} {'rustio/tgt':>11} {'rustio/rbd':>11} {'(no cache)':>11} {'group/rustio':>13} {'group/rbd':>10}   (IOPS)  per-run rustio/rbd (no cache)")
+if b_params or b_bin:
+    print(f"rustio-b: {b_bin or 'the same binary'}, TPG parameters {{{b_params}}}")
+has_b = any("rustio-b" in d for d in res.values())
+print(f"{'workload':15} {'rustio serve':>13}" + (f" {'rustio-b':>9}" if has_b else "") + f" {'2-gw group':>11} {'tgt bs_rbd':>11} {'rbd bench':>10} {'(no cache)':>11} {'rustio/tgt':>11} {'rustio/rbd':>11} {'(no cache)':>11}" + (f" {'b/rbd nc':>9}" if has_b else "") + f" {'group/rustio':>13} {'group/rbd':>10}   (IOPS)  per-run rustio/rbd (no cache)")
 f = lambda v: "-" if v is None else f"{v:.0f}"
 q = lambda a, c: "-" if a is None or not c else f"{a / c:.2f}x"
 for w, d in res.items():
-    r, g, t, b, n = (med(d.get(k, [])) for k in ("rustio", "group", "tgt", "rbd", "rbd-nocache"))
+    r, rb, g, t, b, n = (med(d.get(k, [])) for k in ("rustio", "rustio-b", "group", "tgt", "rbd", "rbd-nocache"))
     per = " ".join(f"{q(a, c)} ({q(a, e)})" for a, c, e in zip(d.get("rustio", []), d.get("rbd", []), d.get("rbd-nocache", [])))
-    print(f"{w:15} {f(r):>13} {f(g):>11} {f(t):>11} {f(b):>10} {f(n):>11} {q(r, t):>11} {q(r, b):>11} {q(r, n):>11} {q(g, r):>13} {q(g, b):>10}   {per}")
+    print(f"{w:15} {f(r):>13}" + (f" {f(rb):>9}" if has_b else "") + f" {f(g):>11} {f(t):>11} {f(b):>10} {f(n):>11} {q(r, t):>11} {q(r, b):>11} {q(r, n):>11}" + (f" {q(rb, n):>9}" if has_b else "") + f" {q(g, r):>13} {q(g, b):>10}   {per}")
+if cpu:
+    print()
+    print("CPU per I/O (µs, user + system, medians): the target process, its client (loadgen; rbd bench is its own client)")
+    print("and the cluster's daemons. 'iSCSI side' = target + client, against rbd bench (no cache) in the same run.")
+    print(f"{'workload':15} {'contender':12} {'target':>8} {'client':>8} {'cluster':>8} {'iSCSI side':>11} {'target/rbd':>11} {'side/rbd':>9}")
+    for w, d in cpu.items():
+        base = d.get("rbd-nocache", [])
+        rbd_c = med([c for _, c, _ in base])
+        for who, vals in d.items():
+            tg, cl, ks = (med([v[i] for v in vals]) for i in range(3))
+            side = None if cl is None else (tg or 0) + cl
+            print(f"{w:15} {who:12} {f(tg):>8} {f(cl):>8} {f(ks):>8} {f(side):>11} {q(tg, rbd_c):>11} {q(side, rbd_c):>9}")
 json.dump({"secs": secs, "size_mib": size, "runs": runs, "load_end": load, "load_1min": loads,
-           "layout": layout, "iops": res}, open(f"{out}/rbd.json", "w"), indent=1)
+           "layout": layout, "iops": res, "cpu_us_per_io": cpu, "rustio_b_params": b_params, "rustio_b_bin": b_bin}, open(f"{out}/rbd.json", "w"), indent=1)
 EOF
 echo "results: $OUT/rbd.{txt,json}" >&2
