@@ -327,14 +327,12 @@ pub(crate) fn connect_pool(opts: &OpenOptions) -> Result<Connection, RbdError> {
     // `rustio serve`, 4 KiB random reads at QD 32: io_context_pool 1.34 → 0.66 context
     // switches and 24–27 → 10–11 µs of CPU per I/O (bench/README.md, optimisations).
     set("rbd_non_blocking_aio", "false")?;
-    // librbd copies every write's data into its own buffer unless told otherwise, so a
-    // caller that changes its buffer while the write is in flight cannot make the OSDs
-    // see a CRC mismatch. Ours never does: a write's buffer is immutable and alive until
-    // its completion fires (the synchronous calls wait for it; the asynchronous ones own
-    // the buffer until the callback), and librbd delays that completion until the
-    // messenger released its last reference to the memory. Saves a copy of every
-    // written byte (bench/README.md, optimisations).
-    set("rbd_disable_zero_copy_writes", "false")?;
+    // `rbd_disable_zero_copy_writes` stays at its default (true: librbd copies write
+    // data). With zero-copy writes librbd delays a write's completion until its messenger
+    // released our buffer, and for a client that was blocklisted (a gateway fenced by
+    // another's takeover) that never happens: the write never completes and its worker
+    // hangs (crates/rbd/tests/handover.rs, silent_owner_is_broken_after_the_handover_timeout,
+    // hung there with librbd 16.2). The copy costs ≈ 8 % of CPU per 128 KiB write.
     let connect_secs = opts.connect_timeout.as_secs().max(1).to_string();
     set("client_mount_timeout", &connect_secs)?;
     set("rados_mon_op_timeout", &connect_secs)?;
