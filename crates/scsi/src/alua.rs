@@ -1999,10 +1999,10 @@ mod tests {
         }
     }
 
-    /// A RAM store whose submitted I/O completes on a thread of its own (like librbd's
-    /// completion thread) once `gate` (if set) lets it; a write fails (EBUSY) when `fail`
+    /// A RAM store whose submitted READs complete on a thread of its own (like librbd's
+    /// completion thread) once `gate` (if set) lets them; a read fails (EBUSY) when `fail`
     /// is set, or after handing the token of `during` over and back, as
-    /// [`HandedOverMidWrite`] does.
+    /// [`HandedOverMidWrite`] does for a write.
     #[derive(Debug)]
     struct Completing {
         inner: rustio_backstore::RamBackstore,
@@ -2054,42 +2054,23 @@ mod tests {
             true
         }
         fn submit_read(&self, offset: u64, mut buf: Vec<u8>, done: rustio_backstore::IoDone) {
-            let r = self.inner.read_at(&mut buf, offset);
-            let gate = self.gate.lock().unwrap().take();
-            std::thread::spawn(move || {
-                if let Some(g) = gate {
-                    let _ = g.recv();
-                }
-                done(buf, r)
-            });
-        }
-        fn submit_write(
-            &self,
-            offset: u64,
-            buf: Vec<u8>,
-            len: usize,
-            flags: rustio_backstore::WriteFlags,
-            done: rustio_backstore::IoDone,
-        ) {
             let gate = self.gate.lock().unwrap().take();
             let during = self.during.lock().unwrap().take();
             let r = if during.is_some() || self.fail.load(Ordering::SeqCst) {
                 Err(rustio_backstore::Error::Io {
-                    op: "write",
+                    op: "read",
                     path: "rbd/p/i".into(),
                     offset,
                     source: std::io::Error::from_raw_os_error(16), // EBUSY
                 })
             } else {
-                self.inner.write_at(&buf[..len], offset, flags)
+                self.inner.read_at(&mut buf, offset)
             };
             std::thread::spawn(move || {
                 if let Some(g) = gate {
                     let _ = g.recv();
                 }
                 if let Some(a) = during {
-                    // The write holds the writer count: the release waits for it until
-                    // its deadline, then hands the token over anyway.
                     assert!(a.release_requested());
                     assert_eq!(a.take_over_sync(), Ok(()));
                 }
@@ -2137,82 +2118,66 @@ mod tests {
         (h, a, store)
     }
 
-    /// On the owner, READ and WRITE complete on the store's thread; a write holds the
-    /// writer count until its completion (a handover waits for it, as for a synchronous
-    /// one), a read holds none.
+    /// In a gateway group, READs complete on the store's thread, on the owner and on an
+    /// active/non-optimized non-owner alike (a read needs no token); WRITEs go the
+    /// synchronous way even on the owner, and nothing is held for a read.
     #[test]
-    fn async_writes_hold_the_writer_count_until_they_complete() {
+    fn a_groups_reads_complete_on_the_stores_thread_and_its_writes_do_not() {
         let c = Arc::new(Cluster::default());
         *c.holder.lock().unwrap() = Some(1);
-        let (h, a, store) = async_unit(&c, 1);
         let write = [0x2a, 0, 0, 0, 0, 0, 0, 0, 1, 0];
-        assert!(h.lu.submits_async(&write));
-        let (open, gate) = std::sync::mpsc::channel();
-        *store.gate.lock().unwrap() = Some(gate);
-        let end = submit_async(&h, &write, vec![7; 512], 0);
-        assert_eq!(a.lock().writers, 1, "in flight");
-        open.send(()).unwrap();
-        let end = end.recv_timeout(Duration::from_secs(5)).unwrap();
-        assert!(!end.retry);
-        assert_eq!(end.response, crate::Response::GOOD);
-        assert_eq!(a.lock().writers, 0, "given back at the completion");
-        let (open, gate) = std::sync::mpsc::channel();
-        *store.gate.lock().unwrap() = Some(gate);
         let read = [0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0];
+        let (h, a, store) = async_unit(&c, 1);
+        assert!(a.is_owner());
+        assert!(!h.lu.submits_async(&write));
+        let end = submit_async(&h, &write, vec![7; 512], 0);
+        let end = end.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert!(end.retry, "a group's write is the synchronous path's");
+        assert_eq!(end.data_out, vec![7; 512], "with its buffer back");
+        assert_eq!(h.good(&write, &vec![7; 512]), Vec::<u8>::new());
+        assert!(h.lu.submits_async(&read));
+        let (open, gate) = std::sync::mpsc::channel();
+        *store.gate.lock().unwrap() = Some(gate);
         let end = submit_async(&h, &read, Vec::new(), 512);
         assert_eq!(a.lock().writers, 0, "a read holds no writer count");
         open.send(()).unwrap();
         let end = end.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert!(!end.retry);
         assert_eq!(end.response, crate::Response::GOOD);
         assert_eq!(end.data_in, vec![7; 512]);
+        let (hb, b, _) = async_unit(&c, 2);
+        assert!(!b.is_owner());
+        assert!(hb.lu.submits_async(&read));
+        assert!(!hb.lu.submits_async(&write));
+        let end = submit_async(&hb, &read, Vec::new(), 512);
+        let end = end.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(end.response, crate::Response::GOOD);
+        assert!(!b.is_owner(), "a read starts no takeover");
     }
 
-    /// An asynchronous write that fails because the token moved while it was in flight
-    /// is answered 04h/0Ah (the initiator retries it), never re-run here; one that fails
-    /// without a move goes back to the synchronous path, which judges the failure.
+    /// An asynchronous READ that fails after the group's state moved while it was in
+    /// flight is answered 04h/0Ah (the initiator retries it), never re-run here; one that
+    /// fails without a move goes back to the synchronous path, which judges the failure.
     #[test]
-    fn an_async_write_failing_across_a_handover_is_transitioning() {
+    fn an_async_read_failing_across_a_handover_is_transitioning() {
         let c = Arc::new(Cluster::default());
         *c.holder.lock().unwrap() = Some(1);
         let (h, a, store) = async_unit(&c, 1);
-        let write = [0x2a, 0, 0, 0, 0, 0, 0, 0, 1, 0];
+        let read = [0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0];
         *store.during.lock().unwrap() = Some(a.clone());
-        let end = submit_async(&h, &write, vec![1; 512], 0);
+        let end = submit_async(&h, &read, Vec::new(), 512);
         let end = end.recv_timeout(Duration::from_secs(10)).unwrap();
         assert!(!end.retry);
         assert_eq!(
             end.response,
             crate::Response::check(NOT_READY_ALUA_TRANSITION)
         );
-        assert_eq!(end.data_out, vec![1; 512], "the buffer comes back");
+        assert!(end.data_in.is_empty());
         assert!(a.is_owner());
-        assert_eq!(a.lock().writers, 0);
         store.fail.store(true, Ordering::SeqCst);
-        let end = submit_async(&h, &write, vec![2; 512], 0);
+        let end = submit_async(&h, &read, Vec::new(), 512);
         let end = end.recv_timeout(Duration::from_secs(5)).unwrap();
         assert!(end.retry);
-        assert_eq!(a.lock().writers, 0);
-    }
-
-    /// A non-owner's write waits for a takeover at admission: never on the caller's
-    /// thread, so it is the synchronous path's; its reads (active/non-optimized) are not.
-    #[test]
-    fn a_non_owners_writes_take_the_synchronous_path() {
-        let c = Arc::new(Cluster::default());
-        *c.holder.lock().unwrap() = Some(1);
-        let (h, b, _) = async_unit(&c, 2);
-        assert!(!b.is_owner());
-        let write = [0x2a, 0, 0, 0, 0, 0, 0, 0, 1, 0];
-        assert!(!h.lu.submits_async(&write));
-        let end = submit_async(&h, &write, vec![3; 512], 0);
-        let end = end.recv_timeout(Duration::from_secs(5)).unwrap();
-        assert!(end.retry);
-        assert_eq!(b.lock().writers, 0);
-        assert!(
-            !b.is_owner(),
-            "no takeover started from the caller's thread"
-        );
-        assert!(h.lu.submits_async(&[0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0]));
     }
 
     /// A write admitted on the owner fails because the token moved while it ran (even

@@ -8,21 +8,24 @@
 //! [`LogicalUnit::plan_transfer`]) on the caller's thread, hands the transfer to the store
 //! and returns; the store's completion builds the response and calls the transport's
 //! `done`. Everything else — another command, another length than the initiator
-//! expects, a range a COMPARE AND WRITE holds, a write to a gateway group's unit that this
-//! gateway does not own (its admission waits for a takeover) — is [`AsyncEnd::retry`]:
-//! the transport runs the command the synchronous way, as before. So is a failed
-//! transfer: the synchronous path re-reads the image size after a short read and reports
-//! errors with all their detail, which a completion (on the store's thread, where no
-//! further store call may block) does not.
+//! expects, a range a COMPARE AND WRITE holds, a WRITE to a gateway group's unit — is
+//! [`AsyncEnd::retry`]: the transport runs the command the synchronous way, as before.
+//! So is a failed transfer: the synchronous path re-reads the image size after a short
+//! read and reports errors with all their detail, which a completion (on the store's
+//! thread, where no further store call may block) does not.
 //!
-//! In a gateway group a write holds the writer count ([`GroupAlua::begin_write`]) until
-//! its completion, so a handover waits for it as it waits for a synchronous one; and a
-//! transfer that fails after the group's state moved is answered NOT READY, ASYMMETRIC
-//! ACCESS STATE TRANSITION (never retried here: the initiator retries it, as after a
-//! synchronous one — [`LogicalUnit::alua_access_failed`]).
+//! In a gateway group only READs go this way (they need no lock: a handover does not
+//! wait for them); one that fails after the group's state moved is answered NOT READY,
+//! ASYMMETRIC ACCESS STATE TRANSITION, never retried here — the initiator retries it, as
+//! after a synchronous one ([`LogicalUnit::alua_access_failed`]). A group's writes stay
+//! synchronous: their admission may wait for a takeover, and a handover waits for the
+//! writes in flight only up to half its timeout. With writes asynchronous (up to the
+//! queue depth in flight instead of one per worker), one of two runs of
+//! tests/ceph/gateways-libiscsi.sh saw the owner release with writes still in flight,
+//! librbd take the released lock back for them, and the asking gateway, finding the same
+//! owner, break the lock and fence it.
 //!
 //! [`Backstore::submits_async`]: rustio_backstore::Backstore::submits_async
-//! [`GroupAlua::begin_write`]: crate::alua::GroupAlua::begin_write
 
 use std::sync::Arc;
 
@@ -68,31 +71,30 @@ impl AsyncEnd {
 }
 
 impl LogicalUnit {
-    /// Whether [`LunMap::submit`] can run `cdb` on this unit asynchronously: a READ or
-    /// WRITE, on a store that submits asynchronously; in a gateway group, a WRITE only
-    /// while this gateway owns the unit (elsewhere its admission waits for a takeover,
-    /// which the synchronous path does on a worker, not on the caller's thread).
+    /// Whether [`LunMap::submit`] can run `cdb` on this unit asynchronously: a READ, or a
+    /// WRITE outside a gateway group (see the module documentation), on a store that
+    /// submits asynchronously.
     pub fn submits_async(&self, cdb: &[u8]) -> bool {
         if !self.backstore().submits_async() {
             return false;
         }
         match cdb::parse(cdb) {
             Ok(Command::Read { .. }) => true,
-            Ok(Command::Write { .. }) => self.group_alua().is_none_or(|a| a.is_owner()),
+            Ok(Command::Write { .. }) => self.group_alua().is_none(),
             _ => false,
         }
     }
 
     /// See [`LunMap::submit`] (which checked [`Self::submits_async`]); `req.data_out` is
-    /// `data_out[..out_len]`. (Ownership may still move between that check and
-    /// [`Self::begin`]: then a write's admission waits for the takeover here, bounded by
-    /// the group's handover timeout, as it would on a worker.)
+    /// `data_out[..out_len]`.
     fn submit(&self, req: &Request<'_>, data_in_len: usize) -> Result<Planned, Response> {
         let Begun {
             cmd,
             access,
             writer,
         } = self.begin(req)?;
+        // No group write comes here (`submits_async`): no writer count to give back.
+        debug_assert!(writer.is_none());
         let plan = match &cmd {
             Command::Read { lba, blocks, .. } => {
                 self.plan_transfer(req, *lba, *blocks).map(|p| match p {
@@ -135,14 +137,10 @@ impl LogicalUnit {
         let hold = Hold {
             group: self.group_alua().cloned(),
             access,
-            writer,
         };
         match plan {
-            Ok(Plan::Good) => Err(self.finish(&hold.access, hold.writer, Ok(crate::Status::Good))),
-            Ok(Plan::Retry) => {
-                hold.end(false);
-                Ok(Planned::Retry)
-            }
+            Ok(Plan::Good) => Err(self.finish(&access, writer, Ok(crate::Status::Good))),
+            Ok(Plan::Retry) => Ok(Planned::Retry),
             Ok(Plan::Read { offset, len }) => Ok(Planned::Read { offset, len, hold }),
             Ok(Plan::Write {
                 offset,
@@ -156,7 +154,7 @@ impl LogicalUnit {
                 range,
                 hold,
             }),
-            Err(f) => Err(self.finish(&hold.access, hold.writer, Err::<crate::Status, Fail>(f))),
+            Err(f) => Err(self.finish(&access, writer, Err::<crate::Status, Fail>(f))),
         }
     }
 }
@@ -196,25 +194,19 @@ enum Planned {
     },
 }
 
-/// What an admitted command holds of its unit's gateway group until it completes.
+/// What an admitted command keeps of its unit's gateway group until it completes.
 struct Hold {
     /// The unit's group, if any.
     group: Option<Arc<GroupAlua>>,
     /// What it took of the access path at admission.
     access: AccessTaken,
-    /// The group whose writer count it holds ([`GroupAlua::begin_write`]).
-    writer: Option<Arc<GroupAlua>>,
 }
 
 impl Hold {
-    /// Gives the writer count back; for a transfer that `failed`, the answer when the
-    /// group's state moved while it ran (the store refused it because the token was
-    /// handed over: not acknowledged, the initiator retries it). Never blocks (it runs on
-    /// the store's completion thread).
+    /// For a transfer that `failed`, the answer when the group's state moved while it ran
+    /// (not acknowledged, the initiator retries it). Never blocks (it runs on the store's
+    /// completion thread).
     fn end(self, failed: bool) -> Option<Response> {
-        if let Some(a) = self.writer {
-            a.end_write();
-        }
         let a = self.group?;
         (failed && a.moved_since(&self.access))
             .then(|| Response::check(crate::alua::NOT_READY_ALUA_TRANSITION))
