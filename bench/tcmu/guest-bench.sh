@@ -19,6 +19,22 @@
 #                      same random data: fully allocated) on a loop-mounted ext4 file system
 #   tcmu-runner-qcow   tcmu-runner, Debian's handler_qcow.so, same kind of image on ext4
 #                      (tcmu-runner's qcow handler opens the image O_DIRECT: not on tmpfs)
+#   floor-file         RUSTIO_BENCH_FLOOR=1 (default off): no TCMU at all. The same fio jobs
+#   floor-file-mt      run straight on the same tmpfs file (same size, same copy of the fill
+#                      data) with ioengine=pvsync (one preadv/pwritev per I/O, as a TCMU file
+#                      handler makes per command), iodepth 1, numjobs 1 (floor-file: rustio's
+#                      inline poller) or nproc (floor-file-mt: rustio's pool, tcmu-runner's
+#                      aio threads), gtod_reduce=1 (no per-I/O clock reads of fio's own).
+#                      The CPU of fio (utime/stime of the waited-for fio processes, cutime
+#                      and cstime of this shell) over the job ÷ I/Os is the floor: the work
+#                      any TCMU file handler pays per command before the ring. Run after
+#                      tcmu-runner-file unless RUSTIO_BENCH_BACKENDS names them.
+#                      <job>.ticks: "utime0 stime0 utime1 stime1" (children ticks); with
+#                      RUSTIO_BENCH_PROFILE=strace one more round under `strace -c -f`.
+#                      With RUSTIO_BENCH_FLOOR=1 every clean job of a daemon on the tmpfs
+#                      file (rustio-file, tcmu-runner-file, rustio-[bc]-file) is also
+#                      followed by the same floor job (numjobs 1) on the file it serves:
+#                      <backend>/floor/<job>.* — a floor measured next to each daemon run.
 # RUSTIO_BENCH_RUNNER_ARGS: extra `rustio runner` options (e.g. "--threads 2").
 # More rustio binaries or option sets in the same boot: backends rustio-b-file and
 # rustio-b-qcow run RUSTIO_BIN_B (default: the same binary) with RUSTIO_BENCH_RUNNER_ARGS_B,
@@ -57,6 +73,14 @@ RAMP=${RUSTIO_BENCH_RAMP:-0}
 RUNS=${RUSTIO_BENCH_RUNS:-$((QUICK ? 1 : 3))}
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || { echo "RUSTIO_BENCH_RUNS must be a positive integer, not '$RUNS'"; exit 2; }
 BACKENDS=${RUSTIO_BENCH_BACKENDS:-kernel-fileio,rustio-file,tcmu-runner-file,rustio-qcow,tcmu-runner-qcow}
+FLOOR=${RUSTIO_BENCH_FLOOR:-0}
+if [[ $FLOOR == 1 && ,$BACKENDS, != *,floor-file,* && ,$BACKENDS, != *,floor-file-mt,* ]]; then
+  if [[ ,$BACKENDS, == *,tcmu-runner-file,* ]]; then
+    BACKENDS=${BACKENDS/tcmu-runner-file/tcmu-runner-file,floor-file,floor-file-mt}
+  else
+    BACKENDS=$BACKENDS,floor-file,floor-file-mt
+  fi
+fi
 HANDLER_DIR=${RUSTIO_BENCH_HANDLER_DIR:-}
 DEBIAN_HANDLERS=/usr/lib/x86_64-linux-gnu/tcmu-runner
 WWN=naa.5001405000000b01
@@ -84,6 +108,8 @@ WORKLOADS=(randread-4k-qd32:randread:4k:32 randwrite-4k-qd32:randwrite:4k:32 seq
   echo "handler_dir=$HANDLER_DIR"
   echo "runner_args=${RUSTIO_BENCH_RUNNER_ARGS:-}"
   echo "clk_tck=$(getconf CLK_TCK)"
+  echo "floor=$FLOOR"
+  echo "backends=$BACKENDS"
 } >"$OUT/guest.env"
 CLK_TCK=$(getconf CLK_TCK)
 
@@ -100,6 +126,14 @@ proc_ticks() { # PID -> utime+stime (all threads) in clock ticks
 }
 cpu_busy_total() { # -> "busy total" jiffies from /proc/stat (busy = total - idle - iowait)
   awk '/^cpu / { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t; exit }' /proc/stat
+}
+child_ticks() { # -> "cutime cstime" of this shell: CPU of the children it waited for
+  local s
+  read -r s <"/proc/$$/stat"
+  s=${s##*) }
+  # shellcheck disable=SC2086 # word splitting of the stat fields is the point
+  set -- $s
+  echo "${14} ${15}"
 }
 hwm_kb() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status" 2>/dev/null; }
 
@@ -214,20 +248,42 @@ prof_stop() { # BACKEND_OUT TAG
   fi
 }
 
+FLOOR_JOBS=0 # > 0: floor backend (see the header): fio pvsync with this many jobs on the file
 run_fio() { # BACKEND_OUT NAME RW BS QD DEV
-  local bo=$1 name=$2 rw=$3 bs=$4 qd=$5 dev=$6 t0 t1 c0 c1 rc=0 ramp=()
+  local bo=$1 name=$2 rw=$3 bs=$4 qd=$5 dev=$6 t0 t1 c0 c1 k0 k1 rc=0 ramp=() io pre=()
   ((RAMP > 0)) && ramp=(--ramp_time="$RAMP")
+  io=(--ioengine=libaio --direct=1 --iodepth="$qd" --numjobs=1)
+  if ((FLOOR_JOBS > 0)); then
+    io=(--ioengine=pvsync --direct=0 --iodepth=1 --numjobs="$FLOOR_JOBS" --size="$SIZE" --gtod_reduce=1)
+    local run=${name##*.} tools
+    IFS=, read -r -a tools <<<"${RUSTIO_BENCH_PROFILE:-}"
+    if [[ $run =~ ^[0-9]+$ ]] && ((run > RUNS)); then
+      # Only strace profiles fio; a round for another profiler is marked profiled all the
+      # same (report.py keeps it out of the medians) and runs unprofiled.
+      if [[ ${tools[run - RUNS - 1]:-} == strace ]]; then pre=(strace -c -f -q -o "$bo/$name.strace")
+      else echo "floor: ${tools[run - RUNS - 1]:-} not run on fio" >"$bo/$name.perf.err"; fi
+    fi
+  fi
   t0=0; t1=0
   prof_start "$bo" "$name"
   [[ -n $DAEMON_PID ]] && t0=$(proc_ticks "$DAEMON_PID")
   c0=$(cpu_busy_total)
-  (cd /tmp && timeout $((RUNTIME + RAMP + 120)) fio --name="$name" --filename="$dev" \
-    --ioengine=libaio --direct=1 --rw="$rw" --bs="$bs" --iodepth="$qd" --numjobs=1 \
+  k0=$(child_ticks)
+  (cd /tmp && timeout $((RUNTIME + RAMP + 120)) "${pre[@]}" fio --name="$name" --filename="$dev" \
+    "${io[@]}" --rw="$rw" --bs="$bs" \
     --time_based --runtime="$RUNTIME" "${ramp[@]}" --norandommap --randrepeat=0 \
     --group_reporting --output-format=json --output="$bo/$name.json") >"$bo/$name.fio.err" 2>&1 || rc=$?
+  k1=$(child_ticks)
   c1=$(cpu_busy_total)
   [[ -n $DAEMON_PID ]] && t1=$(proc_ticks "$DAEMON_PID")
   prof_stop "$bo" "$name"
+  if ((FLOOR_JOBS > 0)); then
+    # fio is the "daemon" of the floor: its own CPU (all job processes) over the job.
+    echo "$k0 $k1" >"$bo/$name.ticks"
+    local u s
+    read -r u s <<<"$k0"; t0=$((u + s))
+    read -r u s <<<"$k1"; t1=$((u + s))
+  fi
   echo "$t0 $t1 $CLK_TCK $c0 $c1" | awk '{print $1, $2, $3, $4, $6, $5, $7}' >"$bo/$name.cpu"
   echo "$rc" >"$bo/$name.rc"
   [[ -s $bo/$name.fio.err ]] && sed 's/^/    fio: /' "$bo/$name.fio.err" | head -5
@@ -253,6 +309,11 @@ bench_backend() { # NAME
       ;;
   esac
   case $b in
+    floor-file|floor-file-mt)
+      FLOOR_JOBS=1
+      [[ $b == floor-file-mt ]] && FLOOR_JOBS=$(nproc)
+      meta jobs "$FLOOR_JOBS"
+      ;;
     kernel-fileio)
       create_fileio_dev 9 bench || { meta status error; meta error "fileio backstore refused"; teardown; return 1; }
       d=$CORE/fileio_9/bench ;;
@@ -290,20 +351,25 @@ bench_backend() { # NAME
       d=$CORE/user_8/bench ;;
     *) meta status error; meta error "unknown backend"; return 1 ;;
   esac
-  export_loop "$d" || { meta status error; meta error "no tcm_loop disk"; teardown; return 1; }
-  dev=$(loop_disk)
-  [[ $(blockdev --getsize64 "$dev") == "$SIZE" ]] || { meta status error; meta error "disk size mismatch"; teardown; return 1; }
-  echo none >"/sys/block/${dev#/dev/}/queue/scheduler" 2>/dev/null
-  meta dev "$dev"
-  meta max_sectors_kb "$(cat "/sys/block/${dev#/dev/}/queue/max_sectors_kb")"
-  meta cache_type "$(cat /sys/block/"${dev#/dev/}"/device/scsi_disk/*/cache_type 2>/dev/null)"
+  if ((FLOOR_JOBS > 0)); then
+    dev=$RAWIMG
+    meta dev "$dev"
+  else
+    export_loop "$d" || { meta status error; meta error "no tcm_loop disk"; teardown; return 1; }
+    dev=$(loop_disk)
+    [[ $(blockdev --getsize64 "$dev") == "$SIZE" ]] || { meta status error; meta error "disk size mismatch"; teardown; return 1; }
+    echo none >"/sys/block/${dev#/dev/}/queue/scheduler" 2>/dev/null
+    meta dev "$dev"
+    meta max_sectors_kb "$(cat "/sys/block/${dev#/dev/}/queue/max_sectors_kb")"
+    meta cache_type "$(cat /sys/block/"${dev#/dev/}"/device/scsi_disk/*/cache_type 2>/dev/null)"
+  fi
   [[ -n $DAEMON_PID ]] && meta pid "$DAEMON_PID"
   meta setup_s $(($(date +%s) - t0))
   log "$b: $dev ready ($(($(date +%s) - t0)) s setup)"
   local w name rw bs qd run tag failed=0 nprof=0 tools only=${RUSTIO_BENCH_PROFILE_BACKENDS:-}
   # Profiled rounds come after the clean ones (see the header).
   IFS=, read -r -a tools <<<"${RUSTIO_BENCH_PROFILE:-}"
-  [[ -n $DAEMON_PID && ( -z $only || ,$only, == *",$b,"* ) ]] && nprof=${#tools[@]}
+  [[ ( -n $DAEMON_PID || FLOOR_JOBS -gt 0 ) && ( -z $only || ,$only, == *",$b,"* ) ]] && nprof=${#tools[@]}
   for ((run = 1; run <= RUNS + nprof; run++)); do
     for w in "${WORKLOADS[@]}"; do
       IFS=: read -r name rw bs qd <<<"$w"
@@ -317,11 +383,22 @@ bench_backend() { # NAME
       if [[ -n $DAEMON_PID ]] && ! kill -0 "$DAEMON_PID" 2>/dev/null; then
         meta error "daemon died during $name"; failed=1; break 2
       fi
+      # The paired floor job (see the header): right after the daemon's, same workload,
+      # on the file the daemon serves (idle meanwhile), so both see the same host load.
+      if [[ $FLOOR == 1 && -n $DAEMON_PID && $b == *-file ]] && ((run <= RUNS)); then
+        local dpid=$DAEMON_PID
+        mkdir -p "$bo/floor"
+        DAEMON_PID=; FLOOR_JOBS=1
+        run_fio "$bo/floor" "$tag" "$rw" "$bs" "$qd" "$RAWIMG" ||
+          log "$b $name run $run: paired floor job failed (exit $(cat "$bo/floor/$tag.rc"))"
+        DAEMON_PID=$dpid; FLOOR_JOBS=0
+      fi
     done
   done
   [[ -n $DAEMON_PID ]] && meta vmhwm_kb "$(hwm_kb "$DAEMON_PID")"
   if ((failed)); then meta status partial; else meta status ok; fi
   dmesg | grep -E "I/O error|critical|tcmu|TCMU" | tail -20 >"$bo/dmesg-tail.txt"
+  if ((FLOOR_JOBS > 0)); then FLOOR_JOBS=0; rm -f "$RAWIMG"; return 0; fi
   teardown
   if [[ $b == tcmu-runner-* && -f /var/log/tcmu-runner.log ]]; then
     cp /var/log/tcmu-runner.log "$bo/tcmu-runner.log"; : >/var/log/tcmu-runner.log

@@ -19,6 +19,12 @@ BACKENDS = ["kernel-fileio", "rustio-file", "tcmu-runner-file", "rustio-qcow", "
 # Other rustio binaries / option sets (RUSTIO_BIN_B, RUSTIO_BENCH_RUNNER_ARGS_B; _C),
 # reported only when they ran.
 OPTIONAL = ["rustio-b-file", "rustio-b-qcow", "rustio-c-file", "rustio-c-qcow"]
+# The floor round (guest-bench.sh RUSTIO_BENCH_FLOOR=1): fio pvsync straight on the backing
+# file, no TCMU; its "daemon CPU" is fio's own (numjobs 1 / nproc).
+FLOOR = ["floor-file", "floor-file-mt"]
+# System calls a TCMU daemon makes on the ring side (not the backing file's I/O): the UIO
+# interrupt wait and acknowledgement, and the doorbell write that completes commands.
+RING_SYSCALLS = ("poll", "ppoll", "epoll_wait", "epoll_pwait", "read", "write")
 WORKLOADS = [
     ("randread-4k-qd32", "iops"),
     ("randwrite-4k-qd32", "iops"),
@@ -95,7 +101,8 @@ def workload_result(bdir: str, name: str, unit: str) -> dict:
     for t, r in prof.items():
         sc = strace_counts(os.path.join(bdir, t + ".strace"), r.get("total_ios", 0))
         if sc:
-            r["syscalls_per_io"] = sc
+            r["syscalls_per_io"] = sc[0]
+            r["syscall_sys_us_per_io"] = sc[1]
     if not runs:
         if prof:
             return {"status": "profiled runs only", "profiled": prof}
@@ -114,11 +121,41 @@ def workload_result(bdir: str, name: str, unit: str) -> dict:
     return med
 
 
-def strace_counts(path: str, ios: int) -> Optional[dict]:
-    """System calls per I/O by name, from an `strace -c -f` summary."""
+def paired_floor(bdir: str, name: str) -> dict:
+    """The daemon's clean runs of NAME next to the floor job that followed each
+    (guest-bench.sh RUSTIO_BENCH_FLOOR=1: BACKEND/floor/NAME.N): CPU us per I/O of both,
+    per run, and the medians of the per-run floor / daemon ratio and daemon - floor."""
+    fdir = os.path.join(bdir, "floor")
+    pairs = []
+    for tag in run_tags(fdir, name):
+        d, f = single_run(bdir, tag), single_run(fdir, tag)
+        dc, fc = d.get("daemon_cpu_us_per_io"), f.get("daemon_cpu_us_per_io")
+        if dc and fc:
+            pairs.append({"run": tag, "daemon_us_per_io": dc, "floor_us_per_io": fc,
+                          "floor_sys_us_per_io": f.get("daemon_sys_us_per_io"),
+                          "floor_iops": f.get("iops"), "daemon_iops": d.get("iops")})
+    if not pairs:
+        return {"status": "missing"}
+
+    def med(xs: list) -> float:
+        xs = sorted(xs)
+        return xs[(len(xs) - 1) // 2]  # lower median, as workload_result
+
+    return {"pairs": pairs,
+            "floor_us_per_io": med([p["floor_us_per_io"] for p in pairs]),
+            "floor_over_daemon": round(med([p["floor_us_per_io"] / p["daemon_us_per_io"] for p in pairs]), 3),
+            # The daemon in units of its own floor: host steal inflates both alike.
+            "daemon_over_floor": round(med([p["daemon_us_per_io"] / p["floor_us_per_io"] for p in pairs]), 3),
+            "above_floor_us_per_io": round(med([p["daemon_us_per_io"] - p["floor_us_per_io"] for p in pairs]), 2)}
+
+
+def strace_counts(path: str, ios: int) -> Optional[tuple]:
+    """System calls per I/O by name, and their system time in us per I/O (strace's
+    "seconds" column: CPU time in the kernel, not wall time), from an `strace -c -f`
+    summary; "all" is the sum, "ring" the RING_SYSCALLS part."""
     if ios <= 0:
         return None
-    out = {}
+    out, cost = {}, {}
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
             for line in f:
@@ -126,11 +163,18 @@ def strace_counts(path: str, ios: int) -> Optional[dict]:
                 # "% time seconds usecs/call calls [errors] syscall"
                 if len(p) >= 5 and p[-1] != "total" and p[0][0].isdigit() and p[3].isdigit():
                     out[p[-1]] = round(int(p[3]) / ios, 3)
+                    try:
+                        cost[p[-1]] = round(float(p[1]) * 1e6 / ios, 2)
+                    except ValueError:
+                        pass
     except OSError:
         return None
-    if out:
-        out["all"] = round(sum(out.values()), 3)
-    return out
+    if not out:
+        return None
+    for d, nd in ((out, 3), (cost, 2)):
+        ring = sum(v for k, v in d.items() if k in RING_SYSCALLS)
+        d["all"], d["ring"] = round(sum(d.values()), nd), round(ring, nd)
+    return out, cost
 
 
 def single_run(bdir: str, name: str) -> dict:
@@ -170,6 +214,17 @@ def single_run(bdir: str, name: str) -> dict:
             th = thread_table(bdir, name, ios, tck)
             if th:
                 r["threads"] = th
+                r["daemon_user_us_per_io"] = round(sum(g["user_us_per_io"] for g in th.values()), 2)
+                r["daemon_sys_us_per_io"] = round(sum(g["sys_us_per_io"] for g in th.values()), 2)
+            # Floor rounds: fio's children ticks "utime0 stime0 utime1 stime1".
+            with open(os.path.join(bdir, name + ".ticks"), encoding="utf-8") as f:
+                u0, s0, u1, s1 = (int(x) for x in f.read().split())
+            r["daemon_cpu_s"] = round((u1 - u0 + s1 - s0) / tck, 2)
+            r["daemon_cpu_us_per_io"] = round((u1 - u0 + s1 - s0) / tck * 1e6 / ios, 2)
+            r["daemon_user_us_per_io"] = round((u1 - u0) / tck * 1e6 / ios, 2)
+            r["daemon_sys_us_per_io"] = round((s1 - s0) / tck * 1e6 / ios, 2)
+            r["fio_usr_cpu_pct"] = job.get("usr_cpu")
+            r["fio_sys_cpu_pct"] = job.get("sys_cpu")
     except (OSError, ValueError):
         pass
     return r
@@ -220,10 +275,10 @@ def read_kv_line(path: str) -> Optional[str]:
 def collect(vm_out: str) -> dict:
     guest = read_kv(os.path.join(vm_out, "guest.env"))
     res: dict = {"guest": guest, "backends": {}, "ratios": {}}
-    for b in BACKENDS + OPTIONAL:
+    for b in BACKENDS + OPTIONAL + FLOOR:
         bdir = os.path.join(vm_out, b)
         if not os.path.isdir(bdir):
-            if b not in OPTIONAL:
+            if b in BACKENDS:
                 res["backends"][b] = {"status": "not run"}
             continue
         meta = read_kv(os.path.join(bdir, "meta"))
@@ -232,10 +287,12 @@ def collect(vm_out: str) -> dict:
             entry["error"] = meta["error"]
         if meta.get("vmhwm_kb", "").isdigit():
             entry["daemon_vmhwm_kib"] = int(meta["vmhwm_kb"])
-        for k in ("dev", "max_sectors_kb", "cache_type", "setup_s", "image"):
+        for k in ("dev", "max_sectors_kb", "cache_type", "setup_s", "image", "jobs"):
             if meta.get(k):
                 entry[k] = meta[k]
         entry["workloads"] = {w: workload_result(bdir, w, u) for w, u in WORKLOADS}
+        if os.path.isdir(os.path.join(bdir, "floor")):
+            entry["paired_floor"] = {w: paired_floor(bdir, w) for w, _ in WORKLOADS}
         res["backends"][b] = entry
     for label, a, b in RATIOS:
         if a not in res["backends"] or b not in res["backends"]:
@@ -246,7 +303,111 @@ def collect(vm_out: str) -> dict:
             vb = res["backends"].get(b, {}).get("workloads", {}).get(w, {}).get(unit)
             per[w] = round(va / vb, 3) if va and vb else None
         res["ratios"][label] = per
+    fl = floor_table(res["backends"])
+    if fl:
+        res["floor"] = fl
     return res
+
+
+def floor_table(backends: dict) -> Optional[dict]:
+    """Per workload: the floor (the cheaper of floor-file / floor-file-mt in CPU per I/O),
+    each daemon's CPU split user / system, its CPU above the floor, the ring-side system
+    calls per I/O of its strace round, and the ratios issue 24 target 2 is about.
+
+    strace -c's "seconds" are not CPU time here (a blocking poll shows its wait, and each
+    call carries strace's own stop-and-resume, ~0.25 ms under TCG): only its call counts
+    are used. The ring side's CPU is the daemon's system time above the floor's."""
+    if not any(b in backends for b in FLOOR):
+        return None
+
+    def wl(b: str, w: str) -> dict:
+        return backends.get(b, {}).get("workloads", {}).get(w, {}) or {}
+
+    def cpu(b: str, w: str) -> Optional[float]:
+        return wl(b, w).get("daemon_cpu_us_per_io")
+
+    def ratio(a, b) -> Optional[float]:
+        return round(a / b, 3) if a is not None and b else None
+
+    def sub(a, b) -> Optional[float]:
+        return round(a - b, 2) if a is not None and b is not None else None
+
+    def ring_calls(b: str, w: str) -> Optional[dict]:
+        for p in (wl(b, w).get("profiled") or {}).values():
+            sc = p.get("syscalls_per_io")
+            if sc:
+                return {k: v for k, v in sc.items() if k in RING_SYSCALLS + ("ring", "all")}
+        return None
+
+    out: dict = {}
+    for w, _ in WORKLOADS:
+        cands = [(cpu(b, w), b) for b in FLOOR if cpu(b, w) is not None]
+        if not cands:
+            continue
+        fcpu, fb = min(cands)
+        f = wl(fb, w)
+        fsys, fusr = f.get("daemon_sys_us_per_io"), f.get("daemon_user_us_per_io")
+        e: dict = {"floor_backend": fb, "floor_us_per_io": fcpu,
+                   "floor_sys_us_per_io": fsys, "floor_user_us_per_io": fusr,
+                   "floor_iops": f.get("iops")}
+        for b in FLOOR:
+            if cpu(b, w) is not None:
+                e[b] = {"us_per_io": cpu(b, w), "sys": wl(b, w).get("daemon_sys_us_per_io"),
+                        "user": wl(b, w).get("daemon_user_us_per_io"), "iops": wl(b, w).get("iops"),
+                        "runs_iops": wl(b, w).get("runs")}
+        ring_sys = {}
+        for b in ("rustio-file", "tcmu-runner-file", "rustio-b-file", "rustio-c-file"):
+            if cpu(b, w) is None:
+                continue
+            d = {"us_per_io": cpu(b, w),
+                 "user_us_per_io": wl(b, w).get("daemon_user_us_per_io"),
+                 "sys_us_per_io": wl(b, w).get("daemon_sys_us_per_io"),
+                 "above_floor_us_per_io": sub(cpu(b, w), fcpu)}
+            # System time beyond the floor's file I/O: the ring side (poll, the UIO read,
+            # the doorbell write and the kernel's completion work it carries, wake-ups).
+            d["sys_above_floor_sys_us_per_io"] = sub(d["sys_us_per_io"], fsys)
+            d["user_above_floor_user_us_per_io"] = sub(d["user_us_per_io"], fusr)
+            rc = ring_calls(b, w)
+            if rc:
+                d["ring_calls_per_io"] = rc
+            e[b] = d
+            if d["sys_above_floor_sys_us_per_io"] is not None:
+                ring_sys[b] = d["sys_above_floor_sys_us_per_io"]
+        # Floors measured right after each daemon run (same host load), when present.
+        for b in ("rustio-file", "tcmu-runner-file", "rustio-b-file", "rustio-c-file"):
+            pf = (backends.get(b, {}).get("paired_floor") or {}).get(w) or {}
+            if pf.get("pairs") and b in e:
+                e[b]["paired_floor"] = {k: pf[k] for k in
+                                        ("floor_us_per_io", "floor_over_daemon", "daemon_over_floor",
+                                         "above_floor_us_per_io")}
+                e[b]["paired_floor"]["runs"] = [
+                    [p["daemon_us_per_io"], p["floor_us_per_io"]] for p in pf["pairs"]]
+        pr = (e.get("rustio-file") or {}).get("paired_floor")
+        pt = (e.get("tcmu-runner-file") or {}).get("paired_floor")
+        if pt:
+            e["paired_floor_over_tcmu_runner"] = pt["floor_over_daemon"]
+        if pr and pt:
+            e["paired_above_floor_rustio_over_tcmu_runner"] = ratio(
+                pr["above_floor_us_per_io"], pt["above_floor_us_per_io"])
+            e["paired_normalised_rustio_over_tcmu_runner"] = ratio(
+                pr["daemon_over_floor"], pt["daemon_over_floor"])
+        t = e.get("tcmu-runner-file", {}).get("us_per_io")
+        r = e.get("rustio-file", {}).get("us_per_io")
+        # A daemon that did nothing but the file I/O would cost the floor: its ratio to
+        # tcmu-runner is the best target 2 allows.
+        e["floor_over_tcmu_runner"] = ratio(fcpu, t)
+        e["floor_sys_over_tcmu_runner"] = ratio(fsys, t)
+        e["rustio_over_tcmu_runner"] = ratio(r, t)
+        if r is not None and t is not None:
+            e["rustio_above_floor_over_tcmu_runner_above_floor"] = ratio(r - fcpu, t - fcpu)
+        if ring_sys and fcpu is not None:
+            # If the ring side's kernel time of the cheaper daemon were irreducible too.
+            rmin = max(0.0, min(ring_sys.values()))
+            e["ring_sys_min_us_per_io"] = round(rmin, 2)
+            e["floor_plus_ring_us_per_io"] = round(fcpu + rmin, 2)
+            e["floor_plus_ring_over_tcmu_runner"] = ratio(fcpu + rmin, t)
+        out[w] = e
+    return out
 
 
 def fmt_perf(r: dict, unit: str) -> str:
@@ -268,7 +429,7 @@ def render(res: dict) -> str:
     head = f"{'backend':<18}" + "".join(f"{w:>20}" for w, _ in WORKLOADS)
     head += f"{'daemon CPU us/IO rr/rw/sr':>30}{'peak RSS':>11}"
     lines += [head, "-" * len(head)]
-    for b in [b for b in BACKENDS + OPTIONAL if b in res["backends"]]:
+    for b in [b for b in BACKENDS + OPTIONAL + FLOOR if b in res["backends"]]:
         e = res["backends"].get(b, {})
         wl = e.get("workloads")
         if not wl or all(wl[w].get("iops") is None for w, _ in WORKLOADS):
@@ -289,14 +450,14 @@ def render(res: dict) -> str:
             f"{(f'{v:.2f}x' if v is not None else 'n/a'):>20}" for v in (per[w] for w, _ in WORKLOADS)))
     lines.append("")
     lines.append("guest CPU us/IO (all vCPUs, busy time incl. fio + kernel):")
-    for b in BACKENDS + OPTIONAL:
+    for b in BACKENDS + OPTIONAL + FLOOR:
         wl = res["backends"].get(b, {}).get("workloads")
         if wl:
             lines.append(f"  {b:<18}" + " / ".join(
                 "-" if wl[w].get("guest_cpu_us_per_io") is None else f"{wl[w]['guest_cpu_us_per_io']:.0f}"
                 for w, _ in WORKLOADS))
     sc_lines = []
-    for b in BACKENDS + OPTIONAL:
+    for b in BACKENDS + OPTIONAL + FLOOR:
         wl = res["backends"].get(b, {}).get("workloads") or {}
         cells = []
         for w, _ in WORKLOADS:
@@ -309,7 +470,78 @@ def render(res: dict) -> str:
         lines.append("")
         lines.append("daemon system calls per I/O (strace -c -f round, not in the medians):")
         lines += sc_lines
+    if res.get("floor"):
+        lines += render_floor(res["floor"])
     return "\n".join(lines) + "\n"
+
+
+def render_floor(fl: dict) -> list:
+    def n(v, f="{:.0f}") -> str:
+        return "-" if v is None else f.format(v)
+
+    def col(key: str, sub: Optional[str] = None, f: str = "{:.0f}") -> list:
+        cells = []
+        for w, _ in WORKLOADS:
+            e = fl.get(w, {})
+            v = e.get(key) if sub is None else (e.get(key) or {}).get(sub)
+            cells.append(n(v, f))
+        return cells
+
+    def calls(b: str) -> list:
+        cells = []
+        for w, _ in WORKLOADS:
+            rc = (fl.get(w, {}).get(b) or {}).get("ring_calls_per_io")
+            cells.append("-" if not rc else "/".join(
+                f"{rc.get(k, 0):.2f}" for k in ("poll", "read", "write")) if "poll" in rc else
+                "/".join(f"{rc.get(k, 0):.2f}" for k in ("ppoll", "read", "write")))
+        return cells
+
+    rows = [
+        ("floor: fio pvsync CPU us/IO (usr+sys)", col("floor_us_per_io")),
+        ("  of it sys (preadv/pwritev)", col("floor_sys_us_per_io")),
+        ("  of it usr (fio)", col("floor_user_us_per_io", f="{:.1f}")),
+        ("  from (min CPU of 1 / nproc jobs)", [fl.get(w, {}).get("floor_backend", "-") for w, _ in WORKLOADS]),
+        ("  floor-file IOPS (1 job)", col("floor-file", "iops")),
+        ("rustio-file CPU us/IO (usr+sys)", col("rustio-file", "us_per_io")),
+        ("  usr / sys (threads)", [f"{n((fl.get(w, {}).get('rustio-file') or {}).get('user_us_per_io'))} / "
+                                   f"{n((fl.get(w, {}).get('rustio-file') or {}).get('sys_us_per_io'))}"
+                                   for w, _ in WORKLOADS]),
+        ("  sys above floor sys (ring side)", col("rustio-file", "sys_above_floor_sys_us_per_io")),
+        ("  poll/read/write per IO (strace)", calls("rustio-file")),
+        ("tcmu-runner-file CPU us/IO (usr+sys)", col("tcmu-runner-file", "us_per_io")),
+        ("  usr / sys (threads)", [f"{n((fl.get(w, {}).get('tcmu-runner-file') or {}).get('user_us_per_io'))} / "
+                                   f"{n((fl.get(w, {}).get('tcmu-runner-file') or {}).get('sys_us_per_io'))}"
+                                   for w, _ in WORKLOADS]),
+        ("  sys above floor sys (ring side)", col("tcmu-runner-file", "sys_above_floor_sys_us_per_io")),
+        ("  ppoll/read/write per IO (strace)", calls("tcmu-runner-file")),
+        ("rustio-file above floor", col("rustio-file", "above_floor_us_per_io")),
+        ("tcmu-runner-file above floor", col("tcmu-runner-file", "above_floor_us_per_io")),
+        ("rustio / tcmu-runner", col("rustio_over_tcmu_runner", f="{:.2f}x")),
+        ("best possible = floor / tcmu-runner", col("floor_over_tcmu_runner", f="{:.2f}x")),
+        ("  floor sys only / tcmu-runner", col("floor_sys_over_tcmu_runner", f="{:.2f}x")),
+        ("  (floor + cheaper ring side) / tcmu-runner", col("floor_plus_ring_over_tcmu_runner", f="{:.2f}x")),
+        ("above floor: rustio / tcmu-runner", col("rustio_above_floor_over_tcmu_runner_above_floor", f="{:.2f}x")),
+        ("paired floor jobs (right after each daemon run):", ["", "", ""]),
+        ("  floor next to rustio-file, us/IO", [n(((fl.get(w, {}).get("rustio-file") or {}).get("paired_floor") or {}).get("floor_us_per_io")) for w, _ in WORKLOADS]),
+        ("  rustio-file above its floor", [n(((fl.get(w, {}).get("rustio-file") or {}).get("paired_floor") or {}).get("above_floor_us_per_io")) for w, _ in WORKLOADS]),
+        ("  floor next to tcmu-runner-file, us/IO", [n(((fl.get(w, {}).get("tcmu-runner-file") or {}).get("paired_floor") or {}).get("floor_us_per_io")) for w, _ in WORKLOADS]),
+        ("  tcmu-runner-file above its floor", [n(((fl.get(w, {}).get("tcmu-runner-file") or {}).get("paired_floor") or {}).get("above_floor_us_per_io")) for w, _ in WORKLOADS]),
+        ("  floor / tcmu-runner (median of runs)", col("paired_floor_over_tcmu_runner", f="{:.2f}x")),
+        ("  above floor: rustio / tcmu-runner", col("paired_above_floor_rustio_over_tcmu_runner", f="{:.2f}x")),
+        ("  rustio-file in units of its floor", [n(((fl.get(w, {}).get("rustio-file") or {}).get("paired_floor") or {}).get("daemon_over_floor"), "{:.2f}") for w, _ in WORKLOADS]),
+        ("  tcmu-runner-file in units of its floor", [n(((fl.get(w, {}).get("tcmu-runner-file") or {}).get("paired_floor") or {}).get("daemon_over_floor"), "{:.2f}") for w, _ in WORKLOADS]),
+        ("  rustio / tcmu-runner, floor-normalised", col("paired_normalised_rustio_over_tcmu_runner", f="{:.2f}x")),
+    ]
+    out = ["", "CPU floor (no TCMU: fio ioengine=pvsync, iodepth 1, on the same tmpfs file; "
+           "target 2 is daemon CPU/IO <= 0.6x tcmu-runner):"]
+    out.append(f"{'':<46}" + "".join(f"{w:>22}" for w, _ in WORKLOADS))
+    for label, cells in rows:
+        if all(c in ("-", "- / -") for c in cells) or (label.startswith("paired") and not any(
+                (fl.get(w, {}).get(b) or {}).get("paired_floor")
+                for w, _ in WORKLOADS for b in ("rustio-file", "tcmu-runner-file"))):
+            continue
+        out.append(f"{label:<46}" + "".join(f"{c:>22}" for c in cells))
+    return out
 
 
 def main(argv: list[str]) -> int:

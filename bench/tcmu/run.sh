@@ -15,7 +15,9 @@
 #                  rustio-qcow,tcmu-runner-qcow)
 # Env: RUSTIO_BIN, RUSTIO_BENCH_SIZE_MB (default 512), RUSTIO_BENCH_RUNTIME (s per job),
 #      RUSTIO_BENCH_RUNNER_ARGS (extra `rustio runner` options, e.g. "--threads 2"),
-#      VM_TIMEOUT (default 1500 s), VM_MEM (default 3G).
+#      VM_TIMEOUT (default 1500 s), VM_MEM (default 3G), RUSTIO_BENCH_FLOOR=1 (the floor
+#      round: fio pvsync straight on the backing file, no TCMU; see guest-bench.sh), and
+#      every other RUSTIO_* variable guest-bench.sh reads (tests/vm/run.sh passes them on).
 # Exit status: 0 when the VM ran and the JSON was written (backends that failed are marked
 # in the table/JSON), otherwise the failing step's status.
 set -euo pipefail
@@ -50,10 +52,31 @@ if [[ -z "${RUSTIO_BIN:-}" ]]; then
   export RUSTIO_BIN=$CARGO_TARGET_DIR/release/rustio
 fi
 [[ -x "$RUSTIO_BIN" ]] || { echo "tcmu bench: no rustio binary at $RUSTIO_BIN" >&2; exit 1; }
+# The guest sees the host's root read-only, but its /tmp, /var/tmp, /run and /root are
+# fresh tmpfs (and a RUSTIO_BIN under /tmp made tests/vm/run.sh share the host's /tmp
+# read-only, so the guest could not write its fill data): binaries from there are copied
+# into a directory shared into the guest, as bench/lio/run.sh does.
+bindir=/var/tmp/rustio-bench/tcmu-bin-$$
+trap 'rm -rf "$bindir"' EXIT
+stage_bin() { # PATH -> a path the guest can see
+  case "$(realpath "$1")" in
+    /tmp/*|/var/tmp/*|/run/*|/root/*)
+      mkdir -p "$bindir" && cp "$1" "$bindir/$2" && echo "$bindir/$2" ;;
+    *) realpath "$1" ;;
+  esac
+}
+RUSTIO_BIN=$(stage_bin "$RUSTIO_BIN" rustio)
+for v in B C; do
+  vb=RUSTIO_BIN_$v
+  [[ -n "${!vb:-}" ]] || continue
+  [[ -x "${!vb}" ]] || { echo "tcmu bench: no rustio binary at ${!vb} ($vb)" >&2; exit 1; }
+  export "$vb=$(stage_bin "${!vb}" "rustio-${v,,}")"
+done
 
 hcache=/var/tmp/rustio-bench/tcmu-runner-file
 vm_args=(--timeout "${VM_TIMEOUT:-1500}" --mem "${VM_MEM:-3G}" --out "$out/vm"
          --env "RUSTIO_BIN=$RUSTIO_BIN")
+[[ -d "$bindir" ]] && vm_args+=(--share "$bindir")
 if hdir=$("$here/build-tcmu-file.sh" "$hcache" 2>"$out/build-tcmu-file.err" | tail -n1) &&
    [[ -s "$hdir/handler_file.so" ]]; then
   vm_args+=(--share "$hdir" --env "RUSTIO_BENCH_HANDLER_DIR=$hdir")
@@ -72,6 +95,8 @@ fi
   echo "loadavg_start=$(cut -d' ' -f1-3 /proc/loadavg)"
   echo "quick=$quick"
   echo "rustio_bin=$RUSTIO_BIN"
+  echo "floor=${RUSTIO_BENCH_FLOOR:-0}"
+  echo "profile=${RUSTIO_BENCH_PROFILE:-}"
 } >"$out/host.env"
 
 guest_args=()
