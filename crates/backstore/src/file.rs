@@ -250,7 +250,9 @@ impl FileBackstore {
         let offset_in = usize::try_from(offset).ok()?;
         match map.copy_to(offset_in, bufs) {
             Ok(()) => Some(Ok(())),
-            Err(CopyError::Unavailable) => {
+            // Not mapped (yet): a read racing a capacity change.
+            Err(CopyError::OutOfRange) => None,
+            Err(CopyError::Retired) => {
                 // Another read faulted on this mapping; ours may have copied its zero page.
                 self.retire(&map);
                 None
@@ -729,24 +731,31 @@ mod tests {
             .unwrap();
         let b = Arc::new(b);
         let stop = Arc::new(AtomicBool::new(false));
+        let failed = Arc::new(AtomicU64::new(0));
         let readers: Vec<_> = (0..2)
             .map(|t| {
-                let (b, stop) = (b.clone(), stop.clone());
+                let (b, stop, failed) = (b.clone(), stop.clone(), failed.clone());
                 std::thread::spawn(move || {
                     let mut buf = vec![0u8; 4096];
                     let mut off = t * 4096;
                     while !stop.load(Ordering::Relaxed) {
                         // Data read successfully is the file's (3) or, past the end, zeros
                         // from preadv; never a mix within one 4 KiB page.
-                        if b.read_at(&mut buf, off).is_ok() {
-                            assert!(buf.iter().all(|&x| x == buf[0]));
+                        match b.read_at(&mut buf, off) {
+                            Ok(()) => assert!(buf.iter().all(|&x| x == buf[0])),
+                            Err(e) => {
+                                assert_eq!(e.kind(), crate::ErrorKind::Medium, "{e}");
+                                failed.fetch_add(1, Ordering::Relaxed);
+                            }
                         }
                         off = (off + (64 << 10)) % (4 << 20);
                     }
                 })
             })
             .collect();
-        for _ in 0..20 {
+        // Until the readers have hit a truncated page a few times (or 10 s went by).
+        let t0 = std::time::Instant::now();
+        while failed.load(Ordering::Relaxed) < 5 && t0.elapsed().as_secs() < 10 {
             b.file.set_len(1 << 20).unwrap();
             std::thread::sleep(std::time::Duration::from_millis(1));
             b.file.set_len(4 << 20).unwrap();
@@ -756,6 +765,13 @@ mod tests {
         for r in readers {
             r.join().unwrap();
         }
+        assert!(
+            failed.load(Ordering::Relaxed) > 0,
+            "no read met a truncated page"
+        );
+        let mut buf = vec![0u8; 4096];
+        b.read_at(&mut buf, (4 << 20) - 4096).unwrap();
+        assert!(b.is_mapped());
     }
 
     #[test]

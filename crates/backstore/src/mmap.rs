@@ -34,9 +34,11 @@ pub(crate) enum CopyError {
     /// This copy touched a page the file no longer backs (SIGBUS): the range is, at least
     /// in part, beyond the end of the file now.
     Faulted,
-    /// The range is outside the mapping, or another thread's copy faulted on this mapping
-    /// (a zero page may stand where file data was): read it some other way.
-    Unavailable,
+    /// Another thread's copy faulted on this mapping (a zero page may stand where file
+    /// data was): read the range some other way.
+    Retired,
+    /// The range is not inside the mapping.
+    OutOfRange,
 }
 
 /// One read-only `MAP_SHARED` mapping of the first `len` bytes of a file or block device.
@@ -104,13 +106,13 @@ impl Mapping {
         let total = bufs
             .iter()
             .try_fold(0usize, |acc, b| acc.checked_add(b.len()))
-            .ok_or(CopyError::Unavailable)?;
+            .ok_or(CopyError::OutOfRange)?;
         let end = offset
             .checked_add(total)
             .filter(|&e| e <= self.len)
-            .ok_or(CopyError::Unavailable)?;
+            .ok_or(CopyError::OutOfRange)?;
         if self.faulted.load(Ordering::Acquire) {
-            return Err(CopyError::Unavailable);
+            return Err(CopyError::Retired);
         }
         let base = self.ptr.as_ptr() as usize;
         GUARD.set(Guard {
@@ -143,7 +145,7 @@ impl Mapping {
         }
         // A fault of another thread may have put a zero page where we just copied from.
         if self.faulted.load(Ordering::Acquire) {
-            return Err(CopyError::Unavailable);
+            return Err(CopyError::Retired);
         }
         Ok(())
     }
@@ -341,14 +343,8 @@ mod tests {
         let mut a = [0u8; 100];
         let mut b = [0u8; 100];
         let mut bufs = [IoSliceMut::new(&mut a), IoSliceMut::new(&mut b)];
-        assert_eq!(
-            m.copy_to(8192 - 199, &mut bufs),
-            Err(CopyError::Unavailable)
-        );
-        assert_eq!(
-            m.copy_to(usize::MAX, &mut bufs),
-            Err(CopyError::Unavailable)
-        );
+        assert_eq!(m.copy_to(8192 - 199, &mut bufs), Err(CopyError::OutOfRange));
+        assert_eq!(m.copy_to(usize::MAX, &mut bufs), Err(CopyError::OutOfRange));
         m.copy_to(8192 - 200, &mut bufs).unwrap();
         assert_eq!(a[0], ((8192 - 200) % 251) as u8 + 1);
     }
@@ -369,7 +365,7 @@ mod tests {
         let mut one = [0u8; 16];
         assert_eq!(
             m.copy_to(0, &mut [IoSliceMut::new(&mut one)]),
-            Err(CopyError::Unavailable)
+            Err(CopyError::Retired)
         );
     }
 
