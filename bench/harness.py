@@ -150,6 +150,27 @@ class SteadySampler(threading.Thread):
         }
 
 
+class UnsharedPeakSampler(threading.Thread):
+    """Peak RssAnon + RssFile of the target over a run, sampled every 50 ms (and once at
+    the end by the caller). A file LUN served from a shared mapping (rustio's mapped reads)
+    has the pages it touched of its store in RssShmem (the bench's stores are on tmpfs), so
+    VmHWM would count the store; leaving RssShmem out counts the rest as VmHWM did."""
+
+    def __init__(self, pid: int):
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.stop_ev = threading.Event()
+        self.peak_kib = 0
+
+    def sample(self) -> None:
+        st = proc_status_kib(self.pid)
+        self.peak_kib = max(self.peak_kib, st.get("RssAnon", 0) + st.get("RssFile", 0))
+
+    def run(self) -> None:
+        while not self.stop_ev.wait(0.05):
+            self.sample()
+
+
 def reset_hwm(pid: int) -> bool:
     """Resets VmHWM to the current RSS (writing 5 to clear_refs, Linux >= 4.0)."""
     try:
@@ -577,6 +598,9 @@ def measure(ctx: "Ctx", t: Target, w: Workload, secs: float, seed: int) -> dict:
     w0 = time.monotonic()
     sampler = SteadySampler(t.pid, secs)
     sampler.start()
+    anon = UnsharedPeakSampler(t.pid) if t.kind == "file" else None
+    if anon:
+        anon.start()
     try:
         if w.client == "iscsi-perf":
             res = run_iscsi_perf(ctx, t, w, max(1, int(round(secs))))
@@ -585,6 +609,10 @@ def measure(ctx: "Ctx", t: Target, w: Workload, secs: float, seed: int) -> dict:
     finally:
         sampler.stop_ev.set()
         sampler.join(timeout=5)
+        if anon:
+            anon.stop_ev.set()
+            anon.join(timeout=5)
+            anon.sample()
     wall = time.monotonic() - w0
     if sampler.result and res.get("iops"):
         cs = sampler.result["voluntary_per_s"] + sampler.result["involuntary_per_s"]
@@ -605,7 +633,11 @@ def measure(ctx: "Ctx", t: Target, w: Workload, secs: float, seed: int) -> dict:
     res["peak_rss_kib"] = st.get("VmHWM")
     res["rss_kib"] = st.get("VmRSS")
     res["hwm_reset"] = hwm_reset
-    if st.get("VmHWM") is not None:
+    if anon:
+        # File targets: the store is the tmpfs file, whether read into buffers or mapped.
+        res["peak_rss_unshared_kib"] = anon.peak_kib
+        res["rss_beyond_store_kib"] = anon.peak_kib
+    elif st.get("VmHWM") is not None:
         res["rss_beyond_store_kib"] = st["VmHWM"] - t.store_in_rss // 1024
     res["loadavg"] = la0
     res["wall_s"] = wall

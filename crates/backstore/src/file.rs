@@ -10,6 +10,14 @@
 //!   write-zeroes uses `FALLOC_FL_ZERO_RANGE` and falls back to writing zeros on file
 //!   systems without it (tmpfs).
 //! * GET LBA STATUS is answered from `SEEK_DATA`/`SEEK_HOLE`.
+//! * READs are copied out of a read-only shared mapping of the file or device
+//!   ([`FileOptions::mmap_reads`], on by default; tgt's `bs_mmap` does the same): no system
+//!   call per read. Writes stay `pwritev`; the page cache is one, so mapped reads see them.
+//!   The mapping follows the capacity (made at open, remade by `resize` and `refresh`);
+//!   reads outside it use `preadv`. A read that finds part of its range gone from the file
+//!   (truncated by another process, device removed: SIGBUS, caught in [`crate::mmap`])
+//!   fails with EIO (MEDIUM ERROR), and later reads use `preadv` until `refresh` maps the
+//!   file again.
 
 use std::fs::{File, OpenOptions};
 use std::io::{IoSlice, IoSliceMut};
@@ -23,6 +31,9 @@ use nix::errno::Errno;
 use nix::fcntl::{fallocate, FallocateFlags};
 use nix::sys::uio::{preadv, pwritev};
 use nix::unistd::{lseek, Whence};
+use parking_lot::RwLock;
+
+use crate::mmap::{CopyError, Mapping};
 
 use crate::{
     check_range, iov_len, validate_block_size, Backstore, Capabilities, Error, Extent, FileRange,
@@ -44,10 +55,25 @@ pub struct FileOptions {
     /// Report a volatile write cache (write-back); if false every write is made durable
     /// before it completes (write-through), as LIO's `emulate_write_cache=0`.
     pub write_back: bool,
+    /// Serve reads from a read-only shared mapping of the file (see the module
+    /// documentation) instead of one `preadv` per read.
+    pub mmap_reads: bool,
+}
+
+/// What [`FileOptions::new`] puts in [`FileOptions::mmap_reads`].
+static MMAP_READS_DEFAULT: AtomicBool = AtomicBool::new(true);
+
+/// Sets [`FileOptions::mmap_reads`] of every later [`FileOptions::new`]: the process-wide
+/// switch behind `--no-mmap-reads` of `rustio serve` and `rustio runner`, set once at
+/// start-up (file stores are opened deep inside configuration loading, by the handler
+/// registry, for every front end).
+pub fn set_mmap_reads_default(on: bool) {
+    MMAP_READS_DEFAULT.store(on, Ordering::Relaxed);
 }
 
 impl FileOptions {
-    /// Defaults for `path`: existing size, 512-byte blocks, write-back.
+    /// Defaults for `path`: existing size, 512-byte blocks, write-back, mapped reads
+    /// (unless [`set_mmap_reads_default`] turned them off).
     pub fn new(path: impl Into<PathBuf>) -> Self {
         FileOptions {
             path: path.into(),
@@ -55,6 +81,7 @@ impl FileOptions {
             block_size: 512,
             read_only: false,
             write_back: true,
+            mmap_reads: MMAP_READS_DEFAULT.load(Ordering::Relaxed),
         }
     }
 }
@@ -76,6 +103,11 @@ pub struct FileBackstore {
     punch_ok: AtomicBool,
     /// Cleared when the file system refuses `FALLOC_FL_ZERO_RANGE`.
     zero_range_ok: AtomicBool,
+    /// [`FileOptions::mmap_reads`].
+    mmap_reads: bool,
+    /// The mapping reads are served from, if any. Swapped whole (a read in flight keeps
+    /// the one it started with); `None` while there is none or after a fault retired it.
+    map: RwLock<Option<Arc<Mapping>>>,
 }
 
 fn open_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
@@ -143,6 +175,11 @@ impl FileBackstore {
                     .map_err(open_err(&path))?,
             )
         };
+        let map = if opts.mmap_reads {
+            Mapping::new(&file, capacity).map(Arc::new)
+        } else {
+            None
+        };
         Ok(FileBackstore {
             path,
             file: Arc::new(file),
@@ -154,6 +191,8 @@ impl FileBackstore {
             write_back: opts.write_back,
             punch_ok: AtomicBool::new(true),
             zero_range_ok: AtomicBool::new(true),
+            mmap_reads: opts.mmap_reads,
+            map: RwLock::new(map),
         })
     }
 
@@ -173,6 +212,60 @@ impl FileBackstore {
             path: self.path.clone(),
             offset,
             source: e.into(),
+        }
+    }
+
+    /// Whether reads are served from a mapping right now.
+    pub fn is_mapped(&self) -> bool {
+        self.map.read().is_some()
+    }
+
+    /// Maps the first `len` bytes (no more than the file holds, so a page beyond its end
+    /// is never mapped) for reads, replacing the current mapping unless it is already
+    /// that (READ CAPACITY refreshes: remapping each time would drop the page tables).
+    fn remap(&self, len: u64) {
+        if !self.mmap_reads {
+            return;
+        }
+        let current = self.map.read().as_ref().map(|m| m.len() as u64);
+        if current == Some(len) {
+            return;
+        }
+        let map = Mapping::new(&self.file, len).map(Arc::new);
+        *self.map.write() = map;
+    }
+
+    /// Stops reading from `map` (after a fault), unless it was replaced meanwhile.
+    fn retire(&self, map: &Arc<Mapping>) {
+        let mut cur = self.map.write();
+        if cur.as_ref().is_some_and(|m| Arc::ptr_eq(m, map)) {
+            *cur = None;
+        }
+    }
+
+    /// Reads from the mapping when it covers the range: `Some` with the outcome, or
+    /// `None` when the caller must use `preadv`.
+    fn read_mapped(&self, bufs: &mut [IoSliceMut<'_>], offset: u64) -> Option<Result<()>> {
+        let map = self.map.read().clone()?;
+        let offset_in = usize::try_from(offset).ok()?;
+        match map.copy_to(offset_in, bufs) {
+            Ok(()) => Some(Ok(())),
+            // Not mapped (yet): a read racing a capacity change.
+            Err(CopyError::OutOfRange) => None,
+            Err(CopyError::Retired) => {
+                // Another read faulted on this mapping; ours may have copied its zero page.
+                self.retire(&map);
+                None
+            }
+            Err(CopyError::Faulted) => {
+                self.retire(&map);
+                Some(Err(Error::Io {
+                    op: "read",
+                    path: self.path.clone(),
+                    offset,
+                    source: std::io::Error::from_raw_os_error(libc::EIO),
+                }))
+            }
         }
     }
 
@@ -274,6 +367,9 @@ impl Backstore for FileBackstore {
         if len == 0 {
             return Ok(());
         }
+        if let Some(r) = self.read_mapped(bufs, offset) {
+            return r;
+        }
         self.read_raw(bufs, offset)
     }
 
@@ -369,16 +465,19 @@ impl Backstore for FileBackstore {
                 "size {new_capacity} must be a non-zero multiple of the block size {bs}"
             )));
         }
-        self.file
-            .set_len(new_capacity)
-            .map_err(|source| Error::Io {
-                op: "resize",
-                path: self.path.clone(),
-                offset: new_capacity,
-                source,
-            })?;
-        self.capacity.store(new_capacity, Ordering::Release);
-        Ok(())
+        // No mapping while the file changes size: a shrink would turn its tail into SIGBUS.
+        *self.map.write() = None;
+        let r = self.file.set_len(new_capacity).map_err(|source| Error::Io {
+            op: "resize",
+            path: self.path.clone(),
+            offset: new_capacity,
+            source,
+        });
+        if r.is_ok() {
+            self.capacity.store(new_capacity, Ordering::Release);
+        }
+        self.remap(self.capacity());
+        r
     }
 
     fn refresh(&self) -> Result<u64> {
@@ -400,6 +499,8 @@ impl Backstore for FileBackstore {
         if size > 0 {
             self.capacity.store(size, Ordering::Release);
         }
+        // Also maps again after a fault retired the mapping (the file may have grown back).
+        self.remap(size.min(self.capacity()));
         Ok(self.capacity())
     }
 
@@ -548,6 +649,202 @@ mod tests {
                 .any(|e| !e.mapped && e.offset <= (1 << 20) && e.offset + e.len >= (2 << 20)),
             "no hole reported: {ext:?}"
         );
+    }
+
+    #[test]
+    fn reads_are_mapped_unless_turned_off() {
+        let (d, b) = tmp(1 << 20, 512);
+        assert!(b.is_mapped());
+        let mut o = FileOptions::new(d.path().join("lun.img"));
+        o.mmap_reads = false;
+        assert!(!FileBackstore::open(o).unwrap().is_mapped());
+    }
+
+    #[test]
+    fn mapped_reads_see_writes() {
+        let (_d, b) = tmp(1 << 20, 512);
+        let mut buf = [0u8; 4096];
+        b.read_at(&mut buf, 8192).unwrap();
+        assert!(buf.iter().all(|&x| x == 0));
+        b.write_at(&[7u8; 4096], 8192, WriteFlags::default())
+            .unwrap();
+        b.read_at(&mut buf, 8192).unwrap();
+        assert!(buf.iter().all(|&x| x == 7));
+        b.write_at(&[9u8; 512], 8192 + 512, WriteFlags::FUA)
+            .unwrap();
+        b.read_at(&mut buf, 8192).unwrap();
+        assert_eq!(&buf[..512], &[7u8; 512]);
+        assert_eq!(&buf[512..1024], &[9u8; 512]);
+        b.write_zeroes(8192, 512, true).unwrap();
+        b.read_at(&mut buf, 8192).unwrap();
+        assert_eq!(&buf[..512], &[0u8; 512]);
+        assert!(b.is_mapped());
+    }
+
+    #[test]
+    fn truncated_underneath_fails_the_read_then_refresh_maps_again() {
+        let (_d, b) = tmp(1 << 20, 512);
+        b.write_at(&vec![5u8; 1 << 20], 0, WriteFlags::default())
+            .unwrap();
+        // Another process truncates the file: the mapping's tail is gone.
+        b.file.set_len(64 << 10).unwrap();
+        let mut buf = vec![1u8; 8192];
+        let e = b.read_at(&mut buf, 512 << 10).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Medium, "{e}");
+        assert!(!b.is_mapped(), "a faulted mapping is retired");
+        // Until a refresh, reads use preadv (which reads the gone range as zeros).
+        b.read_at(&mut buf, 0).unwrap();
+        assert!(buf.iter().all(|&x| x == 5));
+        b.read_at(&mut buf, 512 << 10).unwrap();
+        assert!(buf.iter().all(|&x| x == 0));
+        // The file grows back; refresh maps it again.
+        b.file.set_len(1 << 20).unwrap();
+        assert_eq!(b.refresh().unwrap(), 1 << 20);
+        assert!(b.is_mapped());
+        let first = b.map.read().clone().unwrap();
+        b.refresh().unwrap();
+        let again = b.map.read().clone().unwrap();
+        assert!(
+            Arc::ptr_eq(&first, &again),
+            "an unchanged size keeps its mapping"
+        );
+        drop((first, again));
+        b.write_at(&[6u8; 8192], 512 << 10, WriteFlags::default())
+            .unwrap();
+        b.read_at(&mut buf, 512 << 10).unwrap();
+        assert!(buf.iter().all(|&x| x == 6));
+        // Shrunk for good: refresh maps only what is left.
+        b.file.set_len(64 << 10).unwrap();
+        assert_eq!(b.refresh().unwrap(), 64 << 10);
+        assert!(b.is_mapped());
+        b.read_at(&mut buf, 0).unwrap();
+        assert!(matches!(
+            b.read_at(&mut buf, 64 << 10),
+            Err(Error::OutOfRange { .. })
+        ));
+    }
+
+    #[test]
+    fn concurrent_reads_survive_truncation() {
+        let (_d, b) = tmp(4 << 20, 512);
+        b.write_at(&vec![3u8; 4 << 20], 0, WriteFlags::default())
+            .unwrap();
+        let b = Arc::new(b);
+        let stop = Arc::new(AtomicBool::new(false));
+        let failed = Arc::new(AtomicU64::new(0));
+        let readers: Vec<_> = (0..2)
+            .map(|t| {
+                let (b, stop, failed) = (b.clone(), stop.clone(), failed.clone());
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 4096];
+                    let mut off = t * 4096;
+                    while !stop.load(Ordering::Relaxed) {
+                        // Data read successfully is the file's (3) or, past the end, zeros
+                        // from preadv; never a mix within one 4 KiB page.
+                        match b.read_at(&mut buf, off) {
+                            Ok(()) => assert!(buf.iter().all(|&x| x == buf[0])),
+                            Err(e) => {
+                                assert_eq!(e.kind(), crate::ErrorKind::Medium, "{e}");
+                                failed.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        off = (off + (64 << 10)) % (4 << 20);
+                    }
+                })
+            })
+            .collect();
+        // Until the readers have hit a truncated page a few times (or 10 s went by).
+        let t0 = std::time::Instant::now();
+        while failed.load(Ordering::Relaxed) < 5 && t0.elapsed().as_secs() < 10 {
+            b.file.set_len(1 << 20).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            b.file.set_len(4 << 20).unwrap();
+            b.refresh().unwrap();
+        }
+        stop.store(true, Ordering::Relaxed);
+        for r in readers {
+            r.join().unwrap();
+        }
+        assert!(
+            failed.load(Ordering::Relaxed) > 0,
+            "no read met a truncated page"
+        );
+        let mut buf = vec![0u8; 4096];
+        b.read_at(&mut buf, (4 << 20) - 4096).unwrap();
+        assert!(b.is_mapped());
+    }
+
+    #[test]
+    fn resize_remaps() {
+        let (_d, b) = tmp(1 << 20, 512);
+        b.resize(2 << 20).unwrap();
+        assert!(b.is_mapped());
+        b.write_at(&[4u8; 512], (2 << 20) - 512, WriteFlags::default())
+            .unwrap();
+        let mut buf = [0u8; 512];
+        b.read_at(&mut buf, (2 << 20) - 512).unwrap();
+        assert_eq!(buf, [4u8; 512]);
+        b.resize(512 << 10).unwrap();
+        assert!(b.is_mapped());
+        b.read_at(&mut buf, (512 << 10) - 512).unwrap();
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        /// Mapped reads return what preadv reads return, for ranges inside, across and
+        /// past the end, split into up to three buffers.
+        #[test]
+        fn mapped_reads_equal_preadv_reads(
+            offset in 0u64..(1 << 20) + 8192,
+            len in 0usize..40_000,
+            cuts in proptest::collection::vec(0usize..40_000, 0..3),
+        ) {
+            let (dir, mapped, plain) = pair();
+            proptest::prop_assert!(mapped.is_mapped());
+            proptest::prop_assert!(!plain.is_mapped());
+            let _ = dir;
+            let mut a = vec![0u8; len];
+            let mut b = vec![0u8; len];
+            let ra = read_split(&mapped, &mut a, offset, &cuts);
+            let rb = read_split(&plain, &mut b, offset, &cuts);
+            proptest::prop_assert_eq!(format!("{ra:?}"), format!("{rb:?}"));
+            proptest::prop_assert_eq!(a, b);
+        }
+    }
+
+    /// One patterned 1 MiB file, opened mapped and not.
+    fn pair() -> (Arc<tempfile::TempDir>, FileBackstore, FileBackstore) {
+        static FILE: std::sync::OnceLock<Arc<tempfile::TempDir>> = std::sync::OnceLock::new();
+        let dir = FILE
+            .get_or_init(|| {
+                let dir = tempfile::tempdir().unwrap();
+                let data: Vec<u8> = (0..1u32 << 20).map(|i| (i * 7 % 253) as u8).collect();
+                std::fs::write(dir.path().join("p.img"), data).unwrap();
+                Arc::new(dir)
+            })
+            .clone();
+        let mut o = FileOptions::new(dir.path().join("p.img"));
+        o.read_only = true;
+        let mapped = FileBackstore::open(o.clone()).unwrap();
+        o.mmap_reads = false;
+        let plain = FileBackstore::open(o).unwrap();
+        (dir, mapped, plain)
+    }
+
+    fn read_split(b: &FileBackstore, buf: &mut [u8], offset: u64, cuts: &[usize]) -> Result<()> {
+        let mut cuts: Vec<usize> = cuts.iter().map(|&c| c.min(buf.len())).collect();
+        cuts.sort_unstable();
+        let mut parts = Vec::new();
+        let mut rest = buf;
+        let mut at = 0;
+        for c in cuts {
+            let (head, tail) = rest.split_at_mut(c - at);
+            parts.push(IoSliceMut::new(head));
+            rest = tail;
+            at = c;
+        }
+        parts.push(IoSliceMut::new(rest));
+        b.read_vectored_at(&mut parts, offset)
     }
 
     #[test]

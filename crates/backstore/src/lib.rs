@@ -31,6 +31,7 @@ use std::sync::Arc;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod conformance;
 pub mod file;
+mod mmap;
 pub mod qcow2;
 pub mod ram;
 

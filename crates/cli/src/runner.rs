@@ -68,6 +68,10 @@ pub struct RunnerArgs {
     /// Log as JSON lines instead of text.
     #[arg(long)]
     pub log_json: bool,
+    /// Read file backstores with one preadv per command instead of copying from a shared
+    /// mapping of the file (as `rustio serve --no-mmap-reads`).
+    #[arg(long)]
+    pub no_mmap_reads: bool,
     /// Instead of serving: another runner action (`rustio runner list`).
     #[command(subcommand)]
     pub action: Option<RunnerAction>,
@@ -106,6 +110,7 @@ pub fn run(args: RunnerArgs, log: &str) -> anyhow::Result<()> {
     if let Some(RunnerAction::List(list)) = &args.action {
         return list_devices(list, &mut std::io::stdout().lock());
     }
+    rustio_backstore::file::set_mmap_reads_default(!args.no_mmap_reads);
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [SIGTERM, SIGINT] {
         signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;

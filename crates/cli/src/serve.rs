@@ -174,6 +174,10 @@ pub struct ServeArgs {
     /// Never send READ data from the page cache (always read it into a buffer first).
     #[arg(long)]
     pub no_sendfile: bool,
+    /// Read file and block-device LUNs with one preadv per READ instead of copying from
+    /// a shared mapping of the file (docs/serve.md).
+    #[arg(long)]
+    pub no_mmap_reads: bool,
 }
 
 impl ServeArgs {
@@ -445,6 +449,7 @@ fn serve_loop(
 /// the `--group` object, which is also watched).
 pub fn run(args: ServeArgs, log: &str) -> anyhow::Result<()> {
     crate::logging::init(log, args.log_json);
+    rustio_backstore::file::set_mmap_reads_default(!args.no_mmap_reads);
     let (tx, rx) = mpsc::channel();
     let (signals, signal_thread) = forward_signals(tx.clone())?;
     let mut member = match &args.group {
