@@ -34,7 +34,7 @@ use std::io::{IoSlice, IoSliceMut};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 use std::time::{Duration, Instant};
 
-use rustio_backstore::{Backstore, Capabilities, Extent, IoDone, Result, WriteFlags};
+use rustio_backstore::{Backstore, Capabilities, Extent, Result, WriteFlags};
 use rustio_scsi::alua::{GroupAlua, OwnerCheck, Ownership};
 use rustio_scsi::TargetPortGroupId;
 
@@ -334,20 +334,6 @@ impl Backstore for GatewayImage {
 
     fn flush(&self) -> Result<()> {
         self.image().flush()
-    }
-
-    /// The current image's completion-driven READ and WRITE (a request in flight keeps
-    /// its image open across a [`Ownership::recover`] that replaced it).
-    fn submits_async(&self) -> bool {
-        true
-    }
-
-    fn submit_read(&self, offset: u64, buf: Vec<u8>, done: IoDone) {
-        self.image().submit_read(offset, buf, done);
-    }
-
-    fn submit_write(&self, offset: u64, buf: Vec<u8>, len: usize, flags: WriteFlags, done: IoDone) {
-        self.image().submit_write(offset, buf, len, flags, done);
     }
 
     fn discard(&self, offset: u64, len: u64) -> Result<()> {

@@ -315,11 +315,6 @@ impl GroupAlua {
         self.moves.load(Ordering::Acquire)
     }
 
-    /// Whether the local state changed since a command was admitted with `access`.
-    pub(crate) fn moved_since(&self, access: &AccessTaken) -> bool {
-        access.needed && access.moves.is_some_and(|g| g != self.moves())
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -917,7 +912,7 @@ impl crate::LogicalUnit {
         if !access.needed || !from_medium {
             return None;
         }
-        if a.moved_since(access) {
+        if access.moves.is_some_and(|g| g != a.moves()) {
             // The local state changed while the command ran (the token was handed over
             // and maybe taken back: librbd refused the write of the released lock with
             // EROFS): the command was not acknowledged, the initiator retries it.
@@ -1997,187 +1992,6 @@ mod tests {
         fn flush(&self) -> rustio_backstore::Result<()> {
             Ok(())
         }
-    }
-
-    /// A RAM store whose submitted READs complete on a thread of its own (like librbd's
-    /// completion thread) once `gate` (if set) lets them; a read fails (EBUSY) when `fail`
-    /// is set, or after handing the token of `during` over and back, as
-    /// [`HandedOverMidWrite`] does for a write.
-    #[derive(Debug)]
-    struct Completing {
-        inner: rustio_backstore::RamBackstore,
-        gate: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
-        fail: AtomicBool,
-        during: Mutex<Option<Arc<GroupAlua>>>,
-    }
-
-    impl Completing {
-        fn new() -> Arc<Completing> {
-            Arc::new(Completing {
-                inner: rustio_backstore::RamBackstore::new(1 << 20, 512).unwrap(),
-                gate: Mutex::new(None),
-                fail: AtomicBool::new(false),
-                during: Mutex::new(None),
-            })
-        }
-    }
-
-    impl rustio_backstore::Backstore for Completing {
-        fn block_size(&self) -> u32 {
-            self.inner.block_size()
-        }
-        fn capacity(&self) -> u64 {
-            self.inner.capacity()
-        }
-        fn capabilities(&self) -> rustio_backstore::Capabilities {
-            self.inner.capabilities()
-        }
-        fn read_vectored_at(
-            &self,
-            bufs: &mut [std::io::IoSliceMut<'_>],
-            offset: u64,
-        ) -> rustio_backstore::Result<()> {
-            self.inner.read_vectored_at(bufs, offset)
-        }
-        fn write_vectored_at(
-            &self,
-            bufs: &[std::io::IoSlice<'_>],
-            offset: u64,
-            flags: rustio_backstore::WriteFlags,
-        ) -> rustio_backstore::Result<()> {
-            self.inner.write_vectored_at(bufs, offset, flags)
-        }
-        fn flush(&self) -> rustio_backstore::Result<()> {
-            Ok(())
-        }
-        fn submits_async(&self) -> bool {
-            true
-        }
-        fn submit_read(&self, offset: u64, mut buf: Vec<u8>, done: rustio_backstore::IoDone) {
-            let gate = self.gate.lock().unwrap().take();
-            let during = self.during.lock().unwrap().take();
-            let r = if during.is_some() || self.fail.load(Ordering::SeqCst) {
-                Err(rustio_backstore::Error::Io {
-                    op: "read",
-                    path: "rbd/p/i".into(),
-                    offset,
-                    source: std::io::Error::from_raw_os_error(16), // EBUSY
-                })
-            } else {
-                self.inner.read_at(&mut buf, offset)
-            };
-            std::thread::spawn(move || {
-                if let Some(g) = gate {
-                    let _ = g.recv();
-                }
-                if let Some(a) = during {
-                    assert!(a.release_requested());
-                    assert_eq!(a.take_over_sync(), Ok(()));
-                }
-                done(buf, r)
-            });
-        }
-    }
-
-    /// Submits `cdb` through `h`'s LUN map asynchronously; the end arrives on the receiver.
-    fn submit_async(
-        h: &crate::tests::H,
-        cdb: &[u8],
-        data_out: Vec<u8>,
-        data_in_len: usize,
-    ) -> std::sync::mpsc::Receiver<crate::AsyncEnd> {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let len = data_out.len();
-        h.map.submit(
-            &h.n,
-            0,
-            cdb,
-            data_out,
-            len,
-            1,
-            crate::TaskAttr::Simple,
-            data_in_len,
-            move |end| {
-                let _ = tx.send(end);
-            },
-        );
-        rx
-    }
-
-    /// A gateway group's unit on a store with asynchronous I/O, gateway `group` of `c`.
-    fn async_unit(
-        c: &Arc<Cluster>,
-        group: u16,
-    ) -> (crate::tests::H, Arc<GroupAlua>, Arc<Completing>) {
-        let t = Duration::from_secs(1);
-        let (a, _) = gateway(c, group, AluaState::ActiveNonOptimized, Duration::ZERO, t);
-        let store = Completing::new();
-        let h = crate::tests::H::with_backstore(store.clone(), crate::LuConfig::new("t", "s"));
-        assert!(h.lu.set_group_alua(a.clone()));
-        h.clear_ua(&h.n);
-        (h, a, store)
-    }
-
-    /// In a gateway group, READs complete on the store's thread, on the owner and on an
-    /// active/non-optimized non-owner alike (a read needs no token); WRITEs go the
-    /// synchronous way even on the owner, and nothing is held for a read.
-    #[test]
-    fn a_groups_reads_complete_on_the_stores_thread_and_its_writes_do_not() {
-        let c = Arc::new(Cluster::default());
-        *c.holder.lock().unwrap() = Some(1);
-        let write = [0x2a, 0, 0, 0, 0, 0, 0, 0, 1, 0];
-        let read = [0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0];
-        let (h, a, store) = async_unit(&c, 1);
-        assert!(a.is_owner());
-        assert!(!h.lu.submits_async(&write));
-        let end = submit_async(&h, &write, vec![7; 512], 0);
-        let end = end.recv_timeout(Duration::from_secs(5)).unwrap();
-        assert!(end.retry, "a group's write is the synchronous path's");
-        assert_eq!(end.data_out, vec![7; 512], "with its buffer back");
-        assert_eq!(h.good(&write, &vec![7; 512]), Vec::<u8>::new());
-        assert!(h.lu.submits_async(&read));
-        let (open, gate) = std::sync::mpsc::channel();
-        *store.gate.lock().unwrap() = Some(gate);
-        let end = submit_async(&h, &read, Vec::new(), 512);
-        assert_eq!(a.lock().writers, 0, "a read holds no writer count");
-        open.send(()).unwrap();
-        let end = end.recv_timeout(Duration::from_secs(5)).unwrap();
-        assert!(!end.retry);
-        assert_eq!(end.response, crate::Response::GOOD);
-        assert_eq!(end.data_in, vec![7; 512]);
-        let (hb, b, _) = async_unit(&c, 2);
-        assert!(!b.is_owner());
-        assert!(hb.lu.submits_async(&read));
-        assert!(!hb.lu.submits_async(&write));
-        let end = submit_async(&hb, &read, Vec::new(), 512);
-        let end = end.recv_timeout(Duration::from_secs(5)).unwrap();
-        assert_eq!(end.response, crate::Response::GOOD);
-        assert!(!b.is_owner(), "a read starts no takeover");
-    }
-
-    /// An asynchronous READ that fails after the group's state moved while it was in
-    /// flight is answered 04h/0Ah (the initiator retries it), never re-run here; one that
-    /// fails without a move goes back to the synchronous path, which judges the failure.
-    #[test]
-    fn an_async_read_failing_across_a_handover_is_transitioning() {
-        let c = Arc::new(Cluster::default());
-        *c.holder.lock().unwrap() = Some(1);
-        let (h, a, store) = async_unit(&c, 1);
-        let read = [0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0];
-        *store.during.lock().unwrap() = Some(a.clone());
-        let end = submit_async(&h, &read, Vec::new(), 512);
-        let end = end.recv_timeout(Duration::from_secs(10)).unwrap();
-        assert!(!end.retry);
-        assert_eq!(
-            end.response,
-            crate::Response::check(NOT_READY_ALUA_TRANSITION)
-        );
-        assert!(end.data_in.is_empty());
-        assert!(a.is_owner());
-        store.fail.store(true, Ordering::SeqCst);
-        let end = submit_async(&h, &read, Vec::new(), 512);
-        let end = end.recv_timeout(Duration::from_secs(5)).unwrap();
-        assert!(end.retry);
     }
 
     /// A write admitted on the owner fails because the token moved while it ran (even

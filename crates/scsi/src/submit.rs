@@ -8,30 +8,16 @@
 //! [`LogicalUnit::plan_transfer`]) on the caller's thread, hands the transfer to the store
 //! and returns; the store's completion builds the response and calls the transport's
 //! `done`. Everything else — another command, another length than the initiator
-//! expects, a range a COMPARE AND WRITE holds, a WRITE to a gateway group's unit — is
+//! expects, a gateway-group LUN, a range a COMPARE AND WRITE holds — is
 //! [`AsyncEnd::retry`]: the transport runs the command the synchronous way, as before.
 //! So is a failed transfer: the synchronous path re-reads the image size after a short
 //! read and reports errors with all their detail, which a completion (on the store's
 //! thread, where no further store call may block) does not.
 //!
-//! In a gateway group only READs go this way (they need no lock: a handover does not
-//! wait for them); one that fails after the group's state moved is answered NOT READY,
-//! ASYMMETRIC ACCESS STATE TRANSITION, never retried here — the initiator retries it, as
-//! after a synchronous one ([`LogicalUnit::alua_access_failed`]). A group's writes stay
-//! synchronous: their admission may wait for a takeover, and a handover waits for the
-//! writes in flight only up to half its timeout. With writes asynchronous (up to the
-//! queue depth in flight instead of one per worker), one of two runs of
-//! tests/ceph/gateways-libiscsi.sh saw the owner release with writes still in flight,
-//! librbd take the released lock back for them, and the asking gateway, finding the same
-//! owner, break the lock and fence it.
-//!
 //! [`Backstore::submits_async`]: rustio_backstore::Backstore::submits_async
 
-use std::sync::Arc;
-
-use crate::alua::{AccessTaken, GroupAlua};
 use crate::cdb::{self, Command};
-use crate::lu::{Begun, Fail, LogicalUnit};
+use crate::lu::{Begun, LogicalUnit};
 use crate::lunmap::LunMap;
 use crate::nexus::{Nexus, Request, TaskAttr};
 use crate::status::Response;
@@ -70,19 +56,23 @@ impl AsyncEnd {
     }
 }
 
+/// Whether `cdb` is a READ or WRITE, from the CDB alone (no state touched).
+fn is_read_or_write(cdb: &[u8]) -> bool {
+    matches!(
+        cdb::parse(cdb),
+        Ok(Command::Read { .. } | Command::Write { .. })
+    )
+}
+
 impl LogicalUnit {
-    /// Whether [`LunMap::submit`] can run `cdb` on this unit asynchronously: a READ, or a
-    /// WRITE outside a gateway group (see the module documentation), on a store that
-    /// submits asynchronously.
+    /// Whether [`LunMap::submit`] can run `cdb` on this unit asynchronously: a READ or
+    /// WRITE, on a store that submits asynchronously, outside a gateway group (whose
+    /// handovers and fencing wait on the synchronous path; with a group's READs, and its
+    /// owner's WRITEs holding the writer count until their completion, asynchronous,
+    /// tests/ceph/gateways-libiscsi.sh failed in 2 of 4 runs on a loaded host — BUSY and
+    /// 04h/0Ah while the lock moved to and fro; the synchronous path passed 2 of 2).
     pub fn submits_async(&self, cdb: &[u8]) -> bool {
-        if !self.backstore().submits_async() {
-            return false;
-        }
-        match cdb::parse(cdb) {
-            Ok(Command::Read { .. }) => true,
-            Ok(Command::Write { .. }) => self.group_alua().is_none(),
-            _ => false,
-        }
+        self.backstore().submits_async() && self.group_alua().is_none() && is_read_or_write(cdb)
     }
 
     /// See [`LunMap::submit`] (which checked [`Self::submits_async`]); `req.data_out` is
@@ -93,87 +83,53 @@ impl LogicalUnit {
             access,
             writer,
         } = self.begin(req)?;
-        // No group write comes here (`submits_async`): no writer count to give back.
+        // Outside a gateway group (`submits_async`): no writer count to give back.
         debug_assert!(writer.is_none());
         let plan = match &cmd {
             Command::Read { lba, blocks, .. } => {
-                self.plan_transfer(req, *lba, *blocks).map(|p| match p {
-                    None => Plan::Good,
+                match self.plan_transfer(req, *lba, *blocks) {
+                    Ok(None) => return Err(Response::GOOD),
                     // Another length than the initiator expects: the synchronous path
                     // stages it and the transport reports the residual.
-                    Some((_, len)) if len != data_in_len => Plan::Retry,
-                    Some((offset, len)) => Plan::Read { offset, len },
-                })
+                    Ok(Some((_, len))) if len != data_in_len => return Ok(Planned::Retry),
+                    Ok(Some((offset, len))) => Planned::Read { offset, len },
+                    Err(f) => return Err(self.finish(&access, writer, Err(f))),
+                }
             }
             Command::Write {
                 lba, blocks, fua, ..
-            } => self
-                .plan_transfer(req, *lba, *blocks)
-                .and_then(|p| match p {
-                    Some((offset, len)) => {
-                        self.need_data_out(req, len).map(|_| Some((offset, len)))
-                    }
-                    None => Ok(None),
-                })
-                .map(|p| match p {
-                    None => Plan::Good,
-                    Some((offset, len)) => {
-                        match self.locks.try_shared_owned(*lba, u64::from(*blocks)) {
-                            // A COMPARE AND WRITE holds the range: never wait here.
-                            None => Plan::Retry,
-                            Some(range) => Plan::Write {
-                                offset,
-                                len,
-                                flags: self.write_flags(*fua),
-                                range,
-                            },
+            } => {
+                let planned = self
+                    .plan_transfer(req, *lba, *blocks)
+                    .and_then(|p| match p {
+                        Some((offset, len)) => {
+                            self.need_data_out(req, len).map(|_| Some((offset, len)))
+                        }
+                        None => Ok(None),
+                    });
+                match planned {
+                    Ok(None) => return Err(Response::GOOD),
+                    Ok(Some((offset, len))) => {
+                        let Some(range) = self.locks.try_shared_owned(*lba, u64::from(*blocks))
+                        else {
+                            return Ok(Planned::Retry);
+                        };
+                        Planned::Write {
+                            offset,
+                            len,
+                            flags: self.write_flags(*fua),
+                            range,
                         }
                     }
-                }),
+                    Err(f) => return Err(self.finish(&access, writer, Err(f))),
+                }
+            }
             // Not a READ or WRITE, which `submits_async` ruled out: never guess, run it
             // the synchronous way.
-            _ => Ok(Plan::Retry),
+            _ => return Ok(Planned::Retry),
         };
-        let hold = Hold {
-            group: self.group_alua().cloned(),
-            access,
-        };
-        match plan {
-            Ok(Plan::Good) => Err(self.finish(&access, writer, Ok(crate::Status::Good))),
-            Ok(Plan::Retry) => Ok(Planned::Retry),
-            Ok(Plan::Read { offset, len }) => Ok(Planned::Read { offset, len, hold }),
-            Ok(Plan::Write {
-                offset,
-                len,
-                flags,
-                range,
-            }) => Ok(Planned::Write {
-                offset,
-                len,
-                flags,
-                range,
-                hold,
-            }),
-            Err(f) => Err(self.finish(&access, writer, Err::<crate::Status, Fail>(f))),
-        }
+        Ok(plan)
     }
-}
-
-/// What [`LogicalUnit::submit`] made of a command, before anything is held for it.
-enum Plan {
-    /// Nothing to transfer: GOOD.
-    Good,
-    Retry,
-    Read {
-        offset: u64,
-        len: usize,
-    },
-    Write {
-        offset: u64,
-        len: usize,
-        flags: rustio_backstore::WriteFlags,
-        range: crate::rangelock::OwnedSharedRange,
-    },
 }
 
 /// A transfer [`LogicalUnit::submit`] checked and admitted.
@@ -183,34 +139,13 @@ enum Planned {
     Read {
         offset: u64,
         len: usize,
-        hold: Hold,
     },
     Write {
         offset: u64,
         len: usize,
         flags: rustio_backstore::WriteFlags,
         range: crate::rangelock::OwnedSharedRange,
-        hold: Hold,
     },
-}
-
-/// What an admitted command keeps of its unit's gateway group until it completes.
-struct Hold {
-    /// The unit's group, if any.
-    group: Option<Arc<GroupAlua>>,
-    /// What it took of the access path at admission.
-    access: AccessTaken,
-}
-
-impl Hold {
-    /// For a transfer that `failed`, the answer when the group's state moved while it ran
-    /// (not acknowledged, the initiator retries it). Never blocks (it runs on the store's
-    /// completion thread).
-    fn end(self, failed: bool) -> Option<Response> {
-        let a = self.group?;
-        (failed && a.moved_since(&self.access))
-            .then(|| Response::check(crate::alua::NOT_READY_ALUA_TRANSITION))
-    }
 }
 
 impl LunMap {
@@ -253,20 +188,19 @@ impl LunMap {
             m.lu.submit(&req, data_in_len)
         };
         // The store keeps what its request needs until the completion (the RBD engine its
-        // image); the range lock and the group's hold are owned by the completion.
+        // image); the range lock is owned by the completion.
         let store = m.lu.backstore();
         match planned {
             Err(response) => done(AsyncEnd::ended(response, Vec::new(), data_out)),
             Ok(Planned::Retry) => done(AsyncEnd::retry(data_out)),
-            Ok(Planned::Read { offset, len, hold }) => {
+            Ok(Planned::Read { offset, len }) => {
                 store.submit_read(
                     offset,
                     vec![0u8; len],
                     Box::new(move |buf, r| {
-                        done(match (hold.end(r.is_err()), r) {
-                            (_, Ok(())) => AsyncEnd::ended(Response::GOOD, buf, data_out),
-                            (Some(moved), Err(_)) => AsyncEnd::ended(moved, Vec::new(), data_out),
-                            (None, Err(_)) => AsyncEnd::retry(data_out),
+                        done(match r {
+                            Ok(()) => AsyncEnd::ended(Response::GOOD, buf, data_out),
+                            Err(_) => AsyncEnd::retry(data_out),
                         })
                     }),
                 );
@@ -276,7 +210,6 @@ impl LunMap {
                 len,
                 flags,
                 range,
-                hold,
             }) => {
                 store.submit_write(
                     offset,
@@ -285,10 +218,9 @@ impl LunMap {
                     flags,
                     Box::new(move |buf, r| {
                         drop(range);
-                        done(match (hold.end(r.is_err()), r) {
-                            (_, Ok(())) => AsyncEnd::ended(Response::GOOD, Vec::new(), buf),
-                            (Some(moved), Err(_)) => AsyncEnd::ended(moved, Vec::new(), buf),
-                            (None, Err(_)) => AsyncEnd::retry(buf),
+                        done(match r {
+                            Ok(()) => AsyncEnd::ended(Response::GOOD, Vec::new(), buf),
+                            Err(_) => AsyncEnd::retry(buf),
                         })
                     }),
                 );
