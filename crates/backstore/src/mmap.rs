@@ -28,6 +28,12 @@ use std::ptr::{self, NonNull};
 use std::sync::atomic::{compiler_fence, AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Once, OnceLock};
 
+/// The largest file or device that is mapped (16 GiB). The page tables of a mapping grow
+/// with what is read through it and are not given back while it exists: up to 1/512 of
+/// the mapped size (8 bytes per 4 KiB page), 32 MiB here, where a 1 TiB LUN read end to
+/// end would hold 2 GiB. Larger LUNs are read with `preadv`.
+pub(crate) const MAX_MAPPED: u64 = 16 << 30;
+
 /// Why [`Mapping::copy_to`] did not deliver the file's bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum CopyError {
@@ -58,10 +64,13 @@ unsafe impl Sync for Mapping {}
 
 impl Mapping {
     /// Maps the first `len` bytes of `file` read-only and shared. `None` when there is
-    /// nothing to map (`len` 0), `len` does not fit the address space, the SIGBUS handler
-    /// cannot be installed, or the kernel refuses the mapping: the caller reads with
-    /// `preadv` instead.
+    /// nothing to map (`len` 0), `len` is over [`MAX_MAPPED`], the SIGBUS handler cannot be
+    /// installed, or the kernel refuses the mapping: the caller reads with `preadv`
+    /// instead.
     pub(crate) fn new(file: &File, len: u64) -> Option<Mapping> {
+        if len > MAX_MAPPED {
+            return None;
+        }
         let len = usize::try_from(len)
             .ok()
             .filter(|&l| l > 0 && l <= isize::MAX as usize)?;
@@ -334,6 +343,11 @@ mod tests {
         let (_d, f) = file_of(1);
         assert!(Mapping::new(&f, 0).is_none());
         assert!(Mapping::new(&f, u64::MAX).is_none());
+        // Over the page-table bound: a sparse file one page larger is not mapped, one of
+        // exactly the bound is.
+        f.set_len(MAX_MAPPED + 4096).unwrap();
+        assert!(Mapping::new(&f, MAX_MAPPED + 4096).is_none());
+        assert!(Mapping::new(&f, MAX_MAPPED).is_some());
     }
 
     #[test]
