@@ -56,19 +56,12 @@ fi
 for b in "$RUSTIO_BIN" "$LOADGEN_BIN"; do
   [[ -x "$b" ]] || { echo "lio bench: no binary at $b" >&2; exit 1; }
 done
-# The guest sees the host's root read-only, but its /tmp, /var/tmp, /run and /root are
-# fresh tmpfs: binaries from there are copied into a directory shared into the guest.
+# Binaries the guest cannot see where they are go into a shared directory (stage-bin.sh).
+. "$here/../stage-bin.sh"
 bindir=/var/tmp/rustio-bench/lio-bin-$$
 trap 'rm -rf "$bindir"' EXIT
-stage_bin() { # PATH -> a path the guest can see
-  case "$(realpath "$1")" in
-    /tmp/*|/var/tmp/*|/run/*|/root/*)
-      mkdir -p "$bindir" && cp "$1" "$bindir/" && echo "$bindir/${1##*/}" ;;
-    *) realpath "$1" ;;
-  esac
-}
-RUSTIO_BIN=$(stage_bin "$RUSTIO_BIN")
-LOADGEN_BIN=$(stage_bin "$LOADGEN_BIN")
+RUSTIO_BIN=$(stage_bin "$bindir" "$RUSTIO_BIN")
+LOADGEN_BIN=$(stage_bin "$bindir" "$LOADGEN_BIN")
 vm_args=(--timeout "${VM_TIMEOUT:-900}" --mem "${VM_MEM:-3G}" --out "$out/vm"
          --env "RUSTIO_BIN=$RUSTIO_BIN" --env "LOADGEN_BIN=$LOADGEN_BIN")
 [[ -d "$bindir" ]] && vm_args+=(--share "$bindir")

@@ -52,25 +52,16 @@ if [[ -z "${RUSTIO_BIN:-}" ]]; then
   export RUSTIO_BIN=$CARGO_TARGET_DIR/release/rustio
 fi
 [[ -x "$RUSTIO_BIN" ]] || { echo "tcmu bench: no rustio binary at $RUSTIO_BIN" >&2; exit 1; }
-# The guest sees the host's root read-only, but its /tmp, /var/tmp, /run and /root are
-# fresh tmpfs (and a RUSTIO_BIN under /tmp made tests/vm/run.sh share the host's /tmp
-# read-only, so the guest could not write its fill data): binaries from there are copied
-# into a directory shared into the guest, as bench/lio/run.sh does.
+# Binaries the guest cannot see where they are go into a shared directory (stage-bin.sh).
+. "$here/../stage-bin.sh"
 bindir=/var/tmp/rustio-bench/tcmu-bin-$$
 trap 'rm -rf "$bindir"' EXIT
-stage_bin() { # PATH -> a path the guest can see
-  case "$(realpath "$1")" in
-    /tmp/*|/var/tmp/*|/run/*|/root/*)
-      mkdir -p "$bindir" && cp "$1" "$bindir/$2" && echo "$bindir/$2" ;;
-    *) realpath "$1" ;;
-  esac
-}
-RUSTIO_BIN=$(stage_bin "$RUSTIO_BIN" rustio)
+RUSTIO_BIN=$(stage_bin "$bindir" "$RUSTIO_BIN" rustio)
 for v in B C; do
   vb=RUSTIO_BIN_$v
   [[ -n "${!vb:-}" ]] || continue
   [[ -x "${!vb}" ]] || { echo "tcmu bench: no rustio binary at ${!vb} ($vb)" >&2; exit 1; }
-  export "$vb=$(stage_bin "${!vb}" "rustio-${v,,}")"
+  export "$vb=$(stage_bin "$bindir" "${!vb}" "rustio-${v,,}")"
 done
 
 hcache=/var/tmp/rustio-bench/tcmu-runner-file
