@@ -259,12 +259,7 @@ impl FileBackstore {
             }
             Err(CopyError::Faulted) => {
                 self.retire(&map);
-                Some(Err(Error::Io {
-                    op: "read",
-                    path: self.path.clone(),
-                    offset,
-                    source: std::io::Error::from_raw_os_error(libc::EIO),
-                }))
+                Some(Err(self.io_err("read", offset)(Errno::EIO)))
             }
         }
     }
