@@ -491,10 +491,12 @@ def render_floor(fl: dict) -> list:
         cells = []
         for w, _ in WORKLOADS:
             rc = (fl.get(w, {}).get(b) or {}).get("ring_calls_per_io")
-            cells.append("-" if not rc else "/".join(
-                f"{rc.get(k, 0):.2f}" for k in ("poll", "read", "write")) if "poll" in rc else
-                "/".join(f"{rc.get(k, 0):.2f}" for k in ("ppoll", "read", "write")))
+            keys = ("poll" if "poll" in (rc or {}) else "ppoll", "read", "write")
+            cells.append("/".join(f"{rc.get(k, 0):.2f}" for k in keys) if rc else "-")
         return cells
+
+    def usr_sys(b: str) -> list:
+        return [f"{u} / {s}" for u, s in zip(col(b, "user_us_per_io"), col(b, "sys_us_per_io"))]
 
     rows = [
         ("floor: fio pvsync CPU us/IO (usr+sys)", col("floor_us_per_io")),
@@ -503,15 +505,11 @@ def render_floor(fl: dict) -> list:
         ("  from (min CPU of 1 / nproc jobs)", [fl.get(w, {}).get("floor_backend", "-") for w, _ in WORKLOADS]),
         ("  floor-file IOPS (1 job)", col("floor-file", "iops")),
         ("rustio-file CPU us/IO (usr+sys)", col("rustio-file", "us_per_io")),
-        ("  usr / sys (threads)", [f"{n((fl.get(w, {}).get('rustio-file') or {}).get('user_us_per_io'))} / "
-                                   f"{n((fl.get(w, {}).get('rustio-file') or {}).get('sys_us_per_io'))}"
-                                   for w, _ in WORKLOADS]),
+        ("  usr / sys (threads)", usr_sys("rustio-file")),
         ("  sys above floor sys (ring side)", col("rustio-file", "sys_above_floor_sys_us_per_io")),
         ("  poll/read/write per IO (strace)", calls("rustio-file")),
         ("tcmu-runner-file CPU us/IO (usr+sys)", col("tcmu-runner-file", "us_per_io")),
-        ("  usr / sys (threads)", [f"{n((fl.get(w, {}).get('tcmu-runner-file') or {}).get('user_us_per_io'))} / "
-                                   f"{n((fl.get(w, {}).get('tcmu-runner-file') or {}).get('sys_us_per_io'))}"
-                                   for w, _ in WORKLOADS]),
+        ("  usr / sys (threads)", usr_sys("tcmu-runner-file")),
         ("  sys above floor sys (ring side)", col("tcmu-runner-file", "sys_above_floor_sys_us_per_io")),
         ("  ppoll/read/write per IO (strace)", calls("tcmu-runner-file")),
         ("rustio-file above floor", col("rustio-file", "above_floor_us_per_io")),
