@@ -499,25 +499,47 @@ impl<'a> OutPdu<'a> {
     pub(super) fn data_len(&self) -> usize {
         self.len
     }
+
+    /// Appends what follows the data segment on the wire: padding and data digest.
+    fn push_tail<'s>(&'s self, iov: &mut Vec<IoSlice<'s>>) {
+        if self.len > 0 {
+            if self.pad > 0 {
+                iov.push(IoSlice::new(&ZEROS[..self.pad]));
+            }
+            if self.dd_len > 0 {
+                iov.push(IoSlice::new(&self.dd));
+            }
+        }
+    }
 }
 
-/// Writes `pdus` in order within `deadline`: memory parts gathered into vectored
-/// writes, file payloads with `sendfile(2)` between them (the header before one sent
-/// with `MSG_MORE`). Any error leaves the stream in an unknown state (a PDU may be cut
+/// Writes `backlog` (the rest of a response a [`write_pdus_now`] left) and then `pdus`,
+/// in order, within `deadline`: memory parts gathered into vectored writes, file
+/// payloads with `sendfile(2)` between them (the header before one sent with
+/// `MSG_MORE`). Any error leaves the stream in an unknown state (a PDU may be cut
 /// anywhere): the caller must close the connection.
 pub(super) fn write_pdus(
     w: &mut TcpStream,
+    backlog: &[u8],
     pdus: &[OutPdu<'_>],
     deadline: Instant,
 ) -> io::Result<()> {
     let mut b = Bounded::new(Some(deadline));
-    let r = write_pdus_bounded(w, pdus, &mut b);
+    let r = write_pdus_bounded(w, backlog, pdus, &mut b);
     b.finish(w);
     r
 }
 
-fn write_pdus_bounded(w: &mut TcpStream, pdus: &[OutPdu<'_>], b: &mut Bounded) -> io::Result<()> {
-    let mut iov: Vec<IoSlice<'_>> = Vec::with_capacity(pdus.len() * 4);
+fn write_pdus_bounded(
+    w: &mut TcpStream,
+    backlog: &[u8],
+    pdus: &[OutPdu<'_>],
+    b: &mut Bounded,
+) -> io::Result<()> {
+    let mut iov: Vec<IoSlice<'_>> = Vec::with_capacity(pdus.len() * 4 + 1);
+    if !backlog.is_empty() {
+        iov.push(IoSlice::new(backlog));
+    }
     for p in pdus {
         iov.push(IoSlice::new(&p.hdr[..p.hdr_len]));
         match &p.data {
@@ -534,16 +556,59 @@ fn write_pdus_bounded(w: &mut TcpStream, pdus: &[OutPdu<'_>], b: &mut Bounded) -
                 }
             }
         }
-        if p.len > 0 {
-            if p.pad > 0 {
-                iov.push(IoSlice::new(&ZEROS[..p.pad]));
-            }
-            if p.dd_len > 0 {
-                iov.push(IoSlice::new(&p.dd));
-            }
-        }
+        p.push_tail(&mut iov);
     }
     send_iov(w, &mut iov, false, b)
+}
+
+/// Writes what of `pdus` the socket takes at once, never blocking (`MSG_DONTWAIT`), and
+/// appends the rest, byte for byte, to `rest` (empty before): whoever writes next on
+/// the connection sends it first ([`write_pdus`]'s `backlog`). For a thread that must
+/// not wait on any one peer (the store's completion thread). Memory payloads only: a
+/// file range is refused with `InvalidInput` before anything is written. An error other
+/// than a full socket leaves the stream in an unknown state, as for [`write_pdus`].
+pub(super) fn write_pdus_now(
+    w: &TcpStream,
+    pdus: &[OutPdu<'_>],
+    rest: &mut Vec<u8>,
+) -> io::Result<()> {
+    use nix::sys::socket::sendmsg;
+    let mut iov: Vec<IoSlice<'_>> = Vec::with_capacity(pdus.len() * 4);
+    for p in pdus {
+        let Body::Mem(d) = &p.data else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a file payload cannot be written without blocking",
+            ));
+        };
+        iov.push(IoSlice::new(&p.hdr[..p.hdr_len]));
+        if !d.is_empty() {
+            iov.push(IoSlice::new(d));
+        }
+        p.push_tail(&mut iov);
+    }
+    let mut bufs = &mut iov[..];
+    while !bufs.is_empty() {
+        match sendmsg::<()>(
+            w.as_raw_fd(),
+            bufs,
+            &[],
+            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+            None,
+        ) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut bufs, n),
+            Err(Errno::EINTR) => {}
+            Err(Errno::EAGAIN) => {
+                for s in bufs.iter() {
+                    rest.extend_from_slice(s);
+                }
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 /// The writing half of a connection, under the connection's writer lock: whoever holds
@@ -552,17 +617,24 @@ pub(super) struct Writer {
     pub(super) stream: TcpStream,
     pub(super) stat_sn: u32,
     pub(super) broken: bool,
+    /// The unsent rest of a response written without blocking ([`write_pdus_now`]):
+    /// on the wire before anything else. At most one response's bytes: nobody writes
+    /// without blocking while it is not empty.
+    pub(super) backlog: Vec<u8>,
 }
 
 impl std::fmt::Debug for Writer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Writer")
             .field("stat_sn", &self.stat_sn)
+            .field("broken", &self.broken)
+            .field("backlog", &self.backlog.len())
             .finish()
     }
 }
 
-/// fresh allocation, which glibc serves from newly mapped pages (page faults and zeroing
+/// Recycled Data-Out buffers: a write's buffer, given back when it ended, serves a later
+/// write of the connection instead of a fresh allocation, which glibc serves from newly mapped pages (page faults and zeroing
 /// of cold memory per command; measured in `bench/README.md`).
 #[derive(Debug, Default)]
 pub(super) struct BufPool(Mutex<Vec<Vec<u8>>>);

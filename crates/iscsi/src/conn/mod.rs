@@ -63,6 +63,9 @@ const TX_QUEUE_SERVER_MAX: u64 = 256 << 20;
 pub(crate) trait Registry: Send + Sync + fmt::Debug {
     /// Queues a command for the worker pool (dropped, its task ended, after shutdown).
     fn submit(&self, job: ExecJob);
+    /// Has a worker of the pool write what waits for `conn`'s writer
+    /// ([`Conn::drain`]); nothing after shutdown.
+    fn drain(&self, conn: Arc<Conn>);
     /// Every session, normal and discovery (task management reaches every nexus of a
     /// logical unit or of a target).
     fn sessions(&self) -> Vec<Arc<Session>>;
@@ -200,6 +203,7 @@ impl Conn {
                 stream: stream.try_clone()?,
                 stat_sn,
                 broken: false,
+                backlog: Vec::new(),
             }),
             stream: stream.try_clone()?,
             closing: AtomicBool::new(false),

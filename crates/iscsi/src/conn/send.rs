@@ -5,6 +5,7 @@
 
 use std::io;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::MutexGuard;
@@ -16,22 +17,80 @@ use rustio_iscsi_proto::pdu::{
 use rustio_scsi::{Response, Status};
 use tracing::{debug, warn};
 
-use super::io::{is_timeout, transfer_allowance, write_pdus, OutPdu, Payload, Writer};
+use super::io::{
+    is_timeout, transfer_allowance, write_pdus, write_pdus_now, OutPdu, Payload, Writer,
+};
 use super::{Conn, QueuedResult, HANDOFF_WAIT, TX_QUEUE_MAX, TX_QUEUE_SERVER_MAX};
 use crate::command::{NewCommand, Residual};
 
 impl Conn {
-    /// Writes PDUs within their wall-clock deadline (send timeout + size at the minimum
-    /// rate), marking the writer busy meanwhile for [`super::exec::run_job`].
+    /// Writes the writer's backlog, then PDUs, within their wall-clock deadline (send
+    /// timeout + size at the minimum rate), marking the writer busy meanwhile for
+    /// [`super::exec::run_job`].
     fn write_out(&self, w: &mut Writer, pdus: &[OutPdu<'_>]) -> io::Result<()> {
         let now = Instant::now();
-        let bytes: u64 = pdus.iter().map(|p| p.data_len() as u64).sum();
+        let bytes: u64 =
+            pdus.iter().map(|p| p.data_len() as u64).sum::<u64>() + w.backlog.len() as u64;
         let deadline = now + transfer_allowance(self.send_timeout, bytes, self.min_rate);
         let stamp = (now.duration_since(self.born).as_nanos() as u64) | 1;
         self.send_started.store(stamp, Ordering::Release);
-        let r = write_pdus(&mut w.stream, pdus, deadline);
+        let r = write_pdus(&mut w.stream, &w.backlog, pdus, deadline);
         self.send_started.store(0, Ordering::Release);
+        if r.is_ok() {
+            w.backlog.clear();
+        }
         r
+    }
+
+    /// Writes PDUs without blocking: what the socket does not take at once stays in
+    /// the writer's backlog, written first by the next holder (see [`Conn::writer_now`]).
+    fn write_now(&self, w: &mut Writer, pdus: &[OutPdu<'_>]) -> io::Result<()> {
+        debug_assert!(w.backlog.is_empty(), "writer_now hands out no backlog");
+        write_pdus_now(&w.stream, pdus, &mut w.backlog)
+    }
+
+    /// The writer, for a thread that must not wait on this peer (the store's completion
+    /// thread, [`super::exec`]): only when it is free at once, nothing is queued or left
+    /// over for it, and the connection is open. Its taker writes with
+    /// [`Conn::write_result_now`] and lets go with [`Conn::release_now`].
+    pub(super) fn writer_now(&self) -> Option<MutexGuard<'_, Writer>> {
+        if self.is_closing() || self.tx_pending.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let w = self.writer.try_lock()?;
+        (!w.broken && w.backlog.is_empty()).then_some(w)
+    }
+
+    /// Lets go of a writer taken with [`Conn::writer_now`] without writing anything
+    /// more on this thread: the rest of its response, results other workers queued
+    /// meanwhile and jobs parked behind them go to a worker of the pool
+    /// ([`Conn::drain`]).
+    pub(super) fn release_now(self: &Arc<Self>, w: MutexGuard<'_, Writer>) {
+        let left = !w.backlog.is_empty() && !w.broken;
+        drop(w);
+        // Checked after letting go: a result queued before that found the writer
+        // taken, and one queued after it takes the writer itself.
+        let waiting = {
+            let tx = self.tx.lock();
+            !tx.items.is_empty() || !tx.parked.is_empty()
+        };
+        if left || waiting {
+            self.registry.drain(self.clone());
+        }
+    }
+
+    /// Writes what waits for the writer — the rest of a response written without
+    /// blocking, results handed over — on a worker of the pool, as any holder does.
+    pub(crate) fn drain(&self) {
+        let Some(mut w) = self.lock_writer() else {
+            return;
+        };
+        if !w.broken && !w.backlog.is_empty() {
+            if let Err(e) = self.write_out(&mut w, &[]) {
+                self.write_failed(&mut w, &e);
+            }
+        }
+        self.release(w);
     }
 
     /// Whether a write on this connection has been in progress longer than
@@ -166,7 +225,14 @@ impl Conn {
                 let Some(i) = item else {
                     break;
                 };
-                self.write_result(&mut g, &i.hdr, &i.resp, Payload::Mem(&i.data), i.residual);
+                self.write_result(
+                    &mut g,
+                    &i.hdr,
+                    &i.resp,
+                    Payload::Mem(&i.data),
+                    i.residual,
+                    false,
+                );
             }
             let parked = std::mem::take(&mut self.tx.lock().parked);
             drop(g);
@@ -266,28 +332,15 @@ impl Conn {
         residual: Residual,
     ) -> bool {
         let hdr = &cmd.hdr;
-        if resp.status != Status::Good {
-            tracing::trace!(
-                conn = self.id,
-                itt = hdr.itt,
-                opcode = cmd.cdb.bytes().first().copied().unwrap_or(0),
-                status = ?resp.status,
-                sense = ?resp.sense,
-                "command ended"
-            );
-        }
-        let send_len = if hdr.read {
-            data_in.len().min(hdr.edtl as usize)
-        } else {
-            0
-        };
+        trace_end(self.id, cmd, resp);
+        let len = send_len(hdr, data_in.len());
         let file_part;
         let digest_copy;
         let data = match data_in {
-            Payload::Mem(d) => Payload::Mem(&d[..send_len]),
+            Payload::Mem(d) => Payload::Mem(&d[..len]),
             // The data digest needs the bytes (never the case from `exec`, which then
             // asks for no file range).
-            Payload::File(f) if self.digests.data => match self.read_file(&f.sub(0, send_len)) {
+            Payload::File(f) if self.digests.data => match self.read_file(&f.sub(0, len)) {
                 Some(v) => {
                     digest_copy = v;
                     Payload::Mem(&digest_copy)
@@ -295,7 +348,7 @@ impl Conn {
                 None => return false,
             },
             Payload::File(f) => {
-                file_part = f.sub(0, send_len);
+                file_part = f.sub(0, len);
                 Payload::File(&file_part)
             }
         };
@@ -329,9 +382,28 @@ impl Conn {
                 }
             }
         };
-        let ok = self.write_result(&mut w, hdr, resp, data, residual);
+        let ok = self.write_result(&mut w, hdr, resp, data, residual, false);
         self.release(w);
         ok
+    }
+
+    /// Sends the outcome of a SCSI command on a writer taken with [`Conn::writer_now`],
+    /// without blocking. Its data must be in memory (an asynchronous result's is): a
+    /// file range fails the write, which closes the connection.
+    pub(super) fn write_result_now(
+        &self,
+        w: &mut Writer,
+        cmd: &NewCommand,
+        resp: &Response,
+        data_in: Payload<'_>,
+        residual: Residual,
+    ) -> bool {
+        trace_end(self.id, cmd, resp);
+        let data = match data_in {
+            Payload::Mem(d) => Payload::Mem(&d[..send_len(&cmd.hdr, d.len())]),
+            file => file,
+        };
+        self.write_result(w, &cmd.hdr, resp, data, residual, true)
     }
 
     /// A file range's bytes in memory: the copy the page-cache path saves, made when the
@@ -355,7 +427,8 @@ impl Conn {
         }
     }
 
-    /// Writes one SCSI result under the writer lock, assigning its StatSN.
+    /// Writes one SCSI result under the writer lock, assigning its StatSN; with `now`,
+    /// without blocking ([`Conn::write_now`]).
     fn write_result(
         &self,
         w: &mut Writer,
@@ -363,6 +436,7 @@ impl Conn {
         resp: &Response,
         data: Payload<'_>,
         residual: Residual,
+        now: bool,
     ) -> bool {
         if w.broken {
             return false;
@@ -414,7 +488,12 @@ impl Conn {
             pdus.push(OutPdu::new(&h, &sense_seg[..sense_len], self.digests));
             stat_sn = stat_sn.wrapping_add(1);
         }
-        match self.write_out(w, &pdus) {
+        let written = if now {
+            self.write_now(w, &pdus)
+        } else {
+            self.write_out(w, &pdus)
+        };
+        match written {
             Ok(()) => {
                 w.stat_sn = stat_sn;
                 true
@@ -443,6 +522,30 @@ impl Conn {
             burst: self.session.params.max_burst_length as usize,
             digests: self.digests,
         }
+    }
+}
+
+/// Traces a command that ended with another status than GOOD.
+fn trace_end(conn: u64, cmd: &NewCommand, resp: &Response) {
+    if resp.status != Status::Good {
+        tracing::trace!(
+            conn,
+            itt = cmd.hdr.itt,
+            opcode = cmd.cdb.bytes().first().copied().unwrap_or(0),
+            status = ?resp.status,
+            sense = ?resp.sense,
+            "command ended"
+        );
+    }
+}
+
+/// How much of `len` bytes of data-in a command's answer carries: at most its expected
+/// length, none for a command that reads nothing.
+fn send_len(hdr: &ScsiCommand, len: usize) -> usize {
+    if hdr.read {
+        len.min(hdr.edtl as usize)
+    } else {
+        0
     }
 }
 
@@ -548,7 +651,7 @@ mod tests {
             let _ = c.read_to_end(&mut got);
             got
         });
-        let r = write_pdus(&mut s, pdus, Instant::now() + Duration::from_secs(10));
+        let r = write_pdus(&mut s, &[], pdus, Instant::now() + Duration::from_secs(10));
         s.flush().unwrap();
         drop(s);
         (r, t.join().unwrap())
@@ -675,5 +778,88 @@ mod tests {
         assert_eq!(got.len(), 2 * (BHS_LEN + (32 << 10)) + BHS_LEN);
         // Zero-length file ranges are no payload at all.
         assert!(range.sub(200 << 10, 10).is_empty());
+    }
+
+    /// A write that must not block (the store's completion thread) to a peer that is
+    /// not reading: it returns at once with what the socket did not take kept byte for
+    /// byte, and that rest written first by the next (blocking) writer gives exactly
+    /// the stream one blocking writer would have sent (padding and digests included).
+    #[test]
+    fn a_write_that_must_not_block_leaves_its_rest_for_the_next_writer() {
+        use crate::conn::io::write_pdus_now;
+        let content: Vec<u8> = (0..4u32 << 20).map(|i| (i % 251) as u8).collect();
+        let lim = DataInLimits {
+            mrdsl: 256 << 10,
+            burst: 1 << 20,
+            digests: Digests {
+                header: true,
+                data: true,
+            },
+        };
+        let len = (4 << 20) - 3; // padding in the last PDU
+        let hdr = read_cmd(len as u32);
+        let res = Residual::of(len as u32, len as u64);
+        let data = Payload::Mem(&content[..len]);
+        let (first, sn, _) = data_in_pdus(lim, &hdr, Status::Good, data, res, true, SN);
+        let next = Sns { stat_sn: sn, ..SN };
+        let (second, _, _) = data_in_pdus(lim, &hdr, Status::Good, data, res, true, next);
+        let (mut both, _, _) = data_in_pdus(lim, &hdr, Status::Good, data, res, true, SN);
+        both.extend(data_in_pdus(lim, &hdr, Status::Good, data, res, true, next).0);
+        let (_, expected) = wire(&both);
+
+        let (mut s, mut c) = pair();
+        let t = Instant::now();
+        let mut rest = Vec::new();
+        write_pdus_now(&s, &first, &mut rest).unwrap();
+        // 4 MiB is more than loopback socket buffers hold while nobody reads.
+        assert!(!rest.is_empty(), "the socket took all 4 MiB unread");
+        assert!(rest.len() < len);
+        assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            let _ = c.read_to_end(&mut got);
+            got
+        });
+        write_pdus(
+            &mut s,
+            &rest,
+            &second,
+            Instant::now() + Duration::from_secs(10),
+        )
+        .unwrap();
+        drop(s);
+        let got = reader.join().unwrap();
+        assert_eq!(got.len(), expected.len());
+        assert!(got == expected, "stream differs from the blocking writer's");
+
+        // A file payload is refused before anything is written.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lun");
+        std::fs::write(&path, &content[..8192]).unwrap();
+        let file = Arc::new(std::fs::File::open(&path).unwrap());
+        let range = FileRange::new(file, 0, 8192).unwrap();
+        let lim = DataInLimits {
+            digests: Digests::default(),
+            ..lim
+        };
+        let (pdus, _, _) = data_in_pdus(
+            lim,
+            &read_cmd(8192),
+            Status::Good,
+            Payload::File(&range),
+            res,
+            true,
+            SN,
+        );
+        let (s, mut c) = pair();
+        let mut rest = Vec::new();
+        let e = write_pdus_now(&s, &pdus, &mut rest).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert!(rest.is_empty());
+        drop(s);
+        let mut got = Vec::new();
+        c.read_to_end(&mut got).unwrap();
+        assert!(got.is_empty());
     }
 }

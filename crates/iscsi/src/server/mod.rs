@@ -36,6 +36,8 @@ use accept::Acceptor;
 
 enum Job {
     Exec(ExecJob),
+    /// Write what waits for a connection's writer (`Registry::drain`).
+    Drain(Arc<Conn>),
     Stop,
 }
 
@@ -174,6 +176,7 @@ impl Server {
                                     run_job(j, &mut bufs);
                                     bufs.trim();
                                 }
+                                Job::Drain(c) => c.drain(),
                                 Job::Stop => break,
                             }
                         }

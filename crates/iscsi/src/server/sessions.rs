@@ -221,6 +221,11 @@ impl Registry for Shared {
         }
     }
 
+    fn drain(&self, conn: Arc<Conn>) {
+        // After shutdown nobody reads the connection's answers any more.
+        let _ = self.jobs.send(Job::Drain(conn));
+    }
+
     fn sessions(&self) -> Vec<Arc<Session>> {
         self.sessions_snapshot()
     }

@@ -1,0 +1,273 @@
+//! Results of commands a store completes asynchronously (Ceph RBD's path) are sent on the
+//! store's completion thread when that cannot block (`conn::exec::complete`): they must
+//! arrive whole and in StatSN order however slowly the initiator reads, and a peer that
+//! stops reading must never hold up that thread, which serves every other LUN too.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{IoSlice, IoSliceMut};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use rustio_backstore::{Backstore, Capabilities, IoDone, RamBackstore, WriteFlags};
+use rustio_iscsi_proto::pdu::Header;
+use rustio_scsi::{LogicalUnit, LuConfig};
+
+type Completion = Box<dyn FnOnce() + Send>;
+
+/// A RAM store completing every request on one thread of its own, like librbd's
+/// completion thread; it records the longest time a completion (`done`) took.
+#[derive(Debug)]
+struct Remote {
+    ram: RamBackstore,
+    completions: Mutex<mpsc::Sender<Completion>>,
+    longest_done_us: Arc<AtomicU64>,
+}
+
+impl Remote {
+    fn new(bytes: u64) -> Arc<Remote> {
+        let (tx, rx) = mpsc::channel::<Completion>();
+        let longest = Arc::new(AtomicU64::new(0));
+        let l = longest.clone();
+        std::thread::Builder::new()
+            .name("remote-completion".into())
+            .spawn(move || {
+                for c in rx {
+                    let t = Instant::now();
+                    c();
+                    l.fetch_max(t.elapsed().as_micros() as u64, Ordering::Relaxed);
+                }
+            })
+            .unwrap();
+        Arc::new(Remote {
+            ram: RamBackstore::new(bytes, 512).unwrap(),
+            completions: Mutex::new(tx),
+            longest_done_us: longest,
+        })
+    }
+
+    fn complete(&self, c: Completion) {
+        let _ = self.completions.lock().unwrap().send(c);
+    }
+}
+
+impl Backstore for Remote {
+    fn block_size(&self) -> u32 {
+        self.ram.block_size()
+    }
+    fn capacity(&self) -> u64 {
+        self.ram.capacity()
+    }
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            network: true,
+            ..self.ram.capabilities()
+        }
+    }
+    fn read_vectored_at(&self, b: &mut [IoSliceMut<'_>], o: u64) -> rustio_backstore::Result<()> {
+        self.ram.read_vectored_at(b, o)
+    }
+    fn write_vectored_at(
+        &self,
+        b: &[IoSlice<'_>],
+        o: u64,
+        f: WriteFlags,
+    ) -> rustio_backstore::Result<()> {
+        self.ram.write_vectored_at(b, o, f)
+    }
+    fn flush(&self) -> rustio_backstore::Result<()> {
+        Ok(())
+    }
+    fn submits_async(&self) -> bool {
+        true
+    }
+    fn submit_read(&self, offset: u64, mut buf: Vec<u8>, done: IoDone) {
+        let r = self.ram.read_at(&mut buf, offset);
+        self.complete(Box::new(move || done(buf, r)));
+    }
+    fn submit_write(&self, offset: u64, buf: Vec<u8>, len: usize, f: WriteFlags, done: IoDone) {
+        let r = self.ram.write_at(&buf[..len], offset, f);
+        self.complete(Box::new(move || done(buf, r)));
+    }
+}
+
+/// 64 MiB.
+const BYTES: u64 = 64 << 20;
+
+fn remote_lu(remote: &Arc<Remote>, serial: &str) -> Arc<LogicalUnit> {
+    LogicalUnit::new(remote.clone(), LuConfig::new(serial, serial)).unwrap()
+}
+
+/// Reads every PDU of `n` outstanding commands, sleeping `pause` after each one (a slow
+/// reader), and returns per ITT the data and the status, checking StatSN order.
+fn collect_all(i: &mut Initiator, n: usize, pause: Duration) -> HashMap<u32, (Vec<u8>, u8)> {
+    let mut out: HashMap<u32, (Vec<u8>, u8)> = HashMap::new();
+    let mut ended = 0;
+    let mut stat_sn: Option<u32> = None;
+    while ended < n {
+        let p = i.recv();
+        let (itt, status, sn) = match p.header {
+            Header::DataIn(h) => {
+                let e = out.entry(h.itt).or_default();
+                assert_eq!(h.buffer_offset as usize, e.0.len(), "offsets in order");
+                e.0.extend_from_slice(&p.data);
+                if !h.status_present {
+                    continue;
+                }
+                (h.itt, h.status, h.stat_sn)
+            }
+            Header::ScsiResponse(h) => (h.itt, h.status, h.stat_sn),
+            other => panic!("unexpected PDU {other:?}"),
+        };
+        if let Some(prev) = stat_sn {
+            assert_eq!(sn, prev.wrapping_add(1), "StatSN in order");
+        }
+        stat_sn = Some(sn);
+        out.entry(itt).or_default().1 = status;
+        ended += 1;
+        std::thread::sleep(pause);
+    }
+    out
+}
+
+#[test]
+fn results_sent_from_the_completion_thread_arrive_whole_and_in_order() {
+    let remote = Remote::new(BYTES);
+    let (h, addr) = start(|cfg, tpg| {
+        cfg.queue_depth = 128;
+        tpg.params.offer.max_recv_data_segment_length = 262_144;
+        tpg.luns[0].lu = remote_lu(&remote, "remote");
+    });
+    let mut i = Initiator::connect(addr);
+    let mut o = LoginOpts::default();
+    for (k, v) in o.keys.iter_mut() {
+        match k.as_str() {
+            "MaxRecvDataSegmentLength" => *v = "262144".into(),
+            "MaxBurstLength" => *v = "1048576".into(),
+            _ => {}
+        }
+    }
+    assert!(i.login(&o));
+    // Fill 16 MiB with a known pattern (the WRITEs complete on the store's thread too).
+    let chunk = 256 << 10;
+    let all = pattern(16 << 20, 7);
+    for (n, part) in all.chunks(chunk).enumerate() {
+        let lba = (n * chunk / 512) as u32;
+        let r = i.scsi(0, &write10(lba, (chunk / 512) as u16), 0, part, 0);
+        assert_eq!(r.status, 0, "WRITE {n}");
+    }
+    // Rounds of pipelined READs of 4 KiB .. 1 MiB, read back by a reader that pauses:
+    // 24 MiB in flight is far more than the sockets hold, so completions find the
+    // socket full and leave the rest of their response to a worker.
+    let sizes = [4096usize, 65536, 131072, 1 << 20, 512, 262_144 + 512];
+    for (round, pause) in [Duration::ZERO, Duration::from_millis(5)]
+        .into_iter()
+        .enumerate()
+    {
+        let mut expect = HashMap::new();
+        for k in 0..48usize {
+            let len = sizes[k % sizes.len()];
+            let off = (k * 333_333 + round * 4096) % ((16 << 20) - len) / 512 * 512;
+            let (itt, pdu) = i.command(
+                0,
+                &read10((off / 512) as u32, (len / 512) as u16),
+                true,
+                false,
+                len as u32,
+                vec![],
+            );
+            i.send(&pdu);
+            expect.insert(itt, off..off + len);
+        }
+        // Let the completions meet a socket nobody reads yet.
+        std::thread::sleep(Duration::from_millis(300));
+        let got = collect_all(&mut i, expect.len(), pause);
+        assert_eq!(got.len(), expect.len());
+        for (itt, range) in expect {
+            let (data, status) = &got[&itt];
+            assert_eq!(*status, 0, "READ {itt}");
+            assert!(
+                data[..] == all[range.clone()],
+                "READ {itt} of {range:?} differs"
+            );
+        }
+    }
+    // The connection is still in order for a plain command.
+    let r = i.scsi(0, &read10(0, 8), 4096, &[], 0);
+    assert_eq!(r.status, 0);
+    assert!(r.data[..] == all[..4096]);
+    h.shutdown();
+}
+
+#[test]
+fn a_peer_that_stops_reading_never_holds_up_the_completion_thread() {
+    let remote = Remote::new(BYTES);
+    let (h, addr) = start(|cfg, tpg| {
+        cfg.send_timeout = Duration::from_secs(4);
+        cfg.queue_depth = 128;
+        cfg.workers = 4;
+        tpg.luns[0].lu = remote_lu(&remote, "remote");
+    });
+    let mut stuck = Initiator::connect(addr);
+    assert!(stuck.login(&LoginOpts::default()));
+    let mut good = Initiator::connect(addr);
+    let mut o = LoginOpts::default();
+    o.isid[5] = 9;
+    assert!(good.login(&o));
+    // 64 × 1 MiB READs completed by the one completion thread, and the stuck initiator
+    // never reads its socket again.
+    for k in 0..64u32 {
+        let (_, pdu) = stuck.command(
+            0,
+            &read10((k % 16) * 2048, 2048),
+            true,
+            false,
+            1 << 20,
+            vec![],
+        );
+        stuck.send(&pdu);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    // The same store's completions keep coming for the other session, promptly, while
+    // the stuck connection is still open.
+    for _ in 0..5 {
+        let t = Instant::now();
+        let r = good.scsi(0, &read10(0, 2048), 1 << 20, &[], 0);
+        assert_eq!(r.status, 0);
+        assert_eq!(r.data.len(), 1 << 20);
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "READ took {:?}",
+            t.elapsed()
+        );
+        let r = good.scsi(0, &read10(8, 8), 4096, &[], 0);
+        assert_eq!(r.status, 0);
+    }
+    assert_eq!(
+        h.connection_count(),
+        2,
+        "stuck connection dropped too early"
+    );
+    // No completion waited on the stuck peer: each returned well within the send
+    // timeout (a blocking send to it would take the whole 4 s).
+    let longest = Duration::from_micros(remote.longest_done_us.load(Ordering::Relaxed));
+    assert!(
+        longest < Duration::from_secs(1),
+        "a completion took {longest:?}"
+    );
+    // The stuck connection goes after the send timeout, by a worker's blocking write.
+    let end = Instant::now() + Duration::from_secs(15);
+    while h.connection_count() > 1 && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(h.connection_count(), 1, "stuck connection not dropped");
+    assert!(h.write_buffer_stats().send_timeouts >= 1);
+    let r = good.scsi(0, &read10(0, 2048), 1 << 20, &[], 0);
+    assert_eq!(r.status, 0);
+    drop(stuck);
+    h.shutdown();
+}
