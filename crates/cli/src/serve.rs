@@ -120,10 +120,11 @@ pub struct ServeArgs {
     #[arg(long, value_enum, default_value_t = ExecutionArg::Auto)]
     pub execution: ExecutionArg,
     /// Microseconds a connection's reader keeps polling its socket after it went empty,
-    /// before it sleeps (0, the default: never poll). On a host otherwise idle this
-    /// saves the thread wake-up on the next command (QD 1 latency); on a busy host it
-    /// costs throughput (bench/README.md). At most half the CPUs poll at once.
-    #[arg(long, value_name = "MICROSECONDS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    /// before it sleeps (0: never poll). Saves the thread wake-up on the next command
+    /// (QD 1 latency). A reader polls only while some CPU of the host has nothing to
+    /// run, so polling never takes CPU from the workers or a local initiator; at most
+    /// half the CPUs poll at once (bench/README.md).
+    #[arg(long, value_name = "MICROSECONDS", default_value_t = rustio_iscsi::config::DEFAULT_BUSY_POLL.as_micros() as u64, value_parser = clap::value_parser!(u64).range(0..=10_000))]
     pub busy_poll_us: u64,
     /// Same as --execution inline (kept for existing scripts).
     #[arg(long, hide = true, conflicts_with = "execution")]

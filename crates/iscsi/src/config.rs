@@ -452,10 +452,10 @@ pub const AUTO_INLINE_MAX: u32 = 64 << 10;
 /// [`AUTO_INLINE_MAX`] bytes inline on LUNs whose backstore does not wait on the network.
 pub use rustio_stores::Execution;
 
-/// Default [`ServerConfig::busy_poll`]: off. Polling wins latency only on a host with
-/// CPU to spare and costs throughput on a busy one (bench/README.md), so it is the
-/// operator's choice (`rustio serve --busy-poll-us`).
-pub const DEFAULT_BUSY_POLL: Duration = Duration::ZERO;
+/// Default [`ServerConfig::busy_poll`]: 50 µs. Polling wins latency on a host with CPU to
+/// spare and would cost throughput on a busy one (bench/README.md), so a reader polls
+/// only while some CPU of the host has nothing to run (`conn::io::spare_cpu`).
+pub const DEFAULT_BUSY_POLL: Duration = Duration::from_micros(50);
 
 impl Default for ServerConfig {
     fn default() -> Self {

@@ -5,7 +5,7 @@
 use std::io::{self, IoSlice, Read, Write};
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -52,6 +52,53 @@ fn max_pollers() -> usize {
             .map_or(1, |n| n.get() / 2)
             .max(1)
     })
+}
+
+/// How often the host's count of runnable threads is read for [`spare_cpu`].
+const SPARE_SAMPLE: Duration = Duration::from_millis(20);
+
+/// Whether the host has a CPU with nothing to run right now: the kernel's count of
+/// runnable threads (`/proc/loadavg`, fourth field, the asking thread included) below
+/// the number of CPUs. Read at most every [`SPARE_SAMPLE`] by whichever reader asks
+/// first; unreadable or unparsable counts as no spare CPU. A reader polls only then
+/// ([`Reader::poll_briefly`]): polling takes a CPU that would otherwise go idle, never
+/// one a worker or the initiator on the same host could use.
+fn spare_cpu() -> bool {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    /// When the last sample was taken (ns since `EPOCH`, `| 1`), 0 before the first.
+    static SAMPLED: AtomicU64 = AtomicU64::new(0);
+    static SPARE: AtomicBool = AtomicBool::new(false);
+    static CPUS: OnceLock<u32> = OnceLock::new();
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    let now = (epoch.elapsed().as_nanos() as u64) | 1;
+    let last = SAMPLED.load(Ordering::Acquire);
+    if last != 0 && now.saturating_sub(last) < SPARE_SAMPLE.as_nanos() as u64 {
+        return SPARE.load(Ordering::Acquire);
+    }
+    // One refresher at a time; the others use the previous sample meanwhile.
+    if SAMPLED
+        .compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
+        return SPARE.load(Ordering::Acquire);
+    }
+    let cpus = *CPUS.get_or_init(|| {
+        std::thread::available_parallelism().map_or(1, |n| u32::try_from(n.get()).unwrap_or(1))
+    });
+    let spare = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| runnable_threads(&s))
+        .is_some_and(|n| n < cpus);
+    SPARE.store(spare, Ordering::Release);
+    spare
+}
+
+/// The number of runnable threads in `/proc/loadavg`'s text ("0.20 0.18 0.12 1/80
+/// 11206": the numerator of the fourth field, proc(5)).
+fn runnable_threads(loadavg: &str) -> Option<u32> {
+    let field = loadavg.split_ascii_whitespace().nth(3)?;
+    let (running, _total) = field.split_once('/')?;
+    running.parse().ok()
 }
 
 /// One reader's claim on a polling slot of a counter ([`POLLERS`]); gives it back when
@@ -149,13 +196,15 @@ impl Reader {
     /// command comes, and on an idle host (a halted virtual CPU in particular) that
     /// wake-up costs more than the whole command (QD 1 round trips of 54 µs instead of
     /// 18 µs, bench/README.md). Polling is bounded in time per wait and in readers per
-    /// process ([`max_pollers`]); a reader that finds no slot sleeps at once.
+    /// process ([`max_pollers`]), and happens only while the host has a CPU with nothing
+    /// to run ([`spare_cpu`]); a reader that finds no slot or no spare CPU sleeps at
+    /// once.
     pub(crate) fn wait_pdu(&mut self) -> io::Result<bool> {
         if self.buffered() > 0 {
             return Ok(true);
         }
         self.check_deadline()?;
-        if let Some(n) = self.poll_briefly(max_pollers())? {
+        if let Some(n) = self.poll_briefly(max_pollers(), spare_cpu)? {
             return match n {
                 0 => Err(io::ErrorKind::UnexpectedEof.into()),
                 _ => Ok(true),
@@ -171,10 +220,10 @@ impl Reader {
     }
 
     /// Polls the (empty) socket for up to the busy-poll time: `Some(n)` once `n` bytes
-    /// arrived (0 = EOF), `None` when nothing came in time or no polling slot of
-    /// `max` was free.
-    fn poll_briefly(&mut self, max: usize) -> io::Result<Option<usize>> {
-        if self.busy_poll.is_zero() || self.buffered() > 0 {
+    /// arrived (0 = EOF), `None` when nothing came in time, no polling slot of `max`
+    /// was free, or `spare` says the host has no CPU to spare ([`spare_cpu`]).
+    fn poll_briefly(&mut self, max: usize, spare: fn() -> bool) -> io::Result<Option<usize>> {
+        if self.busy_poll.is_zero() || self.buffered() > 0 || !spare() {
             return Ok(None);
         }
         let Some(_slot) = PollSlot::claim(&POLLERS, max) else {
@@ -795,13 +844,13 @@ mod tests {
     fn busy_poll_takes_what_arrives_and_reports_eof() {
         let (mut r, mut peer) = polling_pair(Duration::from_millis(2));
         // Nothing sent: the poll gives up and leaves nothing buffered.
-        assert!(r.poll_briefly(1).unwrap().is_none());
+        assert!(r.poll_briefly(1, || true).unwrap().is_none());
         assert_eq!(r.buffered(), 0);
         // Sent before the poll: taken by it, in order, and parsed as usual.
         peer.write_all(&[7, 8, 9]).unwrap();
         let mut got = None;
         for _ in 0..1000 {
-            got = r.poll_briefly(1).unwrap();
+            got = r.poll_briefly(1, || true).unwrap();
             if got.is_some() {
                 break;
             }
@@ -818,20 +867,53 @@ mod tests {
     }
 
     #[test]
-    fn busy_poll_off_or_without_a_slot_leaves_the_socket_to_the_blocking_read() {
+    fn busy_poll_off_without_a_slot_or_a_spare_cpu_leaves_the_socket_to_the_blocking_read() {
         let (mut r, mut peer) = polling_pair(Duration::from_millis(2));
         peer.write_all(&[1, 2]).unwrap();
         // No free slot (a limit of 0): no poll at all, the bytes stay in the socket.
-        assert!(r.poll_briefly(0).unwrap().is_none());
+        assert!(r.poll_briefly(0, || true).unwrap().is_none());
+        assert_eq!(r.buffered(), 0);
+        // No spare CPU on the host: the same.
+        assert!(r.poll_briefly(1, || false).unwrap().is_none());
         assert_eq!(r.buffered(), 0);
         // Polling off: the same.
         r.set_busy_poll(Duration::ZERO);
-        assert!(r.poll_briefly(1).unwrap().is_none());
+        assert!(r.poll_briefly(1, || true).unwrap().is_none());
         // The blocking read still gets them.
         assert!(r.wait_pdu().unwrap());
         let mut b = [0u8; 2];
         r.read_exact(&mut b, &|| false).unwrap();
         assert_eq!(b, [1, 2]);
+    }
+
+    /// proc(5): "The fourth field consists of two numbers separated by a slash (/). The
+    /// first of these is the number of currently runnable kernel scheduling entities".
+    #[test]
+    fn runnable_threads_are_the_fourth_fields_numerator() {
+        assert_eq!(runnable_threads("0.20 0.18 0.12 1/80 11206\n"), Some(1));
+        assert_eq!(runnable_threads("4.07 3.36 2.23 17/1234 99"), Some(17));
+        assert_eq!(runnable_threads("0.20 0.18 0.12"), None);
+        assert_eq!(runnable_threads("0.20 0.18 0.12 80 11206"), None);
+        assert_eq!(runnable_threads("0.20 0.18 0.12 -1/80 1"), None);
+        assert_eq!(runnable_threads(""), None);
+        // The real file on this host parses, with at least this thread runnable.
+        let real = std::fs::read_to_string("/proc/loadavg").unwrap();
+        assert!(runnable_threads(&real).unwrap() >= 1);
+    }
+
+    proptest::proptest! {
+        /// Any text: a count or nothing, never a panic.
+        #[test]
+        fn runnable_threads_never_panics(s in ".{0,64}") {
+            let _ = runnable_threads(&s);
+        }
+
+        /// Whatever the averages and counts, the numerator comes back.
+        #[test]
+        fn runnable_threads_reads_any_count(n: u32, m: u32, a in 0.0f64..1e4, pid: u32) {
+            let text = format!("{a:.2} {a:.2} {a:.2} {n}/{m} {pid}\n");
+            proptest::prop_assert_eq!(runnable_threads(&text), Some(n));
+        }
     }
 
     #[test]
