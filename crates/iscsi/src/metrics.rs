@@ -76,6 +76,15 @@ pub struct Metrics {
     pub login_failures: AtomicU64,
     /// Connections accepted.
     pub connections: AtomicU64,
+    /// Results of asynchronously completed commands (RBD) sent on the store's
+    /// completion thread (`conn::exec::complete`).
+    pub async_sent_now: AtomicU64,
+    /// Of those, the ones whose rest the socket did not take at once (written by a
+    /// worker of the pool).
+    pub async_sent_partly: AtomicU64,
+    /// Results of asynchronously completed commands handed to the pool instead (writer
+    /// busy, result large, data digest).
+    pub async_handed_off: AtomicU64,
     luns: Mutex<HashMap<usize, Arc<IoCounters>>>,
 }
 

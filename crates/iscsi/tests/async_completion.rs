@@ -98,6 +98,14 @@ impl Backstore for Remote {
 /// 64 MiB.
 const BYTES: u64 = 64 << 20;
 
+/// A server-wide counter of the metrics text.
+fn counter(h: &rustio_iscsi::ServerHandle, name: &str) -> u64 {
+    h.metrics_text()
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in the metrics"))
+}
+
 fn remote_lu(remote: &Arc<Remote>, serial: &str) -> Arc<LogicalUnit> {
     LogicalUnit::new(remote.clone(), LuConfig::new(serial, serial)).unwrap()
 }
@@ -160,13 +168,19 @@ fn results_sent_from_the_completion_thread_arrive_whole_and_in_order() {
         let r = i.scsi(0, &write10(lba, (chunk / 512) as u16), 0, part, 0);
         assert_eq!(r.status, 0, "WRITE {n}");
     }
-    // Rounds of pipelined READs of 4 KiB .. 1 MiB, read back by a reader that pauses:
-    // 24 MiB in flight is far more than the sockets hold, so completions find the
-    // socket full and leave the rest of their response to a worker.
-    let sizes = [4096usize, 65536, 131072, 1 << 20, 512, 262_144 + 512];
-    for (round, pause) in [Duration::ZERO, Duration::from_millis(5)]
-        .into_iter()
-        .enumerate()
+    // Rounds of pipelined READs, read back by a reader that starts late and, in the
+    // second round, pauses: far more than the sockets hold, so completions find the
+    // socket full. Round 1 only READs small enough for the completion thread (the
+    // socket fills during one of its sends, whose rest a worker writes), round 2 also
+    // larger ones (handed to the pool) and 512-byte ones.
+    let small = [4096usize, 65536, 131072, 262_144];
+    let mixed = [4096usize, 65536, 131072, 1 << 20, 512, 262_144 + 512];
+    for (round, (sizes, pause)) in [
+        (&small[..], Duration::ZERO),
+        (&mixed[..], Duration::from_millis(5)),
+    ]
+    .into_iter()
+    .enumerate()
     {
         let mut expect = HashMap::new();
         for k in 0..48usize {
@@ -195,11 +209,74 @@ fn results_sent_from_the_completion_thread_arrive_whole_and_in_order() {
                 "READ {itt} of {range:?} differs"
             );
         }
+        if round == 0 {
+            let now = counter(&h, "rustio_iscsi_async_results_sent_on_completion_total");
+            let partly = counter(&h, "rustio_iscsi_async_results_sent_partly_total");
+            assert!(now > 0, "no result sent on the completion thread");
+            assert!(partly > 0, "no send found the socket full ({now} sent)");
+        }
     }
+    // The 1 MiB READs (above the completion thread's limit) went to the pool.
+    assert!(counter(&h, "rustio_iscsi_async_results_handed_off_total") >= 8);
     // The connection is still in order for a plain command.
     let r = i.scsi(0, &read10(0, 8), 4096, &[], 0);
     assert_eq!(r.status, 0);
     assert!(r.data[..] == all[..4096]);
+    h.shutdown();
+}
+
+/// An initiator that takes Data-In segments of 512 bytes (MaxRecvDataSegmentLength,
+/// RFC 7143 13.12): a 256 KiB READ is 512 PDUs, a 1 MiB one 2048; both arrive whole from
+/// the completion thread and from the pool.
+#[test]
+fn small_data_segments_arrive_whole() {
+    let remote = Remote::new(BYTES);
+    let (h, addr) = start(|cfg, tpg| {
+        cfg.queue_depth = 64;
+        tpg.luns[0].lu = remote_lu(&remote, "remote");
+    });
+    let mut i = Initiator::connect(addr);
+    let mut o = LoginOpts::default();
+    for (k, v) in o.keys.iter_mut() {
+        match k.as_str() {
+            "MaxRecvDataSegmentLength" => *v = "512".into(),
+            "MaxBurstLength" => *v = "1048576".into(),
+            _ => {}
+        }
+    }
+    assert!(i.login(&o));
+    let all = pattern(4 << 20, 3);
+    for (n, part) in all.chunks(256 << 10).enumerate() {
+        let lba = (n * (256 << 10) / 512) as u32;
+        let r = i.scsi(0, &write10(lba, 512), 0, part, 0);
+        assert_eq!(r.status, 0, "WRITE {n}");
+    }
+    let mut expect = HashMap::new();
+    for k in 0..16usize {
+        let len = if k % 2 == 0 { 256 << 10 } else { 1 << 20 };
+        let off = (k * 65536) % ((4 << 20) - len);
+        let (itt, pdu) = i.command(
+            0,
+            &read10((off / 512) as u32, (len / 512) as u16),
+            true,
+            false,
+            len as u32,
+            vec![],
+        );
+        i.send(&pdu);
+        expect.insert(itt, off..off + len);
+    }
+    let got = collect_all(&mut i, expect.len(), Duration::ZERO);
+    for (itt, range) in expect {
+        let (data, status) = &got[&itt];
+        assert_eq!(*status, 0, "READ {itt}");
+        assert!(
+            data[..] == all[range.clone()],
+            "READ {itt} of {range:?} differs"
+        );
+    }
+    assert!(counter(&h, "rustio_iscsi_async_results_sent_on_completion_total") > 0);
+    assert_eq!(h.connection_count(), 1);
     h.shutdown();
 }
 

@@ -141,28 +141,47 @@ fn execute_then(
     conn.write_bufs.give(std::mem::take(&mut cmd.buf));
 }
 
+/// Largest READ data sent on a store's completion thread ([`complete`]): the copy into
+/// the socket, and of what it does not take, stays short on the thread every LUN of the
+/// store shares; larger results, and any with a data digest to compute, go to the pool.
+const COMPLETION_SEND_MAX: usize = 256 << 10;
+
 /// Sends the result of a command its store completed ([`submit_async`]) on the thread
 /// that completed it — the store's completion thread, which serves every LUN of the
 /// store — when that cannot wait on this peer: the connection's writer is free at once
 /// with nothing queued for it ([`Conn::writer_now`]), and what the socket does not take
-/// at once is left to a worker of the pool ([`Conn::release_now`]). Otherwise the job
-/// goes to the pool, as before. Saves the hand-off to a worker on most completions: 17
-/// µs of CPU per 4 KiB READ, 36 µs per 128 KiB READ on an RBD LUN (bench/README.md,
-/// Ceph RBD).
+/// at once is left to a worker of the pool ([`Conn::release_now`]). Otherwise, and for
+/// results above [`COMPLETION_SEND_MAX`] or with a data digest, the job goes to the
+/// pool, as before. Saves the hand-off to a worker on most completions: 17 µs of CPU
+/// per 4 KiB READ, 36 µs per 128 KiB READ on an RBD LUN (bench/README.md, Ceph RBD).
 fn complete(job: ExecJob) {
     let conn = job.conn.clone();
-    let Some(mut w) = conn.writer_now() else {
+    let m = &conn.services.metrics;
+    let small = !conn.digests.data
+        && job
+            .finished
+            .as_ref()
+            .is_some_and(|end| end.data_in.len() <= COMPLETION_SEND_MAX);
+    let Some(mut w) = small.then(|| conn.writer_now()).flatten() else {
+        m.async_handed_off.fetch_add(1, Ordering::Relaxed);
         conn.registry.submit(job);
         return;
     };
+    let mut sent = false;
     // The store filled its own buffer: `bufs` stays empty (no engine runs here).
     execute_then(
         job,
         &mut ExecBufs::default(),
         |conn, cmd, resp, data_in, residual| {
-            conn.write_result_now(&mut w, cmd, resp, data_in, residual);
+            sent = conn.write_result_now(&mut w, cmd, resp, data_in, residual);
         },
     );
+    if sent {
+        m.async_sent_now.fetch_add(1, Ordering::Relaxed);
+        if !w.backlog.is_empty() {
+            m.async_sent_partly.fetch_add(1, Ordering::Relaxed);
+        }
+    }
     conn.release_now(w);
 }
 

@@ -133,6 +133,9 @@ pub(crate) struct Reader {
     deadline: Option<Deadline>,
     /// How long [`Reader::wait_pdu`] polls an empty socket before it sleeps.
     busy_poll: Duration,
+    /// Whether bytes arrived since the last poll that found none: an idle connection
+    /// polls once after its last PDU, not again on every read-timeout tick.
+    poll_armed: bool,
 }
 
 impl Reader {
@@ -144,6 +147,7 @@ impl Reader {
             end: 0,
             deadline: None,
             busy_poll: Duration::ZERO,
+            poll_armed: true,
         }
     }
 
@@ -212,7 +216,10 @@ impl Reader {
         }
         match self.fill() {
             Ok(0) => Err(io::ErrorKind::UnexpectedEof.into()),
-            Ok(_) => Ok(true),
+            Ok(_) => {
+                self.poll_armed = true;
+                Ok(true)
+            }
             Err(e) if is_timeout(&e) => Ok(false),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(false),
             Err(e) => Err(e),
@@ -221,9 +228,10 @@ impl Reader {
 
     /// Polls the (empty) socket for up to the busy-poll time: `Some(n)` once `n` bytes
     /// arrived (0 = EOF), `None` when nothing came in time, no polling slot of `max`
-    /// was free, or `spare` says the host has no CPU to spare ([`spare_cpu`]).
+    /// was free, `spare` says the host has no CPU to spare ([`spare_cpu`]), or the last
+    /// poll found nothing and no byte came since (an idle connection).
     fn poll_briefly(&mut self, max: usize, spare: fn() -> bool) -> io::Result<Option<usize>> {
-        if self.busy_poll.is_zero() || self.buffered() > 0 || !spare() {
+        if self.busy_poll.is_zero() || self.buffered() > 0 || !self.poll_armed || !spare() {
             return Ok(None);
         }
         let Some(_slot) = PollSlot::claim(&POLLERS, max) else {
@@ -246,6 +254,7 @@ impl Reader {
                 Err(e) => return Err(e.into()),
             }
             if start.elapsed() >= self.busy_poll {
+                self.poll_armed = false;
                 return Ok(None);
             }
             // Runnable threads (the workers, the client on a shared host) go first: the
@@ -389,6 +398,11 @@ impl Bounded {
     }
 }
 
+/// Most buffers one `sendmsg` takes (`UIO_MAXIOV`; more fail with `EMSGSIZE`). A
+/// response of small Data-In PDUs (MaxRecvDataSegmentLength 512 and a 1 MiB READ: 4096
+/// buffers) goes out in several calls.
+const IOV_MAX: usize = 1024;
+
 /// Sends all of `bufs`; with `more`, flagged `MSG_MORE` (a file payload follows, so the
 /// kernel need not push a short segment with only the header).
 fn send_iov(
@@ -404,9 +418,10 @@ fn send_iov(
             return Ok(());
         }
         let r = if more {
+            let n = bufs.len().min(IOV_MAX);
             sendmsg::<()>(
                 w.as_raw_fd(),
-                bufs,
+                &bufs[..n],
                 &[],
                 // nix 0.29 names no MSG_MORE.
                 MsgFlags::from_bits_retain(libc::MSG_MORE) | MsgFlags::MSG_NOSIGNAL,
@@ -638,9 +653,10 @@ pub(super) fn write_pdus_now(
     }
     let mut bufs = &mut iov[..];
     while !bufs.is_empty() {
+        let n = bufs.len().min(IOV_MAX);
         match sendmsg::<()>(
             w.as_raw_fd(),
-            bufs,
+            &bufs[..n],
             &[],
             MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
             None,
@@ -649,6 +665,7 @@ pub(super) fn write_pdus_now(
             Ok(n) => IoSlice::advance_slices(&mut bufs, n),
             Err(Errno::EINTR) => {}
             Err(Errno::EAGAIN) => {
+                rest.reserve_exact(bufs.iter().map(|s| s.len()).sum());
                 for s in bufs.iter() {
                     rest.extend_from_slice(s);
                 }
@@ -843,9 +860,6 @@ mod tests {
     #[test]
     fn busy_poll_takes_what_arrives_and_reports_eof() {
         let (mut r, mut peer) = polling_pair(Duration::from_millis(2));
-        // Nothing sent: the poll gives up and leaves nothing buffered.
-        assert!(r.poll_briefly(1, || true).unwrap().is_none());
-        assert_eq!(r.buffered(), 0);
         // Sent before the poll: taken by it, in order, and parsed as usual.
         peer.write_all(&[7, 8, 9]).unwrap();
         let mut got = None;
@@ -854,12 +868,32 @@ mod tests {
             if got.is_some() {
                 break;
             }
+            // Nothing yet (the bytes are in flight): a poll that found nothing is not
+            // repeated until bytes come the blocking way.
+            r.poll_armed = true;
         }
         assert_eq!(got, Some(3));
         assert!(r.wait_pdu().unwrap());
         let mut b = [0u8; 3];
         r.read_exact(&mut b, &|| false).unwrap();
         assert_eq!(b, [7, 8, 9]);
+        // Nothing sent: the poll gives up, leaves nothing buffered, and the connection
+        // is idle: no further poll until a byte arrives through the blocking read.
+        assert!(r.poll_briefly(1, || true).unwrap().is_none());
+        assert_eq!(r.buffered(), 0);
+        peer.write_all(&[4]).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(r.poll_briefly(1, || true).unwrap().is_none());
+        assert_eq!(r.buffered(), 0, "an idle connection polled again");
+        assert!(r.wait_pdu().unwrap());
+        let mut b = [0u8; 1];
+        r.read_exact(&mut b, &|| false).unwrap();
+        assert_eq!(b, [4]);
+        // That byte re-armed the poll: the next one is taken by it.
+        peer.write_all(&[5, 6]).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(r.poll_briefly(1, || true).unwrap(), Some(2));
+        r.read_exact(&mut [0u8; 2], &|| false).unwrap();
         // The peer closes: EOF, through wait_pdu too.
         drop(peer);
         let e = r.wait_pdu().unwrap_err();

@@ -172,6 +172,17 @@ pub(crate) struct Conn {
     sendfile_min: Option<u64>,
 }
 
+impl Drop for Conn {
+    /// Results still queued for a writer that will never write them (a broken or
+    /// closed connection) give their bytes back to the server-wide send budget.
+    fn drop(&mut self) {
+        let bytes = self.tx.get_mut().bytes as u64;
+        if bytes > 0 {
+            self.services.tx_queued.fetch_sub(bytes, Ordering::AcqRel);
+        }
+    }
+}
+
 impl Conn {
     /// A connection that finished its login on `stream`.
     #[allow(clippy::too_many_arguments)]

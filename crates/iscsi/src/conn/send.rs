@@ -36,8 +36,9 @@ impl Conn {
         self.send_started.store(stamp, Ordering::Release);
         let r = write_pdus(&mut w.stream, &w.backlog, pdus, deadline);
         self.send_started.store(0, Ordering::Release);
-        if r.is_ok() {
-            w.backlog.clear();
+        if r.is_ok() && !w.backlog.is_empty() {
+            // Up to a whole response: not kept for the life of the connection.
+            w.backlog = Vec::new();
         }
         r
     }
@@ -53,17 +54,22 @@ impl Conn {
     /// thread, [`super::exec`]): only when it is free at once, nothing is queued or left
     /// over for it, and the connection is open. Its taker writes with
     /// [`Conn::write_result_now`] and lets go with [`Conn::release_now`].
-    pub(super) fn writer_now(&self) -> Option<MutexGuard<'_, Writer>> {
+    pub(super) fn writer_now(self: &Arc<Self>) -> Option<MutexGuard<'_, Writer>> {
         if self.is_closing() || self.tx_pending.load(Ordering::Acquire) > 0 {
             return None;
         }
         let w = self.writer.try_lock()?;
-        (!w.broken && w.backlog.is_empty()).then_some(w)
+        if w.broken || !w.backlog.is_empty() {
+            // Taken, so let go the way every holder does: what waits goes to the pool.
+            self.release_now(w);
+            return None;
+        }
+        Some(w)
     }
 
-    /// Lets go of a writer taken with [`Conn::writer_now`] without writing anything
-    /// more on this thread: the rest of its response, results other workers queued
-    /// meanwhile and jobs parked behind them go to a worker of the pool
+    /// Lets go of a writer taken without waiting ([`Conn::writer_now`]) and without
+    /// writing anything more on this thread: the rest of its response, results other
+    /// workers queued meanwhile and jobs parked behind them go to a worker of the pool
     /// ([`Conn::drain`]).
     pub(super) fn release_now(self: &Arc<Self>, w: MutexGuard<'_, Writer>) {
         let left = !w.backlog.is_empty() && !w.broken;
@@ -80,17 +86,12 @@ impl Conn {
     }
 
     /// Writes what waits for the writer — the rest of a response written without
-    /// blocking, results handed over — on a worker of the pool, as any holder does.
+    /// blocking, results handed over — on a worker of the pool ([`Conn::release`]).
+    /// Never waits for the writer: its holder writes all that when it lets go.
     pub(crate) fn drain(&self) {
-        let Some(mut w) = self.lock_writer() else {
-            return;
-        };
-        if !w.broken && !w.backlog.is_empty() {
-            if let Err(e) = self.write_out(&mut w, &[]) {
-                self.write_failed(&mut w, &e);
-            }
+        if let Some(w) = self.writer.try_lock() {
+            self.release(w);
         }
-        self.release(w);
     }
 
     /// Whether a write on this connection has been in progress longer than
@@ -203,12 +204,19 @@ impl Conn {
         }
     }
 
-    /// Releases the writer after writing the responses other workers handed over
-    /// meanwhile, then puts the jobs parked behind them back on the pool. Every holder
+    /// Releases the writer after writing what waits for it — the rest of a response
+    /// written without blocking, the responses other workers handed over meanwhile —
+    /// then puts the jobs parked behind them back on the pool. Every holder
     /// of the writer lock ends through here, and whoever queues a response tries the
     /// lock after queuing, so nothing queued is left behind.
     pub(super) fn release<'a>(&'a self, mut g: MutexGuard<'a, Writer>) {
         loop {
+            if !g.broken && !g.backlog.is_empty() {
+                // The rest of a response written without blocking (`writer_now`).
+                if let Err(e) = self.write_out(&mut g, &[]) {
+                    self.write_failed(&mut g, &e);
+                }
+            }
             loop {
                 let item = {
                     let mut tx = self.tx.lock();
@@ -257,6 +265,9 @@ impl Conn {
         data: &[u8],
         residual: Residual,
     ) -> bool {
+        // Copied before taking the queue's lock, which a store's completion thread also
+        // takes (`release_now`).
+        let data = data.to_vec();
         let mut tx = self.tx.lock();
         let len = data.len();
         if tx.bytes.saturating_add(len) > TX_QUEUE_MAX {
@@ -276,7 +287,7 @@ impl Conn {
         tx.items.push_back(QueuedResult {
             hdr: *hdr,
             resp: *resp,
-            data: data.to_vec(),
+            data,
             residual,
         });
         self.tx_pending.store(tx.items.len(), Ordering::Release);
@@ -787,51 +798,65 @@ mod tests {
     #[test]
     fn a_write_that_must_not_block_leaves_its_rest_for_the_next_writer() {
         use crate::conn::io::write_pdus_now;
+        use nix::sys::socket::{setsockopt, sockopt};
         let content: Vec<u8> = (0..4u32 << 20).map(|i| (i % 251) as u8).collect();
-        let lim = DataInLimits {
-            mrdsl: 256 << 10,
-            burst: 1 << 20,
-            digests: Digests {
-                header: true,
-                data: true,
+        // Large PDUs with both digests; and 512-byte ones, 16 384 buffers for one
+        // response: more than one sendmsg takes (UIO_MAXIOV).
+        for lim in [
+            DataInLimits {
+                mrdsl: 256 << 10,
+                burst: 1 << 20,
+                digests: Digests {
+                    header: true,
+                    data: true,
+                },
             },
-        };
-        let len = (4 << 20) - 3; // padding in the last PDU
-        let hdr = read_cmd(len as u32);
-        let res = Residual::of(len as u32, len as u64);
-        let data = Payload::Mem(&content[..len]);
-        let (first, sn, _) = data_in_pdus(lim, &hdr, Status::Good, data, res, true, SN);
-        let next = Sns { stat_sn: sn, ..SN };
-        let (second, _, _) = data_in_pdus(lim, &hdr, Status::Good, data, res, true, next);
-        let (mut both, _, _) = data_in_pdus(lim, &hdr, Status::Good, data, res, true, SN);
-        both.extend(data_in_pdus(lim, &hdr, Status::Good, data, res, true, next).0);
-        let (_, expected) = wire(&both);
+            DataInLimits {
+                mrdsl: 512,
+                burst: 1 << 20,
+                digests: Digests::default(),
+            },
+        ] {
+            let len = (4 << 20) - 3; // padding in the last PDU
+            let hdr = read_cmd(len as u32);
+            let res = Residual::of(len as u32, len as u64);
+            let data = Payload::Mem(&content[..len]);
+            let (first, sn, _) = data_in_pdus(lim, &hdr, Status::Good, data, res, true, SN);
+            let next = Sns { stat_sn: sn, ..SN };
+            let (second, _, _) = data_in_pdus(lim, &hdr, Status::Good, data, res, true, next);
+            let (mut both, _, _) = data_in_pdus(lim, &hdr, Status::Good, data, res, true, SN);
+            both.extend(data_in_pdus(lim, &hdr, Status::Good, data, res, true, next).0);
+            let (_, expected) = wire(&both);
 
-        let (mut s, mut c) = pair();
-        let t = Instant::now();
-        let mut rest = Vec::new();
-        write_pdus_now(&s, &first, &mut rest).unwrap();
-        // 4 MiB is more than loopback socket buffers hold while nobody reads.
-        assert!(!rest.is_empty(), "the socket took all 4 MiB unread");
-        assert!(rest.len() < len);
-        assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
-        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let reader = std::thread::spawn(move || {
-            let mut got = Vec::new();
-            let _ = c.read_to_end(&mut got);
-            got
-        });
-        write_pdus(
-            &mut s,
-            &rest,
-            &second,
-            Instant::now() + Duration::from_secs(10),
-        )
-        .unwrap();
-        drop(s);
-        let got = reader.join().unwrap();
-        assert_eq!(got.len(), expected.len());
-        assert!(got == expected, "stream differs from the blocking writer's");
+            let (mut s, mut c) = pair();
+            // Small buffers whatever the host's tcp_wmem/tcp_rmem.
+            setsockopt(&s, sockopt::SndBuf, &(64 << 10)).unwrap();
+            setsockopt(&c, sockopt::RcvBuf, &(64 << 10)).unwrap();
+            let t = Instant::now();
+            let mut rest = Vec::new();
+            write_pdus_now(&s, &first, &mut rest).unwrap();
+            // 4 MiB is more than the socket buffers hold while nobody reads.
+            assert!(!rest.is_empty(), "the socket took all 4 MiB unread");
+            assert!(rest.len() < expected.len() / 2, "nothing was sent");
+            assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+            c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let reader = std::thread::spawn(move || {
+                let mut got = Vec::new();
+                let _ = c.read_to_end(&mut got);
+                got
+            });
+            write_pdus(
+                &mut s,
+                &rest,
+                &second,
+                Instant::now() + Duration::from_secs(10),
+            )
+            .unwrap();
+            drop(s);
+            let got = reader.join().unwrap();
+            assert_eq!(got.len(), expected.len());
+            assert!(got == expected, "stream differs from the blocking writer's");
+        }
 
         // A file payload is refused before anything is written.
         let dir = tempfile::tempdir().unwrap();
@@ -840,15 +865,16 @@ mod tests {
         let file = Arc::new(std::fs::File::open(&path).unwrap());
         let range = FileRange::new(file, 0, 8192).unwrap();
         let lim = DataInLimits {
+            mrdsl: 4096,
+            burst: 1 << 20,
             digests: Digests::default(),
-            ..lim
         };
         let (pdus, _, _) = data_in_pdus(
             lim,
             &read_cmd(8192),
             Status::Good,
             Payload::File(&range),
-            res,
+            Residual::default(),
             true,
             SN,
         );

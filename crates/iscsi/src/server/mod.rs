@@ -440,7 +440,7 @@ fn render_metrics(shared: &Shared) -> String {
 }
 
 /// The server-wide series: name, type, value (a table, one row per series).
-fn global_metrics(shared: &Shared, sessions: usize) -> [(&'static str, &'static str, u64); 14] {
+fn global_metrics(shared: &Shared, sessions: usize) -> [(&'static str, &'static str, u64); 17] {
     let m = &shared.services.metrics;
     let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
     [
@@ -463,6 +463,21 @@ fn global_metrics(shared: &Shared, sessions: usize) -> [(&'static str, &'static 
         ),
         ("rustio_iscsi_pdus_received_total", "counter", l(&m.pdus_in)),
         ("rustio_iscsi_rejects_total", "counter", l(&m.rejects)),
+        (
+            "rustio_iscsi_async_results_sent_on_completion_total",
+            "counter",
+            l(&m.async_sent_now),
+        ),
+        (
+            "rustio_iscsi_async_results_sent_partly_total",
+            "counter",
+            l(&m.async_sent_partly),
+        ),
+        (
+            "rustio_iscsi_async_results_handed_off_total",
+            "counter",
+            l(&m.async_handed_off),
+        ),
         (
             "rustio_iscsi_write_buffer_reserved_bytes",
             "gauge",
