@@ -106,6 +106,62 @@ fn counter(h: &rustio_iscsi::ServerHandle, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {name} in the metrics"))
 }
 
+/// An initiator logged in to `addr` that takes Data-In segments of `mrdsl` bytes and
+/// bursts of 1 MiB.
+fn logged_in(addr: std::net::SocketAddr, mrdsl: u32) -> Initiator {
+    let mut i = Initiator::connect(addr);
+    let o = LoginOpts::default()
+        .with_key("MaxRecvDataSegmentLength", &mrdsl.to_string())
+        .with_key("MaxBurstLength", "1048576");
+    assert!(i.login(&o));
+    i
+}
+
+/// Writes `all` from LBA 0 in WRITEs of 256 KiB (completed on the store's thread too).
+fn fill(i: &mut Initiator, all: &[u8]) {
+    let chunk = 256 << 10;
+    for (n, part) in all.chunks(chunk).enumerate() {
+        let lba = (n * chunk / 512) as u32;
+        let r = i.scsi(0, &write10(lba, (part.len() / 512) as u16), 0, part, 0);
+        assert_eq!(r.status, 0, "WRITE {n}");
+    }
+}
+
+/// Sends a READ of every byte range of `reads` at once, then reads the answers (after
+/// `wait`, pausing `pause` after each) and checks each against `all`.
+fn read_back(
+    i: &mut Initiator,
+    all: &[u8],
+    reads: impl Iterator<Item = std::ops::Range<usize>>,
+    wait: Duration,
+    pause: Duration,
+) {
+    let mut expect = HashMap::new();
+    for range in reads {
+        let (itt, pdu) = i.command(
+            0,
+            &read10((range.start / 512) as u32, (range.len() / 512) as u16),
+            true,
+            false,
+            range.len() as u32,
+            vec![],
+        );
+        i.send(&pdu);
+        expect.insert(itt, range);
+    }
+    std::thread::sleep(wait);
+    let got = collect_all(i, expect.len(), pause);
+    assert_eq!(got.len(), expect.len());
+    for (itt, range) in expect {
+        let (data, status) = &got[&itt];
+        assert_eq!(*status, 0, "READ {itt}");
+        assert!(
+            data[..] == all[range.clone()],
+            "READ {itt} of {range:?} differs"
+        );
+    }
+}
+
 fn remote_lu(remote: &Arc<Remote>, serial: &str) -> Arc<LogicalUnit> {
     LogicalUnit::new(remote.clone(), LuConfig::new(serial, serial)).unwrap()
 }
@@ -150,24 +206,9 @@ fn results_sent_from_the_completion_thread_arrive_whole_and_in_order() {
         tpg.params.offer.max_recv_data_segment_length = 262_144;
         tpg.luns[0].lu = remote_lu(&remote, "remote");
     });
-    let mut i = Initiator::connect(addr);
-    let mut o = LoginOpts::default();
-    for (k, v) in o.keys.iter_mut() {
-        match k.as_str() {
-            "MaxRecvDataSegmentLength" => *v = "262144".into(),
-            "MaxBurstLength" => *v = "1048576".into(),
-            _ => {}
-        }
-    }
-    assert!(i.login(&o));
-    // Fill 16 MiB with a known pattern (the WRITEs complete on the store's thread too).
-    let chunk = 256 << 10;
+    let mut i = logged_in(addr, 262_144);
     let all = pattern(16 << 20, 7);
-    for (n, part) in all.chunks(chunk).enumerate() {
-        let lba = (n * chunk / 512) as u32;
-        let r = i.scsi(0, &write10(lba, (chunk / 512) as u16), 0, part, 0);
-        assert_eq!(r.status, 0, "WRITE {n}");
-    }
+    fill(&mut i, &all);
     // Rounds of pipelined READs, read back by a reader that starts late and, in the
     // second round, pauses: far more than the sockets hold, so completions find the
     // socket full. Round 1 only READs small enough for the completion thread (the
@@ -182,33 +223,13 @@ fn results_sent_from_the_completion_thread_arrive_whole_and_in_order() {
     .into_iter()
     .enumerate()
     {
-        let mut expect = HashMap::new();
-        for k in 0..48usize {
+        // Let the completions meet a socket nobody reads yet (300 ms).
+        let reads = (0..48usize).map(|k| {
             let len = sizes[k % sizes.len()];
             let off = (k * 333_333 + round * 4096) % ((16 << 20) - len) / 512 * 512;
-            let (itt, pdu) = i.command(
-                0,
-                &read10((off / 512) as u32, (len / 512) as u16),
-                true,
-                false,
-                len as u32,
-                vec![],
-            );
-            i.send(&pdu);
-            expect.insert(itt, off..off + len);
-        }
-        // Let the completions meet a socket nobody reads yet.
-        std::thread::sleep(Duration::from_millis(300));
-        let got = collect_all(&mut i, expect.len(), pause);
-        assert_eq!(got.len(), expect.len());
-        for (itt, range) in expect {
-            let (data, status) = &got[&itt];
-            assert_eq!(*status, 0, "READ {itt}");
-            assert!(
-                data[..] == all[range.clone()],
-                "READ {itt} of {range:?} differs"
-            );
-        }
+            off..off + len
+        });
+        read_back(&mut i, &all, reads, Duration::from_millis(300), pause);
         if round == 0 {
             let now = counter(&h, "rustio_iscsi_async_results_sent_on_completion_total");
             let partly = counter(&h, "rustio_iscsi_async_results_sent_partly_total");
@@ -235,46 +256,15 @@ fn small_data_segments_arrive_whole() {
         cfg.queue_depth = 64;
         tpg.luns[0].lu = remote_lu(&remote, "remote");
     });
-    let mut i = Initiator::connect(addr);
-    let mut o = LoginOpts::default();
-    for (k, v) in o.keys.iter_mut() {
-        match k.as_str() {
-            "MaxRecvDataSegmentLength" => *v = "512".into(),
-            "MaxBurstLength" => *v = "1048576".into(),
-            _ => {}
-        }
-    }
-    assert!(i.login(&o));
+    let mut i = logged_in(addr, 512);
     let all = pattern(4 << 20, 3);
-    for (n, part) in all.chunks(256 << 10).enumerate() {
-        let lba = (n * (256 << 10) / 512) as u32;
-        let r = i.scsi(0, &write10(lba, 512), 0, part, 0);
-        assert_eq!(r.status, 0, "WRITE {n}");
-    }
-    let mut expect = HashMap::new();
-    for k in 0..16usize {
+    fill(&mut i, &all);
+    let reads = (0..16usize).map(|k| {
         let len = if k % 2 == 0 { 256 << 10 } else { 1 << 20 };
         let off = (k * 65536) % ((4 << 20) - len);
-        let (itt, pdu) = i.command(
-            0,
-            &read10((off / 512) as u32, (len / 512) as u16),
-            true,
-            false,
-            len as u32,
-            vec![],
-        );
-        i.send(&pdu);
-        expect.insert(itt, off..off + len);
-    }
-    let got = collect_all(&mut i, expect.len(), Duration::ZERO);
-    for (itt, range) in expect {
-        let (data, status) = &got[&itt];
-        assert_eq!(*status, 0, "READ {itt}");
-        assert!(
-            data[..] == all[range.clone()],
-            "READ {itt} of {range:?} differs"
-        );
-    }
+        off..off + len
+    });
+    read_back(&mut i, &all, reads, Duration::ZERO, Duration::ZERO);
     assert!(counter(&h, "rustio_iscsi_async_results_sent_on_completion_total") > 0);
     assert_eq!(h.connection_count(), 1);
     h.shutdown();
@@ -297,17 +287,7 @@ fn a_peer_that_stops_reading_never_holds_up_the_completion_thread() {
     assert!(good.login(&o));
     // 64 × 1 MiB READs completed by the one completion thread, and the stuck initiator
     // never reads its socket again.
-    for k in 0..64u32 {
-        let (_, pdu) = stuck.command(
-            0,
-            &read10((k % 16) * 2048, 2048),
-            true,
-            false,
-            1 << 20,
-            vec![],
-        );
-        stuck.send(&pdu);
-    }
+    stall_with_reads(&mut stuck, 64);
     std::thread::sleep(Duration::from_millis(500));
     // The same store's completions keep coming for the other session, promptly, while
     // the stuck connection is still open.
@@ -337,11 +317,10 @@ fn a_peer_that_stops_reading_never_holds_up_the_completion_thread() {
         "a completion took {longest:?}"
     );
     // The stuck connection goes after the send timeout, by a worker's blocking write.
-    let end = Instant::now() + Duration::from_secs(15);
-    while h.connection_count() > 1 && Instant::now() < end {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert_eq!(h.connection_count(), 1, "stuck connection not dropped");
+    assert!(
+        connections_down_to(&h, 1, Duration::from_secs(15)),
+        "stuck connection not dropped"
+    );
     assert!(h.write_buffer_stats().send_timeouts >= 1);
     let r = good.scsi(0, &read10(0, 2048), 1 << 20, &[], 0);
     assert_eq!(r.status, 0);

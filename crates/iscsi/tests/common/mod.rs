@@ -108,6 +108,17 @@ impl Default for LoginOpts {
     }
 }
 
+impl LoginOpts {
+    /// These options with `key` offered as `value` (replaced, or added).
+    pub fn with_key(mut self, key: &str, value: &str) -> LoginOpts {
+        match self.keys.iter_mut().find(|(k, _)| k == key) {
+            Some((_, v)) => *v = value.into(),
+            None => self.keys.push((key.into(), value.into())),
+        }
+        self
+    }
+}
+
 /// A connected initiator.
 pub struct Initiator {
     pub s: TcpStream,
@@ -515,6 +526,28 @@ impl Initiator {
         };
         r.response
     }
+}
+
+/// Sends `n` READs of 1 MiB (LBAs 0..32 MiB of 512-byte blocks) and reads none of
+/// their data: far more than the sockets' buffers hold, so the target's writes to
+/// `stuck` block (a peer that stopped reading).
+pub fn stall_with_reads(stuck: &mut Initiator, n: u32) {
+    for k in 0..n {
+        let (_, pdu) = stuck.command(
+            0,
+            &read10((k % 16) * 2048, 2048),
+            true,
+            false,
+            1 << 20,
+            vec![],
+        );
+        stuck.send(&pdu);
+    }
+}
+
+/// Waits up to `limit` until the server has at most `n` connections; whether it has.
+pub fn connections_down_to(h: &ServerHandle, n: usize, limit: Duration) -> bool {
+    wait_until(limit, || h.connection_count() <= n)
 }
 
 pub fn read10(lba: u32, blocks: u16) -> [u8; 10] {
