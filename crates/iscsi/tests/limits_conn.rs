@@ -108,44 +108,7 @@ fn total_and_per_source_caps_refuse_the_next_connection() {
 
 #[test]
 fn a_peer_that_stops_reading_does_not_starve_other_sessions() {
-    let (h, addr) = start(|cfg, tpg| {
-        cfg.send_timeout = Duration::from_secs(4);
-        cfg.queue_depth = 128;
-        cfg.workers = 4;
-        tpg.luns[0].lu = ram_lu(65536, "big");
-    });
-    let mut stuck = Initiator::connect(addr);
-    assert!(stuck.login(&LoginOpts::default()));
-    let mut good = Initiator::connect(addr);
-    let mut o = LoginOpts::default();
-    o.isid[5] = 9;
-    assert!(good.login(&o));
-    // 64 × 1 MiB READs, and the stuck initiator never reads its socket again.
-    stall_with_reads(&mut stuck, 64);
-    std::thread::sleep(Duration::from_millis(500));
-    // The other session keeps being served, each 1 MiB READ within a few seconds, while
-    // the stuck connection is still open.
-    for _ in 0..5 {
-        let t = Instant::now();
-        let r = good.scsi(0, &read10(0, 2048), 1 << 20, &[], 0);
-        assert_eq!(r.status, 0);
-        assert_eq!(r.data.len(), 1 << 20);
-        assert!(
-            t.elapsed() < Duration::from_secs(2),
-            "READ took {:?}",
-            t.elapsed()
-        );
-    }
-    // The stuck connection goes after the send timeout.
-    assert!(
-        connections_down_to(&h, 1, Duration::from_secs(15)),
-        "stuck connection not dropped"
-    );
-    assert!(h.write_buffer_stats().send_timeouts >= 1);
-    let r = good.scsi(0, &read10(0, 2048), 1 << 20, &[], 0);
-    assert_eq!(r.status, 0);
-    drop(stuck);
-    h.shutdown();
+    stuck_peer_starves_nobody(ram_lu(65536, "big"), |_| {});
 }
 
 /// Review of 6246fed, item 2: a peer that reads a little now and then (64 KiB every

@@ -545,6 +545,56 @@ pub fn stall_with_reads(stuck: &mut Initiator, n: u32) {
     }
 }
 
+/// One session stops reading with 64 READs of 1 MiB outstanding on `lu` (LUN 0, at
+/// least 32 MiB); another keeps being served all along, each 1 MiB READ within 2 s.
+/// `during` runs while the stuck connection is still open (it must be); then the stuck
+/// connection goes after the send timeout (4 s here), counted as a send timeout, and
+/// the other session goes on.
+pub fn stuck_peer_starves_nobody(lu: Arc<LogicalUnit>, during: impl FnOnce(&ServerHandle)) {
+    let (h, addr) = start(|cfg, tpg| {
+        cfg.send_timeout = Duration::from_secs(4);
+        cfg.queue_depth = 128;
+        cfg.workers = 4;
+        tpg.luns[0].lu = lu;
+    });
+    let mut stuck = Initiator::connect(addr);
+    assert!(stuck.login(&LoginOpts::default()));
+    let mut good = Initiator::connect(addr);
+    let mut o = LoginOpts::default();
+    o.isid[5] = 9;
+    assert!(good.login(&o));
+    stall_with_reads(&mut stuck, 64);
+    std::thread::sleep(Duration::from_millis(500));
+    for _ in 0..5 {
+        let t = std::time::Instant::now();
+        let r = good.scsi(0, &read10(0, 2048), 1 << 20, &[], 0);
+        assert_eq!(r.status, 0);
+        assert_eq!(r.data.len(), 1 << 20);
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "READ took {:?}",
+            t.elapsed()
+        );
+        let r = good.scsi(0, &read10(8, 8), 4096, &[], 0);
+        assert_eq!(r.status, 0);
+    }
+    assert_eq!(
+        h.connection_count(),
+        2,
+        "stuck connection dropped too early"
+    );
+    during(&h);
+    assert!(
+        connections_down_to(&h, 1, Duration::from_secs(15)),
+        "stuck connection not dropped"
+    );
+    assert!(h.write_buffer_stats().send_timeouts >= 1);
+    let r = good.scsi(0, &read10(0, 2048), 1 << 20, &[], 0);
+    assert_eq!(r.status, 0);
+    drop(stuck);
+    h.shutdown();
+}
+
 /// Waits up to `limit` until the server has at most `n` connections; whether it has.
 pub fn connections_down_to(h: &ServerHandle, n: usize, limit: Duration) -> bool {
     wait_until(limit, || h.connection_count() <= n)
