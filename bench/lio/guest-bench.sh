@@ -160,7 +160,8 @@ if ! "$RUSTIO" restore --clear-existing "$OUT/lio.json" >"$OUT/restore.log" 2>&1
   cat "$OUT/restore.log"; meta status error; meta error "rustio restore of the LIO configuration failed"; exit 1
 fi
 log "LIO target configured: $(ls "$LIO/iscsi/$LIO_IQN/tpgt_1/lun" | tr '\n' ' ') portal $(ls "$LIO/iscsi/$LIO_IQN/tpgt_1/np")"
-"$RUSTIO" serve --config "$OUT/rustio.json" --log warn >"$OUT/rustio.log" 2>&1 &
+read -ra SERVE_ARGS <<<"${RUSTIO_SERVE_ARGS:-}"
+"$RUSTIO" serve --config "$OUT/rustio.json" --log warn "${SERVE_ARGS[@]}" >"$OUT/rustio.log" 2>&1 &
 RUSTIO_PID=$!
 vm_wait 60 bash -c "exec 3<>/dev/tcp/127.0.0.1/$RUSTIO_PORT" ||
   { tail -20 "$OUT/rustio.log"; meta status error; meta error "rustio serve did not listen"; exit 1; }

@@ -15,7 +15,8 @@
 # Env: RUSTIO_BIN (default: release build, CARGO_TARGET_DIR=/work/target-bench),
 #      LOADGEN_BIN (default: release build of bench/loadgen in the same target dir),
 #      RUSTIO_BENCH_SIZE_MB (default 256, --quick 128), RUSTIO_BENCH_RUNTIME (s per job,
-#      default 5, --quick 3), VM_TIMEOUT (default 900 s), VM_MEM (default 3G).
+#      default 5, --quick 3), VM_TIMEOUT (default 900 s), VM_MEM (default 3G),
+#      RUSTIO_SERVE_ARGS (extra `rustio serve` options, e.g. "--busy-poll-us 0").
 # Exit status: 0 when the VM ran and the JSON was written, otherwise the failing step's.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -66,6 +67,7 @@ vm_args=(--timeout "${VM_TIMEOUT:-900}" --mem "${VM_MEM:-3G}" --out "$out/vm"
          --env "RUSTIO_BIN=$RUSTIO_BIN" --env "LOADGEN_BIN=$LOADGEN_BIN")
 [[ -d "$bindir" ]] && vm_args+=(--share "$bindir")
 [[ -n "$runs" ]] && vm_args+=(--env "RUSTIO_BENCH_RUNS=$runs")
+[[ -n "${RUSTIO_SERVE_ARGS:-}" ]] && vm_args+=(--env "RUSTIO_SERVE_ARGS=$RUSTIO_SERVE_ARGS")
 
 {
   echo "date=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
@@ -75,6 +77,7 @@ vm_args=(--timeout "${VM_TIMEOUT:-900}" --mem "${VM_MEM:-3G}" --out "$out/vm"
   echo "quick=$quick"
   echo "rustio_bin=$RUSTIO_BIN"
   echo "loadgen_bin=$LOADGEN_BIN"
+  echo "rustio_serve_args=${RUSTIO_SERVE_ARGS:-}"
 } >"$out/host.env"
 
 guest_args=()
