@@ -26,6 +26,8 @@ struct Remote {
     ram: RamBackstore,
     completions: Mutex<mpsc::Sender<Completion>>,
     longest_done_us: Arc<AtomicU64>,
+    /// Each completion waits this long first (a slow cluster), milliseconds.
+    delay_ms: Arc<AtomicU64>,
 }
 
 impl Remote {
@@ -33,10 +35,13 @@ impl Remote {
         let (tx, rx) = mpsc::channel::<Completion>();
         let longest = Arc::new(AtomicU64::new(0));
         let l = longest.clone();
+        let delay_ms = Arc::new(AtomicU64::new(0));
+        let d = delay_ms.clone();
         std::thread::Builder::new()
             .name("remote-completion".into())
             .spawn(move || {
                 for c in rx {
+                    std::thread::sleep(Duration::from_millis(d.load(Ordering::Relaxed)));
                     let t = Instant::now();
                     c();
                     l.fetch_max(t.elapsed().as_micros() as u64, Ordering::Relaxed);
@@ -47,6 +52,7 @@ impl Remote {
             ram: RamBackstore::new(bytes, 512).unwrap(),
             completions: Mutex::new(tx),
             longest_done_us: longest,
+            delay_ms,
         })
     }
 
@@ -267,6 +273,75 @@ fn small_data_segments_arrive_whole() {
     read_back(&mut i, &all, reads, Duration::ZERO, Duration::ZERO);
     assert!(counter(&h, "rustio_iscsi_async_results_sent_on_completion_total") > 0);
     assert_eq!(h.connection_count(), 1);
+    h.shutdown();
+}
+
+/// ABORT TASK of a READ in flight on the store (RFC 7143 11.5.1, SAM-5 7.2): its
+/// completion, on the store's thread, sends nothing for it, the task management
+/// response says the function completed, the other READ in flight is answered, and
+/// the connection goes on in order.
+#[test]
+fn an_aborted_read_is_not_answered_from_the_completion_thread() {
+    let remote = Remote::new(BYTES);
+    let (h, addr) = start(|cfg, tpg| {
+        cfg.queue_depth = 64;
+        tpg.luns[0].lu = remote_lu(&remote, "remote");
+    });
+    let mut i = logged_in(addr, 262_144);
+    let all = pattern(1 << 20, 5);
+    fill(&mut i, &all);
+    remote.delay_ms.store(300, Ordering::Relaxed);
+    let (aborted, pdu) = i.command(0, &read10(0, 128), true, false, 65536, vec![]);
+    i.send(&pdu);
+    let (kept, pdu) = i.command(0, &read10(256, 8), true, false, 4096, vec![]);
+    i.send(&pdu);
+    let tmf_itt = 0x7000_0001;
+    let tmf = rustio_iscsi_proto::pdu::TaskMgmtRequest {
+        immediate: true,
+        function: rustio_iscsi_proto::pdu::TmfFunction::AbortTask,
+        lun: u64::from_be_bytes(rustio_scsi::encode_lun(0).unwrap()),
+        itt: tmf_itt,
+        ref_itt: aborted,
+        cmd_sn: i.cmd_sn,
+        exp_stat_sn: i.exp_stat_sn,
+        ref_cmd_sn: i.cmd_sn.wrapping_sub(2),
+        exp_data_sn: 0,
+    };
+    i.send(&rustio_iscsi_proto::pdu::Pdu::new(
+        Header::TaskMgmtRequest(tmf),
+        vec![],
+    ));
+    // Until both the task management response and the kept READ's status came.
+    let (mut tmf_response, mut kept_data, mut kept_status) = (None, Vec::new(), None);
+    while tmf_response.is_none() || kept_status.is_none() {
+        let p = i.recv();
+        match p.header {
+            Header::TaskMgmtResponse(r) => {
+                assert_eq!(r.itt, tmf_itt);
+                tmf_response = Some(r.response);
+            }
+            Header::DataIn(d) => {
+                assert_eq!(d.itt, kept, "data of the aborted READ was sent");
+                kept_data.extend_from_slice(&p.data);
+                if d.status_present {
+                    kept_status = Some(d.status);
+                }
+            }
+            Header::ScsiResponse(r) => {
+                assert_eq!(r.itt, kept, "the aborted READ was answered");
+                kept_status = Some(r.status);
+            }
+            other => panic!("unexpected PDU {other:?}"),
+        }
+    }
+    assert_eq!(tmf_response, Some(0), "ABORT TASK: function complete");
+    assert_eq!(kept_status, Some(0));
+    assert!(kept_data[..] == all[256 * 512..256 * 512 + 4096]);
+    // Nothing more for the aborted READ, and the connection goes on in order.
+    remote.delay_ms.store(0, Ordering::Relaxed);
+    let r = i.scsi(0, &read10(8, 8), 4096, &[], 0);
+    assert_eq!(r.status, 0);
+    assert!(r.data[..] == all[4096..8192]);
     h.shutdown();
 }
 
