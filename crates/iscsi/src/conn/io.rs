@@ -42,16 +42,17 @@ pub(crate) fn reader_busy() -> bool {
 /// Readers polling their sockets right now, in the whole process.
 static POLLERS: AtomicUsize = AtomicUsize::new(0);
 
+/// The CPUs this process may use (at least one), read once.
+fn cpus() -> usize {
+    static CPUS: OnceLock<usize> = OnceLock::new();
+    *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
 /// How many readers may poll at once: half the CPUs (at least one), so that polling
 /// never takes every CPU from the threads doing the work, however many connections
 /// are idle for a moment.
 fn max_pollers() -> usize {
-    static MAX: OnceLock<usize> = OnceLock::new();
-    *MAX.get_or_init(|| {
-        std::thread::available_parallelism()
-            .map_or(1, |n| n.get() / 2)
-            .max(1)
-    })
+    (cpus() / 2).max(1)
 }
 
 /// How often the host's count of runnable threads is read for [`spare_cpu`].
@@ -68,7 +69,6 @@ fn spare_cpu() -> bool {
     /// When the last sample was taken (ns since `EPOCH`, `| 1`), 0 before the first.
     static SAMPLED: AtomicU64 = AtomicU64::new(0);
     static SPARE: AtomicBool = AtomicBool::new(false);
-    static CPUS: OnceLock<u32> = OnceLock::new();
     let epoch = *EPOCH.get_or_init(Instant::now);
     let now = (epoch.elapsed().as_nanos() as u64) | 1;
     let last = SAMPLED.load(Ordering::Acquire);
@@ -82,13 +82,10 @@ fn spare_cpu() -> bool {
     {
         return SPARE.load(Ordering::Acquire);
     }
-    let cpus = *CPUS.get_or_init(|| {
-        std::thread::available_parallelism().map_or(1, |n| u32::try_from(n.get()).unwrap_or(1))
-    });
     let spare = std::fs::read_to_string("/proc/loadavg")
         .ok()
         .and_then(|s| runnable_threads(&s))
-        .is_some_and(|n| n < cpus);
+        .is_some_and(|n| (n as usize) < cpus());
     SPARE.store(spare, Ordering::Release);
     spare
 }
@@ -700,8 +697,9 @@ impl std::fmt::Debug for Writer {
 }
 
 /// Recycled Data-Out buffers: a write's buffer, given back when it ended, serves a later
-/// write of the connection instead of a fresh allocation, which glibc serves from newly mapped pages (page faults and zeroing
-/// of cold memory per command; measured in `bench/README.md`).
+/// write of the connection instead of a fresh allocation, which glibc serves from newly
+/// mapped pages (page faults and zeroing of cold memory per command; measured in
+/// `bench/README.md`).
 #[derive(Debug, Default)]
 pub(super) struct BufPool(Mutex<Vec<Vec<u8>>>);
 
