@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use rustio_backstore::{Backstore, Capabilities, IoDone, RamBackstore, WriteFlags};
-use rustio_iscsi_proto::pdu::Header;
+use rustio_iscsi::ServerHandle;
+use rustio_iscsi_proto::pdu::{Header, TmfFunction};
 use rustio_scsi::{LogicalUnit, LuConfig};
 
 type Completion = Box<dyn FnOnce() + Send>;
@@ -105,7 +106,7 @@ impl Backstore for Remote {
 const BYTES: u64 = 64 << 20;
 
 /// A server-wide counter of the metrics text.
-fn counter(h: &rustio_iscsi::ServerHandle, name: &str) -> u64 {
+fn counter(h: &ServerHandle, name: &str) -> u64 {
     h.metrics_text()
         .lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
@@ -121,6 +122,21 @@ fn logged_in(addr: std::net::SocketAddr, mrdsl: u32) -> Initiator {
         .with_key("MaxBurstLength", "1048576");
     assert!(i.login(&o));
     i
+}
+
+/// A server whose LUN 0 is a [`Remote`] store, an initiator logged in with `mrdsl`
+/// ([`logged_in`]), and `len` bytes of pattern `seed` written from LBA 0 ([`fill`]).
+fn remote_rig(mrdsl: u32, len: usize, seed: u8) -> (Arc<Remote>, ServerHandle, Initiator, Vec<u8>) {
+    let remote = Remote::new(BYTES);
+    let (h, addr) = start(|cfg, tpg| {
+        cfg.queue_depth = 128;
+        tpg.params.offer.max_recv_data_segment_length = 262_144;
+        tpg.luns[0].lu = remote_lu(&remote, "remote");
+    });
+    let mut i = logged_in(addr, mrdsl);
+    let all = pattern(len, seed);
+    fill(&mut i, &all);
+    (remote, h, i, all)
 }
 
 /// Writes `all` from LBA 0 in WRITEs of 256 KiB (completed on the store's thread too).
@@ -206,15 +222,7 @@ fn collect_all(i: &mut Initiator, n: usize, pause: Duration) -> HashMap<u32, (Ve
 
 #[test]
 fn results_sent_from_the_completion_thread_arrive_whole_and_in_order() {
-    let remote = Remote::new(BYTES);
-    let (h, addr) = start(|cfg, tpg| {
-        cfg.queue_depth = 128;
-        tpg.params.offer.max_recv_data_segment_length = 262_144;
-        tpg.luns[0].lu = remote_lu(&remote, "remote");
-    });
-    let mut i = logged_in(addr, 262_144);
-    let all = pattern(16 << 20, 7);
-    fill(&mut i, &all);
+    let (_remote, h, mut i, all) = remote_rig(262_144, 16 << 20, 7);
     // Rounds of pipelined READs, read back by a reader that starts late and, in the
     // second round, pauses: far more than the sockets hold, so completions find the
     // socket full. Round 1 only READs small enough for the completion thread (the
@@ -257,14 +265,7 @@ fn results_sent_from_the_completion_thread_arrive_whole_and_in_order() {
 /// the completion thread and from the pool.
 #[test]
 fn small_data_segments_arrive_whole() {
-    let remote = Remote::new(BYTES);
-    let (h, addr) = start(|cfg, tpg| {
-        cfg.queue_depth = 64;
-        tpg.luns[0].lu = remote_lu(&remote, "remote");
-    });
-    let mut i = logged_in(addr, 512);
-    let all = pattern(4 << 20, 3);
-    fill(&mut i, &all);
+    let (_remote, h, mut i, all) = remote_rig(512, 4 << 20, 3);
     let reads = (0..16usize).map(|k| {
         let len = if k % 2 == 0 { 256 << 10 } else { 1 << 20 };
         let off = (k * 65536) % ((4 << 20) - len);
@@ -282,35 +283,14 @@ fn small_data_segments_arrive_whole() {
 /// the connection goes on in order.
 #[test]
 fn an_aborted_read_is_not_answered_from_the_completion_thread() {
-    let remote = Remote::new(BYTES);
-    let (h, addr) = start(|cfg, tpg| {
-        cfg.queue_depth = 64;
-        tpg.luns[0].lu = remote_lu(&remote, "remote");
-    });
-    let mut i = logged_in(addr, 262_144);
-    let all = pattern(1 << 20, 5);
-    fill(&mut i, &all);
+    let (remote, h, mut i, all) = remote_rig(262_144, 1 << 20, 5);
     remote.delay_ms.store(300, Ordering::Relaxed);
     let (aborted, pdu) = i.command(0, &read10(0, 128), true, false, 65536, vec![]);
     i.send(&pdu);
     let (kept, pdu) = i.command(0, &read10(256, 8), true, false, 4096, vec![]);
     i.send(&pdu);
-    let tmf_itt = 0x7000_0001;
-    let tmf = rustio_iscsi_proto::pdu::TaskMgmtRequest {
-        immediate: true,
-        function: rustio_iscsi_proto::pdu::TmfFunction::AbortTask,
-        lun: u64::from_be_bytes(rustio_scsi::encode_lun(0).unwrap()),
-        itt: tmf_itt,
-        ref_itt: aborted,
-        cmd_sn: i.cmd_sn,
-        exp_stat_sn: i.exp_stat_sn,
-        ref_cmd_sn: i.cmd_sn.wrapping_sub(2),
-        exp_data_sn: 0,
-    };
-    i.send(&rustio_iscsi_proto::pdu::Pdu::new(
-        Header::TaskMgmtRequest(tmf),
-        vec![],
-    ));
+    let ref_cmd_sn = i.cmd_sn.wrapping_sub(2);
+    let tmf_itt = i.send_tmf(TmfFunction::AbortTask, 0, aborted, ref_cmd_sn);
     // Until both the task management response and the kept READ's status came.
     let (mut tmf_response, mut kept_data, mut kept_status) = (None, Vec::new(), None);
     while tmf_response.is_none() || kept_status.is_none() {

@@ -461,7 +461,15 @@ impl Initiator {
         self.recv()
     }
 
-    pub fn tmf(&mut self, function: TmfFunction, lun: u64, ref_itt: u32) -> u8 {
+    /// Sends an immediate task management request (RefCmdSN `ref_cmd_sn`) and returns
+    /// its ITT, without waiting for the response.
+    pub fn send_tmf(
+        &mut self,
+        function: TmfFunction,
+        lun: u64,
+        ref_itt: u32,
+        ref_cmd_sn: u32,
+    ) -> u32 {
         let itt = self.next_itt();
         let h = TaskMgmtRequest {
             immediate: true,
@@ -471,10 +479,15 @@ impl Initiator {
             ref_itt,
             cmd_sn: self.cmd_sn,
             exp_stat_sn: self.exp_stat_sn,
-            ref_cmd_sn: self.cmd_sn,
+            ref_cmd_sn,
             exp_data_sn: 0,
         };
         self.send(&Pdu::new(Header::TaskMgmtRequest(h), vec![]));
+        itt
+    }
+
+    pub fn tmf(&mut self, function: TmfFunction, lun: u64, ref_itt: u32) -> u8 {
+        let itt = self.send_tmf(function, lun, ref_itt, self.cmd_sn);
         loop {
             let p = self.recv();
             if let Header::TaskMgmtResponse(r) = p.header {
