@@ -124,12 +124,7 @@ fn a_slow_reader_is_dropped_by_the_response_deadline_and_starves_nobody() {
         cfg.workers = 2;
         tpg.luns[0].lu = ram_lu(65536, "big");
     });
-    let mut slow = Initiator::connect(addr);
-    assert!(slow.login(&LoginOpts::default()));
-    let mut good = Initiator::connect(addr);
-    let mut o = LoginOpts::default();
-    o.isid[5] = 9;
-    assert!(good.login(&o));
+    let (mut slow, mut good) = two_sessions(addr);
     // More 1 MiB READs than workers, and far more than the sockets' buffers hold.
     stall_with_reads(&mut slow, 32);
     let mut rd = slow.s.try_clone().unwrap();

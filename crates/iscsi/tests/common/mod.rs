@@ -558,6 +558,17 @@ pub fn stall_with_reads(stuck: &mut Initiator, n: u32) {
     }
 }
 
+/// Two sessions of the default initiator on `addr` (ISIDs differ), logged in.
+pub fn two_sessions(addr: SocketAddr) -> (Initiator, Initiator) {
+    let mut a = Initiator::connect(addr);
+    assert!(a.login(&LoginOpts::default()));
+    let mut b = Initiator::connect(addr);
+    let mut o = LoginOpts::default();
+    o.isid[5] = 9;
+    assert!(b.login(&o));
+    (a, b)
+}
+
 /// One session stops reading with 64 READs of 1 MiB outstanding on `lu` (LUN 0, at
 /// least 32 MiB); another keeps being served all along, each 1 MiB READ within 2 s.
 /// `during` runs while the stuck connection is still open (it must be); then the stuck
@@ -570,12 +581,7 @@ pub fn stuck_peer_starves_nobody(lu: Arc<LogicalUnit>, during: impl FnOnce(&Serv
         cfg.workers = 4;
         tpg.luns[0].lu = lu;
     });
-    let mut stuck = Initiator::connect(addr);
-    assert!(stuck.login(&LoginOpts::default()));
-    let mut good = Initiator::connect(addr);
-    let mut o = LoginOpts::default();
-    o.isid[5] = 9;
-    assert!(good.login(&o));
+    let (mut stuck, mut good) = two_sessions(addr);
     stall_with_reads(&mut stuck, 64);
     std::thread::sleep(Duration::from_millis(500));
     for _ in 0..5 {
