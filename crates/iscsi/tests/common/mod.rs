@@ -558,6 +558,15 @@ pub fn stall_with_reads(stuck: &mut Initiator, n: u32) {
     }
 }
 
+/// A 1 MiB READ at LBA 0 that ends GOOD with all its data within `limit`.
+pub fn read_mib_within(i: &mut Initiator, limit: Duration) {
+    let t = std::time::Instant::now();
+    let r = i.scsi(0, &read10(0, 2048), 1 << 20, &[], 0);
+    assert_eq!(r.status, 0);
+    assert_eq!(r.data.len(), 1 << 20);
+    assert!(t.elapsed() < limit, "1 MiB READ took {:?}", t.elapsed());
+}
+
 /// Two sessions of the default initiator on `addr` (ISIDs differ), logged in.
 pub fn two_sessions(addr: SocketAddr) -> (Initiator, Initiator) {
     let mut a = Initiator::connect(addr);
@@ -585,15 +594,7 @@ pub fn stuck_peer_starves_nobody(lu: Arc<LogicalUnit>, during: impl FnOnce(&Serv
     stall_with_reads(&mut stuck, 64);
     std::thread::sleep(Duration::from_millis(500));
     for _ in 0..5 {
-        let t = std::time::Instant::now();
-        let r = good.scsi(0, &read10(0, 2048), 1 << 20, &[], 0);
-        assert_eq!(r.status, 0);
-        assert_eq!(r.data.len(), 1 << 20);
-        assert!(
-            t.elapsed() < Duration::from_secs(2),
-            "READ took {:?}",
-            t.elapsed()
-        );
+        read_mib_within(&mut good, Duration::from_secs(2));
         let r = good.scsi(0, &read10(8, 8), 4096, &[], 0);
         assert_eq!(r.status, 0);
     }
