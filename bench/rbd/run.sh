@@ -36,7 +36,13 @@
 # e.g. a shared /tmp/shared-ceph, is reused and left running; otherwise one is started
 # in it, default a temp dir, and stopped at the end), BENCH_IMAGE (default
 # rbd/bench-<pid>, removed at the end), PORT_RUSTIO / PORT_TGT / PORT_GROUP
-# (23470 / 23471 / 23472 and 23473), PORT_RUSTIO_B (23474).
+# (23470 / 23471 / 23472 and 23473), PORT_RUSTIO_B (23474), PORT_METRICS (23475: rustio's
+# --metrics, on loopback).
+# Where the time goes: around every rustio job the LUN's time counters
+# (rustio_lun_{read,write}_seconds_total and ..._backstore_seconds_total) are read from
+# --metrics, and the report splits the mean latency the client saw (QD / IOPS) into the
+# time in rustio (PDU arrival to response sent) and, of that, in librbd (submission to
+# completion), next to rbd bench's own mean latency.
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -50,7 +56,7 @@ while (($#)); do
         --no-group) GROUP=0; shift ;;
         --pin) PIN=1; shift ;;
         --out) OUT=$2; shift 2 ;;
-        -h|--help) sed -n '2,39p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,45p' "$0"; exit 0 ;;
         *) echo "bench/rbd: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -65,6 +71,7 @@ CONF=$CEPH_DIR/ceph.conf
 IMG=${BENCH_IMAGE:-rbd/bench-$$}
 IMG_G=$IMG-group
 PR=${PORT_RUSTIO:-23470} PT=${PORT_TGT:-23471} PG=${PORT_GROUP:-23472} PB=${PORT_RUSTIO_B:-23474}
+PM=${PORT_METRICS:-23475}
 B_PARAMS=${RUSTIO_B_PARAMS:-} B_BIN=${RUSTIO_B_BIN:-}
 B=$([ -n "$B_PARAMS$B_BIN" ] && echo 1 || echo 0)
 TGTD= RUSTIO= RUSTIO_B= CTL= OWN_CLUSTER=0 MADE_IMAGE=0 GW_A= GW_B=
@@ -204,7 +211,7 @@ cat >"$OUT/rustio.json" <<EOF
    "luns": [{"index": 0, "storage_object": "/backstores/user/bench"}],
    "portals": [{"ip_address": "127.0.0.1", "port": $PR}]}]}]}
 EOF
-"${ON_CLIENT[@]}" "$RUSTIO_BIN" serve --config "$OUT/rustio.json" --log warn ${RUSTIO_ARGS:-} >"$OUT/rustio.log" 2>&1 &
+"${ON_CLIENT[@]}" "$RUSTIO_BIN" serve --config "$OUT/rustio.json" --metrics "127.0.0.1:$PM" --log warn ${RUSTIO_ARGS:-} >"$OUT/rustio.log" 2>&1 &
 RUSTIO=$!
 PORTS=$PR
 if [ "$B" = 1 ]; then
@@ -260,11 +267,29 @@ lg() { # port iqn lun rw pattern bs → "IOPS IOS" (loadgen's CPU in $OUT/client
         tee -a "$OUT/loadgen.jsonl" | python3 -c 'import json,sys; j = json.load(sys.stdin); print(j["iops"], j["ios"])'
 }
 
+# rustio's LUN counters: "READS WRITES READ_S WRITE_S READ_BACKSTORE_S WRITE_BACKSTORE_S"
+# ("-" when the endpoint does not answer or lacks them: an older binary).
+lun_times() {
+    python3 - "$PM" <<'PY' 2>/dev/null || echo -
+import sys, urllib.request
+text = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=5).read().decode()
+v = {}
+for line in text.splitlines():
+    if line.startswith("rustio_lun_"):
+        name, _, val = line.rpartition(" ")
+        v[name.split("{")[0][len("rustio_lun_"):]] = float(val)
+keys = ("read_commands_total", "write_commands_total", "read_seconds_total", "write_seconds_total",
+        "read_backstore_seconds_total", "write_backstore_seconds_total")
+print(" ".join(repr(v[k]) for k in keys) if all(k in v for k in keys) else "-")
+PY
+}
+
 # --- the runs: rounds of every workload against every contender, back to back -----------------------
 WL=("randread-4k:read:rand:4k:4K" "randwrite-4k:write:rand:4k:4K"
     "seqread-128k:read:seq:128k:128K" "seqwrite-128k:write:seq:128k:128K")
 RAW="$OUT/runs.txt"
 : >"$RAW"
+: >"$OUT/split.txt"
 rec() { # run workload contender "IOPS IOS TARGET_S CLIENT_S CLUSTER_S" → a line of runs.txt
     local iops ios rest
     read -r iops ios rest <<<"$4"
@@ -275,7 +300,9 @@ for run in $(seq "$RUNS"); do
     for w in "${WL[@]}"; do
         IFS=: read -r name rw pat bs rbs <<<"$w"
         say "run $run $name: rustio (load $(cut -d' ' -f1-3 /proc/loadavg))"
+        m0=$(lun_times)
         r=$(rec "$run" "$name" rustio "$(job "$RUSTIO" lg $PR iqn.2024-01.org.rustio.bench:rbd 0 "$rw" "$pat" "$bs")")
+        echo "$run $name $rw ${r:--} $m0 $(lun_times)" >>"$OUT/split.txt"
         if [ "$B" = 1 ]; then
             say "run $run $name: rustio-b (${B_BIN:-same binary}; ${B_PARAMS:-same parameters})"
             rec "$run" "$name" rustio-b "$(job "$RUSTIO_B" lg $PB iqn.2024-01.org.rustio.bench:rbd-b 0 "$rw" "$pat" "$bs")" >/dev/null
@@ -339,7 +366,34 @@ if cpu:
             tg, cl, ks = (med([v[i] for v in vals]) for i in range(3))
             side = None if cl is None else (tg or 0) + cl
             print(f"{w:15} {who:12} {f(tg):>8} {f(cl):>8} {f(ks):>8} {f(side):>11} {q(tg, rbd_c):>11} {q(side, rbd_c):>9}")
+# Latency split of rustio's runs: run workload rw IOPS [6 counters before] [6 after].
+split = {}
+try:
+    lines = [l.split() for l in open(f"{out}/split.txt") if l.strip()]
+except OSError:
+    lines = []
+for l in lines:
+    if len(l) != 16 or num(l[3]) is None:
+        continue
+    w, rw, iops = l[1], l[2], float(l[3])
+    d = [float(b) - float(a) for a, b in zip(l[4:10], l[10:16])]
+    n, total, store = (d[0], d[2], d[4]) if rw == "read" else (d[1], d[3], d[5])
+    if n > 0:
+        split.setdefault(w, []).append((32 / iops * 1e3, total / n * 1e3, store / n * 1e3, iops * store / n))
+if split:
+    print()
+    print("Where a rustio I/O's time goes (ms, medians; QD 32): the client's mean latency (QD / IOPS), in rustio from the")
+    print("command's arrival to its response sent, of that in librbd (submission to completion), librbd's mean depth")
+    print("(IOPS x librbd time) and rbd bench's own mean latency (no cache, 32 in flight).")
+    print(f"{'workload':15} {'client':>8} {'in rustio':>10} {'in librbd':>10} {'rustio own':>11} {'librbd depth':>13} {'rbd bench':>10}")
+    for w, vals in split.items():
+        c, t, s_, dep = (med([v[i] for v in vals]) for i in range(4))
+        nb = med(res.get(w, {}).get("rbd-nocache", []))
+        rb = None if not nb else 32 / nb * 1e3
+        g = lambda v, p=2: "-" if v is None else f"{v:.{p}f}"
+        print(f"{w:15} {g(c):>8} {g(t):>10} {g(s_):>10} {g(t - s_, 3):>11} {g(dep, 1):>13} {g(rb):>10}")
 json.dump({"secs": secs, "size_mib": size, "runs": runs, "load_end": load, "load_1min": loads,
-           "layout": layout, "iops": res, "cpu_us_per_io": cpu, "rustio_b_params": b_params, "rustio_b_bin": b_bin}, open(f"{out}/rbd.json", "w"), indent=1)
+           "layout": layout, "iops": res, "cpu_us_per_io": cpu, "rustio_b_params": b_params, "rustio_b_bin": b_bin,
+           "latency_split_ms": split}, open(f"{out}/rbd.json", "w"), indent=1)
 EOF
 echo "results: $OUT/rbd.{txt,json}" >&2

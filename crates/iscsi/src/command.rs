@@ -5,7 +5,7 @@
 //! Below both the session and the connection: the session's CmdSN window and task table
 //! hold these without knowing about sockets, and the connection modules share them.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rustio_iscsi_proto::pdu::ScsiCommand;
 use rustio_iscsi_proto::text::Negotiated;
@@ -57,6 +57,11 @@ pub(crate) struct NewCommand {
     /// No budget for data that comes unsolicited: it is read and discarded and the
     /// command is answered BUSY (SAM-5 5.3.1).
     pub(crate) busy: bool,
+    /// When its SCSI Command PDU was received: the start of the time the command spends
+    /// in the target (`IoCounters::record_time`).
+    pub(crate) arrived: Instant,
+    /// Time its store took, when the store completed it asynchronously.
+    pub(crate) backstore: Duration,
 }
 
 impl NewCommand {
@@ -222,6 +227,8 @@ mod tests {
             need: 64 << 20,
             budget: Reservation::try_new(&sess, &server, 64 << 20),
             busy: false,
+            arrived: Instant::now(),
+            backstore: Duration::ZERO,
         };
         cmd.grow_buf(262144);
         assert_eq!(cmd.buf.len(), 262144);

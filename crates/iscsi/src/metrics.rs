@@ -7,6 +7,7 @@ use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use rustio_scsi::LogicalUnit;
@@ -26,6 +27,33 @@ pub struct IoCounters {
     pub write_bytes: AtomicU64,
     /// Commands that ended with a status other than GOOD / CONDITION MET.
     pub errors: AtomicU64,
+    /// Nanoseconds READ commands spent in the target, summed: from the arrival of the
+    /// SCSI Command PDU to their response written to the socket or queued for it.
+    pub read_ns: AtomicU64,
+    /// The same for WRITE commands (waiting for solicited Data-Out included).
+    pub write_ns: AtomicU64,
+    /// Of `read_ns`, the time in the SCSI engine and its backstore (on an asynchronous
+    /// store such as RBD, from submission to the store's completion).
+    pub read_backstore_ns: AtomicU64,
+    /// Of `write_ns`, the time in the SCSI engine and its backstore.
+    pub write_backstore_ns: AtomicU64,
+}
+
+/// One exposed value: a count, or a sum of nanoseconds exposed in seconds (Prometheus
+/// base unit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Value {
+    Count(u64),
+    Nanos(u64),
+}
+
+impl std::fmt::Display for Value {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Value::Count(n) => write!(f, "{n}"),
+            Value::Nanos(ns) => write!(f, "{}.{:09}", ns / 1_000_000_000, ns % 1_000_000_000),
+        }
+    }
 }
 
 impl IoCounters {
@@ -50,15 +78,36 @@ impl IoCounters {
         }
     }
 
-    fn fields(&self) -> [(&'static str, u64); 6] {
-        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    /// Adds the time one READ (`read`) or WRITE command spent in the target (`total`)
+    /// and, of that, in the engine and its backstore (`backstore`); other commands are
+    /// not timed.
+    pub fn record_time(&self, read: bool, write: bool, total: Duration, backstore: Duration) {
+        let (t, b) = if read {
+            (&self.read_ns, &self.read_backstore_ns)
+        } else if write {
+            (&self.write_ns, &self.write_backstore_ns)
+        } else {
+            return;
+        };
+        let ns = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        t.fetch_add(ns(total), Ordering::Relaxed);
+        b.fetch_add(ns(backstore.min(total)), Ordering::Relaxed);
+    }
+
+    fn fields(&self) -> [(&'static str, Value); 10] {
+        let c = |a: &AtomicU64| Value::Count(a.load(Ordering::Relaxed));
+        let t = |a: &AtomicU64| Value::Nanos(a.load(Ordering::Relaxed));
         [
-            ("read_commands_total", l(&self.read_cmds)),
-            ("write_commands_total", l(&self.write_cmds)),
-            ("other_commands_total", l(&self.other_cmds)),
-            ("read_bytes_total", l(&self.read_bytes)),
-            ("write_bytes_total", l(&self.write_bytes)),
-            ("errors_total", l(&self.errors)),
+            ("read_commands_total", c(&self.read_cmds)),
+            ("write_commands_total", c(&self.write_cmds)),
+            ("other_commands_total", c(&self.other_cmds)),
+            ("read_bytes_total", c(&self.read_bytes)),
+            ("write_bytes_total", c(&self.write_bytes)),
+            ("errors_total", c(&self.errors)),
+            ("read_seconds_total", t(&self.read_ns)),
+            ("write_seconds_total", t(&self.write_ns)),
+            ("read_backstore_seconds_total", t(&self.read_backstore_ns)),
+            ("write_backstore_seconds_total", t(&self.write_backstore_ns)),
         ]
     }
 }
@@ -169,7 +218,7 @@ mod tests {
                 "rustio_lun",
                 vec![Series {
                     labels: vec![("target", "iqn.x:\"y\"".into()), ("lun", "0".into())],
-                    counters: c,
+                    counters: c.clone(),
                 }],
             )],
         );
@@ -181,5 +230,29 @@ mod tests {
         assert!(text
             .contains("rustio_lun_write_bytes_total{target=\"iqn.x:\\\"y\\\"\",lun=\"0\"} 512\n"));
         assert!(text.contains("rustio_lun_errors_total{target=\"iqn.x:\\\"y\\\"\",lun=\"0\"} 1\n"));
+        // Times are sums of nanoseconds, exposed in seconds; other commands are not
+        // timed and the backstore's share never exceeds the whole.
+        c.record_time(true, false, Duration::new(1, 5), Duration::from_micros(250));
+        c.record_time(
+            true,
+            false,
+            Duration::from_millis(2),
+            Duration::from_millis(3),
+        );
+        c.record_time(false, false, Duration::from_secs(7), Duration::ZERO);
+        let text = render(
+            &[],
+            &[(
+                "rustio_lun",
+                vec![Series {
+                    labels: vec![("lun", "0".into())],
+                    counters: c.clone(),
+                }],
+            )],
+        );
+        assert!(text.contains("# TYPE rustio_lun_read_seconds_total counter\n"));
+        assert!(text.contains("rustio_lun_read_seconds_total{lun=\"0\"} 1.002000005\n"));
+        assert!(text.contains("rustio_lun_read_backstore_seconds_total{lun=\"0\"} 0.002250000\n"));
+        assert!(text.contains("rustio_lun_write_seconds_total{lun=\"0\"} 0.000000000\n"));
     }
 }

@@ -7,7 +7,7 @@ mod common;
 
 use std::collections::HashMap;
 use std::io::{IoSlice, IoSliceMut};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -29,6 +29,9 @@ struct Remote {
     longest_done_us: Arc<AtomicU64>,
     /// Each completion waits this long first (a slow cluster), milliseconds.
     delay_ms: Arc<AtomicU64>,
+    /// Serve requests synchronously instead (no `submit_*`; the caller's thread waits
+    /// `delay_ms` in the read or write itself), like a local store.
+    synchronous: AtomicBool,
 }
 
 impl Remote {
@@ -54,7 +57,14 @@ impl Remote {
             completions: Mutex::new(tx),
             longest_done_us: longest,
             delay_ms,
+            synchronous: AtomicBool::new(false),
         })
+    }
+
+    fn wait_if_synchronous(&self) {
+        if self.synchronous.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(self.delay_ms.load(Ordering::Relaxed)));
+        }
     }
 
     fn complete(&self, c: Completion) {
@@ -76,6 +86,7 @@ impl Backstore for Remote {
         }
     }
     fn read_vectored_at(&self, b: &mut [IoSliceMut<'_>], o: u64) -> rustio_backstore::Result<()> {
+        self.wait_if_synchronous();
         self.ram.read_vectored_at(b, o)
     }
     fn write_vectored_at(
@@ -84,13 +95,14 @@ impl Backstore for Remote {
         o: u64,
         f: WriteFlags,
     ) -> rustio_backstore::Result<()> {
+        self.wait_if_synchronous();
         self.ram.write_vectored_at(b, o, f)
     }
     fn flush(&self) -> rustio_backstore::Result<()> {
         Ok(())
     }
     fn submits_async(&self) -> bool {
-        true
+        !self.synchronous.load(Ordering::Relaxed)
     }
     fn submit_read(&self, offset: u64, mut buf: Vec<u8>, done: IoDone) {
         let r = self.ram.read_at(&mut buf, offset);
@@ -340,4 +352,63 @@ fn a_peer_that_stops_reading_never_holds_up_the_completion_thread() {
             "a completion took {longest:?}"
         );
     });
+}
+
+/// A per-LUN value of the metrics text (the rig has one LUN), in seconds.
+fn lun_seconds(h: &ServerHandle, field: &str) -> f64 {
+    let name = format!("rustio_lun_{field}_seconds_total{{");
+    h.metrics_text()
+        .lines()
+        .find(|l| l.starts_with(&name))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in the metrics"))
+}
+
+/// The time READs and WRITEs spend in the target and, of that, in the engine and store
+/// (`rustio_lun_{read,write}_seconds_total`, `..._backstore_seconds_total`): with a store
+/// that takes 40 ms per request, completed asynchronously (RBD's path) and then served
+/// synchronously (the pool's path), each command adds at least 40 ms to both, and the
+/// target's own share stays small.
+#[test]
+fn time_in_the_target_and_in_the_store_is_counted() {
+    const DELAY: f64 = 0.040;
+    const EACH: usize = 4;
+    let (remote, h, mut i, all) = remote_rig(262_144, 64 << 10, 3);
+    let fields = ["read", "read_backstore", "write", "write_backstore"];
+    let before: Vec<f64> = fields.iter().map(|f| lun_seconds(&h, f)).collect();
+    remote
+        .delay_ms
+        .store((DELAY * 1e3) as u64, Ordering::Relaxed);
+    for synchronous in [false, true] {
+        remote.synchronous.store(synchronous, Ordering::Relaxed);
+        for n in 0..EACH {
+            let lba = (n * 8) as u32;
+            let r = i.scsi(0, &read10(lba, 8), 4096, &[], 0);
+            assert_eq!((r.status, &r.data[..]), (0, &all[n * 4096..][..4096]));
+            let r = i.scsi(0, &write10(lba, 8), 0, &all[n * 4096..][..4096], 0);
+            assert_eq!(r.status, 0, "WRITE {n}");
+        }
+    }
+    // Each command's time is added right after its response is sent: wait for the last.
+    let least = 2.0 * EACH as f64 * DELAY;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let spent = loop {
+        let now: Vec<f64> = fields.iter().map(|f| lun_seconds(&h, f)).collect();
+        let d: Vec<f64> = now.iter().zip(&before).map(|(a, b)| a - b).collect();
+        if d[1] >= least && d[3] >= least || Instant::now() > deadline {
+            break d;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let (read, read_store, write, write_store) = (spent[0], spent[1], spent[2], spent[3]);
+    assert!(read_store >= least, "READs in the store: {read_store} s");
+    assert!(write_store >= least, "WRITEs in the store: {write_store} s");
+    assert!(read >= read_store && write >= write_store, "{spent:?}");
+    // The target's own share (receive, queue, send) is bounded: time from another origin
+    // (the session's start, an earlier command) would show here.
+    let own = 2.0 * EACH as f64 * 0.100;
+    assert!(
+        read - read_store < own && write - write_store < own,
+        "{spent:?}"
+    );
 }

@@ -6,6 +6,7 @@
 use std::io::IoSliceMut;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use rustio_backstore::FileRange;
 use rustio_iscsi_proto::pdu::{ScsiCommand, TaskAttribute};
@@ -16,6 +17,7 @@ use super::io::{reader_busy, Payload};
 use super::{Conn, ExecJob};
 use crate::command::{finish_task, NewCommand, Residual};
 use crate::config::AUTO_INLINE_MAX;
+use crate::metrics::IoCounters;
 use crate::session::{Session, TaskState};
 
 /// READs up to this long are read in place into [`ExecBufs::read`].
@@ -112,15 +114,17 @@ fn execute_then(
     let lun = rustio_scsi::decode_lun_u64(cmd.hdr.lun).unwrap_or(u64::MAX);
     let xfer = sess.lun_map.transfer(lun, cmd.cdb.bytes());
     let mut async_data = Vec::new();
-    let (resp, placed) = match (finished, cmd.fail) {
+    let (resp, placed, backstore) = match (finished, cmd.fail) {
         (Some(end), _) => {
             async_data = end.data_in;
-            (end.response, DataIn::Async)
+            (end.response, DataIn::Async, cmd.backstore)
         }
-        (None, Some(s)) => (Response::check(s), DataIn::Staged),
+        (None, Some(s)) => (Response::check(s), DataIn::Staged, Duration::ZERO),
         (None, None) => {
             let file_ok = file_send_ok(&conn, &cmd);
-            run_engine(&sess, &cmd, &xfer, lun, bufs, file_ok)
+            let start = Instant::now();
+            let (resp, placed) = run_engine(&sess, &cmd, &xfer, lun, bufs, file_ok);
+            (resp, placed, start.elapsed())
         }
     };
     let data_in = match &placed {
@@ -137,6 +141,7 @@ fn execute_then(
     }
     if sess.claim_response(cmd.hdr.itt) {
         send(&conn, &cmd, &resp, data_in, residual);
+        count_time(&sess, &cmd, xfer.class, backstore);
     }
     conn.write_bufs.give(std::mem::take(&mut cmd.buf));
 }
@@ -297,6 +302,17 @@ fn residual(hdr: &ScsiCommand, needed_out: Option<u32>, data_in_len: usize) -> R
     }
 }
 
+/// The counters a command is counted on: its session's and its LUN's.
+fn counters<'s>(sess: &'s Session, cmd: &NewCommand) -> impl Iterator<Item = &'s IoCounters> {
+    [
+        Some(&sess.counters),
+        sess.lun(cmd.hdr.lun).map(|l| &l.counters),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|c| &**c)
+}
+
 /// Counts a command on its session and LUN (relaxed atomics; no lock on the I/O path).
 fn count(sess: &Session, cmd: &NewCommand, class: IoClass, resp: &Response, data_in_len: usize) {
     let ok = matches!(resp.status, Status::Good | Status::ConditionMet);
@@ -310,17 +326,30 @@ fn count(sess: &Session, cmd: &NewCommand, class: IoClass, resp: &Response, data
     } else {
         0
     };
-    let lun_entry = sess.lun(cmd.hdr.lun);
-    for c in [Some(&sess.counters), lun_entry.map(|l| &l.counters)]
-        .into_iter()
-        .flatten()
-    {
+    for c in counters(sess, cmd) {
         c.record(
             class == IoClass::Read,
             class == IoClass::Write,
             read_bytes,
             write_bytes,
             ok,
+        );
+    }
+}
+
+/// Adds a command's time in the target, from its arrival to its response sent or queued,
+/// and of that its time in the engine and backstore, to its session's and LUN's counters.
+fn count_time(sess: &Session, cmd: &NewCommand, class: IoClass, backstore: Duration) {
+    if class == IoClass::Other {
+        return;
+    }
+    let total = cmd.arrived.elapsed();
+    for c in counters(sess, cmd) {
+        c.record_time(
+            class == IoClass::Read,
+            class == IoClass::Write,
+            total,
+            backstore,
         );
     }
 }
@@ -437,6 +466,7 @@ fn submit_async(conn: &Arc<Conn>, mut cmd: Box<NewCommand>, task: Arc<TaskState>
     let itt = u64::from(cmd.hdr.itt);
     let attr = task_attr(cmd.hdr.attr);
     let to = conn.clone();
+    let submitted = Instant::now();
     sess.lun_map.submit(
         &sess.nexus,
         lun,
@@ -447,6 +477,7 @@ fn submit_async(conn: &Arc<Conn>, mut cmd: Box<NewCommand>, task: Arc<TaskState>
         attr,
         data_in_len,
         move |mut end| {
+            cmd.backstore = submitted.elapsed();
             cmd.buf = std::mem::take(&mut end.data_out);
             let retry = end.retry;
             let job = ExecJob {

@@ -340,6 +340,7 @@ impl ConnReader {
         bhs: &[u8; BHS_LEN],
         len: usize,
     ) -> io::Result<Box<NewCommand>> {
+        let arrived = Instant::now();
         let sess = self.conn.session.clone();
         let mut fail = None;
         if c.read && c.write {
@@ -387,6 +388,8 @@ impl ConnReader {
             need,
             budget,
             busy,
+            arrived,
+            backstore: Duration::ZERO,
         }))
     }
 
