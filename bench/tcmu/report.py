@@ -287,6 +287,12 @@ def collect(vm_out: str) -> dict:
             entry["error"] = meta["error"]
         if meta.get("vmhwm_kb", "").isdigit():
             entry["daemon_vmhwm_kib"] = int(meta["vmhwm_kb"])
+            # The peak without the shared memory still mapped at the end (a mapped store's
+            # page cache: rustio's mapped reads of the tmpfs file stay mapped until the
+            # LUN goes), as bench/harness.py's UnsharedPeakSampler counts `rustio serve`.
+            if meta.get("rss_shmem_kb", "").isdigit():
+                entry["daemon_rss_shmem_kib"] = int(meta["rss_shmem_kb"])
+                entry["daemon_peak_unshared_kib"] = max(0, int(meta["vmhwm_kb"]) - int(meta["rss_shmem_kb"]))
         for k in ("dev", "max_sectors_kb", "cache_type", "setup_s", "image", "jobs"):
             if meta.get(k):
                 entry[k] = meta[k]
@@ -438,7 +444,7 @@ def render(res: dict) -> str:
         row = f"{b:<18}" + "".join(f"{fmt_perf(wl[w], u):>20}" for w, u in WORKLOADS)
         cpu = [wl[w].get("daemon_cpu_us_per_io") for w, _ in WORKLOADS]
         cpu_s = "/".join("-" if c is None else f"{c:.0f}" for c in cpu)
-        hwm = e.get("daemon_vmhwm_kib")
+        hwm = e.get("daemon_peak_unshared_kib", e.get("daemon_vmhwm_kib"))
         row += f"{cpu_s:>30}{(f'{hwm / 1024:.1f} MiB' if hwm else '-'):>11}"
         if e.get("status") not in ("ok",):
             row += f"  [{e.get('status')}{': ' + e['error'] if e.get('error') else ''}]"
