@@ -211,7 +211,9 @@ cat >"$OUT/rustio.json" <<EOF
    "luns": [{"index": 0, "storage_object": "/backstores/user/bench"}],
    "portals": [{"ip_address": "127.0.0.1", "port": $PR}]}]}]}
 EOF
-"${ON_CLIENT[@]}" "$RUSTIO_BIN" serve --config "$OUT/rustio.json" --metrics "127.0.0.1:$PM" --log warn ${RUSTIO_ARGS:-} >"$OUT/rustio.log" 2>&1 &
+METRICS=(--metrics "127.0.0.1:$PM")
+[[ " ${RUSTIO_ARGS:-} " == *" --metrics"* ]] && METRICS=()  # the caller's own endpoint: no split
+"${ON_CLIENT[@]}" "$RUSTIO_BIN" serve --config "$OUT/rustio.json" "${METRICS[@]}" --log warn ${RUSTIO_ARGS:-} >"$OUT/rustio.log" 2>&1 &
 RUSTIO=$!
 PORTS=$PR
 if [ "$B" = 1 ]; then
@@ -373,7 +375,7 @@ try:
 except OSError:
     lines = []
 for l in lines:
-    if len(l) != 16 or num(l[3]) is None:
+    if len(l) != 16 or not num(l[3]) or any(num(x) is None for x in l[4:16]):
         continue
     w, rw, iops = l[1], l[2], float(l[3])
     d = [float(b) - float(a) for a, b in zip(l[4:10], l[10:16])]
@@ -384,7 +386,7 @@ if split:
     print()
     print("Where a rustio I/O's time goes (ms, medians; QD 32): the client's mean latency (QD / IOPS), in rustio from the")
     print("command's arrival to its response sent, of that in librbd (submission to completion), librbd's mean depth")
-    print("(IOPS x librbd time) and rbd bench's own mean latency (no cache, 32 in flight).")
+    print("(IOPS x librbd time) and rbd bench's own mean latency (no cache, 32 in flight); 'rustio own' is in rustio - in librbd.")
     print(f"{'workload':15} {'client':>8} {'in rustio':>10} {'in librbd':>10} {'rustio own':>11} {'librbd depth':>13} {'rbd bench':>10}")
     for w, vals in split.items():
         c, t, s_, dep = (med([v[i] for v in vals]) for i in range(4))

@@ -124,7 +124,9 @@ fn execute_then(
             let file_ok = file_send_ok(&conn, &cmd);
             let start = Instant::now();
             let (resp, placed) = run_engine(&sess, &cmd, &xfer, lun, bufs, file_ok);
-            (resp, placed, start.elapsed())
+            // A command its asynchronous store sent back (`retry`) already spent
+            // `cmd.backstore` there.
+            (resp, placed, cmd.backstore.saturating_add(start.elapsed()))
         }
     };
     let data_in = match &placed {
@@ -141,8 +143,9 @@ fn execute_then(
     }
     if sess.claim_response(cmd.hdr.itt) {
         send(&conn, &cmd, &resp, data_in, residual);
-        count_time(&sess, &cmd, xfer.class, backstore);
     }
+    // Timed like it is counted (above), answered or not.
+    count_time(&sess, &cmd, xfer.class, backstore);
     conn.write_bufs.give(std::mem::take(&mut cmd.buf));
 }
 
@@ -337,8 +340,9 @@ fn count(sess: &Session, cmd: &NewCommand, class: IoClass, resp: &Response, data
     }
 }
 
-/// Adds a command's time in the target, from its arrival to its response sent or queued,
-/// and of that its time in the engine and backstore, to its session's and LUN's counters.
+/// Adds a command's time in the target, from its arrival to its response sent or queued
+/// (or to its end, when the response was not its to send), and of that its time in the
+/// engine and backstore, to its session's and LUN's counters.
 fn count_time(sess: &Session, cmd: &NewCommand, class: IoClass, backstore: Duration) {
     if class == IoClass::Other {
         return;
