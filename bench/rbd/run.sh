@@ -42,7 +42,9 @@
 # (rustio_lun_{read,write}_seconds_total and ..._backstore_seconds_total) are read from
 # --metrics, and the report splits the mean latency the client saw (QD / IOPS) into the
 # time in rustio (PDU arrival to response sent) and, of that, in librbd (submission to
-# completion), next to rbd bench's own mean latency.
+# completion), next to rbd bench's own mean latency; and runs rbd bench (no cache) once
+# more at librbd's mean depth under rustio (when below 32), to tell what the iSCSI hop
+# costs beyond the requests it keeps on the wire.
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -56,7 +58,7 @@ while (($#)); do
         --no-group) GROUP=0; shift ;;
         --pin) PIN=1; shift ;;
         --out) OUT=$2; shift 2 ;;
-        -h|--help) sed -n '2,45p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,47p' "$0"; exit 0 ;;
         *) echo "bench/rbd: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -304,7 +306,20 @@ for run in $(seq "$RUNS"); do
         say "run $run $name: rustio (load $(cut -d' ' -f1-3 /proc/loadavg))"
         m0=$(lun_times)
         r=$(rec "$run" "$name" rustio "$(job "$RUSTIO" lg $PR iqn.2024-01.org.rustio.bench:rbd 0 "$rw" "$pat" "$bs")")
-        echo "$run $name $rw ${r:--} $m0 $(lun_times)" >>"$OUT/split.txt"
+        m1=$(lun_times)
+        echo "$run $name $rw ${r:--} $m0 $m1" >>"$OUT/split.txt"
+        # librbd's mean depth under rustio (IOPS x librbd time per command), for rbd bench
+        # at the same depth below; empty without the time counters.
+        depth=$(python3 -c '
+import sys
+try:
+    iops, a, b = float(sys.argv[1]), sys.argv[2].split(), sys.argv[3].split()
+    i = 0 if sys.argv[4] == "read" else 1
+    n = float(b[i]) - float(a[i])
+    d = round(iops * (float(b[4 + i]) - float(a[4 + i])) / n)
+    print(d if 1 <= d <= 32 else "")
+except (ValueError, IndexError, ZeroDivisionError):
+    print("")' "${r:--}" "$m0" "$m1" "$rw")
         if [ "$B" = 1 ]; then
             say "run $run $name: rustio-b (${B_BIN:-same binary}; ${B_PARAMS:-same parameters})"
             rec "$run" "$name" rustio-b "$(job "$RUSTIO_B" lg $PB iqn.2024-01.org.rustio.bench:rbd-b 0 "$rw" "$pat" "$bs")" >/dev/null
@@ -322,6 +337,10 @@ for run in $(seq "$RUNS"); do
         rec "$run" "$name" rbd "$(job - rbd_bench "$rw" "$pat" "$rbs" 32 "$ops")" >/dev/null
         say "run $run $name: rbd bench --rbd_cache=false"
         rec "$run" "$name" rbd-nocache "$(job - rbd_bench "$rw" "$pat" "$rbs" 32 "$ops" --rbd_cache=false)" >/dev/null
+        if [ -n "$depth" ] && [ "$depth" != 32 ]; then
+            say "run $run $name: rbd bench --rbd_cache=false at rustio's librbd depth ($depth)"
+            rec "$run" "$name" rbd-depth "$(job - rbd_bench "$rw" "$pat" "$rbs" "$depth" "$ops" --rbd_cache=false)" >/dev/null
+        fi
     done
 done
 
@@ -387,13 +406,16 @@ if split:
     print("Where a rustio I/O's time goes (ms, medians; QD 32): the client's mean latency (QD / IOPS), in rustio from the")
     print("command's arrival to its response sent, of that in librbd (submission to completion), librbd's mean depth")
     print("(IOPS x librbd time) and rbd bench's own mean latency (no cache, 32 in flight); 'rustio own' is in rustio - in librbd.")
-    print(f"{'workload':15} {'client':>8} {'in rustio':>10} {'in librbd':>10} {'rustio own':>11} {'librbd depth':>13} {'rbd bench':>10}")
+    print("Last columns: rbd bench (no cache) at rustio's librbd depth, rounded, in the same rounds (IOPS), and rustio against it:")
+    print("what the iSCSI hop costs beyond the requests it keeps on the wire.")
+    print(f"{'workload':15} {'client':>8} {'in rustio':>10} {'in librbd':>10} {'rustio own':>11} {'librbd depth':>13} {'rbd bench':>10} {'rbd @depth':>11} {'rustio/that':>12}")
     for w, vals in split.items():
         c, t, s_, dep = (med([v[i] for v in vals]) for i in range(4))
         nb = med(res.get(w, {}).get("rbd-nocache", []))
         rb = None if not nb else 32 / nb * 1e3
+        at = med(res.get(w, {}).get("rbd-depth", []))
         g = lambda v, p=2: "-" if v is None else f"{v:.{p}f}"
-        print(f"{w:15} {g(c):>8} {g(t):>10} {g(s_):>10} {g(t - s_, 3):>11} {g(dep, 1):>13} {g(rb):>10}")
+        print(f"{w:15} {g(c):>8} {g(t):>10} {g(s_):>10} {g(t - s_, 3):>11} {g(dep, 1):>13} {g(rb):>10} {f(at):>11} {q(med(res[w].get('rustio', [])), at):>12}")
 json.dump({"secs": secs, "size_mib": size, "runs": runs, "load_end": load, "load_1min": loads,
            "layout": layout, "iops": res, "cpu_us_per_io": cpu, "rustio_b_params": b_params, "rustio_b_bin": b_bin,
            "latency_split_ms": split}, open(f"{out}/rbd.json", "w"), indent=1)
