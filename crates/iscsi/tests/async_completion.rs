@@ -117,11 +117,14 @@ impl Backstore for Remote {
 /// 64 MiB.
 const BYTES: u64 = 64 << 20;
 
-/// A server-wide counter of the metrics text.
-fn counter(h: &ServerHandle, name: &str) -> u64 {
+/// The value of metric `name` in the metrics text: a server-wide one, or the first series
+/// of a labelled one (the rigs here have one LUN and one session).
+fn metric(h: &ServerHandle, name: &str) -> f64 {
     h.metrics_text()
         .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| l.split(['{', ' ']).next() == Some(name))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
         .unwrap_or_else(|| panic!("no {name} in the metrics"))
 }
 
@@ -257,14 +260,14 @@ fn results_sent_from_the_completion_thread_arrive_whole_and_in_order() {
         });
         read_back(&mut i, &all, reads, Duration::from_millis(300), pause);
         if round == 0 {
-            let now = counter(&h, "rustio_iscsi_async_results_sent_on_completion_total");
-            let partly = counter(&h, "rustio_iscsi_async_results_sent_partly_total");
-            assert!(now > 0, "no result sent on the completion thread");
-            assert!(partly > 0, "no send found the socket full ({now} sent)");
+            let now = metric(&h, "rustio_iscsi_async_results_sent_on_completion_total");
+            let partly = metric(&h, "rustio_iscsi_async_results_sent_partly_total");
+            assert!(now > 0.0, "no result sent on the completion thread");
+            assert!(partly > 0.0, "no send found the socket full ({now} sent)");
         }
     }
     // The 1 MiB READs (above the completion thread's limit) went to the pool.
-    assert!(counter(&h, "rustio_iscsi_async_results_handed_off_total") >= 8);
+    assert!(metric(&h, "rustio_iscsi_async_results_handed_off_total") >= 8.0);
     // The connection is still in order for a plain command.
     let r = i.scsi(0, &read10(0, 8), 4096, &[], 0);
     assert_eq!(r.status, 0);
@@ -284,7 +287,7 @@ fn small_data_segments_arrive_whole() {
         off..off + len
     });
     read_back(&mut i, &all, reads, Duration::ZERO, Duration::ZERO);
-    assert!(counter(&h, "rustio_iscsi_async_results_sent_on_completion_total") > 0);
+    assert!(metric(&h, "rustio_iscsi_async_results_sent_on_completion_total") > 0.0);
     assert_eq!(h.connection_count(), 1);
     h.shutdown();
 }
@@ -354,17 +357,6 @@ fn a_peer_that_stops_reading_never_holds_up_the_completion_thread() {
     });
 }
 
-/// A value of the LUN's (`group` "lun"; the rig has one) or the session's ("session")
-/// series in the metrics text.
-fn series_value(h: &ServerHandle, group: &str, field: &str) -> f64 {
-    let name = format!("rustio_{group}_{field}{{");
-    h.metrics_text()
-        .lines()
-        .find(|l| l.starts_with(&name))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in the metrics"))
-}
-
 /// The time READs and WRITEs spend in the target and, of that, in the engine and store
 /// (`rustio_lun_{read,write}_seconds_total`, `..._backstore_seconds_total`): with a store
 /// that takes 40 ms per request, completed asynchronously (RBD's path) and then served
@@ -384,8 +376,12 @@ fn time_in_the_target_and_in_the_store_is_counted() {
         "read_commands_total",
         "write_commands_total",
     ];
-    let values =
-        |group: &str| -> Vec<f64> { fields.iter().map(|f| series_value(&h, group, f)).collect() };
+    let values = |group: &str| -> Vec<f64> {
+        fields
+            .iter()
+            .map(|f| metric(&h, &format!("rustio_{group}_{f}")))
+            .collect()
+    };
     // Settle the fill's last WRITE (timed right after its response).
     std::thread::sleep(Duration::from_millis(100));
     let before = [values("lun"), values("session")];
