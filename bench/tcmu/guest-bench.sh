@@ -44,6 +44,13 @@
 # strace (strace -c -f of the daemon: <tag>.strace, system calls per I/O in the report) or
 # perf (perf record -g: <tag>.perf.txt, <tag>.perf-callers.txt). report.py keeps profiled
 # rounds out of the medians (the profiler's own cost is in their figures).
+# RUSTIO_BENCH_CALLGRIND=1: every daemon runs under `valgrind --tool=callgrind` with
+# instrumentation off, switched on for each fio job only (callgrind_control -i on/off) and
+# dumped after it: <tag>.callgrind.out (the dump) and <tag>.callgrind (callgrind_annotate:
+# the daemon's user-space instructions in that job, by function; the kernel's side is not
+# in them). Every round of such a run is a
+# profiled round (its IOPS and CPU are valgrind's): use it for instructions per I/O only,
+# with RUSTIO_BENCH_RUNS=1 and the backends to compare.
 # Per-thread CPU ticks and context switches of the daemon before/after every job:
 # <tag>.threads0 / <tag>.threads1 ("tid comm utime stime voluntary nonvoluntary").
 # Both userspace daemons get the same device attributes (hw_max_sectors=2048,
@@ -172,19 +179,31 @@ create_fileio_dev() { # HBA NAME
 }
 
 DAEMON_PID=
+CALLGRIND=${RUSTIO_BENCH_CALLGRIND:-0}
+WAIT_START=60
+WRAP=()
+daemon_wrap() { # DAEMON_OUT_DIR: WRAP = the command prefix every daemon starts under
+  WRAP=()
+  [[ $CALLGRIND == 1 ]] || return 0
+  # --instr-atstart=no: start-up runs uninstrumented (minutes faster under TCG).
+  WRAP=(valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$1/callgrind.out")
+  WAIT_START=600
+}
 start_rustio() { # LOG [BIN ARGS]: BIN/ARGS default to $RUSTIO / $RUSTIO_BENCH_RUNNER_ARGS
   local bin=${2:-$RUSTIO} args=${3-${RUSTIO_BENCH_RUNNER_ARGS:-}}
   # shellcheck disable=SC2086 # the runner arguments: extra options, split on spaces
-  (cd /var/tmp && exec "$bin" --log info runner --no-dbus $args) >>"$1" 2>&1 &
+  daemon_wrap "$(dirname "$1")"
+  (cd /var/tmp && exec "${WRAP[@]}" "$bin" --log info runner --no-dbus $args) >>"$1" 2>&1 &
   DAEMON_PID=$!
-  vm_wait 60 grep -q "listening for TCMU netlink events" "$1" || { tail -20 "$1"; return 1; }
+  vm_wait "$WAIT_START" grep -q "listening for TCMU netlink events" "$1" || { tail -20 "$1"; return 1; }
   vm_wait 30 grep -q "existing devices opened" "$1" || true
 }
 start_tcmu_runner() { # LOG HANDLER_DIR
   vm_start_dbus || { echo "dbus failed"; return 1; }
-  tcmu-runner --handler-path "$2" --tcmu-log-dir /var/log >>"$1" 2>&1 &
+  daemon_wrap "$(dirname "$1")"
+  "${WRAP[@]}" tcmu-runner --handler-path "$2" --tcmu-log-dir /var/log >>"$1" 2>&1 &
   DAEMON_PID=$!
-  vm_wait 60 dbus-send --system --print-reply --dest=org.freedesktop.DBus / \
+  vm_wait "$WAIT_START" dbus-send --system --print-reply --dest=org.freedesktop.DBus / \
     org.freedesktop.DBus.GetNameOwner string:org.kernel.TCMUService1 || {
     kill -0 "$DAEMON_PID" 2>/dev/null || { echo "tcmu-runner exited"; tail -20 "$1"; return 1; }
   }
@@ -235,11 +254,28 @@ prof_start() { # BACKEND_OUT TAG: per-thread stats, and the profiler of this run
     perf) perf record -e cpu-clock -g -F 250 -p "$DAEMON_PID" -o "/tmp/$2.perf.data" >"$1/$2.perf.err" 2>&1 & PROF_PID=$! ;;
   esac
   [[ -n $PROF_PID ]] && sleep 1
+  [[ $CALLGRIND == 1 ]] && callgrind_control -i on "$DAEMON_PID" >>"$1/$2.callgrind.err" 2>&1
   return 0
 }
 prof_stop() { # BACKEND_OUT TAG
   [[ -n $DAEMON_PID ]] || return 0
   thread_stats "$DAEMON_PID" >"$1/$2.threads1"
+  if [[ $CALLGRIND == 1 ]]; then
+    # The dump holds the counts since the previous one, i.e. of this job (instrumented
+    # from prof_start on); callgrind numbers dumps callgrind.out.1, .2, ... and every
+    # earlier one was moved to its job's name, so the one left is this job's.
+    local dump
+    callgrind_control -d "$2" "$DAEMON_PID" >>"$1/$2.callgrind.err" 2>&1
+    callgrind_control -i off "$DAEMON_PID" >>"$1/$2.callgrind.err" 2>&1
+    dump=$(compgen -G "$1/callgrind.out.[0-9]*" | head -1)
+    if [[ -n $dump ]]; then
+      mv "$dump" "$1/$2.callgrind.out"
+      callgrind_annotate --inclusive=no --threshold=100 "$1/$2.callgrind.out" 2>>"$1/$2.callgrind.err" |
+        head -80 >"$1/$2.callgrind"
+    else
+      echo "no callgrind dump" >>"$1/$2.callgrind.err"
+    fi
+  fi
   [[ -n $PROF_PID ]] || return 0
   kill -INT "$PROF_PID" 2>/dev/null
   wait "$PROF_PID" 2>/dev/null

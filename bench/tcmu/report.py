@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from typing import Optional
 
@@ -95,7 +96,8 @@ def workload_result(bdir: str, name: str, unit: str) -> dict:
     # Runs under a profiler (guest-bench.sh RUSTIO_BENCH_PROFILE) are reported apart and
     # never count towards the median: the profiler's own cost is in their figures.
     profiled = [t for t in tags if any(
-        os.path.exists(os.path.join(bdir, t + ext)) for ext in (".strace", ".perf.err"))]
+        os.path.exists(os.path.join(bdir, t + ext))
+        for ext in (".strace", ".perf.err", ".callgrind.err"))]
     runs = [single_run(bdir, t) for t in tags if t not in profiled]
     prof = {t: single_run(bdir, t) for t in profiled}
     for t, r in prof.items():
@@ -103,6 +105,9 @@ def workload_result(bdir: str, name: str, unit: str) -> dict:
         if sc:
             r["syscalls_per_io"] = sc[0]
             r["syscall_sys_us_per_io"] = sc[1]
+        cg = callgrind_counts(os.path.join(bdir, t + ".callgrind"), r.get("total_ios", 0))
+        if cg:
+            r["callgrind"] = cg
     if not runs:
         if prof:
             return {"status": "profiled runs only", "profiled": prof}
@@ -175,6 +180,36 @@ def strace_counts(path: str, ios: int) -> Optional[tuple]:
         ring = sum(v for k, v in d.items() if k in RING_SYSCALLS)
         d["all"], d["ring"] = round(sum(d.values()), nd), round(ring, nd)
     return out, cost
+
+
+def callgrind_counts(path: str, ios: int, top: int = 12) -> Optional[dict]:
+    """User-space instructions per I/O of one job (guest-bench.sh RUSTIO_BENCH_CALLGRIND=1):
+    the total from the dump PATH.out ("totals:"; its "summary:" wraps below zero after
+    `callgrind_control -i off/on`, and so does callgrind_annotate's PROGRAM TOTALS) and
+    the TOP functions by own instructions from the annotation PATH."""
+    if ios <= 0:
+        return None
+    total, funcs = None, []
+    try:
+        with open(path + ".out", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("totals:"):
+                    total = int(line.split()[1])
+        with open(path, encoding="utf-8", errors="replace") as f:
+            seen_totals = False
+            for line in f:
+                if "PROGRAM TOTALS" in line:
+                    seen_totals = True
+                    continue
+                # "N (P%)  file:function [object]"
+                m = re.match(r"\s*([\d,]+)\s+(?:\([^)]*\)\s+)?(\S.*)$", line)
+                if seen_totals and m and len(funcs) < top:
+                    funcs.append((m.group(2).strip(), round(int(m.group(1).replace(",", "")) / ios)))
+    except (OSError, ValueError, IndexError):
+        return None
+    if total is None:
+        return None
+    return {"instr_per_io": round(total / ios), "top": funcs}
 
 
 def single_run(bdir: str, name: str) -> dict:
@@ -476,6 +511,19 @@ def render(res: dict) -> str:
         lines.append("")
         lines.append("daemon system calls per I/O (strace -c -f round, not in the medians):")
         lines += sc_lines
+    cg_lines = []
+    for b in BACKENDS + OPTIONAL + FLOOR:
+        wl = res["backends"].get(b, {}).get("workloads") or {}
+        for w, _ in WORKLOADS:
+            for tag, p in sorted((wl.get(w, {}).get("profiled") or {}).items()):
+                cg = p.get("callgrind")
+                if cg:
+                    cg_lines.append(f"  {b:<18} {tag:<22} {cg['instr_per_io']:>10}")
+                    cg_lines += [f"      {n:>9}  {f}" for f, n in cg["top"]]
+    if cg_lines:
+        lines.append("")
+        lines.append("daemon user-space instructions per I/O (callgrind round; its functions):")
+        lines += cg_lines
     if res.get("floor"):
         lines += render_floor(res["floor"])
     return "\n".join(lines) + "\n"
