@@ -368,13 +368,15 @@ print(f"RBD stage: single-node Ceph 16.2 on 127.0.0.1, image {size} MiB pre-fill
 if b_params or b_bin:
     print(f"rustio-b: {b_bin or 'the same binary'}, TPG parameters {{{b_params}}}")
 has_b = any("rustio-b" in d for d in res.values())
-print(f"{'workload':15} {'rustio serve':>13}" + (f" {'rustio-b':>9}" if has_b else "") + f" {'2-gw group':>11} {'tgt bs_rbd':>11} {'rbd bench':>10} {'(no cache)':>11} {'rustio/tgt':>11} {'rustio/rbd':>11} {'(no cache)':>11}" + (f" {'b/rbd nc':>9}" if has_b else "") + f" {'group/rustio':>13} {'group/rbd':>10}   (IOPS)  per-run rustio/rbd (no cache)")
+print("librbd/tgt: rbd bench (no cache) / tgt, the most a target whose every I/O goes through librbd could be")
+print("over tgt in this run (rustio/tgt passes it only where rustio beats librbd alone).")
+print(f"{'workload':15} {'rustio serve':>13}" + (f" {'rustio-b':>9}" if has_b else "") + f" {'2-gw group':>11} {'tgt bs_rbd':>11} {'rbd bench':>10} {'(no cache)':>11} {'rustio/tgt':>11} {'librbd/tgt':>11} {'rustio/rbd':>11} {'(no cache)':>11}" + (f" {'b/rbd nc':>9}" if has_b else "") + f" {'group/rustio':>13} {'group/rbd':>10}   (IOPS)  per-run rustio/rbd (no cache)")
 f = lambda v: "-" if v is None else f"{v:.0f}"
 q = lambda a, c: "-" if a is None or not c else f"{a / c:.2f}x"
 for w, d in res.items():
     r, rb, g, t, b, n = (med(d.get(k, [])) for k in ("rustio", "rustio-b", "group", "tgt", "rbd", "rbd-nocache"))
     per = " ".join(f"{q(a, c)} ({q(a, e)})" for a, c, e in zip(d.get("rustio", []), d.get("rbd", []), d.get("rbd-nocache", [])))
-    print(f"{w:15} {f(r):>13}" + (f" {f(rb):>9}" if has_b else "") + f" {f(g):>11} {f(t):>11} {f(b):>10} {f(n):>11} {q(r, t):>11} {q(r, b):>11} {q(r, n):>11}" + (f" {q(rb, n):>9}" if has_b else "") + f" {q(g, r):>13} {q(g, b):>10}   {per}")
+    print(f"{w:15} {f(r):>13}" + (f" {f(rb):>9}" if has_b else "") + f" {f(g):>11} {f(t):>11} {f(b):>10} {f(n):>11} {q(r, t):>11} {q(n, t):>11} {q(r, b):>11} {q(r, n):>11}" + (f" {q(rb, n):>9}" if has_b else "") + f" {q(g, r):>13} {q(g, b):>10}   {per}")
 if cpu:
     print()
     print("CPU per I/O (µs, user + system, medians): the target process, its client (loadgen; rbd bench is its own client)")
