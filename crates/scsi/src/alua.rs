@@ -1621,8 +1621,8 @@ mod tests {
             h
         };
         let via = |i: u32, port: u16| {
-            let mut n = crate::tests::nexus(i);
-            n.target = crate::TargetPort::new(
+            let n = crate::tests::nexus(i);
+            let tp = crate::TargetPort::new(
                 port,
                 port,
                 crate::TargetPortName::Iscsi {
@@ -1630,7 +1630,7 @@ mod tests {
                     tpgt: port,
                 },
             );
-            n
+            crate::Nexus::new(n.initiator().clone(), tp)
         };
         let a = unit(1, via(1, 1));
         let b = unit(2, via(2, 2));
@@ -1658,7 +1658,7 @@ mod tests {
         assert_eq!(write(&b).status, Status::ReservationConflict);
         // REGISTER AND MOVE to Y's port through relative port 2 (gateway B), which this
         // gateway has never seen.
-        let tid = b.n.initiator.to_bytes();
+        let tid = b.n.initiator().to_bytes();
         let mut p = vec![0u8; 24];
         p[0..8].copy_from_slice(&0xaau64.to_be_bytes());
         p[8..16].copy_from_slice(&0xbbu64.to_be_bytes());

@@ -538,7 +538,7 @@ impl LogicalUnit {
                 g.descriptor(&mut desc);
             }
         } else if self.config.target_port_groups.is_empty() {
-            TargetPortGroup::of_port(&req.nexus.target).descriptor(&mut desc);
+            TargetPortGroup::of_port(req.nexus.target()).descriptor(&mut desc);
         } else {
             for g in &self.config.target_port_groups {
                 g.descriptor(&mut desc);

@@ -1,6 +1,8 @@
 //! I_T nexus, task attributes, the request of one command and task management functions.
 
 use std::fmt;
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::sync::OnceLock;
 
 use crate::lunmap::LunAccess;
 use crate::tpg::TargetPort;
@@ -8,18 +10,47 @@ use crate::transport::TransportId;
 
 /// An I_T nexus (SAM-5 4.7): the initiator port and target port a command came through.
 /// Both are typed identities; nothing parses port name strings.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+///
+/// Tables keyed by nexus are looked up on every command (unit attentions), so a nexus
+/// carries its hash, computed once with a per-process random key (SipHash, as std's
+/// `HashMap`: initiator names are the peer's choice). `Hash` writes that one value;
+/// [`crate::KeyHasher`] maps then cost a multiply instead of hashing two port names.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Nexus {
-    /// The initiator port (SPC-4 7.6.4), for iSCSI the initiator name plus ISID.
-    pub initiator: TransportId,
-    /// The target port: relative port identifier, target port group and name.
-    pub target: TargetPort,
+    initiator: TransportId,
+    target: TargetPort,
+    // Last, so that the derived comparisons order by the ports; a function of them.
+    key: u64,
+}
+
+impl Hash for Nexus {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.key);
+    }
 }
 
 impl Nexus {
     /// A nexus from its initiator and target ports.
     pub fn new(initiator: TransportId, target: TargetPort) -> Nexus {
-        Nexus { initiator, target }
+        static SEED: OnceLock<RandomState> = OnceLock::new();
+        let key = SEED
+            .get_or_init(RandomState::new)
+            .hash_one((&initiator, &target));
+        Nexus {
+            initiator,
+            target,
+            key,
+        }
+    }
+
+    /// The initiator port (SPC-4 7.6.4), for iSCSI the initiator name plus ISID.
+    pub fn initiator(&self) -> &TransportId {
+        &self.initiator
+    }
+
+    /// The target port: relative port identifier, target port group and name.
+    pub fn target(&self) -> &TargetPort {
+        &self.target
     }
 
     /// The initiator device name (SPC-4 3.1): for iSCSI the initiator name without the

@@ -9,12 +9,13 @@
 //! The fast path (no condition pending) is a read lock on the nexus table and one atomic
 //! load.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 
+use crate::keyhash::KeyMap;
 use crate::nexus::Nexus;
 use crate::sense::Sense;
 
@@ -82,7 +83,7 @@ impl NexusUa {
 /// The unit attention table of one logical unit.
 #[derive(Debug, Default)]
 pub(crate) struct UaTable {
-    nexuses: RwLock<HashMap<Nexus, Arc<NexusUa>>>,
+    nexuses: RwLock<KeyMap<Nexus, Arc<NexusUa>>>,
 }
 
 impl UaTable {

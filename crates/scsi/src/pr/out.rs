@@ -93,7 +93,7 @@ fn registered_with_key(s: &ReservationState, nexus: &Nexus, key: u64) -> Result<
 /// APTPL records are space separated: refuse names that would break them.
 fn name_is_persistable(n: &Nexus) -> bool {
     let ok = |s: &str| !s.is_empty() && !s.contains(char::is_whitespace);
-    ok(&n.initiator.to_string()) && ok(&n.target.name.to_string())
+    ok(&n.initiator().to_string()) && ok(&n.target().name.to_string())
 }
 
 /// REGISTER and REGISTER AND IGNORE EXISTING KEY (SPC-4 5.13.7, 5.13.11.2).
@@ -122,7 +122,7 @@ fn register(s: &mut ReservationState, nexus: &Nexus, p: &PrOutParams, ignore: bo
                 while let Some(i) = s
                     .registrations
                     .iter()
-                    .position(|r| r.initiator == nexus.initiator)
+                    .position(|r| &r.initiator == nexus.initiator())
                 {
                     s.remove_registration(i);
                 }
@@ -346,8 +346,10 @@ impl LogicalUnit {
             // In a gateway group, the port may be another gateway's: its nexus is named
             // from the group's configuration (it may never have talked to this one).
             let dest = self
-                .known_nexus(|n| n.target.relative_id == rtpi && dest_port.designates(&n.initiator))
-                .or_else(|| self.group_nexus(&dest_port, rtpi, &nexus.target))
+                .known_nexus(|n| {
+                    n.target().relative_id == rtpi && dest_port.designates(n.initiator())
+                })
+                .or_else(|| self.group_nexus(&dest_port, rtpi, nexus.target()))
                 .ok_or(Fail::Check(Sense::invalid_field_in_param(18, None)))?;
             if &dest == nexus {
                 return Err(Sense::invalid_field_in_param(24, None).into());

@@ -66,15 +66,16 @@ impl Registration {
     /// The registration of `n` with `key` (ALL_TG_PT = 0 unless `all_tg_pt`).
     pub(crate) fn of(n: &Nexus, key: u64, all_tg_pt: bool) -> Registration {
         Registration {
-            initiator: n.initiator.clone(),
-            target: (!all_tg_pt).then(|| n.target.name.clone()),
-            relative_target_port_id: n.target.relative_id,
+            initiator: n.initiator().clone(),
+            target: (!all_tg_pt).then(|| n.target().name.clone()),
+            relative_target_port_id: n.target().relative_id,
             key,
         }
     }
 
     pub(crate) fn matches(&self, n: &Nexus) -> bool {
-        self.initiator == n.initiator && self.target.as_ref().is_none_or(|t| *t == n.target.name)
+        &self.initiator == n.initiator()
+            && self.target.as_ref().is_none_or(|t| *t == n.target().name)
     }
 }
 
@@ -266,10 +267,10 @@ impl ReservationState {
             let _ = writeln!(
                 s,
                 "spc2 {} {} {} {}",
-                n.target.relative_id,
-                n.target.group.0,
-                pct(&n.initiator.to_string()),
-                pct(&n.target.name.to_string())
+                n.target().relative_id,
+                n.target().group.0,
+                pct(&n.initiator().to_string()),
+                pct(&n.target().name.to_string())
             );
         }
         for e in &self.events {

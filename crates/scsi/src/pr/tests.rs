@@ -137,8 +137,8 @@ mod shared {
     /// `nexus(i)` through the target port of gateway `port` (its own relative port
     /// identifier and portal group tag, as the gateways of a group have).
     fn via(i: u32, port: u16) -> Nexus {
-        let mut n = nexus(i);
-        n.target = TargetPort::new(
+        let n = nexus(i);
+        let tp = TargetPort::new(
             port,
             port,
             TargetPortName::Iscsi {
@@ -146,7 +146,7 @@ mod shared {
                 tpgt: port,
             },
         );
-        n
+        Nexus::new(n.initiator().clone(), tp)
     }
 
     fn pr_out(h: &H, sa: u8, ty: u8, key: u64, sa_key: u64) -> Response {

@@ -296,7 +296,7 @@ fn report_capabilities_and_full_status() {
     assert_eq!(&d[26..28], &[0, 1]);
     let tid_len = u32::from_be_bytes(d[28..32].try_into().unwrap()) as usize;
     assert_eq!(d[32], 0x45);
-    let name = h.n.initiator.to_string();
+    let name = h.n.initiator().to_string();
     let name = name.as_bytes();
     assert_eq!(&d[36..36 + name.len()], name);
     let second = 32 + tid_len;
@@ -321,7 +321,7 @@ fn register_and_move() {
     pr_out(&h, &h.n, 0, 0, 0, 0x1);
     pr_out(&h, &h.n, 1, 1, 0x1, 0);
     let tid = {
-        let mut name = n2.initiator.to_string().into_bytes();
+        let mut name = n2.initiator().to_string().into_bytes();
         name.push(0);
         while name.len() % 4 != 0 {
             name.push(0);
@@ -403,7 +403,7 @@ fn local_initiator_in_full_status() {
     assert_eq!(&d[8..16], &7u64.to_be_bytes());
     assert_eq!(d[32], 0x0f);
     let (id, _) = TransportId::parse(&d[32..]).unwrap();
-    assert_eq!(id, local.initiator);
+    assert_eq!(&id, local.initiator());
 }
 
 /// A unit over a caller's store commits through it (the store version moves).
