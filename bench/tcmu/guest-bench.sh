@@ -48,9 +48,10 @@
 # instrumentation off, switched on for each fio job only (callgrind_control -i on/off) and
 # dumped after it: <tag>.callgrind.out (the dump) and <tag>.callgrind (callgrind_annotate:
 # the daemon's user-space instructions in that job, by function; the kernel's side is not
-# in them). Every round of such a run is a
-# profiled round (its IOPS and CPU are valgrind's): use it for instructions per I/O only,
-# with RUSTIO_BENCH_RUNS=1 and the backends to compare.
+# in them). Every round of such a run is a profiled round (its IOPS and CPU are
+# valgrind's): use it for instructions per I/O only, with RUSTIO_BENCH_RUNS=1 and the
+# backends to compare (a daemon may take up to 600 s to start under valgrind: give run.sh
+# a VM_TIMEOUT to match).
 # Per-thread CPU ticks and context switches of the daemon before/after every job:
 # <tag>.threads0 / <tag>.threads1 ("tid comm utime stime voluntary nonvoluntary").
 # Both userspace daemons get the same device attributes (hw_max_sectors=2048,
@@ -185,6 +186,8 @@ WRAP=()
 daemon_wrap() { # DAEMON_OUT_DIR: WRAP = the command prefix every daemon starts under
   WRAP=()
   [[ $CALLGRIND == 1 ]] || return 0
+  command -v valgrind >/dev/null && command -v callgrind_control >/dev/null ||
+    { echo "RUSTIO_BENCH_CALLGRIND=1 needs valgrind and callgrind_control"; return 1; }
   # --instr-atstart=no: start-up runs uninstrumented (minutes faster under TCG).
   WRAP=(valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$1/callgrind.out")
   WAIT_START=600
@@ -192,7 +195,7 @@ daemon_wrap() { # DAEMON_OUT_DIR: WRAP = the command prefix every daemon starts 
 start_rustio() { # LOG [BIN ARGS]: BIN/ARGS default to $RUSTIO / $RUSTIO_BENCH_RUNNER_ARGS
   local bin=${2:-$RUSTIO} args=${3-${RUSTIO_BENCH_RUNNER_ARGS:-}}
   # shellcheck disable=SC2086 # the runner arguments: extra options, split on spaces
-  daemon_wrap "$(dirname "$1")"
+  daemon_wrap "$(dirname "$1")" || return 1
   (cd /var/tmp && exec "${WRAP[@]}" "$bin" --log info runner --no-dbus $args) >>"$1" 2>&1 &
   DAEMON_PID=$!
   vm_wait "$WAIT_START" grep -q "listening for TCMU netlink events" "$1" || { tail -20 "$1"; return 1; }
@@ -200,7 +203,7 @@ start_rustio() { # LOG [BIN ARGS]: BIN/ARGS default to $RUSTIO / $RUSTIO_BENCH_R
 }
 start_tcmu_runner() { # LOG HANDLER_DIR
   vm_start_dbus || { echo "dbus failed"; return 1; }
-  daemon_wrap "$(dirname "$1")"
+  daemon_wrap "$(dirname "$1")" || return 1
   "${WRAP[@]}" tcmu-runner --handler-path "$2" --tcmu-log-dir /var/log >>"$1" 2>&1 &
   DAEMON_PID=$!
   vm_wait "$WAIT_START" dbus-send --system --print-reply --dest=org.freedesktop.DBus / \
@@ -265,8 +268,8 @@ prof_stop() { # BACKEND_OUT TAG
     # from prof_start on); callgrind numbers dumps callgrind.out.1, .2, ... and every
     # earlier one was moved to its job's name, so the one left is this job's.
     local dump
-    callgrind_control -d "$2" "$DAEMON_PID" >>"$1/$2.callgrind.err" 2>&1
     callgrind_control -i off "$DAEMON_PID" >>"$1/$2.callgrind.err" 2>&1
+    callgrind_control -d "$2" "$DAEMON_PID" >>"$1/$2.callgrind.err" 2>&1
     dump=$(compgen -G "$1/callgrind.out.[0-9]*" | head -1)
     if [[ -n $dump ]]; then
       mv "$dump" "$1/$2.callgrind.out"

@@ -1053,8 +1053,8 @@ pub fn has_service_action(opcode: u8) -> bool {
 }
 
 /// The table entries of `opcode`, in service action order: a binary search of the sorted
-/// table (every command looks its CDB up at least once; a scan of the table cost ≈ 200
-/// instructions per READ, bench/README.md).
+/// table (a command is looked up twice, for its transfer length and to execute it; the
+/// two scans per lookup cost ≈ 400 instructions per READ, bench/README.md).
 fn entries(opcode: u8) -> &'static [OpInfo] {
     let table: &'static [OpInfo] = COMMANDS;
     let start = table.partition_point(|o| o.opcode < opcode);

@@ -116,7 +116,7 @@ impl LogicalUnit {
         designator(&mut body, None, 0x2, 0b00, 0x1, &t10);
         // Target port designators carry the protocol identifier of the port's transport
         // when it has one (SPC-4 7.8.6.1 PIV).
-        let port = &nexus.target();
+        let port = nexus.target();
         let proto = port.name.protocol().map(|p| p.code());
         let mut rtp = [0u8; 4];
         rtp[2..].copy_from_slice(&port.relative_id.to_be_bytes());

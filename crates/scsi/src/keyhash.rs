@@ -5,18 +5,21 @@
 //! std's default (SipHash-1-3 with a random key) is what keys a peer picks need, and it
 //! is not free: under the TCMU runner's 4 KiB READs the command-keyed maps and the unit
 //! attention table cost ≈ 1 300 instructions per command, a fifth of the daemon's own
-//! (callgrind, bench/README.md). Here `write_u64` is one xor and one multiply by an odd
-//! constant (2⁶⁴ / φ): a bijection, so distinct keys stay distinct in the low bits
-//! hashbrown indexes by, and the high bits it tags with are mixed.
+//! (callgrind, bench/README.md). Here `write_u64` is a rotate, an xor and a multiply by an
+//! odd constant (⌊2⁶⁴ / φ⌋). A multiply only carries upwards: the low bits hashbrown
+//! indexes by depend only on the key's low bits, so keys must differ there — consecutive
+//! numbers (a bijection: `n` keys fill `n` buckets of a power-of-two table) or values
+//! already random (a nexus's keyed hash). Keys that are multiples of a large power of two
+//! (aligned offsets, ids shifted left) would share one bucket: not for those.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
-/// 2⁶⁴ / φ, odd (Fibonacci hashing, Knuth TAOCP 6.4).
+/// ⌊2⁶⁴ / φ⌋, odd (the multiplier of Knuth's multiplicative hashing, TAOCP 6.4).
 const K: u64 = 0x9e37_79b9_7f4a_7c15;
 
-/// See the module documentation. Keys whose `Hash` writes anything but integers (strings
-/// a peer chose) belong in a std `HashMap`, not in a [`KeyMap`].
+/// See the module documentation. Keys a peer chooses (names, tags) and keys that do not
+/// vary in their low bits belong in a std `HashMap`, not in a [`KeyMap`].
 #[derive(Debug, Default, Clone, Copy)]
 pub struct KeyHasher(u64);
 

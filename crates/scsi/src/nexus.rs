@@ -15,12 +15,22 @@ use crate::transport::TransportId;
 /// carries its hash, computed once with a per-process random key (SipHash, as std's
 /// `HashMap`: initiator names are the peer's choice). `Hash` writes that one value;
 /// [`crate::KeyHasher`] maps then cost a multiply instead of hashing two port names.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Nexus {
     initiator: TransportId,
     target: TargetPort,
     // Last, so that the derived comparisons order by the ports; a function of them.
     key: u64,
+}
+
+/// The ports only: the key differs from one process to the next.
+impl fmt::Debug for Nexus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Nexus")
+            .field("initiator", &self.initiator)
+            .field("target", &self.target)
+            .finish()
+    }
 }
 
 impl Hash for Nexus {

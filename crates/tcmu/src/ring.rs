@@ -141,7 +141,8 @@ pub struct CommandEntry {
 }
 
 /// A CDB: up to 16 bytes (every fixed-length CDB) inline, longer ones on the heap. With
-/// [`Iovs`], a command read off the ring costs no allocation but its in-flight record
+/// [`Iovs`], a usual command read off the ring (a CDB of up to 16 bytes, one iovec, not
+/// bidirectional) costs no allocation but its in-flight record
 /// (three heap blocks per command were ≈ 13 % of the runner's instructions per 4 KiB
 /// READ, callgrind in bench/README.md).
 pub type Cdb = SmallVec<[u8; 16]>;
