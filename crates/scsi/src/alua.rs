@@ -1620,18 +1620,7 @@ mod tests {
             h.clear_ua(&h.n);
             h
         };
-        let via = |i: u32, port: u16| {
-            let n = crate::tests::nexus(i);
-            let tp = crate::TargetPort::new(
-                port,
-                port,
-                crate::TargetPortName::Iscsi {
-                    name: "iqn.2024-01.io.rustio:tgt".into(),
-                    tpgt: port,
-                },
-            );
-            crate::Nexus::new(n.initiator().clone(), tp)
-        };
+        let via = crate::tests::nexus_via;
         let a = unit(1, via(1, 1));
         let b = unit(2, via(2, 2));
         let pr_out = |h: &crate::tests::H, sa: u8, ty: u8, p: &[u8]| {

@@ -24,10 +24,11 @@
 //! to the next entry) stops consumption with [`RingError::Corrupt`] because no later entry
 //! can be located — the device then needs a ring reset.
 
-use rustio_scsi::KeyMap;
-use smallvec::SmallVec;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+
+use rustio_scsi::KeyMap;
+use smallvec::SmallVec;
 
 use crate::abi;
 use crate::mmap::{OutOfBounds, SharedMemory};

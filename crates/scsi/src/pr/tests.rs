@@ -112,8 +112,8 @@ mod shared {
     use rustio_backstore::RamBackstore;
 
     use super::*;
-    use crate::tests::{nexus, H};
-    use crate::{LogicalUnit, LuConfig, LunMap, Response, TargetPort, TargetPortName};
+    use crate::tests::{nexus_via as via, H};
+    use crate::{LogicalUnit, LuConfig, LunMap, Response};
 
     fn unit_over(store: Arc<dyn ReservationStore>, n: Nexus) -> H {
         let lu = LogicalUnit::with_reservation_store(
@@ -132,21 +132,6 @@ mod shared {
         };
         h.clear_ua(&h.n);
         h
-    }
-
-    /// `nexus(i)` through the target port of gateway `port` (its own relative port
-    /// identifier and portal group tag, as the gateways of a group have).
-    fn via(i: u32, port: u16) -> Nexus {
-        let n = nexus(i);
-        let tp = TargetPort::new(
-            port,
-            port,
-            TargetPortName::Iscsi {
-                name: "iqn.2024-01.io.rustio:tgt".into(),
-                tpgt: port,
-            },
-        );
-        Nexus::new(n.initiator().clone(), tp)
     }
 
     fn pr_out(h: &H, sa: u8, ty: u8, key: u64, sa_key: u64) -> Response {

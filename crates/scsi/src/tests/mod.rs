@@ -25,6 +25,12 @@ pub(crate) const BLOCKS: u64 = 2048;
 pub(crate) fn nexus(i: u32) -> Nexus {
     // Initiator port "iqn.1994-05.com.redhat:init{i},i,0x23d00000000{i}", target port
     // "iqn.2024-01.io.rustio:tgt,t,0x0001", relative port 1 in group 1.
+    nexus_via(i, 1)
+}
+
+/// `nexus(i)` through the target port of gateway `port` (its own relative port
+/// identifier, target port group and portal group tag, as the gateways of a group have).
+pub(crate) fn nexus_via(i: u32, port: u16) -> Nexus {
     let isid = crate::Isid::parse_hex(&format!("23d00000000{i}")).unwrap();
     Nexus::new(
         crate::TransportId::Iscsi {
@@ -32,11 +38,11 @@ pub(crate) fn nexus(i: u32) -> Nexus {
             isid: Some(isid),
         },
         crate::TargetPort::new(
-            1,
-            1,
+            port,
+            port,
             crate::TargetPortName::Iscsi {
                 name: "iqn.2024-01.io.rustio:tgt".into(),
-                tpgt: 1,
+                tpgt: port,
             },
         ),
     )
