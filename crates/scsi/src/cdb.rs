@@ -978,6 +978,9 @@ macro_rules! ops {
                 parse: $parse,
             }, )*
         ];
+
+        /// The operation codes of [`COMMANDS`], in its order (input of [`INDEX`]).
+        const OPCODES: &[u8] = &[$($opcode),*];
     };
 }
 
@@ -1052,15 +1055,44 @@ pub fn has_service_action(opcode: u8) -> bool {
     entries(opcode).iter().any(|o| o.service_action.is_some())
 }
 
-/// The table entries of `opcode`, in service action order: a binary search of the sorted
-/// table (a command is looked up twice, for its transfer length and to execute it; the
-/// two scans per lookup cost ≈ 400 instructions per READ, bench/README.md).
+/// Where each operation code's entries lie in [`COMMANDS`], `(first, count)`, built at
+/// compile time. Every command is looked up twice (for its transfer length and to execute
+/// it); a binary search of the table cost ≈ 110 instructions per lookup, an index read
+/// costs a handful (callgrind, bench/README.md).
+static INDEX: [(u8, u8); 256] = opcode_index(OPCODES);
+
+/// Builds [`INDEX`]; fails the build if the table is longer than a `u8` can index or an
+/// operation code's entries are not contiguous.
+const fn opcode_index(opcodes: &[u8]) -> [(u8, u8); 256] {
+    assert!(
+        opcodes.len() <= u8::MAX as usize,
+        "COMMANDS outgrew the u8 index"
+    );
+    let mut index = [(0u8, 0u8); 256];
+    let mut i = 0;
+    while i < opcodes.len() {
+        let op = opcodes[i] as usize;
+        if index[op].1 == 0 {
+            index[op].0 = i as u8;
+        } else {
+            assert!(
+                index[op].0 as usize + index[op].1 as usize == i,
+                "COMMANDS must list an operation code's entries together"
+            );
+        }
+        index[op].1 += 1;
+        i += 1;
+    }
+    index
+}
+
+/// The table entries of `opcode`, in service action order.
 fn entries(opcode: u8) -> &'static [OpInfo] {
-    let table: &'static [OpInfo] = COMMANDS;
-    let start = table.partition_point(|o| o.opcode < opcode);
-    let rest = table.get(start..).unwrap_or_default();
-    let len = rest.partition_point(|o| o.opcode == opcode);
-    rest.get(..len).unwrap_or_default()
+    let (first, count) = INDEX[usize::from(opcode)];
+    let first = usize::from(first);
+    COMMANDS
+        .get(first..first + usize::from(count))
+        .unwrap_or_default()
 }
 
 /// Service action of a CDB whose opcode uses one (byte 1 bits 4:0).

@@ -11,11 +11,29 @@
 use std::sync::Arc;
 
 use parking_lot::{ArcRwLockReadGuard, RawRwLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use smallvec::SmallVec;
 
 /// Number of lock stripes (a power of two, at most 64 so a `u64` can hold the set).
 const STRIPES: usize = 64;
 /// log2 of the blocks covered by one stripe.
 const STRIPE_SHIFT: u32 = 11;
+
+/// The guards of one range: a write touches one stripe, or two when it crosses a stripe
+/// boundary, and those are held without a heap allocation (with the scan of all 64
+/// stripes it replaced, ≈ 450 instructions per WRITE; callgrind, bench/README.md).
+type Guards<G> = SmallVec<[G; 2]>;
+
+/// The indices of the stripes in `set`, ascending (the lock order).
+fn stripes_of(mut set: u64) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        if set == 0 {
+            return None;
+        }
+        let i = set.trailing_zeros() as usize;
+        set &= set - 1;
+        Some(i)
+    })
+}
 
 /// The lock table of one logical unit.
 #[derive(Debug)]
@@ -27,14 +45,14 @@ pub(crate) struct RangeLocks {
 #[derive(Debug)]
 #[must_use = "the range is unlocked when the guard is dropped"]
 pub(crate) struct SharedRange<'a> {
-    _guards: Vec<RwLockReadGuard<'a, ()>>,
+    _guards: Guards<RwLockReadGuard<'a, ()>>,
 }
 
 /// Held shared locks of a write running asynchronously: owned, so they stay held until
 /// the write completes on whatever thread that is, and released on drop there.
 #[must_use = "the range is unlocked when the guard is dropped"]
 pub(crate) struct OwnedSharedRange {
-    _guards: Vec<ArcRwLockReadGuard<RawRwLock, ()>>,
+    _guards: Guards<ArcRwLockReadGuard<RawRwLock, ()>>,
 }
 
 impl std::fmt::Debug for OwnedSharedRange {
@@ -49,7 +67,7 @@ impl std::fmt::Debug for OwnedSharedRange {
 #[derive(Debug)]
 #[must_use = "the range is unlocked when the guard is dropped"]
 pub(crate) struct ExclusiveRange<'a> {
-    _guards: Vec<RwLockWriteGuard<'a, ()>>,
+    _guards: Guards<RwLockWriteGuard<'a, ()>>,
 }
 
 impl Default for RangeLocks {
@@ -85,13 +103,9 @@ fn stripe_set(lba: u64, blocks: u64) -> u64 {
 impl RangeLocks {
     /// Locks `[lba, lba+blocks)` for an ordinary write.
     pub(crate) fn shared(&self, lba: u64, blocks: u64) -> SharedRange<'_> {
-        let set = stripe_set(lba, blocks);
-        let mut guards = Vec::with_capacity(set.count_ones() as usize);
-        for (i, l) in self.stripes.iter().enumerate() {
-            if set & (1 << i) != 0 {
-                guards.push(l.read());
-            }
-        }
+        let guards = stripes_of(stripe_set(lba, blocks))
+            .map(|i| self.stripes[i].read())
+            .collect();
         SharedRange { _guards: guards }
     }
 
@@ -99,25 +113,17 @@ impl RangeLocks {
     /// without waiting: `None` when a COMPARE AND WRITE holds part of it (the caller
     /// then runs the write the synchronous way, which waits).
     pub(crate) fn try_shared_owned(&self, lba: u64, blocks: u64) -> Option<OwnedSharedRange> {
-        let set = stripe_set(lba, blocks);
-        let mut guards = Vec::with_capacity(set.count_ones() as usize);
-        for (i, l) in self.stripes.iter().enumerate() {
-            if set & (1 << i) != 0 {
-                guards.push(l.try_read_arc()?);
-            }
-        }
+        let guards = stripes_of(stripe_set(lba, blocks))
+            .map(|i| self.stripes[i].try_read_arc())
+            .collect::<Option<_>>()?;
         Some(OwnedSharedRange { _guards: guards })
     }
 
     /// Locks `[lba, lba+blocks)` exclusively for COMPARE AND WRITE.
     pub(crate) fn exclusive(&self, lba: u64, blocks: u64) -> ExclusiveRange<'_> {
-        let set = stripe_set(lba, blocks);
-        let mut guards = Vec::with_capacity(set.count_ones() as usize);
-        for (i, l) in self.stripes.iter().enumerate() {
-            if set & (1 << i) != 0 {
-                guards.push(l.write());
-            }
-        }
+        let guards = stripes_of(stripe_set(lba, blocks))
+            .map(|i| self.stripes[i].write())
+            .collect();
         ExclusiveRange { _guards: guards }
     }
 }
@@ -136,6 +142,24 @@ mod tests {
         assert_eq!(
             stripe_set(u64::MAX, 1),
             1 << (((u64::MAX >> STRIPE_SHIFT) % 64) as usize)
+        );
+    }
+
+    #[test]
+    fn stripes_come_out_ascending() {
+        assert_eq!(stripes_of(0).count(), 0);
+        assert_eq!(
+            stripes_of(1 << 63 | 1 << 5 | 1).collect::<Vec<_>>(),
+            [0, 5, 63]
+        );
+        assert_eq!(
+            stripes_of(u64::MAX).collect::<Vec<_>>(),
+            (0..64).collect::<Vec<_>>()
+        );
+        // A range crossing the table's wrap-around locks both ends, in index order.
+        assert_eq!(
+            stripes_of(stripe_set(2048 * 63, 2048 + 1)).collect::<Vec<_>>(),
+            [0, 63]
         );
     }
 

@@ -703,8 +703,8 @@ impl Ring {
                 uflags |= abi::UFLAG_READ_LEN;
             }
             m.write_u16(abs + abi::HDR_CMD_ID, cmd_id)?;
-            m.write(abs + abi::HDR_UFLAGS, &[uflags])?;
-            m.write(abs + abi::RSP_SCSI_STATUS, &[rsp.status])?;
+            m.write_u8(abs + abi::HDR_UFLAGS, uflags)?;
+            m.write_u8(abs + abi::RSP_SCSI_STATUS, rsp.status)?;
             m.write_u32(abs + abi::RSP_READ_LEN, rsp.read_len.unwrap_or(0))?;
             if let Some(sense) = rsp.sense {
                 let mut buf = [0u8; abi::SENSE_BUFFER_SIZE];
