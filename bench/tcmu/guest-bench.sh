@@ -42,7 +42,8 @@
 # RUSTIO_BENCH_PROFILE: comma list of profilers, one extra round each after the clean
 # runs, for the daemon backends in RUSTIO_BENCH_PROFILE_BACKENDS (comma list; default all):
 # strace (strace -c -f of the daemon: <tag>.strace, system calls per I/O in the report) or
-# perf (perf record -g: <tag>.perf.txt, <tag>.perf-callers.txt). report.py keeps profiled
+# perf (perf record -a -g, system-wide: <tag>.perf-comm.txt by thread name, <tag>.perf.txt
+# by thread, object and function, <tag>.perf-callers.txt). report.py keeps profiled
 # rounds out of the medians (the profiler's own cost is in their figures).
 # RUSTIO_BENCH_CALLGRIND=1: every daemon runs under `valgrind --tool=callgrind` with
 # instrumentation off, switched on for each fio job only (callgrind_control -i on/off) and
@@ -254,8 +255,21 @@ prof_start() { # BACKEND_OUT TAG: per-thread stats, and the profiler of this run
   [[ $run =~ ^[0-9]+$ ]] && ((run > RUNS)) && PROF_TOOL=${tools[run - RUNS - 1]:-}
   case $PROF_TOOL in
     strace) strace -c -f -q -p "$DAEMON_PID" -o "$1/$2.strace" & PROF_PID=$! ;;
-    perf) perf record -e cpu-clock -g -F 250 -p "$DAEMON_PID" -o "/tmp/$2.perf.data" >"$1/$2.perf.err" 2>&1 & PROF_PID=$! ;;
+    # System-wide (-a) and with a workload (a `sleep` that prof_stop ends): perf record
+    # attached to a pid, or system-wide without a workload, gets a handful of samples in
+    # the TCG guest; this form gets them all, and shows the kernel's side of every thread
+    # on the I/O path (fio's submission, the UIO interrupt, softirqs), not only the
+    # daemon's.
+    perf) perf record -e cpu-clock -a -g -F 500 -o "/tmp/$2.perf.data" -- sleep $((RUNTIME + RAMP + 120)) >"$1/$2.perf.err" 2>&1 & PROF_PID=$! ;;
   esac
+  if [[ $PROF_TOOL == perf ]]; then
+    # perf enables its events when the workload execs, after it has read every
+    # process's maps (seconds under TCG): wait for that, or the job goes unsampled.
+    local waited=0
+    until pgrep -x -P "$PROF_PID" sleep >/dev/null || ((waited >= 120)); do
+      sleep 0.5; waited=$((waited + 1))
+    done
+  fi
   [[ -n $PROF_PID ]] && sleep 1
   [[ $CALLGRIND == 1 ]] && callgrind_control -i on "$DAEMON_PID" >>"$1/$2.callgrind.err" 2>&1
   return 0
@@ -280,11 +294,16 @@ prof_stop() { # BACKEND_OUT TAG
     fi
   fi
   [[ -n $PROF_PID ]] || return 0
-  kill -INT "$PROF_PID" 2>/dev/null
+  if [[ $PROF_TOOL == perf ]]; then
+    pkill -x -P "$PROF_PID" sleep 2>/dev/null # perf's workload: perf then writes and exits
+  else
+    kill -INT "$PROF_PID" 2>/dev/null
+  fi
   wait "$PROF_PID" 2>/dev/null
   PROF_PID=
   if [[ $PROF_TOOL == perf && -s /tmp/$2.perf.data ]]; then
-    perf report -i "/tmp/$2.perf.data" --stdio --no-children -g none --sort comm,dso,sym 2>>"$1/$2.perf.err" | head -150 >"$1/$2.perf.txt"
+    perf report -i "/tmp/$2.perf.data" --stdio --no-children -g none --sort comm 2>>"$1/$2.perf.err" | head -60 >"$1/$2.perf-comm.txt"
+    perf report -i "/tmp/$2.perf.data" --stdio --no-children -g none --sort comm,dso,sym 2>>"$1/$2.perf.err" | head -250 >"$1/$2.perf.txt"
     perf report -i "/tmp/$2.perf.data" --stdio --no-children --sort sym -g caller,0.5,callee --percent-limit 2 2>>"$1/$2.perf.err" | head -400 >"$1/$2.perf-callers.txt"
     rm -f "/tmp/$2.perf.data"
   fi
