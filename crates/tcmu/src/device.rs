@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, MutexGuard, RwLock};
 
+use crate::doorbell::Doorbell;
 use crate::mmap::SharedMemory;
 use crate::ring::{
     self, iovs_len, CmdResponse, CommandEntry, Iov, Ring, RingError, RingEvent, RingLayout, Slot,
@@ -159,6 +160,9 @@ pub struct Device {
     mem: Arc<dyn SharedMemory>,
     layout: RingLayout,
     notify: Arc<dyn Notify>,
+    /// Every notification goes through it: one thread at a time in the kernel's
+    /// completion handling (see [`crate::doorbell`]).
+    doorbell: Doorbell,
     target: RwLock<Arc<dyn ScsiTarget>>,
     inflight: Mutex<KeyMap<u64, Arc<InFlight>>>,
     /// [`Device::poll`]'s list of ring events, kept between calls so that its capacity is
@@ -200,6 +204,7 @@ impl Device {
             mem,
             layout,
             notify,
+            doorbell: Doorbell::default(),
             target: RwLock::new(target),
             inflight: Mutex::new(KeyMap::default()),
             events: Mutex::new(Vec::new()),
@@ -322,7 +327,7 @@ impl Device {
         }
         *self.events.lock() = events;
         if completed > 0 {
-            self.notify.notify();
+            self.doorbell.ring(&*self.notify);
         }
         match result {
             Ok(n) => Ok(n),
@@ -365,7 +370,7 @@ impl Device {
     /// Executes one command (on a worker thread) and completes it.
     pub fn run(&self, work: Work, bufs: &mut Buffers) {
         if self.run_quiet(work, bufs) > 0 {
-            self.notify.notify();
+            self.doorbell.ring(&*self.notify);
         }
     }
 
@@ -378,7 +383,7 @@ impl Device {
             written += self.run_quiet(w, bufs);
         }
         if written > 0 {
-            self.notify.notify();
+            self.doorbell.ring(&*self.notify);
         }
     }
 
@@ -677,7 +682,7 @@ impl Device {
             self.inflight.lock().remove(&r.slot.seq);
         }
         if written > 0 {
-            self.notify.notify();
+            self.doorbell.ring(&*self.notify);
         }
         expired
     }

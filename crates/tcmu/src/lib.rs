@@ -40,6 +40,7 @@ pub mod configfs;
 #[cfg(feature = "dbus")]
 pub mod dbus;
 pub mod device;
+mod doorbell;
 pub mod error;
 pub mod handler;
 pub mod metrics;

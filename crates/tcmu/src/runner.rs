@@ -30,7 +30,7 @@ use crate::handler::{DeviceInfo, Handler, Handlers};
 use crate::netlink::{DeviceEvent, EventKind, NetlinkClient, Reconfig};
 use crate::ring::Ring;
 use crate::target::{lu_config, LuTarget, ScsiTarget};
-use crate::uio::{UioDevice, UioName, UioPaths};
+use crate::uio::{UioDevice, UioName, UioPaths, Waker};
 
 /// Runner settings.
 #[derive(Debug, Clone)]
@@ -51,7 +51,8 @@ pub struct RunnerConfig {
     /// Initial write cache setting of every device; `None` reads
     /// `attrib/emulate_write_cache` (which the kernel defaults to 0 for TCMU devices).
     pub write_cache: Option<bool>,
-    /// Longest wait of a poller between ring checks.
+    /// How long a poller pauses after its wait on the device failed, before it tries
+    /// again (it otherwise waits for the kernel's event without a timeout).
     pub poll_interval: Duration,
     /// Where commands execute.
     pub execution: Execution,
@@ -109,6 +110,8 @@ struct Served {
     device: Arc<Device>,
     uio: Arc<UioDevice>,
     stop: Arc<AtomicBool>,
+    /// Wakes the poller out of its wait for the kernel when `stop` is set.
+    waker: Waker,
     poller: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -347,6 +350,11 @@ impl Runner {
         }
         let device = Arc::new(Device::new(name.device.clone(), ring, target, uio.clone()));
         let stop = Arc::new(AtomicBool::new(false));
+        let waker = Waker::new().map_err(|source| Error::Io {
+            op: "create the poller's eventfd for",
+            path: uio.path().to_owned(),
+            source,
+        })?;
         let served = Arc::new(Served {
             minor,
             name: Mutex::new(name.clone()),
@@ -357,6 +365,7 @@ impl Runner {
             device: device.clone(),
             uio: uio.clone(),
             stop: stop.clone(),
+            waker,
             poller: Mutex::new(None),
         });
         let jobs = self
@@ -413,6 +422,7 @@ impl Runner {
             }
         }
         served.stop.store(true, Ordering::Release);
+        served.waker.wake();
         if let Some(h) = served.poller.lock().take() {
             let _ = h.join();
         }
@@ -749,7 +759,7 @@ fn poller(inner: &Inner, s: &Served, jobs: &Sender<Job>) {
     tracing::debug!(device = %dev_name, inline_max = ?inline_max(s.network.load(Ordering::Acquire)), "poller started");
     while !s.stop.load(Ordering::Acquire) {
         let inline_max = inline_max(s.network.load(Ordering::Acquire));
-        if let Err(e) = s.uio.wait(inner.cfg.poll_interval) {
+        if let Err(e) = s.uio.wait(&s.waker) {
             tracing::error!(device = %dev_name, error = %e, "waiting on the UIO device failed");
             std::thread::sleep(inner.cfg.poll_interval);
         }
