@@ -267,6 +267,7 @@ prof_start() { # BACKEND_OUT TAG: per-thread stats, and the profiler of this run
     # process's maps (seconds under TCG): wait for that, or the job goes unsampled.
     local waited=0
     until pgrep -x -P "$PROF_PID" sleep >/dev/null || ((waited >= 120)); do
+      kill -0 "$PROF_PID" 2>/dev/null || break # perf failed: perf.err says why
       sleep 0.5; waited=$((waited + 1))
     done
   fi
@@ -295,7 +296,8 @@ prof_stop() { # BACKEND_OUT TAG
   fi
   [[ -n $PROF_PID ]] || return 0
   if [[ $PROF_TOOL == perf ]]; then
-    pkill -x -P "$PROF_PID" sleep 2>/dev/null # perf's workload: perf then writes and exits
+    # perf's workload: perf then writes and exits (a perf still setting up gets SIGINT)
+    pkill -x -P "$PROF_PID" sleep 2>/dev/null || kill -INT "$PROF_PID" 2>/dev/null
   else
     kill -INT "$PROF_PID" 2>/dev/null
   fi

@@ -1506,8 +1506,9 @@ mod tests {
 
     #[test]
     fn lookup_finds_what_a_scan_of_the_table_finds() {
-        // The binary search relies on the sort order checked below; against a linear
-        // scan, for every opcode and every 5-bit service action.
+        // The index relies on each opcode's entries being together (a build-time check)
+        // and in service action order (checked below); against a linear scan, for every
+        // opcode and every 5-bit service action.
         for opcode in 0..=u8::MAX {
             let scan_sa = COMMANDS
                 .iter()

@@ -12,7 +12,10 @@
 //! So a thread that finds the doorbell being rung does not ring it: it asks the ringing
 //! thread to ring once more, which covers its completion (published before it asked) and
 //! any other published meanwhile, and goes back to work. The ringing thread rings until
-//! nobody asked again. No completion is left unannounced: a request to ring again is
+//! nobody asked again: under steady load one worker is drafted as the device's notifier
+//! for as long as the others keep completing (each ring completes everything published
+//! before it), and goes back to its work at the first ring that finds no new request.
+//! The watchdog does not use the doorbell, so it is never drafted. No completion is left unannounced: a request to ring again is
 //! either taken up by the ringing thread or, if that thread had already finished, the
 //! requester becomes the ringing thread itself.
 

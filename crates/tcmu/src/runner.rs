@@ -355,6 +355,10 @@ impl Runner {
             path: uio.path().to_owned(),
             source,
         })?;
+        // The first wait returns at once: entries already on the ring (left by a previous
+        // runner, or queued before the node was opened) raised their events before the
+        // open, which the node does not report again.
+        waker.wake();
         let served = Arc::new(Served {
             minor,
             name: Mutex::new(name.clone()),
@@ -766,6 +770,9 @@ fn poller(inner: &Inner, s: &Served, jobs: &Sender<Job>) {
         if let Err(e) = s.device.poll(&mut work) {
             tracing::error!(device = %dev_name, error = %e, "ring unusable; resetting it");
             recover_ring(inner, s);
+            // Read the ring again without waiting for an event: a reset re-queues, a
+            // failed one may leave entries whose events are already consumed.
+            s.waker.wake();
         }
         // Pool work first, so that it overlaps with the inline batch.
         for w in work.drain(..) {

@@ -256,7 +256,8 @@ impl Waker {
 
     /// Wakes the waiting thread, or the next wait if none is waiting.
     pub fn wake(&self) {
-        // Fails only when the counter would overflow, i.e. when it is set already.
+        // Adds 1 to the counter; fails (EAGAIN) only within 2^64 of overflow, which
+        // unanswered wake-ups cannot reach.
         let _ = self.0.write(1);
     }
 
