@@ -229,6 +229,17 @@ teardown() {
   done
   stop_daemon
   rm -f "$RAWIMG" "$QIMG"
+  # The qcow2 image's ext4 lives in a loop file on the guest's tmpfs, whose blocks stay
+  # allocated after the image is deleted (a file backend after a qcow one found no room
+  # for its copy of the fill data): each qcow backend gets a fresh one.
+  if mountpoint -q "$QMNT"; then umount "$QMNT" || echo "umount $QMNT failed"; fi
+  rm -f /tmp/qcow-ext4.img
+}
+
+mount_qcow_fs() { # a fresh ext4 for the qcow2 image, in a loop file on the guest's tmpfs
+  mkdir -p "$QMNT"
+  truncate -s $(((SIZE_MB + SIZE_MB / 4 + 64) << 20)) /tmp/qcow-ext4.img &&
+    mkfs.ext4 -q -F /tmp/qcow-ext4.img && mount -o loop /tmp/qcow-ext4.img "$QMNT"
 }
 
 thread_stats() { # PID -> per thread: "tid comm utime stime voluntary nonvoluntary" (ticks, switches)
@@ -363,7 +374,7 @@ bench_backend() { # NAME
   local t0; t0=$(date +%s)
   case $b in
     *-qcow)
-      mountpoint -q "$QMNT" || { echo "no ext4 mount"; meta status unavailable; meta error "ext4 loop mount failed"; return 1; }
+      mount_qcow_fs || { echo "no ext4 mount"; meta status unavailable; meta error "ext4 loop mount failed"; return 1; }
       qemu-img convert -f raw -O qcow2 "$FILL" "$QIMG" || { meta status error; meta error "qemu-img convert failed"; return 1; }
       meta image "$(qemu-img info "$QIMG" 2>/dev/null | grep -E 'disk size|cluster_size' | tr '\n' ' ')"
       ;;
@@ -480,18 +491,11 @@ head -c $((CHUNK_MB << 20)) /dev/urandom >/tmp/chunk.raw || { echo "cannot creat
 for _ in $(seq $(((SIZE_MB + CHUNK_MB - 1) / CHUNK_MB))); do cat /tmp/chunk.raw; done | head -c "$SIZE" >"$FILL"
 rm -f /tmp/chunk.raw
 [[ $(stat -c %s "$FILL") == "$SIZE" ]] || { echo "cannot create $FILL"; exit 1; }
-if [[ $BACKENDS == *qcow* ]]; then
-  mkdir -p "$QMNT"
-  truncate -s $(((SIZE_MB + SIZE_MB / 4 + 64) << 20)) /tmp/qcow-ext4.img &&
-    mkfs.ext4 -q -F /tmp/qcow-ext4.img && mount -o loop /tmp/qcow-ext4.img "$QMNT" ||
-    echo "ext4 loop mount for the qcow2 images failed"
-fi
 IFS=, read -r -a BLIST <<<"$BACKENDS"
 for b in "${BLIST[@]}"; do
   bench_backend "$b" || log "$b: $(grep -E '^(status|error)=' "$OUT/$b/meta" | tr '\n' ' ')"
 done
-mountpoint -q "$QMNT" && umount "$QMNT"
-rm -f /tmp/qcow-ext4.img "$FILL"
+rm -f "$FILL"
 dmesg >"$OUT/guest-dmesg.txt" 2>/dev/null
 log "done in $(($(date +%s) - T0)) s"
 echo "bench backends: ${BLIST[*]}"
