@@ -121,6 +121,18 @@ struct InFlight {
     lent_warned: AtomicBool,
 }
 
+impl InFlight {
+    /// The record of a command just read: queued, not warned about.
+    fn new(slot: Slot, since: Tick) -> InFlight {
+        InFlight {
+            slot,
+            since,
+            phase: Mutex::new(Phase::Queued),
+            lent_warned: AtomicBool::new(false),
+        }
+    }
+}
+
 /// A command to execute, handed from [`Device::poll`] to a worker.
 #[derive(Debug)]
 pub struct Work {
@@ -175,9 +187,8 @@ pub struct Device {
     broken: AtomicBool,
 }
 
-/// Most finished records kept for reuse: more than a ring has commands in flight at the
-/// queue depths the kernel allows (`cmdr_size` / the smallest entry is far more, but the
-/// records only cover what was outstanding at once).
+/// Most finished records kept for reuse. The list only ever holds as many records as
+/// were outstanding at once; the bound caps what a burst of very many leaves behind.
 const MAX_SPARE_RECORDS: usize = 1024;
 
 impl fmt::Debug for Device {
@@ -466,19 +477,11 @@ impl Device {
         if let Some(mut record) = self.spare.lock().pop() {
             // Only records nobody else held went in; `get_mut` checks that again.
             if let Some(r) = Arc::get_mut(&mut record) {
-                r.slot = slot;
-                r.since = since;
-                *r.phase.get_mut() = Phase::Queued;
-                *r.lent_warned.get_mut() = false;
+                *r = InFlight::new(slot, since);
                 return record;
             }
         }
-        Arc::new(InFlight {
-            slot,
-            since,
-            phase: Mutex::new(Phase::Queued),
-            lent_warned: AtomicBool::new(false),
-        })
+        Arc::new(InFlight::new(slot, since))
     }
 
     /// Keeps the record of a completed command for [`Self::new_record`], unless another

@@ -82,53 +82,29 @@ pub trait SharedMemory: Send + Sync + fmt::Debug {
         f: &mut dyn FnMut(&mut [IoSliceMut<'_>]),
     ) -> Result<bool, OutOfBounds>;
 
-    /// Reads a little-endian `u8`.
-    fn read_u8(&self, offset: usize) -> Result<u8, OutOfBounds> {
-        let mut b = [0u8; 1];
-        self.read(offset, &mut b)?;
-        Ok(b[0])
-    }
+    /// Reads a `u8`.
+    fn read_u8(&self, offset: usize) -> Result<u8, OutOfBounds>;
 
     /// Reads a little-endian `u16`.
-    fn read_u16(&self, offset: usize) -> Result<u16, OutOfBounds> {
-        let mut b = [0u8; 2];
-        self.read(offset, &mut b)?;
-        Ok(u16::from_le_bytes(b))
-    }
+    fn read_u16(&self, offset: usize) -> Result<u16, OutOfBounds>;
 
     /// Reads a little-endian `u32`.
-    fn read_u32(&self, offset: usize) -> Result<u32, OutOfBounds> {
-        let mut b = [0u8; 4];
-        self.read(offset, &mut b)?;
-        Ok(u32::from_le_bytes(b))
-    }
+    fn read_u32(&self, offset: usize) -> Result<u32, OutOfBounds>;
 
     /// Reads a little-endian `u64`.
-    fn read_u64(&self, offset: usize) -> Result<u64, OutOfBounds> {
-        let mut b = [0u8; 8];
-        self.read(offset, &mut b)?;
-        Ok(u64::from_le_bytes(b))
-    }
+    fn read_u64(&self, offset: usize) -> Result<u64, OutOfBounds>;
 
     /// Writes a `u8`.
-    fn write_u8(&self, offset: usize, v: u8) -> Result<(), OutOfBounds> {
-        self.write(offset, &[v])
-    }
+    fn write_u8(&self, offset: usize, v: u8) -> Result<(), OutOfBounds>;
 
     /// Writes a little-endian `u16`.
-    fn write_u16(&self, offset: usize, v: u16) -> Result<(), OutOfBounds> {
-        self.write(offset, &v.to_le_bytes())
-    }
+    fn write_u16(&self, offset: usize, v: u16) -> Result<(), OutOfBounds>;
 
     /// Writes a little-endian `u32`.
-    fn write_u32(&self, offset: usize, v: u32) -> Result<(), OutOfBounds> {
-        self.write(offset, &v.to_le_bytes())
-    }
+    fn write_u32(&self, offset: usize, v: u32) -> Result<(), OutOfBounds>;
 
     /// Writes a little-endian `u64`.
-    fn write_u64(&self, offset: usize, v: u64) -> Result<(), OutOfBounds> {
-        self.write(offset, &v.to_le_bytes())
-    }
+    fn write_u64(&self, offset: usize, v: u64) -> Result<(), OutOfBounds>;
 }
 
 /// Whether two of the in-bounds `(offset, len)` ranges overlap (adjacent ranges do not).
