@@ -41,10 +41,16 @@ use rustio_scsi::DirectIn;
 use crate::target::{ScsiOutcome, ScsiTarget, TaskManagement};
 use rustio_scsi::{KeyMap, Sense, Status};
 
-/// How the device tells the kernel that responses are ready.
+/// How the device tells the kernel that responses are ready, and its poller that the ring
+/// needs it.
 pub trait Notify: Send + Sync + fmt::Debug {
     /// Wakes the kernel's completion handling.
     fn notify(&self);
+
+    /// Wakes the thread that calls [`Device::poll`], which may be waiting for the kernel:
+    /// a worker found the ring unusable while writing a completion, and the next `poll`
+    /// reports it so that the poller recovers the ring.
+    fn wake_poller(&self);
 }
 
 /// Per-device counters, exported as Prometheus metrics.
@@ -270,10 +276,11 @@ impl Device {
     /// Reads new ring entries. Commands to execute are returned; everything else is
     /// handled here. On a corrupt ring the device is marked broken and the error returned
     /// (the caller resets the ring); commands read before the bad entry are still returned
-    /// through `work`.
+    /// through `work`. While the device is broken (also when a completion found the ring
+    /// unusable) nothing is read and [`RingError::AwaitsReset`] is returned.
     pub fn poll(&self, work: &mut Vec<Work>) -> Result<usize, RingError> {
         if self.is_broken() {
-            return Ok(0);
+            return Err(RingError::AwaitsReset);
         }
         // Only the device's poller calls this: the lock is never contended.
         let mut events = std::mem::take(&mut *self.events.lock());
@@ -375,6 +382,8 @@ impl Device {
             other => {
                 tracing::error!(device = %self.name, error = %other, "cannot write a completion");
                 self.broken.store(true, Ordering::Release);
+                // The poller may be waiting for the kernel, which waits for us.
+                self.notify.wake_poller();
             }
         }
     }
@@ -741,11 +750,16 @@ mod tests {
     use crate::target::ScsiOutcome;
     use std::sync::atomic::AtomicUsize;
 
+    /// Counts kernel notifications and poller wake-ups.
     #[derive(Debug, Default)]
-    struct CountNotify(AtomicUsize);
+    struct CountNotify(AtomicUsize, AtomicUsize);
     impl Notify for CountNotify {
         fn notify(&self) {
             self.0.fetch_add(1, Ordering::SeqCst);
+        }
+
+        fn wake_poller(&self) {
+            self.1.fetch_add(1, Ordering::SeqCst);
         }
     }
 
@@ -1197,7 +1211,7 @@ mod tests {
         k.push_raw(112, abi::OP_CMD, |_, _| {}); // zero length
         assert!(dev.poll(&mut Vec::new()).is_err());
         assert!(dev.is_broken());
-        assert_eq!(dev.poll(&mut Vec::new()).unwrap(), 0);
+        assert_eq!(dev.poll(&mut Vec::new()), Err(RingError::AwaitsReset));
         // The kernel resets the ring; the command read before is forgotten.
         k.mem.store_u32_release(abi::MB_CMD_HEAD, 0).unwrap();
         k.mem.store_u32_release(abi::MB_CMD_TAIL, 0).unwrap();
@@ -1206,6 +1220,39 @@ mod tests {
         let before = k.mem.snapshot();
         dev.run(work.pop().unwrap(), &mut Buffers::default());
         assert_eq!(k.mem.snapshot(), before, "stale command writes nothing");
+    }
+
+    /// A worker that finds the ring unusable while completing (the kernel changed an
+    /// entry it had handed over) cannot leave the device stalled: the poller, which may be
+    /// waiting for the kernel, is woken, and its next `poll` asks for the reset.
+    #[test]
+    fn completion_on_a_corrupt_ring_wakes_the_poller_to_reset_it() {
+        let (mut k, _disk, n, dev) = setup(CAPS);
+        let data = k.alloc_data(512, 0);
+        let pos = k.push_cmd(1, &rw10(0x28, 0, 1), &[data], &[]);
+        let mut work = Vec::new();
+        dev.poll(&mut work).unwrap();
+        let abs = k.cmdr_off + pos as usize;
+        let len_op = k.mem.read_u32(abs).unwrap();
+        k.mem.write_u32(abs, abi::OP_CMD).unwrap(); // length 0: the ring cannot be walked
+        dev.run(work.pop().unwrap(), &mut Buffers::default());
+        assert!(dev.is_broken());
+        assert_eq!(n.1.load(Ordering::SeqCst), 1, "the poller is woken");
+        assert_eq!(n.0.load(Ordering::SeqCst), 0, "no completion to announce");
+        assert_eq!(dev.poll(&mut work), Err(RingError::AwaitsReset));
+        assert!(work.is_empty());
+        // The kernel's reset (retry mode) offers the command again.
+        k.mem.write_u32(abs, len_op).unwrap();
+        dev.reset().unwrap();
+        dev.poll(&mut work).unwrap();
+        assert_eq!(work.len(), 1);
+        dev.run(work.pop().unwrap(), &mut Buffers::default());
+        let (done, _) = k.reap(0);
+        assert_eq!(
+            done.iter().map(|d| (d.0, d.1)).collect::<Vec<_>>(),
+            vec![(1, Status::Good.as_u8())]
+        );
+        assert_eq!(n.1.load(Ordering::SeqCst), 1);
     }
 
     #[test]

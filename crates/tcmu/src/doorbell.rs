@@ -92,6 +92,8 @@ mod tests {
             std::thread::yield_now();
             self.inside.store(false, Ordering::Release);
         }
+
+        fn wake_poller(&self) {}
     }
 
     #[test]

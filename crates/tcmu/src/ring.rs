@@ -321,6 +321,10 @@ pub enum RingError {
     /// A shared-memory access was out of bounds (the checks above should prevent this).
     #[error(transparent)]
     Memory(#[from] OutOfBounds),
+    /// The ring was found unusable earlier (possibly while a completion was written) and
+    /// is not read again before it is reset.
+    #[error("the command ring was found unusable and awaits a reset")]
+    AwaitsReset,
 }
 
 /// Reader and completer of one device's command ring.

@@ -30,7 +30,7 @@ use crate::handler::{DeviceInfo, Handler, Handlers};
 use crate::netlink::{DeviceEvent, EventKind, NetlinkClient, Reconfig};
 use crate::ring::Ring;
 use crate::target::{lu_config, LuTarget, ScsiTarget};
-use crate::uio::{UioDevice, UioName, UioPaths, Waker};
+use crate::uio::{UioDevice, UioName, UioPaths};
 
 /// Runner settings.
 #[derive(Debug, Clone)]
@@ -94,6 +94,10 @@ impl Notify for UioDevice {
             tracing::error!(error = %e, "cannot notify the kernel of completions");
         }
     }
+
+    fn wake_poller(&self) {
+        self.wake();
+    }
 }
 
 /// A device being served.
@@ -109,9 +113,8 @@ struct Served {
     config: DeviceConfig,
     device: Arc<Device>,
     uio: Arc<UioDevice>,
+    /// Set to stop the poller, which [`UioDevice::wake`] then wakes.
     stop: Arc<AtomicBool>,
-    /// Wakes the poller out of its wait for the kernel when `stop` is set.
-    waker: Waker,
     poller: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -350,15 +353,6 @@ impl Runner {
         }
         let device = Arc::new(Device::new(name.device.clone(), ring, target, uio.clone()));
         let stop = Arc::new(AtomicBool::new(false));
-        let waker = Waker::new().map_err(|source| Error::Io {
-            op: "create the poller's eventfd for",
-            path: uio.path().to_owned(),
-            source,
-        })?;
-        // The first wait returns at once: entries already on the ring (left by a previous
-        // runner, or queued before the node was opened) raised their events before the
-        // open, which the node does not report again.
-        waker.wake();
         let served = Arc::new(Served {
             minor,
             name: Mutex::new(name.clone()),
@@ -369,7 +363,6 @@ impl Runner {
             device: device.clone(),
             uio: uio.clone(),
             stop: stop.clone(),
-            waker,
             poller: Mutex::new(None),
         });
         let jobs = self
@@ -426,7 +419,7 @@ impl Runner {
             }
         }
         served.stop.store(true, Ordering::Release);
-        served.waker.wake();
+        served.uio.wake();
         if let Some(h) = served.poller.lock().take() {
             let _ = h.join();
         }
@@ -763,16 +756,19 @@ fn poller(inner: &Inner, s: &Served, jobs: &Sender<Job>) {
     tracing::debug!(device = %dev_name, inline_max = ?inline_max(s.network.load(Ordering::Acquire)), "poller started");
     while !s.stop.load(Ordering::Acquire) {
         let inline_max = inline_max(s.network.load(Ordering::Acquire));
-        if let Err(e) = s.uio.wait(&s.waker) {
+        if let Err(e) = s.uio.wait() {
             tracing::error!(device = %dev_name, error = %e, "waiting on the UIO device failed");
             std::thread::sleep(inner.cfg.poll_interval);
         }
         if let Err(e) = s.device.poll(&mut work) {
             tracing::error!(device = %dev_name, error = %e, "ring unusable; resetting it");
-            recover_ring(inner, s);
-            // Read the ring again without waiting for an event: a reset re-queues, a
-            // failed one may leave entries whose events are already consumed.
-            s.waker.wake();
+            if recover_ring(inner, s) {
+                // Read the ring again without waiting for an event: the reset re-queued
+                // the outstanding commands.
+                s.uio.wake();
+            }
+            // Otherwise the next kernel event tries again (`poll` fails while the device
+            // is broken); a failed attempt has waited a second, so the retries are spaced.
         }
         // Pool work first, so that it overlaps with the inline batch.
         for w in work.drain(..) {
@@ -790,13 +786,13 @@ fn poller(inner: &Inner, s: &Served, jobs: &Sender<Job>) {
 }
 
 /// Brings a device with a corrupt ring back: block, reset (commands are retried),
-/// resynchronise, unblock.
-fn recover_ring(inner: &Inner, s: &Served) {
+/// resynchronise, unblock. Returns whether the device is usable again.
+fn recover_ring(inner: &Inner, s: &Served) -> bool {
     let dev_name = s.name.lock().device.clone();
     if !s.config.has_actions() {
         tracing::error!(device = %dev_name, "kernel has no reset_ring action; device stays stopped");
         std::thread::sleep(Duration::from_secs(1));
-        return;
+        return false;
     }
     // The reset frees the data blocks of every outstanding command: first let commands
     // executing on theirs (zero copy) finish. `poll` marked the device broken, so no
@@ -808,7 +804,7 @@ fn recover_ring(inner: &Inner, s: &Served) {
         tracing::warn!(device = %dev_name, ?waited,
             "ring reset waits for commands still executing on the data area");
         if s.stop.load(Ordering::Acquire) {
-            return;
+            return false;
         }
     }
     let result = s
@@ -826,10 +822,12 @@ fn recover_ring(inner: &Inner, s: &Served) {
         Ok(()) => {
             inner.stats.recoveries.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(device = %dev_name, "ring reset; outstanding commands were retried");
+            true
         }
         Err(e) => {
             tracing::error!(device = %dev_name, error = %e, "ring recovery failed");
             std::thread::sleep(Duration::from_secs(1));
+            false
         }
     }
 }

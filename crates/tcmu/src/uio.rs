@@ -164,17 +164,23 @@ pub fn parse_size(s: &str) -> Option<u64> {
     rustio_config::parse_size(s).ok()
 }
 
-/// An open `/dev/uioN` with its shared mapping.
+/// An open `/dev/uioN` with its shared mapping, and the [`Waker`] that interrupts a wait
+/// on it.
 #[derive(Debug)]
 pub struct UioDevice {
     path: PathBuf,
     file: File,
     mapping: Arc<UioMapping>,
+    waker: Waker,
 }
 
 impl UioDevice {
     /// Opens the node (non-blocking, close-on-exec) and maps `map_size` bytes of map 0.
     /// The kernel allows one opener at a time (`EBUSY` otherwise).
+    ///
+    /// The first [`UioDevice::wait`] returns at once: entries already on the ring (left by
+    /// a previous runner, or queued before the open) raised their events before it, and
+    /// the node does not report those again.
     pub fn open(path: &Path, map_size: usize) -> Result<UioDevice> {
         let file = OpenOptions::new()
             .read(true)
@@ -187,10 +193,13 @@ impl UioDevice {
             len: map_size,
             source,
         })?;
+        let waker = Waker::new().map_err(io_err("create the poller's eventfd for", path))?;
+        waker.wake();
         Ok(UioDevice {
             path: path.to_owned(),
             file,
             mapping: Arc::new(mapping),
+            waker,
         })
     }
 
@@ -204,7 +213,7 @@ impl UioDevice {
         &self.path
     }
 
-    /// Waits for the kernel's event or for `waker`, and clears what arrived. Returns
+    /// Waits for the kernel's event or for [`UioDevice::wake`], and clears what arrived. Returns
     /// whether the kernel's event arrived (spurious wake-ups are harmless: the caller
     /// reads the ring anyway).
     ///
@@ -212,11 +221,11 @@ impl UioDevice {
     /// whenever it sleeps — under QEMU TCG, where the clock source is the emulated HPET,
     /// ≈ 6 µs of every 4 KiB I/O (perf, bench/README.md) — and an idle device would wake
     /// every interval for nothing. Whoever stops the waiting thread wakes it.
-    pub fn wait(&self, waker: &Waker) -> Result<bool> {
-        let (uio, woken) = wait_readable(self.file.as_fd(), waker)
+    pub fn wait(&self) -> Result<bool> {
+        let (uio, woken) = wait_readable(self.file.as_fd(), &self.waker)
             .map_err(|e| io_err("poll", &self.path)(e.into()))?;
         if woken {
-            waker.clear();
+            self.waker.clear();
         }
         if !uio {
             return Ok(false);
@@ -228,6 +237,12 @@ impl UioDevice {
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Ok(false),
             Err(e) => Err(io_err("read", &self.path)(e)),
         }
+    }
+
+    /// Wakes the thread blocked in [`UioDevice::wait`], or makes the next wait return at
+    /// once: to stop it, or to have it read the ring without a kernel event.
+    pub fn wake(&self) {
+        self.waker.wake();
     }
 
     /// Tells the kernel that completions are ready (writes 4 bytes to the node).
@@ -244,18 +259,18 @@ impl UioDevice {
 
 /// Wakes a thread blocked in [`UioDevice::wait`] (an eventfd).
 #[derive(Debug)]
-pub struct Waker(EventFd);
+struct Waker(EventFd);
 
 impl Waker {
     /// A waker, not yet woken.
-    pub fn new() -> std::io::Result<Waker> {
+    fn new() -> std::io::Result<Waker> {
         EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)
             .map(Waker)
             .map_err(std::io::Error::from)
     }
 
     /// Wakes the waiting thread, or the next wait if none is waiting.
-    pub fn wake(&self) {
+    fn wake(&self) {
         // Adds 1 to the counter; fails (EAGAIN) only within 2^64 of overflow, which
         // unanswered wake-ups cannot reach.
         let _ = self.0.write(1);
