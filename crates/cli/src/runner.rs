@@ -35,11 +35,11 @@ pub struct RunnerArgs {
     /// (at least 2, at most 16). Raise it for slow disks with deep queues.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=1024))]
     pub threads: u16,
-    /// Where commands execute: `inline` on each device's ring poller thread (one kernel
-    /// notification per batch, no thread hand-off; one command at a time per device),
-    /// `pool` on the worker threads (many in flight; for stores with latency), `auto` =
-    /// commands up to 128 KiB inline and larger ones on the pool, except on stores that
-    /// wait on the network (rbd), whose commands all go to the pool.
+    /// Where commands execute: `inline` on each device's ring poller thread (no thread
+    /// hand-off; one command at a time per device), `pool` on the worker threads (many in
+    /// flight; for stores with latency), `auto` = commands up to 128 KiB inline and larger
+    /// ones on the pool, except on stores that wait on the network (rbd), whose commands
+    /// all go to the pool.
     #[arg(long, value_enum, default_value_t = ExecutionArg::Auto)]
     pub execution: ExecutionArg,
     /// Seconds after which a command stuck in its handler is completed with ABORTED

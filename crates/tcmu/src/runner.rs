@@ -64,7 +64,7 @@ pub struct RunnerConfig {
 pub const AUTO_INLINE_MAX: usize = 128 << 10;
 
 /// Where a device's commands execute, shared with `rustio serve`. Inline means on the
-/// device's poller thread, in ring order, with one kernel notification per batch: no
+/// device's poller thread, in ring order, each command notified as it completes: no
 /// thread hand-off per command (measured in bench/README.md), but one command at a time
 /// per device, like tcmu-runner's single I/O thread per device. Pool means the shared
 /// workers: many commands in flight per device, for stores with latency. `Auto` sends
@@ -770,7 +770,7 @@ fn poller(inner: &Inner, s: &Served, jobs: &Sender<Job>) {
             // Otherwise the next kernel event tries again (`poll` fails while the device
             // is broken); a failed attempt has waited a second, so the retries are spaced.
         }
-        // Pool work first, so that it overlaps with the inline batch.
+        // Pool work first, so that it overlaps with the inline commands.
         for w in work.drain(..) {
             let len = u64::try_from(w.data_len()).unwrap_or(u64::MAX);
             if inline_max.is_some_and(|max| len <= max) {
@@ -779,8 +779,8 @@ fn poller(inner: &Inner, s: &Served, jobs: &Sender<Job>) {
                 return;
             }
         }
-        if !inline.is_empty() {
-            s.device.run_batch(inline.drain(..), &mut bufs);
+        for w in inline.drain(..) {
+            s.device.run(w, &mut bufs);
         }
     }
 }
