@@ -395,10 +395,10 @@ impl Device {
     /// pass of commands in a row: the kernel completes what a notification covers under
     /// the ring mutex that its submission path also takes, copying each READ's data, so a
     /// notification for a pass of 20–30 commands held new commands off the ring for the
-    /// whole pass. Notified one by one, the kernel completes each command while the
-    /// poller executes the next and queues new ones in between: 4 KiB random reads
-    /// 1.10×, writes 1.41× the IOPS of one notification per pass, at 0.90× and 0.73× the
-    /// daemon CPU per I/O (bench/README.md).
+    /// whole pass. Notified one by one, the kernel completes each command and queues new
+    /// ones in between: in two boots with both ways, 4 KiB random reads 1.09–1.10× and
+    /// writes 1.31–1.41× the IOPS of one notification per pass, daemon CPU per I/O
+    /// 0.90–1.04× and 0.73–0.83× (bench/README.md, TCMU results).
     pub fn run(&self, work: Work, bufs: &mut Buffers) {
         if self.run_quiet(work, bufs) > 0 {
             self.doorbell.ring(&*self.notify);
