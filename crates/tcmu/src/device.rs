@@ -724,13 +724,23 @@ impl Device {
         self.broken.store(true, Ordering::Release);
     }
 
-    /// Forgets every in-flight command and restarts from the mailbox, after the kernel
-    /// reset the ring. Workers still executing discard their results.
-    pub fn reset(&self) -> Result<(), RingError> {
+    /// Forgets every in-flight command, before the kernel resets the ring: workers still
+    /// executing discard their results, and a completion already on its way finds its
+    /// command no longer outstanding instead of writing into the ring (and its old
+    /// `cmd_tail` into the mailbox) that the kernel is about to reset. Call it after
+    /// [`Self::wait_unlent`].
+    pub fn begin_reset(&self) {
         let records: Vec<Arc<InFlight>> = self.inflight.lock().drain().map(|(_, r)| r).collect();
         for r in records {
             *r.phase.lock() = Phase::Done;
         }
+        self.ring.lock().forget_outstanding();
+    }
+
+    /// Restarts from the mailbox after the kernel reset the ring (forgetting every
+    /// in-flight command first, as [`Self::begin_reset`] does), and clears the broken mark.
+    pub fn reset(&self) -> Result<(), RingError> {
+        self.begin_reset();
         self.ring.lock().resync()?;
         self.stats.ring_resets.fetch_add(1, Ordering::Relaxed);
         self.broken.store(false, Ordering::Release);
@@ -1224,6 +1234,40 @@ mod tests {
         assert_eq!(k.mem.snapshot(), before, "stale command writes nothing");
     }
 
+    /// A command still completing when the runner begins a reset (after which the kernel
+    /// resets the ring) writes neither its response nor `cmd_tail`: both a worker that
+    /// has not finished executing and one that had already finished, and was only
+    /// writing its completion, when the reset began.
+    #[test]
+    fn completion_after_begin_reset_writes_nothing() {
+        let (mut k, _disk, n, dev) = setup(CAPS);
+        let (a, b) = (k.alloc_data(512, 0), k.alloc_data(512, 0));
+        k.push_cmd(1, &rw10(0x28, 0, 1), &[a], &[]);
+        k.push_cmd(2, &rw10(0x28, 1, 1), &[b], &[]);
+        let mut work = Vec::new();
+        dev.poll(&mut work).unwrap();
+        let finishing = work.pop().unwrap();
+        // Its worker marked it done and is about to write the completion.
+        *finishing.record.phase.lock() = Phase::Done;
+        dev.mark_broken();
+        assert!(dev.wait_unlent(Duration::from_secs(1)));
+        dev.begin_reset();
+        assert_eq!(dev.in_flight(), 0);
+        let before = k.mem.snapshot();
+        assert_eq!(
+            dev.finish_quiet(&finishing.record, finishing.slot, CmdResponse::GOOD),
+            0
+        );
+        dev.run(work.pop().unwrap(), &mut Buffers::default());
+        assert_eq!(k.mem.snapshot(), before, "late completions write nothing");
+        assert_eq!(n.0.load(Ordering::SeqCst), 0);
+        assert_eq!(
+            n.1.load(Ordering::SeqCst),
+            0,
+            "a stale completion is not a failure"
+        );
+    }
+
     /// A worker that finds the ring unusable while completing (the kernel changed an
     /// entry it had handed over) cannot leave the device stalled: the poller, which may be
     /// waiting for the kernel, is woken, and its next `poll` asks for the reset.
@@ -1243,7 +1287,9 @@ mod tests {
         assert_eq!(n.0.load(Ordering::SeqCst), 0, "no completion to announce");
         assert_eq!(dev.poll(&mut work), Err(RingError::AwaitsReset));
         assert!(work.is_empty());
-        // The kernel's reset (retry mode) offers the command again.
+        // Here the "kernel" leaves the command on the ring, which the resynchronised
+        // device reads again (a real reset in retry mode fails it with BUSY instead and
+        // the initiator resends it).
         k.mem.write_u32(abs, len_op).unwrap();
         dev.reset().unwrap();
         dev.poll(&mut work).unwrap();

@@ -376,9 +376,15 @@ impl Ring {
         }
         self.next = tail;
         self.tail = tail;
+        self.forget_outstanding();
+        Ok(())
+    }
+
+    /// Forgets the commands read and not completed: a later [`Ring::complete`] of one of
+    /// them is refused ([`RingError::NotOutstanding`]) and writes nothing.
+    pub fn forget_outstanding(&mut self) {
         self.outstanding.clear();
         self.held.clear();
-        Ok(())
     }
 
     /// The ring geometry.

@@ -762,13 +762,21 @@ fn poller(inner: &Inner, s: &Served, jobs: &Sender<Job>) {
         }
         if let Err(e) = s.device.poll(&mut work) {
             tracing::error!(device = %dev_name, error = %e, "ring unusable; resetting it");
-            if recover_ring(inner, s) {
-                // Read the ring again without waiting for an event: the reset re-queued
-                // the outstanding commands.
-                s.uio.wake();
+            match recover_ring(inner, s) {
+                // Read the ring again without waiting for an event: entries may have
+                // been queued (and their events consumed) while the device was broken.
+                // After a failure this tries again; the failed attempt waited a second,
+                // so attempts are spaced (the kernel may send no event while its side
+                // of the ring is stuck, so waiting for one could wait forever).
+                Recovery::Recovered | Recovery::Failed => s.uio.wake(),
+                Recovery::Impossible => {
+                    // Logged once; the kernel times the device's commands out.
+                    while !s.stop.load(Ordering::Acquire) {
+                        let _ = s.uio.wait();
+                    }
+                    return;
+                }
             }
-            // Otherwise the next kernel event tries again (`poll` fails while the device
-            // is broken); a failed attempt has waited a second, so the retries are spaced.
         }
         // Pool work first, so that it overlaps with the inline commands.
         for w in work.drain(..) {
@@ -785,18 +793,30 @@ fn poller(inner: &Inner, s: &Served, jobs: &Sender<Job>) {
     }
 }
 
-/// Brings a device with a corrupt ring back: block, reset (commands are retried),
-/// resynchronise, unblock. Returns whether the device is usable again.
-fn recover_ring(inner: &Inner, s: &Served) -> bool {
+/// What [`recover_ring`] achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Recovery {
+    /// The ring was reset and is read again.
+    Recovered,
+    /// This attempt failed (after a pause of a second); another may succeed.
+    Failed,
+    /// The kernel has no `reset_ring` action: the device stays stopped.
+    Impossible,
+}
+
+/// Brings a device with a corrupt ring back: block, forget the in-flight commands, reset
+/// (the kernel fails the outstanding commands with BUSY, so initiators resend them),
+/// resynchronise, unblock.
+fn recover_ring(inner: &Inner, s: &Served) -> Recovery {
     let dev_name = s.name.lock().device.clone();
     if !s.config.has_actions() {
-        tracing::error!(device = %dev_name, "kernel has no reset_ring action; device stays stopped");
-        std::thread::sleep(Duration::from_secs(1));
-        return false;
+        tracing::error!(device = %dev_name,
+            "kernel has no reset_ring action; the device stays stopped until the runner restarts");
+        return Recovery::Impossible;
     }
     // The reset frees the data blocks of every outstanding command: first let commands
-    // executing on theirs (zero copy) finish. `poll` marked the device broken, so no
-    // new command lends its blocks meanwhile.
+    // executing on theirs (zero copy) finish. Once the device is marked broken (by
+    // `poll`, by a worker's failed completion, or here) no new command lends its blocks.
     s.device.mark_broken();
     let mut waited = Duration::ZERO;
     while !s.device.wait_unlent(Duration::from_secs(5)) {
@@ -804,13 +824,17 @@ fn recover_ring(inner: &Inner, s: &Served) -> bool {
         tracing::warn!(device = %dev_name, ?waited,
             "ring reset waits for commands still executing on the data area");
         if s.stop.load(Ordering::Acquire) {
-            return false;
+            return Recovery::Failed;
         }
     }
     let result = s
         .config
         .block(true)
-        .and_then(|()| s.config.reset_ring(ResetMode::Retry))
+        .and_then(|()| {
+            // Completions still on their way must not write into the ring being reset.
+            s.device.begin_reset();
+            s.config.reset_ring(ResetMode::Retry)
+        })
         .and_then(|()| {
             s.device.reset().map_err(|source| Error::Ring {
                 device: dev_name.clone(),
@@ -821,13 +845,14 @@ fn recover_ring(inner: &Inner, s: &Served) -> bool {
     match result {
         Ok(()) => {
             inner.stats.recoveries.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(device = %dev_name, "ring reset; outstanding commands were retried");
-            true
+            tracing::warn!(device = %dev_name,
+                "ring reset; outstanding commands were failed with BUSY for the initiators to resend");
+            Recovery::Recovered
         }
         Err(e) => {
-            tracing::error!(device = %dev_name, error = %e, "ring recovery failed");
+            tracing::error!(device = %dev_name, error = %e, "ring recovery failed; trying again in 1 s");
             std::thread::sleep(Duration::from_secs(1));
-            false
+            Recovery::Failed
         }
     }
 }

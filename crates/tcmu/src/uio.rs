@@ -164,7 +164,7 @@ pub fn parse_size(s: &str) -> Option<u64> {
     rustio_config::parse_size(s).ok()
 }
 
-/// An open `/dev/uioN` with its shared mapping, and the [`Waker`] that interrupts a wait
+/// An open `/dev/uioN` with its shared mapping, and the eventfd that interrupts a wait
 /// on it.
 #[derive(Debug)]
 pub struct UioDevice {
