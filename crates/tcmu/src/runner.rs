@@ -753,12 +753,17 @@ fn poller(inner: &Inner, s: &Served, jobs: &Sender<Job>) {
     let auto_max = u64::try_from(AUTO_INLINE_MAX).unwrap_or(u64::MAX);
     let inline_max = |network: bool| inner.cfg.execution.inline_max(network, auto_max);
     let mut inline = Vec::new();
+    // The ring cannot be reset (no `reset_ring` action): see `Recovery::Impossible`.
+    let mut halted = false;
     tracing::debug!(device = %dev_name, inline_max = ?inline_max(s.network.load(Ordering::Acquire)), "poller started");
     while !s.stop.load(Ordering::Acquire) {
         let inline_max = inline_max(s.network.load(Ordering::Acquire));
         if let Err(e) = s.uio.wait() {
             tracing::error!(device = %dev_name, error = %e, "waiting on the UIO device failed");
             std::thread::sleep(inner.cfg.poll_interval);
+        }
+        if halted {
+            continue;
         }
         if let Err(e) = s.device.poll(&mut work) {
             tracing::error!(device = %dev_name, error = %e, "ring unusable; resetting it");
@@ -769,13 +774,10 @@ fn poller(inner: &Inner, s: &Served, jobs: &Sender<Job>) {
                 // so attempts are spaced (the kernel may send no event while its side
                 // of the ring is stuck, so waiting for one could wait forever).
                 Recovery::Recovered | Recovery::Failed => s.uio.wake(),
-                Recovery::Impossible => {
-                    // Logged once; the kernel times the device's commands out.
-                    while !s.stop.load(Ordering::Acquire) {
-                        let _ = s.uio.wait();
-                    }
-                    return;
-                }
+                // Logged once; from now on the poller only waits (taking the kernel's
+                // events, and pausing if the wait fails) until it is stopped, and the
+                // kernel times the device's commands out.
+                Recovery::Impossible => halted = true,
             }
         }
         // Pool work first, so that it overlaps with the inline commands.

@@ -213,9 +213,9 @@ impl UioDevice {
         &self.path
     }
 
-    /// Waits for the kernel's event or for [`UioDevice::wake`], and clears what arrived. Returns
-    /// whether the kernel's event arrived (spurious wake-ups are harmless: the caller
-    /// reads the ring anyway).
+    /// Waits for the kernel's event or for [`UioDevice::wake`], and clears what arrived.
+    /// Returns whether the kernel's event arrived (spurious wake-ups are harmless: the
+    /// caller reads the ring anyway).
     ///
     /// No timeout: a `poll` with one reads the clock on every call and arms a timer
     /// whenever it sleeps — under QEMU TCG, where the clock source is the emulated HPET,
