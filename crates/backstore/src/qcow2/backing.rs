@@ -3,13 +3,13 @@
 //! backing file"). A backing file is raw or qcow2 (itself possibly with a backing file),
 //! opened read-only; bytes past its end read as zeros.
 
-use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use super::bufs::{Bufs, Run};
 use super::io::ImageFile;
-use super::{fill_zero, take_mut, Qcow2Backstore, Qcow2Options};
+use super::{fill_zero, Qcow2Backstore, Qcow2Options};
 use crate::{Error, Result};
 
 /// How deep a backing chain may be before we assume a loop.
@@ -160,20 +160,19 @@ impl Backing {
     }
 
     /// Reads guest bytes at `offset` into `bufs`; zeros past the end of the backing image.
-    pub fn read(&self, bufs: Vec<&mut [u8]>, offset: u64) -> Result<()> {
+    pub fn read(&self, bufs: Run<&mut [u8]>, offset: u64) -> Result<()> {
         let total: u64 = bufs.iter().map(|b| b.len() as u64).sum();
         let size = self.size();
         let inside = size.saturating_sub(offset).min(total);
-        let mut q: VecDeque<&mut [u8]> = bufs.into();
-        let mut head = take_mut(&mut q, inside as usize);
+        let mut q = Bufs::new(bufs);
+        let mut head = q.take(inside as usize);
         if inside > 0 {
             match self {
                 Backing::Raw { io, .. } => io.read_vec(&mut head, offset)?,
-                Backing::Qcow2(b) => b.read_guest(head.into(), offset, inside)?,
+                Backing::Qcow2(b) => b.read_guest(Bufs::new(head), offset, inside)?,
             }
         }
-        let mut tail: Vec<&mut [u8]> = q.into();
-        fill_zero(&mut tail);
+        fill_zero(&mut q.rest());
         Ok(())
     }
 }

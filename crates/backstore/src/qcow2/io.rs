@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::sys::uio::{preadv, pwritev};
+use smallvec::SmallVec;
 
 use crate::{Error, Result};
 
@@ -61,7 +62,7 @@ impl ImageFile {
         while first < bufs.len() {
             let end = (first + MAX_IOVS).min(bufs.len());
             let n = {
-                let mut iov: Vec<IoSliceMut<'_>> = Vec::with_capacity(end - first);
+                let mut iov: SmallVec<[IoSliceMut<'_>; 4]> = SmallVec::with_capacity(end - first);
                 for (i, b) in bufs[first..end].iter_mut().enumerate() {
                     let s: &mut [u8] = if i == 0 { &mut b[skip..] } else { b };
                     iov.push(IoSliceMut::new(s));
@@ -115,7 +116,7 @@ impl ImageFile {
         let mut skip = 0usize;
         while first < bufs.len() {
             let end = (first + MAX_IOVS).min(bufs.len());
-            let iov: Vec<IoSlice<'_>> = bufs[first..end]
+            let iov: SmallVec<[IoSlice<'_>; 4]> = bufs[first..end]
                 .iter()
                 .enumerate()
                 .map(|(i, b)| IoSlice::new(if i == 0 { &b[skip..] } else { b }))

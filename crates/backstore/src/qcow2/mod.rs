@@ -43,6 +43,7 @@
 //! use their old mapping is in flight.
 
 mod backing;
+mod bufs;
 mod cache;
 mod compress;
 mod create;
@@ -54,7 +55,7 @@ mod open;
 mod refcount;
 mod repair;
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{IoSlice, IoSliceMut};
 use std::ops::Range;
 use std::path::Path;
@@ -67,6 +68,7 @@ pub use backing::BackingFormat;
 pub use create::{CreateOptions, Version};
 
 use backing::Backing;
+use bufs::{Bufs, Run};
 use cache::{L2Cache, L2Table};
 use entry::{L2Entry, L2Format, SubclusterBitmap, L1E_OFFSET_MASK, OFLAG_COPIED, SUBCLUSTERS};
 use header::{CompressionType, OFF_L1_SIZE, OFF_SIZE};
@@ -181,41 +183,6 @@ pub struct Qcow2Backstore {
     alloc_end: AtomicU64,
     /// Host byte ranges data writes must never touch (L1 table, refcount table).
     guarded: RwLock<Vec<Range<u64>>>,
-}
-
-/// Splits `n` bytes off the front of a queue of buffers.
-pub(crate) fn take_mut<'a>(q: &mut VecDeque<&'a mut [u8]>, mut n: usize) -> Vec<&'a mut [u8]> {
-    let mut out = Vec::new();
-    while n > 0 {
-        let Some(s) = q.pop_front() else { break };
-        if s.len() <= n {
-            n -= s.len();
-            out.push(s);
-        } else {
-            let (a, b) = s.split_at_mut(n);
-            out.push(a);
-            q.push_front(b);
-            n = 0;
-        }
-    }
-    out
-}
-
-fn take_ref<'a>(q: &mut VecDeque<&'a [u8]>, mut n: usize) -> Vec<&'a [u8]> {
-    let mut out = Vec::new();
-    while n > 0 {
-        let Some(s) = q.pop_front() else { break };
-        if s.len() <= n {
-            n -= s.len();
-            out.push(s);
-        } else {
-            let (a, b) = s.split_at(n);
-            out.push(a);
-            q.push_front(b);
-            n = 0;
-        }
-    }
-    out
 }
 
 pub(crate) fn fill_zero(bufs: &mut [&mut [u8]]) {
@@ -436,12 +403,7 @@ impl Qcow2Backstore {
     }
 
     /// Reads guest bytes `[offset, offset+len)` (within the virtual size) into `q`.
-    pub(crate) fn read_guest(
-        &self,
-        mut q: VecDeque<&mut [u8]>,
-        offset: u64,
-        len: u64,
-    ) -> Result<()> {
+    pub(crate) fn read_guest(&self, mut q: Bufs<&mut [u8]>, offset: u64, len: u64) -> Result<()> {
         let _gate = self.io_gate.read();
         let end = offset + len;
         let mut pos = offset;
@@ -467,7 +429,7 @@ impl Qcow2Backstore {
                     n += l2.min(end - pos - n);
                 }
             }
-            let mut dst = take_mut(&mut q, n as usize);
+            let mut dst = q.take(n as usize);
             match piece {
                 Piece::Host(h) => self.io.read_vec(&mut dst, h)?,
                 Piece::Zero => fill_zero(&mut dst),
@@ -498,7 +460,7 @@ impl Qcow2Backstore {
             }
             L2Entry::Unallocated => {
                 if let Some(b) = &self.backing {
-                    b.read(vec![&mut buf[..]], gc * cs)?;
+                    b.read(Run::from_iter([&mut buf[..]]), gc * cs)?;
                 }
             }
         }
@@ -656,7 +618,7 @@ impl Qcow2Backstore {
     }
 
     /// Writes guest bytes from `q` at `offset`.
-    fn write_guest(&self, mut q: VecDeque<&[u8]>, offset: u64, len: u64) -> Result<()> {
+    fn write_guest(&self, mut q: Bufs<&[u8]>, offset: u64, len: u64) -> Result<()> {
         let end = offset + len;
         let cs = self.g.cluster_size;
         let mut pos = offset;
@@ -671,13 +633,13 @@ impl Qcow2Backstore {
                     }
                 }
                 self.check_data_write(host, n)?;
-                let src = take_ref(&mut q, n as usize);
+                let src = q.take(n as usize);
                 self.io.write_vec(&src, host)?;
                 pos += n;
                 continue;
             }
             let n = cluster_end - pos;
-            let src = take_ref(&mut q, n as usize);
+            let src = q.take(n as usize);
             self.write_cluster_slow(pos, &src)?;
             pos += n;
         }
@@ -783,7 +745,7 @@ impl Qcow2Backstore {
             return Ok(());
         }
         let zeros = vec![0u8; n as usize];
-        self.write_guest(VecDeque::from([&zeros[..]]), pos, n)
+        self.write_guest(Bufs::new([&zeros[..]]), pos, n)
     }
 
     /// Changes the entry of whole cluster `gc` so that it reads as zeros.
@@ -866,7 +828,7 @@ impl Qcow2Backstore {
             let mut pos = offset;
             while pos < end {
                 let n = (end - pos).min(zeros.len() as u64);
-                self.write_guest(VecDeque::from([&zeros[..n as usize]]), pos, n)?;
+                self.write_guest(Bufs::new([&zeros[..n as usize]]), pos, n)?;
                 pos += n;
             }
             return Ok(());
@@ -1006,11 +968,7 @@ impl Backstore for Qcow2Backstore {
         if len == 0 {
             return Ok(());
         }
-        let q: VecDeque<&mut [u8]> = bufs
-            .iter_mut()
-            .map(|b| &mut **b)
-            .filter(|b| !b.is_empty())
-            .collect();
+        let q = Bufs::new(bufs.iter_mut().map(|b| &mut **b));
         self.read_guest(q, offset, len)
     }
 
@@ -1030,11 +988,7 @@ impl Backstore for Qcow2Backstore {
         if len == 0 {
             return Ok(());
         }
-        let q: VecDeque<&[u8]> = bufs
-            .iter()
-            .map(|b| &**b)
-            .filter(|b| !b.is_empty())
-            .collect();
+        let q = Bufs::new(bufs.iter().map(|b| &**b));
         {
             let _gate = self.io_gate.read();
             self.write_guest(q, offset, len)?;
