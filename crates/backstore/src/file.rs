@@ -31,9 +31,8 @@ use nix::errno::Errno;
 use nix::fcntl::{fallocate, FallocateFlags};
 use nix::sys::uio::{preadv, pwritev};
 use nix::unistd::{lseek, Whence};
-use parking_lot::RwLock;
 
-use crate::mmap::{CopyError, Mapping};
+use crate::mmap::{MappedRead, MappedReads};
 
 use crate::{
     check_range, iov_len, validate_block_size, Backstore, Capabilities, Error, Extent, FileRange,
@@ -71,6 +70,12 @@ pub fn set_mmap_reads_default(on: bool) {
     MMAP_READS_DEFAULT.store(on, Ordering::Relaxed);
 }
 
+/// The current process-wide default of mapped reads ([`set_mmap_reads_default`]), which
+/// qcow2 images follow too.
+pub(crate) fn mmap_reads_default() -> bool {
+    MMAP_READS_DEFAULT.load(Ordering::Relaxed)
+}
+
 impl FileOptions {
     /// Defaults for `path`: existing size, 512-byte blocks, write-back, mapped reads
     /// (unless [`set_mmap_reads_default`] turned them off).
@@ -81,7 +86,7 @@ impl FileOptions {
             block_size: 512,
             read_only: false,
             write_back: true,
-            mmap_reads: MMAP_READS_DEFAULT.load(Ordering::Relaxed),
+            mmap_reads: mmap_reads_default(),
         }
     }
 }
@@ -103,11 +108,8 @@ pub struct FileBackstore {
     punch_ok: AtomicBool,
     /// Cleared when the file system refuses `FALLOC_FL_ZERO_RANGE`.
     zero_range_ok: AtomicBool,
-    /// [`FileOptions::mmap_reads`].
-    mmap_reads: bool,
-    /// The mapping reads are served from, if any. Swapped whole (a read in flight keeps
-    /// the one it started with); `None` while there is none or after a fault retired it.
-    map: RwLock<Option<Arc<Mapping>>>,
+    /// Reads from a mapping of the file ([`FileOptions::mmap_reads`]).
+    map: MappedReads,
 }
 
 fn open_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
@@ -175,11 +177,7 @@ impl FileBackstore {
                     .map_err(open_err(&path))?,
             )
         };
-        let map = if opts.mmap_reads {
-            Mapping::new(&file, capacity).map(Arc::new)
-        } else {
-            None
-        };
+        let map = MappedReads::new(&file, capacity, opts.mmap_reads);
         Ok(FileBackstore {
             path,
             file: Arc::new(file),
@@ -191,8 +189,7 @@ impl FileBackstore {
             write_back: opts.write_back,
             punch_ok: AtomicBool::new(true),
             zero_range_ok: AtomicBool::new(true),
-            mmap_reads: opts.mmap_reads,
-            map: RwLock::new(map),
+            map,
         })
     }
 
@@ -217,50 +214,16 @@ impl FileBackstore {
 
     /// Whether reads are served from a mapping right now.
     pub fn is_mapped(&self) -> bool {
-        self.map.read().is_some()
-    }
-
-    /// Maps the first `len` bytes (no more than the file holds, so a page beyond its end
-    /// is never mapped) for reads, replacing the current mapping unless it is already
-    /// that (READ CAPACITY refreshes: remapping each time would drop the page tables).
-    fn remap(&self, len: u64) {
-        if !self.mmap_reads {
-            return;
-        }
-        let current = self.map.read().as_ref().map(|m| m.len() as u64);
-        if current == Some(len) {
-            return;
-        }
-        let map = Mapping::new(&self.file, len).map(Arc::new);
-        *self.map.write() = map;
-    }
-
-    /// Stops reading from `map` (after a fault), unless it was replaced meanwhile.
-    fn retire(&self, map: &Arc<Mapping>) {
-        let mut cur = self.map.write();
-        if cur.as_ref().is_some_and(|m| Arc::ptr_eq(m, map)) {
-            *cur = None;
-        }
+        self.map.is_mapped()
     }
 
     /// Reads from the mapping when it covers the range: `Some` with the outcome, or
     /// `None` when the caller must use `preadv`.
     fn read_mapped(&self, bufs: &mut [IoSliceMut<'_>], offset: u64) -> Option<Result<()>> {
-        let map = self.map.read().clone()?;
-        let offset_in = usize::try_from(offset).ok()?;
-        match map.copy_to(offset_in, bufs) {
-            Ok(()) => Some(Ok(())),
-            // Not mapped (yet): a read racing a capacity change.
-            Err(CopyError::OutOfRange) => None,
-            Err(CopyError::Retired) => {
-                // Another read faulted on this mapping; ours may have copied its zero page.
-                self.retire(&map);
-                None
-            }
-            Err(CopyError::Faulted) => {
-                self.retire(&map);
-                Some(Err(self.io_err("read", offset)(Errno::EIO)))
-            }
+        match self.map.read(bufs, offset) {
+            MappedRead::Copied => Some(Ok(())),
+            MappedRead::Unmapped => None,
+            MappedRead::Faulted => Some(Err(self.io_err("read", offset)(Errno::EIO))),
         }
     }
 
@@ -461,7 +424,7 @@ impl Backstore for FileBackstore {
             )));
         }
         // No mapping while the file changes size: a shrink would turn its tail into SIGBUS.
-        *self.map.write() = None;
+        self.map.unmap();
         let r = self.file.set_len(new_capacity).map_err(|source| Error::Io {
             op: "resize",
             path: self.path.clone(),
@@ -471,7 +434,7 @@ impl Backstore for FileBackstore {
         if r.is_ok() {
             self.capacity.store(new_capacity, Ordering::Release);
         }
-        self.remap(self.capacity());
+        self.map.remap(&self.file, self.capacity());
         r
     }
 
@@ -495,7 +458,7 @@ impl Backstore for FileBackstore {
             self.capacity.store(size, Ordering::Release);
         }
         // Also maps again after a fault retired the mapping (the file may have grown back).
-        self.remap(size.min(self.capacity()));
+        self.map.remap(&self.file, size.min(self.capacity()));
         Ok(self.capacity())
     }
 
@@ -696,9 +659,9 @@ mod tests {
         b.file.set_len(1 << 20).unwrap();
         assert_eq!(b.refresh().unwrap(), 1 << 20);
         assert!(b.is_mapped());
-        let first = b.map.read().clone().unwrap();
+        let first = b.map.current().unwrap();
         b.refresh().unwrap();
-        let again = b.map.read().clone().unwrap();
+        let again = b.map.current().unwrap();
         assert!(
             Arc::ptr_eq(&first, &again),
             "an unchanged size keeps its mapping"

@@ -17,8 +17,9 @@
 //!   marks the thread's copy and the mapping as faulted and returns. Every other SIGBUS
 //!   goes to the handler that was installed before ours, or gets the default action
 //!   (terminate with a core dump), exactly as without this module;
-//! * a faulted mapping is retired by its owner ([`crate::file::FileBackstore`]); the zero
-//!   page placed over it is only ever seen by copies that report the fault.
+//! * a faulted mapping is retired by [`MappedReads`], which file LUNs and qcow2 images read
+//!   through; the zero page placed over it is only ever seen by copies that report the
+//!   fault.
 
 use std::cell::Cell;
 use std::fs::File;
@@ -26,7 +27,9 @@ use std::io::IoSliceMut;
 use std::os::fd::AsRawFd;
 use std::ptr::{self, NonNull};
 use std::sync::atomic::{compiler_fence, AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Once, OnceLock};
+use std::sync::{Arc, Once, OnceLock};
+
+use parking_lot::RwLock;
 
 /// The largest file or device that is mapped (16 GiB). The page tables of a mapping grow
 /// with what is read through it and are not given back while it exists: up to 1/512 of
@@ -171,6 +174,120 @@ impl Drop for Mapping {
         // since those borrow `self`.
         unsafe {
             libc::munmap(self.ptr.as_ptr().cast(), self.len);
+        }
+    }
+}
+
+/// What [`MappedReads::read`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MappedRead {
+    /// The bytes were copied from the mapping.
+    Copied,
+    /// The range is not (or no longer) served from a mapping: read it with `preadv`.
+    Unmapped,
+    /// A page of the range vanished during the copy (the file shrank underneath): the
+    /// read fails with EIO, and the mapping is retired.
+    Faulted,
+}
+
+/// Reads served from a read-only mapping of a file while there is one: the one place that
+/// keeps the current mapping of a file LUN or a qcow2 image, replaces it when the file's
+/// size changes, and drops it after a fault.
+#[derive(Debug)]
+pub(crate) struct MappedReads {
+    /// Whether reads may be mapped at all (`--no-mmap-reads` clears it).
+    enabled: bool,
+    /// The mapping reads are served from, if any. Swapped whole (a read in flight keeps
+    /// the one it started with); `None` while there is none or after a fault retired it.
+    map: RwLock<Option<Arc<Mapping>>>,
+}
+
+impl MappedReads {
+    /// Maps the first `len` bytes of `file` when `enabled` (see [`Mapping::new`] for when
+    /// there is no mapping).
+    pub(crate) fn new(file: &File, len: u64, enabled: bool) -> Self {
+        let map = if enabled {
+            Mapping::new(file, len).map(Arc::new)
+        } else {
+            None
+        };
+        MappedReads {
+            enabled,
+            map: RwLock::new(map),
+        }
+    }
+
+    /// Whether reads may be mapped at all.
+    pub(crate) fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// Whether reads are served from a mapping right now.
+    pub(crate) fn is_mapped(&self) -> bool {
+        self.map.read().is_some()
+    }
+
+    /// The current mapping (tests check that a refresh keeps it).
+    #[cfg(test)]
+    pub(crate) fn current(&self) -> Option<Arc<Mapping>> {
+        self.map.read().clone()
+    }
+
+    /// Length of the current mapping (0 when there is none).
+    pub(crate) fn mapped_len(&self) -> u64 {
+        self.map.read().as_ref().map_or(0, |m| m.len() as u64)
+    }
+
+    /// Maps the first `len` bytes of `file` (which must hold them: a page beyond the end
+    /// of the file is never mapped), replacing the current mapping unless it is already
+    /// that (remapping drops the page tables built up by reads).
+    pub(crate) fn remap(&self, file: &File, len: u64) {
+        if !self.enabled {
+            return;
+        }
+        let current = self.map.read().as_ref().map(|m| m.len() as u64);
+        if current == Some(len) {
+            return;
+        }
+        let map = Mapping::new(file, len).map(Arc::new);
+        *self.map.write() = map;
+    }
+
+    /// Drops the mapping, before the file changes size (a shrink would turn its tail into
+    /// SIGBUS).
+    pub(crate) fn unmap(&self) {
+        *self.map.write() = None;
+    }
+
+    /// Copies the file's bytes at `offset` into `bufs` when the mapping covers them.
+    pub(crate) fn read(&self, bufs: &mut [IoSliceMut<'_>], offset: u64) -> MappedRead {
+        let Some(map) = self.map.read().clone() else {
+            return MappedRead::Unmapped;
+        };
+        let Ok(offset) = usize::try_from(offset) else {
+            return MappedRead::Unmapped;
+        };
+        match map.copy_to(offset, bufs) {
+            Ok(()) => MappedRead::Copied,
+            // Not mapped (yet): a read past the mapping, or racing a size change.
+            Err(CopyError::OutOfRange) => MappedRead::Unmapped,
+            Err(CopyError::Retired) => {
+                // Another read faulted on this mapping; ours may have copied its zero page.
+                self.retire(&map);
+                MappedRead::Unmapped
+            }
+            Err(CopyError::Faulted) => {
+                self.retire(&map);
+                MappedRead::Faulted
+            }
+        }
+    }
+
+    /// Stops reading from `map` (after a fault), unless it was replaced meanwhile.
+    fn retire(&self, map: &Arc<Mapping>) {
+        let mut cur = self.map.write();
+        if cur.as_ref().is_some_and(|m| Arc::ptr_eq(m, map)) {
+            *cur = None;
         }
     }
 }

@@ -68,8 +68,8 @@ pub struct RunnerArgs {
     /// Log as JSON lines instead of text.
     #[arg(long)]
     pub log_json: bool,
-    /// Read file backstores with one preadv per command instead of copying from a shared
-    /// mapping of the file (as `rustio serve --no-mmap-reads`).
+    /// Read file and qcow backstores with one preadv per command instead of copying from
+    /// a shared mapping of the file (as `rustio serve --no-mmap-reads`).
     #[arg(long)]
     pub no_mmap_reads: bool,
     /// Instead of serving: another runner action (`rustio runner list`).

@@ -175,8 +175,8 @@ pub struct ServeArgs {
     /// Never send READ data from the page cache (always read it into a buffer first).
     #[arg(long)]
     pub no_sendfile: bool,
-    /// Read file and block-device LUNs with one preadv per READ instead of copying from
-    /// a shared mapping of the file (docs/serve.md).
+    /// Read file, block-device and qcow2 LUNs with one preadv per READ instead of
+    /// copying from a shared mapping of the file (docs/serve.md).
     #[arg(long)]
     pub no_mmap_reads: bool,
 }

@@ -133,7 +133,8 @@ impl Backing {
         };
         match fmt {
             BackingFormat::Raw => {
-                let io = ImageFile::new(open_regular(&path, false, "backing file ")?, path);
+                let io = ImageFile::new(open_regular(&path, false, "backing file ")?, path)
+                    .mapped(crate::file::mmap_reads_default());
                 let size = io.len()?;
                 Ok(Backing::Raw { io, size })
             }

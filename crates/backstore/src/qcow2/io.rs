@@ -1,13 +1,21 @@
 //! Positioned I/O on the image file, with the path and offset attached to every error.
+//!
+//! Reads are copied out of a read-only mapping of the file where one covers them (like a
+//! file LUN's, `crate::mmap`): no system call per read. The engine only ever grows its
+//! image, so the mapping is replaced by a longer one as the file grows, at most once per
+//! quarter of growth; reads past it, and all reads of images opened without mapped reads,
+//! use `preadv`.
 
 use std::fs::File;
 use std::io::{IoSlice, IoSliceMut};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use nix::errno::Errno;
 use nix::sys::uio::{preadv, pwritev};
 use smallvec::SmallVec;
 
+use crate::mmap::{MappedRead, MappedReads, MAX_MAPPED};
 use crate::{Error, Result};
 
 /// At most this many iovecs go into one `preadv`/`pwritev` (Linux's `IOV_MAX` is 1024).
@@ -18,12 +26,36 @@ const MAX_IOVS: usize = 512;
 pub struct ImageFile {
     file: File,
     path: PathBuf,
+    /// Reads from a mapping of the file, when enabled ([`ImageFile::mapped`]).
+    map: MappedReads,
+    /// A lower bound of the file's length: its length when mapped, raised by every write
+    /// past it (nothing here shrinks the file). 0 while reads are not mapped.
+    known_len: AtomicU64,
 }
 
 impl ImageFile {
-    /// Wraps an open file.
+    /// Wraps an open file; reads use `preadv`.
     pub fn new(file: File, path: PathBuf) -> Self {
-        ImageFile { file, path }
+        ImageFile {
+            map: MappedReads::new(&file, 0, false),
+            file,
+            path,
+            known_len: AtomicU64::new(0),
+        }
+    }
+
+    /// The same file with its reads served from a mapping of it, if `enabled` (and the
+    /// kernel maps it).
+    pub fn mapped(self, enabled: bool) -> Self {
+        if !enabled {
+            return self;
+        }
+        let len = self.file.metadata().map_or(0, |m| m.len());
+        ImageFile {
+            map: MappedReads::new(&self.file, len.min(MAX_MAPPED), true),
+            known_len: AtomicU64::new(len),
+            ..self
+        }
     }
 
     /// The path the file was opened from.
@@ -56,6 +88,9 @@ impl ImageFile {
     /// Reads into `bufs` from `offset`; whatever lies past the end of the file reads as
     /// zeros (like a sparse hole), which is how qemu treats clusters beyond EOF.
     pub fn read_vec(&self, bufs: &mut [&mut [u8]], offset: u64) -> Result<()> {
+        if self.read_mapped(bufs, offset)? {
+            return Ok(());
+        }
         let mut pos = offset;
         let mut first = 0usize;
         let mut skip = 0usize; // bytes already filled in bufs[first]
@@ -104,6 +139,38 @@ impl ImageFile {
         Ok(())
     }
 
+    /// Copies the range from the mapping when one covers it; `false` when the caller must
+    /// use `preadv`. Maps a longer prefix first when the file has grown by a quarter (at
+    /// least 1 MiB) past the mapping and the range lies in the growth.
+    fn read_mapped(&self, bufs: &mut [&mut [u8]], offset: u64) -> Result<bool> {
+        let known = self.known_len.load(Ordering::Acquire);
+        let total = bufs.iter().map(|b| b.len() as u64).sum::<u64>();
+        let Some(end) = offset.checked_add(total).filter(|&e| e <= known) else {
+            return Ok(false);
+        };
+        let mapped = self.map.mapped_len();
+        if end > mapped {
+            let want = known.min(MAX_MAPPED);
+            if end > want || want - mapped < (mapped / 4).max(1 << 20) {
+                return Ok(false);
+            }
+            self.map.remap(&self.file, want);
+        }
+        let mut iov: SmallVec<[IoSliceMut<'_>; 4]> =
+            bufs.iter_mut().map(|b| IoSliceMut::new(b)).collect();
+        match self.map.read(&mut iov, offset) {
+            MappedRead::Copied => Ok(true),
+            MappedRead::Unmapped => Ok(false),
+            MappedRead::Faulted => {
+                // Something else shrank the file: start again from its real length, so
+                // that no mapping beyond it is made again.
+                let len = self.file.metadata().map_or(0, |m| m.len());
+                self.known_len.store(len, Ordering::Release);
+                Err(self.err("read", offset)(Errno::EIO))
+            }
+        }
+    }
+
     /// Reads `buf` from `offset` (zeros past the end of the file).
     pub fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         self.read_vec(&mut [buf], offset)
@@ -137,6 +204,9 @@ impl ImageFile {
                 });
             }
             pos += n as u64;
+            if self.map.enabled() {
+                self.known_len.fetch_max(pos, Ordering::AcqRel);
+            }
             let mut left = n;
             while first < bufs.len() {
                 let avail = bufs[first].len() - skip;
@@ -195,31 +265,116 @@ pub fn table_bytes(entries: impl IntoIterator<Item = u64>) -> Vec<u8> {
 mod tests {
     use super::*;
 
+    fn open_rw(p: &Path, mapped: bool) -> ImageFile {
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(p)
+            .unwrap();
+        ImageFile::new(f, p.to_owned()).mapped(mapped)
+    }
+
     #[test]
     fn reads_past_eof_as_zeros_and_splits_iovecs() {
+        for mapped in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let p = dir.path().join("f");
+            std::fs::write(&p, [1u8, 2, 3, 4, 5]).unwrap();
+            let f = open_rw(&p, mapped);
+            assert_eq!(f.map.is_mapped(), mapped);
+            let mut a = [9u8; 2];
+            let mut b = [9u8; 0];
+            let mut c = [9u8; 6];
+            f.read_vec(&mut [&mut a, &mut b, &mut c], 1).unwrap();
+            assert_eq!(a, [2, 3]);
+            assert_eq!(c, [4, 5, 0, 0, 0, 0]);
+            f.write_vec(&[&[7, 7], &[], &[8]], 10).unwrap();
+            assert_eq!(f.len().unwrap(), 13);
+            let mut all = [0u8; 13];
+            f.read_at(&mut all, 0).unwrap();
+            assert_eq!(all, [1, 2, 3, 4, 5, 0, 0, 0, 0, 0, 7, 7, 8]);
+            assert_eq!(f.read_table(10, 1).unwrap(), vec![0x0707_0800_0000_0000]);
+        }
+        assert_eq!(table_bytes([1u64]), vec![0, 0, 0, 0, 0, 0, 0, 1]);
+    }
+
+    #[test]
+    fn the_mapping_follows_the_file_as_it_grows() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("f");
-        std::fs::write(&p, [1u8, 2, 3, 4, 5]).unwrap();
-        let f = ImageFile::new(
-            std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&p)
-                .unwrap(),
-            p.clone(),
-        );
-        let mut a = [9u8; 2];
-        let mut b = [9u8; 0];
-        let mut c = [9u8; 6];
-        f.read_vec(&mut [&mut a, &mut b, &mut c], 1).unwrap();
-        assert_eq!(a, [2, 3]);
-        assert_eq!(c, [4, 5, 0, 0, 0, 0]);
-        f.write_vec(&[&[7, 7], &[], &[8]], 10).unwrap();
-        assert_eq!(f.len().unwrap(), 13);
-        let mut all = [0u8; 13];
-        f.read_at(&mut all, 0).unwrap();
-        assert_eq!(all, [1, 2, 3, 4, 5, 0, 0, 0, 0, 0, 7, 7, 8]);
-        assert_eq!(f.read_table(10, 1).unwrap(), vec![0x0707_0800_0000_0000]);
-        assert_eq!(table_bytes([1u64]), vec![0, 0, 0, 0, 0, 0, 0, 1]);
+        std::fs::write(&p, vec![1u8; 4 << 20]).unwrap();
+        let f = open_rw(&p, true);
+        assert_eq!(f.map.mapped_len(), 4 << 20);
+        // Less than a quarter of growth (and under 1 MiB): read with preadv, not remapped.
+        f.write_at(&[2u8; 4096], 4 << 20).unwrap();
+        let mut buf = [0u8; 4096];
+        f.read_at(&mut buf, 4 << 20).unwrap();
+        assert_eq!(buf, [2u8; 4096]);
+        assert_eq!(f.map.mapped_len(), 4 << 20);
+        // A quarter more: the next read there maps the whole file.
+        f.write_at(&vec![3u8; 1 << 20], 5 << 20).unwrap();
+        f.read_at(&mut buf, (6 << 20) - 4096).unwrap();
+        assert_eq!(buf, [3u8; 4096]);
+        assert_eq!(f.map.mapped_len(), 6 << 20);
+        // What was written through the file descriptor reads back through the mapping.
+        f.write_at(&[4u8; 4096], 8192).unwrap();
+        f.read_at(&mut buf, 8192).unwrap();
+        assert_eq!(buf, [4u8; 4096]);
+    }
+
+    #[test]
+    fn a_file_truncated_underneath_fails_the_read_and_is_mapped_only_as_far_as_it_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, vec![5u8; 2 << 20]).unwrap();
+        let f = open_rw(&p, true);
+        // Another process cuts the file in half.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_len(1 << 20)
+            .unwrap();
+        let mut buf = [9u8; 4096];
+        let e = f.read_at(&mut buf, 3 << 19).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Medium, "{e}");
+        assert!(!f.map.is_mapped(), "a faulted mapping is retired");
+        // From then on the file is mapped only as far as it really goes, and what is
+        // gone reads through preadv, as zeros.
+        f.read_at(&mut buf, 0).unwrap();
+        assert_eq!(buf, [5u8; 4096]);
+        assert_eq!(f.map.mapped_len(), 1 << 20);
+        f.read_at(&mut buf, 3 << 19).unwrap();
+        assert_eq!(buf, [0u8; 4096]);
+    }
+
+    proptest::proptest! {
+        /// Mapped and plain reads return the same bytes for any sequence of writes
+        /// (growing the file) and reads (inside, across and past its end).
+        #[test]
+        fn mapped_reads_match_preadv(
+            ops in proptest::collection::vec(
+                (proptest::bool::ANY, 0u64..(3 << 20), 1usize..70_000), 1..24),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let (pm, pp) = (dir.path().join("m"), dir.path().join("p"));
+            let seed: Vec<u8> = (0..(1u32 << 20)).map(|i| (i % 253) as u8).collect();
+            std::fs::write(&pm, &seed).unwrap();
+            std::fs::write(&pp, &seed).unwrap();
+            let (m, plain) = (open_rw(&pm, true), open_rw(&pp, false));
+            for (i, (write, off, len)) in ops.into_iter().enumerate() {
+                if write {
+                    let data = vec![i as u8; len];
+                    m.write_at(&data, off).unwrap();
+                    plain.write_at(&data, off).unwrap();
+                } else {
+                    let (mut a, mut b) = (vec![1u8; len], vec![2u8; len]);
+                    let (a1, a2) = a.split_at_mut(len / 3);
+                    m.read_vec(&mut [a1, a2], off).unwrap();
+                    plain.read_at(&mut b, off).unwrap();
+                    proptest::prop_assert_eq!(a, b);
+                }
+            }
+        }
     }
 }

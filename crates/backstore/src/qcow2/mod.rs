@@ -94,6 +94,10 @@ pub struct Qcow2Options {
     pub block_size: u32,
     /// Bytes of memory for cached L2 tables.
     pub l2_cache_bytes: u64,
+    /// Read data through a read-only shared mapping of the image (and of a raw backing
+    /// file) instead of a `preadv` each; the default follows
+    /// [`crate::file::set_mmap_reads_default`] (`--no-mmap-reads`).
+    pub mmap_reads: bool,
 }
 
 impl Default for Qcow2Options {
@@ -102,6 +106,7 @@ impl Default for Qcow2Options {
             read_only: false,
             block_size: 512,
             l2_cache_bytes: DEFAULT_L2_CACHE,
+            mmap_reads: crate::file::mmap_reads_default(),
         }
     }
 }

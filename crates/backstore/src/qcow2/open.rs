@@ -105,7 +105,7 @@ impl Qcow2Backstore {
         // the regular files we accept.
         let file = super::backing::open_regular(path, !opts.read_only, "")?;
         lock::lock_image(&file, path, !opts.read_only)?;
-        Ok(ImageFile::new(file, path.to_owned()))
+        Ok(ImageFile::new(file, path.to_owned()).mapped(opts.mmap_reads))
     }
 
     /// Reads, parses and validates the header (at most one cluster of the largest size).
