@@ -1,4 +1,4 @@
-//! Read-only shared mappings of a file LUN, and the SIGBUS guard that makes copying out of
+//! Read-only shared mappings of a file LUN or a qcow2 image, and the SIGBUS guard that makes copying out of
 //! them safe when the file shrinks (or the device vanishes) underneath.
 //!
 //! This is the only module of the crate with `unsafe` code. The rules it keeps:
@@ -242,15 +242,33 @@ impl MappedReads {
     /// of the file is never mapped), replacing the current mapping unless it is already
     /// that (remapping drops the page tables built up by reads).
     pub(crate) fn remap(&self, file: &File, len: u64) {
+        self.replace(file, len, |cur| cur == len);
+    }
+
+    /// Maps the first `len` bytes of `file` (as [`Self::remap`]) unless the current
+    /// mapping is at least that long: of two threads growing it at once, the shorter
+    /// mapping never replaces the longer.
+    pub(crate) fn grow(&self, file: &File, len: u64) {
+        self.replace(file, len, |cur| cur >= len);
+    }
+
+    fn replace(&self, file: &File, len: u64, keep: impl Fn(u64) -> bool) {
         if !self.enabled {
             return;
         }
-        let current = self.map.read().as_ref().map(|m| m.len() as u64);
-        if current == Some(len) {
+        if self
+            .map
+            .read()
+            .as_ref()
+            .is_some_and(|m| keep(m.len() as u64))
+        {
             return;
         }
-        let map = Mapping::new(file, len).map(Arc::new);
-        *self.map.write() = map;
+        let mut cur = self.map.write();
+        if cur.as_ref().is_some_and(|m| keep(m.len() as u64)) {
+            return;
+        }
+        *cur = Mapping::new(file, len).map(Arc::new);
     }
 
     /// Drops the mapping, before the file changes size (a shrink would turn its tail into

@@ -115,8 +115,15 @@ pub fn resolve(overlay: &Path, name: &str) -> Result<PathBuf> {
 }
 
 impl Backing {
-    /// Opens the backing file `name` of the overlay at `overlay`.
-    pub fn open(overlay: &Path, name: &str, format: Option<&str>, depth: u32) -> Result<Self> {
+    /// Opens the backing file `name` of the overlay at `overlay`, with mapped reads when
+    /// the overlay has them.
+    pub fn open(
+        overlay: &Path,
+        name: &str,
+        format: Option<&str>,
+        depth: u32,
+        mmap_reads: bool,
+    ) -> Result<Self> {
         if depth >= MAX_DEPTH {
             return Err(Error::InvalidConfig(format!(
                 "{}: backing chain deeper than {MAX_DEPTH} (a loop?)",
@@ -134,13 +141,14 @@ impl Backing {
         match fmt {
             BackingFormat::Raw => {
                 let io = ImageFile::new(open_regular(&path, false, "backing file ")?, path)
-                    .mapped(crate::file::mmap_reads_default());
+                    .mapped(mmap_reads);
                 let size = io.len()?;
                 Ok(Backing::Raw { io, size })
             }
             BackingFormat::Qcow2 => {
                 let opts = Qcow2Options {
                     read_only: true,
+                    mmap_reads,
                     ..Qcow2Options::default()
                 };
                 Ok(Backing::Qcow2(Box::new(Qcow2Backstore::open_inner(

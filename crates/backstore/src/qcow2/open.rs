@@ -81,6 +81,7 @@ impl Qcow2Backstore {
                 name,
                 ih.backing_format.as_deref(),
                 depth,
+                opts.mmap_reads,
             )?),
             None => None,
         };

@@ -729,3 +729,42 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn mapped_reads_follow_the_options_down_the_backing_chain() {
+    let d = tempfile::tempdir().unwrap();
+    raw_file(d.path(), "base.raw", &pattern(1, 1 << 20));
+    let mid = CreateOptions {
+        backing_file: Some("base.raw".into()),
+        ..opts()
+    };
+    create_in(d.path(), "mid.qcow2", 1 << 20, 16, &mid)
+        .close()
+        .unwrap();
+    let top = CreateOptions {
+        backing_file: Some("mid.qcow2".into()),
+        backing_format: Some(BackingFormat::Qcow2),
+        ..opts()
+    };
+    create_in(d.path(), "top.qcow2", 1 << 20, 16, &top)
+        .close()
+        .unwrap();
+    for mmap_reads in [false, true] {
+        let o = Qcow2Options {
+            mmap_reads,
+            ..Qcow2Options::default()
+        };
+        let top = Qcow2Backstore::open_with(d.path().join("top.qcow2"), &o).unwrap();
+        let Some(Backing::Qcow2(mid)) = &top.backing else {
+            panic!("top's backing is mid.qcow2");
+        };
+        let Some(Backing::Raw { io: base, .. }) = &mid.backing else {
+            panic!("mid's backing is base.raw");
+        };
+        assert_eq!(
+            [top.io.is_mapped(), mid.io.is_mapped(), base.is_mapped()],
+            [mmap_reads; 3]
+        );
+        assert_eq!(read_vec(&top, 0, 1 << 20), pattern(1, 1 << 20));
+    }
+}
