@@ -145,9 +145,15 @@ child_ticks() { # -> "cutime cstime" of this shell: CPU of the children it waite
   echo "${14} ${15}"
 }
 hwm_kb() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status" 2>/dev/null; }
-# RssShmem: pages of shared memory the daemon has mapped — here the tmpfs store that
-# rustio's mapped reads map (its page cache, not the daemon's own memory).
-shmem_kb() { awk '/^RssShmem:/ {print $2}' "/proc/$1/status" 2>/dev/null; }
+# Resident pages of the store files the daemon maps (rustio's mapped reads: the tmpfs file
+# or the qcow2 image on ext4): their page cache, not the daemon's own memory, so the peak
+# RSS column leaves them out. Sums the Rss of every mapping of $RAWIMG or $QIMG in smaps.
+store_rss_kb() {
+  awk -v a="$RAWIMG" -v b="$QIMG" '
+    /^[0-9a-f]+-[0-9a-f]+ / { on = ($NF == a || $NF == b) }
+    on && /^Rss:/ { kb += $2 }
+    END { print kb + 0 }' "/proc/$1/smaps" 2>/dev/null
+}
 
 loop_disk() { vm_find_disk '/tcm_loop_'; }
 # shellcheck disable=SC2317 # called through vm_wait
@@ -469,7 +475,7 @@ bench_backend() { # NAME
       fi
     done
   done
-  [[ -n $DAEMON_PID ]] && meta vmhwm_kb "$(hwm_kb "$DAEMON_PID")" && meta rss_shmem_kb "$(shmem_kb "$DAEMON_PID")"
+  [[ -n $DAEMON_PID ]] && meta vmhwm_kb "$(hwm_kb "$DAEMON_PID")" && meta rss_store_kb "$(store_rss_kb "$DAEMON_PID")"
   if ((failed)); then meta status partial; else meta status ok; fi
   dmesg | grep -E "I/O error|critical|tcmu|TCMU" | tail -20 >"$bo/dmesg-tail.txt"
   if ((FLOOR_JOBS > 0)); then FLOOR_JOBS=0; rm -f "$RAWIMG"; return 0; fi

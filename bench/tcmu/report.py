@@ -322,12 +322,16 @@ def collect(vm_out: str) -> dict:
             entry["error"] = meta["error"]
         if meta.get("vmhwm_kb", "").isdigit():
             entry["daemon_vmhwm_kib"] = int(meta["vmhwm_kb"])
-            # The peak without the shared memory still mapped at the end (a mapped store's
-            # page cache: rustio's mapped reads of the tmpfs file stay mapped until the
-            # LUN goes), as bench/harness.py's UnsharedPeakSampler counts `rustio serve`.
-            if meta.get("rss_shmem_kb", "").isdigit():
-                entry["daemon_rss_shmem_kib"] = int(meta["rss_shmem_kb"])
-                entry["daemon_peak_unshared_kib"] = max(0, int(meta["vmhwm_kb"]) - int(meta["rss_shmem_kb"]))
+            # The peak without the store's pages still mapped at the end (page cache:
+            # rustio's mapped reads of the tmpfs file or the qcow2 image stay mapped until
+            # the LUN goes), as bench/harness.py's UnsharedPeakSampler counts `rustio serve`.
+            # rss_store_kb: the Rss of the store's mappings (smaps); older runs recorded
+            # RssShmem, which covered only a store on tmpfs.
+            for key, name in (("rss_store_kb", "daemon_rss_store_kib"), ("rss_shmem_kb", "daemon_rss_shmem_kib")):
+                if meta.get(key, "").isdigit():
+                    entry[name] = int(meta[key])
+                    entry["daemon_peak_unshared_kib"] = max(0, int(meta["vmhwm_kb"]) - int(meta[key]))
+                    break
         for k in ("dev", "max_sectors_kb", "cache_type", "setup_s", "image", "jobs"):
             if meta.get(k):
                 entry[k] = meta[k]
