@@ -1,5 +1,6 @@
-//! Read-only shared mappings of a file LUN or a qcow2 image, and the SIGBUS guard that makes copying out of
-//! them safe when the file shrinks (or the device vanishes) underneath.
+//! Read-only shared mappings of a file LUN or a qcow2 image, and the SIGBUS guard that
+//! makes copying out of them safe when the file shrinks (or the device vanishes)
+//! underneath.
 //!
 //! This is the only module of the crate with `unsafe` code. The rules it keeps:
 //!
