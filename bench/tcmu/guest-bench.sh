@@ -18,7 +18,8 @@
 #   rustio-qcow        rustio runner, user:qcow on a qcow2 image (qemu-img convert of the
 #                      same random data: fully allocated) on a loop-mounted ext4 file system
 #   tcmu-runner-qcow   tcmu-runner, Debian's handler_qcow.so, same kind of image on ext4
-#                      (tcmu-runner's qcow handler opens the image O_DIRECT: not on tmpfs)
+#                      (tcmu-runner's qcow handler allocates clusters with fallocate
+#                      ZERO_RANGE, which tmpfs lacks; it opens the image buffered)
 #   floor-file         RUSTIO_BENCH_FLOOR=1 (default off): no TCMU at all. The same fio jobs
 #   floor-file-mt      run straight on the same tmpfs file (same size, same copy of the fill
 #                      data) with ioengine=pvsync (one preadv/pwritev per I/O, as a TCMU file
@@ -39,6 +40,9 @@
 # More rustio binaries or option sets in the same boot: backends rustio-b-file and
 # rustio-b-qcow run RUSTIO_BIN_B (default: the same binary) with RUSTIO_BENCH_RUNNER_ARGS_B,
 # rustio-c-file and rustio-c-qcow RUSTIO_BIN_C with RUSTIO_BENCH_RUNNER_ARGS_C.
+# RUSTIO_BENCH_QCOW_OPTS (and _B, _C for the variants): appended to the rustio qcow
+# backends' handler config, e.g. ";cache=none" (guest data O_DIRECT; tcmu-runner's qcow
+# handler has no such mode: it is always buffered).
 # RUSTIO_BENCH_PROFILE: comma list of profilers, one extra round each after the clean
 # runs, for the daemon backends in RUSTIO_BENCH_PROFILE_BACKENDS (comma list; default all):
 # strace (strace -c -f of the daemon: <tag>.strace, system calls per I/O in the report) or
@@ -116,6 +120,7 @@ WORKLOADS=(randread-4k-qd32:randread:4k:32 randwrite-4k-qd32:randwrite:4k:32 seq
   echo "rustio=$("$RUSTIO" --version 2>/dev/null)"
   echo "handler_dir=$HANDLER_DIR"
   echo "runner_args=${RUSTIO_BENCH_RUNNER_ARGS:-}"
+  echo "qcow_opts=${RUSTIO_BENCH_QCOW_OPTS:-} b=${RUSTIO_BENCH_QCOW_OPTS_B:-} c=${RUSTIO_BENCH_QCOW_OPTS_C:-}"
   echo "clk_tck=$(getconf CLK_TCK)"
   echo "floor=$FLOOR"
   echo "backends=$BACKENDS"
@@ -398,16 +403,18 @@ bench_backend() { # NAME
       create_fileio_dev 9 bench || { meta status error; meta error "fileio backstore refused"; teardown; return 1; }
       d=$CORE/fileio_9/bench ;;
     rustio-file|rustio-qcow|rustio-[bc]-file|rustio-[bc]-qcow)
+      local qopts=${RUSTIO_BENCH_QCOW_OPTS:-}
       if [[ $b == rustio-[bc]-* ]]; then
         local v=${b#rustio-}; v=${v%%-*}; v=${v^^}
-        local vbin=RUSTIO_BIN_$v vargs=RUSTIO_BENCH_RUNNER_ARGS_$v
-        meta variant "${!vbin:-$RUSTIO} ${!vargs:-}"
+        local vbin=RUSTIO_BIN_$v vargs=RUSTIO_BENCH_RUNNER_ARGS_$v vqopts=RUSTIO_BENCH_QCOW_OPTS_$v
+        qopts=${!vqopts:-}
+        meta variant "${!vbin:-$RUSTIO} ${!vargs:-}${qopts:+ qcow$qopts}"
         start_rustio "$bo/daemon.log" "${!vbin:-$RUSTIO}" "${!vargs:-}" ||
           { meta status error; meta error "rustio runner (variant $v) did not start"; teardown; return 1; }
       else
         start_rustio "$bo/daemon.log" || { meta status error; meta error "rustio runner did not start"; teardown; return 1; }
       fi
-      if [[ $b == *-file ]]; then cfg="file/$RAWIMG"; else cfg="qcow/$QIMG"; fi
+      if [[ $b == *-file ]]; then cfg="file/$RAWIMG"; else cfg="qcow/$QIMG$qopts"; fi
       create_user_dev 7 bench "$cfg" || { meta status error; meta error "user backstore $cfg refused"; tail -5 "$bo/daemon.log"; teardown; return 1; }
       d=$CORE/user_7/bench ;;
     tcmu-runner-file|tcmu-runner-qcow)

@@ -14,7 +14,8 @@
 #   tmr        sg_reset -d (LUN reset) while fio has I/O queued → fio verifies
 #   reconfig   attrib/dev_size grows the file + CAPACITY DATA HAS CHANGED; emulate_write_cache
 #              toggles WCE (sd cache_type)
-#   qcow       qemu-img qcow2 image on tmpfs served as user:qcow (cfg = path, as tcmu-runner)
+#   qcow       qemu-img qcow2 image on tmpfs served as user:qcow (cfg = path, as tcmu-runner),
+#              then one on ext4 with ;cache=none (guest data O_DIRECT)
 #              behind its own tcm_loop port: fio crc32c verify; after the device is removed,
 #              qemu-img check is clean and qemu-img compare matches what the LUN returned;
 #              an image whose size differs from dev_size is refused
@@ -344,12 +345,19 @@ refused() { # NAME DEV_CONFIG LOGPATTERN
   cat /tmp/enable.err
   vm_wait 10 grep -q "$3" "$LOG"
 }
-# The image lives on the guest's tmpfs /tmp: tmpfs refuses O_DIRECT, which tcmu-runner's
-# qcow handler needs; rustio's qcow2 engine uses buffered I/O.
+# The image lives on the guest's tmpfs /tmp, where tcmu-runner's qcow handler fails (it
+# allocates clusters with fallocate ZERO_RANGE, which tmpfs lacks); rustio's does not.
+# The second round serves an image on ext4 with ;cache=none (guest data O_DIRECT). The
+# qcow_* checks act on the image the QCOW_* variables name.
 QCOW_IMG=/tmp/tcmu-q0.qcow2
+QCOW_CFG=qcow/$QCOW_IMG
+QCOW_HBA=5
+QCOW_NAME=q0
 QCOW_WWN=naa.5001405000000005
+QCOW_NEXUS=naa.5001405000000006
 QCOW_SIZE=$((64 << 20))
 QCOW_DISK=/tmp/qcow.disk
+QCOW_DIRECT_FS=/tmp/qcow-direct
 loop_disks() { local b; for b in /sys/block/sd*; do
   [[ $(readlink -f "$b") == */tcm_loop_* ]] && echo "${b##*/}"; done; }
 # new_loop_disk BEFORE: the tcm_loop disk not in the list BEFORE
@@ -358,19 +366,20 @@ new_loop_disk() { local d; for d in $(loop_disks); do
 qcow_export() {
   local before t=$LIO/loopback/$QCOW_WWN/tpgt_1 dev
   qemu-img create -q -f qcow2 "$QCOW_IMG" "$QCOW_SIZE" || return 1
-  create_user_dev 5 q0 "qcow/$QCOW_IMG" "$QCOW_SIZE" || return 1
-  vm_wait 20 grep -q 'serving device.*q0' "$LOG" || { echo "not served"; return 1; }
+  create_user_dev "$QCOW_HBA" "$QCOW_NAME" "$QCOW_CFG" "$QCOW_SIZE" || return 1
+  vm_wait 20 grep -q "serving device.*$QCOW_NAME" "$LOG" || { echo "not served"; return 1; }
   before=$(loop_disks | tr '\n' ' ')
-  mkdir -p "$t/lun/lun_0" && echo -n naa.5001405000000006 >"$t/nexus" &&
-    ln -s "$CORE/user_5/q0" "$t/lun/lun_0/q0" || return 1
+  mkdir -p "$t/lun/lun_0" && echo -n "$QCOW_NEXUS" >"$t/nexus" &&
+    ln -s "$CORE/user_$QCOW_HBA/$QCOW_NAME" "$t/lun/lun_0/$QCOW_NAME" || return 1
   vm_wait 60 new_loop_disk "$before" || { echo "no new disk"; return 1; }
   dev=$(new_loop_disk "$before")
   [[ $(blockdev --getsize64 "$dev") == "$QCOW_SIZE" ]] || { echo "bad size"; return 1; }
   echo "$dev" >"$QCOW_DISK"
 }
 qcow_fio() {
-  DEV=$(cat "$QCOW_DISK") fio_verify qrnd randwrite --size=32M &&
-    DEV=$(cat "$QCOW_DISK") fio_verify qseq write --offset=32M --size=32M
+  local half=$((QCOW_SIZE >> 21))M
+  DEV=$(cat "$QCOW_DISK") fio_verify qrnd randwrite --size=$half &&
+    DEV=$(cat "$QCOW_DISK") fio_verify qseq write --offset=$half --size=$half
 }
 # Read the whole LUN back, remove the device (the runner closes the image), then let qemu
 # judge the image.
@@ -378,27 +387,56 @@ qcow_remove() {
   local dev; dev=$(cat "$QCOW_DISK")
   dd if="$dev" of=/tmp/qcow-lun.raw bs=1M iflag=direct status=none || return 1
   vm_configfs_rm "$LIO/loopback/$QCOW_WWN" || { echo "tcm_loop target not removed"; return 1; }
-  vm_configfs_rm "$CORE/user_5/q0" || { echo "backstore not removed"; return 1; }
-  vm_wait 30 grep -q 'device closed.*q0\|q0.*device closed' "$LOG" || { echo "no close logged"; return 1; }
+  vm_configfs_rm "$CORE/user_$QCOW_HBA/$QCOW_NAME" || { echo "backstore not removed"; return 1; }
+  vm_wait 30 grep -q "device closed.*$QCOW_NAME\|$QCOW_NAME.*device closed" "$LOG" ||
+    { echo "no close logged"; return 1; }
 }
 qcow_check() { qemu-img check -f qcow2 "$QCOW_IMG"; }
 qcow_compare() { qemu-img compare -f raw -F qcow2 /tmp/qcow-lun.raw "$QCOW_IMG"; }
+qcow_round() { # TAG DESCRIPTION: export, write + verify, read back, remove, check, compare
+  if vm_check "$2 served, tcm_loop LUN appears" qcow_export; then
+    VM_CHECK_TIMEOUT=600 vm_check "$1: fio random + sequential write 4k-1M qd32 + crc32c verify" \
+      qcow_fio
+    vm_check "$1: LUN read back, device removed, image closed" qcow_remove
+    vm_check "$1: qemu-img check clean after the runner closed it" qcow_check
+    vm_check "$1: qemu-img compare: image equals the data read through the LUN" qcow_compare
+  fi
+}
 qcow_wrong_size() {
   qemu-img create -q -f qcow2 /tmp/tcmu-q1.qcow2 8M || return 1
   refused q1 "qcow//tmp/tcmu-q1.qcow2" 'size misconfigured'
 }
+# cache=none on a file system that refuses O_DIRECT is refused with the way out; where it
+# accepts it (tmpfs since Linux 6.6), the image is served.
+qcow_direct_on_tmpfs() {
+  qemu-img create -q -f qcow2 /tmp/tcmu-q2.qcow2 8M || return 1
+  if dd if=/dev/zero of=/tmp/direct-probe bs=4k count=1 oflag=direct status=none 2>/dev/null; then
+    create_user_dev 3 q2 "qcow//tmp/tcmu-q2.qcow2;cache=none" $((8 << 20)) &&
+      vm_wait 20 grep -q 'serving device.*q2' "$LOG"
+  else
+    refused q2 "qcow//tmp/tcmu-q2.qcow2;cache=none" 'cache=none needs O_DIRECT.*use cache=writeback'
+  fi
+}
+qcow_direct_fs() { # a 48 MiB ext4 in a loop file on the guest's tmpfs
+  mkdir -p "$QCOW_DIRECT_FS" && truncate -s 48M /tmp/qcow-direct.ext4 &&
+    mkfs.ext4 -q -F /tmp/qcow-direct.ext4 && mount -o loop /tmp/qcow-direct.ext4 "$QCOW_DIRECT_FS"
+}
 if want qcow; then
   runner_alive || { start_runner; wait_listening; }
-  if vm_check "user:qcow (qcow2 image on tmpfs) served, tcm_loop LUN appears" qcow_export; then
-    VM_CHECK_TIMEOUT=600 vm_check "qcow: fio random + sequential write 4k-1M qd32 + crc32c verify" \
-      qcow_fio
-    vm_check "qcow: LUN read back, device removed, image closed" qcow_remove
-    vm_check "qcow: qemu-img check clean after the runner closed it" qcow_check
-    vm_check "qcow: qemu-img compare: image equals the data read through the LUN" qcow_compare
-  fi
+  qcow_round qcow "user:qcow (qcow2 image on tmpfs)"
   vm_check "qcow: image size != dev_size: enable refused, logged" qcow_wrong_size
-  rm -f /tmp/qcow-lun.raw
-  rmdir "$CORE/user_3/q1" 2>/dev/null
+  vm_check "qcow: cache=none on tmpfs: refused with the way out unless tmpfs does O_DIRECT" \
+    qcow_direct_on_tmpfs
+  rm -f /tmp/qcow-lun.raw /tmp/direct-probe
+  rmdir "$CORE/user_3/q1" "$CORE/user_3/q2" 2>/dev/null
+  if vm_check "qcow: ext4 for a cache=none image" qcow_direct_fs; then
+    QCOW_IMG=$QCOW_DIRECT_FS/d.qcow2 QCOW_CFG="qcow/$QCOW_DIRECT_FS/d.qcow2;cache=none"
+    QCOW_HBA=6 QCOW_NAME=qd QCOW_WWN=naa.5001405000000007 QCOW_NEXUS=naa.5001405000000008
+    QCOW_SIZE=$((32 << 20))
+    qcow_round "qcow cache=none" "user:qcow ;cache=none (qcow2 image on ext4, guest data O_DIRECT)"
+    rm -f /tmp/qcow-lun.raw
+    umount "$QCOW_DIRECT_FS"; rm -f /tmp/qcow-direct.ext4
+  fi
 fi
 
 # ---------------------------------------------------------------- bad input

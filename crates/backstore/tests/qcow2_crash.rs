@@ -4,6 +4,8 @@
 //! followed by a completed flush) must read back, through rustio and through qemu.
 //!
 //! The child is this test binary re-executed on the ignored test `crash_child_writer`.
+//! One run opens the image `cache=none`, with page-aligned buffers, so that its data goes
+//! `O_DIRECT` between buffered metadata.
 
 mod qcow2_common;
 
@@ -14,7 +16,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use qcow2_common::*;
-use rustio_backstore::qcow2::Qcow2Backstore;
+use rustio_backstore::qcow2::{Qcow2Backstore, Qcow2Options};
 use rustio_backstore::{Backstore, WriteFlags};
 
 const SIZE: u64 = 64 << 20;
@@ -26,6 +28,20 @@ fn slot_data(i: u64) -> Vec<u8> {
     pattern(0xC0FFEE + i, SLOT as usize)
 }
 
+/// Page-aligned copies of the data, for the child of the `cache=none` run.
+struct Aligned(Vec<u8>);
+
+impl Aligned {
+    /// `data` at a page-aligned address inside the buffer.
+    fn copy<'a>(&'a mut self, data: &[u8]) -> &'a [u8] {
+        self.0.clear();
+        self.0.resize(data.len() + 4096, 0);
+        let start = (4096 - self.0.as_ptr() as usize % 4096) % 4096;
+        self.0[start..start + data.len()].copy_from_slice(data);
+        &self.0[start..start + data.len()]
+    }
+}
+
 /// The child: writes slots in order (every fourth with FUA, printing `ACK i` when it
 /// returns), flushes now and then (printing `FLUSH i`: slots up to i are durable), and
 /// churns the second half of the disk with writes and discards so that clusters get
@@ -34,7 +50,13 @@ fn slot_data(i: u64) -> Vec<u8> {
 #[ignore = "helper process for crash_safety_under_sigkill"]
 fn crash_child_writer() {
     let img = std::env::var("QCOW2_CRASH_IMG").expect("only run by crash_safety_under_sigkill");
-    let b = Qcow2Backstore::open(&img, false).unwrap();
+    let direct_io = std::env::var_os("QCOW2_CRASH_DIRECT").is_some();
+    let o = Qcow2Options {
+        direct_io,
+        ..Qcow2Options::default()
+    };
+    let b = Qcow2Backstore::open_with(&img, &o).unwrap();
+    let mut buf = Aligned(Vec::new());
     let mut rng = Rng(std::process::id() as u64 | 1);
     let half = SIZE / 2;
     for i in 0.. {
@@ -45,7 +67,7 @@ fn crash_child_writer() {
         } else {
             let fua = i % 4 == 3;
             b.write_at(
-                &slot_data(slot),
+                buf.copy(&slot_data(slot)),
                 slot * SLOT,
                 if fua {
                     WriteFlags::FUA
@@ -64,7 +86,11 @@ fn crash_child_writer() {
             0 => b.discard(off, len).unwrap(),
             1 => b.write_zeroes(off, len, rng.below(2) == 0).unwrap(),
             _ => b
-                .write_at(&pattern(i, len as usize), off, WriteFlags::default())
+                .write_at(
+                    buf.copy(&pattern(i, len as usize)),
+                    off,
+                    WriteFlags::default(),
+                )
                 .unwrap(),
         }
         if i % 10 == 9 && i < SLOTS {
@@ -76,9 +102,13 @@ fn crash_child_writer() {
 
 /// Runs the child on `img` until it has acknowledged `min_acks` slots, waits `extra`, kills it
 /// with SIGKILL and returns the durable slots.
-fn run_and_kill(img: &Path, min_acks: usize, extra: Duration) -> Vec<u64> {
+fn run_and_kill(img: &Path, direct: bool, min_acks: usize, extra: Duration) -> Vec<u64> {
     let exe = std::env::current_exe().unwrap();
-    let mut child = Command::new(exe)
+    let mut child = Command::new(exe);
+    if direct {
+        child.env("QCOW2_CRASH_DIRECT", "1");
+    }
+    let mut child = child
         .args([
             "--ignored",
             "--exact",
@@ -182,27 +212,59 @@ fn verify_after_crash(dir: &Path, img: &Path, durable: &[u64], what: &str) {
     );
 }
 
+/// One crash run: where the image lives, `qemu-img create -o` options and other
+/// arguments, how many acknowledged slots to wait for and how long after them to kill, and
+/// whether the child opens the image `cache=none`.
+struct Run<'a> {
+    dir: &'a Path,
+    opts: &'a str,
+    extra: &'a [&'a str],
+    acks: usize,
+    wait_ms: u64,
+    direct: bool,
+}
+
 #[test]
 fn crash_safety_under_sigkill() {
     let tmp = tempfile::tempdir().unwrap();
     let shm = tempfile::tempdir_in("/dev/shm").expect("/dev/shm must exist");
     let base = tmp.path().join("base.raw");
     raw_with(&base, SIZE, &pattern(5, SIZE as usize / 2));
-    let runs: [(&Path, &str, &[&str], usize, u64); 6] = [
-        (tmp.path(), "cluster_size=64k", &[], 20, 0),
-        (tmp.path(), "cluster_size=4k,refcount_bits=1", &[], 60, 3),
-        (shm.path(), "cluster_size=64k,compat=0.10", &[], 40, 1),
-        (shm.path(), "cluster_size=4k,lazy_refcounts=on", &[], 100, 7),
-        (
-            tmp.path(),
-            "cluster_size=64k",
-            &["-b", base.to_str().unwrap(), "-F", "raw"],
-            30,
-            2,
-        ),
-        (tmp.path(), "cluster_size=512,refcount_bits=64", &[], 30, 5),
+    let run = |dir, opts, acks, wait_ms| Run {
+        dir,
+        opts,
+        extra: &[],
+        acks,
+        wait_ms,
+        direct: false,
+    };
+    let backing = ["-b", base.to_str().unwrap(), "-F", "raw"];
+    let runs = [
+        run(tmp.path(), "cluster_size=64k", 20, 0),
+        // cache=none needs a file system with O_DIRECT: the temporary directory's (ext4
+        // on the CI machines; tmpfs has it since Linux 6.6).
+        Run {
+            direct: true,
+            ..run(tmp.path(), "cluster_size=64k", 30, 1)
+        },
+        run(tmp.path(), "cluster_size=4k,refcount_bits=1", 60, 3),
+        run(shm.path(), "cluster_size=64k,compat=0.10", 40, 1),
+        run(shm.path(), "cluster_size=4k,lazy_refcounts=on", 100, 7),
+        Run {
+            extra: &backing,
+            ..run(tmp.path(), "cluster_size=64k", 30, 2)
+        },
+        run(tmp.path(), "cluster_size=512,refcount_bits=64", 30, 5),
     ];
-    for (n, (dir, opts, extra, acks, wait_ms)) in runs.into_iter().enumerate() {
+    for (n, r) in runs.into_iter().enumerate() {
+        let Run {
+            dir,
+            opts,
+            extra,
+            acks,
+            wait_ms,
+            direct,
+        } = r;
         let img = dir.join(format!("crash{n}.qcow2"));
         let mut args = vec!["create", "-q", "-f", "qcow2", "-o", opts];
         args.extend_from_slice(extra);
@@ -210,7 +272,7 @@ fn crash_safety_under_sigkill() {
         args.push(img.to_str().unwrap());
         args.push(&size);
         qemu_img(&args);
-        let durable = run_and_kill(&img, acks, Duration::from_millis(wait_ms));
+        let durable = run_and_kill(&img, direct, acks, Duration::from_millis(wait_ms));
         assert!(
             durable.len() >= acks,
             "run {n}: saw {} acknowledged slots",

@@ -48,6 +48,9 @@ pub enum ConfigError {
     /// The path names no existing file.
     #[error("{0} is not an existing file")]
     NotAFile(String),
+    /// The `qcow` handler's `;cache=` option names no cache mode.
+    #[error("unknown qcow option {0:?}: the only option is cache=none or cache=writeback")]
+    QcowOption(String),
     /// A `ram` device name is too long or has control characters.
     #[error("the name must be at most 200 printable characters")]
     BadName,

@@ -10,7 +10,7 @@
 //! |---------|----------------|---------|
 //! | `file`  | path of a file or block device (created and sized to the configured size if missing); a relative path is taken relative to the working directory at start-up, as tcmu-runner's `file` handler does | `file//var/lib/rustio/disk0.img` |
 //! | `ram`   | empty, a free-form name, or `nullio` (reads zeros, drops writes) | `ram/` |
-//! | `qcow`  | absolute path of an existing qcow2 image (`qcow2/` is accepted too) | `qcow//var/lib/images/vm.qcow2` |
+//! | `qcow`  | absolute path of an existing qcow2 image (`qcow2/` is accepted too), then optionally `;cache=none` (guest data `O_DIRECT`, as qemu's `cache=none`) or `;cache=writeback` (the default: through the page cache) | `qcow//var/lib/images/vm.qcow2;cache=none` |
 //! | `rbd`   | `<pool>/<image>[;osd_op_timeout=N][;conf=PATH][;id=USER]` | `rbd/rbd/vm1` |
 //!
 //! A custom handler implements [`Handler`] and is registered with
@@ -213,22 +213,20 @@ impl Handler for QcowHandler {
     }
 
     fn config_desc(&self) -> &str {
-        "Absolute path of an existing qcow2 image, e.g. /var/lib/images/vm.qcow2."
+        "Absolute path of an existing qcow2 image, e.g. /var/lib/images/vm.qcow2, optionally \
+         followed by ;cache=none (guest data bypasses the page cache, O_DIRECT) or \
+         ;cache=writeback (the default)."
     }
 
     fn check_config(&self, cfg: &str) -> Result<(), ConfigError> {
-        let p = check_absolute_path(cfg)?;
-        if !p.is_file() {
-            return Err(ConfigError::NotAFile(cfg.into()));
-        }
-        Ok(())
+        QcowConfig::parse(cfg).map(|_| ())
     }
 
     fn open(&self, cfg: &str, spec: &StoreSpec) -> Result<Arc<dyn Backstore>, OpenError> {
-        self.check_config(cfg)?;
-        let path = Path::new(cfg);
+        let QcowConfig { path, direct_io } = QcowConfig::parse(cfg)?;
         let opts = Qcow2Options {
             block_size: spec.block_size,
+            direct_io,
             ..Qcow2Options::default()
         };
         let image = Qcow2Backstore::open_with(path, &opts)?;
@@ -238,6 +236,34 @@ impl Handler for QcowHandler {
             image.capacity(),
         )?;
         Ok(Arc::new(image))
+    }
+}
+
+/// The `qcow` handler's configuration: `<absolute path>[;cache=none|writeback]`. Only a
+/// last `;` followed by `cache=` starts the option, so any other `;` stays in the path.
+#[derive(Debug, PartialEq)]
+struct QcowConfig<'a> {
+    path: &'a Path,
+    /// `cache=none`.
+    direct_io: bool,
+}
+
+impl<'a> QcowConfig<'a> {
+    fn parse(cfg: &'a str) -> Result<Self, ConfigError> {
+        let (path, direct_io) = match cfg.rsplit_once(';') {
+            Some((path, opt)) => match opt.strip_prefix("cache=") {
+                Some("none") => (path, true),
+                Some("writeback") => (path, false),
+                Some(_) => return Err(ConfigError::QcowOption(opt.into())),
+                None => (cfg, false),
+            },
+            None => (cfg, false),
+        };
+        let path = check_absolute_path(path)?;
+        if !path.is_file() {
+            return Err(ConfigError::NotAFile(path.display().to_string()));
+        }
+        Ok(QcowConfig { path, direct_io })
     }
 }
 
@@ -373,6 +399,36 @@ mod tests {
             QcowHandler.check_config("rel.qcow2"),
             Err(ConfigError::NotAbsolute { .. })
         ));
+    }
+
+    #[test]
+    fn qcow_cache_option() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a;b.qcow2");
+        Qcow2Backstore::create(&p, 4 << 20, 16, &Default::default()).unwrap();
+        let path = p.to_str().unwrap();
+        let parsed = |cfg: &str| QcowConfig::parse(cfg).map(|c| c.direct_io);
+        // A `;` inside the path is the path's; only `;cache=` is an option.
+        assert!(!parsed(path).unwrap());
+        assert!(parsed(&format!("{path};cache=none")).unwrap());
+        assert!(!parsed(&format!("{path};cache=writeback")).unwrap());
+        let e = parsed(&format!("{path};cache=unsafe")).unwrap_err();
+        assert!(
+            matches!(e, ConfigError::QcowOption(ref o) if o == "cache=unsafe"),
+            "{e}"
+        );
+        assert!(matches!(
+            parsed(&format!("{path}x;cache=none")),
+            Err(ConfigError::NotAFile(_))
+        ));
+        // The host's /tmp file system does O_DIRECT: the image opens and serves I/O.
+        let b = QcowHandler
+            .open(&format!("{path};cache=none"), &spec(4 << 20))
+            .unwrap();
+        b.write_at(&[0x5a; 4096], 8192, Default::default()).unwrap();
+        let mut r = [0u8; 4096];
+        b.read_at(&mut r, 8192).unwrap();
+        assert_eq!(r, [0x5a; 4096]);
     }
 
     #[test]

@@ -115,14 +115,14 @@ pub fn resolve(overlay: &Path, name: &str) -> Result<PathBuf> {
 }
 
 impl Backing {
-    /// Opens the backing file `name` of the overlay at `overlay`, with mapped reads when
-    /// the overlay has them.
+    /// Opens the backing file `name` of the overlay at `overlay`, with mapped reads and
+    /// direct I/O when the overlay (opened with `opts`) has them.
     pub fn open(
         overlay: &Path,
         name: &str,
         format: Option<&str>,
         depth: u32,
-        mmap_reads: bool,
+        opts: &Qcow2Options,
     ) -> Result<Self> {
         if depth >= MAX_DEPTH {
             return Err(Error::InvalidConfig(format!(
@@ -141,14 +141,16 @@ impl Backing {
         match fmt {
             BackingFormat::Raw => {
                 let io = ImageFile::new(open_regular(&path, false, "backing file ")?, path)
-                    .mapped(mmap_reads);
+                    .mapped(opts.mmap_reads)
+                    .direct(opts.direct_io, false)?;
                 let size = io.len()?;
                 Ok(Backing::Raw { io, size })
             }
             BackingFormat::Qcow2 => {
                 let opts = Qcow2Options {
                     read_only: true,
-                    mmap_reads,
+                    mmap_reads: opts.mmap_reads,
+                    direct_io: opts.direct_io,
                     ..Qcow2Options::default()
                 };
                 Ok(Backing::Qcow2(Box::new(Qcow2Backstore::open_inner(
@@ -177,7 +179,7 @@ impl Backing {
         let mut head = q.take(inside as usize);
         if inside > 0 {
             match self {
-                Backing::Raw { io, .. } => io.read_vec(&mut head, offset)?,
+                Backing::Raw { io, .. } => io.read_data(&mut head, offset)?,
                 Backing::Qcow2(b) => b.read_guest(Bufs::new(head), offset, inside)?,
             }
         }

@@ -28,6 +28,15 @@
 //! volatile write cache; acknowledged FUA writes and everything before a completed flush
 //! survive a crash.
 //!
+//! # Caching
+//!
+//! Data and metadata go through the page cache by default, and reads are copied out of a
+//! read-only mapping of the image (`io.rs`). [`Qcow2Options::direct_io`] is qemu's
+//! `cache=none`: page-aligned guest data moves `O_DIRECT` (metadata and unaligned pieces
+//! stay buffered, which Linux keeps coherent with it). The crash-safety order above holds
+//! either way: a direct write is on the device when it returns, and the `fdatasync`s that
+//! order metadata also flush the device's cache.
+//!
 //! # Sharing with qemu
 //!
 //! Images are locked the way qemu locks them (OFD byte-range locks, see `lock.rs`), so
@@ -72,7 +81,7 @@ use bufs::{Bufs, Run};
 use cache::{L2Cache, L2Table};
 use entry::{L2Entry, L2Format, SubclusterBitmap, L1E_OFFSET_MASK, OFLAG_COPIED, SUBCLUSTERS};
 use header::{CompressionType, OFF_L1_SIZE, OFF_SIZE};
-use io::{table_bytes, ImageFile};
+use io::{table_bytes, AlignedBuf, ImageFile};
 use refcount::Refcounts;
 
 use crate::{check_range, iov_len, Backstore, Capabilities, Error, Extent};
@@ -98,6 +107,12 @@ pub struct Qcow2Options {
     /// file) instead of a `preadv` each; the default follows
     /// [`crate::file::set_mmap_reads_default`] (`--no-mmap-reads`).
     pub mmap_reads: bool,
+    /// qemu's `cache=none`: guest data moves `O_DIRECT`, bypassing the host page cache,
+    /// whenever it is aligned to a page (metadata and unaligned pieces stay buffered). The
+    /// write cache reported to initiators is unchanged: SYNCHRONIZE CACHE still flushes the
+    /// metadata and the disk's cache. Opening fails if the file system refuses `O_DIRECT`.
+    /// Backing files follow the overlay.
+    pub direct_io: bool,
 }
 
 impl Default for Qcow2Options {
@@ -107,6 +122,7 @@ impl Default for Qcow2Options {
             block_size: 512,
             l2_cache_bytes: DEFAULT_L2_CACHE,
             mmap_reads: crate::file::mmap_reads_default(),
+            direct_io: false,
         }
     }
 }
@@ -167,6 +183,9 @@ enum ZeroMode {
     /// WRITE SAME with zeros; `may_unmap` lets the engine deallocate.
     WriteZeroes { may_unmap: bool },
 }
+
+/// The L2 table (by L1 index) one request looked up last, `None` inside when unallocated.
+type TableCursor = Option<(usize, Option<Arc<L2Table>>)>;
 
 /// A qcow2 image as a [`Backstore`].
 pub struct Qcow2Backstore {
@@ -335,9 +354,22 @@ impl Qcow2Backstore {
         Ok((e, Some(bm)))
     }
 
+    /// The L2 table for `l1i` through `cur`, which keeps the last one a request looked up:
+    /// the clusters of one request mostly share a table, so it costs one cache lookup.
+    fn cursor_table<'c>(
+        &self,
+        cur: &'c mut TableCursor,
+        l1i: usize,
+    ) -> Result<Option<&'c L2Table>> {
+        if cur.as_ref().map(|c| c.0) != Some(l1i) {
+            *cur = Some((l1i, self.l2_table(l1i)?));
+        }
+        Ok(cur.as_ref().and_then(|c| c.1.as_deref()))
+    }
+
     /// Where guest byte `pos` comes from, and for how many bytes that stays true (at most
     /// to the end of its cluster, or of the L2 table's range when that is unallocated).
-    fn piece_at(&self, pos: u64) -> Result<(Piece, u64)> {
+    fn piece_at(&self, cur: &mut TableCursor, pos: u64) -> Result<(Piece, u64)> {
         let (l1i, l2i, in_off) = self.split(pos);
         let cs = self.g.cluster_size;
         let unalloc = if self.backing.is_some() {
@@ -345,12 +377,12 @@ impl Qcow2Backstore {
         } else {
             Piece::Zero
         };
-        let Some(t) = self.l2_table(l1i)? else {
+        let Some(t) = self.cursor_table(cur, l1i)? else {
             let span = cs * self.g.l2_entries;
             return Ok((unalloc, span - pos % span));
         };
         let rest = cs - in_off;
-        let (e, bm) = self.entry_of(&t, l2i)?;
+        let (e, bm) = self.entry_of(t, l2i)?;
         let whole = |p| Ok((p, rest));
         match (e, bm) {
             (L2Entry::Compressed { offset, sectors }, _) => {
@@ -413,15 +445,16 @@ impl Qcow2Backstore {
         let end = offset + len;
         let mut pos = offset;
         let mut next: Option<(Piece, u64)> = None;
+        let mut cur = None;
         while pos < end {
             let (piece, plen) = match next.take() {
                 Some(x) => x,
-                None => self.piece_at(pos)?,
+                None => self.piece_at(&mut cur, pos)?,
             };
             let mut n = plen.min(end - pos);
             if !matches!(piece, Piece::Compressed { .. }) {
                 while pos + n < end && n < MAX_RUN {
-                    let (p2, l2) = self.piece_at(pos + n)?;
+                    let (p2, l2) = self.piece_at(&mut cur, pos + n)?;
                     let joined = match (piece, p2) {
                         (Piece::Host(a), Piece::Host(b)) => b == a + n,
                         (Piece::Zero, Piece::Zero) | (Piece::Backing, Piece::Backing) => true,
@@ -436,7 +469,7 @@ impl Qcow2Backstore {
             }
             let mut dst = q.take(n as usize);
             match piece {
-                Piece::Host(h) => self.io.read_vec(&mut dst, h)?,
+                Piece::Host(h) => self.io.read_data(&mut dst, h)?,
                 Piece::Zero => fill_zero(&mut dst),
                 Piece::Backing => match &self.backing {
                     Some(b) => b.read(dst, pos)?,
@@ -454,14 +487,14 @@ impl Qcow2Backstore {
     }
 
     /// The full current content of guest cluster `gc` as it reads now (for copy-on-write).
-    fn cluster_content(&self, gc: u64, e: L2Entry) -> Result<Vec<u8>> {
+    fn cluster_content(&self, gc: u64, e: L2Entry) -> Result<AlignedBuf> {
         let cs = self.g.cluster_size;
-        let mut buf = vec![0u8; cs as usize];
+        let mut buf = AlignedBuf::zeroed(cs as usize);
         match e {
             L2Entry::Zero { .. } => {}
-            L2Entry::Normal { host, .. } => self.io.read_at(&mut buf, host)?,
+            L2Entry::Normal { host, .. } => self.io.read_data(&mut [&mut buf[..]], host)?,
             L2Entry::Compressed { offset, sectors } => {
-                buf = self.read_compressed(offset, sectors)?
+                buf.copy_from_slice(&self.read_compressed(offset, sectors)?)
             }
             L2Entry::Unallocated => {
                 if let Some(b) = &self.backing {
@@ -584,7 +617,7 @@ impl Qcow2Backstore {
         if let L2Entry::Normal { host, copied: true } = e {
             // Someone allocated it while we waited for the lock.
             self.check_data_write(host + in_off, n)?;
-            return self.io.write_vec(src, host + in_off);
+            return self.io.write_data(src, host + in_off);
         }
         let (target, old) = match e {
             L2Entry::Zero {
@@ -599,14 +632,14 @@ impl Qcow2Backstore {
         };
         self.check_data_write(target, cs)?;
         if in_off == 0 && n == cs {
-            self.io.write_vec(src, target)?;
+            self.io.write_data(src, target)?;
         } else {
             let mut buf = match e {
-                L2Entry::Zero { .. } => vec![0u8; cs as usize],
+                L2Entry::Zero { .. } => AlignedBuf::zeroed(cs as usize),
                 _ => self.cluster_content(gc, e)?,
             };
             gather_into(src, &mut buf[in_off as usize..(in_off + n) as usize]);
-            self.io.write_at(&buf, target)?;
+            self.io.write_data(&[&buf], target)?;
         }
         self.set_entry(
             &mut m,
@@ -639,7 +672,7 @@ impl Qcow2Backstore {
                 }
                 self.check_data_write(host, n)?;
                 let src = q.take(n as usize);
-                self.io.write_vec(&src, host)?;
+                self.io.write_data(&src, host)?;
                 pos += n;
                 continue;
             }
@@ -781,8 +814,8 @@ impl Qcow2Backstore {
             ) => {
                 // v2 has no zero flag: write zeros in place.
                 self.check_data_write(host, self.g.cluster_size)?;
-                let zeros = vec![0u8; self.g.cluster_size as usize];
-                return self.io.write_at(&zeros, host);
+                let zeros = AlignedBuf::zeroed(self.g.cluster_size as usize);
+                return self.io.write_data(&[&zeros], host);
             }
             _ if shows_backing => {
                 if !v3 {
@@ -1039,8 +1072,9 @@ impl Backstore for Qcow2Backstore {
         let mut out: Vec<Extent> = Vec::new();
         let mut pos = offset;
         let mut pieces = 0;
+        let mut cur = None;
         while pos < end && pieces < MAX_STATUS_PIECES {
-            let (piece, plen) = self.piece_at(pos)?;
+            let (piece, plen) = self.piece_at(&mut cur, pos)?;
             let mut n = plen.min(end - pos);
             let mapped = match piece {
                 Piece::Host(_) | Piece::Compressed { .. } => true,

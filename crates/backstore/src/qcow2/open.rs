@@ -81,7 +81,7 @@ impl Qcow2Backstore {
                 name,
                 ih.backing_format.as_deref(),
                 depth,
-                opts.mmap_reads,
+                opts,
             )?),
             None => None,
         };
@@ -106,7 +106,9 @@ impl Qcow2Backstore {
         // the regular files we accept.
         let file = super::backing::open_regular(path, !opts.read_only, "")?;
         lock::lock_image(&file, path, !opts.read_only)?;
-        Ok(ImageFile::new(file, path.to_owned()).mapped(opts.mmap_reads))
+        ImageFile::new(file, path.to_owned())
+            .mapped(opts.mmap_reads)
+            .direct(opts.direct_io, !opts.read_only)
     }
 
     /// Reads, parses and validates the header (at most one cluster of the largest size).

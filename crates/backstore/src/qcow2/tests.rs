@@ -645,8 +645,11 @@ fn op_strategy(size: u64) -> impl Strategy<Value = Op> {
     ]
 }
 
-/// Applies `ops` to a qcow2 image and to a byte vector and checks they agree.
-fn run_model(ops: &[Op], cluster_bits: u32, version: Version, backing: bool) {
+/// Applies `ops` to a qcow2 image and to a byte vector and checks they agree. With
+/// `direct` the image is opened `cache=none` and half the writes (and one of the two final
+/// reads) are page-aligned in offset, length and memory, so that they go `O_DIRECT` between
+/// buffered ones.
+fn run_model(ops: &[Op], cluster_bits: u32, version: Version, backing: bool, direct: bool) {
     const SIZE: u64 = 1 << 20;
     let d = tempfile::tempdir().unwrap();
     let p = d.path().join("m.qcow2");
@@ -659,9 +662,23 @@ fn run_model(ops: &[Op], cluster_bits: u32, version: Version, backing: bool) {
         raw_file(d.path(), "b.raw", &model[..(SIZE / 2 + 1000) as usize]);
         o.backing_file = Some("b.raw".into());
     }
+    let open_o = Qcow2Options {
+        direct_io: direct,
+        ..Qcow2Options::default()
+    };
+    o.open = open_o.clone();
     let mut b = Qcow2Backstore::create(&p, SIZE, cluster_bits, &o).unwrap();
+    assert_eq!(b.io.is_direct(), direct);
     for op in ops {
         match *op {
+            Op::Write { off, len, seed } if direct && seed % 2 == 1 => {
+                let off = off / 4096 * 4096;
+                let len = len.div_ceil(4096) * 4096;
+                let mut data = AlignedBuf::zeroed(len as usize);
+                data.copy_from_slice(&pattern(seed, len as usize));
+                b.write_at(&data, off, WriteFlags::default()).unwrap();
+                model[off as usize..(off + len) as usize].copy_from_slice(&data);
+            }
             Op::Write { off, len, seed } => {
                 let data = pattern(seed, len as usize);
                 b.write_at(&data, off, WriteFlags::default()).unwrap();
@@ -678,13 +695,19 @@ fn run_model(ops: &[Op], cluster_bits: u32, version: Version, backing: bool) {
             Op::Flush => b.flush().unwrap(),
             Op::Reopen => {
                 b.close().unwrap();
-                b = Qcow2Backstore::open(&p, false).unwrap();
+                b = Qcow2Backstore::open_with(&p, &open_o).unwrap();
             }
         }
     }
     assert!(
         read_vec(&b, 0, SIZE as usize) == model,
         "content differs from the model after {ops:?}"
+    );
+    let mut aligned = AlignedBuf::zeroed(SIZE as usize);
+    b.read_at(&mut aligned, 0).unwrap();
+    assert!(
+        aligned[..] == model[..],
+        "aligned read differs from the model after {ops:?}"
     );
     b.close().unwrap();
     let b = Qcow2Backstore::open(&p, true).unwrap();
@@ -699,17 +722,27 @@ proptest! {
 
     #[test]
     fn matches_a_flat_model_v3(ops in proptest::collection::vec(op_strategy(1 << 20), 1..40)) {
-        run_model(&ops, 12, Version::V3, false);
+        run_model(&ops, 12, Version::V3, false, false);
+    }
+
+    #[test]
+    fn matches_a_flat_model_v3_direct(ops in proptest::collection::vec(op_strategy(1 << 20), 1..40)) {
+        run_model(&ops, 16, Version::V3, false, true);
+    }
+
+    #[test]
+    fn matches_a_flat_model_v2_with_backing_direct_small_clusters(ops in proptest::collection::vec(op_strategy(1 << 20), 1..40)) {
+        run_model(&ops, 10, Version::V2, true, true);
     }
 
     #[test]
     fn matches_a_flat_model_v2_with_backing(ops in proptest::collection::vec(op_strategy(1 << 20), 1..40)) {
-        run_model(&ops, 12, Version::V2, true);
+        run_model(&ops, 12, Version::V2, true, false);
     }
 
     #[test]
     fn matches_a_flat_model_v3_with_backing_small_clusters(ops in proptest::collection::vec(op_strategy(1 << 20), 1..40)) {
-        run_model(&ops, 9, Version::V3, true);
+        run_model(&ops, 9, Version::V3, true, false);
     }
 
     #[test]
