@@ -342,17 +342,22 @@ static PAGE_SIZE: AtomicUsize = AtomicUsize::new(0);
 static INSTALL: Once = Once::new();
 static INSTALLED: AtomicBool = AtomicBool::new(false);
 
+/// The page size, or `None` if the kernel reports something that is not a power of two.
+pub(crate) fn page_size() -> Option<usize> {
+    static SIZE: OnceLock<Option<usize>> = OnceLock::new();
+    *SIZE.get_or_init(|| {
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        usize::try_from(page).ok().filter(|p| p.is_power_of_two())
+    })
+}
+
 /// Installs the SIGBUS handler once per process; whether it is in place.
 fn install_handler() -> bool {
     INSTALL.call_once(|| {
-        // SAFETY: sysconf has no preconditions.
-        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-        let Ok(page) = usize::try_from(page) else {
+        let Some(page) = page_size() else {
             return;
         };
-        if !page.is_power_of_two() {
-            return;
-        }
         PAGE_SIZE.store(page, Ordering::Relaxed);
         // SAFETY: an all-zero `sigaction` is a valid value (SIG_DFL, empty mask).
         let mut old: libc::sigaction = unsafe { std::mem::zeroed() };

@@ -7,14 +7,22 @@
 //! use `preadv`.
 //!
 //! With [`ImageFile::direct`] (qemu's `cache=none`) guest data moves through a second
-//! descriptor opened `O_DIRECT`, bypassing the page cache, whenever the file offset and
-//! every buffer's address and length are multiples of [`DIRECT_ALIGN`] (the TCMU data area
-//! and the transports' buffers are page-aligned, so a guest's 4 KiB-aligned I/O qualifies).
-//! Anything else — metadata, a 512-byte write, a buffer in the middle of a page — uses the
-//! buffered descriptor. Linux keeps the two coherent (a direct read first writes back dirty
-//! cached pages of its range; a direct write drops them afterwards). The alignment is a whole
-//! page, not the disk's sector, so that a direct write always covers every page it touches
-//! and never races a buffered write into part of the same page.
+//! descriptor opened `O_DIRECT`, bypassing the page cache:
+//!
+//! * Every data read is direct. One whose offset, buffers or length are not aligned reads
+//!   the aligned range around it into a bounce buffer. So no data read is ever served from
+//!   the page cache, even where it holds a stale copy (Linux keeps a cached copy it failed
+//!   to drop after a direct write when a concurrent buffered write dirtied the same folio;
+//!   it only warns).
+//! * A data write is direct when its file offset and every buffer's address and length are
+//!   multiples of the alignment (the TCMU data area and the transports' buffers are
+//!   page-aligned, so a guest's 4 KiB-aligned I/O qualifies); a 512-byte write goes through
+//!   the page cache, and the direct read of that range later writes it back first.
+//! * Metadata (header, tables, refcounts) stays buffered, as do reads of it.
+//!
+//! The alignment is the larger of 4 KiB, the page size and the file system's block size,
+//! not the disk's sector: a direct write then covers every block it touches, so it never
+//! shares a block (the unit the kernel writes back) with a buffered write of other bytes.
 
 use std::fs::{File, OpenOptions};
 use std::io::{IoSlice, IoSliceMut};
@@ -33,10 +41,15 @@ use crate::{Error, Result};
 /// At most this many iovecs go into one `preadv`/`pwritev` (Linux's `IOV_MAX` is 1024).
 const MAX_IOVS: usize = 512;
 
-/// File offsets, buffer addresses and lengths that go `O_DIRECT` are multiples of this: the
-/// page size, which is also at least the logical sector of every disk Linux does direct
-/// I/O on.
-pub const DIRECT_ALIGN: usize = 4096;
+/// The smallest alignment of `O_DIRECT` I/O here: 4 KiB or the page size, whichever is
+/// larger (at least the logical sector of every disk Linux does direct I/O on).
+pub fn page_align() -> usize {
+    crate::mmap::page_size().unwrap_or(4096).max(4096)
+}
+
+/// Block sizes above this are not honoured as a direct-I/O alignment (a file system that
+/// reports a larger "preferred I/O size" gets the page alignment).
+const MAX_DIRECT_ALIGN: u64 = 1 << 20;
 
 /// The image file (or a raw backing file) and its path, for error context.
 #[derive(Debug)]
@@ -51,8 +64,10 @@ pub struct ImageFile {
     known_len: AtomicU64,
     /// The longest mapping asked of the kernel so far (whether or not it mapped it).
     map_tried: AtomicU64,
-    /// The same file opened `O_DIRECT`, for aligned data I/O ([`ImageFile::direct`]).
+    /// The same file opened `O_DIRECT`, for data I/O ([`ImageFile::direct`]).
     direct: Option<File>,
+    /// Alignment of direct I/O (and of [`ImageFile::buf`]s).
+    align: usize,
 }
 
 impl ImageFile {
@@ -65,6 +80,7 @@ impl ImageFile {
             known_len: AtomicU64::new(0),
             map_tried: AtomicU64::new(0),
             direct: None,
+            align: page_align(),
         }
     }
 
@@ -83,10 +99,10 @@ impl ImageFile {
         }
     }
 
-    /// The same file with its aligned data I/O going `O_DIRECT` (see the module
-    /// documentation), if `enabled`; `write` opens that descriptor read-write. Fails with a
-    /// clear message when the file system refuses `O_DIRECT` (tmpfs before Linux 6.6, some
-    /// network file systems) or refuses it at [`DIRECT_ALIGN`], rather than silently caching.
+    /// The same file with its data I/O going `O_DIRECT` (see the module documentation), if
+    /// `enabled`; `write` opens that descriptor read-write. Fails with a clear message when
+    /// the file system refuses `O_DIRECT` (tmpfs before Linux 6.6, some network file
+    /// systems) or refuses it at the alignment, rather than silently caching.
     pub fn direct(self, enabled: bool, write: bool) -> Result<Self> {
         if !enabled {
             return Ok(self);
@@ -96,6 +112,16 @@ impl ImageFile {
                 "{}: cache=none needs O_DIRECT, which {why}; use cache=writeback",
                 self.path.display()
             ))
+        };
+        let meta = self.file.metadata().map_err(|source| Error::Open {
+            path: self.path.clone(),
+            source,
+        })?;
+        let block = meta.blksize();
+        let align = if block.is_power_of_two() && block <= MAX_DIRECT_ALIGN {
+            (block as usize).max(page_align())
+        } else {
+            page_align()
         };
         let direct = OpenOptions::new()
             .read(true)
@@ -110,22 +136,24 @@ impl ImageFile {
                 },
             })?;
         // The path may name another file by now: only the inode we hold will do.
-        let same = match (self.file.metadata(), direct.metadata()) {
-            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
-            _ => false,
-        };
+        let same = direct
+            .metadata()
+            .is_ok_and(|b| meta.dev() == b.dev() && meta.ino() == b.ino());
         if !same {
-            return Err(refused("was opened on a file that replaced it".into()));
+            return Err(Error::InvalidConfig(format!(
+                "{} was replaced by another file while it was being opened; open it again",
+                self.path.display()
+            )));
         }
         // Some file systems accept the flag and refuse the I/O (or need larger alignment).
-        let mut probe = AlignedBuf::zeroed(DIRECT_ALIGN);
+        let mut probe = AlignedBuf::zeroed(align, align);
         loop {
             match nix::sys::uio::pread(&direct, &mut probe, 0) {
                 Err(Errno::EINTR) => continue,
                 Ok(_) => break,
                 Err(Errno::EINVAL) => {
                     return Err(refused(format!(
-                        "its file system refuses at {DIRECT_ALIGN}-byte alignment"
+                        "its file system refuses at {align}-byte alignment"
                     )))
                 }
                 Err(e) => return Err(self.io_err("read", 0, e.into())),
@@ -133,8 +161,15 @@ impl ImageFile {
         }
         Ok(ImageFile {
             direct: Some(direct),
+            align,
             ..self
         })
+    }
+
+    /// `len` zero bytes aligned for this file's direct I/O, for whole clusters the engine
+    /// builds itself (copy-on-write, zeroing).
+    pub fn buf(&self, len: usize) -> AlignedBuf {
+        AlignedBuf::zeroed(len, self.align)
     }
 
     /// Whether aligned data I/O goes `O_DIRECT`.
@@ -170,32 +205,55 @@ impl ImageFile {
         preadv_all(&self.file, bufs, offset).map_err(|(e, pos)| self.io_err("read", pos, e))
     }
 
-    /// Reads guest data as [`ImageFile::read_vec`] does, `O_DIRECT` when the image is
-    /// opened so and the request is aligned.
+    /// Reads guest data as [`ImageFile::read_vec`] does; `O_DIRECT` when the image is
+    /// opened so, through an aligned bounce buffer when the request is not aligned.
     pub fn read_data(&self, bufs: &mut [&mut [u8]], offset: u64) -> Result<()> {
-        if let Some(d) = self.direct_for(bufs.iter().map(|b| &b[..]), offset) {
-            match preadv_all(d, bufs, offset) {
-                Ok(()) => return Ok(()),
-                // A short read at an end of file that is not aligned leaves the rest
-                // unaligned: read it all again through the cache.
-                Err((e, _)) if e.raw_os_error() == Some(libc::EINVAL) => {}
-                Err((e, pos)) => return Err(self.io_err("read", pos, e)),
-            }
+        let Some(d) = &self.direct else {
+            return self.read_vec(bufs, offset);
+        };
+        let r = if self.aligned(bufs.iter().map(|b| &b[..]), offset) {
+            preadv_all(d, bufs, offset)
+        } else {
+            let a = self.align as u64;
+            let total = bufs.iter().map(|b| b.len() as u64).sum::<u64>();
+            let start = offset - offset % a;
+            let Some(end) = offset
+                .checked_add(total)
+                .and_then(|e| e.checked_next_multiple_of(a))
+            else {
+                return Err(self.io_err("read", offset, Errno::EOVERFLOW.into()));
+            };
+            let len = usize::try_from(end - start)
+                .map_err(|_| self.io_err("read", offset, Errno::EOVERFLOW.into()))?;
+            let mut bounce = self.buf(len);
+            preadv_all(d, &mut [&mut bounce[..]], start).map(|()| {
+                let mut at = (offset - start) as usize;
+                for b in bufs.iter_mut() {
+                    b.copy_from_slice(&bounce[at..at + b.len()]);
+                    at += b.len();
+                }
+            })
+        };
+        match r {
+            Ok(()) => Ok(()),
+            // A direct read that ends short at an end of file that is not aligned leaves
+            // the rest unaligned: read it all again through the cache.
+            Err((e, _)) if e.raw_os_error() == Some(libc::EINVAL) => self.read_vec(bufs, offset),
+            Err((e, pos)) => Err(self.io_err("read", pos, e)),
         }
-        self.read_vec(bufs, offset)
     }
 
-    /// The `O_DIRECT` descriptor, if there is one and `offset` and every buffer are
-    /// aligned to [`DIRECT_ALIGN`].
-    fn direct_for<'a>(
-        &self,
-        mut bufs: impl Iterator<Item = &'a [u8]>,
-        offset: u64,
-    ) -> Option<&File> {
+    /// Whether `offset` and every buffer's address and length are multiples of the
+    /// direct-I/O alignment.
+    fn aligned<'a>(&self, mut bufs: impl Iterator<Item = &'a [u8]>, offset: u64) -> bool {
+        offset % self.align as u64 == 0
+            && bufs.all(|b| (b.as_ptr() as usize | b.len()) % self.align == 0)
+    }
+
+    /// The `O_DIRECT` descriptor, if there is one and the request is aligned.
+    fn direct_for<'a>(&self, bufs: impl Iterator<Item = &'a [u8]>, offset: u64) -> Option<&File> {
         let d = self.direct.as_ref()?;
-        let aligned = offset % DIRECT_ALIGN as u64 == 0
-            && bufs.all(|b| (b.as_ptr() as usize | b.len()) % DIRECT_ALIGN == 0);
-        aligned.then_some(d)
+        self.aligned(bufs, offset).then_some(d)
     }
 
     fn io_err(&self, op: &'static str, offset: u64, source: std::io::Error) -> Error {
@@ -286,11 +344,14 @@ impl ImageFile {
     fn write_with(&self, file: &File, bufs: &[&[u8]], offset: u64) -> Result<()> {
         let r = pwritev_all(file, bufs, offset);
         if self.map.enabled() {
+            // How far the file now goes at least (nothing when nothing was written).
             let reached = match &r {
                 Ok(end) => *end,
                 Err((_, pos)) => *pos,
             };
-            self.known_len.fetch_max(reached, Ordering::AcqRel);
+            if reached > offset {
+                self.known_len.fetch_max(reached, Ordering::AcqRel);
+            }
         }
         r.map(drop).map_err(|(e, pos)| self.io_err("write", pos, e))
     }
@@ -426,8 +487,7 @@ fn pwritev_all(
     Ok(pos)
 }
 
-/// A zeroed byte buffer whose start is aligned to [`DIRECT_ALIGN`], so that whole clusters
-/// the engine builds itself (copy-on-write, zeroing) can go `O_DIRECT` too.
+/// A zeroed byte buffer whose start is aligned for direct I/O ([`ImageFile::buf`]).
 pub struct AlignedBuf {
     vec: Vec<u8>,
     start: usize,
@@ -435,10 +495,10 @@ pub struct AlignedBuf {
 }
 
 impl AlignedBuf {
-    /// `len` zero bytes.
-    pub fn zeroed(len: usize) -> Self {
-        let vec = vec![0u8; len + DIRECT_ALIGN];
-        let start = (DIRECT_ALIGN - vec.as_ptr() as usize % DIRECT_ALIGN) % DIRECT_ALIGN;
+    /// `len` zero bytes starting at a multiple of `align` (a power of two).
+    pub fn zeroed(len: usize, align: usize) -> Self {
+        let vec = vec![0u8; len + align];
+        let start = (align - vec.as_ptr() as usize % align) % align;
         AlignedBuf { vec, start, len }
     }
 }
@@ -464,6 +524,9 @@ pub fn table_bytes(entries: impl IntoIterator<Item = u64>) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The alignment these tests assume (4 KiB pages, ext4 or tmpfs with 4 KiB blocks).
+    const A: usize = 4096;
 
     fn open_rw(p: &Path, mapped: bool) -> ImageFile {
         let f = std::fs::OpenOptions::new()
@@ -581,16 +644,16 @@ mod tests {
             .is_none());
         let Some(f) = open_direct(&p) else { return };
         assert!(f.is_direct() && f.is_mapped());
-        let buf = AlignedBuf::zeroed(3 * DIRECT_ALIGN);
-        let whole = &buf[..2 * DIRECT_ALIGN];
-        let page = &buf[..DIRECT_ALIGN];
+        let buf = AlignedBuf::zeroed(3 * A, A);
+        let whole = &buf[..2 * A];
+        let page = &buf[..A];
         assert!(f.direct_for([whole].into_iter(), 0).is_some());
         assert!(f.direct_for([page, page].into_iter(), 8192).is_some());
         // Offset, length or address off the page: through the cache.
         assert!(f.direct_for([whole].into_iter(), 512).is_none());
         assert!(f.direct_for([&buf[..512]].into_iter(), 0).is_none());
         assert!(f
-            .direct_for([page, &buf[512..512 + DIRECT_ALIGN]].into_iter(), 0)
+            .direct_for([page, &buf[512..512 + A]].into_iter(), 0)
             .is_none());
         assert!(f.direct_for([whole, &buf[..0]].into_iter(), 0).is_some());
     }
@@ -603,12 +666,18 @@ mod tests {
         let Some(f) = open_direct(&p) else { return };
         // A buffered write leaves dirty pages; the direct read must see it.
         f.write_vec(&[&[7u8; 100]], 4096 + 50).unwrap();
-        let mut buf = AlignedBuf::zeroed(1 << 20);
+        let mut buf = AlignedBuf::zeroed(1 << 20, A);
         f.read_data(&mut [&mut buf[..]], 0).unwrap();
         assert_eq!(
             buf[4096 + 49..4096 + 151],
             [[1u8].as_slice(), &[7; 100], &[1]].concat()
         );
+        // Unaligned (bounced) reads see it too, split over two buffers.
+        f.write_vec(&[&[8u8; 10]], 8190).unwrap();
+        let (mut x, mut y) = ([0u8; 3], [0u8; 20]);
+        f.read_data(&mut [&mut x[..], &mut y[..]], 8187).unwrap();
+        assert_eq!(x, [1, 1, 1]);
+        assert_eq!(y[..13], [8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 1, 1, 1]);
         // A direct write drops the cached pages it covers: mapped reads see it.
         buf.fill(9);
         f.write_data(&[&buf[..8192]], 0).unwrap();
@@ -617,16 +686,21 @@ mod tests {
         assert_eq!(small, [9u8; 10]);
         // The whole file is in the page cache now (written and mapped); reading it again
         // aligned still fetches every byte from the disk, where the kernel counts it.
-        let dev_backed = std::fs::metadata(&p)
-            .map(|m| m.dev() >> 8 != 0)
-            .unwrap_or(false);
+        let dev_backed = std::fs::metadata(&p).is_ok_and(|m| libc::major(m.dev()) != 0);
         if let (Some(before), true) = (thread_read_bytes(), dev_backed) {
             f.read_data(&mut [&mut buf[..]], 0).unwrap();
             let after = thread_read_bytes().unwrap();
             assert!(after - before >= 1 << 20, "{before} -> {after}");
+            // So does an unaligned read, through the aligned blocks around it.
+            let mut odd = vec![0u8; 5000];
+            f.read_data(&mut [&mut odd[..]], 3000).unwrap();
+            let last = thread_read_bytes().unwrap();
+            assert!(last - after >= 8192, "{after} -> {last}");
+            assert_eq!(odd, vec![9u8; 5000]);
         }
         assert_eq!(buf[..8192], [9u8; 8192]);
-        assert_eq!(buf[8192..], vec![1u8; (1 << 20) - 8192][..]);
+        assert_eq!(buf[8192..8200], [8u8; 8]);
+        assert_eq!(buf[8200..], vec![1u8; (1 << 20) - 8200][..]);
     }
 
     #[test]
@@ -635,7 +709,7 @@ mod tests {
         let p = dir.path().join("f");
         std::fs::write(&p, vec![3u8; 4096 + 100]).unwrap();
         let Some(f) = open_direct(&p) else { return };
-        let mut buf = AlignedBuf::zeroed(3 * DIRECT_ALIGN);
+        let mut buf = AlignedBuf::zeroed(3 * A, A);
         buf.fill(0xee);
         f.read_data(&mut [&mut buf[..]], 0).unwrap();
         assert_eq!(buf[..4196], [3u8; 4196]);
@@ -665,7 +739,7 @@ mod tests {
                 } else {
                     (off, len)
                 };
-                let mut a = AlignedBuf::zeroed(len);
+                let mut a = AlignedBuf::zeroed(len, A);
                 if write {
                     a.fill(i as u8);
                     d.write_data(&[&a], off).unwrap();

@@ -32,10 +32,11 @@
 //!
 //! Data and metadata go through the page cache by default, and reads are copied out of a
 //! read-only mapping of the image (`io.rs`). [`Qcow2Options::direct_io`] is qemu's
-//! `cache=none`: page-aligned guest data moves `O_DIRECT` (metadata and unaligned pieces
-//! stay buffered, which Linux keeps coherent with it). The crash-safety order above holds
-//! either way: a direct write is on the device when it returns, and the `fdatasync`s that
-//! order metadata also flush the device's cache.
+//! `cache=none`: guest data is read `O_DIRECT` and written so when page-aligned (metadata
+//! and unaligned writes stay buffered; `io.rs` says why that is coherent). The crash-safety
+//! order above holds either way: it rests on `fdatasync`, which covers the whole file
+//! whichever descriptor wrote it, and a direct write has left the page cache when it
+//! returns.
 //!
 //! # Sharing with qemu
 //!
@@ -107,8 +108,8 @@ pub struct Qcow2Options {
     /// file) instead of a `preadv` each; the default follows
     /// [`crate::file::set_mmap_reads_default`] (`--no-mmap-reads`).
     pub mmap_reads: bool,
-    /// qemu's `cache=none`: guest data moves `O_DIRECT`, bypassing the host page cache,
-    /// whenever it is aligned to a page (metadata and unaligned pieces stay buffered). The
+    /// qemu's `cache=none`: guest data is read `O_DIRECT`, bypassing the host page cache,
+    /// and written so when aligned to a page (metadata and unaligned writes stay buffered). The
     /// write cache reported to initiators is unchanged: SYNCHRONIZE CACHE still flushes the
     /// metadata and the disk's cache. Opening fails if the file system refuses `O_DIRECT`.
     /// Backing files follow the overlay.
@@ -489,7 +490,7 @@ impl Qcow2Backstore {
     /// The full current content of guest cluster `gc` as it reads now (for copy-on-write).
     fn cluster_content(&self, gc: u64, e: L2Entry) -> Result<AlignedBuf> {
         let cs = self.g.cluster_size;
-        let mut buf = AlignedBuf::zeroed(cs as usize);
+        let mut buf = self.io.buf(cs as usize);
         match e {
             L2Entry::Zero { .. } => {}
             L2Entry::Normal { host, .. } => self.io.read_data(&mut [&mut buf[..]], host)?,
@@ -635,7 +636,7 @@ impl Qcow2Backstore {
             self.io.write_data(src, target)?;
         } else {
             let mut buf = match e {
-                L2Entry::Zero { .. } => AlignedBuf::zeroed(cs as usize),
+                L2Entry::Zero { .. } => self.io.buf(cs as usize),
                 _ => self.cluster_content(gc, e)?,
             };
             gather_into(src, &mut buf[in_off as usize..(in_off + n) as usize]);
@@ -814,7 +815,7 @@ impl Qcow2Backstore {
             ) => {
                 // v2 has no zero flag: write zeros in place.
                 self.check_data_write(host, self.g.cluster_size)?;
-                let zeros = AlignedBuf::zeroed(self.g.cluster_size as usize);
+                let zeros = self.io.buf(self.g.cluster_size as usize);
                 return self.io.write_data(&[&zeros], host);
             }
             _ if shows_backing => {

@@ -674,7 +674,7 @@ fn run_model(ops: &[Op], cluster_bits: u32, version: Version, backing: bool, dir
             Op::Write { off, len, seed } if direct && seed % 2 == 1 => {
                 let off = off / 4096 * 4096;
                 let len = len.div_ceil(4096) * 4096;
-                let mut data = AlignedBuf::zeroed(len as usize);
+                let mut data = b.io.buf(len as usize);
                 data.copy_from_slice(&pattern(seed, len as usize));
                 b.write_at(&data, off, WriteFlags::default()).unwrap();
                 model[off as usize..(off + len) as usize].copy_from_slice(&data);
@@ -703,7 +703,7 @@ fn run_model(ops: &[Op], cluster_bits: u32, version: Version, backing: bool, dir
         read_vec(&b, 0, SIZE as usize) == model,
         "content differs from the model after {ops:?}"
     );
-    let mut aligned = AlignedBuf::zeroed(SIZE as usize);
+    let mut aligned = b.io.buf(SIZE as usize);
     b.read_at(&mut aligned, 0).unwrap();
     assert!(
         aligned[..] == model[..],
