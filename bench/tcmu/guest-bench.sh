@@ -102,6 +102,11 @@ FILL=/tmp/fill.raw
 RAWIMG=/tmp/bench-file.img
 QMNT=/tmp/qmnt
 QIMG=$QMNT/bench.qcow2
+# RUSTIO_BENCH_FILE_ON_EXT4=1: the file backends' file lives on the same kind of
+# loop-mounted ext4 as the qcow2 image (default: the guest's tmpfs), so that a file row and
+# a qcow row differ only in the handler.
+FILE_ON_EXT4=${RUSTIO_BENCH_FILE_ON_EXT4:-0}
+[[ $FILE_ON_EXT4 == 1 ]] && RAWIMG=$QMNT/bench-file.img
 # name:rw:bs:iodepth
 WORKLOADS=(randread-4k-qd32:randread:4k:32 randwrite-4k-qd32:randwrite:4k:32 seqread-1m-qd8:read:1m:8)
 
@@ -124,6 +129,7 @@ WORKLOADS=(randread-4k-qd32:randread:4k:32 randwrite-4k-qd32:randwrite:4k:32 seq
   echo "clk_tck=$(getconf CLK_TCK)"
   echo "floor=$FLOOR"
   echo "backends=$BACKENDS"
+  echo "file_on_ext4=$FILE_ON_EXT4"
 } >"$OUT/guest.env"
 CLK_TCK=$(getconf CLK_TCK)
 
@@ -390,6 +396,9 @@ bench_backend() { # NAME
       meta image "$(qemu-img info "$QIMG" 2>/dev/null | grep -E 'disk size|cluster_size' | tr '\n' ' ')"
       ;;
     *)
+      if [[ $FILE_ON_EXT4 == 1 ]]; then
+        mount_qcow_fs || { meta status unavailable; meta error "ext4 loop mount failed"; return 1; }
+      fi
       cp "$FILL" "$RAWIMG" || { meta status error; meta error "copy of fill data failed"; return 1; }
       ;;
   esac
