@@ -6,23 +6,23 @@
 //! quarter of growth; reads past it, and all reads of images opened without mapped reads,
 //! use `preadv`.
 //!
-//! With [`ImageFile::direct`] (qemu's `cache=none`) guest data moves through a second
-//! descriptor opened `O_DIRECT`, bypassing the page cache:
+//! With [`ImageFile::direct`] (qemu's `cache=none`) the file's contents move through a
+//! second descriptor opened `O_DIRECT`, and nothing is ever written through the page
+//! cache, so Linux never has a dirty cached copy that could go stale or be written back over
+//! a direct write:
 //!
-//! * Every data read is direct. One whose offset, buffers or length are not aligned reads
-//!   the aligned range around it into a bounce buffer. So no data read is ever served from
-//!   the page cache, even where it holds a stale copy (Linux keeps a cached copy it failed
-//!   to drop after a direct write when a concurrent buffered write dirtied the same folio;
-//!   it only warns).
-//! * A data write is direct when its file offset and every buffer's address and length are
-//!   multiples of the alignment (the TCMU data area and the transports' buffers are
-//!   page-aligned, so a guest's 4 KiB-aligned I/O qualifies); a 512-byte write goes through
-//!   the page cache, and the direct read of that range later writes it back first.
-//! * Metadata (header, tables, refcounts) stays buffered, as do reads of it.
+//! * Every write is direct. One whose offset, buffers or length are not aligned (a 512-byte
+//!   guest write, a table entry) is a read-modify-write of the aligned blocks around it,
+//!   under a lock per block, so that two such writes into one block cannot undo each other.
+//!   The file then ends on a block boundary, the rest zeros.
+//! * Every guest-data read is direct, unaligned ones through an aligned bounce buffer.
+//!   Metadata reads (tables, refcounts, compressed clusters, which are never written in
+//!   place) may use the page cache and the mapping: those pages are only ever clean, and a
+//!   direct write drops them.
 //!
-//! The alignment is the larger of 4 KiB, the page size and the file system's block size,
-//! not the disk's sector: a direct write then covers every block it touches, so it never
-//! shares a block (the unit the kernel writes back) with a buffered write of other bytes.
+//! The alignment is the larger of 4 KiB and the page size (at least the logical sector of
+//! every disk Linux does direct I/O on); the TCMU data area and the transports' buffers are
+//! page-aligned, so a guest's 4 KiB-aligned I/O needs no bounce buffer.
 
 use std::fs::{File, OpenOptions};
 use std::io::{IoSlice, IoSliceMut};
@@ -33,6 +33,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use nix::errno::Errno;
 use nix::sys::uio::{preadv, pwritev};
+use parking_lot::{Mutex, MutexGuard};
 use smallvec::SmallVec;
 
 use crate::mmap::{MappedRead, MappedReads, MAX_MAPPED};
@@ -47,9 +48,8 @@ pub fn page_align() -> usize {
     crate::mmap::page_size().unwrap_or(4096).max(4096)
 }
 
-/// Block sizes above this are not honoured as a direct-I/O alignment (a file system that
-/// reports a larger "preferred I/O size" gets the page alignment).
-const MAX_DIRECT_ALIGN: u64 = 1 << 20;
+/// Locks of unaligned direct writes ([`ImageFile::write_vec`]).
+const RMW_STRIPES: usize = 64;
 
 /// The image file (or a raw backing file) and its path, for error context.
 #[derive(Debug)]
@@ -68,6 +68,9 @@ pub struct ImageFile {
     direct: Option<File>,
     /// Alignment of direct I/O (and of [`ImageFile::buf`]s).
     align: usize,
+    /// Locks of unaligned direct writes, by block index modulo their number (none unless
+    /// direct).
+    rmw: Box<[Mutex<()>]>,
 }
 
 impl ImageFile {
@@ -81,6 +84,7 @@ impl ImageFile {
             map_tried: AtomicU64::new(0),
             direct: None,
             align: page_align(),
+            rmw: Box::new([]),
         }
     }
 
@@ -117,12 +121,7 @@ impl ImageFile {
             path: self.path.clone(),
             source,
         })?;
-        let block = meta.blksize();
-        let align = if block.is_power_of_two() && block <= MAX_DIRECT_ALIGN {
-            (block as usize).max(page_align())
-        } else {
-            page_align()
-        };
+        let align = page_align();
         let direct = OpenOptions::new()
             .read(true)
             .write(write)
@@ -162,6 +161,7 @@ impl ImageFile {
         Ok(ImageFile {
             direct: Some(direct),
             align,
+            rmw: (0..RMW_STRIPES).map(|_| Mutex::new(())).collect(),
             ..self
         })
     }
@@ -251,6 +251,7 @@ impl ImageFile {
     }
 
     /// The `O_DIRECT` descriptor, if there is one and the request is aligned.
+    #[cfg(test)]
     fn direct_for<'a>(&self, bufs: impl Iterator<Item = &'a [u8]>, offset: u64) -> Option<&File> {
         let d = self.direct.as_ref()?;
         self.aligned(bufs, offset).then_some(d)
@@ -321,24 +322,66 @@ impl ImageFile {
         self.read_vec(&mut [buf], offset)
     }
 
-    /// Writes all of `bufs` at `offset`.
+    /// Writes all of `bufs` at `offset`; `O_DIRECT` when the image is opened so (through a
+    /// read-modify-write of the aligned blocks around it when the request is not aligned).
     pub fn write_vec(&self, bufs: &[&[u8]], offset: u64) -> Result<()> {
-        self.write_with(&self.file, bufs, offset)
+        match &self.direct {
+            None => self.write_with(&self.file, bufs, offset),
+            Some(d) if self.aligned(bufs.iter().copied(), offset) => {
+                self.write_with(d, bufs, offset)
+            }
+            Some(d) => self.write_rmw(d, bufs, offset),
+        }
     }
 
-    /// Writes guest data as [`ImageFile::write_vec`] does, `O_DIRECT` when the image is
-    /// opened so and the request is aligned.
-    pub fn write_data(&self, bufs: &[&[u8]], offset: u64) -> Result<()> {
-        match self.direct_for(bufs.iter().copied(), offset) {
-            Some(d) => match self.write_with(d, bufs, offset) {
-                // Refused for alignment after all: the same bytes through the cache.
-                Err(Error::Io { source, .. }) if source.raw_os_error() == Some(libc::EINVAL) => {
-                    self.write_vec(bufs, offset)
-                }
-                r => r,
-            },
-            None => self.write_vec(bufs, offset),
+    /// An unaligned direct write: reads the partial first and last blocks, patches them and
+    /// writes the aligned range back, holding the locks of those blocks so that two writes
+    /// into different bytes of one block (two 512-byte guest writes, a table entry and its
+    /// neighbour) cannot undo each other.
+    fn write_rmw(&self, d: &File, bufs: &[&[u8]], offset: u64) -> Result<()> {
+        let overflow = || self.io_err("write", offset, Errno::EOVERFLOW.into());
+        let total = bufs.iter().map(|b| b.len() as u64).sum::<u64>();
+        if total == 0 {
+            return Ok(());
         }
+        let a = self.align as u64;
+        let start = offset - offset % a;
+        let end = offset
+            .checked_add(total)
+            .and_then(|e| e.checked_next_multiple_of(a))
+            .ok_or_else(overflow)?;
+        let len = usize::try_from(end - start).map_err(|_| overflow())?;
+        let _locks = self.lock_blocks(start / a, end / a);
+        let mut bounce = self.buf(len);
+        let read = |buf: &mut [u8], at: u64| {
+            preadv_all(d, &mut [buf], at).map_err(|(e, pos)| self.io_err("read", pos, e))
+        };
+        if offset != start {
+            read(&mut bounce[..self.align], start)?;
+        }
+        let tail = end - a;
+        if offset + total != end && (tail != start || offset == start) {
+            read(&mut bounce[len - self.align..], tail)?;
+        }
+        let mut at = (offset - start) as usize;
+        for b in bufs {
+            bounce[at..at + b.len()].copy_from_slice(b);
+            at += b.len();
+        }
+        self.write_with(d, &[&bounce[..]], start)
+    }
+
+    /// Locks the read-modify-write stripes of blocks `first..last`, in stripe order.
+    fn lock_blocks(&self, first: u64, last: u64) -> SmallVec<[MutexGuard<'_, ()>; 2]> {
+        let n = self.rmw.len() as u64;
+        let mut stripes: SmallVec<[usize; 2]> = if last - first >= n {
+            (0..self.rmw.len()).collect()
+        } else {
+            (first..last).map(|b| (b % n) as usize).collect()
+        };
+        stripes.sort_unstable();
+        stripes.dedup();
+        stripes.into_iter().map(|i| self.rmw[i].lock()).collect()
     }
 
     fn write_with(&self, file: &File, bufs: &[&[u8]], offset: u64) -> Result<()> {
@@ -664,7 +707,7 @@ mod tests {
         let p = dir.path().join("f");
         std::fs::write(&p, vec![1u8; 1 << 20]).unwrap();
         let Some(f) = open_direct(&p) else { return };
-        // A buffered write leaves dirty pages; the direct read must see it.
+        // Unaligned writes (read-modify-write of their blocks) and aligned reads.
         f.write_vec(&[&[7u8; 100]], 4096 + 50).unwrap();
         let mut buf = AlignedBuf::zeroed(1 << 20, A);
         f.read_data(&mut [&mut buf[..]], 0).unwrap();
@@ -672,15 +715,15 @@ mod tests {
             buf[4096 + 49..4096 + 151],
             [[1u8].as_slice(), &[7; 100], &[1]].concat()
         );
-        // Unaligned (bounced) reads see it too, split over two buffers.
+        // Unaligned (bounced) reads see them too, split over two buffers.
         f.write_vec(&[&[8u8; 10]], 8190).unwrap();
         let (mut x, mut y) = ([0u8; 3], [0u8; 20]);
         f.read_data(&mut [&mut x[..], &mut y[..]], 8187).unwrap();
         assert_eq!(x, [1, 1, 1]);
         assert_eq!(y[..13], [8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 1, 1, 1]);
-        // A direct write drops the cached pages it covers: mapped reads see it.
+        // A direct write drops the cached pages it covers: mapped (metadata) reads see it.
         buf.fill(9);
-        f.write_data(&[&buf[..8192]], 0).unwrap();
+        f.write_vec(&[&buf[..8192]], 0).unwrap();
         let mut small = [0u8; 10];
         f.read_at(&mut small, 4090).unwrap();
         assert_eq!(small, [9u8; 10]);
@@ -716,6 +759,43 @@ mod tests {
         assert!(buf[4196..].iter().all(|&b| b == 0));
     }
 
+    #[test]
+    fn concurrent_unaligned_direct_writes_into_one_block_all_land() {
+        const BLOCKS: usize = 2;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, vec![0u8; BLOCKS * A]).unwrap();
+        let Some(f) = open_direct(&p) else { return };
+        // Eight threads, each writing its own 512-byte sector of the same two blocks, a new
+        // value each round: without the block locks, one read-modify-write puts back an
+        // older value of another thread's sector.
+        const ROUNDS: u64 = 400;
+        let value = |t: u8, round: u64| (u64::from(t) * 41 + round % 200 + 1) as u8;
+        std::thread::scope(|sc| {
+            for t in 0..8u8 {
+                let f = &f;
+                sc.spawn(move || {
+                    for round in 0..ROUNDS {
+                        let block = round % BLOCKS as u64;
+                        let off = block * A as u64 + u64::from(t) * 512 + round % 3;
+                        f.write_vec(&[&[value(t, round); 509]], off).unwrap();
+                    }
+                });
+            }
+        });
+        let mut all = vec![0u8; BLOCKS * A];
+        f.read_data(&mut [&mut all[..]], 0).unwrap();
+        for (i, chunk) in all.chunks(512).enumerate() {
+            let (t, block) = ((i % 8) as u8, (i / 8) as u64);
+            let last = (0..ROUNDS)
+                .rev()
+                .find(|r| r % BLOCKS as u64 == block)
+                .unwrap();
+            assert_eq!(chunk[2..509], [value(t, last); 507], "sector {i}");
+        }
+        assert_eq!(std::fs::read(&p).unwrap(), all);
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
         /// Direct and buffered I/O mixed on one file (aligned requests direct, the rest
@@ -742,7 +822,7 @@ mod tests {
                 let mut a = AlignedBuf::zeroed(len, A);
                 if write {
                     a.fill(i as u8);
-                    d.write_data(&[&a], off).unwrap();
+                    d.write_vec(&[&a], off).unwrap();
                     plain.write_at(&a, off).unwrap();
                 } else {
                     let mut b = vec![2u8; len];
@@ -751,7 +831,12 @@ mod tests {
                     proptest::prop_assert_eq!(&a[..], &b[..]);
                 }
             }
-            proptest::prop_assert_eq!(std::fs::read(&pd).unwrap(), std::fs::read(&pp).unwrap());
+            // An unaligned direct write past the end leaves the file a whole block long,
+            // the rest zeros.
+            let (dv, pv) = (std::fs::read(&pd).unwrap(), std::fs::read(&pp).unwrap());
+            proptest::prop_assert!(dv.len() >= pv.len() && dv.len() - pv.len() < A);
+            proptest::prop_assert_eq!(&dv[..pv.len()], &pv[..]);
+            proptest::prop_assert!(dv[pv.len()..].iter().all(|&b| b == 0));
         }
     }
 

@@ -32,11 +32,9 @@
 //!
 //! Data and metadata go through the page cache by default, and reads are copied out of a
 //! read-only mapping of the image (`io.rs`). [`Qcow2Options::direct_io`] is qemu's
-//! `cache=none`: guest data is read `O_DIRECT` and written so when page-aligned (metadata
-//! and unaligned writes stay buffered; `io.rs` says why that is coherent). The crash-safety
-//! order above holds either way: it rests on `fdatasync`, which covers the whole file
-//! whichever descriptor wrote it, and a direct write has left the page cache when it
-//! returns.
+//! `cache=none`: every write, and every read of guest data, is `O_DIRECT` (unaligned ones
+//! through the aligned blocks around them). The crash-safety order above holds either way:
+//! it rests on `fdatasync`, which covers the whole file whichever descriptor wrote it.
 //!
 //! # Sharing with qemu
 //!
@@ -108,8 +106,8 @@ pub struct Qcow2Options {
     /// file) instead of a `preadv` each; the default follows
     /// [`crate::file::set_mmap_reads_default`] (`--no-mmap-reads`).
     pub mmap_reads: bool,
-    /// qemu's `cache=none`: guest data is read `O_DIRECT`, bypassing the host page cache,
-    /// and written so when aligned to a page (metadata and unaligned writes stay buffered). The
+    /// qemu's `cache=none`: every write and every guest-data read is `O_DIRECT`, bypassing
+    /// the host page cache (unaligned ones through aligned blocks, `io.rs`). The
     /// write cache reported to initiators is unchanged: SYNCHRONIZE CACHE still flushes the
     /// metadata and the disk's cache. Opening fails if the file system refuses `O_DIRECT`.
     /// Backing files follow the overlay.
@@ -618,7 +616,7 @@ impl Qcow2Backstore {
         if let L2Entry::Normal { host, copied: true } = e {
             // Someone allocated it while we waited for the lock.
             self.check_data_write(host + in_off, n)?;
-            return self.io.write_data(src, host + in_off);
+            return self.io.write_vec(src, host + in_off);
         }
         let (target, old) = match e {
             L2Entry::Zero {
@@ -633,14 +631,14 @@ impl Qcow2Backstore {
         };
         self.check_data_write(target, cs)?;
         if in_off == 0 && n == cs {
-            self.io.write_data(src, target)?;
+            self.io.write_vec(src, target)?;
         } else {
             let mut buf = match e {
                 L2Entry::Zero { .. } => self.io.buf(cs as usize),
                 _ => self.cluster_content(gc, e)?,
             };
             gather_into(src, &mut buf[in_off as usize..(in_off + n) as usize]);
-            self.io.write_data(&[&buf], target)?;
+            self.io.write_vec(&[&buf], target)?;
         }
         self.set_entry(
             &mut m,
@@ -673,7 +671,7 @@ impl Qcow2Backstore {
                 }
                 self.check_data_write(host, n)?;
                 let src = q.take(n as usize);
-                self.io.write_data(&src, host)?;
+                self.io.write_vec(&src, host)?;
                 pos += n;
                 continue;
             }
@@ -816,7 +814,7 @@ impl Qcow2Backstore {
                 // v2 has no zero flag: write zeros in place.
                 self.check_data_write(host, self.g.cluster_size)?;
                 let zeros = self.io.buf(self.g.cluster_size as usize);
-                return self.io.write_data(&[&zeros], host);
+                return self.io.write_vec(&[&zeros], host);
             }
             _ if shows_backing => {
                 if !v3 {
