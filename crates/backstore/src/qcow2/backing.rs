@@ -179,7 +179,7 @@ impl Backing {
         let mut head = q.take(inside as usize);
         if inside > 0 {
             match self {
-                Backing::Raw { io, .. } => io.read_data(&mut head, offset)?,
+                Backing::Raw { io, .. } => io.read_vec(&mut head, offset)?,
                 Backing::Qcow2(b) => b.read_guest(Bufs::new(head), offset, inside)?,
             }
         }

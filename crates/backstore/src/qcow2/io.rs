@@ -15,10 +15,8 @@
 //!   guest write, a table entry) is a read-modify-write of the aligned blocks around it,
 //!   under a lock per block, so that two such writes into one block cannot undo each other.
 //!   The file then ends on a block boundary, the rest zeros.
-//! * Every guest-data read is direct, unaligned ones through an aligned bounce buffer.
-//!   Metadata reads (tables, refcounts, compressed clusters, which are never written in
-//!   place) may use the page cache and the mapping: those pages are only ever clean, and a
-//!   direct write drops them.
+//! * Every read is direct too, unaligned ones through an aligned bounce buffer, and there
+//!   is no mapping.
 //!
 //! The alignment is the larger of 4 KiB and the page size (at least the logical sector of
 //! every disk Linux does direct I/O on); the TCMU data area and the transports' buffers are
@@ -159,6 +157,10 @@ impl ImageFile {
             }
         }
         Ok(ImageFile {
+            // No mapping: every read is direct.
+            map: MappedReads::new(&self.file, 0, false),
+            known_len: AtomicU64::new(0),
+            map_tried: AtomicU64::new(0),
             direct: Some(direct),
             align,
             rmw: (0..RMW_STRIPES).map(|_| Mutex::new(())).collect(),
@@ -197,19 +199,16 @@ impl ImageFile {
     }
 
     /// Reads into `bufs` from `offset`; whatever lies past the end of the file reads as
-    /// zeros (like a sparse hole), which is how qemu treats clusters beyond EOF.
+    /// zeros (like a sparse hole), which is how qemu treats clusters beyond EOF. `O_DIRECT`
+    /// when the image is opened so, through an aligned bounce buffer when the request is
+    /// not aligned.
     pub fn read_vec(&self, bufs: &mut [&mut [u8]], offset: u64) -> Result<()> {
-        if self.read_mapped(bufs, offset)? {
-            return Ok(());
-        }
-        preadv_all(&self.file, bufs, offset).map_err(|(e, pos)| self.io_err("read", pos, e))
-    }
-
-    /// Reads guest data as [`ImageFile::read_vec`] does; `O_DIRECT` when the image is
-    /// opened so, through an aligned bounce buffer when the request is not aligned.
-    pub fn read_data(&self, bufs: &mut [&mut [u8]], offset: u64) -> Result<()> {
         let Some(d) = &self.direct else {
-            return self.read_vec(bufs, offset);
+            if self.read_mapped(bufs, offset)? {
+                return Ok(());
+            }
+            return preadv_all(&self.file, bufs, offset)
+                .map_err(|(e, pos)| self.io_err("read", pos, e));
         };
         let r = if self.aligned(bufs.iter().map(|b| &b[..]), offset) {
             preadv_all(d, bufs, offset)
@@ -236,9 +235,12 @@ impl ImageFile {
         };
         match r {
             Ok(()) => Ok(()),
-            // A direct read that ends short at an end of file that is not aligned leaves
-            // the rest unaligned: read it all again through the cache.
-            Err((e, _)) if e.raw_os_error() == Some(libc::EINVAL) => self.read_vec(bufs, offset),
+            // A direct read that ends short at an end of file that is not aligned (a file
+            // made elsewhere: ours end on a block) leaves the rest unaligned: read it all
+            // again through the cache, which holds only clean pages of such a file.
+            Err((e, _)) if e.raw_os_error() == Some(libc::EINVAL) => {
+                preadv_all(&self.file, bufs, offset).map_err(|(e, pos)| self.io_err("read", pos, e))
+            }
             Err((e, pos)) => Err(self.io_err("read", pos, e)),
         }
     }
@@ -686,7 +688,7 @@ mod tests {
             .direct
             .is_none());
         let Some(f) = open_direct(&p) else { return };
-        assert!(f.is_direct() && f.is_mapped());
+        assert!(f.is_direct() && !f.is_mapped());
         let buf = AlignedBuf::zeroed(3 * A, A);
         let whole = &buf[..2 * A];
         let page = &buf[..A];
@@ -710,7 +712,7 @@ mod tests {
         // Unaligned writes (read-modify-write of their blocks) and aligned reads.
         f.write_vec(&[&[7u8; 100]], 4096 + 50).unwrap();
         let mut buf = AlignedBuf::zeroed(1 << 20, A);
-        f.read_data(&mut [&mut buf[..]], 0).unwrap();
+        f.read_vec(&mut [&mut buf[..]], 0).unwrap();
         assert_eq!(
             buf[4096 + 49..4096 + 151],
             [[1u8].as_slice(), &[7; 100], &[1]].concat()
@@ -718,25 +720,25 @@ mod tests {
         // Unaligned (bounced) reads see them too, split over two buffers.
         f.write_vec(&[&[8u8; 10]], 8190).unwrap();
         let (mut x, mut y) = ([0u8; 3], [0u8; 20]);
-        f.read_data(&mut [&mut x[..], &mut y[..]], 8187).unwrap();
+        f.read_vec(&mut [&mut x[..], &mut y[..]], 8187).unwrap();
         assert_eq!(x, [1, 1, 1]);
         assert_eq!(y[..13], [8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 1, 1, 1]);
-        // A direct write drops the cached pages it covers: mapped (metadata) reads see it.
+        // Aligned direct writes and unaligned direct reads.
         buf.fill(9);
         f.write_vec(&[&buf[..8192]], 0).unwrap();
         let mut small = [0u8; 10];
         f.read_at(&mut small, 4090).unwrap();
         assert_eq!(small, [9u8; 10]);
-        // The whole file is in the page cache now (written and mapped); reading it again
-        // aligned still fetches every byte from the disk, where the kernel counts it.
+        // The file's first write left it in the page cache; reading it aligned still
+        // fetches every byte from the disk, where the kernel counts it.
         let dev_backed = std::fs::metadata(&p).is_ok_and(|m| libc::major(m.dev()) != 0);
         if let (Some(before), true) = (thread_read_bytes(), dev_backed) {
-            f.read_data(&mut [&mut buf[..]], 0).unwrap();
+            f.read_vec(&mut [&mut buf[..]], 0).unwrap();
             let after = thread_read_bytes().unwrap();
             assert!(after - before >= 1 << 20, "{before} -> {after}");
             // So does an unaligned read, through the aligned blocks around it.
             let mut odd = vec![0u8; 5000];
-            f.read_data(&mut [&mut odd[..]], 3000).unwrap();
+            f.read_vec(&mut [&mut odd[..]], 3000).unwrap();
             let last = thread_read_bytes().unwrap();
             assert!(last - after >= 8192, "{after} -> {last}");
             assert_eq!(odd, vec![9u8; 5000]);
@@ -754,7 +756,7 @@ mod tests {
         let Some(f) = open_direct(&p) else { return };
         let mut buf = AlignedBuf::zeroed(3 * A, A);
         buf.fill(0xee);
-        f.read_data(&mut [&mut buf[..]], 0).unwrap();
+        f.read_vec(&mut [&mut buf[..]], 0).unwrap();
         assert_eq!(buf[..4196], [3u8; 4196]);
         assert!(buf[4196..].iter().all(|&b| b == 0));
     }
@@ -784,7 +786,7 @@ mod tests {
             }
         });
         let mut all = vec![0u8; BLOCKS * A];
-        f.read_data(&mut [&mut all[..]], 0).unwrap();
+        f.read_vec(&mut [&mut all[..]], 0).unwrap();
         for (i, chunk) in all.chunks(512).enumerate() {
             let (t, block) = ((i % 8) as u8, (i / 8) as u64);
             let last = (0..ROUNDS)
@@ -826,7 +828,7 @@ mod tests {
                     plain.write_at(&a, off).unwrap();
                 } else {
                     let mut b = vec![2u8; len];
-                    d.read_data(&mut [&mut a[..]], off).unwrap();
+                    d.read_vec(&mut [&mut a[..]], off).unwrap();
                     plain.read_at(&mut b, off).unwrap();
                     proptest::prop_assert_eq!(&a[..], &b[..]);
                 }

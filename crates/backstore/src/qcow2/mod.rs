@@ -32,8 +32,8 @@
 //!
 //! Data and metadata go through the page cache by default, and reads are copied out of a
 //! read-only mapping of the image (`io.rs`). [`Qcow2Options::direct_io`] is qemu's
-//! `cache=none`: every write, and every read of guest data, is `O_DIRECT` (unaligned ones
-//! through the aligned blocks around them). The crash-safety order above holds either way:
+//! `cache=none`: every read and write of the image is `O_DIRECT` (unaligned ones through
+//! the aligned blocks around them). The crash-safety order above holds either way:
 //! it rests on `fdatasync`, which covers the whole file whichever descriptor wrote it.
 //!
 //! # Sharing with qemu
@@ -106,8 +106,8 @@ pub struct Qcow2Options {
     /// file) instead of a `preadv` each; the default follows
     /// [`crate::file::set_mmap_reads_default`] (`--no-mmap-reads`).
     pub mmap_reads: bool,
-    /// qemu's `cache=none`: every write and every guest-data read is `O_DIRECT`, bypassing
-    /// the host page cache (unaligned ones through aligned blocks, `io.rs`). The
+    /// qemu's `cache=none`: every read and write of the image is `O_DIRECT`, bypassing the
+    /// host page cache (unaligned ones through aligned blocks, `io.rs`). The
     /// write cache reported to initiators is unchanged: SYNCHRONIZE CACHE still flushes the
     /// metadata and the disk's cache. Opening fails if the file system refuses `O_DIRECT`.
     /// Backing files follow the overlay.
@@ -468,7 +468,7 @@ impl Qcow2Backstore {
             }
             let mut dst = q.take(n as usize);
             match piece {
-                Piece::Host(h) => self.io.read_data(&mut dst, h)?,
+                Piece::Host(h) => self.io.read_vec(&mut dst, h)?,
                 Piece::Zero => fill_zero(&mut dst),
                 Piece::Backing => match &self.backing {
                     Some(b) => b.read(dst, pos)?,
@@ -491,7 +491,7 @@ impl Qcow2Backstore {
         let mut buf = self.io.buf(cs as usize);
         match e {
             L2Entry::Zero { .. } => {}
-            L2Entry::Normal { host, .. } => self.io.read_data(&mut [&mut buf[..]], host)?,
+            L2Entry::Normal { host, .. } => self.io.read_vec(&mut [&mut buf[..]], host)?,
             L2Entry::Compressed { offset, sectors } => {
                 buf.copy_from_slice(&self.read_compressed(offset, sectors)?)
             }
