@@ -213,25 +213,11 @@ impl ImageFile {
         let r = if self.aligned(bufs.iter().map(|b| &b[..]), offset) {
             preadv_all(d, bufs, offset)
         } else {
-            let a = self.align as u64;
             let total = bufs.iter().map(|b| b.len() as u64).sum::<u64>();
-            let start = offset - offset % a;
-            let Some(end) = offset
-                .checked_add(total)
-                .and_then(|e| e.checked_next_multiple_of(a))
-            else {
-                return Err(self.io_err("read", offset, Errno::EOVERFLOW.into()));
-            };
-            let len = usize::try_from(end - start)
-                .map_err(|_| self.io_err("read", offset, Errno::EOVERFLOW.into()))?;
-            let mut bounce = self.buf(len);
-            preadv_all(d, &mut [&mut bounce[..]], start).map(|()| {
-                let mut at = (offset - start) as usize;
-                for b in bufs.iter_mut() {
-                    b.copy_from_slice(&bounce[at..at + b.len()]);
-                    at += b.len();
-                }
-            })
+            let (start, end) = self.blocks_around("read", offset, total)?;
+            let mut bounce = self.buf((end - start) as usize);
+            preadv_all(d, &mut [&mut bounce[..]], start)
+                .map(|()| super::copy_out(&bounce[(offset - start) as usize..], bufs))
         };
         match r {
             Ok(()) => Ok(()),
@@ -252,11 +238,17 @@ impl ImageFile {
             && bufs.all(|b| (b.as_ptr() as usize | b.len()) % self.align == 0)
     }
 
-    /// The `O_DIRECT` descriptor, if there is one and the request is aligned.
-    #[cfg(test)]
-    fn direct_for<'a>(&self, bufs: impl Iterator<Item = &'a [u8]>, offset: u64) -> Option<&File> {
-        let d = self.direct.as_ref()?;
-        self.aligned(bufs, offset).then_some(d)
+    /// The aligned blocks around `total` bytes at `offset`: their start and end offsets,
+    /// the end checked to fit the address space (it becomes one buffer's length).
+    fn blocks_around(&self, op: &'static str, offset: u64, total: u64) -> Result<(u64, u64)> {
+        let a = self.align as u64;
+        let start = offset - offset % a;
+        offset
+            .checked_add(total)
+            .and_then(|e| e.checked_next_multiple_of(a))
+            .filter(|&end| usize::try_from(end - start).is_ok())
+            .map(|end| (start, end))
+            .ok_or_else(|| self.io_err(op, offset, Errno::EOVERFLOW.into()))
     }
 
     fn io_err(&self, op: &'static str, offset: u64, source: std::io::Error) -> Error {
@@ -341,18 +333,13 @@ impl ImageFile {
     /// into different bytes of one block (two 512-byte guest writes, a table entry and its
     /// neighbour) cannot undo each other.
     fn write_rmw(&self, d: &File, bufs: &[&[u8]], offset: u64) -> Result<()> {
-        let overflow = || self.io_err("write", offset, Errno::EOVERFLOW.into());
         let total = bufs.iter().map(|b| b.len() as u64).sum::<u64>();
         if total == 0 {
             return Ok(());
         }
         let a = self.align as u64;
-        let start = offset - offset % a;
-        let end = offset
-            .checked_add(total)
-            .and_then(|e| e.checked_next_multiple_of(a))
-            .ok_or_else(overflow)?;
-        let len = usize::try_from(end - start).map_err(|_| overflow())?;
+        let (start, end) = self.blocks_around("write", offset, total)?;
+        let len = (end - start) as usize;
         let _locks = self.lock_blocks(start / a, end / a);
         let mut bounce = self.buf(len);
         let read = |buf: &mut [u8], at: u64| {
@@ -365,11 +352,7 @@ impl ImageFile {
         if offset + total != end && (tail != start || offset == start) {
             read(&mut bounce[len - self.align..], tail)?;
         }
-        let mut at = (offset - start) as usize;
-        for b in bufs {
-            bounce[at..at + b.len()].copy_from_slice(b);
-            at += b.len();
-        }
+        super::gather_into(bufs, &mut bounce[(offset - start) as usize..]);
         self.write_with(d, &[&bounce[..]], start)
     }
 
@@ -678,7 +661,7 @@ mod tests {
     }
 
     #[test]
-    fn only_page_aligned_data_goes_direct() {
+    fn only_page_aligned_requests_skip_the_bounce_buffer() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("f");
         std::fs::write(&p, vec![6u8; 1 << 20]).unwrap();
@@ -692,15 +675,13 @@ mod tests {
         let buf = AlignedBuf::zeroed(3 * A, A);
         let whole = &buf[..2 * A];
         let page = &buf[..A];
-        assert!(f.direct_for([whole].into_iter(), 0).is_some());
-        assert!(f.direct_for([page, page].into_iter(), 8192).is_some());
-        // Offset, length or address off the page: through the cache.
-        assert!(f.direct_for([whole].into_iter(), 512).is_none());
-        assert!(f.direct_for([&buf[..512]].into_iter(), 0).is_none());
-        assert!(f
-            .direct_for([page, &buf[512..512 + A]].into_iter(), 0)
-            .is_none());
-        assert!(f.direct_for([whole, &buf[..0]].into_iter(), 0).is_some());
+        assert!(f.aligned([whole].into_iter(), 0));
+        assert!(f.aligned([page, page].into_iter(), 8192));
+        // Offset, length or address off the page: a bounce buffer or read-modify-write.
+        assert!(!f.aligned([whole].into_iter(), 512));
+        assert!(!f.aligned([&buf[..512]].into_iter(), 0));
+        assert!(!f.aligned([page, &buf[512..512 + A]].into_iter(), 0));
+        assert!(f.aligned([whole, &buf[..0]].into_iter(), 0));
     }
 
     #[test]
