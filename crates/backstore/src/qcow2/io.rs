@@ -157,14 +157,11 @@ impl ImageFile {
             }
         }
         Ok(ImageFile {
-            // No mapping: every read is direct.
-            map: MappedReads::new(&self.file, 0, false),
-            known_len: AtomicU64::new(0),
-            map_tried: AtomicU64::new(0),
             direct: Some(direct),
             align,
             rmw: (0..RMW_STRIPES).map(|_| Mutex::new(())).collect(),
-            ..self
+            // No mapping: every read is direct.
+            ..ImageFile::new(self.file, self.path)
         })
     }
 
@@ -342,15 +339,15 @@ impl ImageFile {
         let len = (end - start) as usize;
         let _locks = self.lock_blocks(start / a, end / a);
         let mut bounce = self.buf(len);
-        let read = |buf: &mut [u8], at: u64| {
-            preadv_all(d, &mut [buf], at).map_err(|(e, pos)| self.io_err("read", pos, e))
-        };
-        if offset != start {
-            read(&mut bounce[..self.align], start)?;
+        // The partial blocks, read as every read is (aligned, so direct).
+        let head_partial = offset != start;
+        if head_partial {
+            self.read_vec(&mut [&mut bounce[..self.align]], start)?;
         }
         let tail = end - a;
-        if offset + total != end && (tail != start || offset == start) {
-            read(&mut bounce[len - self.align..], tail)?;
+        let tail_already_read = head_partial && tail == start;
+        if offset + total != end && !tail_already_read {
+            self.read_vec(&mut [&mut bounce[len - self.align..]], tail)?;
         }
         super::gather_into(bufs, &mut bounce[(offset - start) as usize..]);
         self.write_with(d, &[&bounce[..]], start)
@@ -740,6 +737,16 @@ mod tests {
         f.read_vec(&mut [&mut buf[..]], 0).unwrap();
         assert_eq!(buf[..4196], [3u8; 4196]);
         assert!(buf[4196..].iter().all(|&b| b == 0));
+        // An unaligned write into the block that holds that end (a read-modify-write, whose
+        // read of the block ends short there too); the file then ends on the block.
+        f.write_vec(&[&[4u8; 50]], 4096 + 20).unwrap();
+        buf.fill(0xee);
+        f.read_vec(&mut [&mut buf[..]], 0).unwrap();
+        assert_eq!(buf[..4116], [3u8; 4116]);
+        assert_eq!(buf[4116..4166], [4u8; 50]);
+        assert_eq!(buf[4166..4196], [3u8; 30]);
+        assert!(buf[4196..].iter().all(|&b| b == 0));
+        assert_eq!(std::fs::read(&p).unwrap(), buf[..2 * A]);
     }
 
     #[test]
