@@ -61,7 +61,10 @@ if CEPH_MON_PORT=$V2 CEPH_MON_PORT_V1=$((V2 + 1)) CEPH_RBD_IMAGE=rbd/smoke CEPH_
     pass "rbd-cluster-start ($(( $(date +%s) - t ))s, ports $V2/$((V2 + 1)))"
 else
     tail -30 "$CEPH_DIR.start.log"
-    fail "rbd-cluster-start"
+    # The FAIL line carries start.sh's own reason: the tail above can be cut off before it.
+    why=$(grep -m1 '^start.sh: ERROR: ' "$CEPH_DIR.start.log" | sed 's/^start.sh: ERROR: //')
+    echo "start.sh's log is kept: $CEPH_DIR.start.log"
+    fail "rbd-cluster-start${why:+: $why}"
     summary; exit 1
 fi
 rm -f "$CEPH_DIR.start.log"

@@ -17,6 +17,8 @@
 #   CEPH_RBD_IMAGE  image to create (default rbd/test), CEPH_RBD_SIZE (1G)
 #   CEPH_BENCH=1    run rbd bench (write+read) at the end
 #   CEPH_TIMEOUT    seconds to wait for each readiness step (default 180)
+#   CEPH_MIN_FREE_MB free space needed where $CEPH_DIR is (default 6144, memstore 256),
+#                   checked before anything starts
 #
 # Afterwards: export CEPH_CONF=$CEPH_DIR/ceph.conf (keyring is referenced by it).
 # Stop with stop.sh (kills only the recorded PIDs, removes $CEPH_DIR).
@@ -31,6 +33,11 @@ OSD_GB=${CEPH_OSD_SIZE_GB:-10}
 IMAGE=${CEPH_RBD_IMAGE:-rbd/test}
 IMAGE_SIZE=${CEPH_RBD_SIZE:-1G}
 TMO=${CEPH_TIMEOUT:-180}
+# bluestore's sparse block file grows with what is written and never shrinks (freed space
+# is not punched out of it): run-tests.sh's cluster peaks at 4.6 GiB (serve.sh's
+# iscsi-test-cu rounds), hence 6 GiB. memstore keeps the objects in RAM: only the monitor's
+# store and the logs are on disk.
+if [ "$STORE" = memstore ]; then MIN_FREE_MB=${CEPH_MIN_FREE_MB:-256}; else MIN_FREE_MB=${CEPH_MIN_FREE_MB:-6144}; fi
 PY=/usr/bin/python3   # system python (ceph CLI + python3-rados live there)
 
 T0=$(date +%s.%N)
@@ -42,6 +49,17 @@ die() {
     exit 1
 }
 
+# Free space, in MiB, where the cluster lives: the OSD's sparse block file, the monitor's
+# store and the logs take real space only as they are written, up to MIN_FREE_MB (above).
+# A disk with less fails here, by name, instead of as a daemon dying at start or an OSD
+# crashing on a full disk later.
+free_dir=$DIR
+until [ -d "$free_dir" ]; do free_dir=$(dirname "$free_dir"); done
+free_mb=$(df -Pk "$free_dir" | awk 'NR == 2 {print int($4 / 1024)}')
+if [ -n "$free_mb" ] && [ "$free_mb" -lt "$MIN_FREE_MB" ]; then
+    echo "start.sh: ERROR: only $free_mb MiB free on the file system of $free_dir; the cluster needs $MIN_FREE_MB MiB (CEPH_MIN_FREE_MB)" >&2
+    exit 1
+fi
 if [ -e "$DIR" ] && [ -n "$(ls -A "$DIR" 2>/dev/null)" ]; then
     die "$DIR already exists and is not empty (run stop.sh first)"
 fi
@@ -99,8 +117,13 @@ mon allow pool delete = true
 osd crush chooseleaf type = 0
 # silence warnings that are expected on a throwaway 1-OSD cluster
 mon warn on pool no redundancy = false
-mon data avail warn = 2
-mon data avail crit = 1
+# The monitor's own disk checks compare free space with the file system's *size*, as a
+# whole percentage: on a large shared disk (252 GiB, with a quota well below that) 1 % is
+# gigabytes this cluster never needs, and the monitor refused to start, exit 28 (ENOSPC),
+# with its message lost. start.sh checks the free space it needs in bytes instead
+# (CEPH_MIN_FREE_MB, above), so both monitor checks are off.
+mon data avail warn = -1
+mon data avail crit = -1
 # faster readiness reporting
 mgr stats period = 1
 
@@ -156,7 +179,19 @@ start_daemon() {   # name, cmd...  (foreground daemon in background; record exac
     local pid=$!
     echo "$name $pid" >> "$DIR/pids"
     sleep 0.2
-    kill -0 "$pid" 2>/dev/null || die "$name exited immediately: $(cat "$DIR/log/$name.stdout")"
+    if ! kill -0 "$pid" 2>/dev/null; then
+        reap "$pid"
+        die "$name exited immediately ($REAPED): $(cat "$DIR/log/$name.stdout")"
+    fi
+}
+
+# Sets REAPED to how a daemon this shell started ended. Not in $(...): only this shell,
+# the daemon's parent, can wait for it. ceph-mon exits 28 (ENOSPC) when it finds its disk
+# too full, before its log is flushed: the status is then the only trace.
+reap() {
+    local rc=0
+    wait "$1" 2>/dev/null || rc=$?
+    if [ "$rc" -gt 128 ]; then REAPED="killed by signal $((rc - 128))"; else REAPED="exit status $rc"; fi
 }
 
 wait_for() {       # description, command...
@@ -166,7 +201,10 @@ wait_for() {       # description, command...
         [ "$(date +%s)" -lt "$deadline" ] || die "timeout (${TMO}s) waiting for $what"
         local name pid
         while read -r name pid; do
-            kill -0 "$pid" 2>/dev/null || die "$name (pid $pid) died while waiting for $what"
+            if ! kill -0 "$pid" 2>/dev/null; then
+                reap "$pid"
+                die "$name (pid $pid) died while waiting for $what ($REAPED)"
+            fi
         done < "$DIR/pids"
         sleep 1
     done
