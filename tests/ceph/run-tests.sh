@@ -45,6 +45,9 @@ CEPH_DIR=$(mktemp -d "${TMPDIR:-/tmp}/rustio-ceph.XXXXXX")
 cleanup() {
     local t
     t=$(date +%s)
+    # Still empty when start.sh refused before creating anything (stop.sh, rightly, leaves
+    # alone a directory without its marker).
+    rmdir "$CEPH_DIR" 2>/dev/null
     if [ "${RUSTIO_CEPH_KEEP:-0}" = 1 ]; then
         CEPH_KEEP=1 "$HERE/stop.sh" >/dev/null 2>&1
         echo "cluster dir kept: $CEPH_DIR"
@@ -61,7 +64,8 @@ if CEPH_MON_PORT=$V2 CEPH_MON_PORT_V1=$((V2 + 1)) CEPH_RBD_IMAGE=rbd/smoke CEPH_
     pass "rbd-cluster-start ($(( $(date +%s) - t ))s, ports $V2/$((V2 + 1)))"
 else
     tail -30 "$CEPH_DIR.start.log"
-    # The FAIL line carries start.sh's own reason: the tail above can be cut off before it.
+    # The FAIL line carries start.sh's reason (its last line), for the summaries that show
+    # only FAIL lines.
     why=$(grep -m1 '^start.sh: ERROR: ' "$CEPH_DIR.start.log" | sed 's/^start.sh: ERROR: //')
     echo "start.sh's log is kept: $CEPH_DIR.start.log"
     fail "rbd-cluster-start${why:+: $why}"

@@ -42,10 +42,14 @@ PY=/usr/bin/python3   # system python (ceph CLI + python3-rados live there)
 
 T0=$(date +%s.%N)
 ts() { awk -v t0="$T0" -v now="$(date +%s.%N)" -v m="$*" 'BEGIN{printf "[%6.1fs] %s\n", now-t0, m}'; }
+# The reason comes last, after the daemons' logs, so that a caller's `tail` of this
+# script's output always shows it.
 die() {
-    echo "start.sh: ERROR: $*" >&2
     tail -n 20 "$DIR"/log/*.log "$DIR"/log/*.stdout >&2 2>/dev/null || true
-    [ -d "$DIR" ] && echo "start.sh: clean up with: CEPH_DIR=$DIR $(dirname "$0")/stop.sh" >&2
+    if [ -e "$DIR/.ceph-single" ]; then
+        echo "start.sh: clean up with: CEPH_DIR=$DIR $(dirname "$0")/stop.sh" >&2
+    fi
+    echo "start.sh: ERROR: $*" >&2
     exit 1
 }
 
@@ -59,8 +63,7 @@ until [ -d "$free_dir" ]; do free_dir=$(dirname "$free_dir"); done
 [[ $MIN_FREE_MB =~ ^[0-9]+$ ]] || die "CEPH_MIN_FREE_MB must be a number of MiB, not '$MIN_FREE_MB'"
 free_mb=$(df -Pk "$free_dir" 2>/dev/null | awk 'NR == 2 {print int($4 / 1024)}' || true)
 if [ -n "$free_mb" ] && [ "$free_mb" -lt "$MIN_FREE_MB" ]; then
-    echo "start.sh: ERROR: only $free_mb MiB free on the file system of $free_dir; the cluster needs $MIN_FREE_MB MiB (CEPH_MIN_FREE_MB)" >&2
-    exit 1
+    die "only $free_mb MiB free on the file system of $free_dir; the cluster needs $MIN_FREE_MB MiB (CEPH_MIN_FREE_MB)"
 fi
 if [ -e "$DIR" ] && [ -n "$(ls -A "$DIR" 2>/dev/null)" ]; then
     die "$DIR already exists and is not empty (run stop.sh first)"
