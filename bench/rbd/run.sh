@@ -45,6 +45,10 @@
 # completion), next to rbd bench's own mean latency; and runs rbd bench (no cache) once
 # more at librbd's mean depth under rustio (when below 32), to tell what the iSCSI hop
 # costs beyond the requests it keeps on the wire.
+# Operations at the OSD: around every job (every contender) the OSD's own count and
+# summed latency of client operations are read from its admin socket
+# ($CEPH_DIR/run/osd.0.asok), and the report gives how many operations each contender
+# keeps inside the OSD on average (Little's law), and OSD operations per I/O.
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -58,7 +62,7 @@ while (($#)); do
         --no-group) GROUP=0; shift ;;
         --pin) PIN=1; shift ;;
         --out) OUT=$2; shift 2 ;;
-        -h|--help) sed -n '2,47p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,51p' "$0"; exit 0 ;;
         *) echo "bench/rbd: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -185,22 +189,41 @@ ticks() {
 }
 HZ=$(getconf CLK_TCK)
 CLUSTER_PIDS=$(awk '{ print $2 }' "$CEPH_DIR/pids" 2>/dev/null)
-# job TARGET_PID FUNCTION ARGS... → "IOPS IOS TARGET_S CLIENT_S CLUSTER_S": FUNCTION prints
-# "IOPS IOS" and leaves its client's "user system" seconds in $OUT/client.cpu; TARGET_PID
-# is the target process ("-" for none: rbd bench).
+# The OSD's own count of client operations so far and their summed latency in seconds
+# ("OPS SECONDS"; "- -" without its admin socket). Over a job of IOS I/Os at IOPS, the OSD
+# held IOPS x SECONDS / IOS operations on average (Little's law), whoever sent them.
+# All client operations: librbd's sequential writes reach the OSD as a mix of the
+# write and read-modify-write classes, so one class alone misses some.
+osd_ops() {
+    ceph --admin-daemon "$CEPH_DIR/run/osd.0.asok" perf dump osd 2>/dev/null | python3 -c '
+import json, sys
+try:
+    o = json.load(sys.stdin)["osd"]["op_latency"]
+    print(o["avgcount"], o["sum"])
+except (ValueError, KeyError, TypeError):
+    print("- -")'
+}
+# job TARGET_PID FUNCTION ARGS... → "IOPS IOS TARGET_S CLIENT_S CLUSTER_S OPS SECONDS":
+# FUNCTION prints "IOPS IOS" and leaves its client's "user system" seconds in
+# $OUT/client.cpu; TARGET_PID is the target process ("-" for none: rbd bench); the last
+# two are the OSD's counters over the job (osd_ops, "-" where unknown).
 job() {
-    local tp=$1 t0 c0 t1 c1 r u s
+    local tp=$1 t0 c0 t1 c1 o0 o1 r u s
     shift
     [ "$tp" = - ] && tp=
     : >"$OUT/client.cpu"
+    o0=$(osd_ops)
     t0=$(ticks $tp) c0=$(ticks $CLUSTER_PIDS)
     r=$("$@")
     t1=$(ticks $tp) c1=$(ticks $CLUSTER_PIDS)
+    o1=$(osd_ops)
     # time(1) puts a line about a failed command first: the figures are the last line.
     read -r u s < <(tail -n 1 "$OUT/client.cpu")
     [ -n "$r" ] || r="- -"
     echo "$r $(awk -v hz="$HZ" -v t=$((t1 - t0)) -v c=$((c1 - c0)) -v u="${u:-0}" -v s="${s:-0}" \
-        'BEGIN { printf "%.2f %.2f %.2f", t / hz, u + s, c / hz }')"
+        'BEGIN { printf "%.2f %.2f %.2f", t / hz, u + s, c / hz }') $(awk -v a="$o0" -v b="$o1" \
+        'BEGIN { n = split(a, x); split(b, y); for (i = 1; i <= 2; i++)
+                   printf "%s%s", (i > 1 ? " " : ""), (n == 2 && x[i] != "-" && y[i] != "-" ? y[i] - x[i] : "-") }')"
 }
 
 # --- iSCSI targets ------------------------------------------------------------------------------------
@@ -355,13 +378,17 @@ rows = [l.split() for l in open(f"{out}/runs.txt") if l.strip()]
 def num(v):
     try: return float(v)
     except ValueError: return None
-res, cpu, loads = {}, {}, [float(r[4]) for r in rows]
+res, cpu, osd, loads = {}, {}, {}, [float(r[4]) for r in rows]
 for r in rows:
     run, w, who, v = r[:4]
     res.setdefault(w, {}).setdefault(who, []).append(num(v))
     ios, t, c, k = (num(x) for x in (r[5:9] + ["-"] * 4)[:4])
     if ios:  # µs of CPU per I/O: target process, its client (loadgen; rbd bench is its own), cluster
         cpu.setdefault(w, {}).setdefault(who, []).append((t / ios * 1e6 if t is not None else None, c / ios * 1e6, k / ios * 1e6))
+    # Operations the OSD held on average (IOPS x its summed latency / IOS), and per I/O.
+    ops, secs_ = (num(x) for x in (r[9:11] + ["-"] * 2)[:2])
+    if num(v) and ios and ops is not None and secs_ is not None:
+        osd.setdefault(w, {}).setdefault(who, []).append((num(v) * secs_ / ios, ops / ios))
 med = lambda vs: None if not [v for v in vs if v is not None] else statistics.median([v for v in vs if v is not None])
 print(f"RBD stage: single-node Ceph 16.2 on 127.0.0.1, image {size} MiB pre-filled, QD 32, "
       f"{secs:.0f} s per job, medians of {runs} interleaved runs; {layout}; load 1-min {min(loads):.1f}-{max(loads):.1f}, at end {load.split()[0:3]}")
@@ -389,6 +416,15 @@ if cpu:
             tg, cl, ks = (med([v[i] for v in vals]) for i in range(3))
             side = None if cl is None else (tg or 0) + cl
             print(f"{w:15} {who:12} {f(tg):>8} {f(cl):>8} {f(ks):>8} {f(side):>11} {q(tg, rbd_c):>11} {q(side, rbd_c):>9}")
+if osd:
+    print()
+    print("Operations in flight at the OSD (medians; IOPS x the OSD's summed client-op latency / I/Os, from its")
+    print("admin socket), and OSD operations per I/O: what each contender's 32 requests keep inside the cluster.")
+    whos = [k for k in ("rustio", "rustio-b", "group", "tgt", "rbd", "rbd-nocache", "rbd-depth") if any(k in d for d in osd.values())]
+    print(f"{'workload':15}" + "".join(f" {k:>16}" for k in whos))
+    for w, d in osd.items():
+        cell = lambda vs: "-" if not vs else f"{med([a for a, _ in vs]):.1f} ({med([b for _, b in vs]):.2f})"
+        print(f"{w:15}" + "".join(f" {cell(d.get(k, [])):>16}" for k in whos))
 # Latency split of rustio's runs: run workload rw IOPS [6 counters before] [6 after].
 split = {}
 try:
@@ -419,7 +455,7 @@ if split:
         g = lambda v, p=2: "-" if v is None else f"{v:.{p}f}"
         print(f"{w:15} {g(c):>8} {g(t):>10} {g(s_):>10} {g(t - s_, 3):>11} {g(dep, 1):>13} {g(rb):>10} {f(at):>11} {q(med(res[w].get('rustio', [])), at):>12}")
 json.dump({"secs": secs, "size_mib": size, "runs": runs, "load_end": load, "load_1min": loads,
-           "layout": layout, "iops": res, "cpu_us_per_io": cpu, "rustio_b_params": b_params, "rustio_b_bin": b_bin,
+           "layout": layout, "iops": res, "cpu_us_per_io": cpu, "osd_depth": osd, "rustio_b_params": b_params, "rustio_b_bin": b_bin,
            "latency_split_ms": split}, open(f"{out}/rbd.json", "w"), indent=1)
 EOF
 echo "results: $OUT/rbd.{txt,json}" >&2
