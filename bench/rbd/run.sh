@@ -191,11 +191,12 @@ HZ=$(getconf CLK_TCK)
 CLUSTER_PIDS=$(awk '{ print $2 }' "$CEPH_DIR/pids" 2>/dev/null)
 # The OSD's own count of client operations so far and their summed latency in seconds
 # ("OPS SECONDS"; "- -" without its admin socket). Over a job of IOS I/Os at IOPS, the OSD
-# held IOPS x SECONDS / IOS operations on average (Little's law), whoever sent them.
-# All client operations: librbd's sequential writes reach the OSD as a mix of the
-# write and read-modify-write classes, so one class alone misses some.
+# held IOPS x SECONDS / IOS operations on average (Little's law), whoever sent them, and
+# OPS / IOS operations per I/O (not always 1: librbd merges sequential writes). Every
+# client operation (read, write, read-modify-write) counts. At most 10 s, so that a
+# wedged OSD cannot stop the run.
 osd_ops() {
-    ceph --admin-daemon "$CEPH_DIR/run/osd.0.asok" perf dump osd 2>/dev/null | python3 -c '
+    timeout 10 ceph --admin-daemon "$CEPH_DIR/run/osd.0.asok" perf dump osd 2>/dev/null | python3 -c '
 import json, sys
 try:
     o = json.load(sys.stdin)["osd"]["op_latency"]
@@ -222,8 +223,8 @@ job() {
     [ -n "$r" ] || r="- -"
     echo "$r $(awk -v hz="$HZ" -v t=$((t1 - t0)) -v c=$((c1 - c0)) -v u="${u:-0}" -v s="${s:-0}" \
         'BEGIN { printf "%.2f %.2f %.2f", t / hz, u + s, c / hz }') $(awk -v a="$o0" -v b="$o1" \
-        'BEGIN { n = split(a, x); split(b, y); for (i = 1; i <= 2; i++)
-                   printf "%s%s", (i > 1 ? " " : ""), (n == 2 && x[i] != "-" && y[i] != "-" ? y[i] - x[i] : "-") }')"
+        'BEGIN { n = split(a, x) + split(b, y); for (i = 1; i <= 2; i++)
+                   printf "%s%s", (i > 1 ? " " : ""), (n == 4 && x[i] != "-" && y[i] != "-" ? y[i] - x[i] : "-") }')"
 }
 
 # --- iSCSI targets ------------------------------------------------------------------------------------
@@ -317,7 +318,7 @@ WL=("randread-4k:read:rand:4k:4K" "randwrite-4k:write:rand:4k:4K"
 RAW="$OUT/runs.txt"
 : >"$RAW"
 : >"$OUT/split.txt"
-rec() { # run workload contender "IOPS IOS TARGET_S CLIENT_S CLUSTER_S" → a line of runs.txt
+rec() { # run workload contender "IOPS IOS TARGET_S CLIENT_S CLUSTER_S OPS SECONDS" → a line of runs.txt
     local iops ios rest
     read -r iops ios rest <<<"$4"
     echo "$1 $2 $3 ${iops:--} $(cut -d' ' -f1 /proc/loadavg) ${ios:--} $rest" >>"$RAW"
@@ -373,7 +374,7 @@ import json, statistics, sys
 out, secs, size, runs, load = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 cluster_cpus, client_cpus, b_params, b_bin = sys.argv[6], sys.argv[7], sys.argv[8], sys.argv[9]
 layout = f"cluster on CPUs {cluster_cpus}, contenders on {client_cpus}" if cluster_cpus else "cluster and contenders on every CPU"
-# run workload contender IOPS load [IOS TARGET_S CLIENT_S CLUSTER_S]
+# run workload contender IOPS load [IOS TARGET_S CLIENT_S CLUSTER_S [OPS SECONDS]]
 rows = [l.split() for l in open(f"{out}/runs.txt") if l.strip()]
 def num(v):
     try: return float(v)
@@ -419,7 +420,7 @@ if cpu:
 if osd:
     print()
     print("Operations in flight at the OSD (medians; IOPS x the OSD's summed client-op latency / I/Os, from its")
-    print("admin socket), and OSD operations per I/O: what each contender's 32 requests keep inside the cluster.")
+    print("admin socket), and in brackets OSD operations per I/O: how much of each contender's load is inside the cluster.")
     whos = [k for k in ("rustio", "rustio-b", "group", "tgt", "rbd", "rbd-nocache", "rbd-depth") if any(k in d for d in osd.values())]
     print(f"{'workload':15}" + "".join(f" {k:>16}" for k in whos))
     for w, d in osd.items():
