@@ -49,6 +49,15 @@
 # summed latency of client operations are read from its admin socket
 # ($CEPH_DIR/run/osd.0.asok), and the report gives how many operations each contender
 # keeps inside the OSD on average (Little's law), and OSD operations per I/O.
+# rustio's engine without a transport: every workload also runs on rustio's RBD engine
+# in a closed loop of 32 (crates/rbd/examples/rbd_loop.rs, contender `engine`), next to
+# rbd bench; and once more with each request held, between its completion and the next
+# submission, for as long as rustio's requests spent outside librbd in the same round
+# (the client's mean latency minus the time in librbd; contender `engine-model`). That
+# loop has rustio's cycle (time outside + time in librbd) only if librbd serves it as it
+# served rustio, so rustio against it is how much slower librbd is on the stream that
+# arrives through a client, sockets and a target than on one held outside it for the
+# same time. Env: RBD_LOOP_BIN (default: build the example).
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -62,7 +71,7 @@ while (($#)); do
         --no-group) GROUP=0; shift ;;
         --pin) PIN=1; shift ;;
         --out) OUT=$2; shift 2 ;;
-        -h|--help) sed -n '2,51p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,60p' "$0"; exit 0 ;;
         *) echo "bench/rbd: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -126,6 +135,11 @@ LOADGEN=${LOADGEN_BIN:-$TD/release/loadgen}
 if [ ! -x "$LOADGEN" ]; then
     say "building bench/loadgen"
     CARGO_TARGET_DIR=$TD cargo build --release -q --manifest-path "$ROOT/bench/loadgen/Cargo.toml" || exit 2
+fi
+RBD_LOOP=${RBD_LOOP_BIN:-$TD/release/examples/rbd_loop}
+if [ -z "${RBD_LOOP_BIN:-}" ]; then
+    say "building rustio's engine loop (crates/rbd/examples/rbd_loop.rs)"
+    (cd "$ROOT" && cargo build --release -q -p rustio-rbd --features rbd --example rbd_loop) || exit 2
 fi
 
 # --- cluster and image ---------------------------------------------------------------------------
@@ -295,6 +309,20 @@ lg() { # port iqn lun rw pattern bs → "IOPS IOS" (loadgen's CPU in $OUT/client
         tee -a "$OUT/loadgen.jsonl" | python3 -c 'import json,sys; j = json.load(sys.stdin); print(j["iops"], j["ios"])'
 }
 
+eng() { # rw pattern bytes outside_us → "IOPS IOS" (rbd_loop's CPU in $OUT/client.cpu); a
+    # failed run ("rbd_loop: ..." in $OUT/engine.err, no JSON) gives "- -"
+    /usr/bin/time -f "%U %S" -o "$OUT/client.cpu" \
+        "${ON_CLIENT[@]}" "$RBD_LOOP" --image "rbd/$IMG;conf=$CONF" --rw "$1" --pattern "$2" --bs "$3" --qd 32 \
+        --secs "$TIME" --outside-us "$4" 2>>"$OUT/engine.err" |
+        tee -a "$OUT/engine.jsonl" | python3 -c '
+import json, sys
+try:
+    j = json.load(sys.stdin)
+    print(j["iops"], j["ios"])
+except (ValueError, KeyError):
+    print("- -")'
+}
+
 # rustio's LUN counters: "READS WRITES READ_S WRITE_S READ_BACKSTORE_S WRITE_BACKSTORE_S"
 # ("-" when the endpoint does not answer or lacks them: an older binary).
 lun_times() {
@@ -318,6 +346,7 @@ WL=("randread-4k:read:rand:4k:4K" "randwrite-4k:write:rand:4k:4K"
 RAW="$OUT/runs.txt"
 : >"$RAW"
 : >"$OUT/split.txt"
+: >"$OUT/outside.txt"
 rec() { # run workload contender "IOPS IOS TARGET_S CLIENT_S CLUSTER_S OPS SECONDS" → a line of runs.txt
     local iops ios rest
     read -r iops ios rest <<<"$4"
@@ -333,17 +362,23 @@ for run in $(seq "$RUNS"); do
         m1=$(lun_times)
         echo "$run $name $rw ${r:--} $m0 $m1" >>"$OUT/split.txt"
         # librbd's mean depth under rustio (IOPS x librbd time per command), for rbd bench
-        # at the same depth below; empty without the time counters.
-        depth=$(python3 -c '
+        # at the same depth below, and the µs a command spent outside librbd (the client's
+        # mean latency, 32 / IOPS, minus the time in librbd), for the engine loop; both
+        # empty without the time counters.
+        read -r depth outside depth_f < <(python3 -c '
 import sys
 try:
     iops, a, b = float(sys.argv[1]), sys.argv[2].split(), sys.argv[3].split()
     i = 0 if sys.argv[4] == "read" else 1
     n = float(b[i]) - float(a[i])
-    d = round(iops * (float(b[4 + i]) - float(a[4 + i])) / n)
-    print(d if 1 <= d <= 32 else "")
+    lib = (float(b[4 + i]) - float(a[4 + i])) / n
+    d = round(iops * lib)
+    print(d if 1 <= d <= 32 else "-", max(0, round((32 / iops - lib) * 1e6)), f"{iops * lib:.2f}")
 except (ValueError, IndexError, ZeroDivisionError):
-    print("")' "${r:--}" "$m0" "$m1" "$rw")
+    print("- - -")' "${r:--}" "$m0" "$m1" "$rw")
+        [ "$depth" = - ] && depth=
+        [ "$outside" = - ] && outside=
+        [ "$depth_f" = - ] && depth_f=
         if [ "$B" = 1 ]; then
             say "run $run $name: rustio-b (${B_BIN:-same binary}; ${B_PARAMS:-same parameters})"
             rec "$run" "$name" rustio-b "$(job "$RUSTIO_B" lg $PB iqn.2024-01.org.rustio.bench:rbd-b 0 "$rw" "$pat" "$bs")" >/dev/null
@@ -364,6 +399,21 @@ except (ValueError, IndexError, ZeroDivisionError):
         if [ -n "$depth" ] && [ "$depth" != 32 ]; then
             say "run $run $name: rbd bench --rbd_cache=false at rustio's librbd depth ($depth)"
             rec "$run" "$name" rbd-depth "$(job - rbd_bench "$rw" "$pat" "$rbs" "$depth" "$ops" --rbd_cache=false)" >/dev/null
+        fi
+        bytes=$(( ${rbs%K} * 1024 ))
+        say "run $run $name: rustio's engine alone (rbd_loop, no transport)"
+        rec "$run" "$name" engine "$(job - eng "$rw" "$pat" "$bytes" 0)" >/dev/null
+        if [ -n "$outside" ]; then
+            say "run $run $name: rustio's engine, each request $outside µs outside librbd (rustio's, this round)"
+            rec "$run" "$name" engine-model "$(job - eng "$rw" "$pat" "$bytes" "$outside")" >/dev/null
+            # run workload asked-µs rustio's-librbd-depth model's-depth model's-actual-µs
+            echo "$run $name $outside ${depth_f:--} $(tail -n 1 "$OUT/engine.jsonl" | python3 -c '
+import json, sys
+try:
+    j = json.load(sys.stdin)
+    print(j["engine_depth"], j["outside_actual_us"])
+except (ValueError, KeyError):
+    print("- -")')" >>"$OUT/outside.txt"
         fi
     done
 done
@@ -407,7 +457,7 @@ for w, d in res.items():
     print(f"{w:15} {f(r):>13}" + (f" {f(rb):>9}" if has_b else "") + f" {f(g):>11} {f(t):>11} {f(b):>10} {f(n):>11} {q(r, t):>11} {q(n, t):>11} {q(r, b):>11} {q(r, n):>11}" + (f" {q(rb, n):>9}" if has_b else "") + f" {q(g, r):>13} {q(g, b):>10}   {per}")
 if cpu:
     print()
-    print("CPU per I/O (µs, user + system, medians): the target process, its client (loadgen; rbd bench is its own client)")
+    print("CPU per I/O (µs, user + system, medians): the target process, its client (loadgen; rbd bench and the engine loop are their own client)")
     print("and the cluster's daemons. 'iSCSI side' = target + client, against rbd bench (no cache) in the same run.")
     print(f"{'workload':15} {'contender':12} {'target':>8} {'client':>8} {'cluster':>8} {'iSCSI side':>11} {'target/rbd':>11} {'side/rbd':>9}")
     for w, d in cpu.items():
@@ -421,7 +471,7 @@ if osd:
     print()
     print("Operations in flight at the OSD (medians; IOPS x the OSD's summed client-op latency / I/Os, from its")
     print("admin socket), and in brackets OSD operations per I/O: how much of each contender's load is inside the cluster.")
-    whos = [k for k in ("rustio", "rustio-b", "group", "tgt", "rbd", "rbd-nocache", "rbd-depth") if any(k in d for d in osd.values())]
+    whos = [k for k in ("rustio", "rustio-b", "group", "tgt", "rbd", "rbd-nocache", "rbd-depth", "engine", "engine-model") if any(k in d for d in osd.values())]
     print(f"{'workload':15}" + "".join(f" {k:>16}" for k in whos))
     for w, d in osd.items():
         cell = lambda vs: "-" if not vs else f"{med([a for a, _ in vs]):.1f} ({med([b for _, b in vs]):.2f})"
@@ -455,8 +505,36 @@ if split:
         at = med(res.get(w, {}).get("rbd-depth", []))
         g = lambda v, p=2: "-" if v is None else f"{v:.{p}f}"
         print(f"{w:15} {g(c):>8} {g(t):>10} {g(s_):>10} {g(t - s_, 3):>11} {g(dep, 1):>13} {g(rb):>10} {f(at):>11} {q(med(res[w].get('rustio', [])), at):>12}")
+# rustio's engine without a transport: alone, and held outside librbd as long as rustio's requests were.
+# outside.txt: run workload asked-µs rustio's-librbd-depth model's-depth model's-actual-µs
+outside = {}
+try:
+    for l in open(f"{out}/outside.txt"):
+        p = l.split()
+        if len(p) == 6:
+            outside.setdefault(p[1], []).append(tuple(num(x) for x in p[2:6]))
+except OSError:
+    pass
+by_run = {}
+for r in rows:
+    by_run.setdefault(r[1], {}).setdefault(r[2], {})[r[0]] = num(r[3])
+if any("engine" in d for d in res.values()):
+    print()
+    print("rustio's RBD engine without a transport (crates/rbd/examples/rbd_loop.rs, 32 in flight, same stream; medians):")
+    print("'engine' alone against rbd bench (no cache), IOPS; 'model': each request held outside librbd, between its completion")
+    print("and the next submission, as long as rustio's were in the same round (asked; really held, ms), librbd's mean depth")
+    print("under rustio and under the model, the model's IOPS and rustio against it.")
+    print(f"{'workload':15} {'engine':>8} {'rbd bench':>10} {'engine/rbd':>11} {'outside ms':>11} {'(held)':>7} {'depth':>6} {'(model)':>8} {'model':>8} {'rustio/model':>13}   per-run rustio/model")
+    for w, d in res.items():
+        e, n, m, r = (med(d.get(k, [])) for k in ("engine", "rbd-nocache", "engine-model", "rustio"))
+        o = outside.get(w, [])
+        asked, dep, mdep, held = (med([v[i] for v in o]) for i in range(4))
+        g = lambda v, s=1, p=2: "-" if v is None else f"{v / s:.{p}f}"
+        runs_ = by_run.get(w, {})
+        per = " ".join(q(runs_.get("rustio", {}).get(k), v) for k, v in runs_.get("engine-model", {}).items())
+        print(f"{w:15} {f(e):>8} {f(n):>10} {q(e, n):>11} {g(asked, 1e3):>11} {g(held, 1e3):>7} {g(dep, 1, 1):>6} {g(mdep, 1, 1):>8} {f(m):>8} {q(r, m):>13}   {per}")
 json.dump({"secs": secs, "size_mib": size, "runs": runs, "load_end": load, "load_1min": loads,
            "layout": layout, "iops": res, "cpu_us_per_io": cpu, "osd_depth": osd, "rustio_b_params": b_params, "rustio_b_bin": b_bin,
-           "latency_split_ms": split}, open(f"{out}/rbd.json", "w"), indent=1)
+           "latency_split_ms": split, "outside_librbd_us": outside}, open(f"{out}/rbd.json", "w"), indent=1)
 EOF
 echo "results: $OUT/rbd.{txt,json}" >&2
