@@ -405,9 +405,11 @@ except (ValueError, IndexError, ZeroDivisionError):
         rec "$run" "$name" engine "$(job - eng "$rw" "$pat" "$bytes" 0)" >/dev/null
         if [ -n "$outside" ]; then
             say "run $run $name: rustio's engine, each request $outside µs outside librbd (rustio's, this round)"
+            lines=$(wc -l <"$OUT/engine.jsonl" 2>/dev/null || echo 0)
             rec "$run" "$name" engine-model "$(job - eng "$rw" "$pat" "$bytes" "$outside")" >/dev/null
             # run workload asked-µs rustio's-librbd-depth model's-depth model's-actual-µs
-            echo "$run $name $outside ${depth_f:--} $(tail -n 1 "$OUT/engine.jsonl" | python3 -c '
+            # (the last two "-" when the model's run printed nothing: it failed)
+            echo "$run $name $outside ${depth_f:--} $(tail -n +$((lines + 1)) "$OUT/engine.jsonl" | tail -n 1 | python3 -c '
 import json, sys
 try:
     j = json.load(sys.stdin)

@@ -50,6 +50,8 @@ const USAGE: &str = "usage: rbd_loop --image 'rbd/<pool>/<image>[;conf=PATH]' [-
 const MAX_BS: usize = 16 << 20;
 /// Most requests in flight.
 const MAX_QD: usize = 1024;
+/// Most buffer memory (`qd` × `bs`).
+const MAX_BUFFERS: usize = 1 << 30;
 /// Longest `--outside-us`: 10 s.
 const MAX_OUTSIDE_US: u64 = 10_000_000;
 /// How long the loop waits for a completion when every request is in flight before it
@@ -119,6 +121,12 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
     }
     if a.qd == 0 || a.qd > MAX_QD {
         return Err(format!("--qd: 1 to {MAX_QD}, not {}", a.qd));
+    }
+    if a.qd.saturating_mul(a.bs) > MAX_BUFFERS {
+        return Err(format!(
+            "--qd × --bs: at most {MAX_BUFFERS} bytes of buffers, not {} × {}",
+            a.qd, a.bs
+        ));
     }
     Ok(a)
 }
@@ -213,7 +221,11 @@ fn slot_offset(r: u64, slots: u64, bs: u64) -> u64 {
 
 /// Aims each resubmission early by the loop's own lateness, so that a slot waits
 /// `--outside-us` on average: a timed wait wakes late (the timer's slack, the thread's
-/// wake-up on a busy CPU), by 70–280 µs on the 2-CPU bench host.
+/// wake-up on a busy CPU), by 66–277 µs on the 2-CPU bench host. The aim is applied when
+/// a slot is looked at, never fixed in advance: a slot then never waits less than the
+/// delay minus the current lead, so the lead never has to go below zero, and the mean
+/// wait over a run is at least the delay less 8 × the final lead ÷ the resubmissions
+/// (more only where the loop cannot turn a slot round as fast as asked).
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Pacer {
     asked: Duration,
@@ -257,22 +269,27 @@ fn run_loop(store: &dyn Backstore, a: &Args) -> Result<Tally, String> {
     let (tx, rx) = mpsc::channel::<Done>();
     let start = Instant::now();
     let end = start + Duration::from_secs_f64(a.secs);
-    // Slots waiting to be submitted, with when they are due (FIFO: one fixed delay) and
-    // when their last request completed (none yet at the start).
-    let mut ready: VecDeque<(usize, Instant, Option<Instant>)> =
-        (0..a.qd).map(|s| (s, start, None)).collect();
+    // Slots waiting to be submitted, in the order their last request completed (none
+    // yet at the start: due at once). A slot is due at its completion plus the pacer's
+    // current aim, taken when it is looked at, so every slot waits behind the front one
+    // for no longer than its own due time.
+    let mut ready: VecDeque<(usize, Option<Instant>)> = (0..a.qd).map(|s| (s, None)).collect();
+    let due = |pacer: &Pacer, completed: Option<Instant>| completed.map_or(start, |c| pacer.due(c));
     let mut bufs: Vec<Option<Vec<u8>>> = (0..a.qd).map(|_| Some(vec![0x5a; a.bs])).collect();
     let mut sent = vec![start; a.qd];
     let mut in_flight = 0usize;
-    let mut off = 0u64;
+    let mut off = match random.as_mut() {
+        Some(r) => r.next()?,
+        None => 0,
+    };
     let mut tally = Tally::default();
     let mut failed: Option<String> = None;
     let mut pacer = Pacer::new(a.outside);
     loop {
         let now = Instant::now();
         let open = now < end && failed.is_none();
-        while let Some(&(slot, due, completed)) = ready.front() {
-            if !open || due > Instant::now() {
+        while let Some(&(slot, completed)) = ready.front() {
+            if !open || due(&pacer, completed) > Instant::now() {
                 break;
             }
             ready.pop_front();
@@ -311,7 +328,10 @@ fn run_loop(store: &dyn Backstore, a: &Args) -> Result<Tally, String> {
         }
         // Until the next slot is due, or, with nothing to submit, for a completion.
         let (wait, idle) = match ready.front() {
-            Some(&(_, due, _)) if open => (due.saturating_duration_since(Instant::now()), false),
+            Some(&(_, completed)) if open => (
+                due(&pacer, completed).saturating_duration_since(Instant::now()),
+                false,
+            ),
             _ => (STALL, true),
         };
         match rx.recv_timeout(wait) {
@@ -324,7 +344,7 @@ fn run_loop(store: &dyn Backstore, a: &Args) -> Result<Tally, String> {
                     tally.engine += d.at.saturating_duration_since(sent[d.slot]);
                 }
                 bufs[d.slot] = Some(d.buf);
-                ready.push_back((d.slot, pacer.due(d.at), Some(d.at)));
+                ready.push_back((d.slot, Some(d.at)));
             }
             Err(mpsc::RecvTimeoutError::Timeout) if idle => {
                 return Err(format!(
@@ -416,6 +436,7 @@ mod tests {
             &["--image", "rbd/p/i", "--bs", "33554432"],
             &["--image", "rbd/p/i", "--qd", "0"],
             &["--image", "rbd/p/i", "--qd", "1025"],
+            &["--image", "rbd/p/i", "--qd", "1024", "--bs", "16777216"],
             &["--image", "rbd/p/i", "--secs", "-1"],
             &["--image", "rbd/p/i", "--secs", "NaN"],
             &["--image", "rbd/p/i", "--outside-us", "10000001"],
