@@ -2,7 +2,8 @@
 # bench/rbd/run.sh — Ceph RBD: `rustio serve` (rbd LUN) vs tgtd's bs_rbd vs `rbd bench`
 # directly, on one single-node Ceph 16.2 cluster on 127.0.0.1, in one run.
 #
-#   bench/rbd/run.sh [--quick] [--runs N] [--no-tgt] [--no-group] [--pin] [--out DIR]
+#   bench/rbd/run.sh [--quick] [--runs N] [--no-tgt] [--no-group] [--pin]
+#                    [--client-cpus cluster|LIST] [--out DIR]
 #
 # Same image for every contender (pre-filled, so no read hits unallocated space), same
 # client (bench/loadgen, our iSCSI load generator) for both iSCSI targets, same queue
@@ -23,6 +24,12 @@
 # gateway host is not the OSD host, so that what a contender spends per I/O is not taken
 # from the OSD (on 2 CPUs: the cluster on CPU 0, the rest on CPU 1). A shared cluster's
 # affinity is put back at the end.
+# --client-cpus cluster|LIST: where the iSCSI client (loadgen) runs instead: `cluster`
+# (with --pin) on the cluster's CPUs, or a taskset CPU list. By default it shares the
+# contenders' CPUs, so on 2 CPUs the target and its client compete for one CPU while
+# `rbd bench`, which has no client, has it alone. Moving the client off the target's CPU
+# shows that part; it then takes CPU from the cluster instead, which `rbd bench` does not
+# pay (a deployment has the client on a third host, which 2 CPUs cannot model).
 # CPU per I/O: every job also records the CPU time (user + system) of the target process,
 # of its client (loadgen, or rbd bench itself) and of the cluster's daemons, and the
 # report adds a table of microseconds per I/O for each — what the iSCSI hop costs on top
@@ -61,7 +68,7 @@
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-QUICK=0 RUNS= TGT=1 GROUP=1 PIN=0
+QUICK=0 RUNS= TGT=1 GROUP=1 PIN=0 LG_CPUS=
 OUT=
 while (($#)); do
     case "$1" in
@@ -70,11 +77,20 @@ while (($#)); do
         --no-tgt) TGT=0; shift ;;
         --no-group) GROUP=0; shift ;;
         --pin) PIN=1; shift ;;
+        --client-cpus)
+            [ -n "${2:-}" ] || { echo "bench/rbd: --client-cpus needs 'cluster' or a CPU list" >&2; exit 2; }
+            LG_CPUS=$2; shift 2 ;;
         --out) OUT=$2; shift 2 ;;
-        -h|--help) sed -n '2,60p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,67p' "$0"; exit 0 ;;
         *) echo "bench/rbd: unknown argument $1" >&2; exit 2 ;;
     esac
 done
+case "$LG_CPUS" in
+    "") ;;
+    cluster) [ "$PIN" = 1 ] || { echo "bench/rbd: --client-cpus cluster needs --pin" >&2; exit 2; } ;;
+    *) [[ "$LG_CPUS" =~ ^[0-9]+(-[0-9]+)?(,[0-9]+(-[0-9]+)?)*$ ]] && taskset -c "$LG_CPUS" true 2>/dev/null ||
+        { echo "bench/rbd: --client-cpus takes 'cluster' or a list of this host's CPUs (e.g. 0 or 0-1,3), not '$LG_CPUS'" >&2; exit 2; } ;;
+esac
 TIME=${TIME:-$([ "$QUICK" = 1 ] && echo 3 || echo 10)}
 RUNS=${RUNS:-$([ "$QUICK" = 1 ] && echo 1 || echo 3)}
 SIZE_MB=$([ "$QUICK" = 1 ] && echo 256 || echo 1024)
@@ -161,6 +177,13 @@ if [ "$PIN" = 1 ]; then
     ON_CLIENT=(taskset -c "$CLIENT_CPUS")
     pin_cluster "$CLUSTER_CPUS" || { echo "bench/rbd: could not pin the cluster (no $CEPH_DIR/pids?)" >&2; exit 2; }
     say "pinned: cluster on CPUs $CLUSTER_CPUS, contenders on $CLIENT_CPUS"
+fi
+# --client-cpus: loadgen's CPUs (ON_LOADGEN); by default the contenders'.
+ON_LOADGEN=("${ON_CLIENT[@]}")
+[ "$LG_CPUS" = cluster ] && LG_CPUS=$CLUSTER_CPUS
+if [ -n "$LG_CPUS" ]; then
+    ON_LOADGEN=(taskset -c "$LG_CPUS")
+    say "the iSCSI client (loadgen) on CPUs $LG_CPUS"
 fi
 rbd --conf "$CONF" create --size "${SIZE_MB}M" "$IMG" || exit 2
 MADE_IMAGE=1
@@ -304,7 +327,7 @@ done
 
 lg() { # port iqn lun rw pattern bs → "IOPS IOS" (loadgen's CPU in $OUT/client.cpu)
     /usr/bin/time -f "%U %S" -o "$OUT/client.cpu" \
-        "${ON_CLIENT[@]}" "$LOADGEN" run --portal "127.0.0.1:$1" --target "$2" --lun "$3" --initiator iqn.2024-01.org.rustio:bench \
+        "${ON_LOADGEN[@]}" "$LOADGEN" run --portal "127.0.0.1:$1" --target "$2" --lun "$3" --initiator iqn.2024-01.org.rustio:bench \
         --rw "$4" --pattern "$5" --bs "$6" --qd 32 --time "$TIME" 2>>"$OUT/loadgen.err" |
         tee -a "$OUT/loadgen.jsonl" | python3 -c 'import json,sys; j = json.load(sys.stdin); print(j["iops"], j["ios"])'
 }
@@ -421,11 +444,13 @@ except (ValueError, KeyError):
 done
 
 # --- report ------------------------------------------------------------------------------------------
-python3 - "$OUT" "$TIME" "$SIZE_MB" "$RUNS" "$(cat /proc/loadavg)" "${CLUSTER_CPUS:-}" "${CLIENT_CPUS:-}" "$B_PARAMS" "$B_BIN" <<'EOF' | tee "$OUT/rbd.txt"
+python3 - "$OUT" "$TIME" "$SIZE_MB" "$RUNS" "$(cat /proc/loadavg)" "${CLUSTER_CPUS:-}" "${CLIENT_CPUS:-}" "$B_PARAMS" "$B_BIN" "$LG_CPUS" <<'EOF' | tee "$OUT/rbd.txt"
 import json, statistics, sys
 out, secs, size, runs, load = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 cluster_cpus, client_cpus, b_params, b_bin = sys.argv[6], sys.argv[7], sys.argv[8], sys.argv[9]
 layout = f"cluster on CPUs {cluster_cpus}, contenders on {client_cpus}" if cluster_cpus else "cluster and contenders on every CPU"
+if sys.argv[10]:
+    layout += f", the iSCSI client (loadgen) on CPUs {sys.argv[10]}"
 # run workload contender IOPS load [IOS TARGET_S CLIENT_S CLUSTER_S [OPS SECONDS]]
 rows = [l.split() for l in open(f"{out}/runs.txt") if l.strip()]
 def num(v):
