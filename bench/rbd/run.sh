@@ -85,10 +85,22 @@ while (($#)); do
         *) echo "bench/rbd: unknown argument $1" >&2; exit 2 ;;
     esac
 done
+cpus_ok() { # CPU list → true when it is well formed and every CPU in it can run this shell
+    # (taskset alone accepts a list as long as one of its CPUs exists)
+    local part lo hi n
+    [[ "$1" =~ ^[0-9]+(-[0-9]+)?(,[0-9]+(-[0-9]+)?)*$ ]] || return 1
+    for part in ${1//,/ }; do
+        lo=$((10#${part%-*})) hi=$((10#${part#*-}))
+        ((lo <= hi && hi < 4096)) || return 1
+        for ((n = lo; n <= hi; n++)); do
+            taskset -c "$n" true 2>/dev/null || return 1
+        done
+    done
+}
 case "$LG_CPUS" in
     "") ;;
     cluster) [ "$PIN" = 1 ] || { echo "bench/rbd: --client-cpus cluster needs --pin" >&2; exit 2; } ;;
-    *) [[ "$LG_CPUS" =~ ^[0-9]+(-[0-9]+)?(,[0-9]+(-[0-9]+)?)*$ ]] && taskset -c "$LG_CPUS" true 2>/dev/null ||
+    *) cpus_ok "$LG_CPUS" ||
         { echo "bench/rbd: --client-cpus takes 'cluster' or a list of this host's CPUs (e.g. 0 or 0-1,3), not '$LG_CPUS'" >&2; exit 2; } ;;
 esac
 TIME=${TIME:-$([ "$QUICK" = 1 ] && echo 3 || echo 10)}
