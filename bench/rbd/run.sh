@@ -88,7 +88,7 @@ done
 cpus_ok() { # CPU list → true when it is well formed and every CPU in it can run this shell
     # (taskset alone accepts a list as long as one of its CPUs exists)
     local part lo hi n
-    [[ "$1" =~ ^[0-9]+(-[0-9]+)?(,[0-9]+(-[0-9]+)?)*$ ]] || return 1
+    [[ "$1" =~ ^[0-9]{1,4}(-[0-9]{1,4})?(,[0-9]{1,4}(-[0-9]{1,4})?)*$ ]] || return 1
     for part in ${1//,/ }; do
         lo=$((10#${part%-*})) hi=$((10#${part#*-}))
         ((lo <= hi && hi < 4096)) || return 1
