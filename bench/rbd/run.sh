@@ -81,7 +81,7 @@ while (($#)); do
             [ -n "${2:-}" ] || { echo "bench/rbd: --client-cpus needs 'cluster' or a CPU list" >&2; exit 2; }
             LG_CPUS=$2; shift 2 ;;
         --out) OUT=$2; shift 2 ;;
-        -h|--help) sed -n '2,67p' "$0"; exit 0 ;;
+        -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1' "$0"; exit 0 ;;
         *) echo "bench/rbd: unknown argument $1" >&2; exit 2 ;;
     esac
 done
