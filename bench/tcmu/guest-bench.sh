@@ -10,7 +10,8 @@
 #   randread-4k-qd32, randwrite-4k-qd32, seqread-1m-qd8   (10 s each; --quick: 3 s)
 # each run RUSTIO_BENCH_RUNS times (default 3; --quick: 1), rounds interleaved
 # (rr, rw, sr, rr, ...); the report takes the median run.
-# Backends (RUSTIO_BENCH_BACKENDS, comma list, default all, in this order):
+# Backends (RUSTIO_BENCH_BACKENDS, comma list; default: the first five, in this order;
+# the others run only when named):
 #   kernel-fileio      LIO fileio backstore on the tmpfs file (no userspace daemon)
 #   rustio-file        rustio runner, user:file on the tmpfs file
 #   tcmu-runner-file   tcmu-runner, its `file` handler (handler_file.so built by
@@ -20,6 +21,10 @@
 #   tcmu-runner-qcow   tcmu-runner, Debian's handler_qcow.so, same kind of image on ext4
 #                      (tcmu-runner's qcow handler allocates clusters with fallocate
 #                      ZERO_RANGE, which tmpfs lacks; it opens the image buffered)
+#   rustio-null        rustio runner, user:ram/nullio (reads zeros, drops writes): the ring,
+#                      the doorbell, the poller's waits and the SCSI engine with no store
+#                      behind them; run only when named. The TCMU side's floor of rustio's
+#                      CPU per I/O, next to the file floor below (no TCMU at all).
 #   floor-file         RUSTIO_BENCH_FLOOR=1 (default off): no TCMU at all. The same fio jobs
 #   floor-file-mt      run straight on the same tmpfs file (same size, same copy of the fill
 #                      data) with ioengine=pvsync (one preadv/pwritev per I/O, as a TCMU file
@@ -395,6 +400,7 @@ bench_backend() { # NAME
       qemu-img convert -f raw -O qcow2 "$FILL" "$QIMG" || { meta status error; meta error "qemu-img convert failed"; return 1; }
       meta image "$(qemu-img info "$QIMG" 2>/dev/null | grep -E 'disk size|cluster_size' | tr '\n' ' ')"
       ;;
+    *-null) ;;
     *)
       if [[ $FILE_ON_EXT4 == 1 ]]; then
         mount_qcow_fs || { meta status unavailable; meta error "ext4 loop mount failed"; return 1; }
@@ -411,7 +417,7 @@ bench_backend() { # NAME
     kernel-fileio)
       create_fileio_dev 9 bench || { meta status error; meta error "fileio backstore refused"; teardown; return 1; }
       d=$CORE/fileio_9/bench ;;
-    rustio-file|rustio-qcow|rustio-[bc]-file|rustio-[bc]-qcow)
+    rustio-file|rustio-qcow|rustio-null|rustio-[bc]-file|rustio-[bc]-qcow)
       local qopts=${RUSTIO_BENCH_QCOW_OPTS:-}
       if [[ $b == rustio-[bc]-* ]]; then
         local v=${b#rustio-}; v=${v%%-*}; v=${v^^}
@@ -423,7 +429,11 @@ bench_backend() { # NAME
       else
         start_rustio "$bo/daemon.log" || { meta status error; meta error "rustio runner did not start"; teardown; return 1; }
       fi
-      if [[ $b == *-file ]]; then cfg="file/$RAWIMG"; else cfg="qcow/$QIMG$qopts"; fi
+      case $b in
+        *-file) cfg="file/$RAWIMG" ;;
+        *-null) cfg="ram/nullio" ;;
+        *) cfg="qcow/$QIMG$qopts" ;;
+      esac
       create_user_dev 7 bench "$cfg" || { meta status error; meta error "user backstore $cfg refused"; tail -5 "$bo/daemon.log"; teardown; return 1; }
       d=$CORE/user_7/bench ;;
     tcmu-runner-file|tcmu-runner-qcow)

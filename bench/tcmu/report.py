@@ -17,9 +17,10 @@ import sys
 from typing import Optional
 
 BACKENDS = ["kernel-fileio", "rustio-file", "tcmu-runner-file", "rustio-qcow", "tcmu-runner-qcow"]
-# Other rustio binaries / option sets (RUSTIO_BIN_B, RUSTIO_BENCH_RUNNER_ARGS_B; _C),
-# reported only when they ran.
-OPTIONAL = ["rustio-b-file", "rustio-b-qcow", "rustio-c-file", "rustio-c-qcow"]
+# Other rustio binaries / option sets (RUSTIO_BIN_B, RUSTIO_BENCH_RUNNER_ARGS_B; _C) and
+# rustio-null (the runner on ram/nullio: the TCMU side with no store), reported only when
+# they ran.
+OPTIONAL = ["rustio-b-file", "rustio-b-qcow", "rustio-c-file", "rustio-c-qcow", "rustio-null"]
 # The floor round (guest-bench.sh RUSTIO_BENCH_FLOOR=1): fio pvsync straight on the backing
 # file, no TCMU; its "daemon CPU" is fio's own (numjobs 1 / nproc).
 FLOOR = ["floor-file", "floor-file-mt"]

@@ -753,7 +753,7 @@ mod tests {
     use super::*;
     use crate::abi;
     use crate::mmap::SharedMemory;
-    use crate::ring::fake::FakeKernel;
+    use crate::ring::fake::{rw10, FakeKernel};
     use crate::target::ScsiOutcome;
     use std::sync::atomic::AtomicUsize;
 
@@ -832,13 +832,6 @@ mod tests {
             Err(rustio_backstore::Error::ReadOnly)
         }
         fn set_write_cache(&self, _enabled: bool) {}
-    }
-
-    fn rw10(op: u8, lba: u32, blocks: u16) -> Vec<u8> {
-        let mut c = vec![op, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-        c[2..6].copy_from_slice(&lba.to_be_bytes());
-        c[7..9].copy_from_slice(&blocks.to_be_bytes());
-        c
     }
 
     fn setup(flags: u16) -> (FakeKernel, Arc<TinyDisk>, Arc<CountNotify>, Device) {

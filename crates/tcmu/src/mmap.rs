@@ -223,14 +223,17 @@ impl RawRegion {
             buf[i] = unsafe { AtomicU8::from_ptr(self.at(offset + i)) }.load(Ordering::Relaxed);
             i += 1;
         }
-        while i + 8 <= n {
-            // SAFETY: `[offset + i, offset + i + 8)` is in bounds (checked above) and the
-            // address is 8-byte aligned by the loop above; accessed atomically only.
-            let w = unsafe { AtomicU64::from_ptr(self.at(offset + i).cast::<u64>()) }
-                .load(Ordering::Relaxed);
-            buf[i..i + 8].copy_from_slice(&w.to_ne_bytes());
-            i += 8;
+        // Whole words by chunks, which needs no bounds check per word.
+        let words = self.at(offset + i).cast::<u64>();
+        let mut chunks = buf[i..].chunks_exact_mut(8);
+        for (k, chunk) in (&mut chunks).enumerate() {
+            // SAFETY: word `k` is `[offset + i + 8k, offset + i + 8k + 8)`, inside
+            // `[offset, offset + n)`, which is in bounds (checked above); the address is
+            // 8-byte aligned by the loop above; accessed atomically only.
+            let w = unsafe { AtomicU64::from_ptr(words.wrapping_add(k)) }.load(Ordering::Relaxed);
+            chunk.copy_from_slice(&w.to_ne_bytes());
         }
+        i = n - chunks.into_remainder().len();
         while i < n {
             // SAFETY: in bounds as above; bytes need no alignment.
             buf[i] = unsafe { AtomicU8::from_ptr(self.at(offset + i)) }.load(Ordering::Relaxed);
@@ -248,14 +251,18 @@ impl RawRegion {
             unsafe { AtomicU8::from_ptr(self.at(offset + i)) }.store(data[i], Ordering::Relaxed);
             i += 1;
         }
-        while i + 8 <= n {
+        let words = self.at(offset + i).cast::<u64>();
+        let chunks = data[i..].chunks_exact(8);
+        let rest = chunks.remainder().len();
+        for (k, chunk) in chunks.enumerate() {
             let mut w = [0u8; 8];
-            w.copy_from_slice(&data[i..i + 8]);
-            // SAFETY: in bounds (checked above) and 8-byte aligned (loop above).
-            unsafe { AtomicU64::from_ptr(self.at(offset + i).cast::<u64>()) }
+            w.copy_from_slice(chunk);
+            // SAFETY: word `k` is in bounds (checked above), as in `read`, and 8-byte
+            // aligned (loop above).
+            unsafe { AtomicU64::from_ptr(words.wrapping_add(k)) }
                 .store(u64::from_ne_bytes(w), Ordering::Relaxed);
-            i += 8;
         }
+        i = n - rest;
         while i < n {
             // SAFETY: in bounds (checked above); bytes need no alignment.
             unsafe { AtomicU8::from_ptr(self.at(offset + i)) }.store(data[i], Ordering::Relaxed);
