@@ -251,9 +251,14 @@ teardown() {
   done
   stop_daemon
   rm -f "$RAWIMG" "$QIMG"
-  # The qcow2 image's ext4 lives in a loop file on the guest's tmpfs, whose blocks stay
-  # allocated after the image is deleted (a file backend after a qcow one found no room
-  # for its copy of the fill data): each qcow backend gets a fresh one.
+  drop_qcow_fs
+}
+
+# The qcow2 image's ext4 (and, with RUSTIO_BENCH_FILE_ON_EXT4=1, the file backends') lives
+# in a loop file on the guest's tmpfs, whose blocks stay allocated after the image is
+# deleted (a file backend after a qcow one found no room for its copy of the fill data):
+# each backend that needs one mounts a fresh one, and drops it when done.
+drop_qcow_fs() {
   if mountpoint -q "$QMNT"; then umount "$QMNT" || echo "umount $QMNT failed"; fi
   rm -f /tmp/qcow-ext4.img
 }
@@ -504,7 +509,7 @@ bench_backend() { # NAME
   [[ -n $DAEMON_PID ]] && meta vmhwm_kb "$(hwm_kb "$DAEMON_PID")" && meta rss_store_kb "$(store_rss_kb "$DAEMON_PID")"
   if ((failed)); then meta status partial; else meta status ok; fi
   dmesg | grep -E "I/O error|critical|tcmu|TCMU" | tail -20 >"$bo/dmesg-tail.txt"
-  if ((FLOOR_JOBS > 0)); then FLOOR_JOBS=0; rm -f "$RAWIMG"; return 0; fi
+  if ((FLOOR_JOBS > 0)); then FLOOR_JOBS=0; rm -f "$RAWIMG"; drop_qcow_fs; return 0; fi
   teardown
   if [[ $b == tcmu-runner-* && -f /var/log/tcmu-runner.log ]]; then
     cp /var/log/tcmu-runner.log "$bo/tcmu-runner.log"; : >/var/log/tcmu-runner.log
