@@ -264,6 +264,7 @@ drop_qcow_fs() {
 }
 
 mount_qcow_fs() { # a fresh ext4 for the qcow2 image, in a loop file on the guest's tmpfs
+  drop_qcow_fs # one a failed backend left behind (its early returns skip teardown)
   mkdir -p "$QMNT"
   truncate -s $(((SIZE_MB + SIZE_MB / 4 + 64) << 20)) /tmp/qcow-ext4.img &&
     mkfs.ext4 -q -F /tmp/qcow-ext4.img && mount -o loop /tmp/qcow-ext4.img "$QMNT"

@@ -1292,7 +1292,7 @@ mod tests {
     }
 
     /// A CDB the entry points elsewhere to is read from there: inside the snapshot but
-    /// not after the iovecs, straddling the snapshot's end, and in another entry.
+    /// not after the iovecs, straddling the snapshot's end, and in the ring past the entry.
     #[test]
     fn cdb_elsewhere_is_read_where_cdb_off_points() {
         const CDB: [u8; 10] = [0x2a, 0, 0, 0, 0, 7, 0, 0, 1, 0];
