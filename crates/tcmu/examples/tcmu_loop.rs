@@ -25,8 +25,8 @@
 //! ```
 //!
 //! Prints one JSON line: the workload (`rw`, `bs`, `qd`), commands run, how many failed
-//! (non-zero status), doorbell rings and the seconds the loop took. Any failed command makes the exit status 1. Writes
-//! change the image.
+//! (non-zero status), doorbell rings and the seconds the loop took. Any failed command
+//! makes the exit status 1. Writes change the image.
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
