@@ -33,7 +33,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use rustio_tcmu::device::{Buffers, Device, Notify};
+use rustio_tcmu::device::{Buffers, Device, Notify, Work};
 use rustio_tcmu::handler::{DeviceInfo, Handlers};
 use rustio_tcmu::ring::fake::{rw10, FakeKernel};
 use rustio_tcmu::ring::Ring;
@@ -67,16 +67,6 @@ const MAX_DATA: usize = 1 << 30;
 /// the CDB, rounded to 8).
 const ENTRY: usize = 128;
 
-fn parse_size(v: &str) -> Option<u64> {
-    let (digits, shift) = match v.as_bytes().last()? {
-        b'K' | b'k' => (&v[..v.len() - 1], 10),
-        b'M' | b'm' => (&v[..v.len() - 1], 20),
-        b'G' | b'g' => (&v[..v.len() - 1], 30),
-        _ => (v, 0),
-    };
-    digits.parse::<u64>().ok()?.checked_mul(1 << shift)
-}
-
 fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut a = Args {
         dev_config: String::new(),
@@ -95,8 +85,8 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
         match flag.as_str() {
             "--dev-config" => a.dev_config = value()?,
             "--size" => {
-                let v = value()?;
-                a.size = parse_size(&v).ok_or_else(|| format!("--size: not a size: {v}"))?;
+                a.size =
+                    rustio_config::parse_size(&value()?).map_err(|e| format!("--size: {e}"))?;
             }
             "--rw" => {
                 a.write = match value()?.as_str() {
@@ -164,6 +154,32 @@ fn next(state: &mut u64) -> u64 {
 /// What a run did: commands, failed commands, doorbell rings, seconds.
 type Outcome = (u64, u64, u64, f64);
 
+/// One pass of the runner over the `n` commands the fake kernel just queued: `poll`, then
+/// `run` for each, as its inline execution does; then the kernel's completion walk from
+/// `tail`. Returns how many completed with a non-zero status.
+fn pass(
+    dev: &Device,
+    kernel: &FakeKernel,
+    n: usize,
+    work: &mut Vec<Work>,
+    bufs: &mut Buffers,
+    tail: &mut u32,
+) -> Result<u64, String> {
+    dev.poll(work).map_err(|e| format!("poll: {e}"))?;
+    if work.len() != n {
+        return Err(format!("{} of {n} queued commands were read", work.len()));
+    }
+    for w in work.drain(..) {
+        dev.run(w, bufs);
+    }
+    let (completed, pos) = kernel.reap(*tail);
+    *tail = pos;
+    if completed.len() != n {
+        return Err(format!("{} of {n} commands completed", completed.len()));
+    }
+    Ok(completed.iter().filter(|c| c.1 != 0).count() as u64)
+}
+
 fn run(a: &Args) -> Result<Outcome, String> {
     let info = DeviceInfo {
         name: "loop".into(),
@@ -195,12 +211,7 @@ fn run(a: &Args) -> Result<Outcome, String> {
     // A new unit's first command gets the power-on UNIT ATTENTION (SPC-4 6.47): a TEST
     // UNIT READY takes it, as an initiator's scan does.
     kernel.push_cmd(0, &[0u8; 6], &[], &[]);
-    dev.poll(&mut work).map_err(|e| format!("poll: {e}"))?;
-    for w in work.drain(..) {
-        dev.run(w, &mut bufs);
-    }
-    let (_, pos) = kernel.reap(tail);
-    tail = pos;
+    pass(&dev, &kernel, 1, &mut work, &mut bufs, &mut tail)?;
     let (mut done, mut failed) = (0u64, 0u64);
     let start = Instant::now();
     while done < a.ops {
@@ -212,19 +223,7 @@ fn run(a: &Args) -> Result<Outcome, String> {
             let cdb = rw10(if a.write { 0x2a } else { 0x28 }, lba as u32, per);
             kernel.push_cmd(i as u16, &cdb, &[iov], &[]);
         }
-        dev.poll(&mut work).map_err(|e| format!("poll: {e}"))?;
-        if work.len() != n {
-            return Err(format!("{} of {n} queued commands were read", work.len()));
-        }
-        for w in work.drain(..) {
-            dev.run(w, &mut bufs);
-        }
-        let (completed, pos) = kernel.reap(tail);
-        tail = pos;
-        if completed.len() != n {
-            return Err(format!("{} of {n} commands completed", completed.len()));
-        }
-        failed += completed.iter().filter(|c| c.1 != 0).count() as u64;
+        failed += pass(&dev, &kernel, n, &mut work, &mut bufs, &mut tail)?;
         done += n as u64;
     }
     let secs = start.elapsed().as_secs_f64();
@@ -270,9 +269,10 @@ mod tests {
 
     #[test]
     fn sizes_and_limits() {
-        assert_eq!(parse_size("512M"), Some(512 << 20));
-        assert_eq!(parse_size("4096"), Some(4096));
-        assert_eq!(parse_size("18446744073709551615G"), None);
+        let size = |v: &str| args(&["--dev-config", "ram/", "--size", v]).map(|a| a.size);
+        assert_eq!(size("512M"), Ok(512 << 20));
+        assert_eq!(size("4096"), Ok(4096));
+        assert!(size("18446744073709551615G").is_err());
         let a = args(&["--dev-config", "ram/", "--size", "1M", "--rw", "write"]).unwrap();
         assert!(a.write);
         assert_eq!((a.size, a.bs, a.qd), (1 << 20, 4096, 32));
