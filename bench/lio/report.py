@@ -18,6 +18,9 @@ import statistics
 import sys
 from typing import Optional
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from vmreport import read_kv  # noqa: E402  (bench/vmreport.py: the stages' shared helpers)
+
 LUNS = ["lio-ram", "rustio-ram", "lio-file", "rustio-file"]
 # (workload, client, headline metric)
 WORKLOADS = [
@@ -29,19 +32,6 @@ WORKLOADS = [
 BS = {"randread-4k-qd32": 4096, "seqread-128k-qd32": 131072, "lat-randread-4k-qd1": 4096,
       "randread-4k-qd32-ip": 4096}  # fmt: skip
 PAIRS = [("ram", "rustio-ram", "lio-ram"), ("file", "rustio-file", "lio-file")]
-
-
-def read_kv(path: str) -> dict:
-    out: dict = {}
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            for line in f:
-                k, sep, v = line.rstrip("\n").partition("=")
-                if sep and k not in out:
-                    out[k] = v
-    except OSError:
-        pass
-    return out
 
 
 def read_text(path: str) -> Optional[str]:

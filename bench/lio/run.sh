@@ -43,26 +43,11 @@ t0=$(date +%s)
 # rtslib/targetcli want /etc/target; the guest gets a writable one only if the host has it.
 mkdir -p /etc/target
 
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/work/target-bench}
-if [[ -z "${RUSTIO_BIN:-}" ]]; then
-  echo "lio bench: cargo build --release -p rustio (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)" >&2
-  (cd "$root" && cargo build --release -p rustio --bin rustio) >&2
-  export RUSTIO_BIN=$CARGO_TARGET_DIR/release/rustio
-fi
-if [[ -z "${LOADGEN_BIN:-}" ]]; then
-  echo "lio bench: cargo build --release of bench/loadgen (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)" >&2
-  cargo build --release --manifest-path "$root/bench/loadgen/Cargo.toml" >&2
-  export LOADGEN_BIN=$CARGO_TARGET_DIR/release/loadgen
-fi
-for b in "$RUSTIO_BIN" "$LOADGEN_BIN"; do
-  [[ -x "$b" ]] || { echo "lio bench: no binary at $b" >&2; exit 1; }
-done
-# Binaries the guest cannot see where they are go into a shared directory (stage-bin.sh).
+# Binaries: built unless given, staged where the guest can see them (stage-bin.sh).
 . "$here/../stage-bin.sh"
 bindir=/var/tmp/rustio-bench/lio-bin-$$
 trap 'rm -rf "$bindir"' EXIT
-RUSTIO_BIN=$(stage_bin "$bindir" "$RUSTIO_BIN")
-LOADGEN_BIN=$(stage_bin "$bindir" "$LOADGEN_BIN")
+vm_stage_bins lio "$bindir"
 vm_args=(--timeout "${VM_TIMEOUT:-900}" --mem "${VM_MEM:-3G}" --out "$out/vm"
          --env "RUSTIO_BIN=$RUSTIO_BIN" --env "LOADGEN_BIN=$LOADGEN_BIN")
 [[ -d "$bindir" ]] && vm_args+=(--share "$bindir")
@@ -82,19 +67,5 @@ vm_args=(--timeout "${VM_TIMEOUT:-900}" --mem "${VM_MEM:-3G}" --out "$out/vm"
 
 guest_args=()
 ((quick)) && guest_args+=(--quick)
-rc=0
-"$root/tests/vm/run.sh" "${vm_args[@]}" "$here/guest-bench.sh" "${guest_args[@]}" \
-  >"$out/console.txt" 2>&1 </dev/null || rc=$?
-grep -E '^\[ *[0-9.]+s\]' "$out/console.txt" >&2 || true
-{
-  echo "loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg)"
-  echo "vm_rc=$rc"
-  echo "wall_s=$(($(date +%s) - t0))"
-} >>"$out/host.env"
-if [[ ! -d "$out/vm/out" ]]; then
-  echo "lio bench: VM produced no output (exit $rc); see $out/console.txt" >&2
-  exit "$((rc ? rc : 1))"
-fi
-python3 "$here/report.py" "$out/vm/out" "$out/lio.json" --host-info "$out/host.env"
-echo "lio bench: VM exit $rc, $(($(date +%s) - t0)) s; results in $out/lio.{json,txt}" >&2
-exit "$rc"
+vm_stage_run lio "$out" "$here/guest-bench.sh" "$here/report.py" lio.json '^\[ *[0-9.]+s\]' . \
+  -- "${vm_args[@]}" -- "${guest_args[@]}"

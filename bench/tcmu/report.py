@@ -16,6 +16,9 @@ import re
 import sys
 from typing import Optional
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from vmreport import read_kv  # noqa: E402  (bench/vmreport.py: the stages' shared helpers)
+
 BACKENDS = ["kernel-fileio", "rustio-file", "tcmu-runner-file", "rustio-qcow", "tcmu-runner-qcow"]
 # Other rustio binaries / option sets (RUSTIO_BIN_B, RUSTIO_BENCH_RUNNER_ARGS_B; _C) and
 # rustio-null (the runner on ram/nullio: the TCMU side with no store), reported only when
@@ -47,19 +50,6 @@ RATIOS = [
     ("rustio-c-qcow / rustio-qcow", "rustio-c-qcow", "rustio-qcow"),
 ]
 MiB = 1 << 20
-
-
-def read_kv(path: str) -> dict:
-    out: dict = {}
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            for line in f:
-                k, sep, v = line.rstrip("\n").partition("=")
-                if sep and k not in out:  # the first status/error wins
-                    out[k] = v
-    except OSError:
-        pass
-    return out
 
 
 def fio_job(path: str) -> Optional[dict]:

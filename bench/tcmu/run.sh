@@ -92,19 +92,5 @@ fi
 
 guest_args=()
 ((quick)) && guest_args+=(--quick)
-rc=0
-"$root/tests/vm/run.sh" "${vm_args[@]}" "$here/guest-bench.sh" "${guest_args[@]}" \
-  >"$out/console.txt" 2>&1 || rc=$?
-grep -E '^\[ *[0-9.]+s\]|fio:|bench backends' "$out/console.txt" >&2 || true
-{
-  echo "loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg)"
-  echo "vm_rc=$rc"
-  echo "wall_s=$(($(date +%s) - t0))"
-} >>"$out/host.env"
-if [[ ! -d "$out/vm/out" ]]; then
-  echo "tcmu bench: VM produced no output (exit $rc); see $out/console.txt" >&2
-  exit "$((rc ? rc : 1))"
-fi
-python3 "$here/report.py" "$out/vm/out" "$out/tcmu.json" --host-info "$out/host.env"
-echo "tcmu bench: VM exit $rc, $(($(date +%s) - t0)) s; results in $out/tcmu.{json,txt}" >&2
-exit "$rc"
+vm_stage_run tcmu "$out" "$here/guest-bench.sh" "$here/report.py" tcmu.json '^\[ *[0-9.]+s\]|fio:|bench backends' . \
+  -- "${vm_args[@]}" -- "${guest_args[@]}"

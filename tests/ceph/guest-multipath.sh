@@ -20,7 +20,7 @@
 #   * cleanup: map flushed, multipathd stopped, logout, gateways and cluster stopped.
 # Guest set-up this needs (the VM has no udev/systemd and a read-only /etc): udevd started
 # by hand (multipathd ignores disks udev has not initialized), an overlay on /etc for
-# /etc/multipath.conf and /etc/multipath/, and a /dev/fd link.
+# /etc/multipath.conf and /etc/multipath/, and a /dev/fd link (tests/ceph/guest-ceph.sh).
 # Prints PASS/FAIL per check and exits non-zero when one failed. Every wait is bounded.
 #
 # Env: RUSTIO_RBD_BIN (required: rustio built with --features rbd), MP_FIO_SIZE (fio's
@@ -31,6 +31,8 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 # shellcheck source=../vm/guest-lib.sh
 . "$ROOT/tests/vm/guest-lib.sh"
+# shellcheck source=guest-ceph.sh
+. "$ROOT/tests/ceph/guest-ceph.sh"
 
 [[ "${RUSTIO_VM:-}" == 1 ]] || { echo "guest-multipath.sh must run inside the VM (tests/vm/run.sh)"; exit 2; }
 BIN=${RUSTIO_RBD_BIN:?RUSTIO_RBD_BIN must name a rustio binary built with --features rbd}
@@ -51,9 +53,6 @@ cd "$W" || exit 2    # fio and multipath write state files into the cwd
 # libdevmapper makes the /dev/mapper nodes itself and never waits for udev to confirm them
 # (the guest's udevd is started by hand below; a lost confirmation must not hang multipath).
 export DM_DISABLE_UDEV=1
-# The guest's devtmpfs has no /dev/fd (udev/systemd make it), which bash's process
-# substitution needs: without it stop.sh cannot read its pid list and leaves the daemons.
-[[ -e /dev/fd ]] || ln -s /proc/self/fd /dev/fd
 
 now_ms() { date +%s%3N; }
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -93,24 +92,7 @@ ceph_gone() { # the cluster dir is removed and no daemon of it runs (zombies hav
 }
 
 # --- the cluster ---
-# start.sh bounds every ceph/rbd CLI call by `timeout 60`; under TCG on a busy host one
-# call can take longer (measured: `ceph osd new` > 60 s at host load 19, when the monitor
-# alone needed 70 s to come up). A `timeout` first on start.sh's PATH stretches those
-# bounds by MP_CLI_STRETCH (default 5); start.sh's readiness waits use CEPH_TIMEOUT.
-ceph_start() {
-  ip link set lo up 2>/dev/null
-  mkdir -p "$CEPH_DIR" "$W/shim"
-  cat >"$W/shim/timeout" <<'SH'
-#!/bin/bash
-if [[ $# -ge 2 && $1 =~ ^[0-9]+$ ]]; then d=$(($1 * ${MP_CLI_STRETCH:-5})); shift; exec /usr/bin/timeout "$d" "$@"; fi
-exec /usr/bin/timeout "$@"
-SH
-  chmod +x "$W/shim/timeout"
-  PATH="$W/shim:$PATH" CEPH_OBJECTSTORE=memstore CEPH_TIMEOUT=600 CEPH_RBD_IMAGE="$POOL/$IMAGE" \
-    CEPH_RBD_SIZE=$((SIZE >> 20))M "$ROOT/tests/ceph/start.sh" >"$OUT/ceph-start.log" 2>&1 ||
-    { tail -30 "$OUT/ceph-start.log"; return 1; }
-  grep -E '^\[ *[0-9.]+s\] (cluster ready|health)' "$OUT/ceph-start.log"
-}
+ceph_start() { guest_ceph_start "$W" "$OUT/ceph-start.log" "$POOL/$IMAGE" $((SIZE >> 20)); }
 t=$(date +%s)
 if [[ -n "${MP_REUSE_CEPH:-}" ]]; then
   # Development: a cluster this guest already runs (CEPH_DIR given), kept at the end.
