@@ -27,6 +27,9 @@ vm_stage_run() {
   local vm_args=()
   while (($#)) && [[ $1 != -- ]]; do vm_args+=("$1"); shift; done
   [[ ${1:-} == -- ]] && shift
+  # tests/vm/run.sh keeps what an earlier run left in OUT/vm/out: a VM that fails early
+  # must not leave that to be reported as its own.
+  rm -rf "$out/vm/out"
   "$root/tests/vm/run.sh" "${vm_args[@]}" "$guest" "$@" >"$out/console.txt" 2>&1 </dev/null || rc=$?
   grep -E "$progress" "$out/console.txt" >&2 || true
   {
@@ -43,29 +46,32 @@ vm_stage_run() {
   exit "$rc"
 }
 
-# Builds what RUSTIO_BIN and LOADGEN_BIN do not name (release builds; CARGO_TARGET_DIR
-# defaults to /work/target-bench; CARGO_ARGS go to rustio's build, e.g. --features rbd),
-# checks both, and stages them into BINDIR (stage_bin): RUSTIO_BIN and LOADGEN_BIN then
-# name paths the guest can see. Uses the caller's root.
-#   vm_stage_bins NAME BINDIR [CARGO_ARGS...]
+# Builds what RUSTIO_BIN (and, unless --no-loadgen, LOADGEN_BIN) does not name (release
+# builds; CARGO_TARGET_DIR defaults to /work/target-bench; CARGO_ARGS go to rustio's
+# build, e.g. --features rbd), checks them, and stages them into BINDIR (stage_bin, the
+# copy of rustio named `rustio`): RUSTIO_BIN and LOADGEN_BIN then name paths the guest can
+# see. Uses the caller's root.
+#   vm_stage_bins NAME BINDIR [--no-loadgen] [CARGO_ARGS...]
 vm_stage_bins() {
-  local name=$1 bindir=$2 b
+  local name=$1 bindir=$2 loadgen=1 b
   shift 2
+  [[ ${1:-} == --no-loadgen ]] && { loadgen=0; shift; }
   export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/work/target-bench}
   if [[ -z "${RUSTIO_BIN:-}" ]]; then
     echo "$name bench: cargo build --release -p rustio $* (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)" >&2
     (cd "$root" && cargo build --release -p rustio --bin rustio "$@") >&2 || exit $?
     RUSTIO_BIN=$CARGO_TARGET_DIR/release/rustio
   fi
+  [[ -x "$RUSTIO_BIN" ]] || { echo "$name bench: no rustio binary at $RUSTIO_BIN" >&2; exit 1; }
+  RUSTIO_BIN=$(stage_bin "$bindir" "$RUSTIO_BIN" rustio)
+  export RUSTIO_BIN
+  ((loadgen)) || return 0
   if [[ -z "${LOADGEN_BIN:-}" ]]; then
     echo "$name bench: cargo build --release of bench/loadgen (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)" >&2
     cargo build --release --manifest-path "$root/bench/loadgen/Cargo.toml" >&2 || exit $?
     LOADGEN_BIN=$CARGO_TARGET_DIR/release/loadgen
   fi
-  for b in "$RUSTIO_BIN" "$LOADGEN_BIN"; do
-    [[ -x "$b" ]] || { echo "$name bench: no binary at $b" >&2; exit 1; }
-  done
-  RUSTIO_BIN=$(stage_bin "$bindir" "$RUSTIO_BIN")
+  [[ -x "$LOADGEN_BIN" ]] || { echo "$name bench: no loadgen binary at $LOADGEN_BIN" >&2; exit 1; }
   LOADGEN_BIN=$(stage_bin "$bindir" "$LOADGEN_BIN")
-  export RUSTIO_BIN LOADGEN_BIN
+  export LOADGEN_BIN
 }

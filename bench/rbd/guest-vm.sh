@@ -12,7 +12,8 @@
 #   and the same client (bench/loadgen, QD 32) against both iSCSI targets.
 # Every round runs each workload on the three contenders, in an order rotated per round;
 # `rbd bench` runs for rustio's IOPS in its latest job of that workload × the job length
-# (the previous round's when `rbd bench` goes first; at least 1000 operations).
+# (the previous round's when `rbd bench` runs before rustio, i.e. in rounds 2 and 3 of every
+# three; at least 1000 operations).
 # Output ($RUSTIO_VM_OUT): results.jsonl (one line per job: workload, contender, round,
 # IOPS, I/Os, seconds, the contender process's CPU ticks, the guest's busy ticks), meta,
 # the clients' and daemons' logs.
@@ -69,6 +70,14 @@ cleanup() {
 trap cleanup EXIT
 fail() { meta status error; meta error "$1"; echo "rbd vm bench: $1"; exit 1; }
 
+[[ $RUNS =~ ^[1-9][0-9]*$ ]] || fail "RUSTIO_BENCH_RUNS=$RUNS is not a positive integer"
+[[ $T =~ ^[1-9][0-9]*$ ]] || fail "RUSTIO_BENCH_RUNTIME=$T is not a positive integer"
+# The workloads' parameters, checked before the cluster starts.
+declare -A SPEC=([seqwrite-128k]="write seq 128k" [seqread-128k]="read seq 128k"
+                 [randwrite-4k]="write rand 4k" [randread-4k]="read rand 4k")
+for w in ${WORKLOADS//,/ }; do
+  [[ -n ${SPEC[$w]:-} ]] || fail "unknown workload $w (known: ${!SPEC[*]})"
+done
 for t in rbd tcmu-runner "$RUSTIO" "$LOADGEN"; do
   command -v "$t" >/dev/null || fail "$t missing"
 done
@@ -179,13 +188,7 @@ rbd_job() { # workload round rw pattern bs
 declare -A RUSTIO_IOPS
 for run in $(seq "$RUNS"); do
   for w in ${WORKLOADS//,/ }; do
-    case $w in
-      seqwrite-128k) rw=write pat=seq bs=128k ;;
-      seqread-128k) rw=read pat=seq bs=128k ;;
-      randwrite-4k) rw=write pat=rand bs=4k ;;
-      randread-4k) rw=read pat=rand bs=4k ;;
-      *) fail "unknown workload $w" ;;
-    esac
+    read -r rw pat bs <<<"${SPEC[$w]}"
     case $((run % 3)) in
       1) order=(rustio lio-tcmu rbd-bench) ;;
       2) order=(lio-tcmu rbd-bench rustio) ;;

@@ -36,8 +36,13 @@ while (($#)); do
     *) echo "bench/rbd/vm.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
+if ((quick)) && [[ -n $runs || -n ${RUSTIO_BENCH_RUNTIME:-} || -n ${RUSTIO_BENCH_WORKLOADS:-} ]]; then
+  echo "bench/rbd/vm.sh: --quick sets the rounds, the job length and the workload; drop --runs, RUSTIO_BENCH_RUNTIME and RUSTIO_BENCH_WORKLOADS" >&2
+  exit 2
+fi
 out=${out:-$root/bench/out/rbd-vm-$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$out"
+out=$(realpath "$out")
 t0=$(date +%s)
 
 "$root/.ci/install-deps.sh" vm ceph

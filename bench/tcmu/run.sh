@@ -45,18 +45,11 @@ t0=$(date +%s)
 
 "$root/.ci/install-deps.sh" vm
 
-if [[ -z "${RUSTIO_BIN:-}" ]]; then
-  export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/work/target-bench}
-  echo "tcmu bench: cargo build --release -p rustio (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)" >&2
-  (cd "$root" && cargo build --release -p rustio --bin rustio) >&2
-  export RUSTIO_BIN=$CARGO_TARGET_DIR/release/rustio
-fi
-[[ -x "$RUSTIO_BIN" ]] || { echo "tcmu bench: no rustio binary at $RUSTIO_BIN" >&2; exit 1; }
-# Binaries the guest cannot see where they are go into a shared directory (stage-bin.sh).
+# rustio: built unless given, staged where the guest can see it (stage-bin.sh).
 . "$here/../stage-bin.sh"
 bindir=/var/tmp/rustio-bench/tcmu-bin-$$
 trap 'rm -rf "$bindir"' EXIT
-RUSTIO_BIN=$(stage_bin "$bindir" "$RUSTIO_BIN" rustio)
+vm_stage_bins tcmu "$bindir" --no-loadgen
 for v in B C; do
   vb=RUSTIO_BIN_$v
   [[ -n "${!vb:-}" ]] || continue

@@ -1,8 +1,9 @@
 # shellcheck shell=bash
 # A throwaway single-node Ceph cluster (tests/ceph/start.sh, memstore: the OSD keeps the
 # data in RAM) inside a tests/vm/run.sh guest, for the guest scripts that need one
-# (tests/ceph/guest-multipath.sh, bench/rbd/guest-vm.sh). Source it after setting ROOT
-# and exporting CEPH_DIR; stop the cluster with tests/ceph/stop.sh.
+# (tests/ceph/guest-multipath.sh, bench/rbd/guest-vm.sh). Source it after setting ROOT;
+# CEPH_DIR must be exported when guest_ceph_start is called. Stop the cluster with
+# tests/ceph/stop.sh.
 #
 #   guest_ceph_start SCRATCH LOG IMAGE SIZE_MB
 #       starts the cluster with one image (pool/name, SIZE_MB MiB), start.sh's output in
