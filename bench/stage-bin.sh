@@ -30,6 +30,7 @@ vm_stage_run() {
   # tests/vm/run.sh keeps what an earlier run left in OUT/vm/out: a VM that fails early
   # must not leave that to be reported as its own.
   rm -rf "$out/vm/out"
+  rm -f "$out/$json" "$out/${json%.json}.txt"
   "$root/tests/vm/run.sh" "${vm_args[@]}" "$guest" "$@" >"$out/console.txt" 2>&1 </dev/null || rc=$?
   grep -E "$progress" "$out/console.txt" >&2 || true
   {
@@ -53,12 +54,12 @@ vm_stage_run() {
 # see. Uses the caller's root.
 #   vm_stage_bins NAME BINDIR [--no-loadgen] [CARGO_ARGS...]
 vm_stage_bins() {
-  local name=$1 bindir=$2 loadgen=1 b
+  local name=$1 bindir=$2 loadgen=1
   shift 2
   [[ ${1:-} == --no-loadgen ]] && { loadgen=0; shift; }
   export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/work/target-bench}
   if [[ -z "${RUSTIO_BIN:-}" ]]; then
-    echo "$name bench: cargo build --release -p rustio $* (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)" >&2
+    echo "$name bench: cargo build --release -p rustio${*:+ $*} (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)" >&2
     (cd "$root" && cargo build --release -p rustio --bin rustio "$@") >&2 || exit $?
     RUSTIO_BIN=$CARGO_TARGET_DIR/release/rustio
   fi

@@ -13,7 +13,7 @@
 # Every round runs each workload on the three contenders, in an order rotated per round;
 # `rbd bench` runs for rustio's IOPS in its latest job of that workload × the job length
 # (the previous round's when `rbd bench` runs before rustio, i.e. in rounds 2 and 3 of every
-# three; at least 1000 operations).
+# three; at least 1000 operations, and 1000 while rustio has no result for it).
 # Output ($RUSTIO_VM_OUT): results.jsonl (one line per job: workload, contender, round,
 # IOPS, I/Os, seconds, the contender process's CPU ticks, the guest's busy ticks), meta,
 # the clients' and daemons' logs.
@@ -38,7 +38,6 @@ RUNS=${RUSTIO_BENCH_RUNS:-3}
 T=${RUSTIO_BENCH_RUNTIME:-10}
 SIZE_MB=${RUSTIO_BENCH_SIZE_MB:-256}
 WORKLOADS=${RUSTIO_BENCH_WORKLOADS:-seqwrite-128k,randwrite-4k,randread-4k,seqread-128k}
-BYTES=$((SIZE_MB << 20))
 export CEPH_DIR=/tmp/rbd-vm-ceph
 CONF=$CEPH_DIR/ceph.conf
 W=/tmp/rbd-vm
@@ -72,12 +71,15 @@ fail() { meta status error; meta error "$1"; echo "rbd vm bench: $1"; exit 1; }
 
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || fail "RUSTIO_BENCH_RUNS=$RUNS is not a positive integer"
 [[ $T =~ ^[1-9][0-9]*$ ]] || fail "RUSTIO_BENCH_RUNTIME=$T is not a positive integer"
+[[ $SIZE_MB =~ ^[1-9][0-9]{0,5}$ ]] || fail "RUSTIO_BENCH_SIZE_MB=$SIZE_MB is not a size in MiB"
+BYTES=$((SIZE_MB << 20))
 # The workloads' parameters, checked before the cluster starts.
 declare -A SPEC=([seqwrite-128k]="write seq 128k" [seqread-128k]="read seq 128k"
                  [randwrite-4k]="write rand 4k" [randread-4k]="read rand 4k")
 for w in ${WORKLOADS//,/ }; do
   [[ -n ${SPEC[$w]:-} ]] || fail "unknown workload $w (known: ${!SPEC[*]})"
 done
+[[ -n ${WORKLOADS//[, ]/} ]] || fail "no workloads in RUSTIO_BENCH_WORKLOADS"
 for t in rbd tcmu-runner "$RUSTIO" "$LOADGEN"; do
   command -v "$t" >/dev/null || fail "$t missing"
 done
@@ -174,7 +176,8 @@ if all(isinstance(j.get(k), (int, float)) for k in ("iops", "ios")):
 rbd_job() { # workload round rw pattern bs
   local pat=$4 kib=${5%k} ops f b0 t0 b1 t1 iops ios
   [[ $pat == seq ]] && pat=full-seq
-  ops=$(python3 -c 'import sys; print(max(1000, int(float(sys.argv[1]) * int(sys.argv[2]))))' "${RUSTIO_IOPS[$1]:-100}" "$T")
+  # 1000 operations when rustio has no result for this workload yet.
+  ops=$(python3 -c 'import sys; print(max(1000, int(float(sys.argv[1]) * int(sys.argv[2]))))' "${RUSTIO_IOPS[$1]:-0}" "$T")
   f=$OUT/rbd-bench.$1.$2.log
   b0=$(busy); t0=$(now)
   timeout $((T * 10 + 300)) rbd --conf "$CONF" --rbd_cache=false bench --io-type "$3" --io-pattern "$pat" \

@@ -7,7 +7,8 @@
 #
 # Boots ONE VM (tests/vm/run.sh, Debian's kernel under QEMU TCG, no NIC) running
 # guest-vm.sh, then prints the table (vm-report.py) and writes DIR/rbd-vm.json (+ .txt).
-#   --quick        one round of the 128 KiB sequential write only, 5 s jobs
+#   --quick        one round of the 128 KiB sequential write only, 5 s jobs (not with --runs,
+#                  RUSTIO_BENCH_RUNTIME or RUSTIO_BENCH_WORKLOADS)
 #   --runs N       rounds (default 3); the table gives every round and the medians
 #   --out DIR      output directory (default bench/out/rbd-vm-<timestamp>); the VM's
 #                  control dir (console.log, dmesg.log, clients' and daemons' logs) is DIR/vm
