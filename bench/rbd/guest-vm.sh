@@ -29,6 +29,9 @@ ROOT=$(cd "$HERE/../.." && pwd)
 . "$ROOT/tests/vm/guest-lib.sh"
 # shellcheck source=../../tests/ceph/guest-ceph.sh
 . "$ROOT/tests/ceph/guest-ceph.sh"
+# start_server and port_open (they need only `log`, defined below).
+# shellcheck source=../../tests/lib/iscsi-checks.sh
+. "$ROOT/tests/lib/iscsi-checks.sh"
 
 [[ "${RUSTIO_VM:-}" == 1 ]] || { echo "guest-vm.sh must run inside the VM (tests/vm/run.sh)"; exit 2; }
 RUSTIO=${RUSTIO_BIN:?RUSTIO_BIN must name a rustio built with --features rbd}
@@ -53,7 +56,6 @@ mkdir -p "$OUT" "$W"
 : >"$OUT/results.jsonl"
 meta() { echo "$1=$2" >>"$OUT/meta"; }
 log() { vm_log "$*"; }
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 RUSTIO_PID=
 TCMU_PID=
@@ -118,9 +120,9 @@ cat >"$W/rustio.json" <<EOF
    "luns": [{"index": 0, "storage_object": "/backstores/user/r"}],
    "portals": [{"ip_address": "127.0.0.1", "port": $PORT_R}]}]}]}
 EOF
-"$RUSTIO" serve --config "$W/rustio.json" --log warn >"$OUT/rustio.log" 2>&1 &
-RUSTIO_PID=$!
-vm_wait 120 port_open "$PORT_R" || { tail -20 "$OUT/rustio.log"; fail "rustio serve did not listen"; }
+start_server "$RUSTIO" "$W/rustio.json" "$PORT_R" "$OUT/rustio.log" 1200 ||
+  { RUSTIO_PID=${SERVER:-}; fail "rustio serve did not listen"; }
+RUSTIO_PID=$SERVER
 
 # --- LIO's iSCSI target + tcmu-runner's rbd handler ---
 vm_start_dbus || fail "D-Bus did not start"

@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # Shared steps of the suites that check `rustio serve` with independent iSCSI clients
-# (tests/libiscsi/run.sh, tests/serve/qcow2.sh, tests/ceph/serve.sh). Source it after
-# defining:
+# (tests/libiscsi/run.sh, tests/serve/qcow2.sh, tests/ceph/serve.sh; bench/rbd/guest-vm.sh
+# uses start_server and port_open). Source it after defining:
 #   ok NAME / bad NAME   report one check (each suite keeps its own PASS/FAIL format)
 #   log TEXT             print a line
 #   WORK                 the suite's scratch directory
