@@ -30,6 +30,8 @@ set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 # shellcheck source=/dev/null # tests/vm/guest-lib.sh
 . "$ROOT/tests/vm/guest-lib.sh"
+# shellcheck source=/dev/null # bench/proc.sh
+. "$ROOT/bench/proc.sh"
 
 QUICK=0
 [[ ${1:-} == --quick ]] && QUICK=1
@@ -74,9 +76,6 @@ WORKLOADS=(randread-4k-qd32:loadgen:read:rand:4k:32 seqread-128k-qd32:loadgen:re
 : >"$OUT/meta"
 meta() { echo "$1=$2" >>"$OUT/meta"; }
 log() { vm_log "$*"; }
-cpu_busy_total() { # -> "busy total" jiffies from /proc/stat (busy = total - idle - iowait)
-  awk '/^cpu / { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t; exit }' /proc/stat
-}
 
 # saveconfig.json: one ramdisk (LUN 0) and one write-back fileio (LUN 1) behind one
 # iSCSI target with a demo-mode TPG (no ACLs, writable) on 127.0.0.1:PORT.

@@ -32,6 +32,8 @@ ROOT=$(cd "$HERE/../.." && pwd)
 # start_server and port_open (they need only `log`, defined below).
 # shellcheck source=../../tests/lib/iscsi-checks.sh
 . "$ROOT/tests/lib/iscsi-checks.sh"
+# shellcheck source=../proc.sh
+. "$ROOT/bench/proc.sh"
 
 [[ "${RUSTIO_VM:-}" == 1 ]] || { echo "guest-vm.sh must run inside the VM (tests/vm/run.sh)"; exit 2; }
 RUSTIO=${RUSTIO_BIN:?RUSTIO_BIN must name a rustio built with --features rbd}
@@ -150,8 +152,6 @@ vm_wait 60 port_open "$PORT_L" || fail "LIO portal not listening"
 log "targets up: rustio serve on $PORT_R, LIO + tcmu-runner on $PORT_L ($(head -1 "$USER_DEV/info" 2>/dev/null))"
 
 # --- jobs ---
-ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
-busy() { awk '/^cpu / { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6; exit }' /proc/stat; }
 now() { date +%s.%N; }
 record() { # workload contender round iops ios secs proc_ticks busy_ticks
   printf '{"workload": "%s", "contender": "%s", "round": %d, "iops": %s, "ios": %s, "secs": %s, "proc_ticks": %s, "busy_ticks": %s}\n' \
@@ -162,11 +162,11 @@ iscsi_job() { # workload contender round rw pattern bs
   local port=$PORT_R iqn=$IQN_R pid=$RUSTIO_PID f b0 p0 t0 b1 p1 t1 iops ios
   [[ $2 == lio-tcmu ]] && { port=$PORT_L; iqn=$IQN_L; pid=$TCMU_PID; }
   f=$OUT/$2.$1.$3
-  b0=$(busy); p0=$(ticks "$pid"); t0=$(now)
+  read -r b0 _ < <(cpu_busy_total); p0=$(proc_ticks "$pid"); t0=$(now)
   timeout $((T + 120)) "$LOADGEN" run --portal "127.0.0.1:$port" --target "$iqn" --lun 0 \
     --initiator "$INITIATOR" --rw "$4" --pattern "$5" --bs "$6" --qd 32 --time "$T" \
     --seed $((1000 * $3 + 7)) >"$f.json" 2>"$f.err"
-  t1=$(now); b1=$(busy); p1=$(ticks "$pid")
+  t1=$(now); read -r b1 _ < <(cpu_busy_total); p1=$(proc_ticks "$pid")
   read -r iops ios < <(python3 -c '
 import json, sys
 j = json.load(open(sys.argv[1]))
@@ -181,11 +181,11 @@ rbd_job() { # workload round rw pattern bs
   # 1000 operations when rustio has no result for this workload yet.
   ops=$(python3 -c 'import sys; print(max(1000, int(float(sys.argv[1]) * int(sys.argv[2]))))' "${RUSTIO_IOPS[$1]:-0}" "$T")
   f=$OUT/rbd-bench.$1.$2.log
-  b0=$(busy); t0=$(now)
+  read -r b0 _ < <(cpu_busy_total); t0=$(now)
   timeout $((T * 10 + 300)) rbd --conf "$CONF" --rbd_cache=false bench --io-type "$3" --io-pattern "$pat" \
     --io-size "${kib}K" --io-threads 32 --io-total "$((ops * kib))K" rbd/bench >"$f" 2>&1
-  t1=$(now); b1=$(busy)
-  read -r iops ios < <(awk '/^elapsed:/ { for (i = 1; i <= NF; i++) { if ($i == "ops:") n = $(i + 1); if ($i == "ops/sec:") r = $(i + 1) } print r, n }' "$f")
+  t1=$(now); read -r b1 _ < <(cpu_busy_total)
+  read -r iops ios < <(rbd_bench_result <"$f")
   # `rbd bench` is its own client: its CPU is in the guest's busy ticks.
   record "$1" rbd-bench "$2" "${iops:-null}" "${ios:-null}" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')" 0 $((b1 - b0))
 }

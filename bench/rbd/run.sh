@@ -68,6 +68,8 @@
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
+# shellcheck source=../proc.sh
+. "$ROOT/bench/proc.sh"
 QUICK=0 RUNS= TGT=1 GROUP=1 PIN=0 LG_CPUS=
 OUT=
 while (($#)); do
@@ -221,21 +223,11 @@ rbd_bench() { # type pattern size threads ops [rbd options] → IOPS (ops: ≈ T
     ((ops < 2000)) && ops=2000
     /usr/bin/time -f "%U %S" -o "$OUT/client.cpu" \
         "${ON_CLIENT[@]}" rbd --conf "$CONF" ${6:-} bench --io-type "$1" --io-pattern "$pat" --io-size "$3" --io-threads "$4" \
-        --io-total "$(( ops * kib ))K" "$IMG" 2>&1 | tee -a "$OUT/rbd-bench.log" |
-        awk '/^elapsed:/ { for (i = 1; i <= NF; i++) { if ($i == "ops:") n = $(i + 1); if ($i == "ops/sec:") r = $(i + 1) } print r, n }'
+        --io-total "$(( ops * kib ))K" "$IMG" 2>&1 | tee -a "$OUT/rbd-bench.log" | rbd_bench_result
 }
 
 # --- CPU accounting --------------------------------------------------------------------------------
-# Clock ticks (user + system) the given processes used so far, every thread included
-# (/proc/PID/stat; a process gone counts 0).
-ticks() {
-    local p t total=0
-    for p in "$@"; do
-        t=$(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$p/stat" 2>/dev/null) || continue
-        total=$((total + ${t:-0}))
-    done
-    echo "$total"
-}
+# proc_ticks: bench/proc.sh.
 HZ=$(getconf CLK_TCK)
 CLUSTER_PIDS=$(awk '{ print $2 }' "$CEPH_DIR/pids" 2>/dev/null)
 # The OSD's own count of client operations so far and their summed latency in seconds
@@ -263,9 +255,9 @@ job() {
     [ "$tp" = - ] && tp=
     : >"$OUT/client.cpu"
     o0=$(osd_ops)
-    t0=$(ticks $tp) c0=$(ticks $CLUSTER_PIDS)
+    t0=$(proc_ticks $tp) c0=$(proc_ticks $CLUSTER_PIDS)
     r=$("$@")
-    t1=$(ticks $tp) c1=$(ticks $CLUSTER_PIDS)
+    t1=$(proc_ticks $tp) c1=$(proc_ticks $CLUSTER_PIDS)
     o1=$(osd_ops)
     # time(1) puts a line about a failed command first: the figures are the last line.
     read -r u s < <(tail -n 1 "$OUT/client.cpu")

@@ -76,6 +76,8 @@ set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 # shellcheck source=/dev/null # tests/vm/guest-lib.sh
 . "$ROOT/tests/vm/guest-lib.sh"
+# shellcheck source=/dev/null # bench/proc.sh
+. "$ROOT/bench/proc.sh"
 
 QUICK=0
 [[ ${1:-} == --quick ]] && QUICK=1
@@ -141,17 +143,7 @@ CLK_TCK=$(getconf CLK_TCK)
 log() { vm_log "$*"; }
 
 # ---------------------------------------------------------------- helpers
-proc_ticks() { # PID -> utime+stime (all threads) in clock ticks
-  local s
-  s=$(cat "/proc/$1/stat" 2>/dev/null) || { echo 0; return; }
-  s=${s##*) }   # fields after "(comm) "; field 3 (state) is now $1
-  # shellcheck disable=SC2086 # word splitting of the stat fields is the point
-  set -- $s
-  echo $(( ${12} + ${13} ))
-}
-cpu_busy_total() { # -> "busy total" jiffies from /proc/stat (busy = total - idle - iowait)
-  awk '/^cpu / { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t; exit }' /proc/stat
-}
+# proc_ticks and cpu_busy_total: bench/proc.sh.
 child_ticks() { # -> "cutime cstime" of this shell: CPU of the children it waited for
   local s
   read -r s <"/proc/$$/stat"

@@ -2,6 +2,7 @@
 # One configuration for a whole gateway group (issue #22 item 5): `rustio group push`
 # stores it in a RADOS object, two `rustio serve --group` gateways (gw-a, gw-b) on
 # 127.0.0.1 apply every version pushed:
+#   * before any push, `group show` and `group pull` fail and say none was pushed;
 #   * version 1 (targets T1 open, T2 open, T3 with CHAP; one RBD image, LUN 0 of each)
 #     is served by both gateways started with --group, each records "applied 1";
 #   * a session is opened through gw-a on T1 before the change (gw-initiator.py `poll`:
@@ -145,6 +146,17 @@ wait_applied() { # gw version secs
     echo "    $1: '$got', expected '$2 ok'"
     return 1
 }
+
+# --- nothing pushed yet: show and pull say so and fail ---
+for verb in show "pull -o -"; do
+    # shellcheck disable=SC2086 # "pull -o -" is three words
+    if out=$(R group $verb "$GROUP" "${CEPH[@]}" 2>&1 </dev/null) ||
+        ! echo "$out" | grep -q "no configuration pushed for group \"$GROUP\" ($POOL/rustio.group.$GROUP)"; then
+        fail "group-config: $verb before any push: $out"
+    else
+        pass "group-config: $verb before any push fails ($(echo "$out" | tail -1))"
+    fi
+done
 
 # --- version 1, pushed before any gateway runs ---
 if out=$(R group push "$WORK/v1.json" "${CEPH[@]}" 2>&1) &&

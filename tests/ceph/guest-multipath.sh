@@ -33,6 +33,9 @@ ROOT=$(cd "$HERE/../.." && pwd)
 . "$ROOT/tests/vm/guest-lib.sh"
 # shellcheck source=guest-ceph.sh
 . "$ROOT/tests/ceph/guest-ceph.sh"
+# port_open only (this suite has its own PASS/FAIL and gateway start).
+# shellcheck source=../lib/iscsi-checks.sh
+. "$ROOT/tests/lib/iscsi-checks.sh"
 
 [[ "${RUSTIO_VM:-}" == 1 ]] || { echo "guest-multipath.sh must run inside the VM (tests/vm/run.sh)"; exit 2; }
 BIN=${RUSTIO_RBD_BIN:?RUSTIO_RBD_BIN must name a rustio binary built with --features rbd}
@@ -55,7 +58,6 @@ cd "$W" || exit 2    # fio and multipath write state files into the cwd
 export DM_DISABLE_UDEV=1
 
 now_ms() { date +%s%3N; }
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 gw_pid() { cat "$W/gw-$1.pid" 2>/dev/null; }
 port_of() { [[ $1 == a ]] && echo $PORT_A || echo $PORT_B; }
 

@@ -35,7 +35,7 @@ use nix::unistd::{lseek, Whence};
 use crate::mmap::{MappedRead, MappedReads};
 
 use crate::{
-    check_range, iov_len, validate_block_size, Backstore, Capabilities, Error, Extent, FileRange,
+    check_iov, check_range, validate_block_size, Backstore, Capabilities, Error, Extent, FileRange,
 };
 use crate::{Result, WriteFlags};
 
@@ -318,10 +318,7 @@ impl Backstore for FileBackstore {
     }
 
     fn read_vectored_at(&self, bufs: &mut [IoSliceMut<'_>], offset: u64) -> Result<()> {
-        let cap = self.capacity();
-        let len =
-            iov_len(bufs).ok_or_else(|| Error::out_of_range("read", offset, u64::MAX, cap))?;
-        check_range("read", offset, len, cap)?;
+        let len = check_iov("read", bufs, offset, self.capacity())?;
         if len == 0 {
             return Ok(());
         }
@@ -340,10 +337,7 @@ impl Backstore for FileBackstore {
         if self.read_only {
             return Err(Error::ReadOnly);
         }
-        let cap = self.capacity();
-        let len =
-            iov_len(bufs).ok_or_else(|| Error::out_of_range("write", offset, u64::MAX, cap))?;
-        check_range("write", offset, len, cap)?;
+        let len = check_iov("write", bufs, offset, self.capacity())?;
         if len == 0 {
             return Ok(());
         }

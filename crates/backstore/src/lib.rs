@@ -421,6 +421,21 @@ pub fn iov_len<T: std::ops::Deref<Target = [u8]>>(bufs: &[T]) -> Option<u64> {
         .try_fold(0u64, |acc, b| acc.checked_add(b.len() as u64))
 }
 
+/// The length of a vectored `op` of `bufs` at `offset`, once checked to end within
+/// `capacity`: the range check of the backstores' `read_vectored_at` and
+/// `write_vectored_at`. A list whose length overflows a `u64` is out of range like one
+/// past the end.
+pub fn check_iov<T: std::ops::Deref<Target = [u8]>>(
+    op: &'static str,
+    bufs: &[T],
+    offset: u64,
+    capacity: u64,
+) -> Result<u64> {
+    let len = iov_len(bufs).ok_or_else(|| Error::out_of_range(op, offset, u64::MAX, capacity))?;
+    check_range(op, offset, len, capacity)?;
+    Ok(len)
+}
+
 /// Fallback for [`Backstore::write_zeroes`]: writes zero buffers of up to 1 MiB.
 pub fn write_zeroes_by_writing<B: Backstore + ?Sized>(b: &B, offset: u64, len: u64) -> Result<()> {
     check_range("write zeroes", offset, len, b.capacity())?;
@@ -495,5 +510,36 @@ pub fn validate_block_size(bs: u32) -> Result<()> {
         _ => Err(Error::InvalidConfig(format!(
             "logical block size {bs} is not one of 512, 1024, 2048, 4096"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_iov_sums_the_buffers_and_keeps_them_inside_the_capacity() {
+        // Eight 512-byte blocks; two one-block buffers.
+        let cap = 4096;
+        let a = [0u8; 512];
+        let b = [0u8; 512];
+        let bufs = [IoSlice::new(&a), IoSlice::new(&b)];
+        assert_eq!(check_iov("read", &bufs, 3072, cap).unwrap(), 1024);
+        // One block past the end: the error names the whole request.
+        match check_iov("write", &bufs, 3584, cap) {
+            Err(Error::OutOfRange {
+                op, offset, len, ..
+            }) => assert_eq!((op, offset, len), ("write", 3584, 1024)),
+            other => panic!("expected OutOfRange, got {other:?}"),
+        }
+        // offset + len overflows a u64.
+        assert!(matches!(
+            check_iov("read", &bufs, u64::MAX - 100, cap),
+            Err(Error::OutOfRange { .. })
+        ));
+        // An empty list is a zero-length request: fine at the end, not past it.
+        let none: [IoSlice<'_>; 0] = [];
+        assert_eq!(check_iov("read", &none, cap, cap).unwrap(), 0);
+        assert!(check_iov("read", &none, cap + 512, cap).is_err());
     }
 }

@@ -11,7 +11,7 @@ use std::io::{IoSlice, IoSliceMut};
 
 use parking_lot::RwLock;
 
-use crate::{check_range, iov_len, validate_block_size, Backstore, Capabilities, Error, Extent};
+use crate::{check_iov, check_range, validate_block_size, Backstore, Capabilities, Error, Extent};
 use crate::{Result, WriteFlags};
 
 /// Size of one lazily allocated chunk.
@@ -129,9 +129,7 @@ impl Backstore for RamBackstore {
 
     fn read_vectored_at(&self, bufs: &mut [IoSliceMut<'_>], offset: u64) -> Result<()> {
         let st = self.state.read();
-        let len = iov_len(bufs)
-            .ok_or_else(|| Error::out_of_range("read", offset, u64::MAX, st.capacity))?;
-        check_range("read", offset, len, st.capacity)?;
+        check_iov("read", bufs, offset, st.capacity)?;
         if self.nullio {
             for b in bufs.iter_mut() {
                 b.fill(0);
@@ -165,9 +163,7 @@ impl Backstore for RamBackstore {
             return Err(Error::ReadOnly);
         }
         let st = self.state.read();
-        let len = iov_len(bufs)
-            .ok_or_else(|| Error::out_of_range("write", offset, u64::MAX, st.capacity))?;
-        check_range("write", offset, len, st.capacity)?;
+        check_iov("write", bufs, offset, st.capacity)?;
         if self.nullio {
             return Ok(());
         }

@@ -55,6 +55,18 @@ pub struct CephArgs {
     pub id: Option<String>,
 }
 
+impl CephArgs {
+    /// Opens group `name`'s object with these arguments.
+    fn store(&self, name: &str) -> anyhow::Result<GroupConfigStore> {
+        open_store(
+            &self.pool,
+            self.ceph_conf.as_deref(),
+            self.id.as_deref(),
+            name,
+        )
+    }
+}
+
 /// Arguments of `rustio group push`.
 #[derive(Debug, clap::Args)]
 pub struct PushArgs {
@@ -169,18 +181,24 @@ fn pushed_by() -> String {
     format!("{user}@{host}")
 }
 
+/// Group `name`'s current configuration from `store`; none pushed yet is an error.
+fn pushed(store: &GroupConfigStore, name: &str) -> anyhow::Result<GroupConfig> {
+    store.load()?.with_context(|| {
+        format!(
+            "no configuration pushed for group {name:?} ({}/{}): push one with \
+             `rustio group push`",
+            store.pool(),
+            store.object()
+        )
+    })
+}
+
 fn push(a: &PushArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(&a.file)
         .with_context(|| format!("reading {}", a.file.display()))?;
     let (_, group) =
         validate(&text).with_context(|| format!("{}: not pushed", a.file.display()))?;
-    let c = &a.ceph;
-    let store = open_store(
-        &c.pool,
-        c.ceph_conf.as_deref(),
-        c.id.as_deref(),
-        &group.name,
-    )?;
+    let store = a.ceph.store(&group.name)?;
     let t = Instant::now();
     let t_ms = now_ms();
     let p = store
@@ -191,7 +209,7 @@ fn push(a: &PushArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         "pushed group {} version {} to {}/{}{}",
         group.name,
         p.version,
-        c.pool,
+        a.ceph.pool,
         store.object(),
         if p.all_acknowledged {
             ""
@@ -324,14 +342,8 @@ fn gateway_json(name: &str, rec: &Result<Option<AppliedRecord>, String>) -> serd
 }
 
 fn show(a: &ShowArgs, out: &mut dyn Write) -> anyhow::Result<()> {
-    let c = &a.ceph;
-    let store = open_store(&c.pool, c.ceph_conf.as_deref(), c.id.as_deref(), &a.name)?;
-    let cfg = store.load()?.with_context(|| {
-        format!(
-            "no configuration pushed for group {:?} in pool {}",
-            a.name, c.pool
-        )
-    })?;
+    let store = a.ceph.store(&a.name)?;
+    let cfg = pushed(&store, &a.name)?;
     let text = String::from_utf8_lossy(&cfg.body).into_owned();
     // The gateways of the stored configuration (it was validated when pushed).
     let names: Vec<String> = validate(&text)
@@ -352,7 +364,7 @@ fn show(a: &ShowArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             "schema": GROUP_JSON_SCHEMA,
             "kind": "gateway-group",
             "group": a.name,
-            "pool": c.pool,
+            "pool": a.ceph.pool,
             "object": store.object(),
             "version": cfg.version,
             "pushed_at_ms": cfg.pushed_at_ms,
@@ -368,7 +380,7 @@ fn show(a: &ShowArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         out,
         "group {} (pool {}, object {})",
         a.name,
-        c.pool,
+        a.ceph.pool,
         store.object()
     )?;
     writeln!(
@@ -403,14 +415,8 @@ fn show(a: &ShowArgs, out: &mut dyn Write) -> anyhow::Result<()> {
 }
 
 fn pull(a: &PullArgs, out: &mut dyn Write) -> anyhow::Result<()> {
-    let c = &a.ceph;
-    let store = open_store(&c.pool, c.ceph_conf.as_deref(), c.id.as_deref(), &a.name)?;
-    let cfg = store.load()?.with_context(|| {
-        format!(
-            "no configuration pushed for group {:?} in pool {}",
-            a.name, c.pool
-        )
-    })?;
+    let store = a.ceph.store(&a.name)?;
+    let cfg = pushed(&store, &a.name)?;
     if a.output == Path::new("-") {
         out.write_all(&cfg.body)?;
     } else {
@@ -471,14 +477,13 @@ impl Member {
     /// The current configuration, if it is a version not tried yet (any version when
     /// `force`).
     pub fn fetch(&self, force: bool) -> anyhow::Result<Option<GroupConfig>> {
-        let cfg = self.store.load()?.with_context(|| {
-            format!(
-                "no configuration stored for group {:?} ({}): push one with `rustio group push`",
-                self.group,
-                self.store.object()
-            )
-        })?;
+        let cfg = self.current()?;
         Ok((force || cfg.version != self.tried).then_some(cfg))
+    }
+
+    /// The current configuration, whatever its version; none pushed yet is an error.
+    pub fn current(&self) -> anyhow::Result<GroupConfig> {
+        pushed(&self.store, &self.group)
     }
 
     /// Maps `cfg` for this gateway exactly as `rustio serve --config FILE --gateway GW`

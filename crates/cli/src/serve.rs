@@ -344,7 +344,7 @@ fn first_group_config(
     args: &ServeArgs,
     member: &mut Member,
 ) -> anyhow::Result<(ServerConfig, u64)> {
-    let cfg = member.fetch(true)?.context("no configuration stored")?;
+    let cfg = member.current()?;
     match member.map(&cfg, None) {
         Ok(c) => Ok((tune(args, c), cfg.version)),
         Err(e) => {

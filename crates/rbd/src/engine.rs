@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustio_backstore::{
-    check_range, iov_len, validate_block_size, Backstore, Capabilities, Error, Extent, IoDone,
+    check_iov, check_range, validate_block_size, Backstore, Capabilities, Error, Extent, IoDone,
     Result, WriteFlags,
 };
 
@@ -420,13 +420,7 @@ impl Backstore for RbdBackstore {
     }
 
     fn read_vectored_at(&self, bufs: &mut [IoSliceMut<'_>], offset: u64) -> Result<()> {
-        let len = iov_len(bufs).ok_or(Error::out_of_range(
-            "read",
-            offset,
-            u64::MAX,
-            self.capacity(),
-        ))?;
-        check_range("read", offset, len, self.capacity())?;
+        let len = check_iov("read", bufs, offset, self.capacity())?;
         if len == 0 {
             return Ok(());
         }
@@ -448,13 +442,7 @@ impl Backstore for RbdBackstore {
         _flags: WriteFlags,
     ) -> Result<()> {
         self.writable()?;
-        let len = iov_len(bufs).ok_or(Error::out_of_range(
-            "write",
-            offset,
-            u64::MAX,
-            self.capacity(),
-        ))?;
-        check_range("write", offset, len, self.capacity())?;
+        let len = check_iov("write", bufs, offset, self.capacity())?;
         if len == 0 {
             return Ok(());
         }

@@ -461,6 +461,7 @@ mod store {
         broken: Arc<AtomicBool>,
         io: Arc<IoCtx>,
         group: String,
+        pool: String,
         object: String,
     }
 
@@ -484,8 +485,14 @@ mod store {
                 broken: Arc::new(AtomicBool::new(false)),
                 io: Arc::new(ioctx),
                 group: group.to_owned(),
+                pool: opts.config.pool.clone(),
                 object: object_name(group),
             })
+        }
+
+        /// The pool holding the config object.
+        pub fn pool(&self) -> &str {
+            &self.pool
         }
 
         /// The config object's name.
@@ -725,6 +732,10 @@ mod store {
         pub fn open(opts: &OpenOptions, group: &str) -> Result<GroupConfigStore, GroupConfError> {
             let _ = (opts, group);
             Err(GroupConfError::Open(RbdError::NotBuiltIn))
+        }
+        /// The pool holding the config object.
+        pub fn pool(&self) -> &str {
+            match self.never {}
         }
         /// The config object's name.
         pub fn object(&self) -> &str {

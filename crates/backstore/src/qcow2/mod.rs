@@ -83,7 +83,7 @@ use header::{CompressionType, OFF_L1_SIZE, OFF_SIZE};
 use io::{table_bytes, AlignedBuf, ImageFile};
 use refcount::Refcounts;
 
-use crate::{check_range, iov_len, Backstore, Capabilities, Error, Extent};
+use crate::{check_iov, check_range, Backstore, Capabilities, Error, Extent};
 use crate::{Result, WriteFlags};
 
 /// Largest run of guest bytes handled by one host I/O.
@@ -998,10 +998,7 @@ impl Backstore for Qcow2Backstore {
     }
 
     fn read_vectored_at(&self, bufs: &mut [IoSliceMut<'_>], offset: u64) -> Result<()> {
-        let cap = self.capacity();
-        let len =
-            iov_len(bufs).ok_or_else(|| Error::out_of_range("read", offset, u64::MAX, cap))?;
-        check_range("read", offset, len, cap)?;
+        let len = check_iov("read", bufs, offset, self.capacity())?;
         if len == 0 {
             return Ok(());
         }
@@ -1015,10 +1012,7 @@ impl Backstore for Qcow2Backstore {
         offset: u64,
         flags: WriteFlags,
     ) -> Result<()> {
-        let cap = self.capacity();
-        let len =
-            iov_len(bufs).ok_or_else(|| Error::out_of_range("write", offset, u64::MAX, cap))?;
-        check_range("write", offset, len, cap)?;
+        let len = check_iov("write", bufs, offset, self.capacity())?;
         if self.read_only {
             return Err(Error::ReadOnly);
         }
