@@ -151,7 +151,7 @@ wait_applied() { # gw version secs
 for verb in show "pull -o -"; do
     # shellcheck disable=SC2086 # "pull -o -" is three words
     if out=$(R group $verb "$GROUP" "${CEPH[@]}" 2>&1 </dev/null) ||
-        ! echo "$out" | grep -q "no configuration pushed for group \"$GROUP\" ($POOL/rustio.group.$GROUP)"; then
+        ! echo "$out" | grep -qF "no configuration pushed for group \"$GROUP\" ($POOL/rustio.group.$GROUP): push one with \`rustio group push\`"; then
         fail "group-config: $verb before any push: $out"
     else
         pass "group-config: $verb before any push fails ($(echo "$out" | tail -1))"

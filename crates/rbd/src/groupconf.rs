@@ -468,6 +468,7 @@ mod store {
     impl std::fmt::Debug for GroupConfigStore {
         fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
             f.debug_struct("GroupConfigStore")
+                .field("pool", &self.pool)
                 .field("object", &self.object)
                 .field("broken", &self.broken.load(Ordering::Relaxed))
                 .finish_non_exhaustive()

@@ -850,10 +850,10 @@ impl Qcow2Backstore {
         } else {
             "write zeroes"
         };
-        check_range(op, offset, len, self.capacity())?;
         if self.read_only {
             return Err(Error::ReadOnly);
         }
+        check_range(op, offset, len, self.capacity())?;
         if len == 0 {
             return Ok(());
         }
@@ -1012,10 +1012,10 @@ impl Backstore for Qcow2Backstore {
         offset: u64,
         flags: WriteFlags,
     ) -> Result<()> {
-        let len = check_iov("write", bufs, offset, self.capacity())?;
         if self.read_only {
             return Err(Error::ReadOnly);
         }
+        let len = check_iov("write", bufs, offset, self.capacity())?;
         if len == 0 {
             return Ok(());
         }

@@ -120,7 +120,14 @@ fn data_survives_reopen_and_read_only_refuses_writes() {
         ro.write_at(&[1; 512], 0, WriteFlags::default()),
         Err(Error::ReadOnly)
     ));
+    // Read-only before the range, as the other backstores: a write past the end of a
+    // read-only image is refused as a write, not as out of range.
+    assert!(matches!(
+        ro.write_at(&[1; 512], 4 << 20, WriteFlags::default()),
+        Err(Error::ReadOnly)
+    ));
     assert!(matches!(ro.discard(0, 512), Err(Error::ReadOnly)));
+    assert!(matches!(ro.discard(4 << 20, 512), Err(Error::ReadOnly)));
     assert!(matches!(
         ro.write_zeroes(0, 512, true),
         Err(Error::ReadOnly)
