@@ -32,6 +32,9 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 . "$ROOT/tests/vm/guest-lib.sh"
 # shellcheck source=/dev/null # bench/proc.sh
 . "$ROOT/bench/proc.sh"
+# port_open only.
+# shellcheck source=/dev/null # tests/lib/iscsi-checks.sh
+. "$ROOT/tests/lib/iscsi-checks.sh"
 
 QUICK=0
 [[ ${1:-} == --quick ]] && QUICK=1
@@ -162,9 +165,9 @@ log "LIO target configured: $(ls "$LIO/iscsi/$LIO_IQN/tpgt_1/lun" | tr '\n' ' ')
 read -ra SERVE_ARGS <<<"${RUSTIO_SERVE_ARGS:-}"
 "$RUSTIO" serve --config "$OUT/rustio.json" --log warn "${SERVE_ARGS[@]}" >"$OUT/rustio.log" 2>&1 &
 RUSTIO_PID=$!
-vm_wait 60 bash -c "exec 3<>/dev/tcp/127.0.0.1/$RUSTIO_PORT" ||
+vm_wait 60 port_open "$RUSTIO_PORT" ||
   { tail -20 "$OUT/rustio.log"; meta status error; meta error "rustio serve did not listen"; exit 1; }
-vm_wait 30 bash -c "exec 3<>/dev/tcp/127.0.0.1/$LIO_PORT" ||
+vm_wait 30 port_open "$LIO_PORT" ||
   { meta status error; meta error "LIO portal not listening"; exit 1; }
 meta rustio_pid "$RUSTIO_PID"
 

@@ -70,6 +70,9 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 # shellcheck source=../proc.sh
 . "$ROOT/bench/proc.sh"
+# port_open only.
+# shellcheck source=../../tests/lib/iscsi-checks.sh
+. "$ROOT/tests/lib/iscsi-checks.sh"
 QUICK=0 RUNS= TGT=1 GROUP=1 PIN=0 LG_CPUS=
 OUT=
 while (($#)); do
@@ -321,7 +324,7 @@ EOF
     PORTS="$PORTS $PG $((PG + 1))"
 fi
 for p in $PORTS; do
-    for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && break; sleep 0.2; done
+    for _ in $(seq 100); do port_open "$p" && break; sleep 0.2; done
 done
 kill -0 "$RUSTIO" 2>/dev/null || { cat "$OUT/rustio.log" >&2; exit 2; }
 [ "$B" = 0 ] || kill -0 "$RUSTIO_B" 2>/dev/null || { cat "$OUT/rustio-b.log" >&2; exit 2; }

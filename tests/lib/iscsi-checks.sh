@@ -2,8 +2,8 @@
 # Shared steps of the suites that check `rustio serve` with independent iSCSI clients
 # (tests/libiscsi/run.sh, tests/serve/qcow2.sh, tests/ceph/serve.sh, tests/scst/serve.sh,
 # tests/abuse/run.sh, tests/ceph/gw-lib.sh for the gateway-group scripts;
-# bench/rbd/guest-vm.sh uses start_server and port_open, tests/ceph/guest-multipath.sh
-# port_open). Source it after defining (port_open needs none of them):
+# bench/rbd/guest-vm.sh uses start_server and port_open; tests/ceph/guest-multipath.sh,
+# bench/lio/guest-bench.sh and bench/rbd/run.sh port_open). Source it after defining (port_open needs none of them):
 #   ok NAME / bad NAME   report one check (each suite keeps its own PASS/FAIL format)
 #   log TEXT             print a line
 #   WORK                 the suite's scratch directory
