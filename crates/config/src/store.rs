@@ -192,16 +192,21 @@ pub fn backup_dir(save_path: &Path) -> PathBuf {
     }
 }
 
-fn read_backup(path: &Path) -> Result<Vec<u8>, Error> {
+/// Reads (decompressing a `.gz`) at most `limit` bytes of a backup: enough to compare it
+/// with a file of `limit - 1` bytes, and bounded whatever the backup expands to (a
+/// small gzip file can inflate to gigabytes).
+fn read_backup(path: &Path, limit: u64) -> Result<Vec<u8>, Error> {
     let f = File::open(path).map_err(io("open backup", path))?;
     let mut out = Vec::new();
     if path.extension().is_some_and(|e| e == "gz") {
         GzDecoder::new(f)
+            .take(limit)
             .read_to_end(&mut out)
             .map_err(io("decompress backup", path))?;
     } else {
-        let mut f = f;
-        f.read_to_end(&mut out).map_err(io("read backup", path))?;
+        f.take(limit)
+            .read_to_end(&mut out)
+            .map_err(io("read backup", path))?;
     }
     Ok(out)
 }
@@ -234,7 +239,9 @@ pub fn backup_existing(
     }
     let existing = list_backups(save_path)?;
     let same_as_newest = match existing.last() {
-        Some(newest) => read_backup(newest).map(|b| b == current).unwrap_or(false),
+        Some(newest) => read_backup(newest, current.len() as u64 + 1)
+            .map(|b| b == current)
+            .unwrap_or(false),
         None => false,
     };
     if !same_as_newest {
@@ -304,7 +311,7 @@ mod tests {
         let backups = list_backups(&path).unwrap();
         assert_eq!(backups.len(), 3);
         // Newest backup holds the file as it was before the last save (n = 4).
-        let newest = read_backup(backups.last().unwrap()).unwrap();
+        let newest = read_backup(backups.last().unwrap(), u64::MAX).unwrap();
         let parsed = from_str(std::str::from_utf8(&newest).unwrap()).unwrap();
         assert_eq!(parsed.extra["n"], 4);
         // Saving the same content twice: the second backup would equal the newest.
@@ -321,6 +328,26 @@ mod tests {
             .filter(|n| n.contains("tmp"))
             .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[test]
+    fn backup_is_read_only_up_to_the_limit() {
+        // 64 MiB of zeros compress to about 64 KiB: the comparison with the current file
+        // reads one byte more than that file, never the whole expansion.
+        let dir = tempfile::tempdir().unwrap();
+        let gz = dir.path().join("saveconfig-bomb-json.gz");
+        let mut enc = GzEncoder::new(File::create(&gz).unwrap(), Compression::best());
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..64 {
+            enc.write_all(&zeros).unwrap();
+        }
+        enc.finish().unwrap();
+        assert!(fs::metadata(&gz).unwrap().len() < 1 << 20);
+        assert_eq!(read_backup(&gz, 4097).unwrap().len(), 4097);
+        let plain = dir.path().join("plain.json");
+        fs::write(&plain, b"{}\n").unwrap();
+        assert_eq!(read_backup(&plain, 2).unwrap(), b"{}");
+        assert_eq!(read_backup(&plain, 100).unwrap(), b"{}\n");
     }
 
     #[test]

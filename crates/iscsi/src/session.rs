@@ -65,6 +65,23 @@ pub(crate) struct TaskState {
     pub aborted: AtomicBool,
 }
 
+/// Immediate SCSI commands (I bit set) a session may have in its task table beyond its
+/// CmdSN window's depth. They bypass the window (RFC 7143 3.2.2.1), so without a bound a
+/// peer that streams them, never reading its socket, would grow the table and the work
+/// parked behind a stuck writer at wire speed. Initiators send few (Linux none; libiscsi's
+/// tests a handful at a time); more are answered with a Reject, reason "Immediate command
+/// reject" (RFC 7143 11.17.1).
+pub(crate) const IMMEDIATE_TASKS: usize = 16;
+
+/// Why [`Session::add_task`] refused a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TaskRefused {
+    /// The ITT belongs to a task still in progress (Reject reason 0x07).
+    ItTInUse,
+    /// An immediate command with the table at its bound (Reject reason 0x06).
+    ImmediateLimit,
+}
+
 /// What the CmdSN window decided about a non-immediate PDU.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Admit {
@@ -258,14 +275,19 @@ impl Session {
         std::mem::take(&mut w.held).into_values().collect()
     }
 
-    /// Registers a task; `false` if the ITT is already in use.
-    pub fn add_task(&self, t: Arc<TaskState>) -> bool {
+    /// Registers a task. Refused when its ITT is in use, or when it is an immediate
+    /// command and the table already holds the window's depth plus [`IMMEDIATE_TASKS`]
+    /// (non-immediate commands are bounded by the window itself and never refused here).
+    pub(crate) fn add_task(&self, t: Arc<TaskState>, immediate: bool) -> Result<(), TaskRefused> {
         let mut tasks = self.tasks.lock();
         if tasks.contains_key(&t.itt) {
-            return false;
+            return Err(TaskRefused::ItTInUse);
+        }
+        if immediate && tasks.len() >= self.depth as usize + IMMEDIATE_TASKS {
+            return Err(TaskRefused::ImmediateLimit);
         }
         tasks.insert(t.itt, t);
-        true
+        Ok(())
     }
 
     /// Removes a finished task and wakes task management waiting for it.
@@ -401,12 +423,42 @@ mod tests {
             0,
             64 << 20,
         );
-        assert!(s.add_task(Arc::new(TaskState {
+        assert_eq!(s.add_task(task(itt), false), Ok(()));
+        s
+    }
+
+    fn task(itt: u32) -> Arc<TaskState> {
+        Arc::new(TaskState {
             itt,
             lun_field: 0,
             aborted: AtomicBool::new(false),
-        })));
-        s
+        })
+    }
+
+    #[test]
+    fn immediate_tasks_are_bounded_beyond_the_window_depth() {
+        // Depth 32 (session_with_task): 32 + IMMEDIATE_TASKS entries in all may be
+        // immediate commands; the next immediate one is refused, a non-immediate one
+        // (bounded by the window) and a repeated ITT are told apart.
+        let s = session_with_task(0);
+        for itt in 1..(32 + IMMEDIATE_TASKS) as u32 {
+            assert_eq!(s.add_task(task(itt), true), Ok(()), "itt {itt}");
+        }
+        let full = (32 + IMMEDIATE_TASKS) as u32;
+        assert_eq!(
+            s.add_task(task(full), true),
+            Err(TaskRefused::ImmediateLimit)
+        );
+        assert_eq!(s.add_task(task(5), true), Err(TaskRefused::ItTInUse));
+        assert_eq!(s.add_task(task(full), false), Ok(()));
+        // A finished task makes room again.
+        s.remove_task(3);
+        s.remove_task(full);
+        assert_eq!(s.add_task(task(full + 1), true), Ok(()));
+        assert_eq!(
+            s.add_task(task(full + 2), true),
+            Err(TaskRefused::ImmediateLimit)
+        );
     }
 
     /// A held PDU that records that it ran.

@@ -439,3 +439,139 @@ fn immediate_data_waiting_in_the_cmdsn_window_is_within_the_budget() {
         == 0));
     h.shutdown();
 }
+
+/// RFC 7143 11.17.1 Reject reasons.
+const REJECT_IMMEDIATE: u8 = 0x06;
+const REJECT_OUT_OF_RESOURCES: u8 = 0x0a;
+
+#[test]
+fn immediate_commands_beyond_the_bound_are_rejected() {
+    // Immediate commands bypass the CmdSN window (depth 16 here), so the session bounds
+    // them itself: depth + 16 tasks in all, the rest answered Reject 0x06. Each WRITE
+    // below waits for its Data-Out (InitialR2T=Yes, no immediate data), so its task stays.
+    let (h, addr) = start(|_, _| {});
+    let mut i = Initiator::connect(addr);
+    assert!(i.login(&LoginOpts::default()));
+    let immediate_write = |i: &mut Initiator, lba: u32| {
+        let (itt, mut pdu) = i.command(0, &write10(lba, 1), false, true, 512, vec![]);
+        // Immediate commands carry CmdSN without advancing it (RFC 7143 3.2.2.1).
+        i.cmd_sn = i.cmd_sn.wrapping_sub(1);
+        let Header::ScsiCommand(c) = &mut pdu.header else {
+            unreachable!()
+        };
+        c.immediate = true;
+        i.send(&pdu);
+        itt
+    };
+    let itts: Vec<u32> = (0..40).map(|k| immediate_write(&mut i, k)).collect();
+    i.s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let (mut r2ts, mut rejects) = (Vec::new(), 0);
+    while r2ts.len() + rejects < itts.len() {
+        let p = i.try_recv().expect("an answer for every command");
+        match p.header {
+            Header::R2t(r) => r2ts.push(r),
+            Header::Reject(r) => {
+                assert_eq!(r.reason, REJECT_IMMEDIATE);
+                rejects += 1;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((r2ts.len(), rejects), (32, 8));
+    // The first 32 are the ones admitted, in order.
+    assert!(r2ts.iter().zip(&itts).all(|(r, itt)| r.itt == *itt));
+    // A finished one makes room for the next.
+    let r = r2ts.remove(0);
+    let d = DataOut {
+        final_bit: true,
+        lun: r.lun,
+        itt: r.itt,
+        ttt: r.ttt,
+        exp_stat_sn: i.exp_stat_sn,
+        data_sn: 0,
+        buffer_offset: 0,
+    };
+    i.send(&Pdu::new(Header::DataOut(d), vec![7u8; 512]));
+    let done = i.collect(r.itt, &[], 8192);
+    assert_eq!(done.status, 0);
+    let itt = immediate_write(&mut i, 100);
+    let p = i.recv();
+    assert!(
+        matches!(p.header, Header::R2t(ref r) if r.itt == itt),
+        "{:?}",
+        p.header
+    );
+    h.shutdown();
+}
+
+#[test]
+fn ping_data_waiting_in_the_cmdsn_window_is_within_the_budget() {
+    // As a command's immediate data: 12 non-immediate pings of 4 KiB behind a CmdSN gap,
+    // a 32 KiB session budget. What fits is held and echoed once the gap fills; the rest
+    // is refused at once (Reject 0x0a, out of resources), and nothing stays reserved.
+    const PING: usize = 4096;
+    let (h, addr) = start(|cfg, _| {
+        cfg.max_session_write_buffer = 32 * 1024;
+    });
+    let mut a = Initiator::connect(addr);
+    assert!(a.login(&LoginOpts::default()));
+    let nop = |itt: u32, cmd_sn: u32, exp_stat_sn: u32, data: Vec<u8>| {
+        Pdu::new(
+            Header::NopOut(rustio_iscsi_proto::pdu::NopOut {
+                immediate: false,
+                lun: 0,
+                itt,
+                ttt: 0xffff_ffff,
+                cmd_sn,
+                exp_stat_sn,
+            }),
+            data,
+        )
+    };
+    let gap = a.cmd_sn;
+    for k in 0..12u32 {
+        let p = nop(
+            0x6000_0000 + k,
+            gap.wrapping_add(1 + k),
+            a.exp_stat_sn,
+            vec![k as u8; PING],
+        );
+        a.send(&p);
+    }
+    a.s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut rejects = 0;
+    while rejects < 4 {
+        let p = a
+            .try_recv()
+            .expect("the pings beyond the budget are rejected at once");
+        let Header::Reject(r) = p.header else {
+            panic!("Reject expected, got {:?}", p.header)
+        };
+        assert_eq!(r.reason, REJECT_OUT_OF_RESOURCES);
+        rejects += 1;
+    }
+    let st = h.write_buffer_stats();
+    assert_eq!(st.reserved, 32 * 1024, "8 held pings of 4 KiB: {st:?}");
+    a.send(&nop(0x7000_0000, gap, a.exp_stat_sn, vec![]));
+    a.cmd_sn = gap.wrapping_add(13);
+    let mut echoed = Vec::new();
+    while echoed.len() < 9 {
+        let p = a.try_recv().expect("a NOP-In for every ping held");
+        let Header::NopIn(n) = p.header else {
+            panic!("NOP-In expected, got {:?}", p.header)
+        };
+        echoed.push((n.itt, p.data));
+    }
+    assert_eq!(echoed[0], (0x7000_0000, vec![]));
+    for (k, (itt, data)) in echoed[1..].iter().enumerate() {
+        assert_eq!(*itt, 0x6000_0000 + k as u32);
+        assert_eq!(*data, vec![k as u8; PING], "ping {k} echoed whole");
+    }
+    assert!(wait_until(Duration::from_secs(3), || h
+        .write_buffer_stats()
+        .reserved
+        == 0));
+    // The window moved past the rejected pings: the session still works.
+    assert_eq!(a.scsi(0, &read10(0, 1), 512, &[], 0).status, 0);
+    h.shutdown();
+}

@@ -1,5 +1,6 @@
-//! TARGET WARM RESET / TARGET COLD RESET abort every initiator's tasks on the target,
-//! so only initiators whose node ACL opts in (`tmr_warm_reset` / `tmr_cold_reset`, as
+//! TARGET WARM RESET / TARGET COLD RESET abort every initiator's tasks on the units the
+//! resetter's LUN map reaches (and a cold reset drops every session of the target), so
+//! only initiators whose node ACL opts in (`tmr_warm_reset` / `tmr_cold_reset`, as
 //! in LIO) may use them; anyone else gets "Function authorization failed" (RFC 7143
 //! 11.6.1, response 6) and the other initiators do not notice (issue 20 item 6).
 
@@ -124,5 +125,55 @@ fn target_cold_reset_is_honoured_with_the_acl_attribute() {
     assert_eq!(b.tmf(TmfFunction::TargetColdReset, 0, 0), COMPLETE);
     assert!(closed(&mut b), "B's connection is closed");
     assert!(closed(&mut a), "A's connection is closed");
+    h.shutdown();
+}
+
+#[test]
+fn target_reset_reaches_only_the_units_in_the_resetters_lun_map() {
+    // Two units; A maps both, B (allowed to reset) only LUN 0. Every path to a logical
+    // unit goes through the requesting nexus's LUN map: B's reset must not touch LUN 1,
+    // neither A's task on it nor its state (no unit attention for A there).
+    let (h, addr) = start(|_, tpg| {
+        tpg.generate_node_acls = false;
+        tpg.luns.push(rustio_iscsi::LunConfig {
+            index: 1,
+            lu: ram_lu(8192, "lun1"),
+            name: "lun1".into(),
+        });
+        for (name, luns) in [(INITIATOR, &[0u64, 1][..]), (B, &[0][..])] {
+            let mut acl = AclConfig::new(name);
+            for &l in luns {
+                acl.mapped_luns.push(MappedLunConfig {
+                    index: l,
+                    tpg_lun: l,
+                    write_protect: false,
+                });
+            }
+            acl.tmr_warm_reset = name == B;
+            tpg.acls.push(acl);
+        }
+    });
+    let mut a = login(addr, INITIATOR, 1);
+    a.clear_ua(1);
+    let mut b = login(addr, B, 2);
+    // A's WRITE on LUN 1 waits for its Data-Out during the reset.
+    let data = pattern(8 * 512, 5);
+    let (itt, cmd) = a.command(1, &write10(16, 8), false, true, data.len() as u32, vec![]);
+    a.send(&cmd);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(b.tmf(TmfFunction::TargetWarmReset, 0, 0), COMPLETE);
+    let r = a.collect(itt, &data, 8192);
+    assert_eq!(
+        r.status, 0,
+        "A's task on LUN 1 was not aborted: {:?}",
+        r.sense
+    );
+    let r = a.scsi(1, &[0, 0, 0, 0, 0, 0], 0, &[], 0);
+    assert_eq!(r.status, 0, "no unit attention on LUN 1: {:?}", r.sense);
+    assert_eq!(a.scsi(1, &read10(16, 8), 8 * 512, &[], 0).data, data);
+    // LUN 0, which B maps, was reset: A sees POWER ON, RESET (29h) there.
+    let r = a.scsi(0, &[0, 0, 0, 0, 0, 0], 0, &[], 0);
+    assert_eq!(r.status, 0x02);
+    assert_eq!((r.sense[2] & 0x0f, r.sense[12]), (0x06, 0x29));
     h.shutdown();
 }

@@ -29,7 +29,8 @@ pub(crate) const MAX_CSCD: u16 = 8;
 pub(crate) const MAX_SEGMENTS: u16 = 64;
 /// MAXIMUM DESCRIPTOR LIST LENGTH (bytes of CSCD + segment descriptors).
 pub(crate) const MAX_DESC_LIST_LEN: u32 = 4096;
-/// MAXIMUM SEGMENT LENGTH in bytes (a 02h descriptor moves at most 65535 blocks).
+/// MAXIMUM SEGMENT LENGTH in bytes, reported by RECEIVE COPY RESULTS and enforced per
+/// segment (a 02h descriptor names up to 65535 blocks: 256 MiB of 4 KiB blocks).
 const MAX_SEGMENT_LEN: u32 = 64 << 20;
 /// Copy buffer per chunk.
 const CHUNK: usize = 1 << 20;
@@ -80,6 +81,8 @@ impl CopyState {
 
 /// One resolved segment: copy `blocks` blocks.
 struct Segment {
+    /// Byte offset of its descriptor in the parameter list (sense field pointers).
+    at: usize,
     src: usize,
     dst: usize,
     blocks: u64,
@@ -142,6 +145,12 @@ impl LogicalUnit {
         let (src, dst) = (&src_map.lu, &dst_map.lu);
         if src.block_size != dst.block_size {
             return Err(copy_aborted(0x0d, 0x02));
+        }
+        // More than the MAXIMUM SEGMENT LENGTH we report: INVALID FIELD IN PARAMETER
+        // LIST at the descriptor's NUMBER OF BLOCKS (byte 10, SPC-4 6.4.6.2).
+        if s.blocks * u64::from(src.block_size) > u64::from(MAX_SEGMENT_LEN) {
+            let field = u16::try_from(s.at + 10).unwrap_or(u16::MAX);
+            return Err(Sense::invalid_field_in_param(field, None).into());
         }
         let in_range = |lu: &LogicalUnit, lba: u64| {
             lba.checked_add(s.blocks)
@@ -375,6 +384,7 @@ fn parse_segments(segs: &[u8], base: usize) -> Result<Vec<Segment>, Fail> {
             return Err(Sense::PARAMETER_LIST_LENGTH_ERROR.into());
         }
         segments.push(Segment {
+            at,
             src: usize::from(u16::from_be_bytes([d[4], d[5]])),
             dst: usize::from(u16::from_be_bytes([d[6], d[7]])),
             blocks: u64::from(u16::from_be_bytes([d[10], d[11]])),

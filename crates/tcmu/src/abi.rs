@@ -183,7 +183,7 @@ pub fn cdb_len(opcode: u8, additional_len: Option<u8>) -> Option<usize> {
     Some(match opcode >> 5 {
         0 => 6,
         1 | 2 => 10,
-        3 => 10, // reserved group other than 7Fh: the kernel's table says 10
+        3 => 12, // reserved group other than 7Fh: `scsi_command_size_tbl` says 12
         4 => 16,
         5 => 12,
         _ => 10, // vendor specific groups 6 and 7
@@ -203,6 +203,10 @@ mod tests {
         assert_eq!(cdb_len(0x88, None), Some(16)); // READ(16)
         assert_eq!(cdb_len(0xa0, None), Some(12)); // REPORT LUNS
         assert_eq!(cdb_len(0xc0, None), Some(10)); // vendor
+                                                   // Group 3 (60h-7Eh), reserved: 12 bytes in the kernel's `scsi_command_size_tbl`
+                                                   // ({6, 10, 10, 12, 16, 12, 10, 10}), which fills the entry.
+        assert_eq!(cdb_len(0x60, None), Some(12));
+        assert_eq!(cdb_len(0x7e, Some(0)), Some(12));
         assert_eq!(cdb_len(0x7f, Some(0x18)), Some(32)); // 32-byte variable length CDB
         assert_eq!(cdb_len(0x7f, None), None);
     }

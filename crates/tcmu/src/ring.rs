@@ -167,13 +167,16 @@ pub enum EntryError {
         /// Entry length.
         len: u32,
     },
-    /// `cdb_off` (or the CDB length it implies) is outside the mapping.
-    #[error("CDB at offset {cdb_off} is outside the {map_size}-byte mapping")]
+    /// `cdb_off` (or the CDB length it implies) is outside the command's own entry,
+    /// where the kernel always puts the CDB (after the iovec table).
+    #[error("CDB at offset {cdb_off} is outside its {len}-byte entry at offset {entry}")]
     CdbOutOfBounds {
         /// The offending `cdb_off`.
         cdb_off: u64,
-        /// Mapping size.
-        map_size: usize,
+        /// Offset of the entry in the mapping.
+        entry: usize,
+        /// Length of the entry.
+        len: u32,
     },
     /// An iovec is outside the data area.
     #[error(
@@ -540,12 +543,13 @@ impl Ring {
         if dif_cnt != 0 {
             return Ok(Err(EntryError::DifUnsupported(dif_cnt)));
         }
-        let cdb = match self.read_cdb(abs, entry.copied(), cdb_off) {
+        let cdb = match self.read_cdb(abs, len, entry.copied(), cdb_off) {
             Some(cdb) => cdb,
             None => {
                 return Ok(Err(EntryError::CdbOutOfBounds {
                     cdb_off,
-                    map_size: self.layout.map_size,
+                    entry: abs,
+                    len,
                 }))
             }
         };
@@ -602,36 +606,38 @@ impl Ring {
         }))
     }
 
-    /// The CDB at absolute offset `cdb_off`: from `entry` (the snapshot of the entry at
-    /// `abs`) when it lies there, as the kernel places it, else from the ring.
-    fn read_cdb(&self, abs: usize, entry: &[u8], cdb_off: u64) -> Option<Cdb> {
-        let map = self.layout.map_size as u64;
-        if cdb_off >= map {
+    /// The CDB at absolute offset `cdb_off`, which must lie wholly inside its entry
+    /// (`len` bytes at `abs`), where the kernel puts it. Anywhere else is refused: in the
+    /// data area, whose pages the kernel fills on demand and may have freed, a read
+    /// could fault (SIGBUS) instead of failing one command. Read from `entry` (the
+    /// snapshot of the entry's first bytes) when it holds them, else from the ring.
+    fn read_cdb(&self, abs: usize, len: u32, entry: &[u8], cdb_off: u64) -> Option<Cdb> {
+        let rel = usize::try_from(cdb_off).ok()?.checked_sub(abs)?;
+        // Bytes of the entry from the CDB's start on.
+        let room = usize::try_from(len).ok()?.checked_sub(rel)?;
+        if room == 0 {
             return None;
         }
-        let off = cdb_off as usize;
+        let off = abs + rel;
         // Where the snapshot holds the CDB's first 8 bytes (opcode and, for 7Fh, its
         // additional length).
-        let in_entry = off
-            .checked_sub(abs)
-            .and_then(|rel| entry.get(rel..))
-            .filter(|b| b.len() >= 8);
+        let in_entry = entry.get(rel..).filter(|b| b.len() >= 8);
         let (opcode, add) = match in_entry {
             Some(b) => (b[0], Some(b[7])),
             None => (
                 self.mem.read_u8(off).ok()?,
-                if off + 8 <= self.layout.map_size {
+                if room >= 8 {
                     self.mem.read_u8(off + 7).ok()
                 } else {
                     None
                 },
             ),
         };
-        let len = abi::cdb_len(opcode, add)?;
-        match in_entry.and_then(|b| b.get(..len)) {
+        let cdb_len = abi::cdb_len(opcode, add).filter(|&n| n <= room)?;
+        match in_entry.and_then(|b| b.get(..cdb_len)) {
             Some(b) => Some(Cdb::from_slice(b)),
             None => {
-                let mut cdb = Cdb::from_elem(0, len);
+                let mut cdb = Cdb::from_elem(0, cdb_len);
                 self.mem.read(off, &mut cdb).ok()?;
                 Some(cdb)
             }
@@ -1291,33 +1297,72 @@ mod tests {
         }
     }
 
-    /// A CDB the entry points elsewhere to is read from there: inside the snapshot but
-    /// not after the iovecs, straddling the snapshot's end, and in the ring past the entry.
+    /// A CDB the entry points elsewhere to inside the entry is read from there: in the
+    /// unused bytes after the iovec table, and ending at the entry's last byte. One that
+    /// crosses the entry's end, lies in the ring beyond it or in the data area fails that
+    /// command alone: the kernel always puts the CDB inside its entry.
     #[test]
-    fn cdb_elsewhere_is_read_where_cdb_off_points() {
+    fn cdb_inside_its_entry_is_read_and_elsewhere_refused() {
         const CDB: [u8; 10] = [0x2a, 0, 0, 0, 0, 7, 0, 0, 1, 0];
-        for rel in [80usize, 124, 0x7f8] {
+        for (rel, inside) in [(64usize, true), (118, true), (124, false), (0x7f8, false)] {
             let mut k = FakeKernel::new(4096, 8192, ALL_CAPS);
             let d = k.alloc_data(512, 0);
+            // One iovec: the table ends at byte 64, READ(10)'s CDB sits at
+            // CMD_ENTRY_MIN (112) and the entry is 128 bytes.
             let at = k.push_cmd(3, &READ10, &[d], &[]);
             let entry = k.cmdr_off + at as usize;
-            // `rel` 80 is in the entry's unused bytes, 124 crosses the end of the snapshot
-            // and of the 128-byte entry, 0x7f8 lies in the ring beyond this entry.
             k.mem.write(entry + rel, &CDB).unwrap();
             k.mem
                 .write_u64(entry + abi::REQ_CDB_OFF, (entry + rel) as u64)
                 .unwrap();
             let mut ring = Ring::new(k.shared()).unwrap();
             let evs = consume_all(&mut ring);
-            assert_eq!(expect_cmd(&evs[0]).1.cdb.as_slice(), &CDB, "at {rel}");
+            if inside {
+                assert_eq!(expect_cmd(&evs[0]).1.cdb.as_slice(), &CDB, "at {rel}");
+            } else {
+                assert!(
+                    matches!(
+                        &evs[0],
+                        RingEvent::Malformed {
+                            error: EntryError::CdbOutOfBounds { len: 128, .. },
+                            ..
+                        }
+                    ),
+                    "at {rel}: {:?}",
+                    evs[0]
+                );
+            }
         }
+        // The data area, where the kernel fills pages on demand.
+        let mut k = FakeKernel::new(4096, 8192, ALL_CAPS);
+        let d = k.alloc_data(512, 0);
+        k.mem.write(d.offset, &CDB).unwrap();
+        let at = k.push_cmd(3, &READ10, &[d], &[]);
+        let entry = k.cmdr_off + at as usize;
+        k.mem
+            .write_u64(entry + abi::REQ_CDB_OFF, d.offset as u64)
+            .unwrap();
+        let mut ring = Ring::new(k.shared()).unwrap();
+        let evs = consume_all(&mut ring);
+        assert!(
+            matches!(
+                &evs[0],
+                RingEvent::Malformed {
+                    error: EntryError::CdbOutOfBounds { .. },
+                    ..
+                }
+            ),
+            "{:?}",
+            evs[0]
+        );
     }
 
     proptest! {
         /// Wherever `cdb_off` points (before the entry, into its header, its unused bytes,
         /// across the end of the snapshot or of the entry, or past it) and whatever the
-        /// entry's length (112 to 136 bytes), the parsed CDB is what a read of the ring at
-        /// `cdb_off` finds: the snapshot is only a shorter way to the same bytes.
+        /// entry's length (112 to 136 bytes), a CDB wholly inside the entry is what a read
+        /// of the ring at `cdb_off` finds (the snapshot is only a shorter way to the same
+        /// bytes), and any other is refused as out of bounds.
         #[test]
         fn cdb_is_the_ring_bytes_at_cdb_off(
             rel in -24i64..200,
@@ -1350,11 +1395,15 @@ mod tests {
                 }
             }
             let first = k.mem.read_u8(cdb_off).unwrap();
-            let expected = abi::cdb_len(first, k.mem.read_u8(cdb_off + 7).ok()).map(|n| {
-                let mut c = vec![0u8; n];
-                k.mem.read(cdb_off, &mut c).unwrap();
-                c
-            });
+            // Only a CDB wholly inside its entry is read.
+            let inside = |n: usize| cdb_off >= abs && cdb_off + n <= abs + size as usize;
+            let expected = abi::cdb_len(first, k.mem.read_u8(cdb_off + 7).ok())
+                .filter(|&n| inside(n))
+                .map(|n| {
+                    let mut c = vec![0u8; n];
+                    k.mem.read(cdb_off, &mut c).unwrap();
+                    c
+                });
             let mut ring = Ring::new(k.shared()).unwrap();
             let evs = consume_all(&mut ring);
             prop_assert_eq!(evs.len(), 1);
@@ -1671,14 +1720,17 @@ mod tests {
         /// A command entry with a well-formed header but arbitrary kernel-supplied counts,
         /// `cdb_off` and iovec bases/lengths (biased to the edges of the data area and of
         /// the mapping, and to overflow): parsing never panics or writes, an accepted
-        /// command only names bytes inside the data area, a rejected one fails alone (the
-        /// next command still parses) and both can be completed.
+        /// command only names bytes inside the data area and has its CDB inside the entry,
+        /// a rejected one fails alone (the next command still parses) and both can be
+        /// completed. Most entries put their CDB in the entry's last 16 bytes, as the
+        /// kernel does, so that the iovec checks after the CDB's are reached.
         #[test]
         fn arbitrary_entry_offsets_are_bounds_checked(
             iov_cnt in prop_oneof![8 => 0u32..4, 1 => any::<u32>()],
             bidi_cnt in prop_oneof![8 => 0u32..3, 1 => any::<u32>()],
             dif_cnt in prop_oneof![8 => Just(0u32), 1 => any::<u32>()],
-            cdb_off in prop_oneof![8 => Just(EDGE_DATA_OFF), 2 => near_edges()],
+            // None: in the entry, after the iovec table.
+            cdb_off in prop_oneof![8 => Just(None), 2 => near_edges().prop_map(Some)],
             cdb_opcode in prop_oneof![8 => Just(0x28u8), 1 => any::<u8>()],
             iovs in proptest::collection::vec(
                 (
@@ -1690,15 +1742,18 @@ mod tests {
         ) {
             let mut k = FakeKernel::new(EDGE_CMDR, EDGE_DATA, ALL_CAPS);
             let map = k.mem.size() as u64;
-            // Somewhere a CDB may be found: the start of the data area.
+            // A CDB where `cdb_off` may point outside the entry: the data area's start.
             k.mem.write(k.data_off, &[cdb_opcode]).unwrap();
-            let size = (abi::REQ_IOV + EDGE_IOVS * abi::IOVEC_SIZE + 16) as u32;
-            k.push_raw(size, size | abi::OP_CMD, |m, abs| {
+            let cdb_at = abi::REQ_IOV + EDGE_IOVS * abi::IOVEC_SIZE;
+            let size = (cdb_at + 16) as u32;
+            let pos = k.push_raw(size, size | abi::OP_CMD, |m, abs| {
                 m.write_u16(abs + abi::HDR_CMD_ID, 1).unwrap();
                 m.write_u32(abs + abi::REQ_IOV_CNT, iov_cnt).unwrap();
                 m.write_u32(abs + abi::REQ_IOV_BIDI_CNT, bidi_cnt).unwrap();
                 m.write_u32(abs + abi::REQ_IOV_DIF_CNT, dif_cnt).unwrap();
-                m.write_u64(abs + abi::REQ_CDB_OFF, cdb_off).unwrap();
+                m.write(abs + cdb_at, &[cdb_opcode]).unwrap();
+                let off = cdb_off.unwrap_or((abs + cdb_at) as u64);
+                m.write_u64(abs + abi::REQ_CDB_OFF, off).unwrap();
                 for (i, (base, len)) in iovs.iter().enumerate() {
                     let at = abs + abi::REQ_IOV + i * abi::IOVEC_SIZE;
                     m.write_u64(at, *base).unwrap();
@@ -1717,7 +1772,13 @@ mod tests {
                     prop_assert_eq!(cmd.iovs.len() as u64, u64::from(iov_cnt));
                     prop_assert_eq!(cmd.bidi_iovs.len() as u64, u64::from(bidi_cnt));
                     prop_assert_eq!(dif_cnt, 0);
-                    prop_assert!(cdb_off < map && !cmd.cdb.is_empty());
+                    let entry = (k.cmdr_off + pos as usize) as u64;
+                    let at = cdb_off.unwrap_or(entry + cdb_at as u64);
+                    prop_assert!(!cmd.cdb.is_empty());
+                    prop_assert!(
+                        at >= entry && at + cmd.cdb.len() as u64 <= entry + u64::from(size),
+                        "CDB at {} ({} bytes) outside the entry at {}", at, cmd.cdb.len(), entry
+                    );
                     for iov in cmd.iovs.iter().chain(&cmd.bidi_iovs) {
                         prop_assert!(iov.offset >= k.data_off, "{:?} starts in the ring", iov);
                         prop_assert!(iov.offset as u64 + iov.len as u64 <= map, "{:?} ends past the map", iov);

@@ -266,6 +266,22 @@ pub fn refcount_get(block: &[u8], order: u32, idx: u64) -> u64 {
     }
 }
 
+/// Index of the last entry with a non-zero refcount in a refcount block, found with one
+/// byte scan (the work is bounded by the block's bytes, not by its entry count).
+///
+/// Entry `i` starts at bit `i << order` of the block. Sub-byte entries count bit 0 of a
+/// byte as its least significant bit, so the highest set bit of the last non-zero byte
+/// lies in the last non-zero entry; wider entries span whole bytes, and any non-zero byte
+/// makes its entry non-zero.
+pub fn refcount_last_used(block: &[u8], order: u32) -> Option<u64> {
+    let pos = block.iter().rposition(|&b| b != 0)?;
+    let high_bit = 7 - block[pos].leading_zeros();
+    let bit = (pos as u64)
+        .checked_mul(8)?
+        .checked_add(u64::from(high_bit))?;
+    Some(bit >> order)
+}
+
 /// Writes refcount `idx` (`v` must not exceed [`refcount_max`]) and returns the byte range
 /// of the block that changed, so callers can write just those bytes.
 pub fn refcount_set(block: &mut [u8], order: u32, idx: u64, v: u64) -> Range<usize> {
@@ -533,6 +549,57 @@ mod tests {
         assert_eq!(refcount_max(6), u64::MAX);
         assert_eq!(refcount_entries(65536, 4), 32768);
         assert_eq!(refcount_entries(512, 6), 64);
+    }
+
+    #[test]
+    fn last_used_refcount_entry_for_every_width() {
+        // qcow2.txt "Refcount block entry": entry i occupies bits i*refcount_bits.. of the
+        // block; sub-byte widths count bit 0 as the least significant bit, wider entries
+        // are big endian. Each case: (order, byte, value) -> index of the last used entry.
+        let cases: [(u32, usize, u8, u64); 12] = [
+            // 1 bit: byte 3 bit 5 is entry 3*8+5.
+            (0, 3, 0b0010_0000, 29),
+            // 1 bit: byte 3 bits 0 and 5, the higher one wins.
+            (0, 3, 0b0010_0001, 29),
+            // 2 bits: byte 3 bits 6-7 (value 2) is entry 3*4+3.
+            (1, 3, 0b1000_0000, 15),
+            // 2 bits: byte 3 bit 0 (value 1) is entry 3*4.
+            (1, 3, 0b0000_0001, 12),
+            // 4 bits: byte 10 high nibble is entry 10*2+1.
+            (2, 10, 0x10, 21),
+            // 4 bits: byte 10 low nibble is entry 10*2.
+            (2, 10, 0x0f, 20),
+            // 8 bits: byte 100 is entry 100.
+            (3, 100, 1, 100),
+            // 16 bits big endian: bytes 6-7 are entry 3, either byte makes it non-zero.
+            (4, 7, 1, 3),
+            (4, 6, 0x80, 3),
+            // 32 bits: bytes 8-11 are entry 2.
+            (5, 11, 1, 2),
+            // 64 bits: byte 511, the last of a 512-byte block, is entry 63 (the last one).
+            (6, 511, 1, 63),
+            (6, 0, 0x80, 0),
+        ];
+        for (order, byte, value, want) in cases {
+            let mut b = vec![0u8; 512];
+            assert_eq!(refcount_last_used(&b, order), None, "order {order}: empty");
+            b[byte] = value;
+            assert_eq!(
+                refcount_last_used(&b, order),
+                Some(want),
+                "order {order}, byte {byte} = {value:#x}"
+            );
+            assert_ne!(refcount_get(&b, order, want), 0, "order {order}");
+            // A lower non-zero entry does not change the answer.
+            b[0] |= 1;
+            assert_eq!(refcount_last_used(&b, order), Some(want), "order {order}");
+        }
+        // The last entry of a 512-byte block for every width: 4096 >> order entries.
+        for order in 0..=6u32 {
+            let mut b = vec![0u8; 512];
+            b[511] = 0x80;
+            assert_eq!(refcount_last_used(&b, order), Some((4096 >> order) - 1));
+        }
     }
 
     proptest! {

@@ -555,6 +555,16 @@ impl Qcow2Backstore {
         m.rc.as_mut().ok_or(Error::ReadOnly)
     }
 
+    /// Allocates one cluster for data or an L2 table. A corrupt image can report metadata
+    /// as free; the allocator refuses the structures it knows (header, refcount table and
+    /// blocks) and the metadata check here the rest (the L1 table).
+    fn alloc_cluster(&self, m: &mut Meta) -> Result<u64> {
+        let off = self.rc(m)?.alloc_cluster(&self.io)?;
+        self.note_alloc(m);
+        self.check_data_write(off, self.g.cluster_size)?;
+        Ok(off)
+    }
+
     /// The L2 table for `l1i`, allocating an empty one if there is none.
     fn l2_for_write(&self, m: &mut Meta, l1i: usize) -> Result<Arc<L2Table>> {
         if let Some(t) = self.l2_table(l1i)? {
@@ -563,8 +573,7 @@ impl Qcow2Backstore {
         if l1i >= self.l1.read().len() {
             return Err(self.corrupt(format!("L1 index {l1i} is beyond the L1 table")));
         }
-        let off = self.rc(m)?.alloc_cluster(&self.io)?;
-        self.note_alloc(m);
+        let off = self.alloc_cluster(m)?;
         let t = Arc::new(L2Table::zeroed(
             off,
             self.g.l2_entries as usize * self.g.slot,
@@ -622,14 +631,12 @@ impl Qcow2Backstore {
             L2Entry::Zero {
                 host: Some(h),
                 copied: true,
-            } => (h, None),
-            _ => {
-                let h = self.rc(&mut m)?.alloc_cluster(&self.io)?;
-                self.note_alloc(&m);
-                (h, e.host_ranges())
+            } => {
+                self.check_data_write(h, cs)?;
+                (h, None)
             }
+            _ => (self.alloc_cluster(&mut m)?, e.host_ranges()),
         };
-        self.check_data_write(target, cs)?;
         if in_off == 0 && n == cs {
             self.io.write_vec(src, target)?;
         } else {

@@ -13,7 +13,8 @@ use std::collections::HashMap;
 use std::ops::Range;
 
 use super::entry::{
-    refcount_entries, refcount_get, refcount_max, refcount_set, MAX_HOST_OFFSET, REFT_RESERVED,
+    refcount_entries, refcount_get, refcount_last_used, refcount_max, refcount_set,
+    MAX_HOST_OFFSET, REFT_RESERVED,
 };
 use super::header::{MAX_REFTABLE_BYTES, OFF_REFCOUNT_TABLE};
 use super::io::{table_bytes, ImageFile};
@@ -33,6 +34,8 @@ pub struct Refcounts {
     table: Vec<u64>,
     table_offset: u64,
     table_clusters: u64,
+    /// Host offsets of every refcount block the table names, sorted.
+    block_offsets: Vec<u64>,
     blocks: HashMap<u64, Box<[u8]>>,
     /// No free cluster below this index (search start).
     free_hint: u64,
@@ -85,6 +88,8 @@ impl Refcounts {
                 ));
             }
         }
+        let mut block_offsets: Vec<u64> = seen.into_iter().collect();
+        block_offsets.sort_unstable();
         let mut rc = Refcounts {
             cluster_bits,
             order,
@@ -92,28 +97,39 @@ impl Refcounts {
             table,
             table_offset,
             table_clusters,
+            block_offsets,
             blocks: HashMap::new(),
             free_hint: 0,
             alloc_end: 0,
         };
-        // Find the last cluster with a non-zero refcount.
-        let mut last_used = 0u64;
-        for ri in (0..rc.table.len()).rev() {
-            if rc.table[ri] == 0 {
+        let file_clusters = file_len.div_ceil(cs);
+        rc.alloc_end = rc.last_used(io, file_clusters)?.max(file_clusters);
+        Ok(rc)
+    }
+
+    /// One past the last cluster with a non-zero refcount, looking only at blocks that
+    /// cover some cluster of the file (below `file_clusters`).
+    ///
+    /// Clusters past the end of the file hold nothing and a valid image references none
+    /// (`qemu-img check` calls a reference a cluster past the end corruption), so their
+    /// refcounts are ignored: the allocation start is at least `file_clusters` anyway, and
+    /// new areas there get their refcounts set. Skipping blocks that cover only such
+    /// clusters bounds the work by the blocks covering the file, whatever a sparse file's
+    /// refcount table names.
+    fn last_used(&mut self, io: &ImageFile, file_clusters: u64) -> Result<u64> {
+        let covering = file_clusters.div_ceil(self.per_block);
+        let end = covering.min(self.table.len() as u64);
+        for ri in (0..end).rev() {
+            if !self.has_block(ri) {
                 continue;
             }
-            let (order, per_block) = (rc.order, rc.per_block);
-            let block = rc.block(io, ri as u64)?;
-            if let Some(idx) = (0..per_block)
-                .rev()
-                .find(|&i| refcount_get(block, order, i) != 0)
-            {
-                last_used = ri as u64 * per_block + idx + 1;
-                break;
+            let order = self.order;
+            let first = ri * self.per_block;
+            if let Some(idx) = refcount_last_used(self.block(io, ri)?, order) {
+                return Ok(first + idx + 1);
             }
         }
-        rc.alloc_end = last_used.max(file_len.div_ceil(cs));
-        Ok(rc)
+        Ok(0)
     }
 
     /// Fails if a refcount block overlaps one of `ranges` (other metadata), which only a
@@ -149,6 +165,43 @@ impl Refcounts {
 
     fn max_clusters(&self) -> u64 {
         MAX_HOST_OFFSET >> self.cluster_bits
+    }
+
+    /// Byte offset of cluster `c`, which the allocator is about to hand out as free.
+    ///
+    /// Refuses what only a corrupt image's zero refcounts can offer: the header cluster,
+    /// the refcount table, a refcount block, or a cluster at or past 2^56 (qcow2.txt:
+    /// host offsets are bits 9-55 of L1 and L2 entries).
+    fn free_cluster_offset(&self, io: &ImageFile, c: u64) -> Result<u64> {
+        let off = c
+            .checked_mul(self.cs())
+            .filter(|&off| off < MAX_HOST_OFFSET)
+            .ok_or_else(|| {
+                corrupt(
+                    io,
+                    format!("free cluster {c} lies beyond the 64 PiB limit of host offsets"),
+                )
+            })?;
+        let what = if c == 0 {
+            "the image header"
+        } else if self.table_range().contains(&off) {
+            "part of the refcount table"
+        } else if self.block_offsets.binary_search(&off).is_ok() {
+            "a refcount block"
+        } else {
+            return Ok(off);
+        };
+        Err(corrupt(
+            io,
+            format!("cluster {c} is {what} but its refcount is 0"),
+        ))
+    }
+
+    /// Records the host offset of a new refcount block.
+    fn note_block(&mut self, off: u64) {
+        if let Err(i) = self.block_offsets.binary_search(&off) {
+            self.block_offsets.insert(i, off);
+        }
     }
 
     /// The refcount block for range `ri`, loaded on demand. Must have a table entry.
@@ -229,11 +282,16 @@ impl Refcounts {
     }
 
     /// Allocates one cluster and returns its byte offset: the first free cluster covered by
-    /// an existing refcount block, else a new one at the end of the image.
+    /// an existing refcount block, else a new one at the end of the image. A "free"
+    /// cluster that is the header or refcount metadata, or lies past 2^56, is refused
+    /// (`free_cluster_offset`).
     pub fn alloc_cluster(&mut self, io: &ImageFile) -> Result<u64> {
         let mut c = self.free_hint;
         while c < self.alloc_end {
             let ri = c / self.per_block;
+            if ri >= self.table.len() as u64 {
+                break; // no block counts anything further
+            }
             if !self.has_block(ri) {
                 c = (ri + 1) * self.per_block;
                 continue;
@@ -247,16 +305,17 @@ impl Refcounts {
             match found {
                 Some(i) => {
                     let c = ri * per_block + i;
+                    let off = self.free_cluster_offset(io, c)?;
                     self.set(io, c, 1)?;
                     self.free_hint = c + 1;
-                    return Ok(c << self.cluster_bits);
+                    return Ok(off);
                 }
                 None => c = stop,
             }
         }
         let c = self.alloc_area(io, 1)?;
         self.free_hint = self.alloc_end;
-        Ok(c << self.cluster_bits)
+        self.free_cluster_offset(io, c)
     }
 
     /// Block ranges touched by clusters `[a, b)` that have no refcount block.
@@ -346,6 +405,7 @@ impl Refcounts {
                 for (ri, off, b) in blocks {
                     self.table[ri as usize] = off;
                     io.write_at(&off.to_be_bytes(), self.table_offset + ri * 8)?;
+                    self.note_block(off);
                     self.blocks.insert(off, b.into_boxed_slice());
                 }
             }
@@ -409,6 +469,7 @@ impl Refcounts {
         self.table_offset = new_offset;
         self.table_clusters = t;
         for (_, off, b) in blocks {
+            self.note_block(off);
             self.blocks.insert(off, b.into_boxed_slice());
         }
         self.alloc_end = end;
@@ -437,18 +498,23 @@ pub fn fixed_point(mut f: impl FnMut(u64, u64) -> (u64, u64)) -> (u64, u64) {
 mod tests {
     use super::*;
 
+    /// A new, empty read-write file at `p`.
+    fn empty_file(p: &std::path::Path) -> std::fs::File {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(p)
+            .unwrap()
+    }
+
     fn image(cluster_bits: u32, order: u32) -> (tempfile::TempDir, ImageFile, Refcounts) {
         // Minimal layout: header at 0, table at 1, block at 2 counting clusters 0-2.
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("img");
         let cs = 1u64 << cluster_bits;
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&p)
-            .unwrap();
+        let f = empty_file(&p);
         let io = ImageFile::new(f, p);
         let mut table = vec![0u8; cs as usize];
         table[..8].copy_from_slice(&(2 * cs).to_be_bytes());
@@ -543,6 +609,103 @@ mod tests {
         io.write_at(&0x2001u64.to_be_bytes(), 4096 + 8).unwrap();
         let e = Refcounts::load(&io, 12, 4, 4096, 1, 3 * 4096).unwrap_err();
         assert!(e.to_string().contains("not cluster aligned"), "{e}");
+    }
+
+    #[test]
+    fn alloc_cluster_refuses_metadata_whose_refcount_is_zero() {
+        // image(): header at cluster 0, refcount table at 1, refcount block at 2.
+        for (c, what) in [
+            (0, "the image header"),
+            (1, "part of the refcount table"),
+            (2, "a refcount block"),
+        ] {
+            let (_d, io, mut rc) = image(12, 4);
+            rc.set(&io, c, 0).unwrap();
+            let e = rc.alloc_cluster(&io).unwrap_err();
+            assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+            assert!(e.to_string().contains(what), "cluster {c}: {e}");
+            // Refused before its refcount was touched.
+            let mut b = vec![0u8; 4096];
+            io.read_at(&mut b, 2 << 12).unwrap();
+            assert_eq!(refcount_get(&b, 4, c), 0, "cluster {c}");
+        }
+        // A new block made by the allocator is known too.
+        let (_d, io, mut rc) = image(9, 0);
+        rc.alloc_area(&io, 5000).unwrap();
+        let new_block = rc.table[1];
+        assert_ne!(new_block, 0);
+        rc.set(&io, new_block >> 9, 0).unwrap();
+        rc.free_hint = new_block >> 9;
+        let e = rc.alloc_cluster(&io).unwrap_err();
+        assert!(e.to_string().contains("a refcount block"), "{e}");
+    }
+
+    #[test]
+    fn alloc_cluster_refuses_host_offsets_from_2_pow_56() {
+        // 2 MiB clusters, 1-bit refcounts: a block counts 2^24 clusters. A table naming a
+        // zero block at index 2^11 offers cluster 2^35, host offset 2^56 (one past bits
+        // 9-55 of an L2 entry); index 2^19 offers cluster 2^43, whose offset 2^64 wraps to
+        // 0, the header.
+        for (ri, c) in [(1u64 << 11, 1u64 << 35), (1 << 19, 1 << 43)] {
+            let (_d, io, mut rc) = image(21, 0);
+            let cs = 1u64 << 21;
+            io.write_at(&vec![0u8; cs as usize], 3 * cs).unwrap();
+            rc.table.resize(ri as usize + 1, 0);
+            rc.table[ri as usize] = 3 * cs;
+            rc.free_hint = c;
+            rc.alloc_end = c + 2;
+            let e = rc.alloc_cluster(&io).unwrap_err();
+            assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+            assert!(e.to_string().contains("64 PiB"), "{e}");
+        }
+    }
+
+    #[test]
+    fn load_ignores_blocks_covering_only_clusters_past_the_end_of_the_file() {
+        // 512-byte clusters, 1-bit refcounts: a block covers 4096 clusters. A block for
+        // range 63 (clusters 258048..) claiming cluster 258053 is used.
+        let (_d, io, _) = image(9, 0);
+        let mut far = vec![0u8; 512];
+        refcount_set(&mut far, 0, 5, 1);
+        io.write_at(&far, 3 * 512).unwrap();
+        io.write_at(&(3u64 * 512).to_be_bytes(), 512 + 63 * 8)
+            .unwrap();
+        let rc = Refcounts::load(&io, 9, 0, 512, 1, 4 * 512).unwrap();
+        assert_eq!(rc.alloc_end(), 4, "the file's 4 clusters, not 258054");
+        // A used entry past the end in a block that also covers the file still counts.
+        let mut b = vec![0u8; 512];
+        io.read_at(&mut b, 2 * 512).unwrap();
+        refcount_set(&mut b, 0, 100, 1);
+        io.write_at(&b, 2 * 512).unwrap();
+        let rc = Refcounts::load(&io, 9, 0, 512, 1, 4 * 512).unwrap();
+        assert_eq!(rc.alloc_end(), 101);
+    }
+
+    #[test]
+    fn load_of_a_sparse_image_with_a_full_refcount_table_is_quick() {
+        // 64 KiB clusters, 1-bit refcounts (2^19 clusters per block), an 8 MiB table
+        // (qemu's limit) naming 2^20 distinct blocks in a sparse file of ~64 GiB whose
+        // holes read as zeros. Only the 3 blocks covering the file's 2^20 + 200 clusters
+        // can matter; scanning every entry of every block would take ~5.5e11 steps.
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sparse");
+        let f = empty_file(&p);
+        let cs = 1u64 << 16;
+        let entries = 1u64 << 20;
+        let file_len = (entries + 200) * cs;
+        f.set_len(file_len).unwrap();
+        let io = ImageFile::new(f, p);
+        let table = table_bytes((0..entries).map(|i| (200 + i) * cs));
+        io.write_at(&table, cs).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let r = Refcounts::load(&io, 16, 0, cs, 128, file_len).map(|rc| rc.alloc_end());
+            let _ = tx.send(r);
+        });
+        let got = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("loading the refcount table hangs");
+        assert_eq!(got.unwrap(), entries + 200);
     }
 
     #[test]

@@ -17,7 +17,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 
 use super::entry::{refcount_entries, refcount_max, refcount_set, L1Entry, L2Entry, L2Format};
-use super::header::{incompat, ImageHeader, OFF_INCOMPATIBLE, OFF_REFCOUNT_TABLE};
+use super::header::{
+    incompat, FormatError, ImageHeader, MAX_REFTABLE_BYTES, OFF_INCOMPATIBLE, OFF_REFCOUNT_TABLE,
+};
 use super::io::{table_bytes, ImageFile};
 use super::refcount::fixed_point;
 use crate::{Error, Result};
@@ -32,19 +34,41 @@ fn corrupt(io: &ImageFile, reason: String) -> Error {
 /// References per host cluster, counted from scratch.
 struct Counter {
     cluster_bits: u32,
+    /// No referenced range may end past this (see [`Counter::limit`]).
+    limit: u64,
     refs: BTreeMap<u64, u64>,
 }
 
 impl Counter {
-    /// Counts one reference to every cluster `r` touches.
-    fn add(&mut self, r: Range<u64>) {
+    /// Where references must end for an image file of `file_len` bytes, a disk of
+    /// `disk_size` bytes and clusters of `cs` bytes: past the file by at most the disk's
+    /// size and a cluster. A crash can leave references past the end of the file (with
+    /// lazy refcounts, an L2 entry may reach the disk before the write that grew the
+    /// file; qemu opens such an image and only reports the corruption), so they are
+    /// counted as before; one beyond this bound, which no write of the disk's own data
+    /// explains, is refused. This bounds the clusters counted, and so the refcount
+    /// structures built from them (as does [`place`]'s table limit).
+    fn limit(file_len: u64, disk_size: u64, cs: u64) -> u64 {
+        file_len.saturating_add(disk_size).saturating_add(cs)
+    }
+
+    /// Counts one reference to every cluster `r` touches; refuses one ending past
+    /// `limit`.
+    fn add(&mut self, r: Range<u64>) -> Result<(), FormatError> {
         if r.is_empty() {
-            return;
+            return Ok(());
+        }
+        if r.end > self.limit {
+            return Err(FormatError(format!(
+                "reference to {:#x}..{:#x}, past the end of the file by more than the disk's size",
+                r.start, r.end
+            )));
         }
         let cb = self.cluster_bits;
         for c in r.start >> cb..=(r.end - 1) >> cb {
             *self.refs.entry(c).or_insert(0) += 1;
         }
+        Ok(())
     }
 }
 
@@ -63,7 +87,9 @@ struct NewRefcounts {
 /// Rebuilds the refcounts of a dirty image and clears its dirty bit.
 pub fn rebuild_refcounts(io: &ImageFile, ih: &ImageHeader, file_len: u64) -> Result<()> {
     let mut refs = count_references(io, ih, file_len)?;
-    let mut new = place(&mut refs, ih, file_len);
+    let h = &ih.header;
+    let mut new = place(&mut refs, h.cluster_bits, h.refcount_order, file_len)
+        .map_err(|e| corrupt(io, e.0))?;
     fill_blocks(io, &refs, ih, &mut new)?;
     switch_to(io, ih, &new)
 }
@@ -80,10 +106,16 @@ fn count_references(io: &ImageFile, ih: &ImageHeader, file_len: u64) -> Result<B
     };
     let mut n = Counter {
         cluster_bits: h.cluster_bits,
+        limit: Counter::limit(file_len, h.size, cs),
         refs: BTreeMap::new(),
     };
-    n.add(0..cs);
-    n.add(h.l1_table_offset..h.l1_table_offset + u64::from(h.l1_size) * 8);
+    let tables = [
+        0..cs,
+        h.l1_table_offset..h.l1_table_offset + u64::from(h.l1_size) * 8,
+    ];
+    for r in tables {
+        n.add(r).map_err(|e| corrupt(io, e.0))?;
+    }
     let l1 = io.read_table(h.l1_table_offset, h.l1_size as usize)?;
     let mut seen_l2 = BTreeSet::new();
     for (i, raw) in l1.into_iter().enumerate() {
@@ -96,7 +128,8 @@ fn count_references(io: &ImageFile, ih: &ImageHeader, file_len: u64) -> Result<B
                 format!("L1 entry {i}: bad or shared L2 table at {:#x}", e.l2_offset),
             ));
         }
-        n.add(e.l2_offset..e.l2_offset + cs);
+        n.add(e.l2_offset..e.l2_offset + cs)
+            .map_err(|e2| corrupt(io, format!("L1 entry {i}: {}", e2.0)))?;
         count_l2_table(io, e.l2_offset, fmt, &mut n)?;
     }
     Ok(n.refs)
@@ -109,31 +142,55 @@ fn count_l2_table(io: &ImageFile, l2_offset: u64, fmt: L2Format, n: &mut Counter
     let slot = if fmt.extended { 2 } else { 1 };
     let table = io.read_table(l2_offset, (cs / 8) as usize)?;
     for (j, raw) in table.into_iter().step_by(slot).enumerate() {
-        let entry = L2Entry::decode(raw, fmt).map_err(|e2| {
+        let bad = |e2: FormatError| {
             corrupt(
                 io,
                 format!("L2 table at {l2_offset:#x}, entry {j}: {}", e2.0),
             )
-        })?;
+        };
+        let entry = L2Entry::decode(raw, fmt).map_err(bad)?;
         if let Some(r) = entry.host_ranges() {
             let r = match entry {
                 L2Entry::Compressed { .. } => r,
                 _ => r.start..r.start + cs,
             };
-            n.add(r);
+            n.add(r).map_err(bad)?;
         }
     }
     Ok(())
 }
 
+/// Refuses a refcount table of `clusters` clusters larger than qemu's limit.
+fn check_table_size(clusters: u64, cs: u64) -> Result<(), FormatError> {
+    match clusters.checked_mul(cs) {
+        Some(bytes) if bytes <= MAX_REFTABLE_BYTES => Ok(()),
+        _ => Err(FormatError(format!(
+            "repair needs a refcount table of {clusters} clusters, more than qemu's limit of {MAX_REFTABLE_BYTES} bytes"
+        ))),
+    }
+}
+
 /// Sizes and places the new refcount table and blocks past the end of the file and of
 /// every referenced cluster; they must count themselves, so `refs` gains their clusters.
-fn place(refs: &mut BTreeMap<u64, u64>, ih: &ImageHeader, file_len: u64) -> NewRefcounts {
-    let cs = ih.cluster_size();
-    let per_block = refcount_entries(cs, ih.header.refcount_order);
+/// Refuses (before building anything) a table larger than qemu's limit.
+fn place(
+    refs: &mut BTreeMap<u64, u64>,
+    cluster_bits: u32,
+    order: u32,
+    file_len: u64,
+) -> Result<NewRefcounts, FormatError> {
+    let cs = 1u64 << cluster_bits;
+    let per_block = refcount_entries(cs, order);
     let per_table_cluster = cs / 8;
     let max_used = refs.keys().next_back().copied().unwrap_or(0);
-    let base = file_len.div_ceil(cs).max(max_used + 1);
+    let base = file_len.div_ceil(cs).max(max_used.saturating_add(1));
+    // The table must at least cover `base`, where the new structures start.
+    check_table_size(
+        (base / per_block)
+            .saturating_add(1)
+            .div_ceil(per_table_cluster),
+        cs,
+    )?;
     let used_ranges: BTreeSet<u64> = refs.keys().map(|c| c / per_block).collect();
     let ranges_for = |t: u64, k: u64| {
         let mut r = used_ranges.clone();
@@ -145,6 +202,7 @@ fn place(refs: &mut BTreeMap<u64, u64>, ih: &ImageHeader, file_len: u64) -> NewR
         let last = r.iter().next_back().copied().unwrap_or(0);
         ((last + 1).div_ceil(per_table_cluster), r.len() as u64)
     });
+    check_table_size(t, cs)?;
     for c in base..base + t + k {
         *refs.entry(c).or_insert(0) += 1;
     }
@@ -154,12 +212,12 @@ fn place(refs: &mut BTreeMap<u64, u64>, ih: &ImageHeader, file_len: u64) -> NewR
         table[ri as usize] = (base + t + j as u64) * cs;
         blocks.insert(ri, vec![0u8; cs as usize]);
     }
-    NewRefcounts {
+    Ok(NewRefcounts {
         base,
         t,
         table,
         blocks,
-    }
+    })
 }
 
 /// Writes the counts into the new blocks, refusing counts the refcount width cannot hold.
@@ -213,16 +271,75 @@ mod tests {
     fn counter_counts_every_cluster_a_range_touches() {
         let mut n = Counter {
             cluster_bits: 16,
+            limit: Counter::limit(3 * 65536, 0, 65536),
             refs: BTreeMap::new(),
         };
-        n.add(0..65536);
+        n.add(0..65536).unwrap();
         // A compressed cluster straddling clusters 1 and 2 references both.
-        n.add(65536 + 100..2 * 65536 + 10);
-        n.add(65536..65537);
-        n.add(5..5);
+        n.add(65536 + 100..2 * 65536 + 10).unwrap();
+        n.add(65536..65537).unwrap();
+        n.add(5..5).unwrap();
         assert_eq!(
             n.refs.into_iter().collect::<Vec<_>>(),
             [(0, 1), (1, 2), (2, 1)]
         );
+    }
+
+    #[test]
+    fn counter_refuses_references_past_the_file_by_more_than_the_disk() {
+        // 512-byte clusters, a file of 10 clusters and 100 bytes, a disk of 4 clusters:
+        // references may end up to 10 * 512 + 100 + 4 * 512 + 512 = 7780.
+        let file_len = 10 * 512 + 100;
+        let mut n = Counter {
+            cluster_bits: 9,
+            limit: Counter::limit(file_len, 4 * 512, 512),
+            refs: BTreeMap::new(),
+        };
+        assert_eq!(n.limit, 7780);
+        // The data cluster holding the file's last bytes, a compressed cluster whose last
+        // sector runs past the end, and data clusters past the end (a crash with lazy
+        // refcounts) up to the bound are counted.
+        n.add(10 * 512..11 * 512).unwrap();
+        n.add(10 * 512 + 100..file_len + 511).unwrap();
+        n.add(14 * 512..15 * 512).unwrap();
+        n.add(7780 - 1..7780).unwrap();
+        // Past the bound: refused.
+        let e = n.add(15 * 512..16 * 512).unwrap_err();
+        assert!(e.0.contains("past the end of the file"), "{e}");
+        // The review's case: a data cluster at 2^56 - 512 (L2 entry 0x80ff_ffff_ffff_fe00).
+        let far = 0x00ff_ffff_ffff_fe00;
+        assert!(n.add(far..far + 512).is_err());
+        assert_eq!(
+            n.refs.into_iter().collect::<Vec<_>>(),
+            [(10, 2), (11, 1), (14, 1), (15, 1)]
+        );
+        // The bound saturates instead of wrapping.
+        assert_eq!(Counter::limit(u64::MAX - 1, 1 << 40, 512), u64::MAX);
+    }
+
+    #[test]
+    fn place_refuses_a_table_beyond_qemus_limit_before_building_it() {
+        // 512-byte clusters, 16-bit refcounts: a block counts 256 clusters and a table
+        // cluster names 64 blocks, so qemu's 8 MiB table limit (16384 clusters) covers
+        // 16384 * 64 * 256 = 2^28 clusters.
+        let mut refs = BTreeMap::from([(0, 1), ((1 << 28) - 40_000, 1)]);
+        let new = place(&mut refs, 9, 4, 5 * 512).unwrap();
+        assert!(new.t <= 16384, "{}", new.t);
+        assert_eq!(new.table.len() as u64, new.t * 64);
+        // One more block range and the table would pass the limit: refused, and nothing
+        // was added to the counts.
+        let mut refs = BTreeMap::from([(0, 1), (1 << 28, 1)]);
+        let Err(e) = place(&mut refs, 9, 4, 5 * 512) else {
+            panic!("placed a table beyond the limit");
+        };
+        assert!(e.0.contains("more than qemu's limit"), "{e}");
+        assert_eq!(refs.len(), 2);
+        // The review's numbers: a reference at cluster 2^47 - 1 would need a table of
+        // 2^33 clusters (4 TiB); refused up front, without allocating it.
+        let mut refs = BTreeMap::from([(0, 1), ((1 << 47) - 1, 1)]);
+        let Err(e) = place(&mut refs, 9, 4, 5 * 512) else {
+            panic!("placed a table beyond the limit");
+        };
+        assert!(e.0.contains("more than qemu's limit"), "{e}");
     }
 }

@@ -610,6 +610,142 @@ fn dirty_image_is_repaired_on_writable_open() {
 }
 
 #[test]
+fn dirty_image_referencing_a_cluster_far_past_the_end_is_refused() {
+    // v3, 512-byte clusters, 16-bit refcounts, dirty; L2 entry 1 maps a data cluster at
+    // 2^56 - 512, far past the end of the file. Counting it would size the rebuilt
+    // refcount table for 2^47 clusters (2^33 table clusters, 4 TiB).
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("a.qcow2");
+    let b = Qcow2Backstore::create(&p, 1 << 20, 9, &opts()).unwrap();
+    b.write_at(&[0x11; 512], 0, WriteFlags::default()).unwrap();
+    b.close().unwrap();
+    let l2 = be64_at(&p, be64_at(&p, 40)) & L1E_OFFSET_MASK;
+    patch(&p, l2 + 8, &0x80ff_ffff_ffff_fe00u64.to_be_bytes());
+    patch(&p, 72, &incompat::DIRTY.to_be_bytes());
+    let before = std::fs::read(&p).unwrap();
+    let e = Qcow2Backstore::open(&p, false).unwrap_err();
+    assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+    assert!(
+        e.to_string().contains("entry 1") && e.to_string().contains("past the end of the file"),
+        "{e}"
+    );
+    assert_eq!(
+        std::fs::read(&p).unwrap(),
+        before,
+        "the refused repair wrote"
+    );
+}
+
+#[test]
+fn dirty_image_referencing_a_cluster_just_past_the_end_opens_and_keeps_it() {
+    // What a crash can leave with lazy refcounts: an L2 entry on disk whose data cluster
+    // lies past the end of the file (the write that grew the file was lost). qemu opens
+    // such an image; so does the repair, counting the cluster, so that a later allocation
+    // does not hand it out a second time.
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("a.qcow2");
+    let b = Qcow2Backstore::create(&p, 1 << 20, 9, &opts()).unwrap();
+    b.write_at(&[0x11; 512], 0, WriteFlags::default()).unwrap();
+    b.close().unwrap();
+    let end = std::fs::metadata(&p).unwrap().len().next_multiple_of(512);
+    let lost = end + 3 * 512;
+    let l2 = be64_at(&p, be64_at(&p, 40)) & L1E_OFFSET_MASK;
+    patch(&p, l2 + 8, &(OFLAG_COPIED | lost).to_be_bytes());
+    patch(&p, 72, &incompat::DIRTY.to_be_bytes());
+    let b = Qcow2Backstore::open(&p, false).unwrap();
+    assert_eq!(
+        read_vec(&b, 512, 512),
+        vec![0; 512],
+        "past the end reads zeros"
+    );
+    for k in 2..8u64 {
+        b.write_at(&[k as u8; 512], k * 512, WriteFlags::default())
+            .unwrap();
+    }
+    b.write_at(&[0x22; 512], 512, WriteFlags::default())
+        .unwrap();
+    assert_eq!(read_vec(&b, 0, 512), vec![0x11; 512]);
+    assert_eq!(read_vec(&b, 512, 512), vec![0x22; 512]);
+    for k in 2..8u64 {
+        assert_eq!(
+            read_vec(&b, k * 512, 512),
+            vec![k as u8; 512],
+            "cluster {k}"
+        );
+    }
+    b.close().unwrap();
+    let b = Qcow2Backstore::open(&p, true).unwrap();
+    assert_eq!(read_vec(&b, 512, 512), vec![0x22; 512]);
+}
+
+#[test]
+fn allocation_never_lands_on_metadata_whose_refcount_is_zero() {
+    // A corrupt image that calls one metadata cluster free (refcount 0). Discarding a
+    // cluster over a raw backing file in a range without an L2 table allocates just an
+    // L2 table (for a v3 zero entry), which must not land on that metadata.
+    let setup = |dir: &Path| {
+        raw_file(dir, "base.raw", &pattern(4, 1 << 20));
+        let o = CreateOptions {
+            backing_file: Some("base.raw".into()),
+            ..opts()
+        };
+        let b = create_in(dir, "top.qcow2", 1 << 20, 9, &o);
+        b.write_at(&[0x22; 512], 0, WriteFlags::default()).unwrap();
+        b.close().unwrap();
+        dir.join("top.qcow2")
+    };
+    let kinds = ["header", "refcount table", "refcount block", "L1 table"];
+    for kind in kinds {
+        let d = tempfile::tempdir().unwrap();
+        let p = setup(d.path());
+        let (l1, rt) = (be64_at(&p, 40), be64_at(&p, 48));
+        let rb = be64_at(&p, rt);
+        let target = match kind {
+            "header" => 0,
+            "refcount table" => rt,
+            "refcount block" => rb,
+            _ => l1,
+        };
+        let mut block = vec![0u8; 512];
+        block.copy_from_slice(&std::fs::read(&p).unwrap()[rb as usize..rb as usize + 512]);
+        let order = u32::from_be_bytes(std::fs::read(&p).unwrap()[96..100].try_into().unwrap());
+        entry::refcount_set(&mut block, order, target / 512, 0);
+        patch(&p, rb, &block);
+        // The header cluster, the refcount table, and L1 entries 0-2 (a successful write
+        // at 96 KiB below sets entry 3).
+        let metadata = |p: &Path| {
+            let f = std::fs::read(p).unwrap();
+            [(0, 512), (rt, 512), (l1, 24)].map(|(o, n)| f[o as usize..(o + n) as usize].to_vec())
+        };
+        let before = metadata(&p);
+
+        let b = Qcow2Backstore::open(&p, false).unwrap();
+        let e = b.discard(64 << 10, 512).unwrap_err();
+        assert!(matches!(e, Error::Corrupt { .. }), "{kind}: {e}");
+        // A data write either is refused too or lands elsewhere.
+        let wrote = match b.write_at(&[0x33; 512], 96 << 10, WriteFlags::default()) {
+            Ok(()) => true,
+            Err(e) => {
+                assert!(matches!(e, Error::Corrupt { .. }), "{kind}: {e}");
+                false
+            }
+        };
+        b.close().unwrap();
+        assert_eq!(metadata(&p), before, "{kind}: metadata was overwritten");
+        let b = Qcow2Backstore::open(&p, true).unwrap();
+        assert_eq!(read_vec(&b, 0, 512), vec![0x22; 512], "{kind}");
+        assert_eq!(
+            read_vec(&b, 64 << 10, 512),
+            pattern(4, 1 << 20)[64 << 10..(64 << 10) + 512],
+            "{kind}"
+        );
+        if wrote {
+            assert_eq!(read_vec(&b, 96 << 10, 512), vec![0x33; 512], "{kind}");
+        }
+    }
+}
+
+#[test]
 fn fua_makes_metadata_durable_immediately() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path().join("a.qcow2");

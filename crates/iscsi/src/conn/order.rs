@@ -13,6 +13,7 @@ use super::logout::logout;
 use super::tmf::task_management;
 use super::writes::start_command;
 use super::{Conn, Flow};
+use crate::budget::Reservation;
 use crate::command::NewCommand;
 use crate::session::Pending;
 
@@ -31,8 +32,9 @@ pub(super) struct Deferred {
 pub(super) enum DeferredKind {
     /// A SCSI command.
     Scsi(Box<NewCommand>),
-    /// A NOP-Out and its ping data.
-    Nop(NopOut, Vec<u8>),
+    /// A NOP-Out, its ping data and, for a non-immediate one, that data's reservation in
+    /// the Data-Out budget (it may wait in the window; released once echoed).
+    Nop(NopOut, Vec<u8>, Option<Reservation>),
     /// Request, reply segment, more to come (C bit).
     Text(TextRequest, Vec<u8>, bool),
     /// A task management request.
@@ -56,7 +58,7 @@ pub(super) fn process(d: Deferred, immediate: bool) -> Flow {
             start_command(&conn, cmd);
             Flow::Continue
         }
-        DeferredKind::Nop(n, data) => {
+        DeferredKind::Nop(n, data, _reservation) => {
             if !immediate {
                 sess.complete_one();
             }

@@ -411,6 +411,7 @@ impl ConnReader {
                     exp_stat_sn: 0,
                 },
                 Vec::new(),
+                None,
             ),
         };
         if let (Admit::Now, Some(d)) = sess.admit(cmd_sn, d) {
@@ -513,8 +514,37 @@ impl ConnReader {
     }
 
     /// A NOP-Out (RFC 7143 11.18): an answer to our ping, or a ping to echo.
+    ///
+    /// A non-immediate ping ahead of ExpCmdSN waits in the CmdSN window with its data,
+    /// so that data is reserved in the session's and the server's Data-Out budget as a
+    /// command's immediate data is: 127 held pings of 256 KiB would otherwise pin 32 MiB
+    /// per connection outside every bound. Without budget the data is skipped and the
+    /// ping rejected, reason "out of resources" (RFC 7143 11.17.1, 0x0a), its CmdSN
+    /// consumed. A ping echoed at once (immediate, or at ExpCmdSN: no other PDU can take
+    /// that CmdSN first) needs no reservation.
     fn on_nop_out(&mut self, n: NopOut, bhs: &[u8; BHS_LEN], len: usize) -> io::Result<Flow> {
+        let sess = &self.conn.session;
+        let waits = !n.immediate && n.cmd_sn != sess.exp_cmd_sn();
+        let mut reservation = if !waits || len == 0 || n.itt == RESERVED_TAG {
+            None
+        } else {
+            match Reservation::try_new(
+                &sess.write_budget,
+                &self.conn.services.write_budget,
+                len as u64,
+            ) {
+                Some(r) => Some(r),
+                None => {
+                    self.skip_segment(len)?;
+                    self.conn.reject(RejectReason::LongOpReject, bhs);
+                    return Ok(self.consume_sn(false, n.cmd_sn));
+                }
+            }
+        };
         let (data, ok) = self.read_vec(len)?;
+        if let Some(r) = reservation.as_mut() {
+            r.set_filled(len as u64);
+        }
         if !ok {
             self.conn.reject(RejectReason::DataDigestError, bhs);
             return Ok(self.consume_sn(n.immediate, n.cmd_sn));
@@ -534,7 +564,11 @@ impl ConnReader {
             self.conn.reject(RejectReason::InvalidPduField, bhs);
             return Ok(self.consume_sn(n.immediate, n.cmd_sn));
         }
-        self.admit_or_run(n.immediate, n.cmd_sn, DeferredKind::Nop(n, data))
+        self.admit_or_run(
+            n.immediate,
+            n.cmd_sn,
+            DeferredKind::Nop(n, data, reservation),
+        )
     }
 
     /// Ends the connection: writes still collecting data, commands waiting for budget and

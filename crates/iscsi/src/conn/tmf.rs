@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use rustio_iscsi_proto::pdu::{TaskMgmtRequest, TmfFunction, TmfResponse};
 use rustio_iscsi_proto::serial;
-use rustio_scsi::Tmf;
+use rustio_scsi::{LogicalUnit, Tmf};
 use tracing::warn;
 
 use super::Conn;
@@ -116,22 +116,7 @@ fn task_set(conn: &Conn, t: &TaskMgmtRequest) -> TmfResponse {
         TmfFunction::ClearAca => lu.task_management(&sess.nexus, Tmf::ClearAca),
         _ => {
             // Every nexus's tasks on this logical unit.
-            for s in conn.registry.sessions() {
-                let fields: Vec<u64> = s
-                    .luns
-                    .iter()
-                    .filter(|l| Arc::ptr_eq(&l.lu, &lu))
-                    .map(|l| l.lun)
-                    .collect();
-                if fields.is_empty() {
-                    continue;
-                }
-                abort_in(&s, &|x: &TaskState| {
-                    rustio_scsi::decode_lun(x.lun_field.to_be_bytes())
-                        .map(|l| fields.contains(&l))
-                        .unwrap_or(false)
-                });
-            }
+            abort_on_units(conn.registry.sessions(), std::slice::from_ref(&lu));
             lu.task_management(
                 &sess.nexus,
                 if t.function == TmfFunction::LunReset {
@@ -145,39 +130,61 @@ fn task_set(conn: &Conn, t: &TaskMgmtRequest) -> TmfResponse {
     TmfResponse::Complete
 }
 
-/// TARGET WARM RESET and TARGET COLD RESET (SAM-5 7.9, 7.10): every session's tasks on
-/// this target, when the initiator's ACL allows it.
+/// Aborts, in each of `sessions`, the tasks addressed (through that session's own LUN
+/// numbers) to one of `units`. Returns the sessions that see one of them and the tasks
+/// aborted.
+fn abort_on_units(
+    sessions: impl IntoIterator<Item = Arc<Session>>,
+    units: &[Arc<LogicalUnit>],
+) -> (usize, usize) {
+    let (mut touched, mut aborted) = (0, 0);
+    for s in sessions {
+        let fields: Vec<u64> = s
+            .luns
+            .iter()
+            .filter(|l| units.iter().any(|u| Arc::ptr_eq(&l.lu, u)))
+            .map(|l| l.lun)
+            .collect();
+        if fields.is_empty() {
+            continue;
+        }
+        touched += 1;
+        aborted += abort_in(&s, &|x: &TaskState| {
+            rustio_scsi::decode_lun(x.lun_field.to_be_bytes()).is_some_and(|l| fields.contains(&l))
+        });
+    }
+    (touched, aborted)
+}
+
+/// TARGET WARM RESET and TARGET COLD RESET (SAM-5 7.9, 7.10), when the initiator's ACL
+/// allows it: the logical units of this target that the initiator's LUN map reaches are
+/// reset, and every session's tasks on them aborted (as LOGICAL UNIT RESET does, through
+/// whichever target a session reaches them). Units the initiator cannot see are left
+/// alone (their other initiators' reservations, mode pages and tasks), as every path to a
+/// logical unit goes through the requesting nexus's LUN map. A cold reset then also ends
+/// every session of the target (RFC 7143 11.5.1; `order.rs`), a nexus loss on their units.
 fn target_reset(conn: &Conn, cold: bool) -> TmfResponse {
     let sess = &conn.session;
     let target = sess.target_name().to_string();
     if !target_reset_allowed(sess, cold) {
         return TmfResponse::AuthorizationFailed;
     }
-    let mut sessions = 0usize;
-    let mut aborted = 0usize;
-    for s in conn.registry.sessions() {
-        if s.target_name() == target {
-            sessions += 1;
-            aborted += abort_in(&s, &|_| true);
-        }
-    }
+    let units: Vec<Arc<LogicalUnit>> = sess.luns.iter().map(|l| l.lu.clone()).collect();
+    let (sessions, aborted) = abort_on_units(conn.registry.sessions(), &units);
     warn!(
         initiator = %sess.initiator,
         target = %target,
         function = target_reset_name(cold),
+        units = units.len(),
         sessions,
         aborted,
-        "target reset honoured: every session's tasks on this target aborted"
+        "target reset honoured: the initiator's logical units reset, every session's tasks on them aborted"
     );
     let tmf = if cold {
         Tmf::TargetColdReset
     } else {
         Tmf::TargetWarmReset
     };
-    if let Some((_, tpg)) = &sess.target {
-        for l in &tpg.luns {
-            l.lu.task_management(&sess.nexus, tmf);
-        }
-    }
+    sess.lun_map.task_management(&sess.nexus, 0, tmf);
     TmfResponse::Complete
 }

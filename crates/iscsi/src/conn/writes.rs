@@ -14,7 +14,7 @@ use super::Conn;
 use crate::budget::Reservation;
 use crate::command::{finish_task, unsolicited_end, NewCommand, WriteTask};
 use crate::dataout::DataOutSeq;
-use crate::session::{Link, Session, TaskState};
+use crate::session::{Link, Session, TaskRefused, TaskState};
 
 /// Starts a command delivered in CmdSN order: registers the task and either dispatches
 /// it or asks for its Data-Out.
@@ -33,10 +33,15 @@ pub(super) fn start_command(conn: &Arc<Conn>, mut cmd: Box<NewCommand>) {
         lun_field: cmd.hdr.lun,
         aborted: AtomicBool::new(false),
     });
-    if !sess.add_task(task.clone()) {
-        // The ITT is in use by a task still in progress (RFC 7143 11.17.1 reason 0x07).
+    if let Err(refused) = sess.add_task(task.clone(), cmd.hdr.immediate) {
+        // RFC 7143 11.17.1: reason 0x07 (the ITT is a task still in progress) or 0x06
+        // (no room for another immediate command; see `IMMEDIATE_TASKS`).
+        let reason = match refused {
+            TaskRefused::ItTInUse => RejectReason::TaskInProgress,
+            TaskRefused::ImmediateLimit => RejectReason::ImmediateCommandReject,
+        };
         let bhs = Header::ScsiCommand(cmd.hdr).encode(0, 0);
-        conn.reject(RejectReason::TaskInProgress, &bhs);
+        conn.reject(reason, &bhs);
         if !cmd.hdr.immediate {
             sess.complete_one();
         }

@@ -383,6 +383,44 @@ fn parameter_list_errors() {
 }
 
 #[test]
+fn segment_longer_than_the_reported_maximum() {
+    // 4 KiB blocks: 16384 blocks are the 64 MiB MAXIMUM SEGMENT LENGTH of RECEIVE COPY
+    // RESULTS (operating parameters), 16385 one block more. The length is refused before
+    // the range is looked at, pointing at the descriptor's NUMBER OF BLOCKS (byte 10 of
+    // the first segment descriptor: 16 + 32 + 10 = 58).
+    let h = H::with_backstore(
+        Arc::new(RamBackstore::new(64 * 4096, 4096).unwrap()),
+        LuConfig::new("x", "xcopy-seglen"),
+    );
+    let naa = h.lu.naa_designator();
+    let p = list(1, 0, &[cscd(&naa, 4096)], &[seg(0, 0, 16385, 0, 0)]);
+    let s = h.check(&xcopy_cdb(p.len()), &p);
+    assert_sense(s, SenseKey::IllegalRequest, 0x26, 0x00);
+    let fp = s.field_pointer.expect("field pointer");
+    assert_eq!((fp.cdb_or_data, fp.byte), (false, 58));
+    // In the second descriptor: 16 + 32 + 28 + 10.
+    let p = list(
+        1,
+        0,
+        &[cscd(&naa, 4096)],
+        &[seg(0, 0, 1, 0, 8), seg(0, 0, 65535, 0, 0)],
+    );
+    let s = h.check(&xcopy_cdb(p.len()), &p);
+    assert_eq!(s.field_pointer.map(|f| f.byte), Some(86));
+    // Exactly the maximum passes the length check and meets the range check (64 blocks).
+    let p = list(1, 0, &[cscd(&naa, 4096)], &[seg(0, 0, 16384, 0, 0)]);
+    assert_sense(
+        h.check(&xcopy_cdb(p.len()), &p),
+        SenseKey::CopyAborted,
+        0x00,
+        0x00,
+    );
+    // And nothing was copied by the refused lists: a short copy still works.
+    let p = list(1, 0, &[cscd(&naa, 4096)], &[seg(0, 0, 8, 0, 8)]);
+    h.good(&xcopy_cdb(p.len()), &p);
+}
+
+#[test]
 fn operating_parameters_and_vpd() {
     let h = H::with(LuConfig::new("x", "xcopy-op"));
     let d = h.good(&rcr(3, 0), &[]);
