@@ -88,7 +88,7 @@ impl Qcow2Backstore {
         let rc = if opts.read_only {
             None
         } else {
-            Some(Self::load_refcounts(&io, &ih, file_len, &l1.l1_range)?)
+            Some(Self::load_refcounts(&io, &ih, file_len, &l1)?)
         };
 
         // We maintain none of the auto-clear features (bitmaps), so clear them before the
@@ -250,15 +250,19 @@ impl Qcow2Backstore {
     }
 
     /// Loads the refcount structures of an image opened for writing and checks that no
-    /// refcount block lies in the header cluster or the L1 table.
+    /// refcount block lies in the header cluster or the L1 table, and that every L2 table
+    /// counts as used: the allocator hands out clusters whose refcount is 0, so an L2
+    /// table a corrupt image calls free would be handed out and overwritten. (The header,
+    /// the refcount structures and the L1 table are guarded at each allocation.)
     fn load_refcounts(
         io: &ImageFile,
         ih: &ImageHeader,
         file_len: u64,
-        l1_range: &Range<u64>,
+        l1: &L1Table,
     ) -> Result<Refcounts> {
         let h = &ih.header;
-        let rc = Refcounts::load(
+        let cs = ih.cluster_size();
+        let mut rc = Refcounts::load(
             io,
             h.cluster_bits,
             h.refcount_order,
@@ -266,7 +270,23 @@ impl Qcow2Backstore {
             u64::from(h.refcount_table_clusters),
             file_len,
         )?;
-        rc.check_disjoint(io, &[0..ih.cluster_size(), l1_range.clone()])?;
+        rc.check_disjoint(io, &[0..cs, l1.l1_range.clone()])?;
+        for (i, &raw) in l1.entries.iter().enumerate() {
+            // `load_l1` has decoded and checked every entry.
+            let Ok(Some(e)) = L1Entry::decode(raw, cs) else {
+                continue;
+            };
+            if rc.get(io, e.l2_offset >> h.cluster_bits)? == 0 {
+                return Err(Self::corrupt_at(
+                    io.path(),
+                    format!(
+                        "L1 entry {i}: the L2 table at {:#x} has refcount 0; repair the image \
+                         (qemu-img check -r all) or open it read-only",
+                        e.l2_offset
+                    ),
+                ));
+            }
+        }
         Ok(rc)
     }
 

@@ -746,6 +746,31 @@ fn allocation_never_lands_on_metadata_whose_refcount_is_zero() {
 }
 
 #[test]
+fn l2_table_whose_refcount_is_zero_refuses_a_writable_open() {
+    // The per-allocation guard does not know the L2 tables; a writable open checks that
+    // each one counts as used, so that none is handed out as a free cluster.
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("a.qcow2");
+    let b = Qcow2Backstore::create(&p, 1 << 20, 9, &opts()).unwrap();
+    b.write_at(&[0x22; 512], 0, WriteFlags::default()).unwrap();
+    b.close().unwrap();
+    let l2 = be64_at(&p, be64_at(&p, 40)) & L1E_OFFSET_MASK;
+    let rb = be64_at(&p, be64_at(&p, 48));
+    let f = std::fs::read(&p).unwrap();
+    let order = u32::from_be_bytes(f[96..100].try_into().unwrap());
+    let mut block = f[rb as usize..rb as usize + 512].to_vec();
+    assert_eq!(entry::refcount_get(&block, order, l2 / 512), 1);
+    entry::refcount_set(&mut block, order, l2 / 512, 0);
+    patch(&p, rb, &block);
+    let e = Qcow2Backstore::open(&p, false).unwrap_err();
+    assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+    assert!(e.to_string().contains("refcount 0"), "{e}");
+    // Read-only still serves the data.
+    let b = Qcow2Backstore::open(&p, true).unwrap();
+    assert_eq!(read_vec(&b, 0, 512), vec![0x22; 512]);
+}
+
+#[test]
 fn fua_makes_metadata_durable_immediately() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path().join("a.qcow2");
