@@ -14,8 +14,10 @@
 //! the caller's write buffers are released). Many threads submit concurrently; nothing
 //! here serialises them.
 
+use std::cell::Cell;
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::io::{IoSlice, IoSliceMut};
+use std::mem::ManuallyDrop;
 use std::path::Path;
 use std::ptr;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
@@ -370,7 +372,7 @@ impl IoCtx {
         check(r as isize)?;
         Ok(Image {
             image,
-            _ioctx: self,
+            ioctx: ManuallyDrop::new(self),
             slow_after: Duration::from_secs(60),
         })
     }
@@ -740,8 +742,8 @@ impl Drop for IoCtx {
 /// An open RBD image (`rbd_image_t`), closed on drop.
 pub(crate) struct Image {
     image: rbd_image_t,
-    /// Kept alive until the image is closed (fields drop after `Drop::drop`).
-    _ioctx: IoCtx,
+    /// Kept alive until the image is closed; `Drop` hands it to the close (see there).
+    ioctx: ManuallyDrop<IoCtx>,
     /// A request outstanding longer than this is logged (it is still waited for).
     slow_after: Duration,
 }
@@ -1074,14 +1076,61 @@ impl Image {
 /// What runs when an asynchronous request completes, with librbd's return value.
 type OnDone = Box<dyn FnOnce(isize) + Send>;
 
-impl Drop for Image {
+thread_local! {
+    /// Set while this thread runs one of librbd's completion callbacks (`on_complete`).
+    static IN_COMPLETION: Cell<bool> = const { Cell::new(false) };
+}
+
+/// An image being closed: `rbd_close`, then its I/O context (and, with the last context,
+/// its cluster connection) is destroyed.
+struct Closing {
+    image: rbd_image_t,
+    _ioctx: IoCtx,
+}
+
+// SAFETY: the handle is used by nothing else once it is `Closing` (the `Image` it came
+// from is gone), and librbd's close may run on any thread but one of its own callbacks.
+unsafe impl Send for Closing {}
+
+impl Drop for Closing {
     fn drop(&mut self) {
-        // SAFETY: the image is open and, as `&mut self` proves, no request is in flight
-        // (every request is waited for inside a `&self` call). rbd_close flushes and
-        // releases the exclusive lock; its ops are bounded by rados_osd_op_timeout.
+        // SAFETY: the image is open and nothing else holds it: its `Image` is gone, and
+        // every request either was waited for inside a `&self` call or (asynchronous)
+        // held an `Arc` of that `Image`, so none is in flight. This thread is not one of
+        // librbd's callbacks (`Image::drop`). rbd_close flushes and releases the exclusive
+        // lock; its ops are bounded by rados_osd_op_timeout.
         let r = unsafe { rbd_close(self.image) };
         if r < 0 {
             tracing::warn!(errno = -r, "rbd_close failed");
+        }
+    }
+}
+
+impl Drop for Image {
+    /// Closes the image, but never on a librbd callback thread: the last reference of an
+    /// image can go with an asynchronous request's completion (its closure holding the
+    /// last path to the logical unit, after a reload removed it), and `rbd_close` there
+    /// would wait for librbd's in-flight work, the very callback running it. That close
+    /// goes to a thread of its own.
+    fn drop(&mut self) {
+        // SAFETY: taken once, here; the field is never used again.
+        let ioctx = unsafe { ManuallyDrop::take(&mut self.ioctx) };
+        let closing = Closing {
+            image: self.image,
+            _ioctx: ioctx,
+        };
+        if !IN_COMPLETION.with(Cell::get) {
+            drop(closing);
+            return;
+        }
+        // If the thread cannot start, the closure is dropped here without the handle:
+        // leaked (and said so) rather than closed on this thread.
+        let closing = ManuallyDrop::new(closing);
+        let spawned = std::thread::Builder::new()
+            .name("rbd-close".into())
+            .spawn(move || drop(ManuallyDrop::into_inner(closing)));
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start a thread to close an RBD image; its handle is left open");
         }
     }
 }
@@ -1140,7 +1189,9 @@ extern "C" fn on_complete(c: rbd_completion_t, arg: *mut c_void) {
         rbd_aio_release(c);
         r
     };
+    IN_COMPLETION.with(|f| f.set(true));
     done(r);
+    IN_COMPLETION.with(|f| f.set(false));
 }
 
 // --- Gateway groups: image identity, lock owners and lock breaking, image metadata
@@ -1178,7 +1229,7 @@ impl Image {
     /// `rados_ioctx_get_id`: the id of the image's pool.
     pub(crate) fn pool_id(&self) -> i64 {
         // SAFETY: the I/O context is live for as long as the image.
-        unsafe { rados_ioctx_get_id(self._ioctx.io) }
+        unsafe { rados_ioctx_get_id(self.ioctx.io) }
     }
 
     /// `rbd_get_id`: the image's immutable id (format 2 images), unique in its pool.

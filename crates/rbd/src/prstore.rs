@@ -101,6 +101,14 @@ pub enum PrStoreError {
         /// The object.
         object: String,
     },
+    /// The object's version is the largest there is: no write can follow it.
+    #[error("reservation object {object}: version {version} cannot be incremented")]
+    VersionExhausted {
+        /// The object.
+        object: String,
+        /// Its version.
+        version: u64,
+    },
     /// The data says one version, the version attribute another (written by something
     /// else than this store).
     #[error("reservation object {object}: version attribute does not match its data (version {version})")]
@@ -352,7 +360,12 @@ impl ReservationStore for CephReservationStore {
     }
 
     fn compare_and_set(&self, version: u64, new: ReservationState) -> Result<u64, StoreError> {
-        let next = version.wrapping_add(1);
+        let Some(next) = version.checked_add(1) else {
+            return Err(self.unavailable(PrStoreError::VersionExhausted {
+                object: self.object.clone(),
+                version,
+            }));
+        };
         let text = new.encode_shared(next);
         if text.len() > MAX_OBJECT_SIZE {
             return Err(self.unavailable(PrStoreError::TooLarge {

@@ -218,6 +218,57 @@ fn submitted_requests_complete_on_librbd_threads() {
     assert_eq!(buf, vec![7u8; 1024]);
 }
 
+/// The last reference of an image can go with a request's completion (its closure holds
+/// the last path to the store, e.g. after a reload removed the LUN): the image is then
+/// closed on a thread of its own, not on librbd's callback thread, where `rbd_close`
+/// would wait for the callback running it. The completion returns, the image is closed
+/// (its exclusive lock released: another client writes at once) and nothing hangs.
+#[test]
+fn last_reference_dropped_by_a_completion_closes_off_the_callback_thread() {
+    use std::sync::{mpsc, Arc};
+    let _g = serial();
+    let c = cluster();
+    let name = c.image("lastref", 16);
+    let b = Arc::new(c.open(&name, ""));
+    b.write_at(&pattern(5, 4096), 0, WriteFlags::default())
+        .unwrap();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let (tx, rx) = mpsc::channel();
+    let held = Arc::clone(&b);
+    b.submit_read(
+        0,
+        vec![0u8; 4096],
+        Box::new(move |buf, r| {
+            // Wait until the test has dropped its own reference: `held` is the last.
+            let _ = go_rx.recv_timeout(Duration::from_secs(30));
+            drop(held);
+            let _ = tx.send((buf, r.is_ok()));
+        }),
+    );
+    drop(b);
+    go_tx.send(()).unwrap();
+    let (buf, ok) = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the completion that dropped the last reference returned");
+    assert!(ok);
+    assert_eq!(buf, pattern(5, 4096));
+    // The close ran elsewhere and released the image: a second client writes and reads.
+    let (done_tx, done_rx) = mpsc::channel();
+    let spec = name.clone();
+    let opts = c.options_with(&spec, "");
+    std::thread::spawn(move || {
+        let other = RbdBackstore::open(&opts).expect("reopen");
+        other
+            .write_at(&pattern(6, 4096), 4096, WriteFlags::default())
+            .expect("write after the close");
+        let _ = done_tx.send(read(&other, 0, 4096));
+    });
+    let data = done_rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("another client opened and wrote the image");
+    assert_eq!(data, pattern(5, 4096));
+}
+
 #[test]
 fn concurrent_writers_keep_many_requests_in_flight() {
     let _g = serial();

@@ -490,6 +490,60 @@ fn compare_and_set_and_notification_between_stores() {
     );
 }
 
+/// An object at the largest version: the next compare-and-set is refused with a typed
+/// error instead of wrapping to version 0 (which other gateways would take for older than
+/// their cache, and keep serving stale reservations).
+#[test]
+fn version_at_its_maximum_is_not_wrapped() {
+    let _g = shared();
+    let c = cluster();
+    let image = c.image("vmax", None);
+    let obj = object_name(&image);
+    let a = c.store(&image);
+    let v0 = a.load().unwrap();
+    assert_eq!(
+        a.compare_and_set(v0.version, (*v0.state).clone()).unwrap(),
+        1
+    );
+    let raw = String::from_utf8(c.tool("rados", &["-p", &c.pool, "get", &obj, "-"])).unwrap();
+    let max = u64::MAX.to_string();
+    let text = raw.replacen("version 1\n", &format!("version {max}\n"), 1);
+    assert_ne!(text, raw, "{raw}");
+    let dir = std::env::temp_dir().join(format!("rustio-pr-vmax-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("obj");
+    std::fs::write(&file, &text).unwrap();
+    c.tool(
+        "rados",
+        &["-p", &c.pool, "put", &obj, file.to_str().unwrap()],
+    );
+    c.tool(
+        "rados",
+        &["-p", &c.pool, "setxattr", &obj, "rustio.pr.version", &max],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    let b = c.store(&image);
+    let cur = b.load().unwrap();
+    assert_eq!(cur.version, u64::MAX);
+    match b.compare_and_set(cur.version, (*cur.state).clone()) {
+        Err(StoreError::Unavailable(e)) => {
+            let e = e
+                .downcast::<rustio_rbd::PrStoreError>()
+                .expect("a PrStoreError");
+            assert!(
+                matches!(*e, rustio_rbd::PrStoreError::VersionExhausted { version, .. } if version == u64::MAX),
+                "{e:?}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // Nothing was written.
+    assert_eq!(
+        c.tool("rados", &["-p", &c.pool, "get", &obj, "-"]),
+        text.into_bytes()
+    );
+}
+
 /// A corrupt object: a typed error (`PrStoreError::Corrupt` under
 /// `StoreError::Unavailable`), commands that need the state get NOT READY, LOGICAL
 /// UNIT IS IN PROCESS OF BECOMING READY (retryable), INQUIRY still answers, nothing
