@@ -45,7 +45,6 @@ fail() { echo "FAIL $*"; failed=$((failed + 1)); }
 ok() { pass "$@"; }
 bad() { fail "$@"; }
 log() { printf '%s\n' "$*"; }
-RBD() { timeout 120 rbd --conf "$CONF" "$@"; }
 . "$ROOT/tests/ceph/gw-lib.sh"  # + port_open and the iscsi-checks helpers
 
 IMAGE=rustio-gw-cu-$$
@@ -69,10 +68,7 @@ trap cleanup EXIT
 for t in iscsi-test-cu rbd; do
     command -v "$t" >/dev/null || { fail "gateways-libiscsi ($t not installed)"; exit 1; }
 done
-if [ -z "${RUSTIO_RBD_BIN:-}" ]; then
-    (cargo build --release -q -p rustio --features rbd) || { fail "gateways-libiscsi: build rustio --features rbd"; exit 1; }
-    RUSTIO_RBD_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/rustio"
-fi
+release_rustio RUSTIO_RBD_BIN rbd || { fail "gateways-libiscsi: no rustio binary (the --features rbd build failed, or RUSTIO_RBD_BIN is not executable)"; exit 1; }
 
 # 256 MiB, as the single-gateway run of serve.sh.
 SIZE=268435456

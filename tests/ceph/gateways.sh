@@ -49,8 +49,6 @@ PID_B=""
 pass() { echo "PASS $*"; passed=$((passed + 1)); }
 fail() { echo "FAIL $*"; failed=$((failed + 1)); }
 . "$ROOT/tests/ceph/gw-lib.sh"
-RBD() { timeout 120 rbd --conf "$CONF" "$@"; }
-now_ms() { date +%s%3N; }
 
 IMAGE=rustio-gw-$$
 TGT=iqn.2024-01.org.rustio.test:gw
@@ -72,12 +70,7 @@ trap cleanup EXIT
 for t in iscsi-inq python3 rbd; do
     command -v "$t" >/dev/null || { fail "gateways ($t not installed)"; exit 1; }
 done
-if [ -z "${RUSTIO_RBD_BIN:-}" ]; then
-    if (cargo build --release -q -p rustio --features rbd); then :; else
-        fail "gateways: build rustio --features rbd"; exit 1
-    fi
-    RUSTIO_RBD_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/rustio"
-fi
+release_rustio RUSTIO_RBD_BIN rbd || { fail "gateways: no rustio binary (the --features rbd build failed, or RUSTIO_RBD_BIN is not executable)"; exit 1; }
 
 SIZE=67108864
 RBD create --size $((SIZE >> 20))M "$POOL/$IMAGE" || { fail "gateways: create image"; exit 1; }

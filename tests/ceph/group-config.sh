@@ -41,8 +41,6 @@ PID_POLL=""
 pass() { echo "PASS $*"; passed=$((passed + 1)); }
 fail() { echo "FAIL $*"; failed=$((failed + 1)); }
 . "$ROOT/tests/ceph/gw-lib.sh"
-RBD() { timeout 120 rbd --conf "$CONF" "$@"; }
-now_ms() { date +%s%3N; }
 
 GROUP=rustio-gc-$$
 IMG1=rustio-gc-$$-a
@@ -75,12 +73,7 @@ trap cleanup EXIT
 for t in iscsi-inq iscsi-ls python3 rbd rados jq; do
     command -v "$t" >/dev/null || { fail "group-config ($t not installed)"; exit 1; }
 done
-if [ -z "${RUSTIO_RBD_BIN:-}" ]; then
-    if (cargo build --release -q -p rustio --features rbd); then :; else
-        fail "group-config: build rustio --features rbd"; exit 1
-    fi
-    RUSTIO_RBD_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/rustio"
-fi
+release_rustio RUSTIO_RBD_BIN rbd || { fail "group-config: no rustio binary (the --features rbd build failed, or RUSTIO_RBD_BIN is not executable)"; exit 1; }
 R() { timeout 120 "$RUSTIO_RBD_BIN" "$@"; }
 CEPH=(--pool "$POOL" --ceph-conf "$CONF")
 

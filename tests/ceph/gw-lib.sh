@@ -1,8 +1,14 @@
 # shellcheck shell=bash
 # What the gateway-group scripts (gateways.sh, group-config.sh, gateways-libiscsi.sh)
 # share: starting a gateway process and waiting for its portal, and stopping one. Source
-# it after setting ROOT; it brings port_open from tests/lib/iscsi-checks.sh.
+# it after setting ROOT; it brings port_open and release_rustio from
+# tests/lib/iscsi-checks.sh.
 . "$ROOT/tests/lib/iscsi-checks.sh"
+
+# RBD ARGS...: the rbd CLI on the suite's cluster ($CONF, read at each call), bounded.
+RBD() { timeout 120 rbd --conf "$CONF" "$@"; }
+# Milliseconds since the epoch.
+now_ms() { date +%s%3N; }
 
 # gw_spawn PORT LOG CMD...: runs CMD in the background (output appended to LOG), sets
 # LAST_PID and waits (at most 60 s) until 127.0.0.1:PORT accepts. Fails when the port

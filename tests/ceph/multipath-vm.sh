@@ -22,12 +22,11 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 T0=$(date +%s)
 
-if [ -z "${RUSTIO_RBD_BIN:-}" ]; then
-    echo "building rustio --features rbd (release)"
-    (cd "$ROOT" && cargo build --release -q -p rustio --features rbd) || { echo "FAIL multipath-vm: build rustio --features rbd"; exit 2; }
-    RUSTIO_RBD_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/rustio"
-fi
-[ -x "$RUSTIO_RBD_BIN" ] || { echo "FAIL multipath-vm (no rustio binary at $RUSTIO_RBD_BIN)"; exit 2; }
+# shellcheck source=../lib/iscsi-checks.sh
+. "$ROOT/tests/lib/iscsi-checks.sh"  # release_rustio
+[ -n "${RUSTIO_RBD_BIN:-}" ] || echo "building rustio --features rbd (release)"
+release_rustio RUSTIO_RBD_BIN rbd ||
+    { echo "FAIL multipath-vm (build rustio --features rbd failed, or no binary at ${RUSTIO_RBD_BIN:-the target dir})"; exit 2; }
 for t in iscsiadm multipath multipathd fio ceph-mon rbd qemu-system-x86_64; do
     command -v "$t" >/dev/null || { echo "FAIL multipath-vm ($t not installed; see .ci/install-deps.sh vm ceph)"; exit 2; }
 done

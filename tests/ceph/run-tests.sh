@@ -33,10 +33,11 @@ if ! "$ROOT/.ci/install-deps.sh" "${dep_args[@]}" >/tmp/rustio-ceph-apt.log 2>&1
 fi
 
 # --- a free pair of monitor ports (another cluster may hold the defaults) ---
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# shellcheck source=../lib/iscsi-checks.sh
+. "$ROOT/tests/lib/iscsi-checks.sh"  # port_open
 V2=""
 for base in 13300 23300 33300 43300 53300; do
-    if port_free "$base" && port_free $((base + 1)); then V2=$base; break; fi
+    if ! port_open "$base" && ! port_open $((base + 1)); then V2=$base; break; fi
 done
 [ -n "$V2" ] || { fail "rbd-cluster-start (no free port pair)"; summary; exit 1; }
 

@@ -53,14 +53,13 @@ for t in iscsi-test-cu qemu-img rbd; do
     command -v "$t" >/dev/null || { fail "rbd-serve ($t not installed)"; exit 1; }
 done
 
-if [ -z "${RUSTIO_RBD_BIN:-}" ]; then
-    t=$(date +%s)
-    if (cargo build --release -q -p rustio --features rbd); then
-        pass "rbd-serve: build rustio --features rbd ($(( $(date +%s) - t ))s)"
-    else
-        fail "rbd-serve: build rustio --features rbd"; exit 1
-    fi
-    RUSTIO_RBD_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/rustio"
+t=$(date +%s)
+if [ -n "${RUSTIO_RBD_BIN:-}" ]; then
+    [ -x "$RUSTIO_RBD_BIN" ] || { fail "rbd-serve (no rustio binary at $RUSTIO_RBD_BIN)"; exit 1; }
+elif release_rustio RUSTIO_RBD_BIN rbd; then
+    pass "rbd-serve: build rustio --features rbd ($(( $(date +%s) - t ))s)"
+else
+    fail "rbd-serve: build rustio --features rbd"; exit 1
 fi
 
 CU_SIZE=268435456

@@ -1,9 +1,12 @@
 # shellcheck shell=bash
 # Shared steps of the suites that check `rustio serve` with independent iSCSI clients
 # (tests/libiscsi/run.sh, tests/serve/qcow2.sh, tests/ceph/serve.sh, tests/scst/serve.sh,
-# tests/abuse/run.sh, tests/ceph/gw-lib.sh for the gateway-group scripts;
-# bench/rbd/guest-vm.sh uses start_server and port_open; tests/ceph/guest-multipath.sh,
-# bench/lio/guest-bench.sh and bench/rbd/run.sh port_open). Source it after defining (port_open needs none of them):
+# tests/abuse/run.sh, tests/ceph/gw-lib.sh for the gateway-group scripts). Others take
+# single helpers: bench/rbd/guest-vm.sh start_server and port_open;
+# tests/ceph/guest-multipath.sh, tests/serve/kernel-guest.sh, tests/ceph/run-tests.sh,
+# bench/lio/guest-bench.sh and bench/rbd/run.sh port_open; tests/ceph/multipath-vm.sh,
+# tests/serve/kernel-initiator.sh and tests/lio/run-vm.sh release_rustio. Source it after
+# defining (port_open and release_rustio need none of them):
 #   ok NAME / bad NAME   report one check (each suite keeps its own PASS/FAIL format)
 #   log TEXT             print a line
 #   WORK                 the suite's scratch directory
@@ -18,15 +21,22 @@ need_iscsi_clients() {
         { cat "$WORK/apt.log"; log "installing the base package set failed"; KEEP_LOGS=1; exit 2; }
 }
 
-# Sets RUSTIO_BIN: kept when given, else a release build of the checkout ROOT. Exits 2 on
-# a failed build or a missing binary.
-need_rustio_bin() {
-    if [ -z "${RUSTIO_BIN:-}" ]; then
-        log "building rustio (release)"
-        (cd "$ROOT" && cargo build --release -p rustio -q) || { log "build failed"; exit 2; }
-        RUSTIO_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/rustio"
+# release_rustio VAR [FEATURES]: keeps the binary named by $VAR when VAR is set, else
+# builds rustio (release, with the cargo FEATURES if given) from the checkout ROOT and sets
+# VAR to it. Returns 1 on a failed build or when $VAR is no executable. Needs only ROOT.
+release_rustio() {
+    local var=$1 features=${2:-}
+    if [ -z "${!var:-}" ]; then
+        (cd "$ROOT" && cargo build --release -q -p rustio ${features:+--features "$features"}) || return 1
+        printf -v "$var" '%s' "${CARGO_TARGET_DIR:-$ROOT/target}/release/rustio"
     fi
-    [ -x "$RUSTIO_BIN" ] || { log "no rustio binary at $RUSTIO_BIN"; exit 2; }
+    [ -x "${!var}" ]
+}
+
+# Sets RUSTIO_BIN (release_rustio). Exits 2 on a failed build or a missing binary.
+need_rustio_bin() {
+    [ -n "${RUSTIO_BIN:-}" ] || log "building rustio (release)"
+    release_rustio RUSTIO_BIN || { log "no rustio binary (build failed, or none at ${RUSTIO_BIN:-the target dir})"; exit 2; }
 }
 
 # True once something accepts connections on 127.0.0.1:PORT.

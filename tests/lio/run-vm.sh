@@ -35,10 +35,11 @@ mkdir -p /etc/target
 
 if [[ -z "${RUSTIO_BIN:-}" ]]; then
   export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/work/target-lio}
-  (cd "$ROOT" && cargo build --release -q -p rustio --bin rustio)
-  RUSTIO_BIN=$CARGO_TARGET_DIR/release/rustio
 fi
-[[ -x "$RUSTIO_BIN" ]] || { echo "run-vm.sh: $RUSTIO_BIN is not executable" >&2; exit 2; }
+# shellcheck source=../lib/iscsi-checks.sh
+. "$ROOT/tests/lib/iscsi-checks.sh"  # release_rustio
+release_rustio RUSTIO_BIN ||
+  { echo "run-vm.sh: the build failed, or ${RUSTIO_BIN:-the binary} is not executable" >&2; exit 2; }
 export RUSTIO_BIN
 echo "run-vm.sh: rustio binary $RUSTIO_BIN (build/deps took $(($(date +%s) - t0)) s)"
 

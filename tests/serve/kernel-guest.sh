@@ -10,6 +10,9 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 VM_CHECK_TIMEOUT=${VM_CHECK_TIMEOUT:-120}
 # shellcheck source=../vm/guest-lib.sh
 . "$HERE/../vm/guest-lib.sh"
+# port_open only (this suite has its own checks and server start).
+# shellcheck source=../lib/iscsi-checks.sh
+. "$HERE/../lib/iscsi-checks.sh"
 
 [[ "${RUSTIO_VM:-}" == 1 ]] || { echo "kernel-guest.sh must run inside the VM (tests/vm/run.sh)"; exit 2; }
 BIN=${RUSTIO_BIN:?RUSTIO_BIN must name the rustio binary}
@@ -24,7 +27,7 @@ DISK=
 
 vm_log "kernel $(uname -r), $(nproc) CPUs"
 
-start_server() {
+serve_qcow2() {
   qemu-img create -q -f qcow2 "$IMG" "$SIZE" || return 1
   cat >/tmp/serve.json <<EOF
 {
@@ -41,9 +44,9 @@ start_server() {
 EOF
   "$BIN" serve --config /tmp/serve.json --log warn >/tmp/rustio-serve.log 2>&1 &
   echo $! >/tmp/rustio-serve.pid
-  vm_wait 30 bash -c "exec 3<>/dev/tcp/127.0.0.1/3260" || { cat /tmp/rustio-serve.log; return 1; }
+  vm_wait 30 port_open 3260 || { cat /tmp/rustio-serve.log; return 1; }
 }
-vm_check "rustio serve (qcow2 LUN) listens on $PORTAL" start_server || { vm_summary; exit 1; }
+vm_check "rustio serve (qcow2 LUN) listens on $PORTAL" serve_qcow2 || { vm_summary; exit 1; }
 
 login() {
   vm_start_iscsid || { echo "iscsid failed"; return 1; }

@@ -13,13 +13,12 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 T0=$(date +%s)
 
-if [ -z "${RUSTIO_BIN:-}" ]; then
-    echo "building rustio (release)"
-    (cd "$ROOT" && cargo build --release -p rustio -q) || { echo "FAIL kernel-initiator-build"; exit 2; }
-    RUSTIO_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/rustio"
-fi
+# shellcheck source=../lib/iscsi-checks.sh
+. "$ROOT/tests/lib/iscsi-checks.sh"  # release_rustio
+[ -n "${RUSTIO_BIN:-}" ] || echo "building rustio (release)"
+release_rustio RUSTIO_BIN ||
+    { echo "FAIL kernel-initiator (the build failed, or no rustio binary at ${RUSTIO_BIN:-the target dir})"; exit 2; }
 RUSTIO_BIN=$(realpath "$RUSTIO_BIN")
-[ -x "$RUSTIO_BIN" ] || { echo "FAIL kernel-initiator (no rustio binary at $RUSTIO_BIN)"; exit 2; }
 for t in qemu-img sg_inq iscsiadm mkfs.ext4; do
     command -v "$t" >/dev/null || { echo "FAIL kernel-initiator ($t not installed; see .ci/install-deps.sh vm)"; exit 2; }
 done
