@@ -25,10 +25,12 @@ need_iscsi_clients() {
 # builds rustio (release, with the cargo FEATURES if given) from the checkout ROOT and sets
 # VAR to it. Returns 1 on a failed build or when $VAR is no executable. Needs only ROOT.
 release_rustio() {
-    local var=$1 features=${2:-}
+    local var=$1 features=${2:-} dir=${CARGO_TARGET_DIR:-$ROOT/target}
+    # cargo runs in ROOT: a relative CARGO_TARGET_DIR is relative to it.
+    [[ $dir == /* ]] || dir=$ROOT/$dir
     if [ -z "${!var:-}" ]; then
         (cd "$ROOT" && cargo build --release -q -p rustio ${features:+--features "$features"}) || return 1
-        printf -v "$var" '%s' "${CARGO_TARGET_DIR:-$ROOT/target}/release/rustio"
+        printf -v "$var" '%s' "$dir/release/rustio"
     fi
     [ -x "${!var}" ]
 }

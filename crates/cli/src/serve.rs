@@ -504,6 +504,11 @@ pub fn run(args: ServeArgs, log: &str) -> anyhow::Result<()> {
     serve_loop(&args, &handle, &rx, member.as_mut());
     handle.shutdown();
     drop(member);
+    // Images whose last reference went with a request's completion are closed on threads
+    // of their own: let them release their exclusive locks before the process exits.
+    if !rustio_rbd::wait_for_closes(Duration::from_secs(30)) {
+        tracing::warn!("an RBD image was still closing after 30 s; exiting anyway");
+    }
     signals.close();
     let _ = signal_thread.join();
     metrics_stop.store(true, std::sync::atomic::Ordering::Release);

@@ -203,11 +203,16 @@ pub fn validate_fabric_wwn(info: &FabricInfo, wwn: &str) -> Result<WwnType, Stri
                 Some(h) if h.len() == 32 && h.bytes().all(|b| b.is_ascii_hexdigit()) => Ok(()),
                 _ => Err("ib names are ib. followed by 32 hex digits".to_owned()),
             },
+            // The name becomes a configfs directory: one path component.
             WwnType::Free => {
-                if wwn.is_empty() || wwn.contains('/') {
-                    Err("names must be non-empty without '/'".to_owned())
-                } else {
+                if crate::validate::is_file_name(wwn) {
                     Ok(())
+                } else {
+                    Err(
+                        "names must be one file name (non-empty, at most 255 bytes, \
+                         without '/' or NUL, not '.' or '..')"
+                            .to_owned(),
+                    )
                 }
             }
         };
@@ -245,6 +250,13 @@ mod tests {
             Ok(WwnType::Naa)
         );
         assert!(validate_fabric_wwn(i, "iqn.2003-1.org.x").is_err());
+        // Free-form names (ibmvscsis) are one configfs path component.
+        let v = fabric_info("ibmvscsis").unwrap();
+        assert_eq!(validate_fabric_wwn(v, "30000002"), Ok(WwnType::Free));
+        for bad in ["", ".", "..", "a/b", "a\0b", &"x".repeat(256)] {
+            assert!(validate_fabric_wwn(v, bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(validate_fabric_wwn(v, &"x".repeat(255)), Ok(WwnType::Free));
         let l = fabric_info("loopback").unwrap();
         assert!(validate_fabric_wwn(l, "iqn.2003-01.org.x:y").is_err());
         assert_eq!(

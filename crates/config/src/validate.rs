@@ -288,7 +288,9 @@ impl Ctx {
     }
 }
 
-fn is_file_name(s: &str) -> bool {
+/// Whether `s` can be one component of a configfs path: non-empty, at most 255 bytes, no
+/// '/' or NUL, not "." or "..".
+pub(crate) fn is_file_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 255
         && !s.contains('/')

@@ -662,8 +662,10 @@ impl Drop for Watch {
     fn drop(&mut self) {
         // SAFETY: the cookie is ours; after rados_unwatch2 no new callback starts and
         // rados_watch_flush waits for those in flight, so `ctx` is then unreferenced and
-        // freed exactly once. Never called from a callback (that would deadlock the
-        // flush): the store drops watches only on its own threads.
+        // freed exactly once. Never called from a callback of this watch's own cluster
+        // connection (that would deadlock the flush): the store drops watches on its own
+        // threads, or, when a logical unit's last reference goes with an I/O completion,
+        // on a callback thread of the image's connection, which is another one.
         unsafe {
             let r = rados_unwatch2(self.io.io, self.cookie);
             if r < 0 {
@@ -1092,13 +1094,45 @@ struct Closing {
 // from is gone), and librbd's close may run on any thread but one of its own callbacks.
 unsafe impl Send for Closing {}
 
+/// Closes handed to `rbd-close` threads and not finished yet ([`wait_for_closes`]).
+static PENDING_CLOSES: Mutex<usize> = Mutex::new(0);
+/// Signalled whenever a handed-off close finishes.
+static CLOSE_DONE: Condvar = Condvar::new();
+
+fn pending_closes() -> std::sync::MutexGuard<'static, usize> {
+    PENDING_CLOSES
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Waits, at most `limit`, until no close handed off a librbd callback thread is still
+/// running; `true` when none is left. A process that exits under one would tear down
+/// librados' globals under it and leave the image's exclusive lock held.
+pub(crate) fn wait_for_closes(limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    let mut n = pending_closes();
+    while *n > 0 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        n = CLOSE_DONE
+            .wait_timeout(n, left)
+            .unwrap_or_else(PoisonError::into_inner)
+            .0;
+    }
+    true
+}
+
 impl Drop for Closing {
     fn drop(&mut self) {
         // SAFETY: the image is open and nothing else holds it: its `Image` is gone, and
         // every request either was waited for inside a `&self` call or (asynchronous)
-        // held an `Arc` of that `Image`, so none is in flight. This thread is not one of
-        // librbd's callbacks (`Image::drop`). rbd_close flushes and releases the exclusive
-        // lock; its ops are bounded by rados_osd_op_timeout.
+        // held an `Arc` of that `Image` until its callback ran. The callback that dropped
+        // the last one may still be finishing on librbd's thread; rbd_close, here on a
+        // thread that is none of librbd's callbacks (`Image::drop`), waits for it. It
+        // flushes and releases the exclusive lock; its ops are bounded by
+        // rados_osd_op_timeout.
         let r = unsafe { rbd_close(self.image) };
         if r < 0 {
             tracing::warn!(errno = -r, "rbd_close failed");
@@ -1123,13 +1157,20 @@ impl Drop for Image {
             drop(closing);
             return;
         }
-        // If the thread cannot start, the closure is dropped here without the handle:
-        // leaked (and said so) rather than closed on this thread.
+        // Counted until it has run (`wait_for_closes`). If the thread cannot start, the
+        // closure is dropped here without the handle: leaked (and said so) rather than
+        // closed on this thread.
+        *pending_closes() += 1;
         let closing = ManuallyDrop::new(closing);
         let spawned = std::thread::Builder::new()
             .name("rbd-close".into())
-            .spawn(move || drop(ManuallyDrop::into_inner(closing)));
+            .spawn(move || {
+                drop(ManuallyDrop::into_inner(closing));
+                *pending_closes() -= 1;
+                CLOSE_DONE.notify_all();
+            });
         if let Err(e) = spawned {
+            *pending_closes() -= 1;
             tracing::error!(error = %e, "cannot start a thread to close an RBD image; its handle is left open");
         }
     }
@@ -1189,9 +1230,11 @@ extern "C" fn on_complete(c: rbd_completion_t, arg: *mut c_void) {
         rbd_aio_release(c);
         r
     };
-    IN_COMPLETION.with(|f| f.set(true));
+    // Restored, not cleared: were a callback ever to run inside another on this thread,
+    // the outer one is still a callback when the inner one returns.
+    let outer = IN_COMPLETION.with(|f| f.replace(true));
     done(r);
-    IN_COMPLETION.with(|f| f.set(false));
+    IN_COMPLETION.with(|f| f.set(outer));
 }
 
 // --- Gateway groups: image identity, lock owners and lock breaking, image metadata

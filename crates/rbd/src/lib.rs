@@ -50,6 +50,20 @@ pub use error::RbdError;
 #[cfg(feature = "rbd")]
 pub use prstore::{CephReservationStore, PrStoreError};
 
+/// Waits, at most `limit`, for the closes of images whose last reference went with one of
+/// librbd's completions: those run on threads of their own (closing on the completion's
+/// thread would deadlock), and a process that exits under one leaves the image's
+/// exclusive lock held. `true` when none is left (always, without the `rbd` feature).
+pub fn wait_for_closes(limit: Duration) -> bool {
+    #[cfg(feature = "rbd")]
+    return ffi::wait_for_closes(limit);
+    #[cfg(not(feature = "rbd"))]
+    {
+        let _ = limit;
+        true
+    }
+}
+
 /// Whether this build links librbd (the `rbd` feature).
 pub const BUILT_WITH_RBD: bool = cfg!(feature = "rbd");
 

@@ -271,21 +271,28 @@ impl Qcow2Backstore {
             file_len,
         )?;
         rc.check_disjoint(io, &[0..cs, l1.l1_range.clone()])?;
-        for (i, &raw) in l1.entries.iter().enumerate() {
-            // `load_l1` has decoded and checked every entry.
-            let Ok(Some(e)) = L1Entry::decode(raw, cs) else {
+        // `load_l1` has decoded and checked every entry. In host order, so that each
+        // refcount block is read once however large the image.
+        let mut l2: Vec<(u64, usize)> = (l1.entries.iter().enumerate())
+            .filter_map(|(i, &raw)| Some((L1Entry::decode(raw, cs).ok()??.l2_offset, i)))
+            .collect();
+        l2.sort_unstable();
+        l2.dedup_by_key(|&mut (off, _)| off);
+        for (off, i) in l2 {
+            let problem = if rc.is_block(off) {
+                "lies on a refcount block"
+            } else if rc.get(io, off >> h.cluster_bits)? == 0 {
+                "has refcount 0"
+            } else {
                 continue;
             };
-            if rc.get(io, e.l2_offset >> h.cluster_bits)? == 0 {
-                return Err(Self::corrupt_at(
-                    io.path(),
-                    format!(
-                        "L1 entry {i}: the L2 table at {:#x} has refcount 0; repair the image \
-                         (qemu-img check -r all) or open it read-only",
-                        e.l2_offset
-                    ),
-                ));
-            }
+            return Err(Self::corrupt_at(
+                io.path(),
+                format!(
+                    "L1 entry {i}: the L2 table at {off:#x} {problem}; repair the image \
+                     (qemu-img check -r all) or open it read-only"
+                ),
+            ));
         }
         Ok(rc)
     }

@@ -197,6 +197,11 @@ impl Refcounts {
         ))
     }
 
+    /// Whether a refcount block starts at host offset `off`.
+    pub fn is_block(&self, off: u64) -> bool {
+        self.block_offsets.binary_search(&off).is_ok()
+    }
+
     /// Records the host offset of a new refcount block.
     fn note_block(&mut self, off: u64) {
         if let Err(i) = self.block_offsets.binary_search(&off) {

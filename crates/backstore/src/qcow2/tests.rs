@@ -768,6 +768,14 @@ fn l2_table_whose_refcount_is_zero_refuses_a_writable_open() {
     // Read-only still serves the data.
     let b = Qcow2Backstore::open(&p, true).unwrap();
     assert_eq!(read_vec(&b, 0, 512), vec![0x22; 512]);
+    drop(b);
+    // An L2 table on a refcount block (whose refcount is not 0) is refused too.
+    entry::refcount_set(&mut block, order, l2 / 512, 1);
+    patch(&p, rb, &block);
+    Qcow2Backstore::open(&p, false).unwrap().close().unwrap();
+    patch(&p, be64_at(&p, 40), &(OFLAG_COPIED | rb).to_be_bytes());
+    let e = Qcow2Backstore::open(&p, false).unwrap_err();
+    assert!(e.to_string().contains("lies on a refcount block"), "{e}");
 }
 
 #[test]
