@@ -158,6 +158,11 @@ pub fn run(args: RunnerArgs, log: &str) -> anyhow::Result<()> {
         }
     };
     runner.serve(&stop).context("TCMU runner")?;
+    // As `rustio serve`: a device closed with requests still in flight (past its drain
+    // timeout) may have its RBD image closed by the last completion, on a thread of its own.
+    if !rustio_rbd::wait_for_outstanding(std::time::Duration::from_secs(30)) {
+        tracing::warn!("RBD requests or image closes still outstanding after 30 s; exiting anyway");
+    }
     Ok(())
 }
 

@@ -504,10 +504,10 @@ pub fn run(args: ServeArgs, log: &str) -> anyhow::Result<()> {
     serve_loop(&args, &handle, &rx, member.as_mut());
     handle.shutdown();
     drop(member);
-    // Images whose last reference went with a request's completion are closed on threads
-    // of their own: let them release their exclusive locks before the process exits.
-    if !rustio_rbd::wait_for_closes(Duration::from_secs(30)) {
-        tracing::warn!("an RBD image was still closing after 30 s; exiting anyway");
+    // RBD requests still in flight, and images whose last reference went with one (closed
+    // on threads of their own): let them end and release their locks before exiting.
+    if !rustio_rbd::wait_for_outstanding(Duration::from_secs(30)) {
+        tracing::warn!("RBD requests or image closes still outstanding after 30 s; exiting anyway");
     }
     signals.close();
     let _ = signal_thread.join();

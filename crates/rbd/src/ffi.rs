@@ -20,6 +20,7 @@ use std::io::{IoSlice, IoSliceMut};
 use std::mem::ManuallyDrop;
 use std::path::Path;
 use std::ptr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -1065,9 +1066,12 @@ impl Image {
     ) {
         let ptr = buf.as_mut_ptr().cast::<c_char>();
         let image = Arc::clone(self);
+        // Outstanding until `done` has returned (and handed off any close it caused).
+        let token = Outstanding::new();
         let cb: OnDone = Box::new(move |r| {
             drop(image);
             done(buf, r);
+            drop(token);
         });
         if let Err((e, cb)) = self.submit_aio(|c| submit(ptr, c), cb) {
             cb(-(e as isize));
@@ -1094,32 +1098,38 @@ struct Closing {
 // from is gone), and librbd's close may run on any thread but one of its own callbacks.
 unsafe impl Send for Closing {}
 
-/// Closes handed to `rbd-close` threads and not finished yet ([`wait_for_closes`]).
-static PENDING_CLOSES: Mutex<usize> = Mutex::new(0);
-/// Signalled whenever a handed-off close finishes.
-static CLOSE_DONE: Condvar = Condvar::new();
+/// Asynchronous requests in flight and image closes handed to `rbd-close` threads: what
+/// must end before the process exits ([`wait_for_outstanding`]).
+static OUTSTANDING: AtomicUsize = AtomicUsize::new(0);
 
-fn pending_closes() -> std::sync::MutexGuard<'static, usize> {
-    PENDING_CLOSES
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
+/// One unit of [`OUTSTANDING`], given back when dropped (also when what holds it unwinds or
+/// is dropped unrun, as a closure whose thread could not start).
+struct Outstanding;
+
+impl Outstanding {
+    fn new() -> Outstanding {
+        OUTSTANDING.fetch_add(1, Ordering::AcqRel);
+        Outstanding
+    }
 }
 
-/// Waits, at most `limit`, until no close handed off a librbd callback thread is still
-/// running; `true` when none is left. A process that exits under one would tear down
-/// librados' globals under it and leave the image's exclusive lock held.
-pub(crate) fn wait_for_closes(limit: Duration) -> bool {
-    let deadline = Instant::now() + limit;
-    let mut n = pending_closes();
-    while *n > 0 {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
+impl Drop for Outstanding {
+    fn drop(&mut self) {
+        OUTSTANDING.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Waits, at most `limit`, until no asynchronous request is in flight and no close
+/// handed off a librbd callback thread is running; `true` when none is left. A request
+/// still in flight may yet drop an image's last reference; a process that exits under a
+/// close tears librados' globals down under it and leaves the image's exclusive lock held.
+pub(crate) fn wait_for_outstanding(limit: Duration) -> bool {
+    let deadline = Instant::now().checked_add(limit);
+    while OUTSTANDING.load(Ordering::Acquire) > 0 {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
             return false;
         }
-        n = CLOSE_DONE
-            .wait_timeout(n, left)
-            .unwrap_or_else(PoisonError::into_inner)
-            .0;
+        std::thread::sleep(Duration::from_millis(10));
     }
     true
 }
@@ -1157,20 +1167,18 @@ impl Drop for Image {
             drop(closing);
             return;
         }
-        // Counted until it has run (`wait_for_closes`). If the thread cannot start, the
-        // closure is dropped here without the handle: leaked (and said so) rather than
+        // Outstanding until it has run (`wait_for_outstanding`). If the thread cannot start,
+        // the closure is dropped here without the handle: leaked (and said so) rather than
         // closed on this thread.
-        *pending_closes() += 1;
+        let token = Outstanding::new();
         let closing = ManuallyDrop::new(closing);
         let spawned = std::thread::Builder::new()
             .name("rbd-close".into())
             .spawn(move || {
                 drop(ManuallyDrop::into_inner(closing));
-                *pending_closes() -= 1;
-                CLOSE_DONE.notify_all();
+                drop(token);
             });
         if let Err(e) = spawned {
-            *pending_closes() -= 1;
             tracing::error!(error = %e, "cannot start a thread to close an RBD image; its handle is left open");
         }
     }

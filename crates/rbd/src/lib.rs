@@ -50,13 +50,14 @@ pub use error::RbdError;
 #[cfg(feature = "rbd")]
 pub use prstore::{CephReservationStore, PrStoreError};
 
-/// Waits, at most `limit`, for the closes of images whose last reference went with one of
-/// librbd's completions: those run on threads of their own (closing on the completion's
-/// thread would deadlock), and a process that exits under one leaves the image's
-/// exclusive lock held. `true` when none is left (always, without the `rbd` feature).
-pub fn wait_for_closes(limit: Duration) -> bool {
+/// Waits, at most `limit`, until no asynchronous RBD request is in flight and no image
+/// close handed off a librbd completion is running: an image whose last reference goes
+/// with a completion is closed on a thread of its own (closing on the completion's thread
+/// would deadlock), and a process that exits under that close leaves the image's
+/// exclusive lock held. `true` when nothing is left (always, without the `rbd` feature).
+pub fn wait_for_outstanding(limit: Duration) -> bool {
     #[cfg(feature = "rbd")]
-    return ffi::wait_for_closes(limit);
+    return ffi::wait_for_outstanding(limit);
     #[cfg(not(feature = "rbd"))]
     {
         let _ = limit;

@@ -253,7 +253,7 @@ fn last_reference_dropped_by_a_completion_closes_off_the_callback_thread() {
     assert!(ok);
     assert_eq!(buf, pattern(5, 4096));
     // The close ran elsewhere, and finished.
-    assert!(rustio_rbd::wait_for_closes(Duration::from_secs(60)));
+    assert!(rustio_rbd::wait_for_outstanding(Duration::from_secs(60)));
     // It released the image: a second client writes and reads.
     let (done_tx, done_rx) = mpsc::channel();
     let spec = name.clone();

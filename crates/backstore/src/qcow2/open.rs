@@ -277,7 +277,16 @@ impl Qcow2Backstore {
             .filter_map(|(i, &raw)| Some((L1Entry::decode(raw, cs).ok()??.l2_offset, i)))
             .collect();
         l2.sort_unstable();
-        l2.dedup_by_key(|&mut (off, _)| off);
+        // Two L1 entries on one L2 table would make their guest ranges one.
+        if let Some(w) = l2.windows(2).find(|w| w[0].0 == w[1].0) {
+            return Err(Self::corrupt_at(
+                io.path(),
+                format!(
+                    "L1 entries {} and {} share the L2 table at {:#x}",
+                    w[0].1, w[1].1, w[0].0
+                ),
+            ));
+        }
         for (off, i) in l2 {
             let problem = if rc.is_block(off) {
                 "lies on a refcount block"

@@ -773,9 +773,17 @@ fn l2_table_whose_refcount_is_zero_refuses_a_writable_open() {
     entry::refcount_set(&mut block, order, l2 / 512, 1);
     patch(&p, rb, &block);
     Qcow2Backstore::open(&p, false).unwrap().close().unwrap();
-    patch(&p, be64_at(&p, 40), &(OFLAG_COPIED | rb).to_be_bytes());
+    let l1 = be64_at(&p, 40);
+    let entry0 = be64_at(&p, l1);
+    patch(&p, l1, &(OFLAG_COPIED | rb).to_be_bytes());
     let e = Qcow2Backstore::open(&p, false).unwrap_err();
     assert!(e.to_string().contains("lies on a refcount block"), "{e}");
+    // Two L1 entries on one L2 table (the second guest range would alias the first),
+    // named in the message.
+    patch(&p, l1, &entry0.to_be_bytes());
+    patch(&p, l1 + 8, &entry0.to_be_bytes());
+    let e = Qcow2Backstore::open(&p, false).unwrap_err();
+    assert!(e.to_string().contains("L1 entries 0 and 1 share"), "{e}");
 }
 
 #[test]
