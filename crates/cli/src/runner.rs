@@ -158,10 +158,10 @@ pub fn run(args: RunnerArgs, log: &str) -> anyhow::Result<()> {
         }
     };
     runner.serve(&stop).context("TCMU runner")?;
-    // As `rustio serve`: a device closed with requests still in flight (past its drain
-    // timeout) may have its RBD image closed by the last completion, on a thread of its own.
-    if !rustio_rbd::wait_for_outstanding(std::time::Duration::from_secs(30)) {
-        tracing::warn!("RBD requests or image closes still outstanding after 30 s; exiting anyway");
+    // As `rustio serve`: a device closed with requests still in flight (a worker past its
+    // drain timeout, waiting in librbd) may close its RBD image when the last one returns.
+    if !rustio_rbd::wait_for_outstanding(std::time::Duration::from_secs(60)) {
+        tracing::warn!("RBD requests or image closes still outstanding after 60 s; exiting anyway");
     }
     Ok(())
 }

@@ -505,9 +505,10 @@ pub fn run(args: ServeArgs, log: &str) -> anyhow::Result<()> {
     handle.shutdown();
     drop(member);
     // RBD requests still in flight, and images whose last reference went with one (closed
-    // on threads of their own): let them end and release their locks before exiting.
-    if !rustio_rbd::wait_for_outstanding(Duration::from_secs(30)) {
-        tracing::warn!("RBD requests or image closes still outstanding after 30 s; exiting anyway");
+    // on threads of their own): let them end and release their locks before exiting. 60 s
+    // covers librados' default OSD op timeout with the cluster down (31 s).
+    if !rustio_rbd::wait_for_outstanding(Duration::from_secs(60)) {
+        tracing::warn!("RBD requests or image closes still outstanding after 60 s; exiting anyway");
     }
     signals.close();
     let _ = signal_thread.join();

@@ -968,6 +968,9 @@ impl Image {
         op: &'static str,
         submit: impl FnOnce(rbd_completion_t) -> isize,
     ) -> Result<isize, Errno> {
+        // Outstanding while this thread waits (a TCMU worker past its device's drain
+        // timeout may still be here at exit, and may then drop the image's last reference).
+        let _outstanding = Outstanding::new();
         let waiter = Arc::new(Waiter::default());
         let w = Arc::clone(&waiter);
         self.submit_aio(submit, Box::new(move |r| w.finish(r)))
@@ -1098,18 +1101,19 @@ struct Closing {
 // from is gone), and librbd's close may run on any thread but one of its own callbacks.
 unsafe impl Send for Closing {}
 
-/// Asynchronous requests in flight and image closes handed to `rbd-close` threads: what
-/// must end before the process exits ([`wait_for_outstanding`]).
+/// Requests in flight (asynchronous ones and the synchronous `aio` waits) and image closes
+/// running (in place or handed to `rbd-close` threads): what must end before the process
+/// exits ([`wait_for_outstanding`]).
 static OUTSTANDING: AtomicUsize = AtomicUsize::new(0);
 
 /// One unit of [`OUTSTANDING`], given back when dropped (also when what holds it unwinds or
 /// is dropped unrun, as a closure whose thread could not start).
-struct Outstanding;
+struct Outstanding(());
 
 impl Outstanding {
     fn new() -> Outstanding {
         OUTSTANDING.fetch_add(1, Ordering::AcqRel);
-        Outstanding
+        Outstanding(())
     }
 }
 
@@ -1119,10 +1123,10 @@ impl Drop for Outstanding {
     }
 }
 
-/// Waits, at most `limit`, until no asynchronous request is in flight and no close
-/// handed off a librbd callback thread is running; `true` when none is left. A request
-/// still in flight may yet drop an image's last reference; a process that exits under a
-/// close tears librados' globals down under it and leaves the image's exclusive lock held.
+/// Waits, at most `limit`, until no request is in flight and no image close is running;
+/// `true` when none is left. A request still in flight may yet drop an image's last
+/// reference; a process that exits under a close tears librados' globals down under it
+/// and leaves the image's exclusive lock held.
 pub(crate) fn wait_for_outstanding(limit: Duration) -> bool {
     let deadline = Instant::now().checked_add(limit);
     while OUTSTANDING.load(Ordering::Acquire) > 0 {
@@ -1164,6 +1168,7 @@ impl Drop for Image {
             _ioctx: ioctx,
         };
         if !IN_COMPLETION.with(Cell::get) {
+            let _outstanding = Outstanding::new();
             drop(closing);
             return;
         }

@@ -50,11 +50,11 @@ pub use error::RbdError;
 #[cfg(feature = "rbd")]
 pub use prstore::{CephReservationStore, PrStoreError};
 
-/// Waits, at most `limit`, until no asynchronous RBD request is in flight and no image
-/// close handed off a librbd completion is running: an image whose last reference goes
-/// with a completion is closed on a thread of its own (closing on the completion's thread
-/// would deadlock), and a process that exits under that close leaves the image's
-/// exclusive lock held. `true` when nothing is left (always, without the `rbd` feature).
+/// Waits, at most `limit`, until no RBD request is in flight and no image close is
+/// running: the last request on an image may drop its last reference and close it (on a
+/// thread of its own when that happens in a librbd completion, where closing would
+/// deadlock), and a process that exits under that close leaves the image's exclusive lock
+/// held. `true` when nothing is left (always, without the `rbd` feature).
 pub fn wait_for_outstanding(limit: Duration) -> bool {
     #[cfg(feature = "rbd")]
     return ffi::wait_for_outstanding(limit);

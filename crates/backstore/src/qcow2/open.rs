@@ -282,7 +282,8 @@ impl Qcow2Backstore {
             return Err(Self::corrupt_at(
                 io.path(),
                 format!(
-                    "L1 entries {} and {} share the L2 table at {:#x}",
+                    "L1 entries {} and {} share the L2 table at {:#x}; repair the image \
+                     (qemu-img check -r all) or open it read-only",
                     w[0].1, w[1].1, w[0].0
                 ),
             ));
