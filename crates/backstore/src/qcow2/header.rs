@@ -27,6 +27,14 @@ pub const MAX_CLUSTER_BITS: u32 = 21;
 pub const MAX_L1_BYTES: u64 = 32 << 20;
 /// qemu's implementation limit for the refcount table (8 MiB).
 pub const MAX_REFTABLE_BYTES: u64 = 8 << 20;
+
+/// Bytes of a refcount table of `clusters` clusters of `cs` bytes, if within
+/// [`MAX_REFTABLE_BYTES`] (a product that overflows is not).
+pub fn reftable_bytes(clusters: u64, cs: u64) -> Option<u64> {
+    clusters
+        .checked_mul(cs)
+        .filter(|&bytes| bytes <= MAX_REFTABLE_BYTES)
+}
 /// Longest backing file name ("Must not be longer than 1023 bytes").
 pub const MAX_BACKING_NAME: u32 = 1023;
 /// Largest refcount order (64-bit refcounts).
@@ -593,13 +601,12 @@ impl ImageHeader {
         if h.refcount_table_clusters == 0 {
             return bad("refcount table has no clusters");
         }
-        let rt_bytes = u64::from(h.refcount_table_clusters) * cs;
-        if rt_bytes > MAX_REFTABLE_BYTES {
+        let Some(rt_bytes) = reftable_bytes(u64::from(h.refcount_table_clusters), cs) else {
             return bad(format!(
                 "refcount table of {} clusters is too large",
                 h.refcount_table_clusters
             ));
-        }
+        };
         let rt = self.table_range(
             "refcount table",
             h.refcount_table_offset,

@@ -16,7 +16,7 @@ use super::entry::{
     refcount_entries, refcount_get, refcount_last_used, refcount_max, refcount_set,
     MAX_HOST_OFFSET, REFT_RESERVED,
 };
-use super::header::{MAX_REFTABLE_BYTES, OFF_REFCOUNT_TABLE};
+use super::header::{reftable_bytes, MAX_REFTABLE_BYTES, OFF_REFCOUNT_TABLE};
 use super::io::{table_bytes, ImageFile};
 use crate::{Error, Result};
 
@@ -186,7 +186,7 @@ impl Refcounts {
             "the image header"
         } else if self.table_range().contains(&off) {
             "part of the refcount table"
-        } else if self.block_offsets.binary_search(&off).is_ok() {
+        } else if self.is_block(off) {
             "a refcount block"
         } else {
             return Ok(off);
@@ -439,7 +439,7 @@ impl Refcounts {
             }
             (t, k) = (t2, k2);
         }
-        if t * self.cs() > MAX_REFTABLE_BYTES {
+        if reftable_bytes(t, self.cs()).is_none() {
             return Err(Error::InvalidConfig(format!(
                 "{}: the refcount table would exceed qemu's limit of {MAX_REFTABLE_BYTES} bytes",
                 io.path().display()

@@ -18,7 +18,8 @@ use std::ops::Range;
 
 use super::entry::{refcount_entries, refcount_max, refcount_set, L1Entry, L2Entry, L2Format};
 use super::header::{
-    incompat, FormatError, ImageHeader, MAX_REFTABLE_BYTES, OFF_INCOMPATIBLE, OFF_REFCOUNT_TABLE,
+    incompat, reftable_bytes, FormatError, ImageHeader, MAX_REFTABLE_BYTES, OFF_INCOMPATIBLE,
+    OFF_REFCOUNT_TABLE,
 };
 use super::io::{table_bytes, ImageFile};
 use super::refcount::fixed_point;
@@ -162,12 +163,12 @@ fn count_l2_table(io: &ImageFile, l2_offset: u64, fmt: L2Format, n: &mut Counter
 
 /// Refuses a refcount table of `clusters` clusters larger than qemu's limit.
 fn check_table_size(clusters: u64, cs: u64) -> Result<(), FormatError> {
-    match clusters.checked_mul(cs) {
-        Some(bytes) if bytes <= MAX_REFTABLE_BYTES => Ok(()),
-        _ => Err(FormatError(format!(
-            "repair needs a refcount table of {clusters} clusters, more than qemu's limit of {MAX_REFTABLE_BYTES} bytes"
-        ))),
+    if reftable_bytes(clusters, cs).is_some() {
+        return Ok(());
     }
+    Err(FormatError(format!(
+        "repair needs a refcount table of {clusters} clusters, more than qemu's limit of {MAX_REFTABLE_BYTES} bytes"
+    )))
 }
 
 /// Sizes and places the new refcount table and blocks past the end of the file and of
